@@ -1,0 +1,11 @@
+// Each file host/cmd_*.cpp adds its subcommands to the one CLI11 app.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace tastebud::host {
+
+void add_data_commands(CLI::App& app);   // generate, import, info      (cmd_data.cpp)
+void add_train_command(CLI::App& app);   // train                       (cmd_train.cpp)
+
+}  // namespace tastebud::host

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs what tastebud builds with, from Debian's packages (run as root on Debian 12).
+# The CUDA toolkit is optional: with nvcc on PATH the CUDA backend is built too.
+set -euo pipefail
+packages=(build-essential cmake libeigen3-dev libomp-dev libcli11-dev nlohmann-json3-dev libfmt-dev
+          libtomlplusplus-dev libgtest-dev libbenchmark-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}"
+fi
