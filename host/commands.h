@@ -5,7 +5,8 @@
 
 namespace tastebud::host {
 
-void add_data_commands(CLI::App& app);   // generate, import, info      (cmd_data.cpp)
+void add_data_commands(CLI::App& app);      // import, info    (cmd_data.cpp)
+void add_generate_command(CLI::App& app);   // generate        (cmd_generate.cpp)
 void add_train_command(CLI::App& app);   // train                       (cmd_train.cpp)
 
 }  // namespace tastebud::host

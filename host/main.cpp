@@ -10,6 +10,7 @@ int main(int argc, char** argv) {
   CLI::App app{"tastebud: train neural collaborative filtering models on your own exports"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "tastebud 0.1.0");
+  tastebud::host::add_generate_command(app);
   tastebud::host::add_data_commands(app);
   tastebud::host::add_train_command(app);
   try {
