@@ -1,0 +1,88 @@
+// The backend interface: what the epoch loop asks of the CPU and the CUDA backend alike.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "tastebud/engine/model.h"
+#include "tastebud/optim_math.h"
+
+namespace tastebud {
+
+enum class LossKind : uint32_t { kBce = 0, kBpr = 1 };
+enum class SamplerKind : uint32_t { kUniform = 0, kPopularity = 1 };
+
+// The positives a model trains on: distinct (user, item) pairs sorted by user, then item, so that
+// user u's positives are the sorted slice item[user_offsets[u] .. user_offsets[u + 1]) that the
+// sampler searches to reject a user's own items.
+struct TrainingSet {
+  uint32_t num_users = 0;
+  uint32_t num_items = 0;
+  std::vector<uint32_t> user;
+  std::vector<uint32_t> item;
+  std::vector<float> weight;           // loss weight of each positive
+  std::vector<uint64_t> user_offsets;  // num_users + 1
+  std::vector<uint64_t> item_counts;   // positives per item, for the popularity sampler
+
+  size_t size() const { return user.size(); }
+  // Builds offsets and counts from sorted user/item/weight; throws when the pairs are not sorted
+  // and distinct.
+  void finalize();
+};
+
+struct TrainOptions {
+  uint32_t batch_size = 256;   // samples per step: BCE rows (positives + negatives), or BPR pairs
+  uint32_t negatives = 4;      // negatives per positive
+  LossKind loss = LossKind::kBce;
+  SamplerKind sampler = SamplerKind::kUniform;
+  float sampler_alpha = 0.75f;  // popularity sampler: P(item) ~ count^alpha
+  OptimizerParams optimizer;
+  uint64_t seed = 1;
+  uint32_t threads = 0;  // 0: all cores
+};
+
+// Everything a checkpoint holds: the parameters, the optimizer's two state tensors per parameter
+// tensor (same shapes; empty where the optimizer keeps none) and the number of steps taken.
+struct TrainState {
+  ModelParams params;
+  std::vector<Tensor> state0, state1;
+  uint64_t step = 0;
+
+  static TrainState fresh(const ModelParams& params, const OptimizerParams& optimizer);
+};
+
+struct EpochStats {
+  double mean_loss = 0.0;
+  uint64_t samples = 0;
+  double seconds = 0.0;
+  bool finite = true;  // false when a batch's loss was NaN or infinite; the epoch stopped there
+};
+
+// progress(samples done, samples in the epoch, mean loss so far)
+using ProgressFn = std::function<void(uint64_t, uint64_t, double)>;
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  // Samples (BCE rows or BPR pairs) in one epoch.
+  virtual uint64_t samples_per_epoch() const = 0;
+  virtual EpochStats train_epoch(uint32_t epoch, const ProgressFn& progress) = 0;
+  // The current state (copied back from the device where there is one).
+  virtual TrainState state() = 0;
+  virtual void load_state(const TrainState& state) = 0;
+};
+
+// The CPU backend: Eigen for the dense layers, OpenMP across fixed-size chunks of each batch so
+// that the same seed gives a bit-identical model whatever the thread count.
+std::unique_ptr<Backend> make_cpu_backend(const TrainingSet& data, const TrainOptions& options,
+                                          TrainState state);
+
+// Rows per chunk of a batch; a function of the batch size only, never of the thread count.
+uint32_t chunk_rows(uint32_t batch_rows);
+
+}  // namespace tastebud

@@ -1,0 +1,342 @@
+// The CPU backend: one training epoch of NeuMF with negative sampling, batch by batch.
+//
+// Each batch is cut into chunks whose size depends on the batch size only. Chunks run in parallel
+// and keep their own dense gradients, which are then summed in chunk order; embedding gradients
+// are summed per table row in batch-row order. The result is bit-identical for any thread count.
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+#include <Eigen/Core>
+#include <fmt/format.h>
+
+#include "cpu/embedding.h"
+#include "cpu/loss.h"
+#include "cpu/neumf.h"
+#include "cpu/optimizer.h"
+#include "cpu/sampler.h"
+#include "tastebud/engine/trainer.h"
+#include "tastebud/error.h"
+#include "tastebud/sampler_math.h"
+
+namespace tastebud {
+namespace {
+
+cpu::NeuMFShape shape_of(const ModelConfig& config) {
+  cpu::NeuMFShape shape;
+  shape.factors = config.has_gmf() ? config.factors : 0;
+  if (config.has_mlp()) shape.layers.assign(config.layers.begin(), config.layers.end());
+  return shape;
+}
+
+class CpuBackend final : public Backend {
+ public:
+  CpuBackend(const TrainingSet& data, const TrainOptions& options, TrainState state)
+      : data_(data), options_(options), state_(std::move(state)) {
+    const ModelConfig& config = state_.params.config;
+    TB_CHECK(config.num_users == data.num_users && config.num_items == data.num_items,
+             "the model's user and item counts do not match the training data");
+    TB_CHECK(data.size() > 0, "the training set has no positives");
+    TB_CHECK(options.batch_size > 0, "--batch-size must be positive");
+    TB_CHECK(options.negatives > 0 || options.loss == LossKind::kBce,
+             "BPR needs at least one negative per positive");
+    if (options.threads > 0) omp_set_num_threads(static_cast<int>(options.threads));
+    Eigen::setNbThreads(1);  // parallelism comes from the chunks
+    shape_ = shape_of(config);
+    if (options.sampler == SamplerKind::kPopularity) {
+      std::vector<double> weights(data.num_items);
+      for (uint32_t i = 0; i < data.num_items; ++i) {
+        weights[i] = std::pow(static_cast<double>(data.item_counts[i]), options.sampler_alpha);
+      }
+      alias_ = cpu::AliasTable::build(weights);
+    }
+    allocate();
+    bind_params();
+  }
+
+  std::string name() const override { return "cpu"; }
+
+  uint64_t samples_per_epoch() const override {
+    const uint64_t p = data_.size();
+    return options_.loss == LossKind::kBce ? p * (1 + options_.negatives) : p * options_.negatives;
+  }
+
+  EpochStats train_epoch(uint32_t epoch, const ProgressFn& progress) override {
+    const auto start_time = std::chrono::steady_clock::now();
+    order_.resize(data_.size());
+    cpu::shuffle_order(options_.seed, epoch, data_.size(), order_);
+    const uint64_t total = samples_per_epoch();
+    EpochStats stats;
+    double loss_sum = 0.0;
+    for (uint64_t first = 0; first < total; first += options_.batch_size) {
+      const uint32_t samples = static_cast<uint32_t>(std::min<uint64_t>(options_.batch_size, total - first));
+      const double batch_loss = train_batch(epoch, first, samples);
+      if (!std::isfinite(batch_loss)) {
+        stats.finite = false;
+        break;
+      }
+      loss_sum += batch_loss;
+      stats.samples += samples;
+      if (progress && ((first / options_.batch_size) % 64 == 0 || stats.samples == total)) {
+        progress(stats.samples, total, loss_sum / static_cast<double>(stats.samples));
+      }
+    }
+    stats.mean_loss = stats.samples > 0 ? loss_sum / static_cast<double>(stats.samples) : 0.0;
+    stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();
+    return stats;
+  }
+
+  TrainState state() override { return state_; }
+
+  void load_state(const TrainState& state) override {
+    TB_CHECK(state.params.config.num_users == state_.params.config.num_users &&
+                 state.params.config.num_items == state_.params.config.num_items,
+             "checkpoint does not match the model's shape");
+    state_ = state;
+    bind_params();
+  }
+
+ private:
+  bool bpr() const { return options_.loss == LossKind::kBpr; }
+
+  void allocate() {
+    const ModelConfig& config = state_.params.config;
+    max_rows_ = bpr() ? 2 * options_.batch_size : options_.batch_size;
+    chunk_rows_ = chunk_rows(max_rows_);
+    const size_t rows = max_rows_;
+    const size_t f = static_cast<size_t>(shape_.factors);
+    users_.resize(rows);
+    items_.resize(rows);
+    labels_.resize(rows);
+    weights_.resize(rows);
+    user_gmf_.resize(rows * f);
+    item_gmf_.resize(rows * f);
+    gmf_.resize(rows * f);
+    d_user_gmf_.resize(rows * f);
+    d_item_gmf_.resize(rows * f);
+    logits_.resize(rows);
+    dlogits_.resize(rows);
+    const size_t widths = config.has_mlp() ? config.layers.size() : 1;
+    acts_.assign(widths, {});
+    d_acts_.assign(widths, {});
+    for (size_t j = 0; j < widths && config.has_mlp(); ++j) {
+      acts_[j].resize(rows * config.layers[j]);
+      d_acts_[j].resize(rows * config.layers[j]);
+    }
+    // Flat layout of the dense gradients: the tensors after the embedding tables, in order.
+    dense_offsets_.clear();
+    size_t offset = 0;
+    auto tensors = state_.params.tensors();
+    for (size_t t = ModelParams::kEmbeddingTables; t < tensors.size(); ++t) {
+      dense_offsets_.push_back(offset);
+      offset += tensors[t]->values.size();
+    }
+    dense_offsets_.push_back(offset);
+    const size_t chunks = (rows + chunk_rows_ - 1) / chunk_rows_;
+    chunk_grads_.assign(chunks, std::vector<float>(offset));
+    chunk_loss_.assign(chunks, 0.0);
+    dense_grad_.resize(offset);
+    chunks_.assign(chunks, {});
+    chunk_grad_views_.clear();
+    for (size_t c = 0; c < chunks; ++c) {
+      const size_t r0 = c * chunk_rows_;
+      cpu::ChunkRows<float>& chunk = chunks_[c];
+      chunk.user_gmf = user_gmf_.data() + r0 * f;
+      chunk.item_gmf = item_gmf_.data() + r0 * f;
+      chunk.gmf = gmf_.data() + r0 * f;
+      chunk.d_user_gmf = d_user_gmf_.data() + r0 * f;
+      chunk.d_item_gmf = d_item_gmf_.data() + r0 * f;
+      for (size_t j = 0; j < widths; ++j) {
+        const size_t width = config.has_mlp() ? config.layers[j] : 0;
+        chunk.acts.push_back(acts_[j].data() + r0 * width);
+        chunk.d_acts.push_back(d_acts_[j].data() + r0 * width);
+      }
+      chunk.logits = logits_.data() + r0;
+      chunk.dlogits = dlogits_.data() + r0;
+      chunk_grad_views_.push_back(dense_grads(chunk_grads_[c]));
+    }
+    const size_t widest = std::max<size_t>({f, static_cast<size_t>(config.mlp_embedding()), 1});
+    summed_.resize(rows * widest);
+  }
+
+  // Fills users_, items_, labels_ and weights_ for samples [first, first + samples).
+  void fill_rows(uint32_t epoch, uint64_t first, uint32_t samples) {
+    const uint32_t n = options_.negatives;
+    const uint32_t per_positive = bpr() ? n : 1 + n;
+    const float* alias_probability = alias_.probability.empty() ? nullptr : alias_.probability.data();
+    const uint32_t* alias_index = alias_.alias.empty() ? nullptr : alias_.alias.data();
+#pragma omp parallel for schedule(static)
+    for (int64_t s = 0; s < static_cast<int64_t>(samples); ++s) {
+      const uint64_t sample = first + s;
+      const uint64_t positive = order_[sample / per_positive];
+      const uint32_t k = static_cast<uint32_t>(sample % per_positive);
+      const uint32_t user = data_.user[positive];
+      const uint64_t begin = data_.user_offsets[user];
+      const uint64_t count = data_.user_offsets[user + 1] - begin;
+      // Negative j of positive p is draw p * n + j, whatever the batch or the loss.
+      auto negative = [&](uint32_t j) {
+        return draw_negative(options_.seed, RandomStream::kNegatives, epoch,
+                             positive * n + j, data_.item.data() + begin, count,
+                             data_.num_items, alias_probability, alias_index);
+      };
+      if (bpr()) {
+        const size_t r = 2 * static_cast<size_t>(s);
+        users_[r] = users_[r + 1] = user;
+        items_[r] = data_.item[positive];
+        items_[r + 1] = negative(k);
+        labels_[r] = 1.0f;
+        labels_[r + 1] = 0.0f;
+        weights_[r] = weights_[r + 1] = data_.weight[positive];
+      } else {
+        users_[s] = user;
+        items_[s] = k == 0 ? data_.item[positive] : negative(k - 1);
+        labels_[s] = k == 0 ? 1.0f : 0.0f;
+        weights_[s] = k == 0 ? data_.weight[positive] : 1.0f;
+      }
+    }
+  }
+
+  // Points dense_ at the parameters; again whenever state_ is replaced.
+  void bind_params() {
+    cpu::DenseParams<float>& p = dense_;
+    p = {};
+    for (size_t j = 0; j < state_.params.weights.size(); ++j) {
+      p.weights.push_back(state_.params.weights[j].values.data());
+      p.biases.push_back(state_.params.biases[j].values.data());
+    }
+    p.head_weight = state_.params.head_weight.values.data();
+    p.head_bias = state_.params.head_bias.values.data();
+  }
+
+  cpu::DenseGrads<float> dense_grads(std::vector<float>& flat) const {
+    cpu::DenseGrads<float> g;
+    size_t t = 0;
+    for (size_t j = 0; j < state_.params.weights.size(); ++j) {
+      g.weights.push_back(flat.data() + dense_offsets_[t++]);
+      g.biases.push_back(flat.data() + dense_offsets_[t++]);
+    }
+    g.head_weight = flat.data() + dense_offsets_[t++];
+    g.head_bias = flat.data() + dense_offsets_[t++];
+    return g;
+  }
+
+  double train_batch(uint32_t epoch, uint64_t first, uint32_t samples) {
+    fill_rows(epoch, first, samples);
+    const ModelParams& params = state_.params;
+    const int64_t rows = bpr() ? 2 * static_cast<int64_t>(samples) : samples;
+    const int64_t chunks = (rows + chunk_rows_ - 1) / chunk_rows_;
+    const int64_t f = shape_.factors;
+    const int64_t e = params.config.mlp_embedding();
+    const int64_t l0 = 2 * e;
+    const float scale = 1.0f / static_cast<float>(samples);
+
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t r0 = c * chunk_rows_;
+      const int64_t n = std::min<int64_t>(chunk_rows_, rows - r0);
+      const std::span<const uint32_t> users(users_.data() + r0, n), items(items_.data() + r0, n);
+      if (f > 0) {
+        cpu::gather_rows(params.user_gmf.values.data(), f, users, user_gmf_.data() + r0 * f, f, 0);
+        cpu::gather_rows(params.item_gmf.values.data(), f, items, item_gmf_.data() + r0 * f, f, 0);
+      }
+      if (e > 0) {
+        cpu::gather_rows(params.user_mlp.values.data(), e, users, acts_[0].data() + r0 * l0, l0, 0);
+        cpu::gather_rows(params.item_mlp.values.data(), e, items, acts_[0].data() + r0 * l0, l0, e);
+      }
+      cpu::ChunkRows<float>& chunk = chunks_[c];
+      chunk.rows = n;
+      cpu::neumf_forward(shape_, dense_, chunk);
+      chunk_loss_[c] = bpr() ? cpu::bpr_loss_and_grad(chunk.logits, weights_.data() + r0, n, scale,
+                                                      dlogits_.data() + r0)
+                             : cpu::bce_loss_and_grad(chunk.logits, labels_.data() + r0,
+                                                      weights_.data() + r0, n, scale,
+                                                      dlogits_.data() + r0);
+      std::fill(chunk_grads_[c].begin(), chunk_grads_[c].end(), 0.0f);
+      cpu::neumf_backward(shape_, dense_, chunk, chunk_grad_views_[c]);
+    }
+
+    double loss = 0.0;
+    for (int64_t c = 0; c < chunks; ++c) loss += chunk_loss_[c];
+    if (!std::isfinite(loss)) return loss;
+
+    ++state_.step;
+    const OptimizerParams& opt = options_.optimizer;
+    const float step_size =
+        opt.kind == OptimizerKind::kAdam ? adam_step_size(opt, state_.step) : opt.lr;
+    update_dense(chunks, step_size);
+    update_embeddings(rows, step_size);
+    return loss;
+  }
+
+  void update_dense(int64_t chunks, float step_size) {
+    const int64_t count = static_cast<int64_t>(dense_grad_.size());
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < count; ++i) {
+      float sum = 0.0f;
+      for (int64_t c = 0; c < chunks; ++c) sum += chunk_grads_[c][i];
+      dense_grad_[i] = sum;
+    }
+    auto tensors = state_.params.tensors();
+    for (size_t t = ModelParams::kEmbeddingTables; t < tensors.size(); ++t) {
+      const size_t k = t - ModelParams::kEmbeddingTables;
+      cpu::dense_update(options_.optimizer, step_size, tensors[t]->values.data(),
+                        state_.state0[t].values.data(), state_.state1[t].values.data(),
+                        dense_grad_.data() + dense_offsets_[k],
+                        static_cast<int64_t>(dense_offsets_[k + 1] - dense_offsets_[k]));
+    }
+  }
+
+  // Table t's touched rows, updated with gradient columns [offset, offset + width) of grads.
+  void update_table(size_t t, const cpu::RowGroups& groups, const float* grads, int64_t stride,
+                    int64_t offset, int64_t width, float step_size) {
+    if (width == 0) return;
+    Tensor& table = *state_.params.tensors()[t];
+    cpu::sum_row_gradients(groups, grads, stride, offset, width, summed_.data());
+    cpu::sparse_update(options_.optimizer, step_size, table.values.data(),
+                       state_.state0[t].values.data(), state_.state1[t].values.data(), width,
+                       groups.rows, summed_.data());
+  }
+
+  void update_embeddings(int64_t rows, float step_size) {
+    const int64_t f = shape_.factors;
+    const int64_t e = state_.params.config.mlp_embedding();
+    user_groups_.build({users_.data(), static_cast<size_t>(rows)});
+    item_groups_.build({items_.data(), static_cast<size_t>(rows)});
+    const float* d_x0 = d_acts_[0].data();
+    update_table(0, user_groups_, d_user_gmf_.data(), f, 0, f, step_size);
+    update_table(1, item_groups_, d_item_gmf_.data(), f, 0, f, step_size);
+    update_table(2, user_groups_, d_x0, 2 * e, 0, e, step_size);
+    update_table(3, item_groups_, d_x0, 2 * e, e, e, step_size);
+  }
+
+  const TrainingSet& data_;
+  TrainOptions options_;
+  TrainState state_;
+  cpu::NeuMFShape shape_;
+  cpu::AliasTable alias_;
+  uint32_t max_rows_ = 0, chunk_rows_ = 0;
+  std::vector<uint64_t> order_;
+  std::vector<uint32_t> users_, items_;
+  std::vector<float> labels_, weights_;
+  std::vector<float> user_gmf_, item_gmf_, gmf_, d_user_gmf_, d_item_gmf_, logits_, dlogits_;
+  std::vector<std::vector<float>> acts_, d_acts_;
+  std::vector<size_t> dense_offsets_;
+  std::vector<std::vector<float>> chunk_grads_;
+  std::vector<double> chunk_loss_;
+  std::vector<float> dense_grad_, summed_;
+  std::vector<cpu::ChunkRows<float>> chunks_;
+  std::vector<cpu::DenseGrads<float>> chunk_grad_views_;
+  cpu::DenseParams<float> dense_;
+  cpu::RowGroups user_groups_, item_groups_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend(const TrainingSet& data, const TrainOptions& options,
+                                          TrainState state) {
+  return std::make_unique<CpuBackend>(data, options, std::move(state));
+}
+
+}  // namespace tastebud

@@ -1,0 +1,46 @@
+#include <fmt/format.h>
+
+#include "tastebud/engine/trainer.h"
+#include "tastebud/error.h"
+
+namespace tastebud {
+
+void TrainingSet::finalize() {
+  TB_CHECK(user.size() == item.size(), "training set: user and item columns differ in length");
+  if (weight.empty()) weight.assign(user.size(), 1.0f);
+  TB_CHECK(weight.size() == user.size(), "training set: weight column has the wrong length");
+  user_offsets.assign(static_cast<size_t>(num_users) + 1, 0);
+  item_counts.assign(num_items, 0);
+  for (size_t p = 0; p < user.size(); ++p) {
+    TB_CHECK(user[p] < num_users && item[p] < num_items,
+             fmt::format("training set: positive {} is out of range", p));
+    if (p > 0) {
+      TB_CHECK(user[p - 1] < user[p] || (user[p - 1] == user[p] && item[p - 1] < item[p]),
+               fmt::format("training set: positives must be distinct and sorted by (user, item); "
+                           "positive {} is not",
+                           p));
+    }
+    ++user_offsets[user[p] + 1];
+    ++item_counts[item[p]];
+  }
+  for (uint32_t u = 0; u < num_users; ++u) user_offsets[u + 1] += user_offsets[u];
+}
+
+TrainState TrainState::fresh(const ModelParams& params, const OptimizerParams& optimizer) {
+  TrainState s;
+  s.params = params;
+  const float init = optimizer.kind == OptimizerKind::kAdagrad ? optimizer.adagrad_init : 0.0f;
+  for (const Tensor* t : s.params.tensors()) {
+    s.state0.push_back(Tensor{t->name + ".state0", t->shape, std::vector<float>(t->values.size(), init)});
+    s.state1.push_back(Tensor{t->name + ".state1", t->shape, std::vector<float>(t->values.size(), 0.0f)});
+  }
+  return s;
+}
+
+uint32_t chunk_rows(uint32_t batch_rows) {
+  // At most 64 chunks of at least 64 rows, even so that BPR pairs never straddle two chunks.
+  uint32_t rows = std::max<uint32_t>(64, (batch_rows + 63) / 64);
+  return rows + (rows & 1u);
+}
+
+}  // namespace tastebud

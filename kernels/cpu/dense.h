@@ -1,0 +1,52 @@
+// Dense layers on the CPU (Eigen): row-major activations [rows x width], weights [in x out].
+// Templates, so the gradient checks run the same code in double precision.
+#pragma once
+
+#include <cstdint>
+
+#include <Eigen/Core>
+
+namespace tastebud::cpu {
+
+template <class T>
+using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class T>
+using MatrixMap = Eigen::Map<RowMatrix<T>>;
+template <class T>
+using ConstMatrixMap = Eigen::Map<const RowMatrix<T>>;
+
+// out = max(0, in * weight + bias), or without the ReLU.
+template <class T>
+void dense_forward(const T* in, int64_t rows, int64_t in_width, const T* weight, const T* bias,
+                   int64_t out_width, bool apply_relu, T* out) {
+  ConstMatrixMap<T> x(in, rows, in_width);
+  ConstMatrixMap<T> w(weight, in_width, out_width);
+  Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>> b(bias, out_width);
+  MatrixMap<T> y(out, rows, out_width);
+  y.noalias() = x * w;
+  y.rowwise() += b;
+  if (apply_relu) y = y.cwiseMax(T(0));
+}
+
+// Backward through out = relu(in * weight + bias). d_out is masked in place by the ReLU;
+// d_weight and d_bias are accumulated (+=); d_in, when not null, is overwritten.
+template <class T>
+void dense_backward(const T* in, const T* out, T* d_out, int64_t rows, int64_t in_width,
+                    const T* weight, int64_t out_width, bool apply_relu, T* d_weight, T* d_bias,
+                    T* d_in) {
+  ConstMatrixMap<T> x(in, rows, in_width);
+  ConstMatrixMap<T> y(out, rows, out_width);
+  MatrixMap<T> dy(d_out, rows, out_width);
+  if (apply_relu) dy = (y.array() > T(0)).select(dy, T(0));
+  MatrixMap<T> dw(d_weight, in_width, out_width);
+  dw.noalias() += x.transpose() * dy;
+  Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>> db(d_bias, out_width);
+  db += dy.colwise().sum();
+  if (d_in != nullptr) {
+    ConstMatrixMap<T> w(weight, in_width, out_width);
+    MatrixMap<T> dx(d_in, rows, in_width);
+    dx.noalias() = dy * w.transpose();
+  }
+}
+
+}  // namespace tastebud::cpu

@@ -1,0 +1,44 @@
+#include "cpu/embedding.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace tastebud::cpu {
+
+void gather_rows(const float* table, int64_t width, std::span<const uint32_t> ids, float* out,
+                 int64_t out_stride, int64_t offset) {
+  for (size_t r = 0; r < ids.size(); ++r) {
+    std::memcpy(out + r * out_stride + offset, table + static_cast<int64_t>(ids[r]) * width,
+                sizeof(float) * width);
+  }
+}
+
+void RowGroups::build(std::span<const uint32_t> ids) {
+  pairs.resize(ids.size());
+  for (size_t r = 0; r < ids.size(); ++r) pairs[r] = {ids[r], static_cast<uint32_t>(r)};
+  std::sort(pairs.begin(), pairs.end());
+  rows.clear();
+  starts.clear();
+  for (size_t k = 0; k < pairs.size(); ++k) {
+    if (k == 0 || pairs[k].first != pairs[k - 1].first) {
+      rows.push_back(pairs[k].first);
+      starts.push_back(static_cast<uint32_t>(k));
+    }
+  }
+  starts.push_back(static_cast<uint32_t>(pairs.size()));
+}
+
+void sum_row_gradients(const RowGroups& groups, const float* grads, int64_t stride, int64_t offset,
+                       int64_t width, float* sum) {
+#pragma omp parallel for schedule(static)
+  for (int64_t k = 0; k < static_cast<int64_t>(groups.size()); ++k) {
+    float* out = sum + k * width;
+    std::fill(out, out + width, 0.0f);
+    for (uint32_t p = groups.starts[k]; p < groups.starts[k + 1]; ++p) {
+      const float* g = grads + static_cast<int64_t>(groups.pairs[p].second) * stride + offset;
+      for (int64_t j = 0; j < width; ++j) out[j] += g[j];
+    }
+  }
+}
+
+}  // namespace tastebud::cpu

@@ -1,0 +1,19 @@
+// Optimizer updates on the CPU: dense tensors and the touched rows of embedding tables.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "tastebud/optim_math.h"
+
+namespace tastebud::cpu {
+
+void dense_update(const OptimizerParams& p, float step_size, float* weights, float* state0,
+                  float* state1, const float* grads, int64_t count);
+
+// Lazy update of table rows `rows` (width floats each) with their summed gradients row_grads.
+void sparse_update(const OptimizerParams& p, float step_size, float* table, float* state0,
+                   float* state1, int64_t width, std::span<const uint32_t> rows,
+                   const float* row_grads);
+
+}  // namespace tastebud::cpu

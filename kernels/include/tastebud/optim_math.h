@@ -1,0 +1,53 @@
+// Per-parameter optimizer updates, shared by both backends. The gradient passed in already holds
+// the L2 term. Sparse (lazy) updates call the same functions on the rows a batch touched only.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "tastebud/hd.h"
+
+namespace tastebud {
+
+enum class OptimizerKind : uint32_t { kAdam = 0, kAdagrad = 1, kSgd = 2 };
+
+struct OptimizerParams {
+  OptimizerKind kind = OptimizerKind::kAdam;
+  float lr = 0.001f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float eps = 1e-8f;
+  float l2 = 0.0f;
+  float adagrad_init = 0.1f;  // initial accumulator, as in Duchi et al. and TensorFlow
+};
+
+// Adam's step size with the bias correction of step t (1-based), computed once per batch.
+inline float adam_step_size(const OptimizerParams& p, uint64_t t) {
+  const double c1 = 1.0 - std::pow(static_cast<double>(p.beta1), static_cast<double>(t));
+  const double c2 = 1.0 - std::pow(static_cast<double>(p.beta2), static_cast<double>(t));
+  return static_cast<float>(p.lr * std::sqrt(c2) / c1);
+}
+
+// One parameter's update. state0/state1: Adam's m and v, Adagrad's accumulator in state0.
+// step_size: adam_step_size for Adam, lr otherwise.
+TASTEBUD_HD void apply_update(OptimizerKind kind, float step_size, float beta1, float beta2,
+                              float eps, float l2, float& w, float& state0, float& state1,
+                              float grad) {
+  const float g = grad + l2 * w;
+  switch (kind) {
+    case OptimizerKind::kAdam:
+      state0 = beta1 * state0 + (1.0f - beta1) * g;
+      state1 = beta2 * state1 + (1.0f - beta2) * g * g;
+      w -= step_size * state0 / (sqrtf(state1) + eps);
+      break;
+    case OptimizerKind::kAdagrad:
+      state0 += g * g;
+      w -= step_size * g / (sqrtf(state0) + eps);
+      break;
+    case OptimizerKind::kSgd:
+      w -= step_size * g;
+      break;
+  }
+}
+
+}  // namespace tastebud
