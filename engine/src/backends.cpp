@@ -1,0 +1,44 @@
+#include "tastebud/engine/backends.h"
+
+#include <fmt/format.h>
+
+#include "tastebud/error.h"
+
+namespace tastebud {
+
+#ifdef TASTEBUD_WITH_CUDA
+// kernels/cuda: the CUDA backend and its device probe.
+bool cuda_probe(std::string* reason);
+std::unique_ptr<Backend> make_cuda_backend(const TrainingSet& data, const TrainOptions& options,
+                                           TrainState state);
+#endif
+
+bool cuda_available(std::string* reason) {
+#ifdef TASTEBUD_WITH_CUDA
+  return cuda_probe(reason);
+#else
+  if (reason) *reason = "this build has no CUDA backend (configure with -DTASTEBUD_CUDA=ON)";
+  return false;
+#endif
+}
+
+std::unique_ptr<Backend> make_backend(const std::string& device, const TrainingSet& data,
+                                      const TrainOptions& options, TrainState state,
+                                      std::string* notice) {
+  if (device != "auto" && device != "cpu" && device != "cuda") {
+    throw Error(fmt::format("unknown --device '{}': expected auto, cpu or cuda", device));
+  }
+  std::string reason;
+  const bool gpu = device != "cpu" && cuda_available(&reason);
+  if (device == "cuda" && !gpu) throw Error("--device cuda: " + reason);
+#ifdef TASTEBUD_WITH_CUDA
+  if (gpu) {
+    if (notice) *notice = "using the CUDA backend";
+    return make_cuda_backend(data, options, std::move(state));
+  }
+#endif
+  if (device == "auto" && notice) *notice = "no usable GPU (" + reason + "); training on the CPU";
+  return make_cpu_backend(data, options, std::move(state));
+}
+
+}  // namespace tastebud

@@ -1,0 +1,221 @@
+#include "tastebud/engine/model_io.h"
+
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "tastebud/error.h"
+
+namespace tastebud {
+namespace {
+
+constexpr char kMagic[8] = {'T', 'B', 'T', 'E', 'N', 'S', 'O', 'R'};
+
+template <class T>
+void put(std::string& out, const T& value) {
+  out.append(reinterpret_cast<const char*>(&value), sizeof(T));
+}
+
+void put_tensor(std::string& out, const Tensor& t) {
+  put(out, static_cast<uint32_t>(t.name.size()));
+  out += t.name;
+  put(out, static_cast<uint32_t>(t.shape.size()));
+  for (uint64_t d : t.shape) put(out, d);
+  out.append(reinterpret_cast<const char*>(t.values.data()), t.values.size() * sizeof(float));
+}
+
+class Reader {
+ public:
+  Reader(std::string bytes, std::filesystem::path path) : bytes_(std::move(bytes)), path_(std::move(path)) {}
+  template <class T>
+  T get() {
+    T value;
+    need(sizeof(T));
+    std::memcpy(&value, bytes_.data() + pos_, sizeof(T));
+    pos_ += sizeof(T);
+    return value;
+  }
+  std::string get_string(uint64_t n) {
+    need(n);
+    std::string s = bytes_.substr(pos_, n);
+    pos_ += n;
+    return s;
+  }
+  Tensor get_tensor() {
+    Tensor t;
+    t.name = get_string(get<uint32_t>());
+    const uint32_t rank = get<uint32_t>();
+    if (rank > 8) fail("a tensor of rank > 8");
+    uint64_t n = 1;
+    for (uint32_t r = 0; r < rank; ++r) {
+      t.shape.push_back(get<uint64_t>());
+      n *= t.shape.back();
+    }
+    need(n * sizeof(float));
+    t.values.resize(n);
+    std::memcpy(t.values.data(), bytes_.data() + pos_, n * sizeof(float));
+    pos_ += n * sizeof(float);
+    return t;
+  }
+  [[noreturn]] void fail(const std::string& what) const {
+    throw Error(fmt::format("{}: corrupt model file ({} at byte {})", path_.string(), what, pos_));
+  }
+
+ private:
+  void need(uint64_t n) const {
+    if (n > bytes_.size() - pos_) fail("truncated");
+  }
+  std::string bytes_;
+  std::filesystem::path path_;
+  size_t pos_ = 0;
+};
+
+std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(fmt::format("{}: cannot open: {}", path.string(), std::strerror(errno)));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string encode(const std::string& header, const std::vector<const Tensor*>& tensors) {
+  std::string out(kMagic, sizeof(kMagic));
+  put(out, kTensorFileVersion);
+  put(out, static_cast<uint64_t>(header.size()));
+  out += header;
+  put(out, static_cast<uint64_t>(tensors.size()));
+  for (const Tensor* t : tensors) put_tensor(out, *t);
+  return out;
+}
+
+// Reads the header JSON and the tensors of a file.
+std::vector<Tensor> decode(const std::filesystem::path& path, nlohmann::json* header) {
+  Reader r(read_file(path), path);
+  if (r.get_string(sizeof(kMagic)) != std::string(kMagic, sizeof(kMagic))) r.fail("not a tastebud tensor file");
+  const uint32_t version = r.get<uint32_t>();
+  if (version != kTensorFileVersion) {
+    throw Error(fmt::format("{}: file version {} is not supported (this build reads {})",
+                            path.string(), version, kTensorFileVersion));
+  }
+  const std::string text = r.get_string(r.get<uint64_t>());
+  try {
+    *header = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    r.fail(std::string("bad header: ") + e.what());
+  }
+  const uint64_t count = r.get<uint64_t>();
+  std::vector<Tensor> tensors;
+  for (uint64_t i = 0; i < count; ++i) tensors.push_back(r.get_tensor());
+  return tensors;
+}
+
+// Moves tensors into params in tensors() order, checking names and shapes.
+void assign_params(ModelParams& params, std::vector<Tensor>& tensors, size_t first,
+                   const std::filesystem::path& path) {
+  auto slots = params.tensors();
+  if (tensors.size() < first + slots.size()) {
+    throw Error(fmt::format("{}: has {} tensors, the model needs {}", path.string(),
+                            tensors.size() - first, slots.size()));
+  }
+  for (size_t i = 0; i < slots.size(); ++i) {
+    Tensor& t = tensors[first + i];
+    if (t.name != slots[i]->name || t.shape != slots[i]->shape) {
+      throw Error(fmt::format("{}: tensor {} is '{}', expected '{}' of the configured shape",
+                              path.string(), i, t.name, slots[i]->name));
+    }
+    *slots[i] = std::move(t);
+  }
+}
+
+}  // namespace
+
+std::string config_to_json(const ModelConfig& c) {
+  nlohmann::json j{{"model", to_string(c.kind)}, {"num_users", c.num_users},
+                   {"num_items", c.num_items}, {"factors", c.factors}, {"layers", c.layers}};
+  return j.dump();
+}
+
+ModelConfig config_from_json(const std::string& text, const std::string& what) {
+  try {
+    const auto j = nlohmann::json::parse(text);
+    ModelConfig c;
+    c.kind = parse_model_kind(j.at("model").get<std::string>());
+    c.num_users = j.at("num_users").get<uint32_t>();
+    c.num_items = j.at("num_items").get<uint32_t>();
+    c.factors = j.at("factors").get<uint32_t>();
+    c.layers = j.at("layers").get<std::vector<uint32_t>>();
+    c.validate();
+    return c;
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("{}: bad model config: {}", what, e.what()));
+  }
+}
+
+void write_file_atomically(const std::filesystem::path& path, const std::string& bytes) {
+  const std::filesystem::path tmp = path.string() + fmt::format(".tmp{}", ::getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) throw Error(fmt::format("{}: cannot write: {}", tmp.string(), std::strerror(errno)));
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    out.flush();
+    if (!out) {
+      std::error_code ignored;
+      std::filesystem::remove(tmp, ignored);
+      throw Error(fmt::format("{}: write failed: {}", tmp.string(), std::strerror(errno)));
+    }
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+void save_model(const ModelParams& params, const std::filesystem::path& path) {
+  const nlohmann::json header{{"kind", "model"}, {"config", nlohmann::json::parse(config_to_json(params.config))}};
+  write_file_atomically(path, encode(header.dump(), params.tensors()));
+}
+
+ModelParams load_model(const std::filesystem::path& path) {
+  nlohmann::json header;
+  auto tensors = decode(path, &header);
+  ModelParams params;
+  params.config = config_from_json(header.at("config").dump(), path.string());
+  params = ModelParams::initialize(params.config, 0);  // shapes and names; values replaced below
+  assign_params(params, tensors, 0, path);
+  return params;
+}
+
+void save_checkpoint(const TrainState& state, const std::string& extra_json,
+                     const std::filesystem::path& path) {
+  nlohmann::json header{{"kind", "checkpoint"},
+                        {"config", nlohmann::json::parse(config_to_json(state.params.config))},
+                        {"step", state.step},
+                        {"extra", nlohmann::json::parse(extra_json.empty() ? "{}" : extra_json)}};
+  std::vector<const Tensor*> all = state.params.tensors();
+  for (const Tensor& t : state.state0) all.push_back(&t);
+  for (const Tensor& t : state.state1) all.push_back(&t);
+  write_file_atomically(path, encode(header.dump(), all));
+}
+
+TrainState load_checkpoint(const std::filesystem::path& path, std::string* extra_json) {
+  nlohmann::json header;
+  auto tensors = decode(path, &header);
+  if (header.value("kind", "") != "checkpoint") throw Error(fmt::format("{}: not a checkpoint", path.string()));
+  TrainState state;
+  const ModelConfig config = config_from_json(header.at("config").dump(), path.string());
+  state.params = ModelParams::initialize(config, 0);
+  assign_params(state.params, tensors, 0, path);
+  const size_t n = state.params.tensors().size();
+  if (tensors.size() != 3 * n) throw Error(fmt::format("{}: optimizer state is incomplete", path.string()));
+  for (size_t i = 0; i < n; ++i) {
+    state.state0.push_back(std::move(tensors[n + i]));
+    state.state1.push_back(std::move(tensors[2 * n + i]));
+  }
+  state.step = header.at("step").get<uint64_t>();
+  if (extra_json) *extra_json = header.at("extra").dump();
+  return state;
+}
+
+}  // namespace tastebud

@@ -1,0 +1,34 @@
+// A trained model's directory: what inference needs besides the parameters.
+//   config.json      the model and training configuration, the dataset it came from
+//   model.bin        parameters of the best epoch          (engine/model_io.h)
+//   checkpoint.bin   parameters and optimizer state of the last finished epoch
+//   metrics.jsonl    one row per epoch
+//   user_ids.json, item_ids.json   dense index -> external id
+//   seen.bin         the training positives per user (CSR), removed from recommendations
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "tastebud/datasets/dataset.h"
+
+namespace tastebud::host {
+
+struct SeenItems {
+  std::vector<uint64_t> offsets;  // users + 1
+  std::vector<uint32_t> items;    // sorted per user
+};
+
+void write_ids(const datasets::StringTable& ids, const std::filesystem::path& path);
+std::vector<std::string> read_ids(const std::filesystem::path& path);
+
+void write_seen(const SeenItems& seen, const std::filesystem::path& path);
+SeenItems read_seen(const std::filesystem::path& path);
+
+// External id -> dense index.
+std::unordered_map<std::string, uint32_t> index_ids(const std::vector<std::string>& ids);
+
+}  // namespace tastebud::host

@@ -1,0 +1,297 @@
+#include "host/training.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <optional>
+#include <cmath>
+#include <cstdio>
+#include <ostream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "host/model_dir.h"
+#include "host/split.h"
+#include "tastebud/datasets/dataset.h"
+#include "tastebud/engine/backends.h"
+#include "tastebud/engine/model_io.h"
+#include "tastebud/engine/scorer.h"
+#include "tastebud/error.h"
+
+namespace tastebud::host {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// The settings that define the trained model; a resumed run must match them.
+json job_to_json(const TrainJob& job) {
+  return json{{"data", fs::absolute(job.data).string()},
+              {"model", job.model},
+              {"factors", job.factors},
+              {"layers", job.layers},
+              {"batch_size", job.batch_size},
+              {"negatives", job.negatives},
+              {"lr", job.lr},
+              {"optimizer", job.optimizer},
+              {"l2", job.l2},
+              {"loss", job.loss},
+              {"sampler", job.sampler},
+              {"sampler_alpha", job.sampler_alpha},
+              {"seed", job.seed},
+              {"eval", job.eval},
+              {"eval_users", job.eval_users}};
+}
+
+OptimizerKind parse_optimizer(const std::string& name) {
+  if (name == "adam") return OptimizerKind::kAdam;
+  if (name == "adagrad") return OptimizerKind::kAdagrad;
+  if (name == "sgd") return OptimizerKind::kSgd;
+  throw Error(fmt::format("unknown --optimizer '{}': expected adam, adagrad or sgd", name));
+}
+
+LossKind parse_loss(const std::string& name) {
+  if (name == "bce") return LossKind::kBce;
+  if (name == "bpr") return LossKind::kBpr;
+  throw Error(fmt::format("unknown --loss '{}': expected bce or bpr", name));
+}
+
+SamplerKind parse_sampler(const std::string& name) {
+  if (name == "uniform") return SamplerKind::kUniform;
+  if (name == "popularity") return SamplerKind::kPopularity;
+  throw Error(fmt::format("unknown --sampler '{}': expected uniform or popularity", name));
+}
+
+json metrics_json(const Metrics& m) {
+  json j = json::object();
+  for (const auto& [k, v] : m) j[k] = v;
+  return j;
+}
+
+Metrics metrics_from_json(const json& j) {
+  Metrics m;
+  for (auto it = j.begin(); it != j.end(); ++it) m[it.key()] = it.value().get<double>();
+  return m;
+}
+
+json record_json(const EpochRecord& r) {
+  return json{{"epoch", r.epoch},
+              {"loss", r.loss},
+              {"samples", r.samples},
+              {"seconds", r.seconds},
+              {"samples_per_second", r.seconds > 0 ? r.samples / r.seconds : 0.0},
+              {"metrics", metrics_json(r.metrics)}};
+}
+
+EpochRecord record_from_json(const json& j) {
+  EpochRecord r;
+  r.epoch = j.at("epoch");
+  r.loss = j.at("loss");
+  r.samples = j.at("samples");
+  r.seconds = j.at("seconds");
+  r.metrics = metrics_from_json(j.at("metrics"));
+  return r;
+}
+
+std::string format_duration(double seconds) {
+  if (seconds < 60) return fmt::format("{:.0f}s", seconds);
+  return fmt::format("{:.0f}m{:02.0f}s", std::floor(seconds / 60), std::fmod(seconds, 60));
+}
+
+class ProgressLine {
+ public:
+  explicit ProgressLine(bool enabled) : enabled_(enabled && ::isatty(2)) {}
+  void update(uint32_t epoch, uint32_t epochs, uint64_t done, uint64_t total, double loss) {
+    if (!enabled_) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (done == 0 || done < last_done_) start_ = now;
+    last_done_ = done;
+    const double elapsed = std::chrono::duration<double>(now - start_).count();
+    const double rate = elapsed > 0 ? done / elapsed : 0;
+    const double eta = rate > 0 ? (total - done) / rate : 0;
+    std::fprintf(stderr, "\repoch %u/%u %5.1f%%  %.2fM samples/s  loss %.4f  ETA %s   ", epoch, epochs,
+                 100.0 * done / std::max<uint64_t>(total, 1), rate / 1e6, loss,
+                 format_duration(eta).c_str());
+    std::fflush(stderr);
+  }
+  void clear() {
+    if (enabled_) std::fprintf(stderr, "\r%80s\r", "");
+  }
+
+ private:
+  bool enabled_;
+  uint64_t last_done_ = 0;
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+};
+
+SeenItems seen_of(const TrainingSet& train) {
+  return SeenItems{train.user_offsets, train.item};
+}
+
+}  // namespace
+
+TrainResult run_training(const TrainJob& job, std::ostream& log) {
+  const EvalProtocol protocol = parse_eval_protocol(job.eval);
+  TrainOptions options;
+  options.batch_size = job.batch_size;
+  options.negatives = job.negatives;
+  options.loss = parse_loss(job.loss);
+  options.sampler = parse_sampler(job.sampler);
+  options.sampler_alpha = job.sampler_alpha;
+  options.optimizer.kind = parse_optimizer(job.optimizer);
+  options.optimizer.lr = job.lr;
+  options.optimizer.l2 = job.l2;
+  options.seed = job.seed;
+  options.threads = job.threads;
+  TB_CHECK(job.epochs > 0, "--epochs must be positive");
+  TB_CHECK(job.batch_size > 0, "--batch-size must be positive");
+
+  const std::string metric = !job.early_stop_metric.empty() ? job.early_stop_metric
+                             : protocol == EvalProtocol::kHoldout ? "ndcg@10" : "hr@10";
+  const fs::path checkpoint_path = job.out / "checkpoint.bin";
+  const json job_json = job_to_json(job);
+
+  // Resume: the stored job must match, and the run continues after the last finished epoch.
+  std::optional<TrainState> resumed;
+  json resumed_extra;
+  if (job.resume) {
+    if (!fs::exists(checkpoint_path)) {
+      throw Error(fmt::format("--resume: {} has no checkpoint.bin; start without --resume", job.out.string()));
+    }
+    std::string extra;
+    resumed = load_checkpoint(checkpoint_path, &extra);
+    resumed_extra = json::parse(extra);
+    const json& stored = resumed_extra.at("job");
+    for (auto it = job_json.begin(); it != job_json.end(); ++it) {
+      if (stored.value(it.key(), json()) != it.value()) {
+        throw Error(fmt::format("--resume: {} was {} in the interrupted run but is {} now; resume "
+                                "with the same settings",
+                                it.key(), stored.value(it.key(), json()).dump(), it.value().dump()));
+      }
+    }
+  } else if (fs::exists(checkpoint_path)) {
+    throw Error(fmt::format("{} already holds a training run; pass --resume to continue it or "
+                            "choose another --out",
+                            job.out.string()));
+  }
+
+  const datasets::Dataset dataset = datasets::Dataset::open(job.data);
+  SplitOptions split_options;
+  split_options.protocol = protocol;
+  split_options.max_eval_users = job.eval_users > 0 ? job.eval_users
+                                 : protocol == EvalProtocol::kHoldout ? 10000 : 0;
+  const Split split = make_split(dataset, split_options);
+  TB_CHECK(split.train.size() > 0, fmt::format("{}: no interactions to train on", job.data.string()));
+
+  ModelConfig config;
+  config.kind = parse_model_kind(job.model);
+  config.num_users = dataset.num_users();
+  config.num_items = dataset.num_items();
+  config.factors = job.factors;
+  config.layers = job.layers;
+  config.validate();
+
+  TrainState state = resumed ? std::move(*resumed)
+                             : TrainState::fresh(ModelParams::initialize(config, job.seed), options.optimizer);
+  std::string notice;
+  std::unique_ptr<Backend> backend = make_backend(job.device, split.train, options, std::move(state), &notice);
+  if (!notice.empty()) log << notice << "\n";
+
+  fs::create_directories(job.out);
+  TrainResult result;
+  result.backend = backend->name();
+  result.popularity = evaluate_popularity(split);
+  uint32_t first_epoch = 1;
+  double best_value = -1;
+  if (job.resume) {
+    for (const json& row : resumed_extra.at("history")) result.history.push_back(record_from_json(row));
+    first_epoch = resumed_extra.at("epochs_done").get<uint32_t>() + 1;
+    result.best_epoch = resumed_extra.at("best_epoch");
+    best_value = resumed_extra.at("best_value");
+  } else {
+    json config_json = job_json;
+    config_json["model_config"] = json::parse(config_to_json(config));
+    write_file_atomically(job.out / "config.json", config_json.dump(2) + "\n");
+    write_ids(dataset.user_ids, job.out / "user_ids.json");
+    write_ids(dataset.item_ids, job.out / "item_ids.json");
+    write_seen(seen_of(split.train), job.out / "seen.bin");
+  }
+
+  log << fmt::format("training {} on {} ({} users, {} items, {} positives) with the {} backend, {} "
+                     "samples per epoch\n",
+                     job.model, job.data.string(), config.num_users, config.num_items,
+                     split.train.size(), backend->name(), backend->samples_per_epoch());
+
+  ProgressLine progress(job.progress);
+  uint32_t since_best = 0;
+  for (uint32_t epoch = first_epoch; epoch <= job.epochs; ++epoch) {
+    const EpochStats stats = backend->train_epoch(epoch - 1, [&](uint64_t done, uint64_t total, double loss) {
+      progress.update(epoch, job.epochs, done, total, loss);
+    });
+    progress.clear();
+    if (!stats.finite) {
+      throw Error(fmt::format(
+          "epoch {}: the loss became NaN or infinite after {} samples; training stopped. The last "
+          "good state (epoch {}) is kept in {}. Try a lower --lr or a smaller --l2.",
+          epoch, stats.samples, epoch - 1, checkpoint_path.string()));
+    }
+    TrainState current = backend->state();
+    EpochRecord record{epoch, stats.mean_loss, stats.samples, stats.seconds, {}};
+    if (protocol != EvalProtocol::kNone) {
+      const Scorer scorer(current.params);
+      record.metrics = evaluate(split, [&](uint32_t u, std::span<const uint32_t> items, std::span<float> out) {
+        if (items.empty()) scorer.score_all(u, out); else scorer.score(u, items, out);
+      }, job.threads);
+    }
+    result.history.push_back(record);
+    const double value = protocol == EvalProtocol::kNone ? epoch : record.metrics.at(metric);
+    if (value > best_value) {
+      best_value = value;
+      result.best_epoch = epoch;
+      since_best = 0;
+      save_model(current.params, job.out / "model.bin");
+    } else {
+      ++since_best;
+    }
+    json history = json::array();
+    std::string lines;
+    for (const EpochRecord& r : result.history) {
+      history.push_back(record_json(r));
+      lines += record_json(r).dump() + "\n";
+    }
+    write_file_atomically(job.out / "metrics.jsonl", lines);
+    const json extra{{"job", job_json}, {"epochs_done", epoch}, {"best_epoch", result.best_epoch},
+                     {"best_value", best_value}, {"history", history}};
+    save_checkpoint(current, extra.dump(), checkpoint_path);
+
+    std::string line = fmt::format("epoch {:3d}  loss {:.4f}  {:.2f}M samples/s  {:.1f}s", epoch,
+                                   stats.mean_loss, stats.samples / std::max(stats.seconds, 1e-9) / 1e6,
+                                   stats.seconds);
+    for (const auto& [k, v] : record.metrics) {
+      if (k != "eval_users") line += fmt::format("  {} {:.4f}", k, v);
+    }
+    log << line << "\n";
+    log.flush();
+    if (job.patience > 0 && since_best >= job.patience) {
+      log << fmt::format("early stop: {} has not improved for {} epochs\n", metric, job.patience);
+      break;
+    }
+  }
+
+  // Summary table: the best epoch beside the popularity baseline.
+  if (protocol != EvalProtocol::kNone && result.best_epoch > 0) {
+    const EpochRecord& best = result.history.at(result.best_epoch - 1);
+    log << fmt::format("\n{:<16}{:>12}{:>12}\n", "metric", fmt::format("{} (ep {})", job.model, best.epoch), "popularity");
+    for (const auto& [k, v] : best.metrics) {
+      if (k == "eval_users") continue;
+      log << fmt::format("{:<16}{:>12.4f}{:>12.4f}\n", k, v, result.popularity.count(k) ? result.popularity.at(k) : NAN);
+    }
+    log << fmt::format("evaluated users: {}; model kept from epoch {} in {}\n",
+                       static_cast<uint64_t>(best.metrics.at("eval_users")), best.epoch,
+                       (job.out / "model.bin").string());
+  }
+  return result;
+}
+
+}  // namespace tastebud::host

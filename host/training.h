@@ -1,0 +1,59 @@
+// The training job: dataset in, model directory out, with evaluation after every epoch, early
+// stopping, checkpoints and resume.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+#include "host/evaluation.h"
+
+namespace tastebud::host {
+
+struct TrainJob {
+  std::filesystem::path data;
+  std::filesystem::path out;
+  std::string model = "neumf";
+  uint32_t factors = 8;
+  std::vector<uint32_t> layers{64, 32, 16, 8};
+  uint32_t epochs = 20;
+  uint32_t batch_size = 256;
+  uint32_t negatives = 4;
+  float lr = 0.001f;
+  std::string optimizer = "adam";
+  float l2 = 0.0f;
+  std::string loss = "bce";
+  std::string sampler = "uniform";
+  float sampler_alpha = 0.75f;
+  std::string device = "auto";
+  uint32_t threads = 0;
+  uint64_t seed = 1;
+  std::string eval = "loo";
+  uint32_t eval_users = 0;         // 0: every user for loo, 10000 for holdout
+  std::string early_stop_metric;   // empty: hr@10 (loo) or ndcg@10 (holdout)
+  uint32_t patience = 0;           // epochs without improvement before stopping; 0: never stop early
+  bool resume = false;
+  bool progress = true;            // a progress line on stderr when it is a terminal
+};
+
+struct EpochRecord {
+  uint32_t epoch = 0;  // 1-based
+  double loss = 0;
+  uint64_t samples = 0;
+  double seconds = 0;
+  Metrics metrics;
+};
+
+struct TrainResult {
+  std::string backend;
+  std::vector<EpochRecord> history;
+  uint32_t best_epoch = 0;
+  Metrics popularity;
+};
+
+// Runs the job; writes the model directory; prints the summary to `log`.
+TrainResult run_training(const TrainJob& job, std::ostream& log);
+
+}  // namespace tastebud::host
