@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "host/model_dir.h"
+#include "host/recipes.h"
 #include "host/split.h"
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/engine/backends.h"
@@ -132,6 +133,7 @@ SeenItems seen_of(const TrainingSet& train) {
 }  // namespace
 
 TrainResult run_training(const TrainJob& job, std::ostream& log) {
+  if (is_recipe(job.model)) return train_recipe(job, log);
   const EvalProtocol protocol = parse_eval_protocol(job.eval);
   TrainOptions options;
   options.batch_size = job.batch_size;
