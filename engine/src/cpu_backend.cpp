@@ -12,6 +12,7 @@
 #include <Eigen/Core>
 #include <fmt/format.h>
 
+#include "cpu/aligned.h"
 #include "cpu/embedding.h"
 #include "cpu/loss.h"
 #include "cpu/neumf.h"
@@ -88,7 +89,10 @@ class CpuBackend final : public Backend {
     return stats;
   }
 
-  TrainState state() override { return state_; }
+  TrainState state() override {
+    sync_state();
+    return state_;
+  }
 
   void load_state(const TrainState& state) override {
     TB_CHECK(state.params.config.num_users == state_.params.config.num_users &&
@@ -135,7 +139,7 @@ class CpuBackend final : public Backend {
     }
     dense_offsets_.push_back(offset);
     const size_t chunks = (rows + chunk_rows_ - 1) / chunk_rows_;
-    chunk_grads_.assign(chunks, std::vector<float>(offset));
+    chunk_grads_.assign(chunks, cpu::AlignedVector<float>(offset));
     chunk_loss_.assign(chunks, 0.0);
     dense_grad_.resize(offset);
     chunks_.assign(chunks, {});
@@ -198,19 +202,44 @@ class CpuBackend final : public Backend {
     }
   }
 
-  // Points dense_ at the parameters; again whenever state_ is replaced.
+  // Copies the dense parameters and their state into the aligned arena and points dense_ at them;
+  // again whenever state_ is replaced.
   void bind_params() {
-    cpu::DenseParams<float>& p = dense_;
-    p = {};
-    for (size_t j = 0; j < state_.params.weights.size(); ++j) {
-      p.weights.push_back(state_.params.weights[j].values.data());
-      p.biases.push_back(state_.params.biases[j].values.data());
+    auto tensors = state_.params.tensors();
+    const size_t total = dense_offsets_.back();
+    dense_values_.resize(total);
+    dense_state0_.resize(total);
+    dense_state1_.resize(total);
+    for (size_t t = ModelParams::kEmbeddingTables; t < tensors.size(); ++t) {
+      const size_t at = dense_offsets_[t - ModelParams::kEmbeddingTables];
+      std::copy(tensors[t]->values.begin(), tensors[t]->values.end(), dense_values_.begin() + at);
+      std::copy(state_.state0[t].values.begin(), state_.state0[t].values.end(), dense_state0_.begin() + at);
+      std::copy(state_.state1[t].values.begin(), state_.state1[t].values.end(), dense_state1_.begin() + at);
     }
-    p.head_weight = state_.params.head_weight.values.data();
-    p.head_bias = state_.params.head_bias.values.data();
+    cpu::DenseGrads<float> view = dense_grads(dense_values_);
+    dense_ = {};
+    for (size_t j = 0; j < view.weights.size(); ++j) {
+      dense_.weights.push_back(view.weights[j]);
+      dense_.biases.push_back(view.biases[j]);
+    }
+    dense_.head_weight = view.head_weight;
+    dense_.head_bias = view.head_bias;
   }
 
-  cpu::DenseGrads<float> dense_grads(std::vector<float>& flat) const {
+  // Copies the arena back into state_.
+  void sync_state() {
+    auto tensors = state_.params.tensors();
+    for (size_t t = ModelParams::kEmbeddingTables; t < tensors.size(); ++t) {
+      const size_t at = dense_offsets_[t - ModelParams::kEmbeddingTables];
+      const size_t n = tensors[t]->values.size();
+      std::copy_n(dense_values_.begin() + at, n, tensors[t]->values.begin());
+      std::copy_n(dense_state0_.begin() + at, n, state_.state0[t].values.begin());
+      std::copy_n(dense_state1_.begin() + at, n, state_.state1[t].values.begin());
+    }
+  }
+
+
+  cpu::DenseGrads<float> dense_grads(cpu::AlignedVector<float>& flat) const {
     cpu::DenseGrads<float> g;
     size_t t = 0;
     for (size_t j = 0; j < state_.params.weights.size(); ++j) {
@@ -278,14 +307,8 @@ class CpuBackend final : public Backend {
       for (int64_t c = 0; c < chunks; ++c) sum += chunk_grads_[c][i];
       dense_grad_[i] = sum;
     }
-    auto tensors = state_.params.tensors();
-    for (size_t t = ModelParams::kEmbeddingTables; t < tensors.size(); ++t) {
-      const size_t k = t - ModelParams::kEmbeddingTables;
-      cpu::dense_update(options_.optimizer, step_size, tensors[t]->values.data(),
-                        state_.state0[t].values.data(), state_.state1[t].values.data(),
-                        dense_grad_.data() + dense_offsets_[k],
-                        static_cast<int64_t>(dense_offsets_[k + 1] - dense_offsets_[k]));
-    }
+    cpu::dense_update(options_.optimizer, step_size, dense_values_.data(), dense_state0_.data(),
+                      dense_state1_.data(), dense_grad_.data(), count);
   }
 
   // Table t's touched rows, updated with gradient columns [offset, offset + width) of grads.
@@ -319,13 +342,16 @@ class CpuBackend final : public Backend {
   uint32_t max_rows_ = 0, chunk_rows_ = 0;
   std::vector<uint64_t> order_;
   std::vector<uint32_t> users_, items_;
-  std::vector<float> labels_, weights_;
-  std::vector<float> user_gmf_, item_gmf_, gmf_, d_user_gmf_, d_item_gmf_, logits_, dlogits_;
-  std::vector<std::vector<float>> acts_, d_acts_;
+  cpu::AlignedVector<float> labels_, weights_;
+  cpu::AlignedVector<float> user_gmf_, item_gmf_, gmf_, d_user_gmf_, d_item_gmf_, logits_, dlogits_;
+  std::vector<cpu::AlignedVector<float>> acts_, d_acts_;
   std::vector<size_t> dense_offsets_;
-  std::vector<std::vector<float>> chunk_grads_;
+  std::vector<cpu::AlignedVector<float>> chunk_grads_;
   std::vector<double> chunk_loss_;
-  std::vector<float> dense_grad_, summed_;
+  cpu::AlignedVector<float> dense_grad_, summed_;
+  // The dense parameters and their optimizer state live here while training (aligned, see
+  // cpu/aligned.h) and are copied into state_ when it is read.
+  cpu::AlignedVector<float> dense_values_, dense_state0_, dense_state1_;
   std::vector<cpu::ChunkRows<float>> chunks_;
   std::vector<cpu::DenseGrads<float>> chunk_grad_views_;
   cpu::DenseParams<float> dense_;

@@ -1,0 +1,482 @@
+// The CPU reference path: gradients by finite differences, the sampler, the optimizer's
+// determinism, the scorer, model files.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <random>
+#include <vector>
+
+#include "cpu/embedding.h"
+#include "cpu/neumf.h"
+#include "cpu/sampler.h"
+#include "cpu/topk.h"
+#include "tastebud/engine/model_io.h"
+#include "tastebud/engine/scorer.h"
+#include "tastebud/engine/trainer.h"
+#include "tastebud/error.h"
+#include "tastebud/loss_math.h"
+#include "tastebud/sampler_math.h"
+
+namespace tastebud {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Finite-difference gradient checks in double precision, on the exact templated kernels.
+
+struct GradientProblem {
+  cpu::NeuMFShape shape;
+  int64_t rows = 7;
+  std::vector<std::vector<double>> weights, biases;
+  std::vector<double> head_weight, head_bias{0.1};
+  std::vector<double> user_gmf, item_gmf, x0, labels;
+
+  GradientProblem(int64_t factors, std::vector<int64_t> layers, uint32_t seed) {
+    shape.factors = factors;
+    shape.layers = std::move(layers);
+    std::mt19937 rng(seed);
+    std::normal_distribution<double> normal(0.0, 0.7);
+    auto fill = [&](std::vector<double>& v, size_t n) {
+      v.resize(n);
+      for (double& x : v) x = normal(rng);
+    };
+    for (int64_t j = 0; j < shape.dense_layers(); ++j) {
+      weights.emplace_back();
+      biases.emplace_back();
+      fill(weights.back(), shape.layers[j] * shape.layers[j + 1]);
+      fill(biases.back(), shape.layers[j + 1]);
+    }
+    fill(head_weight, shape.head_inputs());
+    fill(user_gmf, rows * factors);
+    fill(item_gmf, rows * factors);
+    fill(x0, shape.layers.empty() ? 0 : rows * shape.layers[0]);
+    labels.resize(rows);
+    for (int64_t r = 0; r < rows; ++r) labels[r] = r % 3 == 0 ? 1.0 : 0.0;
+  }
+
+  // Loss = sum of BCE over rows; fills analytic gradients when asked.
+  double loss(bool with_grads, std::map<std::string, std::vector<double>>* grads) {
+    const int64_t l = shape.dense_layers();
+    std::vector<std::vector<double>> acts(l + 1), d_acts(l + 1);
+    for (int64_t j = 0; j <= l && !shape.layers.empty(); ++j) {
+      acts[j].resize(rows * shape.layers[j]);
+      d_acts[j].resize(rows * shape.layers[j]);
+    }
+    if (!shape.layers.empty()) acts[0] = x0;
+    std::vector<double> gmf(rows * shape.factors), logits(rows), dlogits(rows);
+    std::vector<double> d_user(rows * shape.factors), d_item(rows * shape.factors);
+    cpu::DenseParams<double> p;
+    for (int64_t j = 0; j < l; ++j) {
+      p.weights.push_back(weights[j].data());
+      p.biases.push_back(biases[j].data());
+    }
+    p.head_weight = head_weight.data();
+    p.head_bias = head_bias.data();
+    cpu::ChunkRows<double> c;
+    c.rows = rows;
+    c.user_gmf = user_gmf.data();
+    c.item_gmf = item_gmf.data();
+    c.gmf = gmf.data();
+    for (int64_t j = 0; j <= l && !shape.layers.empty(); ++j) {
+      c.acts.push_back(acts[j].data());
+      c.d_acts.push_back(d_acts[j].data());
+    }
+    c.logits = logits.data();
+    c.dlogits = dlogits.data();
+    c.d_user_gmf = d_user.data();
+    c.d_item_gmf = d_item.data();
+    cpu::neumf_forward(shape, p, c);
+    double total = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      const double z = logits[r], y = labels[r];
+      total += (z > 0 ? z + std::log1p(std::exp(-z)) : std::log1p(std::exp(z))) - y * z;
+      dlogits[r] = 1.0 / (1.0 + std::exp(-z)) - y;
+    }
+    if (with_grads) {
+      auto& g = *grads;
+      cpu::DenseGrads<double> dg;
+      for (int64_t j = 0; j < l; ++j) {
+        g["w" + std::to_string(j)].assign(weights[j].size(), 0.0);
+        g["b" + std::to_string(j)].assign(biases[j].size(), 0.0);
+      }
+      for (int64_t j = 0; j < l; ++j) {
+        dg.weights.push_back(g["w" + std::to_string(j)].data());
+        dg.biases.push_back(g["b" + std::to_string(j)].data());
+      }
+      g["head_weight"].assign(head_weight.size(), 0.0);
+      g["head_bias"].assign(1, 0.0);
+      dg.head_weight = g["head_weight"].data();
+      dg.head_bias = g["head_bias"].data();
+      cpu::neumf_backward(shape, p, c, dg);
+      g["user_gmf"] = d_user;
+      g["item_gmf"] = d_item;
+      if (!shape.layers.empty()) g["x0"] = d_acts[0];
+    }
+    return total;
+  }
+
+  std::vector<double>* tensor(const std::string& name) {
+    if (name == "head_weight") return &head_weight;
+    if (name == "head_bias") return &head_bias;
+    if (name == "user_gmf") return &user_gmf;
+    if (name == "item_gmf") return &item_gmf;
+    if (name == "x0") return &x0;
+    if (name[0] == 'w') return &weights[std::stoi(name.substr(1))];
+    return &biases[std::stoi(name.substr(1))];
+  }
+};
+
+void check_gradients(GradientProblem& problem) {
+  std::map<std::string, std::vector<double>> grads;
+  problem.loss(true, &grads);
+  ASSERT_FALSE(grads.empty());
+  for (auto& [name, analytic] : grads) {
+    std::vector<double>& values = *problem.tensor(name);
+    ASSERT_EQ(values.size(), analytic.size()) << name;
+    for (size_t i = 0; i < values.size(); ++i) {
+      const double saved = values[i], h = 1e-6;
+      values[i] = saved + h;
+      const double up = problem.loss(false, nullptr);
+      values[i] = saved - h;
+      const double down = problem.loss(false, nullptr);
+      values[i] = saved;
+      const double numeric = (up - down) / (2 * h);
+      ASSERT_NEAR(analytic[i], numeric, 1e-6 + 1e-5 * std::abs(numeric)) << name << "[" << i << "]";
+    }
+  }
+}
+
+TEST(Gradients, NeuMFWholeModel) {
+  GradientProblem p(3, {6, 5, 4}, 1);
+  check_gradients(p);
+}
+
+TEST(Gradients, GMFOnly) {
+  GradientProblem p(4, {}, 2);
+  check_gradients(p);
+}
+
+TEST(Gradients, MLPOnlyDeep) {
+  GradientProblem p(0, {8, 7, 5, 3, 2}, 3);
+  check_gradients(p);
+}
+
+TEST(Gradients, SingleDenseLayer) {
+  GradientProblem p(0, {4, 3}, 4);
+  check_gradients(p);
+}
+
+TEST(Loss, BprGradientMatchesFiniteDifference) {
+  for (float zp : {-2.0f, 0.3f, 4.0f}) {
+    for (float zn : {-1.0f, 0.5f, 3.0f}) {
+      const float h = 1e-2f;
+      const double numeric = (bpr_loss(zp + h, zn) - bpr_loss(zp - h, zn)) / (2 * h);
+      EXPECT_NEAR(bpr_grad_pos(zp, zn), numeric, 1e-3);
+    }
+  }
+  EXPECT_NEAR(bce_loss(0.0f, 1.0f), std::log(2.0), 1e-6);
+  EXPECT_NEAR(bce_loss(100.0f, 0.0f), 100.0, 1e-3);  // no overflow
+  EXPECT_TRUE(std::isfinite(bce_loss(-100.0f, 1.0f)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sampler.
+
+TEST(Sampler, NeverReturnsAPositive) {
+  const uint32_t num_items = 50;
+  std::vector<uint32_t> positives;
+  for (uint32_t i = 0; i < num_items; i += 2) positives.push_back(i);  // half the catalog
+  positives.push_back(49);
+  for (uint64_t draw = 0; draw < 20000; ++draw) {
+    const uint32_t item = draw_negative(7, RandomStream::kNegatives, 3, draw, positives.data(),
+                                        positives.size(), num_items, nullptr, nullptr);
+    ASSERT_LT(item, num_items);
+    ASSERT_FALSE(std::binary_search(positives.begin(), positives.end(), item)) << "draw " << draw;
+  }
+}
+
+TEST(Sampler, UniformDrawsAreFlatOverNegatives) {
+  const uint32_t num_items = 20;
+  const std::vector<uint32_t> positives{3, 4, 10};
+  std::vector<int> counts(num_items, 0);
+  const int draws = 170000;
+  for (int d = 0; d < draws; ++d) {
+    ++counts[draw_negative(1, RandomStream::kNegatives, 0, d, positives.data(), positives.size(),
+                           num_items, nullptr, nullptr)];
+  }
+  for (uint32_t i = 0; i < num_items; ++i) {
+    if (std::binary_search(positives.begin(), positives.end(), i)) {
+      EXPECT_EQ(counts[i], 0);
+    } else {
+      EXPECT_NEAR(counts[i], draws / 17.0, 6 * std::sqrt(draws / 17.0)) << "item " << i;
+    }
+  }
+}
+
+TEST(Sampler, AliasTableReproducesTheWeightsExactly) {
+  const std::vector<double> weights{5, 1, 0, 3, 0.5, 10, 2};
+  const auto table = cpu::AliasTable::build(weights);
+  const double total = 21.5, n = weights.size();
+  std::vector<double> implied(weights.size(), 0.0);
+  for (size_t j = 0; j < weights.size(); ++j) {
+    implied[j] += table.probability[j] / n;
+    implied[table.alias[j]] += (1.0 - table.probability[j]) / n;
+  }
+  for (size_t i = 0; i < weights.size(); ++i) EXPECT_NEAR(implied[i], weights[i] / total, 1e-6) << i;
+}
+
+TEST(Sampler, PopularityDrawsFollowTheAliasTable) {
+  const std::vector<double> weights{8, 4, 2, 1, 1};
+  const auto table = cpu::AliasTable::build(weights);
+  std::vector<int> counts(weights.size(), 0);
+  const int draws = 160000;
+  for (int d = 0; d < draws; ++d) {
+    ++counts[draw_negative(9, RandomStream::kNegatives, 0, d, nullptr, 0, weights.size(),
+                           table.probability.data(), table.alias.data())];
+  }
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const double expected = draws * weights[i] / 16.0;
+    EXPECT_NEAR(counts[i], expected, 6 * std::sqrt(expected)) << i;
+  }
+}
+
+TEST(Sampler, ShuffleIsAPermutationAndDependsOnEpoch) {
+  std::vector<uint64_t> a(1000), b(1000);
+  cpu::shuffle_order(5, 0, 1000, a);
+  cpu::shuffle_order(5, 1, 1000, b);
+  std::vector<uint64_t> sorted = a;
+  std::sort(sorted.begin(), sorted.end());
+  for (uint64_t i = 0; i < 1000; ++i) ASSERT_EQ(sorted[i], i);
+  EXPECT_NE(a, b);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Embedding reduction and top-k.
+
+TEST(Embedding, RowGroupsSumInBatchOrder) {
+  const std::vector<uint32_t> ids{4, 1, 4, 2, 1, 4};
+  cpu::RowGroups groups;
+  groups.build(ids);
+  ASSERT_EQ(groups.rows, (std::vector<uint32_t>{1, 2, 4}));
+  // Gradient of batch row r: (r, 10 r).
+  std::vector<float> grads;
+  for (int r = 0; r < 6; ++r) grads.insert(grads.end(), {float(r), 10.0f * r});
+  std::vector<float> sum(3 * 2);
+  cpu::sum_row_gradients(groups, grads.data(), 2, 0, 2, sum.data());
+  EXPECT_EQ(sum, (std::vector<float>{1 + 4, 50, 3, 30, 0 + 2 + 5, 70}));
+}
+
+TEST(TopK, PicksHighestWithTiesByIndexAndSkipsNaN) {
+  const std::vector<float> scores{0.5f, 2.0f, NAN, 2.0f, -1.0f, 3.0f};
+  std::vector<uint32_t> top;
+  cpu::top_k(scores, 3, top);
+  EXPECT_EQ(top, (std::vector<uint32_t>{5, 1, 3}));
+  cpu::top_k(scores, 10, top);
+  EXPECT_EQ(top, (std::vector<uint32_t>{5, 1, 3, 0, 4}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The CPU backend.
+
+// Users 0..n-1 each like a contiguous band of items, so there is something to learn.
+TrainingSet banded_training_set(uint32_t users, uint32_t items) {
+  TrainingSet t;
+  t.num_users = users;
+  t.num_items = items;
+  for (uint32_t u = 0; u < users; ++u) {
+    const uint32_t band = (u % 4) * (items / 4);
+    for (uint32_t k = 0; k < items / 8; ++k) {
+      t.user.push_back(u);
+      t.item.push_back(band + (k * 3 + u) % (items / 4));
+    }
+    // sort and dedupe this user's items
+    auto begin = t.item.end() - items / 8;
+    std::sort(begin, t.item.end());
+    const auto last = std::unique(begin, t.item.end());
+    t.user.resize(t.user.size() - (t.item.end() - last));
+    t.item.erase(last, t.item.end());
+  }
+  t.finalize();
+  return t;
+}
+
+ModelConfig small_config(const TrainingSet& t, ModelKind kind = ModelKind::kNeuMF) {
+  ModelConfig c;
+  c.kind = kind;
+  c.num_users = t.num_users;
+  c.num_items = t.num_items;
+  c.factors = 8;
+  c.layers = {16, 8, 4};
+  return c;
+}
+
+TEST(CpuBackend, LossFallsOnASmallDataset) {
+  const TrainingSet data = banded_training_set(64, 64);
+  TrainOptions options;
+  options.batch_size = 128;
+  options.optimizer.lr = 0.01f;
+  for (LossKind loss : {LossKind::kBce, LossKind::kBpr}) {
+    options.loss = loss;
+    auto backend = make_cpu_backend(data, options,
+                                    TrainState::fresh(ModelParams::initialize(small_config(data), 3), options.optimizer));
+    const double first = backend->train_epoch(0, {}).mean_loss;
+    double last = first;
+    for (uint32_t e = 1; e < 8; ++e) last = backend->train_epoch(e, {}).mean_loss;
+    EXPECT_LT(last, 0.7 * first) << "loss " << static_cast<int>(loss);
+  }
+}
+
+TEST(CpuBackend, EveryOptimizerAndSamplerTrains) {
+  const TrainingSet data = banded_training_set(32, 48);
+  for (OptimizerKind opt : {OptimizerKind::kAdam, OptimizerKind::kAdagrad, OptimizerKind::kSgd}) {
+    for (SamplerKind sampler : {SamplerKind::kUniform, SamplerKind::kPopularity}) {
+      TrainOptions options;
+      options.batch_size = 64;
+      options.sampler = sampler;
+      options.optimizer.kind = opt;
+      options.optimizer.lr = opt == OptimizerKind::kSgd ? 0.5f : 0.02f;
+      auto backend = make_cpu_backend(data, options,
+                                      TrainState::fresh(ModelParams::initialize(small_config(data), 1), options.optimizer));
+      const double first = backend->train_epoch(0, {}).mean_loss;
+      double last = first;
+      for (uint32_t e = 1; e < 6; ++e) last = backend->train_epoch(e, {}).mean_loss;
+      EXPECT_LT(last, first) << "optimizer " << static_cast<int>(opt) << " sampler " << static_cast<int>(sampler);
+    }
+  }
+}
+
+std::vector<float> flat_params(const TrainState& s) {
+  std::vector<float> all;
+  for (const Tensor* t : s.params.tensors()) all.insert(all.end(), t->values.begin(), t->values.end());
+  return all;
+}
+
+TEST(CpuBackend, BitIdenticalAcrossThreadCounts) {
+  const TrainingSet data = banded_training_set(40, 64);
+  std::vector<std::vector<float>> results;
+  for (uint32_t threads : {1u, 2u, 3u}) {
+    TrainOptions options;
+    options.batch_size = 200;  // several chunks per batch
+    options.threads = threads;
+    auto backend = make_cpu_backend(data, options,
+                                    TrainState::fresh(ModelParams::initialize(small_config(data), 9), options.optimizer));
+    backend->train_epoch(0, {});
+    backend->train_epoch(1, {});
+    results.push_back(flat_params(backend->state()));
+  }
+  EXPECT_TRUE(results[0] == results[1]);
+  EXPECT_TRUE(results[0] == results[2]);
+}
+
+TEST(CpuBackend, ResumedStateReachesTheSameModel) {
+  const TrainingSet data = banded_training_set(40, 64);
+  TrainOptions options;
+  options.batch_size = 96;
+  const TrainState start = TrainState::fresh(ModelParams::initialize(small_config(data), 2), options.optimizer);
+  auto straight = make_cpu_backend(data, options, start);
+  for (uint32_t e = 0; e < 3; ++e) straight->train_epoch(e, {});
+
+  auto first = make_cpu_backend(data, options, start);
+  first->train_epoch(0, {});
+  const auto path = std::filesystem::temp_directory_path() / "tastebud_test_resume.bin";
+  save_checkpoint(first->state(), "{\"epoch\": 1}", path);
+  std::string extra;
+  auto second = make_cpu_backend(data, options, load_checkpoint(path, &extra));
+  std::filesystem::remove(path);
+  EXPECT_EQ(extra, "{\"epoch\":1}");
+  second->train_epoch(1, {});
+  second->train_epoch(2, {});
+  EXPECT_TRUE(flat_params(straight->state()) == flat_params(second->state()));
+  EXPECT_EQ(straight->state().step, second->state().step);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scoring and model files.
+
+TEST(Scorer, MatchesTheTrainingForwardPass) {
+  const TrainingSet data = banded_training_set(16, 40);
+  for (ModelKind kind : {ModelKind::kNeuMF, ModelKind::kGMF, ModelKind::kMLP}) {
+    TrainOptions options;
+    options.optimizer.lr = 0.05f;
+    auto backend = make_cpu_backend(data, options,
+                                    TrainState::fresh(ModelParams::initialize(small_config(data, kind), 4), options.optimizer));
+    backend->train_epoch(0, {});  // move away from the init so every term matters
+    const TrainState state = backend->state();
+    const ModelParams& p = state.params;
+    const Scorer scorer(p);
+    std::vector<float> all(data.num_items);
+    scorer.score_all(5, all);
+    // Reference: the training forward pass on gathered rows.
+    const cpu::NeuMFShape shape{p.config.has_gmf() ? p.config.factors : 0,
+                                p.config.has_mlp() ? std::vector<int64_t>(p.config.layers.begin(), p.config.layers.end())
+                                                   : std::vector<int64_t>{}};
+    const int64_t n = data.num_items, f = shape.factors, e = p.config.mlp_embedding();
+    std::vector<float> ug(n * f), ig(n * f), gmf(n * f), logits(n);
+    std::vector<std::vector<float>> acts;
+    for (int64_t w : shape.layers) acts.emplace_back(n * w);
+    cpu::ChunkRows<float> c;
+    c.rows = n;
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t k = 0; k < f; ++k) {
+        ug[i * f + k] = p.user_gmf.values[5 * f + k];
+        ig[i * f + k] = p.item_gmf.values[i * f + k];
+      }
+      for (int64_t k = 0; k < e; ++k) {
+        acts[0][i * 2 * e + k] = p.user_mlp.values[5 * e + k];
+        acts[0][i * 2 * e + e + k] = p.item_mlp.values[i * e + k];
+      }
+    }
+    c.user_gmf = ug.data();
+    c.item_gmf = ig.data();
+    c.gmf = gmf.data();
+    for (auto& a : acts) c.acts.push_back(a.data());
+    c.logits = logits.data();
+    cpu::DenseParams<float> dp;
+    for (size_t j = 0; j < p.weights.size(); ++j) {
+      dp.weights.push_back(p.weights[j].values.data());
+      dp.biases.push_back(p.biases[j].values.data());
+    }
+    dp.head_weight = p.head_weight.values.data();
+    dp.head_bias = p.head_bias.values.data();
+    cpu::neumf_forward(shape, dp, c);
+    for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(all[i], logits[i], 1e-5 + 1e-4 * std::abs(logits[i])) << i;
+    std::vector<uint32_t> some{7, 0, 39};
+    std::vector<float> out(3);
+    scorer.score(5, some, out);
+    for (int k = 0; k < 3; ++k) EXPECT_NEAR(out[k], all[some[k]], 1e-6);
+  }
+}
+
+TEST(ModelFiles, RoundTripAndCorruption) {
+  ModelConfig c;
+  c.num_users = 5;
+  c.num_items = 7;
+  c.factors = 3;
+  c.layers = {4, 2};
+  const ModelParams p = ModelParams::initialize(c, 11);
+  const auto path = std::filesystem::temp_directory_path() / "tastebud_test_model.bin";
+  save_model(p, path);
+  const ModelParams q = load_model(path);
+  ASSERT_EQ(q.tensors().size(), p.tensors().size());
+  for (size_t i = 0; i < p.tensors().size(); ++i) EXPECT_EQ(q.tensors()[i]->values, p.tensors()[i]->values);
+  std::filesystem::resize_file(path, std::filesystem::file_size(path) - 3);
+  EXPECT_THROW(load_model(path), Error);
+  std::filesystem::remove(path);
+}
+
+TEST(ModelConfig, RejectsUnusableShapes) {
+  ModelConfig c;
+  c.num_users = 3;
+  c.num_items = 3;
+  c.layers = {63, 8};
+  EXPECT_THROW(c.validate(), Error);
+  c.layers = {64};
+  EXPECT_THROW(c.validate(), Error);
+  c.kind = ModelKind::kGMF;
+  c.validate();  // GMF ignores the layers
+  EXPECT_THROW(parse_model_kind("transformer"), Error);
+}
+
+}  // namespace
+}  // namespace tastebud
