@@ -165,14 +165,14 @@ class CpuBackend final : public Backend {
     summed_.resize(rows * widest);
   }
 
-  // Fills users_, items_, labels_ and weights_ for samples [first, first + samples).
-  void fill_rows(uint32_t epoch, uint64_t first, uint32_t samples) {
+  // Fills users_, items_, labels_ and weights_ for the batch's samples [begin, end); sample s of
+  // the batch starts at epoch sample first + s.
+  void fill_rows(uint32_t epoch, uint64_t first, int64_t begin, int64_t end) {
     const uint32_t n = options_.negatives;
     const uint32_t per_positive = bpr() ? n : 1 + n;
     const float* alias_probability = alias_.probability.empty() ? nullptr : alias_.probability.data();
     const uint32_t* alias_index = alias_.alias.empty() ? nullptr : alias_.alias.data();
-#pragma omp parallel for schedule(static)
-    for (int64_t s = 0; s < static_cast<int64_t>(samples); ++s) {
+    for (int64_t s = begin; s < end; ++s) {
       const uint64_t sample = first + s;
       const uint64_t positive = order_[sample / per_positive];
       const uint32_t k = static_cast<uint32_t>(sample % per_positive);
@@ -252,7 +252,6 @@ class CpuBackend final : public Backend {
   }
 
   double train_batch(uint32_t epoch, uint64_t first, uint32_t samples) {
-    fill_rows(epoch, first, samples);
     const ModelParams& params = state_.params;
     const int64_t rows = bpr() ? 2 * static_cast<int64_t>(samples) : samples;
     const int64_t chunks = (rows + chunk_rows_ - 1) / chunk_rows_;
@@ -265,6 +264,7 @@ class CpuBackend final : public Backend {
     for (int64_t c = 0; c < chunks; ++c) {
       const int64_t r0 = c * chunk_rows_;
       const int64_t n = std::min<int64_t>(chunk_rows_, rows - r0);
+      if (bpr()) fill_rows(epoch, first, r0 / 2, (r0 + n) / 2); else fill_rows(epoch, first, r0, r0 + n);
       const std::span<const uint32_t> users(users_.data() + r0, n), items(items_.data() + r0, n);
       if (f > 0) {
         cpu::gather_rows(params.user_gmf.values.data(), f, users, user_gmf_.data() + r0 * f, f, 0);
@@ -301,7 +301,7 @@ class CpuBackend final : public Backend {
 
   void update_dense(int64_t chunks, float step_size) {
     const int64_t count = static_cast<int64_t>(dense_grad_.size());
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (count * chunks > (1 << 16))
     for (int64_t i = 0; i < count; ++i) {
       float sum = 0.0f;
       for (int64_t c = 0; c < chunks; ++c) sum += chunk_grads_[c][i];

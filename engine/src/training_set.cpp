@@ -38,9 +38,9 @@ TrainState TrainState::fresh(const ModelParams& params, const OptimizerParams& o
 }
 
 uint32_t chunk_rows(uint32_t batch_rows) {
-  // At most 64 chunks of at least 64 rows; a multiple of 16 so that every chunk's buffers start
+  // At most 64 chunks of at least 128 rows; a multiple of 16 so that every chunk's buffers start
   // 64-byte aligned, and even so that BPR pairs never straddle two chunks.
-  const uint32_t rows = std::max<uint32_t>(64, (batch_rows + 63) / 64);
+  const uint32_t rows = std::max<uint32_t>(128, (batch_rows + 63) / 64);
   return (rows + 15) / 16 * 16;
 }
 

@@ -30,7 +30,8 @@ void RowGroups::build(std::span<const uint32_t> ids) {
 
 void sum_row_gradients(const RowGroups& groups, const float* grads, int64_t stride, int64_t offset,
                        int64_t width, float* sum) {
-#pragma omp parallel for schedule(static)
+  // Small batches are summed on one thread: forking costs more than the sums.
+#pragma omp parallel for schedule(static) if (groups.pairs.size() * width > (1 << 15))
   for (int64_t k = 0; k < static_cast<int64_t>(groups.size()); ++k) {
     float* out = sum + k * width;
     std::fill(out, out + width, 0.0f);

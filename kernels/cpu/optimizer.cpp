@@ -1,25 +1,44 @@
 #include "cpu/optimizer.h"
 
 namespace tastebud::cpu {
+namespace {
+
+// One optimizer kind per instantiation, so the loop has no branch and vectorizes.
+template <OptimizerKind Kind>
+inline void update_span(const OptimizerParams& p, float step_size, float* __restrict w,
+                        float* __restrict s0, float* __restrict s1, const float* __restrict g,
+                        int64_t count) {
+  const float beta1 = p.beta1, beta2 = p.beta2, eps = p.eps, l2 = p.l2;
+#pragma omp simd
+  for (int64_t i = 0; i < count; ++i) {
+    apply_update(Kind, step_size, beta1, beta2, eps, l2, w[i], s0[i], s1[i], g[i]);
+  }
+}
+
+inline void update_any(const OptimizerParams& p, float step_size, float* w, float* s0, float* s1,
+                       const float* g, int64_t count) {
+  switch (p.kind) {
+    case OptimizerKind::kAdam: update_span<OptimizerKind::kAdam>(p, step_size, w, s0, s1, g, count); break;
+    case OptimizerKind::kAdagrad: update_span<OptimizerKind::kAdagrad>(p, step_size, w, s0, s1, g, count); break;
+    case OptimizerKind::kSgd: update_span<OptimizerKind::kSgd>(p, step_size, w, s0, s1, g, count); break;
+  }
+}
+
+}  // namespace
 
 void dense_update(const OptimizerParams& p, float step_size, float* weights, float* state0,
                   float* state1, const float* grads, int64_t count) {
-  for (int64_t i = 0; i < count; ++i) {
-    apply_update(p.kind, step_size, p.beta1, p.beta2, p.eps, p.l2, weights[i], state0[i],
-                 state1[i], grads[i]);
-  }
+  update_any(p, step_size, weights, state0, state1, grads, count);
 }
 
 void sparse_update(const OptimizerParams& p, float step_size, float* table, float* state0,
                    float* state1, int64_t width, std::span<const uint32_t> rows,
                    const float* row_grads) {
-#pragma omp parallel for schedule(static)
+  // Small batches are updated on one thread: forking costs more than the update.
+#pragma omp parallel for schedule(static) if (rows.size() * width > (1 << 15))
   for (int64_t k = 0; k < static_cast<int64_t>(rows.size()); ++k) {
     const int64_t base = static_cast<int64_t>(rows[k]) * width;
-    for (int64_t j = 0; j < width; ++j) {
-      apply_update(p.kind, step_size, p.beta1, p.beta2, p.eps, p.l2, table[base + j],
-                   state0[base + j], state1[base + j], row_grads[k * width + j]);
-    }
+    update_any(p, step_size, table + base, state0 + base, state1 + base, row_grads + k * width, width);
   }
 }
 

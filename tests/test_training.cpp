@@ -1,0 +1,230 @@
+// The training job end to end: splits, metrics with known answers, the model directory, resume,
+// and learning on the synthetic shop.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "host/evaluation.h"
+#include "host/model_dir.h"
+#include "host/split.h"
+#include "host/training.h"
+#include "tastebud/datasets/import.h"
+#include "tastebud/datasets/sources.h"
+#include "tastebud/engine/model_io.h"
+#include "tastebud/error.h"
+
+namespace tastebud::host {
+namespace {
+
+namespace fs = std::filesystem;
+
+TEST(Metrics, TiesCountAgainstTheModel) {
+  const std::vector<float> candidates{0.1f, 0.5f, 0.5f, 0.9f};
+  EXPECT_EQ(rank_against(0.5f, candidates), 3u);  // 0.5, 0.5 and 0.9 at least as high
+  EXPECT_EQ(rank_against(1.0f, candidates), 0u);
+  EXPECT_EQ(rank_against(NAN, candidates), 4u);
+  const std::vector<float> constant(99, 0.0f);
+  EXPECT_EQ(rank_against(0.0f, constant), 99u);  // a constant scorer ranks last
+}
+
+TEST(Metrics, RankedListKnownAnswers) {
+  // Relevant items 3 and 8; ranked list hits at positions 2 and 6 (1-based).
+  std::vector<uint32_t> ranked{1, 3, 5, 7, 9, 8};
+  for (uint32_t i = 100; i < 119; ++i) ranked.push_back(i);
+  const std::vector<uint32_t> relevant{3, 8};
+  const RankedListMetrics m = ranked_list_metrics(ranked, relevant);
+  const double ideal = 1.0 + 1.0 / std::log2(3.0);
+  EXPECT_DOUBLE_EQ(m.precision_at[0], 1.0 / 5);
+  EXPECT_DOUBLE_EQ(m.precision_at[1], 2.0 / 10);
+  EXPECT_DOUBLE_EQ(m.precision_at[2], 2.0 / 25);
+  EXPECT_NEAR(m.ndcg_at[0], (1.0 / std::log2(3.0)) / ideal, 1e-12);
+  EXPECT_NEAR(m.ndcg_at[1], (1.0 / std::log2(3.0) + 1.0 / std::log2(7.0)) / ideal, 1e-12);
+  EXPECT_DOUBLE_EQ(m.reciprocal_rank_at_25, 0.5);
+  const RankedListMetrics none = ranked_list_metrics(ranked, std::vector<uint32_t>{999});
+  EXPECT_EQ(none.reciprocal_rank_at_25, 0.0);
+  EXPECT_EQ(none.ndcg_at[2], 0.0);
+}
+
+// A small shop, imported once for the whole suite.
+class TrainingJob : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    root_ = fs::temp_directory_path() / "tastebud_test_training";
+    fs::remove_all(root_);
+    datasets::GeneratorOptions g;
+    g.users = 600;
+    g.items = 200;
+    g.interactions = 30000;
+    g.clusters = 8;
+    g.seed = 3;
+    const datasets::CsvFiles csv = datasets::generate_shop(g, root_ / "shop");
+    datasets::ImportOptions o;
+    o.interactions = csv.interactions;
+    o.users = csv.users;
+    o.items = csv.items;
+    o.out = root_ / "dataset";
+    datasets::import_dataset(o);
+  }
+  static void TearDownTestSuite() { fs::remove_all(root_); }
+
+  static TrainJob job(const std::string& out) {
+    TrainJob j;
+    j.data = root_ / "dataset";
+    j.out = root_ / out;
+    j.epochs = 4;
+    j.batch_size = 512;
+    j.lr = 0.005f;
+    j.progress = false;
+    return j;
+  }
+
+  static fs::path root_;
+};
+fs::path TrainingJob::root_;
+
+TEST_F(TrainingJob, LeaveOneOutSplitHoldsOutTheLatestItem) {
+  const datasets::Dataset d = datasets::Dataset::open(root_ / "dataset");
+  SplitOptions o;
+  const Split s = make_split(d, o);
+  ASSERT_GT(s.eval_users.size(), 500u);
+  for (size_t k = 0; k < s.eval_users.size(); ++k) {
+    const uint32_t u = s.eval_users[k];
+    const uint64_t last = d.interactions.user_offsets[u + 1] - 1;
+    EXPECT_EQ(s.held_out_item[k], d.interactions.item[last]);
+    const auto begin = s.train.item.begin() + s.train.user_offsets[u];
+    const auto end = s.train.item.begin() + s.train.user_offsets[u + 1];
+    EXPECT_FALSE(std::binary_search(begin, end, s.held_out_item[k])) << "held-out item trained on";
+    for (uint32_t m = 0; m < s.negatives_per_user; ++m) {
+      const uint32_t c = s.candidates[k * s.negatives_per_user + m];
+      for (uint64_t r = d.interactions.user_offsets[u]; r <= last; ++r) ASSERT_NE(d.interactions.item[r], c);
+    }
+  }
+}
+
+TEST_F(TrainingJob, HoldoutSplitKeepsTheNewestTenPercent) {
+  const datasets::Dataset d = datasets::Dataset::open(root_ / "dataset");
+  SplitOptions o;
+  o.protocol = EvalProtocol::kHoldout;
+  const Split s = make_split(d, o);
+  ASSERT_GT(s.eval_users.size(), 100u);
+  for (size_t k = 0; k < s.eval_users.size(); ++k) {
+    const uint32_t u = s.eval_users[k];
+    for (uint64_t t = s.truth_offsets[k]; t < s.truth_offsets[k + 1]; ++t) {
+      const auto begin = s.train.item.begin() + s.train.user_offsets[u];
+      const auto end = s.train.item.begin() + s.train.user_offsets[u + 1];
+      EXPECT_FALSE(std::binary_search(begin, end, s.truth[t]));
+    }
+  }
+}
+
+TEST_F(TrainingJob, NeuMFBeatsPopularityByAWideMargin) {
+  std::ostringstream log;
+  const TrainResult r = run_training(job("beats"), log);
+  const Metrics& best = r.history.at(r.best_epoch - 1).metrics;
+  EXPECT_GT(best.at("hr@10"), r.popularity.at("hr@10") + 0.15) << log.str();
+  EXPECT_GT(best.at("ndcg@10"), r.popularity.at("ndcg@10") + 0.1) << log.str();
+  // The model directory holds what inference needs, and the metrics rows.
+  for (const char* f : {"config.json", "model.bin", "checkpoint.bin", "metrics.jsonl", "user_ids.json", "item_ids.json", "seen.bin"}) {
+    EXPECT_TRUE(fs::exists(root_ / "beats" / f)) << f;
+  }
+  std::ifstream metrics(root_ / "beats" / "metrics.jsonl");
+  std::string line;
+  int rows = 0;
+  while (std::getline(metrics, line)) {
+    const auto j = nlohmann::json::parse(line);
+    EXPECT_EQ(j.at("epoch").get<int>(), ++rows);
+    EXPECT_TRUE(j.at("metrics").contains("hr@10"));
+  }
+  EXPECT_EQ(rows, 4);
+  EXPECT_EQ(read_ids(root_ / "beats" / "user_ids.json").size(), 600u);
+  const ModelParams best_model = load_model(root_ / "beats" / "model.bin");
+  EXPECT_EQ(best_model.config.num_users, 600u);
+}
+
+TEST_F(TrainingJob, HoldoutReportsTheServiceMetrics) {
+  TrainJob j = job("holdout");
+  j.eval = "holdout";
+  j.epochs = 2;
+  std::ostringstream log;
+  const TrainResult r = run_training(j, log);
+  for (const char* k : {"precision@5", "precision@10", "precision@25", "ndcg@5", "ndcg@10", "ndcg@25", "mrr@25", "coverage"}) {
+    EXPECT_TRUE(r.history.back().metrics.count(k)) << k;
+    EXPECT_TRUE(r.popularity.count(k)) << k;
+  }
+  EXPECT_GT(r.history.back().metrics.at("coverage"), r.popularity.at("coverage"));
+}
+
+TEST_F(TrainingJob, ResumeReachesTheSameModelAsAnUninterruptedRun) {
+  std::ostringstream log;
+  run_training(job("straight"), log);
+  TrainJob first = job("resumed");
+  first.epochs = 2;
+  run_training(first, log);
+  TrainJob second = job("resumed");
+  second.resume = true;
+  const TrainResult r = run_training(second, log);
+  EXPECT_EQ(r.history.size(), 4u);
+  std::string extra;
+  const TrainState a = load_checkpoint(root_ / "straight" / "checkpoint.bin", &extra);
+  const TrainState b = load_checkpoint(root_ / "resumed" / "checkpoint.bin", &extra);
+  for (size_t t = 0; t < a.params.tensors().size(); ++t) {
+    EXPECT_TRUE(a.params.tensors()[t]->values == b.params.tensors()[t]->values) << a.params.tensors()[t]->name;
+  }
+  // Resuming with other settings is refused, and so is starting over in a used directory.
+  TrainJob changed = job("resumed");
+  changed.resume = true;
+  changed.lr = 0.1f;
+  EXPECT_THROW(run_training(changed, log), Error);
+  EXPECT_THROW(run_training(job("resumed"), log), Error);
+}
+
+TEST_F(TrainingJob, DivergingLossStopsAndKeepsTheLastGoodCheckpoint) {
+  TrainJob j = job("diverge");
+  j.epochs = 1;
+  j.eval = "none";
+  std::ostringstream log;
+  run_training(j, log);
+  const auto before = fs::last_write_time(root_ / "diverge" / "checkpoint.bin");
+  // A checkpoint written with sane settings, then a resumed epoch that blows up.
+  std::string extra;
+  TrainState s = load_checkpoint(root_ / "diverge" / "checkpoint.bin", &extra);
+  s.params.head_weight.values[0] = INFINITY;
+  save_checkpoint(s, extra, root_ / "diverge" / "checkpoint.bin");
+  const auto poisoned = fs::last_write_time(root_ / "diverge" / "checkpoint.bin");
+  j.resume = true;
+  j.epochs = 2;
+  try {
+    run_training(j, log);
+    FAIL() << "a NaN loss must stop the run";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("NaN or infinite"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(fs::last_write_time(root_ / "diverge" / "checkpoint.bin"), poisoned);
+  EXPECT_GE(poisoned, before);
+}
+
+TEST_F(TrainingJob, BadSettingsAreRefusedWithTheFlagName) {
+  std::ostringstream log;
+  TrainJob j = job("bad");
+  j.optimizer = "rmsprop";
+  try {
+    run_training(j, log);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--optimizer"), std::string::npos);
+  }
+  j = job("bad");
+  j.layers = {63, 8};
+  EXPECT_THROW(run_training(j, log), Error);
+  j = job("bad");
+  j.device = "tpu";
+  EXPECT_THROW(run_training(j, log), Error);
+}
+
+}  // namespace
+}  // namespace tastebud::host
