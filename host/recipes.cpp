@@ -1,13 +1,349 @@
 #include "host/recipes.h"
 
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <numeric>
+#include <ostream>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+
+#include "host/model_dir.h"
+#include "tastebud/datasets/dataset.h"
+#include "tastebud/engine/model_io.h"
 #include "tastebud/error.h"
 
 namespace tastebud::host {
+namespace {
 
-bool is_recipe(const std::string& model) { return false; }
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+constexpr char kRecipeMagic[8] = {'T', 'B', 'R', 'E', 'C', 'I', 'P', '1'};
+
+template <typename T>
+void append(std::string& bytes, const std::vector<T>& values) {
+  const uint64_t n = values.size();
+  bytes.append(reinterpret_cast<const char*>(&n), sizeof(n));
+  bytes.append(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(T));
+}
+
+template <typename T>
+std::vector<T> take(const std::string& bytes, size_t& at, const fs::path& path) {
+  auto bad = [&] { return Error(fmt::format("{}: corrupt recipe file", path.string())); };
+  uint64_t n;
+  if (at + 8 > bytes.size()) throw bad();
+  std::memcpy(&n, bytes.data() + at, 8);
+  at += 8;
+  if (n > (bytes.size() - at) / sizeof(T)) throw bad();
+  std::vector<T> values(n);
+  std::memcpy(values.data(), bytes.data() + at, n * sizeof(T));
+  at += n * sizeof(T);
+  return values;
+}
+
+int64_t newest(const EventLog& log) {
+  int64_t t = INT64_MIN;
+  for (int64_t x : log.timestamp) t = std::max(t, x);
+  return t;
+}
+
+// The newest first `max_history` distinct items of each user with a used event, sorted.
+std::vector<std::vector<uint32_t>> histories(const EventLog& log, const std::vector<double>& weight,
+                                             uint32_t max_history) {
+  std::vector<size_t> order(log.user.size());
+  std::iota(order.begin(), order.end(), 0);
+  // Newest first, so that the cap keeps the most recent items.
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return log.timestamp[a] > log.timestamp[b]; });
+  std::vector<std::vector<uint32_t>> out(log.num_users);
+  for (size_t e : order) {
+    if (weight[e] <= 0) continue;
+    auto& h = out[log.user[e]];
+    if (h.size() >= max_history * 2u) continue;  // enough candidates; duplicates removed below
+    h.push_back(log.item[e]);
+  }
+  for (auto& h : out) {
+    std::vector<uint32_t> distinct;
+    for (uint32_t i : h) {
+      if (distinct.size() >= max_history) break;
+      if (std::find(distinct.begin(), distinct.end(), i) == distinct.end()) distinct.push_back(i);
+    }
+    std::sort(distinct.begin(), distinct.end());
+    h = std::move(distinct);
+  }
+  return out;
+}
+
+EventLog event_log_of(const datasets::Dataset& dataset) {
+  EventLog log;
+  log.num_users = dataset.num_users();
+  log.num_items = dataset.num_items();
+  log.user = dataset.interactions.user;
+  log.item = dataset.interactions.item;
+  log.timestamp = dataset.interactions.timestamp;
+  log.event_type = dataset.interactions.event_type;
+  for (size_t k = 0; k < dataset.event_types.size(); ++k) log.event_types.emplace_back(dataset.event_types[k]);
+  return log;
+}
+
+SeenItems seen_of(const EventLog& log) {
+  std::vector<std::vector<uint32_t>> per_user(log.num_users);
+  for (size_t e = 0; e < log.user.size(); ++e) per_user[log.user[e]].push_back(log.item[e]);
+  SeenItems seen;
+  seen.offsets.push_back(0);
+  for (auto& items : per_user) {
+    std::sort(items.begin(), items.end());
+    items.erase(std::unique(items.begin(), items.end()), items.end());
+    seen.items.insert(seen.items.end(), items.begin(), items.end());
+    seen.offsets.push_back(seen.items.size());
+  }
+  return seen;
+}
+
+}  // namespace
+
+bool is_recipe(const std::string& model) {
+  return model == "popularity" || model == "sims" || model == "trending";
+}
+
+RecipeOptions RecipeOptions::from_job(const TrainJob& job) {
+  RecipeOptions o;
+  for (const std::string& entry : job.event_weights) {
+    const size_t eq = entry.rfind('=');
+    if (eq == std::string::npos || eq == 0)
+      throw Error(fmt::format("--event-weights: '{}' is not TYPE=WEIGHT", entry));
+    const std::string type = entry.substr(0, eq);
+    char* end = nullptr;
+    const double w = std::strtod(entry.c_str() + eq + 1, &end);
+    if (*end != '\0' || eq + 1 == entry.size() || !(w >= 0) || !std::isfinite(w))
+      throw Error(fmt::format("--event-weights: the weight of '{}' must be a number >= 0", type));
+    o.event_weights[type] = w;
+  }
+  TB_CHECK(job.half_life_days >= 0, "--half-life-days must be >= 0");
+  TB_CHECK(job.trend_window_days > 0, "--trend-window-days must be positive");
+  TB_CHECK(job.trend_smoothing >= 0, "--trend-smoothing must be >= 0");
+  TB_CHECK(job.popularity_discount >= 0, "--popularity-discount must be >= 0");
+  TB_CHECK(job.neighbors > 0, "--neighbors must be positive");
+  o.half_life_days = job.half_life_days;
+  o.min_co_count = std::max<uint32_t>(job.min_co_count, 1);
+  o.popularity_discount = job.popularity_discount;
+  o.neighbors = job.neighbors;
+  o.trend_window_days = job.trend_window_days;
+  o.trend_smoothing = job.trend_smoothing;
+  return o;
+}
+
+std::vector<double> event_weights(const EventLog& log, const RecipeOptions& options) {
+  std::vector<double> per_type(log.event_types.size(), options.event_weights.empty() ? 1.0 : 0.0);
+  for (const auto& [type, w] : options.event_weights) {
+    const auto it = std::find(log.event_types.begin(), log.event_types.end(), type);
+    if (it == log.event_types.end()) {
+      throw Error(fmt::format("--event-weights: the dataset has no event type '{}' (it has: {})", type,
+                              fmt::join(log.event_types, ", ")));
+    }
+    per_type[it - log.event_types.begin()] = w;
+  }
+  std::vector<double> weight(log.user.size());
+  for (size_t e = 0; e < weight.size(); ++e) {
+    const uint32_t t = log.event_type.empty() ? 0 : log.event_type[e];
+    weight[e] = t < per_type.size() ? per_type[t] : (options.event_weights.empty() ? 1.0 : 0.0);
+  }
+  return weight;
+}
+
+std::vector<float> popularity_scores(const EventLog& log, const RecipeOptions& options) {
+  const std::vector<double> weight = event_weights(log, options);
+  const int64_t latest = newest(log);
+  std::vector<double> score(log.num_items, 0.0);
+  for (size_t e = 0; e < weight.size(); ++e) {
+    double w = weight[e];
+    if (options.half_life_days > 0) {
+      const double age_days = static_cast<double>(latest - log.timestamp[e]) / 86400.0;
+      w *= std::exp2(-age_days / options.half_life_days);
+    }
+    score[log.item[e]] += w;
+  }
+  return std::vector<float>(score.begin(), score.end());
+}
+
+std::vector<float> trending_scores(const EventLog& log, const RecipeOptions& options) {
+  const std::vector<double> weight = event_weights(log, options);
+  const int64_t latest = newest(log);
+  const double window = options.trend_window_days * 86400.0;
+  std::vector<double> recent(log.num_items, 0.0), before(log.num_items, 0.0);
+  for (size_t e = 0; e < weight.size(); ++e) {
+    const double age = static_cast<double>(latest - log.timestamp[e]);
+    if (age < window) recent[log.item[e]] += weight[e];
+    else if (age < 2 * window) before[log.item[e]] += weight[e];
+  }
+  std::vector<float> score(log.num_items);
+  for (uint32_t i = 0; i < log.num_items; ++i) {
+    const double denominator = before[i] + options.trend_smoothing;
+    score[i] = static_cast<float>(denominator > 0 ? (recent[i] - before[i]) / denominator
+                                                   : (recent[i] > 0 ? recent[i] : 0.0));
+  }
+  return score;
+}
+
+ItemNeighbors sims_neighbors(const EventLog& log, const RecipeOptions& options) {
+  const std::vector<double> weight = event_weights(log, options);
+  const std::vector<std::vector<uint32_t>> history = histories(log, weight, options.max_history);
+  const uint32_t n = log.num_items;
+  // item -> users (CSR), to walk the co-occurrences of one item at a time.
+  std::vector<uint64_t> item_offsets(n + 1, 0);
+  for (const auto& h : history)
+    for (uint32_t i : h) ++item_offsets[i + 1];
+  for (uint32_t i = 0; i < n; ++i) item_offsets[i + 1] += item_offsets[i];
+  std::vector<uint32_t> item_users(item_offsets[n]);
+  {
+    std::vector<uint64_t> fill(item_offsets.begin(), item_offsets.end() - 1);
+    for (uint32_t u = 0; u < history.size(); ++u)
+      for (uint32_t i : history[u]) item_users[fill[i]++] = u;
+  }
+  std::vector<std::vector<std::pair<float, uint32_t>>> best(n);
+  const int64_t items = n;
+#pragma omp parallel
+  {
+    std::vector<uint32_t> co(n, 0);
+    std::vector<uint32_t> touched;
+#pragma omp for schedule(dynamic, 64)
+    for (int64_t i = 0; i < items; ++i) {
+      touched.clear();
+      for (uint64_t k = item_offsets[i]; k < item_offsets[i + 1]; ++k) {
+        for (uint32_t j : history[item_users[k]]) {
+          if (j == i) continue;
+          if (co[j]++ == 0) touched.push_back(j);
+        }
+      }
+      const double n_i = static_cast<double>(item_offsets[i + 1] - item_offsets[i]);
+      auto& list = best[i];
+      for (uint32_t j : touched) {
+        if (co[j] >= options.min_co_count) {
+          const double n_j = static_cast<double>(item_offsets[j + 1] - item_offsets[j]);
+          list.emplace_back(static_cast<float>(co[j] / std::pow(n_i * n_j, options.popularity_discount)), j);
+        }
+        co[j] = 0;
+      }
+      auto better = [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; };
+      if (list.size() > options.neighbors) {
+        std::partial_sort(list.begin(), list.begin() + options.neighbors, list.end(), better);
+        list.resize(options.neighbors);
+      } else {
+        std::sort(list.begin(), list.end(), better);
+      }
+    }
+  }
+  ItemNeighbors out;
+  out.offsets.push_back(0);
+  for (const auto& list : best) {
+    for (const auto& [score, j] : list) {
+      out.items.push_back(j);
+      out.scores.push_back(score);
+    }
+    out.offsets.push_back(out.items.size());
+  }
+  return out;
+}
+
+void write_recipe(const RecipeData& data, const fs::path& path) {
+  std::string bytes(kRecipeMagic, sizeof(kRecipeMagic));
+  const json header{{"kind", data.kind}};
+  const std::string text = header.dump();
+  append(bytes, std::vector<char>(text.begin(), text.end()));
+  append(bytes, data.popularity);
+  append(bytes, data.item_scores);
+  append(bytes, data.neighbors.offsets);
+  append(bytes, data.neighbors.items);
+  append(bytes, data.neighbors.scores);
+  write_file_atomically(path, bytes);
+}
+
+RecipeData read_recipe(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(fmt::format("{}: cannot open: {}", path.string(), std::strerror(errno)));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  const std::string bytes = ss.str();
+  if (bytes.size() < 8 || std::memcmp(bytes.data(), kRecipeMagic, 8) != 0)
+    throw Error(fmt::format("{}: not a tastebud recipe file", path.string()));
+  size_t at = 8;
+  RecipeData data;
+  const std::vector<char> header = take<char>(bytes, at, path);
+  try {
+    data.kind = json::parse(std::string(header.begin(), header.end())).at("kind").get<std::string>();
+  } catch (const json::exception& e) {
+    throw Error(fmt::format("{}: corrupt recipe header: {}", path.string(), e.what()));
+  }
+  data.popularity = take<float>(bytes, at, path);
+  data.item_scores = take<float>(bytes, at, path);
+  data.neighbors.offsets = take<uint64_t>(bytes, at, path);
+  data.neighbors.items = take<uint32_t>(bytes, at, path);
+  data.neighbors.scores = take<float>(bytes, at, path);
+  const auto& nb = data.neighbors;
+  if (at != bytes.size() || nb.items.size() != nb.scores.size() ||
+      (!nb.offsets.empty() && (nb.offsets.size() != data.popularity.size() + 1 || nb.offsets.back() != nb.items.size())))
+    throw Error(fmt::format("{}: corrupt recipe file", path.string()));
+  return data;
+}
 
 TrainResult train_recipe(const TrainJob& job, std::ostream& log) {
-  throw Error("recipe models are not available yet");
+  const auto start = std::chrono::steady_clock::now();
+  const RecipeOptions options = RecipeOptions::from_job(job);
+  const datasets::Dataset dataset = datasets::Dataset::open(job.data);
+  const EventLog events = event_log_of(dataset);
+  TB_CHECK(events.user.size() > 0, fmt::format("{}: no interactions to train on", job.data.string()));
+
+  RecipeData data;
+  data.kind = job.model;
+  data.popularity = popularity_scores(events, options);
+  if (job.model == "popularity") data.item_scores = data.popularity;
+  if (job.model == "trending") data.item_scores = trending_scores(events, options);
+  if (job.model == "sims") data.neighbors = sims_neighbors(events, options);
+
+  fs::create_directories(job.out);
+  json recipe{{"event_weights", options.event_weights}, {"half_life_days", options.half_life_days}};
+  if (job.model == "sims") {
+    recipe["min_co_count"] = options.min_co_count;
+    recipe["popularity_discount"] = options.popularity_discount;
+    recipe["neighbors"] = options.neighbors;
+    recipe["max_history"] = options.max_history;
+  }
+  if (job.model == "trending") {
+    recipe["trend_window_days"] = options.trend_window_days;
+    recipe["trend_smoothing"] = options.trend_smoothing;
+  }
+  const json config{{"model", job.model}, {"data", fs::absolute(job.data).string()}, {"recipe", recipe}};
+  write_file_atomically(job.out / "config.json", config.dump(2) + "\n");
+  write_ids(dataset.user_ids, job.out / "user_ids.json");
+  write_ids(dataset.item_ids, job.out / "item_ids.json");
+  write_seen(seen_of(events), job.out / "seen.bin");
+  write_recipe(data, job.out / "recipe.bin");
+
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  log << fmt::format("trained {} on {} ({} users, {} items, {} events) in {:.1f}s\n", job.model,
+                     job.data.string(), events.num_users, events.num_items, events.user.size(), seconds);
+  const std::vector<float>& shown = job.model == "sims" ? data.popularity : data.item_scores;
+  if (job.model == "sims") {
+    log << fmt::format("related-item pairs kept: {} ({:.1f} per item)\n", data.neighbors.items.size(),
+                       static_cast<double>(data.neighbors.items.size()) / std::max<uint32_t>(events.num_items, 1));
+  } else {
+    std::vector<uint32_t> order(shown.size());
+    std::iota(order.begin(), order.end(), 0);
+    const size_t top = std::min<size_t>(5, order.size());
+    std::partial_sort(order.begin(), order.begin() + top, order.end(),
+                      [&](uint32_t a, uint32_t b) { return shown[a] != shown[b] ? shown[a] > shown[b] : a < b; });
+    std::string line = job.model == "trending" ? "trending now:" : "most popular:";
+    for (size_t k = 0; k < top; ++k) line += fmt::format(" {} ({:.4g})", dataset.item_ids[order[k]], shown[order[k]]);
+    log << line << "\n";
+  }
+  TrainResult result;
+  result.backend = "cpu";
+  return result;
 }
 
 }  // namespace tastebud::host

@@ -1,15 +1,88 @@
-// Recipes besides NeuMF, trained by the same `tastebud train --model ...`: popularity, sims,
-// trending. See issue 5.
+// Recipes besides NeuMF, trained by the same `tastebud train --model ...` (issue 5):
+//   popularity  event counts, optionally weighted by event type and recency: the baseline;
+//   sims        item-to-item co-occurrence within user histories, with a popularity discount and a
+//               minimum co-interaction count ("customers who viewed X also viewed"; "frequently
+//               bought together" when trained with --event-weights purchase=1);
+//   trending    items whose interaction rate grew most in the latest window against the one before.
+//
+// A recipe's model directory holds config.json ("model", "data", "recipe": the options),
+// user_ids.json, item_ids.json, seen.bin (every user's interacted items, all events) and
+// recipe.bin (below). The computations take plain event arrays so tests can check them by hand.
 #pragma once
 
+#include <cstdint>
+#include <filesystem>
 #include <iosfwd>
+#include <map>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "host/training.h"
 
 namespace tastebud::host {
 
-bool is_recipe(const std::string& model);
+bool is_recipe(const std::string& model);  // popularity | sims | trending
 TrainResult train_recipe(const TrainJob& job, std::ostream& log);
+
+// The events a recipe learns from (dataset order does not matter).
+struct EventLog {
+  uint32_t num_users = 0;
+  uint32_t num_items = 0;
+  std::span<const uint32_t> user;
+  std::span<const uint32_t> item;
+  std::span<const int64_t> timestamp;   // Unix seconds
+  std::span<const uint32_t> event_type;  // index into event_types
+  std::vector<std::string> event_types;
+};
+
+struct RecipeOptions {
+  std::map<std::string, double> event_weights;  // empty: every event counts 1; else unlisted types count 0
+  double half_life_days = 0;
+  uint32_t min_co_count = 2;
+  double popularity_discount = 0.5;
+  uint32_t neighbors = 100;
+  double trend_window_days = 7;
+  double trend_smoothing = 10;
+  // sims: only a user's most recent distinct items take part, so one heavy user costs at most
+  // max_history^2 pairs.
+  uint32_t max_history = 500;
+
+  static RecipeOptions from_job(const TrainJob& job);  // parses --event-weights
+};
+
+// Per event: its weight (0 = not used).
+std::vector<double> event_weights(const EventLog& log, const RecipeOptions& options);
+
+// Sum of event weights per item, each decayed by 0.5^((latest - t) / half-life) when a half-life
+// is set (latest = the newest event in the log).
+std::vector<float> popularity_scores(const EventLog& log, const RecipeOptions& options);
+
+// (latest - previous) / (previous + smoothing), where latest and previous are the weighted event
+// counts in (newest - W, newest] and (newest - 2W, newest - W], W = trend_window_days.
+std::vector<float> trending_scores(const EventLog& log, const RecipeOptions& options);
+
+// Related items, CSR over items, best first.
+struct ItemNeighbors {
+  std::vector<uint64_t> offsets;  // items + 1
+  std::vector<uint32_t> items;
+  std::vector<float> scores;
+};
+
+// co(i, j) = number of users whose history (events of weight > 0) holds both i and j;
+// score = co / (n_i * n_j)^popularity_discount, n = users per item; pairs with co below
+// min_co_count are dropped; the `neighbors` best per item are kept (ties by item index).
+ItemNeighbors sims_neighbors(const EventLog& log, const RecipeOptions& options);
+
+// recipe.bin: what a recipe answers from.
+struct RecipeData {
+  std::string kind;                 // popularity | sims | trending
+  std::vector<float> popularity;    // every recipe keeps it for fallbacks
+  std::vector<float> item_scores;   // popularity: = popularity; trending: growth; sims: empty
+  ItemNeighbors neighbors;          // sims only
+};
+
+void write_recipe(const RecipeData& data, const std::filesystem::path& path);
+RecipeData read_recipe(const std::filesystem::path& path);
 
 }  // namespace tastebud::host

@@ -1,6 +1,7 @@
 #include "host/split.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include <fmt/format.h>
 
@@ -42,60 +43,136 @@ bool chosen(uint32_t user, uint32_t eligible_estimate, const SplitOptions& o) {
 
 }  // namespace
 
+EventRule parse_event_rule(const std::string& text) {
+  // TYPE[:THRESHOLD[:WEIGHT]]; an empty THRESHOLD means none.
+  EventRule rule;
+  const size_t a = text.find(':');
+  rule.event_type = text.substr(0, a);
+  TB_CHECK(!rule.event_type.empty(), fmt::format("--event '{}': expected TYPE[:THRESHOLD[:WEIGHT]]", text));
+  if (a == std::string::npos) return rule;
+  const size_t b = text.find(':', a + 1);
+  const std::string threshold = text.substr(a + 1, b == std::string::npos ? std::string::npos : b - a - 1);
+  try {
+    if (!threshold.empty()) rule.value_threshold = std::stof(threshold);
+    if (b != std::string::npos) rule.weight = std::stof(text.substr(b + 1));
+  } catch (const std::exception&) {
+    throw Error(fmt::format("--event '{}': THRESHOLD and WEIGHT must be numbers", text));
+  }
+  return rule;
+}
+
+EventWeights::EventWeights(const datasets::Dataset& dataset, const std::vector<EventRule>& rules) {
+  const size_t types = dataset.event_types.size();
+  if (rules.empty()) {
+    weight_.assign(types, 1.0f);
+    threshold_.assign(types, NAN);
+    return;
+  }
+  weight_.assign(types, 0.0f);
+  threshold_.assign(types, NAN);
+  for (const EventRule& rule : rules) {
+    TB_CHECK(rule.weight > 0.0f && std::isfinite(rule.weight),
+             fmt::format("event type '{}': the weight must be a positive number", rule.event_type));
+    size_t t = 0;
+    while (t < types && dataset.event_types[t] != rule.event_type) ++t;
+    if (t == types) {
+      std::string known;
+      for (size_t k = 0; k < types; ++k) known += (k ? ", " : "") + fmt::format("'{}'", dataset.event_types[k]);
+      throw Error(fmt::format("event type '{}' in the event list is not in the dataset, which has {}",
+                              rule.event_type, known));
+    }
+    weight_[t] = rule.weight;
+    threshold_[t] = rule.value_threshold ? *rule.value_threshold : NAN;
+  }
+}
+
+float EventWeights::weight(const datasets::Interactions& rows, uint64_t r) const {
+  const uint32_t t = rows.event_type[r];
+  const float w = weight_[t];
+  if (w <= 0.0f || std::isnan(threshold_[t])) return w;
+  const float value = rows.event_value[r];
+  return !std::isnan(value) && value >= threshold_[t] ? w : 0.0f;
+}
+
 Split make_split(const datasets::Dataset& dataset, const SplitOptions& options) {
   const auto& rows = dataset.interactions;
   const uint32_t num_users = dataset.num_users(), num_items = dataset.num_items();
+  const EventWeights events(dataset, options.events);
   Split split;
   split.protocol = options.protocol;
   TrainingSet& train = split.train;
   train.num_users = num_users;
   train.num_items = num_items;
-  std::vector<uint32_t> all_items, held;  // per-user scratch
+  std::vector<uint64_t> kept;                     // the user's rows that count, oldest first
+  std::vector<uint32_t> all_items, held;          // per-user scratch
+  std::vector<std::pair<uint32_t, float>> pairs;  // (item, weight) of the user's training rows
+  auto keep_rows = [&](uint32_t u) {
+    kept.clear();
+    for (uint64_t r = rows.user_offsets[u]; r < rows.user_offsets[u + 1]; ++r) {
+      if (events.weight(rows, r) > 0.0f) kept.push_back(r);
+    }
+    all_items.clear();
+    for (uint64_t r : kept) all_items.push_back(rows.item[r]);
+    sort_unique(all_items, 0);
+  };
+  // A repeated (user, item) pair trains once, with its strongest event's weight.
+  auto add_train = [&](uint32_t u, auto&& use_row) {
+    pairs.clear();
+    for (uint64_t r : kept) {
+      if (use_row(r)) pairs.emplace_back(rows.item[r], events.weight(rows, r));
+    }
+    std::sort(pairs.begin(), pairs.end());
+    for (size_t k = 0; k < pairs.size(); ++k) {
+      if (k + 1 < pairs.size() && pairs[k + 1].first == pairs[k].first) continue;  // keep the max
+      train.user.push_back(u);
+      train.item.push_back(pairs[k].first);
+      train.weight.push_back(pairs[k].second);
+    }
+  };
   uint32_t eligible = 0;
   for (uint32_t u = 0; u < num_users; ++u) {
-    all_items.assign(rows.item.begin() + rows.user_offsets[u], rows.item.begin() + rows.user_offsets[u + 1]);
-    sort_unique(all_items, 0);
+    keep_rows(u);
     eligible += all_items.size() >= 2;
   }
   split.truth_offsets.push_back(0);
   for (uint32_t u = 0; u < num_users; ++u) {
-    const uint64_t begin = rows.user_offsets[u], end = rows.user_offsets[u + 1];
-    const uint64_t n = end - begin;
-    all_items.assign(rows.item.begin() + begin, rows.item.begin() + end);
-    sort_unique(all_items, 0);
-    const size_t train_first = train.item.size();
+    keep_rows(u);
     const bool evaluate = options.protocol != EvalProtocol::kNone && all_items.size() >= 2 &&
                           chosen(u, eligible, options);
     if (!evaluate) {
-      train.item.insert(train.item.end(), all_items.begin(), all_items.end());
+      add_train(u, [](uint64_t) { return true; });
     } else if (options.protocol == EvalProtocol::kLeaveOneOut) {
       // The latest interaction's item is held out with every row of it.
-      const uint32_t target = rows.item[end - 1];
-      for (uint32_t i : all_items) if (i != target) train.item.push_back(i);
+      const uint32_t target = rows.item[kept.back()];
+      add_train(u, [&](uint64_t r) { return rows.item[r] != target; });
       split.eval_users.push_back(u);
       split.held_out_item.push_back(target);
-      // Candidates: distinct items the user never touched.
-      const uint64_t want = std::min<uint64_t>(options.loo_negatives, num_items - all_items.size());
+      // Candidates: distinct items the user never touched (in any event, counted or not).
+      std::vector<uint32_t> touched(rows.item.begin() + rows.user_offsets[u], rows.item.begin() + rows.user_offsets[u + 1]);
+      sort_unique(touched, 0);
+      const uint64_t want = std::min<uint64_t>(options.loo_negatives, num_items - touched.size());
       const size_t first = split.candidates.size();
       for (uint64_t draw = 0; split.candidates.size() - first < want && draw < 64 * (want + 1); ++draw) {
         const uint32_t item = draw_negative(options.eval_seed, RandomStream::kEvalNegatives, 0,
-                                            static_cast<uint64_t>(u) * 4096 + draw, all_items.data(),
-                                            all_items.size(), num_items, nullptr, nullptr);
-        if (contains_sorted(all_items.data(), all_items.size(), item)) continue;
+                                            static_cast<uint64_t>(u) * 4096 + draw, touched.data(),
+                                            touched.size(), num_items, nullptr, nullptr);
+        if (contains_sorted(touched.data(), touched.size(), item)) continue;
         if (std::find(split.candidates.begin() + first, split.candidates.end(), item) != split.candidates.end()) continue;
         split.candidates.push_back(item);
       }
-      // Pad with the held-out item's own score position if the catalog ran out: never happens on
-      // realistic catalogs, and a padded slot compares equal, so it counts against the model.
+      // Only a user who touched nearly the whole catalog runs out of candidates; the padding
+      // repeats the target, which ties and so counts against the model.
       while (split.candidates.size() - first < options.loo_negatives) split.candidates.push_back(target);
     } else {
+      const uint64_t n = kept.size();
       const uint64_t hold = std::max<uint64_t>(1, static_cast<uint64_t>(n * options.holdout_share + 0.5));
-      const uint64_t cut = end - std::min(hold, n - 1);
-      for (uint64_t r = begin; r < cut; ++r) train.item.push_back(rows.item[r]);
-      sort_unique(train.item, train_first);
+      const uint64_t cut = n - std::min(hold, n - 1);
+      const uint64_t first_held_row = kept[cut];
+      const size_t train_first = train.item.size();
+      add_train(u, [&](uint64_t r) { return r < first_held_row; });
       held.clear();
-      for (uint64_t r = cut; r < end; ++r) {
-        const uint32_t i = rows.item[r];
+      for (uint64_t k = cut; k < n; ++k) {
+        const uint32_t i = rows.item[kept[k]];
         if (!std::binary_search(train.item.begin() + train_first, train.item.end(), i)) held.push_back(i);
       }
       sort_unique(held, 0);
@@ -105,7 +182,6 @@ Split make_split(const datasets::Dataset& dataset, const SplitOptions& options) 
         split.truth_offsets.push_back(split.truth.size());
       }
     }
-    train.user.resize(train.item.size(), u);
   }
   split.negatives_per_user = options.protocol == EvalProtocol::kLeaveOneOut ? options.loo_negatives : 0;
   train.finalize();

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -14,7 +15,29 @@ enum class EvalProtocol { kNone, kLeaveOneOut, kHoldout };
 EvalProtocol parse_eval_protocol(const std::string& name);  // none | loo | holdout
 std::string to_string(EvalProtocol protocol);
 
+// Which events train the model and how much each counts: only listed types with EVENT_VALUE at or
+// above the threshold (when one is set) are used, each weighted by its weight.
+struct EventRule {
+  std::string event_type;
+  std::optional<float> value_threshold;
+  float weight = 1.0f;
+};
+EventRule parse_event_rule(const std::string& text);  // TYPE[:THRESHOLD[:WEIGHT]]
+
+// Event rules resolved against a dataset's event types; without rules every event counts once.
+class EventWeights {
+ public:
+  // Throws tastebud::Error naming the dataset's types when a rule names an unknown one.
+  EventWeights(const datasets::Dataset& dataset, const std::vector<EventRule>& rules);
+  // The weight of interaction row r, 0 when it does not count.
+  float weight(const datasets::Interactions& rows, uint64_t r) const;
+
+ private:
+  std::vector<float> weight_, threshold_;  // per event type; NaN threshold: none
+};
+
 struct SplitOptions {
+  std::vector<EventRule> events;  // empty: every event, weight 1
   EvalProtocol protocol = EvalProtocol::kLeaveOneOut;
   double holdout_share = 0.1;   // holdout: newest share of each user's interactions
   uint32_t loo_negatives = 99;  // loo: items ranked against the held-out one

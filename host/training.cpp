@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <toml++/toml.h>
 
 #include "host/model_dir.h"
 #include "host/recipes.h"
@@ -42,7 +43,8 @@ json job_to_json(const TrainJob& job) {
               {"sampler_alpha", job.sampler_alpha},
               {"seed", job.seed},
               {"eval", job.eval},
-              {"eval_users", job.eval_users}};
+              {"eval_users", job.eval_users},
+              {"events", job.events}};
 }
 
 OptimizerKind parse_optimizer(const std::string& name) {
@@ -126,6 +128,32 @@ class ProgressLine {
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 };
 
+// The --event rules, then the job file's [[events]] tables, as TYPE[:THRESHOLD[:WEIGHT]].
+std::vector<std::string> job_events(const TrainJob& job) {
+  std::vector<std::string> rules = job.events;
+  if (job.config_file.empty() || !rules.empty()) return rules;
+  toml::table config;
+  try {
+    config = toml::parse_file(job.config_file.string());
+  } catch (const toml::parse_error& e) {
+    throw Error(fmt::format("{}:{}: {}", job.config_file.string(), e.source().begin.line, e.description()));
+  }
+  const toml::array* events = config["events"].as_array();
+  if (!events) return rules;
+  for (size_t k = 0; k < events->size(); ++k) {
+    const toml::table* t = events->get(k)->as_table();
+    const auto type = t ? (*t)["event_type"].value<std::string>() : std::nullopt;
+    if (!type) {
+      throw Error(fmt::format("{}: [[events]] entry {} needs event_type = \"...\"", job.config_file.string(), k + 1));
+    }
+    const auto threshold = (*t)["value_threshold"].value<double>();
+    const auto weight = (*t)["weight"].value<double>();
+    rules.push_back(fmt::format("{}:{}:{}", *type, threshold ? fmt::format("{}", *threshold) : "",
+                                weight ? *weight : 1.0));
+  }
+  return rules;
+}
+
 SeenItems seen_of(const TrainingSet& train) {
   return SeenItems{train.user_offsets, train.item};
 }
@@ -146,6 +174,7 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
   options.optimizer.l2 = job.l2;
   options.seed = job.seed;
   options.threads = job.threads;
+  options.tf32 = job.tf32;
   TB_CHECK(job.epochs > 0, "--epochs must be positive");
   TB_CHECK(job.batch_size > 0, "--batch-size must be positive");
 
@@ -180,6 +209,7 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
 
   const datasets::Dataset dataset = datasets::Dataset::open(job.data);
   SplitOptions split_options;
+  for (const std::string& rule : job_events(job)) split_options.events.push_back(parse_event_rule(rule));
   split_options.protocol = protocol;
   split_options.max_eval_users = job.eval_users > 0 ? job.eval_users
                                  : protocol == EvalProtocol::kHoldout ? 10000 : 0;

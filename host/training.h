@@ -28,6 +28,7 @@ struct TrainJob {
   std::string sampler = "uniform";
   float sampler_alpha = 0.75f;
   std::string device = "auto";
+  bool tf32 = false;               // CUDA: TF32 tensor cores in the dense layers
   uint32_t threads = 0;
   uint64_t seed = 1;
   std::string eval = "loo";
@@ -36,6 +37,19 @@ struct TrainJob {
   uint32_t patience = 0;           // epochs without improvement before stopping; 0: never stop early
   bool resume = false;
   bool progress = true;            // a progress line on stderr when it is a terminal
+  // Events that train the model, TYPE[:THRESHOLD[:WEIGHT]] each (see EventRule in split.h); from
+  // --event flags or the job file's [[events]] tables. Empty: every event counts once.
+  std::vector<std::string> events;
+  std::filesystem::path config_file;  // the TOML job file, for its [[events]] tables
+
+  // Recipes (--model popularity, sims or trending; host/recipes.h).
+  std::vector<std::string> event_weights;  // TYPE=WEIGHT each; empty: every event counts 1
+  double half_life_days = 0;               // popularity: an event loses half its weight per this many days; 0: no decay
+  uint32_t min_co_count = 2;               // sims: fewest users that must share two items
+  float popularity_discount = 0.5f;        // sims: score = co-count / (count_i * count_j)^discount
+  uint32_t neighbors = 100;                // sims: related items kept per item
+  double trend_window_days = 7;            // trending: the latest window, compared with the one before
+  double trend_smoothing = 10;             // trending: growth = (latest - previous) / (previous + smoothing)
 };
 
 struct EpochRecord {

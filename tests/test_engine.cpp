@@ -1,6 +1,7 @@
 // The CPU reference path: gradients by finite differences, the sampler, the optimizer's
 // determinism, the scorer, model files.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
@@ -379,7 +380,7 @@ TEST(CpuBackend, ResumedStateReachesTheSameModel) {
 
   auto first = make_cpu_backend(data, options, start);
   first->train_epoch(0, {});
-  const auto path = std::filesystem::temp_directory_path() / "tastebud_test_resume.bin";
+  const auto path = std::filesystem::temp_directory_path() / ("tastebud_test_resume_" + std::to_string(::getpid()) + ".bin");
   save_checkpoint(first->state(), "{\"epoch\": 1}", path);
   std::string extra;
   auto second = make_cpu_backend(data, options, load_checkpoint(path, &extra));
@@ -455,7 +456,7 @@ TEST(ModelFiles, RoundTripAndCorruption) {
   c.factors = 3;
   c.layers = {4, 2};
   const ModelParams p = ModelParams::initialize(c, 11);
-  const auto path = std::filesystem::temp_directory_path() / "tastebud_test_model.bin";
+  const auto path = std::filesystem::temp_directory_path() / ("tastebud_test_model_" + std::to_string(::getpid()) + ".bin");
   save_model(p, path);
   const ModelParams q = load_model(path);
   ASSERT_EQ(q.tensors().size(), p.tensors().size());

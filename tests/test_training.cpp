@@ -1,6 +1,7 @@
 // The training job end to end: splits, metrics with known answers, the model directory, resume,
 // and learning on the synthetic shop.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
@@ -54,7 +55,8 @@ TEST(Metrics, RankedListKnownAnswers) {
 class TrainingJob : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    root_ = fs::temp_directory_path() / "tastebud_test_training";
+    // One directory per process: ctest runs the tests of this suite side by side.
+    root_ = fs::temp_directory_path() / ("tastebud_test_training_" + std::to_string(::getpid()));
     fs::remove_all(root_);
     datasets::GeneratorOptions g;
     g.users = 600;

@@ -96,6 +96,8 @@ struct Interactions {
   std::span<const uint32_t> impression_items;
   // Contextual categorical fields (DEVICE_TYPE, ...), single-valued: offsets[r+1]-offsets[r] <= 1.
   std::vector<CategoricalField> context;
+  // Contextual numerical fields (a number per event), NaN = null.
+  std::vector<NumericalField> numerical;
 
   size_t size() const { return user.size(); }
 };

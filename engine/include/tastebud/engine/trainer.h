@@ -43,6 +43,7 @@ struct TrainOptions {
   OptimizerParams optimizer;
   uint64_t seed = 1;
   uint32_t threads = 0;  // 0: all cores
+  bool tf32 = false;     // CUDA: TF32 tensor cores for the dense layers (10-bit mantissa products)
 };
 
 // Everything a checkpoint holds: the parameters, the optimizer's two state tensors per parameter

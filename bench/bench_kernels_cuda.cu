@@ -1,0 +1,248 @@
+// Micro-benchmarks of the CUDA kernels at the shapes of a MovieLens-20M NeuMF job (64 factors,
+// layers 256,256,128,64, batch 65536 and 1048576 rows). Each op is timed with CUDA events around
+// the launch (manual time), and reports bytes and FLOPs as rate counters, so the output reads as
+// GB/s and FLOP/s. Without a GPU the program says why and exits 0.
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cuda/common.h"
+#include "cuda/dense.h"
+#include "cuda/embedding.h"
+#include "cuda/loss.h"
+#include "cuda/neumf.h"
+#include "cuda/optimizer.h"
+#include "cuda/sampler.h"
+#include "cuda/topk.h"
+
+namespace tb = tastebud;
+namespace cu = tastebud::cuda;
+
+namespace {
+
+std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = normal(rng);
+  return v;
+}
+
+std::vector<uint32_t> random_ids(size_t n, uint32_t below, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<uint32_t> pick(0, below - 1);
+  std::vector<uint32_t> v(n);
+  for (uint32_t& x : v) x = pick(rng);
+  return v;
+}
+
+// Runs `body` once to warm up, then times each iteration with CUDA events on one stream.
+void timed(benchmark::State& state, cu::StreamHandle stream, const std::function<void()>& body,
+           double bytes, double flops) {
+  body();
+  cu::synchronize(stream);
+  cu::EventTimer timer;
+  for (auto _ : state) {
+    timer.start(stream);
+    body();
+    state.SetIterationTime(timer.stop_ms(stream) / 1e3);
+  }
+  if (bytes > 0) state.SetBytesProcessed(static_cast<int64_t>(bytes * state.iterations()));
+  if (flops > 0) state.counters["FLOP/s"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+constexpr uint32_t kUsers = 138000, kItems = 27000;
+
+void register_all() {
+  for (int64_t rows : {int64_t{65536}, int64_t{1048576}}) {
+    const std::string tag = "/rows:" + std::to_string(rows);
+
+    for (int64_t width : {int64_t{64}, int64_t{128}}) {
+      benchmark::RegisterBenchmark(("gather_rows/width:" + std::to_string(width) + tag).c_str(),
+                                   [rows, width](benchmark::State& state) {
+        cu::Stream stream;
+        auto table = cu::to_device(random_floats(static_cast<size_t>(kItems) * width, 1, 0.01f));
+        auto ids = cu::to_device(random_ids(rows, kItems, 2));
+        cu::DeviceBuffer<float> out(rows * 2 * width);
+        timed(state, stream.get(), [&] {
+          cu::gather_rows(table.data(), width, ids.data(), rows, out.data(), 2 * width, width, stream.get());
+        }, rows * (4.0 * width * 2 + 4), 0);
+      })->UseManualTime()->Unit(benchmark::kMicrosecond);
+    }
+
+    struct Gemm { int64_t in, out; };
+    for (const Gemm g : {Gemm{256, 256}, Gemm{256, 128}, Gemm{128, 64}}) {
+      for (bool tf32 : {false, true}) {
+        const std::string shape = std::to_string(g.in) + "x" + std::to_string(g.out) + (tf32 ? "/tf32" : "/fp32");
+        benchmark::RegisterBenchmark(("dense_forward/" + shape + tag).c_str(), [rows, g, tf32](benchmark::State& state) {
+          cu::Stream stream;
+          cu::Blas blas(stream.get(), tf32);
+          auto in = cu::to_device(random_floats(rows * g.in, 3));
+          auto w = cu::to_device(random_floats(g.in * g.out, 4, 0.05f));
+          auto b = cu::to_device(random_floats(g.out, 5));
+          cu::DeviceBuffer<float> out(rows * g.out);
+          timed(state, stream.get(), [&] {
+            cu::dense_forward(blas, in.data(), rows, g.in, w.data(), b.data(), g.out, true, out.data());
+          }, 4.0 * (rows * g.in + g.in * g.out + 2 * rows * g.out), 2.0 * rows * g.in * g.out);
+        })->UseManualTime()->Unit(benchmark::kMicrosecond);
+        benchmark::RegisterBenchmark(("dense_backward/" + shape + tag).c_str(), [rows, g, tf32](benchmark::State& state) {
+          cu::Stream stream;
+          cu::Blas blas(stream.get(), tf32);
+          auto in = cu::to_device(random_floats(rows * g.in, 3));
+          auto out = cu::to_device(random_floats(rows * g.out, 6));
+          auto d_out = cu::to_device(random_floats(rows * g.out, 7));
+          auto w = cu::to_device(random_floats(g.in * g.out, 4, 0.05f));
+          cu::DeviceBuffer<float> dw(g.in * g.out), db(g.out), dx(rows * g.in),
+              partial(cu::column_sum_partials(rows, g.out));
+          timed(state, stream.get(), [&] {
+            cu::dense_backward(blas, in.data(), out.data(), d_out.data(), rows, g.in, w.data(), g.out, true, dw.data(),
+                               db.data(), dx.data(), partial.data(), stream.get());
+          }, 4.0 * (2 * rows * g.in + 4 * rows * g.out), 4.0 * rows * g.in * g.out);
+        })->UseManualTime()->Unit(benchmark::kMicrosecond);
+      }
+    }
+
+    benchmark::RegisterBenchmark(("column_sums/256" + tag).c_str(), [rows](benchmark::State& state) {
+      cu::Stream stream;
+      auto m = cu::to_device(random_floats(rows * 256, 8));
+      cu::DeviceBuffer<float> partial(cu::column_sum_partials(rows, 256)), out(256);
+      timed(state, stream.get(), [&] {
+        cu::column_sums(m.data(), nullptr, rows, 256, partial.data(), out.data(), stream.get());
+      }, 4.0 * rows * 256, rows * 256.0);
+    })->UseManualTime()->Unit(benchmark::kMicrosecond);
+
+    benchmark::RegisterBenchmark(("head_forward_backward/64+64" + tag).c_str(), [rows](benchmark::State& state) {
+      cu::Stream stream;
+      const int64_t f = 64, h = 64;
+      auto ug = cu::to_device(random_floats(rows * f, 9)), ig = cu::to_device(random_floats(rows * f, 10));
+      auto top = cu::to_device(random_floats(rows * h, 11)), w = cu::to_device(random_floats(f + h, 12));
+      auto b = cu::to_device(std::vector<float>{0.1f});
+      cu::DeviceBuffer<float> gmf(rows * f), logits(rows), dug(rows * f), dig(rows * f), dtop(rows * h), dw(f + h),
+          db(1), partial(cu::column_sum_partials(rows, f + h));
+      timed(state, stream.get(), [&] {
+        cu::gmf_product(ug.data(), ig.data(), gmf.data(), rows * f, stream.get());
+        cu::head_forward(gmf.data(), f, top.data(), h, w.data(), b.data(), rows, logits.data(), stream.get());
+        cu::head_backward(logits.data(), ug.data(), ig.data(), gmf.data(), f, top.data(), h, w.data(), rows,
+                          dug.data(), dig.data(), dtop.data(), dw.data(), db.data(), partial.data(), stream.get());
+      }, 4.0 * rows * (f * 8 + h * 3), rows * 8.0 * (f + h));
+    })->UseManualTime()->Unit(benchmark::kMicrosecond);
+
+    benchmark::RegisterBenchmark(("bce_loss_and_grad" + tag).c_str(), [rows](benchmark::State& state) {
+      cu::Stream stream;
+      auto logits = cu::to_device(random_floats(rows, 13)), labels = cu::to_device(std::vector<float>(rows, 0.0f));
+      auto weights = cu::to_device(std::vector<float>(rows, 1.0f));
+      cu::DeviceBuffer<float> dlogits(rows);
+      cu::DeviceBuffer<double> row_loss(rows);
+      cu::LossAccumulator accumulator(rows);
+      timed(state, stream.get(), [&] {
+        cu::bce_loss_and_grad(logits.data(), labels.data(), weights.data(), rows, 1.0f / rows, dlogits.data(),
+                              row_loss.data(), stream.get());
+        accumulator.add_batch(row_loss.data(), rows, static_cast<uint32_t>(rows), 0, nullptr, 0, stream.get());
+      }, rows * (12.0 + 4 + 8 + 8), 0);
+    })->UseManualTime()->Unit(benchmark::kMicrosecond);
+
+    benchmark::RegisterBenchmark(("row_groups_sum_update/item:128" + tag).c_str(), [rows](benchmark::State& state) {
+      cu::Stream stream;
+      const int64_t width = 128;
+      auto ids = cu::to_device(random_ids(rows, kItems, 14));
+      auto grads = cu::to_device(random_floats(rows * 2 * width, 15, 0.01f));
+      auto table = cu::to_device(random_floats(static_cast<size_t>(kItems) * width, 16, 0.01f));
+      cu::DeviceBuffer<float> s0(table.size()), s1(table.size()), sums(rows * width);
+      s0.zero(stream.get());
+      s1.zero(stream.get());
+      cu::RowGroups groups(rows, kItems);
+      tb::OptimizerParams p;
+      timed(state, stream.get(), [&] {
+        groups.build(ids.data(), rows, stream.get());
+        cu::sum_row_gradients(groups, grads.data(), 2 * width, width, width, sums.data(), stream.get());
+        cu::sparse_update(p, 1e-3f, table.data(), s0.data(), s1.data(), width, groups.rows(), groups.num_groups(),
+                          groups.max_groups(), sums.data(), nullptr, stream.get());
+      }, rows * (4.0 * width + 24), 0);
+    })->UseManualTime()->Unit(benchmark::kMicrosecond);
+
+    benchmark::RegisterBenchmark(("fill_rows/bce/4neg" + tag).c_str(), [rows](benchmark::State& state) {
+      cu::Stream stream;
+      // 20 positives per user, sorted by (user, item).
+      std::vector<uint32_t> user, item;
+      std::vector<uint64_t> offsets{0};
+      std::mt19937 rng(17);
+      for (uint32_t u = 0; u < kUsers; ++u) {
+        std::vector<uint32_t> mine = random_ids(20, kItems, u);
+        std::sort(mine.begin(), mine.end());
+        mine.erase(std::unique(mine.begin(), mine.end()), mine.end());
+        for (uint32_t i : mine) {
+          user.push_back(u);
+          item.push_back(i);
+        }
+        offsets.push_back(item.size());
+      }
+      auto d_user = cu::to_device(user), d_item = cu::to_device(item);
+      auto d_weight = cu::to_device(std::vector<float>(user.size(), 1.0f));
+      auto d_offsets = cu::to_device(offsets);
+      cu::PositivesView view{d_user.data(), d_item.data(), d_weight.data(), d_offsets.data(), kItems, nullptr, nullptr};
+      cu::DeviceBuffer<uint32_t> order(user.size()), users(rows), items(rows);
+      cu::DeviceBuffer<float> labels(rows), weights(rows);
+      cu::Shuffler shuffler(user.size());
+      shuffler.run(1, 0, order.data(), stream.get());
+      cu::SampleSpec spec;
+      spec.negatives = 4;
+      timed(state, stream.get(), [&] {
+        cu::fill_rows(spec, view, order.data(), 0, static_cast<uint32_t>(rows), users.data(), items.data(),
+                      labels.data(), weights.data(), stream.get());
+      }, rows * 16.0, 0);
+    })->UseManualTime()->Unit(benchmark::kMicrosecond);
+
+    benchmark::RegisterBenchmark(("dense_update/adam/params:107k" + tag).c_str(), [rows](benchmark::State& state) {
+      cu::Stream stream;
+      const int64_t count = 256 * 256 + 256 * 128 + 128 * 64 + 448 + 129;
+      auto w = cu::to_device(random_floats(count, 18)), g = cu::to_device(random_floats(count, 19));
+      cu::DeviceBuffer<float> s0(count), s1(count);
+      s0.zero(stream.get());
+      s1.zero(stream.get());
+      tb::OptimizerParams p;
+      timed(state, stream.get(), [&] {
+        cu::dense_update(p, 1e-3f, w.data(), s0.data(), s1.data(), g.data(), count, nullptr, stream.get());
+      }, count * 28.0, count * 10.0);
+    })->UseManualTime()->Unit(benchmark::kMicrosecond);
+  }
+
+  benchmark::RegisterBenchmark("shuffle/positives:20M", [](benchmark::State& state) {
+    cu::Stream stream;
+    const uint64_t count = 20000000;
+    cu::Shuffler shuffler(count);
+    cu::DeviceBuffer<uint32_t> order(count);
+    timed(state, stream.get(), [&] { shuffler.run(1, 0, order.data(), stream.get()); }, count * 40.0, 0);
+  })->UseManualTime()->Unit(benchmark::kMillisecond);
+
+  benchmark::RegisterBenchmark("top_k/users:1024/items:27000/k:10", [](benchmark::State& state) {
+    cu::Stream stream;
+    const int64_t users = 1024, n = kItems;
+    auto scores = cu::to_device(random_floats(users * n, 20));
+    cu::DeviceBuffer<uint32_t> out(users * 10);
+    timed(state, stream.get(), [&] { cu::top_k(scores.data(), users, n, n, 10, out.data(), stream.get()); },
+          users * n * 4.0 * 10, 0);
+  })->UseManualTime()->Unit(benchmark::kMicrosecond);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string reason;
+  cu::DeviceInfo info;
+  if (!cu::probe(&reason, &info)) {
+    std::printf("bench_kernels_cuda: skipped: %s\n", reason.c_str());
+    return 0;
+  }
+  benchmark::AddCustomContext("device", info.name);
+  register_all();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# The GPU check: one call, under 8 minutes on one H200.
+#   1. configure and build for sm_90 into build-gpu (tastebud, test_backends, bench_kernels_cuda);
+#   2. run the typed backend suite (the CUDA instances must run, not skip);
+#   3. generate and import a MovieLens-20M-sized dataset (138K users, 27K items, 20M interactions);
+#   4. train NeuMF (64 factors, layers 256,256,128,64, 4 negatives) with --device cuda at batch
+#      65536 and 1048576 (FP32 and TF32), a few epochs each, HR@10 after every epoch;
+#   5. the same first epoch on the CPU path, on a 10% subsample (samples/s is per sample, so the
+#      ratio holds), for the speed ratio;
+#   6. a short pass of the kernel micro-benchmarks;
+# then prints one table and appends it, the machine and the date to bench/RESULTS.md.
+#
+# Usage: bench/gpu_check.sh [WORK_DIR]   (default /tmp/tastebud-gpu-check; $OUT, when set, gets
+# copies of the logs and the table). EPOCHS=3 CPU_SHARE=10 JOBS=$(nproc) override the defaults.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+WORK="${1:-/tmp/tastebud-gpu-check}"
+BUILD="$ROOT/build-gpu"
+EPOCHS="${EPOCHS:-3}"
+JOBS="${JOBS:-$(nproc)}"
+LOGS="$WORK/logs"
+mkdir -p "$LOGS"
+START=$(date +%s)
+stamp() { echo "[gpu_check +$(( $(date +%s) - START ))s] $*"; }
+
+stamp "configure + build (sm_90) into $BUILD"
+cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DTASTEBUD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+  >"$LOGS/configure.log" 2>&1 || { tail -30 "$LOGS/configure.log"; exit 1; }
+cmake --build "$BUILD" -j"$JOBS" --target tastebud test_backends bench_kernels_cuda >"$LOGS/build.log" 2>&1 \
+  || { grep -E "error|Error" -A5 "$LOGS/build.log" | head -60; exit 1; }
+TB="$BUILD/host/tastebud"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$LOGS/gpu.txt" || true
+
+stamp "CUDA tests"
+TEST_STATUS=passed
+if ! timeout 300 "$BUILD/tests/test_backends" --gtest_brief=0 >"$LOGS/test_backends.log" 2>&1; then
+  TEST_STATUS=FAILED
+  grep -E "FAILED|Failure|mismatch|difference" "$LOGS/test_backends.log" | head -40 || true
+fi
+SKIPPED=$(grep -c "\[  SKIPPED \]" "$LOGS/test_backends.log" || true)
+grep -E "PASSED|FAILED|SKIPPED" "$LOGS/test_backends.log" | tail -5 || true
+[ "$SKIPPED" != "0" ] && TEST_STATUS="$TEST_STATUS ($SKIPPED skipped: no device?)"
+
+stamp "generate + import (138K users, 27K items, 20M interactions; and a 10% subsample for the CPU)"
+gen_import() {  # name users interactions
+  local name=$1 users=$2 interactions=$3
+  if [ ! -f "$WORK/$name/.imported" ]; then
+    rm -rf "$WORK/$name" "$WORK/$name-csv"
+    "$TB" generate --users "$users" --items 27000 --interactions "$interactions" --seed 7 --out "$WORK/$name-csv" \
+      >"$LOGS/generate-$name.log" 2>&1
+    "$TB" import --interactions "$WORK/$name-csv/interactions.csv" --users "$WORK/$name-csv/users.csv" \
+      --items "$WORK/$name-csv/items.csv" --out "$WORK/$name" --quiet >"$LOGS/import-$name.log" 2>&1
+    touch "$WORK/$name/.imported"
+    rm -rf "$WORK/$name-csv"
+  fi
+  tail -1 "$LOGS/import-$name.log" || true
+}
+gen_import ml20m 138000 20000000
+CPU_SHARE="${CPU_SHARE:-10}"
+gen_import ml20m-cpu $(( 138000 * CPU_SHARE / 100 )) $(( 20000000 * CPU_SHARE / 100 ))
+
+COMMON=(--model neumf --factors 64 --layers 256,256,128,64 --negatives 4 --lr 0.001 --optimizer adam
+        --eval loo --eval-users 20000 --no-progress --seed 1)
+ROWS=()
+train() {  # label device batch epochs data extra...
+  local label=$1 device=$2 batch=$3 epochs=$4 data=$5
+  shift 5
+  local log="$LOGS/train-$label.log"
+  stamp "train $label: --device $device --batch-size $batch --epochs $epochs $*"
+  rm -rf "$WORK/model-$label"
+  if ! timeout 240 "$TB" train --data "$WORK/$data" --out "$WORK/model-$label" --device "$device" \
+      --batch-size "$batch" --epochs "$epochs" "${COMMON[@]}" "$@" >"$log" 2>&1; then
+    echo "  train $label failed or timed out:"; tail -5 "$log"
+  fi
+  grep -E "^epoch|backend|error" "$log" | head -20 || true
+  # "epoch   1  loss 0.3012  12.34M samples/s  0.9s  hr@10 0.6000 ..."
+  while read -r line; do
+    ROWS+=("$(awk -v label="$label" '{
+      hr = "-"; for (i = 1; i <= NF; ++i) if ($i == "hr@10") hr = $(i + 1);
+      printf "| %-22s | %5s | %10s | %9s | %8s | %7s |", label, $2, $5, $7, hr, $4 }' <<<"$line")")
+  done < <(grep -E "^epoch +[0-9]" "$log" || true)
+}
+
+train gpu-b65536-fp32 cuda 65536 "$EPOCHS" ml20m
+train gpu-b65536-tf32 cuda 65536 "$EPOCHS" ml20m --tf32
+train gpu-b1048576-tf32 cuda 1048576 "$EPOCHS" ml20m --tf32
+train cpu-b65536-subsample cpu 65536 1 ml20m-cpu
+
+stamp "kernel micro-benchmarks (short)"
+timeout 90 "$BUILD/bench/bench_kernels_cuda" --benchmark_min_time=0.05 >"$LOGS/bench_kernels_cuda.log" 2>&1 || true
+grep -E "^(gather|dense|column|head|bce|row_groups|fill|shuffle|top_k)" "$LOGS/bench_kernels_cuda.log" | head -60 || true
+
+gpu_rate=$(grep -E "^epoch +1 " "$LOGS/train-gpu-b65536-tf32.log" 2>/dev/null | awk '{print $5}' | tr -d M || true)
+cpu_rate=$(grep -E "^epoch +1 " "$LOGS/train-cpu-b65536-subsample.log" 2>/dev/null | awk '{print $5}' | tr -d M || true)
+ratio=$(awk -v g="${gpu_rate:-0}" -v c="${cpu_rate:-0}" 'BEGIN { if (c > 0) printf "%.1fx", g / c; else print "n/a" }')
+
+TABLE="$WORK/table.md"
+{
+  echo "### GPU check, $(date -u +%Y-%m-%d) on $(head -1 "$LOGS/gpu.txt" 2>/dev/null || echo unknown GPU), $(nproc) CPU cores"
+  echo
+  echo "NeuMF 64 factors, layers 256,256,128,64, 4 negatives, Adam; generated ML-20M-sized data"
+  echo "(138K users, 27K items, 20M interactions before dedup); HR@10 by loo on 20000 users."
+  echo "CPU row: first epoch on a ${CPU_SHARE}% subsample. test_backends: $TEST_STATUS."
+  echo
+  echo "| run                    | epoch | M samples/s | epoch s   | HR@10    | loss    |"
+  echo "|------------------------|-------|-------------|-----------|----------|---------|"
+  for row in "${ROWS[@]}"; do echo "$row"; done
+  echo
+  echo "GPU (batch 65536, TF32) / CPU samples per second, first epoch: $ratio"
+  echo
+} >"$TABLE"
+cat "$TABLE"
+cat "$TABLE" >>"$ROOT/bench/RESULTS.md"
+if [ -n "${OUT:-}" ]; then mkdir -p "$OUT" && cp -r "$LOGS" "$TABLE" "$OUT/" || true; fi
+stamp "done"

@@ -1,0 +1,328 @@
+#include "tastebud/datasets/dataset.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "tastebud/datasets/columns.h"
+#include "tastebud/error.h"
+
+namespace tastebud::datasets {
+
+namespace fs = std::filesystem;
+
+// ---- MappedFile ----------------------------------------------------------------------------
+
+MappedFile::MappedFile(const fs::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw Error(fmt::format("{}: cannot open: {}", path.string(), std::strerror(errno)));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    throw Error(fmt::format("{}: cannot stat: {}", path.string(), std::strerror(err)));
+  }
+  size_ = static_cast<size_t>(st.st_size);
+  if (size_ > 0) {
+    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+      const int err = errno;
+      ::close(fd);
+      throw Error(fmt::format("{}: cannot map: {}", path.string(), std::strerror(err)));
+    }
+    data_ = static_cast<const std::byte*>(p);
+  }
+  ::close(fd);  // the mapping keeps the file alive
+}
+
+MappedFile::MappedFile(MappedFile&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+
+MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
+  if (this != &other) {
+    if (data_ != nullptr) ::munmap(const_cast<std::byte*>(data_), size_);
+    data_ = std::exchange(other.data_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+  }
+  return *this;
+}
+
+MappedFile::~MappedFile() {
+  if (data_ != nullptr) ::munmap(const_cast<std::byte*>(data_), size_);
+}
+
+// ---- writing -------------------------------------------------------------------------------
+
+namespace {
+
+void write_all(int fd, const char* data, size_t size, const fs::path& path) {
+  while (size > 0) {
+    const ssize_t n = ::write(fd, data, size);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw Error(fmt::format("{}: write failed: {}", path.string(), std::strerror(errno)));
+    }
+    data += n;
+    size -= static_cast<size_t>(n);
+  }
+}
+
+}  // namespace
+
+ColumnWriter::ColumnWriter(fs::path path, DType dtype, size_t element_size, uint64_t count)
+    : path_(std::move(path)), expected_bytes_(count * element_size) {
+  fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw Error(fmt::format("{}: cannot create: {}", path_.string(), std::strerror(errno)));
+  ColumnHeader header{};
+  std::memcpy(header.magic, kColumnMagic, sizeof(kColumnMagic));
+  header.version = kColumnVersion;
+  header.dtype = static_cast<uint32_t>(dtype);
+  header.count = count;
+  buffer_.reserve(size_t{4} << 20);
+  buffer_.append(reinterpret_cast<const char*>(&header), sizeof(header));
+}
+
+ColumnWriter::~ColumnWriter() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void ColumnWriter::flush() {
+  write_all(fd_, buffer_.data(), buffer_.size(), path_);
+  buffer_.clear();
+}
+
+void ColumnWriter::append(const void* data, size_t bytes) {
+  written_bytes_ += bytes;
+  if (buffer_.size() + bytes > buffer_.capacity()) {
+    flush();
+    if (bytes >= buffer_.capacity()) {
+      write_all(fd_, static_cast<const char*>(data), bytes, path_);
+      return;
+    }
+  }
+  buffer_.append(static_cast<const char*>(data), bytes);
+}
+
+void ColumnWriter::finish() {
+  if (written_bytes_ != expected_bytes_) {
+    throw Error(fmt::format("{}: internal error: wrote {} bytes, the header promises {}",
+                            path_.string(), written_bytes_, expected_bytes_));
+  }
+  flush();
+  // Start writing back now, so that the disk works while the next columns are computed;
+  // sync_to_disk() waits for it before the directory is renamed into place.
+  ::sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE);
+  if (::close(fd_) != 0) {
+    fd_ = -1;
+    throw Error(fmt::format("{}: close failed: {}", path_.string(), std::strerror(errno)));
+  }
+  fd_ = -1;
+}
+
+void write_text_file(const fs::path& path, const std::string& text) {
+  const fs::path temp = path.string() + ".tmp";
+  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw Error(fmt::format("{}: cannot create: {}", temp.string(), std::strerror(errno)));
+  try {
+    write_all(fd, text.data(), text.size(), temp);
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  ::fdatasync(fd);
+  ::close(fd);
+  fs::rename(temp, path);
+}
+
+void sync_to_disk(const fs::path& dir) {
+  auto sync = [](const fs::path& path, int flags) {
+    const int fd = ::open(path.c_str(), flags | O_CLOEXEC);
+    if (fd < 0) throw Error(fmt::format("{}: cannot open: {}", path.string(), std::strerror(errno)));
+    const int rc = ::fsync(fd);
+    const int err = errno;
+    ::close(fd);
+    if (rc != 0) throw Error(fmt::format("{}: fsync failed: {}", path.string(), std::strerror(err)));
+  };
+  for (const auto& entry : fs::recursive_directory_iterator(dir)) {
+    sync(entry.path(), entry.is_directory() ? O_RDONLY | O_DIRECTORY : O_RDONLY);
+  }
+  sync(dir, O_RDONLY | O_DIRECTORY);
+}
+
+// ---- Dataset::open -------------------------------------------------------------------------
+
+namespace {
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(fmt::format("{}: cannot open", path.string()));
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+}  // namespace
+
+Dataset Dataset::open(const fs::path& dir) {
+  Dataset ds;
+  ds.dir = dir;
+  const fs::path meta_path = dir / "meta.json";
+  if (!fs::exists(meta_path)) {
+    throw Error(fmt::format("{}: not a tastebud dataset (no meta.json); create one with "
+                            "`tastebud import`",
+                            dir.string()));
+  }
+  nlohmann::json meta;
+  try {
+    meta = nlohmann::json::parse(read_text(meta_path));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("{}: not valid JSON: {}", meta_path.string(), e.what()));
+  }
+  if (meta.value("format", "") != "tastebud-dataset") {
+    throw Error(fmt::format("{}: not a tastebud dataset description", meta_path.string()));
+  }
+  if (meta.value("version", 0u) != kDatasetFormatVersion) {
+    throw Error(fmt::format("{}: dataset format version {}; this build reads version {}",
+                            meta_path.string(), meta.value("version", 0u), kDatasetFormatVersion));
+  }
+
+  // Maps one column file and checks its header; `expected` is the element count meta.json gives,
+  // or UINT64_MAX when only the file knows (variable-length payloads).
+  auto column = [&]<typename T>(const std::string& name, uint64_t expected, T*) {
+    const fs::path path = dir / (name + ".col");
+    auto file = std::make_shared<MappedFile>(path);
+    if (file->size() < sizeof(ColumnHeader)) {
+      throw Error(fmt::format("{}: truncated: {} bytes, shorter than the column header",
+                              path.string(), file->size()));
+    }
+    ColumnHeader header;
+    std::memcpy(&header, file->data(), sizeof(header));
+    if (std::memcmp(header.magic, kColumnMagic, sizeof(kColumnMagic)) != 0) {
+      throw Error(fmt::format("{}: bad magic number: not a tastebud column file", path.string()));
+    }
+    if (header.version != kColumnVersion) {
+      throw Error(fmt::format("{}: column format version {}; this build reads version {}",
+                              path.string(), header.version, kColumnVersion));
+    }
+    if (header.dtype != static_cast<uint32_t>(dtype_of<T>())) {
+      throw Error(fmt::format("{}: element type {} where {} was expected", path.string(),
+                              header.dtype, static_cast<uint32_t>(dtype_of<T>())));
+    }
+    if (expected != UINT64_MAX && header.count != expected) {
+      throw Error(fmt::format("{}: holds {} elements where meta.json says {}", path.string(),
+                              header.count, expected));
+    }
+    if (file->size() != sizeof(ColumnHeader) + header.count * sizeof(T)) {
+      throw Error(fmt::format("{}: size {} bytes does not match its {} elements", path.string(),
+                              file->size(), header.count));
+    }
+    const auto* data = reinterpret_cast<const T*>(file->data() + sizeof(ColumnHeader));
+    ds.files_.push_back(std::move(file));
+    return std::span<const T>(data, static_cast<size_t>(header.count));
+  };
+  auto u8 = [&](const std::string& n, uint64_t c) { return column(n, c, static_cast<uint8_t*>(nullptr)); };
+  auto u32 = [&](const std::string& n, uint64_t c) { return column(n, c, static_cast<uint32_t*>(nullptr)); };
+  auto u64 = [&](const std::string& n, uint64_t c) { return column(n, c, static_cast<uint64_t*>(nullptr)); };
+  auto i64 = [&](const std::string& n, uint64_t c) { return column(n, c, static_cast<int64_t*>(nullptr)); };
+  auto f32 = [&](const std::string& n, uint64_t c) { return column(n, c, static_cast<float*>(nullptr)); };
+  auto strings = [&](const std::string& prefix, uint64_t count) {
+    const auto offsets = u64(prefix + ".offsets", count + 1);
+    const auto bytes = column(prefix + ".bytes", offsets.back(), static_cast<char*>(nullptr));
+    return StringTable(offsets, bytes);
+  };
+  auto categorical = [&](const std::string& name, const std::string& prefix, uint64_t rows) {
+    CategoricalField field;
+    field.name = name;
+    const uint64_t vocabulary_size = meta.at("vocabulary_sizes").at(prefix).get<uint64_t>();
+    field.vocabulary = strings(prefix + ".vocabulary", vocabulary_size);
+    field.offsets = u64(prefix + ".offsets", rows + 1);
+    field.values = u32(prefix + ".values", field.offsets.back());
+    return field;
+  };
+
+  try {
+    const uint64_t num_users = meta.at("num_users").get<uint64_t>();
+    const uint64_t num_items = meta.at("num_items").get<uint64_t>();
+    const uint64_t n = meta.at("num_interactions").get<uint64_t>();
+    ds.user_ids = strings("user_ids", num_users);
+    ds.item_ids = strings("item_ids", num_items);
+    ds.event_types = strings("event_types", meta.at("num_event_types").get<uint64_t>());
+
+    const auto& im = meta.at("interactions");
+    Interactions& in = ds.interactions;
+    in.user = u32("interactions.user", n);
+    in.item = u32("interactions.item", n);
+    in.timestamp = i64("interactions.timestamp", n);
+    in.event_type = u32("interactions.event_type", n);
+    in.event_value = f32("interactions.event_value", n);
+    in.user_offsets = u64("interactions.user_offsets", num_users + 1);
+    if (im.value("impressions", false)) {
+      in.impression_offsets = u64("interactions.impression_offsets", n + 1);
+      in.impression_items = u32("interactions.impression_items", in.impression_offsets.back());
+    }
+    const auto& context = im.at("context");
+    for (size_t k = 0; k < context.size(); ++k) {
+      in.context.push_back(categorical(context[k].get<std::string>(),
+                                       fmt::format("interactions.context.{}", k), n));
+    }
+    const auto& numerical = im.at("numerical");
+    for (size_t k = 0; k < numerical.size(); ++k) {
+      in.numerical.push_back({numerical[k].get<std::string>(),
+                              f32(fmt::format("interactions.numerical.{}", k), n)});
+    }
+
+    auto metadata = [&](const char* kind, uint64_t rows, Metadata& m) {
+      const auto& mm = meta.at(kind);
+      m.has_row = u8(fmt::format("{}.has_row", kind), rows);
+      const auto& cats = mm.at("categorical");
+      for (size_t k = 0; k < cats.size(); ++k) {
+        m.categorical.push_back(
+            categorical(cats[k].get<std::string>(), fmt::format("{}.categorical.{}", kind, k), rows));
+      }
+      const auto& nums = mm.at("numerical");
+      for (size_t k = 0; k < nums.size(); ++k) {
+        m.numerical.push_back(
+            {nums[k].get<std::string>(), f32(fmt::format("{}.numerical.{}", kind, k), rows)});
+      }
+      const auto& texts = mm.at("textual");
+      for (size_t k = 0; k < texts.size(); ++k) {
+        TextualField t;
+        t.name = texts[k].get<std::string>();
+        t.offsets = u64(fmt::format("{}.textual.{}.offsets", kind, k), rows + 1);
+        t.tokens = u32(fmt::format("{}.textual.{}.tokens", kind, k), t.offsets.back());
+        m.textual.push_back(std::move(t));
+      }
+      if (mm.value("creation_timestamp", false)) {
+        m.creation_timestamp = i64(fmt::format("{}.creation_timestamp", kind), rows);
+      }
+    };
+    metadata("users", num_users, ds.users);
+    metadata("items", num_items, ds.items);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("{}: incomplete dataset description: {}", meta_path.string(), e.what()));
+  }
+
+  if (ds.interactions.user_offsets.back() != ds.interactions.size()) {
+    throw Error(fmt::format("{}: interactions.user_offsets ends at {}, not at the {} interactions",
+                            dir.string(), ds.interactions.user_offsets.back(),
+                            ds.interactions.size()));
+  }
+  for (auto [schema, name] : {std::pair{&ds.interactions_schema, "interactions"},
+                              std::pair{&ds.users_schema, "users"},
+                              std::pair{&ds.items_schema, "items"}}) {
+    const fs::path path = dir / "schema" / (std::string(name) + ".json");
+    if (fs::exists(path)) *schema = read_text(path);
+  }
+  return ds;
+}
+
+}  // namespace tastebud::datasets

@@ -1,0 +1,1183 @@
+#include "tastebud/datasets/import.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <deque>
+#include <fstream>
+#include <limits>
+#include <optional>
+#include <sstream>
+#include <thread>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "tastebud/datasets/columns.h"
+#include "tastebud/datasets/csv.h"
+#include "tastebud/datasets/dataset.h"
+#include "tastebud/datasets/encode.h"
+#include "tastebud/datasets/schema.h"
+#include "tastebud/error.h"
+
+namespace tastebud::datasets {
+
+namespace fs = std::filesystem;
+using Json = nlohmann::ordered_json;
+
+namespace {
+
+constexpr uint32_t kNoRow = UINT32_MAX;
+constexpr uint32_t kNull = UINT32_MAX;
+constexpr int64_t kNullTimestamp = std::numeric_limits<int64_t>::min();
+constexpr float kNullNumber = std::numeric_limits<float>::quiet_NaN();
+// Rows read ahead to infer a schema's types when none is given.
+constexpr size_t kInferenceSampleRows = 10000;
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(fmt::format("{}: cannot open", path.string()));
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::string quoted(std::string_view value) {
+  constexpr size_t kShown = 40;
+  if (value.size() > kShown) return fmt::format("\"{}...\"", value.substr(0, kShown));
+  return fmt::format("\"{}\"", value);
+}
+
+// Counts skipped rows against --max-bad-rows.
+class BadRowBudget {
+ public:
+  explicit BadRowBudget(const ImportOptions& options)
+      : max_(options.max_bad_rows), report_(options.on_bad_row) {}
+
+  void skip(const BadRow& error) {
+    if (skipped_ >= max_) {
+      if (max_ == 0) throw error;
+      throw BadRow(fmt::format("{} (more than --max-bad-rows {} bad rows)", error.what(), max_));
+    }
+    ++skipped_;
+    if (report_) report_(error.what());
+  }
+  uint64_t skipped() const { return skipped_; }
+
+ private:
+  uint64_t max_;
+  std::function<void(const std::string&)> report_;
+  uint64_t skipped_ = 0;
+};
+
+// A CSV file with its header read, and optionally its first rows read ahead (to infer types); the
+// rows read ahead are handed out again by next() in order, errors included.
+class CsvInput {
+ public:
+  CsvInput(const fs::path& path, DatasetKind kind, size_t block_size, size_t read_ahead)
+      : reader_(path, block_size), kind_(kind) {
+    CsvRecord record;
+    try {
+      if (!reader_.next(record)) {
+        throw Error(fmt::format("{}:1: the file is empty; expected a header row naming the columns "
+                                "({})",
+                                path.string(), example_header()));
+      }
+    } catch (const BadRow& e) {
+      throw Error(e.what());  // a header that cannot be read is never skippable
+    }
+    for (size_t c = 0; c < record.fields.size(); ++c) {
+      const std::string name(trim(record.fields[c]));
+      if (name.empty()) {
+        throw Error(fmt::format("{}:{}: field {}: empty column name in the header", path.string(),
+                                record.line, c + 1));
+      }
+      for (size_t k = 0; k < header_.size(); ++k) {
+        if (same_field_name(header_[k], name)) {
+          throw Error(fmt::format("{}:{}: field {} ({}): the column name appears twice in the header",
+                                  path.string(), record.line, c + 1, name));
+        }
+      }
+      header_.push_back(name);
+    }
+    header_line_ = record.line;
+    reader_.set_field_names(header_);
+    read_ahead = std::max<size_t>(read_ahead, 1);
+    while (ahead_.size() < read_ahead) {
+      Ahead row;
+      try {
+        if (!reader_.next(record)) break;
+        row.fields.assign(record.fields.begin(), record.fields.end());
+        row.line = record.line;
+      } catch (const BadRow& e) {
+        row.error = e.what();
+      }
+      ahead_.push_back(std::move(row));
+    }
+    if (ahead_.empty()) {
+      throw Error(fmt::format("{}:{}: the file has a header but no data rows", path.string(),
+                              header_line_ + 1));
+    }
+  }
+
+  const std::vector<std::string>& header() const { return header_; }
+  uint64_t header_line() const { return header_line_; }
+  const fs::path& path() const { return reader_.path(); }
+  uint64_t bytes_consumed() const { return reader_.bytes_consumed(); }
+
+  // The rows read ahead that parsed, for type inference.
+  std::vector<std::vector<std::string>> sample() const {
+    std::vector<std::vector<std::string>> rows;
+    for (const Ahead& row : ahead_)
+      if (row.error.empty()) rows.push_back(row.fields);
+    return rows;
+  }
+
+  bool next(CsvRecord& record) {
+    if (!ahead_.empty()) {
+      current_ = std::move(ahead_.front());
+      ahead_.pop_front();
+      if (!current_.error.empty()) throw BadRow(current_.error);
+      record.fields.assign(current_.fields.begin(), current_.fields.end());
+      record.line = current_.line;
+      return true;
+    }
+    return reader_.next(record);
+  }
+
+  std::string where(uint64_t line, size_t field) const {
+    return fmt::format("{}:{}: {}", path().string(), line, reader_.field_label(field));
+  }
+
+  // Throws when the record's field count differs from the header's.
+  void check_field_count(const CsvRecord& record) const {
+    const size_t have = record.fields.size(), want = header_.size();
+    if (have == want) return;
+    if (have < want) {
+      throw BadRow(fmt::format("{}: missing: the row has {} fields, the header {}",
+                               where(record.line, have), have, want));
+    }
+    throw BadRow(fmt::format("{}: unexpected extra field: the row has {} fields, the header {}",
+                             where(record.line, want), have, want));
+  }
+
+ private:
+  struct Ahead {
+    std::vector<std::string> fields;
+    uint64_t line = 0;
+    std::string error;
+  };
+
+  std::string example_header() const {
+    switch (kind_) {
+      case DatasetKind::Interactions: return "USER_ID,ITEM_ID,TIMESTAMP,...";
+      case DatasetKind::Users: return "USER_ID,...";
+      case DatasetKind::Items: return "ITEM_ID,...";
+    }
+    return "";
+  }
+
+  CsvReader reader_;
+  DatasetKind kind_;
+  std::vector<std::string> header_;
+  uint64_t header_line_ = 1;
+  std::deque<Ahead> ahead_;
+  Ahead current_;
+};
+
+std::vector<std::string_view> required_columns(DatasetKind kind) {
+  switch (kind) {
+    case DatasetKind::Interactions: return {"USER_ID", "ITEM_ID", "TIMESTAMP"};
+    case DatasetKind::Users: return {"USER_ID"};
+    case DatasetKind::Items: return {"ITEM_ID"};
+  }
+  return {};
+}
+
+void check_required_columns(const CsvInput& in, DatasetKind kind) {
+  for (std::string_view name : required_columns(kind)) {
+    const auto& header = in.header();
+    if (std::none_of(header.begin(), header.end(),
+                     [&](const std::string& h) { return same_field_name(h, name); })) {
+      throw Error(fmt::format("{}:{}: field {}: required column is missing from the header (it has "
+                              "{})",
+                              in.path().string(), in.header_line(), name,
+                              fmt::join(in.header(), ",")));
+    }
+  }
+}
+
+// The schema field of each CSV column, checked both ways: every column must be in the schema and
+// every non-nullable schema field must be a column.
+std::vector<const SchemaField*> bind_columns(const CsvInput& in, const Schema& schema,
+                                             const std::string& schema_source) {
+  std::vector<const SchemaField*> fields;
+  for (size_t c = 0; c < in.header().size(); ++c) {
+    const SchemaField* f = schema.find(in.header()[c]);
+    if (f == nullptr) {
+      throw Error(fmt::format("{}:{}: field {} ({}): the column is not in the schema {}; add it to "
+                              "the schema or drop the column",
+                              in.path().string(), in.header_line(), c + 1, in.header()[c],
+                              schema_source));
+    }
+    fields.push_back(f);
+  }
+  for (const SchemaField& f : schema.fields) {
+    if (f.nullable || std::find(fields.begin(), fields.end(), &f) != fields.end()) continue;
+    throw Error(fmt::format("{}:{}: field {}: required column is missing from the header (the "
+                            "schema {} requires it)",
+                            in.path().string(), in.header_line(), f.name, schema_source));
+  }
+  return fields;
+}
+
+// A number field as float: NaN for an empty field of a nullable field.
+float parse_number_field(const CsvInput& in, const CsvRecord& record, size_t column,
+                         const SchemaField& field) {
+  const std::string_view text = record.fields[column];
+  if (trim(text).empty()) {
+    if (field.nullable) return kNullNumber;
+    throw BadRow(fmt::format("{}: expected a number ({}), got an empty field", in.where(record.line, column),
+                             type_name(field.type)));
+  }
+  if (field.type == FieldType::Boolean) {
+    bool b = false;
+    if (!parse_bool(text, &b)) {
+      throw BadRow(fmt::format("{}: expected true or false, got {}", in.where(record.line, column),
+                               quoted(text)));
+    }
+    return b ? 1.0f : 0.0f;
+  }
+  if (field.type == FieldType::Int || field.type == FieldType::Long) {
+    int64_t v = 0;
+    if (!parse_int64(text, &v)) {
+      throw BadRow(fmt::format("{}: expected an integer ({}), got {}", in.where(record.line, column),
+                               type_name(field.type), quoted(text)));
+    }
+    return static_cast<float>(v);
+  }
+  float v = 0;
+  switch (parse_float(text, &v)) {
+    case NumberParse::Ok: return v;
+    case NumberParse::NotFinite:
+      throw BadRow(fmt::format("{}: {} is not a finite number; write a null as an empty field",
+                               in.where(record.line, column), quoted(text)));
+    default:
+      throw BadRow(fmt::format("{}: expected a number ({}), got {}", in.where(record.line, column),
+                               type_name(field.type), quoted(text)));
+  }
+}
+
+int64_t parse_timestamp_field(const CsvInput& in, const CsvRecord& record, size_t column,
+                              const SchemaField& field) {
+  const std::string_view text = record.fields[column];
+  int64_t v = 0;
+  if (parse_int64(text, &v)) return v;
+  if (trim(text).empty() && field.nullable) return kNullTimestamp;
+  throw BadRow(fmt::format("{}: expected an integer (Unix seconds), got {}",
+                           in.where(record.line, column), quoted(text)));
+}
+
+// Splits a multi-valued field at '|', dropping empty values and repeats.
+void split_values(std::string_view text, std::vector<std::string_view>& out) {
+  out.clear();
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t bar = text.find('|', start);
+    if (bar == std::string_view::npos) bar = text.size();
+    const std::string_view v = trim(text.substr(start, bar - start));
+    if (!v.empty() && std::find(out.begin(), out.end(), v) == out.end()) out.push_back(v);
+    start = bar + 1;
+  }
+}
+
+void write_strings(const fs::path& dir, const std::string& prefix, const IdMap& strings) {
+  write_column<uint64_t>(dir / (prefix + ".offsets.col"), strings.offsets());
+  write_column<char>(dir / (prefix + ".bytes.col"), strings.bytes());
+}
+
+// ---- users and items -----------------------------------------------------------------------
+
+// Metadata rows in arrival order (existing rows first, then the CSV's) and, per user or item,
+// which row is current: a later row with the same id replaces the earlier one.
+class MetadataBuilder {
+ public:
+  MetadataBuilder(DatasetKind kind, const Schema& schema) : kind_(kind) {
+    for (const SchemaField& f : schema.fields) {
+      switch (field_role(kind, f)) {
+        case FieldRole::Categorical: categorical_.emplace_back().name = f.name; break;
+        case FieldRole::Numerical: numerical_.emplace_back().name = f.name; break;
+        case FieldRole::Textual: textual_.emplace_back().name = f.name; break;
+        case FieldRole::CreationTimestamp: has_creation_ = true; break;
+        default: break;
+      }
+    }
+  }
+
+  void load_existing(const Metadata& m, uint32_t entities) {
+    for (Categorical& c : categorical_) {
+      const CategoricalField* old = find_named(m.categorical, c.name);
+      if (old != nullptr) c.vocabulary = IdMap(old->vocabulary);
+    }
+    for (uint32_t e = 0; e < entities; ++e) {
+      if (m.has_row.empty() || m.has_row[e] == 0) continue;
+      for (Categorical& c : categorical_) {
+        if (const CategoricalField* old = find_named(m.categorical, c.name)) {
+          c.values.insert(c.values.end(), old->values.begin() + old->offsets[e],
+                          old->values.begin() + old->offsets[e + 1]);
+        }
+        c.offsets.push_back(c.values.size());
+      }
+      for (Numerical& n : numerical_) {
+        const NumericalField* old = find_named(m.numerical, n.name);
+        n.values.push_back(old != nullptr ? old->values[e] : kNullNumber);
+      }
+      for (Textual& t : textual_) {
+        if (const TextualField* old = find_named(m.textual, t.name)) {
+          t.tokens.insert(t.tokens.end(), old->tokens.begin() + old->offsets[e],
+                          old->tokens.begin() + old->offsets[e + 1]);
+        }
+        t.offsets.push_back(t.tokens.size());
+      }
+      if (has_creation_) {
+        creation_.push_back(m.creation_timestamp.empty() ? kNullTimestamp : m.creation_timestamp[e]);
+      }
+      set_row(e, rows_++);
+    }
+  }
+
+  void read(CsvInput& in, const Schema& schema, const std::string& schema_source, IdMap& ids,
+            BadRowBudget& budget) {
+    const std::vector<const SchemaField*> fields = bind_columns(in, schema, schema_source);
+    struct Binding {
+      size_t column;
+      FieldRole role;
+      const SchemaField* field;
+      size_t index;  // into categorical_, numerical_ or textual_
+    };
+    std::vector<Binding> bindings;
+    size_t id_column = 0;
+    for (size_t c = 0; c < fields.size(); ++c) {
+      const FieldRole role = field_role(kind_, *fields[c]);
+      size_t index = 0;
+      if (role == FieldRole::UserId || role == FieldRole::ItemId) {
+        id_column = c;
+        continue;
+      }
+      if (role == FieldRole::Categorical) index = index_of(categorical_, fields[c]->name);
+      if (role == FieldRole::Numerical) index = index_of(numerical_, fields[c]->name);
+      if (role == FieldRole::Textual) index = index_of(textual_, fields[c]->name);
+      bindings.push_back({c, role, fields[c], index});
+    }
+
+    CsvRecord record;
+    std::vector<std::vector<std::string_view>> categorical_values(categorical_.size());
+    std::vector<float> numbers(numerical_.size(), kNullNumber);
+    std::vector<std::vector<uint32_t>> tokens(textual_.size());
+    for (;;) {
+      try {
+        if (!in.next(record)) break;
+        in.check_field_count(record);
+        const std::string_view id = record.fields[id_column];
+        if (id.empty()) {
+          throw BadRow(fmt::format("{}: empty id; every row needs one", in.where(record.line, id_column)));
+        }
+        // Parse everything before touching the vocabularies, so that a bad row leaves no trace.
+        for (auto& v : categorical_values) v.clear();
+        std::fill(numbers.begin(), numbers.end(), kNullNumber);
+        for (auto& t : tokens) t.clear();
+        int64_t creation = kNullTimestamp;
+        for (const Binding& b : bindings) {
+          const std::string_view text = record.fields[b.column];
+          switch (b.role) {
+            case FieldRole::Categorical: split_values(text, categorical_values[b.index]); break;
+            case FieldRole::Numerical:
+              numbers[b.index] = parse_number_field(in, record, b.column, *b.field);
+              break;
+            case FieldRole::Textual:
+              for_each_text_token(text, [&](uint32_t h) { tokens[b.index].push_back(h); });
+              break;
+            case FieldRole::CreationTimestamp:
+              creation = parse_timestamp_field(in, record, b.column, *b.field);
+              break;
+            default: break;
+          }
+        }
+        for (size_t k = 0; k < categorical_.size(); ++k) {
+          Categorical& c = categorical_[k];
+          for (std::string_view v : categorical_values[k]) c.values.push_back(c.vocabulary.insert(v));
+          c.offsets.push_back(c.values.size());
+        }
+        for (size_t k = 0; k < numerical_.size(); ++k) numerical_[k].values.push_back(numbers[k]);
+        for (size_t k = 0; k < textual_.size(); ++k) {
+          textual_[k].tokens.insert(textual_[k].tokens.end(), tokens[k].begin(), tokens[k].end());
+          textual_[k].offsets.push_back(textual_[k].tokens.size());
+        }
+        if (has_creation_) creation_.push_back(creation);
+        set_row(ids.insert(id), rows_++);
+      } catch (const BadRow& e) {
+        budget.skip(e);
+      }
+    }
+  }
+
+  void write(const fs::path& dir, uint32_t entities, Json& meta, Json& vocabulary_sizes) const {
+    const std::string kind(kind_name(kind_));
+    auto row = [&](uint64_t e) { return e < row_of_.size() ? row_of_[e] : kNoRow; };
+    write_column_gathered<uint8_t>(dir / (kind + ".has_row.col"), entities,
+                                   [&](uint64_t e) { return uint8_t{row(e) != kNoRow}; });
+    Json names = Json::array();
+    for (size_t k = 0; k < categorical_.size(); ++k) {
+      const Categorical& c = categorical_[k];
+      const std::string prefix = fmt::format("{}.categorical.{}", kind, k);
+      write_strings(dir, prefix + ".vocabulary", c.vocabulary);
+      vocabulary_sizes[prefix] = c.vocabulary.size();
+      write_csr(dir, prefix, entities, row, c.offsets, c.values, "values");
+      names.push_back(c.name);
+    }
+    meta["categorical"] = names;
+    names = Json::array();
+    for (size_t k = 0; k < numerical_.size(); ++k) {
+      const Numerical& n = numerical_[k];
+      write_column_gathered<float>(dir / fmt::format("{}.numerical.{}.col", kind, k), entities,
+                                   [&](uint64_t e) {
+                                     const uint32_t r = row(e);
+                                     return r == kNoRow ? kNullNumber : n.values[r];
+                                   });
+      names.push_back(n.name);
+    }
+    meta["numerical"] = names;
+    names = Json::array();
+    for (size_t k = 0; k < textual_.size(); ++k) {
+      const Textual& t = textual_[k];
+      write_csr(dir, fmt::format("{}.textual.{}", kind, k), entities, row, t.offsets, t.tokens,
+                "tokens");
+      names.push_back(t.name);
+    }
+    meta["textual"] = names;
+    meta["creation_timestamp"] = has_creation_;
+    if (has_creation_) {
+      write_column_gathered<int64_t>(dir / (kind + ".creation_timestamp.col"), entities,
+                                     [&](uint64_t e) {
+                                       const uint32_t r = row(e);
+                                       return r == kNoRow ? kNullTimestamp : creation_[r];
+                                     });
+    }
+  }
+
+  uint32_t rows_with_data() const {
+    return static_cast<uint32_t>(std::count_if(row_of_.begin(), row_of_.end(),
+                                               [](uint32_t r) { return r != kNoRow; }));
+  }
+
+ private:
+  struct Categorical {
+    std::string name;
+    IdMap vocabulary;
+    std::vector<uint64_t> offsets{0};
+    std::vector<uint32_t> values;
+  };
+  struct Numerical {
+    std::string name;
+    std::vector<float> values;
+  };
+  struct Textual {
+    std::string name;
+    std::vector<uint64_t> offsets{0};
+    std::vector<uint32_t> tokens;
+  };
+
+  template <typename Field>
+  static const Field* find_named(const std::vector<Field>& fields, const std::string& name) {
+    for (const Field& f : fields)
+      if (f.name == name) return &f;
+    return nullptr;
+  }
+  template <typename Field>
+  static size_t index_of(const std::vector<Field>& fields, const std::string& name) {
+    for (size_t k = 0; k < fields.size(); ++k)
+      if (fields[k].name == name) return k;
+    return 0;
+  }
+
+  void set_row(uint32_t entity, uint32_t row) {
+    if (entity >= row_of_.size()) row_of_.resize(entity + 1, kNoRow);
+    row_of_[entity] = row;
+  }
+
+  // A per-entity CSR column from per-row CSR data.
+  template <typename RowOf>
+  static void write_csr(const fs::path& dir, const std::string& prefix, uint32_t entities,
+                        RowOf&& row, const std::vector<uint64_t>& offsets,
+                        const std::vector<uint32_t>& values, const char* values_name) {
+    std::vector<uint64_t> out_offsets(entities + 1, 0);
+    for (uint32_t e = 0; e < entities; ++e) {
+      const uint32_t r = row(e);
+      out_offsets[e + 1] = out_offsets[e] + (r == kNoRow ? 0 : offsets[r + 1] - offsets[r]);
+    }
+    write_column<uint64_t>(dir / (prefix + ".offsets.col"), out_offsets);
+    ColumnWriter writer(dir / fmt::format("{}.{}.col", prefix, values_name), DType::U32,
+                        sizeof(uint32_t), out_offsets.back());
+    for (uint32_t e = 0; e < entities; ++e) {
+      const uint32_t r = row(e);
+      if (r == kNoRow) continue;
+      writer.append(values.data() + offsets[r], (offsets[r + 1] - offsets[r]) * sizeof(uint32_t));
+    }
+    writer.finish();
+  }
+
+  DatasetKind kind_;
+  std::vector<Categorical> categorical_;
+  std::vector<Numerical> numerical_;
+  std::vector<Textual> textual_;
+  bool has_creation_ = false;
+  std::vector<int64_t> creation_;
+  uint32_t rows_ = 0;
+  std::vector<uint32_t> row_of_;
+};
+
+// ---- interactions --------------------------------------------------------------------------
+
+class InteractionsBuilder {
+ public:
+  explicit InteractionsBuilder(const Schema& schema) {
+    for (const SchemaField& f : schema.fields) {
+      switch (field_role(DatasetKind::Interactions, f)) {
+        case FieldRole::Categorical: context_.emplace_back().name = f.name; break;
+        case FieldRole::Numerical: numerical_.emplace_back().name = f.name; break;
+        case FieldRole::Impression: has_impressions_ = true; break;
+        default: break;
+      }
+    }
+  }
+
+  void load_existing(const Interactions& old) {
+    const size_t n = old.size();
+    user_.assign(old.user.begin(), old.user.end());
+    item_.assign(old.item.begin(), old.item.end());
+    timestamp_.assign(old.timestamp.begin(), old.timestamp.end());
+    event_type_.assign(old.event_type.begin(), old.event_type.end());
+    event_value_.assign(old.event_value.begin(), old.event_value.end());
+    if (has_impressions_ && !old.impression_offsets.empty()) {
+      impression_offsets_.assign(old.impression_offsets.begin(), old.impression_offsets.end());
+      impression_items_.assign(old.impression_items.begin(), old.impression_items.end());
+    } else if (has_impressions_) {
+      impression_offsets_.assign(n + 1, 0);
+    }
+    for (Context& c : context_) {
+      const CategoricalField* f = nullptr;
+      for (const auto& x : old.context)
+        if (x.name == c.name) f = &x;
+      if (f == nullptr) {
+        c.values.assign(n, kNull);
+        continue;
+      }
+      c.vocabulary = IdMap(f->vocabulary);
+      c.values.resize(n);
+      for (size_t r = 0; r < n; ++r)
+        c.values[r] = f->offsets[r + 1] > f->offsets[r] ? f->values[f->offsets[r]] : kNull;
+    }
+    for (Numerical& x : numerical_) {
+      const NumericalField* f = nullptr;
+      for (const auto& y : old.numerical)
+        if (y.name == x.name) f = &y;
+      if (f == nullptr) {
+        x.values.assign(n, kNullNumber);
+      } else {
+        x.values.assign(f->values.begin(), f->values.end());
+      }
+    }
+  }
+
+  void read(CsvInput& in, const Schema& schema, const std::string& schema_source, IdMap& users,
+            IdMap& items, IdMap& event_types, BadRowBudget& budget) {
+    const std::vector<const SchemaField*> fields = bind_columns(in, schema, schema_source);
+    int user_col = -1, item_col = -1, ts_col = -1, event_col = -1, value_col = -1, impression_col = -1;
+    const SchemaField* ts_field = nullptr;
+    const SchemaField* value_field = nullptr;
+    std::vector<std::pair<size_t, size_t>> context_cols, numerical_cols;  // (column, index)
+    std::vector<int> context_of(context_.size(), -1), numerical_of(numerical_.size(), -1);
+    for (size_t c = 0; c < fields.size(); ++c) {
+      const int col = static_cast<int>(c);
+      switch (field_role(DatasetKind::Interactions, *fields[c])) {
+        case FieldRole::UserId: user_col = col; break;
+        case FieldRole::ItemId: item_col = col; break;
+        case FieldRole::Timestamp: ts_col = col; ts_field = fields[c]; break;
+        case FieldRole::EventType: event_col = col; break;
+        case FieldRole::EventValue: value_col = col; value_field = fields[c]; break;
+        case FieldRole::Impression: impression_col = col; break;
+        case FieldRole::Categorical:
+          for (size_t k = 0; k < context_.size(); ++k)
+            if (context_[k].name == fields[c]->name) context_of[k] = col;
+          break;
+        case FieldRole::Numerical:
+          for (size_t k = 0; k < numerical_.size(); ++k)
+            if (numerical_[k].name == fields[c]->name) numerical_of[k] = col;
+          break;
+        default: break;
+      }
+    }
+    const uint32_t no_event_type = event_col < 0 ? event_types.insert("") : 0;
+
+    const uint64_t expected_rows = fs::file_size(in.path()) / 24;  // a guess to limit regrowth
+    for (auto* v : {&user_, &item_, &event_type_}) v->reserve(v->size() + expected_rows);
+    timestamp_.reserve(timestamp_.size() + expected_rows);
+    event_value_.reserve(event_value_.size() + expected_rows);
+
+    CsvRecord record;
+    std::vector<float> numbers(numerical_.size());
+    std::vector<std::string_view> impression;
+    std::string_view last_event_name;
+    uint32_t last_event = 0;
+    bool have_last_event = false;
+    for (;;) {
+      try {
+        if (!in.next(record)) break;
+        in.check_field_count(record);
+        const std::string_view user = record.fields[user_col];
+        const std::string_view item = record.fields[item_col];
+        if (user.empty()) {
+          throw BadRow(fmt::format("{}: empty id; every interaction needs a user",
+                                   in.where(record.line, user_col)));
+        }
+        if (item.empty()) {
+          throw BadRow(fmt::format("{}: empty id; every interaction needs an item",
+                                   in.where(record.line, item_col)));
+        }
+        int64_t timestamp;
+        if (!parse_int64(record.fields[ts_col], &timestamp)) {
+          timestamp = parse_timestamp_field(in, record, ts_col, *ts_field);
+        }
+        float value = kNullNumber;
+        if (value_col >= 0) value = parse_number_field(in, record, value_col, *value_field);
+        for (size_t k = 0; k < numerical_.size(); ++k) {
+          numbers[k] = numerical_of[k] < 0
+                           ? kNullNumber
+                           : parse_number_field(in, record, numerical_of[k],
+                                                *fields[numerical_of[k]]);
+        }
+
+        // Everything parsed: now the ids and vocabularies may grow.
+        user_.push_back(users.insert(user));
+        item_.push_back(items.insert(item));
+        timestamp_.push_back(timestamp);
+        if (event_col >= 0) {
+          // Event types repeat a handful of names: skip the hash for a run of the same one.
+          const std::string_view name = record.fields[event_col];
+          if (!have_last_event || name != last_event_name) {
+            last_event = event_types.insert(name);
+            last_event_name = event_types[last_event];
+            have_last_event = true;
+          }
+          event_type_.push_back(last_event);
+        } else {
+          event_type_.push_back(no_event_type);
+        }
+        event_value_.push_back(value);
+        for (size_t k = 0; k < context_.size(); ++k) {
+          const std::string_view v = context_of[k] < 0 ? std::string_view() : trim(record.fields[context_of[k]]);
+          context_[k].values.push_back(v.empty() ? kNull : context_[k].vocabulary.insert(v));
+        }
+        for (size_t k = 0; k < numerical_.size(); ++k) numerical_[k].values.push_back(numbers[k]);
+        if (has_impressions_) {
+          if (impression_col >= 0) {
+            split_values(record.fields[impression_col], impression);
+            for (std::string_view v : impression) impression_items_.push_back(items.insert(v));
+          }
+          impression_offsets_.push_back(impression_items_.size());
+        }
+        ++rows_read_;
+      } catch (const BadRow& e) {
+        budget.skip(e);
+      }
+    }
+  }
+
+  // Sorts by (user, timestamp, item, event type), drops exact duplicates (the later row wins, so
+  // an incremental batch replaces what it repeats) and writes the columns.
+  void write(const fs::path& dir, uint32_t num_users, Json& meta, Json& vocabulary_sizes,
+             ImportReport& report) {
+    const auto sort_started = std::chrono::steady_clock::now();
+    const uint64_t n = user_.size();
+    if (n >= UINT32_MAX) {
+      throw Error(fmt::format("{} interactions: more than this build's limit of 2^32 - 1", n));
+    }
+    // A counting sort by user places each row's sort key in its user's slice; the slices are then
+    // small and sorted in cache.
+    std::vector<uint64_t> offsets(num_users + 1, 0);
+    for (uint32_t u : user_) ++offsets[u + 1];
+    for (uint32_t u = 0; u < num_users; ++u) offsets[u + 1] += offsets[u];
+    struct Key {
+      int64_t timestamp;
+      uint32_t item, event_type, row;
+    };
+    std::vector<Key> keys(n);
+    {
+      std::vector<uint64_t> cursor(offsets.begin(), offsets.end() - 1);
+      for (uint64_t r = 0; r < n; ++r) {
+        keys[cursor[user_[r]]++] = {timestamp_[r], item_[r], event_type_[r], static_cast<uint32_t>(r)};
+      }
+    }
+    release(user_);
+    release(item_);
+    release(timestamp_);
+    release(event_type_);
+
+    // Sort each user's slice and drop duplicates; two threads take halves of the users.
+    std::vector<uint64_t> kept(num_users, 0);
+    auto sort_users = [&](uint32_t begin, uint32_t end) {
+      for (uint32_t u = begin; u < end; ++u) {
+        Key* first = keys.data() + offsets[u];
+        Key* last = keys.data() + offsets[u + 1];
+        std::sort(first, last, [](const Key& a, const Key& b) {
+          if (a.timestamp != b.timestamp) return a.timestamp < b.timestamp;
+          if (a.item != b.item) return a.item < b.item;
+          if (a.event_type != b.event_type) return a.event_type < b.event_type;
+          return a.row < b.row;
+        });
+        Key* out = first;
+        for (Key* k = first; k < last; ++k) {
+          const bool repeated = k + 1 < last && k[1].timestamp == k->timestamp &&
+                                k[1].item == k->item && k[1].event_type == k->event_type;
+          if (!repeated) *out++ = *k;
+        }
+        kept[u] = static_cast<uint64_t>(out - first);
+      }
+    };
+    uint32_t split = 0;
+    while (split < num_users && offsets[split] < n / 2) ++split;
+    {
+      std::jthread second(sort_users, split, num_users);
+      sort_users(0, split);
+    }
+    // Close the gaps the duplicates left.
+    std::vector<uint64_t> user_offsets(num_users + 1, 0);
+    for (uint32_t u = 0; u < num_users; ++u) {
+      user_offsets[u + 1] = user_offsets[u] + kept[u];
+      if (user_offsets[u] != offsets[u]) {
+        std::memmove(keys.data() + user_offsets[u], keys.data() + offsets[u], kept[u] * sizeof(Key));
+      }
+    }
+    const uint64_t stored = user_offsets[num_users];
+    keys.resize(stored);
+    report.interactions = stored;
+    report.duplicates = n - stored;
+    report.sort_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - sort_started).count();
+
+    write_column_gathered<uint32_t>(dir / "interactions.user.col", stored,
+                                    [&, u = uint32_t{0}](uint64_t i) mutable {
+                                      while (i >= user_offsets[u + 1]) ++u;
+                                      return u;
+                                    });
+    write_column_gathered<uint32_t>(dir / "interactions.item.col", stored,
+                                    [&](uint64_t i) { return keys[i].item; });
+    write_column_gathered<int64_t>(dir / "interactions.timestamp.col", stored,
+                                   [&](uint64_t i) { return keys[i].timestamp; });
+    write_column_gathered<uint32_t>(dir / "interactions.event_type.col", stored,
+                                    [&](uint64_t i) { return keys[i].event_type; });
+    write_column_gathered<float>(dir / "interactions.event_value.col", stored,
+                                 [&](uint64_t i) { return event_value_[keys[i].row]; });
+    write_column<uint64_t>(dir / "interactions.user_offsets.col", user_offsets);
+
+    meta["impressions"] = has_impressions_;
+    if (has_impressions_) {
+      uint64_t total = 0;
+      write_column_gathered<uint64_t>(dir / "interactions.impression_offsets.col", stored + 1,
+                                      [&](uint64_t i) {
+                                        if (i == 0) return uint64_t{0};
+                                        const uint32_t r = keys[i - 1].row;
+                                        total += impression_offsets_[r + 1] - impression_offsets_[r];
+                                        return total;
+                                      });
+      ColumnWriter writer(dir / "interactions.impression_items.col", DType::U32, sizeof(uint32_t),
+                          total);
+      for (const Key& k : keys) {
+        const uint64_t b = impression_offsets_[k.row], e = impression_offsets_[k.row + 1];
+        writer.append(impression_items_.data() + b, (e - b) * sizeof(uint32_t));
+      }
+      writer.finish();
+    }
+
+    Json names = Json::array();
+    for (size_t k = 0; k < context_.size(); ++k) {
+      const Context& c = context_[k];
+      const std::string prefix = fmt::format("interactions.context.{}", k);
+      write_strings(dir, prefix + ".vocabulary", c.vocabulary);
+      vocabulary_sizes[prefix] = c.vocabulary.size();
+      uint64_t total = 0;
+      write_column_gathered<uint64_t>(dir / (prefix + ".offsets.col"), stored + 1, [&](uint64_t i) {
+        if (i > 0) total += c.values[keys[i - 1].row] != kNull;
+        return total;
+      });
+      ColumnWriter writer(dir / (prefix + ".values.col"), DType::U32, sizeof(uint32_t), total);
+      for (const Key& key : keys) {
+        const uint32_t v = c.values[key.row];
+        if (v != kNull) writer.append(&v, sizeof(v));
+      }
+      writer.finish();
+      names.push_back(c.name);
+    }
+    meta["context"] = names;
+    names = Json::array();
+    for (size_t k = 0; k < numerical_.size(); ++k) {
+      const Numerical& x = numerical_[k];
+      write_column_gathered<float>(dir / fmt::format("interactions.numerical.{}.col", k), stored,
+                                   [&](uint64_t i) { return x.values[keys[i].row]; });
+      names.push_back(x.name);
+    }
+    meta["numerical"] = names;
+  }
+
+  uint64_t rows_read() const { return rows_read_; }
+
+ private:
+  struct Context {
+    std::string name;
+    IdMap vocabulary;
+    std::vector<uint32_t> values;  // per row; kNull when empty
+  };
+  struct Numerical {
+    std::string name;
+    std::vector<float> values;
+  };
+
+  template <typename T>
+  static void release(std::vector<T>& v) {
+    std::vector<T>().swap(v);
+  }
+
+  std::vector<uint32_t> user_, item_, event_type_;
+  std::vector<int64_t> timestamp_;
+  std::vector<float> event_value_;
+  bool has_impressions_ = false;
+  std::vector<uint64_t> impression_offsets_{0};
+  std::vector<uint32_t> impression_items_;
+  std::vector<Context> context_;
+  std::vector<Numerical> numerical_;
+  uint64_t rows_read_ = 0;
+};
+
+// ---- the directory -------------------------------------------------------------------------
+
+// A directory that is removed unless kept: the dataset under construction.
+class TempDir {
+ public:
+  explicit TempDir(fs::path path) : path_(std::move(path)) { fs::create_directory(path_); }
+  ~TempDir() {
+    if (!kept_) {
+      std::error_code ignored;
+      fs::remove_all(path_, ignored);
+    }
+  }
+  const fs::path& path() const { return path_; }
+  void keep() { kept_ = true; }
+
+ private:
+  fs::path path_;
+  bool kept_ = false;
+};
+
+// Parent directories created for `out`, removed again when the import fails.
+class CreatedParents {
+ public:
+  explicit CreatedParents(const fs::path& dir) {
+    fs::path p = dir;
+    while (!p.empty() && !fs::exists(p)) {
+      created_.push_back(p);
+      p = p.parent_path();
+    }
+    if (!created_.empty()) fs::create_directories(dir);
+  }
+  ~CreatedParents() {
+    if (kept_) return;
+    std::error_code ignored;
+    for (const fs::path& p : created_) fs::remove(p, ignored);  // innermost first; only if empty
+  }
+  void keep() { kept_ = true; }
+
+ private:
+  std::vector<fs::path> created_;
+  bool kept_ = false;
+};
+
+fs::path unique_sibling(const fs::path& out, std::string_view what) {
+  static std::atomic<uint64_t> counter{0};
+  const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+  return out.parent_path() / fmt::format(".{}.{}-{}-{}-{}", out.filename().string(), what,
+                                         ::getpid(), counter++, now % 1000000);
+}
+
+bool is_dataset_dir(const fs::path& dir) { return fs::exists(dir / "meta.json"); }
+
+// Puts the finished directory at `out`, swapping out any old one in one step where the kernel
+// can (renameat2 RENAME_EXCHANGE), so readers see the old dataset or the new one, never neither.
+void install(const fs::path& built, const fs::path& out) {
+  if (!fs::exists(out)) {
+    fs::rename(built, out);
+    return;
+  }
+  if (::renameat2(AT_FDCWD, built.c_str(), AT_FDCWD, out.c_str(), RENAME_EXCHANGE) == 0) {
+    std::error_code ignored;
+    fs::remove_all(built, ignored);  // now the old dataset
+    return;
+  }
+  const fs::path old = unique_sibling(out, "old");
+  fs::rename(out, old);
+  fs::rename(built, out);
+  std::error_code ignored;
+  fs::remove_all(old, ignored);
+}
+
+struct SchemaChoice {
+  std::optional<Schema> schema;
+  std::string source;  // the file it came from, or "inferred"
+};
+
+bool same_fields(const Schema& a, const Schema& b) {
+  if (a.fields.size() != b.fields.size()) return false;
+  for (const SchemaField& f : a.fields) {
+    const SchemaField* g = b.find(f.name);
+    if (g == nullptr || g->type != f.type || g->nullable != f.nullable ||
+        g->categorical != f.categorical || g->textual != f.textual) {
+      return false;
+    }
+  }
+  return true;
+}
+
+SchemaChoice choose_schema(DatasetKind kind, const ImportOptions& options, const Dataset* existing) {
+  SchemaChoice choice;
+  std::optional<Schema> stored;
+  std::string stored_source;
+  if (existing != nullptr) {
+    const std::string& text = kind == DatasetKind::Interactions ? existing->interactions_schema
+                              : kind == DatasetKind::Users      ? existing->users_schema
+                                                                : existing->items_schema;
+    if (!text.empty()) {
+      stored_source = (existing->dir / "schema" / (std::string(kind_name(kind)) + ".json")).string();
+      stored = parse_schema(text, kind, stored_source);
+    }
+  }
+  if (!options.schema_dir.empty()) {
+    const fs::path path = options.schema_dir / (std::string(kind_name(kind)) + ".json");
+    if (fs::exists(path)) {
+      choice.schema = parse_schema(read_text(path), kind, path.string());
+      choice.source = path.string();
+      if (stored && !same_fields(*stored, *choice.schema)) {
+        throw Error(fmt::format("{}: differs from the dataset's schema {}; an incremental import "
+                                "keeps the schema, a full import (--mode full --overwrite) changes it",
+                                path.string(), stored_source));
+      }
+      return choice;
+    }
+  }
+  if (stored) {
+    choice.schema = std::move(stored);
+    choice.source = stored_source;
+  }
+  return choice;
+}
+
+// Opens a CSV and settles its schema: the chosen one, or one inferred from its header and first
+// rows (then checked like a given one).
+std::unique_ptr<CsvInput> open_csv(const fs::path& path, DatasetKind kind, SchemaChoice& choice,
+                                   size_t block_size) {
+  auto in = std::make_unique<CsvInput>(path, kind, block_size,
+                                       choice.schema ? 1 : kInferenceSampleRows);
+  check_required_columns(*in, kind);
+  if (!choice.schema) {
+    choice.schema = infer_schema(kind, in->header(), in->sample());
+    choice.source = fmt::format("inferred from {}", path.string());
+    check_schema(*choice.schema, kind, choice.source);
+  }
+  return in;
+}
+
+}  // namespace
+
+ImportReport import_dataset(const ImportOptions& options) {
+  const auto started = std::chrono::steady_clock::now();
+  ImportReport report;
+  fs::path out = options.out.lexically_normal();
+  if (out.empty()) throw Error("import: no output directory given (--out DATASET_DIR)");
+  if (!out.has_filename()) out = out.parent_path();
+  if (out.filename() == "." || out.filename() == "..") out = fs::absolute(out).lexically_normal();
+  if (out.parent_path().empty()) out = fs::path(".") / out;
+
+  const bool incremental = options.mode == ImportMode::Incremental;
+  if (!incremental && options.interactions.empty()) {
+    throw Error("import: a full import needs the interactions file (--interactions FILE)");
+  }
+  for (const fs::path& p : {options.interactions, options.users, options.items}) {
+    if (!p.empty() && !fs::is_regular_file(p)) {
+      throw Error(fmt::format("{}: no such file", p.string()));
+    }
+  }
+  if (!options.schema_dir.empty() && !fs::is_directory(options.schema_dir)) {
+    throw Error(fmt::format("{}: the schema directory does not exist", options.schema_dir.string()));
+  }
+
+  std::optional<Dataset> existing;
+  if (incremental) {
+    if (!fs::exists(out)) {
+      throw Error(fmt::format("{}: no dataset to add to; create it with a full import first (--mode "
+                              "full)",
+                              out.string()));
+    }
+    existing = Dataset::open(out);
+  } else if (fs::exists(out)) {
+    if (!options.overwrite) {
+      throw Error(fmt::format("{}: already exists; pass --overwrite to replace it, or --mode "
+                              "incremental to add to it",
+                              out.string()));
+    }
+    const bool empty_dir = fs::is_directory(out) && fs::is_empty(out);
+    if (!empty_dir && !is_dataset_dir(out)) {
+      throw Error(fmt::format("{}: exists and is not a tastebud dataset; refusing to replace it",
+                              out.string()));
+    }
+  }
+  const Dataset* old = existing ? &*existing : nullptr;
+
+  SchemaChoice schemas[3] = {choose_schema(DatasetKind::Interactions, options, old),
+                             choose_schema(DatasetKind::Users, options, old),
+                             choose_schema(DatasetKind::Items, options, old)};
+  SchemaChoice& interactions_schema = schemas[0];
+  SchemaChoice& users_schema = schemas[1];
+  SchemaChoice& items_schema = schemas[2];
+
+  BadRowBudget budget(options);
+  IdMap users = old ? IdMap(old->user_ids) : IdMap();
+  IdMap items = old ? IdMap(old->item_ids) : IdMap();
+  IdMap event_types = old ? IdMap(old->event_types) : IdMap();
+  const uint32_t old_users = users.size(), old_items = items.size();
+
+  // Open every file first, so that header problems surface before any long read.
+  std::unique_ptr<CsvInput> users_in, items_in, interactions_in;
+  if (!options.users.empty())
+    users_in = open_csv(options.users, DatasetKind::Users, users_schema, options.block_size);
+  if (!options.items.empty())
+    items_in = open_csv(options.items, DatasetKind::Items, items_schema, options.block_size);
+  if (!options.interactions.empty()) {
+    interactions_in = open_csv(options.interactions, DatasetKind::Interactions, interactions_schema,
+                               options.block_size);
+  }
+
+  const Schema no_fields;
+  MetadataBuilder user_metadata(DatasetKind::Users,
+                                users_schema.schema ? *users_schema.schema : no_fields);
+  MetadataBuilder item_metadata(DatasetKind::Items,
+                                items_schema.schema ? *items_schema.schema : no_fields);
+  InteractionsBuilder interactions(interactions_schema.schema ? *interactions_schema.schema
+                                                              : no_fields);
+  if (old) {
+    user_metadata.load_existing(old->users, old->num_users());
+    item_metadata.load_existing(old->items, old->num_items());
+    interactions.load_existing(old->interactions);
+  }
+  if (users_in) user_metadata.read(*users_in, *users_schema.schema, users_schema.source, users, budget);
+  if (items_in) item_metadata.read(*items_in, *items_schema.schema, items_schema.source, items, budget);
+  if (interactions_in) {
+    interactions.read(*interactions_in, *interactions_schema.schema, interactions_schema.source,
+                      users, items, event_types, budget);
+    report.interactions_bytes = fs::file_size(options.interactions);
+    if (interactions.rows_read() == 0) {
+      throw Error(fmt::format("{}: no usable rows: every data row was bad and skipped",
+                              options.interactions.string()));
+    }
+  }
+  if (event_types.size() == 0) event_types.insert("");
+  const auto read_done = std::chrono::steady_clock::now();
+  report.read_seconds = std::chrono::duration<double>(read_done - started).count();
+
+  CreatedParents parents(out.parent_path());
+  TempDir temp(unique_sibling(out, "tmp"));
+  const fs::path& dir = temp.path();
+  fs::create_directory(dir / "schema");
+
+  Json meta;
+  meta["format"] = "tastebud-dataset";
+  meta["version"] = kDatasetFormatVersion;
+  meta["num_users"] = users.size();
+  meta["num_items"] = items.size();
+  Json vocabulary_sizes = Json::object();
+  Json interactions_meta, users_meta, items_meta;
+  interactions.write(dir, users.size(), interactions_meta, vocabulary_sizes, report);
+  meta["num_interactions"] = report.interactions;
+  meta["num_event_types"] = event_types.size();
+  user_metadata.write(dir, users.size(), users_meta, vocabulary_sizes);
+  item_metadata.write(dir, items.size(), items_meta, vocabulary_sizes);
+  write_strings(dir, "user_ids", users);
+  write_strings(dir, "item_ids", items);
+  write_strings(dir, "event_types", event_types);
+  meta["vocabulary_sizes"] = vocabulary_sizes;
+  meta["interactions"] = interactions_meta;
+  meta["users"] = users_meta;
+  meta["items"] = items_meta;
+
+  report.rows_read = interactions.rows_read();
+  report.bad_rows_skipped = budget.skipped();
+  report.users = users.size();
+  report.items = items.size();
+  report.new_users = users.size() - old_users;
+  report.new_items = items.size() - old_items;
+
+  Json history = Json::array();
+  if (old) {
+    try {
+      std::ifstream in(old->dir / "meta.json");
+      const Json previous = Json::parse(in);
+      if (previous.contains("imports")) history = previous["imports"];
+    } catch (const Json::exception&) {
+      // The history is informative only; Dataset::open already accepted the dataset.
+    }
+  }
+  history.push_back({{"mode", incremental ? "incremental" : "full"},
+                     {"time", static_cast<int64_t>(std::time(nullptr))},
+                     {"interactions", options.interactions.string()},
+                     {"users", options.users.string()},
+                     {"items", options.items.string()},
+                     {"rows_read", report.rows_read},
+                     {"bad_rows_skipped", report.bad_rows_skipped},
+                     {"duplicates", report.duplicates}});
+  meta["imports"] = history;
+
+  for (const SchemaChoice* s : {&interactions_schema, &users_schema, &items_schema}) {
+    if (!s->schema) continue;
+    const DatasetKind kind = s == &interactions_schema ? DatasetKind::Interactions
+                             : s == &users_schema      ? DatasetKind::Users
+                                                       : DatasetKind::Items;
+    write_text_file(dir / "schema" / (std::string(kind_name(kind)) + ".json"),
+                    schema_to_json(*s->schema));
+  }
+  write_text_file(dir / "meta.json", meta.dump(2) + "\n");
+
+  sync_to_disk(dir);
+  existing.reset();  // unmap the old columns before their directory goes
+  install(dir, out);
+  temp.keep();
+  {
+    // Make the rename itself durable; the data already is.
+    const int fd = ::open(out.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+      ::fsync(fd);
+      ::close(fd);
+    }
+  }
+  parents.keep();
+  const auto finished = std::chrono::steady_clock::now();
+  report.seconds = std::chrono::duration<double>(finished - started).count();
+  report.write_seconds = report.seconds - report.read_seconds - report.sort_seconds;
+  return report;
+}
+
+}  // namespace tastebud::datasets

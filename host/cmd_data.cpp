@@ -1,0 +1,147 @@
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include <fmt/core.h>
+
+#include "host/commands.h"
+#include "tastebud/datasets/dataset.h"
+#include "tastebud/datasets/import.h"
+#include "tastebud/datasets/sources.h"
+#include "tastebud/datasets/summary.h"
+#include "tastebud/error.h"
+
+namespace tastebud::host {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct ImportArgs {
+  std::string interactions, users, items, schema_dir, out, movielens;
+  std::string mode = "full";
+  bool overwrite = false;
+  uint64_t max_bad_rows = 0;
+  bool quiet = false;
+};
+
+// A scratch directory for converted MovieLens CSVs, removed however the import ends.
+class ScratchDir {
+ public:
+  ScratchDir() {
+    path_ = fs::temp_directory_path() / fmt::format("tastebud-movielens-{}", ::getpid());
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~ScratchDir() {
+    std::error_code ignored;
+    fs::remove_all(path_, ignored);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+void run_import(const ImportArgs& args) {
+  datasets::ImportOptions options;
+  options.interactions = args.interactions;
+  options.users = args.users;
+  options.items = args.items;
+  options.schema_dir = args.schema_dir;
+  options.out = args.out;
+  options.mode = args.mode == "incremental" ? datasets::ImportMode::Incremental
+                                            : datasets::ImportMode::Full;
+  options.overwrite = args.overwrite;
+  options.max_bad_rows = args.max_bad_rows;
+  options.on_bad_row = [](const std::string& message) {
+    std::fprintf(stderr, "tastebud: skipped bad row: %s\n", message.c_str());
+  };
+
+  std::unique_ptr<ScratchDir> scratch;
+  if (!args.movielens.empty()) {
+    scratch = std::make_unique<ScratchDir>();
+    const datasets::CsvFiles files = datasets::convert_movielens(args.movielens, scratch->path());
+    options.interactions = files.interactions;
+    options.users = files.users;
+    options.items = files.items;
+  }
+  if (options.interactions.empty() && options.mode == datasets::ImportMode::Full) {
+    throw Error("import: give the interactions file (--interactions FILE) or a MovieLens directory "
+                "(--movielens DIR)");
+  }
+
+  const datasets::ImportReport report = datasets::import_dataset(options);
+  const double mb = report.interactions_bytes / 1e6;
+  fmt::print("imported {} interactions ({} read, {} duplicates dropped, {} bad rows skipped), "
+             "{} users ({} new), {} items ({} new) into {} in {:.2f} s ({:.0f} MB/s of "
+             "interactions)\n",
+             report.interactions, report.rows_read, report.duplicates, report.bad_rows_skipped,
+             report.users, report.new_users, report.items, report.new_items, args.out,
+             report.seconds, mb / std::max(report.seconds, 1e-9));
+  fmt::print("  read and encode {:.2f} s, sort {:.2f} s, write {:.2f} s\n", report.read_seconds,
+             report.sort_seconds, report.write_seconds);
+  if (!args.quiet) {
+    fmt::print("{}", datasets::format_summary(datasets::Dataset::open(args.out)));
+  }
+}
+
+}  // namespace
+
+void add_data_commands(CLI::App& app) {
+  auto args = std::make_shared<ImportArgs>();
+  auto* import = app.add_subcommand(
+      "import",
+      "Encode Personalize-layout CSV exports (interactions, users, items) into a dataset directory "
+      "of memory-mappable columns");
+  auto* interactions = import->add_option(
+      "--interactions", args->interactions,
+      "Interactions CSV: USER_ID, ITEM_ID, TIMESTAMP (Unix seconds), optional EVENT_TYPE, "
+      "EVENT_VALUE, IMPRESSION and contextual columns");
+  interactions->check(CLI::ExistingFile);
+  import->add_option("--users", args->users, "Users CSV: USER_ID and metadata columns")
+      ->check(CLI::ExistingFile);
+  import->add_option("--items", args->items,
+                     "Items CSV: ITEM_ID, metadata columns, optional CREATION_TIMESTAMP and one "
+                     "textual column")
+      ->check(CLI::ExistingFile);
+  import->add_option("--schema-dir", args->schema_dir,
+                     "Directory with Avro-record schemas interactions.json, users.json, items.json "
+                     "(each optional; a missing one is inferred, and every schema used is saved in "
+                     "DATASET_DIR/schema/ for review and reuse)")
+      ->check(CLI::ExistingDirectory);
+  auto* movielens = import->add_option(
+      "--movielens", args->movielens,
+      "A MovieLens directory (100K, 1M, 20M or latest layout) to import instead of CSV exports");
+  movielens->check(CLI::ExistingDirectory);
+  movielens->excludes(interactions);
+  import->add_option("--mode", args->mode,
+                     "full: build the dataset from these files; incremental: add them to the "
+                     "existing dataset (known ids keep their indices, a record with a known id "
+                     "replaces the old one)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"full", "incremental"}));
+  import->add_option("--out", args->out, "Dataset directory to write")->required();
+  import->add_flag("--overwrite", args->overwrite,
+                   "Full mode: replace an existing dataset at --out (it stays intact until the new "
+                   "one is complete)");
+  import->add_option("--max-bad-rows", args->max_bad_rows,
+                     "Skip up to this many bad rows, reporting each on stderr, before failing")
+      ->capture_default_str();
+  import->add_flag("--quiet", args->quiet, "Print only the one-line report, not the summary");
+  import->callback([args] { run_import(*args); });
+
+  auto dir = std::make_shared<std::string>();
+  auto* info = app.add_subcommand(
+      "info", "Print a dataset's counts, schemas and warnings where it is too small to learn from");
+  info->add_option("DATASET_DIR", *dir, "Dataset directory written by `tastebud import`")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  info->callback([dir] { fmt::print("{}", datasets::format_summary(datasets::Dataset::open(*dir))); });
+}
+
+}  // namespace tastebud::host

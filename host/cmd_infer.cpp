@@ -1,0 +1,64 @@
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "host/commands.h"
+#include "host/inference.h"
+
+namespace tastebud::host {
+namespace {
+
+struct InferArgs {
+  std::string model, input, output;
+  InferenceOptions options;
+};
+
+struct SegmentArgs {
+  std::string model, input, output;
+  uint32_t num_results = 100;
+  bool keep_seen = false;
+  uint32_t threads = 0;
+};
+
+}  // namespace
+
+void add_infer_commands(CLI::App& app) {
+  auto infer = std::make_shared<InferArgs>();
+  auto* cmd = app.add_subcommand(
+      "batch-infer",
+      "Answer a JSON-lines file of queries ({\"userId\"}, {\"userId\", \"itemList\"}, {\"itemId\"}) "
+      "with a trained model, in the managed service's batch layout");
+  cmd->add_option("--model", infer->model, "Model directory written by `tastebud train`")->required();
+  cmd->add_option("--input", infer->input, "Queries, one JSON object a line")->required();
+  cmd->add_option("--output", infer->output, "Results, one JSON object a line in input order (written atomically)")->required();
+  cmd->add_option("--num-results", infer->options.num_results, "Items per query unless the line says numResults (1-500)")
+      ->capture_default_str()->check(CLI::Range(1u, 500u));
+  cmd->add_option("--filter", infer->options.filter,
+                  "Filter expression, e.g. 'EXCLUDE ItemID WHERE Items.PRICE > 100 | INCLUDE ItemID WHERE Items.GENRES IN ($GENRE)'");
+  cmd->add_option("--device", infer->options.device, "auto, cpu or cuda")->capture_default_str();
+  cmd->add_flag("--keep-seen", infer->options.keep_seen, "Keep the items a user already interacted with");
+  cmd->add_option("--candidates", infer->options.candidates,
+                  "Two-stage retrieval: this many candidates by the GMF dot product, reranked by the full model (0: exact)")
+      ->capture_default_str();
+  cmd->add_option("--threads", infer->options.threads, "CPU threads (0: all cores)")->capture_default_str();
+  cmd->callback([infer] { batch_infer(infer->model, infer->input, infer->output, infer->options, std::cout); });
+
+  auto segment = std::make_shared<SegmentArgs>();
+  auto* seg = app.add_subcommand(
+      "batch-segment",
+      "For each {\"itemId\"} or {\"itemAttributes\": \"ITEMS.GENRES = \\\"Comedy\\\"\"} line, the users most "
+      "likely to interact with it");
+  seg->add_option("--model", segment->model, "Model directory (neumf, gmf, mlp or sims)")->required();
+  seg->add_option("--input", segment->input, "Queries, one JSON object a line")->required();
+  seg->add_option("--output", segment->output, "Segments, one JSON object a line in input order (written atomically)")->required();
+  seg->add_option("--num-results", segment->num_results, "Users per query unless the line says numResults")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  seg->add_flag("--keep-seen", segment->keep_seen, "Keep users who already interacted with the item");
+  seg->add_option("--threads", segment->threads, "CPU threads (0: all cores)")->capture_default_str();
+  seg->callback([segment] {
+    batch_segment(segment->model, segment->input, segment->output, segment->num_results, segment->keep_seen,
+                  segment->threads, std::cout);
+  });
+}
+
+}  // namespace tastebud::host

@@ -1,0 +1,811 @@
+#include "host/inference.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <numeric>
+#include <ostream>
+#include <sstream>
+#include <unordered_map>
+
+#include <omp.h>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "cpu/topk.h"
+#include "host/catalog_scorer.h"
+#include "tastebud/datasets/dataset.h"
+#include "tastebud/engine/model_io.h"
+#include "tastebud/error.h"
+
+namespace tastebud::host {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::ordered_json;
+
+constexpr uint32_t kMaxResults = 500;               // the service's cap per query
+constexpr size_t kMaxAttributeItems = 100;          // items that stand for an itemAttributes query
+constexpr size_t kChunkLines = 4096;                // lines answered together between writes
+
+std::string slurp(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(fmt::format("{}: cannot open: {}", path.string(), std::strerror(errno)));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+bool is_neumf_family(const std::string& kind) { return kind == "neumf" || kind == "gmf" || kind == "mlp"; }
+
+// A query's own problem: it becomes the line's "error".
+struct LineError : Error {
+  using Error::Error;
+};
+
+using LineResult = Recommender::LineOutcome;
+
+// Writes to a temporary name in the destination's directory; commit() renames it into place, and
+// a job that fails before then leaves nothing where a reader would take it for a whole file.
+class AtomicOutput {
+ public:
+  explicit AtomicOutput(fs::path path) : path_(std::move(path)) {
+    const fs::path dir = path_.has_parent_path() ? path_.parent_path() : fs::path(".");
+    if (!fs::is_directory(dir)) throw Error(fmt::format("{}: the directory {} does not exist", path_.string(), dir.string()));
+    temp_ = dir / fmt::format(".{}.tmp-{}", path_.filename().string(), ::getpid());
+    file_ = std::fopen(temp_.c_str(), "wb");
+    if (!file_) throw Error(fmt::format("{}: cannot write: {}", temp_.string(), std::strerror(errno)));
+  }
+  ~AtomicOutput() {
+    if (file_) {
+      std::fclose(file_);
+      std::error_code ignored;
+      fs::remove(temp_, ignored);
+    }
+  }
+  void write(const std::string& text) {
+    if (std::fwrite(text.data(), 1, text.size(), file_) != text.size())
+      throw Error(fmt::format("{}: write failed: {}", temp_.string(), std::strerror(errno)));
+  }
+  void commit() {
+    const bool ok = std::fflush(file_) == 0 && ::fsync(::fileno(file_)) == 0;
+    const int close_result = std::fclose(file_);
+    file_ = nullptr;
+    if (!ok || close_result != 0) {
+      std::error_code ignored;
+      fs::remove(temp_, ignored);
+      throw Error(fmt::format("{}: write failed: {}", temp_.string(), std::strerror(errno)));
+    }
+    std::error_code ec;
+    fs::rename(temp_, path_, ec);
+    if (ec) {
+      fs::remove(temp_, ec);
+      throw Error(fmt::format("{}: cannot rename into place: {}", path_.string(), ec.message()));
+    }
+  }
+
+ private:
+  fs::path path_, temp_;
+  std::FILE* file_ = nullptr;
+};
+
+bool blank(std::string_view line) {
+  return std::all_of(line.begin(), line.end(), [](char c) { return std::isspace(static_cast<unsigned char>(c)); });
+}
+
+std::string dump_line(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+}  // namespace
+
+// ---- Model directory and dataset -----------------------------------------------------------------
+
+ModelData load_model_dir(const fs::path& dir) {
+  if (!fs::is_directory(dir)) throw Error(fmt::format("--model {}: not a directory", dir.string()));
+  ModelData m;
+  nlohmann::json config;
+  try {
+    config = nlohmann::json::parse(slurp(dir / "config.json"));
+    m.kind = config.at("model").get<std::string>();
+    m.data = config.value("data", std::string());
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("{}: not a tastebud model config: {}", (dir / "config.json").string(), e.what()));
+  }
+  m.user_ids = read_ids(dir / "user_ids.json");
+  m.item_ids = read_ids(dir / "item_ids.json");
+  if (fs::exists(dir / "seen.bin")) m.seen = read_seen(dir / "seen.bin");
+  if (is_neumf_family(m.kind)) {
+    if (!fs::exists(dir / "model.bin"))
+      throw Error(fmt::format("{}: no model.bin; training has not finished an epoch yet", dir.string()));
+    m.params = load_model(dir / "model.bin");
+    const ModelConfig& c = m.params->config;
+    if (c.num_users != m.user_ids.size() || c.num_items != m.item_ids.size())
+      throw Error(fmt::format("{}: model.bin has {} users and {} items but the id files list {} and {}",
+                              dir.string(), c.num_users, c.num_items, m.user_ids.size(), m.item_ids.size()));
+  } else if (is_recipe(m.kind)) {
+    m.recipe = read_recipe(dir / "recipe.bin");
+    if (m.recipe.popularity.size() != m.item_ids.size())
+      throw Error(fmt::format("{}: recipe.bin covers {} items but item_ids.json lists {}", dir.string(),
+                              m.recipe.popularity.size(), m.item_ids.size()));
+  } else {
+    throw Error(fmt::format("{}: unknown model kind '{}'", dir.string(), m.kind));
+  }
+  if (!m.seen.offsets.empty() && m.seen.offsets.size() != m.user_ids.size() + 1)
+    throw Error(fmt::format("{}: seen.bin covers {} users but user_ids.json lists {}", dir.string(),
+                            m.seen.offsets.size() - 1, m.user_ids.size()));
+  return m;
+}
+
+InferenceContext load_context(const ModelData& model, const fs::path& dataset_dir) {
+  InferenceContext context;
+  ItemCatalog& catalog = context.catalog;
+  catalog.item_ids = model.item_ids;
+  if (dataset_dir.empty()) return context;
+  auto dataset = std::make_shared<datasets::Dataset>(datasets::Dataset::open(dataset_dir));
+  const std::unordered_map<std::string, uint32_t> model_items = index_ids(model.item_ids);
+  // Dataset rows may differ from model rows after an incremental import: match them by id.
+  const uint32_t n = static_cast<uint32_t>(model.item_ids.size());
+  std::vector<int64_t> row_of(n, -1);
+  auto to_model = std::make_shared<std::vector<int64_t>>(dataset->num_items(), -1);
+  for (uint32_t d = 0; d < dataset->num_items(); ++d) {
+    const auto it = model_items.find(std::string(dataset->item_ids[d]));
+    if (it != model_items.end()) {
+      row_of[it->second] = d;
+      (*to_model)[d] = it->second;
+    }
+  }
+  const datasets::Metadata& items = dataset->items;
+  for (const datasets::CategoricalField& f : items.categorical) {
+    ItemCategoricalColumn col;
+    col.name = f.name;
+    for (size_t k = 0; k < f.vocabulary.size(); ++k) col.vocabulary.emplace_back(f.vocabulary[k]);
+    col.offsets.push_back(0);
+    for (uint32_t i = 0; i < n; ++i) {
+      if (row_of[i] >= 0 && !f.offsets.empty()) {
+        for (uint64_t k = f.offsets[row_of[i]]; k < f.offsets[row_of[i] + 1]; ++k) col.values.push_back(f.values[k]);
+      }
+      col.offsets.push_back(col.values.size());
+    }
+    catalog.categorical.push_back(std::move(col));
+  }
+  for (const datasets::NumericalField& f : items.numerical) {
+    ItemNumericalColumn col{f.name, std::vector<double>(n, NAN)};
+    for (uint32_t i = 0; i < n; ++i)
+      if (row_of[i] >= 0 && !f.values.empty()) col.values[i] = f.values[row_of[i]];
+    catalog.numerical.push_back(std::move(col));
+  }
+  if (!items.creation_timestamp.empty()) {
+    ItemNumericalColumn col{"CREATION_TIMESTAMP", std::vector<double>(n, NAN)};
+    for (uint32_t i = 0; i < n; ++i) {
+      if (row_of[i] >= 0 && items.creation_timestamp[row_of[i]] != INT64_MIN)
+        col.values[i] = static_cast<double>(items.creation_timestamp[row_of[i]]);
+    }
+    catalog.numerical.push_back(std::move(col));
+  }
+  for (const datasets::TextualField& f : items.textual) catalog.textual.push_back(f.name);
+  for (size_t k = 0; k < dataset->event_types.size(); ++k) catalog.event_types.emplace_back(dataset->event_types[k]);
+
+  auto users = std::make_shared<std::unordered_map<std::string, uint32_t>>();
+  users->reserve(dataset->num_users());
+  for (uint32_t u = 0; u < dataset->num_users(); ++u) users->emplace(std::string(dataset->user_ids[u]), u);
+  context.user_events = [dataset, users, to_model](std::string_view user_id) {
+    std::vector<UserEvent> events;
+    const auto it = users->find(std::string(user_id));
+    if (it == users->end()) return events;
+    const datasets::Interactions& x = dataset->interactions;
+    for (uint64_t r = x.user_offsets[it->second]; r < x.user_offsets[it->second + 1]; ++r) {
+      const int64_t item = (*to_model)[x.item[r]];
+      if (item >= 0) events.push_back({static_cast<uint32_t>(item), x.event_type.empty() ? 0u : x.event_type[r]});
+    }
+    return events;
+  };
+  return context;
+}
+
+// ---- Recommender -----------------------------------------------------------------------------------
+
+struct Recommender::Impl {
+  ModelData model;
+  InferenceContext context;
+  InferenceOptions options;
+  std::optional<Filter> filter;
+  std::unordered_map<std::string, uint32_t> user_index, item_index;
+  std::vector<float> popularity;
+  std::vector<uint32_t> popular_order;  // by popularity, then index
+  std::unique_ptr<CatalogScorer> scorer;
+  std::vector<float> item_vectors;  // NeuMF: unit-length [gmf | mlp] item embeddings
+  uint32_t item_dim = 0;
+  SeenItems item_users;  // seen transposed: item -> users (segments of the sims recipe)
+
+  uint32_t num_items() const { return static_cast<uint32_t>(model.item_ids.size()); }
+  uint32_t num_users() const { return static_cast<uint32_t>(model.user_ids.size()); }
+  std::span<const uint32_t> seen_of(uint32_t user) const {
+    if (model.seen.offsets.empty()) return {};
+    return {model.seen.items.data() + model.seen.offsets[user], model.seen.items.data() + model.seen.offsets[user + 1]};
+  }
+
+  void prepare() {
+    user_index = index_ids(model.user_ids);
+    item_index = index_ids(model.item_ids);
+    if (is_recipe(model.kind)) {
+      popularity = model.recipe.popularity;
+    } else {
+      // The NeuMF family keeps no counts: the training positives per item stand in.
+      popularity.assign(num_items(), 0.0f);
+      for (uint32_t i : model.seen.items) popularity[i] += 1.0f;
+    }
+    popular_order.resize(num_items());
+    std::iota(popular_order.begin(), popular_order.end(), 0);
+    std::stable_sort(popular_order.begin(), popular_order.end(),
+                     [&](uint32_t a, uint32_t b) { return popularity[a] > popularity[b]; });
+    if (model.params) {
+      scorer = std::make_unique<CatalogScorer>(*model.params);
+      const ModelConfig& c = model.params->config;
+      const uint32_t f = c.has_gmf() ? c.factors : 0, e = c.mlp_embedding();
+      item_dim = f + e;
+      item_vectors.resize(static_cast<size_t>(num_items()) * item_dim);
+      for (uint32_t i = 0; i < num_items(); ++i) {
+        float* v = item_vectors.data() + static_cast<size_t>(i) * item_dim;
+        for (uint32_t j = 0; j < f; ++j) v[j] = model.params->item_gmf.values[static_cast<size_t>(i) * f + j];
+        for (uint32_t j = 0; j < e; ++j) v[f + j] = model.params->item_mlp.values[static_cast<size_t>(i) * e + j];
+        double norm = 0;
+        for (uint32_t j = 0; j < item_dim; ++j) norm += double(v[j]) * v[j];
+        const float scale = norm > 0 ? static_cast<float>(1.0 / std::sqrt(norm)) : 0.0f;
+        for (uint32_t j = 0; j < item_dim; ++j) v[j] *= scale;
+      }
+    }
+    if (model.kind == "sims" && !model.seen.offsets.empty()) {
+      item_users.offsets.assign(num_items() + 1, 0);
+      for (uint32_t i : model.seen.items) ++item_users.offsets[i + 1];
+      for (uint32_t i = 0; i < num_items(); ++i) item_users.offsets[i + 1] += item_users.offsets[i];
+      item_users.items.resize(model.seen.items.size());
+      std::vector<uint64_t> fill(item_users.offsets.begin(), item_users.offsets.end() - 1);
+      for (uint32_t u = 0; u < num_users(); ++u)
+        for (uint32_t i : seen_of(u)) item_users.items[fill[i]++] = u;
+    }
+  }
+
+  // ---- Line parsing ----
+
+  struct Query {
+    std::optional<std::string> user_id, item_id;
+    std::optional<std::vector<std::string>> item_list;
+    uint32_t k = 25;
+    FilterValues values;
+  };
+
+  static std::optional<std::string> string_field(const json& j, const char* key) {
+    const auto it = j.find(key);
+    if (it == j.end() || it->is_null()) return std::nullopt;
+    if (!it->is_string()) throw LineError(fmt::format("{} must be a string, not {}", key, it->dump()));
+    return it->get<std::string>();
+  }
+
+  static uint32_t num_results_of(const json& j, uint32_t fallback, uint32_t max) {
+    const auto it = j.find("numResults");
+    if (it == j.end() || it->is_null()) return fallback;
+    if (!it->is_number_integer() || it->get<int64_t>() < 1 || it->get<int64_t>() > max)
+      throw LineError(fmt::format("numResults must be an integer from 1 to {}, not {}", max, it->dump()));
+    return static_cast<uint32_t>(it->get<int64_t>());
+  }
+
+  Query parse_query(const json& j) const {
+    Query q;
+    q.user_id = string_field(j, "userId");
+    q.item_id = string_field(j, "itemId");
+    if (!q.user_id && !q.item_id)
+      throw LineError("the query names neither a userId nor an itemId");
+    if (q.user_id && q.item_id)
+      throw LineError("give a userId (recommendations, or ranking with itemList) or an itemId (related items), not both");
+    if (const auto it = j.find("itemList"); it != j.end() && !it->is_null()) {
+      if (!q.user_id) throw LineError("itemList needs a userId to rank for");
+      if (!it->is_array()) throw LineError("itemList must be an array of item ids");
+      std::vector<std::string> list;
+      for (const json& v : *it) {
+        if (!v.is_string()) throw LineError(fmt::format("itemList must hold item id strings, not {}", v.dump()));
+        list.push_back(v.get<std::string>());
+      }
+      q.item_list = std::move(list);
+    }
+    q.k = num_results_of(j, options.num_results, kMaxResults);
+    if (const auto it = j.find("filterValues"); it != j.end() && !it->is_null()) {
+      if (!it->is_object()) throw LineError("filterValues must be an object, e.g. {\"GENRE\": \"\\\"Comedy\\\"\"}");
+      for (auto v = it->begin(); v != it->end(); ++v) {
+        if (!v.value().is_string())
+          throw LineError(fmt::format("filterValues.{} must be a string of quoted values, e.g. \"\\\"Comedy\\\"\"", v.key()));
+        q.values[v.key()] = v.value().get<std::string>();
+      }
+    }
+    return q;
+  }
+
+  // ---- Answers ----
+
+  // Items the filter lets through for this query; empty means all.
+  std::vector<uint8_t> allowed_items(const Query& q) const {
+    std::vector<uint8_t> allowed;
+    if (!filter) return allowed;
+    std::vector<UserEvent> events;
+    if (filter->uses_interactions() && q.user_id && context.user_events) events = context.user_events(*q.user_id);
+    filter->evaluate(q.values, events, allowed);
+    return allowed;
+  }
+
+  // Popular items, best first, among the allowed ones, skipping `skip`.
+  void popular(size_t k, const std::vector<uint8_t>& allowed, const std::vector<uint8_t>& skip,
+               std::vector<uint32_t>& items, std::vector<float>& scores) const {
+    for (uint32_t i : popular_order) {
+      if (items.size() >= k) break;
+      if ((!allowed.empty() && !allowed[i]) || (!skip.empty() && skip[i])) continue;
+      items.push_back(i);
+      scores.push_back(popularity[i]);
+    }
+  }
+
+  // NaN where an item may not be recommended, so that top_k never selects it.
+  static void mask_scores(std::vector<float>& s, const std::vector<uint8_t>& allowed) {
+    if (allowed.empty()) return;
+    for (size_t i = 0; i < s.size(); ++i)
+      if (!allowed[i]) s[i] = NAN;
+  }
+
+  // sims: summed similarity of each item to the user's history (NaN where nothing is related).
+  void sims_user_scores(uint32_t user, std::vector<float>& s) const {
+    s.assign(num_items(), NAN);
+    const ItemNeighbors& nb = model.recipe.neighbors;
+    for (uint32_t h : seen_of(user)) {
+      for (uint64_t k = nb.offsets[h]; k < nb.offsets[h + 1]; ++k) {
+        float& x = s[nb.items[k]];
+        x = std::isnan(x) ? nb.scores[k] : x + nb.scores[k];
+      }
+    }
+  }
+
+  void recommend_for_user(uint32_t user, const Query& q, const std::vector<uint8_t>& allowed,
+                          std::vector<uint32_t>& items, std::vector<float>& scores, std::string& reason) const {
+    thread_local std::vector<float> s;
+    thread_local std::vector<uint32_t> top, candidates;
+    thread_local std::vector<float> candidate_scores;
+    const bool remove_seen = !options.keep_seen;
+    auto mask_seen = [&] {
+      if (remove_seen)
+        for (uint32_t i : seen_of(user)) s[i] = NAN;
+    };
+    if (scorer && options.candidates > 0 && options.candidates < num_items()) {
+      // Two-stage: the GMF dot product over the catalog picks candidates, the full model reranks.
+      s.resize(num_items());
+      scorer->gmf_scores(user, s);
+      mask_scores(s, allowed);
+      mask_seen();
+      cpu::top_k(s, options.candidates, candidates);
+      candidate_scores.resize(candidates.size());
+      scorer->score(user, candidates, candidate_scores);
+      cpu::top_k(candidate_scores, q.k, top);
+      for (uint32_t c : top) {
+        items.push_back(candidates[c]);
+        scores.push_back(sigmoid(candidate_scores[c]));
+      }
+      return;
+    }
+    if (scorer) {
+      s.resize(num_items());
+      scorer->score_all(user, s);
+    } else if (model.kind == "sims") {
+      sims_user_scores(user, s);
+    } else {
+      s = model.recipe.item_scores;
+    }
+    mask_scores(s, allowed);
+    mask_seen();
+    cpu::top_k(s, q.k, top);
+    for (uint32_t i : top) {
+      items.push_back(i);
+      scores.push_back(scorer ? sigmoid(s[i]) : s[i]);
+    }
+    if (items.size() < q.k && model.kind == "sims") {
+      // The service fills a short related list with popular items; they carry no similarity.
+      std::vector<uint8_t> skip(num_items(), 0);
+      for (uint32_t i : items) skip[i] = 1;
+      if (remove_seen)
+        for (uint32_t i : seen_of(user)) skip[i] = 1;
+      const size_t before = items.size();
+      popular(q.k, allowed, skip, items, scores);
+      std::fill(scores.begin() + before, scores.end(), 0.0f);
+      if (items.size() > before) reason = "fewer related items than numResults: filled with popular items (score 0)";
+    }
+  }
+
+  void related(uint32_t item, const Query& q, const std::vector<uint8_t>& allowed,
+               std::vector<uint32_t>& items, std::vector<float>& scores, std::string& reason) const {
+    thread_local std::vector<float> s;
+    thread_local std::vector<uint32_t> top;
+    if (model.kind == "sims") {
+      const ItemNeighbors& nb = model.recipe.neighbors;
+      for (uint64_t k = nb.offsets[item]; k < nb.offsets[item + 1] && items.size() < q.k; ++k) {
+        if (!allowed.empty() && !allowed[nb.items[k]]) continue;
+        items.push_back(nb.items[k]);
+        scores.push_back(nb.scores[k]);
+      }
+      if (items.size() < q.k) {
+        std::vector<uint8_t> skip(num_items(), 0);
+        skip[item] = 1;
+        for (uint32_t i : items) skip[i] = 1;
+        const size_t before = items.size();
+        popular(q.k, allowed, skip, items, scores);
+        std::fill(scores.begin() + before, scores.end(), 0.0f);
+        if (items.size() > before) reason = "fewer related items than numResults: filled with popular items (score 0)";
+      }
+      return;
+    }
+    if (scorer) {
+      // Nearest items by the cosine of the learned item embeddings.
+      s.resize(num_items());
+      const float* v = item_vectors.data() + static_cast<size_t>(item) * item_dim;
+      for (uint32_t i = 0; i < num_items(); ++i) {
+        const float* w = item_vectors.data() + static_cast<size_t>(i) * item_dim;
+        float z = 0;
+        for (uint32_t j = 0; j < item_dim; ++j) z += v[j] * w[j];
+        s[i] = z;
+      }
+    } else {
+      s = model.recipe.item_scores;
+    }
+    s[item] = NAN;
+    mask_scores(s, allowed);
+    cpu::top_k(s, q.k, top);
+    for (uint32_t i : top) {
+      items.push_back(i);
+      scores.push_back(s[i]);
+    }
+  }
+
+  json rank(const Query& q, const std::vector<uint8_t>& allowed, std::string& reason, bool& fallback) const {
+    std::vector<uint32_t> known;
+    std::vector<std::string> unknown;
+    for (const std::string& id : *q.item_list) {
+      const auto it = item_index.find(id);
+      if (it == item_index.end()) unknown.push_back(id);
+      else if (allowed.empty() || allowed[it->second]) known.push_back(it->second);
+    }
+    std::vector<float> s(known.size());
+    const auto user = user_index.find(*q.user_id);
+    if (user == user_index.end()) {
+      for (size_t k = 0; k < known.size(); ++k) s[k] = popularity[known[k]];
+      reason = "unknown user: ranked by popularity";
+      fallback = true;
+    } else if (scorer) {
+      scorer->score(user->second, known, s);
+      for (float& x : s) x = sigmoid(x);
+    } else if (model.kind == "sims") {
+      std::vector<float> all;
+      sims_user_scores(user->second, all);
+      for (size_t k = 0; k < known.size(); ++k) s[k] = std::isnan(all[known[k]]) ? 0.0f : all[known[k]];
+    } else {
+      for (size_t k = 0; k < known.size(); ++k) s[k] = model.recipe.item_scores[known[k]];
+    }
+    std::vector<size_t> order(known.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return s[a] > s[b]; });
+    json items = json::array(), scores = json::array();
+    for (size_t k : order) {
+      items.push_back(model.item_ids[known[k]]);
+      scores.push_back(s[k]);
+    }
+    for (const std::string& id : unknown) {
+      items.push_back(id);
+      scores.push_back(nullptr);
+    }
+    return json{{"recommendedItems", std::move(items)}, {"scores", std::move(scores)}};
+  }
+
+  json answer_query(const Query& q, bool& fallback) const {
+    const std::vector<uint8_t> allowed = allowed_items(q);
+    std::vector<uint32_t> items;
+    std::vector<float> scores;
+    std::string reason;
+    if (q.item_list) {
+      json out = rank(q, allowed, reason, fallback);
+      if (!reason.empty()) out["reason"] = reason;
+      return out;
+    }
+    if (q.user_id) {
+      const auto it = user_index.find(*q.user_id);
+      if (it == user_index.end()) {
+        popular(q.k, allowed, {}, items, scores);
+        reason = "unknown user: the most popular items";
+        fallback = true;
+      } else {
+        recommend_for_user(it->second, q, allowed, items, scores, reason);
+      }
+    } else {
+      const auto it = item_index.find(*q.item_id);
+      if (it == item_index.end()) {
+        popular(q.k, allowed, {}, items, scores);
+        reason = "unknown item: the most popular items";
+        fallback = true;
+      } else {
+        related(it->second, q, allowed, items, scores, reason);
+      }
+    }
+    json ids = json::array(), values = json::array();
+    for (size_t k = 0; k < items.size(); ++k) {
+      ids.push_back(model.item_ids[items[k]]);
+      values.push_back(scores[k]);
+    }
+    json out{{"recommendedItems", std::move(ids)}, {"scores", std::move(values)}};
+    if (!reason.empty()) out["reason"] = reason;
+    return out;
+  }
+
+  std::string answer(std::string_view line, LineResult& result) const {
+    json out{{"input", nullptr}, {"output", nullptr}, {"error", nullptr}};
+    json input;
+    try {
+      input = json::parse(line);
+    } catch (const json::parse_error& e) {
+      out["input"] = std::string(line);
+      out["error"] = fmt::format("not valid JSON: {}", e.what());
+      result.error = true;
+      return dump_line(out);
+    }
+    out["input"] = input;
+    try {
+      if (!input.is_object()) throw LineError("a query must be a JSON object such as {\"userId\": \"u1\"}");
+      out["output"] = answer_query(parse_query(input), result.fallback);
+    } catch (const std::exception& e) {
+      out["error"] = e.what();
+      result.error = true;
+      result.fallback = false;
+    }
+    return dump_line(out);
+  }
+
+  // ---- Segments ----
+
+  // Affinity of every user for one item (NaN: excluded).
+  void user_affinity(const std::vector<uint32_t>& items, std::vector<float>& affinity) const {
+    const int64_t users = num_users();
+    affinity.assign(users, 0.0f);
+    if (scorer) {
+#pragma omp parallel
+      {
+        std::vector<float> s(items.size());
+#pragma omp for schedule(static, 256)
+        for (int64_t u = 0; u < users; ++u) {
+          scorer->score(static_cast<uint32_t>(u), items, s);
+          double sum = 0;
+          for (float x : s) sum += sigmoid(x);
+          affinity[u] = static_cast<float>(sum / items.size());
+        }
+      }
+      return;
+    }
+    // sims: a user's affinity for item i is the summed similarity of i to the user's history.
+    const ItemNeighbors& nb = model.recipe.neighbors;
+    for (uint32_t i : items) {
+      for (uint64_t k = nb.offsets[i]; k < nb.offsets[i + 1]; ++k) {
+        const uint32_t j = nb.items[k];
+        for (uint64_t r = item_users.offsets[j]; r < item_users.offsets[j + 1]; ++r)
+          affinity[item_users.items[r]] += nb.scores[k] / items.size();
+      }
+    }
+  }
+
+  std::string segment(std::string_view line, uint32_t default_k, LineResult& result) const {
+    json out{{"input", nullptr}, {"output", nullptr}, {"error", nullptr}};
+    json input;
+    try {
+      input = json::parse(line);
+    } catch (const json::parse_error& e) {
+      out["input"] = std::string(line);
+      out["error"] = fmt::format("not valid JSON: {}", e.what());
+      result.error = true;
+      return dump_line(out);
+    }
+    out["input"] = input;
+    try {
+      if (!input.is_object()) throw LineError("a query must be a JSON object such as {\"itemId\": \"i1\"}");
+      const auto item_id = string_field(input, "itemId");
+      const auto attributes = string_field(input, "itemAttributes");
+      if (!item_id && !attributes) throw LineError("the query names neither an itemId nor itemAttributes");
+      if (item_id && attributes) throw LineError("give an itemId or itemAttributes, not both");
+      const uint32_t k = num_results_of(input, default_k, std::max<uint32_t>(num_users(), 1));
+      std::vector<uint32_t> items;
+      if (item_id) {
+        const auto it = item_index.find(*item_id);
+        if (it == item_index.end())
+          throw LineError(fmt::format("item '{}' is not in the model; a new item reaches users through itemAttributes", *item_id));
+        items.push_back(it->second);
+      } else {
+        const std::vector<uint8_t> mask = match_item_attributes(*attributes, context.catalog);
+        for (uint32_t i : popular_order) {
+          if (items.size() >= kMaxAttributeItems) break;
+          if (mask[i]) items.push_back(i);
+        }
+        if (items.empty()) throw LineError("no item of the model has these attributes");
+      }
+      std::vector<float> affinity;
+      user_affinity(items, affinity);
+      if (item_id && !options.keep_seen) {
+        // Users who already interacted with the item are not a segment to reach.
+        for (uint32_t u = 0; u < num_users(); ++u) {
+          const auto seen = seen_of(u);
+          if (std::binary_search(seen.begin(), seen.end(), items[0])) affinity[u] = NAN;
+        }
+      }
+      std::vector<uint32_t> top;
+      cpu::top_k(affinity, k, top);
+      json users = json::array();
+      for (uint32_t u : top) users.push_back(model.user_ids[u]);
+      out["output"] = json{{"recommendedUsers", std::move(users)}};
+    } catch (const std::exception& e) {
+      out["error"] = e.what();
+      result.error = true;
+    }
+    return dump_line(out);
+  }
+};
+
+Recommender::Recommender(ModelData model, InferenceContext context, InferenceOptions options)
+    : impl_(std::make_unique<Impl>()) {
+  TB_CHECK(options.num_results >= 1 && options.num_results <= kMaxResults,
+           fmt::format("--num-results must be from 1 to {}", kMaxResults));
+  impl_->model = std::move(model);
+  impl_->context = std::move(context);
+  impl_->options = std::move(options);
+  if (impl_->context.catalog.item_ids.empty()) impl_->context.catalog.item_ids = impl_->model.item_ids;
+  TB_CHECK(impl_->context.catalog.num_items() == impl_->model.item_ids.size(),
+           "inference: the catalog and the model list different items");
+  if (impl_->options.candidates > 0 && !(impl_->model.params && impl_->model.params->config.has_gmf()))
+    throw Error("--candidates: two-stage retrieval ranks candidates by the GMF branch; this model has none");
+  if (!impl_->options.filter.empty()) impl_->filter.emplace(impl_->options.filter, impl_->context.catalog);
+  impl_->prepare();
+}
+
+Recommender::~Recommender() = default;
+
+const ModelData& Recommender::model() const { return impl_->model; }
+
+bool Recommender::personalized() const { return impl_->scorer != nullptr || impl_->model.kind == "sims"; }
+
+std::string Recommender::answer(std::string_view line, LineOutcome* outcome) const {
+  LineOutcome ignored;
+  return impl_->answer(line, outcome ? *outcome : ignored);
+}
+
+std::string Recommender::segment(std::string_view line, uint32_t default_num_results, LineOutcome* outcome) const {
+  LineOutcome ignored;
+  return impl_->segment(line, default_num_results, outcome ? *outcome : ignored);
+}
+
+// ---- Jobs ----------------------------------------------------------------------------------------
+
+namespace {
+
+std::ifstream open_input(const fs::path& input) {
+  std::ifstream in(input, std::ios::binary);
+  if (!in) throw Error(fmt::format("--input {}: cannot open: {}", input.string(), std::strerror(errno)));
+  return in;
+}
+
+template <typename AnswerFn>
+BatchStats run_lines(const fs::path& input, const fs::path& output, uint32_t threads, bool parallel_lines,
+                     AnswerFn&& answer) {
+  const auto start = std::chrono::steady_clock::now();
+  std::ifstream in = open_input(input);
+  AtomicOutput out(output);
+  BatchStats stats;
+  std::vector<std::string> lines, answers;
+  std::vector<LineResult> results;
+  const int workers = threads > 0 ? static_cast<int>(threads) : omp_get_max_threads();
+  std::string line;
+  bool more = true;
+  while (more) {
+    lines.clear();
+    while (lines.size() < kChunkLines && (more = static_cast<bool>(std::getline(in, line)))) {
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (!blank(line)) lines.push_back(line);
+    }
+    answers.assign(lines.size(), std::string());
+    results.assign(lines.size(), LineResult{});
+    const int64_t n = static_cast<int64_t>(lines.size());
+    if (parallel_lines) {
+#pragma omp parallel for schedule(dynamic, 4) num_threads(workers)
+      for (int64_t k = 0; k < n; ++k) answers[k] = answer(lines[k], results[k]);
+    } else {
+      for (int64_t k = 0; k < n; ++k) answers[k] = answer(lines[k], results[k]);
+    }
+    std::string text;
+    for (int64_t k = 0; k < n; ++k) {
+      text += answers[k];
+      text += '\n';
+      stats.errors += results[k].error;
+      stats.fallbacks += results[k].fallback;
+    }
+    out.write(text);
+    stats.lines += lines.size();
+  }
+  if (in.bad()) throw Error(fmt::format("--input {}: read failed", input.string()));
+  out.commit();
+  stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return stats;
+}
+
+std::string resolve_device(const std::string& device) {
+  if (device == "auto" || device == "cpu") return "cpu";
+  if (device == "cuda")
+    throw Error("--device cuda: batch inference on the GPU is not in this build yet; use --device cpu or auto");
+  throw Error(fmt::format("unknown --device '{}': expected auto, cpu or cuda", device));
+}
+
+void print_stats(std::ostream& log, const char* job, const BatchStats& s, const fs::path& output) {
+  log << fmt::format("{}: {} lines ({} errors, {} fallbacks) in {:.2f}s, {:.0f} lines/s -> {}\n", job, s.lines,
+                     s.errors, s.fallbacks, s.seconds, s.lines / std::max(s.seconds, 1e-9), output.string());
+}
+
+}  // namespace
+
+BatchStats run_batch_infer(const Recommender& recommender, const fs::path& input, const fs::path& output,
+                           uint32_t threads) {
+  return run_lines(input, output, threads, true,
+                   [&](const std::string& line, LineResult& r) { return recommender.answer(line, &r); });
+}
+
+BatchStats run_batch_segment(const Recommender& recommender, const fs::path& input, const fs::path& output,
+                             uint32_t num_results, uint32_t threads) {
+  TB_CHECK(recommender.personalized(),
+           fmt::format("batch-segment needs a personalized model (neumf, gmf, mlp or sims), not {}",
+                       recommender.model().kind));
+  TB_CHECK(num_results >= 1, "--num-results must be positive");
+  if (threads > 0) omp_set_num_threads(static_cast<int>(threads));
+  return run_lines(input, output, threads, false,
+                   [&](const std::string& line, LineResult& r) { return recommender.segment(line, num_results, &r); });
+}
+
+BatchStats batch_infer(const fs::path& model_dir, const fs::path& input, const fs::path& output,
+                       const InferenceOptions& options, std::ostream& log) {
+  resolve_device(options.device);
+  if (!options.filter.empty()) check_filter_syntax(options.filter);  // fail before loading anything
+  ModelData model = load_model_dir(model_dir);
+  fs::path data;
+  if (!options.filter.empty()) {
+    if (model.data.empty() || !fs::exists(model.data))
+      throw Error(fmt::format("--filter reads item metadata and events from the dataset the model was "
+                              "trained on, {}, which is missing",
+                              model.data.empty() ? "(not recorded)" : model.data.string()));
+    data = model.data;
+  }
+  InferenceContext context = load_context(model, data);
+  const std::string kind = model.kind;
+  const Recommender recommender(std::move(model), std::move(context), options);
+  log << fmt::format("batch-infer: {} model, {} users, {} items, {} on the cpu{}{}\n", kind,
+                     recommender.model().user_ids.size(), recommender.model().item_ids.size(),
+                     options.candidates > 0 ? fmt::format("two-stage ({} candidates)", options.candidates) : "exact top-k",
+                     options.filter.empty() ? "" : ", filter: ", options.filter);
+  const BatchStats stats = run_batch_infer(recommender, input, output, options.threads);
+  print_stats(log, "batch-infer", stats, output);
+  return stats;
+}
+
+BatchStats batch_segment(const fs::path& model_dir, const fs::path& input, const fs::path& output,
+                         uint32_t num_results, bool keep_seen, uint32_t threads, std::ostream& log) {
+  ModelData model = load_model_dir(model_dir);
+  const fs::path data = !model.data.empty() && fs::exists(model.data) ? model.data : fs::path();
+  InferenceContext context = load_context(model, data);
+  InferenceOptions options;
+  options.keep_seen = keep_seen;
+  options.threads = threads;
+  const Recommender recommender(std::move(model), std::move(context), options);
+  const BatchStats stats = run_batch_segment(recommender, input, output, num_results, threads);
+  print_stats(log, "batch-segment", stats, output);
+  return stats;
+}
+
+}  // namespace tastebud::host

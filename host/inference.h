@@ -1,0 +1,121 @@
+// Batch inference: what a trained model answers, in the managed service's batch layout
+// (../shared/PERSONALIZE.md, issue 5).
+//
+// batch-infer reads JSON lines, one query each:
+//   {"userId": "u1"}                          top-N items, the user's seen items removed
+//   {"userId": "u1", "itemList": ["i1", ...]} the list reordered for the user; ids the model never
+//                                             saw go last with a null score
+//   {"itemId": "i1"}                          related items
+// with optional "numResults" and "filterValues", and writes, in input order,
+//   {"input": {...}, "output": {"recommendedItems": [...], "scores": [...]}, "error": null}
+// A fallback answer (unknown user or item: popular items) adds "reason" to "output". A bad line
+// gets "output": null and its message in "error"; the job goes on. Blank lines are skipped.
+//
+// batch-segment reads {"itemId": "i1"} or {"itemAttributes": "ITEMS.GENRES = \"Comedy\""} and
+// writes {"input": ..., "output": {"recommendedUsers": [...]}, "error": null}: the users with the
+// highest affinity for the item, or the mean affinity over the (at most 100 most popular) items
+// with those attributes.
+//
+// Scores: the NeuMF family gives the model's probability (sigmoid of the logit), related items the
+// cosine of the concatenated GMF and MLP item embeddings; recipes give their own scores
+// (popularity: weighted counts; trending: growth; sims: summed similarity).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <iosfwd>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "host/filters.h"
+#include "host/model_dir.h"
+#include "host/recipes.h"
+#include "tastebud/engine/model.h"
+
+namespace tastebud::host {
+
+struct InferenceOptions {
+  uint32_t num_results = 25;  // default per query; a line's numResults wins (1..500)
+  std::string filter;         // empty: none
+  std::string device = "auto";
+  bool keep_seen = false;     // keep the user's interacted items in recommendations
+  uint32_t candidates = 0;    // > 0: two-stage retrieval, this many GMF candidates reranked
+  uint32_t threads = 0;       // 0: all cores
+};
+
+// Everything a model directory holds, in memory. Tests build one by hand.
+struct ModelData {
+  std::string kind;  // neumf | gmf | mlp | popularity | sims | trending
+  std::vector<std::string> user_ids, item_ids;
+  SeenItems seen;                     // may be empty (no user has seen anything)
+  std::optional<ModelParams> params;  // the NeuMF family
+  RecipeData recipe;                  // recipes
+  std::filesystem::path data;         // the dataset it was trained on ("" when unknown)
+};
+
+ModelData load_model_dir(const std::filesystem::path& dir);
+
+// The querying user's events by external id, for Interactions.EVENT_TYPE filters.
+using UserEventsFn = std::function<std::vector<UserEvent>(std::string_view user_id)>;
+
+// The catalog view filters need (metadata, event types) and the users' events, from the dataset
+// the model was trained on, mapped to the model's item order.
+struct InferenceContext {
+  ItemCatalog catalog;
+  UserEventsFn user_events;  // may be empty: no events known
+};
+InferenceContext load_context(const ModelData& model, const std::filesystem::path& dataset_dir);
+
+class Recommender {
+ public:
+  // Parses and binds the filter (throws FilterError with the position) and prepares the model.
+  Recommender(ModelData model, InferenceContext context, InferenceOptions options);
+  ~Recommender();
+
+  const ModelData& model() const;
+  bool personalized() const;  // can answer segments
+
+  struct LineOutcome {
+    bool error = false;     // the line's "error" is set
+    bool fallback = false;  // unknown user or item: popular items
+  };
+  // One batch-infer line in, one output line out (without the newline). Never throws for a bad
+  // line: the message goes to "error".
+  std::string answer(std::string_view line, LineOutcome* outcome = nullptr) const;
+  // One batch-segment line in, one output line out.
+  std::string segment(std::string_view line, uint32_t default_num_results,
+                      LineOutcome* outcome = nullptr) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+struct BatchStats {
+  uint64_t lines = 0;
+  uint64_t errors = 0;
+  uint64_t fallbacks = 0;
+  double seconds = 0;
+};
+
+// Runs the whole file: lines answered in parallel in chunks, written in input order to a
+// temporary name beside `output` and renamed into place at the end.
+BatchStats run_batch_infer(const Recommender& recommender, const std::filesystem::path& input,
+                           const std::filesystem::path& output, uint32_t threads);
+BatchStats run_batch_segment(const Recommender& recommender, const std::filesystem::path& input,
+                             const std::filesystem::path& output, uint32_t num_results,
+                             uint32_t threads);
+
+// Opens the model directory and its dataset, runs the job, prints a summary to `log`.
+BatchStats batch_infer(const std::filesystem::path& model_dir, const std::filesystem::path& input,
+                       const std::filesystem::path& output, const InferenceOptions& options,
+                       std::ostream& log);
+BatchStats batch_segment(const std::filesystem::path& model_dir, const std::filesystem::path& input,
+                         const std::filesystem::path& output, uint32_t num_results, bool keep_seen,
+                         uint32_t threads, std::ostream& log);
+
+}  // namespace tastebud::host

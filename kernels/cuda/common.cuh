@@ -1,0 +1,42 @@
+// For .cu files only: the check macros and launch helpers over the CUDA headers.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <string>
+
+#include "cuda/common.h"
+#include "tastebud/error.h"
+
+namespace tastebud::cuda {
+
+[[noreturn]] void throw_cuda_error(cudaError_t status, const char* expr, const char* file, int line);
+[[noreturn]] void throw_cublas_error(cublasStatus_t status, const char* expr, const char* file,
+                                     int line);
+// After a launch: the launch error, and with debug_sync() the kernel's own.
+void check_launch(const char* kernel, StreamHandle stream, const char* file, int line);
+
+inline unsigned grid_for(int64_t threads, int block, int64_t cap = 65535LL * 32) {
+  const int64_t blocks = (threads + block - 1) / block;
+  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > cap ? cap : blocks));
+}
+
+}  // namespace tastebud::cuda
+
+#define TB_CUDA_CHECK(expr)                                                           \
+  do {                                                                                \
+    const cudaError_t tb_status_ = (expr);                                            \
+    if (tb_status_ != cudaSuccess)                                                    \
+      ::tastebud::cuda::throw_cuda_error(tb_status_, #expr, __FILE__, __LINE__);      \
+  } while (0)
+
+#define TB_CUBLAS_CHECK(expr)                                                         \
+  do {                                                                                \
+    const cublasStatus_t tb_status_ = (expr);                                         \
+    if (tb_status_ != CUBLAS_STATUS_SUCCESS)                                          \
+      ::tastebud::cuda::throw_cublas_error(tb_status_, #expr, __FILE__, __LINE__);    \
+  } while (0)
+
+#define TB_CUDA_LAUNCH_CHECK(kernel, stream) \
+  ::tastebud::cuda::check_launch(kernel, stream, __FILE__, __LINE__)

@@ -1,0 +1,158 @@
+// The CUDA side's plain C++ face: device memory, streams and cuBLAS handles as RAII objects, and
+// the device probe. No CUDA header is included here, so engine code and tests compiled by the
+// host compiler can hold device buffers and call the launchers in kernels/cuda/*.h. The opaque
+// types are the very structs the CUDA headers declare, so a .cu file sees the same types.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+struct CUstream_st;    // cudaStream_t is CUstream_st*
+struct cublasContext;  // cublasHandle_t is cublasContext*
+
+namespace tastebud::cuda {
+
+using StreamHandle = CUstream_st*;
+using BlasHandle = cublasContext*;
+
+// What the machine offers; never throws. False with the reason ("no CUDA driver", "no CUDA
+// device", ...) when nothing can run.
+struct DeviceInfo {
+  int device = 0;
+  std::string name;
+  size_t free_bytes = 0;
+  size_t total_bytes = 0;
+  int sm_major = 0, sm_minor = 0;
+};
+bool probe(std::string* reason, DeviceInfo* info = nullptr);
+
+// Debug option: synchronize after every launch so an asynchronous fault is reported at the kernel
+// that caused it. Also on when the environment sets TASTEBUD_CUDA_SYNC=1.
+void set_debug_sync(bool on);
+bool debug_sync();
+
+// Untyped device memory and copies; they throw tastebud::Error on failure.
+void* device_alloc(size_t bytes);
+void device_free(void* ptr) noexcept;
+void copy_to_device(void* dst, const void* src, size_t bytes, StreamHandle stream = nullptr);
+void copy_to_host(void* dst, const void* src, size_t bytes, StreamHandle stream = nullptr);
+void copy_device(void* dst, const void* src, size_t bytes, StreamHandle stream = nullptr);
+void fill_zero(void* dst, size_t bytes, StreamHandle stream = nullptr);
+void synchronize(StreamHandle stream);
+
+// Move-only owner of `size` elements of device memory.
+template <class T>
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t size) { resize(size); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer(DeviceBuffer&& other) noexcept
+      : ptr_(std::exchange(other.ptr_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept {
+    if (this != &other) {
+      device_free(ptr_);
+      ptr_ = std::exchange(other.ptr_, nullptr);
+      size_ = std::exchange(other.size_, 0);
+    }
+    return *this;
+  }
+  ~DeviceBuffer() { device_free(ptr_); }
+
+  // Discards the contents when the size changes.
+  void resize(size_t size) {
+    if (size == size_) return;
+    device_free(ptr_);
+    ptr_ = nullptr;
+    size_ = 0;
+    if (size > 0) ptr_ = static_cast<T*>(device_alloc(size * sizeof(T)));
+    size_ = size;
+  }
+  void upload(std::span<const T> host, StreamHandle stream = nullptr) {
+    resize(host.size());
+    copy_to_device(ptr_, host.data(), host.size_bytes(), stream);
+  }
+  std::vector<T> download(StreamHandle stream = nullptr) const {
+    std::vector<T> host(size_);
+    copy_to_host(host.data(), ptr_, size_ * sizeof(T), stream);
+    return host;
+  }
+  void zero(StreamHandle stream = nullptr) { fill_zero(ptr_, size_ * sizeof(T), stream); }
+
+  T* data() { return ptr_; }
+  const T* data() const { return ptr_; }
+  size_t size() const { return size_; }
+  size_t bytes() const { return size_ * sizeof(T); }
+  bool empty() const { return size_ == 0; }
+
+ private:
+  T* ptr_ = nullptr;
+  size_t size_ = 0;
+};
+
+template <class T>
+DeviceBuffer<T> to_device(std::span<const T> host, StreamHandle stream = nullptr) {
+  DeviceBuffer<T> buffer;
+  buffer.upload(host, stream);
+  return buffer;
+}
+template <class T>
+DeviceBuffer<T> to_device(const std::vector<T>& host, StreamHandle stream = nullptr) {
+  return to_device(std::span<const T>(host), stream);
+}
+
+// A non-blocking stream, destroyed with its owner.
+class Stream {
+ public:
+  Stream();
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  Stream(Stream&& other) noexcept : handle_(std::exchange(other.handle_, nullptr)) {}
+  Stream& operator=(Stream&& other) noexcept;
+  ~Stream();
+  StreamHandle get() const { return handle_; }
+  void synchronize() const { cuda::synchronize(handle_); }
+
+ private:
+  StreamHandle handle_ = nullptr;
+};
+
+// A cuBLAS handle bound to one stream; TF32 tensor-core math when asked for.
+class Blas {
+ public:
+  Blas(StreamHandle stream, bool tf32);
+  Blas(const Blas&) = delete;
+  Blas& operator=(const Blas&) = delete;
+  Blas(Blas&& other) noexcept
+      : handle_(std::exchange(other.handle_, nullptr)), tf32_(other.tf32_) {}
+  Blas& operator=(Blas&& other) noexcept;
+  ~Blas();
+  BlasHandle get() const { return handle_; }
+  bool tf32() const { return tf32_; }
+
+ private:
+  BlasHandle handle_ = nullptr;
+  bool tf32_ = false;
+};
+
+// Timing with CUDA events, for the benchmarks: milliseconds between record_start and record_stop.
+class EventTimer {
+ public:
+  EventTimer();
+  EventTimer(const EventTimer&) = delete;
+  EventTimer& operator=(const EventTimer&) = delete;
+  ~EventTimer();
+  void start(StreamHandle stream);
+  float stop_ms(StreamHandle stream);  // records the stop event, waits for it, returns the time
+
+ private:
+  void* start_ = nullptr;
+  void* stop_ = nullptr;
+};
+
+}  // namespace tastebud::cuda

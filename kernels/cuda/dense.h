@@ -1,0 +1,44 @@
+// Dense layers on the GPU: the twin of cpu/dense.h. Row-major activations [rows x width],
+// weights [in x out], everything float32 (with TF32 tensor cores when the Blas handle asks).
+#pragma once
+
+#include <cstdint>
+
+#include "cuda/common.h"
+
+namespace tastebud::cuda {
+
+// Row-major C[m x n] = alpha * op(A)[m x k] * op(B)[k x n] + beta * C, where A is stored [m x k]
+// ([k x m] when trans_a) and B [k x n] ([n x k] when trans_b). The one place that talks to
+// cublasGemmEx; it checks the shapes and throws on any cuBLAS error.
+void gemm(const Blas& blas, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+          float alpha, const float* d_a, const float* d_b, float beta, float* d_c);
+
+// y[r, :] = relu(y[r, :] + bias) (or without the ReLU), in place.
+void bias_relu(float* d_y, const float* d_bias, int64_t rows, int64_t width, bool apply_relu,
+               StreamHandle stream);
+
+// d_out[i] = out[i] > 0 ? d_out[i] : 0.
+void relu_backward(float* d_d_out, const float* d_out, int64_t count, StreamHandle stream);
+
+// out[j] = sum over rows r of m[r, j] * (row_scale ? row_scale[r] : 1), summed in a fixed order
+// (per-slice partial sums, then the slices in order): deterministic, no atomics. `partial` needs
+// column_sum_partials(rows, width) floats.
+int64_t column_sum_partials(int64_t rows, int64_t width);
+void column_sums(const float* d_m, const float* d_row_scale, int64_t rows, int64_t width,
+                 float* d_partial, float* d_out, StreamHandle stream);
+
+// out = relu(in * weight + bias), or without the ReLU.
+void dense_forward(const Blas& blas, const float* d_in, int64_t rows, int64_t in_width,
+                   const float* d_weight, const float* d_bias, int64_t out_width, bool apply_relu,
+                   float* d_out);
+
+// Backward through out = relu(in * weight + bias). d_out is masked in place by the ReLU. Unlike
+// the CPU twin, which accumulates (+=) into per-chunk buffers, d_weight and d_bias are
+// overwritten: the GPU takes the whole batch in one pass. d_in, when not null, is overwritten.
+void dense_backward(const Blas& blas, const float* d_in, const float* d_out, float* d_d_out,
+                    int64_t rows, int64_t in_width, const float* d_weight, int64_t out_width,
+                    bool apply_relu, float* d_d_weight, float* d_d_bias, float* d_d_in,
+                    float* d_partial, StreamHandle stream);
+
+}  // namespace tastebud::cuda

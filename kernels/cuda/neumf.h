@@ -1,0 +1,75 @@
+// The NeuMF forward and backward pass over one batch of gathered rows on the GPU: the twin of
+// cpu/neumf.h (which the GPU runs over the whole batch at once instead of per chunk).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "cuda/common.h"
+
+namespace tastebud::cuda {
+
+// The model's shape as the kernels see it (cpu::NeuMFShape without Eigen).
+struct NeuMFShape {
+  int64_t factors = 0;          // GMF width; 0 when there is no GMF branch
+  std::vector<int64_t> layers;  // MLP widths; empty when there is no MLP branch
+  int64_t mlp_out() const { return layers.empty() ? 0 : layers.back(); }
+  int64_t head_inputs() const { return factors + mlp_out(); }
+  int64_t dense_layers() const { return layers.empty() ? 0 : static_cast<int64_t>(layers.size()) - 1; }
+};
+
+struct DenseParams {
+  std::vector<const float*> weights, biases;  // per dense layer, device pointers
+  const float* head_weight = nullptr;
+  const float* head_bias = nullptr;
+};
+
+struct DenseGrads {
+  std::vector<float*> weights, biases;
+  float* head_weight = nullptr;
+  float* head_bias = nullptr;
+};
+
+// Device pointers to one batch's rows, laid out as cpu::ChunkRows. `partial` is scratch for the
+// column sums: neumf_partials(shape, rows) floats.
+struct BatchRows {
+  int64_t rows = 0;
+  const float* user_gmf = nullptr;
+  const float* item_gmf = nullptr;
+  float* gmf = nullptr;
+  std::vector<float*> acts;
+  std::vector<float*> d_acts;
+  float* logits = nullptr;
+  const float* dlogits = nullptr;
+  float* d_user_gmf = nullptr;
+  float* d_item_gmf = nullptr;
+  float* partial = nullptr;
+};
+int64_t neumf_partials(const NeuMFShape& shape, int64_t rows);
+
+// gmf[i] = user_gmf[i] * item_gmf[i].
+void gmf_product(const float* d_user_gmf, const float* d_item_gmf, float* d_gmf, int64_t count,
+                 StreamHandle stream);
+
+// logits[r] = head_bias + gmf[r, :] . head_weight[0 .. f) + top[r, :] . head_weight[f .. f + h).
+void head_forward(const float* d_gmf, int64_t f, const float* d_top, int64_t h,
+                  const float* d_head_weight, const float* d_head_bias, int64_t rows,
+                  float* d_logits, StreamHandle stream);
+
+// The head's backward: per-row gradients of the GMF factors and the MLP top, and the head's own
+// gradients (overwritten) summed deterministically over the rows.
+void head_backward(const float* d_dlogits, const float* d_user_gmf, const float* d_item_gmf,
+                   const float* d_gmf, int64_t f, const float* d_top, int64_t h,
+                   const float* d_head_weight, int64_t rows, float* d_d_user_gmf,
+                   float* d_d_item_gmf, float* d_d_top, float* d_d_head_weight,
+                   float* d_d_head_bias, float* d_partial, StreamHandle stream);
+
+void neumf_forward(const Blas& blas, const NeuMFShape& shape, const DenseParams& p,
+                   BatchRows& batch, StreamHandle stream);
+
+// Overwrites the dense gradients in g and writes the per-row embedding gradients (d_user_gmf,
+// d_item_gmf, d_acts[0]).
+void neumf_backward(const Blas& blas, const NeuMFShape& shape, const DenseParams& p,
+                    BatchRows& batch, DenseGrads& g, StreamHandle stream);
+
+}  // namespace tastebud::cuda

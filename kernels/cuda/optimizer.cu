@@ -1,0 +1,64 @@
+#include "cuda/common.cuh"
+#include "cuda/optimizer.h"
+
+namespace tastebud::cuda {
+namespace {
+
+struct UpdateArgs {
+  OptimizerKind kind;
+  float step_size, beta1, beta2, eps, l2;
+};
+
+UpdateArgs args_of(const OptimizerParams& p, float step_size) {
+  return UpdateArgs{p.kind, step_size, p.beta1, p.beta2, p.eps, p.l2};
+}
+
+__global__ void dense_update_kernel(UpdateArgs a, float* __restrict__ w, float* __restrict__ s0,
+                                    float* __restrict__ s1, const float* __restrict__ g, int64_t count,
+                                    const int* __restrict__ halted) {
+  if (halted != nullptr && *halted) return;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    apply_update(a.kind, a.step_size, a.beta1, a.beta2, a.eps, a.l2, w[i], s0[i], s1[i], g[i]);
+  }
+}
+
+// One thread per (touched row, column); consecutive threads walk a row's columns.
+__global__ void sparse_update_kernel(UpdateArgs a, float* __restrict__ table, float* __restrict__ s0,
+                                     float* __restrict__ s1, int64_t width, const uint32_t* __restrict__ rows,
+                                     const int* __restrict__ num_rows, const float* __restrict__ row_grads,
+                                     const int* __restrict__ halted) {
+  if (halted != nullptr && *halted) return;
+  const int64_t total = static_cast<int64_t>(*num_rows) * width;
+  for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < total;
+       t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t k = t / width, j = t - k * width;
+    const int64_t i = static_cast<int64_t>(rows[k]) * width + j;
+    apply_update(a.kind, a.step_size, a.beta1, a.beta2, a.eps, a.l2, table[i], s0[i], s1[i], row_grads[t]);
+  }
+}
+
+}  // namespace
+
+void dense_update(const OptimizerParams& p, float step_size, float* d_weights, float* d_state0,
+                  float* d_state1, const float* d_grads, int64_t count, const int* d_halted,
+                  StreamHandle stream) {
+  if (count == 0) return;
+  constexpr int kBlock = 256;
+  dense_update_kernel<<<grid_for(count, kBlock), kBlock, 0, stream>>>(args_of(p, step_size), d_weights, d_state0,
+                                                                      d_state1, d_grads, count, d_halted);
+  TB_CUDA_LAUNCH_CHECK("dense_update_kernel", stream);
+}
+
+void sparse_update(const OptimizerParams& p, float step_size, float* d_table, float* d_state0,
+                   float* d_state1, int64_t width, const uint32_t* d_rows, const int* d_num_rows,
+                   int64_t max_rows, const float* d_row_grads, const int* d_halted,
+                   StreamHandle stream) {
+  if (width == 0 || max_rows == 0) return;
+  constexpr int kBlock = 256;
+  sparse_update_kernel<<<grid_for(max_rows * width, kBlock), kBlock, 0, stream>>>(
+      args_of(p, step_size), d_table, d_state0, d_state1, width, d_rows, d_num_rows, d_row_grads, d_halted);
+  TB_CUDA_LAUNCH_CHECK("sparse_update_kernel", stream);
+}
+
+}  // namespace tastebud::cuda

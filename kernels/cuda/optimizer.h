@@ -1,0 +1,25 @@
+// Optimizer updates on the GPU: the twin of cpu/optimizer.h, through apply_update from
+// tastebud/optim_math.h. Both kernels do nothing when `halted` (a device flag, may be null) is
+// set: the batch's loss was not finite and the epoch stops there, as on the CPU.
+#pragma once
+
+#include <cstdint>
+
+#include "cuda/common.h"
+#include "tastebud/optim_math.h"
+
+namespace tastebud::cuda {
+
+// One fused pass over every dense parameter (all layers, head) laid out in one flat buffer.
+void dense_update(const OptimizerParams& p, float step_size, float* d_weights, float* d_state0,
+                  float* d_state1, const float* d_grads, int64_t count, const int* d_halted,
+                  StreamHandle stream);
+
+// Lazy update of the touched table rows rows[0 .. *num_rows) (a count on the device, at most
+// max_rows) with their summed gradients row_grads [max_rows x width].
+void sparse_update(const OptimizerParams& p, float step_size, float* d_table, float* d_state0,
+                   float* d_state1, int64_t width, const uint32_t* d_rows, const int* d_num_rows,
+                   int64_t max_rows, const float* d_row_grads, const int* d_halted,
+                   StreamHandle stream);
+
+}  // namespace tastebud::cuda

@@ -1,0 +1,115 @@
+#include <cub/device/device_radix_sort.cuh>
+
+#include "cuda/common.cuh"
+#include "cuda/sampler.h"
+#include "tastebud/sampler_math.h"
+
+namespace tastebud::cuda {
+namespace {
+
+__global__ void shuffle_keys_kernel(uint64_t seed, uint32_t epoch, uint64_t count, uint64_t* keys,
+                                    uint32_t* index) {
+  for (uint64_t p = blockIdx.x * static_cast<uint64_t>(blockDim.x) + threadIdx.x; p < count;
+       p += static_cast<uint64_t>(gridDim.x) * blockDim.x) {
+    keys[p] = shuffle_key(seed, epoch, p);
+    index[p] = static_cast<uint32_t>(p);
+  }
+}
+
+__device__ __forceinline__ uint32_t negative_of(const SampleSpec& spec, const PositivesView& pos,
+                                                uint32_t user, uint64_t draw) {
+  const uint64_t begin = pos.user_offsets[user];
+  const uint64_t count = pos.user_offsets[user + 1] - begin;
+  return draw_negative(spec.seed, RandomStream::kNegatives, spec.epoch, draw, pos.item + begin,
+                       count, pos.num_items, pos.alias_probability, pos.alias_index);
+}
+
+__global__ void fill_rows_kernel(SampleSpec spec, PositivesView pos, const uint32_t* order,
+                                 uint64_t first, uint32_t samples, uint32_t* users, uint32_t* items,
+                                 float* labels, float* weights) {
+  const uint32_t n = spec.negatives;
+  const uint32_t per_positive = spec.bpr ? n : 1 + n;
+  for (uint32_t s = blockIdx.x * blockDim.x + threadIdx.x; s < samples; s += gridDim.x * blockDim.x) {
+    const uint64_t sample = first + s;
+    const uint64_t positive = order[sample / per_positive];
+    const uint32_t k = static_cast<uint32_t>(sample % per_positive);
+    const uint32_t user = pos.user[positive];
+    if (spec.bpr) {
+      const uint64_t r = 2 * static_cast<uint64_t>(s);
+      const float w = pos.weight[positive];
+      users[r] = user;
+      users[r + 1] = user;
+      items[r] = pos.item[positive];
+      items[r + 1] = negative_of(spec, pos, user, positive * n + k);
+      labels[r] = 1.0f;
+      labels[r + 1] = 0.0f;
+      weights[r] = w;
+      weights[r + 1] = w;
+    } else {
+      users[s] = user;
+      items[s] = k == 0 ? pos.item[positive] : negative_of(spec, pos, user, positive * n + (k - 1));
+      labels[s] = k == 0 ? 1.0f : 0.0f;
+      weights[s] = k == 0 ? pos.weight[positive] : 1.0f;
+    }
+  }
+}
+
+__global__ void draw_negatives_kernel(uint64_t seed, uint32_t epoch, PositivesView pos,
+                                      const uint64_t* draw_index, const uint32_t* user,
+                                      int64_t count, uint32_t* out) {
+  SampleSpec spec;
+  spec.seed = seed;
+  spec.epoch = epoch;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    out[i] = negative_of(spec, pos, user[i], draw_index[i]);
+  }
+}
+
+}  // namespace
+
+Shuffler::Shuffler(uint64_t count) : count_(count) {
+  TB_CHECK(count < (1ull << 31), "the CUDA shuffle handles at most 2^31 positives");
+  keys_.resize(count);
+  sorted_keys_.resize(count);
+  index_.resize(count);
+  size_t temp_bytes = 0;
+  TB_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, keys_.data(), sorted_keys_.data(),
+                                                index_.data(), index_.data(), static_cast<int>(count)));
+  temp_.resize(temp_bytes > 0 ? temp_bytes : 1);
+}
+
+void Shuffler::run(uint64_t seed, uint32_t epoch, uint32_t* d_order, StreamHandle stream) {
+  if (count_ == 0) return;
+  constexpr int kBlock = 256;
+  shuffle_keys_kernel<<<grid_for(count_, kBlock), kBlock, 0, stream>>>(seed, epoch, count_, keys_.data(),
+                                                                      index_.data());
+  TB_CUDA_LAUNCH_CHECK("shuffle_keys_kernel", stream);
+  size_t temp_bytes = temp_.size();
+  TB_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp_.data(), temp_bytes, keys_.data(),
+                                                sorted_keys_.data(), index_.data(), d_order,
+                                                static_cast<int>(count_), 0, 64, stream));
+  TB_CUDA_LAUNCH_CHECK("DeviceRadixSort::SortPairs (shuffle)", stream);
+}
+
+void fill_rows(const SampleSpec& spec, const PositivesView& positives, const uint32_t* d_order,
+               uint64_t first, uint32_t samples, uint32_t* d_users, uint32_t* d_items,
+               float* d_labels, float* d_weights, StreamHandle stream) {
+  if (samples == 0) return;
+  constexpr int kBlock = 256;
+  fill_rows_kernel<<<grid_for(samples, kBlock), kBlock, 0, stream>>>(
+      spec, positives, d_order, first, samples, d_users, d_items, d_labels, d_weights);
+  TB_CUDA_LAUNCH_CHECK("fill_rows_kernel", stream);
+}
+
+void draw_negatives(uint64_t seed, uint32_t epoch, const PositivesView& positives,
+                    const uint64_t* d_draw_index, const uint32_t* d_user, int64_t count,
+                    uint32_t* d_out, StreamHandle stream) {
+  if (count == 0) return;
+  constexpr int kBlock = 256;
+  draw_negatives_kernel<<<grid_for(count, kBlock), kBlock, 0, stream>>>(
+      seed, epoch, positives, d_draw_index, d_user, count, d_out);
+  TB_CUDA_LAUNCH_CHECK("draw_negatives_kernel", stream);
+}
+
+}  // namespace tastebud::cuda

@@ -1,0 +1,804 @@
+// Both backends side by side: a typed suite whose CPU instance runs everywhere and whose CUDA
+// instance checks every CUDA op against its CPU twin, a whole training step, the first losses of a
+// short run and the sampler's draws. Without a device (or without a CUDA build) the CUDA instance
+// skips with the reason, so CI stays green and says why.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "cpu/embedding.h"
+#include "cpu/loss.h"
+#include "cpu/neumf.h"
+#include "cpu/optimizer.h"
+#include "cpu/sampler.h"
+#include "cpu/topk.h"
+#include "tastebud/engine/backends.h"
+#include "tastebud/engine/trainer.h"
+#include "tastebud/sampler_math.h"
+
+#ifdef TASTEBUD_WITH_CUDA
+#include "cuda/common.h"
+#include "cuda/dense.h"
+#include "cuda/embedding.h"
+#include "cuda/loss.h"
+#include "cuda/neumf.h"
+#include "cuda/optimizer.h"
+#include "cuda/sampler.h"
+#include "cuda/topk.h"
+#endif
+
+namespace tastebud {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Comparison helpers: atol + rtol * |ref|, naming the first bad index and both values.
+
+::testing::AssertionResult near_all(const std::vector<float>& got, const std::vector<float>& ref,
+                                    double atol, double rtol, const std::string& what = "") {
+  if (got.size() != ref.size()) {
+    return ::testing::AssertionFailure() << what << ": size " << got.size() << ", expected " << ref.size();
+  }
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double tolerance = atol + rtol * std::abs(static_cast<double>(ref[i]));
+    const bool both_nan = std::isnan(got[i]) && std::isnan(ref[i]);
+    if (!both_nan && !(std::abs(static_cast<double>(got[i]) - ref[i]) <= tolerance)) {
+      return ::testing::AssertionFailure() << what << ": first mismatch at index " << i << " of "
+                                           << ref.size() << ": got " << got[i] << ", expected " << ref[i]
+                                           << " (tolerance " << tolerance << ")";
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+template <class T>
+::testing::AssertionResult equal_all(const std::vector<T>& got, const std::vector<T>& ref,
+                                     const std::string& what = "") {
+  if (got.size() != ref.size()) {
+    return ::testing::AssertionFailure() << what << ": size " << got.size() << ", expected " << ref.size();
+  }
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (got[i] != ref[i]) {
+      return ::testing::AssertionFailure() << what << ": first difference at index " << i << ": got "
+                                           << got[i] << ", expected " << ref[i];
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = normal(rng);
+  return v;
+}
+
+std::vector<uint32_t> random_ids(size_t n, uint32_t below, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<uint32_t> pick(0, below - 1);
+  std::vector<uint32_t> v(n);
+  for (uint32_t& x : v) x = pick(rng);
+  return v;
+}
+
+// Users like a band of items, as in test_engine: something to learn, of odd sizes.
+TrainingSet banded_training_set(uint32_t users, uint32_t items) {
+  TrainingSet t;
+  t.num_users = users;
+  t.num_items = items;
+  for (uint32_t u = 0; u < users; ++u) {
+    std::vector<uint32_t> mine;
+    const uint32_t band = (u % 4) * (items / 4);
+    for (uint32_t k = 0; k < 3 + u % 7; ++k) mine.push_back(band + (k * 5 + u) % (items / 4));
+    std::sort(mine.begin(), mine.end());
+    mine.erase(std::unique(mine.begin(), mine.end()), mine.end());
+    for (uint32_t i : mine) {
+      t.user.push_back(u);
+      t.item.push_back(i);
+      t.weight.push_back(1.0f + 0.25f * static_cast<float>(i % 3));
+    }
+  }
+  t.finalize();
+  return t;
+}
+
+ModelConfig odd_config(const TrainingSet& t, ModelKind kind = ModelKind::kNeuMF) {
+  ModelConfig c;
+  c.kind = kind;
+  c.num_users = t.num_users;
+  c.num_items = t.num_items;
+  c.factors = 7;
+  c.layers = {18, 13, 5};
+  return c;
+}
+
+cpu::NeuMFShape cpu_shape(int64_t factors, std::vector<int64_t> layers) {
+  cpu::NeuMFShape s;
+  s.factors = factors;
+  s.layers = std::move(layers);
+  return s;
+}
+
+// What the NeuMF forward and backward of one batch produce.
+struct NeuMFResult {
+  std::vector<float> logits, d_user_gmf, d_item_gmf, d_x0;
+  std::vector<std::vector<float>> d_weights, d_biases;
+  std::vector<float> d_head_weight, d_head_bias;
+};
+
+struct NeuMFProblem {
+  cpu::NeuMFShape shape;
+  int64_t rows = 0;
+  std::vector<std::vector<float>> weights, biases;
+  std::vector<float> head_weight, head_bias, user_gmf, item_gmf, x0, dlogits;
+
+  NeuMFProblem(int64_t factors, std::vector<int64_t> layers, int64_t rows_, uint32_t seed)
+      : shape(cpu_shape(factors, std::move(layers))), rows(rows_) {
+    for (int64_t j = 0; j < shape.dense_layers(); ++j) {
+      weights.push_back(random_floats(shape.layers[j] * shape.layers[j + 1], seed + 10 * j, 0.3f));
+      biases.push_back(random_floats(shape.layers[j + 1], seed + 10 * j + 1, 0.1f));
+    }
+    head_weight = random_floats(shape.head_inputs(), seed + 100, 0.5f);
+    head_bias = {0.05f};
+    user_gmf = random_floats(rows * factors, seed + 101);
+    item_gmf = random_floats(rows * factors, seed + 102);
+    x0 = random_floats(shape.layers.empty() ? 0 : rows * shape.layers[0], seed + 103);
+    dlogits = random_floats(rows, seed + 104, 0.1f);
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// The ops of each backend over host vectors. The CPU twin is the reference in every test.
+
+struct CpuOps {
+  static constexpr const char* kName = "cpu";
+  static bool available(std::string*) { return true; }
+
+  static std::vector<float> gather(const std::vector<float>& table, int64_t width,
+                                   const std::vector<uint32_t>& ids, int64_t stride, int64_t offset) {
+    std::vector<float> out(ids.size() * stride, -1.0f);
+    cpu::gather_rows(table.data(), width, ids, out.data(), stride, offset);
+    return out;
+  }
+
+  static std::vector<float> dense_forward(const std::vector<float>& in, int64_t rows, int64_t in_width,
+                                          const std::vector<float>& w, const std::vector<float>& b,
+                                          int64_t out_width, bool relu) {
+    std::vector<float> out(rows * out_width);
+    cpu::dense_forward<float>(in.data(), rows, in_width, w.data(), b.data(), out_width, relu, out.data());
+    return out;
+  }
+
+  // Returns {masked d_out, d_weight, d_bias, d_in}.
+  static std::vector<std::vector<float>> dense_backward(const std::vector<float>& in, const std::vector<float>& out,
+                                                        std::vector<float> d_out, int64_t rows, int64_t in_width,
+                                                        const std::vector<float>& w, int64_t out_width, bool relu) {
+    std::vector<float> dw(in_width * out_width, 0.0f), db(out_width, 0.0f), dx(rows * in_width);
+    cpu::dense_backward<float>(in.data(), out.data(), d_out.data(), rows, in_width, w.data(), out_width, relu,
+                               dw.data(), db.data(), dx.data());
+    return {d_out, dw, db, dx};
+  }
+
+  static NeuMFResult neumf(const NeuMFProblem& p) {
+    const int64_t rows = p.rows, f = p.shape.factors, layers = p.shape.dense_layers();
+    cpu::DenseParams<float> params;
+    NeuMFResult r;
+    r.d_weights.resize(layers);
+    r.d_biases.resize(layers);
+    cpu::DenseGrads<float> g;
+    for (int64_t j = 0; j < layers; ++j) {
+      params.weights.push_back(p.weights[j].data());
+      params.biases.push_back(p.biases[j].data());
+      r.d_weights[j].assign(p.weights[j].size(), 0.0f);
+      r.d_biases[j].assign(p.biases[j].size(), 0.0f);
+      g.weights.push_back(r.d_weights[j].data());
+      g.biases.push_back(r.d_biases[j].data());
+    }
+    params.head_weight = p.head_weight.data();
+    params.head_bias = p.head_bias.data();
+    r.d_head_weight.assign(p.head_weight.size(), 0.0f);
+    r.d_head_bias.assign(1, 0.0f);
+    g.head_weight = r.d_head_weight.data();
+    g.head_bias = r.d_head_bias.data();
+    std::vector<float> gmf(rows * f);
+    std::vector<std::vector<float>> acts, d_acts;
+    for (int64_t w : p.shape.layers) {
+      acts.emplace_back(rows * w);
+      d_acts.emplace_back(rows * w);
+    }
+    if (!acts.empty()) acts[0] = p.x0;
+    r.logits.resize(rows);
+    r.d_user_gmf.resize(rows * f);
+    r.d_item_gmf.resize(rows * f);
+    cpu::ChunkRows<float> c;
+    c.rows = rows;
+    c.user_gmf = p.user_gmf.data();
+    c.item_gmf = p.item_gmf.data();
+    c.gmf = gmf.data();
+    for (size_t j = 0; j < acts.size(); ++j) {
+      c.acts.push_back(acts[j].data());
+      c.d_acts.push_back(d_acts[j].data());
+    }
+    c.logits = r.logits.data();
+    c.dlogits = p.dlogits.data();
+    c.d_user_gmf = r.d_user_gmf.data();
+    c.d_item_gmf = r.d_item_gmf.data();
+    cpu::neumf_forward(p.shape, params, c);
+    cpu::neumf_backward(p.shape, params, c, g);
+    if (!d_acts.empty()) r.d_x0 = d_acts[0];
+    return r;
+  }
+
+  // Returns dlogits; *total gets the summed loss.
+  static std::vector<float> loss(bool bpr, const std::vector<float>& logits, const std::vector<float>& labels,
+                                 const std::vector<float>& weights, float scale, double* total) {
+    std::vector<float> d(logits.size(), 0.0f);
+    const int64_t rows = static_cast<int64_t>(logits.size());
+    *total = bpr ? cpu::bpr_loss_and_grad(logits.data(), weights.data(), rows, scale, d.data())
+                 : cpu::bce_loss_and_grad(logits.data(), labels.data(), weights.data(), rows, scale, d.data());
+    return d;
+  }
+
+  static void dense_update(const OptimizerParams& p, float step_size, std::vector<float>& w,
+                           std::vector<float>& s0, std::vector<float>& s1, const std::vector<float>& g) {
+    cpu::dense_update(p, step_size, w.data(), s0.data(), s1.data(), g.data(), static_cast<int64_t>(w.size()));
+  }
+
+  // Groups the ids, sums the gradient rows per group and applies the lazy update to the table.
+  static void sparse_step(const OptimizerParams& p, float step_size, const std::vector<uint32_t>& ids,
+                          const std::vector<float>& grads, int64_t stride, int64_t offset, int64_t width,
+                          std::vector<float>& table, std::vector<float>& s0, std::vector<float>& s1,
+                          std::vector<uint32_t>* rows, std::vector<float>* sums) {
+    cpu::RowGroups groups;
+    groups.build(ids);
+    sums->assign(groups.size() * width, 0.0f);
+    cpu::sum_row_gradients(groups, grads.data(), stride, offset, width, sums->data());
+    *rows = groups.rows;
+    cpu::sparse_update(p, step_size, table.data(), s0.data(), s1.data(), width, groups.rows, sums->data());
+  }
+
+  static std::vector<uint64_t> shuffle(uint64_t seed, uint32_t epoch, uint64_t count) {
+    std::vector<uint64_t> order(count);
+    cpu::shuffle_order(seed, epoch, count, order);
+    return order;
+  }
+
+  static std::vector<uint32_t> draw_negatives(uint64_t seed, uint32_t epoch, const TrainingSet& data,
+                                              const cpu::AliasTable* alias, const std::vector<uint64_t>& draws,
+                                              const std::vector<uint32_t>& users) {
+    std::vector<uint32_t> out(draws.size());
+    for (size_t i = 0; i < draws.size(); ++i) {
+      const uint64_t begin = data.user_offsets[users[i]];
+      out[i] = draw_negative(seed, RandomStream::kNegatives, epoch, draws[i], data.item.data() + begin,
+                             data.user_offsets[users[i] + 1] - begin, data.num_items,
+                             alias ? alias->probability.data() : nullptr, alias ? alias->alias.data() : nullptr);
+    }
+    return out;
+  }
+
+  static std::vector<uint32_t> top_k(const std::vector<float>& scores, int64_t users, int64_t n, int k) {
+    std::vector<uint32_t> out(users * k, UINT32_MAX), row;
+    for (int64_t u = 0; u < users; ++u) {
+      cpu::top_k({scores.data() + u * n, static_cast<size_t>(n)}, k, row);
+      std::copy(row.begin(), row.end(), out.begin() + u * k);
+    }
+    return out;
+  }
+
+  static std::unique_ptr<Backend> backend(const TrainingSet& data, const TrainOptions& options, TrainState state) {
+    return make_cpu_backend(data, options, std::move(state));
+  }
+};
+
+#ifdef TASTEBUD_WITH_CUDA
+// Every op runs on the legacy default stream; downloads synchronize it.
+struct CudaOps {
+  static constexpr const char* kName = "cuda";
+  static bool available(std::string* reason) { return cuda_available(reason); }
+
+  template <class T>
+  static cuda::DeviceBuffer<T> up(const std::vector<T>& v) {
+    return cuda::to_device(v);
+  }
+
+  static std::vector<float> gather(const std::vector<float>& table, int64_t width,
+                                   const std::vector<uint32_t>& ids, int64_t stride, int64_t offset) {
+    auto d_table = up(table);
+    auto d_ids = up(ids);
+    auto d_out = up(std::vector<float>(ids.size() * stride, -1.0f));
+    cuda::gather_rows(d_table.data(), width, d_ids.data(), static_cast<int64_t>(ids.size()), d_out.data(), stride,
+                      offset, nullptr);
+    return d_out.download();
+  }
+
+  static std::vector<float> dense_forward(const std::vector<float>& in, int64_t rows, int64_t in_width,
+                                          const std::vector<float>& w, const std::vector<float>& b,
+                                          int64_t out_width, bool relu) {
+    cuda::Blas blas(nullptr, false);
+    auto d_in = up(in), d_w = up(w), d_b = up(b);
+    cuda::DeviceBuffer<float> d_out(rows * out_width);
+    cuda::dense_forward(blas, d_in.data(), rows, in_width, d_w.data(), d_b.data(), out_width, relu, d_out.data());
+    return d_out.download();
+  }
+
+  static std::vector<std::vector<float>> dense_backward(const std::vector<float>& in, const std::vector<float>& out,
+                                                        std::vector<float> d_out, int64_t rows, int64_t in_width,
+                                                        const std::vector<float>& w, int64_t out_width, bool relu) {
+    cuda::Blas blas(nullptr, false);
+    auto d_in = up(in), d_o = up(out), d_do = up(d_out), d_w = up(w);
+    cuda::DeviceBuffer<float> dw(in_width * out_width), db(out_width), dx(rows * in_width),
+        partial(cuda::column_sum_partials(rows, std::max(in_width, out_width)));
+    cuda::dense_backward(blas, d_in.data(), d_o.data(), d_do.data(), rows, in_width, d_w.data(), out_width, relu,
+                         dw.data(), db.data(), dx.data(), partial.data(), nullptr);
+    return {d_do.download(), dw.download(), db.download(), dx.download()};
+  }
+
+  static NeuMFResult neumf(const NeuMFProblem& p) {
+    const int64_t rows = p.rows, f = p.shape.factors, layers = p.shape.dense_layers();
+    cuda::Blas blas(nullptr, false);
+    cuda::NeuMFShape shape;
+    shape.factors = f;
+    shape.layers = p.shape.layers;
+    std::vector<cuda::DeviceBuffer<float>> w, b, dw, db, acts, d_acts;
+    cuda::DenseParams params;
+    cuda::DenseGrads g;
+    for (int64_t j = 0; j < layers; ++j) {
+      w.push_back(up(p.weights[j]));
+      b.push_back(up(p.biases[j]));
+      dw.emplace_back(p.weights[j].size());
+      db.emplace_back(p.biases[j].size());
+      params.weights.push_back(w.back().data());
+      params.biases.push_back(b.back().data());
+      g.weights.push_back(dw.back().data());
+      g.biases.push_back(db.back().data());
+    }
+    auto hw = up(p.head_weight), hb = up(p.head_bias);
+    cuda::DeviceBuffer<float> dhw(p.head_weight.size()), dhb(1);
+    params.head_weight = hw.data();
+    params.head_bias = hb.data();
+    g.head_weight = dhw.data();
+    g.head_bias = dhb.data();
+    auto ug = up(p.user_gmf), ig = up(p.item_gmf), dz = up(p.dlogits);
+    cuda::DeviceBuffer<float> gmf(rows * f), logits(rows), dug(rows * f), dig(rows * f),
+        partial(cuda::neumf_partials(shape, rows));
+    for (size_t j = 0; j < p.shape.layers.size(); ++j) {
+      acts.emplace_back(rows * p.shape.layers[j]);
+      d_acts.emplace_back(rows * p.shape.layers[j]);
+    }
+    if (!acts.empty()) acts[0] = up(p.x0);
+    cuda::BatchRows c;
+    c.rows = rows;
+    c.user_gmf = ug.data();
+    c.item_gmf = ig.data();
+    c.gmf = gmf.data();
+    for (size_t j = 0; j < acts.size(); ++j) {
+      c.acts.push_back(acts[j].data());
+      c.d_acts.push_back(d_acts[j].data());
+    }
+    c.logits = logits.data();
+    c.dlogits = dz.data();
+    c.d_user_gmf = dug.data();
+    c.d_item_gmf = dig.data();
+    c.partial = partial.data();
+    cuda::neumf_forward(blas, shape, params, c, nullptr);
+    cuda::neumf_backward(blas, shape, params, c, g, nullptr);
+    NeuMFResult r;
+    r.logits = logits.download();
+    r.d_user_gmf = dug.download();
+    r.d_item_gmf = dig.download();
+    if (!d_acts.empty()) r.d_x0 = d_acts[0].download();
+    for (int64_t j = 0; j < layers; ++j) {
+      r.d_weights.push_back(dw[j].download());
+      r.d_biases.push_back(db[j].download());
+    }
+    r.d_head_weight = dhw.download();
+    r.d_head_bias = dhb.download();
+    return r;
+  }
+
+  static std::vector<float> loss(bool bpr, const std::vector<float>& logits, const std::vector<float>& labels,
+                                 const std::vector<float>& weights, float scale, double* total) {
+    const int64_t rows = static_cast<int64_t>(logits.size());
+    auto d_logits = up(logits), d_labels = up(labels), d_weights = up(weights);
+    auto d_dlogits = up(std::vector<float>(rows, 0.0f));
+    cuda::DeviceBuffer<double> row_loss(rows);
+    cuda::DeviceBuffer<double> batch_losses(1);
+    batch_losses.zero();
+    if (bpr) {
+      cuda::bpr_loss_and_grad(d_logits.data(), d_weights.data(), rows, scale, d_dlogits.data(), row_loss.data(),
+                              nullptr);
+    } else {
+      cuda::bce_loss_and_grad(d_logits.data(), d_labels.data(), d_weights.data(), rows, scale, d_dlogits.data(),
+                              row_loss.data(), nullptr);
+    }
+    cuda::LossAccumulator accumulator(rows);
+    accumulator.reset(nullptr);
+    accumulator.add_batch(row_loss.data(), bpr ? rows / 2 : rows, static_cast<uint32_t>(rows), 0,
+                          batch_losses.data(), 1, nullptr);
+    *total = batch_losses.download()[0];
+    return d_dlogits.download();
+  }
+
+  static void dense_update(const OptimizerParams& p, float step_size, std::vector<float>& w,
+                           std::vector<float>& s0, std::vector<float>& s1, const std::vector<float>& g) {
+    auto d_w = up(w), d_s0 = up(s0), d_s1 = up(s1), d_g = up(g);
+    cuda::dense_update(p, step_size, d_w.data(), d_s0.data(), d_s1.data(), d_g.data(),
+                       static_cast<int64_t>(w.size()), nullptr, nullptr);
+    w = d_w.download();
+    s0 = d_s0.download();
+    s1 = d_s1.download();
+  }
+
+  static void sparse_step(const OptimizerParams& p, float step_size, const std::vector<uint32_t>& ids,
+                          const std::vector<float>& grads, int64_t stride, int64_t offset, int64_t width,
+                          std::vector<float>& table, std::vector<float>& s0, std::vector<float>& s1,
+                          std::vector<uint32_t>* rows, std::vector<float>* sums) {
+    const int64_t n = static_cast<int64_t>(ids.size());
+    const uint32_t num_ids = static_cast<uint32_t>(table.size() / width);
+    auto d_ids = up(ids);
+    auto d_grads = up(grads), d_table = up(table), d_s0 = up(s0), d_s1 = up(s1);
+    cuda::DeviceBuffer<float> d_sums(n * width);
+    cuda::RowGroups groups(n, num_ids);
+    groups.build(d_ids.data(), n, nullptr);
+    cuda::sum_row_gradients(groups, d_grads.data(), stride, offset, width, d_sums.data(), nullptr);
+    cuda::sparse_update(p, step_size, d_table.data(), d_s0.data(), d_s1.data(), width, groups.rows(),
+                        groups.num_groups(), groups.max_groups(), d_sums.data(), nullptr, nullptr);
+    int count = 0;
+    cuda::copy_to_host(&count, groups.num_groups(), sizeof(int));
+    rows->resize(count);
+    cuda::copy_to_host(rows->data(), groups.rows(), sizeof(uint32_t) * count);
+    sums->resize(count * width);
+    cuda::copy_to_host(sums->data(), d_sums.data(), sizeof(float) * sums->size());
+    table = d_table.download();
+    s0 = d_s0.download();
+    s1 = d_s1.download();
+  }
+
+  static std::vector<uint64_t> shuffle(uint64_t seed, uint32_t epoch, uint64_t count) {
+    cuda::Shuffler shuffler(count);
+    cuda::DeviceBuffer<uint32_t> order(count);
+    shuffler.run(seed, epoch, order.data(), nullptr);
+    const std::vector<uint32_t> host = order.download();
+    return std::vector<uint64_t>(host.begin(), host.end());
+  }
+
+  static std::vector<uint32_t> draw_negatives(uint64_t seed, uint32_t epoch, const TrainingSet& data,
+                                              const cpu::AliasTable* alias, const std::vector<uint64_t>& draws,
+                                              const std::vector<uint32_t>& users) {
+    auto d_user = up(data.user), d_item = up(data.item), d_users = up(users);
+    auto d_draws = up(draws);
+    auto d_weight = up(data.weight);
+    auto d_offsets = up(data.user_offsets);
+    cuda::DeviceBuffer<float> d_prob;
+    cuda::DeviceBuffer<uint32_t> d_alias;
+    cuda::PositivesView view;
+    view.user = d_user.data();
+    view.item = d_item.data();
+    view.weight = d_weight.data();
+    view.user_offsets = d_offsets.data();
+    view.num_items = data.num_items;
+    if (alias) {
+      d_prob = up(alias->probability);
+      d_alias = up(alias->alias);
+      view.alias_probability = d_prob.data();
+      view.alias_index = d_alias.data();
+    }
+    cuda::DeviceBuffer<uint32_t> out(draws.size());
+    cuda::draw_negatives(seed, epoch, view, d_draws.data(), d_users.data(), static_cast<int64_t>(draws.size()),
+                         out.data(), nullptr);
+    return out.download();
+  }
+
+  static std::vector<uint32_t> top_k(const std::vector<float>& scores, int64_t users, int64_t n, int k) {
+    auto d_scores = up(scores);
+    cuda::DeviceBuffer<uint32_t> out(users * k);
+    cuda::top_k(d_scores.data(), users, n, n, k, out.data(), nullptr);
+    return out.download();
+  }
+
+  static std::unique_ptr<Backend> backend(const TrainingSet& data, const TrainOptions& options, TrainState state) {
+    return make_backend("cuda", data, options, std::move(state), nullptr);
+  }
+};
+#else
+// A build without CUDA: the instance exists so the suite reads the same, and skips.
+struct CudaOps : CpuOps {
+  static constexpr const char* kName = "cuda";
+  static bool available(std::string* reason) { return cuda_available(reason); }
+};
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// The typed suite.
+
+template <class Ops>
+class Backends : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string reason;
+    if (!Ops::available(&reason)) GTEST_SKIP() << Ops::kName << " backend unavailable: " << reason;
+  }
+};
+
+using BackendTypes = ::testing::Types<CpuOps, CudaOps>;
+class BackendNames {
+ public:
+  template <class T>
+  static std::string GetName(int) { return T::kName; }
+};
+TYPED_TEST_SUITE(Backends, BackendTypes, BackendNames);
+
+constexpr double kAtol = 1e-5, kRtol = 1e-4;
+
+TYPED_TEST(Backends, GatherRowsOfOddAndWideWidths) {
+  for (int64_t width : {int64_t{1}, int64_t{7}, int64_t{8}, int64_t{64}}) {
+    const std::vector<float> table = random_floats(37 * width, 1);
+    const std::vector<uint32_t> ids = random_ids(511, 37, 2);
+    for (int64_t offset : {int64_t{0}, width}) {
+      const int64_t stride = 2 * width;
+      EXPECT_TRUE(equal_all(TypeParam::gather(table, width, ids, stride, offset),
+                            CpuOps::gather(table, width, ids, stride, offset), "gather"))
+          << "width " << width << " offset " << offset;
+    }
+  }
+}
+
+TYPED_TEST(Backends, DenseForwardAndBackward) {
+  struct Shape { int64_t rows, in, out; };
+  for (const Shape s : {Shape{9, 19, 13}, Shape{511, 2047, 37}, Shape{1, 3, 1}}) {
+    for (bool relu : {true, false}) {
+      const auto in = random_floats(s.rows * s.in, 3), w = random_floats(s.in * s.out, 4, 0.05f);
+      const auto b = random_floats(s.out, 5, 0.1f), d_out = random_floats(s.rows * s.out, 6);
+      const auto ref = CpuOps::dense_forward(in, s.rows, s.in, w, b, s.out, relu);
+      const std::string where = std::to_string(s.rows) + "x" + std::to_string(s.in) + "x" + std::to_string(s.out);
+      EXPECT_TRUE(near_all(TypeParam::dense_forward(in, s.rows, s.in, w, b, s.out, relu), ref, kAtol, kRtol,
+                           "forward " + where));
+      const auto got = TypeParam::dense_backward(in, ref, d_out, s.rows, s.in, w, s.out, relu);
+      const auto want = CpuOps::dense_backward(in, ref, d_out, s.rows, s.in, w, s.out, relu);
+      const char* names[] = {"masked d_out", "d_weight", "d_bias", "d_in"};
+      for (size_t k = 0; k < want.size(); ++k) {
+        EXPECT_TRUE(near_all(got[k], want[k], 1e-4, 1e-4, std::string(names[k]) + " " + where));
+      }
+    }
+  }
+}
+
+TYPED_TEST(Backends, NeuMFForwardAndBackward) {
+  struct Case { int64_t factors; std::vector<int64_t> layers; int64_t rows; };
+  const std::vector<Case> cases{{7, {18, 13, 5}, 9}, {16, {64, 33, 17, 8}, 511}, {5, {}, 19}, {0, {10, 3}, 23}};
+  for (const Case& c : cases) {
+    const NeuMFProblem problem(c.factors, c.layers, c.rows, 7);
+    const NeuMFResult got = TypeParam::neumf(problem), want = CpuOps::neumf(problem);
+    const std::string where = "factors " + std::to_string(c.factors) + ", rows " + std::to_string(c.rows);
+    EXPECT_TRUE(near_all(got.logits, want.logits, kAtol, kRtol, "logits, " + where));
+    EXPECT_TRUE(near_all(got.d_user_gmf, want.d_user_gmf, kAtol, kRtol, "d_user_gmf, " + where));
+    EXPECT_TRUE(near_all(got.d_item_gmf, want.d_item_gmf, kAtol, kRtol, "d_item_gmf, " + where));
+    EXPECT_TRUE(near_all(got.d_x0, want.d_x0, kAtol, kRtol, "d_x0, " + where));
+    ASSERT_EQ(got.d_weights.size(), want.d_weights.size());
+    for (size_t j = 0; j < want.d_weights.size(); ++j) {
+      EXPECT_TRUE(near_all(got.d_weights[j], want.d_weights[j], 1e-4, 1e-4, "d_weight " + std::to_string(j)));
+      EXPECT_TRUE(near_all(got.d_biases[j], want.d_biases[j], 1e-4, 1e-4, "d_bias " + std::to_string(j)));
+    }
+    EXPECT_TRUE(near_all(got.d_head_weight, want.d_head_weight, 1e-4, 1e-4, "d_head_weight, " + where));
+    EXPECT_TRUE(near_all(got.d_head_bias, want.d_head_bias, 1e-4, 1e-4, "d_head_bias, " + where));
+  }
+}
+
+TYPED_TEST(Backends, LossesAndTheirGradients) {
+  for (int64_t rows : {int64_t{10}, int64_t{2046}}) {
+    auto logits = random_floats(rows, 8, 3.0f);
+    logits[0] = 40.0f;  // the softplus branches for large |z|
+    logits[1] = -40.0f;
+    std::vector<float> labels(rows), weights = random_floats(rows, 9, 0.2f);
+    for (int64_t r = 0; r < rows; ++r) {
+      labels[r] = r % 5 == 0 ? 1.0f : 0.0f;
+      weights[r] = 1.0f + std::abs(weights[r]);
+    }
+    for (bool bpr : {false, true}) {
+      double got_total = 0, want_total = 0;
+      const auto got = TypeParam::loss(bpr, logits, labels, weights, 1.0f / 3.0f, &got_total);
+      const auto want = CpuOps::loss(bpr, logits, labels, weights, 1.0f / 3.0f, &want_total);
+      EXPECT_TRUE(near_all(got, want, 1e-6, 1e-5, bpr ? "bpr dlogits" : "bce dlogits"));
+      EXPECT_NEAR(got_total, want_total, 1e-9 * std::abs(want_total) + 1e-9) << (bpr ? "bpr" : "bce");
+    }
+  }
+}
+
+TYPED_TEST(Backends, OptimizerUpdatesMatch) {
+  for (OptimizerKind kind : {OptimizerKind::kAdam, OptimizerKind::kAdagrad, OptimizerKind::kSgd}) {
+    OptimizerParams p;
+    p.kind = kind;
+    p.lr = 0.01f;
+    p.l2 = 0.001f;
+    const float step = kind == OptimizerKind::kAdam ? adam_step_size(p, 3) : p.lr;
+    const int64_t count = 1023;
+    auto w = random_floats(count, 10), s0 = random_floats(count, 11, 0.01f), s1 = random_floats(count, 12, 0.01f);
+    for (float& v : s1) v = std::abs(v);
+    if (kind == OptimizerKind::kAdagrad) for (float& v : s0) v = 0.1f + std::abs(v);
+    const auto g = random_floats(count, 13, 0.1f);
+    auto w2 = w, s02 = s0, s12 = s1;
+    TypeParam::dense_update(p, step, w, s0, s1, g);
+    CpuOps::dense_update(p, step, w2, s02, s12, g);
+    EXPECT_TRUE(near_all(w, w2, 1e-7, 1e-6, "dense weights"));
+    EXPECT_TRUE(near_all(s0, s02, 1e-7, 1e-6, "dense state0"));
+    EXPECT_TRUE(near_all(s1, s12, 1e-7, 1e-6, "dense state1"));
+
+    // Sparse: 53 rows of width 9 read from column 4 of a stride-17 gradient; repeats in the ids.
+    const int64_t width = 9, stride = 17, offset = 4, batch = 301;
+    const auto ids = random_ids(batch, 53, 14);
+    const auto grads = random_floats(batch * stride, 15, 0.1f);
+    auto table = random_floats(53 * width, 16), t0 = random_floats(53 * width, 17, 0.01f);
+    auto t1 = random_floats(53 * width, 18, 0.01f);
+    for (float& v : t1) v = std::abs(v);
+    if (kind == OptimizerKind::kAdagrad) for (float& v : t0) v = 0.1f + std::abs(v);
+    auto table2 = table, t02 = t0, t12 = t1;
+    std::vector<uint32_t> rows, rows2;
+    std::vector<float> sums, sums2;
+    TypeParam::sparse_step(p, step, ids, grads, stride, offset, width, table, t0, t1, &rows, &sums);
+    CpuOps::sparse_step(p, step, ids, grads, stride, offset, width, table2, t02, t12, &rows2, &sums2);
+    EXPECT_TRUE(equal_all(rows, rows2, "touched rows"));
+    // Summed in the same order as the CPU: bit for bit.
+    EXPECT_TRUE(equal_all(sums, sums2, "row gradient sums"));
+    EXPECT_TRUE(near_all(table, table2, 1e-7, 1e-6, "table"));
+    EXPECT_TRUE(near_all(t0, t02, 1e-7, 1e-6, "table state0"));
+    EXPECT_TRUE(near_all(t1, t12, 1e-7, 1e-6, "table state1"));
+  }
+}
+
+TYPED_TEST(Backends, SamplerDrawsAndShuffleAreTheCpus) {
+  const TrainingSet data = banded_training_set(61, 83);
+  for (uint32_t epoch : {0u, 5u}) {
+    EXPECT_TRUE(equal_all(TypeParam::shuffle(42, epoch, data.size()), CpuOps::shuffle(42, epoch, data.size()),
+                          "shuffle order"));
+  }
+  EXPECT_TRUE(equal_all(TypeParam::shuffle(7, 1, 100003), CpuOps::shuffle(7, 1, 100003), "large shuffle"));
+  std::vector<uint64_t> draws;
+  std::vector<uint32_t> users;
+  for (uint64_t p = 0; p < data.size(); ++p) {
+    for (uint64_t j = 0; j < 4; ++j) {
+      draws.push_back(p * 4 + j);
+      users.push_back(data.user[p]);
+    }
+  }
+  draws.push_back(uint64_t{1} << 40);  // far draw indices use the counter's high word
+  users.push_back(3);
+  std::vector<double> popularity(data.num_items);
+  for (uint32_t i = 0; i < data.num_items; ++i) popularity[i] = std::pow(1.0 + data.item_counts[i], 0.75);
+  const cpu::AliasTable alias = cpu::AliasTable::build(popularity);
+  for (const cpu::AliasTable* table : {static_cast<const cpu::AliasTable*>(nullptr), &alias}) {
+    EXPECT_TRUE(equal_all(TypeParam::draw_negatives(9, 2, data, table, draws, users),
+                          CpuOps::draw_negatives(9, 2, data, table, draws, users),
+                          table ? "popularity negatives" : "uniform negatives"));
+  }
+}
+
+TYPED_TEST(Backends, TopKPerUser) {
+  const int64_t users = 5, n = 1031;
+  auto scores = random_floats(users * n, 19);
+  scores[3] = scores[4] = scores[9] = 10.0f;  // ties go to the lower index
+  scores[n + 2] = std::nanf("");
+  std::vector<float> tiny(3 * 4, 1.0f);
+  tiny[1] = std::nanf("");
+  EXPECT_TRUE(equal_all(TypeParam::top_k(scores, users, n, 10), CpuOps::top_k(scores, users, n, 10), "top 10"));
+  EXPECT_TRUE(equal_all(TypeParam::top_k(tiny, 3, 4, 5), CpuOps::top_k(tiny, 3, 4, 5), "k above n"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Whole-backend checks against the CPU backend.
+
+::testing::AssertionResult states_near(const TrainState& got, const TrainState& want, double atol, double rtol) {
+  if (got.step != want.step) return ::testing::AssertionFailure() << "step " << got.step << " vs " << want.step;
+  const auto a = got.params.tensors(), b = want.params.tensors();
+  for (size_t t = 0; t < b.size(); ++t) {
+    for (auto [x, y, what] : {std::tuple{&a[t]->values, &b[t]->values, "values"},
+                              std::tuple{&got.state0[t].values, &want.state0[t].values, "state0"},
+                              std::tuple{&got.state1[t].values, &want.state1[t].values, "state1"}}) {
+      auto r = near_all(*x, *y, atol, rtol, b[t]->name + " " + what);
+      if (!r) return r;
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+TrainOptions step_options(LossKind loss, OptimizerKind kind) {
+  TrainOptions options;
+  options.loss = loss;
+  options.negatives = 3;
+  options.sampler = loss == LossKind::kBpr ? SamplerKind::kPopularity : SamplerKind::kUniform;
+  options.optimizer.kind = kind;
+  options.optimizer.lr = kind == OptimizerKind::kAdam ? 0.01f : 0.1f;
+  options.optimizer.l2 = 0.001f;
+  options.seed = 5;
+  return options;
+}
+
+uint64_t samples_of(const TrainingSet& data, const TrainOptions& options) {
+  return options.loss == LossKind::kBpr ? data.size() * options.negatives : data.size() * (1 + options.negatives);
+}
+
+// One batch holding the whole epoch: one step, then every parameter and optimizer state compared.
+// SGD and Adagrad only: their updates are proportional to the gradient, while Adam's first step
+// is lr * sign(g) and flips wherever rounding flips the sign of a near-zero gradient.
+TYPED_TEST(Backends, OneWholeTrainingStep) {
+  const TrainingSet data = banded_training_set(47, 71);
+  for (LossKind loss : {LossKind::kBce, LossKind::kBpr}) {
+    for (OptimizerKind kind : {OptimizerKind::kSgd, OptimizerKind::kAdagrad}) {
+      TrainOptions options = step_options(loss, kind);
+      options.batch_size = static_cast<uint32_t>(samples_of(data, options));
+      const TrainState start = TrainState::fresh(ModelParams::initialize(odd_config(data), 11), options.optimizer);
+      auto got = TypeParam::backend(data, options, start);
+      auto want = CpuOps::backend(data, options, start);
+      const EpochStats a = got->train_epoch(0, {}), b = want->train_epoch(0, {});
+      EXPECT_EQ(a.samples, b.samples);
+      EXPECT_TRUE(a.finite);
+      EXPECT_NEAR(a.mean_loss, b.mean_loss, 1e-5 * std::abs(b.mean_loss));
+      EXPECT_TRUE(states_near(got->state(), want->state(), 1e-6, 1e-4))
+          << "loss " << static_cast<int>(loss) << " optimizer " << static_cast<int>(kind);
+    }
+  }
+}
+
+// The first 20 batch losses of a short Adam run: one batch per epoch, so each epoch's mean loss is
+// one batch's, with a fresh shuffle and fresh negatives each time.
+TYPED_TEST(Backends, FirstTwentyBatchLossesMatchTheCpu) {
+  const TrainingSet data = banded_training_set(53, 64);
+  for (LossKind loss : {LossKind::kBce, LossKind::kBpr}) {
+    TrainOptions options = step_options(loss, OptimizerKind::kAdam);
+    options.batch_size = static_cast<uint32_t>(samples_of(data, options));
+    const TrainState start = TrainState::fresh(ModelParams::initialize(odd_config(data), 13), options.optimizer);
+    auto got = TypeParam::backend(data, options, start);
+    auto want = CpuOps::backend(data, options, start);
+    std::vector<float> got_losses, want_losses;
+    for (uint32_t epoch = 0; epoch < 20; ++epoch) {
+      got_losses.push_back(static_cast<float>(got->train_epoch(epoch, {}).mean_loss));
+      want_losses.push_back(static_cast<float>(want->train_epoch(epoch, {}).mean_loss));
+    }
+    EXPECT_TRUE(near_all(got_losses, want_losses, 1e-4, 2e-3, loss == LossKind::kBce ? "bce losses" : "bpr losses"));
+    EXPECT_LT(want_losses.back(), want_losses.front());
+    EXPECT_EQ(got->state().step, 20u);
+  }
+}
+
+// Several batches per epoch, a last batch of another size, a GMF-only and an MLP-only model.
+TYPED_TEST(Backends, MultiBatchEpochsTrackTheCpu) {
+  const TrainingSet data = banded_training_set(40, 48);
+  for (ModelKind kind : {ModelKind::kNeuMF, ModelKind::kGMF, ModelKind::kMLP}) {
+    TrainOptions options = step_options(LossKind::kBce, OptimizerKind::kAdam);
+    options.batch_size = 97;
+    const TrainState start = TrainState::fresh(ModelParams::initialize(odd_config(data, kind), 17), options.optimizer);
+    auto got = TypeParam::backend(data, options, start);
+    auto want = CpuOps::backend(data, options, start);
+    uint64_t reported = 0;
+    for (uint32_t epoch = 0; epoch < 3; ++epoch) {
+      const EpochStats a = got->train_epoch(epoch, [&](uint64_t done, uint64_t, double) { reported = done; });
+      const EpochStats b = want->train_epoch(epoch, {});
+      EXPECT_EQ(a.samples, b.samples);
+      EXPECT_EQ(reported, a.samples);
+      EXPECT_NEAR(a.mean_loss, b.mean_loss, 2e-3 * std::abs(b.mean_loss)) << to_string(kind) << " epoch " << epoch;
+    }
+    EXPECT_EQ(got->state().step, want->state().step);
+  }
+}
+
+// A state loaded into a backend comes back out unchanged (the GPU path's checkpoint round trip).
+TYPED_TEST(Backends, StateRoundTrips) {
+  const TrainingSet data = banded_training_set(20, 32);
+  const TrainOptions options = step_options(LossKind::kBce, OptimizerKind::kAdam);
+  TrainState start = TrainState::fresh(ModelParams::initialize(odd_config(data), 19), options.optimizer);
+  start.step = 7;
+  start.state1[5].values.assign(start.state1[5].values.size(), 0.25f);
+  auto backend = TypeParam::backend(data, options, TrainState::fresh(ModelParams::initialize(odd_config(data), 1), options.optimizer));
+  backend->load_state(start);
+  EXPECT_TRUE(states_near(backend->state(), start, 0.0, 0.0));
+}
+
+}  // namespace
+}  // namespace tastebud

@@ -1,0 +1,339 @@
+// Batch inference (host/inference.h) on tiny hand-built models whose scores are known: top-K,
+// ranking with unknown ids last, related items, fallbacks, filters before top-K, every bad line,
+// segments, the job's file handling; and the fast catalog scorer against the engine's Scorer.
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "host/catalog_scorer.h"
+#include "host/inference.h"
+#include "tastebud/engine/scorer.h"
+
+namespace tastebud::host {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+Tensor tensor(std::vector<uint64_t> shape, std::vector<float> values) { return Tensor{"", std::move(shape), std::move(values)}; }
+
+float sig(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+// GMF with one factor, head weight 1, bias 0: the logit of (u, i) is user[u] * item[i].
+//   items   i0 0.5   i1 -1   i2 2   i3 0   i4 1.5
+//   users   u0 1     u1 -1
+ModelData gmf_model() {
+  ModelData m;
+  m.kind = "gmf";
+  m.user_ids = {"u0", "u1"};
+  m.item_ids = {"i0", "i1", "i2", "i3", "i4"};
+  ModelParams p;
+  p.config.kind = ModelKind::kGMF;
+  p.config.num_users = 2;
+  p.config.num_items = 5;
+  p.config.factors = 1;
+  p.user_gmf = tensor({2, 1}, {1, -1});
+  p.item_gmf = tensor({5, 1}, {0.5f, -1, 2, 0, 1.5f});
+  p.head_weight = tensor({1}, {1});
+  p.head_bias = tensor({1}, {0});
+  m.params = p;
+  // u0 has seen i2 and i4, u1 has seen i4: popularity i4 2, i2 1, the rest 0.
+  m.seen.offsets = {0, 2, 3};
+  m.seen.items = {2, 4, 4};
+  return m;
+}
+
+Recommender make(ModelData m, InferenceOptions options = {}, ItemCatalog catalog = {}) {
+  InferenceContext context;
+  context.catalog = std::move(catalog);
+  return Recommender(std::move(m), std::move(context), std::move(options));
+}
+
+json ask(const Recommender& r, const std::string& line) { return json::parse(r.answer(line)); }
+
+std::vector<std::string> items_of(const json& answer) {
+  return answer.at("output").at("recommendedItems").get<std::vector<std::string>>();
+}
+
+TEST(Inference, KnownTopKWithSeenItemsRemoved) {
+  const Recommender r = make(gmf_model());
+  // u0 ranks i2 > i4 > i0 > i3 > i1 and has seen i2 and i4.
+  const json a = ask(r, R"({"userId": "u0", "numResults": 3})");
+  EXPECT_TRUE(a.at("error").is_null());
+  EXPECT_EQ(items_of(a), (std::vector<std::string>{"i0", "i3", "i1"}));
+  const auto scores = a.at("output").at("scores").get<std::vector<float>>();
+  EXPECT_FLOAT_EQ(scores[0], sig(0.5f));
+  EXPECT_FLOAT_EQ(scores[1], sig(0.0f));
+  EXPECT_FLOAT_EQ(scores[2], sig(-1.0f));
+  EXPECT_EQ(a.at("input"), json::parse(R"({"userId": "u0", "numResults": 3})"));
+  EXPECT_FALSE(a.at("output").contains("reason"));
+  // u1 ranks the other way round; the default number of results is the job's.
+  InferenceOptions two;
+  two.num_results = 2;
+  EXPECT_EQ(items_of(ask(make(gmf_model(), two), R"({"userId": "u1"})")), (std::vector<std::string>{"i1", "i3"}));
+  InferenceOptions keep;
+  keep.keep_seen = true;
+  EXPECT_EQ(items_of(ask(make(gmf_model(), keep), R"({"userId": "u0", "numResults": 2})")),
+            (std::vector<std::string>{"i2", "i4"}));
+}
+
+TEST(Inference, RankingPutsUnknownIdsLastWithoutAScore) {
+  const Recommender r = make(gmf_model());
+  const json a = ask(r, R"({"userId": "u1", "itemList": ["i2", "x9", "i1", "i0"]})");
+  EXPECT_EQ(items_of(a), (std::vector<std::string>{"i1", "i0", "i2", "x9"}));
+  const json& scores = a.at("output").at("scores");
+  ASSERT_EQ(scores.size(), 4u);
+  EXPECT_FLOAT_EQ(scores[0].get<float>(), sig(1.0f));
+  EXPECT_FLOAT_EQ(scores[1].get<float>(), sig(-0.5f));
+  EXPECT_FLOAT_EQ(scores[2].get<float>(), sig(-2.0f));
+  EXPECT_TRUE(scores[3].is_null());
+  // Seen items stay in a ranking: the caller asked about them.
+  EXPECT_EQ(items_of(ask(r, R"({"userId": "u0", "itemList": ["i0", "i4", "i2"]})")),
+            (std::vector<std::string>{"i2", "i4", "i0"}));
+}
+
+TEST(Inference, KnownRankingThroughAnMlp) {
+  // MLP with layers {2, 1}: h = relu(user + item), logit = h. User 0 embeds to 0.
+  ModelData m;
+  m.kind = "mlp";
+  m.user_ids = {"u0"};
+  m.item_ids = {"a", "b", "c"};
+  ModelParams p;
+  p.config.kind = ModelKind::kMLP;
+  p.config.num_users = 1;
+  p.config.num_items = 3;
+  p.config.layers = {2, 1};
+  p.user_mlp = tensor({1, 1}, {0});
+  p.item_mlp = tensor({3, 1}, {3, -2, 1});
+  p.weights = {tensor({2, 1}, {1, 1})};
+  p.biases = {tensor({1}, {0})};
+  p.head_weight = tensor({1}, {1});
+  p.head_bias = tensor({1}, {0});
+  m.params = p;
+  const json a = ask(make(std::move(m)), R"({"userId": "u0", "itemList": ["b", "c", "a"]})");
+  EXPECT_EQ(items_of(a), (std::vector<std::string>{"a", "c", "b"}));
+  EXPECT_FLOAT_EQ(a.at("output").at("scores")[0].get<float>(), sig(3));
+  EXPECT_FLOAT_EQ(a.at("output").at("scores")[2].get<float>(), sig(0));  // relu(-2) = 0
+}
+
+TEST(Inference, RelatedItemsByCosineOfItemEmbeddings) {
+  ModelData m = gmf_model();
+  m.params->config.factors = 2;
+  m.params->user_gmf = tensor({2, 2}, {1, 0, 0, 1});
+  m.params->item_gmf = tensor({5, 2}, {1, 0, 0, 1, 1, 1, -1, 0, 0, 0});
+  m.params->head_weight = tensor({2}, {1, 1});
+  const json a = ask(make(std::move(m)), R"({"itemId": "i0", "numResults": 4})");
+  // cos(i0, .) = i1 0, i2 0.707, i3 -1, i4 (zero vector) 0; ties by index.
+  EXPECT_EQ(items_of(a), (std::vector<std::string>{"i2", "i1", "i4", "i3"}));
+  EXPECT_NEAR(a.at("output").at("scores")[0].get<float>(), std::sqrt(0.5f), 1e-6);
+}
+
+TEST(Inference, UnknownUsersAndItemsGetPopularItemsWithAReason) {
+  const Recommender r = make(gmf_model());
+  Recommender::LineOutcome outcome;
+  const json a = json::parse(r.answer(R"({"userId": "stranger", "numResults": 2})", &outcome));
+  EXPECT_EQ(items_of(a), (std::vector<std::string>{"i4", "i2"}));
+  EXPECT_EQ(a.at("output").at("scores"), json::parse("[2.0, 1.0]"));
+  EXPECT_NE(a.at("output").at("reason").get<std::string>().find("unknown user"), std::string::npos);
+  EXPECT_TRUE(outcome.fallback);
+  const json b = ask(r, R"({"itemId": "new-item", "numResults": 2})");
+  EXPECT_EQ(items_of(b), (std::vector<std::string>{"i4", "i2"}));
+  EXPECT_NE(b.at("output").at("reason").get<std::string>().find("unknown item"), std::string::npos);
+  const json c = ask(r, R"({"userId": "stranger", "itemList": ["i0", "i2"]})");
+  EXPECT_EQ(items_of(c), (std::vector<std::string>{"i2", "i0"}));
+  EXPECT_TRUE(c.at("output").contains("reason"));
+}
+
+ItemCatalog gmf_catalog() {
+  ItemCatalog c;
+  c.item_ids = {"i0", "i1", "i2", "i3", "i4"};
+  c.numerical.push_back({"PRICE", {1, 2, 30, 4, 50}});
+  ItemCategoricalColumn genre{"GENRE", {"Comedy", "Drama"}, {0, 1, 2, 3, 4, 5}, {0, 1, 0, 1, 0}};
+  c.categorical.push_back(genre);
+  return c;
+}
+
+TEST(Inference, FiltersApplyBeforeTopK) {
+  InferenceOptions options;
+  options.filter = "EXCLUDE ItemID WHERE Items.PRICE > 10";
+  options.keep_seen = true;
+  const Recommender r = make(gmf_model(), options, gmf_catalog());
+  // Without the filter u0's top 2 would be i2, i4 (both over 10): the next best fill the list.
+  EXPECT_EQ(items_of(ask(r, R"({"userId": "u0", "numResults": 2})")), (std::vector<std::string>{"i0", "i3"}));
+  InferenceOptions with_param;
+  with_param.filter = "INCLUDE ItemID WHERE Items.GENRE IN ($G)";
+  const Recommender p = make(gmf_model(), with_param, gmf_catalog());
+  EXPECT_EQ(items_of(ask(p, R"({"userId": "u1", "filterValues": {"G": "\"Drama\""}})")),
+            (std::vector<std::string>{"i1", "i3"}));
+  EXPECT_EQ(items_of(ask(p, R"({"userId": "stranger", "numResults": 1, "filterValues": {"G": "\"Drama\""}})")),
+            (std::vector<std::string>{"i1"}));
+  // Related to i0 (cosine 1 with i2 and i4, a tie broken by index) among the comedies.
+  EXPECT_EQ(items_of(ask(p, R"({"itemId": "i0", "filterValues": {"G": "\"Comedy\""}})")),
+            (std::vector<std::string>{"i2", "i4"}));
+  // A malformed filter fails before any line is read.
+  InferenceOptions bad;
+  bad.filter = "INCLUDE ItemID WHERE Items.COLOUR IN (\"red\")";
+  EXPECT_THROW(make(gmf_model(), bad, gmf_catalog()), FilterError);
+}
+
+TEST(Inference, EveryBadLineGetsAnErrorAndTheJobGoesOn) {
+  InferenceOptions options;
+  options.filter = "INCLUDE ItemID WHERE Items.GENRE IN ($G)";
+  const Recommender r = make(gmf_model(), options, gmf_catalog());
+  const std::vector<std::string> bad{
+      "not json",
+      "{\"userId\": \"u0\"",
+      "[\"u0\"]",
+      "42",
+      "{}",
+      R"({"userName": "u0"})",
+      R"({"userId": 7})",
+      R"({"userId": "u0", "itemId": "i0"})",
+      R"({"itemId": "i0", "itemList": ["i1"]})",
+      R"({"userId": "u0", "itemList": "i1"})",
+      R"({"userId": "u0", "itemList": ["i1", 2]})",
+      R"({"userId": "u0", "numResults": 0, "filterValues": {"G": "\"Drama\""}})",
+      R"({"userId": "u0", "numResults": 501, "filterValues": {"G": "\"Drama\""}})",
+      R"({"userId": "u0", "numResults": "5", "filterValues": {"G": "\"Drama\""}})",
+      R"({"userId": "u0", "numResults": 2.5, "filterValues": {"G": "\"Drama\""}})",
+      R"({"userId": "u0", "filterValues": ["Drama"]})",
+      R"({"userId": "u0", "filterValues": {"G": 3}})",
+      R"({"userId": "u0"})",                                 // INCLUDE needs $G
+      R"({"userId": "u0", "filterValues": {"G": "Drama"}})",  // unquoted value
+  };
+  for (const std::string& line : bad) {
+    Recommender::LineOutcome outcome;
+    const json a = json::parse(r.answer(line, &outcome));
+    EXPECT_TRUE(outcome.error) << line;
+    EXPECT_TRUE(a.at("output").is_null()) << line;
+    EXPECT_TRUE(a.at("error").is_string() && !a.at("error").get<std::string>().empty()) << line;
+    EXPECT_TRUE(a.contains("input")) << line;
+  }
+  // A line that is not JSON comes back as its text.
+  EXPECT_EQ(ask(r, "not json").at("input"), "not json");
+  // The unquoted value names its position.
+  EXPECT_NE(ask(r, R"({"userId": "u0", "filterValues": {"G": "Drama"}})").at("error").get<std::string>().find("position 1"),
+            std::string::npos);
+}
+
+TEST(Inference, TwoStageIsExactWhenTheGmfBranchIsTheWholeModel) {
+  InferenceOptions options;
+  options.candidates = 3;
+  options.keep_seen = true;
+  const Recommender r = make(gmf_model(), options);
+  EXPECT_EQ(items_of(ask(r, R"({"userId": "u0", "numResults": 2})")), (std::vector<std::string>{"i2", "i4"}));
+  EXPECT_EQ(items_of(ask(r, R"({"userId": "u1", "numResults": 3})")), (std::vector<std::string>{"i1", "i3", "i0"}));
+}
+
+TEST(Inference, CatalogScorerMatchesTheEngineScorer) {
+  struct Shape {
+    ModelKind kind;
+    uint32_t factors;
+    std::vector<uint32_t> layers;
+  };
+  const std::vector<Shape> shapes{{ModelKind::kNeuMF, 8, {64, 32, 16, 8}},
+                                  {ModelKind::kNeuMF, 3, {14, 7, 5}},
+                                  {ModelKind::kMLP, 8, {128, 64, 32}},
+                                  {ModelKind::kGMF, 5, {64, 32}}};
+  for (const Shape& s : shapes) {
+    ModelConfig c;
+    c.kind = s.kind;
+    c.num_users = 9;
+    c.num_items = 203;
+    c.factors = s.factors;
+    c.layers = s.layers;
+    ModelParams p = ModelParams::initialize(c, 7);
+    // Embeddings of a trained scale, so that the MLP's ReLUs are not all in one regime.
+    std::mt19937 rng(3);
+    std::normal_distribution<float> normal(0.0f, 0.5f);
+    for (Tensor* t : p.tensors()) for (float& v : t->values) v = normal(rng);
+    const Scorer reference(p);
+    const CatalogScorer fast(p);
+    std::vector<float> want(c.num_items), got(c.num_items), group(3 * c.num_items);
+    const std::vector<uint32_t> users{0, 4, 8};
+    fast.score_users(users, group);
+    for (uint32_t u : users) {
+      reference.score_all(u, want);
+      fast.score_all(u, got);
+      for (uint32_t i = 0; i < c.num_items; ++i) {
+        ASSERT_NEAR(got[i], want[i], 1e-4f + 1e-4f * std::fabs(want[i])) << "user " << u << " item " << i;
+        ASSERT_EQ(group[(u / 4) * c.num_items + i], got[i]);
+      }
+      const std::vector<uint32_t> some{202, 0, 17, 17};
+      std::vector<float> part(some.size());
+      fast.score(u, some, part);
+      for (size_t k = 0; k < some.size(); ++k) ASSERT_EQ(part[k], got[some[k]]);
+    }
+  }
+}
+
+TEST(Inference, SegmentsRankUsersByAffinity) {
+  ModelData m = gmf_model();
+  m.user_ids = {"u0", "u1", "u2"};
+  m.params->config.num_users = 3;
+  m.params->user_gmf = tensor({3, 1}, {1, -1, 3});
+  m.seen.offsets = {0, 2, 3, 3};
+  InferenceOptions options;
+  const Recommender r = make(m, options, gmf_catalog());
+  // Affinity for i4 (factor 1.5): u2 4.5 > u0 1.5 > u1 -1.5; u0 and u1 have seen i4.
+  json a = json::parse(r.segment(R"({"itemId": "i4"})", 10));
+  EXPECT_EQ(a.at("output").at("recommendedUsers"), json::parse(R"(["u2"])"));
+  a = json::parse(r.segment(R"({"itemId": "i0", "numResults": 2})", 10));
+  EXPECT_EQ(a.at("output").at("recommendedUsers"), json::parse(R"(["u2", "u0"])"));
+  // Drama items are i1 (-1) and i3 (0): u1 likes them best.
+  a = json::parse(r.segment(R"({"itemAttributes": "ITEMS.GENRE = \"Drama\""})", 1));
+  EXPECT_EQ(a.at("output").at("recommendedUsers"), json::parse(R"(["u1"])"));
+  for (const std::string& bad : {std::string("nope"), std::string(R"({"userId": "u0"})"), std::string(R"({"itemId": "zz"})"),
+                                 std::string(R"({"itemAttributes": "ITEMS.GENRE = "})"),
+                                 std::string(R"({"itemAttributes": "ITEMS.GENRE = \"Horror\""})")}) {
+    Recommender::LineOutcome outcome;
+    a = json::parse(r.segment(bad, 5, &outcome));
+    EXPECT_TRUE(outcome.error) << bad;
+    EXPECT_TRUE(a.at("output").is_null()) << bad;
+  }
+}
+
+TEST(Inference, JobWritesEveryLineInOrderAndAtomically) {
+  const fs::path dir = fs::temp_directory_path() / ("tastebud-test-infer-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  {
+    std::ofstream in(dir / "queries.jsonl");
+    for (int k = 0; k < 5000; ++k) in << (k % 7 == 3 ? "{bad\n" : (k % 2 ? "{\"userId\": \"u1\"}\n" : "{\"userId\": \"u0\"}\n"));
+    in << "\n";  // blank lines are skipped
+  }
+  const Recommender r = make(gmf_model());
+  const BatchStats stats = run_batch_infer(r, dir / "queries.jsonl", dir / "out.jsonl", 2);
+  EXPECT_EQ(stats.lines, 5000u);
+  EXPECT_EQ(stats.errors, 714u);  // k % 7 == 3 for k < 5000
+  std::ifstream out(dir / "out.jsonl");
+  std::string line;
+  int k = 0;
+  while (std::getline(out, line)) {
+    const json a = json::parse(line);
+    if (k % 7 == 3) {
+      EXPECT_FALSE(a.at("error").is_null());
+    } else {
+      EXPECT_EQ(a.at("input").at("userId"), k % 2 ? "u1" : "u0") << k;
+    }
+    ++k;
+  }
+  EXPECT_EQ(k, 5000);
+  // Nothing but the input and the output remains: the temporary file was renamed.
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator()), 2);
+  // A missing input fails and leaves no output behind.
+  EXPECT_THROW(run_batch_infer(r, dir / "missing.jsonl", dir / "none.jsonl", 1), Error);
+  EXPECT_FALSE(fs::exists(dir / "none.jsonl"));
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace tastebud::host
