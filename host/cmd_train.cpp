@@ -1,15 +1,69 @@
+#include <algorithm>
 #include <iostream>
+
+#include <fmt/format.h>
+#include <toml++/toml.h>
 
 #include "host/commands.h"
 #include "host/training.h"
+#include "tastebud/error.h"
 
 namespace tastebud::host {
+namespace {
+
+// Sets every option the job file names and the command line did not: the file's keys are the long
+// flag names (with - or _), and [[events]] is read by the training job itself.
+void apply_job_file(CLI::App& cmd, const std::filesystem::path& path) {
+  toml::table file;
+  try {
+    file = toml::parse_file(path.string());
+  } catch (const toml::parse_error& e) {
+    throw Error(fmt::format("{}:{}: {}", path.string(), e.source().begin.line, e.description()));
+  }
+  for (const auto& [key, value] : file) {
+    std::string name(key.str());
+    if (name == "events") continue;
+    std::replace(name.begin(), name.end(), '_', '-');
+    const int line = static_cast<int>(value.source().begin.line);
+    CLI::Option* option = nullptr;
+    try {
+      option = cmd.get_option("--" + name);
+    } catch (const CLI::OptionNotFound&) {
+      throw Error(fmt::format("{}:{}: '{}' is not a train option (see tastebud train --help)",
+                              path.string(), line, key.str()));
+    }
+    if (name == "config") continue;
+    if (option->count() > 0) continue;  // the command line wins
+    auto scalar = [&](const toml::node& node) -> std::string {
+      if (node.is_string()) return *node.value<std::string>();
+      if (node.is_boolean()) return *node.value<bool>() ? "true" : "false";
+      if (node.is_integer()) return std::to_string(*node.value<int64_t>());
+      if (node.is_floating_point()) return fmt::format("{}", *node.value<double>());
+      throw Error(fmt::format("{}:{}: '{}' must be a string, number or boolean", path.string(), line,
+                              key.str()));
+    };
+    if (const toml::array* array = value.as_array()) {
+      for (const toml::node& element : *array) option->add_result(scalar(element));
+    } else {
+      option->add_result(scalar(value));
+    }
+    try {
+      option->run_callback();
+    } catch (const CLI::Error& e) {
+      throw Error(fmt::format("{}:{}: '{}': {}", path.string(), line, key.str(), e.what()));
+    }
+  }
+}
+
+}  // namespace
 
 void add_train_command(CLI::App& app) {
   auto job = std::make_shared<TrainJob>();
   auto* cmd = app.add_subcommand("train", "Train a model on an imported dataset");
-  cmd->set_config("--config", "", "TOML job file; its keys are the long flag names (flags on the command line win)");
-  cmd->allow_config_extras(CLI::config_extras_mode::ignore);  // [[events]] tables are read by toml++
+  cmd->add_option("--config", job->config_file,
+                  "TOML job file; its keys are the long flag names (flags on the command line win), "
+                  "plus [[events]] tables")
+      ->check(CLI::ExistingFile);
   cmd->add_option("--data", job->data, "Dataset directory written by `tastebud import`")->required()->check(CLI::ExistingDirectory);
   cmd->add_option("--out", job->out, "Model directory to write")->required();
   cmd->add_option("--model", job->model, "neumf, gmf, mlp, or a recipe: popularity, sims, trending")->capture_default_str();
@@ -29,13 +83,17 @@ void add_train_command(CLI::App& app) {
   cmd->add_flag("--tf32", job->tf32, "CUDA: TF32 tensor cores for the dense layers (faster, 10-bit mantissa products)");
   cmd->add_option("--threads", job->threads, "CPU threads (0: all cores)")->capture_default_str();
   cmd->add_option("--seed", job->seed, "Seed of every random draw")->capture_default_str();
-  cmd->add_option("--eval", job->eval, "loo (HR/NDCG@10 among 99 negatives), holdout (newest 10%) or none")->capture_default_str();
+  cmd->add_option("--eval", job->eval, "loo (HR/NDCG@10 among 99 negatives), holdout (newest 10%), cold-items (20% of items cold, ranked among 99 cold items) or none")->capture_default_str();
   cmd->add_option("--eval-users", job->eval_users, "Cap on evaluated users (0: all for loo, 10000 for holdout)")->capture_default_str();
   cmd->add_option("--early-stop-metric", job->early_stop_metric, "Metric that picks the best epoch (default hr@10 or ndcg@10)");
   cmd->add_option("--patience", job->patience, "Stop after this many epochs without improvement (0: never)")->capture_default_str();
   cmd->add_option("--event", job->events,
                   "Train on this event type only, as TYPE[:THRESHOLD[:WEIGHT]]; repeat for more types "
                   "(job file: [[events]] event_type, value_threshold, weight)");
+  cmd->add_option("--metadata", job->metadata,
+                  "Metadata features in the model: none, items, users or both (CPU backend)")->capture_default_str();
+  cmd->add_option("--text-buckets", job->text_buckets,
+                  "Hash buckets of the textual field's bag of words (a power of two)")->capture_default_str();
   cmd->add_flag("--resume", job->resume, "Continue an interrupted run from MODEL_DIR/checkpoint.bin");
   cmd->add_flag("!--no-progress", job->progress, "No progress line on stderr");
   // Recipes (host/recipes.h).
@@ -47,9 +105,7 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--trend-window-days", job->trend_window_days, "trending: length of the latest window in days")->capture_default_str();
   cmd->add_option("--trend-smoothing", job->trend_smoothing, "trending: (latest - previous) / (previous + smoothing)")->capture_default_str();
   cmd->callback([job, cmd] {
-    if (auto* config = cmd->get_option("--config"); config->count() > 0) {
-      job->config_file = config->as<std::string>();
-    }
+    if (!job->config_file.empty()) apply_job_file(*cmd, job->config_file);
     run_training(*job, std::cout);
   });
 }

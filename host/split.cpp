@@ -14,7 +14,8 @@ EvalProtocol parse_eval_protocol(const std::string& name) {
   if (name == "none") return EvalProtocol::kNone;
   if (name == "loo") return EvalProtocol::kLeaveOneOut;
   if (name == "holdout") return EvalProtocol::kHoldout;
-  throw Error(fmt::format("unknown --eval '{}': expected loo, holdout or none", name));
+  if (name == "cold-items") return EvalProtocol::kColdItems;
+  throw Error(fmt::format("unknown --eval '{}': expected loo, holdout, cold-items or none", name));
 }
 
 std::string to_string(EvalProtocol protocol) {
@@ -22,6 +23,7 @@ std::string to_string(EvalProtocol protocol) {
     case EvalProtocol::kNone: return "none";
     case EvalProtocol::kLeaveOneOut: return "loo";
     case EvalProtocol::kHoldout: return "holdout";
+    case EvalProtocol::kColdItems: return "cold-items";
   }
   return "?";
 }
@@ -94,7 +96,96 @@ float EventWeights::weight(const datasets::Interactions& rows, uint64_t r) const
   return !std::isnan(value) && value >= threshold_[t] ? w : 0.0f;
 }
 
+namespace {
+
+// The cold-items protocol: a Philox coin per interacted item picks the cold ones; every row of a
+// cold item leaves training, and each user's latest counted cold interaction is ranked against
+// other cold items the user never touched.
+Split make_cold_item_split(const datasets::Dataset& dataset, const SplitOptions& options,
+                           const EventWeights& events) {
+  const auto& rows = dataset.interactions;
+  const uint32_t num_users = dataset.num_users(), num_items = dataset.num_items();
+  TB_CHECK(options.cold_item_share > 0 && options.cold_item_share < 1,
+           "the cold item share must be between 0 and 1");
+  Split split;
+  split.protocol = EvalProtocol::kColdItems;
+  std::vector<uint8_t> interacted(num_items, 0), cold(num_items, 0);
+  for (uint64_t r = 0; r < rows.size(); ++r) interacted[rows.item[r]] = 1;
+  for (uint32_t i = 0; i < num_items; ++i) {
+    const uint32_t word = random_words(options.eval_seed, RandomStream::kSplit, 1, i).v[0];
+    if (interacted[i] && uniform_unit(word) < options.cold_item_share) {
+      cold[i] = 1;
+      split.cold_items.push_back(i);
+    }
+  }
+  TrainingSet& train = split.train;
+  train.num_users = num_users;
+  train.num_items = num_items;
+  std::vector<std::pair<uint32_t, float>> pairs;
+  std::vector<uint32_t> touched;
+  std::vector<uint32_t> eligible_users, targets;
+  for (uint32_t u = 0; u < num_users; ++u) {
+    pairs.clear();
+    int64_t target = -1;
+    for (uint64_t r = rows.user_offsets[u]; r < rows.user_offsets[u + 1]; ++r) {
+      const float w = events.weight(rows, r);
+      if (w <= 0.0f) continue;
+      if (cold[rows.item[r]]) {
+        target = rows.item[r];  // rows are in time order: the last one is the latest
+      } else {
+        pairs.emplace_back(rows.item[r], w);
+      }
+    }
+    std::sort(pairs.begin(), pairs.end());
+    for (size_t k = 0; k < pairs.size(); ++k) {
+      if (k + 1 < pairs.size() && pairs[k + 1].first == pairs[k].first) continue;  // keep the max
+      train.user.push_back(u);
+      train.item.push_back(pairs[k].first);
+      train.weight.push_back(pairs[k].second);
+    }
+    if (target >= 0) {
+      eligible_users.push_back(u);
+      targets.push_back(static_cast<uint32_t>(target));
+    }
+  }
+  // A small catalog has fewer than loo_negatives other cold items: rank against half of them
+  // (random HR@10 is then 10 / (m + 1), not 0.10), and skip a user who touched so many cold items
+  // that m untouched ones are not left, rather than pad with ties.
+  const uint64_t pool = split.cold_items.size();
+  const uint32_t m = static_cast<uint32_t>(std::min<uint64_t>(options.loo_negatives, pool / 2));
+  TB_CHECK(m > 0, "--eval cold-items: too few items to make any cold");
+  for (size_t k = 0; k < eligible_users.size(); ++k) {
+    const uint32_t u = eligible_users[k];
+    if (!chosen(u, static_cast<uint32_t>(eligible_users.size()), options)) continue;
+    touched.assign(rows.item.begin() + rows.user_offsets[u], rows.item.begin() + rows.user_offsets[u + 1]);
+    sort_unique(touched, 0);
+    const size_t first = split.candidates.size();
+    for (uint64_t draw = 0; split.candidates.size() - first < m && draw < 64 * (uint64_t{m} + 1); ++draw) {
+      const uint32_t word = random_words(options.eval_seed, RandomStream::kEvalNegatives, 1,
+                                         static_cast<uint64_t>(u) * 4096 + draw).v[0];
+      const uint32_t item = split.cold_items[static_cast<uint64_t>(uniform_unit(word) * pool) % pool];
+      if (contains_sorted(touched.data(), touched.size(), item)) continue;
+      if (std::find(split.candidates.begin() + first, split.candidates.end(), item) != split.candidates.end()) continue;
+      split.candidates.push_back(item);
+    }
+    if (split.candidates.size() - first < m) {
+      split.candidates.resize(first);
+      continue;
+    }
+    split.eval_users.push_back(u);
+    split.held_out_item.push_back(targets[k]);
+  }
+  split.negatives_per_user = m;
+  train.finalize();
+  return split;
+}
+
+}  // namespace
+
 Split make_split(const datasets::Dataset& dataset, const SplitOptions& options) {
+  if (options.protocol == EvalProtocol::kColdItems) {
+    return make_cold_item_split(dataset, options, EventWeights(dataset, options.events));
+  }
   const auto& rows = dataset.interactions;
   const uint32_t num_users = dataset.num_users(), num_items = dataset.num_items();
   const EventWeights events(dataset, options.events);

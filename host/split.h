@@ -11,8 +11,10 @@
 
 namespace tastebud::host {
 
-enum class EvalProtocol { kNone, kLeaveOneOut, kHoldout };
-EvalProtocol parse_eval_protocol(const std::string& name);  // none | loo | holdout
+// cold-items: a random share of the items loses every training interaction; each user's latest
+// interaction with one of them is ranked against loo_negatives other cold items (HR/NDCG@10, as loo).
+enum class EvalProtocol { kNone, kLeaveOneOut, kHoldout, kColdItems };
+EvalProtocol parse_eval_protocol(const std::string& name);  // none | loo | holdout | cold-items
 std::string to_string(EvalProtocol protocol);
 
 // Which events train the model and how much each counts: only listed types with EVENT_VALUE at or
@@ -43,19 +45,22 @@ struct SplitOptions {
   uint32_t loo_negatives = 99;  // loo: items ranked against the held-out one
   uint32_t max_eval_users = 0;  // 0: every eligible user
   uint64_t eval_seed = 2017;    // fixed, so runs with different training seeds share candidates
+  double cold_item_share = 0.2;  // cold-items: share of the interacted items made cold
 };
 
 struct Split {
   TrainingSet train;
   EvalProtocol protocol = EvalProtocol::kNone;
   std::vector<uint32_t> eval_users;
-  // loo: the held-out item and its candidates, eval_users.size() x loo_negatives.
+  // loo and cold-items: the held-out item and its candidates, eval_users.size() x loo_negatives.
   std::vector<uint32_t> held_out_item;
   uint32_t negatives_per_user = 0;
   std::vector<uint32_t> candidates;
   // holdout: ground truth items of eval user k: truth[truth_offsets[k] .. truth_offsets[k + 1]).
   std::vector<uint64_t> truth_offsets;
   std::vector<uint32_t> truth;
+  // cold-items: the items made cold, ascending.
+  std::vector<uint32_t> cold_items;
 };
 
 Split make_split(const datasets::Dataset& dataset, const SplitOptions& options);

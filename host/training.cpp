@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <toml++/toml.h>
 
+#include "host/features.h"
 #include "host/model_dir.h"
 #include "host/recipes.h"
 #include "host/split.h"
@@ -27,9 +28,11 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
+std::vector<std::string> job_events(const TrainJob& job);
+
 // The settings that define the trained model; a resumed run must match them.
 json job_to_json(const TrainJob& job) {
-  return json{{"data", fs::absolute(job.data).string()},
+  json j{{"data", fs::absolute(job.data).string()},
               {"model", job.model},
               {"factors", job.factors},
               {"layers", job.layers},
@@ -44,7 +47,13 @@ json job_to_json(const TrainJob& job) {
               {"seed", job.seed},
               {"eval", job.eval},
               {"eval_users", job.eval_users},
-              {"events", job.events}};
+              {"events", job_events(job)}};
+  // Only when used, so that runs from before metadata existed still resume.
+  if (job.metadata != "none") {
+    j["metadata"] = job.metadata;
+    j["text_buckets"] = job.text_buckets;
+  }
+  return j;
 }
 
 OptimizerKind parse_optimizer(const std::string& name) {
@@ -213,7 +222,7 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
   split_options.protocol = protocol;
   split_options.max_eval_users = job.eval_users > 0 ? job.eval_users
                                  : protocol == EvalProtocol::kHoldout ? 10000 : 0;
-  const Split split = make_split(dataset, split_options);
+  Split split = make_split(dataset, split_options);
   TB_CHECK(split.train.size() > 0, fmt::format("{}: no interactions to train on", job.data.string()));
 
   ModelConfig config;
@@ -222,10 +231,25 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
   config.num_items = dataset.num_items();
   config.factors = job.factors;
   config.layers = job.layers;
+  const MetadataSides sides = parse_metadata_sides(job.metadata);
+  if (sides.users) {
+    config.user_features = make_feature_spec(dataset.users, job.text_buckets, "user");
+    split.train.user_features = encode_features(dataset.users, config.user_features, config.num_users);
+  }
+  if (sides.items) {
+    config.item_features = make_feature_spec(dataset.items, job.text_buckets, "item");
+    split.train.item_features = encode_features(dataset.items, config.item_features, config.num_items);
+  }
   config.validate();
 
-  TrainState state = resumed ? std::move(*resumed)
-                             : TrainState::fresh(ModelParams::initialize(config, job.seed), options.optimizer);
+  TrainState state;
+  if (resumed) {
+    state = std::move(*resumed);
+  } else {
+    ModelParams params = ModelParams::initialize(config, job.seed);
+    zero_untrained_rows(params, split.train);
+    state = TrainState::fresh(params, options.optimizer);
+  }
   std::string notice;
   std::unique_ptr<Backend> backend = make_backend(job.device, split.train, options, std::move(state), &notice);
   if (!notice.empty()) log << notice << "\n";
@@ -271,9 +295,11 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
     TrainState current = backend->state();
     EpochRecord record{epoch, stats.mean_loss, stats.samples, stats.seconds, {}};
     if (protocol != EvalProtocol::kNone) {
-      const Scorer scorer(current.params);
+      const auto scorer = config.has_metadata()
+          ? std::make_unique<Scorer>(current.params, split.train.user_features, split.train.item_features)
+          : std::make_unique<Scorer>(current.params);
       record.metrics = evaluate(split, [&](uint32_t u, std::span<const uint32_t> items, std::span<float> out) {
-        if (items.empty()) scorer.score_all(u, out); else scorer.score(u, items, out);
+        if (items.empty()) scorer->score_all(u, out); else scorer->score(u, items, out);
       }, job.threads);
     }
     result.history.push_back(record);

@@ -41,6 +41,10 @@ struct TrainJob {
   // --event flags or the job file's [[events]] tables. Empty: every event counts once.
   std::vector<std::string> events;
   std::filesystem::path config_file;  // the TOML job file, for its [[events]] tables
+  // Metadata in the model: none, items, users or both (host/features.h); the textual field's token
+  // hashes are folded to text_buckets rows.
+  std::string metadata = "none";
+  uint32_t text_buckets = 1u << 16;
 
   // Recipes (--model popularity, sims or trending; host/recipes.h).
   std::vector<std::string> event_weights;  // TYPE=WEIGHT each; empty: every event counts 1

@@ -4,7 +4,9 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <fstream>
 #include <sstream>
 
@@ -108,6 +110,44 @@ TEST_F(TrainingJob, LeaveOneOutSplitHoldsOutTheLatestItem) {
   }
 }
 
+TEST_F(TrainingJob, ColdItemSplitRemovesEveryTrainingRowOfTheColdItems) {
+  const datasets::Dataset d = datasets::Dataset::open(root_ / "dataset");
+  SplitOptions o;
+  o.protocol = EvalProtocol::kColdItems;
+  const Split s = make_split(d, o);
+  ASSERT_GT(s.cold_items.size(), 20u);
+  ASSERT_LT(s.cold_items.size(), 70u);  // about 20% of 200
+  for (uint32_t i : s.cold_items) EXPECT_EQ(s.train.item_counts[i], 0u) << "cold item " << i << " trained on";
+  ASSERT_GT(s.eval_users.size(), 100u);
+  for (size_t k = 0; k < s.eval_users.size(); ++k) {
+    EXPECT_TRUE(std::binary_search(s.cold_items.begin(), s.cold_items.end(), s.held_out_item[k]));
+    for (uint32_t m = 0; m < s.negatives_per_user; ++m) {
+      const uint32_t c = s.candidates[k * s.negatives_per_user + m];
+      EXPECT_TRUE(std::binary_search(s.cold_items.begin(), s.cold_items.end(), c));
+    }
+  }
+}
+
+TEST_F(TrainingJob, ItemMetadataRanksColdItemsAboveRandom) {
+  TrainJob j = job("cold_meta");
+  j.eval = "cold-items";
+  j.metadata = "items";
+  j.epochs = 2;
+  std::ostringstream log;
+  const TrainResult r = run_training(j, log);
+  // This small catalog has about 40 cold items, so each target is ranked among m of them and
+  // random ranking gives HR@10 = 10 / (m + 1).
+  SplitOptions o;
+  o.protocol = EvalProtocol::kColdItems;
+  const uint32_t m = make_split(datasets::Dataset::open(root_ / "dataset"), o).negatives_per_user;
+  ASSERT_GE(m, 10u);
+  const double random_hr = 10.0 / (m + 1);
+  EXPECT_GT(r.history.at(r.best_epoch - 1).metrics.at("hr@10"), random_hr + 0.15) << log.str();
+  const ModelParams model = load_model(root_ / "cold_meta" / "model.bin");
+  EXPECT_TRUE(model.config.item_features.enabled());
+  EXPECT_FALSE(model.config.user_features.enabled());
+}
+
 TEST_F(TrainingJob, HoldoutSplitKeepsTheNewestTenPercent) {
   const datasets::Dataset d = datasets::Dataset::open(root_ / "dataset");
   SplitOptions o;
@@ -208,6 +248,80 @@ TEST_F(TrainingJob, DivergingLossStopsAndKeepsTheLastGoodCheckpoint) {
   }
   EXPECT_EQ(fs::last_write_time(root_ / "diverge" / "checkpoint.bin"), poisoned);
   EXPECT_GE(poisoned, before);
+}
+
+TEST_F(TrainingJob, EventRulesFilterAndWeightPositives) {
+  const datasets::Dataset d = datasets::Dataset::open(root_ / "dataset");
+  const auto& rows = d.interactions;
+  auto type_of = [&](uint64_t r) { return std::string(d.event_types[rows.event_type[r]]); };
+  // (user, item) -> strongest event seen, and the largest purchase value.
+  std::map<std::pair<uint32_t, uint32_t>, int> strongest;
+  std::map<std::pair<uint32_t, uint32_t>, float> purchase_value;
+  for (uint64_t r = 0; r < rows.size(); ++r) {
+    const auto key = std::make_pair(rows.user[r], rows.item[r]);
+    const std::string t = type_of(r);
+    const int rank = t == "purchase" ? 3 : t == "cart" ? 2 : 1;
+    strongest[key] = std::max(strongest[key], rank);
+    if (t == "purchase") purchase_value[key] = std::max(purchase_value[key], rows.event_value[r]);
+  }
+  SplitOptions o;
+  o.protocol = EvalProtocol::kNone;
+  o.events = {parse_event_rule("view::1"), parse_event_rule("purchase::3")};
+  const Split weighted = make_split(d, o);
+  size_t purchases = 0;
+  for (size_t p = 0; p < weighted.train.size(); ++p) {
+    const auto key = std::make_pair(weighted.train.user[p], weighted.train.item[p]);
+    const bool bought = strongest.at(key) == 3;
+    EXPECT_EQ(weighted.train.weight[p], bought ? 3.0f : 1.0f);
+    purchases += bought;
+  }
+  EXPECT_GT(purchases, 100u);
+
+  o.events = {parse_event_rule("purchase:50")};
+  const Split expensive = make_split(d, o);
+  ASSERT_GT(expensive.train.size(), 0u);
+  size_t qualifying = 0;
+  for (const auto& [key, value] : purchase_value) qualifying += value >= 50.0f;
+  EXPECT_EQ(expensive.train.size(), qualifying);
+  for (size_t p = 0; p < expensive.train.size(); ++p) {
+    EXPECT_GE(purchase_value.at({expensive.train.user[p], expensive.train.item[p]}), 50.0f);
+  }
+
+  o.events = {parse_event_rule("wishlist::2")};
+  try {
+    make_split(d, o);
+    FAIL() << "an unknown event type must be refused";
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("'wishlist'"), std::string::npos) << message;
+    EXPECT_NE(message.find("'purchase'"), std::string::npos) << message;
+  }
+  EXPECT_THROW(parse_event_rule("view:abc"), Error);
+  EXPECT_THROW(parse_event_rule(":1:2"), Error);
+}
+
+TEST_F(TrainingJob, JobFileSetsFlagsAndEventsAndTheCommandLineWins) {
+  const fs::path job_file = root_ / "job.toml";
+  std::ofstream(job_file) << "epochs = 1\nbatch-size = 1024\nlr = 0.01\nlayers = [16, 8]\neval = \"none\"\n"
+                             "[[events]]\nevent_type = \"purchase\"\nweight = 3.0\n";
+  const std::string command = std::string(TASTEBUD_BINARY) + " train --data " + (root_ / "dataset").string() +
+                              " --out " + (root_ / "from-file").string() + " --config " + job_file.string() +
+                              " --lr 0.005 --no-progress > /dev/null 2>&1";
+  ASSERT_EQ(std::system(command.c_str()), 0) << command;
+  std::ifstream in(root_ / "from-file" / "config.json");
+  const auto config = nlohmann::json::parse(in);
+  EXPECT_EQ(config.at("batch_size"), 1024);
+  EXPECT_EQ(config.at("layers"), nlohmann::json({16, 8}));
+  EXPECT_NEAR(config.at("lr").get<double>(), 0.005, 1e-7);  // the command line wins
+  EXPECT_EQ(config.at("events"), nlohmann::json({"purchase::3"}));
+  std::ofstream(root_ / "bad.toml") << "epochs = 1\nlearning_rate = 3\n";
+  const std::string bad = std::string(TASTEBUD_BINARY) + " train --data " + (root_ / "dataset").string() +
+                          " --out " + (root_ / "bad-file").string() + " --config " + (root_ / "bad.toml").string() +
+                          " > " + (root_ / "bad.log").string() + " 2>&1";
+  EXPECT_NE(std::system(bad.c_str()), 0);
+  std::stringstream log;
+  log << std::ifstream(root_ / "bad.log").rdbuf();
+  EXPECT_NE(log.str().find("bad.toml:2: 'learning_rate' is not a train option"), std::string::npos) << log.str();
 }
 
 TEST_F(TrainingJob, BadSettingsAreRefusedWithTheFlagName) {
