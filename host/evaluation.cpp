@@ -131,7 +131,8 @@ RankedListMetrics ranked_list_metrics(std::span<const uint32_t> ranked, std::spa
 Metrics evaluate(const Split& split, const ScoreFn& score, uint32_t threads) {
   switch (split.protocol) {
     case EvalProtocol::kNone: return {};
-    case EvalProtocol::kLeaveOneOut: return evaluate_loo(split, score);
+    case EvalProtocol::kLeaveOneOut:
+    case EvalProtocol::kColdItems: return evaluate_loo(split, score);
     case EvalProtocol::kHoldout:
       return evaluate_holdout_with(split, [&](uint32_t u, std::span<float> out) { score(u, {}, out); });
   }
@@ -143,6 +144,7 @@ Metrics evaluate_popularity(const Split& split) {
   switch (split.protocol) {
     case EvalProtocol::kNone: return {};
     case EvalProtocol::kLeaveOneOut:
+    case EvalProtocol::kColdItems:
       return evaluate_loo(split, [&](uint32_t, std::span<const uint32_t> items, std::span<float> out) {
         for (size_t k = 0; k < items.size(); ++k) out[k] = popularity[items[k]];
       });

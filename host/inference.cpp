@@ -10,6 +10,7 @@
 #include <fstream>
 #include <numeric>
 #include <ostream>
+#include <span>
 #include <sstream>
 #include <unordered_map>
 
@@ -20,6 +21,7 @@
 
 #include "cpu/topk.h"
 #include "host/catalog_scorer.h"
+#include "host/features.h"
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/engine/model_io.h"
 #include "tastebud/error.h"
@@ -43,6 +45,62 @@ std::string slurp(const fs::path& path) {
 }
 
 float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+// The k best of many scores (NaN never selected; ties to the lower index), in index order: the
+// candidates of two-stage retrieval. cpu::top_k keeps a heap, the right tool for the final 25 but
+// O(n log k) when scores arrive in rising order, as a young model's GMF scores often do. Here the
+// k-th best value comes from nth_element on a copy of the floats (linear, no indirection), and
+// one pass collects the items above it, then the ties at it.
+void select_candidates(std::span<const float> scores, size_t k, std::vector<uint32_t>& out) {
+  thread_local std::vector<float> values;
+  values.resize(scores.size());
+  size_t n = 0;
+  for (float x : scores)
+    if (!std::isnan(x)) values[n++] = x;
+  out.clear();
+  if (k == 0) return;
+  if (n <= k) {
+    for (uint32_t i = 0; i < scores.size(); ++i)
+      if (!std::isnan(scores[i])) out.push_back(i);
+    return;
+  }
+  // Most of the catalog is far below the k-th value: a strided sample estimates a bound under it
+  // (with a wide margin), and only the values above that bound go through nth_element. When the
+  // estimate is too high to leave k values, the whole set is used: the result is exact either way.
+  if (n > 16 * k && n > 8192) {
+    thread_local std::vector<float> sample;
+    const size_t m = 4096, stride = n / m;
+    sample.resize(m);
+    for (size_t j = 0; j < m; ++j) sample[j] = values[j * stride];
+    const size_t rank = std::min(m - 1, 2 * (k * m / n) + 32);
+    std::nth_element(sample.begin(), sample.begin() + rank, sample.end(), std::greater<float>());
+    const float bound = sample[rank];
+    size_t kept = 0;
+    for (size_t j = 0; j < n; ++j)
+      if (values[j] >= bound) values[kept++] = values[j];
+    if (kept >= k) {
+      n = kept;
+    } else {
+      n = 0;
+      for (float x : scores)
+        if (!std::isnan(x)) values[n++] = x;
+    }
+  }
+  std::nth_element(values.begin(), values.begin() + (k - 1), values.begin() + n, std::greater<float>());
+  const float threshold = values[k - 1];
+  out.resize(k);
+  size_t above = 0;
+  for (uint32_t i = 0; i < scores.size(); ++i) above += scores[i] > threshold;
+  size_t ties = k - above, at = 0;
+  for (uint32_t i = 0; i < scores.size() && at < k; ++i) {
+    if (scores[i] > threshold) {
+      out[at++] = i;
+    } else if (scores[i] == threshold && ties > 0) {
+      out[at++] = i;
+      --ties;
+    }
+  }
+}
 
 bool is_neumf_family(const std::string& kind) { return kind == "neumf" || kind == "gmf" || kind == "mlp"; }
 
@@ -107,6 +165,38 @@ std::string dump_line(const json& j) { return j.dump(-1, ' ', false, json::error
 
 // ---- Model directory and dataset -----------------------------------------------------------------
 
+namespace {
+
+// A metadata model is served as its folded id-only twin (fold_features): every user and item of
+// the model, cold ones included, scores with the metadata of the dataset it was trained on,
+// matched by id, so the scorers need not know about features.
+ModelParams fold_dataset_features(const ModelParams& params, const ModelData& m, const fs::path& dir) {
+  TB_CHECK(!m.data.empty() && fs::is_directory(m.data),
+           fmt::format("{}: the model uses metadata but its dataset ({}) is gone", dir.string(), m.data.string()));
+  const datasets::Dataset dataset = datasets::Dataset::open(m.data);
+  auto rows_of = [](const std::vector<std::string>& model_ids, const datasets::StringTable& ids) {
+    std::unordered_map<std::string, uint32_t> index;
+    for (uint32_t d = 0; d < ids.size(); ++d) index.emplace(std::string(ids[d]), d);
+    std::vector<int64_t> rows(model_ids.size(), -1);
+    for (size_t x = 0; x < model_ids.size(); ++x) {
+      const auto it = index.find(model_ids[x]);
+      if (it != index.end()) rows[x] = it->second;
+    }
+    return rows;
+  };
+  const ModelConfig& c = params.config;
+  FeatureInputs users, items;
+  if (c.user_features.enabled()) {
+    users = encode_features(dataset.users, c.user_features, c.num_users, rows_of(m.user_ids, dataset.user_ids));
+  }
+  if (c.item_features.enabled()) {
+    items = encode_features(dataset.items, c.item_features, c.num_items, rows_of(m.item_ids, dataset.item_ids));
+  }
+  return fold_features(params, users, items);
+}
+
+}  // namespace
+
 ModelData load_model_dir(const fs::path& dir) {
   if (!fs::is_directory(dir)) throw Error(fmt::format("--model {}: not a directory", dir.string()));
   ModelData m;
@@ -129,6 +219,7 @@ ModelData load_model_dir(const fs::path& dir) {
     if (c.num_users != m.user_ids.size() || c.num_items != m.item_ids.size())
       throw Error(fmt::format("{}: model.bin has {} users and {} items but the id files list {} and {}",
                               dir.string(), c.num_users, c.num_items, m.user_ids.size(), m.item_ids.size()));
+    if (c.has_metadata()) m.params = fold_dataset_features(*m.params, m, dir);
   } else if (is_recipe(m.kind)) {
     m.recipe = read_recipe(dir / "recipe.bin");
     if (m.recipe.popularity.size() != m.item_ids.size())
@@ -384,7 +475,7 @@ struct Recommender::Impl {
       scorer->gmf_scores(user, s);
       mask_scores(s, allowed);
       mask_seen();
-      cpu::top_k(s, options.candidates, candidates);
+      select_candidates(s, options.candidates, candidates);
       candidate_scores.resize(candidates.size());
       scorer->score(user, candidates, candidate_scores);
       cpu::top_k(candidate_scores, q.k, top);

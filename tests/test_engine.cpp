@@ -7,9 +7,11 @@
 #include <filesystem>
 #include <map>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "cpu/embedding.h"
+#include "cpu/features.h"
 #include "cpu/neumf.h"
 #include "cpu/sampler.h"
 #include "cpu/topk.h"
@@ -477,6 +479,478 @@ TEST(ModelConfig, RejectsUnusableShapes) {
   c.kind = ModelKind::kGMF;
   c.validate();  // GMF ignores the layers
   EXPECT_THROW(parse_model_kind("transformer"), Error);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metadata features: gradients through the whole model, the backend, scoring and model files.
+
+// One side's metadata for the gradient checks: entity x has rows[offsets[x] ..) with weights and
+// `numeric` standardised values each.
+struct FeatureCase {
+  std::vector<uint64_t> offsets;
+  std::vector<uint32_t> rows;
+  std::vector<float> weights;
+  int64_t numeric = 0;
+  std::vector<float> values;
+  int64_t table_rows = 0;
+
+  cpu::FeatureView view() const {
+    cpu::FeatureView v;
+    if (!offsets.empty()) {
+      v.offsets = offsets.data();
+      v.rows = rows.data();
+      v.weights = weights.data();
+    }
+    v.numeric = numeric;
+    v.values = values.data();
+    return v;
+  }
+};
+
+// Four entities. kind: single (one categorical value each), multi (1 to 3 values, averaged),
+// text (a bag of hashed tokens with repeated buckets, weights count / tokens), numeric.
+FeatureCase feature_case(const std::string& kind) {
+  FeatureCase c;
+  if (kind == "numeric") {
+    c.numeric = 2;
+    c.values = {0.5f, -1.25f, 0.0f, 2.0f, -0.75f, 0.3f, 1.5f, 0.0f};
+    return c;
+  }
+  std::vector<std::vector<std::pair<uint32_t, float>>> lists;
+  if (kind == "single") {
+    c.table_rows = 3;
+    lists = {{{0, 1.0f}}, {{2, 1.0f}}, {{0, 1.0f}}, {{1, 1.0f}}};
+  } else if (kind == "multi") {
+    c.table_rows = 5;
+    lists = {{{0, 0.5f}, {3, 0.5f}}, {{1, 1.0f / 3}, {2, 1.0f / 3}, {4, 1.0f / 3}}, {{3, 1.0f}}, {{0, 0.5f}, {2, 0.5f}}};
+  } else {  // text: 3 tokens, two in bucket 1
+    c.table_rows = 6;
+    lists = {{{1, 2.0f / 3}, {4, 1.0f / 3}}, {{0, 0.25f}, {1, 0.25f}, {5, 0.5f}}, {}, {{2, 1.0f}}};
+  }
+  c.offsets.push_back(0);
+  for (const auto& list : lists) {
+    for (auto [row, weight] : list) {
+      c.rows.push_back(row);
+      c.weights.push_back(weight);
+    }
+    c.offsets.push_back(c.rows.size());
+  }
+  return c;
+}
+
+// The whole model on a batch of (user, item) rows: id rows plus metadata (item side, and the user
+// side when given) through NeuMF into a BCE loss. The feature gradients come from the backend's
+// own kernels (grouped sums, numeric accumulation), scattered into dense tensors for the check.
+struct MetadataProblem {
+  static constexpr int64_t f = 3, e = 2, w = f + e;
+  cpu::NeuMFShape shape{f, {2 * e, 3, 2}};
+  std::vector<uint32_t> users{0, 1, 2, 0, 1, 2, 2}, items{0, 1, 2, 3, 3, 0, 1};
+  std::vector<double> labels{1, 0, 1, 0, 1, 0, 1};
+  FeatureCase item_case, user_case;
+  std::map<std::string, std::vector<double>> t;  // every parameter by name
+
+  MetadataProblem(const std::string& item_kind, const std::string& user_kind, uint32_t seed)
+      : item_case(feature_case(item_kind)), user_case(user_kind.empty() ? FeatureCase{} : feature_case(user_kind)) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<double> normal(0.0, 0.7);
+    auto fill = [&](const std::string& name, size_t n) {
+      auto& v = t[name];
+      v.resize(n);
+      for (double& x : v) x = normal(rng);
+    };
+    fill("user_gmf", 3 * f);
+    fill("item_gmf", 4 * f);
+    fill("user_mlp", 3 * e);
+    fill("item_mlp", 4 * e);
+    fill("w0", 4 * 3);
+    fill("b0", 3);
+    fill("w1", 3 * 2);
+    fill("b1", 2);
+    fill("head_weight", f + 2);
+    fill("head_bias", 1);
+    fill("item_table", item_case.table_rows * w);
+    fill("item_numeric", item_case.numeric * w);
+    fill("user_table", user_case.table_rows * w);
+    fill("user_numeric", user_case.numeric * w);
+  }
+
+  double loss(std::map<std::string, std::vector<double>>* grads) {
+    const int64_t rows = static_cast<int64_t>(users.size());
+    std::vector<double> ug(rows * f), ig(rows * f), gmf(rows * f), logits(rows), dlogits(rows);
+    std::vector<double> d_ug(rows * f), d_ig(rows * f);
+    std::vector<std::vector<double>> acts{std::vector<double>(rows * 2 * e), std::vector<double>(rows * 3),
+                                          std::vector<double>(rows * 2)};
+    auto d_acts = acts;
+    const cpu::FeatureView iv = item_case.view(), uv = user_case.view();
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t k = 0; k < f; ++k) {
+        ug[r * f + k] = t["user_gmf"][users[r] * f + k];
+        ig[r * f + k] = t["item_gmf"][items[r] * f + k];
+      }
+      for (int64_t k = 0; k < e; ++k) {
+        acts[0][r * 2 * e + k] = t["user_mlp"][users[r] * e + k];
+        acts[0][r * 2 * e + e + k] = t["item_mlp"][items[r] * e + k];
+      }
+      cpu::add_features<double>(iv, items[r], t["item_table"].data(), t["item_numeric"].data(), f, e,
+                                &ig[r * f], &acts[0][r * 2 * e + e]);
+      if (!uv.empty()) {
+        cpu::add_features<double>(uv, users[r], t["user_table"].data(), t["user_numeric"].data(), f, e,
+                                  &ug[r * f], &acts[0][r * 2 * e]);
+      }
+    }
+    cpu::DenseParams<double> p;
+    p.weights = {t["w0"].data(), t["w1"].data()};
+    p.biases = {t["b0"].data(), t["b1"].data()};
+    p.head_weight = t["head_weight"].data();
+    p.head_bias = t["head_bias"].data();
+    cpu::ChunkRows<double> c;
+    c.rows = rows;
+    c.user_gmf = ug.data();
+    c.item_gmf = ig.data();
+    c.gmf = gmf.data();
+    for (auto& a : acts) c.acts.push_back(a.data());
+    for (auto& a : d_acts) c.d_acts.push_back(a.data());
+    c.logits = logits.data();
+    c.dlogits = dlogits.data();
+    c.d_user_gmf = d_ug.data();
+    c.d_item_gmf = d_ig.data();
+    cpu::neumf_forward(shape, p, c);
+    double total = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      const double z = logits[r], y = labels[r];
+      total += (z > 0 ? z + std::log1p(std::exp(-z)) : std::log1p(std::exp(z))) - y * z;
+      dlogits[r] = 1.0 / (1.0 + std::exp(-z)) - y;
+    }
+    if (grads == nullptr) return total;
+    auto& g = *grads;
+    for (auto& [name, values] : t) g[name].assign(values.size(), 0.0);
+    cpu::DenseGrads<double> dg;
+    dg.weights = {g["w0"].data(), g["w1"].data()};
+    dg.biases = {g["b0"].data(), g["b1"].data()};
+    dg.head_weight = g["head_weight"].data();
+    dg.head_bias = g["head_bias"].data();
+    cpu::neumf_backward(shape, p, c, dg);
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t k = 0; k < f; ++k) {
+        g["user_gmf"][users[r] * f + k] += d_ug[r * f + k];
+        g["item_gmf"][items[r] * f + k] += d_ig[r * f + k];
+      }
+      for (int64_t k = 0; k < e; ++k) {
+        g["user_mlp"][users[r] * e + k] += d_acts[0][r * 2 * e + k];
+        g["item_mlp"][items[r] * e + k] += d_acts[0][r * 2 * e + e + k];
+      }
+      cpu::accumulate_numeric_gradient<double>(iv, items[r], &d_ig[r * f], &d_acts[0][r * 2 * e + e], f, e,
+                                               g["item_numeric"].data());
+      if (!uv.empty()) {
+        cpu::accumulate_numeric_gradient<double>(uv, users[r], &d_ug[r * f], &d_acts[0][r * 2 * e], f, e,
+                                                 g["user_numeric"].data());
+      }
+    }
+    auto scatter = [&](const cpu::FeatureView& v, const std::vector<uint32_t>& ids, const double* d_gmf,
+                       int64_t mlp_offset, std::vector<double>& table_grad) {
+      cpu::FeatureGroups groups;
+      groups.build(v, ids);
+      std::vector<double> sum(groups.size() * w);
+      cpu::sum_feature_gradients<double>(groups, d_gmf, f, d_acts[0].data(), 2 * e, mlp_offset, f, e, sum.data());
+      for (size_t k = 0; k < groups.size(); ++k) {
+        for (int64_t j = 0; j < w; ++j) table_grad[groups.rows[k] * w + j] += sum[k * w + j];
+      }
+    };
+    scatter(iv, items, d_ig.data(), e, g["item_table"]);
+    scatter(uv, users, d_ug.data(), 0, g["user_table"]);
+    return total;
+  }
+};
+
+void check_metadata_gradients(MetadataProblem& problem) {
+  std::map<std::string, std::vector<double>> grads;
+  problem.loss(&grads);
+  size_t feature_entries = 0;
+  for (auto& [name, analytic] : grads) {
+    std::vector<double>& values = problem.t[name];
+    if (name.find("table") != std::string::npos || name.find("numeric") != std::string::npos) feature_entries += values.size();
+    for (size_t i = 0; i < values.size(); ++i) {
+      const double saved = values[i], h = 1e-6;
+      values[i] = saved + h;
+      const double up = problem.loss(nullptr);
+      values[i] = saved - h;
+      const double down = problem.loss(nullptr);
+      values[i] = saved;
+      const double numeric = (up - down) / (2 * h);
+      ASSERT_NEAR(analytic[i], numeric, 1e-6 + 1e-5 * std::abs(numeric)) << name << "[" << i << "]";
+    }
+  }
+  EXPECT_GT(feature_entries, 0u);
+}
+
+TEST(Gradients, CategoricalSingleValued) {
+  MetadataProblem p("single", "", 21);
+  check_metadata_gradients(p);
+}
+
+TEST(Gradients, CategoricalMultiValuedAveraged) {
+  MetadataProblem p("multi", "", 22);
+  check_metadata_gradients(p);
+}
+
+TEST(Gradients, TextualBagOfWords) {
+  MetadataProblem p("text", "", 23);
+  check_metadata_gradients(p);
+}
+
+TEST(Gradients, NumericalProjection) {
+  MetadataProblem p("numeric", "", 24);
+  check_metadata_gradients(p);
+}
+
+TEST(Gradients, UserAndItemMetadataTogether) {
+  MetadataProblem p("multi", "numeric", 25);
+  check_metadata_gradients(p);
+  MetadataProblem q("text", "single", 26);
+  check_metadata_gradients(q);
+}
+
+// Item metadata for banded_training_set: a categorical "band" (the item's quarter, which is what
+// users like), a multi-valued field, a text bag and one number.
+void add_item_metadata(TrainingSet& data, ModelConfig& config) {
+  FeatureSpec& spec = config.item_features;
+  spec.categorical = {"band", "tags"};
+  spec.categorical_rows = {4, 6};
+  spec.textual = "description";
+  spec.text_buckets = 8;
+  spec.numerical = {"price"};
+  spec.numerical_mean = {10.0f};
+  spec.numerical_stddev = {2.0f};
+  FeatureInputs& in = data.item_features;
+  in.entities = data.num_items;
+  in.offsets = {0};
+  in.numeric = 1;
+  for (uint32_t i = 0; i < data.num_items; ++i) {
+    const uint32_t band = i / (data.num_items / 4);
+    auto add = [&](uint32_t row, float weight) {
+      in.rows.push_back(row);
+      in.weights.push_back(weight);
+    };
+    add(band, 1.0f);
+    add(4 + i % 6, 0.5f);
+    add(4 + (i + 1) % 6, 0.5f);
+    add(10 + i % 8, 1.0f);
+    in.offsets.push_back(in.rows.size());
+    in.values.push_back(static_cast<float>(i % 5) - 2.0f);
+  }
+}
+
+TEST(CpuBackend, MetadataBitIdenticalAcrossThreadCounts) {
+  TrainingSet data = banded_training_set(40, 64);
+  ModelConfig config = small_config(data);
+  add_item_metadata(data, config);
+  std::vector<std::vector<float>> results;
+  double first_loss = 0, last_loss = 0;
+  for (uint32_t threads : {1u, 2u, 3u}) {
+    TrainOptions options;
+    options.batch_size = 200;
+    options.threads = threads;
+    options.optimizer.lr = 0.01f;
+    auto backend = make_cpu_backend(data, options, TrainState::fresh(ModelParams::initialize(config, 9), options.optimizer));
+    first_loss = backend->train_epoch(0, {}).mean_loss;
+    for (uint32_t e = 1; e < 4; ++e) last_loss = backend->train_epoch(e, {}).mean_loss;
+    const TrainState state = backend->state();
+    results.push_back(flat_params(state));
+    // The feature tables and the projection moved.
+    const ModelParams init = ModelParams::initialize(config, 9);
+    EXPECT_NE(state.params.item_features.values, init.item_features.values);
+    EXPECT_NE(state.params.item_numeric.values, init.item_numeric.values);
+  }
+  EXPECT_LT(last_loss, first_loss);
+  EXPECT_TRUE(results[0] == results[1]);
+  EXPECT_TRUE(results[0] == results[2]);
+}
+
+TEST(CpuBackend, ColdItemIdRowsStayZero) {
+  TrainingSet data = banded_training_set(40, 64);
+  // Make items 60..63 cold: drop their positives.
+  TrainingSet cold;
+  cold.num_users = data.num_users;
+  cold.num_items = data.num_items;
+  for (size_t p = 0; p < data.size(); ++p) {
+    if (data.item[p] >= 60) continue;
+    cold.user.push_back(data.user[p]);
+    cold.item.push_back(data.item[p]);
+  }
+  cold.finalize();
+  ModelConfig config = small_config(cold);
+  add_item_metadata(cold, config);
+  ModelParams params = ModelParams::initialize(config, 5);
+  zero_untrained_rows(params, cold);
+  TrainOptions options;
+  options.batch_size = 128;
+  auto backend = make_cpu_backend(cold, options, TrainState::fresh(params, options.optimizer));
+  backend->train_epoch(0, {});
+  const TrainState state = backend->state();
+  for (uint32_t i = 60; i < 64; ++i) {
+    for (uint32_t k = 0; k < config.factors; ++k) EXPECT_EQ(state.params.item_gmf.values[i * config.factors + k], 0.0f);
+  }
+  EXPECT_NE(state.params.item_gmf.values[0], params.item_gmf.values[0]);
+}
+
+TEST(Scorer, ColdItemsScoreFromMetadataAlone) {
+  // GMF only, so the score is a hand computation: bias + sum_k user_k * item_k * head_k, where a
+  // cold item's factors are its feature rows' average plus its standardised number times the
+  // projection (its id row is zero).
+  ModelConfig c;
+  c.kind = ModelKind::kGMF;
+  c.num_users = 2;
+  c.num_items = 3;
+  c.factors = 2;
+  c.item_features.categorical = {"genre"};
+  c.item_features.categorical_rows = {3};
+  c.item_features.numerical = {"price"};
+  c.item_features.numerical_mean = {0.0f};
+  c.item_features.numerical_stddev = {1.0f};
+  ModelParams p = ModelParams::initialize(c, 1);
+  p.user_gmf.values = {1.0f, 2.0f, -1.0f, 0.5f};
+  p.item_gmf.values.assign(6, 0.0f);  // all three items cold
+  p.item_features.values = {0.1f, 0.2f, -0.3f, 0.4f, 0.5f, -0.6f};
+  p.item_numeric.values = {0.25f, -0.5f};
+  p.head_weight.values = {1.5f, -2.0f};
+  p.head_bias.values = {0.1f};
+  FeatureInputs items;
+  items.entities = 3;
+  items.offsets = {0, 1, 3, 3};
+  items.rows = {0, 1, 2};
+  items.weights = {1.0f, 0.5f, 0.5f};
+  items.numeric = 1;
+  items.values = {0.0f, 2.0f, -1.0f};
+  const Scorer scorer(p, FeatureInputs{}, items);
+  std::vector<float> out(3);
+  scorer.score_all(0, out);
+  // item 0: (0.1, 0.2); item 1: avg of rows 1, 2 = (0.1, -0.1) + 2 * (0.25, -0.5) = (0.6, -1.1);
+  // item 2: -1 * (0.25, -0.5) = (-0.25, 0.5). user 0 = (1, 2).
+  EXPECT_NEAR(out[0], 0.1f + 1 * 0.1f * 1.5f + 2 * 0.2f * -2.0f, 1e-6);
+  EXPECT_NEAR(out[1], 0.1f + 1 * 0.6f * 1.5f + 2 * -1.1f * -2.0f, 1e-6);
+  EXPECT_NEAR(out[2], 0.1f + 1 * -0.25f * 1.5f + 2 * 0.5f * -2.0f, 1e-6);
+  EXPECT_NE(out[0], out[1]);
+  EXPECT_THROW(Scorer{p}, Error);  // a metadata model needs its inputs
+}
+
+TEST(Scorer, MetadataScoresMatchTheTrainingForwardPass) {
+  TrainingSet data = banded_training_set(16, 40);
+  ModelConfig config = small_config(data);
+  add_item_metadata(data, config);
+  TrainOptions options;
+  options.optimizer.lr = 0.05f;
+  auto backend = make_cpu_backend(data, options, TrainState::fresh(ModelParams::initialize(config, 4), options.optimizer));
+  backend->train_epoch(0, {});
+  const ModelParams p = backend->state().params;
+  const Scorer scorer(p, FeatureInputs{}, data.item_features);
+  std::vector<float> all(data.num_items);
+  scorer.score_all(3, all);
+  // Reference: gathered id rows plus add_features, through the training forward pass.
+  const int64_t n = data.num_items, f = config.factors, e = config.mlp_embedding();
+  const cpu::NeuMFShape shape{f, std::vector<int64_t>(config.layers.begin(), config.layers.end())};
+  cpu::FeatureView v;
+  v.offsets = data.item_features.offsets.data();
+  v.rows = data.item_features.rows.data();
+  v.weights = data.item_features.weights.data();
+  v.numeric = 1;
+  v.values = data.item_features.values.data();
+  std::vector<float> ug(n * f), ig(n * f), gmf(n * f), logits(n);
+  std::vector<std::vector<float>> acts;
+  for (int64_t width : shape.layers) acts.emplace_back(n * width);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t k = 0; k < f; ++k) {
+      ug[i * f + k] = p.user_gmf.values[3 * f + k];
+      ig[i * f + k] = p.item_gmf.values[i * f + k];
+    }
+    for (int64_t k = 0; k < e; ++k) {
+      acts[0][i * 2 * e + k] = p.user_mlp.values[3 * e + k];
+      acts[0][i * 2 * e + e + k] = p.item_mlp.values[i * e + k];
+    }
+    cpu::add_features<float>(v, static_cast<uint32_t>(i), p.item_features.values.data(), p.item_numeric.values.data(),
+                             f, e, &ig[i * f], &acts[0][i * 2 * e + e]);
+  }
+  cpu::ChunkRows<float> c;
+  c.rows = n;
+  c.user_gmf = ug.data();
+  c.item_gmf = ig.data();
+  c.gmf = gmf.data();
+  for (auto& a : acts) c.acts.push_back(a.data());
+  c.logits = logits.data();
+  cpu::DenseParams<float> dp;
+  for (size_t j = 0; j < p.weights.size(); ++j) {
+    dp.weights.push_back(p.weights[j].values.data());
+    dp.biases.push_back(p.biases[j].values.data());
+  }
+  dp.head_weight = p.head_weight.values.data();
+  dp.head_bias = p.head_bias.values.data();
+  cpu::neumf_forward(shape, dp, c);
+  for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(all[i], logits[i], 1e-5 + 1e-4 * std::abs(logits[i])) << i;
+}
+
+TEST(ModelFiles, RoundTripWithMetadata) {
+  TrainingSet data = banded_training_set(8, 16);
+  ModelConfig c = small_config(data);
+  add_item_metadata(data, c);
+  c.user_features.numerical = {"age"};
+  c.user_features.numerical_mean = {31.5f};
+  c.user_features.numerical_stddev = {7.25f};
+  const ModelParams p = ModelParams::initialize(c, 12);
+  EXPECT_EQ(p.tensors().size(), ModelParams::initialize(small_config(data), 12).tensors().size() + 3);
+  const auto path = std::filesystem::temp_directory_path() / ("tastebud_test_meta_" + std::to_string(::getpid()) + ".bin");
+  save_model(p, path);
+  const ModelParams q = load_model(path);
+  std::filesystem::remove(path);
+  ASSERT_EQ(q.tensors().size(), p.tensors().size());
+  for (size_t i = 0; i < p.tensors().size(); ++i) {
+    EXPECT_EQ(q.tensors()[i]->name, p.tensors()[i]->name);
+    EXPECT_EQ(q.tensors()[i]->values, p.tensors()[i]->values);
+  }
+  EXPECT_EQ(q.config.item_features.categorical, c.item_features.categorical);
+  EXPECT_EQ(q.config.item_features.categorical_rows, c.item_features.categorical_rows);
+  EXPECT_EQ(q.config.item_features.textual, "description");
+  EXPECT_EQ(q.config.item_features.text_buckets, 8u);
+  EXPECT_EQ(q.config.item_features.numerical_mean, c.item_features.numerical_mean);
+  EXPECT_EQ(q.config.user_features.numerical_stddev, c.user_features.numerical_stddev);
+  // An id-only config writes no metadata keys, so files of before and after read the same.
+  EXPECT_EQ(config_to_json(small_config(data)).find("features"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tastebud
+
+namespace tastebud {
+namespace {
+
+// The dense kernels in float against the same kernels in double on odd shapes: the float path
+// must stay within rounding of the reference the gradient checks use.
+TEST(DenseKernels, FloatMatchesDoubleReferenceOnOddShapes) {
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<double> u(-1.0, 1.0);
+  for (auto [rows, in, out] : {std::tuple<int64_t, int64_t, int64_t>{9, 19, 13}, {131, 37, 70}, {4, 64, 32},
+                               {3, 5, 17}, {257, 16, 8}}) {
+    std::vector<double> xd(rows * in), wd(in * out), bd(out), dyd(rows * out);
+    for (auto* v : {&xd, &wd, &bd, &dyd}) for (double& x : *v) x = u(rng);
+    auto to_float = [](const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); };
+    std::vector<float> xf = to_float(xd), wf = to_float(wd), bf = to_float(bd), dyf = to_float(dyd);
+    std::vector<double> yd(rows * out), dwd(in * out, 0.5), dbd(out, 0.25), dxd(rows * in);
+    std::vector<float> yf(rows * out), dwf(in * out, 0.5f), dbf(out, 0.25f), dxf(rows * in);
+    cpu::dense_forward<double>(xd.data(), rows, in, wd.data(), bd.data(), out, true, yd.data());
+    cpu::dense_forward<float>(xf.data(), rows, in, wf.data(), bf.data(), out, true, yf.data());
+    cpu::dense_backward<double>(xd.data(), yd.data(), dyd.data(), rows, in, wd.data(), out, true,
+                                dwd.data(), dbd.data(), dxd.data());
+    cpu::dense_backward<float>(xf.data(), yf.data(), dyf.data(), rows, in, wf.data(), out, true,
+                               dwf.data(), dbf.data(), dxf.data());
+    auto near = [&](const std::vector<float>& got, const std::vector<double>& want, const char* what) {
+      for (size_t i = 0; i < want.size(); ++i) {
+        ASSERT_NEAR(got[i], want[i], 1e-4 + 1e-4 * std::abs(want[i]))
+            << what << "[" << i << "] shape " << rows << "x" << in << "x" << out;
+      }
+    };
+    near(yf, yd, "y");
+    near(dwf, dwd, "d_weight");
+    near(dbf, dbd, "d_bias");
+    near(dxf, dxd, "d_in");
+  }
 }
 
 }  // namespace

@@ -48,6 +48,11 @@ std::vector<std::string> strings_of(const CategoricalField& field, uint32_t row)
   return out;
 }
 
+std::vector<std::string> strings_of(const ContextField& field, uint64_t row) {
+  if (field.values[row] == kNullContext) return {};
+  return {std::string(field.vocabulary[field.values[row]])};
+}
+
 std::string read_file(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   std::ostringstream text;

@@ -233,6 +233,34 @@ TEST(Inference, TwoStageIsExactWhenTheGmfBranchIsTheWholeModel) {
   EXPECT_EQ(items_of(ask(r, R"({"userId": "u1", "numResults": 3})")), (std::vector<std::string>{"i1", "i3", "i0"}));
 }
 
+TEST(Inference, TwoStageOnALargeCatalogKeepsTheExactAnswerOfAGmfModel) {
+  // 20000 items with many tied scores: the candidate selection samples a bound before selecting,
+  // and must still return exactly the best candidates, ties to the lower index.
+  ModelData m = gmf_model();
+  const uint32_t n = 20000;
+  m.item_ids.clear();
+  std::vector<float> factors;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (uint32_t i = 0; i < n; ++i) {
+    m.item_ids.push_back(std::to_string(i));
+    m.item_ids.back().insert(0, 1, 'i');
+    factors.push_back(std::round(normal(rng) * 20.0f) / 20.0f);
+  }
+  m.params->config.num_items = n;
+  m.params->item_gmf = tensor({n, 1}, factors);
+  m.seen = {};
+  InferenceOptions exact;
+  exact.num_results = 25;
+  InferenceOptions two_stage = exact;
+  two_stage.candidates = 100;
+  const Recommender a = make(m, exact), b = make(m, two_stage);
+  for (const char* user : {"u0", "u1"}) {
+    const std::string line = std::string("{\"userId\": \"") + user + "\"}";
+    EXPECT_EQ(items_of(ask(a, line)), items_of(ask(b, line))) << user;
+  }
+}
+
 TEST(Inference, CatalogScorerMatchesTheEngineScorer) {
   struct Shape {
     ModelKind kind;

@@ -271,8 +271,13 @@ Dataset Dataset::open(const fs::path& dir) {
     }
     const auto& context = im.at("context");
     for (size_t k = 0; k < context.size(); ++k) {
-      in.context.push_back(categorical(context[k].get<std::string>(),
-                                       fmt::format("interactions.context.{}", k), n));
+      const std::string prefix = fmt::format("interactions.context.{}", k);
+      ContextField field;
+      field.name = context[k].get<std::string>();
+      const uint64_t vocabulary_size = meta.at("vocabulary_sizes").at(prefix).get<uint64_t>();
+      field.vocabulary = strings(prefix + ".vocabulary", vocabulary_size);
+      field.values = u32(prefix + ".values", n);
+      in.context.push_back(std::move(field));
     }
     const auto& numerical = im.at("numerical");
     for (size_t k = 0; k < numerical.size(); ++k) {

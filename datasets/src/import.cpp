@@ -7,6 +7,10 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <exception>
+#include <functional>
+#include <mutex>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -14,7 +18,9 @@
 #include <deque>
 #include <fstream>
 #include <limits>
+#include <memory>
 #include <optional>
+#include <span>
 #include <sstream>
 #include <thread>
 
@@ -544,7 +550,318 @@ class MetadataBuilder {
   std::vector<uint32_t> row_of_;
 };
 
+// Runs the tasks on this thread and one more, the largest (by the first member) first; rethrows
+// the first failure once both are done.
+void run_on_two_threads(std::vector<std::pair<uint64_t, std::function<void()>>>& tasks) {
+  std::stable_sort(tasks.begin(), tasks.end(),
+                   [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::atomic<size_t> next{0};
+  std::vector<std::exception_ptr> failures(tasks.size());
+  auto work = [&] {
+    for (size_t t; (t = next.fetch_add(1)) < tasks.size();) {
+      try {
+        tasks[t].second();
+      } catch (...) {
+        failures[t] = std::current_exception();
+      }
+    }
+  };
+  {
+    std::jthread helper(work);
+    work();
+  }
+  for (const auto& f : failures)
+    if (f) std::rethrow_exception(f);
+}
+
 // ---- interactions --------------------------------------------------------------------------
+
+// Rows of the interactions CSV as the parser thread hands them over: fields checked, item ids
+// hashed, the ids still to be looked up copied out of the reader's block. (Numbers, event types
+// and context values the parser stores itself.)
+struct ParsedRows {
+  size_t count = 0;  // good rows
+  std::vector<IdKey> item_keys;
+  // Each good row's strings back to back (user, item, impression);
+  // ends[row * strings_per_row + j] is where string j of the row ends.
+  std::vector<char> text;  // its first text_size bytes are used; it only grows
+  size_t text_size = 0;
+  std::vector<uint32_t> ends;
+  std::vector<std::pair<size_t, std::string>> bad_rows;  // (good rows before it, message)
+  std::exception_ptr failure;  // a fatal error after the rows above
+  bool last = false;
+
+  void clear() {
+    count = 0;
+    item_keys.clear();
+    text_size = 0;
+    ends.clear();
+    bad_rows.clear();
+    failure = nullptr;
+    last = false;
+  }
+};
+
+// Batches go round between the two threads: free -> parser -> full -> encoder -> free.
+class BatchQueue {
+ public:
+  static constexpr size_t kBatches = 3;
+  BatchQueue() {
+    for (auto& b : batches_) free_.push_back(&b);
+  }
+  // nullptr once cancelled.
+  ParsedRows* take_free() {
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [&] { return cancelled_ || !free_.empty(); });
+    if (cancelled_) return nullptr;
+    ParsedRows* b = free_.front();
+    free_.pop_front();
+    return b;
+  }
+  void put_full(ParsedRows* b) {
+    {
+      std::lock_guard lock(mutex_);
+      full_.push_back(b);
+    }
+    changed_.notify_all();
+  }
+  ParsedRows* take_full() {
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [&] { return !full_.empty(); });
+    ParsedRows* b = full_.front();
+    full_.pop_front();
+    return b;
+  }
+  void put_free(ParsedRows* b) {
+    {
+      std::lock_guard lock(mutex_);
+      free_.push_back(b);
+    }
+    changed_.notify_all();
+  }
+  void cancel() {
+    {
+      std::lock_guard lock(mutex_);
+      cancelled_ = true;
+    }
+    changed_.notify_all();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  ParsedRows batches_[kBatches];
+  std::deque<ParsedRows*> free_, full_;
+  bool cancelled_ = false;
+};
+
+// Where the interaction fields are in a row.
+struct Columns {
+  int user = -1, item = -1, timestamp = -1, event = -1, value = -1, impression = -1;
+  const SchemaField* timestamp_field = nullptr;
+  const SchemaField* value_field = nullptr;
+  std::vector<int> context, numerical;  // column of each context / numerical field, -1: absent
+  const std::vector<const SchemaField*>* fields = nullptr;
+  size_t strings_per_row = 2;
+  // The parser appends each good row's numbers, event type and context values here, and owns the
+  // small vocabularies of the latter; nobody else touches them until it is done.
+  IdMap* event_types = nullptr;
+  uint32_t no_event_type = 0;  // when there is no EVENT_TYPE column
+  std::vector<uint32_t>* event_type_values = nullptr;
+  std::vector<IdMap*> context_vocabularies;
+  std::vector<std::vector<uint32_t>*> context_values;
+  std::vector<int64_t>* timestamps = nullptr;
+  std::vector<float>* values = nullptr;
+  std::vector<std::vector<float>*> numbers;
+};
+
+// Eight ASCII digits (first digit in the lowest byte) to their value; false if any is not a digit.
+inline bool parse_eight_digits(uint64_t chunk, uint64_t* value) {
+  const uint64_t high_nibbles = chunk & 0xF0F0F0F0F0F0F0F0ull;
+  const uint64_t over_nine = (chunk + 0x0606060606060606ull) & 0xF0F0F0F0F0F0F0F0ull;
+  if (high_nibbles != 0x3030303030303030ull || over_nine != 0x3030303030303030ull) return false;
+  chunk = (chunk & 0x0F0F0F0F0F0F0F0Full) * 2561 >> 8;
+  chunk = (chunk & 0x00FF00FF00FF00FFull) * 6553601 >> 16;
+  *value = (chunk & 0x0000FFFF0000FFFFull) * 42949672960001ull >> 32;
+  return true;
+}
+
+// memcpy for the short strings of a row (ids, names) without a call: overlapping word copies
+// that stay inside [src, src + n) and [dst, dst + n).
+inline void copy_short(char* dst, const char* src, size_t n) {
+  if (n >= 8 && n <= 16) {
+    const uint64_t head = load_u64(src), tail = load_u64(src + n - 8);
+    std::memcpy(dst, &head, 8);
+    std::memcpy(dst + n - 8, &tail, 8);
+  } else if (n >= 4 && n < 8) {
+    uint32_t head, tail;
+    std::memcpy(&head, src, 4);
+    std::memcpy(&tail, src + n - 4, 4);
+    std::memcpy(dst, &head, 4);
+    std::memcpy(dst + n - 4, &tail, 4);
+  } else if (n < 4) {
+    for (size_t i = 0; i < n; ++i) dst[i] = src[i];
+  } else {
+    std::memcpy(dst, src, n);
+  }
+}
+
+// a == b for short strings without a call: overlapping word compares inside both strings.
+inline bool same_bytes(std::string_view a, std::string_view b) {
+  const size_t n = a.size();
+  if (n != b.size()) return false;
+  const char* p = a.data();
+  const char* q = b.data();
+  if (n >= 8 && n <= 16) return load_u64(p) == load_u64(q) && load_u64(p + n - 8) == load_u64(q + n - 8);
+  if (n >= 4 && n < 8) return load_u32(p) == load_u32(q) && load_u32(p + n - 4) == load_u32(q + n - 4);
+  if (n < 4) {
+    for (size_t i = 0; i < n; ++i)
+      if (p[i] != q[i]) return false;
+    return true;
+  }
+  return std::memcmp(p, q, n) == 0;
+}
+
+// Unix seconds written as plain digits (the common case); anything else goes the strict way.
+inline bool parse_plain_timestamp(std::string_view text, int64_t* value) {
+  const size_t n = text.size();
+  if (n >= 8 && n <= 16) {
+    // Two eight-digit chunks, the first padded with leading zeros; loads stay inside the text.
+    uint64_t low = 0, high = 0;
+    uint64_t head = load_u64(text.data());
+    const unsigned shift = static_cast<unsigned>(8 * (16 - n));
+    head = shift == 64 ? 0x3030303030303030ull
+                       : (head << shift) | (0x3030303030303030ull & ((uint64_t{1} << shift) - 1));
+    if (!parse_eight_digits(load_u64(text.data() + n - 8), &low) ||
+        !parse_eight_digits(head, &high)) {
+      return false;
+    }
+    *value = static_cast<int64_t>(high * 100000000ull + low);
+    return true;
+  }
+  if (text.empty() || text.size() > 18) return false;
+  int64_t v = 0;
+  for (char c : text) {
+    const auto d = static_cast<uint8_t>(c - '0');
+    if (d > 9) return false;
+    v = v * 10 + d;
+  }
+  *value = v;
+  return true;
+}
+
+// The parser thread: reads rows until the file ends, a fatal error, or cancel.
+void parse_rows(CsvInput& in, const Columns& cols, BatchQueue& queue) {
+  constexpr size_t kBatchRows = 16384;
+  const size_t S = cols.strings_per_row;
+  const size_t num_numerical = cols.numerical.size();
+  CsvRecord record;
+  std::vector<float> numbers(num_numerical);
+  std::vector<std::string_view> strings(S);
+  // Event types and context values repeat a handful of names: skip the hash for a repeat.
+  std::string_view last_event_name;
+  uint32_t last_event = 0;
+  bool have_last_event = false;
+  const size_t num_context = cols.context.size();
+  std::vector<std::string> last_context_text(num_context);
+  std::vector<uint32_t> last_context(num_context, kNull);
+  for (;;) {
+    ParsedRows* b = queue.take_free();
+    if (b == nullptr) return;
+    b->clear();
+    try {
+      while (b->count < kBatchRows && b->bad_rows.size() < kBatchRows) {
+        try {
+          if (!in.next(record)) {
+            b->last = true;
+            break;
+          }
+          in.check_field_count(record);
+          const std::string_view user = record.fields[cols.user];
+          const std::string_view item = record.fields[cols.item];
+          if (user.empty()) {
+            throw BadRow(fmt::format("{}: empty id; every interaction needs a user",
+                                     in.where(record.line, cols.user)));
+          }
+          if (item.empty()) {
+            throw BadRow(fmt::format("{}: empty id; every interaction needs an item",
+                                     in.where(record.line, cols.item)));
+          }
+          int64_t timestamp;
+          if (!parse_plain_timestamp(record.fields[cols.timestamp], &timestamp) &&
+              !parse_int64(record.fields[cols.timestamp], &timestamp)) {
+            timestamp = parse_timestamp_field(in, record, cols.timestamp, *cols.timestamp_field);
+          }
+          float value = kNullNumber;
+          if (cols.value >= 0 && !record.fields[cols.value].empty()) {
+            value = parse_number_field(in, record, cols.value, *cols.value_field);
+          } else if (cols.value >= 0 && !cols.value_field->nullable) {
+            value = parse_number_field(in, record, cols.value, *cols.value_field);  // the error
+          }
+          for (size_t k = 0; k < num_numerical; ++k) {
+            const int c = cols.numerical[k];
+            numbers[k] = c < 0 ? kNullNumber : parse_number_field(in, record, c, *(*cols.fields)[c]);
+          }
+
+          // The row is good: hand it over.
+          size_t j = 0;
+          strings[j++] = user;
+          strings[j++] = item;
+          if (cols.impression >= 0) strings[j++] = record.fields[cols.impression];
+          size_t at = b->text_size;
+          size_t total = 0;
+          for (std::string_view t : strings) total += t.size();
+          if (at + total > UINT32_MAX) throw Error("internal error: batch text over 4 GiB");
+          if (at + total > b->text.size()) b->text.resize(std::max(2 * b->text.size(), at + total));
+          for (std::string_view t : strings) {
+            copy_short(b->text.data() + at, t.data(), t.size());
+            at += t.size();
+            b->ends.push_back(static_cast<uint32_t>(at));
+          }
+          b->text_size = at;
+          b->item_keys.push_back(make_id_key(item));
+          if (cols.event >= 0) {
+            const std::string_view name = record.fields[cols.event];
+            if (!have_last_event || !same_bytes(name, last_event_name)) {
+              last_event = cols.event_types->insert(name);
+              last_event_name = (*cols.event_types)[last_event];
+              have_last_event = true;
+            }
+            cols.event_type_values->push_back(last_event);
+          } else {
+            cols.event_type_values->push_back(cols.no_event_type);
+          }
+          for (size_t k = 0; k < num_context; ++k) {
+            const int c = cols.context[k];
+            const std::string_view v = c < 0 ? std::string_view() : trim(record.fields[c]);
+            if (v.empty()) {
+              cols.context_values[k]->push_back(kNull);
+              continue;
+            }
+            if (last_context[k] == kNull || !same_bytes(v, last_context_text[k])) {
+              last_context[k] = cols.context_vocabularies[k]->insert(v);
+              last_context_text[k].assign(v);
+            }
+            cols.context_values[k]->push_back(last_context[k]);
+          }
+          cols.timestamps->push_back(timestamp);
+          cols.values->push_back(value);
+          for (size_t k = 0; k < num_numerical; ++k) cols.numbers[k]->push_back(numbers[k]);
+          ++b->count;
+        } catch (const BadRow& e) {
+          b->bad_rows.emplace_back(b->count, e.what());
+        }
+      }
+    } catch (...) {
+      b->failure = std::current_exception();
+      b->last = true;
+    }
+    const bool last = b->last;
+    queue.put_full(b);
+    if (last) return;
+  }
+}
+
 
 class InteractionsBuilder {
  public:
@@ -573,7 +890,7 @@ class InteractionsBuilder {
       impression_offsets_.assign(n + 1, 0);
     }
     for (Context& c : context_) {
-      const CategoricalField* f = nullptr;
+      const ContextField* f = nullptr;
       for (const auto& x : old.context)
         if (x.name == c.name) f = &x;
       if (f == nullptr) {
@@ -581,9 +898,7 @@ class InteractionsBuilder {
         continue;
       }
       c.vocabulary = IdMap(f->vocabulary);
-      c.values.resize(n);
-      for (size_t r = 0; r < n; ++r)
-        c.values[r] = f->offsets[r + 1] > f->offsets[r] ? f->values[f->offsets[r]] : kNull;
+      c.values.assign(f->values.begin(), f->values.end());
     }
     for (Numerical& x : numerical_) {
       const NumericalField* f = nullptr;
@@ -631,73 +946,84 @@ class InteractionsBuilder {
     for (auto* v : {&user_, &item_, &event_type_}) v->reserve(v->size() + expected_rows);
     timestamp_.reserve(timestamp_.size() + expected_rows);
     event_value_.reserve(event_value_.size() + expected_rows);
+    for (Context& c : context_) c.values.reserve(c.values.size() + expected_rows);
+    for (Numerical& x : numerical_) x.values.reserve(x.values.size() + expected_rows);
 
-    CsvRecord record;
-    std::vector<float> numbers(numerical_.size());
+    // Two stages on two threads: a parser reads the CSV, checks and parses each row's fields,
+    // stores its numbers, event type and context values, and hands the user and item ids over in
+    // batches; this thread takes the batches in order and assigns the user and item indices. Each
+    // vocabulary belongs to one thread and grows in row order, so indices stay in order of first
+    // appearance and the output does not depend on timing.
+    Columns columns;
+    columns.user = user_col;
+    columns.item = item_col;
+    columns.timestamp = ts_col;
+    columns.event = event_col;
+    columns.value = value_col;
+    columns.impression = impression_col;
+    columns.timestamp_field = ts_field;
+    columns.value_field = value_field;
+    columns.context = context_of;
+    columns.numerical = numerical_of;
+    columns.fields = &fields;
+    columns.strings_per_row = 2 + (impression_col >= 0);
+    columns.event_types = &event_types;
+    columns.no_event_type = no_event_type;
+    columns.event_type_values = &event_type_;
+    for (Context& c : context_) {
+      columns.context_vocabularies.push_back(&c.vocabulary);
+      columns.context_values.push_back(&c.values);
+    }
+    columns.timestamps = &timestamp_;
+    columns.values = &event_value_;
+    for (Numerical& x : numerical_) columns.numbers.push_back(&x.values);
+
+    BatchQueue queue;
+    std::jthread parser([&] { parse_rows(in, columns, queue); });
+    struct CancelOnExit {
+      BatchQueue& queue;
+      ~CancelOnExit() { queue.cancel(); }  // lets the parser stop before the join
+    } cancel_on_exit{queue};
+
     std::vector<std::string_view> impression;
-    std::string_view last_event_name;
-    uint32_t last_event = 0;
-    bool have_last_event = false;
+    uint32_t last_user = kNoRow;
     for (;;) {
-      try {
-        if (!in.next(record)) break;
-        in.check_field_count(record);
-        const std::string_view user = record.fields[user_col];
-        const std::string_view item = record.fields[item_col];
-        if (user.empty()) {
-          throw BadRow(fmt::format("{}: empty id; every interaction needs a user",
-                                   in.where(record.line, user_col)));
+      ParsedRows* batch = queue.take_full();
+      const ParsedRows& b = *batch;
+      const size_t S = columns.strings_per_row;
+      auto text = [&](size_t row, size_t j) {
+        const uint32_t begin = row * S + j == 0 ? 0 : b.ends[row * S + j - 1];
+        return std::string_view(b.text.data() + begin, b.ends[row * S + j] - begin);
+      };
+      size_t bad = 0;
+      // Fetch item slots a few rows ahead.
+      constexpr size_t kPrefetch = 32;
+      for (size_t i = 0; i < std::min(kPrefetch, b.count); ++i) items.prefetch(b.item_keys[i]);
+      for (size_t i = 0; i < b.count; ++i) {
+        while (bad < b.bad_rows.size() && b.bad_rows[bad].first == i) {
+          budget.skip(BadRow(b.bad_rows[bad++].second));
         }
-        if (item.empty()) {
-          throw BadRow(fmt::format("{}: empty id; every interaction needs an item",
-                                   in.where(record.line, item_col)));
-        }
-        int64_t timestamp;
-        if (!parse_int64(record.fields[ts_col], &timestamp)) {
-          timestamp = parse_timestamp_field(in, record, ts_col, *ts_field);
-        }
-        float value = kNullNumber;
-        if (value_col >= 0) value = parse_number_field(in, record, value_col, *value_field);
-        for (size_t k = 0; k < numerical_.size(); ++k) {
-          numbers[k] = numerical_of[k] < 0
-                           ? kNullNumber
-                           : parse_number_field(in, record, numerical_of[k],
-                                                *fields[numerical_of[k]]);
-        }
-
-        // Everything parsed: now the ids and vocabularies may grow.
-        user_.push_back(users.insert(user));
-        item_.push_back(items.insert(item));
-        timestamp_.push_back(timestamp);
-        if (event_col >= 0) {
-          // Event types repeat a handful of names: skip the hash for a run of the same one.
-          const std::string_view name = record.fields[event_col];
-          if (!have_last_event || name != last_event_name) {
-            last_event = event_types.insert(name);
-            last_event_name = event_types[last_event];
-            have_last_event = true;
-          }
-          event_type_.push_back(last_event);
-        } else {
-          event_type_.push_back(no_event_type);
-        }
-        event_value_.push_back(value);
-        for (size_t k = 0; k < context_.size(); ++k) {
-          const std::string_view v = context_of[k] < 0 ? std::string_view() : trim(record.fields[context_of[k]]);
-          context_[k].values.push_back(v.empty() ? kNull : context_[k].vocabulary.insert(v));
-        }
-        for (size_t k = 0; k < numerical_.size(); ++k) numerical_[k].values.push_back(numbers[k]);
+        if (i + kPrefetch < b.count) items.prefetch(b.item_keys[i + kPrefetch]);
+        const std::string_view user = text(i, 0);
+        // Exports often group a user's events: skip the lookup for a run of the same user.
+        if (last_user == kNoRow || !same_bytes(users[last_user], user)) last_user = users.insert(user);
+        user_.push_back(last_user);
+        item_.push_back(items.insert(text(i, 1), b.item_keys[i]));
         if (has_impressions_) {
           if (impression_col >= 0) {
-            split_values(record.fields[impression_col], impression);
+            split_values(text(i, 2), impression);
             for (std::string_view v : impression) impression_items_.push_back(items.insert(v));
           }
           impression_offsets_.push_back(impression_items_.size());
         }
-        ++rows_read_;
-      } catch (const BadRow& e) {
-        budget.skip(e);
       }
+      rows_read_ += b.count;
+      while (bad < b.bad_rows.size()) budget.skip(BadRow(b.bad_rows[bad++].second));
+      const bool last = b.last;
+      const std::exception_ptr failure = b.failure;
+      queue.put_free(batch);
+      if (failure) std::rethrow_exception(failure);
+      if (last) break;
     }
   }
 
@@ -719,7 +1045,9 @@ class InteractionsBuilder {
       int64_t timestamp;
       uint32_t item, event_type, row;
     };
-    std::vector<Key> keys(n);
+    // Every element is written by the scatter below: no need to zero 24 bytes a row first.
+    const std::unique_ptr<Key[]> key_storage(new Key[n]);
+    std::span<Key> keys(key_storage.get(), n);
     {
       std::vector<uint64_t> cursor(offsets.begin(), offsets.end() - 1);
       for (uint64_t r = 0; r < n; ++r) {
@@ -737,12 +1065,14 @@ class InteractionsBuilder {
       for (uint32_t u = begin; u < end; ++u) {
         Key* first = keys.data() + offsets[u];
         Key* last = keys.data() + offsets[u + 1];
-        std::sort(first, last, [](const Key& a, const Key& b) {
+        auto before = [](const Key& a, const Key& b) {
           if (a.timestamp != b.timestamp) return a.timestamp < b.timestamp;
           if (a.item != b.item) return a.item < b.item;
           if (a.event_type != b.event_type) return a.event_type < b.event_type;
           return a.row < b.row;
-        });
+        };
+        // Exports usually list a user's events in time order already.
+        if (!std::is_sorted(first, last, before)) std::sort(first, last, before);
         Key* out = first;
         for (Key* k = first; k < last; ++k) {
           const bool repeated = k + 1 < last && k[1].timestamp == k->timestamp &&
@@ -767,44 +1097,60 @@ class InteractionsBuilder {
       }
     }
     const uint64_t stored = user_offsets[num_users];
-    keys.resize(stored);
+    keys = keys.first(stored);
     report.interactions = stored;
     report.duplicates = n - stored;
     report.sort_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - sort_started).count();
 
-    write_column_gathered<uint32_t>(dir / "interactions.user.col", stored,
-                                    [&, u = uint32_t{0}](uint64_t i) mutable {
-                                      while (i >= user_offsets[u + 1]) ++u;
-                                      return u;
-                                    });
-    write_column_gathered<uint32_t>(dir / "interactions.item.col", stored,
-                                    [&](uint64_t i) { return keys[i].item; });
-    write_column_gathered<int64_t>(dir / "interactions.timestamp.col", stored,
-                                   [&](uint64_t i) { return keys[i].timestamp; });
-    write_column_gathered<uint32_t>(dir / "interactions.event_type.col", stored,
-                                    [&](uint64_t i) { return keys[i].event_type; });
-    write_column_gathered<float>(dir / "interactions.event_value.col", stored,
-                                 [&](uint64_t i) { return event_value_[keys[i].row]; });
-    write_column<uint64_t>(dir / "interactions.user_offsets.col", user_offsets);
+    // The columns are independent: two threads write them, the largest first.
+    std::vector<std::pair<uint64_t, std::function<void()>>> tasks;  // (bytes, write)
+    tasks.emplace_back(stored * 4, [&] {
+      write_column_gathered<uint32_t>(dir / "interactions.user.col", stored,
+                                      [&, u = uint32_t{0}](uint64_t i) mutable {
+                                        while (i >= user_offsets[u + 1]) ++u;
+                                        return u;
+                                      });
+    });
+    tasks.emplace_back(stored * 4, [&] {
+      write_column_gathered<uint32_t>(dir / "interactions.item.col", stored,
+                                      [&](uint64_t i) { return keys[i].item; });
+    });
+    tasks.emplace_back(stored * 8, [&] {
+      write_column_gathered<int64_t>(dir / "interactions.timestamp.col", stored,
+                                     [&](uint64_t i) { return keys[i].timestamp; });
+    });
+    tasks.emplace_back(stored * 4, [&] {
+      write_column_gathered<uint32_t>(dir / "interactions.event_type.col", stored,
+                                      [&](uint64_t i) { return keys[i].event_type; });
+    });
+    tasks.emplace_back(stored * 4, [&] {
+      write_column_gathered<float>(dir / "interactions.event_value.col", stored,
+                                   [&](uint64_t i) { return event_value_[keys[i].row]; });
+    });
+    tasks.emplace_back(num_users * 8, [&] {
+      write_column<uint64_t>(dir / "interactions.user_offsets.col", user_offsets);
+    });
 
     meta["impressions"] = has_impressions_;
     if (has_impressions_) {
-      uint64_t total = 0;
-      write_column_gathered<uint64_t>(dir / "interactions.impression_offsets.col", stored + 1,
-                                      [&](uint64_t i) {
-                                        if (i == 0) return uint64_t{0};
-                                        const uint32_t r = keys[i - 1].row;
-                                        total += impression_offsets_[r + 1] - impression_offsets_[r];
-                                        return total;
-                                      });
-      ColumnWriter writer(dir / "interactions.impression_items.col", DType::U32, sizeof(uint32_t),
-                          total);
-      for (const Key& k : keys) {
-        const uint64_t b = impression_offsets_[k.row], e = impression_offsets_[k.row + 1];
-        writer.append(impression_items_.data() + b, (e - b) * sizeof(uint32_t));
-      }
-      writer.finish();
+      tasks.emplace_back(stored * 12, [&] {
+        uint64_t total = 0;
+        write_column_gathered<uint64_t>(dir / "interactions.impression_offsets.col", stored + 1,
+                                        [&](uint64_t i) {
+                                          if (i == 0) return uint64_t{0};
+                                          const uint32_t r = keys[i - 1].row;
+                                          total += impression_offsets_[r + 1] - impression_offsets_[r];
+                                          return total;
+                                        });
+        ColumnWriter writer(dir / "interactions.impression_items.col", DType::U32,
+                            sizeof(uint32_t), total);
+        for (const Key& k : keys) {
+          const uint64_t b = impression_offsets_[k.row], e = impression_offsets_[k.row + 1];
+          writer.append(impression_items_.data() + b, (e - b) * sizeof(uint32_t));
+        }
+        writer.finish();
+      });
     }
 
     Json names = Json::array();
@@ -813,28 +1159,24 @@ class InteractionsBuilder {
       const std::string prefix = fmt::format("interactions.context.{}", k);
       write_strings(dir, prefix + ".vocabulary", c.vocabulary);
       vocabulary_sizes[prefix] = c.vocabulary.size();
-      uint64_t total = 0;
-      write_column_gathered<uint64_t>(dir / (prefix + ".offsets.col"), stored + 1, [&](uint64_t i) {
-        if (i > 0) total += c.values[keys[i - 1].row] != kNull;
-        return total;
+      tasks.emplace_back(stored * 4, [&, prefix] {
+        write_column_gathered<uint32_t>(dir / (prefix + ".values.col"), stored,
+                                        [&](uint64_t i) { return c.values[keys[i].row]; });
       });
-      ColumnWriter writer(dir / (prefix + ".values.col"), DType::U32, sizeof(uint32_t), total);
-      for (const Key& key : keys) {
-        const uint32_t v = c.values[key.row];
-        if (v != kNull) writer.append(&v, sizeof(v));
-      }
-      writer.finish();
       names.push_back(c.name);
     }
     meta["context"] = names;
     names = Json::array();
     for (size_t k = 0; k < numerical_.size(); ++k) {
       const Numerical& x = numerical_[k];
-      write_column_gathered<float>(dir / fmt::format("interactions.numerical.{}.col", k), stored,
-                                   [&](uint64_t i) { return x.values[keys[i].row]; });
+      tasks.emplace_back(stored * 4, [&, k] {
+        write_column_gathered<float>(dir / fmt::format("interactions.numerical.{}.col", k), stored,
+                                     [&](uint64_t i) { return x.values[keys[i].row]; });
+      });
       names.push_back(x.name);
     }
     meta["numerical"] = names;
+    run_on_two_threads(tasks);
   }
 
   uint64_t rows_read() const { return rows_read_; }

@@ -14,6 +14,7 @@
 
 #include "cpu/aligned.h"
 #include "cpu/embedding.h"
+#include "cpu/features.h"
 #include "cpu/loss.h"
 #include "cpu/neumf.h"
 #include "cpu/optimizer.h"
@@ -24,6 +25,19 @@
 
 namespace tastebud {
 namespace {
+
+cpu::FeatureView view_of(const FeatureSpec& spec, const FeatureInputs& in) {
+  cpu::FeatureView v;
+  if (!spec.enabled()) return v;
+  if (spec.table_rows() > 0) {
+    v.offsets = in.offsets.data();
+    v.rows = in.rows.data();
+    v.weights = in.weights.data();
+  }
+  v.numeric = in.numeric;
+  v.values = in.values.data();
+  return v;
+}
 
 cpu::NeuMFShape shape_of(const ModelConfig& config) {
   cpu::NeuMFShape shape;
@@ -46,6 +60,10 @@ class CpuBackend final : public Backend {
     if (options.threads > 0) omp_set_num_threads(static_cast<int>(options.threads));
     Eigen::setNbThreads(1);  // parallelism comes from the chunks
     shape_ = shape_of(config);
+    if (config.user_features.enabled()) data.user_features.check(config.user_features, data.num_users, "user");
+    if (config.item_features.enabled()) data.item_features.check(config.item_features, data.num_items, "item");
+    user_view_ = view_of(config.user_features, data.user_features);
+    item_view_ = view_of(config.item_features, data.item_features);
     if (options.sampler == SamplerKind::kPopularity) {
       std::vector<double> weights(data.num_items);
       for (uint32_t i = 0; i < data.num_items; ++i) {
@@ -96,7 +114,8 @@ class CpuBackend final : public Backend {
 
   void load_state(const TrainState& state) override {
     TB_CHECK(state.params.config.num_users == state_.params.config.num_users &&
-                 state.params.config.num_items == state_.params.config.num_items,
+                 state.params.config.num_items == state_.params.config.num_items &&
+                 state.params.tensors().size() == state_.params.tensors().size(),
              "checkpoint does not match the model's shape");
     state_ = state;
     bind_params();
@@ -133,7 +152,7 @@ class CpuBackend final : public Backend {
     dense_offsets_.clear();
     size_t offset = 0;
     auto tensors = state_.params.tensors();
-    for (size_t t = ModelParams::kEmbeddingTables; t < tensors.size(); ++t) {
+    for (size_t t = state_.params.sparse_tensors(); t < tensors.size(); ++t) {
       dense_offsets_.push_back(offset);
       offset += tensors[t]->values.size();
     }
@@ -210,8 +229,9 @@ class CpuBackend final : public Backend {
     dense_values_.resize(total);
     dense_state0_.resize(total);
     dense_state1_.resize(total);
-    for (size_t t = ModelParams::kEmbeddingTables; t < tensors.size(); ++t) {
-      const size_t at = dense_offsets_[t - ModelParams::kEmbeddingTables];
+    const size_t sparse = state_.params.sparse_tensors();
+    for (size_t t = sparse; t < tensors.size(); ++t) {
+      const size_t at = dense_offsets_[t - sparse];
       std::copy(tensors[t]->values.begin(), tensors[t]->values.end(), dense_values_.begin() + at);
       std::copy(state_.state0[t].values.begin(), state_.state0[t].values.end(), dense_state0_.begin() + at);
       std::copy(state_.state1[t].values.begin(), state_.state1[t].values.end(), dense_state1_.begin() + at);
@@ -224,13 +244,16 @@ class CpuBackend final : public Backend {
     }
     dense_.head_weight = view.head_weight;
     dense_.head_bias = view.head_bias;
+    user_numeric_ = numeric_projection(dense_values_, false);
+    item_numeric_ = numeric_projection(dense_values_, true);
   }
 
   // Copies the arena back into state_.
   void sync_state() {
     auto tensors = state_.params.tensors();
-    for (size_t t = ModelParams::kEmbeddingTables; t < tensors.size(); ++t) {
-      const size_t at = dense_offsets_[t - ModelParams::kEmbeddingTables];
+    const size_t sparse = state_.params.sparse_tensors();
+    for (size_t t = sparse; t < tensors.size(); ++t) {
+      const size_t at = dense_offsets_[t - sparse];
       const size_t n = tensors[t]->values.size();
       std::copy_n(dense_values_.begin() + at, n, tensors[t]->values.begin());
       std::copy_n(dense_state0_.begin() + at, n, state_.state0[t].values.begin());
@@ -249,6 +272,17 @@ class CpuBackend final : public Backend {
     g.head_weight = flat.data() + dense_offsets_[t++];
     g.head_bias = flat.data() + dense_offsets_[t++];
     return g;
+  }
+
+  // The numeric projections after the head in the flat dense layout (null when absent).
+  float* numeric_projection(cpu::AlignedVector<float>& flat, bool items) const {
+    const ModelConfig& c = state_.params.config;
+    size_t t = 2 * state_.params.weights.size() + 2;
+    if (!c.user_features.numerical.empty()) {
+      if (!items) return flat.data() + dense_offsets_[t];
+      ++t;
+    }
+    return items && !c.item_features.numerical.empty() ? flat.data() + dense_offsets_[t] : nullptr;
   }
 
   double train_batch(uint32_t epoch, uint64_t first, uint32_t samples) {
@@ -274,6 +308,17 @@ class CpuBackend final : public Backend {
         cpu::gather_rows(params.user_mlp.values.data(), e, users, acts_[0].data() + r0 * l0, l0, 0);
         cpu::gather_rows(params.item_mlp.values.data(), e, items, acts_[0].data() + r0 * l0, l0, e);
       }
+      // Metadata: each side's representation is its id row plus its feature sum.
+      for (int64_t r = r0; r < r0 + n; ++r) {
+        if (!user_view_.empty()) {
+          cpu::add_features<float>(user_view_, users_[r], params.user_features.values.data(), user_numeric_,
+                                   f, e, user_gmf_.data() + r * f, acts_[0].data() + r * l0);
+        }
+        if (!item_view_.empty()) {
+          cpu::add_features<float>(item_view_, items_[r], params.item_features.values.data(), item_numeric_,
+                                   f, e, item_gmf_.data() + r * f, acts_[0].data() + r * l0 + e);
+        }
+      }
       cpu::ChunkRows<float>& chunk = chunks_[c];
       chunk.rows = n;
       cpu::neumf_forward(shape_, dense_, chunk);
@@ -284,6 +329,20 @@ class CpuBackend final : public Backend {
                                                       dlogits_.data() + r0);
       std::fill(chunk_grads_[c].begin(), chunk_grads_[c].end(), 0.0f);
       cpu::neumf_backward(shape_, dense_, chunk, chunk_grad_views_[c]);
+      // The numeric projections are dense parameters: their gradient is summed per chunk, in row
+      // order, like the layers'.
+      float* d_user_numeric = numeric_projection(chunk_grads_[c], false);
+      float* d_item_numeric = numeric_projection(chunk_grads_[c], true);
+      for (int64_t r = r0; r < r0 + n; ++r) {
+        if (d_user_numeric) {
+          cpu::accumulate_numeric_gradient<float>(user_view_, users_[r], d_user_gmf_.data() + r * f,
+                                                  d_acts_[0].data() + r * l0, f, e, d_user_numeric);
+        }
+        if (d_item_numeric) {
+          cpu::accumulate_numeric_gradient<float>(item_view_, items_[r], d_item_gmf_.data() + r * f,
+                                                  d_acts_[0].data() + r * l0 + e, f, e, d_item_numeric);
+        }
+      }
     }
 
     double loss = 0.0;
@@ -312,11 +371,18 @@ class CpuBackend final : public Backend {
   }
 
   // Table t's touched rows, updated with gradient columns [offset, offset + width) of grads.
+  // With item metadata, the id rows of items without positives stay where zero_untrained_rows put
+  // them (their gradient as sampled negatives is dropped): a cold item's score is its metadata's.
   void update_table(size_t t, const cpu::RowGroups& groups, const float* grads, int64_t stride,
                     int64_t offset, int64_t width, float step_size) {
     if (width == 0) return;
     Tensor& table = *state_.params.tensors()[t];
     cpu::sum_row_gradients(groups, grads, stride, offset, width, summed_.data());
+    if ((t == 1 || t == 3) && state_.params.config.item_features.enabled()) {
+      for (size_t k = 0; k < groups.size(); ++k) {
+        if (data_.item_counts[groups.rows[k]] == 0) std::fill_n(summed_.data() + k * width, width, 0.0f);
+      }
+    }
     cpu::sparse_update(options_.optimizer, step_size, table.values.data(),
                        state_.state0[t].values.data(), state_.state1[t].values.data(), width,
                        groups.rows, summed_.data());
@@ -332,6 +398,29 @@ class CpuBackend final : public Backend {
     update_table(1, item_groups_, d_item_gmf_.data(), f, 0, f, step_size);
     update_table(2, user_groups_, d_x0, 2 * e, 0, e, step_size);
     update_table(3, item_groups_, d_x0, 2 * e, e, e, step_size);
+    size_t t = ModelParams::kEmbeddingTables;
+    if (state_.params.config.user_features.table_rows() > 0) {
+      update_features(t++, user_view_, users_, d_user_gmf_.data(), 0, rows, step_size);
+    }
+    if (state_.params.config.item_features.table_rows() > 0) {
+      update_features(t++, item_view_, items_, d_item_gmf_.data(), e, rows, step_size);
+    }
+  }
+
+  // Feature table t: each batch row's representation gradient reaches every feature row of its
+  // entity, scaled by the row's weight, summed per table row in batch-row order.
+  void update_features(size_t t, const cpu::FeatureView& view, const std::vector<uint32_t>& ids,
+                       const float* d_gmf, int64_t mlp_offset, int64_t rows, float step_size) {
+    const int64_t f = shape_.factors;
+    const int64_t e = state_.params.config.mlp_embedding();
+    feature_groups_.build(view, {ids.data(), static_cast<size_t>(rows)});
+    feature_summed_.resize(feature_groups_.size() * (f + e));
+    cpu::sum_feature_gradients<float>(feature_groups_, d_gmf, f, d_acts_[0].data(), 2 * e, mlp_offset,
+                                      f, e, feature_summed_.data());
+    Tensor& table = *state_.params.tensors()[t];
+    cpu::sparse_update(options_.optimizer, step_size, table.values.data(),
+                       state_.state0[t].values.data(), state_.state1[t].values.data(), f + e,
+                       feature_groups_.rows, feature_summed_.data());
   }
 
   const TrainingSet& data_;
@@ -356,6 +445,11 @@ class CpuBackend final : public Backend {
   std::vector<cpu::DenseGrads<float>> chunk_grad_views_;
   cpu::DenseParams<float> dense_;
   cpu::RowGroups user_groups_, item_groups_;
+  cpu::FeatureView user_view_, item_view_;
+  const float* user_numeric_ = nullptr;  // the projections in dense_values_, bound with the rest
+  const float* item_numeric_ = nullptr;
+  cpu::FeatureGroups feature_groups_;
+  cpu::AlignedVector<float> feature_summed_;
 };
 
 }  // namespace

@@ -58,6 +58,7 @@ class CudaBackend final : public Backend {
     TB_CHECK(config.num_users == data.num_users && config.num_items == data.num_items,
              "the model's user and item counts do not match the training data");
     TB_CHECK(data.size() > 0, "the training set has no positives");
+    TB_CHECK(!config.has_metadata(), "the CUDA backend does not train metadata features yet");
     TB_CHECK(data.size() < (1ull << 31), "the CUDA backend trains on at most 2^31 - 1 positives");
     TB_CHECK(options.batch_size > 0, "--batch-size must be positive");
     TB_CHECK(options.negatives > 0 || options.loss == LossKind::kBce,

@@ -25,7 +25,32 @@ ModelKind parse_model_kind(const std::string& name) {
   throw Error(fmt::format("unknown model '{}': expected neumf, gmf or mlp", name));
 }
 
+uint64_t FeatureSpec::table_rows() const {
+  uint64_t rows = textual.empty() ? 0 : text_buckets;
+  for (uint32_t n : categorical_rows) rows += n;
+  return rows;
+}
+
+uint64_t FeatureSpec::categorical_base(size_t field) const {
+  uint64_t base = 0;
+  for (size_t k = 0; k < field; ++k) base += categorical_rows[k];
+  return base;
+}
+
+namespace {
+void validate_features(const FeatureSpec& s, const char* side) {
+  TB_CHECK(s.categorical.size() == s.categorical_rows.size(),
+           fmt::format("{} metadata: categorical names and sizes differ in count", side));
+  TB_CHECK(s.numerical.size() == s.numerical_mean.size() && s.numerical.size() == s.numerical_stddev.size(),
+           fmt::format("{} metadata: numerical fields need a mean and a stddev each", side));
+  TB_CHECK(s.textual.empty() || s.text_buckets > 0,
+           fmt::format("{} metadata: the textual field needs at least one hash bucket", side));
+}
+}  // namespace
+
 void ModelConfig::validate() const {
+  validate_features(user_features, "user");
+  validate_features(item_features, "item");
   TB_CHECK(num_users > 0 && num_items > 0, "the model needs at least one user and one item");
   if (has_gmf()) TB_CHECK(factors > 0, "--factors must be positive");
   if (has_mlp()) {
@@ -89,6 +114,20 @@ ModelParams ModelParams::initialize(const ModelConfig& config, uint64_t seed) {
     fill_uniform(p.weights.back(), seed, 16 + static_cast<uint32_t>(j),
                  static_cast<float>(std::sqrt(6.0 / static_cast<double>(in))));
   }
+  const uint64_t w = config.feature_width();
+  auto features = [&](Tensor& table, Tensor& numeric, const FeatureSpec& spec, const char* side,
+                      uint32_t tensor_id) {
+    if (spec.table_rows() > 0) {
+      table = make_tensor(fmt::format("{}_features", side), {spec.table_rows(), w});
+      fill_normal(table, seed, tensor_id, 0.01f);
+    }
+    if (!spec.numerical.empty()) {
+      numeric = make_tensor(fmt::format("{}_numeric", side), {spec.numerical.size(), w});
+      fill_normal(numeric, seed, tensor_id + 1, 0.01f);
+    }
+  };
+  features(p.user_features, p.user_numeric, config.user_features, "user", 4);
+  features(p.item_features, p.item_numeric, config.item_features, "item", 6);
   p.head_weight = make_tensor("head_weight", {config.head_inputs()});
   p.head_bias = make_tensor("head_bias", {1});
   // LeCun uniform for the linear head.
@@ -99,13 +138,22 @@ ModelParams ModelParams::initialize(const ModelConfig& config, uint64_t seed) {
 
 std::vector<Tensor*> ModelParams::tensors() {
   std::vector<Tensor*> all{&user_gmf, &item_gmf, &user_mlp, &item_mlp};
+  if (config.user_features.table_rows() > 0) all.push_back(&user_features);
+  if (config.item_features.table_rows() > 0) all.push_back(&item_features);
   for (size_t j = 0; j < weights.size(); ++j) {
     all.push_back(&weights[j]);
     all.push_back(&biases[j]);
   }
   all.push_back(&head_weight);
   all.push_back(&head_bias);
+  if (!config.user_features.numerical.empty()) all.push_back(&user_numeric);
+  if (!config.item_features.numerical.empty()) all.push_back(&item_numeric);
   return all;
+}
+
+size_t ModelParams::sparse_tensors() const {
+  return kEmbeddingTables + (config.user_features.table_rows() > 0) +
+         (config.item_features.table_rows() > 0);
 }
 
 std::vector<const Tensor*> ModelParams::tensors() const {

@@ -134,9 +134,39 @@ void assign_params(ModelParams& params, std::vector<Tensor>& tensors, size_t fir
 
 }  // namespace
 
+namespace {
+
+nlohmann::json features_to_json(const FeatureSpec& s) {
+  return nlohmann::json{{"categorical", s.categorical},
+                        {"categorical_rows", s.categorical_rows},
+                        {"textual", s.textual},
+                        {"text_buckets", s.text_buckets},
+                        {"numerical", s.numerical},
+                        {"numerical_mean", s.numerical_mean},
+                        {"numerical_stddev", s.numerical_stddev}};
+}
+
+FeatureSpec features_from_json(const nlohmann::json& j) {
+  FeatureSpec s;
+  s.categorical = j.at("categorical").get<std::vector<std::string>>();
+  s.categorical_rows = j.at("categorical_rows").get<std::vector<uint32_t>>();
+  s.textual = j.at("textual").get<std::string>();
+  s.text_buckets = j.at("text_buckets").get<uint32_t>();
+  s.numerical = j.at("numerical").get<std::vector<std::string>>();
+  s.numerical_mean = j.at("numerical_mean").get<std::vector<float>>();
+  s.numerical_stddev = j.at("numerical_stddev").get<std::vector<float>>();
+  return s;
+}
+
+}  // namespace
+
+// Metadata keys are written only when a side uses metadata, so id-only files are as before and
+// files written before metadata existed still load.
 std::string config_to_json(const ModelConfig& c) {
   nlohmann::json j{{"model", to_string(c.kind)}, {"num_users", c.num_users},
                    {"num_items", c.num_items}, {"factors", c.factors}, {"layers", c.layers}};
+  if (c.user_features.enabled()) j["user_features"] = features_to_json(c.user_features);
+  if (c.item_features.enabled()) j["item_features"] = features_to_json(c.item_features);
   return j.dump();
 }
 
@@ -149,6 +179,8 @@ ModelConfig config_from_json(const std::string& text, const std::string& what) {
     c.num_items = j.at("num_items").get<uint32_t>();
     c.factors = j.at("factors").get<uint32_t>();
     c.layers = j.at("layers").get<std::vector<uint32_t>>();
+    if (j.contains("user_features")) c.user_features = features_from_json(j.at("user_features"));
+    if (j.contains("item_features")) c.item_features = features_from_json(j.at("item_features"));
     c.validate();
     return c;
   } catch (const nlohmann::json::exception& e) {

@@ -12,6 +12,18 @@ constexpr int64_t kBlock = 512;
 }
 
 Scorer::Scorer(const ModelParams& params) : params_(params) {
+  TB_CHECK(!params.config.has_metadata(),
+           "scorer: this model uses metadata; score it with the users' and items' feature inputs");
+  precompute();
+}
+
+Scorer::Scorer(const ModelParams& params, const FeatureInputs& users, const FeatureInputs& items)
+    : folded_(std::make_unique<const ModelParams>(fold_features(params, users, items))), params_(*folded_) {
+  precompute();
+}
+
+void Scorer::precompute() {
+  const ModelParams& params = params_;
   const ModelConfig& c = params.config;
   if (!c.has_mlp() || c.num_dense_layers() == 0) return;
   const int64_t e = c.mlp_embedding(), l1 = c.layers[1];

@@ -13,7 +13,9 @@ namespace tastebud::datasets {
 
 inline constexpr char kColumnMagic[8] = {'T', 'B', 'C', 'O', 'L', 'U', 'M', 'N'};
 inline constexpr uint32_t kColumnVersion = 1;
-inline constexpr uint32_t kDatasetFormatVersion = 1;  // meta.json "version"
+// meta.json "version". 2: interaction context fields are one u32 per row (kNullContext = null)
+// without an offsets column.
+inline constexpr uint32_t kDatasetFormatVersion = 2;
 
 enum class DType : uint32_t { U8 = 1, U32 = 2, U64 = 3, I64 = 4, F32 = 5, Char = 6 };
 

@@ -51,13 +51,18 @@ class CsvReader {
 
  private:
   enum class Parse { Complete, NeedMore };
+  // The common record (unquoted fields, LF line end, wholly in the block), fast; false leaves
+  // the reader where it was for parse_record.
+  bool parse_plain_record(CsvRecord& record);
   Parse parse_record(CsvRecord& record);
   void fill();
   void validate(const CsvRecord& record) const;
 
   std::filesystem::path path_;
   int fd_ = -1;
-  std::vector<char> buffer_;   // capacity + 1: a sentinel newline after the data stops scans
+  // capacity + 1 + padding: a sentinel newline after the data stops scans, and the padding lets
+  // a vector load that starts before the sentinel read past it.
+  std::vector<char> buffer_;
   std::vector<char> unescaped_;  // quoted fields with "" escapes, unescaped
   size_t pos_ = 0, end_ = 0;
   uint64_t buffer_file_offset_ = 0;

@@ -56,6 +56,15 @@ struct CategoricalField {
   std::span<const uint32_t> values;
 };
 
+// A contextual categorical field of the interactions (DEVICE_TYPE, ...): at most one value per
+// event, so one vocabulary index per row and no offsets; kNullContext marks an empty field.
+inline constexpr uint32_t kNullContext = UINT32_MAX;
+struct ContextField {
+  std::string name;
+  StringTable vocabulary;
+  std::span<const uint32_t> values;  // one per interaction; kNullContext = null
+};
+
 // A numerical field as float; NaN marks null.
 struct NumericalField {
   std::string name;
@@ -94,8 +103,8 @@ struct Interactions {
   // IMPRESSION lists as item indices, CSR over rows; both empty when the column is absent.
   std::span<const uint64_t> impression_offsets;
   std::span<const uint32_t> impression_items;
-  // Contextual categorical fields (DEVICE_TYPE, ...), single-valued: offsets[r+1]-offsets[r] <= 1.
-  std::vector<CategoricalField> context;
+  // Contextual categorical fields (DEVICE_TYPE, ...), one value or kNullContext per row.
+  std::vector<ContextField> context;
   // Contextual numerical fields (a number per event), NaN = null.
   std::vector<NumericalField> numerical;
 

@@ -15,6 +15,26 @@ enum class ModelKind : uint32_t { kNeuMF = 0, kGMF = 1, kMLP = 2 };
 std::string to_string(ModelKind kind);
 ModelKind parse_model_kind(const std::string& name);  // neumf | gmf | mlp
 
+// One side's metadata (users or items) as the model sees it. Every categorical field and the
+// textual field own a block of rows of one feature table per side (the field's vocabulary, or the
+// text hash buckets): one table with row blocks is the same math as one table per field and keeps
+// a single lazily updated tensor. Numerical fields are standardised with mean and stddev (from the
+// data at training time, kept here so that scoring applies the same transform) and projected by a
+// learned [numerical x width] matrix.
+struct FeatureSpec {
+  std::vector<std::string> categorical;        // field names
+  std::vector<uint32_t> categorical_rows;      // vocabulary size of each
+  std::string textual;                         // empty: no textual field
+  uint32_t text_buckets = 0;                   // token hashes folded modulo this
+  std::vector<std::string> numerical;          // field names
+  std::vector<float> numerical_mean, numerical_stddev;
+
+  bool enabled() const { return !categorical.empty() || !textual.empty() || !numerical.empty(); }
+  uint64_t table_rows() const;                 // sum of categorical_rows + text_buckets
+  uint64_t categorical_base(size_t field) const;  // first row of a categorical field
+  uint64_t text_base() const { return table_rows() - (textual.empty() ? 0 : text_buckets); }
+};
+
 struct ModelConfig {
   ModelKind kind = ModelKind::kNeuMF;
   uint32_t num_users = 0;
@@ -28,6 +48,11 @@ struct ModelConfig {
   uint32_t mlp_output() const { return has_mlp() ? layers.back() : 0; }
   uint32_t head_inputs() const { return (has_gmf() ? factors : 0) + mlp_output(); }
   size_t num_dense_layers() const { return has_mlp() ? layers.size() - 1 : 0; }
+  // Metadata features (empty specs: the id-only model, and the file layout of before).
+  FeatureSpec user_features, item_features;
+  bool has_metadata() const { return user_features.enabled() || item_features.enabled(); }
+  // Width of a feature row: the GMF part, then the MLP part, split like the id tables.
+  uint32_t feature_width() const { return (has_gmf() ? factors : 0) + mlp_embedding(); }
   // Throws tastebud::Error when the shape is unusable (odd layers[0], zero widths, ...).
   void validate() const;
 };
@@ -52,15 +77,23 @@ struct ModelParams {
   std::vector<Tensor> biases;     // [layers[j+1]]
   Tensor head_weight;             // [head_inputs]: GMF part first, then the MLP part
   Tensor head_bias;               // [1]
+  // Metadata, present in tensors() only when the config enables it: feature tables
+  // [FeatureSpec::table_rows() x feature_width()] and numeric projections
+  // [numerical x feature_width()]; columns [0, factors) feed GMF, the rest the MLP half.
+  Tensor user_features, item_features;
+  Tensor user_numeric, item_numeric;
 
   // Embeddings N(0, 0.01) (standard deviation 0.01, as in the paper), dense layers uniform with
   // He fan-in scaling, head uniform with fan-in scaling; every draw from Philox keyed by seed.
   static ModelParams initialize(const ModelConfig& config, uint64_t seed);
 
-  // Every tensor in a fixed order: the embedding tables first, then the dense parameters.
+  // Every tensor in a fixed order: the sparse tables first (the four id tables, then the feature
+  // tables that the config enables), then the dense parameters (the layers, the head, then the
+  // numeric projections that the config enables). Without metadata this is the order of before.
   std::vector<Tensor*> tensors();
   std::vector<const Tensor*> tensors() const;
-  static constexpr size_t kEmbeddingTables = 4;
+  static constexpr size_t kEmbeddingTables = 4;  // the id tables
+  size_t sparse_tensors() const;                 // id tables + feature tables
 };
 
 }  // namespace tastebud

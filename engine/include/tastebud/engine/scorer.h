@@ -4,16 +4,22 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
+#include "tastebud/engine/features.h"
 #include "tastebud/engine/model.h"
 
 namespace tastebud {
 
 class Scorer {
  public:
+  // params must be an id-only model (throws for one with metadata: use the other constructor).
   explicit Scorer(const ModelParams& params);
+  // A model with metadata: scores through fold_features(params, users, items), so users and items
+  // without interactions score from their metadata.
+  Scorer(const ModelParams& params, const FeatureInputs& users, const FeatureInputs& items);
 
   uint32_t num_items() const { return params_.config.num_items; }
   uint32_t num_users() const { return params_.config.num_users; }
@@ -28,6 +34,9 @@ class Scorer {
   void score_block(uint32_t user, const uint32_t* items, uint32_t first_item, int64_t count,
                    float* out, std::vector<float>& scratch) const;
 
+  void precompute();
+
+  std::unique_ptr<const ModelParams> folded_;  // declared first: params_ may refer to it
   const ModelParams& params_;
   std::vector<float> item_first_layer_;  // [items x layers[1]]: item_mlp * W0[E.., :]
 };

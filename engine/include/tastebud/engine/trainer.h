@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "tastebud/engine/features.h"
 #include "tastebud/engine/model.h"
 #include "tastebud/optim_math.h"
 
@@ -27,12 +28,19 @@ struct TrainingSet {
   std::vector<float> weight;           // loss weight of each positive
   std::vector<uint64_t> user_offsets;  // num_users + 1
   std::vector<uint64_t> item_counts;   // positives per item, for the popularity sampler
+  // Metadata inputs, used when the model's config enables that side (empty otherwise).
+  FeatureInputs user_features, item_features;
 
   size_t size() const { return user.size(); }
   // Builds offsets and counts from sorted user/item/weight; throws when the pairs are not sorted
   // and distinct.
   void finalize();
 };
+
+// Metadata models: sets the id rows of users and items without positives to zero, so that their
+// scores come from metadata alone (an untrained N(0, 0.01) row would add noise). The CPU backend
+// also keeps the id rows of items without positives at zero while they are sampled as negatives.
+void zero_untrained_rows(ModelParams& params, const TrainingSet& data);
 
 struct TrainOptions {
   uint32_t batch_size = 256;   // samples per step: BCE rows (positives + negatives), or BPR pairs

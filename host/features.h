@@ -1,0 +1,30 @@
+// Metadata for the model: which sides use it (--metadata), the FeatureSpec a dataset's Users or
+// Items fields give, and their encoding per dense index as FeatureInputs.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "tastebud/datasets/dataset.h"
+#include "tastebud/engine/features.h"
+
+namespace tastebud::host {
+
+struct MetadataSides {
+  bool users = false;
+  bool items = false;
+};
+MetadataSides parse_metadata_sides(const std::string& name);  // none | items | users | both
+
+// Every categorical field, the textual field (token hashes folded to text_buckets, a power of two
+// that divides datasets::kTextHashBuckets) and every numerical field, standardised with the mean
+// and stddev of its non-null values. Throws when the side has no metadata at all.
+FeatureSpec make_feature_spec(const datasets::Metadata& metadata, uint32_t text_buckets, const char* side);
+
+// Fields are matched by name. Entity x reads dataset row dataset_row[x] (empty span: row x; -1:
+// no metadata). Values outside the spec's vocabulary (added by a later import) are left out.
+FeatureInputs encode_features(const datasets::Metadata& metadata, const FeatureSpec& spec,
+                              uint32_t entities, std::span<const int64_t> dataset_row = {});
+
+}  // namespace tastebud::host
