@@ -86,6 +86,12 @@ void dense_relu(const float* in, int64_t n, int64_t in_width, const float* w, co
 CatalogScorer::CatalogScorer(const ModelParams& params) : params_(params) {
   const ModelConfig& c = params.config;
   TB_CHECK(!c.has_gmf() || c.factors <= 1024, "scorer: more than 1024 factors");
+  // A model trained with metadata features carries feature tables beyond the id tables, the dense
+  // layers and the head; its item and user rows must be folded with those tables before scoring,
+  // which this scorer does not do yet. Counting tensors tells without naming the feature API.
+  TB_CHECK(params.tensors().size() <= ModelParams::kEmbeddingTables + 2 * params.weights.size() + 2,
+           "batch inference does not read models trained with metadata features yet; train without "
+           "metadata for batch-infer");
   if (!c.has_mlp() || c.num_dense_layers() == 0) return;
   const int64_t e = c.mlp_embedding(), l1 = c.layers[1];
   item_first_layer_.resize(static_cast<size_t>(c.num_items) * l1);

@@ -97,7 +97,6 @@ void add_train_command(CLI::App& app) {
   cmd->add_flag("--resume", job->resume, "Continue an interrupted run from MODEL_DIR/checkpoint.bin");
   cmd->add_flag("!--no-progress", job->progress, "No progress line on stderr");
   // Recipes (host/recipes.h).
-  cmd->add_option("--event-weights", job->event_weights, "Recipes: TYPE=WEIGHT,...; only listed event types count (default: every event counts 1)")->delimiter(',');
   cmd->add_option("--half-life-days", job->half_life_days, "popularity: recency decay half-life in days (0: none)")->capture_default_str();
   cmd->add_option("--min-co-count", job->min_co_count, "sims: fewest users that must share two items")->capture_default_str();
   cmd->add_option("--popularity-discount", job->popularity_discount, "sims: co-count / (count_i * count_j)^discount")->capture_default_str();

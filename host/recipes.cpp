@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "host/model_dir.h"
+#include "host/split.h"
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/engine/model_io.h"
 #include "tastebud/error.h"
@@ -113,17 +114,6 @@ bool is_recipe(const std::string& model) {
 
 RecipeOptions RecipeOptions::from_job(const TrainJob& job) {
   RecipeOptions o;
-  for (const std::string& entry : job.event_weights) {
-    const size_t eq = entry.rfind('=');
-    if (eq == std::string::npos || eq == 0)
-      throw Error(fmt::format("--event-weights: '{}' is not TYPE=WEIGHT", entry));
-    const std::string type = entry.substr(0, eq);
-    char* end = nullptr;
-    const double w = std::strtod(entry.c_str() + eq + 1, &end);
-    if (*end != '\0' || eq + 1 == entry.size() || !(w >= 0) || !std::isfinite(w))
-      throw Error(fmt::format("--event-weights: the weight of '{}' must be a number >= 0", type));
-    o.event_weights[type] = w;
-  }
   TB_CHECK(job.half_life_days >= 0, "--half-life-days must be >= 0");
   TB_CHECK(job.trend_window_days > 0, "--trend-window-days must be positive");
   TB_CHECK(job.trend_smoothing >= 0, "--trend-smoothing must be >= 0");
@@ -139,11 +129,15 @@ RecipeOptions RecipeOptions::from_job(const TrainJob& job) {
 }
 
 std::vector<double> event_weights(const EventLog& log, const RecipeOptions& options) {
+  if (!log.weight.empty()) {
+    TB_CHECK(log.weight.size() == log.user.size(), "recipes: one weight per event expected");
+    return std::vector<double>(log.weight.begin(), log.weight.end());
+  }
   std::vector<double> per_type(log.event_types.size(), options.event_weights.empty() ? 1.0 : 0.0);
   for (const auto& [type, w] : options.event_weights) {
     const auto it = std::find(log.event_types.begin(), log.event_types.end(), type);
     if (it == log.event_types.end()) {
-      throw Error(fmt::format("--event-weights: the dataset has no event type '{}' (it has: {})", type,
+      throw Error(fmt::format("event weights: the dataset has no event type '{}' (it has: {})", type,
                               fmt::join(log.event_types, ", ")));
     }
     per_type[it - log.event_types.begin()] = w;
@@ -295,7 +289,16 @@ TrainResult train_recipe(const TrainJob& job, std::ostream& log) {
   const auto start = std::chrono::steady_clock::now();
   const RecipeOptions options = RecipeOptions::from_job(job);
   const datasets::Dataset dataset = datasets::Dataset::open(job.data);
-  const EventLog events = event_log_of(dataset);
+  EventLog events = event_log_of(dataset);
+  const std::vector<std::string> event_rules = job_events(job);
+  if (!event_rules.empty()) {
+    // The same --event rules and [[events]] tables as NeuMF training: type, value threshold, weight.
+    std::vector<EventRule> rules;
+    for (const std::string& rule : event_rules) rules.push_back(parse_event_rule(rule));
+    const EventWeights weights(dataset, rules);
+    events.weight.resize(events.user.size());
+    for (uint64_t r = 0; r < events.weight.size(); ++r) events.weight[r] = weights.weight(dataset.interactions, r);
+  }
   TB_CHECK(events.user.size() > 0, fmt::format("{}: no interactions to train on", job.data.string()));
 
   RecipeData data;
@@ -306,7 +309,7 @@ TrainResult train_recipe(const TrainJob& job, std::ostream& log) {
   if (job.model == "sims") data.neighbors = sims_neighbors(events, options);
 
   fs::create_directories(job.out);
-  json recipe{{"event_weights", options.event_weights}, {"half_life_days", options.half_life_days}};
+  json recipe{{"events", event_rules}, {"half_life_days", options.half_life_days}};
   if (job.model == "sims") {
     recipe["min_co_count"] = options.min_co_count;
     recipe["popularity_discount"] = options.popularity_discount;

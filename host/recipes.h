@@ -5,6 +5,8 @@
 //               bought together" when trained with --event-weights purchase=1);
 //   trending    items whose interaction rate grew most in the latest window against the one before.
 //
+// Events count by the job's --event rules (TYPE[:THRESHOLD[:WEIGHT]], as for NeuMF), or by
+// RecipeOptions::event_weights when the caller builds the log by hand.
 // A recipe's model directory holds config.json ("model", "data", "recipe": the options),
 // user_ids.json, item_ids.json, seen.bin (every user's interacted items, all events) and
 // recipe.bin (below). The computations take plain event arrays so tests can check them by hand.
@@ -34,6 +36,9 @@ struct EventLog {
   std::span<const int64_t> timestamp;   // Unix seconds
   std::span<const uint32_t> event_type;  // index into event_types
   std::vector<std::string> event_types;
+  // Per event, when given: its weight (0 = not used), e.g. from the job's --event rules; it then
+  // replaces RecipeOptions::event_weights.
+  std::vector<float> weight;
 };
 
 struct RecipeOptions {
@@ -48,10 +53,10 @@ struct RecipeOptions {
   // max_history^2 pairs.
   uint32_t max_history = 500;
 
-  static RecipeOptions from_job(const TrainJob& job);  // parses --event-weights
+  static RecipeOptions from_job(const TrainJob& job);
 };
 
-// Per event: its weight (0 = not used).
+// Per event: its weight (0 = not used): log.weight when set, else by event type.
 std::vector<double> event_weights(const EventLog& log, const RecipeOptions& options);
 
 // Sum of event weights per item, each decayed by 0.5^((latest - t) / half-life) when a half-life

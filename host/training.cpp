@@ -23,12 +23,37 @@
 #include "tastebud/error.h"
 
 namespace tastebud::host {
+
+// The --event rules, then the job file's [[events]] tables, as TYPE[:THRESHOLD[:WEIGHT]].
+std::vector<std::string> job_events(const TrainJob& job) {
+  std::vector<std::string> rules = job.events;
+  if (job.config_file.empty() || !rules.empty()) return rules;
+  toml::table config;
+  try {
+    config = toml::parse_file(job.config_file.string());
+  } catch (const toml::parse_error& e) {
+    throw Error(fmt::format("{}:{}: {}", job.config_file.string(), e.source().begin.line, e.description()));
+  }
+  const toml::array* events = config["events"].as_array();
+  if (!events) return rules;
+  for (size_t k = 0; k < events->size(); ++k) {
+    const toml::table* t = events->get(k)->as_table();
+    const auto type = t ? (*t)["event_type"].value<std::string>() : std::nullopt;
+    if (!type) {
+      throw Error(fmt::format("{}: [[events]] entry {} needs event_type = \"...\"", job.config_file.string(), k + 1));
+    }
+    const auto threshold = (*t)["value_threshold"].value<double>();
+    const auto weight = (*t)["weight"].value<double>();
+    rules.push_back(fmt::format("{}:{}:{}", *type, threshold ? fmt::format("{}", *threshold) : "",
+                                weight ? *weight : 1.0));
+  }
+  return rules;
+}
+
 namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-std::vector<std::string> job_events(const TrainJob& job);
 
 // The settings that define the trained model; a resumed run must match them.
 json job_to_json(const TrainJob& job) {
@@ -136,32 +161,6 @@ class ProgressLine {
   uint64_t last_done_ = 0;
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 };
-
-// The --event rules, then the job file's [[events]] tables, as TYPE[:THRESHOLD[:WEIGHT]].
-std::vector<std::string> job_events(const TrainJob& job) {
-  std::vector<std::string> rules = job.events;
-  if (job.config_file.empty() || !rules.empty()) return rules;
-  toml::table config;
-  try {
-    config = toml::parse_file(job.config_file.string());
-  } catch (const toml::parse_error& e) {
-    throw Error(fmt::format("{}:{}: {}", job.config_file.string(), e.source().begin.line, e.description()));
-  }
-  const toml::array* events = config["events"].as_array();
-  if (!events) return rules;
-  for (size_t k = 0; k < events->size(); ++k) {
-    const toml::table* t = events->get(k)->as_table();
-    const auto type = t ? (*t)["event_type"].value<std::string>() : std::nullopt;
-    if (!type) {
-      throw Error(fmt::format("{}: [[events]] entry {} needs event_type = \"...\"", job.config_file.string(), k + 1));
-    }
-    const auto threshold = (*t)["value_threshold"].value<double>();
-    const auto weight = (*t)["weight"].value<double>();
-    rules.push_back(fmt::format("{}:{}:{}", *type, threshold ? fmt::format("{}", *threshold) : "",
-                                weight ? *weight : 1.0));
-  }
-  return rules;
-}
 
 SeenItems seen_of(const TrainingSet& train) {
   return SeenItems{train.user_offsets, train.item};

@@ -46,8 +46,7 @@ struct TrainJob {
   std::string metadata = "none";
   uint32_t text_buckets = 1u << 16;
 
-  // Recipes (--model popularity, sims or trending; host/recipes.h).
-  std::vector<std::string> event_weights;  // TYPE=WEIGHT each; empty: every event counts 1
+  // Recipes (--model popularity, sims or trending; host/recipes.h); they weight events by `events`.
   double half_life_days = 0;               // popularity: an event loses half its weight per this many days; 0: no decay
   uint32_t min_co_count = 2;               // sims: fewest users that must share two items
   float popularity_discount = 0.5f;        // sims: score = co-count / (count_i * count_j)^discount
@@ -70,6 +69,10 @@ struct TrainResult {
   uint32_t best_epoch = 0;
   Metrics popularity;
 };
+
+// The job's event rules as TYPE[:THRESHOLD[:WEIGHT]]: the --event flags, or else the job file's
+// [[events]] tables.
+std::vector<std::string> job_events(const TrainJob& job);
 
 // Runs the job; writes the model directory; prints the summary to `log`.
 TrainResult run_training(const TrainJob& job, std::ostream& log);

@@ -22,8 +22,14 @@ cat > "$work/queries.jsonl" <<'JSON'
 {"userId": "u1"}
 {"userId": "u2", "numResults": 5}
 {"userId": "u3", "itemList": ["i1", "i2", "i3", "i4", "i5", "not-an-item"]}
+{"userId": "u4", "numResults": 5, "filterValues": {"MAX": "20"}}
 {"itemId": "i10", "numResults": 5}
 {"userId": "someone-new"}
 JSON
-$tb batch-infer --model "$work/model" --input "$work/queries.jsonl" --output "$work/results.jsonl" --num-results 10
+$tb batch-infer --model "$work/model" --input "$work/queries.jsonl" --output "$work/results.jsonl" \
+  --num-results 10 --filter 'EXCLUDE ItemID WHERE Items.PRICE > $MAX'
 cat "$work/results.jsonl"
+echo "== segment: the users most likely to want item i10"
+echo '{"itemId": "i10"}' > "$work/items.jsonl"
+$tb batch-segment --model "$work/model" --input "$work/items.jsonl" --output "$work/segments.jsonl" --num-results 5
+cat "$work/segments.jsonl"

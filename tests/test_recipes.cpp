@@ -65,6 +65,11 @@ TEST(Recipes, PopularityCountsWeightedByEventTypeAndRecency) {
   EXPECT_EQ(decayed[3], 0.0f);
   o.event_weights = {{"click", 1}};
   EXPECT_THROW(popularity_scores(e.log(), o), Error);
+  // Per-event weights (the job's --event rules, resolved) replace the per-type map.
+  EventLog weighted = e.log();
+  weighted.weight = {1, 0, 0, 0, 0, 0, 0, 2};
+  o.half_life_days = 0;
+  EXPECT_EQ(popularity_scores(weighted, o), (std::vector<float>{1, 0, 2, 0}));
 }
 
 TEST(Recipes, TrendingIsGrowthOfTheLatestWindowOverThePrevious) {
