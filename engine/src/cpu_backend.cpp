@@ -181,7 +181,7 @@ class CpuBackend final : public Backend {
       chunk_grad_views_.push_back(dense_grads(chunk_grads_[c]));
     }
     const size_t widest = std::max<size_t>({f, static_cast<size_t>(config.mlp_embedding()), 1});
-    summed_.resize(rows * widest);
+    for (auto& buffer : summed_) buffer.resize(rows * widest);
   }
 
   // Fills users_, items_, labels_ and weights_ for the batch's samples [begin, end); sample s of
@@ -377,27 +377,38 @@ class CpuBackend final : public Backend {
                     int64_t offset, int64_t width, float step_size) {
     if (width == 0) return;
     Tensor& table = *state_.params.tensors()[t];
-    cpu::sum_row_gradients(groups, grads, stride, offset, width, summed_.data());
+    float* summed = summed_[t].data();
+    cpu::sum_row_gradients(groups, grads, stride, offset, width, summed);
     if ((t == 1 || t == 3) && state_.params.config.item_features.enabled()) {
       for (size_t k = 0; k < groups.size(); ++k) {
-        if (data_.item_counts[groups.rows[k]] == 0) std::fill_n(summed_.data() + k * width, width, 0.0f);
+        if (data_.item_counts[groups.rows[k]] == 0) std::fill_n(summed + k * width, width, 0.0f);
       }
     }
     cpu::sparse_update(options_.optimizer, step_size, table.values.data(),
                        state_.state0[t].values.data(), state_.state1[t].values.data(), width,
-                       groups.rows, summed_.data());
+                       groups.rows, summed);
   }
 
   void update_embeddings(int64_t rows, float step_size) {
     const int64_t f = shape_.factors;
     const int64_t e = state_.params.config.mlp_embedding();
-    user_groups_.build({users_.data(), static_cast<size_t>(rows)});
-    item_groups_.build({items_.data(), static_cast<size_t>(rows)});
+    // The four id tables are independent: one thread each, so small batches scale too. Each
+    // table's rows are still summed in batch-row order, so the result does not depend on threads.
+#pragma omp parallel for schedule(static, 1)
+    for (int side = 0; side < 2; ++side) {
+      if (side == 0) user_groups_.build({users_.data(), static_cast<size_t>(rows)});
+      else item_groups_.build({items_.data(), static_cast<size_t>(rows)});
+    }
     const float* d_x0 = d_acts_[0].data();
-    update_table(0, user_groups_, d_user_gmf_.data(), f, 0, f, step_size);
-    update_table(1, item_groups_, d_item_gmf_.data(), f, 0, f, step_size);
-    update_table(2, user_groups_, d_x0, 2 * e, 0, e, step_size);
-    update_table(3, item_groups_, d_x0, 2 * e, e, e, step_size);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int t = 0; t < 4; ++t) {
+      switch (t) {
+        case 0: update_table(0, user_groups_, d_user_gmf_.data(), f, 0, f, step_size); break;
+        case 1: update_table(1, item_groups_, d_item_gmf_.data(), f, 0, f, step_size); break;
+        case 2: update_table(2, user_groups_, d_x0, 2 * e, 0, e, step_size); break;
+        case 3: update_table(3, item_groups_, d_x0, 2 * e, e, e, step_size); break;
+      }
+    }
     size_t t = ModelParams::kEmbeddingTables;
     if (state_.params.config.user_features.table_rows() > 0) {
       update_features(t++, user_view_, users_, d_user_gmf_.data(), 0, rows, step_size);
@@ -437,7 +448,8 @@ class CpuBackend final : public Backend {
   std::vector<size_t> dense_offsets_;
   std::vector<cpu::AlignedVector<float>> chunk_grads_;
   std::vector<double> chunk_loss_;
-  cpu::AlignedVector<float> dense_grad_, summed_;
+  cpu::AlignedVector<float> dense_grad_;
+  cpu::AlignedVector<float> summed_[ModelParams::kEmbeddingTables];  // per id table
   // The dense parameters and their optimizer state live here while training (aligned, see
   // cpu/aligned.h) and are copied into state_ when it is read.
   cpu::AlignedVector<float> dense_values_, dense_state0_, dense_state1_;
