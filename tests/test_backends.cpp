@@ -524,7 +524,8 @@ class Backends : public ::testing::Test {
  protected:
   void SetUp() override {
     std::string reason;
-    if (!Ops::available(&reason)) GTEST_SKIP() << Ops::kName << " backend unavailable: " << reason;
+    // Only the CUDA instance can be unavailable: no driver or no device on this machine.
+    if (!Ops::available(&reason)) GTEST_SKIP() << Ops::kName << " backend unavailable (no usable GPU device): " << reason;
   }
 };
 

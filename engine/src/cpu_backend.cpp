@@ -39,13 +39,6 @@ cpu::FeatureView view_of(const FeatureSpec& spec, const FeatureInputs& in) {
   return v;
 }
 
-cpu::NeuMFShape shape_of(const ModelConfig& config) {
-  cpu::NeuMFShape shape;
-  shape.factors = config.has_gmf() ? config.factors : 0;
-  if (config.has_mlp()) shape.layers.assign(config.layers.begin(), config.layers.end());
-  return shape;
-}
-
 class CpuBackend final : public Backend {
  public:
   CpuBackend(const TrainingSet& data, const TrainOptions& options, TrainState state)
@@ -59,7 +52,7 @@ class CpuBackend final : public Backend {
              "BPR needs at least one negative per positive");
     if (options.threads > 0) omp_set_num_threads(static_cast<int>(options.threads));
     Eigen::setNbThreads(1);  // parallelism comes from the chunks
-    shape_ = shape_of(config);
+    shape_ = config.neumf_shape();
     if (config.user_features.enabled()) data.user_features.check(config.user_features, data.num_users, "user");
     if (config.item_features.enabled()) data.item_features.check(config.item_features, data.num_items, "item");
     user_view_ = view_of(config.user_features, data.user_features);

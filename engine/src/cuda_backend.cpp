@@ -43,13 +43,6 @@ size_t align_up(size_t n) { return (n + kDenseAlign - 1) / kDenseAlign * kDenseA
 
 double gib(double bytes) { return bytes / (1024.0 * 1024.0 * 1024.0); }
 
-cuda::NeuMFShape shape_of(const ModelConfig& config) {
-  cuda::NeuMFShape shape;
-  shape.factors = config.has_gmf() ? config.factors : 0;
-  if (config.has_mlp()) shape.layers.assign(config.layers.begin(), config.layers.end());
-  return shape;
-}
-
 class CudaBackend final : public Backend {
  public:
   CudaBackend(const TrainingSet& data, const TrainOptions& options, TrainState state)
@@ -63,7 +56,7 @@ class CudaBackend final : public Backend {
     TB_CHECK(options.batch_size > 0, "--batch-size must be positive");
     TB_CHECK(options.negatives > 0 || options.loss == LossKind::kBce,
              "BPR needs at least one negative per positive");
-    shape_ = shape_of(config);
+    shape_ = config.neumf_shape();
     max_rows_ = bpr() ? 2 * static_cast<int64_t>(options.batch_size) : options.batch_size;
     TB_CHECK(max_rows_ < (1ll << 31), "--batch-size is too large for the CUDA backend");
     check_fits();

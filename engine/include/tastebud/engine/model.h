@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "tastebud/neumf_shape.h"
+
 namespace tastebud {
 
 enum class ModelKind : uint32_t { kNeuMF = 0, kGMF = 1, kMLP = 2 };
@@ -53,6 +55,13 @@ struct ModelConfig {
   bool has_metadata() const { return user_features.enabled() || item_features.enabled(); }
   // Width of a feature row: the GMF part, then the MLP part, split like the id tables.
   uint32_t feature_width() const { return (has_gmf() ? factors : 0) + mlp_embedding(); }
+  // The shape the kernels of both backends take.
+  NeuMFShape neumf_shape() const {
+    NeuMFShape shape;
+    shape.factors = has_gmf() ? factors : 0;
+    if (has_mlp()) shape.layers.assign(layers.begin(), layers.end());
+    return shape;
+  }
   // Throws tastebud::Error when the shape is unusable (odd layers[0], zero widths, ...).
   void validate() const;
 };
