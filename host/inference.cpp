@@ -161,6 +161,32 @@ bool blank(std::string_view line) {
 
 std::string dump_line(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
+// One result line for one query line: {"input", "output", "error"}. A line that is not JSON, not an
+// object, or that `answer` throws on gets its message in "error" and a null output.
+template <class Answer>
+std::string result_line(std::string_view line, const char* example, LineResult& result, Answer&& answer) {
+  json out{{"input", nullptr}, {"output", nullptr}, {"error", nullptr}};
+  json input;
+  try {
+    input = json::parse(line);
+  } catch (const json::parse_error& e) {
+    out["input"] = std::string(line);
+    out["error"] = fmt::format("not valid JSON: {}", e.what());
+    result.error = true;
+    return dump_line(out);
+  }
+  out["input"] = input;
+  try {
+    if (!input.is_object()) throw LineError(fmt::format("a query must be a JSON object such as {}", example));
+    out["output"] = answer(input);
+  } catch (const std::exception& e) {
+    out["error"] = e.what();
+    result.error = true;
+    result.fallback = false;
+  }
+  return dump_line(out);
+}
+
 }  // namespace
 
 // ---- Model directory and dataset -----------------------------------------------------------------
@@ -636,26 +662,8 @@ struct Recommender::Impl {
   }
 
   std::string answer(std::string_view line, LineResult& result) const {
-    json out{{"input", nullptr}, {"output", nullptr}, {"error", nullptr}};
-    json input;
-    try {
-      input = json::parse(line);
-    } catch (const json::parse_error& e) {
-      out["input"] = std::string(line);
-      out["error"] = fmt::format("not valid JSON: {}", e.what());
-      result.error = true;
-      return dump_line(out);
-    }
-    out["input"] = input;
-    try {
-      if (!input.is_object()) throw LineError("a query must be a JSON object such as {\"userId\": \"u1\"}");
-      out["output"] = answer_query(parse_query(input), result.fallback);
-    } catch (const std::exception& e) {
-      out["error"] = e.what();
-      result.error = true;
-      result.fallback = false;
-    }
-    return dump_line(out);
+    return result_line(line, "{\"userId\": \"u1\"}", result,
+                       [&](const json& input) { return answer_query(parse_query(input), result.fallback); });
   }
 
   // ---- Segments ----
@@ -690,19 +698,7 @@ struct Recommender::Impl {
   }
 
   std::string segment(std::string_view line, uint32_t default_k, LineResult& result) const {
-    json out{{"input", nullptr}, {"output", nullptr}, {"error", nullptr}};
-    json input;
-    try {
-      input = json::parse(line);
-    } catch (const json::parse_error& e) {
-      out["input"] = std::string(line);
-      out["error"] = fmt::format("not valid JSON: {}", e.what());
-      result.error = true;
-      return dump_line(out);
-    }
-    out["input"] = input;
-    try {
-      if (!input.is_object()) throw LineError("a query must be a JSON object such as {\"itemId\": \"i1\"}");
+    return result_line(line, "{\"itemId\": \"i1\"}", result, [&](const json& input) {
       const auto item_id = string_field(input, "itemId");
       const auto attributes = string_field(input, "itemAttributes");
       if (!item_id && !attributes) throw LineError("the query names neither an itemId nor itemAttributes");
@@ -735,12 +731,8 @@ struct Recommender::Impl {
       cpu::top_k(affinity, k, top);
       json users = json::array();
       for (uint32_t u : top) users.push_back(model.user_ids[u]);
-      out["output"] = json{{"recommendedUsers", std::move(users)}};
-    } catch (const std::exception& e) {
-      out["error"] = e.what();
-      result.error = true;
-    }
-    return dump_line(out);
+      return json{{"recommendedUsers", std::move(users)}};
+    });
   }
 };
 
