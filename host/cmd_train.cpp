@@ -80,6 +80,9 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--sampler", job->sampler, "Negative sampler: uniform or popularity")->capture_default_str();
   cmd->add_option("--sampler-alpha", job->sampler_alpha, "Popularity sampler exponent")->capture_default_str();
   cmd->add_option("--device", job->device, "auto, cpu or cuda")->capture_default_str();
+  cmd->add_option("--impression-negatives", job->impression_negatives,
+                  "Share of negatives drawn from items the user was shown (IMPRESSION) and did not act on")
+      ->capture_default_str();
   cmd->add_flag("--tf32", job->tf32, "CUDA: TF32 tensor cores for the dense layers (faster, 10-bit mantissa products)");
   cmd->add_option("--threads", job->threads, "CPU threads (0: all cores)")->capture_default_str();
   cmd->add_option("--seed", job->seed, "Seed of every random draw")->capture_default_str();

@@ -220,6 +220,25 @@ Split make_split(const datasets::Dataset& dataset, const SplitOptions& options) 
       train.weight.push_back(pairs[k].second);
     }
   };
+  // Items shown with the user's training rows that the user never acted on (in any event).
+  const bool impressions = options.impressions && !rows.impression_offsets.empty();
+  if (impressions) train.impression_offsets.push_back(0);
+  std::vector<uint32_t> touched_items, shown;
+  auto add_impressions = [&](uint32_t u, auto&& use_row) {
+    if (!impressions) return;
+    touched_items.assign(rows.item.begin() + rows.user_offsets[u], rows.item.begin() + rows.user_offsets[u + 1]);
+    sort_unique(touched_items, 0);
+    shown.clear();
+    for (uint64_t r = rows.user_offsets[u]; r < rows.user_offsets[u + 1]; ++r) {
+      if (!use_row(r)) continue;
+      for (uint64_t k = rows.impression_offsets[r]; k < rows.impression_offsets[r + 1]; ++k) {
+        const uint32_t i = rows.impression_items[k];
+        if (!std::binary_search(touched_items.begin(), touched_items.end(), i)) shown.push_back(i);
+      }
+    }
+    sort_unique(shown, 0);
+    train.impression_items.insert(train.impression_items.end(), shown.begin(), shown.end());
+  };
   uint32_t eligible = 0;
   for (uint32_t u = 0; u < num_users; ++u) {
     keep_rows(u);
@@ -232,10 +251,12 @@ Split make_split(const datasets::Dataset& dataset, const SplitOptions& options) 
                           chosen(u, eligible, options);
     if (!evaluate) {
       add_train(u, [](uint64_t) { return true; });
+      add_impressions(u, [](uint64_t) { return true; });
     } else if (options.protocol == EvalProtocol::kLeaveOneOut) {
       // The latest interaction's item is held out with every row of it.
       const uint32_t target = rows.item[kept.back()];
       add_train(u, [&](uint64_t r) { return rows.item[r] != target; });
+      add_impressions(u, [&](uint64_t r) { return rows.item[r] != target; });
       split.eval_users.push_back(u);
       split.held_out_item.push_back(target);
       // Candidates: distinct items the user never touched (in any event, counted or not).
@@ -261,6 +282,7 @@ Split make_split(const datasets::Dataset& dataset, const SplitOptions& options) 
       const uint64_t first_held_row = kept[cut];
       const size_t train_first = train.item.size();
       add_train(u, [&](uint64_t r) { return r < first_held_row; });
+      add_impressions(u, [&](uint64_t r) { return r < first_held_row; });
       held.clear();
       for (uint64_t k = cut; k < n; ++k) {
         const uint32_t i = rows.item[kept[k]];
@@ -273,6 +295,7 @@ Split make_split(const datasets::Dataset& dataset, const SplitOptions& options) 
         split.truth_offsets.push_back(split.truth.size());
       }
     }
+    if (impressions) train.impression_offsets.push_back(train.impression_items.size());
   }
   split.negatives_per_user = options.protocol == EvalProtocol::kLeaveOneOut ? options.loo_negatives : 0;
   train.finalize();

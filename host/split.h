@@ -40,6 +40,9 @@ class EventWeights {
 
 struct SplitOptions {
   std::vector<EventRule> events;  // empty: every event, weight 1
+  // Build each user's impressions not acted on (TrainingSet::impression_items) from the
+  // IMPRESSION lists of the user's training rows.
+  bool impressions = false;
   EvalProtocol protocol = EvalProtocol::kLeaveOneOut;
   double holdout_share = 0.1;   // holdout: newest share of each user's interactions
   uint32_t loo_negatives = 99;  // loo: items ranked against the held-out one

@@ -72,6 +72,7 @@ json job_to_json(const TrainJob& job) {
               {"seed", job.seed},
               {"eval", job.eval},
               {"eval_users", job.eval_users},
+              {"impression_negatives", job.impression_negatives},
               {"events", job_events(job)}};
   // Only when used, so that runs from before metadata existed still resume.
   if (job.metadata != "none") {
@@ -118,7 +119,8 @@ json record_json(const EpochRecord& r) {
               {"samples", r.samples},
               {"seconds", r.seconds},
               {"samples_per_second", r.seconds > 0 ? r.samples / r.seconds : 0.0},
-              {"metrics", metrics_json(r.metrics)}};
+              {"metrics", metrics_json(r.metrics)},
+              {"impression_negatives", r.impression_negatives}};
 }
 
 EpochRecord record_from_json(const json& j) {
@@ -128,6 +130,7 @@ EpochRecord record_from_json(const json& j) {
   r.samples = j.at("samples");
   r.seconds = j.at("seconds");
   r.metrics = metrics_from_json(j.at("metrics"));
+  r.impression_negatives = j.value("impression_negatives", uint64_t{0});
   return r;
 }
 
@@ -183,6 +186,9 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
   options.seed = job.seed;
   options.threads = job.threads;
   options.tf32 = job.tf32;
+  TB_CHECK(job.impression_negatives >= 0.0f && job.impression_negatives <= 1.0f,
+           "--impression-negatives is a share of the negatives, from 0 to 1");
+  options.impression_share = job.impression_negatives;
   TB_CHECK(job.epochs > 0, "--epochs must be positive");
   TB_CHECK(job.batch_size > 0, "--batch-size must be positive");
 
@@ -219,6 +225,7 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
   SplitOptions split_options;
   for (const std::string& rule : job_events(job)) split_options.events.push_back(parse_event_rule(rule));
   split_options.protocol = protocol;
+  split_options.impressions = job.impression_negatives > 0.0f;
   split_options.max_eval_users = job.eval_users > 0 ? job.eval_users
                                  : protocol == EvalProtocol::kHoldout ? 10000 : 0;
   Split split = make_split(dataset, split_options);
@@ -250,6 +257,10 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
     state = TrainState::fresh(params, options.optimizer);
   }
   std::string notice;
+  if (job.impression_negatives > 0.0f && split.train.impression_offsets.empty()) {
+    log << "--impression-negatives: " << job.data.string()
+        << " has no IMPRESSION lists (or the split does not use them); every negative is sampled\n";
+  }
   std::unique_ptr<Backend> backend = make_backend(job.device, split.train, options, std::move(state), &notice);
   if (!notice.empty()) log << notice << "\n";
 
@@ -292,7 +303,7 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
           epoch, stats.samples, epoch - 1, checkpoint_path.string()));
     }
     TrainState current = backend->state();
-    EpochRecord record{epoch, stats.mean_loss, stats.samples, stats.seconds, {}};
+    EpochRecord record{epoch, stats.mean_loss, stats.samples, stats.seconds, {}, stats.impression_negatives};
     if (protocol != EvalProtocol::kNone) {
       const auto scorer = config.has_metadata()
           ? std::make_unique<Scorer>(current.params, split.train.user_features, split.train.item_features)

@@ -28,7 +28,8 @@ struct TrainJob {
   std::string sampler = "uniform";
   float sampler_alpha = 0.75f;
   std::string device = "auto";
-  bool tf32 = false;               // CUDA: TF32 tensor cores in the dense layers
+  bool tf32 = false;
+  float impression_negatives = 0.0f;  // share of negatives from the user's ignored impressions               // CUDA: TF32 tensor cores in the dense layers
   uint32_t threads = 0;
   uint64_t seed = 1;
   std::string eval = "loo";
@@ -61,6 +62,7 @@ struct EpochRecord {
   uint64_t samples = 0;
   double seconds = 0;
   Metrics metrics;
+  uint64_t impression_negatives = 0;  // negatives drawn from ignored impressions this epoch
 };
 
 struct TrainResult {

@@ -955,3 +955,68 @@ TEST(DenseKernels, FloatMatchesDoubleReferenceOnOddShapes) {
 
 }  // namespace
 }  // namespace tastebud
+
+namespace tastebud {
+namespace {
+
+TEST(Sampler, ImpressionNegativesFollowTheShare) {
+  const std::vector<uint32_t> positives{1, 4, 9};
+  const std::vector<uint32_t> shown{2, 5, 7};  // ignored impressions: never positives
+  int from_shown = 0;
+  std::vector<int> counts(3, 0);
+  const int draws = 30000;
+  for (int d = 0; d < draws; ++d) {
+    bool from = false;
+    // Share 0: exactly the plain sampler's draw.
+    const uint32_t plain = draw_training_negative(3, 1, d, positives.data(), 3, 12, nullptr, nullptr,
+                                                  shown.data(), 3, 0.0f, &from);
+    ASSERT_FALSE(from);
+    ASSERT_EQ(plain, draw_negative(3, RandomStream::kNegatives, 1, d, positives.data(), 3, 12, nullptr, nullptr));
+    const uint32_t item = draw_training_negative(3, 1, d, positives.data(), 3, 12, nullptr, nullptr,
+                                                 shown.data(), 3, 0.25f, &from);
+    ASSERT_FALSE(std::binary_search(positives.begin(), positives.end(), item));
+    if (from) {
+      ++from_shown;
+      const auto at = std::find(shown.begin(), shown.end(), item);
+      ASSERT_NE(at, shown.end());
+      ++counts[at - shown.begin()];
+    }
+    // Share 1: always an impression.
+    draw_training_negative(3, 1, d, positives.data(), 3, 12, nullptr, nullptr, shown.data(), 3, 1.0f, &from);
+    ASSERT_TRUE(from);
+    // No impressions: always sampled.
+    draw_training_negative(3, 1, d, positives.data(), 3, 12, nullptr, nullptr, nullptr, 0, 1.0f, &from);
+    ASSERT_FALSE(from);
+  }
+  EXPECT_NEAR(from_shown, draws / 4, 6 * std::sqrt(draws * 0.25 * 0.75));
+  for (int c : counts) EXPECT_NEAR(c, from_shown / 3.0, 6 * std::sqrt(from_shown / 3.0));
+}
+
+TEST(CpuBackend, CountsImpressionNegatives) {
+  TrainingSet data = banded_training_set(24, 48);
+  // Every user was shown the three items after its last positive (wrapping), none a positive.
+  data.impression_offsets.push_back(0);
+  for (uint32_t u = 0; u < data.num_users; ++u) {
+    std::vector<uint32_t> shown;
+    for (uint32_t i = 0; i < data.num_items && shown.size() < 3; ++i) {
+      const auto begin = data.item.begin() + data.user_offsets[u], end = data.item.begin() + data.user_offsets[u + 1];
+      if (!std::binary_search(begin, end, i)) shown.push_back(i);
+    }
+    data.impression_items.insert(data.impression_items.end(), shown.begin(), shown.end());
+    data.impression_offsets.push_back(data.impression_items.size());
+  }
+  data.finalize();
+  for (float share : {0.0f, 1.0f}) {
+    TrainOptions options;
+    options.batch_size = 100;
+    options.impression_share = share;
+    auto backend = make_cpu_backend(data, options,
+                                    TrainState::fresh(ModelParams::initialize(small_config(data), 1), options.optimizer));
+    const EpochStats stats = backend->train_epoch(0, {});
+    EXPECT_EQ(stats.impression_negatives, share == 0.0f ? 0u : data.size() * options.negatives);
+    EXPECT_TRUE(stats.finite);
+  }
+}
+
+}  // namespace
+}  // namespace tastebud

@@ -324,6 +324,55 @@ TEST_F(TrainingJob, JobFileSetsFlagsAndEventsAndTheCommandLineWins) {
   EXPECT_NE(log.str().find("bad.toml:2: 'learning_rate' is not a train option"), std::string::npos) << log.str();
 }
 
+TEST_F(TrainingJob, ImpressionListsHoldShownItemsNeverActedOnFromTrainingRows) {
+  const fs::path dir = root_ / "impressions";
+  fs::create_directories(dir);
+  std::ofstream(dir / "interactions.csv") << "USER_ID,ITEM_ID,TIMESTAMP,IMPRESSION\n"
+                                             "u1,a,1,b|c|d\n"
+                                             "u1,b,2,e|f\n"
+                                             "u1,g,3,h|a\n"  // latest: held out, so h is not used
+                                             "u2,c,1,a|b\n"
+                                             "u2,d,2,e\n";
+  datasets::ImportOptions o;
+  o.interactions = dir / "interactions.csv";
+  o.out = dir / "dataset";
+  datasets::import_dataset(o);
+  const datasets::Dataset d = datasets::Dataset::open(dir / "dataset");
+  SplitOptions split_options;
+  split_options.impressions = true;
+  const Split s = make_split(d, split_options);
+  ASSERT_EQ(s.train.impression_offsets.size(), d.num_users() + 1u);
+  auto shown_to = [&](const std::string& user) {
+    uint32_t u = 0;
+    while (d.user_ids[u] != user) ++u;
+    std::vector<std::string> names;
+    for (uint64_t k = s.train.impression_offsets[u]; k < s.train.impression_offsets[u + 1]; ++k) {
+      names.emplace_back(d.item_ids[s.train.impression_items[k]]);
+    }
+    std::sort(names.begin(), names.end());
+    return names;
+  };
+  EXPECT_EQ(shown_to("u1"), (std::vector<std::string>{"c", "d", "e", "f"}));
+  EXPECT_EQ(shown_to("u2"), (std::vector<std::string>{"a", "b"}));
+
+  // Training draws every negative from them at share 1 and says how many in metrics.jsonl.
+  TrainJob j;
+  j.data = dir / "dataset";
+  j.out = dir / "model";
+  j.epochs = 1;
+  j.eval = "none";
+  j.layers = {8, 4};
+  j.impression_negatives = 1.0f;
+  j.progress = false;
+  std::ostringstream log;
+  const TrainResult r = run_training(j, log);
+  EXPECT_EQ(r.history.at(0).impression_negatives, 5u * 4u);  // 5 positives x 4 negatives
+  std::ifstream metrics(dir / "model" / "metrics.jsonl");
+  std::string line;
+  std::getline(metrics, line);
+  EXPECT_EQ(nlohmann::json::parse(line).at("impression_negatives"), 20);
+}
+
 TEST_F(TrainingJob, BadSettingsAreRefusedWithTheFlagName) {
   std::ostringstream log;
   TrainJob j = job("bad");

@@ -82,6 +82,7 @@ class CpuBackend final : public Backend {
     const uint64_t total = samples_per_epoch();
     EpochStats stats;
     double loss_sum = 0.0;
+    batch_impressions_ = 0;
     for (uint64_t first = 0; first < total; first += options_.batch_size) {
       const uint32_t samples = static_cast<uint32_t>(std::min<uint64_t>(options_.batch_size, total - first));
       const double batch_loss = train_batch(epoch, first, samples);
@@ -97,6 +98,7 @@ class CpuBackend final : public Backend {
     }
     stats.mean_loss = stats.samples > 0 ? loss_sum / static_cast<double>(stats.samples) : 0.0;
     stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();
+    stats.impression_negatives = batch_impressions_;
     return stats;
   }
 
@@ -153,6 +155,7 @@ class CpuBackend final : public Backend {
     const size_t chunks = (rows + chunk_rows_ - 1) / chunk_rows_;
     chunk_grads_.assign(chunks, cpu::AlignedVector<float>(offset));
     chunk_loss_.assign(chunks, 0.0);
+    chunk_impressions_.assign(chunks, 0);
     dense_grad_.resize(offset);
     chunks_.assign(chunks, {});
     chunk_grad_views_.clear();
@@ -179,7 +182,9 @@ class CpuBackend final : public Backend {
 
   // Fills users_, items_, labels_ and weights_ for the batch's samples [begin, end); sample s of
   // the batch starts at epoch sample first + s.
-  void fill_rows(uint32_t epoch, uint64_t first, int64_t begin, int64_t end) {
+  // Returns how many of the negatives came from impressions.
+  uint64_t fill_rows(uint32_t epoch, uint64_t first, int64_t begin, int64_t end) {
+    uint64_t impressions_used = 0;
     const uint32_t n = options_.negatives;
     const uint32_t per_positive = bpr() ? n : 1 + n;
     const float* alias_probability = alias_.probability.empty() ? nullptr : alias_.probability.data();
@@ -191,11 +196,19 @@ class CpuBackend final : public Backend {
       const uint32_t user = data_.user[positive];
       const uint64_t begin = data_.user_offsets[user];
       const uint64_t count = data_.user_offsets[user + 1] - begin;
+      const bool has_impressions = !data_.impression_offsets.empty();
+      const uint64_t shown = has_impressions ? data_.impression_offsets[user] : 0;
+      const uint64_t shown_count = has_impressions ? data_.impression_offsets[user + 1] - shown : 0;
       // Negative j of positive p is draw p * n + j, whatever the batch or the loss.
       auto negative = [&](uint32_t j) {
-        return draw_negative(options_.seed, RandomStream::kNegatives, epoch,
-                             positive * n + j, data_.item.data() + begin, count,
-                             data_.num_items, alias_probability, alias_index);
+        bool from_impression = false;
+        const uint32_t item = draw_training_negative(
+            options_.seed, epoch, positive * n + j, data_.item.data() + begin, count,
+            data_.num_items, alias_probability, alias_index,
+            has_impressions ? data_.impression_items.data() + shown : nullptr, shown_count,
+            options_.impression_share, &from_impression);
+        impressions_used += from_impression;
+        return item;
       };
       if (bpr()) {
         const size_t r = 2 * static_cast<size_t>(s);
@@ -212,6 +225,7 @@ class CpuBackend final : public Backend {
         weights_[s] = k == 0 ? data_.weight[positive] : 1.0f;
       }
     }
+    return impressions_used;
   }
 
   // Copies the dense parameters and their state into the aligned arena and points dense_ at them;
@@ -291,7 +305,8 @@ class CpuBackend final : public Backend {
     for (int64_t c = 0; c < chunks; ++c) {
       const int64_t r0 = c * chunk_rows_;
       const int64_t n = std::min<int64_t>(chunk_rows_, rows - r0);
-      if (bpr()) fill_rows(epoch, first, r0 / 2, (r0 + n) / 2); else fill_rows(epoch, first, r0, r0 + n);
+      chunk_impressions_[c] = bpr() ? fill_rows(epoch, first, r0 / 2, (r0 + n) / 2)
+                                    : fill_rows(epoch, first, r0, r0 + n);
       const std::span<const uint32_t> users(users_.data() + r0, n), items(items_.data() + r0, n);
       if (f > 0) {
         cpu::gather_rows(params.user_gmf.values.data(), f, users, user_gmf_.data() + r0 * f, f, 0);
@@ -339,7 +354,10 @@ class CpuBackend final : public Backend {
     }
 
     double loss = 0.0;
-    for (int64_t c = 0; c < chunks; ++c) loss += chunk_loss_[c];
+    for (int64_t c = 0; c < chunks; ++c) {
+      loss += chunk_loss_[c];
+      batch_impressions_ += chunk_impressions_[c];
+    }
     if (!std::isfinite(loss)) return loss;
 
     ++state_.step;
@@ -441,6 +459,8 @@ class CpuBackend final : public Backend {
   std::vector<size_t> dense_offsets_;
   std::vector<cpu::AlignedVector<float>> chunk_grads_;
   std::vector<double> chunk_loss_;
+  std::vector<uint64_t> chunk_impressions_;
+  uint64_t batch_impressions_ = 0;  // impression negatives drawn in the current epoch
   cpu::AlignedVector<float> dense_grad_;
   cpu::AlignedVector<float> summed_[ModelParams::kEmbeddingTables];  // per id table
   // The dense parameters and their optimizer state live here while training (aligned, see

@@ -24,6 +24,12 @@ void TrainingSet::finalize() {
     ++item_counts[item[p]];
   }
   for (uint32_t u = 0; u < num_users; ++u) user_offsets[u + 1] += user_offsets[u];
+  if (!impression_offsets.empty()) {
+    TB_CHECK(impression_offsets.size() == static_cast<size_t>(num_users) + 1 &&
+                 impression_offsets.back() == impression_items.size(),
+             "training set: the impression lists do not match the users");
+    for (uint32_t i : impression_items) TB_CHECK(i < num_items, "training set: an impression is out of range");
+  }
 }
 
 TrainState TrainState::fresh(const ModelParams& params, const OptimizerParams& optimizer) {

@@ -44,6 +44,7 @@ enum class RandomStream : uint32_t {
   kEvalNegatives = 4,
   kGenerator = 5,
   kSplit = 6,
+  kImpressions = 7,
 };
 
 // Four 32-bit words for draw `index` of `stream` in `epoch`.

@@ -59,6 +59,28 @@ TASTEBUD_HD uint32_t draw_negative(uint64_t seed, RandomStream stream, uint32_t 
   return item;
 }
 
+// A training negative: with probability `impression_share` (when the user has any) one of the
+// items the user was shown and did not act on, drawn uniformly from the sorted list
+// [impressions, impressions + impression_count); otherwise draw_negative. *from_impression says
+// which. Impression lists never hold a positive of the user, so neither path returns one.
+TASTEBUD_HD uint32_t draw_training_negative(uint64_t seed, uint32_t epoch, uint64_t draw_index,
+                                            const uint32_t* positives, uint64_t count,
+                                            uint32_t num_items, const float* alias_prob,
+                                            const uint32_t* alias_index,
+                                            const uint32_t* impressions, uint64_t impression_count,
+                                            float impression_share, bool* from_impression) {
+  if (impression_count > 0 && impression_share > 0.0f) {
+    const Philox4 words = random_words(seed, RandomStream::kImpressions, epoch, draw_index);
+    if (uniform_unit(words.v[0]) < impression_share) {
+      *from_impression = true;
+      return impressions[uniform_below(words.v[1], static_cast<uint32_t>(impression_count))];
+    }
+  }
+  *from_impression = false;
+  return draw_negative(seed, RandomStream::kNegatives, epoch, draw_index, positives, count,
+                       num_items, alias_prob, alias_index);
+}
+
 // The shuffle key of positive p in an epoch: positives are visited in (key, p) order.
 TASTEBUD_HD uint64_t shuffle_key(uint64_t seed, uint32_t epoch, uint64_t p) {
   const Philox4 words = random_words(seed, RandomStream::kShuffle, epoch, p);

@@ -28,6 +28,10 @@ struct TrainingSet {
   std::vector<float> weight;           // loss weight of each positive
   std::vector<uint64_t> user_offsets;  // num_users + 1
   std::vector<uint64_t> item_counts;   // positives per item, for the popularity sampler
+  // Items each user was shown (IMPRESSION) and never acted on, sorted: user u's are
+  // impression_items[impression_offsets[u] .. impression_offsets[u + 1]). Empty offsets: none.
+  std::vector<uint64_t> impression_offsets;
+  std::vector<uint32_t> impression_items;
   // Metadata inputs, used when the model's config enables that side (empty otherwise).
   FeatureInputs user_features, item_features;
 
@@ -52,6 +56,7 @@ struct TrainOptions {
   uint64_t seed = 1;
   uint32_t threads = 0;  // 0: all cores
   bool tf32 = false;     // CUDA: TF32 tensor cores for the dense layers (10-bit mantissa products)
+  float impression_share = 0.0f;  // share of negatives drawn from the user's ignored impressions
 };
 
 // Everything a checkpoint holds: the parameters, the optimizer's two state tensors per parameter
@@ -69,6 +74,7 @@ struct EpochStats {
   uint64_t samples = 0;
   double seconds = 0.0;
   bool finite = true;  // false when a batch's loss was NaN or infinite; the epoch stopped there
+  uint64_t impression_negatives = 0;  // negatives that came from impressions
 };
 
 // progress(samples done, samples in the epoch, mean loss so far)
