@@ -1,11 +1,13 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
 
+#include "tastebud/datasets/dataset.h"
 #include "tastebud/datasets/sources.h"
 #include "tastebud/error.h"
 
@@ -227,6 +229,42 @@ TEST_F(MovieLens, BadOccupationCodeIsRejected) {
   write("users.dat", "1::F::1::27::48067\n");
   const std::string message = conversion_error();
   EXPECT_NE(message.find("users.dat:1: field 4 (Occupation)"), std::string::npos) << message;
+}
+
+}  // namespace
+}  // namespace tastebud::datasets
+
+namespace tastebud::datasets {
+namespace {
+
+// `tastebud import --movielens DIR` end to end: the converted files land in a dataset, and a bad
+// line stops the import with the file and line and leaves no dataset.
+TEST_F(MovieLens, ImportCommandBuildsADataset) {
+  write("ratings.csv",
+        "userId,movieId,rating,timestamp\n1,2,3.5,1112486027\n1,29,4.0,1112484676\n2,2,0.5,974820889\n");
+  write("movies.csv", "movieId,title,genres\n2,Jumanji (1995),Adventure|Children\n29,\"City of Lost Children, The (1995)\",Drama\n");
+  const fs::path dataset = root_ / "dataset";
+  const std::string command = std::string(TASTEBUD_BINARY) + " import --movielens " + in().string() +
+                              " --out " + dataset.string() + " > " + (root_ / "log").string() + " 2>&1";
+  ASSERT_EQ(std::system(command.c_str()), 0) << read(root_ / "log");
+  const Dataset d = Dataset::open(dataset);
+  EXPECT_EQ(d.num_users(), 2u);
+  EXPECT_EQ(d.num_items(), 2u);
+  EXPECT_EQ(d.interactions.size(), 3u);
+  ASSERT_EQ(d.event_types.size(), 1u);
+  EXPECT_EQ(d.event_types[0], "rating");
+  float sum = 0;
+  for (float v : d.interactions.event_value) sum += v;
+  EXPECT_FLOAT_EQ(sum, 8.0f);
+
+  write("ratings.csv", "userId,movieId,rating,timestamp\n1,2,3.5,1112486027\n1,29,four,1112484676\n");
+  const fs::path bad = root_ / "bad-dataset";
+  const std::string failing = std::string(TASTEBUD_BINARY) + " import --movielens " + in().string() +
+                              " --out " + bad.string() + " > " + (root_ / "bad.log").string() + " 2>&1";
+  EXPECT_NE(std::system(failing.c_str()), 0);
+  const std::string message = read(root_ / "bad.log");
+  EXPECT_NE(message.find("ratings.csv:3"), std::string::npos) << message;
+  EXPECT_FALSE(fs::exists(bad));
 }
 
 }  // namespace
