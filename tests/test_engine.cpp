@@ -397,6 +397,45 @@ TEST(CpuBackend, ResumedStateReachesTheSameModel) {
 // ---------------------------------------------------------------------------------------------
 // Scoring and model files.
 
+// The training forward pass over every item for one user: the reference the scorers must match.
+// adjust_item(i, item_gmf_row, item_mlp_row) may add to item i's gathered rows (metadata).
+template <class AdjustItem>
+std::vector<float> reference_logits(const ModelParams& p, uint32_t user, AdjustItem&& adjust_item) {
+  const cpu::NeuMFShape shape = p.config.neumf_shape();
+  const int64_t n = p.config.num_items, f = shape.factors, e = p.config.mlp_embedding();
+  std::vector<float> ug(n * f), ig(n * f), gmf(n * f), logits(n);
+  std::vector<std::vector<float>> acts;
+  for (int64_t width : shape.layers) acts.emplace_back(n * width);
+  if (acts.empty()) acts.emplace_back();
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t k = 0; k < f; ++k) {
+      ug[i * f + k] = p.user_gmf.values[user * f + k];
+      ig[i * f + k] = p.item_gmf.values[i * f + k];
+    }
+    for (int64_t k = 0; k < e; ++k) {
+      acts[0][i * 2 * e + k] = p.user_mlp.values[user * e + k];
+      acts[0][i * 2 * e + e + k] = p.item_mlp.values[i * e + k];
+    }
+    adjust_item(i, ig.data() + i * f, e > 0 ? acts[0].data() + i * 2 * e + e : nullptr);
+  }
+  cpu::ChunkRows<float> c;
+  c.rows = n;
+  c.user_gmf = ug.data();
+  c.item_gmf = ig.data();
+  c.gmf = gmf.data();
+  for (auto& a : acts) c.acts.push_back(a.data());
+  c.logits = logits.data();
+  cpu::DenseParams<float> dp;
+  for (size_t j = 0; j < p.weights.size(); ++j) {
+    dp.weights.push_back(p.weights[j].values.data());
+    dp.biases.push_back(p.biases[j].values.data());
+  }
+  dp.head_weight = p.head_weight.values.data();
+  dp.head_bias = p.head_bias.values.data();
+  cpu::neumf_forward(shape, dp, c);
+  return logits;
+}
+
 TEST(Scorer, MatchesTheTrainingForwardPass) {
   const TrainingSet data = banded_training_set(16, 40);
   for (ModelKind kind : {ModelKind::kNeuMF, ModelKind::kGMF, ModelKind::kMLP}) {
@@ -410,40 +449,8 @@ TEST(Scorer, MatchesTheTrainingForwardPass) {
     const Scorer scorer(p);
     std::vector<float> all(data.num_items);
     scorer.score_all(5, all);
-    // Reference: the training forward pass on gathered rows.
-    const cpu::NeuMFShape shape{p.config.has_gmf() ? p.config.factors : 0,
-                                p.config.has_mlp() ? std::vector<int64_t>(p.config.layers.begin(), p.config.layers.end())
-                                                   : std::vector<int64_t>{}};
-    const int64_t n = data.num_items, f = shape.factors, e = p.config.mlp_embedding();
-    std::vector<float> ug(n * f), ig(n * f), gmf(n * f), logits(n);
-    std::vector<std::vector<float>> acts;
-    for (int64_t w : shape.layers) acts.emplace_back(n * w);
-    cpu::ChunkRows<float> c;
-    c.rows = n;
-    for (int64_t i = 0; i < n; ++i) {
-      for (int64_t k = 0; k < f; ++k) {
-        ug[i * f + k] = p.user_gmf.values[5 * f + k];
-        ig[i * f + k] = p.item_gmf.values[i * f + k];
-      }
-      for (int64_t k = 0; k < e; ++k) {
-        acts[0][i * 2 * e + k] = p.user_mlp.values[5 * e + k];
-        acts[0][i * 2 * e + e + k] = p.item_mlp.values[i * e + k];
-      }
-    }
-    c.user_gmf = ug.data();
-    c.item_gmf = ig.data();
-    c.gmf = gmf.data();
-    for (auto& a : acts) c.acts.push_back(a.data());
-    c.logits = logits.data();
-    cpu::DenseParams<float> dp;
-    for (size_t j = 0; j < p.weights.size(); ++j) {
-      dp.weights.push_back(p.weights[j].values.data());
-      dp.biases.push_back(p.biases[j].values.data());
-    }
-    dp.head_weight = p.head_weight.values.data();
-    dp.head_bias = p.head_bias.values.data();
-    cpu::neumf_forward(shape, dp, c);
-    for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(all[i], logits[i], 1e-5 + 1e-4 * std::abs(logits[i])) << i;
+    const std::vector<float> logits = reference_logits(p, 5, [](int64_t, float*, float*) {});
+    for (size_t i = 0; i < logits.size(); ++i) ASSERT_NEAR(all[i], logits[i], 1e-5 + 1e-4 * std::abs(logits[i])) << i;
     std::vector<uint32_t> some{7, 0, 39};
     std::vector<float> out(3);
     scorer.score(5, some, out);
@@ -846,45 +853,18 @@ TEST(Scorer, MetadataScoresMatchTheTrainingForwardPass) {
   std::vector<float> all(data.num_items);
   scorer.score_all(3, all);
   // Reference: gathered id rows plus add_features, through the training forward pass.
-  const int64_t n = data.num_items, f = config.factors, e = config.mlp_embedding();
-  const cpu::NeuMFShape shape{f, std::vector<int64_t>(config.layers.begin(), config.layers.end())};
+  const int64_t f = config.factors, e = config.mlp_embedding();
   cpu::FeatureView v;
   v.offsets = data.item_features.offsets.data();
   v.rows = data.item_features.rows.data();
   v.weights = data.item_features.weights.data();
   v.numeric = 1;
   v.values = data.item_features.values.data();
-  std::vector<float> ug(n * f), ig(n * f), gmf(n * f), logits(n);
-  std::vector<std::vector<float>> acts;
-  for (int64_t width : shape.layers) acts.emplace_back(n * width);
-  for (int64_t i = 0; i < n; ++i) {
-    for (int64_t k = 0; k < f; ++k) {
-      ug[i * f + k] = p.user_gmf.values[3 * f + k];
-      ig[i * f + k] = p.item_gmf.values[i * f + k];
-    }
-    for (int64_t k = 0; k < e; ++k) {
-      acts[0][i * 2 * e + k] = p.user_mlp.values[3 * e + k];
-      acts[0][i * 2 * e + e + k] = p.item_mlp.values[i * e + k];
-    }
-    cpu::add_features<float>(v, static_cast<uint32_t>(i), p.item_features.values.data(), p.item_numeric.values.data(),
-                             f, e, &ig[i * f], &acts[0][i * 2 * e + e]);
-  }
-  cpu::ChunkRows<float> c;
-  c.rows = n;
-  c.user_gmf = ug.data();
-  c.item_gmf = ig.data();
-  c.gmf = gmf.data();
-  for (auto& a : acts) c.acts.push_back(a.data());
-  c.logits = logits.data();
-  cpu::DenseParams<float> dp;
-  for (size_t j = 0; j < p.weights.size(); ++j) {
-    dp.weights.push_back(p.weights[j].values.data());
-    dp.biases.push_back(p.biases[j].values.data());
-  }
-  dp.head_weight = p.head_weight.values.data();
-  dp.head_bias = p.head_bias.values.data();
-  cpu::neumf_forward(shape, dp, c);
-  for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(all[i], logits[i], 1e-5 + 1e-4 * std::abs(logits[i])) << i;
+  const std::vector<float> logits = reference_logits(p, 3, [&](int64_t i, float* item_gmf, float* item_mlp) {
+    cpu::add_features<float>(v, static_cast<uint32_t>(i), p.item_features.values.data(),
+                             p.item_numeric.values.data(), f, e, item_gmf, item_mlp);
+  });
+  for (size_t i = 0; i < logits.size(); ++i) ASSERT_NEAR(all[i], logits[i], 1e-5 + 1e-4 * std::abs(logits[i])) << i;
 }
 
 TEST(ModelFiles, RoundTripWithMetadata) {

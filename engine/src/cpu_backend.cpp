@@ -231,6 +231,7 @@ class CpuBackend final : public Backend {
   // Copies the dense parameters and their state into the aligned arena and points dense_ at them;
   // again whenever state_ is replaced.
   void bind_params() {
+    tensors_ = state_.params.tensors();  // the update of every batch looks tables up here
     auto tensors = state_.params.tensors();
     const size_t total = dense_offsets_.back();
     dense_values_.resize(total);
@@ -387,7 +388,7 @@ class CpuBackend final : public Backend {
   void update_table(size_t t, const cpu::RowGroups& groups, const float* grads, int64_t stride,
                     int64_t offset, int64_t width, float step_size) {
     if (width == 0) return;
-    Tensor& table = *state_.params.tensors()[t];
+    Tensor& table = *tensors_[t];
     float* summed = summed_[t].data();
     cpu::sum_row_gradients(groups, grads, stride, offset, width, summed);
     if ((t == 1 || t == 3) && state_.params.config.item_features.enabled()) {
@@ -439,7 +440,7 @@ class CpuBackend final : public Backend {
     feature_summed_.resize(feature_groups_.size() * (f + e));
     cpu::sum_feature_gradients<float>(feature_groups_, d_gmf, f, d_acts_[0].data(), 2 * e, mlp_offset,
                                       f, e, feature_summed_.data());
-    Tensor& table = *state_.params.tensors()[t];
+    Tensor& table = *tensors_[t];
     cpu::sparse_update(options_.optimizer, step_size, table.values.data(),
                        state_.state0[t].values.data(), state_.state1[t].values.data(), f + e,
                        feature_groups_.rows, feature_summed_.data());
@@ -469,6 +470,7 @@ class CpuBackend final : public Backend {
   std::vector<cpu::ChunkRows<float>> chunks_;
   std::vector<cpu::DenseGrads<float>> chunk_grad_views_;
   cpu::DenseParams<float> dense_;
+  std::vector<Tensor*> tensors_;  // state_.params.tensors(), refreshed by bind_params()
   cpu::RowGroups user_groups_, item_groups_;
   cpu::FeatureView user_view_, item_view_;
   const float* user_numeric_ = nullptr;  // the projections in dense_values_, bound with the rest
