@@ -14,6 +14,7 @@
 #include "cuda/common.h"
 #include "cuda/dense.h"
 #include "cuda/embedding.h"
+#include "cuda/features.h"
 #include "cuda/loss.h"
 #include "cuda/neumf.h"
 #include "cuda/optimizer.h"
@@ -165,6 +166,59 @@ void register_all() {
       }, rows * (4.0 * width + 24), 0);
     })->UseManualTime()->Unit(benchmark::kMicrosecond);
 
+    // Item metadata of a shop catalog: a category, 1 to 3 tags and up to 8 text buckets per item,
+    // two numbers; feature rows as wide as the id rows (64 GMF + 128 MLP columns).
+    benchmark::RegisterBenchmark(("features_forward_backward/item:192" + tag).c_str(), [rows](benchmark::State& state) {
+      cu::Stream stream;
+      const int64_t f = 64, e = 128, w = f + e, numeric = 2;
+      const uint32_t table_rows = 4096;
+      std::vector<uint64_t> offsets{0};
+      std::vector<uint32_t> feature_rows;
+      uint32_t most = 0;
+      for (uint32_t i = 0; i < kItems; ++i) {
+        std::vector<uint32_t> mine{i % 64};
+        for (uint32_t j = 0; j < 1 + i % 3; ++j) mine.push_back(64 + (i * 7 + j * 11) % 512);
+        for (uint32_t j = 0; j < i % 9; ++j) mine.push_back(576 + (i * 13 + j * 17) % (table_rows - 576));
+        std::sort(mine.begin(), mine.end());
+        mine.erase(std::unique(mine.begin(), mine.end()), mine.end());
+        feature_rows.insert(feature_rows.end(), mine.begin(), mine.end());
+        offsets.push_back(feature_rows.size());
+        most = std::max<uint32_t>(most, static_cast<uint32_t>(mine.size()));
+      }
+      auto d_offsets = cu::to_device(offsets);
+      auto d_rows = cu::to_device(feature_rows);
+      auto d_weights = cu::to_device(std::vector<float>(feature_rows.size(), 0.25f));
+      auto d_values = cu::to_device(random_floats(static_cast<size_t>(kItems) * numeric, 21));
+      auto table = cu::to_device(random_floats(static_cast<size_t>(table_rows) * w, 22, 0.01f));
+      auto projection = cu::to_device(random_floats(numeric * w, 23, 0.01f));
+      auto ids = cu::to_device(random_ids(rows, kItems, 24));
+      auto gmf = cu::to_device(random_floats(rows * f, 25)), acts = cu::to_device(random_floats(rows * 2 * e, 26));
+      cu::DeviceBuffer<float> s0(table.size()), s1(table.size()), partial(cu::numeric_gradient_partials(rows, numeric, w)),
+          d_projection(numeric * w);
+      s0.zero(stream.get());
+      s1.zero(stream.get());
+      cu::FeatureView view;
+      view.offsets = d_offsets.data();
+      view.rows = d_rows.data();
+      view.weights = d_weights.data();
+      view.numeric = numeric;
+      view.values = d_values.data();
+      cu::FeatureGroups groups(rows, table_rows, most);
+      cu::DeviceBuffer<float> sums(cu::FeatureGroups::max_groups_for(rows, table_rows, most) * w);
+      tb::OptimizerParams p;
+      const double entries = static_cast<double>(feature_rows.size()) / kItems * rows;
+      timed(state, stream.get(), [&] {
+        cu::add_features(view, ids.data(), rows, table.data(), projection.data(), f, e, gmf.data(), f, acts.data(),
+                         2 * e, e, stream.get());
+        cu::numeric_gradient(view, ids.data(), rows, gmf.data(), f, acts.data(), 2 * e, e, f, e, partial.data(),
+                             d_projection.data(), stream.get());
+        groups.build(view, ids.data(), rows, stream.get());
+        cu::sum_feature_gradients(groups, gmf.data(), f, acts.data(), 2 * e, e, f, e, sums.data(), stream.get());
+        cu::sparse_update(p, 1e-3f, table.data(), s0.data(), s1.data(), w, groups.rows(), groups.num_groups(),
+                          groups.max_groups(), sums.data(), nullptr, stream.get());
+      }, entries * 4.0 * w * 2 + rows * 4.0 * w * 4, entries * 4.0 * w);
+    })->UseManualTime()->Unit(benchmark::kMicrosecond);
+
     benchmark::RegisterBenchmark(("fill_rows/bce/4neg" + tag).c_str(), [rows](benchmark::State& state) {
       cu::Stream stream;
       // 20 positives per user, sorted by (user, item).
@@ -193,7 +247,7 @@ void register_all() {
       spec.negatives = 4;
       timed(state, stream.get(), [&] {
         cu::fill_rows(spec, view, order.data(), 0, static_cast<uint32_t>(rows), users.data(), items.data(),
-                      labels.data(), weights.data(), stream.get());
+                      labels.data(), weights.data(), nullptr, nullptr, stream.get());
       }, rows * 16.0, 0);
     })->UseManualTime()->Unit(benchmark::kMicrosecond);
 

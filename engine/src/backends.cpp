@@ -29,16 +29,6 @@ std::unique_ptr<Backend> make_backend(const std::string& device, const TrainingS
     throw Error(fmt::format("unknown --device '{}': expected auto, cpu or cuda", device));
   }
   std::string reason;
-  // The CUDA twin of the metadata ops (feature gathers and their grouped gradients) is not written
-  // yet: say so rather than train a model that ignores the metadata.
-  if (state.params.config.has_metadata() || options.impression_share > 0.0f) {
-    const char* missing = state.params.config.has_metadata()
-                              ? "the CUDA backend does not train metadata features yet (--metadata)"
-                              : "the CUDA backend does not draw impression negatives yet (--impression-negatives)";
-    if (device == "cuda") throw Error(fmt::format("--device cuda: {}; use --device cpu", missing));
-    if (device == "auto" && notice) *notice = fmt::format("{}; training on the CPU", missing);
-    return make_cpu_backend(data, options, std::move(state));
-  }
   const bool gpu = device != "cpu" && cuda_available(&reason);
   if (device == "cuda" && !gpu) throw Error("--device cuda: " + reason);
 #ifdef TASTEBUD_WITH_CUDA

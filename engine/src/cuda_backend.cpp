@@ -3,16 +3,20 @@
 // Mapping to the CPU reference, step by step: the positives are uploaded once; per epoch the
 // shuffle sorts positives by (Philox shuffle key, index) exactly as cpu::shuffle_order; each
 // batch covers the same samples [first, first + batch_size), maps sample -> (positive, k) the same
-// way and draws negative j of positive p as draw p * negatives + j through draw_negative; the loss
-// is scaled by 1 / samples; the dense gradients of the whole batch are formed before the fused
-// dense update; the embedding gradients are grouped by table row (stable radix sort of the row
-// ids) and summed in batch-row order, then a lazy update touches those rows only, with the bias
-// correction of the global step. What differs is only the float summation order inside GEMMs and
-// column sums, so results match the CPU within rounding, not bit for bit.
+// way and draws negative j of positive p as draw p * negatives + j through draw_training_negative
+// (a share from the user's ignored impressions with --impression-negatives); with metadata, each
+// gathered id row gets its entity's feature rows and projected numbers added in the CPU's order;
+// the loss is scaled by 1 / samples; the dense gradients of the whole batch (layers, head, numeric
+// projections) are formed before the fused dense update; the embedding and feature-table
+// gradients are grouped by table row (stable radix sort of the row ids) and summed in batch-row
+// order, then a lazy update touches those rows only, with the bias correction of the global step.
+// What differs is only the float summation order inside GEMMs and column sums, so results match
+// the CPU within rounding, not bit for bit.
 //
 // No host round trip per batch: the loss is reduced and accumulated on the device, a non-finite
 // batch loss sets a device flag that turns the remaining updates of the epoch into no-ops (the
-// CPU stops there), and the host reads the totals once at the end of the epoch.
+// CPU stops there), and the host reads the totals (and the impression count) once at the end of
+// the epoch.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -25,6 +29,7 @@
 #include "cpu/sampler.h"
 #include "cuda/common.h"
 #include "cuda/embedding.h"
+#include "cuda/features.h"
 #include "cuda/loss.h"
 #include "cuda/neumf.h"
 #include "cuda/optimizer.h"
@@ -38,10 +43,33 @@ namespace {
 
 constexpr size_t kDenseAlign = 32;  // floats: keeps every dense tensor 128-byte aligned for cuBLAS
 constexpr size_t kTables = ModelParams::kEmbeddingTables;
+constexpr size_t kNone = static_cast<size_t>(-1);
 
 size_t align_up(size_t n) { return (n + kDenseAlign - 1) / kDenseAlign * kDenseAlign; }
 
 double gib(double bytes) { return bytes / (1024.0 * 1024.0 * 1024.0); }
+
+// The most feature-table rows one entity lists: the bound each batch's feature groups are sized by.
+uint32_t most_rows_per_entity(const FeatureInputs& in) {
+  uint64_t most = 0;
+  for (size_t x = 0; x + 1 < in.offsets.size(); ++x) most = std::max(most, in.offsets[x + 1] - in.offsets[x]);
+  TB_CHECK(most < (1ull << 32), "metadata: an entity lists more than 2^32 feature rows");
+  return static_cast<uint32_t>(most);
+}
+
+// One side's metadata (users or items) on the device: its inputs, uploaded once, and where its
+// parameters sit among the model's tensors.
+struct FeatureSide {
+  cuda::DeviceBuffer<uint64_t> offsets;
+  cuda::DeviceBuffer<uint32_t> rows;
+  cuda::DeviceBuffer<float> weights, values;
+  cuda::FeatureView view;        // empty: this side has no metadata
+  size_t table = kNone;          // the feature table's index in ModelParams::tensors()
+  size_t projection = kNone;     // the numeric projection's index among the dense tensors
+  uint64_t table_rows = 0;
+  uint32_t max_per_entity = 0;
+  std::unique_ptr<cuda::FeatureGroups> groups;
+};
 
 class CudaBackend final : public Backend {
  public:
@@ -51,7 +79,6 @@ class CudaBackend final : public Backend {
     TB_CHECK(config.num_users == data.num_users && config.num_items == data.num_items,
              "the model's user and item counts do not match the training data");
     TB_CHECK(data.size() > 0, "the training set has no positives");
-    TB_CHECK(!config.has_metadata(), "the CUDA backend does not train metadata features yet");
     TB_CHECK(data.size() < (1ull << 31), "the CUDA backend trains on at most 2^31 - 1 positives");
     TB_CHECK(options.batch_size > 0, "--batch-size must be positive");
     TB_CHECK(options.negatives > 0 || options.loss == LossKind::kBce,
@@ -59,6 +86,14 @@ class CudaBackend final : public Backend {
     shape_ = config.neumf_shape();
     max_rows_ = bpr() ? 2 * static_cast<int64_t>(options.batch_size) : options.batch_size;
     TB_CHECK(max_rows_ < (1ll << 31), "--batch-size is too large for the CUDA backend");
+    if (config.user_features.enabled()) data.user_features.check(config.user_features, data.num_users, "user");
+    if (config.item_features.enabled()) data.item_features.check(config.item_features, data.num_items, "item");
+    if (uses_impressions()) {
+      TB_CHECK(data.impression_offsets.size() == static_cast<size_t>(data.num_users) + 1 &&
+                   data.impression_offsets.back() == data.impression_items.size(),
+               "training set: the impression lists do not match the users");
+    }
+    locate_features();
     check_fits();
     upload_data();
     allocate();
@@ -76,6 +111,7 @@ class CudaBackend final : public Backend {
     const auto start_time = std::chrono::steady_clock::now();
     cuda::StreamHandle stream = stream_.get();
     loss_->reset(stream);
+    if (uses_impressions()) d_impression_negatives_.zero(stream);
     shuffler_->run(options_.seed, epoch, d_order_.data(), stream);
     const uint64_t total = samples_per_epoch();
     const uint64_t step0 = host_.step;
@@ -90,6 +126,11 @@ class CudaBackend final : public Backend {
     stats.samples = totals.samples;
     stats.finite = totals.halted == 0;
     stats.mean_loss = stats.samples > 0 ? totals.loss / static_cast<double>(stats.samples) : 0.0;
+    if (uses_impressions()) {
+      unsigned long long impressions = 0;
+      cuda::copy_to_host(&impressions, d_impression_negatives_.data(), sizeof(impressions), stream);
+      stats.impression_negatives = impressions;
+    }
     stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();
     if (progress) progress(stats.samples, total, stats.mean_loss);
     return stats;
@@ -97,7 +138,8 @@ class CudaBackend final : public Backend {
 
   TrainState state() override {
     auto tensors = host_.params.tensors();
-    for (size_t t = 0; t < kTables; ++t) {
+    const size_t sparse = host_.params.sparse_tensors();
+    for (size_t t = 0; t < sparse; ++t) {
       download(d_tables_[t], tensors[t]->values);
       download(d_table_state0_[t], host_.state0[t].values);
       download(d_table_state1_[t], host_.state1[t].values);
@@ -105,8 +147,8 @@ class CudaBackend final : public Backend {
     const std::vector<float> dense = d_dense_.download(stream_.get());
     const std::vector<float> dense0 = d_dense_state0_.download(stream_.get());
     const std::vector<float> dense1 = d_dense_state1_.download(stream_.get());
-    for (size_t t = kTables; t < tensors.size(); ++t) {
-      const size_t offset = dense_offsets_[t - kTables];
+    for (size_t t = sparse; t < tensors.size(); ++t) {
+      const size_t offset = dense_offsets_[t - sparse];
       auto copy = [&](const std::vector<float>& from, std::vector<float>& to) {
         std::copy(from.begin() + offset, from.begin() + offset + to.size(), to.begin());
       };
@@ -119,21 +161,33 @@ class CudaBackend final : public Backend {
 
   void load_state(const TrainState& state) override {
     TB_CHECK(state.params.config.num_users == host_.params.config.num_users &&
-                 state.params.config.num_items == host_.params.config.num_items,
+                 state.params.config.num_items == host_.params.config.num_items &&
+                 state.params.sparse_tensors() == host_.params.sparse_tensors(),
              "checkpoint does not match the model's shape");
-    if (&state != &host_) host_ = state;
+    if (&state != &host_) {
+      // The device buffers and the dense layout were sized from host_: every tensor must fit them.
+      const auto want = host_.params.tensors();
+      const auto got = state.params.tensors();
+      TB_CHECK(got.size() == want.size(), "checkpoint does not match the model's shape");
+      for (size_t t = 0; t < want.size(); ++t) {
+        TB_CHECK(got[t]->values.size() == want[t]->values.size(),
+                 "checkpoint does not match the model's shape: " + want[t]->name + " differs in size");
+      }
+      host_ = state;
+    }
     auto tensors = host_.params.tensors();
     TB_CHECK(host_.state0.size() == tensors.size() && host_.state1.size() == tensors.size(),
              "the training state has no optimizer state for every tensor");
     cuda::StreamHandle stream = stream_.get();
-    for (size_t t = 0; t < kTables; ++t) {
+    const size_t sparse = host_.params.sparse_tensors();
+    for (size_t t = 0; t < sparse; ++t) {
       d_tables_[t].upload(tensors[t]->values, stream);
       d_table_state0_[t].upload(host_.state0[t].values, stream);
       d_table_state1_[t].upload(host_.state1[t].values, stream);
     }
     std::vector<float> dense(dense_offsets_.back(), 0.0f), dense0(dense.size(), 0.0f), dense1(dense.size(), 0.0f);
-    for (size_t t = kTables; t < tensors.size(); ++t) {
-      const size_t offset = dense_offsets_[t - kTables];
+    for (size_t t = sparse; t < tensors.size(); ++t) {
+      const size_t offset = dense_offsets_[t - sparse];
       TB_CHECK(host_.state0[t].values.size() == tensors[t]->values.size() &&
                    host_.state1[t].values.size() == tensors[t]->values.size(),
                "optimizer state of " + tensors[t]->name + " has the wrong size");
@@ -149,6 +203,29 @@ class CudaBackend final : public Backend {
 
  private:
   bool bpr() const { return options_.loss == LossKind::kBpr; }
+  bool uses_impressions() const {
+    return options_.impression_share > 0.0f && !data_.impression_offsets.empty() && !data_.impression_items.empty();
+  }
+  int64_t feature_width() const { return host_.params.config.feature_width(); }
+
+  // Where each side's feature table and numeric projection sit among the tensors, in the order of
+  // ModelParams::tensors(): feature tables after the four id tables, projections after the head.
+  void locate_features() {
+    const ModelConfig& config = host_.params.config;
+    size_t table = kTables;
+    size_t projection = 2 * host_.params.weights.size() + 2;
+    auto locate = [&](FeatureSide& side, const FeatureSpec& spec, const FeatureInputs& in) {
+      if (spec.table_rows() > 0) {
+        side.table = table++;
+        side.table_rows = spec.table_rows();
+        side.max_per_entity = most_rows_per_entity(in);
+      }
+      if (!spec.numerical.empty()) side.projection = projection++;
+    };
+    locate(user_side_, config.user_features, data_.user_features);
+    locate(item_side_, config.item_features, data_.item_features);
+    TB_CHECK(table == host_.params.sparse_tensors(), "the feature tables are not where the model lists them");
+  }
 
   void download(const cuda::DeviceBuffer<float>& from, std::vector<float>& to) {
     TB_CHECK(from.size() == to.size(), "device and host tensors differ in size");
@@ -175,6 +252,27 @@ class CudaBackend final : public Backend {
     bytes += 2.0 * rows * 4 * 7 * 1.25;                                // two RowGroups with sort scratch
     bytes += rows * 4.0 * widest_table();                               // summed row gradients
     bytes += 4.0 * cuda::neumf_partials(shape_, max_rows_);
+    if (uses_impressions()) {
+      bytes += 8.0 * (data_.num_users + 1.0) + 4.0 * static_cast<double>(data_.impression_items.size()) + 8;
+    }
+    if (host_.params.config.item_features.enabled()) bytes += data_.num_items;  // the trained-item mask
+    const int64_t w = feature_width();
+    double feature_sums = 0, numeric_partials = 0;
+    for (const auto* side : {&user_side_, &item_side_}) {
+      const FeatureInputs& in = side == &user_side_ ? data_.user_features : data_.item_features;
+      if (side->table != kNone) {
+        bytes += 8.0 * static_cast<double>(in.offsets.size()) + 8.0 * static_cast<double>(in.rows.size());
+        bytes += cuda::FeatureGroups::bytes_for(max_rows_, side->max_per_entity);
+        feature_sums = std::max(feature_sums, static_cast<double>(cuda::FeatureGroups::max_groups_for(
+                                                  max_rows_, side->table_rows, side->max_per_entity)));
+      }
+      if (side->projection != kNone) {
+        bytes += 4.0 * static_cast<double>(in.values.size());
+        numeric_partials = std::max(
+            numeric_partials, static_cast<double>(cuda::numeric_gradient_partials(max_rows_, in.numeric, w)));
+      }
+    }
+    bytes += 4.0 * (feature_sums * static_cast<double>(w) + numeric_partials);
     return bytes + 512.0 * 1024 * 1024;                                 // cuBLAS workspace, context
   }
 
@@ -216,8 +314,40 @@ class CudaBackend final : public Backend {
       positives_.alias_probability = d_alias_probability_.data();
       positives_.alias_index = d_alias_index_.data();
     }
+    if (uses_impressions()) {
+      d_impression_offsets_.upload(data_.impression_offsets, stream);
+      d_impression_items_.upload(data_.impression_items, stream);
+      positives_.impression_offsets = d_impression_offsets_.data();
+      positives_.impression_items = d_impression_items_.data();
+      positives_.impression_share = options_.impression_share;
+    }
     d_order_.resize(data_.size());
     shuffler_ = std::make_unique<cuda::Shuffler>(data_.size());
+    upload_features(user_side_, host_.params.config.user_features, data_.user_features);
+    upload_features(item_side_, host_.params.config.item_features, data_.item_features);
+    if (host_.params.config.item_features.enabled()) {
+      std::vector<unsigned char> trained(data_.num_items);
+      for (uint32_t i = 0; i < data_.num_items; ++i) trained[i] = data_.item_counts[i] > 0 ? 1 : 0;
+      d_trained_items_.upload(trained, stream);
+    }
+  }
+
+  void upload_features(FeatureSide& side, const FeatureSpec& spec, const FeatureInputs& in) {
+    if (!spec.enabled()) return;
+    cuda::StreamHandle stream = stream_.get();
+    if (side.table != kNone) {
+      side.offsets.upload(in.offsets, stream);
+      side.rows.upload(in.rows, stream);
+      side.weights.upload(in.weights, stream);
+      side.view.offsets = side.offsets.data();
+      side.view.rows = side.rows.data();
+      side.view.weights = side.weights.data();
+    }
+    if (side.projection != kNone) {
+      side.values.upload(in.values, stream);
+      side.view.numeric = in.numeric;
+      side.view.values = side.values.data();
+    }
   }
 
   void allocate() {
@@ -248,16 +378,32 @@ class CudaBackend final : public Backend {
     user_groups_ = std::make_unique<cuda::RowGroups>(max_rows_, data_.num_users);
     item_groups_ = std::make_unique<cuda::RowGroups>(max_rows_, data_.num_items);
     loss_ = std::make_unique<cuda::LossAccumulator>(max_rows_);
+    if (uses_impressions()) d_impression_negatives_.resize(1);
 
-    for (size_t t = 0; t < kTables; ++t) {
-      d_tables_[t] = {};
-      d_table_state0_[t] = {};
-      d_table_state1_[t] = {};
+    const int64_t w = feature_width();
+    size_t feature_sums = 0, numeric_partials = 0;
+    for (FeatureSide* side : {&user_side_, &item_side_}) {
+      if (side->table != kNone) {
+        side->groups = std::make_unique<cuda::FeatureGroups>(max_rows_, side->table_rows, side->max_per_entity);
+        feature_sums = std::max(feature_sums, static_cast<size_t>(cuda::FeatureGroups::max_groups_for(
+                                                  max_rows_, side->table_rows, side->max_per_entity)));
+      }
+      if (side->projection != kNone) {
+        numeric_partials = std::max(
+            numeric_partials, static_cast<size_t>(cuda::numeric_gradient_partials(max_rows_, side->view.numeric, w)));
+      }
     }
+    d_feature_summed_.resize(feature_sums * static_cast<size_t>(w));
+    d_numeric_partial_.resize(numeric_partials);
+
+    const size_t sparse = host_.params.sparse_tensors();
+    d_tables_ = std::vector<cuda::DeviceBuffer<float>>(sparse);
+    d_table_state0_ = std::vector<cuda::DeviceBuffer<float>>(sparse);
+    d_table_state1_ = std::vector<cuda::DeviceBuffer<float>>(sparse);
     dense_offsets_.clear();
     size_t offset = 0;
     auto tensors = host_.params.tensors();
-    for (size_t t = kTables; t < tensors.size(); ++t) {
+    for (size_t t = sparse; t < tensors.size(); ++t) {
       dense_offsets_.push_back(offset);
       offset += align_up(tensors[t]->values.size());
     }
@@ -298,6 +444,53 @@ class CudaBackend final : public Backend {
     grads_.head_bias = d_dense_grad_.data() + dense_offsets_[k++];
   }
 
+  const float* projection(const FeatureSide& side) const {
+    return side.projection == kNone ? nullptr : d_dense_.data() + dense_offsets_[side.projection];
+  }
+  float* projection_grad(const FeatureSide& side) {
+    return side.projection == kNone ? nullptr : d_dense_grad_.data() + dense_offsets_[side.projection];
+  }
+  const float* feature_table(const FeatureSide& side) const {
+    return side.table == kNone ? nullptr : d_tables_[side.table].data();
+  }
+  // acts[0] (and d_acts[0]) hold the MLP halves: user at column 0, item at column e, stride 2e.
+  float* mlp_rows(std::vector<cuda::DeviceBuffer<float>>& acts) { return acts.empty() ? nullptr : acts[0].data(); }
+
+  // Adds each batch row's feature sum to its gathered id rows (gmf: [rows x f]).
+  void add_features(const FeatureSide& side, const cuda::DeviceBuffer<uint32_t>& ids, int64_t rows,
+                    cuda::DeviceBuffer<float>& gmf, int64_t mlp_offset) {
+    if (side.view.empty()) return;
+    const int64_t f = shape_.factors, e = host_.params.config.mlp_embedding();
+    cuda::add_features(side.view, ids.data(), rows, feature_table(side), projection(side), f, e, gmf.data(), f,
+                       mlp_rows(acts_), 2 * e, mlp_offset, stream_.get());
+  }
+
+  // The projection's gradient into its slot of the flat dense gradient (overwritten each batch,
+  // like the layers' gradients from neumf_backward).
+  void numeric_gradient(const FeatureSide& side, const cuda::DeviceBuffer<uint32_t>& ids, int64_t rows,
+                        const cuda::DeviceBuffer<float>& d_gmf, int64_t mlp_offset) {
+    if (side.projection == kNone) return;
+    const int64_t f = shape_.factors, e = host_.params.config.mlp_embedding();
+    cuda::numeric_gradient(side.view, ids.data(), rows, d_gmf.data(), f, mlp_rows(d_acts_), 2 * e, mlp_offset, f, e,
+                           d_numeric_partial_.data(), projection_grad(side), stream_.get());
+  }
+
+  // The feature table's touched rows: each batch row's representation gradient reaches every
+  // feature row of its entity, scaled by the row's weight, summed per table row in batch-row order.
+  void update_features(FeatureSide& side, const cuda::DeviceBuffer<uint32_t>& ids, int64_t rows,
+                       const cuda::DeviceBuffer<float>& d_gmf, int64_t mlp_offset, float step_size) {
+    if (side.table == kNone) return;
+    cuda::StreamHandle stream = stream_.get();
+    const int64_t f = shape_.factors, e = host_.params.config.mlp_embedding();
+    side.groups->build(side.view, ids.data(), rows, stream);
+    cuda::sum_feature_gradients(*side.groups, d_gmf.data(), f, mlp_rows(d_acts_), 2 * e, mlp_offset, f, e,
+                                d_feature_summed_.data(), stream);
+    const size_t t = side.table;
+    cuda::sparse_update(options_.optimizer, step_size, d_tables_[t].data(), d_table_state0_[t].data(),
+                        d_table_state1_[t].data(), f + e, side.groups->rows(), side.groups->num_groups(),
+                        side.groups->max_groups(), d_feature_summed_.data(), loss_->halted(), stream);
+  }
+
   void train_batch(uint32_t epoch, uint64_t first, uint32_t samples, uint64_t batch, uint64_t step) {
     cuda::StreamHandle stream = stream_.get();
     cuda::SampleSpec spec;
@@ -306,7 +499,8 @@ class CudaBackend final : public Backend {
     spec.negatives = options_.negatives;
     spec.bpr = bpr();
     cuda::fill_rows(spec, positives_, d_order_.data(), first, samples, d_users_.data(), d_items_.data(),
-                    d_labels_.data(), d_weights_.data(), stream);
+                    d_labels_.data(), d_weights_.data(),
+                    uses_impressions() ? d_impression_negatives_.data() : nullptr, loss_->halted(), stream);
     const int64_t rows = bpr() ? 2 * static_cast<int64_t>(samples) : samples;
     const int64_t f = shape_.factors;
     const int64_t e = host_.params.config.mlp_embedding();
@@ -318,6 +512,8 @@ class CudaBackend final : public Backend {
       cuda::gather_rows(d_tables_[2].data(), e, d_users_.data(), rows, acts_[0].data(), 2 * e, 0, stream);
       cuda::gather_rows(d_tables_[3].data(), e, d_items_.data(), rows, acts_[0].data(), 2 * e, e, stream);
     }
+    add_features(user_side_, d_users_, rows, d_user_gmf_, 0);
+    add_features(item_side_, d_items_, rows, d_item_gmf_, e);
     batch_.rows = rows;
     cuda::neumf_forward(blas_, shape_, dense_, batch_, stream);
     const float scale = 1.0f / static_cast<float>(samples);
@@ -330,6 +526,8 @@ class CudaBackend final : public Backend {
     }
     loss_->add_batch(d_row_loss_.data(), bpr() ? rows / 2 : rows, samples, batch, nullptr, 0, stream);
     cuda::neumf_backward(blas_, shape_, dense_, batch_, grads_, stream);
+    numeric_gradient(user_side_, d_users_, rows, d_d_user_gmf_, 0);
+    numeric_gradient(item_side_, d_items_, rows, d_d_item_gmf_, e);
 
     const OptimizerParams& opt = options_.optimizer;
     const float step_size = opt.kind == OptimizerKind::kAdam ? adam_step_size(opt, step) : opt.lr;
@@ -345,6 +543,8 @@ class CudaBackend final : public Backend {
       update_table(2, *user_groups_, d_acts_[0].data(), 2 * e, 0, e, step_size);
       update_table(3, *item_groups_, d_acts_[0].data(), 2 * e, e, e, step_size);
     }
+    update_features(user_side_, d_users_, rows, d_d_user_gmf_, 0, step_size);
+    update_features(item_side_, d_items_, rows, d_d_item_gmf_, e, step_size);
   }
 
   void update_table(size_t t, const cuda::RowGroups& groups, const float* grads, int64_t stride,
@@ -352,6 +552,13 @@ class CudaBackend final : public Backend {
     if (width == 0) return;
     cuda::StreamHandle stream = stream_.get();
     cuda::sum_row_gradients(groups, grads, stride, offset, width, d_summed_.data(), stream);
+    // With item metadata, the id rows of items without positives stay where zero_untrained_rows
+    // put them (their gradient as sampled negatives is dropped): a cold item's score is its
+    // metadata's, as on the CPU.
+    if ((t == 1 || t == 3) && !d_trained_items_.empty()) {
+      cuda::drop_untrained_gradients(groups.rows(), groups.num_groups(), groups.max_groups(),
+                                     d_trained_items_.data(), width, d_summed_.data(), stream);
+    }
     cuda::sparse_update(options_.optimizer, step_size, d_tables_[t].data(), d_table_state0_[t].data(),
                         d_table_state1_[t].data(), width, groups.rows(), groups.num_groups(),
                         groups.max_groups(), d_summed_.data(), loss_->halted(), stream);
@@ -370,6 +577,9 @@ class CudaBackend final : public Backend {
   cuda::DeviceBuffer<uint64_t> d_user_offsets_;
   cuda::DeviceBuffer<float> d_alias_probability_;
   cuda::DeviceBuffer<uint32_t> d_alias_index_;
+  cuda::DeviceBuffer<uint64_t> d_impression_offsets_;
+  cuda::DeviceBuffer<uint32_t> d_impression_items_;
+  cuda::DeviceBuffer<unsigned long long> d_impression_negatives_;  // this epoch's, counted on the device
   cuda::PositivesView positives_;
   std::unique_ptr<cuda::Shuffler> shuffler_;
 
@@ -381,7 +591,8 @@ class CudaBackend final : public Backend {
   cuda::DeviceBuffer<float> d_partial_, d_summed_;
   cuda::BatchRows batch_;
 
-  cuda::DeviceBuffer<float> d_tables_[kTables], d_table_state0_[kTables], d_table_state1_[kTables];
+  // The sparse tensors: the four id tables, then the feature tables.
+  std::vector<cuda::DeviceBuffer<float>> d_tables_, d_table_state0_, d_table_state1_;
   cuda::DeviceBuffer<float> d_dense_, d_dense_state0_, d_dense_state1_, d_dense_grad_;
   std::vector<size_t> dense_offsets_;
   cuda::DenseParams dense_;
@@ -389,6 +600,10 @@ class CudaBackend final : public Backend {
 
   std::unique_ptr<cuda::RowGroups> user_groups_, item_groups_;
   std::unique_ptr<cuda::LossAccumulator> loss_;
+
+  FeatureSide user_side_, item_side_;
+  cuda::DeviceBuffer<unsigned char> d_trained_items_;  // item metadata: 1 where the item has positives
+  cuda::DeviceBuffer<float> d_feature_summed_, d_numeric_partial_;
 };
 
 }  // namespace
