@@ -20,10 +20,10 @@
 #include <nlohmann/json.hpp>
 
 #include "cpu/topk.h"
-#include "host/catalog_scorer.h"
 #include "host/features.h"
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/engine/model_io.h"
+#include "tastebud/engine/scorer.h"
 #include "tastebud/error.h"
 
 namespace tastebud::host {
@@ -336,7 +336,7 @@ struct Recommender::Impl {
   std::unordered_map<std::string, uint32_t> user_index, item_index;
   std::vector<float> popularity;
   std::vector<uint32_t> popular_order;  // by popularity, then index
-  std::unique_ptr<CatalogScorer> scorer;
+  std::unique_ptr<Scorer> scorer;
   std::vector<float> item_vectors;  // NeuMF: unit-length [gmf | mlp] item embeddings
   uint32_t item_dim = 0;
   SeenItems item_users;  // seen transposed: item -> users (segments of the sims recipe)
@@ -363,7 +363,7 @@ struct Recommender::Impl {
     std::stable_sort(popular_order.begin(), popular_order.end(),
                      [&](uint32_t a, uint32_t b) { return popularity[a] > popularity[b]; });
     if (model.params) {
-      scorer = std::make_unique<CatalogScorer>(*model.params);
+      scorer = std::make_unique<Scorer>(*model.params);
       const ModelConfig& c = model.params->config;
       const uint32_t f = c.has_gmf() ? c.factors : 0, e = c.mlp_embedding();
       item_dim = f + e;

@@ -458,6 +458,49 @@ TEST(Scorer, MatchesTheTrainingForwardPass) {
   }
 }
 
+// Widths that take the scorer's fixed-width paths (multiples of 8) and the general ones, each
+// model kind, and the three ways in: one user, a group of users, a list of items.
+TEST(Scorer, EveryShapeAndEntryPointMatchesTheForwardPass) {
+  struct Shape {
+    ModelKind kind;
+    uint32_t factors;
+    std::vector<uint32_t> layers;
+  };
+  const std::vector<Shape> shapes{{ModelKind::kNeuMF, 8, {64, 32, 16, 8}},
+                                  {ModelKind::kNeuMF, 3, {14, 7, 5}},
+                                  {ModelKind::kMLP, 8, {128, 64, 32}},
+                                  {ModelKind::kGMF, 5, {64, 32}}};
+  for (const Shape& s : shapes) {
+    ModelConfig c;
+    c.kind = s.kind;
+    c.num_users = 9;
+    c.num_items = 203;
+    c.factors = s.factors;
+    c.layers = s.layers;
+    ModelParams p = ModelParams::initialize(c, 7);
+    // Parameters of a trained scale, so that the MLP's ReLUs are not all in one regime.
+    std::mt19937 rng(3);
+    std::normal_distribution<float> normal(0.0f, 0.5f);
+    for (Tensor* t : p.tensors()) for (float& v : t->values) v = normal(rng);
+    const Scorer scorer(p);
+    std::vector<float> got(c.num_items), group(3 * c.num_items);
+    const std::vector<uint32_t> users{0, 4, 8};
+    scorer.score_users(users, group);
+    for (uint32_t u : users) {
+      const std::vector<float> want = reference_logits(p, u, [](int64_t, float*, float*) {});
+      scorer.score_all(u, got);
+      for (uint32_t i = 0; i < c.num_items; ++i) {
+        ASSERT_NEAR(got[i], want[i], 1e-4f + 1e-4f * std::fabs(want[i])) << "user " << u << " item " << i;
+        ASSERT_EQ(group[(u / 4) * c.num_items + i], got[i]);
+      }
+      const std::vector<uint32_t> some{202, 0, 17, 17};
+      std::vector<float> part(some.size());
+      scorer.score(u, some, part);
+      for (size_t k = 0; k < some.size(); ++k) ASSERT_EQ(part[k], got[some[k]]);
+    }
+  }
+}
+
 TEST(ModelFiles, RoundTripAndCorruption) {
   ModelConfig c;
   c.num_users = 5;
