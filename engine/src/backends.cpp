@@ -31,9 +31,11 @@ std::unique_ptr<Backend> make_backend(const std::string& device, const TrainingS
   std::string reason;
   // The CUDA twin of the metadata ops (feature gathers and their grouped gradients) is not written
   // yet: say so rather than train a model that ignores the metadata.
-  if (state.params.config.has_metadata() || options.impression_share > 0.0f) {
+  if (state.params.config.has_metadata() || options.impression_share > 0.0f || state.params.config.has_context()) {
     const char* missing = state.params.config.has_metadata()
                               ? "the CUDA backend does not train metadata features yet (--metadata)"
+                          : state.params.config.has_context()
+                              ? "the CUDA backend does not train contextual fields yet (--context)"
                               : "the CUDA backend does not draw impression negatives yet (--impression-negatives)";
     if (device == "cuda") throw Error(fmt::format("--device cuda: {}; use --device cpu", missing));
     if (device == "auto" && notice) *notice = fmt::format("{}; training on the CPU", missing);

@@ -120,7 +120,7 @@ size_t Scorer::scratch_floats() const {
   return (c.has_mlp() ? c.layers[1] : 0) + (c.has_gmf() ? c.factors : 0) + 2 * kBlock * widest;
 }
 
-void Scorer::prepare_user(uint32_t user, float* user_part, float* user_head) const {
+void Scorer::prepare_user(uint32_t user, const float* context, float* user_part, float* user_head) const {
   const ModelConfig& c = params_.config;
   TB_CHECK(user < c.num_users, "scorer: user index out of range");
   const float* head = params_.head_weight.values.data();
@@ -135,8 +135,11 @@ void Scorer::prepare_user(uint32_t user, float* user_part, float* user_head) con
     const float* w_user = params_.weights[0].values.data();
     const float* bias = params_.biases[0].values.data();
     for (int64_t o = 0; o < l1; ++o) user_part[o] = bias[o];
-    for (int64_t j = 0; j < e; ++j)
-      for (int64_t o = 0; o < l1; ++o) user_part[o] += u[j] * w_user[j * l1 + o];
+    for (int64_t j = 0; j < e; ++j) {
+      // The context joins the user's half of the input, as in training.
+      const float x = context ? u[j] + context[j] : u[j];
+      for (int64_t o = 0; o < l1; ++o) user_part[o] += x * w_user[j * l1 + o];
+    }
   }
 }
 
@@ -199,13 +202,24 @@ void Scorer::score_block(const float* user_part, const float* user_head,
   }
 }
 
-void Scorer::score_all(uint32_t user, std::span<float> out) const {
-  score_users(std::span<const uint32_t>(&user, 1), out);
+namespace {
+const float* context_at(std::span<const float> contexts, size_t k, const ModelConfig& c) {
+  if (contexts.empty()) return nullptr;
+  TB_CHECK(c.has_context(), "scorer: a context was given but the model was trained without one");
+  return contexts.data() + k * c.mlp_embedding();
+}
+}  // namespace
+
+void Scorer::score_all(uint32_t user, std::span<float> out, std::span<const float> context) const {
+  score_users(std::span<const uint32_t>(&user, 1), out, context);
 }
 
-void Scorer::score_users(std::span<const uint32_t> users, std::span<float> out) const {
+void Scorer::score_users(std::span<const uint32_t> users, std::span<float> out,
+                         std::span<const float> contexts) const {
   TB_CHECK(out.size() == users.size() * static_cast<size_t>(num_items()),
            "scorer: output size differs from users x catalog size");
+  TB_CHECK(contexts.empty() || contexts.size() == users.size() * params_.config.mlp_embedding(),
+           "scorer: one context vector per user is needed");
   const ModelConfig& c = params_.config;
   const size_t per_user = (c.has_mlp() ? c.layers[1] : 0) + (c.has_gmf() ? c.factors : 0);
   thread_local std::vector<float> scratch;
@@ -214,7 +228,7 @@ void Scorer::score_users(std::span<const uint32_t> users, std::span<float> out) 
   float* prepared = blocks + scratch_floats();
   for (size_t u = 0; u < users.size(); ++u) {
     float* user_part = prepared + u * per_user;
-    prepare_user(users[u], user_part, user_part + (c.has_mlp() ? c.layers[1] : 0));
+    prepare_user(users[u], context_at(contexts, u, c), user_part, user_part + (c.has_mlp() ? c.layers[1] : 0));
   }
   // Item blocks outside, users inside: a block's first-layer rows and factors are read from memory
   // once for the whole group of users instead of once per user (the catalog's first layer, 3.2 MB
@@ -229,15 +243,18 @@ void Scorer::score_users(std::span<const uint32_t> users, std::span<float> out) 
   }
 }
 
-void Scorer::score(uint32_t user, std::span<const uint32_t> items, std::span<float> out) const {
+void Scorer::score(uint32_t user, std::span<const uint32_t> items, std::span<float> out,
+                   std::span<const float> context) const {
   TB_CHECK(out.size() == items.size(), "scorer: output size differs from the item count");
+  TB_CHECK(context.empty() || context.size() == params_.config.mlp_embedding(),
+           "scorer: the context vector has the wrong width");
   thread_local std::vector<float> scratch;
   scratch.resize(scratch_floats());
   const ModelConfig& c = params_.config;
   float* user_part = scratch.data();
   float* user_head = user_part + (c.has_mlp() ? c.layers[1] : 0);
   float* blocks = user_head + (c.has_gmf() ? c.factors : 0);
-  prepare_user(user, user_part, user_head);
+  prepare_user(user, context_at(context, 0, c), user_part, user_head);
   for (uint32_t item : items) TB_CHECK(item < num_items(), "scorer: item index out of range");
   for (size_t k = 0; k < items.size(); k += kBlock) {
     const int64_t n = std::min<int64_t>(kBlock, items.size() - k);

@@ -31,13 +31,19 @@ class Scorer {
   uint32_t num_users() const { return params_.config.num_users; }
   const ModelParams& params() const { return params_; }
 
+  // A model with context (ModelConfig::has_context) takes each user's context vector
+  // (context_vector in features.h, mlp_embedding() floats) in `context`; empty: no context.
+
   // out[i] = logit of item i for user, every item of the catalog. Thread-safe.
-  void score_all(uint32_t user, std::span<float> out) const;
+  void score_all(uint32_t user, std::span<float> out, std::span<const float> context = {}) const;
   // out[u * num_items() + i] = logit of item i for users[u]. Scoring a group of users together
-  // reads each block of the catalog once for the group: the fast path of batch jobs. Thread-safe.
-  void score_users(std::span<const uint32_t> users, std::span<float> out) const;
+  // reads each block of the catalog once for the group: the fast path of batch jobs. contexts:
+  // empty, or users.size() context vectors back to back. Thread-safe.
+  void score_users(std::span<const uint32_t> users, std::span<float> out,
+                   std::span<const float> contexts = {}) const;
   // out[k] = logit of items[k] for user. Thread-safe.
-  void score(uint32_t user, std::span<const uint32_t> items, std::span<float> out) const;
+  void score(uint32_t user, std::span<const uint32_t> items, std::span<float> out,
+             std::span<const float> context = {}) const;
   // out[i] = the GMF branch's part of the logit, (user ⊙ head) · item: the cheap first stage of
   // two-stage retrieval. Requires a GMF branch.
   void gmf_scores(uint32_t user, std::span<float> out) const;
@@ -46,7 +52,7 @@ class Scorer {
   void precompute();
   void score_block(const float* user_part, const float* user_head, const uint32_t* items,
                    uint32_t first_item, int64_t count, float* out, float* scratch) const;
-  void prepare_user(uint32_t user, float* user_part, float* user_head) const;
+  void prepare_user(uint32_t user, const float* context, float* user_part, float* user_head) const;
   size_t scratch_floats() const;
 
   std::unique_ptr<const ModelParams> folded_;  // declared first: params_ may refer to it
