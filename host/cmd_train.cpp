@@ -97,6 +97,10 @@ void add_train_command(CLI::App& app) {
                   "Metadata features in the model: none, items, users or both (CPU backend)")->capture_default_str();
   cmd->add_option("--text-buckets", job->text_buckets,
                   "Hash buckets of the textual field's bag of words (a power of two)")->capture_default_str();
+  cmd->add_option("--context", job->context,
+                  "Contextual categorical fields of the interactions (e.g. DEVICE_TYPE) that feed the MLP "
+                  "branch, comma-separated, or `all`")
+      ->delimiter(',');
   cmd->add_flag("--resume", job->resume, "Continue an interrupted run from MODEL_DIR/checkpoint.bin");
   cmd->add_flag("!--no-progress", job->progress, "No progress line on stderr");
   // Recipes (host/recipes.h).

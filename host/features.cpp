@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "tastebud/error.h"
 
@@ -121,6 +122,53 @@ FeatureInputs encode_features(const datasets::Metadata& metadata, const FeatureS
           (values[r] - spec.numerical_mean[k]) / spec.numerical_stddev[k];
     }
   }
+  return in;
+}
+
+FeatureSpec make_context_spec(const datasets::Interactions& interactions, const std::vector<std::string>& names) {
+  FeatureSpec spec;
+  std::vector<std::string> available;
+  for (const auto& field : interactions.context) available.push_back(field.name);
+  TB_CHECK(!available.empty(), "--context: the interactions have no contextual categorical fields "
+                               "(string columns besides USER_ID, ITEM_ID, EVENT_TYPE and IMPRESSION)");
+  const bool all = names.size() == 1 && names.front() == "all";
+  for (const auto& field : interactions.context) {
+    if (all || std::find(names.begin(), names.end(), field.name) != names.end()) {
+      spec.categorical.push_back(field.name);
+      spec.categorical_rows.push_back(static_cast<uint32_t>(field.vocabulary.size()));
+    }
+  }
+  for (const std::string& name : names) {
+    TB_CHECK(all || std::find(available.begin(), available.end(), name) != available.end(),
+             fmt::format("--context: the interactions have no contextual field '{}'; they have {}", name,
+                         fmt::join(available, ", ")));
+  }
+  return spec;
+}
+
+void append_context(const datasets::Interactions& interactions, const FeatureSpec& spec, uint64_t r,
+                    FeatureInputs& in) {
+  if (in.offsets.empty()) in.offsets.push_back(0);
+  for (size_t k = 0; k < spec.categorical.size(); ++k) {
+    for (const auto& field : interactions.context) {
+      if (field.name != spec.categorical[k]) continue;
+      const uint32_t v = field.values[r];
+      if (v != datasets::kNullContext && v < spec.categorical_rows[k]) {
+        in.rows.push_back(static_cast<uint32_t>(spec.categorical_base(k) + v));
+        in.weights.push_back(1.0f);
+      }
+    }
+  }
+  in.offsets.push_back(in.rows.size());
+  ++in.entities;
+}
+
+FeatureInputs encode_context(const datasets::Interactions& interactions, const FeatureSpec& spec,
+                             std::span<const uint64_t> rows) {
+  FeatureInputs in;
+  in.offsets.reserve(rows.size() + 1);
+  in.offsets.push_back(0);
+  for (uint64_t r : rows) append_context(interactions, spec, r, in);
   return in;
 }
 

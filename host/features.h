@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/engine/features.h"
@@ -26,5 +27,18 @@ FeatureSpec make_feature_spec(const datasets::Metadata& metadata, uint32_t text_
 // no metadata). Values outside the spec's vocabulary (added by a later import) are left out.
 FeatureInputs encode_features(const datasets::Metadata& metadata, const FeatureSpec& spec,
                               uint32_t entities, std::span<const int64_t> dataset_row = {});
+
+// Context: the named contextual categorical fields of the interactions (`all`: every one). Throws
+// naming the dataset's fields when a name is not one of them or the dataset has none.
+FeatureSpec make_context_spec(const datasets::Interactions& interactions, const std::vector<std::string>& names);
+
+// The context-table rows of interaction row r (one per field of the spec with a value, weight 1),
+// appended to in as one entity. Values outside the spec's vocabulary are left out.
+void append_context(const datasets::Interactions& interactions, const FeatureSpec& spec, uint64_t r,
+                    FeatureInputs& in);
+
+// One entity per interaction row in rows.
+FeatureInputs encode_context(const datasets::Interactions& interactions, const FeatureSpec& spec,
+                             std::span<const uint64_t> rows);
 
 }  // namespace tastebud::host

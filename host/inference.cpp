@@ -20,10 +20,10 @@
 #include <nlohmann/json.hpp>
 
 #include "cpu/topk.h"
-#include "host/catalog_scorer.h"
 #include "host/features.h"
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/engine/model_io.h"
+#include "tastebud/engine/scorer.h"
 #include "tastebud/error.h"
 
 namespace tastebud::host {
@@ -221,6 +221,26 @@ ModelParams fold_dataset_features(const ModelParams& params, const ModelData& m,
   return fold_features(params, users, items);
 }
 
+// The values of the model's contextual fields, from the dataset it was trained on: value v of
+// field k is context-table row categorical_base(k) + v.
+std::vector<ContextValues> context_values(const FeatureSpec& spec, const ModelData& m, const fs::path& dir) {
+  TB_CHECK(!m.data.empty() && fs::is_directory(m.data),
+           fmt::format("{}: the model uses context but its dataset ({}) is gone", dir.string(), m.data.string()));
+  const datasets::Dataset dataset = datasets::Dataset::open(m.data);
+  std::vector<ContextValues> out;
+  for (size_t k = 0; k < spec.categorical.size(); ++k) {
+    ContextValues& values = out.emplace_back();
+    values.field = spec.categorical[k];
+    for (const auto& field : dataset.interactions.context) {
+      if (field.name != values.field) continue;
+      const uint32_t n = std::min<uint32_t>(spec.categorical_rows[k], static_cast<uint32_t>(field.vocabulary.size()));
+      for (uint32_t v = 0; v < n; ++v)
+        values.rows.emplace(std::string(field.vocabulary[v]), static_cast<uint32_t>(spec.categorical_base(k) + v));
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 ModelData load_model_dir(const fs::path& dir) {
@@ -245,6 +265,7 @@ ModelData load_model_dir(const fs::path& dir) {
     if (c.num_users != m.user_ids.size() || c.num_items != m.item_ids.size())
       throw Error(fmt::format("{}: model.bin has {} users and {} items but the id files list {} and {}",
                               dir.string(), c.num_users, c.num_items, m.user_ids.size(), m.item_ids.size()));
+    if (c.has_context()) m.context = context_values(c.context, m, dir);
     if (c.has_metadata()) m.params = fold_dataset_features(*m.params, m, dir);
   } else if (is_recipe(m.kind)) {
     m.recipe = read_recipe(dir / "recipe.bin");
@@ -336,7 +357,7 @@ struct Recommender::Impl {
   std::unordered_map<std::string, uint32_t> user_index, item_index;
   std::vector<float> popularity;
   std::vector<uint32_t> popular_order;  // by popularity, then index
-  std::unique_ptr<CatalogScorer> scorer;
+  std::unique_ptr<Scorer> scorer;
   std::vector<float> item_vectors;  // NeuMF: unit-length [gmf | mlp] item embeddings
   uint32_t item_dim = 0;
   SeenItems item_users;  // seen transposed: item -> users (segments of the sims recipe)
@@ -363,7 +384,7 @@ struct Recommender::Impl {
     std::stable_sort(popular_order.begin(), popular_order.end(),
                      [&](uint32_t a, uint32_t b) { return popularity[a] > popularity[b]; });
     if (model.params) {
-      scorer = std::make_unique<CatalogScorer>(*model.params);
+      scorer = std::make_unique<Scorer>(*model.params);
       const ModelConfig& c = model.params->config;
       const uint32_t f = c.has_gmf() ? c.factors : 0, e = c.mlp_embedding();
       item_dim = f + e;
@@ -396,6 +417,7 @@ struct Recommender::Impl {
     std::optional<std::vector<std::string>> item_list;
     uint32_t k = 25;
     FilterValues values;
+    std::vector<float> context;  // the context vector; empty: none
   };
 
   static std::optional<std::string> string_field(const json& j, const char* key) {
@@ -440,7 +462,34 @@ struct Recommender::Impl {
         q.values[v.key()] = v.value().get<std::string>();
       }
     }
+    if (const auto it = j.find("context"); it != j.end() && !it->is_null()) {
+      if (!it->is_object()) throw LineError("context must be an object of field values, e.g. {\"DEVICE_TYPE\": \"mobile\"}");
+      if (model.params && model.params->config.has_context()) q.context = context_of(*it);
+    }
     return q;
+  }
+
+  // The context vector of a query's "context" object.
+  std::vector<float> context_of(const json& object) const {
+    FeatureInputs rows;
+    rows.entities = 1;
+    rows.offsets = {0};
+    for (auto v = object.begin(); v != object.end(); ++v) {
+      const auto field = std::find_if(model.context.begin(), model.context.end(),
+                                      [&](const ContextValues& c) { return c.field == v.key(); });
+      if (field == model.context.end()) {
+        std::string names;
+        for (const ContextValues& c : model.context) names += (names.empty() ? "" : ", ") + c.field;
+        throw LineError(fmt::format("context.{}: the model was trained with the contextual fields {}", v.key(), names));
+      }
+      if (!v.value().is_string()) throw LineError(fmt::format("context.{} must be a string", v.key()));
+      const auto row = field->rows.find(v.value().get<std::string>());
+      if (row == field->rows.end()) continue;  // a value the model never saw adds nothing
+      rows.rows.push_back(row->second);
+      rows.weights.push_back(1.0f);
+    }
+    rows.offsets.push_back(rows.rows.size());
+    return context_vector(*model.params, rows, 0);
   }
 
   // ---- Answers ----
@@ -503,7 +552,7 @@ struct Recommender::Impl {
       mask_seen();
       select_candidates(s, options.candidates, candidates);
       candidate_scores.resize(candidates.size());
-      scorer->score(user, candidates, candidate_scores);
+      scorer->score(user, candidates, candidate_scores, q.context);
       cpu::top_k(candidate_scores, q.k, top);
       for (uint32_t c : top) {
         items.push_back(candidates[c]);
@@ -513,7 +562,7 @@ struct Recommender::Impl {
     }
     if (scorer) {
       s.resize(num_items());
-      scorer->score_all(user, s);
+      scorer->score_all(user, s, q.context);
     } else if (model.kind == "sims") {
       sims_user_scores(user, s);
     } else {
@@ -598,7 +647,7 @@ struct Recommender::Impl {
       reason = "unknown user: ranked by popularity";
       fallback = true;
     } else if (scorer) {
-      scorer->score(user->second, known, s);
+      scorer->score(user->second, known, s, q.context);
       for (float& x : s) x = sigmoid(x);
     } else if (model.kind == "sims") {
       std::vector<float> all;

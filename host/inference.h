@@ -6,7 +6,9 @@
 //   {"userId": "u1", "itemList": ["i1", ...]} the list reordered for the user; ids the model never
 //                                             saw go last with a null score
 //   {"itemId": "i1"}                          related items
-// with optional "numResults" and "filterValues", and writes, in input order,
+// with optional "numResults", "filterValues" and, for a model trained with --context,
+// "context": {"DEVICE_TYPE": "mobile", ...} (fields left out, or values the model never saw, add
+// nothing; a model without context ignores it), and writes, in input order,
 //   {"input": {...}, "output": {"recommendedItems": [...], "scores": [...]}, "error": null}
 // A fallback answer (unknown user or item: popular items) adds "reason" to "output". A bad line
 // gets "output": null and its message in "error"; the job goes on. Blank lines are skipped.
@@ -29,6 +31,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "host/filters.h"
@@ -47,6 +50,12 @@ struct InferenceOptions {
   uint32_t threads = 0;       // 0: all cores
 };
 
+// A contextual field of a model trained with --context: its values as context-table rows.
+struct ContextValues {
+  std::string field;
+  std::unordered_map<std::string, uint32_t> rows;
+};
+
 // Everything a model directory holds, in memory. Tests build one by hand.
 struct ModelData {
   std::string kind;  // neumf | gmf | mlp | popularity | sims | trending
@@ -55,6 +64,7 @@ struct ModelData {
   std::optional<ModelParams> params;  // the NeuMF family
   RecipeData recipe;                  // recipes
   std::filesystem::path data;         // the dataset it was trained on ("" when unknown)
+  std::vector<ContextValues> context; // params->config.context's fields, in its order
 };
 
 ModelData load_model_dir(const std::filesystem::path& dir);

@@ -98,6 +98,28 @@ float EventWeights::weight(const datasets::Interactions& rows, uint64_t r) const
 
 namespace {
 
+// A training row of one user: its item, weight and interaction row.
+struct Candidate {
+  uint32_t item;
+  float weight;
+  uint64_t row;
+  auto operator<=>(const Candidate&) const = default;
+};
+
+// A repeated (user, item) pair trains once, with its strongest event's weight; the latest row
+// among equally strong ones gives the positive its context.
+void add_positives(uint32_t u, std::vector<Candidate>& pairs, Split& split) {
+  std::sort(pairs.begin(), pairs.end());
+  TrainingSet& train = split.train;
+  for (size_t k = 0; k < pairs.size(); ++k) {
+    if (k + 1 < pairs.size() && pairs[k + 1].item == pairs[k].item) continue;  // keep the max
+    train.user.push_back(u);
+    train.item.push_back(pairs[k].item);
+    train.weight.push_back(pairs[k].weight);
+    split.positive_row.push_back(pairs[k].row);
+  }
+}
+
 // The cold-items protocol: a Philox coin per interacted item picks the cold ones; every row of a
 // cold item leaves training, and each user's latest counted cold interaction is ranked against
 // other cold items the user never touched.
@@ -121,31 +143,29 @@ Split make_cold_item_split(const datasets::Dataset& dataset, const SplitOptions&
   TrainingSet& train = split.train;
   train.num_users = num_users;
   train.num_items = num_items;
-  std::vector<std::pair<uint32_t, float>> pairs;
+  std::vector<Candidate> pairs;
   std::vector<uint32_t> touched;
   std::vector<uint32_t> eligible_users, targets;
+  std::vector<uint64_t> target_rows;
   for (uint32_t u = 0; u < num_users; ++u) {
     pairs.clear();
     int64_t target = -1;
+    uint64_t target_row = 0;
     for (uint64_t r = rows.user_offsets[u]; r < rows.user_offsets[u + 1]; ++r) {
       const float w = events.weight(rows, r);
       if (w <= 0.0f) continue;
       if (cold[rows.item[r]]) {
         target = rows.item[r];  // rows are in time order: the last one is the latest
+        target_row = r;
       } else {
-        pairs.emplace_back(rows.item[r], w);
+        pairs.push_back({rows.item[r], w, r});
       }
     }
-    std::sort(pairs.begin(), pairs.end());
-    for (size_t k = 0; k < pairs.size(); ++k) {
-      if (k + 1 < pairs.size() && pairs[k + 1].first == pairs[k].first) continue;  // keep the max
-      train.user.push_back(u);
-      train.item.push_back(pairs[k].first);
-      train.weight.push_back(pairs[k].second);
-    }
+    add_positives(u, pairs, split);
     if (target >= 0) {
       eligible_users.push_back(u);
       targets.push_back(static_cast<uint32_t>(target));
+      target_rows.push_back(target_row);
     }
   }
   // A small catalog has fewer than loo_negatives other cold items: rank against half of them
@@ -173,6 +193,7 @@ Split make_cold_item_split(const datasets::Dataset& dataset, const SplitOptions&
       continue;
     }
     split.eval_users.push_back(u);
+    split.eval_row.push_back(target_rows[k]);
     split.held_out_item.push_back(targets[k]);
   }
   split.negatives_per_user = m;
@@ -196,7 +217,7 @@ Split make_split(const datasets::Dataset& dataset, const SplitOptions& options) 
   train.num_items = num_items;
   std::vector<uint64_t> kept;                     // the user's rows that count, oldest first
   std::vector<uint32_t> all_items, held;          // per-user scratch
-  std::vector<std::pair<uint32_t, float>> pairs;  // (item, weight) of the user's training rows
+  std::vector<Candidate> pairs;                   // the user's training rows
   auto keep_rows = [&](uint32_t u) {
     kept.clear();
     for (uint64_t r = rows.user_offsets[u]; r < rows.user_offsets[u + 1]; ++r) {
@@ -206,19 +227,12 @@ Split make_split(const datasets::Dataset& dataset, const SplitOptions& options) 
     for (uint64_t r : kept) all_items.push_back(rows.item[r]);
     sort_unique(all_items, 0);
   };
-  // A repeated (user, item) pair trains once, with its strongest event's weight.
   auto add_train = [&](uint32_t u, auto&& use_row) {
     pairs.clear();
     for (uint64_t r : kept) {
-      if (use_row(r)) pairs.emplace_back(rows.item[r], events.weight(rows, r));
+      if (use_row(r)) pairs.push_back({rows.item[r], events.weight(rows, r), r});
     }
-    std::sort(pairs.begin(), pairs.end());
-    for (size_t k = 0; k < pairs.size(); ++k) {
-      if (k + 1 < pairs.size() && pairs[k + 1].first == pairs[k].first) continue;  // keep the max
-      train.user.push_back(u);
-      train.item.push_back(pairs[k].first);
-      train.weight.push_back(pairs[k].second);
-    }
+    add_positives(u, pairs, split);
   };
   // Items shown with the user's training rows that the user never acted on (in any event).
   const bool impressions = options.impressions && !rows.impression_offsets.empty();
@@ -258,6 +272,7 @@ Split make_split(const datasets::Dataset& dataset, const SplitOptions& options) 
       add_train(u, [&](uint64_t r) { return rows.item[r] != target; });
       add_impressions(u, [&](uint64_t r) { return rows.item[r] != target; });
       split.eval_users.push_back(u);
+      split.eval_row.push_back(kept.back());
       split.held_out_item.push_back(target);
       // Candidates: distinct items the user never touched (in any event, counted or not).
       std::vector<uint32_t> touched(rows.item.begin() + rows.user_offsets[u], rows.item.begin() + rows.user_offsets[u + 1]);
@@ -291,6 +306,7 @@ Split make_split(const datasets::Dataset& dataset, const SplitOptions& options) 
       sort_unique(held, 0);
       if (!held.empty()) {
         split.eval_users.push_back(u);
+        split.eval_row.push_back(first_held_row);
         split.truth.insert(split.truth.end(), held.begin(), held.end());
         split.truth_offsets.push_back(split.truth.size());
       }

@@ -53,8 +53,14 @@ struct SplitOptions {
 
 struct Split {
   TrainingSet train;
+  // The interaction row each positive of train takes its weight from (the strongest event, the
+  // latest among equals): its context is the positive's context.
+  std::vector<uint64_t> positive_row;
   EvalProtocol protocol = EvalProtocol::kNone;
   std::vector<uint32_t> eval_users;
+  // The interaction whose context an eval user is ranked in: the held-out one (loo, cold-items),
+  // or the first held-out one (holdout).
+  std::vector<uint64_t> eval_row;
   // loo and cold-items: the held-out item and its candidates, eval_users.size() x loo_negatives.
   std::vector<uint32_t> held_out_item;
   uint32_t negatives_per_user = 0;

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <ostream>
+#include <unordered_map>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -79,6 +80,7 @@ json job_to_json(const TrainJob& job) {
     j["metadata"] = job.metadata;
     j["text_buckets"] = job.text_buckets;
   }
+  if (!job.context.empty()) j["context"] = job.context;
   return j;
 }
 
@@ -246,6 +248,14 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
     config.item_features = make_feature_spec(dataset.items, job.text_buckets, "item");
     split.train.item_features = encode_features(dataset.items, config.item_features, config.num_items);
   }
+  // Context: each positive carries its interaction's, and each eval user is ranked in the held-out
+  // interaction's (a contextual vector per eval user, added to the user's half of the MLP input).
+  FeatureInputs eval_context_rows;
+  if (!job.context.empty()) {
+    config.context = make_context_spec(dataset.interactions, job.context);
+    split.train.context = encode_context(dataset.interactions, config.context, split.positive_row);
+    eval_context_rows = encode_context(dataset.interactions, config.context, split.eval_row);
+  }
   config.validate();
 
   TrainState state;
@@ -308,8 +318,16 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
       const auto scorer = config.has_metadata()
           ? std::make_unique<Scorer>(current.params, split.train.user_features, split.train.item_features)
           : std::make_unique<Scorer>(current.params);
+      std::unordered_map<uint32_t, std::vector<float>> contexts;
+      if (config.has_context()) {
+        for (size_t k = 0; k < split.eval_users.size(); ++k) {
+          contexts[split.eval_users[k]] = context_vector(current.params, eval_context_rows, static_cast<uint32_t>(k));
+        }
+      }
       record.metrics = evaluate(split, [&](uint32_t u, std::span<const uint32_t> items, std::span<float> out) {
-        if (items.empty()) scorer->score_all(u, out); else scorer->score(u, items, out);
+        const auto it = contexts.find(u);
+        const std::span<const float> context = it == contexts.end() ? std::span<const float>() : it->second;
+        if (items.empty()) scorer->score_all(u, out, context); else scorer->score(u, items, out, context);
       }, job.threads);
     }
     result.history.push_back(record);

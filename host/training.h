@@ -29,7 +29,7 @@ struct TrainJob {
   float sampler_alpha = 0.75f;
   std::string device = "auto";
   bool tf32 = false;
-  float impression_negatives = 0.0f;  // share of negatives from the user's ignored impressions               // CUDA: TF32 tensor cores in the dense layers
+  float impression_negatives = 0.0f;  // share of negatives from the user's ignored impressions
   uint32_t threads = 0;
   uint64_t seed = 1;
   std::string eval = "loo";
@@ -46,6 +46,9 @@ struct TrainJob {
   // hashes are folded to text_buckets rows.
   std::string metadata = "none";
   uint32_t text_buckets = 1u << 16;
+  // Contextual categorical fields of the interactions that feed the MLP branch (names, or `all`);
+  // empty: none. Evaluation ranks each user in the context of the held-out interaction.
+  std::vector<std::string> context;
 
   // Recipes (--model popularity, sims or trending; host/recipes.h); they weight events by `events`.
   double half_life_days = 0;               // popularity: an event loses half its weight per this many days; 0: no decay

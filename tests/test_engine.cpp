@@ -458,6 +458,49 @@ TEST(Scorer, MatchesTheTrainingForwardPass) {
   }
 }
 
+// Widths that take the scorer's fixed-width paths (multiples of 8) and the general ones, each
+// model kind, and the three ways in: one user, a group of users, a list of items.
+TEST(Scorer, EveryShapeAndEntryPointMatchesTheForwardPass) {
+  struct Shape {
+    ModelKind kind;
+    uint32_t factors;
+    std::vector<uint32_t> layers;
+  };
+  const std::vector<Shape> shapes{{ModelKind::kNeuMF, 8, {64, 32, 16, 8}},
+                                  {ModelKind::kNeuMF, 3, {14, 7, 5}},
+                                  {ModelKind::kMLP, 8, {128, 64, 32}},
+                                  {ModelKind::kGMF, 5, {64, 32}}};
+  for (const Shape& s : shapes) {
+    ModelConfig c;
+    c.kind = s.kind;
+    c.num_users = 9;
+    c.num_items = 203;
+    c.factors = s.factors;
+    c.layers = s.layers;
+    ModelParams p = ModelParams::initialize(c, 7);
+    // Parameters of a trained scale, so that the MLP's ReLUs are not all in one regime.
+    std::mt19937 rng(3);
+    std::normal_distribution<float> normal(0.0f, 0.5f);
+    for (Tensor* t : p.tensors()) for (float& v : t->values) v = normal(rng);
+    const Scorer scorer(p);
+    std::vector<float> got(c.num_items), group(3 * c.num_items);
+    const std::vector<uint32_t> users{0, 4, 8};
+    scorer.score_users(users, group);
+    for (uint32_t u : users) {
+      const std::vector<float> want = reference_logits(p, u, [](int64_t, float*, float*) {});
+      scorer.score_all(u, got);
+      for (uint32_t i = 0; i < c.num_items; ++i) {
+        ASSERT_NEAR(got[i], want[i], 1e-4f + 1e-4f * std::fabs(want[i])) << "user " << u << " item " << i;
+        ASSERT_EQ(group[(u / 4) * c.num_items + i], got[i]);
+      }
+      const std::vector<uint32_t> some{202, 0, 17, 17};
+      std::vector<float> part(some.size());
+      scorer.score(u, some, part);
+      for (size_t k = 0; k < some.size(); ++k) ASSERT_EQ(part[k], got[some[k]]);
+    }
+  }
+}
+
 TEST(ModelFiles, RoundTripAndCorruption) {
   ModelConfig c;
   c.num_users = 5;
@@ -554,10 +597,20 @@ struct MetadataProblem {
   std::vector<uint32_t> users{0, 1, 2, 0, 1, 2, 2}, items{0, 1, 2, 3, 3, 0, 1};
   std::vector<double> labels{1, 0, 1, 0, 1, 0, 1};
   FeatureCase item_case, user_case;
+  // Context, one entity per batch row: two fields (rows 0-1 and 2-4), some rows without a value.
+  FeatureCase context_case;
+  std::vector<uint32_t> batch_rows{0, 1, 2, 3, 4, 5, 6};
   std::map<std::string, std::vector<double>> t;  // every parameter by name
 
-  MetadataProblem(const std::string& item_kind, const std::string& user_kind, uint32_t seed)
+  MetadataProblem(const std::string& item_kind, const std::string& user_kind, uint32_t seed,
+                  bool context = false)
       : item_case(feature_case(item_kind)), user_case(user_kind.empty() ? FeatureCase{} : feature_case(user_kind)) {
+    if (context) {
+      context_case.table_rows = 5;
+      context_case.offsets = {0, 2, 3, 5, 5, 6, 8, 9};
+      context_case.rows = {0, 3, 1, 1, 2, 4, 0, 4, 2};
+      context_case.weights.assign(context_case.rows.size(), 1.0f);
+    }
     std::mt19937 rng(seed);
     std::normal_distribution<double> normal(0.0, 0.7);
     auto fill = [&](const std::string& name, size_t n) {
@@ -579,6 +632,7 @@ struct MetadataProblem {
     fill("item_numeric", item_case.numeric * w);
     fill("user_table", user_case.table_rows * w);
     fill("user_numeric", user_case.numeric * w);
+    fill("context_table", context_case.table_rows * e);
   }
 
   double loss(std::map<std::string, std::vector<double>>* grads) {
@@ -588,7 +642,7 @@ struct MetadataProblem {
     std::vector<std::vector<double>> acts{std::vector<double>(rows * 2 * e), std::vector<double>(rows * 3),
                                           std::vector<double>(rows * 2)};
     auto d_acts = acts;
-    const cpu::FeatureView iv = item_case.view(), uv = user_case.view();
+    const cpu::FeatureView iv = item_case.view(), uv = user_case.view(), cv = context_case.view();
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t k = 0; k < f; ++k) {
         ug[r * f + k] = t["user_gmf"][users[r] * f + k];
@@ -603,6 +657,10 @@ struct MetadataProblem {
       if (!uv.empty()) {
         cpu::add_features<double>(uv, users[r], t["user_table"].data(), t["user_numeric"].data(), f, e,
                                   &ug[r * f], &acts[0][r * 2 * e]);
+      }
+      if (!cv.empty()) {  // the MLP only: no GMF columns
+        cpu::add_features<double>(cv, batch_rows[r], t["context_table"].data(), nullptr, 0, e, nullptr,
+                                  &acts[0][r * 2 * e]);
       }
     }
     cpu::DenseParams<double> p;
@@ -665,6 +723,15 @@ struct MetadataProblem {
     };
     scatter(iv, items, d_ig.data(), e, g["item_table"]);
     scatter(uv, users, d_ug.data(), 0, g["user_table"]);
+    if (!cv.empty()) {
+      cpu::FeatureGroups groups;
+      groups.build(cv, batch_rows);
+      std::vector<double> sum(groups.size() * e);
+      cpu::sum_feature_gradients<double>(groups, d_ug.data(), f, d_acts[0].data(), 2 * e, 0, 0, e, sum.data());
+      for (size_t k = 0; k < groups.size(); ++k) {
+        for (int64_t j = 0; j < e; ++j) g["context_table"][groups.rows[k] * e + j] += sum[k * e + j];
+      }
+    }
     return total;
   }
 };
@@ -715,6 +782,89 @@ TEST(Gradients, UserAndItemMetadataTogether) {
   check_metadata_gradients(p);
   MetadataProblem q("text", "single", 26);
   check_metadata_gradients(q);
+}
+
+TEST(Gradients, ContextFeedsTheUsersMlpHalf) {
+  MetadataProblem p("single", "numeric", 27, /*context=*/true);
+  check_metadata_gradients(p);
+  // The context reaches the loss: its gradient is not zero.
+  std::map<std::string, std::vector<double>> grads;
+  p.loss(&grads);
+  double norm = 0;
+  for (double g : grads["context_table"]) norm += g * g;
+  EXPECT_GT(norm, 1e-8);
+}
+
+// Each user likes two bands of items, one in each of two situations (say weekday and weekend):
+// band u % 2 on weekdays, band 2 + u % 2 at weekends. Only the context tells which one the user
+// wants now. A model with context learns it, bit for
+// bit the same on any thread count; scored in the other context, the preference flips. An MLP
+// model, because the context feeds the MLP branch only: in NeuMF the GMF branch fits the
+// context-free part first and the MLP needs many more epochs than a unit test should take.
+TEST(CpuBackend, ContextTellsWhichBandTheUserWantsNow) {
+  const uint32_t users = 40, items = 64, band = items / 4;
+  TrainingSet data;
+  data.num_users = users;
+  data.num_items = items;
+  std::vector<uint32_t> situation;
+  for (uint32_t u = 0; u < users; ++u) {
+    std::vector<std::pair<uint32_t, uint32_t>> liked;  // (item, situation)
+    for (uint32_t k = 0; k < 8; ++k) {
+      liked.push_back({(u % 2) * band + (k * 2 + u) % band, 0});
+      liked.push_back({(2 + u % 2) * band + (k * 2 + u + 1) % band, 1});
+    }
+    std::sort(liked.begin(), liked.end());
+    for (auto [item, s] : liked) {
+      data.user.push_back(u);
+      data.item.push_back(item);
+      situation.push_back(s);
+    }
+  }
+  data.finalize();
+  data.context.entities = static_cast<uint32_t>(data.size());
+  data.context.offsets = {0};
+  for (uint32_t s : situation) {
+    data.context.rows.push_back(s);
+    data.context.weights.push_back(1.0f);
+    data.context.offsets.push_back(data.context.rows.size());
+  }
+  ModelConfig config = small_config(data, ModelKind::kMLP);
+  config.context.categorical = {"DAY"};
+  config.context.categorical_rows = {2};
+  std::vector<std::vector<float>> results;
+  TrainState trained;
+  for (uint32_t threads : {1u, 2u}) {
+    TrainOptions options;
+    options.batch_size = 256;
+    options.threads = threads;
+    options.optimizer.lr = 0.02f;
+    auto backend = make_cpu_backend(data, options, TrainState::fresh(ModelParams::initialize(config, 5), options.optimizer));
+    for (uint32_t epoch = 0; epoch < 80; ++epoch) backend->train_epoch(epoch, {});
+    trained = backend->state();
+    results.push_back(flat_params(trained));
+  }
+  EXPECT_TRUE(results[0] == results[1]);
+  const Scorer scorer(trained.params);
+  FeatureInputs day;
+  day.entities = 2;
+  day.offsets = {0, 1, 2};
+  day.rows = {0, 1};
+  day.weights = {1.0f, 1.0f};
+  uint32_t right = 0;
+  std::vector<float> scores(items);
+  for (uint32_t u = 0; u < users; ++u) {
+    for (uint32_t s = 0; s < 2; ++s) {
+      scorer.score_all(u, scores, context_vector(trained.params, day, s));
+      const uint32_t wanted = s == 0 ? u % 2 : 2 + u % 2, other = s == 0 ? 2 + u % 2 : u % 2;
+      double mean_wanted = 0, mean_other = 0;
+      for (uint32_t k = 0; k < band; ++k) {
+        mean_wanted += scores[wanted * band + k];
+        mean_other += scores[other * band + k];
+      }
+      right += mean_wanted > mean_other;
+    }
+  }
+  EXPECT_GE(right, 2 * users * 9 / 10) << "of " << 2 * users;
 }
 
 // Item metadata for banded_training_set: a categorical "band" (the item's quarter, which is what

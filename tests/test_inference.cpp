@@ -1,6 +1,6 @@
 // Batch inference (host/inference.h) on tiny hand-built models whose scores are known: top-K,
 // ranking with unknown ids last, related items, fallbacks, filters before top-K, every bad line,
-// segments, the job's file handling; and the fast catalog scorer against the engine's Scorer.
+// segments, the job's file handling.
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -13,7 +13,6 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "host/catalog_scorer.h"
 #include "host/inference.h"
 #include "tastebud/engine/scorer.h"
 
@@ -258,48 +257,6 @@ TEST(Inference, TwoStageOnALargeCatalogKeepsTheExactAnswerOfAGmfModel) {
   for (const char* user : {"u0", "u1"}) {
     const std::string line = std::string("{\"userId\": \"") + user + "\"}";
     EXPECT_EQ(items_of(ask(a, line)), items_of(ask(b, line))) << user;
-  }
-}
-
-TEST(Inference, CatalogScorerMatchesTheEngineScorer) {
-  struct Shape {
-    ModelKind kind;
-    uint32_t factors;
-    std::vector<uint32_t> layers;
-  };
-  const std::vector<Shape> shapes{{ModelKind::kNeuMF, 8, {64, 32, 16, 8}},
-                                  {ModelKind::kNeuMF, 3, {14, 7, 5}},
-                                  {ModelKind::kMLP, 8, {128, 64, 32}},
-                                  {ModelKind::kGMF, 5, {64, 32}}};
-  for (const Shape& s : shapes) {
-    ModelConfig c;
-    c.kind = s.kind;
-    c.num_users = 9;
-    c.num_items = 203;
-    c.factors = s.factors;
-    c.layers = s.layers;
-    ModelParams p = ModelParams::initialize(c, 7);
-    // Embeddings of a trained scale, so that the MLP's ReLUs are not all in one regime.
-    std::mt19937 rng(3);
-    std::normal_distribution<float> normal(0.0f, 0.5f);
-    for (Tensor* t : p.tensors()) for (float& v : t->values) v = normal(rng);
-    const Scorer reference(p);
-    const CatalogScorer fast(p);
-    std::vector<float> want(c.num_items), got(c.num_items), group(3 * c.num_items);
-    const std::vector<uint32_t> users{0, 4, 8};
-    fast.score_users(users, group);
-    for (uint32_t u : users) {
-      reference.score_all(u, want);
-      fast.score_all(u, got);
-      for (uint32_t i = 0; i < c.num_items; ++i) {
-        ASSERT_NEAR(got[i], want[i], 1e-4f + 1e-4f * std::fabs(want[i])) << "user " << u << " item " << i;
-        ASSERT_EQ(group[(u / 4) * c.num_items + i], got[i]);
-      }
-      const std::vector<uint32_t> some{202, 0, 17, 17};
-      std::vector<float> part(some.size());
-      fast.score(u, some, part);
-      for (size_t k = 0; k < some.size(); ++k) ASSERT_EQ(part[k], got[some[k]]);
-    }
   }
 }
 

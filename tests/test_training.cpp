@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "host/evaluation.h"
+#include "host/inference.h"
 #include "host/model_dir.h"
 #include "host/split.h"
 #include "host/training.h"
@@ -371,6 +372,91 @@ TEST_F(TrainingJob, ImpressionListsHoldShownItemsNeverActedOnFromTrainingRows) {
   std::string line;
   std::getline(metrics, line);
   EXPECT_EQ(nlohmann::json::parse(line).at("impression_negatives"), 20);
+}
+
+// Context: a positive takes the context of the row that gives its weight (the strongest event, the
+// latest among equals), an eval user the held-out row's; the trained model answers queries with a
+// "context" object, and names its fields when a query or a job names another.
+TEST_F(TrainingJob, ContextComesFromThePositivesRowAndReachesTheAnswers) {
+  const fs::path dir = root_ / "context";
+  fs::create_directories(dir);
+  std::ofstream(dir / "interactions.csv") << "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE,DEVICE\n"
+                                             "u1,a,1,view,mobile\n"
+                                             "u1,a,2,purchase,desktop\n"  // strongest: a's context
+                                             "u1,b,3,view,tablet\n"
+                                             "u1,b,4,view,mobile\n"  // as strong and later: b's
+                                             "u1,a,5,view,tablet\n"  // weaker: not a's context
+                                             "u1,c,6,view,\n"        // held out, no context
+                                             "u2,a,1,view,desktop\n"
+                                             "u2,d,2,view,mobile\n";  // held out
+  datasets::ImportOptions import;
+  import.interactions = dir / "interactions.csv";
+  import.out = dir / "dataset";
+  datasets::import_dataset(import);
+  const datasets::Dataset d = datasets::Dataset::open(dir / "dataset");
+  ASSERT_EQ(d.interactions.context.size(), 1u);
+  const auto& device = d.interactions.context[0];
+  auto device_of = [&](uint64_t r) {
+    return device.values[r] == datasets::kNullContext ? std::string() : std::string(device.vocabulary[device.values[r]]);
+  };
+  SplitOptions o;
+  o.events = {parse_event_rule("view::1"), parse_event_rule("purchase::3")};
+  const Split s = make_split(d, o);
+  ASSERT_EQ(s.positive_row.size(), s.train.size());
+  std::map<std::string, std::string> context_of;  // "user/item" -> device
+  for (size_t p = 0; p < s.train.size(); ++p) {
+    context_of[std::string(d.user_ids[s.train.user[p]]) + "/" + std::string(d.item_ids[s.train.item[p]])] =
+        device_of(s.positive_row[p]);
+  }
+  EXPECT_EQ(context_of, (std::map<std::string, std::string>{{"u1/a", "desktop"}, {"u1/b", "mobile"}, {"u2/a", "desktop"}}));
+  ASSERT_EQ(s.eval_row.size(), s.eval_users.size());
+  std::map<std::string, std::string> eval_context;
+  for (size_t k = 0; k < s.eval_users.size(); ++k) eval_context[std::string(d.user_ids[s.eval_users[k]])] = device_of(s.eval_row[k]);
+  EXPECT_EQ(eval_context, (std::map<std::string, std::string>{{"u1", ""}, {"u2", "mobile"}}));
+
+  TrainJob j;
+  j.data = dir / "dataset";
+  j.out = dir / "model";
+  j.epochs = 2;
+  j.layers = {8, 4};
+  j.context = {"DEVICE"};
+  j.events = {"view::1", "purchase::3"};
+  j.progress = false;
+  std::ostringstream log;
+  run_training(j, log);
+  ModelData m = load_model_dir(dir / "model");
+  ASSERT_TRUE(m.params && m.params->config.has_context());
+  ASSERT_EQ(m.context.size(), 1u);
+  EXPECT_EQ(m.context[0].field, "DEVICE");
+  EXPECT_EQ(m.context[0].rows.size(), 3u);  // mobile, desktop, tablet
+  InferenceContext inference_context = load_context(m, dir / "dataset");
+  const Recommender r(std::move(m), std::move(inference_context), InferenceOptions{});
+  auto scores = [&](const std::string& line) {
+    const nlohmann::json out = nlohmann::json::parse(r.answer(line));
+    EXPECT_TRUE(out.at("error").is_null()) << out.dump();
+    return out.at("output").at("scores");
+  };
+  const auto plain = scores(R"({"userId": "u2", "itemList": ["b", "c", "d"]})");
+  const auto mobile = scores(R"({"userId": "u2", "itemList": ["b", "c", "d"], "context": {"DEVICE": "mobile"}})");
+  const auto desktop = scores(R"({"userId": "u2", "itemList": ["b", "c", "d"], "context": {"DEVICE": "desktop"}})");
+  EXPECT_NE(mobile, desktop);
+  EXPECT_NE(mobile, plain);
+  // A value the model never saw adds nothing.
+  EXPECT_EQ(scores(R"({"userId": "u2", "itemList": ["b", "c", "d"], "context": {"DEVICE": "watch"}})"), plain);
+  const nlohmann::json bad = nlohmann::json::parse(r.answer(R"({"userId": "u2", "context": {"COLOR": "red"}})"));
+  EXPECT_NE(bad.at("error").get<std::string>().find("DEVICE"), std::string::npos) << bad.dump();
+
+  j.out = dir / "model_bad";
+  j.context = {"COLOR"};
+  try {
+    run_training(j, log);
+    FAIL() << "an unknown contextual field must be refused";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("DEVICE"), std::string::npos) << e.what();
+  }
+  j.context = {"all"};
+  j.model = "gmf";
+  EXPECT_THROW(run_training(j, log), Error);  // a gmf model has no MLP branch for the context
 }
 
 TEST_F(TrainingJob, BadSettingsAreRefusedWithTheFlagName) {

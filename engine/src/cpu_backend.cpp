@@ -57,6 +57,11 @@ class CpuBackend final : public Backend {
     if (config.item_features.enabled()) data.item_features.check(config.item_features, data.num_items, "item");
     user_view_ = view_of(config.user_features, data.user_features);
     item_view_ = view_of(config.item_features, data.item_features);
+    if (config.has_context()) {
+      TB_CHECK(data.size() < (1ull << 32), "context: at most 2^32 - 1 positives");
+      data.context.check(config.context, static_cast<uint32_t>(data.size()), "context");
+      context_view_ = view_of(config.context, data.context);
+    }
     if (options.sampler == SamplerKind::kPopularity) {
       std::vector<double> weights(data.num_items);
       for (uint32_t i = 0; i < data.num_items; ++i) {
@@ -127,6 +132,7 @@ class CpuBackend final : public Backend {
     const size_t f = static_cast<size_t>(shape_.factors);
     users_.resize(rows);
     items_.resize(rows);
+    positives_.resize(rows);
     labels_.resize(rows);
     weights_.resize(rows);
     user_gmf_.resize(rows * f);
@@ -213,6 +219,7 @@ class CpuBackend final : public Backend {
       if (bpr()) {
         const size_t r = 2 * static_cast<size_t>(s);
         users_[r] = users_[r + 1] = user;
+        positives_[r] = positives_[r + 1] = static_cast<uint32_t>(positive);
         items_[r] = data_.item[positive];
         items_[r + 1] = negative(k);
         labels_[r] = 1.0f;
@@ -220,6 +227,7 @@ class CpuBackend final : public Backend {
         weights_[r] = weights_[r + 1] = data_.weight[positive];
       } else {
         users_[s] = user;
+        positives_[s] = static_cast<uint32_t>(positive);
         items_[s] = k == 0 ? data_.item[positive] : negative(k - 1);
         labels_[s] = k == 0 ? 1.0f : 0.0f;
         weights_[s] = k == 0 ? data_.weight[positive] : 1.0f;
@@ -327,6 +335,11 @@ class CpuBackend final : public Backend {
           cpu::add_features<float>(item_view_, items_[r], params.item_features.values.data(), item_numeric_,
                                    f, e, item_gmf_.data() + r * f, acts_[0].data() + r * l0 + e);
         }
+        // Context: the interaction's situation joins the user's half of the MLP input.
+        if (!context_view_.empty()) {
+          cpu::add_features<float>(context_view_, positives_[r], params.context_features.values.data(),
+                                   nullptr, 0, e, nullptr, acts_[0].data() + r * l0);
+        }
       }
       cpu::ChunkRows<float>& chunk = chunks_[c];
       chunk.rows = n;
@@ -423,23 +436,27 @@ class CpuBackend final : public Backend {
     }
     size_t t = ModelParams::kEmbeddingTables;
     if (state_.params.config.user_features.table_rows() > 0) {
-      update_features(t++, user_view_, users_, d_user_gmf_.data(), 0, rows, step_size);
+      update_features(t++, user_view_, users_, d_user_gmf_.data(), f, 0, rows, step_size);
     }
     if (state_.params.config.item_features.table_rows() > 0) {
-      update_features(t++, item_view_, items_, d_item_gmf_.data(), e, rows, step_size);
+      update_features(t++, item_view_, items_, d_item_gmf_.data(), f, e, rows, step_size);
+    }
+    if (state_.params.config.has_context()) {
+      update_features(t++, context_view_, positives_, d_user_gmf_.data(), 0, 0, rows, step_size);
     }
   }
 
   // Feature table t: each batch row's representation gradient reaches every feature row of its
-  // entity, scaled by the row's weight, summed per table row in batch-row order.
+  // entity, scaled by the row's weight, summed per table row in batch-row order. f: the GMF columns
+  // of a row (0 for the context table, which feeds the MLP only); mlp_offset: which half of the MLP
+  // input the table feeds.
   void update_features(size_t t, const cpu::FeatureView& view, const std::vector<uint32_t>& ids,
-                       const float* d_gmf, int64_t mlp_offset, int64_t rows, float step_size) {
-    const int64_t f = shape_.factors;
+                       const float* d_gmf, int64_t f, int64_t mlp_offset, int64_t rows, float step_size) {
     const int64_t e = state_.params.config.mlp_embedding();
     feature_groups_.build(view, {ids.data(), static_cast<size_t>(rows)});
     feature_summed_.resize(feature_groups_.size() * (f + e));
-    cpu::sum_feature_gradients<float>(feature_groups_, d_gmf, f, d_acts_[0].data(), 2 * e, mlp_offset,
-                                      f, e, feature_summed_.data());
+    cpu::sum_feature_gradients<float>(feature_groups_, d_gmf, shape_.factors, d_acts_[0].data(), 2 * e,
+                                      mlp_offset, f, e, feature_summed_.data());
     Tensor& table = *tensors_[t];
     cpu::sparse_update(options_.optimizer, step_size, table.values.data(),
                        state_.state0[t].values.data(), state_.state1[t].values.data(), f + e,
@@ -454,6 +471,7 @@ class CpuBackend final : public Backend {
   uint32_t max_rows_ = 0, chunk_rows_ = 0;
   std::vector<uint64_t> order_;
   std::vector<uint32_t> users_, items_;
+  std::vector<uint32_t> positives_;  // the positive each batch row was made from (its context)
   cpu::AlignedVector<float> labels_, weights_;
   cpu::AlignedVector<float> user_gmf_, item_gmf_, gmf_, d_user_gmf_, d_item_gmf_, logits_, dlogits_;
   std::vector<cpu::AlignedVector<float>> acts_, d_acts_;
@@ -472,7 +490,7 @@ class CpuBackend final : public Backend {
   cpu::DenseParams<float> dense_;
   std::vector<Tensor*> tensors_;  // state_.params.tensors(), refreshed by bind_params()
   cpu::RowGroups user_groups_, item_groups_;
-  cpu::FeatureView user_view_, item_view_;
+  cpu::FeatureView user_view_, item_view_, context_view_;
   const float* user_numeric_ = nullptr;  // the projections in dense_values_, bound with the rest
   const float* item_numeric_ = nullptr;
   cpu::FeatureGroups feature_groups_;

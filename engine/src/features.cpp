@@ -70,6 +70,16 @@ ModelParams fold_features(const ModelParams& params, const FeatureInputs& users,
   return folded;
 }
 
+std::vector<float> context_vector(const ModelParams& params, const FeatureInputs& context, uint32_t x) {
+  const int64_t e = params.config.mlp_embedding();
+  std::vector<float> out(static_cast<size_t>(e), 0.0f);
+  if (!params.config.has_context() || context.offsets.empty()) return out;
+  TB_CHECK(x < context.entities, "context: entity out of range");
+  cpu::add_features<float>(view_of(context), x, params.context_features.values.data(), nullptr, 0, e,
+                           nullptr, out.data());
+  return out;
+}
+
 void zero_untrained_rows(ModelParams& params, const TrainingSet& data) {
   const ModelConfig& c = params.config;
   auto zero = [](Tensor& t, uint64_t row) {

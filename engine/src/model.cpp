@@ -51,6 +51,11 @@ void validate_features(const FeatureSpec& s, const char* side) {
 void ModelConfig::validate() const {
   validate_features(user_features, "user");
   validate_features(item_features, "item");
+  validate_features(context, "context");
+  TB_CHECK(context.textual.empty() && context.numerical.empty(),
+           "context: only categorical contextual fields feed the model");
+  TB_CHECK(!has_context() || has_mlp(),
+           "--context feeds the MLP branch; a gmf model has none (use neumf or mlp)");
   TB_CHECK(num_users > 0 && num_items > 0, "the model needs at least one user and one item");
   if (has_gmf()) TB_CHECK(factors > 0, "--factors must be positive");
   if (has_mlp()) {
@@ -128,6 +133,10 @@ ModelParams ModelParams::initialize(const ModelConfig& config, uint64_t seed) {
   };
   features(p.user_features, p.user_numeric, config.user_features, "user", 4);
   features(p.item_features, p.item_numeric, config.item_features, "item", 6);
+  if (config.has_context()) {
+    p.context_features = make_tensor("context_features", {config.context.table_rows(), e});
+    fill_normal(p.context_features, seed, 8, 0.01f);
+  }
   p.head_weight = make_tensor("head_weight", {config.head_inputs()});
   p.head_bias = make_tensor("head_bias", {1});
   // LeCun uniform for the linear head.
@@ -140,6 +149,7 @@ std::vector<Tensor*> ModelParams::tensors() {
   std::vector<Tensor*> all{&user_gmf, &item_gmf, &user_mlp, &item_mlp};
   if (config.user_features.table_rows() > 0) all.push_back(&user_features);
   if (config.item_features.table_rows() > 0) all.push_back(&item_features);
+  if (config.has_context()) all.push_back(&context_features);
   for (size_t j = 0; j < weights.size(); ++j) {
     all.push_back(&weights[j]);
     all.push_back(&biases[j]);
@@ -153,7 +163,7 @@ std::vector<Tensor*> ModelParams::tensors() {
 
 size_t ModelParams::sparse_tensors() const {
   return kEmbeddingTables + (config.user_features.table_rows() > 0) +
-         (config.item_features.table_rows() > 0);
+         (config.item_features.table_rows() > 0) + config.has_context();
 }
 
 std::vector<const Tensor*> ModelParams::tensors() const {

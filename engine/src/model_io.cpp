@@ -167,6 +167,7 @@ std::string config_to_json(const ModelConfig& c) {
                    {"num_items", c.num_items}, {"factors", c.factors}, {"layers", c.layers}};
   if (c.user_features.enabled()) j["user_features"] = features_to_json(c.user_features);
   if (c.item_features.enabled()) j["item_features"] = features_to_json(c.item_features);
+  if (c.has_context()) j["context"] = features_to_json(c.context);
   return j.dump();
 }
 
@@ -181,6 +182,7 @@ ModelConfig config_from_json(const std::string& text, const std::string& what) {
     c.layers = j.at("layers").get<std::vector<uint32_t>>();
     if (j.contains("user_features")) c.user_features = features_from_json(j.at("user_features"));
     if (j.contains("item_features")) c.item_features = features_from_json(j.at("item_features"));
+    if (j.contains("context")) c.context = features_from_json(j.at("context"));
     c.validate();
     return c;
   } catch (const nlohmann::json::exception& e) {

@@ -31,4 +31,8 @@ struct FeatureInputs {
 ModelParams fold_features(const ModelParams& params, const FeatureInputs& users,
                           const FeatureInputs& items);
 
+// Context: the sum of entity x's context-table rows (params.context_features), the vector that
+// joins the user's half of the MLP input; mlp_embedding() floats, zeros when x has none.
+std::vector<float> context_vector(const ModelParams& params, const FeatureInputs& context, uint32_t x);
+
 }  // namespace tastebud

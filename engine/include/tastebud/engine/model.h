@@ -53,6 +53,11 @@ struct ModelConfig {
   // Metadata features (empty specs: the id-only model, and the file layout of before).
   FeatureSpec user_features, item_features;
   bool has_metadata() const { return user_features.enabled() || item_features.enabled(); }
+  // Contextual categorical fields of the interactions (DEVICE_TYPE, ...; categorical entries of
+  // the spec only): each value owns a row of the context table, whose sum over the fields of an
+  // interaction is added to the user's half of the MLP input. Empty: no context.
+  FeatureSpec context;
+  bool has_context() const { return !context.categorical.empty(); }
   // Width of a feature row: the GMF part, then the MLP part, split like the id tables.
   uint32_t feature_width() const { return (has_gmf() ? factors : 0) + mlp_embedding(); }
   // The shape the kernels of both backends take.
@@ -91,18 +96,20 @@ struct ModelParams {
   // [numerical x feature_width()]; columns [0, factors) feed GMF, the rest the MLP half.
   Tensor user_features, item_features;
   Tensor user_numeric, item_numeric;
+  // Context: [FeatureSpec::table_rows() x mlp_embedding()], present when the config has context.
+  Tensor context_features;
 
   // Embeddings N(0, 0.01) (standard deviation 0.01, as in the paper), dense layers uniform with
   // He fan-in scaling, head uniform with fan-in scaling; every draw from Philox keyed by seed.
   static ModelParams initialize(const ModelConfig& config, uint64_t seed);
 
   // Every tensor in a fixed order: the sparse tables first (the four id tables, then the feature
-  // tables that the config enables), then the dense parameters (the layers, the head, then the
+  // tables that the config enables, then the context table), then the dense parameters (the layers, the head, then the
   // numeric projections that the config enables). Without metadata this is the order of before.
   std::vector<Tensor*> tensors();
   std::vector<const Tensor*> tensors() const;
   static constexpr size_t kEmbeddingTables = 4;  // the id tables
-  size_t sparse_tensors() const;                 // id tables + feature tables
+  size_t sparse_tensors() const;                 // id tables + feature tables + context table
 };
 
 }  // namespace tastebud

@@ -34,6 +34,9 @@ struct TrainingSet {
   std::vector<uint32_t> impression_items;
   // Metadata inputs, used when the model's config enables that side (empty otherwise).
   FeatureInputs user_features, item_features;
+  // Context: positive p's context-table rows (one per contextual field the interaction has, weight
+  // 1), used by the positive and by every negative drawn for it (the same situation, another item).
+  FeatureInputs context;
 
   size_t size() const { return user.size(); }
   // Builds offsets and counts from sorted user/item/weight; throws when the pairs are not sorted
