@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "host/model_dir.h"
+#include "host/evaluation.h"
 #include "host/split.h"
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/engine/model_io.h"
@@ -104,6 +105,56 @@ SeenItems seen_of(const EventLog& log) {
     seen.offsets.push_back(seen.items.size());
   }
   return seen;
+}
+
+// The recipe judged like NeuMF (--eval): computed again from the split's training rows only (a
+// user's row counts when its (user, item) pair is a training positive and, under holdout, it is
+// older than the user's first held-out row), then asked to rank the same held-out interactions
+// among the same candidates. popularity and trending score every user alike; sims sums each
+// item's similarity to the user's training items.
+EpochRecord evaluate_recipe(const TrainJob& job, const datasets::Dataset& dataset, EventLog events,
+                            const RecipeOptions& options, Metrics* popularity_baseline) {
+  const auto start = std::chrono::steady_clock::now();
+  const Split split = make_split(dataset, split_options_of(job));
+  const TrainingSet& train = split.train;
+  std::vector<uint64_t> cut(dataset.num_users(), UINT64_MAX);
+  if (split.protocol == EvalProtocol::kHoldout) {
+    for (size_t k = 0; k < split.eval_users.size(); ++k) cut[split.eval_users[k]] = split.eval_row[k];
+  }
+  const std::vector<double> base = event_weights(events, options);
+  std::vector<float> weight(base.size(), 0.0f);
+  for (uint64_t r = 0; r < base.size(); ++r) {
+    const uint32_t u = events.user[r];
+    const auto first = train.item.begin() + static_cast<int64_t>(train.user_offsets[u]);
+    const auto last = train.item.begin() + static_cast<int64_t>(train.user_offsets[u + 1]);
+    if (r < cut[u] && std::binary_search(first, last, events.item[r])) weight[r] = static_cast<float>(base[r]);
+  }
+  events.weight = std::move(weight);
+  std::vector<float> item_scores;
+  ItemNeighbors neighbors;
+  if (job.model == "popularity") item_scores = popularity_scores(events, options);
+  if (job.model == "trending") item_scores = trending_scores(events, options);
+  if (job.model == "sims") neighbors = sims_neighbors(events, options);
+  const ScoreFn score = [&](uint32_t u, std::span<const uint32_t> items, std::span<float> out) {
+    if (job.model != "sims") {
+      for (size_t k = 0; k < out.size(); ++k) out[k] = item_scores[items.empty() ? k : items[k]];
+      return;
+    }
+    thread_local std::vector<float> all;
+    all.assign(events.num_items, 0.0f);
+    for (uint64_t p = train.user_offsets[u]; p < train.user_offsets[u + 1]; ++p) {
+      const uint32_t h = train.item[p];
+      for (uint64_t k = neighbors.offsets[h]; k < neighbors.offsets[h + 1]; ++k) all[neighbors.items[k]] += neighbors.scores[k];
+    }
+    for (size_t k = 0; k < out.size(); ++k) out[k] = all[items.empty() ? k : items[k]];
+  };
+  EpochRecord record;
+  record.epoch = 1;
+  record.samples = events.user.size();
+  record.metrics = evaluate(split, score, job.threads);
+  record.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  *popularity_baseline = evaluate_popularity(split);
+  return record;
 }
 
 }  // namespace
@@ -346,6 +397,26 @@ TrainResult train_recipe(const TrainJob& job, std::ostream& log) {
   }
   TrainResult result;
   result.backend = "cpu";
+  if (parse_eval_protocol(job.eval) != EvalProtocol::kNone) {
+    result.history.push_back(evaluate_recipe(job, dataset, events, options, &result.popularity));
+    const EpochRecord& r = result.history.back();
+    nlohmann::json metrics;
+    std::string line = fmt::format("{} ({}, the recipe recomputed from the training rows):", job.model, job.eval);
+    for (const auto& [k, v] : r.metrics) {
+      metrics[k] = v;
+      if (k != "eval_users") line += fmt::format("  {} {:.4f}", k, v);
+    }
+    const nlohmann::json row{{"epoch", r.epoch}, {"seconds", r.seconds}, {"samples", r.samples}, {"metrics", metrics}};
+    write_file_atomically(job.out / "metrics.jsonl", row.dump() + "\n");
+    log << line << "\n";
+    if (job.model != "popularity") {
+      std::string baseline = "popularity count baseline:";
+      for (const auto& [k, v] : result.popularity) {
+        if (k != "eval_users") baseline += fmt::format("  {} {:.4f}", k, v);
+      }
+      log << baseline << "\n";
+    }
+  }
   return result;
 }
 

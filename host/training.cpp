@@ -173,6 +173,15 @@ SeenItems seen_of(const TrainingSet& train) {
 
 }  // namespace
 
+SplitOptions split_options_of(const TrainJob& job) {
+  SplitOptions o;
+  for (const std::string& rule : job_events(job)) o.events.push_back(parse_event_rule(rule));
+  o.protocol = parse_eval_protocol(job.eval);
+  o.impressions = job.impression_negatives > 0.0f;
+  o.max_eval_users = job.eval_users > 0 ? job.eval_users : o.protocol == EvalProtocol::kHoldout ? 10000 : 0;
+  return o;
+}
+
 TrainResult run_training(const TrainJob& job, std::ostream& log) {
   if (is_recipe(job.model)) return train_recipe(job, log);
   const EvalProtocol protocol = parse_eval_protocol(job.eval);
@@ -224,12 +233,7 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
   }
 
   const datasets::Dataset dataset = datasets::Dataset::open(job.data);
-  SplitOptions split_options;
-  for (const std::string& rule : job_events(job)) split_options.events.push_back(parse_event_rule(rule));
-  split_options.protocol = protocol;
-  split_options.impressions = job.impression_negatives > 0.0f;
-  split_options.max_eval_users = job.eval_users > 0 ? job.eval_users
-                                 : protocol == EvalProtocol::kHoldout ? 10000 : 0;
+  const SplitOptions split_options = split_options_of(job);
   Split split = make_split(dataset, split_options);
   TB_CHECK(split.train.size() > 0, fmt::format("{}: no interactions to train on", job.data.string()));
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "host/evaluation.h"
+#include "host/split.h"
 
 namespace tastebud::host {
 
@@ -78,6 +79,9 @@ struct TrainResult {
 // The job's event rules as TYPE[:THRESHOLD[:WEIGHT]]: the --event flags, or else the job file's
 // [[events]] tables.
 std::vector<std::string> job_events(const TrainJob& job);
+
+// How the job splits its dataset: --event rules, --eval protocol, evaluated users, impressions.
+SplitOptions split_options_of(const TrainJob& job);
 
 // Runs the job; writes the model directory; prints the summary to `log`.
 TrainResult run_training(const TrainJob& job, std::ostream& log);

@@ -459,6 +459,45 @@ TEST_F(TrainingJob, ContextComesFromThePositivesRowAndReachesTheAnswers) {
   EXPECT_THROW(run_training(j, log), Error);  // a gmf model has no MLP branch for the context
 }
 
+// Recipes are judged like NeuMF: recomputed from the split's training rows (counting a held-out
+// row would leak the answer), ranking the same held-out items among the same candidates.
+TEST_F(TrainingJob, RecipesAreEvaluatedOnTheTrainingRowsOnly) {
+  const datasets::Dataset d = datasets::Dataset::open(root_ / "dataset");
+  std::ostringstream log;
+  TrainJob j = job("recipe_popularity");
+  j.model = "popularity";
+  const TrainResult popularity = run_training(j, log);
+  ASSERT_EQ(popularity.history.size(), 1u);
+  const Metrics& got = popularity.history[0].metrics;
+  EXPECT_TRUE(fs::exists(root_ / "recipe_popularity" / "metrics.jsonl"));
+
+  // The same split and metrics, with counts from the training pairs' rows only, and with every row.
+  const Split s = make_split(d, split_options_of(j));
+  std::vector<float> clean(d.num_items(), 0.0f), leaky(d.num_items(), 0.0f);
+  for (uint64_t r = 0; r < d.interactions.size(); ++r) {
+    const uint32_t u = d.interactions.user[r], i = d.interactions.item[r];
+    leaky[i] += 1.0f;
+    const auto first = s.train.item.begin() + s.train.user_offsets[u], last = s.train.item.begin() + s.train.user_offsets[u + 1];
+    if (std::binary_search(first, last, i)) clean[i] += 1.0f;
+  }
+  auto by = [](const std::vector<float>& counts) {
+    return [&counts](uint32_t, std::span<const uint32_t> items, std::span<float> out) {
+      for (size_t k = 0; k < out.size(); ++k) out[k] = counts[items.empty() ? k : items[k]];
+    };
+  };
+  const Metrics want = evaluate(s, by(clean), 1), leaked = evaluate(s, by(leaky), 1);
+  EXPECT_EQ(got.at("hr@10"), want.at("hr@10"));
+  EXPECT_EQ(got.at("ndcg@10"), want.at("ndcg@10"));
+  EXPECT_NE(got.at("hr@10"), leaked.at("hr@10"));
+
+  // Co-occurrence knows the shop's taste clusters; counts do not.
+  j = job("recipe_sims");
+  j.model = "sims";
+  const TrainResult sims = run_training(j, log);
+  ASSERT_EQ(sims.history.size(), 1u);
+  EXPECT_GT(sims.history[0].metrics.at("hr@10"), 1.5 * sims.popularity.at("hr@10"));
+}
+
 TEST_F(TrainingJob, BadSettingsAreRefusedWithTheFlagName) {
   std::ostringstream log;
   TrainJob j = job("bad");
