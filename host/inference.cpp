@@ -195,8 +195,11 @@ namespace {
 
 // A metadata model is served as its folded id-only twin (fold_features): every user and item of
 // the model, cold ones included, scores with the metadata of the dataset it was trained on,
-// matched by id, so the scorers need not know about features.
-ModelParams fold_dataset_features(const ModelParams& params, const ModelData& m, const fs::path& dir) {
+// matched by id, so the scorers need not know about features. With user metadata, users the
+// dataset gained after training (an incremental import of Users) join the model as metadata-only
+// users: a zero id row plus their features, scored like users without interactions were in
+// training. m.user_ids and m.seen grow to match; m.trained_users keeps the model's own count.
+ModelParams fold_dataset_features(const ModelParams& params, ModelData& m, const fs::path& dir) {
   TB_CHECK(!m.data.empty() && fs::is_directory(m.data),
            fmt::format("{}: the model uses metadata but its dataset ({}) is gone", dir.string(), m.data.string()));
   const datasets::Dataset dataset = datasets::Dataset::open(m.data);
@@ -210,7 +213,23 @@ ModelParams fold_dataset_features(const ModelParams& params, const ModelData& m,
     }
     return rows;
   };
-  const ModelConfig& c = params.config;
+  ModelParams widened = params;
+  ModelConfig& c = widened.config;
+  if (c.user_features.enabled()) {
+    const std::unordered_map<std::string, uint32_t> known = index_ids(m.user_ids);
+    for (uint32_t d = 0; d < dataset.user_ids.size(); ++d) {
+      const std::string id(dataset.user_ids[d]);
+      if (!known.contains(id) && !dataset.users.has_row.empty() && dataset.users.has_row[d]) m.user_ids.push_back(id);
+    }
+    const uint32_t added = static_cast<uint32_t>(m.user_ids.size()) - c.num_users;
+    if (added > 0) {
+      c.num_users += added;
+      widened.user_gmf.shape[0] = widened.user_mlp.shape[0] = c.num_users;
+      widened.user_gmf.values.resize(widened.user_gmf.values.size() + static_cast<size_t>(added) * widened.user_gmf.cols(), 0.0f);
+      widened.user_mlp.values.resize(widened.user_mlp.values.size() + static_cast<size_t>(added) * widened.user_mlp.cols(), 0.0f);
+      if (!m.seen.offsets.empty()) m.seen.offsets.resize(c.num_users + 1, m.seen.offsets.back());
+    }
+  }
   FeatureInputs users, items;
   if (c.user_features.enabled()) {
     users = encode_features(dataset.users, c.user_features, c.num_users, rows_of(m.user_ids, dataset.user_ids));
@@ -218,7 +237,7 @@ ModelParams fold_dataset_features(const ModelParams& params, const ModelData& m,
   if (c.item_features.enabled()) {
     items = encode_features(dataset.items, c.item_features, c.num_items, rows_of(m.item_ids, dataset.item_ids));
   }
-  return fold_features(params, users, items);
+  return fold_features(widened, users, items);
 }
 
 // The values of the model's contextual fields, from the dataset it was trained on: value v of
@@ -266,6 +285,7 @@ ModelData load_model_dir(const fs::path& dir) {
       throw Error(fmt::format("{}: model.bin has {} users and {} items but the id files list {} and {}",
                               dir.string(), c.num_users, c.num_items, m.user_ids.size(), m.item_ids.size()));
     if (c.has_context()) m.context = context_values(c.context, m, dir);
+    m.trained_users = c.num_users;
     if (c.has_metadata()) m.params = fold_dataset_features(*m.params, m, dir);
   } else if (is_recipe(m.kind)) {
     m.recipe = read_recipe(dir / "recipe.bin");
@@ -348,6 +368,8 @@ InferenceContext load_context(const ModelData& model, const fs::path& dataset_di
 }
 
 // ---- Recommender -----------------------------------------------------------------------------------
+
+constexpr const char* kMetadataOnlyUser = "user unknown to the model: scored from the user's metadata alone";
 
 struct Recommender::Impl {
   ModelData model;
@@ -649,6 +671,7 @@ struct Recommender::Impl {
     } else if (scorer) {
       scorer->score(user->second, known, s, q.context);
       for (float& x : s) x = sigmoid(x);
+      if (user->second >= model.trained_users) reason = kMetadataOnlyUser;
     } else if (model.kind == "sims") {
       std::vector<float> all;
       sims_user_scores(user->second, all);
@@ -689,6 +712,7 @@ struct Recommender::Impl {
         fallback = true;
       } else {
         recommend_for_user(it->second, q, allowed, items, scores, reason);
+        if (it->second >= model.trained_users) reason = kMetadataOnlyUser;
       }
     } else {
       const auto it = item_index.find(*q.item_id);

@@ -10,7 +10,9 @@
 // "context": {"DEVICE_TYPE": "mobile", ...} (fields left out, or values the model never saw, add
 // nothing; a model without context ignores it), and writes, in input order,
 //   {"input": {...}, "output": {"recommendedItems": [...], "scores": [...]}, "error": null}
-// A fallback answer (unknown user or item: popular items) adds "reason" to "output". A bad line
+// A fallback answer (unknown user or item: popular items) adds "reason" to "output"; so does the
+// answer for a user the model never trained on but whose metadata the dataset gained since (a
+// model with user metadata scores them from it). A bad line
 // gets "output": null and its message in "error"; the job goes on. Blank lines are skipped.
 //
 // batch-segment reads {"itemId": "i1"} or {"itemAttributes": "ITEMS.GENRES = \"Comedy\""} and
@@ -65,6 +67,9 @@ struct ModelData {
   RecipeData recipe;                  // recipes
   std::filesystem::path data;         // the dataset it was trained on ("" when unknown)
   std::vector<ContextValues> context; // params->config.context's fields, in its order
+  // Users [trained_users, user_ids.size()) joined after training from the dataset's user metadata
+  // (a model with user metadata); they score from metadata alone.
+  uint32_t trained_users = UINT32_MAX;
 };
 
 ModelData load_model_dir(const std::filesystem::path& dir);

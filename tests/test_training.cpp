@@ -498,6 +498,59 @@ TEST_F(TrainingJob, RecipesAreEvaluatedOnTheTrainingRowsOnly) {
   EXPECT_GT(sims.history[0].metrics.at("hr@10"), 1.5 * sims.popularity.at("hr@10"));
 }
 
+// A model with user metadata serves users who arrive after training (an incremental import of
+// Users) from their metadata alone, and says so; equal metadata, equal answers.
+TEST_F(TrainingJob, UsersAddedAfterTrainingScoreFromTheirMetadata) {
+  const fs::path dir = root_ / "new_users";
+  datasets::GeneratorOptions g;
+  g.users = 300;
+  g.items = 100;
+  g.interactions = 12000;
+  g.seed = 5;
+  const datasets::CsvFiles csv = datasets::generate_shop(g, dir / "shop");
+  datasets::ImportOptions o;
+  o.interactions = csv.interactions;
+  o.users = csv.users;
+  o.items = csv.items;
+  o.out = dir / "dataset";
+  datasets::import_dataset(o);
+  TrainJob j;
+  j.data = dir / "dataset";
+  j.out = dir / "model";
+  j.epochs = 2;
+  j.eval = "none";
+  j.metadata = "users";
+  j.progress = false;
+  std::ostringstream log;
+  run_training(j, log);
+
+  std::ofstream(dir / "new_users.csv") << "USER_ID,AGE,GENDER,MEMBERSHIP\n"
+                                          "newcomer_a,23,F,gold\n"
+                                          "newcomer_b,23,F,gold\n"
+                                          "newcomer_c,67,M,basic\n";
+  datasets::ImportOptions more;
+  more.users = dir / "new_users.csv";
+  more.out = dir / "dataset";
+  more.mode = datasets::ImportMode::Incremental;
+  datasets::import_dataset(more);
+
+  ModelData m = load_model_dir(dir / "model");
+  EXPECT_EQ(m.trained_users, 300u);
+  ASSERT_EQ(m.user_ids.size(), 303u);
+  InferenceContext context = load_context(m, dir / "dataset");
+  const Recommender r(std::move(m), std::move(context), InferenceOptions{});
+  auto ask = [&](const std::string& user) { return nlohmann::json::parse(r.answer("{\"userId\": \"" + user + "\"}")); };
+  const auto a = ask("newcomer_a"), b = ask("newcomer_b"), c = ask("newcomer_c"), known = ask("u0");
+  for (const auto* out : {&a, &b, &c}) {
+    ASSERT_TRUE(out->at("error").is_null()) << out->dump();
+    EXPECT_NE(out->at("output").at("reason").get<std::string>().find("metadata"), std::string::npos);
+  }
+  EXPECT_EQ(a.at("output"), b.at("output"));
+  EXPECT_NE(a.at("output").at("recommendedItems"), c.at("output").at("recommendedItems"));
+  EXPECT_FALSE(known.at("output").contains("reason"));
+  EXPECT_NE(ask("stranger").at("output").at("reason").get<std::string>().find("popular"), std::string::npos);
+}
+
 TEST_F(TrainingJob, BadSettingsAreRefusedWithTheFlagName) {
   std::ostringstream log;
   TrainJob j = job("bad");
