@@ -67,12 +67,17 @@ class TrainingJob : public ::testing::Test {
     g.interactions = 30000;
     g.clusters = 8;
     g.seed = 3;
-    const datasets::CsvFiles csv = datasets::generate_shop(g, root_ / "shop");
+    import_shop(g, root_ / "shop", root_ / "dataset");
+  }
+
+  // Generates a shop into csv_dir and imports its three files into dataset.
+  static void import_shop(const datasets::GeneratorOptions& g, const fs::path& csv_dir, const fs::path& dataset) {
+    const datasets::CsvFiles csv = datasets::generate_shop(g, csv_dir);
     datasets::ImportOptions o;
     o.interactions = csv.interactions;
     o.users = csv.users;
     o.items = csv.items;
-    o.out = root_ / "dataset";
+    o.out = dataset;
     datasets::import_dataset(o);
   }
   static void TearDownTestSuite() { fs::remove_all(root_); }
@@ -507,13 +512,7 @@ TEST_F(TrainingJob, UsersAddedAfterTrainingScoreFromTheirMetadata) {
   g.items = 100;
   g.interactions = 12000;
   g.seed = 5;
-  const datasets::CsvFiles csv = datasets::generate_shop(g, dir / "shop");
-  datasets::ImportOptions o;
-  o.interactions = csv.interactions;
-  o.users = csv.users;
-  o.items = csv.items;
-  o.out = dir / "dataset";
-  datasets::import_dataset(o);
+  import_shop(g, dir / "shop", dir / "dataset");
   TrainJob j;
   j.data = dir / "dataset";
   j.out = dir / "model";
