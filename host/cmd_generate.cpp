@@ -17,9 +17,44 @@ namespace {
 struct GenerateArgs {
   datasets::GeneratorOptions options;
   std::string out_dir;
+  std::string layout = "shop";
+  // Set when the flag was given: the movielens-100k layout has its own defaults (ml-100k's sizes).
+  bool users_given = false, items_given = false, interactions_given = false;
+  bool shop_only_given = false;  // --clusters or --cold-items
 };
 
+void run_generate_movielens(const GenerateArgs& args) {
+  if (args.shop_only_given) {
+    throw Error("generate: --clusters and --cold-items apply to --layout shop only");
+  }
+  datasets::MovieLens100kOptions o;
+  if (args.users_given) o.users = args.options.users;
+  if (args.items_given) o.items = args.options.items;
+  if (args.interactions_given) o.ratings = args.options.interactions;
+  o.seed = args.options.seed;
+  const auto start = std::chrono::steady_clock::now();
+  const datasets::MovieLens100kFiles files = datasets::generate_movielens_100k(o, args.out_dir);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const auto report = [](const std::filesystem::path& path, uint64_t rows) {
+    fmt::print("wrote {}: {} rows, {:.1f} MB\n", path.string(), rows,
+               std::filesystem::file_size(path) / 1e6);
+  };
+  report(files.ratings, o.ratings);
+  report(files.items, o.items);
+  report(files.users, o.users);
+  fmt::print(
+      "generated a synthetic dataset in the ml-100k layout (not the real MovieLens ratings): {} "
+      "users, {} items, {} ratings, seed {}, in {:.2f} s; import it with `tastebud import "
+      "--movielens {}`\n",
+      o.users, o.items, o.ratings, o.seed, seconds, args.out_dir);
+}
+
 void run_generate(const GenerateArgs& args) {
+  if (args.layout == "movielens-100k") {
+    run_generate_movielens(args);
+    return;
+  }
   const auto start = std::chrono::steady_clock::now();
   const datasets::CsvFiles files = datasets::generate_shop(args.options, args.out_dir);
   const double seconds =
@@ -49,24 +84,34 @@ void add_generate_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "generate",
       "Write a synthetic shop (interactions.csv, users.csv, items.csv in the Personalize layout) "
-      "with latent taste clusters, a long tail, a view/cart/purchase funnel and trending items");
+      "with latent taste clusters, a long tail, a view/cart/purchase funnel and trending items; "
+      "or, with --layout movielens-100k, synthetic ratings in the ml-100k layout (u.data, u.item, "
+      "u.user) whose taste depends on genres and demographics");
   auto& o = args->options;
-  cmd->add_option("--users", o.users, "Number of users")
+  cmd->add_option("--layout", args->layout,
+                  "shop (Personalize-layout CSVs) or movielens-100k (u.data, u.item, u.user; "
+                  "defaults 943 users, 1682 items, 100000 ratings, at least 20 per user)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--items", o.items, "Number of items")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--interactions", o.interactions,
-                  "Number of rows in interactions.csv (views, carts and purchases together)")
-      ->capture_default_str();
-  cmd->add_option("--clusters", o.clusters, "Number of latent taste clusters")
-      ->capture_default_str()
-      ->check(CLI::Range(1u, 65536u));
-  cmd->add_option("--cold-items", o.cold_item_share,
-                  "Share of items listed in items.csv that get no interactions (0 to 1)")
-      ->capture_default_str()
-      ->check(CLI::Range(0.0, 1.0));
+      ->check(CLI::IsMember({"shop", "movielens-100k"}));
+  auto* users = cmd->add_option("--users", o.users, "Number of users")
+                    ->capture_default_str()
+                    ->check(CLI::PositiveNumber);
+  auto* items = cmd->add_option("--items", o.items, "Number of items")
+                    ->capture_default_str()
+                    ->check(CLI::PositiveNumber);
+  auto* interactions =
+      cmd->add_option("--interactions", o.interactions,
+                      "Number of rows in interactions.csv (views, carts and purchases together); "
+                      "movielens-100k: number of ratings")
+          ->capture_default_str();
+  auto* clusters = cmd->add_option("--clusters", o.clusters, "Number of latent taste clusters")
+                       ->capture_default_str()
+                       ->check(CLI::Range(1u, 65536u));
+  auto* cold_items =
+      cmd->add_option("--cold-items", o.cold_item_share,
+                      "Share of items listed in items.csv that get no interactions (0 to 1)")
+          ->capture_default_str()
+          ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--seed", o.seed, "Random seed; the same seed writes the same files")
       ->capture_default_str();
   cmd->add_option("--threads", o.threads,
@@ -74,7 +119,13 @@ void add_generate_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--out", args->out_dir, "Directory to write the three CSV files into (created)")
       ->required();
-  cmd->callback([args] { run_generate(*args); });
+  cmd->callback([args, users, items, interactions, clusters, cold_items] {
+    args->users_given = users->count() > 0;
+    args->items_given = items->count() > 0;
+    args->interactions_given = interactions->count() > 0;
+    args->shop_only_given = clusters->count() > 0 || cold_items->count() > 0;
+    run_generate(*args);
+  });
 }
 
 }  // namespace tastebud::host

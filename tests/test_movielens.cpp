@@ -1,11 +1,17 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
 #include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/datasets/sources.h"
@@ -265,6 +271,213 @@ TEST_F(MovieLens, ImportCommandBuildsADataset) {
   const std::string message = read(root_ / "bad.log");
   EXPECT_NE(message.find("ratings.csv:3"), std::string::npos) << message;
   EXPECT_FALSE(fs::exists(bad));
+}
+
+}  // namespace
+}  // namespace tastebud::datasets
+
+namespace tastebud::datasets {
+namespace {
+
+// The synthetic ml-100k (generate_movielens_100k): the MovieLens converter reads it, it has the
+// requested sizes and ml-100k's guarantees, it is a pure function of the seed, and its metadata
+// says something about taste.
+struct SyntheticRating {
+  uint32_t user, item, stars;
+  int64_t time;
+};
+
+struct SyntheticMovieLens {
+  std::vector<SyntheticRating> ratings;
+  std::map<uint32_t, std::vector<std::string>> item_genres;  // item id -> genre names
+  std::map<uint32_t, std::pair<int, std::string>> users;     // user id -> (age, gender)
+};
+
+std::vector<std::string> split_on(const std::string& line, char separator) {
+  std::vector<std::string> fields;
+  std::string field;
+  std::istringstream in(line);
+  while (std::getline(in, field, separator)) fields.push_back(field);
+  if (!line.empty() && line.back() == separator) fields.emplace_back();
+  return fields;
+}
+
+SyntheticMovieLens read_synthetic(const fs::path& dir) {
+  static const char* kGenres[19] = {
+      "unknown",     "Action", "Adventure", "Animation", "Children's", "Comedy",  "Crime",
+      "Documentary", "Drama",  "Fantasy",   "Film-Noir", "Horror",     "Musical", "Mystery",
+      "Romance",     "Sci-Fi", "Thriller",  "War",       "Western"};
+  SyntheticMovieLens data;
+  std::ifstream ratings(dir / "u.data");
+  std::string line;
+  while (std::getline(ratings, line)) {
+    const auto f = split_on(line, '\t');
+    EXPECT_EQ(f.size(), 4u) << line;
+    if (f.size() != 4) continue;
+    data.ratings.push_back({static_cast<uint32_t>(std::stoul(f[0])),
+                            static_cast<uint32_t>(std::stoul(f[1])),
+                            static_cast<uint32_t>(std::stoul(f[2])), std::stoll(f[3])});
+  }
+  std::ifstream items(dir / "u.item", std::ios::binary);
+  while (std::getline(items, line)) {
+    const auto f = split_on(line, '|');
+    EXPECT_EQ(f.size(), 24u) << line;
+    if (f.size() != 24) continue;
+    auto& genres = data.item_genres[static_cast<uint32_t>(std::stoul(f[0]))];
+    for (int g = 0; g < 19; ++g) {
+      if (f[5 + g] == "1") genres.push_back(kGenres[g]);
+    }
+  }
+  std::ifstream users(dir / "u.user");
+  while (std::getline(users, line)) {
+    const auto f = split_on(line, '|');
+    EXPECT_EQ(f.size(), 5u) << line;
+    if (f.size() != 5) continue;
+    data.users[static_cast<uint32_t>(std::stoul(f[0]))] = {std::stoi(f[1]), f[2]};
+  }
+  return data;
+}
+
+size_t count_lines(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  size_t lines = 0;
+  std::string line;
+  while (std::getline(in, line)) ++lines;
+  return lines;
+}
+
+TEST_F(MovieLens, SyntheticMl100kHasTheRequestedShapeAndConverts) {
+  MovieLens100kOptions options;
+  options.users = 150;
+  options.items = 400;
+  options.ratings = 9000;
+  options.seed = 3;
+  const MovieLens100kFiles files = generate_movielens_100k(options, in());
+  EXPECT_EQ(files.ratings, in() / "u.data");
+  const SyntheticMovieLens data = read_synthetic(in());
+  EXPECT_EQ(data.ratings.size(), 9000u);
+  EXPECT_EQ(data.users.size(), 150u);
+  EXPECT_EQ(data.item_genres.size(), 400u);
+
+  std::map<uint32_t, uint32_t> per_user;
+  std::set<std::pair<uint32_t, uint32_t>> pairs;
+  std::set<uint32_t> rated_items;
+  for (const SyntheticRating& r : data.ratings) {
+    ++per_user[r.user];
+    rated_items.insert(r.item);
+    EXPECT_TRUE(pairs.insert({r.user, r.item}).second) << "user " << r.user << " item " << r.item;
+    EXPECT_GE(r.stars, 1u);
+    EXPECT_LE(r.stars, 5u);
+    EXPECT_TRUE(data.users.count(r.user)) << r.user;
+    EXPECT_TRUE(data.item_genres.count(r.item)) << r.item;
+    // ml-100k's seven months, 1997-09-20 to 1998-04-22.
+    EXPECT_GE(r.time, 874724710);
+    EXPECT_LE(r.time, 893286638);
+  }
+  EXPECT_EQ(per_user.size(), 150u);
+  for (const auto& [user, count] : per_user) EXPECT_GE(count, 20u) << "user " << user;
+  EXPECT_EQ(rated_items.size(), 400u);  // as in ml-100k, every item has a rating
+  for (const auto& [item, genres] : data.item_genres) {
+    EXPECT_GE(genres.size(), 1u) << item;
+    EXPECT_LE(genres.size(), 3u) << item;
+  }
+
+  const CsvFiles csv = convert_movielens(in(), out());
+  EXPECT_EQ(count_lines(csv.interactions), 9001u);
+  EXPECT_EQ(count_lines(csv.users), 151u);
+  EXPECT_EQ(count_lines(csv.items), 401u);
+  EXPECT_NE(read(csv.users).find(",M,"), std::string::npos);
+}
+
+TEST_F(MovieLens, SyntheticMl100kIsAPureFunctionOfTheSeed) {
+  MovieLens100kOptions options;
+  options.users = 100;
+  options.items = 300;
+  options.ratings = 6000;
+  options.seed = 11;
+  generate_movielens_100k(options, root_ / "a");
+  generate_movielens_100k(options, root_ / "b");
+  for (const char* name : {"u.data", "u.item", "u.user", "u.genre", "u.occupation"}) {
+    const std::string a = read(root_ / "a" / name);
+    EXPECT_FALSE(a.empty()) << name;
+    EXPECT_EQ(a, read(root_ / "b" / name)) << name;
+  }
+  options.seed = 12;
+  generate_movielens_100k(options, root_ / "c");
+  EXPECT_NE(read(root_ / "a" / "u.data"), read(root_ / "c" / "u.data"));
+  // Nothing but the five files: no temporary file is left behind.
+  size_t entries = 0;
+  for ([[maybe_unused]] const auto& entry : fs::directory_iterator(root_ / "a")) ++entries;
+  EXPECT_EQ(entries, 5u);
+}
+
+TEST_F(MovieLens, SyntheticMl100kTasteDependsOnDemographics) {
+  const MovieLens100kOptions defaults;  // ml-100k's sizes
+  generate_movielens_100k(defaults, in());
+  const SyntheticMovieLens data = read_synthetic(in());
+  ASSERT_EQ(data.ratings.size(), 100000u);
+  ASSERT_EQ(data.users.size(), 943u);
+  ASSERT_EQ(data.item_genres.size(), 1682u);
+
+  // Share of a group's ratings that go to items of a genre.
+  const auto share = [&data](const std::string& genre, auto in_group) {
+    uint64_t rated = 0, of_genre = 0;
+    for (const SyntheticRating& r : data.ratings) {
+      if (!in_group(data.users.at(r.user))) continue;
+      ++rated;
+      const auto& genres = data.item_genres.at(r.item);
+      of_genre += std::find(genres.begin(), genres.end(), genre) != genres.end() ? 1 : 0;
+    }
+    return rated == 0 ? 0.0 : static_cast<double>(of_genre) / rated;
+  };
+  const auto women = [](const std::pair<int, std::string>& u) { return u.second == "F"; };
+  const auto men = [](const std::pair<int, std::string>& u) { return u.second == "M"; };
+  const auto under_25 = [](const std::pair<int, std::string>& u) { return u.first < 25; };
+  const auto over_45 = [](const std::pair<int, std::string>& u) { return u.first >= 45; };
+  EXPECT_GT(share("Romance", women), 1.3 * share("Romance", men));
+  EXPECT_GT(share("Sci-Fi", men), 1.3 * share("Sci-Fi", women));
+  EXPECT_GT(share("Action", under_25), 1.2 * share("Action", over_45));
+  EXPECT_GT(share("War", over_45), 1.5 * share("War", under_25));
+
+  // The rating follows taste too: ml-100k's histogram, skewed to 3 and 4 stars.
+  uint64_t stars[6] = {};
+  for (const SyntheticRating& r : data.ratings) ++stars[r.stars];
+  EXPECT_GT(stars[4], stars[3]);
+  EXPECT_GT(stars[3], stars[5]);
+  EXPECT_GT(stars[2], stars[1]);
+}
+
+TEST_F(MovieLens, SyntheticMl100kRejectsImpossibleSizes) {
+  MovieLens100kOptions options;
+  options.users = 100;
+  options.items = 300;
+  options.ratings = 1999;  // fewer than 20 per user
+  EXPECT_THROW(generate_movielens_100k(options, in()), Error);
+  options.ratings = 100 * 300;  // every user rating every item
+  EXPECT_THROW(generate_movielens_100k(options, in()), Error);
+  options.items = 10;  // fewer items than the 20 ratings each user needs
+  options.ratings = 2000;
+  EXPECT_THROW(generate_movielens_100k(options, in()), Error);
+  EXPECT_FALSE(fs::exists(in() / "u.data"));
+}
+
+TEST_F(MovieLens, GenerateCommandWritesTheMl100kLayout) {
+  const fs::path dir = root_ / "ml";
+  const std::string command = std::string(TASTEBUD_BINARY) +
+                              " generate --layout movielens-100k --users 60 --items 200 "
+                              "--interactions 3000 --seed 5 --out " +
+                              dir.string() + " > " + (root_ / "log").string() + " 2>&1";
+  ASSERT_EQ(std::system(command.c_str()), 0) << read(root_ / "log");
+  EXPECT_EQ(count_lines(dir / "u.data"), 3000u);
+  EXPECT_EQ(count_lines(dir / "u.user"), 60u);
+  EXPECT_EQ(count_lines(dir / "u.item"), 200u);
+  EXPECT_FALSE(fs::exists(dir / "interactions.csv"));
+
+  const std::string shop_flag =
+      std::string(TASTEBUD_BINARY) + " generate --layout movielens-100k --clusters 4 --out " +
+      (root_ / "ml2").string() + " > " + (root_ / "log2").string() + " 2>&1";
+  EXPECT_NE(std::system(shop_flag.c_str()), 0);
+  EXPECT_NE(read(root_ / "log2").find("--layout shop"), std::string::npos) << read(root_ / "log2");
 }
 
 }  // namespace

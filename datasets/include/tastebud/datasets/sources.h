@@ -1,5 +1,6 @@
 // Sources of Personalize-layout CSV files other than a user's own export: the built-in synthetic
-// shop and the public MovieLens layouts. Both write the three CSV files that `import` reads.
+// shop and the public MovieLens layouts. Both write the three CSV files that `import` reads. Also
+// a synthetic dataset in ml-100k's own layout, which the MovieLens converter reads.
 #pragma once
 
 #include <cstdint>
@@ -26,6 +27,32 @@ struct GeneratorOptions {
 // Writes interactions.csv, users.csv and items.csv of a synthetic shop into out_dir (created if
 // needed; each file written to a temporary name and renamed).
 CsvFiles generate_shop(const GeneratorOptions& options, const std::filesystem::path& out_dir);
+
+// A synthetic ratings set in the exact ml-100k layout, for benchmarks that need MovieLens's shape
+// and metadata (the real files are not redistributable everywhere). Defaults are ml-100k's sizes.
+struct MovieLens100kOptions {
+  uint32_t users = 943;
+  uint32_t items = 1682;
+  uint64_t ratings = 100000;
+  uint32_t min_ratings_per_user = 20;
+  uint64_t seed = 1;
+};
+
+struct MovieLens100kFiles {
+  std::filesystem::path ratings;      // u.data: user \t item \t rating \t timestamp
+  std::filesystem::path items;        // u.item: id|title|release date|video release date|URL|19 flags
+  std::filesystem::path users;        // u.user: id|age|gender|occupation|zip code
+  std::filesystem::path genres;       // u.genre
+  std::filesystem::path occupations;  // u.occupation
+};
+
+// Writes u.data, u.item, u.user, u.genre and u.occupation into out_dir (created if needed; each
+// file written to a temporary name and renamed), so that convert_movielens reads it as ml-100k.
+// Taste depends partly on the metadata: a user's genre affinities shift with age, gender and
+// occupation, plus a personal part and a latent part that only ids can learn. Every (user, item)
+// pair is scored once, on one thread: meant for ml-100k-sized sets, not millions of users.
+MovieLens100kFiles generate_movielens_100k(const MovieLens100kOptions& options,
+                                           const std::filesystem::path& out_dir);
 
 // Converts a MovieLens directory (100K: u.data/u.user/u.item; 1M: ratings.dat/users.dat/movies.dat;
 // 20M/latest: ratings.csv/movies.csv), detected from the files present, into Personalize-layout
