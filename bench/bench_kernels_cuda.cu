@@ -247,7 +247,7 @@ void register_all() {
       spec.negatives = 4;
       timed(state, stream.get(), [&] {
         cu::fill_rows(spec, view, order.data(), 0, static_cast<uint32_t>(rows), users.data(), items.data(),
-                      labels.data(), weights.data(), nullptr, nullptr, stream.get());
+                      labels.data(), weights.data(), nullptr, nullptr, nullptr, stream.get());
       }, rows * 16.0, 0);
     })->UseManualTime()->Unit(benchmark::kMicrosecond);
 

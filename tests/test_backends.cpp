@@ -223,6 +223,13 @@ struct FeatureResult {
   std::vector<uint32_t> rows;
 };
 
+// Which positive each batch row of samples [first, first + samples) came from (the entity of its
+// context), with the row's user and label to tie it to the row.
+struct RowPositives {
+  std::vector<uint32_t> positives, users;
+  std::vector<float> labels;
+};
+
 // ---------------------------------------------------------------------------------------------
 // The ops of each backend over host vectors. The CPU twin is the reference in every test.
 
@@ -362,6 +369,25 @@ struct CpuOps {
     std::vector<uint64_t> order(count);
     cpu::shuffle_order(seed, epoch, count, order);
     return order;
+  }
+
+  // CpuBackend::fill_rows's rule: sample s is positive order[s / per_positive]; BCE gives it one
+  // row, BPR two (the pair).
+  static RowPositives row_positives(uint64_t seed, uint32_t epoch, uint32_t negatives, bool bpr,
+                                    const TrainingSet& data, uint64_t first, uint32_t samples) {
+    const std::vector<uint64_t> order = shuffle(seed, epoch, data.size());
+    const uint32_t per_positive = bpr ? negatives : 1 + negatives;
+    RowPositives r;
+    for (uint64_t sample = first; sample < first + samples; ++sample) {
+      const uint64_t positive = order[sample / per_positive];
+      const bool first_of_positive = sample % per_positive == 0;
+      for (int k = 0; k < (bpr ? 2 : 1); ++k) {
+        r.positives.push_back(static_cast<uint32_t>(positive));
+        r.users.push_back(data.user[positive]);
+        r.labels.push_back(bpr ? (k == 0 ? 1.0f : 0.0f) : (first_of_positive ? 1.0f : 0.0f));
+      }
+    }
+    return r;
   }
 
   static std::vector<uint32_t> draw_negatives(uint64_t seed, uint32_t epoch, const TrainingSet& data,
@@ -608,6 +634,38 @@ struct CudaOps {
     return std::vector<uint64_t>(host.begin(), host.end());
   }
 
+  static RowPositives row_positives(uint64_t seed, uint32_t epoch, uint32_t negatives, bool bpr,
+                                    const TrainingSet& data, uint64_t first, uint32_t samples) {
+    auto d_user = up(data.user), d_item = up(data.item);
+    auto d_weight = up(data.weight);
+    auto d_offsets = up(data.user_offsets);
+    cuda::PositivesView view;
+    view.user = d_user.data();
+    view.item = d_item.data();
+    view.weight = d_weight.data();
+    view.user_offsets = d_offsets.data();
+    view.num_items = data.num_items;
+    cuda::Shuffler shuffler(data.size());
+    cuda::DeviceBuffer<uint32_t> order(data.size());
+    shuffler.run(seed, epoch, order.data(), nullptr);
+    cuda::SampleSpec spec;
+    spec.seed = seed;
+    spec.epoch = epoch;
+    spec.negatives = negatives;
+    spec.bpr = bpr;
+    const size_t rows = bpr ? 2 * size_t{samples} : samples;
+    cuda::DeviceBuffer<uint32_t> users(rows), items(rows), positives(rows);
+    cuda::DeviceBuffer<float> labels(rows), weights(rows);
+    // Without the optional output first: the rows must not depend on it.
+    cuda::fill_rows(spec, view, order.data(), first, samples, users.data(), items.data(), labels.data(),
+                    weights.data(), nullptr, nullptr, nullptr, nullptr);
+    const std::vector<uint32_t> items_without = items.download();
+    cuda::fill_rows(spec, view, order.data(), first, samples, users.data(), items.data(), labels.data(),
+                    weights.data(), positives.data(), nullptr, nullptr, nullptr);
+    EXPECT_TRUE(equal_all(items.download(), items_without, "items with and without the positives"));
+    return {positives.download(), users.download(), labels.download()};
+  }
+
   static std::vector<uint32_t> draw_negatives(uint64_t seed, uint32_t epoch, const TrainingSet& data,
                                               const cpu::AliasTable* alias, const std::vector<uint64_t>& draws,
                                               const std::vector<uint32_t>& users) {
@@ -819,20 +877,38 @@ TYPED_TEST(Backends, SamplerDrawsAndShuffleAreTheCpus) {
   }
 }
 
+// Each batch row's positive (the entity of its context), as CpuBackend::fill_rows sets it: every
+// BCE row of a positive, both rows of a BPR pair; batches that start and end inside a positive.
+TYPED_TEST(Backends, FillRowsNamesEachRowsPositive) {
+  const TrainingSet data = banded_training_set(37, 59);
+  struct Case { bool bpr; uint64_t first; uint32_t samples; };
+  for (const Case c : {Case{false, 0, 97}, Case{false, 203, 150}, Case{true, 0, 64}, Case{true, 101, 77}}) {
+    const RowPositives got = TypeParam::row_positives(3, 2, 3, c.bpr, data, c.first, c.samples);
+    const RowPositives want = CpuOps::row_positives(3, 2, 3, c.bpr, data, c.first, c.samples);
+    const std::string where = std::string(c.bpr ? "bpr" : "bce") + " from sample " + std::to_string(c.first);
+    EXPECT_TRUE(equal_all(got.positives, want.positives, "positives, " + where));
+    EXPECT_TRUE(equal_all(got.users, want.users, "users, " + where));
+    EXPECT_TRUE(equal_all(got.labels, want.labels, "labels, " + where));
+  }
+}
+
 // The feature rows and projected numbers added to gathered rows, the projection's gradient and the
 // grouped feature-row gradient sums, against the cpu:: templates: both sides' layouts, a GMF-only
-// and an MLP-only width, numbers without a table and a table without numbers, and a batch longer
-// than one slice of the projection's column sums.
+// and an MLP-only width, numbers without a table and a table without numbers, a batch longer than
+// one slice of the projection's column sums, and the context table's shape (no GMF part, no
+// numbers, the user's half of the MLP input).
 TYPED_TEST(Backends, FeatureSumsAndGradientsMatchTheCpuTemplates) {
-  struct Case { int64_t f, e, rows, numeric; bool table; };
+  struct Case { int64_t f, e, rows, numeric; bool table; bool user_half = false; };
   const Case cases[] = {{7, 9, 511, 3, true}, {0, 5, 2500, 2, true}, {4, 0, 19, 1, true}, {8, 8, 64, 0, true},
-                        {3, 6, 33, 2, false}, {5, 3, 1, 1, true}};
+                        {3, 6, 33, 2, false}, {5, 3, 1, 1, true}, {0, 6, 300, 0, true, true}};
   uint32_t seed = 30;
   for (const Case& c : cases) {
-    const FeatureProblem p(c.f, c.e, c.rows, c.numeric, c.table, seed++);
+    FeatureProblem p(c.f, c.e, c.rows, c.numeric, c.table, seed++);
+    if (c.user_half) p.mlp_offset = 0;
     const FeatureResult got = TypeParam::features(p), want = CpuOps::features(p);
     const std::string where = "f " + std::to_string(c.f) + ", e " + std::to_string(c.e) + ", rows " +
-                              std::to_string(c.rows) + ", numeric " + std::to_string(c.numeric);
+                              std::to_string(c.rows) + ", numeric " + std::to_string(c.numeric) +
+                              (c.user_half ? ", user half" : "");
     EXPECT_TRUE(near_all(got.gmf, want.gmf, kAtol, kRtol, "gmf rows, " + where));
     EXPECT_TRUE(near_all(got.mlp, want.mlp, kAtol, kRtol, "mlp rows, " + where));
     // Summed in slices on the GPU, row by row on the CPU: equal up to the order of the sum.
@@ -1072,6 +1148,73 @@ TYPED_TEST(Backends, ImpressionNegativesMatchTheCpu) {
   }
 }
 
+// Two contextual fields of every positive, as host/features.cpp encodes them: a "device" (3
+// values; every fifth positive has none) and a "day" (7 values, rows 3 to 9), weight 1 each; every
+// eleventh positive has no context at all.
+void add_context(TrainingSet& data, ModelConfig& config) {
+  config.context = {};
+  config.context.categorical = {"DEVICE", "DAY"};
+  config.context.categorical_rows = {3, 7};
+  FeatureInputs& in = data.context;
+  in = {};
+  in.entities = static_cast<uint32_t>(data.size());
+  in.offsets = {0};
+  for (uint64_t p = 0; p < data.size(); ++p) {
+    if (p % 11 != 0) {
+      if (p % 5 != 4) {
+        in.rows.push_back(static_cast<uint32_t>((data.user[p] + p) % 3));
+        in.weights.push_back(1.0f);
+      }
+      in.rows.push_back(3 + static_cast<uint32_t>((p * 3 + data.item[p]) % 7));
+      in.weights.push_back(1.0f);
+    }
+    in.offsets.push_back(in.rows.size());
+  }
+}
+
+// A model with context trained for two epochs of several batches, BCE and BPR, alone and with
+// item metadata: losses, every tensor (the context table among them) and its optimizer state
+// against the CPU backend's. Negatives share their positive's context, so the context rows of a
+// BCE positive gather the gradients of 1 + negatives batch rows.
+TYPED_TEST(Backends, ContextTrainingTracksTheCpu) {
+  struct Case { ModelKind kind; LossKind loss; OptimizerKind optimizer; bool item_metadata; };
+  for (const Case c : {Case{ModelKind::kNeuMF, LossKind::kBce, OptimizerKind::kAdagrad, false},
+                       Case{ModelKind::kNeuMF, LossKind::kBpr, OptimizerKind::kSgd, false},
+                       Case{ModelKind::kMLP, LossKind::kBce, OptimizerKind::kSgd, false},
+                       Case{ModelKind::kNeuMF, LossKind::kBce, OptimizerKind::kAdagrad, true},
+                       Case{ModelKind::kMLP, LossKind::kBpr, OptimizerKind::kAdagrad, true}}) {
+    TrainingSet data = banded_training_set(41, 50);
+    ModelConfig config = odd_config(data, c.kind);
+    if (c.item_metadata) {
+      add_metadata(data, config);
+      config.user_features = {};
+      data.user_features = {};
+    }
+    add_context(data, config);
+    TrainOptions options = step_options(c.loss, c.optimizer);
+    options.batch_size = 128;
+    ModelParams params = ModelParams::initialize(config, 31);
+    if (c.item_metadata) zero_untrained_rows(params, data);
+    const TrainState start = TrainState::fresh(params, options.optimizer);
+    auto got = TypeParam::backend(data, options, start);
+    auto want = CpuOps::backend(data, options, start);
+    const std::string where = to_string(c.kind) + (c.loss == LossKind::kBpr ? " bpr" : " bce") +
+                              (c.item_metadata ? " with item metadata" : "");
+    for (uint32_t epoch = 0; epoch < 2; ++epoch) {
+      const EpochStats a = got->train_epoch(epoch, {}), b = want->train_epoch(epoch, {});
+      EXPECT_EQ(a.samples, b.samples) << where;
+      EXPECT_TRUE(a.finite) << where;
+      EXPECT_NEAR(a.mean_loss, b.mean_loss, 1e-4 * std::abs(b.mean_loss)) << where << " epoch " << epoch;
+    }
+    const TrainState a = got->state(), b = want->state();
+    EXPECT_TRUE(states_near(a, b, 1e-5, 1e-3)) << where;
+    EXPECT_NE(b.params.context_features.values, start.params.context_features.values) << where;
+    if (c.item_metadata) {
+      EXPECT_NE(b.params.item_features.values, start.params.item_features.values) << where;
+    }
+  }
+}
+
 // A state loaded into a backend comes back out unchanged (the GPU path's checkpoint round trip).
 TYPED_TEST(Backends, StateRoundTrips) {
   const TrainingSet data = banded_training_set(20, 32);
@@ -1095,6 +1238,24 @@ TYPED_TEST(Backends, MetadataStateRoundTrips) {
   for (size_t t = 0; t < start.state0.size(); ++t) {
     start.state0[t].values.assign(start.state0[t].values.size(), 0.01f * static_cast<float>(t + 1));
   }
+  auto backend = TypeParam::backend(data, options, TrainState::fresh(ModelParams::initialize(config, 1), options.optimizer));
+  backend->load_state(start);
+  EXPECT_TRUE(states_near(backend->state(), start, 0.0, 0.0));
+}
+
+// The same with metadata and context: the context table is the last sparse tensor.
+TYPED_TEST(Backends, ContextStateRoundTrips) {
+  TrainingSet data = banded_training_set(20, 32);
+  ModelConfig config = odd_config(data);
+  add_metadata(data, config);
+  add_context(data, config);
+  const TrainOptions options = step_options(LossKind::kBce, OptimizerKind::kAdagrad);
+  TrainState start = TrainState::fresh(ModelParams::initialize(config, 19), options.optimizer);
+  start.step = 4;
+  for (size_t t = 0; t < start.state0.size(); ++t) {
+    start.state0[t].values.assign(start.state0[t].values.size(), 0.02f * static_cast<float>(t + 1));
+  }
+  ASSERT_EQ(start.params.tensors()[start.params.sparse_tensors() - 1], &start.params.context_features);
   auto backend = TypeParam::backend(data, options, TrainState::fresh(ModelParams::initialize(config, 1), options.optimizer));
   backend->load_state(start);
   EXPECT_TRUE(states_near(backend->state(), start, 0.0, 0.0));

@@ -29,14 +29,6 @@ std::unique_ptr<Backend> make_backend(const std::string& device, const TrainingS
     throw Error(fmt::format("unknown --device '{}': expected auto, cpu or cuda", device));
   }
   std::string reason;
-  // The CUDA twin of the context table is not written yet: say so rather than train a model that
-  // ignores the context.
-  if (state.params.config.has_context()) {
-    const char* missing = "the CUDA backend does not train contextual fields yet (--context)";
-    if (device == "cuda") throw Error(fmt::format("--device cuda: {}; use --device cpu", missing));
-    if (device == "auto" && notice) *notice = fmt::format("{}; training on the CPU", missing);
-    return make_cpu_backend(data, options, std::move(state));
-  }
   const bool gpu = device != "cpu" && cuda_available(&reason);
   if (device == "cuda" && !gpu) throw Error("--device cuda: " + reason);
 #ifdef TASTEBUD_WITH_CUDA

@@ -6,6 +6,7 @@
 // way and draws negative j of positive p as draw p * negatives + j through draw_training_negative
 // (a share from the user's ignored impressions with --impression-negatives); with metadata, each
 // gathered id row gets its entity's feature rows and projected numbers added in the CPU's order;
+// with context, each row's user MLP half then gets the context rows of the positive it came from;
 // the loss is scaled by 1 / samples; the dense gradients of the whole batch (layers, head, numeric
 // projections) are formed before the fused dense update; the embedding and feature-table
 // gradients are grouped by table row (stable radix sort of the row ids) and summed in batch-row
@@ -57,8 +58,8 @@ uint32_t most_rows_per_entity(const FeatureInputs& in) {
   return static_cast<uint32_t>(most);
 }
 
-// One side's metadata (users or items) on the device: its inputs, uploaded once, and where its
-// parameters sit among the model's tensors.
+// One side's metadata (users or items), or the context (entities: the positives), on the device:
+// its inputs, uploaded once, and where its parameters sit among the model's tensors.
 struct FeatureSide {
   cuda::DeviceBuffer<uint64_t> offsets;
   cuda::DeviceBuffer<uint32_t> rows;
@@ -88,6 +89,7 @@ class CudaBackend final : public Backend {
     TB_CHECK(max_rows_ < (1ll << 31), "--batch-size is too large for the CUDA backend");
     if (config.user_features.enabled()) data.user_features.check(config.user_features, data.num_users, "user");
     if (config.item_features.enabled()) data.item_features.check(config.item_features, data.num_items, "item");
+    if (config.has_context()) data.context.check(config.context, static_cast<uint32_t>(data.size()), "context");
     if (uses_impressions()) {
       TB_CHECK(data.impression_offsets.size() == static_cast<size_t>(data.num_users) + 1 &&
                    data.impression_offsets.back() == data.impression_items.size(),
@@ -224,7 +226,10 @@ class CudaBackend final : public Backend {
     };
     locate(user_side_, config.user_features, data_.user_features);
     locate(item_side_, config.item_features, data_.item_features);
+    // The context table comes last among the sparse tensors and has no numbers (model.cpp).
+    locate(context_side_, config.context, data_.context);
     TB_CHECK(table == host_.params.sparse_tensors(), "the feature tables are not where the model lists them");
+    TB_CHECK(context_side_.projection == kNone, "context: only categorical contextual fields feed the model");
   }
 
   void download(const cuda::DeviceBuffer<float>& from, std::vector<float>& to) {
@@ -256,10 +261,13 @@ class CudaBackend final : public Backend {
       bytes += 8.0 * (data_.num_users + 1.0) + 4.0 * static_cast<double>(data_.impression_items.size()) + 8;
     }
     if (host_.params.config.item_features.enabled()) bytes += data_.num_items;  // the trained-item mask
+    if (host_.params.config.has_context()) bytes += rows * 4.0;                 // each row's positive
     const int64_t w = feature_width();
     double feature_sums = 0, numeric_partials = 0;
-    for (const auto* side : {&user_side_, &item_side_}) {
-      const FeatureInputs& in = side == &user_side_ ? data_.user_features : data_.item_features;
+    for (const auto* side : {&user_side_, &item_side_, &context_side_}) {
+      const FeatureInputs& in = side == &user_side_   ? data_.user_features
+                                : side == &item_side_ ? data_.item_features
+                                                      : data_.context;
       if (side->table != kNone) {
         bytes += 8.0 * static_cast<double>(in.offsets.size()) + 8.0 * static_cast<double>(in.rows.size());
         bytes += cuda::FeatureGroups::bytes_for(max_rows_, side->max_per_entity);
@@ -325,6 +333,7 @@ class CudaBackend final : public Backend {
     shuffler_ = std::make_unique<cuda::Shuffler>(data_.size());
     upload_features(user_side_, host_.params.config.user_features, data_.user_features);
     upload_features(item_side_, host_.params.config.item_features, data_.item_features);
+    upload_features(context_side_, host_.params.config.context, data_.context);
     if (host_.params.config.item_features.enabled()) {
       std::vector<unsigned char> trained(data_.num_items);
       for (uint32_t i = 0; i < data_.num_items; ++i) trained[i] = data_.item_counts[i] > 0 ? 1 : 0;
@@ -379,10 +388,13 @@ class CudaBackend final : public Backend {
     item_groups_ = std::make_unique<cuda::RowGroups>(max_rows_, data_.num_items);
     loss_ = std::make_unique<cuda::LossAccumulator>(max_rows_);
     if (uses_impressions()) d_impression_negatives_.resize(1);
+    if (config.has_context()) d_positives_.resize(rows);
 
+    // One buffer of summed feature-row gradients serves every table in turn: rows of the widest
+    // (feature_width(); the context table's e columns fit in it).
     const int64_t w = feature_width();
     size_t feature_sums = 0, numeric_partials = 0;
-    for (FeatureSide* side : {&user_side_, &item_side_}) {
+    for (FeatureSide* side : {&user_side_, &item_side_, &context_side_}) {
       if (side->table != kNone) {
         side->groups = std::make_unique<cuda::FeatureGroups>(max_rows_, side->table_rows, side->max_per_entity);
         feature_sums = std::max(feature_sums, static_cast<size_t>(cuda::FeatureGroups::max_groups_for(
@@ -456,12 +468,14 @@ class CudaBackend final : public Backend {
   // acts[0] (and d_acts[0]) hold the MLP halves: user at column 0, item at column e, stride 2e.
   float* mlp_rows(std::vector<cuda::DeviceBuffer<float>>& acts) { return acts.empty() ? nullptr : acts[0].data(); }
 
-  // Adds each batch row's feature sum to its gathered id rows (gmf: [rows x f]).
-  void add_features(const FeatureSide& side, const cuda::DeviceBuffer<uint32_t>& ids, int64_t rows,
-                    cuda::DeviceBuffer<float>& gmf, int64_t mlp_offset) {
+  // Adds each batch row's feature sum to its gathered id rows (gmf: [rows x f], null when f is 0).
+  // f: the GMF columns of the side's rows (0 for the context table, which feeds the MLP only);
+  // mlp_offset: which half of the MLP input the side feeds.
+  void add_features(const FeatureSide& side, const cuda::DeviceBuffer<uint32_t>& ids, int64_t rows, float* gmf,
+                    int64_t f, int64_t mlp_offset) {
     if (side.view.empty()) return;
-    const int64_t f = shape_.factors, e = host_.params.config.mlp_embedding();
-    cuda::add_features(side.view, ids.data(), rows, feature_table(side), projection(side), f, e, gmf.data(), f,
+    const int64_t e = host_.params.config.mlp_embedding();
+    cuda::add_features(side.view, ids.data(), rows, feature_table(side), projection(side), f, e, gmf, f,
                        mlp_rows(acts_), 2 * e, mlp_offset, stream_.get());
   }
 
@@ -477,13 +491,14 @@ class CudaBackend final : public Backend {
 
   // The feature table's touched rows: each batch row's representation gradient reaches every
   // feature row of its entity, scaled by the row's weight, summed per table row in batch-row order.
+  // f and mlp_offset as for add_features (d_gmf: [rows x f], null when f is 0).
   void update_features(FeatureSide& side, const cuda::DeviceBuffer<uint32_t>& ids, int64_t rows,
-                       const cuda::DeviceBuffer<float>& d_gmf, int64_t mlp_offset, float step_size) {
+                       const float* d_gmf, int64_t f, int64_t mlp_offset, float step_size) {
     if (side.table == kNone) return;
     cuda::StreamHandle stream = stream_.get();
-    const int64_t f = shape_.factors, e = host_.params.config.mlp_embedding();
+    const int64_t e = host_.params.config.mlp_embedding();
     side.groups->build(side.view, ids.data(), rows, stream);
-    cuda::sum_feature_gradients(*side.groups, d_gmf.data(), f, mlp_rows(d_acts_), 2 * e, mlp_offset, f, e,
+    cuda::sum_feature_gradients(*side.groups, d_gmf, f, mlp_rows(d_acts_), 2 * e, mlp_offset, f, e,
                                 d_feature_summed_.data(), stream);
     const size_t t = side.table;
     cuda::sparse_update(options_.optimizer, step_size, d_tables_[t].data(), d_table_state0_[t].data(),
@@ -499,7 +514,7 @@ class CudaBackend final : public Backend {
     spec.negatives = options_.negatives;
     spec.bpr = bpr();
     cuda::fill_rows(spec, positives_, d_order_.data(), first, samples, d_users_.data(), d_items_.data(),
-                    d_labels_.data(), d_weights_.data(),
+                    d_labels_.data(), d_weights_.data(), d_positives_.empty() ? nullptr : d_positives_.data(),
                     uses_impressions() ? d_impression_negatives_.data() : nullptr, loss_->halted(), stream);
     const int64_t rows = bpr() ? 2 * static_cast<int64_t>(samples) : samples;
     const int64_t f = shape_.factors;
@@ -512,8 +527,11 @@ class CudaBackend final : public Backend {
       cuda::gather_rows(d_tables_[2].data(), e, d_users_.data(), rows, acts_[0].data(), 2 * e, 0, stream);
       cuda::gather_rows(d_tables_[3].data(), e, d_items_.data(), rows, acts_[0].data(), 2 * e, e, stream);
     }
-    add_features(user_side_, d_users_, rows, d_user_gmf_, 0);
-    add_features(item_side_, d_items_, rows, d_item_gmf_, e);
+    add_features(user_side_, d_users_, rows, d_user_gmf_.data(), f, 0);
+    add_features(item_side_, d_items_, rows, d_item_gmf_.data(), f, e);
+    // Context: the interaction's situation joins the user's half of the MLP input, after the user's
+    // metadata, as on the CPU.
+    add_features(context_side_, d_positives_, rows, nullptr, 0, 0);
     batch_.rows = rows;
     cuda::neumf_forward(blas_, shape_, dense_, batch_, stream);
     const float scale = 1.0f / static_cast<float>(samples);
@@ -543,8 +561,10 @@ class CudaBackend final : public Backend {
       update_table(2, *user_groups_, d_acts_[0].data(), 2 * e, 0, e, step_size);
       update_table(3, *item_groups_, d_acts_[0].data(), 2 * e, e, e, step_size);
     }
-    update_features(user_side_, d_users_, rows, d_d_user_gmf_, 0, step_size);
-    update_features(item_side_, d_items_, rows, d_d_item_gmf_, e, step_size);
+    update_features(user_side_, d_users_, rows, d_d_user_gmf_.data(), f, 0, step_size);
+    update_features(item_side_, d_items_, rows, d_d_item_gmf_.data(), f, e, step_size);
+    // The context table's gradient is the user half's MLP input gradient of the rows it fed.
+    update_features(context_side_, d_positives_, rows, nullptr, 0, 0, step_size);
   }
 
   void update_table(size_t t, const cuda::RowGroups& groups, const float* grads, int64_t stride,
@@ -591,7 +611,7 @@ class CudaBackend final : public Backend {
   cuda::DeviceBuffer<float> d_partial_, d_summed_;
   cuda::BatchRows batch_;
 
-  // The sparse tensors: the four id tables, then the feature tables.
+  // The sparse tensors: the four id tables, the feature tables, then the context table.
   std::vector<cuda::DeviceBuffer<float>> d_tables_, d_table_state0_, d_table_state1_;
   cuda::DeviceBuffer<float> d_dense_, d_dense_state0_, d_dense_state1_, d_dense_grad_;
   std::vector<size_t> dense_offsets_;
@@ -602,6 +622,8 @@ class CudaBackend final : public Backend {
   std::unique_ptr<cuda::LossAccumulator> loss_;
 
   FeatureSide user_side_, item_side_;
+  FeatureSide context_side_;                // entities: the positives; the ids: d_positives_
+  cuda::DeviceBuffer<uint32_t> d_positives_;  // with context: the positive each batch row came from
   cuda::DeviceBuffer<unsigned char> d_trained_items_;  // item metadata: 1 where the item has positives
   cuda::DeviceBuffer<float> d_feature_summed_, d_numeric_partial_;
 };

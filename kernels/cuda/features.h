@@ -23,7 +23,8 @@ struct FeatureView {
 // For every batch row r of entity ids[r]: gmf[r * gmf_stride .. + f) and
 // mlp[r * mlp_stride + mlp_offset .. + e) += the entity's feature sum, each output adding the
 // feature rows in list order and then the projection rows, as cpu::add_features does. d_table
-// [table rows x (f + e)] and d_projection [numeric x (f + e)] may be null when the view has none.
+// [table rows x (f + e)] and d_projection [numeric x (f + e)] may be null when the view has none,
+// d_gmf when f is 0 (the context table: no GMF part, the user's half of the MLP input).
 void add_features(const FeatureView& v, const uint32_t* d_ids, int64_t rows, const float* d_table,
                   const float* d_projection, int64_t f, int64_t e, float* d_gmf, int64_t gmf_stride,
                   float* d_mlp, int64_t mlp_stride, int64_t mlp_offset, StreamHandle stream);

@@ -45,8 +45,8 @@ __device__ __forceinline__ uint32_t training_negative_of(const SampleSpec& spec,
 
 __global__ void fill_rows_kernel(SampleSpec spec, PositivesView pos, const uint32_t* order,
                                  uint64_t first, uint32_t samples, uint32_t* users, uint32_t* items,
-                                 float* labels, float* weights, unsigned long long* impression_negatives,
-                                 const int* halted) {
+                                 float* labels, float* weights, uint32_t* positives,
+                                 unsigned long long* impression_negatives, const int* halted) {
   const uint32_t n = spec.negatives;
   const uint32_t per_positive = spec.bpr ? n : 1 + n;
   uint32_t impressions_used = 0;
@@ -66,12 +66,17 @@ __global__ void fill_rows_kernel(SampleSpec spec, PositivesView pos, const uint3
       labels[r + 1] = 0.0f;
       weights[r] = w;
       weights[r + 1] = w;
+      if (positives != nullptr) {
+        positives[r] = static_cast<uint32_t>(positive);
+        positives[r + 1] = static_cast<uint32_t>(positive);
+      }
     } else {
       users[s] = user;
       items[s] = k == 0 ? pos.item[positive]
                         : training_negative_of(spec, pos, user, positive * n + (k - 1), &impressions_used);
       labels[s] = k == 0 ? 1.0f : 0.0f;
       weights[s] = k == 0 ? pos.weight[positive] : 1.0f;
+      if (positives != nullptr) positives[s] = static_cast<uint32_t>(positive);
     }
   }
   if (impression_negatives == nullptr) return;
@@ -126,13 +131,13 @@ void Shuffler::run(uint64_t seed, uint32_t epoch, uint32_t* d_order, StreamHandl
 
 void fill_rows(const SampleSpec& spec, const PositivesView& positives, const uint32_t* d_order,
                uint64_t first, uint32_t samples, uint32_t* d_users, uint32_t* d_items,
-               float* d_labels, float* d_weights, unsigned long long* d_impression_negatives,
-               const int* d_halted, StreamHandle stream) {
+               float* d_labels, float* d_weights, uint32_t* d_positives,
+               unsigned long long* d_impression_negatives, const int* d_halted, StreamHandle stream) {
   if (samples == 0) return;
   constexpr int kBlock = 256;  // whole warps: the impression count is summed per warp
   fill_rows_kernel<<<grid_for(samples, kBlock), kBlock, 0, stream>>>(
-      spec, positives, d_order, first, samples, d_users, d_items, d_labels, d_weights, d_impression_negatives,
-      d_halted);
+      spec, positives, d_order, first, samples, d_users, d_items, d_labels, d_weights, d_positives,
+      d_impression_negatives, d_halted);
   TB_CUDA_LAUNCH_CHECK("fill_rows_kernel", stream);
 }
 

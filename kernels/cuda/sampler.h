@@ -47,9 +47,11 @@ class Shuffler {
 // BCE: `1 + negatives` rows per positive (the positive, then its negatives); BPR: `negatives`
 // pairs per positive, rows 2s (positive) and 2s + 1 (negative). Negative j of positive p is draw
 // p * negatives + j of draw_training_negative, so a share of them may come from impressions.
-// d_impression_negatives (a device counter, may be null) grows by the negatives that did, unless
-// d_halted (may be null) is set: an epoch stopped by a non-finite loss counts the batches up to
-// the one that stopped it, as the CPU does.
+// d_positives (may be null: not needed) gets each row's positive index, the entity of its context:
+// BCE, every row of positive p; BPR, both rows of a pair. d_impression_negatives (a device
+// counter, may be null) grows by the negatives that came from impressions, unless d_halted (may be
+// null) is set: an epoch stopped by a non-finite loss counts the batches up to the one that
+// stopped it, as the CPU does.
 struct SampleSpec {
   uint64_t seed = 1;
   uint32_t epoch = 0;
@@ -58,8 +60,8 @@ struct SampleSpec {
 };
 void fill_rows(const SampleSpec& spec, const PositivesView& positives, const uint32_t* d_order,
                uint64_t first, uint32_t samples, uint32_t* d_users, uint32_t* d_items,
-               float* d_labels, float* d_weights, unsigned long long* d_impression_negatives,
-               const int* d_halted, StreamHandle stream);
+               float* d_labels, float* d_weights, uint32_t* d_positives,
+               unsigned long long* d_impression_negatives, const int* d_halted, StreamHandle stream);
 
 // out[i] = draw_negative(seed, kNegatives, epoch, draw_index[i], positives of user[i], ...): the
 // sampler alone (impressions ignored), for tests and benchmarks.
