@@ -7,19 +7,11 @@
 #include <span>
 #include <vector>
 
+#include "tastebud/feature_view.h"
+
 namespace tastebud::cpu {
 
-// One side's metadata per entity as the kernels read it: entity x's feature-table rows are
-// rows[offsets[x] .. offsets[x + 1]) with their weights (1 / values in the field, so multi-valued
-// fields and text are averaged); values[x * numeric ..] are its standardised numbers (0 = null).
-struct FeatureView {
-  const uint64_t* offsets = nullptr;  // null: no feature-table rows on this side
-  const uint32_t* rows = nullptr;
-  const float* weights = nullptr;
-  int64_t numeric = 0;
-  const float* values = nullptr;
-  bool empty() const { return offsets == nullptr && numeric == 0; }
-};
+using FeatureView = tastebud::FeatureView;  // tastebud/feature_view.h
 
 // gmf[0 .. f) and mlp[0 .. e) += the entity's feature sum: each row's (and projection row's) first f
 // columns feed the GMF part and the next e the MLP part, split like the id tables.

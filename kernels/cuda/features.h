@@ -6,19 +6,11 @@
 #include <cstdint>
 
 #include "cuda/common.h"
+#include "tastebud/feature_view.h"
 
 namespace tastebud::cuda {
 
-// One side's metadata on the device, as cpu::FeatureView: entity x's feature-table rows are
-// rows[offsets[x] .. offsets[x + 1]) with their weights; values[x * numeric ..] its numbers.
-struct FeatureView {
-  const uint64_t* offsets = nullptr;  // null: no feature-table rows on this side
-  const uint32_t* rows = nullptr;
-  const float* weights = nullptr;
-  int64_t numeric = 0;
-  const float* values = nullptr;
-  bool empty() const { return offsets == nullptr && numeric == 0; }
-};
+using FeatureView = tastebud::FeatureView;  // tastebud/feature_view.h
 
 // For every batch row r of entity ids[r]: gmf[r * gmf_stride .. + f) and
 // mlp[r * mlp_stride + mlp_offset .. + e) += the entity's feature sum, each output adding the
