@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # The GPU check: one call, under 8 minutes on one H200.
-#   1. configure and build for sm_90 into build-gpu (tastebud, test_backends, bench_kernels_cuda);
-#   2. run the typed backend suite (the CUDA instances must run, not skip);
+#   1. configure and build for sm_90 into build-gpu (tastebud, test_backends, test_gpu_scorer,
+#      bench_kernels_cuda);
+#   2. run the typed backend suite and the GPU scorer's tests (the CUDA instances must run, not skip);
 #   3. generate and import a MovieLens-20M-sized dataset (138K users, 27K items, 20M interactions);
 #   4. train NeuMF (64 factors, layers 256,256,128,64, 4 negatives) with --device cuda at batch
 #      65536 and 1048576 (FP32 and TF32), a few epochs each, HR@10 after every epoch;
 #   5. the same first epoch on the CPU path, on a 10% subsample (samples/s is per sample, so the
 #      ratio holds), for the speed ratio;
 #   6. a short pass of the kernel micro-benchmarks;
+#   7. batch inference's top-K (paper model, 4096 users x 25K items, k 25): users/s, and the seconds
+#      that makes for 1M users;
 # then prints one table and appends it, the machine and the date to bench/RESULTS.md.
 #
 # Usage: bench/gpu_check.sh [WORK_DIR]   (default /tmp/tastebud-gpu-check; $OUT, when set, gets
@@ -27,7 +30,7 @@ stamp() { echo "[gpu_check +$(( $(date +%s) - START ))s] $*"; }
 stamp "configure + build (sm_90) into $BUILD"
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DTASTEBUD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
   >"$LOGS/configure.log" 2>&1 || { tail -30 "$LOGS/configure.log"; exit 1; }
-cmake --build "$BUILD" -j"$JOBS" --target tastebud test_backends bench_kernels_cuda >"$LOGS/build.log" 2>&1 \
+cmake --build "$BUILD" -j"$JOBS" --target tastebud test_backends test_gpu_scorer bench_kernels_cuda >"$LOGS/build.log" 2>&1 \
   || { grep -E "error|Error" -A5 "$LOGS/build.log" | head -60; exit 1; }
 TB="$BUILD/host/tastebud"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$LOGS/gpu.txt" || true
@@ -38,8 +41,12 @@ if ! timeout 300 "$BUILD/tests/test_backends" --gtest_brief=0 >"$LOGS/test_backe
   TEST_STATUS=FAILED
   grep -E "FAILED|Failure|mismatch|difference" "$LOGS/test_backends.log" | head -40 || true
 fi
-SKIPPED=$(grep -c "\[  SKIPPED \]" "$LOGS/test_backends.log" || true)
-grep -E "PASSED|FAILED|SKIPPED" "$LOGS/test_backends.log" | tail -5 || true
+if ! timeout 120 "$BUILD/tests/test_gpu_scorer" >"$LOGS/test_gpu_scorer.log" 2>&1; then
+  TEST_STATUS="$TEST_STATUS, test_gpu_scorer FAILED"
+  grep -E "FAILED|Failure|GPU|CPU" "$LOGS/test_gpu_scorer.log" | head -40 || true
+fi
+SKIPPED=$(cat "$LOGS/test_backends.log" "$LOGS/test_gpu_scorer.log" | grep -c "\[  SKIPPED \]" || true)
+grep -hE "PASSED|FAILED|SKIPPED" "$LOGS/test_backends.log" "$LOGS/test_gpu_scorer.log" | tail -8 || true
 [ "$SKIPPED" != "0" ] && TEST_STATUS="$TEST_STATUS ($SKIPPED skipped: no device?)"
 
 stamp "generate + import (138K users, 27K items, 20M interactions; and a 10% subsample for the CPU)"
@@ -91,6 +98,13 @@ stamp "kernel micro-benchmarks (short)"
 timeout 90 "$BUILD/bench/bench_kernels_cuda" --benchmark_min_time=0.05 >"$LOGS/bench_kernels_cuda.log" 2>&1 || true
 grep -E "^(gather|dense|column|head|bce|row_groups|fill|shuffle|top_k)" "$LOGS/bench_kernels_cuda.log" | head -60 || true
 
+stamp "batch top-K (paper model, 4096 users x 25K items, k 25)"
+timeout 120 "$BUILD/bench/bench_kernels_cuda" --benchmark_filter='^score_top_k' --benchmark_min_time=0.5 \
+  --benchmark_out="$LOGS/score_top_k.json" --benchmark_out_format=json >"$LOGS/score_top_k.log" 2>&1 || true
+grep -E "^score_top_k" "$LOGS/score_top_k.log" || tail -5 "$LOGS/score_top_k.log"
+users_rate=$(grep -o '"users_per_second": *[0-9.e+-]*' "$LOGS/score_top_k.json" 2>/dev/null | head -1 | cut -d: -f2 | tr -d ' ,' || true)
+topk=$(awk -v r="${users_rate:-0}" 'BEGIN { r += 0; if (r > 0) printf "%.0f users/s, %.1f s for 1M users (extrapolated)", r, 1e6 / r; else print "n/a" }')
+
 gpu_rate=$(grep -E "^epoch +1 " "$LOGS/train-gpu-b65536-tf32.log" 2>/dev/null | awk '{print $5}' | tr -d M || true)
 cpu_rate=$(grep -E "^epoch +1 " "$LOGS/train-cpu-b65536-subsample.log" 2>/dev/null | awk '{print $5}' | tr -d M || true)
 ratio=$(awk -v g="${gpu_rate:-0}" -v c="${cpu_rate:-0}" 'BEGIN { if (c > 0) printf "%.1fx", g / c; else print "n/a" }')
@@ -108,6 +122,9 @@ TABLE="$WORK/table.md"
   for row in "${ROWS[@]}"; do echo "$row"; done
   echo
   echo "GPU (batch 65536, TF32) / CPU samples per second, first epoch: $ratio"
+  echo
+  echo "Batch inference on the GPU, top-25 of 25K items, paper model (8 factors, layers 64,32,16,8),"
+  echo "4096-user chunks, 20 seen items excluded per user: $topk"
   echo
 } >"$TABLE"
 cat "$TABLE"

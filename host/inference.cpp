@@ -22,6 +22,7 @@
 #include "cpu/topk.h"
 #include "host/features.h"
 #include "tastebud/datasets/dataset.h"
+#include "tastebud/engine/gpu_scorer.h"
 #include "tastebud/engine/model_io.h"
 #include "tastebud/engine/scorer.h"
 #include "tastebud/error.h"
@@ -369,6 +370,12 @@ InferenceContext load_context(const ModelData& model, const fs::path& dataset_di
 
 // ---- Recommender -----------------------------------------------------------------------------------
 
+// A user's top-K as the GPU returns it: logits, best first; item UINT32_MAX ends a short list.
+struct TopK {
+  std::vector<uint32_t> items;
+  std::vector<float> scores;
+};
+
 constexpr const char* kMetadataOnlyUser = "user unknown to the model: scored from the user's metadata alone";
 
 struct Recommender::Impl {
@@ -380,6 +387,7 @@ struct Recommender::Impl {
   std::vector<float> popularity;
   std::vector<uint32_t> popular_order;  // by popularity, then index
   std::unique_ptr<Scorer> scorer;
+  std::unique_ptr<GpuScorer> gpu;  // --device cuda (or auto with a GPU): top-K of plain user queries
   std::vector<float> item_vectors;  // NeuMF: unit-length [gmf | mlp] item embeddings
   uint32_t item_dim = 0;
   SeenItems item_users;  // seen transposed: item -> users (segments of the sims recipe)
@@ -557,7 +565,16 @@ struct Recommender::Impl {
   }
 
   void recommend_for_user(uint32_t user, const Query& q, const std::vector<uint8_t>& allowed,
-                          std::vector<uint32_t>& items, std::vector<float>& scores, std::string& reason) const {
+                          std::vector<uint32_t>& items, std::vector<float>& scores, std::string& reason,
+                          const TopK* precomputed) const {
+    if (precomputed) {  // the GPU's answer for this line (answer_chunk)
+      for (size_t k = 0; k < precomputed->items.size() && items.size() < q.k; ++k) {
+        if (precomputed->items[k] == UINT32_MAX) break;
+        items.push_back(precomputed->items[k]);
+        scores.push_back(sigmoid(precomputed->scores[k]));
+      }
+      return;
+    }
     thread_local std::vector<float> s;
     thread_local std::vector<uint32_t> top, candidates;
     thread_local std::vector<float> candidate_scores;
@@ -694,7 +711,7 @@ struct Recommender::Impl {
     return json{{"recommendedItems", std::move(items)}, {"scores", std::move(scores)}};
   }
 
-  json answer_query(const Query& q, bool& fallback) const {
+  json answer_query(const Query& q, bool& fallback, const TopK* precomputed = nullptr) const {
     const std::vector<uint8_t> allowed = allowed_items(q);
     std::vector<uint32_t> items;
     std::vector<float> scores;
@@ -711,7 +728,7 @@ struct Recommender::Impl {
         reason = "unknown user: the most popular items";
         fallback = true;
       } else {
-        recommend_for_user(it->second, q, allowed, items, scores, reason);
+        recommend_for_user(it->second, q, allowed, items, scores, reason, precomputed);
         if (it->second >= model.trained_users) reason = kMetadataOnlyUser;
       }
     } else {
@@ -734,9 +751,99 @@ struct Recommender::Impl {
     return out;
   }
 
-  std::string answer(std::string_view line, LineResult& result) const {
-    return result_line(line, "{\"userId\": \"u1\"}", result,
-                       [&](const json& input) { return answer_query(parse_query(input), result.fallback); });
+  std::string answer(std::string_view line, LineResult& result, const TopK* precomputed = nullptr) const {
+    return result_line(line, "{\"userId\": \"u1\"}", result, [&](const json& input) {
+      return answer_query(parse_query(input), result.fallback, precomputed);
+    });
+  }
+
+  // ---- The GPU path ----
+
+  // A line the GPU answers: a known user's top-K (no itemList), exact (no two-stage on the GPU).
+  struct GpuRequest {
+    uint32_t user = 0;
+    uint32_t k = 0;
+    std::vector<uint8_t> allowed;
+    std::vector<float> context;
+  };
+  // False for every other line, and for one that does not parse: the CPU path answers those (and
+  // writes their errors).
+  bool gpu_request(std::string_view line, GpuRequest& request) const {
+    try {
+      const json input = json::parse(line);
+      if (!input.is_object()) return false;
+      const Query q = parse_query(input);
+      if (!q.user_id || q.item_list) return false;
+      const auto it = user_index.find(*q.user_id);
+      if (it == user_index.end()) return false;
+      request.user = it->second;
+      request.k = q.k;
+      request.allowed = allowed_items(q);
+      request.context = q.context;
+      return true;
+    } catch (const std::exception&) {
+      return false;
+    }
+  }
+
+  // Answers a chunk of lines: the GPU lines' top-K in batches of users that share a filter result
+  // (seen items excluded per user), then every line formatted as on the CPU.
+  void answer_chunk(std::span<const std::string> lines, std::span<std::string> answers,
+                    std::span<LineResult> results, int workers) const {
+    const int64_t n = static_cast<int64_t>(lines.size());
+    if (!gpu) {
+#pragma omp parallel for schedule(dynamic, 4) num_threads(workers)
+      for (int64_t k = 0; k < n; ++k) answers[k] = answer(lines[k], results[k]);
+      return;
+    }
+    std::vector<GpuRequest> requests(lines.size());
+    std::vector<uint8_t> on_gpu(lines.size(), 0);
+#pragma omp parallel for schedule(dynamic, 16) num_threads(workers)
+    for (int64_t k = 0; k < n; ++k) on_gpu[k] = gpu_request(lines[k], requests[k]);
+    // Lines grouped by their allowed items (one group without a filter).
+    std::unordered_map<std::string, std::vector<size_t>> groups;
+    for (size_t k = 0; k < lines.size(); ++k) {
+      if (!on_gpu[k]) continue;
+      const std::vector<uint8_t>& allowed = requests[k].allowed;
+      groups[std::string(allowed.begin(), allowed.end())].push_back(k);
+    }
+    std::vector<TopK> top(lines.size());
+    const uint32_t e = model.params->config.mlp_embedding();
+    for (const auto& [mask, members] : groups) {
+      std::vector<uint32_t> users;
+      std::vector<float> contexts;
+      std::vector<uint64_t> offsets{0};
+      std::vector<uint32_t> exclude;
+      uint32_t k_max = 1;
+      bool any_context = false;
+      for (size_t line : members) any_context |= !requests[line].context.empty();
+      for (size_t line : members) {
+        const GpuRequest& r = requests[line];
+        users.push_back(r.user);
+        k_max = std::max(k_max, r.k);
+        if (any_context) {
+          if (r.context.empty()) contexts.resize(contexts.size() + e, 0.0f);
+          else contexts.insert(contexts.end(), r.context.begin(), r.context.end());
+        }
+        if (!options.keep_seen) {
+          const auto seen = seen_of(r.user);
+          exclude.insert(exclude.end(), seen.begin(), seen.end());
+        }
+        offsets.push_back(exclude.size());
+      }
+      if (options.keep_seen) offsets.clear();
+      std::vector<uint32_t> items(users.size() * k_max);
+      std::vector<float> scores(users.size() * k_max);
+      const std::span<const uint8_t> allowed(reinterpret_cast<const uint8_t*>(mask.data()), mask.size());
+      gpu->top_k(users, contexts, offsets, exclude, allowed, k_max, items, scores);
+      for (size_t u = 0; u < members.size(); ++u) {
+        TopK& t = top[members[u]];
+        t.items.assign(items.begin() + u * k_max, items.begin() + (u + 1) * k_max);
+        t.scores.assign(scores.begin() + u * k_max, scores.begin() + (u + 1) * k_max);
+      }
+    }
+#pragma omp parallel for schedule(dynamic, 4) num_threads(workers)
+    for (int64_t k = 0; k < n; ++k) answers[k] = answer(lines[k], results[k], on_gpu[k] ? &top[k] : nullptr);
   }
 
   // ---- Segments ----
@@ -823,6 +930,18 @@ Recommender::Recommender(ModelData model, InferenceContext context, InferenceOpt
     throw Error("--candidates: two-stage retrieval ranks candidates by the GMF branch; this model has none");
   if (!impl_->options.filter.empty()) impl_->filter.emplace(impl_->options.filter, impl_->context.catalog);
   impl_->prepare();
+  if (impl_->options.device == "cuda" && impl_->model.params) {
+    impl_->gpu = std::make_unique<GpuScorer>(*impl_->model.params);
+  }
+}
+
+std::string Recommender::device() const {
+  return impl_->gpu ? impl_->gpu->describe() : std::string("the cpu");
+}
+
+void Recommender::answer_chunk(std::span<const std::string> lines, std::span<std::string> answers,
+                               std::span<LineOutcome> outcomes, int workers) const {
+  impl_->answer_chunk(lines, answers, outcomes, workers);
 }
 
 Recommender::~Recommender() = default;
@@ -851,9 +970,9 @@ std::ifstream open_input(const fs::path& input) {
   return in;
 }
 
-template <typename AnswerFn>
-BatchStats run_lines(const fs::path& input, const fs::path& output, uint32_t threads, bool parallel_lines,
-                     AnswerFn&& answer) {
+// chunk(lines, answers, results, workers) answers one chunk of lines.
+template <typename ChunkFn>
+BatchStats run_lines(const fs::path& input, const fs::path& output, uint32_t threads, ChunkFn&& chunk) {
   const auto start = std::chrono::steady_clock::now();
   std::ifstream in = open_input(input);
   AtomicOutput out(output);
@@ -872,12 +991,7 @@ BatchStats run_lines(const fs::path& input, const fs::path& output, uint32_t thr
     answers.assign(lines.size(), std::string());
     results.assign(lines.size(), LineResult{});
     const int64_t n = static_cast<int64_t>(lines.size());
-    if (parallel_lines) {
-#pragma omp parallel for schedule(dynamic, 4) num_threads(workers)
-      for (int64_t k = 0; k < n; ++k) answers[k] = answer(lines[k], results[k]);
-    } else {
-      for (int64_t k = 0; k < n; ++k) answers[k] = answer(lines[k], results[k]);
-    }
+    chunk(std::span<const std::string>(lines), std::span<std::string>(answers), std::span<LineResult>(results), workers);
     std::string text;
     for (int64_t k = 0; k < n; ++k) {
       text += answers[k];
@@ -894,11 +1008,17 @@ BatchStats run_lines(const fs::path& input, const fs::path& output, uint32_t thr
   return stats;
 }
 
-std::string resolve_device(const std::string& device) {
-  if (device == "auto" || device == "cpu") return "cpu";
-  if (device == "cuda")
-    throw Error("--device cuda: batch inference on the GPU is not in this build yet; use --device cpu or auto");
-  throw Error(fmt::format("unknown --device '{}': expected auto, cpu or cuda", device));
+// auto: the GPU when one answers, else the CPU (with the reason in `notice`); cuda without a GPU
+// is an error that says why.
+std::string resolve_device(const std::string& device, std::string* notice) {
+  if (device != "auto" && device != "cpu" && device != "cuda")
+    throw Error(fmt::format("unknown --device '{}': expected auto, cpu or cuda", device));
+  if (device == "cpu") return "cpu";
+  std::string reason;
+  if (gpu_scorer_available(&reason)) return "cuda";
+  if (device == "cuda") throw Error("--device cuda: " + reason);
+  *notice = "no usable GPU (" + reason + "); scoring on the CPU";
+  return "cpu";
 }
 
 void print_stats(std::ostream& log, const char* job, const BatchStats& s, const fs::path& output) {
@@ -910,8 +1030,11 @@ void print_stats(std::ostream& log, const char* job, const BatchStats& s, const 
 
 BatchStats run_batch_infer(const Recommender& recommender, const fs::path& input, const fs::path& output,
                            uint32_t threads) {
-  return run_lines(input, output, threads, true,
-                   [&](const std::string& line, LineResult& r) { return recommender.answer(line, &r); });
+  return run_lines(input, output, threads,
+                   [&](std::span<const std::string> lines, std::span<std::string> answers,
+                       std::span<LineResult> results, int workers) {
+                     recommender.answer_chunk(lines, answers, results, workers);
+                   });
 }
 
 BatchStats run_batch_segment(const Recommender& recommender, const fs::path& input, const fs::path& output,
@@ -921,13 +1044,19 @@ BatchStats run_batch_segment(const Recommender& recommender, const fs::path& inp
                        recommender.model().kind));
   TB_CHECK(num_results >= 1, "--num-results must be positive");
   if (threads > 0) omp_set_num_threads(static_cast<int>(threads));
-  return run_lines(input, output, threads, false,
-                   [&](const std::string& line, LineResult& r) { return recommender.segment(line, num_results, &r); });
+  // Lines one at a time: each segment already scores every user in parallel.
+  return run_lines(input, output, threads,
+                   [&](std::span<const std::string> lines, std::span<std::string> answers,
+                       std::span<LineResult> results, int) {
+                     for (size_t k = 0; k < lines.size(); ++k) answers[k] = recommender.segment(lines[k], num_results, &results[k]);
+                   });
 }
 
 BatchStats batch_infer(const fs::path& model_dir, const fs::path& input, const fs::path& output,
                        const InferenceOptions& options, std::ostream& log) {
-  resolve_device(options.device);
+  InferenceOptions resolved = options;
+  std::string notice;
+  resolved.device = resolve_device(options.device, &notice);
   if (!options.filter.empty()) check_filter_syntax(options.filter);  // fail before loading anything
   ModelData model = load_model_dir(model_dir);
   fs::path data;
@@ -940,11 +1069,15 @@ BatchStats batch_infer(const fs::path& model_dir, const fs::path& input, const f
   }
   InferenceContext context = load_context(model, data);
   const std::string kind = model.kind;
-  const Recommender recommender(std::move(model), std::move(context), options);
-  log << fmt::format("batch-infer: {} model, {} users, {} items, {} on the cpu{}{}\n", kind,
+  if (!is_neumf_family(kind)) resolved.device = "cpu";  // recipes answer from tables on the host
+  if (!notice.empty() && is_neumf_family(kind)) log << notice << "\n";
+  const Recommender recommender(std::move(model), std::move(context), resolved);
+  log << fmt::format("batch-infer: {} model, {} users, {} items, {} on {}{}{}\n", kind,
                      recommender.model().user_ids.size(), recommender.model().item_ids.size(),
-                     options.candidates > 0 ? fmt::format("two-stage ({} candidates)", options.candidates) : "exact top-k",
-                     options.filter.empty() ? "" : ", filter: ", options.filter);
+                     resolved.device == "cuda" ? "exact top-k (user queries)"
+                     : options.candidates > 0 ? fmt::format("two-stage ({} candidates)", options.candidates)
+                                              : "exact top-k",
+                     recommender.device(), options.filter.empty() ? "" : ", filter: ", options.filter);
   const BatchStats stats = run_batch_infer(recommender, input, output, options.threads);
   print_stats(log, "batch-infer", stats, output);
   return stats;

@@ -31,6 +31,7 @@
 #include <iosfwd>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -46,7 +47,7 @@ namespace tastebud::host {
 struct InferenceOptions {
   uint32_t num_results = 25;  // default per query; a line's numResults wins (1..500)
   std::string filter;         // empty: none
-  std::string device = "auto";
+  std::string device = "auto";  // the Recommender takes "cpu" or "cuda" (batch_infer resolves auto)
   bool keep_seen = false;     // keep the user's interacted items in recommendations
   uint32_t candidates = 0;    // > 0: two-stage retrieval, this many GMF candidates reranked
   uint32_t threads = 0;       // 0: all cores
@@ -101,6 +102,12 @@ class Recommender {
   // One batch-infer line in, one output line out (without the newline). Never throws for a bad
   // line: the message goes to "error".
   std::string answer(std::string_view line, LineOutcome* outcome = nullptr) const;
+  // A chunk of batch-infer lines, answers[k] for lines[k]: with the GPU, the plain user queries'
+  // top-K go to the device in batches; every other line as answer() does. workers: CPU threads.
+  void answer_chunk(std::span<const std::string> lines, std::span<std::string> answers,
+                    std::span<LineOutcome> outcomes, int workers) const;
+  // Where user queries are scored, for logs: "the cpu" or the GPU's description.
+  std::string device() const;
   // One batch-segment line in, one output line out.
   std::string segment(std::string_view line, uint32_t default_num_results,
                       LineOutcome* outcome = nullptr) const;

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "host/inference.h"
+#include "tastebud/engine/gpu_scorer.h"
 #include "tastebud/engine/scorer.h"
 
 namespace tastebud::host {
@@ -283,6 +284,76 @@ TEST(Inference, SegmentsRankUsersByAffinity) {
     a = json::parse(r.segment(bad, 5, &outcome));
     EXPECT_TRUE(outcome.error) << bad;
     EXPECT_TRUE(a.at("output").is_null()) << bad;
+  }
+}
+
+// --device cuda: the GPU answers the plain user queries of a chunk in batches; every line must read
+// as the CPU's (near-equal logits may swap places, so those compare by score). Without a GPU the
+// Recommender refuses to build, and the job's --device auto falls back to the CPU.
+TEST(Inference, GpuAnswersMatchTheCpuLineForLine) {
+  ModelData m;
+  m.kind = "neumf";
+  const uint32_t users = 40, items = 300;
+  for (uint32_t u = 0; u < users; ++u) m.user_ids.push_back("u" + std::to_string(u));
+  ItemCatalog catalog;
+  std::vector<double> price;
+  for (uint32_t i = 0; i < items; ++i) {
+    m.item_ids.push_back("i" + std::to_string(i));
+    price.push_back(i % 50);
+  }
+  catalog.item_ids = m.item_ids;
+  catalog.numerical.push_back({"PRICE", price});
+  ModelConfig c;
+  c.num_users = users;
+  c.num_items = items;
+  ModelParams p = ModelParams::initialize(c, 3);
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 0.5f);
+  for (Tensor* t : p.tensors()) for (float& v : t->values) v = normal(rng);
+  m.params = p;
+  m.seen.offsets.push_back(0);
+  for (uint32_t u = 0; u < users; ++u) {
+    for (uint32_t i = u; i < items; i += 37) m.seen.items.push_back(i);
+    m.seen.offsets.push_back(m.seen.items.size());
+  }
+  InferenceOptions options;
+  options.filter = "EXCLUDE ItemID WHERE Items.PRICE > $MAX";
+  const std::vector<std::string> lines{
+      R"({"userId": "u0"})", R"({"userId": "u1", "numResults": 7})",
+      R"({"userId": "u2", "filterValues": {"MAX": "10"}})", R"({"userId": "u3", "filterValues": {"MAX": "10"}, "numResults": 200})",
+      R"({"userId": "u4", "itemList": ["i1", "i2", "nope"]})", R"({"itemId": "i9"})", R"({"userId": "stranger"})",
+      "not json", R"({"userId": "u39", "numResults": 500})"};
+  options.device = "cpu";
+  const Recommender cpu(m, InferenceContext{catalog, {}}, options);
+  std::vector<std::string> want(lines.size()), got(lines.size());
+  std::vector<Recommender::LineOutcome> a(lines.size()), b(lines.size());
+  cpu.answer_chunk(lines, want, a, 2);
+  for (size_t k = 0; k < lines.size(); ++k) ASSERT_EQ(want[k], cpu.answer(lines[k])) << lines[k];
+  std::string reason;
+  if (!gpu_scorer_available(&reason)) {
+    options.device = "cuda";
+    EXPECT_THROW(Recommender(m, InferenceContext{catalog, {}}, options), Error);
+    GTEST_SKIP() << "no usable GPU: " << reason;
+  }
+  options.device = "cuda";
+  const Recommender gpu(m, InferenceContext{catalog, {}}, options);
+  gpu.answer_chunk(lines, got, b, 2);
+  for (size_t k = 0; k < lines.size(); ++k) {
+    const json w = json::parse(want[k]), g = json::parse(got[k]);
+    ASSERT_EQ(w.at("error").is_null(), g.at("error").is_null()) << lines[k];
+    if (!w.at("error").is_null()) continue;
+    const auto& wi = w.at("output").at("recommendedItems");
+    const auto& gi = g.at("output").at("recommendedItems");
+    const auto& ws = w.at("output").at("scores");
+    const auto& gs = g.at("output").at("scores");
+    ASSERT_EQ(wi.size(), gi.size()) << lines[k];
+    for (size_t r = 0; r < wi.size(); ++r) {
+      if (ws[r].is_null()) continue;
+      EXPECT_NEAR(gs[r].get<double>(), ws[r].get<double>(), 1e-5) << lines[k] << " rank " << r;
+      if (wi[r] != gi[r]) {  // only a near-tie may swap places
+        EXPECT_NEAR(ws[r].get<double>(), gs[r].get<double>(), 1e-6) << lines[k] << " rank " << r;
+      }
+    }
   }
 }
 
