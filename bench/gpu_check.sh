@@ -11,6 +11,8 @@
 #   6. a short pass of the kernel micro-benchmarks;
 #   7. batch inference's top-K (paper model, 4096 users x 25K items, k 25): users/s, and the seconds
 #      that makes for 1M users;
+#   8. batch-infer end to end on a 1M-user shop (25K items, paper model, one epoch on the GPU):
+#      1M {"userId"} lines answered with --device cuda, against the first 20K lines on the CPU;
 # then prints one table and appends it, the machine and the date to bench/RESULTS.md.
 #
 # Usage: bench/gpu_check.sh [WORK_DIR]   (default /tmp/tastebud-gpu-check; $OUT, when set, gets
@@ -30,7 +32,7 @@ stamp() { echo "[gpu_check +$(( $(date +%s) - START ))s] $*"; }
 stamp "configure + build (sm_90) into $BUILD"
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DTASTEBUD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
   >"$LOGS/configure.log" 2>&1 || { tail -30 "$LOGS/configure.log"; exit 1; }
-cmake --build "$BUILD" -j"$JOBS" --target tastebud test_backends test_gpu_scorer bench_kernels_cuda >"$LOGS/build.log" 2>&1 \
+cmake --build "$BUILD" -j"$JOBS" --target tastebud test_backends test_gpu_scorer test_inference bench_kernels_cuda >"$LOGS/build.log" 2>&1 \
   || { grep -E "error|Error" -A5 "$LOGS/build.log" | head -60; exit 1; }
 TB="$BUILD/host/tastebud"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$LOGS/gpu.txt" || true
@@ -45,7 +47,11 @@ if ! timeout 120 "$BUILD/tests/test_gpu_scorer" >"$LOGS/test_gpu_scorer.log" 2>&
   TEST_STATUS="$TEST_STATUS, test_gpu_scorer FAILED"
   grep -E "FAILED|Failure|GPU|CPU" "$LOGS/test_gpu_scorer.log" | head -40 || true
 fi
-SKIPPED=$(cat "$LOGS/test_backends.log" "$LOGS/test_gpu_scorer.log" | grep -c "\[  SKIPPED \]" || true)
+if ! timeout 60 "$BUILD/tests/test_inference" --gtest_filter='*Gpu*' >"$LOGS/test_inference.log" 2>&1; then
+  TEST_STATUS="$TEST_STATUS, test_inference (GPU lines) FAILED"
+  grep -E "FAILED|Failure" "$LOGS/test_inference.log" | head -20 || true
+fi
+SKIPPED=$(cat "$LOGS/test_backends.log" "$LOGS/test_gpu_scorer.log" "$LOGS/test_inference.log" | grep -c "\[  SKIPPED \]" || true)
 grep -hE "PASSED|FAILED|SKIPPED" "$LOGS/test_backends.log" "$LOGS/test_gpu_scorer.log" | tail -8 || true
 [ "$SKIPPED" != "0" ] && TEST_STATUS="$TEST_STATUS ($SKIPPED skipped: no device?)"
 
@@ -105,6 +111,32 @@ grep -E "^score_top_k" "$LOGS/score_top_k.log" || tail -5 "$LOGS/score_top_k.log
 users_rate=$(grep -o '"users_per_second": *[0-9.e+-]*' "$LOGS/score_top_k.json" 2>/dev/null | head -1 | cut -d: -f2 | tr -d ' ,' || true)
 topk=$(awk -v r="${users_rate:-0}" 'BEGIN { r += 0; if (r > 0) printf "%.0f users/s, %.1f s for 1M users (extrapolated)", r, 1e6 / r; else print "n/a" }')
 
+stamp "batch-infer end to end: 1M users x 25K items (paper model)"
+infer=n/a
+# Each step must succeed (set -e does not apply inside an if condition, hence the &&).
+infer_setup() {
+  "$TB" generate --users 1000000 --items 25000 --interactions 20000000 --seed 3 --out "$WORK/shop1m" &&
+    "$TB" import --interactions "$WORK/shop1m/interactions.csv" --out "$WORK/data1m" --quiet &&
+    rm -rf "$WORK/shop1m" &&
+    "$TB" train --data "$WORK/data1m" --out "$WORK/model1m" --device cuda --batch-size 65536 --epochs 1 \
+      --eval none --no-progress &&
+    awk 'BEGIN { for (u = 0; u < 1000000; ++u) printf "{\"userId\": \"u%d\"}\n", u }' >"$WORK/q1m.jsonl" &&
+    head -20000 "$WORK/q1m.jsonl" >"$WORK/q20k.jsonl"
+}
+rm -rf "$WORK/model1m"
+if timeout 300 bash -c "$(declare -f infer_setup); TB='$TB' WORK='$WORK' infer_setup" >"$LOGS/infer-setup.log" 2>&1; then
+  timeout 240 "$TB" batch-infer --model "$WORK/model1m" --input "$WORK/q1m.jsonl" --output "$WORK/r1m.jsonl" \
+    --num-results 25 --device cuda >"$LOGS/infer-gpu.log" 2>&1 || tail -5 "$LOGS/infer-gpu.log"
+  timeout 240 "$TB" batch-infer --model "$WORK/model1m" --input "$WORK/q20k.jsonl" --output "$WORK/r20k.jsonl" \
+    --num-results 25 --device cpu >"$LOGS/infer-cpu.log" 2>&1 || tail -5 "$LOGS/infer-cpu.log"
+  cat "$LOGS/infer-gpu.log" "$LOGS/infer-cpu.log"
+  gpu_s=$(grep -o "in [0-9.]*s" "$LOGS/infer-gpu.log" | tail -1 | tr -dc "0-9.")
+  cpu_s=$(grep -o "in [0-9.]*s" "$LOGS/infer-cpu.log" | tail -1 | tr -dc "0-9.")
+  infer=$(awk -v g="${gpu_s:-0}" -v c="${cpu_s:-0}" 'BEGIN { printf "1M users on the GPU in %.1f s; 20K users on the CPU path of this machine in %.1f s (%.0f s per 1M)", g, c, c * 50 }')
+else
+  tail -5 "$LOGS/infer-setup.log"
+fi
+
 gpu_rate=$(grep -E "^epoch +1 " "$LOGS/train-gpu-b65536-tf32.log" 2>/dev/null | awk '{print $5}' | tr -d M || true)
 cpu_rate=$(grep -E "^epoch +1 " "$LOGS/train-cpu-b65536-subsample.log" 2>/dev/null | awk '{print $5}' | tr -d M || true)
 ratio=$(awk -v g="${gpu_rate:-0}" -v c="${cpu_rate:-0}" 'BEGIN { if (c > 0) printf "%.1fx", g / c; else print "n/a" }')
@@ -125,6 +157,8 @@ TABLE="$WORK/table.md"
   echo
   echo "Batch inference on the GPU, top-25 of 25K items, paper model (8 factors, layers 64,32,16,8),"
   echo "4096-user chunks, 20 seen items excluded per user: $topk"
+  echo
+  echo "batch-infer end to end (JSON lines in and out, seen items removed): $infer"
   echo
 } >"$TABLE"
 cat "$TABLE"
