@@ -20,12 +20,14 @@ struct GenerateArgs {
   std::string layout = "shop";
   // Set when the flag was given: the movielens-100k layout has its own defaults (ml-100k's sizes).
   bool users_given = false, items_given = false, interactions_given = false;
-  bool shop_only_given = false;  // --clusters or --cold-items
+  bool shop_only_given = false;  // --clusters, --cold-items, --impressions or --device-effect
 };
 
 void run_generate_movielens(const GenerateArgs& args) {
   if (args.shop_only_given) {
-    throw Error("generate: --clusters and --cold-items apply to --layout shop only");
+    throw Error(
+        "generate: --clusters, --cold-items, --impressions and --device-effect apply to --layout "
+        "shop only");
   }
   datasets::MovieLens100kOptions o;
   if (args.users_given) o.users = args.options.users;
@@ -70,10 +72,13 @@ void run_generate(const GenerateArgs& args) {
   report(files.interactions, o.interactions);
   report(files.users, o.users);
   report(files.items, o.items);
+  std::string signals;
+  if (o.impressions > 0) signals += fmt::format(", {} impressions per row", o.impressions);
+  if (o.device_effect > 0.0) signals += fmt::format(", device effect {:g}", o.device_effect);
   fmt::print(
-      "generated {} users, {} items ({} clusters, {:.0f}% cold), seed {}, in {:.2f} s "
+      "generated {} users, {} items ({} clusters, {:.0f}% cold{}), seed {}, in {:.2f} s "
       "({:.0f} MB/s)\n",
-      o.users, o.items, o.clusters, 100.0 * o.cold_item_share, o.seed, seconds,
+      o.users, o.items, o.clusters, 100.0 * o.cold_item_share, signals, o.seed, seconds,
       total_bytes / 1e6 / std::max(seconds, 1e-9));
 }
 
@@ -112,6 +117,19 @@ void add_generate_command(CLI::App& app) {
                       "Share of items listed in items.csv that get no interactions (0 to 1)")
           ->capture_default_str()
           ->check(CLI::Range(0.0, 1.0));
+  auto* impressions =
+      cmd->add_option("--impressions", o.impressions,
+                      "Add an IMPRESSION column: this many items shown with each interaction "
+                      "(popular items, a random category's, a few of the user's own), never the "
+                      "row's item; 0: no column")
+          ->capture_default_str()
+          ->check(CLI::Range(0u, datasets::kMaxGeneratorImpressions));
+  auto* device_effect =
+      cmd->add_option("--device-effect", o.device_effect,
+                      "Let DEVICE_TYPE shift which items an event goes to: each item suits one "
+                      "device and a suitable item is exp(S) times as likely; 0: no effect")
+          ->capture_default_str()
+          ->check(CLI::Range(0.0, 20.0));
   cmd->add_option("--seed", o.seed, "Random seed; the same seed writes the same files")
       ->capture_default_str();
   cmd->add_option("--threads", o.threads,
@@ -119,13 +137,15 @@ void add_generate_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--out", args->out_dir, "Directory to write the three CSV files into (created)")
       ->required();
-  cmd->callback([args, users, items, interactions, clusters, cold_items] {
-    args->users_given = users->count() > 0;
-    args->items_given = items->count() > 0;
-    args->interactions_given = interactions->count() > 0;
-    args->shop_only_given = clusters->count() > 0 || cold_items->count() > 0;
-    run_generate(*args);
-  });
+  cmd->callback(
+      [args, users, items, interactions, clusters, cold_items, impressions, device_effect] {
+        args->users_given = users->count() > 0;
+        args->items_given = items->count() > 0;
+        args->interactions_given = interactions->count() > 0;
+        args->shop_only_given = clusters->count() > 0 || cold_items->count() > 0 ||
+                                impressions->count() > 0 || device_effect->count() > 0;
+        run_generate(*args);
+      });
 }
 
 }  // namespace tastebud::host

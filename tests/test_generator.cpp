@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -13,6 +14,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "tastebud/datasets/dataset.h"
+#include "tastebud/datasets/import.h"
 #include "tastebud/datasets/sources.h"
 #include "tastebud/error.h"
 
@@ -165,6 +168,13 @@ TEST_F(GeneratedShop, WritesHeadersAndExactRowCounts) {
   size_t entries = 0;
   for ([[maybe_unused]] const auto& entry : fs::directory_iterator(dir_)) ++entries;
   EXPECT_EQ(entries, 3u);
+}
+
+// The optional signals are off by default: no IMPRESSION column (and the other tests pin the rest).
+TEST_F(GeneratedShop, HasNoImpressionColumnByDefault) {
+  EXPECT_EQ(std::find(interactions_->header.begin(), interactions_->header.end(), "IMPRESSION"),
+            interactions_->header.end());
+  for (const auto& row : interactions_->rows) ASSERT_EQ(row.size(), 6u);
 }
 
 TEST_F(GeneratedShop, ItemPopularityHasALongTail) {
@@ -433,6 +443,170 @@ TEST(Generator, OutputDoesNotDependOnThreadCount) {
   fs::remove_all(dir);
 }
 
+std::vector<std::string> split_bars(const std::string& text) {
+  std::vector<std::string> values;
+  std::stringstream split(text);
+  std::string value;
+  while (std::getline(split, value, '|')) values.push_back(value);
+  return values;
+}
+
+// Total variation distance between the item distributions of two devices' events.
+double device_item_distance(const Table& interactions, const std::string& a, const std::string& b) {
+  std::map<std::string, double> count_a, count_b;
+  double total_a = 0, total_b = 0;
+  for (const auto& row : interactions.rows) {
+    if (row[5] == a) {
+      ++count_a[row[1]];
+      ++total_a;
+    } else if (row[5] == b) {
+      ++count_b[row[1]];
+      ++total_b;
+    }
+  }
+  std::set<std::string> items;
+  for (const auto& [item, n] : count_a) items.insert(item);
+  for (const auto& [item, n] : count_b) items.insert(item);
+  double distance = 0;
+  for (const std::string& item : items) {
+    distance += std::abs(count_a[item] / total_a - count_b[item] / total_b);
+  }
+  return distance / 2;
+}
+
+TEST(Generator, ImpressionsListDistinctItemsShownAndNotActedOn) {
+  GeneratorOptions options;
+  options.users = 600;
+  options.items = 400;
+  options.interactions = 30000;
+  options.cold_item_share = 0.1;
+  options.seed = 5;
+  options.threads = 2;
+  const fs::path plain_dir = scratch_dir("impressions_off");
+  const std::string plain = read_file(generate_shop(options, plain_dir).interactions);
+  options.impressions = 12;
+  const fs::path dir = scratch_dir("impressions");
+  const CsvFiles files = generate_shop(options, dir);
+
+  const Table interactions = read_csv(files.interactions);
+  ASSERT_EQ(interactions.header,
+            (std::vector<std::string>{"USER_ID", "ITEM_ID", "TIMESTAMP", "EVENT_TYPE",
+                                      "EVENT_VALUE", "DEVICE_TYPE", "IMPRESSION"}));
+  ASSERT_EQ(interactions.rows.size(), options.interactions);
+  std::map<std::string, std::pair<std::string, int64_t>> items;  // id -> category, creation time
+  for (const auto& row : read_csv(files.items).rows) items[row[0]] = {row[1], std::stoll(row[5])};
+
+  // The events themselves are those of the shop without impressions.
+  std::string without_column = "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE,EVENT_VALUE,DEVICE_TYPE\n";
+  std::map<std::string, std::set<std::string>> touched;
+  std::map<std::string, std::map<std::string, size_t>> categories;  // user -> category -> events
+  for (const auto& row : interactions.rows) {
+    for (size_t f = 0; f < 6; ++f) without_column += row[f] + (f < 5 ? "," : "\n");
+    touched[row[0]].insert(row[1]);
+    ++categories[row[0]][items.at(row[1]).first];
+    const std::vector<std::string> shown = split_bars(row[6]);
+    ASSERT_EQ(shown.size(), options.impressions) << row[6];
+    ASSERT_EQ(std::set<std::string>(shown.begin(), shown.end()).size(), shown.size()) << row[6];
+    for (const std::string& item : shown) {
+      ASSERT_NE(item, row[1]) << "a row's item is not among its impressions";
+      ASSERT_EQ(items.count(item), 1u) << item;
+      ASSERT_LE(items.at(item).second, std::stoll(row[2])) << item << " shown before it exists";
+    }
+  }
+  EXPECT_TRUE(without_column == plain);
+
+  // Shown and ignored items are mostly outside the user's taste: the user's two main categories
+  // hold about 90% of their events, and fewer of their ignored impressions than of the catalog.
+  double ignored_in_taste = 0, ignored = 0;
+  for (const auto& row : interactions.rows) {
+    std::vector<std::pair<size_t, std::string>> ranked;
+    for (const auto& [name, n] : categories[row[0]]) ranked.push_back({n, name});
+    std::sort(ranked.rbegin(), ranked.rend());
+    for (const std::string& item : split_bars(row[6])) {
+      if (touched[row[0]].count(item) > 0) continue;
+      ++ignored;
+      const std::string& category = items.at(item).first;
+      ignored_in_taste +=
+          category == ranked[0].second || (ranked.size() > 1 && category == ranked[1].second);
+    }
+  }
+  ASSERT_GT(ignored, options.interactions);
+  EXPECT_LT(ignored_in_taste / ignored, 2.0 / options.clusters)
+      << "the user's own categories should be under-represented among ignored impressions";
+
+  // The lists import: every stored row keeps its options.impressions items.
+  ImportOptions import;
+  import.interactions = files.interactions;
+  import.users = files.users;
+  import.items = files.items;
+  import.out = dir / "dataset";
+  const ImportReport report = import_dataset(import);
+  const Dataset dataset = Dataset::open(import.out);
+  const Interactions& rows = dataset.interactions;
+  ASSERT_EQ(rows.impression_offsets.size(), report.interactions + 1);
+  EXPECT_EQ(rows.impression_items.size(), report.interactions * options.impressions);
+  for (uint64_t r = 0; r < rows.size(); ++r) {
+    ASSERT_EQ(rows.impression_offsets[r + 1] - rows.impression_offsets[r], options.impressions);
+    for (uint64_t k = rows.impression_offsets[r]; k < rows.impression_offsets[r + 1]; ++k) {
+      ASSERT_NE(rows.impression_items[k], rows.item[r]);
+    }
+  }
+  fs::remove_all(plain_dir);
+  fs::remove_all(dir);
+}
+
+TEST(Generator, DeviceEffectMakesTheDeviceTellTheItems) {
+  GeneratorOptions options;
+  options.users = 1500;
+  options.items = 400;
+  options.interactions = 60000;
+  options.seed = 9;
+  options.threads = 2;
+  const fs::path dir = scratch_dir("device_effect");
+  const Table plain = read_csv(generate_shop(options, dir).interactions);
+  options.device_effect = 2.0;
+  const Table shifted = read_csv(generate_shop(options, dir).interactions);
+  ASSERT_EQ(shifted.rows.size(), plain.rows.size());
+  // Without the effect the devices' item distributions differ by sampling noise only (about 0.1
+  // here); with it, by half of their mass.
+  const double plain_distance = device_item_distance(plain, "mobile", "desktop");
+  const double shifted_distance = device_item_distance(shifted, "mobile", "desktop");
+  EXPECT_LT(plain_distance, 0.2);
+  EXPECT_GT(shifted_distance, plain_distance + 0.2);
+  // Devices and times of events stay as they were: only the items move.
+  size_t same_device = 0, same_item = 0;
+  for (size_t r = 0; r < plain.rows.size(); ++r) {
+    same_device += plain.rows[r][5] == shifted.rows[r][5];
+    same_item += plain.rows[r][1] == shifted.rows[r][1];
+  }
+  EXPECT_GT(same_device, plain.rows.size() * 9 / 10);
+  EXPECT_LT(same_item, plain.rows.size() * 9 / 10);
+  fs::remove_all(dir);
+}
+
+TEST(Generator, SignalsDoNotDependOnThreadCount) {
+  GeneratorOptions options;
+  options.users = 700;
+  options.items = 300;
+  options.interactions = 50000;  // several blocks of users
+  options.cold_item_share = 0.1;
+  options.seed = 42;
+  options.impressions = 7;
+  options.device_effect = 1.5;
+  std::string reference;
+  for (const uint32_t threads : {1u, 3u}) {
+    options.threads = threads;
+    const fs::path dir = scratch_dir("signals_threads_" + std::to_string(threads));
+    const std::string text = read_file(generate_shop(options, dir).interactions);
+    if (threads == 1) {
+      reference = text;
+    } else {
+      EXPECT_TRUE(text == reference) << "interactions differ with " << threads << " threads";
+    }
+    fs::remove_all(dir);
+  }
+}
+
 TEST(Generator, TinyShopsWork) {
   GeneratorOptions options;
   options.users = 1;
@@ -478,6 +652,17 @@ TEST(Generator, RejectsImpossibleOptions) {
   no_users.users = 0;
   EXPECT_THROW(generate_shop(no_users, dir), Error);
 
+  GeneratorOptions too_many_shown = options;
+  too_many_shown.impressions = 10;  // needs 11 items on sale for the whole window
+  EXPECT_THROW(generate_shop(too_many_shown, dir), Error);
+  too_many_shown.items = 1000;
+  too_many_shown.impressions = kMaxGeneratorImpressions + 1;
+  EXPECT_THROW(generate_shop(too_many_shown, dir), Error);
+
+  GeneratorOptions negative_effect = options;
+  negative_effect.device_effect = -1.0;
+  EXPECT_THROW(generate_shop(negative_effect, dir), Error);
+
   EXPECT_FALSE(fs::exists(dir / "interactions.csv"));
   fs::remove_all(dir);
 }
@@ -499,6 +684,23 @@ TEST(GenerateCommand, WritesTheShopAndSaysSo) {
   const std::string help = std::string(TASTEBUD_BINARY) + " generate --help > " + log.string();
   ASSERT_EQ(std::system(help.c_str()), 0);
   EXPECT_NE(read_file(log).find("--cold-items"), std::string::npos);
+  EXPECT_NE(read_file(log).find("--impressions"), std::string::npos);
+  EXPECT_NE(read_file(log).find("--device-effect"), std::string::npos);
+
+  const std::string signals = std::string(TASTEBUD_BINARY) +
+                              " generate --users 50 --items 40 --interactions 500 --impressions 5 "
+                              "--device-effect 1 --seed 3 --out " +
+                              dir.string() + " > " + log.string() + " 2>&1";
+  ASSERT_EQ(std::system(signals.c_str()), 0) << read_file(log);
+  EXPECT_NE(read_file(log).find("5 impressions per row, device effect 1"), std::string::npos)
+      << read_file(log);
+  EXPECT_EQ(read_csv(dir / "interactions.csv").header.back(), "IMPRESSION");
+
+  const std::string wrong_layout = std::string(TASTEBUD_BINARY) +
+                                   " generate --layout movielens-100k --impressions 5 --out " +
+                                   dir.string() + "_ml > " + log.string() + " 2>&1";
+  EXPECT_NE(std::system(wrong_layout.c_str()), 0);
+  EXPECT_NE(read_file(log).find("--layout shop only"), std::string::npos) << read_file(log);
 
   const std::string missing_out =
       std::string(TASTEBUD_BINARY) + " generate --users 5 > " + log.string() + " 2>&1";

@@ -6,6 +6,11 @@
 // Every random draw is random_words(seed, kGenerator, <draw kind>, <entity index>), so each user,
 // item and event chain is a pure function of the seed and its own index: the files are identical
 // byte for byte whatever the thread count.
+//
+// Two optional signals, off by default, draw from their own stream (kGeneratorSignals), so the
+// default shop is unchanged by their code: IMPRESSION lists (--impressions), what a production
+// recommender showed with each event, and a device effect (--device-effect), which makes an
+// event's DEVICE_TYPE shift which items it goes to.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -57,6 +62,21 @@ enum DrawKind : uint32_t {
   kChainFunnelDraw = 10,
 };
 
+// Purposes within RandomStream::kGeneratorSignals: the top 8 bits of the `epoch` argument, the low
+// 24 bits an attempt number where one entity needs more than four words.
+enum SignalPurpose : uint32_t {
+  kItemDeviceSignal = 1,     // index: item
+  kClusterDeviceSignal = 2,  // index: cluster
+  kDevicePickSignal = 3,     // index: (user << 32) | chain; attempt: candidate item
+  kShownRowSignal = 4,       // index: (user << 32) | row sequence
+  kShownSlotSignal = 5,      // index: (user << 32) | row sequence; attempt: candidate item
+};
+
+Philox4 signal_words(uint64_t seed, SignalPurpose purpose, uint32_t attempt, uint64_t index) {
+  return random_words(seed, RandomStream::kGeneratorSignals, (uint32_t{purpose} << 24) | attempt,
+                      index);
+}
+
 // Behaviour of a user: shares of events from the primary cluster, the secondary cluster and any
 // cluster at random (the rest). With 16 clusters about 89% of a user's events are in their
 // clusters.
@@ -72,6 +92,25 @@ constexpr float kCartGivenViewInTaste = 0.30f;
 constexpr float kCartGivenViewOffTaste = 0.10f;
 constexpr float kPurchaseGivenCart = 0.40f;
 constexpr float kPreferredDeviceShare = 0.85f;
+
+// Device effect: a category leans to one device, and each of its items takes that lean with this
+// probability (otherwise a device at random), so every category has items for every device.
+constexpr float kItemTakesCategoryLean = 0.6f;
+// Candidates drawn for one event before the last one is taken as it is.
+constexpr uint32_t kDevicePickAttempts = 16;
+
+// Impressions: where a shown item comes from. Popular items of the whole shop (45%), items of one
+// other cluster picked at random for the row (50%, an "explore" carousel, never the user's primary
+// or secondary cluster), and the rest (5%) from the user's own clusters. The user's own items are
+// a small share of what is shown (about 11% with 16 clusters, popular ones included) and, being
+// the ones the user acts on, a smaller share still of what is shown and ignored (7-9%, below the
+// 12.5% of items at random), so an ignored impression says more than a random item does about
+// what the user does not want: mostly popular items of other tastes.
+constexpr float kShownPopularShare = 0.45f;
+constexpr float kShownExploreShare = 0.50f;
+constexpr float kShownPrimaryOfOwn = 0.7f;
+// Candidate draws per shown item before the list is filled up with the shop's most popular items.
+constexpr uint32_t kShownAttemptsPerItem = 8;
 
 constexpr std::string_view kEventTypes[] = {"view", "cart", "purchase"};
 constexpr std::string_view kDevices[] = {"mobile", "desktop", "tablet"};
@@ -170,6 +209,7 @@ struct Item {
   uint32_t popularity_key;
   uint8_t launch_period;  // 0: in the catalog before the window
   bool cold;
+  uint8_t device_lean;  // the device the item suits (--device-effect), an index into kDevices
 };
 
 struct User {
@@ -187,6 +227,8 @@ struct Shop {
   std::vector<ClusterItems> clusters;
   ClusterItems everything;  // for clusters without items of their own
   std::vector<uint64_t> user_rows;
+  // --device-effect: the chance that an event keeps an item that does not suit its device.
+  double off_device_keep = 1.0;
 };
 
 std::string cluster_category(uint32_t cluster) {
@@ -240,6 +282,15 @@ void validate(const GeneratorOptions& options) {
   if (options.interactions > 0 && options.users == 0) {
     throw Error("generate: interactions need at least one user (--users)");
   }
+  if (options.impressions > kMaxGeneratorImpressions) {
+    throw Error("generate: --impressions must be at most " +
+                std::to_string(kMaxGeneratorImpressions) + ", got " +
+                std::to_string(options.impressions));
+  }
+  if (!(options.device_effect >= 0.0 && options.device_effect <= 20.0)) {
+    throw Error("generate: --device-effect must be between 0 and 20, got " +
+                std::to_string(options.device_effect));
+  }
 }
 
 Shop build_shop(const GeneratorOptions& options) {
@@ -259,6 +310,24 @@ Shop build_shop(const GeneratorOptions& options) {
     item.popularity_key = w.v[3];
     item.launch_period = 0;
     item.cold = false;
+    item.device_lean = 0;
+  }
+  if (options.device_effect > 0.0) {
+    // Mobile-first, desktop-first and tablet-first categories in the proportions of the users'
+    // devices (55%, 35%, 10%).
+    std::vector<uint8_t> cluster_lean(clusters);
+    for (uint32_t c = 0; c < clusters; ++c) {
+      const float x = uniform_unit(signal_words(seed, kClusterDeviceSignal, 0, c).v[0]);
+      cluster_lean[c] = x < 0.55f ? 0 : x < 0.9f ? 1 : 2;
+    }
+    for (uint32_t i = 0; i < options.items; ++i) {
+      const Philox4 w = signal_words(seed, kItemDeviceSignal, 0, i);
+      Item& item = shop.items[i];
+      item.device_lean = uniform_unit(w.v[0]) < kItemTakesCategoryLean
+                             ? cluster_lean[item.cluster]
+                             : static_cast<uint8_t>(uniform_below(w.v[1], 3));
+    }
+    shop.off_device_keep = std::exp(-options.device_effect);
   }
 
   // Exactly floor(share * items) cold items, chosen by a random order of the items.
@@ -310,6 +379,12 @@ Shop build_shop(const GeneratorOptions& options) {
   }
   for (ClusterItems& lists : shop.clusters) finish_lists(lists, shop.items);
   finish_lists(shop.everything, shop.items);
+  if (options.impressions > 0 && options.interactions > 0 &&
+      shop.everything.catalog.size() <= options.impressions) {
+    throw Error("generate: --impressions " + std::to_string(options.impressions) +
+                " needs more than that many items on sale for the whole window; the shop has " +
+                std::to_string(shop.everything.catalog.size()) + " (add --items)");
+  }
 
   shop.users.resize(options.users);
   std::vector<uint64_t> activity(options.users);
@@ -479,12 +554,10 @@ struct Event {
   uint8_t device;
 };
 
-// One item for an event at `time` in `cluster`: a trending launch of this or the previous period,
-// or a catalog item, both with a Zipf long tail.
-uint32_t pick_item(const Shop& shop, uint32_t cluster, uint32_t time, uint32_t trend_word,
+// One item of `lists` on sale at `time`: a trending launch of this or the previous period, or a
+// catalog item, both with a Zipf long tail.
+uint32_t pick_from(const ClusterItems* lists, uint32_t time, uint32_t trend_word,
                    uint32_t rank_word) {
-  const ClusterItems* lists = &shop.clusters[cluster];
-  if (lists->catalog.empty()) lists = &shop.everything;
   if (uniform_unit(trend_word) < kTrendingShare) {
     const uint32_t period = time / kPeriodSeconds;
     const uint32_t launch = low_byte(trend_word) < 180 || period == 0 ? period : period - 1;
@@ -496,9 +569,84 @@ uint32_t pick_item(const Shop& shop, uint32_t cluster, uint32_t time, uint32_t t
   return lists->catalog[zipf_rank(rank_word, lists->catalog.size(), lists->log_catalog_plus_one)];
 }
 
+// One item for an event at `time` in `cluster`.
+uint32_t pick_item(const Shop& shop, uint32_t cluster, uint32_t time, uint32_t trend_word,
+                   uint32_t rank_word) {
+  const ClusterItems* lists = &shop.clusters[cluster];
+  if (lists->catalog.empty()) lists = &shop.everything;
+  return pick_from(lists, time, trend_word, rank_word);
+}
+
+// --device-effect: rejection sampling over the cluster's item distribution, keeping an item that
+// does not suit the event's device with probability exp(-effect), so a suitable item is
+// exp(effect) times as likely as without the effect, relative to an unsuitable one. `first` is the
+// item the shop picks without the effect.
+uint32_t pick_item_for_device(const Shop& shop, uint32_t cluster, uint32_t time, uint8_t device,
+                              uint64_t chain_index, uint32_t first) {
+  uint32_t item = first;
+  for (uint32_t attempt = 0;; ++attempt) {
+    const Philox4 w = signal_words(shop.options.seed, kDevicePickSignal, attempt, chain_index);
+    if (attempt > 0) item = pick_item(shop, cluster, time, w.v[1], w.v[2]);
+    if (shop.items[item].device_lean == device || attempt + 1 == kDevicePickAttempts ||
+        uniform_unit(w.v[0]) < shop.off_device_keep) {
+      return item;
+    }
+  }
+}
+
+// The IMPRESSION list of one row: `count` distinct items on sale at the row's time, never the
+// row's item, as a recommender would have shown them (see kShownPopularShare). The items go to
+// `shown` in the order they were drawn.
+void draw_impressions(const Shop& shop, uint32_t u, uint32_t sequence, uint32_t time,
+                      uint32_t acted_on, std::vector<uint32_t>& shown) {
+  const uint64_t seed = shop.options.seed;
+  const uint32_t count = shop.options.impressions;
+  const User& user = shop.users[u];
+  const uint64_t index = (uint64_t{u} << 32) | sequence;
+  const uint32_t clusters = shop.options.clusters;
+  const uint32_t row_word = signal_words(seed, kShownRowSignal, 0, index).v[0];
+  uint32_t explore = uniform_below(row_word, clusters);
+  if (clusters > 2) {
+    // A cluster other than the user's two, by skipping them in cluster order.
+    const uint32_t low = std::min(user.primary, user.secondary);
+    const uint32_t high = std::max(user.primary, user.secondary);
+    explore = uniform_below(row_word, clusters - 2);
+    if (explore >= low) ++explore;
+    if (explore >= high) ++explore;
+  }
+  const auto cluster_lists = [&shop](uint32_t cluster) {
+    const ClusterItems* lists = &shop.clusters[cluster];
+    return lists->catalog.empty() ? &shop.everything : lists;
+  };
+  const auto keep = [&](uint32_t item) {
+    if (item != acted_on && std::find(shown.begin(), shown.end(), item) == shown.end()) {
+      shown.push_back(item);
+    }
+  };
+  shown.clear();
+  for (uint32_t attempt = 0; shown.size() < count && attempt < kShownAttemptsPerItem * count;
+       ++attempt) {
+    const Philox4 w = signal_words(seed, kShownSlotSignal, attempt, index);
+    const float source = uniform_unit(w.v[0]);
+    const ClusterItems* lists =
+        source < kShownPopularShare                        ? &shop.everything
+        : source < kShownPopularShare + kShownExploreShare ? cluster_lists(explore)
+        : uniform_unit(w.v[3]) < kShownPrimaryOfOwn        ? cluster_lists(user.primary)
+                                                           : cluster_lists(user.secondary);
+    keep(pick_from(lists, time, w.v[1], w.v[2]));
+  }
+  // Small clusters run out of distinct items: the shop's most popular catalog items fill the rest
+  // (build_shop made sure there are enough).
+  for (size_t k = 0; shown.size() < count && k < shop.everything.catalog.size(); ++k) {
+    keep(shop.everything.catalog[k]);
+  }
+}
+
 // Appends the rows of users [first, end) to `out`, each user's events in time order.
 void generate_rows(const Shop& shop, uint32_t first, uint32_t end, std::vector<Event>& events,
                    std::string& out) {
+  std::vector<uint32_t> shown;
+  std::string shown_text;
   const uint64_t seed = shop.options.seed;
   const uint32_t clusters = shop.options.clusters;
   for (uint32_t u = first; u < end; ++u) {
@@ -515,10 +663,13 @@ void generate_rows(const Shop& shop, uint32_t first, uint32_t end, std::vector<E
                                : taste < kPrimaryShare + kSecondaryShare
                                    ? user.secondary
                                    : uniform_below(b.v[3], clusters);
-      const uint32_t item = pick_item(shop, cluster, time, a.v[2], a.v[3]);
       const uint8_t device = uniform_unit(b.v[0]) < kPreferredDeviceShare
                                  ? user.device
                                  : static_cast<uint8_t>(low_byte(b.v[0]) % 3);
+      uint32_t item = pick_item(shop, cluster, time, a.v[2], a.v[3]);
+      if (shop.options.device_effect > 0.0) {
+        item = pick_item_for_device(shop, cluster, time, device, index, item);
+      }
       const uint32_t item_cluster = shop.items[item].cluster;
       const bool in_taste = item_cluster == user.primary || item_cluster == user.secondary;
 
@@ -549,6 +700,17 @@ void generate_rows(const Shop& shop, uint32_t first, uint32_t end, std::vector<E
       if (event.type == 2) append_cents(out, shop.items[event.item].price_cents);
       out += ',';
       out += kDevices[event.device];
+      if (shop.options.impressions > 0) {
+        draw_impressions(shop, u, event.sequence, event.time, event.item, shown);
+        shown_text.clear();
+        for (size_t k = 0; k < shown.size(); ++k) {
+          if (k > 0) shown_text += '|';
+          shown_text += 'i';
+          append_uint(shown_text, shown[k]);
+        }
+        out += ',';
+        append_csv_field(out, shown_text);
+      }
       out += '\n';
     }
   }
@@ -558,7 +720,9 @@ void generate_rows(const Shop& shop, uint32_t first, uint32_t end, std::vector<E
 // the calling thread writes them in order, so I/O overlaps generation and memory stays bounded.
 void write_interactions(const Shop& shop, const fs::path& path, uint32_t threads) {
   detail::AtomicOutputFile file(path);
-  file.write("USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE,EVENT_VALUE,DEVICE_TYPE\n");
+  file.write(shop.options.impressions > 0
+                 ? "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE,EVENT_VALUE,DEVICE_TYPE,IMPRESSION\n"
+                 : "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE,EVENT_VALUE,DEVICE_TYPE\n");
 
   // The block size depends only on the options, never on the thread count.
   const uint64_t rows_per_block =
@@ -603,7 +767,7 @@ void write_interactions(const Shop& shop, const fs::path& path, uint32_t threads
       }
       try {
         std::string text;
-        text.reserve(rows_per_block * 48);
+        text.reserve(rows_per_block * (48 + 7 * size_t{shop.options.impressions}));
         generate_rows(shop, blocks[index].first_user, blocks[index].end_user, events, text);
         std::lock_guard lock(mutex);
         blocks[index].text = std::move(text);

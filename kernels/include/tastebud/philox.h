@@ -45,6 +45,7 @@ enum class RandomStream : uint32_t {
   kGenerator = 5,
   kSplit = 6,
   kImpressions = 7,
+  kGeneratorSignals = 8,  // the synthetic shop's optional impressions and device effect
 };
 
 // Four 32-bit words for draw `index` of `stream` in `epoch`.

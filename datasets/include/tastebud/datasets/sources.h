@@ -22,7 +22,17 @@ struct GeneratorOptions {
   double cold_item_share = 0.0;  // share of items that get a row in items.csv and no interactions
   uint64_t seed = 1;
   uint32_t threads = 0;          // 0: all cores
+  // Signals for features the default shop does not exercise; 0 leaves the output unchanged.
+  // impressions: each interaction row gets an IMPRESSION column listing this many distinct items
+  // shown with it (popular items, items of a random cluster and a few of the user's own), never
+  // the row's item. At most kMaxGeneratorImpressions.
+  uint32_t impressions = 0;
+  // device_effect: every item leans to one device (a per-category lean plus a per-item draw) and
+  // an item that matches the event's DEVICE_TYPE is exp(device_effect) times as likely to be
+  // picked as one that does not, so the device of an event tells which items it goes to.
+  double device_effect = 0.0;
 };
+constexpr uint32_t kMaxGeneratorImpressions = 100;
 
 // Writes interactions.csv, users.csv and items.csv of a synthetic shop into out_dir (created if
 // needed; each file written to a temporary name and renamed).
