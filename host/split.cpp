@@ -234,13 +234,18 @@ Split make_split(const datasets::Dataset& dataset, const SplitOptions& options) 
     }
     add_positives(u, pairs, split);
   };
-  // Items shown with the user's training rows that the user never acted on (in any event).
+  // Items shown with the user's training rows that the user never acted on (in any event) in those
+  // rows: what the user did in held-out rows is the future, so a held-out item shown earlier is an
+  // ignored impression like any other.
   const bool impressions = options.impressions && !rows.impression_offsets.empty();
   if (impressions) train.impression_offsets.push_back(0);
   std::vector<uint32_t> touched_items, shown;
   auto add_impressions = [&](uint32_t u, auto&& use_row) {
     if (!impressions) return;
-    touched_items.assign(rows.item.begin() + rows.user_offsets[u], rows.item.begin() + rows.user_offsets[u + 1]);
+    touched_items.clear();
+    for (uint64_t r = rows.user_offsets[u]; r < rows.user_offsets[u + 1]; ++r) {
+      if (use_row(r)) touched_items.push_back(rows.item[r]);
+    }
     sort_unique(touched_items, 0);
     shown.clear();
     for (uint64_t r = rows.user_offsets[u]; r < rows.user_offsets[u + 1]; ++r) {

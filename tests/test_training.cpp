@@ -338,7 +338,9 @@ TEST_F(TrainingJob, ImpressionListsHoldShownItemsNeverActedOnFromTrainingRows) {
                                              "u1,b,2,e|f\n"
                                              "u1,g,3,h|a\n"  // latest: held out, so h is not used
                                              "u2,c,1,a|b\n"
-                                             "u2,d,2,e\n";
+                                             "u2,d,2,e\n"
+                                             "u3,a,1,d|e\n"
+                                             "u3,d,2,a\n";  // d, held out, was shown earlier: not known yet
   datasets::ImportOptions o;
   o.interactions = dir / "interactions.csv";
   o.out = dir / "dataset";
@@ -360,6 +362,7 @@ TEST_F(TrainingJob, ImpressionListsHoldShownItemsNeverActedOnFromTrainingRows) {
   };
   EXPECT_EQ(shown_to("u1"), (std::vector<std::string>{"c", "d", "e", "f"}));
   EXPECT_EQ(shown_to("u2"), (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(shown_to("u3"), (std::vector<std::string>{"d", "e"}));
 
   // Training draws every negative from them at share 1 and says how many in metrics.jsonl.
   TrainJob j;
@@ -372,11 +375,11 @@ TEST_F(TrainingJob, ImpressionListsHoldShownItemsNeverActedOnFromTrainingRows) {
   j.progress = false;
   std::ostringstream log;
   const TrainResult r = run_training(j, log);
-  EXPECT_EQ(r.history.at(0).impression_negatives, 5u * 4u);  // 5 positives x 4 negatives
+  EXPECT_EQ(r.history.at(0).impression_negatives, 7u * 4u);  // 7 positives x 4 negatives
   std::ifstream metrics(dir / "model" / "metrics.jsonl");
   std::string line;
   std::getline(metrics, line);
-  EXPECT_EQ(nlohmann::json::parse(line).at("impression_negatives"), 20);
+  EXPECT_EQ(nlohmann::json::parse(line).at("impression_negatives"), 28);
 }
 
 // Context: a positive takes the context of the row that gives its weight (the strongest event, the
