@@ -44,24 +44,13 @@ class CpuBackend final : public Backend {
   CpuBackend(const TrainingSet& data, const TrainOptions& options, TrainState state)
       : data_(data), options_(options), state_(std::move(state)) {
     const ModelConfig& config = state_.params.config;
-    TB_CHECK(config.num_users == data.num_users && config.num_items == data.num_items,
-             "the model's user and item counts do not match the training data");
-    TB_CHECK(data.size() > 0, "the training set has no positives");
-    TB_CHECK(options.batch_size > 0, "--batch-size must be positive");
-    TB_CHECK(options.negatives > 0 || options.loss == LossKind::kBce,
-             "BPR needs at least one negative per positive");
+    check_training_inputs(data, options, config);
     if (options.threads > 0) omp_set_num_threads(static_cast<int>(options.threads));
     Eigen::setNbThreads(1);  // parallelism comes from the chunks
     shape_ = config.neumf_shape();
-    if (config.user_features.enabled()) data.user_features.check(config.user_features, data.num_users, "user");
-    if (config.item_features.enabled()) data.item_features.check(config.item_features, data.num_items, "item");
     user_view_ = view_of(config.user_features, data.user_features);
     item_view_ = view_of(config.item_features, data.item_features);
-    if (config.has_context()) {
-      TB_CHECK(data.size() < (1ull << 32), "context: at most 2^32 - 1 positives");
-      data.context.check(config.context, static_cast<uint32_t>(data.size()), "context");
-      context_view_ = view_of(config.context, data.context);
-    }
+    if (config.has_context()) context_view_ = view_of(config.context, data.context);
     if (options.sampler == SamplerKind::kPopularity) {
       std::vector<double> weights(data.num_items);
       for (uint32_t i = 0; i < data.num_items; ++i) {

@@ -77,24 +77,11 @@ class CudaBackend final : public Backend {
   CudaBackend(const TrainingSet& data, const TrainOptions& options, TrainState state)
       : data_(data), options_(options), host_(std::move(state)), blas_(stream_.get(), options.tf32) {
     const ModelConfig& config = host_.params.config;
-    TB_CHECK(config.num_users == data.num_users && config.num_items == data.num_items,
-             "the model's user and item counts do not match the training data");
-    TB_CHECK(data.size() > 0, "the training set has no positives");
+    check_training_inputs(data, options, config);
     TB_CHECK(data.size() < (1ull << 31), "the CUDA backend trains on at most 2^31 - 1 positives");
-    TB_CHECK(options.batch_size > 0, "--batch-size must be positive");
-    TB_CHECK(options.negatives > 0 || options.loss == LossKind::kBce,
-             "BPR needs at least one negative per positive");
     shape_ = config.neumf_shape();
     max_rows_ = bpr() ? 2 * static_cast<int64_t>(options.batch_size) : options.batch_size;
     TB_CHECK(max_rows_ < (1ll << 31), "--batch-size is too large for the CUDA backend");
-    if (config.user_features.enabled()) data.user_features.check(config.user_features, data.num_users, "user");
-    if (config.item_features.enabled()) data.item_features.check(config.item_features, data.num_items, "item");
-    if (config.has_context()) data.context.check(config.context, static_cast<uint32_t>(data.size()), "context");
-    if (uses_impressions()) {
-      TB_CHECK(data.impression_offsets.size() == static_cast<size_t>(data.num_users) + 1 &&
-                   data.impression_offsets.back() == data.impression_items.size(),
-               "training set: the impression lists do not match the users");
-    }
     locate_features();
     check_fits();
     upload_data();

@@ -32,6 +32,26 @@ void TrainingSet::finalize() {
   }
 }
 
+void check_training_inputs(const TrainingSet& data, const TrainOptions& options, const ModelConfig& config) {
+  TB_CHECK(config.num_users == data.num_users && config.num_items == data.num_items,
+           "the model's user and item counts do not match the training data");
+  TB_CHECK(data.size() > 0, "the training set has no positives");
+  TB_CHECK(options.batch_size > 0, "--batch-size must be positive");
+  TB_CHECK(options.negatives > 0 || options.loss == LossKind::kBce,
+           "BPR needs at least one negative per positive");
+  if (config.user_features.enabled()) data.user_features.check(config.user_features, data.num_users, "user");
+  if (config.item_features.enabled()) data.item_features.check(config.item_features, data.num_items, "item");
+  if (config.has_context()) {
+    TB_CHECK(data.size() < (1ull << 32), "context: at most 2^32 - 1 positives");
+    data.context.check(config.context, static_cast<uint32_t>(data.size()), "context");
+  }
+  if (!data.impression_offsets.empty()) {
+    TB_CHECK(data.impression_offsets.size() == static_cast<size_t>(data.num_users) + 1 &&
+                 data.impression_offsets.back() == data.impression_items.size(),
+             "training set: the impression lists do not match the users");
+  }
+}
+
 TrainState TrainState::fresh(const ModelParams& params, const OptimizerParams& optimizer) {
   TrainState s;
   s.params = params;

@@ -100,6 +100,10 @@ class Backend {
 std::unique_ptr<Backend> make_cpu_backend(const TrainingSet& data, const TrainOptions& options,
                                           TrainState state);
 
+// What every backend checks before training: counts that match the model, a usable batch, and
+// metadata, context and impression inputs that fit their specs. Throws tastebud::Error.
+void check_training_inputs(const TrainingSet& data, const TrainOptions& options, const ModelConfig& config);
+
 // Rows per chunk of a batch; a function of the batch size only, never of the thread count.
 uint32_t chunk_rows(uint32_t batch_rows);
 
