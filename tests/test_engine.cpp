@@ -13,6 +13,7 @@
 #include "cpu/embedding.h"
 #include "cpu/features.h"
 #include "cpu/neumf.h"
+#include "cpu/radix_sort.h"
 #include "cpu/sampler.h"
 #include "cpu/topk.h"
 #include "tastebud/engine/model_io.h"
@@ -268,6 +269,26 @@ TEST(Embedding, RowGroupsSumInBatchOrder) {
   std::vector<float> sum(3 * 2);
   cpu::sum_row_gradients(groups, grads.data(), 2, 0, 2, sum.data());
   EXPECT_EQ(sum, (std::vector<float>{1 + 4, 50, 3, 30, 0 + 2 + 5, 70}));
+}
+
+// The grouping's sort: stable, for small and large keys (one to four digit passes), as
+// std::stable_sort would order them.
+TEST(Embedding, RadixSortIsStableForEveryKeyWidth) {
+  std::mt19937 rng(17);
+  for (uint32_t max_key : {0u, 200u, 70000u, 20000000u, 0xFFFFFFFFu}) {
+    std::vector<std::pair<uint32_t, uint32_t>> items, scratch;
+    std::uniform_int_distribution<uint32_t> key(0, max_key);
+    for (uint32_t k = 0; k < 3000; ++k) {
+      const uint32_t v = key(rng);
+      items.push_back({k % 3 == 0 ? v & 0xFFu : v, k});  // a third share few keys: many equal ones
+    }
+    uint32_t largest = 0;
+    for (const auto& item : items) largest = std::max(largest, item.first);
+    auto want = items;
+    std::stable_sort(want.begin(), want.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    cpu::radix_sort_stable(items, scratch, largest, [](const auto& item) { return item.first; });
+    EXPECT_EQ(items, want) << "max key " << max_key;
+  }
 }
 
 TEST(TopK, PicksHighestWithTiesByIndexAndSkipsNaN) {

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "cpu/radix_sort.h"
+
 namespace tastebud::cpu {
 
 void gather_rows(const float* table, int64_t width, std::span<const uint32_t> ids, float* out,
@@ -15,8 +17,13 @@ void gather_rows(const float* table, int64_t width, std::span<const uint32_t> id
 
 void RowGroups::build(std::span<const uint32_t> ids) {
   pairs.resize(ids.size());
-  for (size_t r = 0; r < ids.size(); ++r) pairs[r] = {ids[r], static_cast<uint32_t>(r)};
-  std::sort(pairs.begin(), pairs.end());
+  uint32_t max_id = 0;
+  for (size_t r = 0; r < ids.size(); ++r) {
+    pairs[r] = {ids[r], static_cast<uint32_t>(r)};
+    max_id = std::max(max_id, ids[r]);
+  }
+  // Pairs come in batch-row order: sorted stably by id they are sorted by (id, batch row).
+  radix_sort_stable(pairs, scratch_, max_id, [](const std::pair<uint32_t, uint32_t>& p) { return p.first; });
   rows.clear();
   starts.clear();
   for (size_t k = 0; k < pairs.size(); ++k) {

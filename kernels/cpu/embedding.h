@@ -22,6 +22,9 @@ struct RowGroups {
 
   void build(std::span<const uint32_t> ids);
   size_t size() const { return rows.size(); }
+
+ private:
+  std::vector<std::pair<uint32_t, uint32_t>> scratch_;
 };
 
 // sum[k, 0 .. width) = sum over the batch rows r of group k of grads[r * stride + offset + j].

@@ -64,6 +64,9 @@ struct FeatureGroups {
   // ids[r]: the entity of batch row r. An entity lists each row at most once (see the encoding).
   void build(const FeatureView& v, std::span<const uint32_t> ids);
   size_t size() const { return rows.size(); }
+
+ private:
+  std::vector<Entry> scratch_;
 };
 
 // sum[k, :] = sum over group k's entries of weight * [d_gmf row | d_mlp row], where batch row r's
