@@ -1028,6 +1028,26 @@ TYPED_TEST(Backends, MultiBatchEpochsTrackTheCpu) {
   }
 }
 
+// A checkpoint moves between backends: a run that trains an epoch here and hands its state to the
+// CPU for the next epoch tracks a run that stays on the CPU (on the CPU instance, trivially equal).
+TYPED_TEST(Backends, StateMovesToTheCpuMidRun) {
+  const TrainingSet data = banded_training_set(40, 48);
+  TrainOptions options = step_options(LossKind::kBce, OptimizerKind::kAdam);
+  options.batch_size = 97;
+  const TrainState start = TrainState::fresh(ModelParams::initialize(odd_config(data), 23), options.optimizer);
+  auto here = TypeParam::backend(data, options, start);
+  auto cpu = CpuOps::backend(data, options, start);
+  here->train_epoch(0, {});
+  cpu->train_epoch(0, {});
+  auto moved = CpuOps::backend(data, options, here->state());
+  const EpochStats a = moved->train_epoch(1, {});
+  const EpochStats b = cpu->train_epoch(1, {});
+  EXPECT_EQ(a.samples, b.samples);
+  EXPECT_NEAR(a.mean_loss, b.mean_loss, 2e-3 * std::abs(b.mean_loss));
+  EXPECT_EQ(moved->state().step, cpu->state().step);
+  EXPECT_TRUE(states_near(moved->state(), cpu->state(), 1e-4, 1e-2));
+}
+
 // Metadata on both sides of banded_training_set: a single-valued categorical "band", a
 // multi-valued "tags" field (1 to 3 values, averaged), a text bag (0 to 3 tokens hashed into 9
 // buckets, repeats counted, some entities with none) and two numbers (every fifth one null).
