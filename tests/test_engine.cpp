@@ -1025,12 +1025,7 @@ TEST(Scorer, MetadataScoresMatchTheTrainingForwardPass) {
   scorer.score_all(3, all);
   // Reference: gathered id rows plus add_features, through the training forward pass.
   const int64_t f = config.factors, e = config.mlp_embedding();
-  cpu::FeatureView v;
-  v.offsets = data.item_features.offsets.data();
-  v.rows = data.item_features.rows.data();
-  v.weights = data.item_features.weights.data();
-  v.numeric = 1;
-  v.values = data.item_features.values.data();
+  const cpu::FeatureView v = data.item_features.view();
   const std::vector<float> logits = reference_logits(p, 3, [&](int64_t i, float* item_gmf, float* item_mlp) {
     cpu::add_features<float>(v, static_cast<uint32_t>(i), p.item_features.values.data(),
                              p.item_numeric.values.data(), f, e, item_gmf, item_mlp);

@@ -26,17 +26,9 @@
 namespace tastebud {
 namespace {
 
+// A side the model does not use reads as empty whatever inputs came with it.
 cpu::FeatureView view_of(const FeatureSpec& spec, const FeatureInputs& in) {
-  cpu::FeatureView v;
-  if (!spec.enabled()) return v;
-  if (spec.table_rows() > 0) {
-    v.offsets = in.offsets.data();
-    v.rows = in.rows.data();
-    v.weights = in.weights.data();
-  }
-  v.numeric = in.numeric;
-  v.values = in.values.data();
-  return v;
+  return spec.enabled() ? in.view() : cpu::FeatureView{};
 }
 
 class CpuBackend final : public Backend {
@@ -52,11 +44,7 @@ class CpuBackend final : public Backend {
     item_view_ = view_of(config.item_features, data.item_features);
     if (config.has_context()) context_view_ = view_of(config.context, data.context);
     if (options.sampler == SamplerKind::kPopularity) {
-      std::vector<double> weights(data.num_items);
-      for (uint32_t i = 0; i < data.num_items; ++i) {
-        weights[i] = std::pow(static_cast<double>(data.item_counts[i]), options.sampler_alpha);
-      }
-      alias_ = cpu::AliasTable::build(weights);
+      alias_ = cpu::AliasTable::popularity(data.item_counts, options.sampler_alpha);
     }
     allocate();
     bind_params();

@@ -298,12 +298,7 @@ class CudaBackend final : public Backend {
     positives_.user_offsets = d_user_offsets_.data();
     positives_.num_items = data_.num_items;
     if (options_.sampler == SamplerKind::kPopularity) {
-      std::vector<double> weights(data_.num_items);
-      for (uint32_t i = 0; i < data_.num_items; ++i) {
-        weights[i] = std::pow(static_cast<double>(data_.item_counts[i]), options_.sampler_alpha);
-      }
-      // The CPU's table, uploaded: both backends then pick the same column and coin.
-      const cpu::AliasTable alias = cpu::AliasTable::build(weights);
+      const cpu::AliasTable alias = cpu::AliasTable::popularity(data_.item_counts, options_.sampler_alpha);
       d_alias_probability_.upload(alias.probability, stream);
       d_alias_index_.upload(alias.alias, stream);
       positives_.alias_probability = d_alias_probability_.data();

@@ -26,26 +26,26 @@ void FeatureInputs::check(const FeatureSpec& spec, uint32_t expected_entities, c
                        spec.numerical.size()));
 }
 
-namespace {
-
-cpu::FeatureView view_of(const FeatureInputs& in) {
-  cpu::FeatureView v;
-  if (!in.offsets.empty()) {
-    v.offsets = in.offsets.data();
-    v.rows = in.rows.data();
-    v.weights = in.weights.data();
+FeatureView FeatureInputs::view() const {
+  FeatureView v;
+  if (!offsets.empty()) {
+    v.offsets = offsets.data();
+    v.rows = rows.data();
+    v.weights = weights.data();
   }
-  v.numeric = in.numeric;
-  v.values = in.values.data();
+  v.numeric = numeric;
+  v.values = values.data();
   return v;
 }
+
+namespace {
 
 void fold_side(const FeatureSpec& spec, const FeatureInputs& in, const Tensor& table,
                const Tensor& projection, Tensor& gmf, Tensor& mlp, int64_t f, int64_t e,
                const char* side) {
   if (!spec.enabled()) return;
   in.check(spec, static_cast<uint32_t>(gmf.rows()), side);
-  const cpu::FeatureView v = view_of(in);
+  const cpu::FeatureView v = in.view();
 #pragma omp parallel for schedule(static)
   for (int64_t x = 0; x < static_cast<int64_t>(in.entities); ++x) {
     cpu::add_features<float>(v, static_cast<uint32_t>(x), table.values.data(), projection.values.data(),
@@ -75,7 +75,7 @@ std::vector<float> context_vector(const ModelParams& params, const FeatureInputs
   std::vector<float> out(static_cast<size_t>(e), 0.0f);
   if (!params.config.has_context() || context.offsets.empty()) return out;
   TB_CHECK(x < context.entities, "context: entity out of range");
-  cpu::add_features<float>(view_of(context), x, params.context_features.values.data(), nullptr, 0, e,
+  cpu::add_features<float>(context.view(), x, params.context_features.values.data(), nullptr, 0, e,
                            nullptr, out.data());
   return out;
 }

@@ -1,5 +1,7 @@
 #include "cpu/sampler.h"
 
+#include <cmath>
+
 #include <algorithm>
 #include <numeric>
 
@@ -7,6 +9,12 @@
 #include "tastebud/sampler_math.h"
 
 namespace tastebud::cpu {
+
+AliasTable AliasTable::popularity(std::span<const uint64_t> counts, double alpha) {
+  std::vector<double> weights(counts.size());
+  for (size_t i = 0; i < counts.size(); ++i) weights[i] = std::pow(static_cast<double>(counts[i]), alpha);
+  return build(weights);
+}
 
 AliasTable AliasTable::build(std::span<const double> weights) {
   const size_t n = weights.size();

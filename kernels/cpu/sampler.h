@@ -14,6 +14,9 @@ struct AliasTable {
 
   // weights[i] >= 0 with a positive sum; item i is drawn with probability weights[i] / sum.
   static AliasTable build(std::span<const double> weights);
+  // The popularity sampler's table: item i drawn with probability ~ counts[i]^alpha. Both backends
+  // use this one table (the CUDA backend uploads it), so they pick the same column and coin.
+  static AliasTable popularity(std::span<const uint64_t> counts, double alpha);
 };
 
 // The order in which an epoch visits positives [0, count): sorted by Philox shuffle key.

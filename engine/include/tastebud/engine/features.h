@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "tastebud/engine/model.h"
+#include "tastebud/feature_view.h"
 
 namespace tastebud {
 
@@ -21,6 +22,8 @@ struct FeatureInputs {
   std::vector<float> values;  // entities x numeric
 
   bool empty() const { return offsets.empty() && numeric == 0; }
+  // The kernels' view of these host arrays (no table rows when offsets is empty).
+  FeatureView view() const;
   // Throws tastebud::Error when the inputs do not fit the spec or the entity count.
   void check(const FeatureSpec& spec, uint32_t expected_entities, const char* side) const;
 };
