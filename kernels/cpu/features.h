@@ -18,21 +18,7 @@ using FeatureView = tastebud::FeatureView;  // tastebud/feature_view.h
 template <class T>
 void add_features(const FeatureView& v, uint32_t entity, const T* table, const T* projection,
                   int64_t f, int64_t e, T* gmf, T* mlp) {
-  const int64_t w = f + e;
-  if (v.offsets != nullptr) {
-    for (uint64_t p = v.offsets[entity]; p < v.offsets[entity + 1]; ++p) {
-      const T weight = static_cast<T>(v.weights[p]);
-      const T* row = table + static_cast<int64_t>(v.rows[p]) * w;
-      for (int64_t k = 0; k < f; ++k) gmf[k] += weight * row[k];
-      for (int64_t k = 0; k < e; ++k) mlp[k] += weight * row[f + k];
-    }
-  }
-  for (int64_t n = 0; n < v.numeric; ++n) {
-    const T x = static_cast<T>(v.values[static_cast<int64_t>(entity) * v.numeric + n]);
-    const T* row = projection + n * w;
-    for (int64_t k = 0; k < f; ++k) gmf[k] += x * row[k];
-    for (int64_t k = 0; k < e; ++k) mlp[k] += x * row[f + k];
-  }
+  add_feature_columns<T>(v, entity, table, projection, f + e, 0, f, gmf, e, mlp);
 }
 
 // d_projection[n, :] += x_n * [d_gmf | d_mlp] for one batch row of the entity.

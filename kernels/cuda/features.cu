@@ -31,8 +31,8 @@ int bits_for(uint32_t num_ids) {
 }
 
 // One thread per (batch row, column of the feature width): consecutive threads read consecutive
-// columns of the same feature row. The terms are added in the CPU's order, so each output sees the
-// same sequence of additions as cpu::add_features.
+// columns of the same feature row. add_feature_columns (tastebud/feature_view.h) is the formula
+// cpu::add_features runs too, so each output sees the same sequence of additions.
 __global__ void add_features_kernel(FeatureView v, const uint32_t* __restrict__ ids, int64_t rows,
                                     const float* __restrict__ table, const float* __restrict__ projection,
                                     int64_t f, int64_t e, float* __restrict__ gmf, int64_t gmf_stride,
@@ -44,14 +44,7 @@ __global__ void add_features_kernel(FeatureView v, const uint32_t* __restrict__ 
     const uint32_t x = ids[r];
     float* out = j < f ? gmf + r * gmf_stride + j : mlp + r * mlp_stride + mlp_offset + (j - f);
     float acc = *out;
-    if (v.offsets != nullptr) {
-      for (uint64_t p = v.offsets[x]; p < v.offsets[x + 1]; ++p) {
-        acc += v.weights[p] * __ldg(table + static_cast<int64_t>(v.rows[p]) * w + j);
-      }
-    }
-    for (int64_t n = 0; n < v.numeric; ++n) {
-      acc += v.values[static_cast<int64_t>(x) * v.numeric + n] * __ldg(projection + n * w + j);
-    }
+    add_feature_columns<float>(v, x, table, projection, w, j, 1, &acc, 0, nullptr);
     *out = acc;
   }
 }
