@@ -162,30 +162,37 @@ bool blank(std::string_view line) {
 
 std::string dump_line(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
-// One result line for one query line: {"input", "output", "error"}. A line that is not JSON, not an
-// object, or that `answer` throws on gets its message in "error" and a null output.
+// The result line {"input", "output", "error"} of an input already parsed: what `answer` throws
+// becomes the "error", with a null output.
 template <class Answer>
-std::string result_line(std::string_view line, const char* example, LineResult& result, Answer&& answer) {
-  json out{{"input", nullptr}, {"output", nullptr}, {"error", nullptr}};
-  json input;
+std::string answered_line(json input, LineResult& result, Answer&& answer) {
+  json out{{"input", std::move(input)}, {"output", nullptr}, {"error", nullptr}};
   try {
-    input = json::parse(line);
-  } catch (const json::parse_error& e) {
-    out["input"] = std::string(line);
-    out["error"] = fmt::format("not valid JSON: {}", e.what());
-    result.error = true;
-    return dump_line(out);
-  }
-  out["input"] = input;
-  try {
-    if (!input.is_object()) throw LineError(fmt::format("a query must be a JSON object such as {}", example));
-    out["output"] = answer(input);
+    out["output"] = answer(out["input"]);
   } catch (const std::exception& e) {
     out["error"] = e.what();
     result.error = true;
     result.fallback = false;
   }
   return dump_line(out);
+}
+
+// One result line for one query line. A line that is not JSON, not an object, or that `answer`
+// throws on gets its message in "error" and a null output.
+template <class Answer>
+std::string result_line(std::string_view line, const char* example, LineResult& result, Answer&& answer) {
+  json input;
+  try {
+    input = json::parse(line);
+  } catch (const json::parse_error& e) {
+    json out{{"input", std::string(line)}, {"output", nullptr}, {"error", fmt::format("not valid JSON: {}", e.what())}};
+    result.error = true;
+    return dump_line(out);
+  }
+  return answered_line(std::move(input), result, [&](const json& in) {
+    if (!in.is_object()) throw LineError(fmt::format("a query must be a JSON object such as {}", example));
+    return answer(in);
+  });
 }
 
 }  // namespace
@@ -200,10 +207,7 @@ namespace {
 // dataset gained after training (an incremental import of Users) join the model as metadata-only
 // users: a zero id row plus their features, scored like users without interactions were in
 // training. m.user_ids and m.seen grow to match; m.trained_users keeps the model's own count.
-ModelParams fold_dataset_features(const ModelParams& params, ModelData& m, const fs::path& dir) {
-  TB_CHECK(!m.data.empty() && fs::is_directory(m.data),
-           fmt::format("{}: the model uses metadata but its dataset ({}) is gone", dir.string(), m.data.string()));
-  const datasets::Dataset dataset = datasets::Dataset::open(m.data);
+ModelParams fold_dataset_features(const ModelParams& params, ModelData& m, const datasets::Dataset& dataset) {
   auto rows_of = [](const std::vector<std::string>& model_ids, const datasets::StringTable& ids) {
     std::unordered_map<std::string, uint32_t> index;
     for (uint32_t d = 0; d < ids.size(); ++d) index.emplace(std::string(ids[d]), d);
@@ -243,10 +247,7 @@ ModelParams fold_dataset_features(const ModelParams& params, ModelData& m, const
 
 // The values of the model's contextual fields, from the dataset it was trained on: value v of
 // field k is context-table row categorical_base(k) + v.
-std::vector<ContextValues> context_values(const FeatureSpec& spec, const ModelData& m, const fs::path& dir) {
-  TB_CHECK(!m.data.empty() && fs::is_directory(m.data),
-           fmt::format("{}: the model uses context but its dataset ({}) is gone", dir.string(), m.data.string()));
-  const datasets::Dataset dataset = datasets::Dataset::open(m.data);
+std::vector<ContextValues> context_values(const FeatureSpec& spec, const datasets::Dataset& dataset) {
   std::vector<ContextValues> out;
   for (size_t k = 0; k < spec.categorical.size(); ++k) {
     ContextValues& values = out.emplace_back();
@@ -285,9 +286,16 @@ ModelData load_model_dir(const fs::path& dir) {
     if (c.num_users != m.user_ids.size() || c.num_items != m.item_ids.size())
       throw Error(fmt::format("{}: model.bin has {} users and {} items but the id files list {} and {}",
                               dir.string(), c.num_users, c.num_items, m.user_ids.size(), m.item_ids.size()));
-    if (c.has_context()) m.context = context_values(c.context, m, dir);
     m.trained_users = c.num_users;
-    if (c.has_metadata()) m.params = fold_dataset_features(*m.params, m, dir);
+    // Metadata and context values come from the dataset the model was trained on, opened once.
+    if (c.has_context() || c.has_metadata()) {
+      TB_CHECK(!m.data.empty() && fs::is_directory(m.data),
+               fmt::format("{}: the model uses {} but its dataset ({}) is gone", dir.string(),
+                           c.has_metadata() ? "metadata" : "context", m.data.string()));
+      const datasets::Dataset dataset = datasets::Dataset::open(m.data);
+      if (c.has_context()) m.context = context_values(c.context, dataset);
+      if (c.has_metadata()) m.params = fold_dataset_features(*m.params, m, dataset);  // may add users
+    }
   } else if (is_recipe(m.kind)) {
     m.recipe = read_recipe(dir / "recipe.bin");
     if (m.recipe.popularity.size() != m.item_ids.size())
@@ -712,7 +720,8 @@ struct Recommender::Impl {
   }
 
   json answer_query(const Query& q, bool& fallback, const TopK* precomputed = nullptr) const {
-    const std::vector<uint8_t> allowed = allowed_items(q);
+    // A precomputed top-K (the GPU's) already applied the filter.
+    const std::vector<uint8_t> allowed = precomputed ? std::vector<uint8_t>() : allowed_items(q);
     std::vector<uint32_t> items;
     std::vector<float> scores;
     std::string reason;
@@ -751,35 +760,34 @@ struct Recommender::Impl {
     return out;
   }
 
-  std::string answer(std::string_view line, LineResult& result, const TopK* precomputed = nullptr) const {
-    return result_line(line, "{\"userId\": \"u1\"}", result, [&](const json& input) {
-      return answer_query(parse_query(input), result.fallback, precomputed);
-    });
+  std::string answer(std::string_view line, LineResult& result) const {
+    return result_line(line, "{\"userId\": \"u1\"}", result,
+                       [&](const json& input) { return answer_query(parse_query(input), result.fallback); });
   }
 
   // ---- The GPU path ----
 
   // A line the GPU answers: a known user's top-K (no itemList), exact (no two-stage on the GPU).
+  // The line is parsed once: the request keeps its JSON and query for the result line.
   struct GpuRequest {
+    json input;
+    Query query;
     uint32_t user = 0;
-    uint32_t k = 0;
     std::vector<uint8_t> allowed;
-    std::vector<float> context;
   };
   // False for every other line, and for one that does not parse: the CPU path answers those (and
   // writes their errors).
   bool gpu_request(std::string_view line, GpuRequest& request) const {
     try {
-      const json input = json::parse(line);
-      if (!input.is_object()) return false;
-      const Query q = parse_query(input);
+      request.input = json::parse(line);
+      if (!request.input.is_object()) return false;
+      request.query = parse_query(request.input);
+      const Query& q = request.query;
       if (!q.user_id || q.item_list) return false;
       const auto it = user_index.find(*q.user_id);
       if (it == user_index.end()) return false;
       request.user = it->second;
-      request.k = q.k;
       request.allowed = allowed_items(q);
-      request.context = q.context;
       return true;
     } catch (const std::exception&) {
       return false;
@@ -816,14 +824,15 @@ struct Recommender::Impl {
       std::vector<uint32_t> exclude;
       uint32_t k_max = 1;
       bool any_context = false;
-      for (size_t line : members) any_context |= !requests[line].context.empty();
+      for (size_t line : members) any_context |= !requests[line].query.context.empty();
       for (size_t line : members) {
         const GpuRequest& r = requests[line];
         users.push_back(r.user);
-        k_max = std::max(k_max, r.k);
+        k_max = std::max(k_max, r.query.k);
         if (any_context) {
-          if (r.context.empty()) contexts.resize(contexts.size() + e, 0.0f);
-          else contexts.insert(contexts.end(), r.context.begin(), r.context.end());
+          const std::vector<float>& context = r.query.context;
+          if (context.empty()) contexts.resize(contexts.size() + e, 0.0f);
+          else contexts.insert(contexts.end(), context.begin(), context.end());
         }
         if (!options.keep_seen) {
           const auto seen = seen_of(r.user);
@@ -843,7 +852,15 @@ struct Recommender::Impl {
       }
     }
 #pragma omp parallel for schedule(dynamic, 4) num_threads(workers)
-    for (int64_t k = 0; k < n; ++k) answers[k] = answer(lines[k], results[k], on_gpu[k] ? &top[k] : nullptr);
+    for (int64_t k = 0; k < n; ++k) {
+      if (!on_gpu[k]) {
+        answers[k] = answer(lines[k], results[k]);
+        continue;
+      }
+      answers[k] = answered_line(std::move(requests[k].input), results[k], [&](const json&) {
+        return answer_query(requests[k].query, results[k].fallback, &top[k]);
+      });
+    }
   }
 
   // ---- Segments ----
