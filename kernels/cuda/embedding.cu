@@ -33,6 +33,12 @@ __global__ void gather_rows_kernel(const float* __restrict__ table, int64_t widt
   }
 }
 
+// The padding id is the largest, so its group, when there is one, is the last.
+__global__ void drop_padding_group_kernel(const uint32_t* __restrict__ unique, uint32_t padding_id, int* num_groups) {
+  const int n = *num_groups;
+  if (n > 0 && unique[n - 1] == padding_id) *num_groups = n - 1;
+}
+
 __global__ void iota_kernel(uint32_t* out, int64_t count) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -115,9 +121,13 @@ RowGroups::RowGroups(int64_t max_rows, uint32_t num_ids) : max_rows_(max_rows) {
   temp_.resize(std::max({sort_bytes, encode_bytes, scan_bytes, size_t{1}}));
 }
 
-void RowGroups::build(const uint32_t* d_ids, int64_t rows, StreamHandle stream) {
-  TB_CHECK(rows > 0 && rows <= max_rows_, "RowGroups::build: more rows than allocated");
+void RowGroups::build(const uint32_t* d_ids, int64_t rows, StreamHandle stream, uint32_t padding_id) {
+  TB_CHECK(rows >= 0 && rows <= max_rows_, "RowGroups::build: more rows than allocated");
   rows_ = rows;
+  if (rows == 0) {
+    num_groups_.zero(stream);
+    return;
+  }
   const int items = static_cast<int>(rows);
   size_t bytes = temp_.size();
   TB_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp_.data(), bytes, d_ids, sorted_ids_.data(), iota_.data(),
@@ -133,6 +143,10 @@ void RowGroups::build(const uint32_t* d_ids, int64_t rows, StreamHandle stream) 
   TB_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(temp_.data(), bytes, counts_.data(), starts_.data(), items + 1,
                                               stream));
   TB_CUDA_LAUNCH_CHECK("DeviceScan::ExclusiveSum", stream);
+  if (padding_id != UINT32_MAX) {
+    drop_padding_group_kernel<<<1, 1, 0, stream>>>(unique_.data(), padding_id, num_groups_.data());
+    TB_CUDA_LAUNCH_CHECK("drop_padding_group_kernel", stream);
+  }
 }
 
 void sum_row_gradients(const RowGroups& groups, const float* d_grads, int64_t stride,

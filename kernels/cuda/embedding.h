@@ -16,11 +16,13 @@ void gather_rows(const float* d_table, int64_t width, const uint32_t* d_ids, int
 // The batch rows that touched each table row, grouped, as cpu::RowGroups: after build(), group k
 // (k < *num_groups(), a count that stays on the device) is table row rows()[k], touched by batch
 // rows order()[starts()[k] .. starts()[k + 1]), ascending. The ids are sorted with CUB's stable
-// radix sort, so no float atomics and no dependence on the launch layout.
+// radix sort, so no float atomics and no dependence on the launch layout. Ids equal to
+// padding_id (when given, it must be num_ids - 1, the largest) fill unused slots: their group,
+// which sorts last, is not counted. No rows: no groups.
 class RowGroups {
  public:
   explicit RowGroups(int64_t max_rows, uint32_t num_ids);
-  void build(const uint32_t* d_ids, int64_t rows, StreamHandle stream);
+  void build(const uint32_t* d_ids, int64_t rows, StreamHandle stream, uint32_t padding_id = UINT32_MAX);
 
   int64_t max_groups() const { return rows_; }  // an upper bound known on the host
   const uint32_t* rows() const { return unique_.data(); }

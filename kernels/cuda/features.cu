@@ -1,9 +1,6 @@
 #include <algorithm>
-#include <climits>
 #include <string>
 
-#include <cub/device/device_radix_sort.cuh>
-#include <cub/device/device_run_length_encode.cuh>
 #include <cub/device/device_scan.cuh>
 
 #include "cuda/common.cuh"
@@ -22,12 +19,6 @@ constexpr int64_t kMaxGridZ = 65535;
 int64_t slices_for(int64_t rows) {
   const int64_t slices = (rows + kRowsPerSlice - 1) / kRowsPerSlice;
   return slices < 1 ? 1 : (slices > kMaxSlices ? kMaxSlices : slices);
-}
-
-int bits_for(uint32_t num_ids) {
-  int bits = 1;
-  while (bits < 32 && (num_ids - 1) >> bits) ++bits;
-  return bits;
 }
 
 // One thread per (batch row, column of the feature width): consecutive threads read consecutive
@@ -94,13 +85,6 @@ __global__ void numeric_finish_kernel(const float* __restrict__ partial, int64_t
   }
 }
 
-__global__ void iota_kernel(uint32_t* out, int64_t count) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    out[i] = static_cast<uint32_t>(i);
-  }
-}
-
 // counts[r] = feature rows of batch row r's entity; counts[rows] = 0, so that the exclusive scan
 // over rows + 1 values ends with the entry total.
 __global__ void entry_counts_kernel(const uint64_t* __restrict__ offsets, const uint32_t* __restrict__ ids,
@@ -128,19 +112,14 @@ __global__ void expand_entries_kernel(FeatureView v, const uint32_t* __restrict_
   }
 }
 
-// The slots past the real entries get the sentinel row, which sorts after every real row.
-__global__ void pad_entries_kernel(const uint32_t* __restrict__ total, int64_t capacity, uint32_t sentinel,
+// The slots past the real entries get the padding id, which sorts after every real row.
+__global__ void pad_entries_kernel(const uint32_t* __restrict__ total, int64_t capacity, uint32_t padding,
                                    uint32_t* __restrict__ keys) {
   const int64_t used = *total;
   for (int64_t t = used + blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < capacity;
        t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    keys[t] = sentinel;
+    keys[t] = padding;
   }
-}
-
-__global__ void drop_sentinel_kernel(const uint32_t* __restrict__ unique, uint32_t sentinel, int* num_groups) {
-  const int n = *num_groups;
-  if (n > 0 && unique[n - 1] == sentinel) *num_groups = n - 1;
 }
 
 // One warp per group; lane j sums columns j, j + 32, ... over the group's entries in batch order.
@@ -232,8 +211,8 @@ int64_t FeatureGroups::max_groups_for(int64_t rows, uint64_t table_rows, uint32_
 
 double FeatureGroups::bytes_for(int64_t max_rows, uint32_t max_per_entity) {
   const double entries = static_cast<double>(max_rows) * max_per_entity;
-  // Eight uint32 arrays and the weights per entry, two per batch row, and the sort's own copy of
-  // keys and values in its scratch.
+  // Per entry: keys, batch rows and weights here, six uint32 arrays in the RowGroups over them and
+  // the sort's own copy of keys and values in its scratch; two arrays per batch row.
   return entries * (9 * 4 + 8 * 1.25) + 8.0 * (max_rows + 1.0);
 }
 
@@ -247,45 +226,19 @@ FeatureGroups::FeatureGroups(int64_t max_rows, uint64_t table_rows, uint32_t max
                " feature rows (" + std::to_string(max_per_entity) +
                " for one entity), more than the CUDA backend groups at once (2^31 - 1); lower --batch-size");
   max_entries_ = static_cast<int64_t>(entries);
-  // The sentinel row is table_rows itself, so the sort needs the bits of table_rows + 1 ids.
-  end_bit_ = bits_for(static_cast<uint32_t>(table_rows + 1));
   const size_t n = static_cast<size_t>(max_rows);
   entry_counts_.resize(n + 1);
   entry_starts_.resize(n + 1);
-  num_groups_.resize(1);
-  num_groups_.zero();
-  size_t scan_rows_bytes = 0;
-  TB_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(nullptr, scan_rows_bytes, entry_counts_.data(), entry_starts_.data(),
+  size_t scan_bytes = 0;
+  TB_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(nullptr, scan_bytes, entry_counts_.data(), entry_starts_.data(),
                                               static_cast<int>(max_rows + 1)));
-  size_t sort_bytes = 0, encode_bytes = 0, scan_bytes = 0;
-  if (max_entries_ > 0) {
-    const size_t m = static_cast<size_t>(max_entries_);
-    keys_.resize(m);
-    sorted_keys_.resize(m);
-    iota_.resize(m);
-    order_.resize(m);
-    entry_rows_.resize(m);
-    entry_weights_.resize(m);
-    unique_.resize(m);
-    run_counts_.resize(m + 1);
-    starts_.resize(m + 1);
-    iota_kernel<<<grid_for(max_entries_, kBlock), kBlock>>>(iota_.data(), max_entries_);
-    TB_CUDA_LAUNCH_CHECK("iota_kernel", nullptr);
-    const int items = static_cast<int>(max_entries_);
-    TB_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, keys_.data(), sorted_keys_.data(),
-                                                  iota_.data(), order_.data(), items, 0, end_bit_));
-    TB_CUDA_CHECK(cub::DeviceRunLengthEncode::Encode(nullptr, encode_bytes, sorted_keys_.data(), unique_.data(),
-                                                     run_counts_.data(), num_groups_.data(), items));
-    TB_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(nullptr, scan_bytes, run_counts_.data(), starts_.data(),
-                                                items + 1));
-  } else {
-    // No entity lists a feature row: every build yields no group; starts[0] = 0 for the sums.
-    starts_.resize(1);
-    starts_.zero();
-  }
-  temp_.resize(std::max({scan_rows_bytes, sort_bytes, encode_bytes, scan_bytes, size_t{1}}));
-  // The iota and the zeroed count are made on the legacy stream; wait so no other stream races them.
-  TB_CUDA_CHECK(cudaDeviceSynchronize());
+  temp_.resize(std::max<size_t>(scan_bytes, 1));
+  const size_t m = static_cast<size_t>(max_entries_);
+  keys_.resize(m);
+  entry_rows_.resize(m);
+  entry_weights_.resize(m);
+  // Ids 0 .. table_rows: the feature rows and the padding id.
+  groups_ = std::make_unique<RowGroups>(std::max<int64_t>(max_entries_, 1), static_cast<uint32_t>(table_rows + 1));
 }
 
 void FeatureGroups::build(const FeatureView& v, const uint32_t* d_ids, int64_t rows, StreamHandle stream) {
@@ -293,7 +246,7 @@ void FeatureGroups::build(const FeatureView& v, const uint32_t* d_ids, int64_t r
   rows_ = rows;
   const int64_t capacity = rows * static_cast<int64_t>(max_per_entity_);
   if (capacity == 0) {
-    num_groups_.zero(stream);
+    groups_->build(keys_.data(), 0, stream);
     return;
   }
   TB_CHECK(v.offsets != nullptr && v.rows != nullptr && v.weights != nullptr,
@@ -308,27 +261,13 @@ void FeatureGroups::build(const FeatureView& v, const uint32_t* d_ids, int64_t r
   expand_entries_kernel<<<grid_for(rows, kBlock), kBlock, 0, stream>>>(
       v, d_ids, rows, entry_starts_.data(), keys_.data(), entry_rows_.data(), entry_weights_.data());
   TB_CUDA_LAUNCH_CHECK("expand_entries_kernel", stream);
-  const uint32_t sentinel = static_cast<uint32_t>(table_rows_);
+  // The entry count stays on the device: the slots past it get the padding id, which the grouping
+  // sorts last and does not count.
+  const uint32_t padding = static_cast<uint32_t>(table_rows_);
   pad_entries_kernel<<<grid_for(capacity, kBlock), kBlock, 0, stream>>>(entry_starts_.data() + rows, capacity,
-                                                                        sentinel, keys_.data());
+                                                                        padding, keys_.data());
   TB_CUDA_LAUNCH_CHECK("pad_entries_kernel", stream);
-  const int items = static_cast<int>(capacity);
-  bytes = temp_.size();
-  TB_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp_.data(), bytes, keys_.data(), sorted_keys_.data(),
-                                                iota_.data(), order_.data(), items, 0, end_bit_, stream));
-  TB_CUDA_LAUNCH_CHECK("DeviceRadixSort::SortPairs (feature rows)", stream);
-  // Counts past the last run are scanned too (starts[runs] must be the entry count); zero them.
-  fill_zero(run_counts_.data(), run_counts_.bytes(), stream);
-  bytes = temp_.size();
-  TB_CUDA_CHECK(cub::DeviceRunLengthEncode::Encode(temp_.data(), bytes, sorted_keys_.data(), unique_.data(),
-                                                   run_counts_.data(), num_groups_.data(), items, stream));
-  TB_CUDA_LAUNCH_CHECK("DeviceRunLengthEncode::Encode (feature rows)", stream);
-  bytes = temp_.size();
-  TB_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(temp_.data(), bytes, run_counts_.data(), starts_.data(), items + 1,
-                                              stream));
-  TB_CUDA_LAUNCH_CHECK("DeviceScan::ExclusiveSum (feature groups)", stream);
-  drop_sentinel_kernel<<<1, 1, 0, stream>>>(unique_.data(), sentinel, num_groups_.data());
-  TB_CUDA_LAUNCH_CHECK("drop_sentinel_kernel", stream);
+  groups_->build(keys_.data(), capacity, stream, padding);
 }
 
 void sum_feature_gradients(const FeatureGroups& groups, const float* d_gmf, int64_t gmf_stride,

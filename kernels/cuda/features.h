@@ -4,8 +4,10 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 
 #include "cuda/common.h"
+#include "cuda/embedding.h"
 #include "tastebud/feature_view.h"
 
 namespace tastebud::cuda {
@@ -53,23 +55,26 @@ class FeatureGroups {
   // Device bytes that a FeatureGroups of these sizes allocates, CUB's scratch estimated.
   static double bytes_for(int64_t max_rows, uint32_t max_per_entity);
 
-  const uint32_t* rows() const { return unique_.data(); }
-  const uint32_t* order() const { return order_.data(); }
-  const uint32_t* starts() const { return starts_.data(); }
+  // Group k is feature row rows()[k]; its entries are order()[starts()[k] .. starts()[k + 1]),
+  // indices into entry_rows() (the batch row) and entry_weights().
+  const uint32_t* rows() const { return groups_->rows(); }
+  const uint32_t* order() const { return groups_->order(); }
+  const uint32_t* starts() const { return groups_->starts(); }
   const uint32_t* entry_rows() const { return entry_rows_.data(); }
   const float* entry_weights() const { return entry_weights_.data(); }
-  const int* num_groups() const { return num_groups_.data(); }
+  const int* num_groups() const { return groups_->num_groups(); }
 
  private:
   int64_t max_rows_ = 0, rows_ = 0, max_entries_ = 0;
   uint64_t table_rows_ = 0;
   uint32_t max_per_entity_ = 0;
-  int end_bit_ = 32;
   DeviceBuffer<uint32_t> entry_counts_, entry_starts_;  // per batch row
-  DeviceBuffer<uint32_t> keys_, sorted_keys_, iota_, order_, entry_rows_, unique_, run_counts_, starts_;
+  DeviceBuffer<uint32_t> keys_, entry_rows_;             // per entry: its feature row, its batch row
   DeviceBuffer<float> entry_weights_;
-  DeviceBuffer<int> num_groups_;
-  DeviceBuffer<unsigned char> temp_;
+  DeviceBuffer<unsigned char> temp_;                     // the scan of entries per batch row
+  // The entries grouped by feature row, as RowGroups groups batch rows by id; the slots past the
+  // real entries hold the padding id table_rows.
+  std::unique_ptr<RowGroups> groups_;
 };
 
 // sum[k, :] = sum over group k's entries, in batch-row order, of weight * [d_gmf row | d_mlp row],
