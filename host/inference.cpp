@@ -26,6 +26,8 @@
 #include "tastebud/engine/model_io.h"
 #include "tastebud/engine/scorer.h"
 #include "tastebud/error.h"
+#include "tastebud/loss_math.h"
+#include "tastebud/read_file.h"
 
 namespace tastebud::host {
 namespace {
@@ -36,16 +38,6 @@ using json = nlohmann::ordered_json;
 constexpr uint32_t kMaxResults = 500;               // the service's cap per query
 constexpr size_t kMaxAttributeItems = 100;          // items that stand for an itemAttributes query
 constexpr size_t kChunkLines = 4096;                // lines answered together between writes
-
-std::string slurp(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(fmt::format("{}: cannot open: {}", path.string(), std::strerror(errno)));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
 // The k best of many scores (NaN never selected; ties to the lower index), in index order: the
 // candidates of two-stage retrieval. cpu::top_k keeps a heap, the right tool for the final 25 but
@@ -269,7 +261,7 @@ ModelData load_model_dir(const fs::path& dir) {
   ModelData m;
   nlohmann::json config;
   try {
-    config = nlohmann::json::parse(slurp(dir / "config.json"));
+    config = nlohmann::json::parse(read_file(dir / "config.json"));
     m.kind = config.at("model").get<std::string>();
     m.data = config.value("data", std::string());
   } catch (const nlohmann::json::exception& e) {

@@ -1,27 +1,15 @@
 #include "host/model_dir.h"
 
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "tastebud/engine/model_io.h"
 #include "tastebud/error.h"
+#include "tastebud/read_file.h"
 
 namespace tastebud::host {
-namespace {
-
-std::string slurp(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(fmt::format("{}: cannot open: {}", path.string(), std::strerror(errno)));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-}  // namespace
 
 void write_ids(const datasets::StringTable& ids, const std::filesystem::path& path) {
   nlohmann::json array = nlohmann::json::array();
@@ -31,7 +19,7 @@ void write_ids(const datasets::StringTable& ids, const std::filesystem::path& pa
 
 std::vector<std::string> read_ids(const std::filesystem::path& path) {
   try {
-    return nlohmann::json::parse(slurp(path)).get<std::vector<std::string>>();
+    return nlohmann::json::parse(read_file(path)).get<std::vector<std::string>>();
   } catch (const nlohmann::json::exception& e) {
     throw Error(fmt::format("{}: not a JSON array of ids: {}", path.string(), e.what()));
   }
@@ -47,7 +35,7 @@ void write_seen(const SeenItems& seen, const std::filesystem::path& path) {
 }
 
 SeenItems read_seen(const std::filesystem::path& path) {
-  const std::string bytes = slurp(path);
+  const std::string bytes = read_file(path);
   auto bad = [&] { return Error(fmt::format("{}: corrupt seen-items file", path.string())); };
   if (bytes.size() < 16 || bytes.compare(0, 8, "TBSEEN01") != 0) throw bad();
   uint64_t users;

@@ -15,6 +15,7 @@
 
 #include "tastebud/datasets/columns.h"
 #include "tastebud/error.h"
+#include "tastebud/read_file.h"
 
 namespace tastebud::datasets {
 
@@ -160,18 +161,6 @@ void sync_to_disk(const fs::path& dir) {
 
 // ---- Dataset::open -------------------------------------------------------------------------
 
-namespace {
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(fmt::format("{}: cannot open", path.string()));
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-}  // namespace
-
 Dataset Dataset::open(const fs::path& dir) {
   Dataset ds;
   ds.dir = dir;
@@ -183,7 +172,7 @@ Dataset Dataset::open(const fs::path& dir) {
   }
   nlohmann::json meta;
   try {
-    meta = nlohmann::json::parse(read_text(meta_path));
+    meta = nlohmann::json::parse(read_file(meta_path));
   } catch (const nlohmann::json::exception& e) {
     throw Error(fmt::format("{}: not valid JSON: {}", meta_path.string(), e.what()));
   }
@@ -325,7 +314,7 @@ Dataset Dataset::open(const fs::path& dir) {
                               std::pair{&ds.users_schema, "users"},
                               std::pair{&ds.items_schema, "items"}}) {
     const fs::path path = dir / "schema" / (std::string(name) + ".json");
-    if (fs::exists(path)) *schema = read_text(path);
+    if (fs::exists(path)) *schema = read_file(path);
   }
   return ds;
 }

@@ -33,6 +33,7 @@
 #include "tastebud/datasets/encode.h"
 #include "tastebud/datasets/schema.h"
 #include "tastebud/error.h"
+#include "tastebud/read_file.h"
 
 namespace tastebud::datasets {
 
@@ -47,14 +48,6 @@ constexpr int64_t kNullTimestamp = std::numeric_limits<int64_t>::min();
 constexpr float kNullNumber = std::numeric_limits<float>::quiet_NaN();
 // Rows read ahead to infer a schema's types when none is given.
 constexpr size_t kInferenceSampleRows = 10000;
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(fmt::format("{}: cannot open", path.string()));
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 std::string quoted(std::string_view value) {
   constexpr size_t kShown = 40;
@@ -1312,7 +1305,7 @@ SchemaChoice choose_schema(DatasetKind kind, const ImportOptions& options, const
   if (!options.schema_dir.empty()) {
     const fs::path path = options.schema_dir / (std::string(kind_name(kind)) + ".json");
     if (fs::exists(path)) {
-      choice.schema = parse_schema(read_text(path), kind, path.string());
+      choice.schema = parse_schema(read_file(path), kind, path.string());
       choice.source = path.string();
       if (stored && !same_fields(*stored, *choice.schema)) {
         throw Error(fmt::format("{}: differs from the dataset's schema {}; an incremental import "

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tastebud/error.h"
+#include "tastebud/read_file.h"
 
 namespace tastebud {
 namespace {
@@ -74,14 +75,6 @@ class Reader {
   std::filesystem::path path_;
   size_t pos_ = 0;
 };
-
-std::string read_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(fmt::format("{}: cannot open: {}", path.string(), std::strerror(errno)));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 std::string encode(const std::string& header, const std::vector<const Tensor*>& tensors) {
   std::string out(kMagic, sizeof(kMagic));
