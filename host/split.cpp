@@ -108,7 +108,7 @@ struct Candidate {
 
 // A repeated (user, item) pair trains once, with its strongest event's weight; the latest row
 // among equally strong ones gives the positive its context.
-void add_positives(uint32_t u, std::vector<Candidate>& pairs, Split& split) {
+void add_positives(uint32_t u, std::vector<Candidate>& pairs, bool keep_rows, Split& split) {
   std::sort(pairs.begin(), pairs.end());
   TrainingSet& train = split.train;
   for (size_t k = 0; k < pairs.size(); ++k) {
@@ -116,7 +116,7 @@ void add_positives(uint32_t u, std::vector<Candidate>& pairs, Split& split) {
     train.user.push_back(u);
     train.item.push_back(pairs[k].item);
     train.weight.push_back(pairs[k].weight);
-    split.positive_row.push_back(pairs[k].row);
+    if (keep_rows) split.positive_row.push_back(pairs[k].row);
   }
 }
 
@@ -161,7 +161,7 @@ Split make_cold_item_split(const datasets::Dataset& dataset, const SplitOptions&
         pairs.push_back({rows.item[r], w, r});
       }
     }
-    add_positives(u, pairs, split);
+    add_positives(u, pairs, options.positive_rows, split);
     if (target >= 0) {
       eligible_users.push_back(u);
       targets.push_back(static_cast<uint32_t>(target));
@@ -232,7 +232,7 @@ Split make_split(const datasets::Dataset& dataset, const SplitOptions& options) 
     for (uint64_t r : kept) {
       if (use_row(r)) pairs.push_back({rows.item[r], events.weight(rows, r), r});
     }
-    add_positives(u, pairs, split);
+    add_positives(u, pairs, options.positive_rows, split);
   };
   // Items shown with the user's training rows that the user never acted on (in any event) in those
   // rows: what the user did in held-out rows is the future, so a held-out item shown earlier is an

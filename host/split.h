@@ -43,6 +43,8 @@ struct SplitOptions {
   // Build each user's impressions not acted on (TrainingSet::impression_items) from the
   // IMPRESSION lists of the user's training rows.
   bool impressions = false;
+  // Record the interaction row of each positive (Split::positive_row), for contextual fields.
+  bool positive_rows = false;
   EvalProtocol protocol = EvalProtocol::kLeaveOneOut;
   double holdout_share = 0.1;   // holdout: newest share of each user's interactions
   uint32_t loo_negatives = 99;  // loo: items ranked against the held-out one
@@ -54,7 +56,8 @@ struct SplitOptions {
 struct Split {
   TrainingSet train;
   // The interaction row each positive of train takes its weight from (the strongest event, the
-  // latest among equals): its context is the positive's context.
+  // latest among equals): its context is the positive's context. Empty unless
+  // SplitOptions::positive_rows.
   std::vector<uint64_t> positive_row;
   EvalProtocol protocol = EvalProtocol::kNone;
   std::vector<uint32_t> eval_users;

@@ -178,6 +178,7 @@ SplitOptions split_options_of(const TrainJob& job) {
   for (const std::string& rule : job_events(job)) o.events.push_back(parse_event_rule(rule));
   o.protocol = parse_eval_protocol(job.eval);
   o.impressions = job.impression_negatives > 0.0f;
+  o.positive_rows = !job.context.empty();
   o.max_eval_users = job.eval_users > 0 ? job.eval_users : o.protocol == EvalProtocol::kHoldout ? 10000 : 0;
   return o;
 }

@@ -409,6 +409,8 @@ TEST_F(TrainingJob, ContextComesFromThePositivesRowAndReachesTheAnswers) {
   };
   SplitOptions o;
   o.events = {parse_event_rule("view::1"), parse_event_rule("purchase::3")};
+  EXPECT_TRUE(make_split(d, o).positive_row.empty());  // kept only when asked for
+  o.positive_rows = true;
   const Split s = make_split(d, o);
   ASSERT_EQ(s.positive_row.size(), s.train.size());
   std::map<std::string, std::string> context_of;  // "user/item" -> device
