@@ -84,12 +84,12 @@ struct GradientProblem {
     c.gmf = gmf.data();
     for (int64_t j = 0; j <= l && !shape.layers.empty(); ++j) {
       c.acts.push_back(acts[j].data());
-      c.d_acts.push_back(d_acts[j].data());
+      c.act_grads.push_back(d_acts[j].data());
     }
     c.logits = logits.data();
     c.dlogits = dlogits.data();
-    c.d_user_gmf = d_user.data();
-    c.d_item_gmf = d_item.data();
+    c.user_gmf_grad = d_user.data();
+    c.item_gmf_grad = d_item.data();
     cpu::neumf_forward(shape, p, c);
     double total = 0;
     for (int64_t r = 0; r < rows; ++r) {
@@ -695,11 +695,11 @@ struct MetadataProblem {
     c.item_gmf = ig.data();
     c.gmf = gmf.data();
     for (auto& a : acts) c.acts.push_back(a.data());
-    for (auto& a : d_acts) c.d_acts.push_back(a.data());
+    for (auto& a : d_acts) c.act_grads.push_back(a.data());
     c.logits = logits.data();
     c.dlogits = dlogits.data();
-    c.d_user_gmf = d_ug.data();
-    c.d_item_gmf = d_ig.data();
+    c.user_gmf_grad = d_ug.data();
+    c.item_gmf_grad = d_ig.data();
     cpu::neumf_forward(shape, p, c);
     double total = 0;
     for (int64_t r = 0; r < rows; ++r) {

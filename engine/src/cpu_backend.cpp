@@ -21,7 +21,7 @@
 #include "cpu/sampler.h"
 #include "tastebud/engine/trainer.h"
 #include "tastebud/error.h"
-#include "tastebud/sampler_math.h"
+#include "tastebud/batch_rows.h"
 
 namespace tastebud {
 namespace {
@@ -34,10 +34,9 @@ cpu::FeatureView view_of(const FeatureSpec& spec, const FeatureInputs& in) {
 class CpuBackend final : public Backend {
  public:
   CpuBackend(const TrainingSet& data, const TrainOptions& options, TrainState state)
-      : data_(data), options_(options), state_(std::move(state)) {
+      : data_(data), options_(options), state_(std::move(state)), layout_(state_.params.config) {
     const ModelConfig& config = state_.params.config;
     check_training_inputs(data, options, config);
-    if (options.threads > 0) omp_set_num_threads(static_cast<int>(options.threads));
     Eigen::setNbThreads(1);  // parallelism comes from the chunks
     shape_ = config.neumf_shape();
     user_view_ = view_of(config.user_features, data.user_features);
@@ -46,6 +45,11 @@ class CpuBackend final : public Backend {
     if (options.sampler == SamplerKind::kPopularity) {
       alias_ = cpu::AliasTable::popularity(data.item_counts, options.sampler_alpha);
     }
+    positives_view_ = data.view(options.impression_share);
+    if (!alias_.probability.empty()) {
+      positives_view_.alias_probability = alias_.probability.data();
+      positives_view_.alias_index = alias_.alias.data();
+    }
     allocate();
     bind_params();
   }
@@ -53,12 +57,14 @@ class CpuBackend final : public Backend {
   std::string name() const override { return "cpu"; }
 
   uint64_t samples_per_epoch() const override {
-    const uint64_t p = data_.size();
-    return options_.loss == LossKind::kBce ? p * (1 + options_.negatives) : p * options_.negatives;
+    return tastebud::samples_per_epoch(data_.size(), options_.negatives, bpr());
   }
 
   EpochStats train_epoch(uint32_t epoch, const ProgressFn& progress) override {
     const auto start_time = std::chrono::steady_clock::now();
+    // OpenMP's thread count is the process's: set it for each epoch, so that two backends of one
+    // process (a test's, a job's evaluation) each run theirs.
+    if (options_.threads > 0) omp_set_num_threads(static_cast<int>(options_.threads));
     order_.resize(data_.size());
     cpu::shuffle_order(options_.seed, epoch, data_.size(), order_);
     const uint64_t total = samples_per_epoch();
@@ -90,10 +96,7 @@ class CpuBackend final : public Backend {
   }
 
   void load_state(const TrainState& state) override {
-    TB_CHECK(state.params.config.num_users == state_.params.config.num_users &&
-                 state.params.config.num_items == state_.params.config.num_items &&
-                 state.params.tensors().size() == state_.params.tensors().size(),
-             "checkpoint does not match the model's shape");
+    state.check_fits(state_.params.config);
     state_ = state;
     bind_params();
   }
@@ -115,26 +118,19 @@ class CpuBackend final : public Backend {
     user_gmf_.resize(rows * f);
     item_gmf_.resize(rows * f);
     gmf_.resize(rows * f);
-    d_user_gmf_.resize(rows * f);
-    d_item_gmf_.resize(rows * f);
+    user_gmf_grad_.resize(rows * f);
+    item_gmf_grad_.resize(rows * f);
     logits_.resize(rows);
     dlogits_.resize(rows);
     const size_t widths = config.has_mlp() ? config.layers.size() : 1;
     acts_.assign(widths, {});
-    d_acts_.assign(widths, {});
+    act_grads_.assign(widths, {});
     for (size_t j = 0; j < widths && config.has_mlp(); ++j) {
       acts_[j].resize(rows * config.layers[j]);
-      d_acts_[j].resize(rows * config.layers[j]);
+      act_grads_[j].resize(rows * config.layers[j]);
     }
-    // Flat layout of the dense gradients: the tensors after the embedding tables, in order.
-    dense_offsets_.clear();
-    size_t offset = 0;
-    auto tensors = state_.params.tensors();
-    for (size_t t = state_.params.sparse_tensors(); t < tensors.size(); ++t) {
-      dense_offsets_.push_back(offset);
-      offset += tensors[t]->values.size();
-    }
-    dense_offsets_.push_back(offset);
+    // The dense gradients in the flat layout of the parameters (layout_).
+    const size_t offset = layout_.dense_floats();
     const size_t chunks = (rows + chunk_rows_ - 1) / chunk_rows_;
     chunk_grads_.assign(chunks, cpu::AlignedVector<float>(offset));
     chunk_loss_.assign(chunks, 0.0);
@@ -148,12 +144,12 @@ class CpuBackend final : public Backend {
       chunk.user_gmf = user_gmf_.data() + r0 * f;
       chunk.item_gmf = item_gmf_.data() + r0 * f;
       chunk.gmf = gmf_.data() + r0 * f;
-      chunk.d_user_gmf = d_user_gmf_.data() + r0 * f;
-      chunk.d_item_gmf = d_item_gmf_.data() + r0 * f;
+      chunk.user_gmf_grad = user_gmf_grad_.data() + r0 * f;
+      chunk.item_gmf_grad = item_gmf_grad_.data() + r0 * f;
       for (size_t j = 0; j < widths; ++j) {
         const size_t width = config.has_mlp() ? config.layers[j] : 0;
         chunk.acts.push_back(acts_[j].data() + r0 * width);
-        chunk.d_acts.push_back(d_acts_[j].data() + r0 * width);
+        chunk.act_grads.push_back(act_grads_[j].data() + r0 * width);
       }
       chunk.logits = logits_.data() + r0;
       chunk.dlogits = dlogits_.data() + r0;
@@ -163,53 +159,14 @@ class CpuBackend final : public Backend {
     for (auto& buffer : summed_) buffer.resize(rows * widest);
   }
 
-  // Fills users_, items_, labels_ and weights_ for the batch's samples [begin, end); sample s of
-  // the batch starts at epoch sample first + s.
-  // Returns how many of the negatives came from impressions.
+  // Fills the rows of the batch's samples [begin, end) by the rule both backends share
+  // (tastebud/batch_rows.h); sample s of the batch is epoch sample first + s. Returns how many of
+  // the negatives came from impressions.
   uint64_t fill_rows(uint32_t epoch, uint64_t first, int64_t begin, int64_t end) {
+    const SampleSpec spec{options_.seed, epoch, options_.negatives, bpr()};
+    const BatchRowsOut out{users_.data(), items_.data(), labels_.data(), weights_.data(), positives_.data()};
     uint64_t impressions_used = 0;
-    const uint32_t n = options_.negatives;
-    const uint32_t per_positive = bpr() ? n : 1 + n;
-    const float* alias_probability = alias_.probability.empty() ? nullptr : alias_.probability.data();
-    const uint32_t* alias_index = alias_.alias.empty() ? nullptr : alias_.alias.data();
-    for (int64_t s = begin; s < end; ++s) {
-      const uint64_t sample = first + s;
-      const uint64_t positive = order_[sample / per_positive];
-      const uint32_t k = static_cast<uint32_t>(sample % per_positive);
-      const uint32_t user = data_.user[positive];
-      const uint64_t begin = data_.user_offsets[user];
-      const uint64_t count = data_.user_offsets[user + 1] - begin;
-      const bool has_impressions = !data_.impression_offsets.empty();
-      const uint64_t shown = has_impressions ? data_.impression_offsets[user] : 0;
-      const uint64_t shown_count = has_impressions ? data_.impression_offsets[user + 1] - shown : 0;
-      // Negative j of positive p is draw p * n + j, whatever the batch or the loss.
-      auto negative = [&](uint32_t j) {
-        bool from_impression = false;
-        const uint32_t item = draw_training_negative(
-            options_.seed, epoch, positive * n + j, data_.item.data() + begin, count,
-            data_.num_items, alias_probability, alias_index,
-            has_impressions ? data_.impression_items.data() + shown : nullptr, shown_count,
-            options_.impression_share, &from_impression);
-        impressions_used += from_impression;
-        return item;
-      };
-      if (bpr()) {
-        const size_t r = 2 * static_cast<size_t>(s);
-        users_[r] = users_[r + 1] = user;
-        positives_[r] = positives_[r + 1] = static_cast<uint32_t>(positive);
-        items_[r] = data_.item[positive];
-        items_[r + 1] = negative(k);
-        labels_[r] = 1.0f;
-        labels_[r + 1] = 0.0f;
-        weights_[r] = weights_[r + 1] = data_.weight[positive];
-      } else {
-        users_[s] = user;
-        positives_[s] = static_cast<uint32_t>(positive);
-        items_[s] = k == 0 ? data_.item[positive] : negative(k - 1);
-        labels_[s] = k == 0 ? 1.0f : 0.0f;
-        weights_[s] = k == 0 ? data_.weight[positive] : 1.0f;
-      }
-    }
+    for (int64_t s = begin; s < end; ++s) impressions_used += fill_sample(spec, positives_view_, order_.data(), first, s, out);
     return impressions_used;
   }
 
@@ -218,13 +175,12 @@ class CpuBackend final : public Backend {
   void bind_params() {
     tensors_ = state_.params.tensors();  // the update of every batch looks tables up here
     auto tensors = state_.params.tensors();
-    const size_t total = dense_offsets_.back();
-    dense_values_.resize(total);
-    dense_state0_.resize(total);
-    dense_state1_.resize(total);
-    const size_t sparse = state_.params.sparse_tensors();
-    for (size_t t = sparse; t < tensors.size(); ++t) {
-      const size_t at = dense_offsets_[t - sparse];
+    const size_t total = layout_.dense_floats();
+    dense_values_.assign(total, 0.0f);
+    dense_state0_.assign(total, 0.0f);
+    dense_state1_.assign(total, 0.0f);
+    for (size_t t = layout_.sparse_count(); t < tensors.size(); ++t) {
+      const size_t at = layout_[t].dense_offset;
       std::copy(tensors[t]->values.begin(), tensors[t]->values.end(), dense_values_.begin() + at);
       std::copy(state_.state0[t].values.begin(), state_.state0[t].values.end(), dense_state0_.begin() + at);
       std::copy(state_.state1[t].values.begin(), state_.state1[t].values.end(), dense_state1_.begin() + at);
@@ -244,9 +200,8 @@ class CpuBackend final : public Backend {
   // Copies the arena back into state_.
   void sync_state() {
     auto tensors = state_.params.tensors();
-    const size_t sparse = state_.params.sparse_tensors();
-    for (size_t t = sparse; t < tensors.size(); ++t) {
-      const size_t at = dense_offsets_[t - sparse];
+    for (size_t t = layout_.sparse_count(); t < tensors.size(); ++t) {
+      const size_t at = layout_[t].dense_offset;
       const size_t n = tensors[t]->values.size();
       std::copy_n(dense_values_.begin() + at, n, tensors[t]->values.begin());
       std::copy_n(dense_state0_.begin() + at, n, state_.state0[t].values.begin());
@@ -255,27 +210,22 @@ class CpuBackend final : public Backend {
   }
 
 
+  // The dense layers and the head in a flat buffer of the layout (parameters or gradients).
   cpu::DenseGrads<float> dense_grads(cpu::AlignedVector<float>& flat) const {
     cpu::DenseGrads<float> g;
-    size_t t = 0;
-    for (size_t j = 0; j < state_.params.weights.size(); ++j) {
-      g.weights.push_back(flat.data() + dense_offsets_[t++]);
-      g.biases.push_back(flat.data() + dense_offsets_[t++]);
+    for (uint32_t j = 0; j < state_.params.weights.size(); ++j) {
+      g.weights.push_back(flat.data() + layout_.dense_offset(TensorRole::kDenseWeight, j));
+      g.biases.push_back(flat.data() + layout_.dense_offset(TensorRole::kDenseBias, j));
     }
-    g.head_weight = flat.data() + dense_offsets_[t++];
-    g.head_bias = flat.data() + dense_offsets_[t++];
+    g.head_weight = flat.data() + layout_.dense_offset(TensorRole::kHeadWeight);
+    g.head_bias = flat.data() + layout_.dense_offset(TensorRole::kHeadBias);
     return g;
   }
 
-  // The numeric projections after the head in the flat dense layout (null when absent).
+  // A side's numeric projection in a flat buffer of the layout (null when the model has none).
   float* numeric_projection(cpu::AlignedVector<float>& flat, bool items) const {
-    const ModelConfig& c = state_.params.config;
-    size_t t = 2 * state_.params.weights.size() + 2;
-    if (!c.user_features.numerical.empty()) {
-      if (!items) return flat.data() + dense_offsets_[t];
-      ++t;
-    }
-    return items && !c.item_features.numerical.empty() ? flat.data() + dense_offsets_[t] : nullptr;
+    const size_t t = layout_.find(items ? TensorRole::kItemNumeric : TensorRole::kUserNumeric);
+    return t == ParamLayout::kNone ? nullptr : flat.data() + layout_[t].dense_offset;
   }
 
   double train_batch(uint32_t epoch, uint64_t first, uint32_t samples) {
@@ -334,12 +284,12 @@ class CpuBackend final : public Backend {
       float* d_item_numeric = numeric_projection(chunk_grads_[c], true);
       for (int64_t r = r0; r < r0 + n; ++r) {
         if (d_user_numeric) {
-          cpu::accumulate_numeric_gradient<float>(user_view_, users_[r], d_user_gmf_.data() + r * f,
-                                                  d_acts_[0].data() + r * l0, f, e, d_user_numeric);
+          cpu::accumulate_numeric_gradient<float>(user_view_, users_[r], user_gmf_grad_.data() + r * f,
+                                                  act_grads_[0].data() + r * l0, f, e, d_user_numeric);
         }
         if (d_item_numeric) {
-          cpu::accumulate_numeric_gradient<float>(item_view_, items_[r], d_item_gmf_.data() + r * f,
-                                                  d_acts_[0].data() + r * l0 + e, f, e, d_item_numeric);
+          cpu::accumulate_numeric_gradient<float>(item_view_, items_[r], item_gmf_grad_.data() + r * f,
+                                                  act_grads_[0].data() + r * l0 + e, f, e, d_item_numeric);
         }
       }
     }
@@ -381,7 +331,7 @@ class CpuBackend final : public Backend {
     Tensor& table = *tensors_[t];
     float* summed = summed_[t].data();
     cpu::sum_row_gradients(groups, grads, stride, offset, width, summed);
-    if ((t == 1 || t == 3) && state_.params.config.item_features.enabled()) {
+    if (layout_[t].item_id_table() && state_.params.config.item_features.enabled()) {
       for (size_t k = 0; k < groups.size(); ++k) {
         if (data_.item_counts[groups.rows[k]] == 0) std::fill_n(summed + k * width, width, 0.0f);
       }
@@ -401,38 +351,33 @@ class CpuBackend final : public Backend {
       if (side == 0) user_groups_.build({users_.data(), static_cast<size_t>(rows)});
       else item_groups_.build({items_.data(), static_cast<size_t>(rows)});
     }
-    const float* d_x0 = d_acts_[0].data();
+    const float* d_x0 = act_grads_[0].data();
 #pragma omp parallel for schedule(dynamic, 1)
     for (int t = 0; t < 4; ++t) {
       switch (t) {
-        case 0: update_table(0, user_groups_, d_user_gmf_.data(), f, 0, f, step_size); break;
-        case 1: update_table(1, item_groups_, d_item_gmf_.data(), f, 0, f, step_size); break;
+        case 0: update_table(0, user_groups_, user_gmf_grad_.data(), f, 0, f, step_size); break;
+        case 1: update_table(1, item_groups_, item_gmf_grad_.data(), f, 0, f, step_size); break;
         case 2: update_table(2, user_groups_, d_x0, 2 * e, 0, e, step_size); break;
         case 3: update_table(3, item_groups_, d_x0, 2 * e, e, e, step_size); break;
       }
     }
-    size_t t = ModelParams::kEmbeddingTables;
-    if (state_.params.config.user_features.table_rows() > 0) {
-      update_features(t++, user_view_, users_, d_user_gmf_.data(), f, 0, rows, step_size);
-    }
-    if (state_.params.config.item_features.table_rows() > 0) {
-      update_features(t++, item_view_, items_, d_item_gmf_.data(), f, e, rows, step_size);
-    }
-    if (state_.params.config.has_context()) {
-      update_features(t++, context_view_, positives_, d_user_gmf_.data(), 0, 0, rows, step_size);
-    }
+    update_features(TensorRole::kUserFeatures, user_view_, users_, user_gmf_grad_.data(), f, 0, rows, step_size);
+    update_features(TensorRole::kItemFeatures, item_view_, items_, item_gmf_grad_.data(), f, e, rows, step_size);
+    update_features(TensorRole::kContext, context_view_, positives_, user_gmf_grad_.data(), 0, 0, rows, step_size);
   }
 
   // Feature table t: each batch row's representation gradient reaches every feature row of its
   // entity, scaled by the row's weight, summed per table row in batch-row order. f: the GMF columns
   // of a row (0 for the context table, which feeds the MLP only); mlp_offset: which half of the MLP
   // input the table feeds.
-  void update_features(size_t t, const cpu::FeatureView& view, const std::vector<uint32_t>& ids,
+  void update_features(TensorRole role, const cpu::FeatureView& view, const std::vector<uint32_t>& ids,
                        const float* d_gmf, int64_t f, int64_t mlp_offset, int64_t rows, float step_size) {
+    const size_t t = layout_.find(role);
+    if (t == ParamLayout::kNone) return;
     const int64_t e = state_.params.config.mlp_embedding();
     feature_groups_.build(view, {ids.data(), static_cast<size_t>(rows)});
     feature_summed_.resize(feature_groups_.size() * (f + e));
-    cpu::sum_feature_gradients<float>(feature_groups_, d_gmf, shape_.factors, d_acts_[0].data(), 2 * e,
+    cpu::sum_feature_gradients<float>(feature_groups_, d_gmf, shape_.factors, act_grads_[0].data(), 2 * e,
                                       mlp_offset, f, e, feature_summed_.data());
     Tensor& table = *tensors_[t];
     cpu::sparse_update(options_.optimizer, step_size, table.values.data(),
@@ -443,16 +388,17 @@ class CpuBackend final : public Backend {
   const TrainingSet& data_;
   TrainOptions options_;
   TrainState state_;
+  ParamLayout layout_;  // roles, shapes and the flat dense offsets of state_'s tensors
   cpu::NeuMFShape shape_;
   cpu::AliasTable alias_;
+  PositivesView positives_view_;  // data_ and alias_ as the row-fill rule reads them
   uint32_t max_rows_ = 0, chunk_rows_ = 0;
   std::vector<uint64_t> order_;
   std::vector<uint32_t> users_, items_;
   std::vector<uint32_t> positives_;  // the positive each batch row was made from (its context)
   cpu::AlignedVector<float> labels_, weights_;
-  cpu::AlignedVector<float> user_gmf_, item_gmf_, gmf_, d_user_gmf_, d_item_gmf_, logits_, dlogits_;
-  std::vector<cpu::AlignedVector<float>> acts_, d_acts_;
-  std::vector<size_t> dense_offsets_;
+  cpu::AlignedVector<float> user_gmf_, item_gmf_, gmf_, user_gmf_grad_, item_gmf_grad_, logits_, dlogits_;
+  std::vector<cpu::AlignedVector<float>> acts_, act_grads_;
   std::vector<cpu::AlignedVector<float>> chunk_grads_;
   std::vector<double> chunk_loss_;
   std::vector<uint64_t> chunk_impressions_;

@@ -42,11 +42,7 @@
 namespace tastebud {
 namespace {
 
-constexpr size_t kDenseAlign = 32;  // floats: keeps every dense tensor 128-byte aligned for cuBLAS
-constexpr size_t kTables = ModelParams::kEmbeddingTables;
-constexpr size_t kNone = static_cast<size_t>(-1);
-
-size_t align_up(size_t n) { return (n + kDenseAlign - 1) / kDenseAlign * kDenseAlign; }
+constexpr size_t kNone = ParamLayout::kNone;
 
 double gib(double bytes) { return bytes / (1024.0 * 1024.0 * 1024.0); }
 
@@ -66,7 +62,7 @@ struct FeatureSide {
   cuda::DeviceBuffer<float> weights, values;
   cuda::FeatureView view;        // empty: this side has no metadata
   size_t table = kNone;          // the feature table's index in ModelParams::tensors()
-  size_t projection = kNone;     // the numeric projection's index among the dense tensors
+  size_t projection = kNone;     // the numeric projection's index in ModelParams::tensors()
   uint64_t table_rows = 0;
   uint32_t max_per_entity = 0;
   std::unique_ptr<cuda::FeatureGroups> groups;
@@ -75,7 +71,8 @@ struct FeatureSide {
 class CudaBackend final : public Backend {
  public:
   CudaBackend(const TrainingSet& data, const TrainOptions& options, TrainState state)
-      : data_(data), options_(options), host_(std::move(state)), blas_(stream_.get(), options.tf32) {
+      : data_(data), options_(options), host_(std::move(state)), layout_(host_.params.config),
+        blas_(stream_.get(), options.tf32) {
     const ModelConfig& config = host_.params.config;
     check_training_inputs(data, options, config);
     TB_CHECK(data.size() < (1ull << 31), "the CUDA backend trains on at most 2^31 - 1 positives");
@@ -92,8 +89,7 @@ class CudaBackend final : public Backend {
   std::string name() const override { return "cuda"; }
 
   uint64_t samples_per_epoch() const override {
-    const uint64_t p = data_.size();
-    return bpr() ? p * options_.negatives : p * (1 + options_.negatives);
+    return tastebud::samples_per_epoch(data_.size(), options_.negatives, bpr());
   }
 
   EpochStats train_epoch(uint32_t epoch, const ProgressFn& progress) override {
@@ -127,7 +123,7 @@ class CudaBackend final : public Backend {
 
   TrainState state() override {
     auto tensors = host_.params.tensors();
-    const size_t sparse = host_.params.sparse_tensors();
+    const size_t sparse = layout_.sparse_count();
     for (size_t t = 0; t < sparse; ++t) {
       download(d_tables_[t], tensors[t]->values);
       download(d_table_state0_[t], host_.state0[t].values);
@@ -137,7 +133,7 @@ class CudaBackend final : public Backend {
     const std::vector<float> dense0 = d_dense_state0_.download(stream_.get());
     const std::vector<float> dense1 = d_dense_state1_.download(stream_.get());
     for (size_t t = sparse; t < tensors.size(); ++t) {
-      const size_t offset = dense_offsets_[t - sparse];
+      const size_t offset = layout_[t].dense_offset;
       auto copy = [&](const std::vector<float>& from, std::vector<float>& to) {
         std::copy(from.begin() + offset, from.begin() + offset + to.size(), to.begin());
       };
@@ -149,37 +145,20 @@ class CudaBackend final : public Backend {
   }
 
   void load_state(const TrainState& state) override {
-    TB_CHECK(state.params.config.num_users == host_.params.config.num_users &&
-                 state.params.config.num_items == host_.params.config.num_items &&
-                 state.params.sparse_tensors() == host_.params.sparse_tensors(),
-             "checkpoint does not match the model's shape");
-    if (&state != &host_) {
-      // The device buffers and the dense layout were sized from host_: every tensor must fit them.
-      const auto want = host_.params.tensors();
-      const auto got = state.params.tensors();
-      TB_CHECK(got.size() == want.size(), "checkpoint does not match the model's shape");
-      for (size_t t = 0; t < want.size(); ++t) {
-        TB_CHECK(got[t]->values.size() == want[t]->values.size(),
-                 "checkpoint does not match the model's shape: " + want[t]->name + " differs in size");
-      }
-      host_ = state;
-    }
+    // The device buffers and the dense layout were sized from host_'s config: every tensor must fit.
+    state.check_fits(host_.params.config);
+    if (&state != &host_) host_ = state;
     auto tensors = host_.params.tensors();
-    TB_CHECK(host_.state0.size() == tensors.size() && host_.state1.size() == tensors.size(),
-             "the training state has no optimizer state for every tensor");
     cuda::StreamHandle stream = stream_.get();
-    const size_t sparse = host_.params.sparse_tensors();
+    const size_t sparse = layout_.sparse_count();
     for (size_t t = 0; t < sparse; ++t) {
       d_tables_[t].upload(tensors[t]->values, stream);
       d_table_state0_[t].upload(host_.state0[t].values, stream);
       d_table_state1_[t].upload(host_.state1[t].values, stream);
     }
-    std::vector<float> dense(dense_offsets_.back(), 0.0f), dense0(dense.size(), 0.0f), dense1(dense.size(), 0.0f);
+    std::vector<float> dense(layout_.dense_floats(), 0.0f), dense0(dense.size(), 0.0f), dense1(dense.size(), 0.0f);
     for (size_t t = sparse; t < tensors.size(); ++t) {
-      const size_t offset = dense_offsets_[t - sparse];
-      TB_CHECK(host_.state0[t].values.size() == tensors[t]->values.size() &&
-                   host_.state1[t].values.size() == tensors[t]->values.size(),
-               "optimizer state of " + tensors[t]->name + " has the wrong size");
+      const size_t offset = layout_[t].dense_offset;
       std::copy(tensors[t]->values.begin(), tensors[t]->values.end(), dense.begin() + offset);
       std::copy(host_.state0[t].values.begin(), host_.state0[t].values.end(), dense0.begin() + offset);
       std::copy(host_.state1[t].values.begin(), host_.state1[t].values.end(), dense1.begin() + offset);
@@ -197,26 +176,22 @@ class CudaBackend final : public Backend {
   }
   int64_t feature_width() const { return host_.params.config.feature_width(); }
 
-  // Where each side's feature table and numeric projection sit among the tensors, in the order of
-  // ModelParams::tensors(): feature tables after the four id tables, projections after the head.
+  // Where each side's feature table and numeric projection sit among the tensors (layout_).
   void locate_features() {
-    const ModelConfig& config = host_.params.config;
-    size_t table = kTables;
-    size_t projection = 2 * host_.params.weights.size() + 2;
-    auto locate = [&](FeatureSide& side, const FeatureSpec& spec, const FeatureInputs& in) {
-      if (spec.table_rows() > 0) {
-        side.table = table++;
-        side.table_rows = spec.table_rows();
+    auto locate = [&](FeatureSide& side, TensorRole table, TensorRole projection, const FeatureInputs& in) {
+      side.table = layout_.find(table);
+      if (side.table != kNone) {
+        side.table_rows = layout_[side.table].shape[0];
         side.max_per_entity = most_rows_per_entity(in);
       }
-      if (!spec.numerical.empty()) side.projection = projection++;
+      const size_t t = layout_.find(projection);
+      if (t != kNone) side.projection = t;
     };
-    locate(user_side_, config.user_features, data_.user_features);
-    locate(item_side_, config.item_features, data_.item_features);
-    // The context table comes last among the sparse tensors and has no numbers (model.cpp).
-    locate(context_side_, config.context, data_.context);
-    TB_CHECK(table == host_.params.sparse_tensors(), "the feature tables are not where the model lists them");
-    TB_CHECK(context_side_.projection == kNone, "context: only categorical contextual fields feed the model");
+    locate(user_side_, TensorRole::kUserFeatures, TensorRole::kUserNumeric, data_.user_features);
+    locate(item_side_, TensorRole::kItemFeatures, TensorRole::kItemNumeric, data_.item_features);
+    // The context table has no numbers (ModelConfig::validate).
+    locate(context_side_, TensorRole::kContext, TensorRole::kContext, data_.context);
+    context_side_.projection = kNone;
   }
 
   void download(const cuda::DeviceBuffer<float>& from, std::vector<float>& to) {
@@ -232,8 +207,8 @@ class CudaBackend final : public Backend {
   // cub's scratch and cuBLAS's workspace as a margin.
   double bytes_needed() const {
     const double p = static_cast<double>(data_.size()), rows = static_cast<double>(max_rows_);
-    double params = 0;
-    for (const Tensor* t : host_.params.tensors()) params += static_cast<double>(align_up(t->values.size()));
+    double params = static_cast<double>(layout_.dense_floats());
+    for (size_t t = 0; t < layout_.sparse_count(); ++t) params += static_cast<double>(layout_[t].size());
     double bytes = 4.0 * params * 4.0;                                // values, two states, gradients
     bytes += p * (4 + 4 + 4 + 4) + 8.0 * (data_.num_users + 1.0);     // positives and the order
     bytes += p * (8 + 8 + 4) * 1.25;                                  // shuffle keys, index, sort scratch
@@ -355,14 +330,14 @@ class CudaBackend final : public Backend {
     d_user_gmf_.resize(rows * f);
     d_item_gmf_.resize(rows * f);
     d_gmf_.resize(rows * f);
-    d_d_user_gmf_.resize(rows * f);
-    d_d_item_gmf_.resize(rows * f);
+    d_user_gmf_grad_.resize(rows * f);
+    d_item_gmf_grad_.resize(rows * f);
     const size_t widths = config.has_mlp() ? config.layers.size() : 0;
-    acts_.clear();
     d_acts_.clear();
+    d_act_grads_.clear();
     for (size_t j = 0; j < widths; ++j) {
-      acts_.emplace_back(rows * config.layers[j]);
       d_acts_.emplace_back(rows * config.layers[j]);
+      d_act_grads_.emplace_back(rows * config.layers[j]);
     }
     d_partial_.resize(static_cast<size_t>(cuda::neumf_partials(shape_, max_rows_)));
     d_summed_.resize(rows * static_cast<size_t>(widest_table()));
@@ -390,34 +365,26 @@ class CudaBackend final : public Backend {
     d_feature_summed_.resize(feature_sums * static_cast<size_t>(w));
     d_numeric_partial_.resize(numeric_partials);
 
-    const size_t sparse = host_.params.sparse_tensors();
+    const size_t sparse = layout_.sparse_count();
     d_tables_ = std::vector<cuda::DeviceBuffer<float>>(sparse);
     d_table_state0_ = std::vector<cuda::DeviceBuffer<float>>(sparse);
     d_table_state1_ = std::vector<cuda::DeviceBuffer<float>>(sparse);
-    dense_offsets_.clear();
-    size_t offset = 0;
-    auto tensors = host_.params.tensors();
-    for (size_t t = sparse; t < tensors.size(); ++t) {
-      dense_offsets_.push_back(offset);
-      offset += align_up(tensors[t]->values.size());
-    }
-    dense_offsets_.push_back(offset);
-    d_dense_grad_.resize(offset);
+    d_dense_grad_.resize(layout_.dense_floats());
     d_dense_grad_.zero(stream_.get());  // the alignment gaps stay zero, so their updates are no-ops
 
     batch_.user_gmf = d_user_gmf_.data();
     batch_.item_gmf = d_item_gmf_.data();
     batch_.gmf = d_gmf_.data();
-    batch_.d_user_gmf = d_d_user_gmf_.data();
-    batch_.d_item_gmf = d_d_item_gmf_.data();
+    batch_.user_gmf_grad = d_user_gmf_grad_.data();
+    batch_.item_gmf_grad = d_item_gmf_grad_.data();
     batch_.logits = d_logits_.data();
     batch_.dlogits = d_dlogits_.data();
     batch_.partial = d_partial_.data();
     batch_.acts.clear();
-    batch_.d_acts.clear();
+    batch_.act_grads.clear();
     for (size_t j = 0; j < widths; ++j) {
-      batch_.acts.push_back(acts_[j].data());
-      batch_.d_acts.push_back(d_acts_[j].data());
+      batch_.acts.push_back(d_acts_[j].data());
+      batch_.act_grads.push_back(d_act_grads_[j].data());
     }
   }
 
@@ -425,29 +392,32 @@ class CudaBackend final : public Backend {
   void bind_dense() {
     dense_ = {};
     grads_ = {};
-    size_t k = 0;
-    for (size_t j = 0; j < host_.params.weights.size(); ++j) {
-      dense_.weights.push_back(d_dense_.data() + dense_offsets_[k]);
-      grads_.weights.push_back(d_dense_grad_.data() + dense_offsets_[k++]);
-      dense_.biases.push_back(d_dense_.data() + dense_offsets_[k]);
-      grads_.biases.push_back(d_dense_grad_.data() + dense_offsets_[k++]);
+    for (uint32_t j = 0; j < host_.params.weights.size(); ++j) {
+      const uint64_t weight = layout_.dense_offset(TensorRole::kDenseWeight, j);
+      const uint64_t bias = layout_.dense_offset(TensorRole::kDenseBias, j);
+      dense_.weights.push_back(d_dense_.data() + weight);
+      grads_.weights.push_back(d_dense_grad_.data() + weight);
+      dense_.biases.push_back(d_dense_.data() + bias);
+      grads_.biases.push_back(d_dense_grad_.data() + bias);
     }
-    dense_.head_weight = d_dense_.data() + dense_offsets_[k];
-    grads_.head_weight = d_dense_grad_.data() + dense_offsets_[k++];
-    dense_.head_bias = d_dense_.data() + dense_offsets_[k];
-    grads_.head_bias = d_dense_grad_.data() + dense_offsets_[k++];
+    const uint64_t head_weight = layout_.dense_offset(TensorRole::kHeadWeight);
+    const uint64_t head_bias = layout_.dense_offset(TensorRole::kHeadBias);
+    dense_.head_weight = d_dense_.data() + head_weight;
+    grads_.head_weight = d_dense_grad_.data() + head_weight;
+    dense_.head_bias = d_dense_.data() + head_bias;
+    grads_.head_bias = d_dense_grad_.data() + head_bias;
   }
 
   const float* projection(const FeatureSide& side) const {
-    return side.projection == kNone ? nullptr : d_dense_.data() + dense_offsets_[side.projection];
+    return side.projection == kNone ? nullptr : d_dense_.data() + layout_[side.projection].dense_offset;
   }
   float* projection_grad(const FeatureSide& side) {
-    return side.projection == kNone ? nullptr : d_dense_grad_.data() + dense_offsets_[side.projection];
+    return side.projection == kNone ? nullptr : d_dense_grad_.data() + layout_[side.projection].dense_offset;
   }
   const float* feature_table(const FeatureSide& side) const {
     return side.table == kNone ? nullptr : d_tables_[side.table].data();
   }
-  // acts[0] (and d_acts[0]) hold the MLP halves: user at column 0, item at column e, stride 2e.
+  // d_acts_[0] (and d_act_grads_[0]) hold the MLP halves: user at column 0, item at column e, stride 2e.
   float* mlp_rows(std::vector<cuda::DeviceBuffer<float>>& acts) { return acts.empty() ? nullptr : acts[0].data(); }
 
   // Adds each batch row's feature sum to its gathered id rows (gmf: [rows x f], null when f is 0).
@@ -458,7 +428,7 @@ class CudaBackend final : public Backend {
     if (side.view.empty()) return;
     const int64_t e = host_.params.config.mlp_embedding();
     cuda::add_features(side.view, ids.data(), rows, feature_table(side), projection(side), f, e, gmf, f,
-                       mlp_rows(acts_), 2 * e, mlp_offset, stream_.get());
+                       mlp_rows(d_acts_), 2 * e, mlp_offset, stream_.get());
   }
 
   // The projection's gradient into its slot of the flat dense gradient (overwritten each batch,
@@ -467,7 +437,7 @@ class CudaBackend final : public Backend {
                         const cuda::DeviceBuffer<float>& d_gmf, int64_t mlp_offset) {
     if (side.projection == kNone) return;
     const int64_t f = shape_.factors, e = host_.params.config.mlp_embedding();
-    cuda::numeric_gradient(side.view, ids.data(), rows, d_gmf.data(), f, mlp_rows(d_acts_), 2 * e, mlp_offset, f, e,
+    cuda::numeric_gradient(side.view, ids.data(), rows, d_gmf.data(), f, mlp_rows(d_act_grads_), 2 * e, mlp_offset, f, e,
                            d_numeric_partial_.data(), projection_grad(side), stream_.get());
   }
 
@@ -480,7 +450,7 @@ class CudaBackend final : public Backend {
     cuda::StreamHandle stream = stream_.get();
     const int64_t e = host_.params.config.mlp_embedding();
     side.groups->build(side.view, ids.data(), rows, stream);
-    cuda::sum_feature_gradients(*side.groups, d_gmf, f, mlp_rows(d_acts_), 2 * e, mlp_offset, f, e,
+    cuda::sum_feature_gradients(*side.groups, d_gmf, f, mlp_rows(d_act_grads_), 2 * e, mlp_offset, f, e,
                                 d_feature_summed_.data(), stream);
     const size_t t = side.table;
     cuda::sparse_update(options_.optimizer, step_size, d_tables_[t].data(), d_table_state0_[t].data(),
@@ -506,8 +476,8 @@ class CudaBackend final : public Backend {
       cuda::gather_rows(d_tables_[1].data(), f, d_items_.data(), rows, d_item_gmf_.data(), f, 0, stream);
     }
     if (e > 0) {
-      cuda::gather_rows(d_tables_[2].data(), e, d_users_.data(), rows, acts_[0].data(), 2 * e, 0, stream);
-      cuda::gather_rows(d_tables_[3].data(), e, d_items_.data(), rows, acts_[0].data(), 2 * e, e, stream);
+      cuda::gather_rows(d_tables_[2].data(), e, d_users_.data(), rows, d_acts_[0].data(), 2 * e, 0, stream);
+      cuda::gather_rows(d_tables_[3].data(), e, d_items_.data(), rows, d_acts_[0].data(), 2 * e, e, stream);
     }
     add_features(user_side_, d_users_, rows, d_user_gmf_.data(), f, 0);
     add_features(item_side_, d_items_, rows, d_item_gmf_.data(), f, e);
@@ -526,8 +496,8 @@ class CudaBackend final : public Backend {
     }
     loss_->add_batch(d_row_loss_.data(), bpr() ? rows / 2 : rows, samples, batch, nullptr, 0, stream);
     cuda::neumf_backward(blas_, shape_, dense_, batch_, grads_, stream);
-    numeric_gradient(user_side_, d_users_, rows, d_d_user_gmf_, 0);
-    numeric_gradient(item_side_, d_items_, rows, d_d_item_gmf_, e);
+    numeric_gradient(user_side_, d_users_, rows, d_user_gmf_grad_, 0);
+    numeric_gradient(item_side_, d_items_, rows, d_item_gmf_grad_, e);
 
     const OptimizerParams& opt = options_.optimizer;
     const float step_size = opt.kind == OptimizerKind::kAdam ? adam_step_size(opt, step) : opt.lr;
@@ -537,14 +507,14 @@ class CudaBackend final : public Backend {
 
     user_groups_->build(d_users_.data(), rows, stream);
     item_groups_->build(d_items_.data(), rows, stream);
-    update_table(0, *user_groups_, d_d_user_gmf_.data(), f, 0, f, step_size);
-    update_table(1, *item_groups_, d_d_item_gmf_.data(), f, 0, f, step_size);
+    update_table(0, *user_groups_, d_user_gmf_grad_.data(), f, 0, f, step_size);
+    update_table(1, *item_groups_, d_item_gmf_grad_.data(), f, 0, f, step_size);
     if (e > 0) {
-      update_table(2, *user_groups_, d_acts_[0].data(), 2 * e, 0, e, step_size);
-      update_table(3, *item_groups_, d_acts_[0].data(), 2 * e, e, e, step_size);
+      update_table(2, *user_groups_, d_act_grads_[0].data(), 2 * e, 0, e, step_size);
+      update_table(3, *item_groups_, d_act_grads_[0].data(), 2 * e, e, e, step_size);
     }
-    update_features(user_side_, d_users_, rows, d_d_user_gmf_.data(), f, 0, step_size);
-    update_features(item_side_, d_items_, rows, d_d_item_gmf_.data(), f, e, step_size);
+    update_features(user_side_, d_users_, rows, d_user_gmf_grad_.data(), f, 0, step_size);
+    update_features(item_side_, d_items_, rows, d_item_gmf_grad_.data(), f, e, step_size);
     // The context table's gradient is the user half's MLP input gradient of the rows it fed.
     update_features(context_side_, d_positives_, rows, nullptr, 0, 0, step_size);
   }
@@ -557,7 +527,7 @@ class CudaBackend final : public Backend {
     // With item metadata, the id rows of items without positives stay where zero_untrained_rows
     // put them (their gradient as sampled negatives is dropped): a cold item's score is its
     // metadata's, as on the CPU.
-    if ((t == 1 || t == 3) && !d_trained_items_.empty()) {
+    if (layout_[t].item_id_table() && !d_trained_items_.empty()) {
       cuda::drop_untrained_gradients(groups.rows(), groups.num_groups(), groups.max_groups(),
                                      d_trained_items_.data(), width, d_summed_.data(), stream);
     }
@@ -569,6 +539,7 @@ class CudaBackend final : public Backend {
   const TrainingSet& data_;
   TrainOptions options_;
   TrainState host_;  // shapes and names; values are current after state()
+  ParamLayout layout_;  // roles, shapes and the flat dense offsets of host_'s tensors
   cuda::Stream stream_;
   cuda::Blas blas_;
   cuda::NeuMFShape shape_;
@@ -588,15 +559,14 @@ class CudaBackend final : public Backend {
   cuda::DeviceBuffer<uint32_t> d_users_, d_items_;
   cuda::DeviceBuffer<float> d_labels_, d_weights_, d_logits_, d_dlogits_;
   cuda::DeviceBuffer<double> d_row_loss_;
-  cuda::DeviceBuffer<float> d_user_gmf_, d_item_gmf_, d_gmf_, d_d_user_gmf_, d_d_item_gmf_;
-  std::vector<cuda::DeviceBuffer<float>> acts_, d_acts_;
+  cuda::DeviceBuffer<float> d_user_gmf_, d_item_gmf_, d_gmf_, d_user_gmf_grad_, d_item_gmf_grad_;
+  std::vector<cuda::DeviceBuffer<float>> d_acts_, d_act_grads_;
   cuda::DeviceBuffer<float> d_partial_, d_summed_;
   cuda::BatchRows batch_;
 
   // The sparse tensors: the four id tables, the feature tables, then the context table.
   std::vector<cuda::DeviceBuffer<float>> d_tables_, d_table_state0_, d_table_state1_;
   cuda::DeviceBuffer<float> d_dense_, d_dense_state0_, d_dense_state1_, d_dense_grad_;
-  std::vector<size_t> dense_offsets_;
   cuda::DenseParams dense_;
   cuda::DenseGrads grads_;
 

@@ -101,70 +101,58 @@ ModelParams ModelParams::initialize(const ModelConfig& config, uint64_t seed) {
   config.validate();
   ModelParams p;
   p.config = config;
-  const uint64_t f = config.has_gmf() ? config.factors : 0;
-  const uint64_t e = config.mlp_embedding();
-  p.user_gmf = make_tensor("user_gmf", {config.num_users, f});
-  p.item_gmf = make_tensor("item_gmf", {config.num_items, f});
-  p.user_mlp = make_tensor("user_mlp", {config.num_users, e});
-  p.item_mlp = make_tensor("item_mlp", {config.num_items, e});
+  p.weights.resize(config.num_dense_layers());
+  p.biases.resize(config.num_dense_layers());
+  const ParamLayout layout(config);
+  for (const TensorSlot& slot : layout.slots()) p.tensor(slot.role, slot.layer) = make_tensor(slot.name, slot.shape);
+  // Embeddings and feature rows N(0, 0.01); every tensor draws from its own Philox stream.
   fill_normal(p.user_gmf, seed, 0, 0.01f);
   fill_normal(p.item_gmf, seed, 1, 0.01f);
   fill_normal(p.user_mlp, seed, 2, 0.01f);
   fill_normal(p.item_mlp, seed, 3, 0.01f);
-  for (size_t j = 0; j < config.num_dense_layers(); ++j) {
-    const uint64_t in = config.layers[j], out = config.layers[j + 1];
-    p.weights.push_back(make_tensor(fmt::format("dense{}_weight", j), {in, out}));
-    p.biases.push_back(make_tensor(fmt::format("dense{}_bias", j), {out}));
+  fill_normal(p.user_features, seed, 4, 0.01f);
+  fill_normal(p.user_numeric, seed, 5, 0.01f);
+  fill_normal(p.item_features, seed, 6, 0.01f);
+  fill_normal(p.item_numeric, seed, 7, 0.01f);
+  fill_normal(p.context_features, seed, 8, 0.01f);
+  for (size_t j = 0; j < p.weights.size(); ++j) {
     // He et al. (2015) uniform fan-in init for ReLU layers.
-    fill_uniform(p.weights.back(), seed, 16 + static_cast<uint32_t>(j),
-                 static_cast<float>(std::sqrt(6.0 / static_cast<double>(in))));
+    fill_uniform(p.weights[j], seed, 16 + static_cast<uint32_t>(j),
+                 static_cast<float>(std::sqrt(6.0 / static_cast<double>(config.layers[j]))));
   }
-  const uint64_t w = config.feature_width();
-  auto features = [&](Tensor& table, Tensor& numeric, const FeatureSpec& spec, const char* side,
-                      uint32_t tensor_id) {
-    if (spec.table_rows() > 0) {
-      table = make_tensor(fmt::format("{}_features", side), {spec.table_rows(), w});
-      fill_normal(table, seed, tensor_id, 0.01f);
-    }
-    if (!spec.numerical.empty()) {
-      numeric = make_tensor(fmt::format("{}_numeric", side), {spec.numerical.size(), w});
-      fill_normal(numeric, seed, tensor_id + 1, 0.01f);
-    }
-  };
-  features(p.user_features, p.user_numeric, config.user_features, "user", 4);
-  features(p.item_features, p.item_numeric, config.item_features, "item", 6);
-  if (config.has_context()) {
-    p.context_features = make_tensor("context_features", {config.context.table_rows(), e});
-    fill_normal(p.context_features, seed, 8, 0.01f);
-  }
-  p.head_weight = make_tensor("head_weight", {config.head_inputs()});
-  p.head_bias = make_tensor("head_bias", {1});
   // LeCun uniform for the linear head.
   fill_uniform(p.head_weight, seed, 15,
                static_cast<float>(std::sqrt(3.0 / static_cast<double>(config.head_inputs()))));
   return p;
 }
 
-std::vector<Tensor*> ModelParams::tensors() {
-  std::vector<Tensor*> all{&user_gmf, &item_gmf, &user_mlp, &item_mlp};
-  if (config.user_features.table_rows() > 0) all.push_back(&user_features);
-  if (config.item_features.table_rows() > 0) all.push_back(&item_features);
-  if (config.has_context()) all.push_back(&context_features);
-  for (size_t j = 0; j < weights.size(); ++j) {
-    all.push_back(&weights[j]);
-    all.push_back(&biases[j]);
+Tensor& ModelParams::tensor(TensorRole role, uint32_t layer) {
+  switch (role) {
+    case TensorRole::kUserGmf: return user_gmf;
+    case TensorRole::kItemGmf: return item_gmf;
+    case TensorRole::kUserMlp: return user_mlp;
+    case TensorRole::kItemMlp: return item_mlp;
+    case TensorRole::kUserFeatures: return user_features;
+    case TensorRole::kItemFeatures: return item_features;
+    case TensorRole::kContext: return context_features;
+    case TensorRole::kDenseWeight: TB_CHECK(layer < weights.size(), "no such dense layer"); return weights[layer];
+    case TensorRole::kDenseBias: TB_CHECK(layer < biases.size(), "no such dense layer"); return biases[layer];
+    case TensorRole::kHeadWeight: return head_weight;
+    case TensorRole::kHeadBias: return head_bias;
+    case TensorRole::kUserNumeric: return user_numeric;
+    case TensorRole::kItemNumeric: return item_numeric;
   }
-  all.push_back(&head_weight);
-  all.push_back(&head_bias);
-  if (!config.user_features.numerical.empty()) all.push_back(&user_numeric);
-  if (!config.item_features.numerical.empty()) all.push_back(&item_numeric);
+  throw Error("unknown tensor role");
+}
+
+std::vector<Tensor*> ModelParams::tensors() {
+  std::vector<Tensor*> all;
+  const ParamLayout layout(config);
+  for (const TensorSlot& slot : layout.slots()) all.push_back(&tensor(slot.role, slot.layer));
   return all;
 }
 
-size_t ModelParams::sparse_tensors() const {
-  return kEmbeddingTables + (config.user_features.table_rows() > 0) +
-         (config.item_features.table_rows() > 0) + config.has_context();
-}
+size_t ModelParams::sparse_tensors() const { return ParamLayout(config).sparse_count(); }
 
 std::vector<const Tensor*> ModelParams::tensors() const {
   std::vector<const Tensor*> all;

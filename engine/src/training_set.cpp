@@ -32,6 +32,21 @@ void TrainingSet::finalize() {
   }
 }
 
+PositivesView TrainingSet::view(float impression_share) const {
+  PositivesView v;
+  v.user = user.data();
+  v.item = item.data();
+  v.weight = weight.data();
+  v.user_offsets = user_offsets.data();
+  v.num_items = num_items;
+  if (impression_share > 0.0f && !impression_offsets.empty()) {
+    v.impression_offsets = impression_offsets.data();
+    v.impression_items = impression_items.data();
+    v.impression_share = impression_share;
+  }
+  return v;
+}
+
 void check_training_inputs(const TrainingSet& data, const TrainOptions& options, const ModelConfig& config) {
   TB_CHECK(config.num_users == data.num_users && config.num_items == data.num_items,
            "the model's user and item counts do not match the training data");
@@ -61,6 +76,24 @@ TrainState TrainState::fresh(const ModelParams& params, const OptimizerParams& o
     s.state1.push_back(Tensor{t->name + ".state1", t->shape, std::vector<float>(t->values.size(), 0.0f)});
   }
   return s;
+}
+
+void TrainState::check_fits(const ModelConfig& config) const {
+  TB_CHECK(params.config.num_users == config.num_users && params.config.num_items == config.num_items,
+           fmt::format("checkpoint does not match the model's shape: {} users x {} items, the model has {} x {}",
+                       params.config.num_users, params.config.num_items, config.num_users, config.num_items));
+  const ParamLayout layout(config);
+  const auto tensors = params.tensors();
+  TB_CHECK(tensors.size() == layout.size() && state0.size() == layout.size() && state1.size() == layout.size(),
+           fmt::format("checkpoint does not match the model's shape: {} tensors, the model has {}",
+                       tensors.size(), layout.size()));
+  for (size_t t = 0; t < layout.size(); ++t) {
+    const TensorSlot& slot = layout[t];
+    for (const Tensor* x : {tensors[t], &state0[t], &state1[t]}) {
+      TB_CHECK(x->shape == slot.shape && x->values.size() == slot.size(),
+               fmt::format("checkpoint does not match the model's shape: {} differs in shape", slot.name));
+    }
+  }
 }
 
 uint32_t chunk_rows(uint32_t batch_rows) {

@@ -28,8 +28,8 @@ struct DenseGrads {
 
 // Pointers to one chunk's rows. Inputs: user_gmf and item_gmf [rows x factors] (the gathered
 // factors), acts[0] [rows x layers[0]] (user and item MLP embeddings side by side). Forward fills
-// gmf, acts[1..] and logits; backward reads dlogits and fills d_user_gmf, d_item_gmf and
-// d_acts[0] (d_acts[1..] are scratch).
+// gmf, acts[1..] and logits; backward reads dlogits and fills user_gmf_grad, item_gmf_grad and
+// act_grads[0] (act_grads[1..] are scratch).
 template <class T>
 struct ChunkRows {
   int64_t rows = 0;
@@ -37,11 +37,11 @@ struct ChunkRows {
   const T* item_gmf = nullptr;
   T* gmf = nullptr;
   std::vector<T*> acts;
-  std::vector<T*> d_acts;
+  std::vector<T*> act_grads;
   T* logits = nullptr;
   const T* dlogits = nullptr;
-  T* d_user_gmf = nullptr;
-  T* d_item_gmf = nullptr;
+  T* user_gmf_grad = nullptr;
+  T* item_gmf_grad = nullptr;
 };
 
 template <class T>
@@ -68,7 +68,7 @@ template <class T>
 void neumf_backward(const NeuMFShape& shape, const DenseParams<T>& p, ChunkRows<T>& c,
                     DenseGrads<T>& g) {
   const int64_t f = shape.factors, h = shape.mlp_out(), layers = shape.dense_layers();
-  T* d_top = h > 0 ? c.d_acts[layers] : nullptr;
+  T* d_top = h > 0 ? c.act_grads[layers] : nullptr;
   const T* top = h > 0 ? c.acts[layers] : nullptr;
   for (int64_t r = 0; r < c.rows; ++r) {
     const T dz = c.dlogits[r];
@@ -76,8 +76,8 @@ void neumf_backward(const NeuMFShape& shape, const DenseParams<T>& p, ChunkRows<
     for (int64_t k = 0; k < f; ++k) {
       g.head_weight[k] += dz * c.gmf[r * f + k];
       const T d_gmf = dz * p.head_weight[k];
-      c.d_user_gmf[r * f + k] = d_gmf * c.item_gmf[r * f + k];
-      c.d_item_gmf[r * f + k] = d_gmf * c.user_gmf[r * f + k];
+      c.user_gmf_grad[r * f + k] = d_gmf * c.item_gmf[r * f + k];
+      c.item_gmf_grad[r * f + k] = d_gmf * c.user_gmf[r * f + k];
     }
     for (int64_t k = 0; k < h; ++k) {
       g.head_weight[f + k] += dz * top[r * h + k];
@@ -85,9 +85,9 @@ void neumf_backward(const NeuMFShape& shape, const DenseParams<T>& p, ChunkRows<
     }
   }
   for (int64_t j = layers - 1; j >= 0; --j) {
-    dense_backward<T>(c.acts[j], c.acts[j + 1], c.d_acts[j + 1], c.rows, shape.layers[j],
+    dense_backward<T>(c.acts[j], c.acts[j + 1], c.act_grads[j + 1], c.rows, shape.layers[j],
                       p.weights[j], shape.layers[j + 1], true, g.weights[j], g.biases[j],
-                      c.d_acts[j]);
+                      c.act_grads[j]);
   }
 }
 

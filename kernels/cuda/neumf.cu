@@ -106,11 +106,11 @@ void neumf_backward(const Blas& blas, const NeuMFShape& shape, const DenseParams
                     BatchRows& c, DenseGrads& g, StreamHandle stream) {
   const int64_t f = shape.factors, h = shape.mlp_out(), layers = shape.dense_layers();
   head_backward(c.dlogits, c.user_gmf, c.item_gmf, c.gmf, f, h > 0 ? c.acts[layers] : nullptr, h,
-                p.head_weight, c.rows, c.d_user_gmf, c.d_item_gmf, h > 0 ? c.d_acts[layers] : nullptr,
+                p.head_weight, c.rows, c.user_gmf_grad, c.item_gmf_grad, h > 0 ? c.act_grads[layers] : nullptr,
                 g.head_weight, g.head_bias, c.partial, stream);
   for (int64_t j = layers - 1; j >= 0; --j) {
-    dense_backward(blas, c.acts[j], c.acts[j + 1], c.d_acts[j + 1], c.rows, shape.layers[j], p.weights[j],
-                   shape.layers[j + 1], true, g.weights[j], g.biases[j], c.d_acts[j], c.partial, stream);
+    dense_backward(blas, c.acts[j], c.acts[j + 1], c.act_grads[j + 1], c.rows, shape.layers[j], p.weights[j],
+                   shape.layers[j + 1], true, g.weights[j], g.biases[j], c.act_grads[j], c.partial, stream);
   }
 }
 

@@ -32,11 +32,11 @@ struct BatchRows {
   const float* item_gmf = nullptr;
   float* gmf = nullptr;
   std::vector<float*> acts;
-  std::vector<float*> d_acts;
+  std::vector<float*> act_grads;
   float* logits = nullptr;
   const float* dlogits = nullptr;
-  float* d_user_gmf = nullptr;
-  float* d_item_gmf = nullptr;
+  float* user_gmf_grad = nullptr;
+  float* item_gmf_grad = nullptr;
   float* partial = nullptr;
 };
 int64_t neumf_partials(const NeuMFShape& shape, int64_t rows);
@@ -61,8 +61,8 @@ void head_backward(const float* d_dlogits, const float* d_user_gmf, const float*
 void neumf_forward(const Blas& blas, const NeuMFShape& shape, const DenseParams& p,
                    BatchRows& batch, StreamHandle stream);
 
-// Overwrites the dense gradients in g and writes the per-row embedding gradients (d_user_gmf,
-// d_item_gmf, d_acts[0]).
+// Overwrites the dense gradients in g and writes the per-row embedding gradients (user_gmf_grad,
+// item_gmf_grad, act_grads[0]).
 void neumf_backward(const Blas& blas, const NeuMFShape& shape, const DenseParams& p,
                     BatchRows& batch, DenseGrads& g, StreamHandle stream);
 

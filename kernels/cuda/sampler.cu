@@ -2,6 +2,7 @@
 
 #include "cuda/common.cuh"
 #include "cuda/sampler.h"
+#include "tastebud/batch_rows.h"
 #include "tastebud/sampler_math.h"
 
 namespace tastebud::cuda {
@@ -24,60 +25,12 @@ __device__ __forceinline__ uint32_t negative_of(const SampleSpec& spec, const Po
                        count, pos.num_items, pos.alias_probability, pos.alias_index);
 }
 
-// A training negative as CpuBackend::fill_rows draws it; *impressions_used counts the ones taken
-// from the user's impressions.
-__device__ __forceinline__ uint32_t training_negative_of(const SampleSpec& spec, const PositivesView& pos,
-                                                         uint32_t user, uint64_t draw,
-                                                         uint32_t* impressions_used) {
-  const uint64_t begin = pos.user_offsets[user];
-  const uint64_t count = pos.user_offsets[user + 1] - begin;
-  const bool has_impressions = pos.impression_offsets != nullptr;
-  const uint64_t shown = has_impressions ? pos.impression_offsets[user] : 0;
-  const uint64_t shown_count = has_impressions ? pos.impression_offsets[user + 1] - shown : 0;
-  bool from_impression = false;
-  const uint32_t item = draw_training_negative(
-      spec.seed, spec.epoch, draw, pos.item + begin, count, pos.num_items, pos.alias_probability,
-      pos.alias_index, shown_count > 0 ? pos.impression_items + shown : nullptr, shown_count,
-      pos.impression_share, &from_impression);
-  *impressions_used += from_impression ? 1u : 0u;
-  return item;
-}
-
 __global__ void fill_rows_kernel(SampleSpec spec, PositivesView pos, const uint32_t* order,
-                                 uint64_t first, uint32_t samples, uint32_t* users, uint32_t* items,
-                                 float* labels, float* weights, uint32_t* positives,
+                                 uint64_t first, uint32_t samples, BatchRowsOut out,
                                  unsigned long long* impression_negatives, const int* halted) {
-  const uint32_t n = spec.negatives;
-  const uint32_t per_positive = spec.bpr ? n : 1 + n;
   uint32_t impressions_used = 0;
   for (uint32_t s = blockIdx.x * blockDim.x + threadIdx.x; s < samples; s += gridDim.x * blockDim.x) {
-    const uint64_t sample = first + s;
-    const uint64_t positive = order[sample / per_positive];
-    const uint32_t k = static_cast<uint32_t>(sample % per_positive);
-    const uint32_t user = pos.user[positive];
-    if (spec.bpr) {
-      const uint64_t r = 2 * static_cast<uint64_t>(s);
-      const float w = pos.weight[positive];
-      users[r] = user;
-      users[r + 1] = user;
-      items[r] = pos.item[positive];
-      items[r + 1] = training_negative_of(spec, pos, user, positive * n + k, &impressions_used);
-      labels[r] = 1.0f;
-      labels[r + 1] = 0.0f;
-      weights[r] = w;
-      weights[r + 1] = w;
-      if (positives != nullptr) {
-        positives[r] = static_cast<uint32_t>(positive);
-        positives[r + 1] = static_cast<uint32_t>(positive);
-      }
-    } else {
-      users[s] = user;
-      items[s] = k == 0 ? pos.item[positive]
-                        : training_negative_of(spec, pos, user, positive * n + (k - 1), &impressions_used);
-      labels[s] = k == 0 ? 1.0f : 0.0f;
-      weights[s] = k == 0 ? pos.weight[positive] : 1.0f;
-      if (positives != nullptr) positives[s] = static_cast<uint32_t>(positive);
-    }
+    impressions_used += fill_sample(spec, pos, order, first, s, out);
   }
   if (impression_negatives == nullptr) return;
   // Every thread of the block gets here (the block is whole warps), so the warp sum is complete;
@@ -136,7 +89,7 @@ void fill_rows(const SampleSpec& spec, const PositivesView& positives, const uin
   if (samples == 0) return;
   constexpr int kBlock = 256;  // whole warps: the impression count is summed per warp
   fill_rows_kernel<<<grid_for(samples, kBlock), kBlock, 0, stream>>>(
-      spec, positives, d_order, first, samples, d_users, d_items, d_labels, d_weights, d_positives,
+      spec, positives, d_order, first, samples, BatchRowsOut{d_users, d_items, d_labels, d_weights, d_positives},
       d_impression_negatives, d_halted);
   TB_CUDA_LAUNCH_CHECK("fill_rows_kernel", stream);
 }

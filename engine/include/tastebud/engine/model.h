@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "tastebud/engine/param_layout.h"
 #include "tastebud/neumf_shape.h"
 
 namespace tastebud {
@@ -103,11 +104,14 @@ struct ModelParams {
   // He fan-in scaling, head uniform with fan-in scaling; every draw from Philox keyed by seed.
   static ModelParams initialize(const ModelConfig& config, uint64_t seed);
 
-  // Every tensor in a fixed order: the sparse tables first (the four id tables, then the feature
-  // tables that the config enables, then the context table), then the dense parameters (the layers, the head, then the
-  // numeric projections that the config enables). Without metadata this is the order of before.
+  // Every tensor in the order of ParamLayout(config) (tastebud/engine/param_layout.h): the sparse
+  // tables first (the four id tables, then the feature tables that the config enables, then the
+  // context table), then the dense parameters (the layers, the head, then the numeric projections
+  // that the config enables). Without metadata this is the order of before.
   std::vector<Tensor*> tensors();
   std::vector<const Tensor*> tensors() const;
+  // The tensor playing this role (layer j of the dense layers).
+  Tensor& tensor(TensorRole role, uint32_t layer = 0);
   static constexpr size_t kEmbeddingTables = 4;  // the id tables
   size_t sparse_tensors() const;                 // id tables + feature tables + context table
 };

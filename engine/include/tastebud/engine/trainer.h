@@ -10,6 +10,7 @@
 
 #include "tastebud/engine/features.h"
 #include "tastebud/engine/model.h"
+#include "tastebud/batch_rows.h"
 #include "tastebud/optim_math.h"
 
 namespace tastebud {
@@ -39,6 +40,9 @@ struct TrainingSet {
   FeatureInputs context;
 
   size_t size() const { return user.size(); }
+  // The positives over this host memory, as the row-fill rule (tastebud/batch_rows.h) reads them;
+  // impressions only with a positive share. No alias table: the caller adds its own.
+  PositivesView view(float impression_share) const;
   // Builds offsets and counts from sorted user/item/weight; throws when the pairs are not sorted
   // and distinct.
   void finalize();
@@ -70,6 +74,9 @@ struct TrainState {
   uint64_t step = 0;
 
   static TrainState fresh(const ModelParams& params, const OptimizerParams& optimizer);
+  // Throws tastebud::Error, naming the tensor, unless every parameter and both optimizer states
+  // have the shape ParamLayout(config) gives them: what a backend's load_state accepts.
+  void check_fits(const ModelConfig& config) const;
 };
 
 struct EpochStats {
