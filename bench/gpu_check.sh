@@ -1,167 +1,266 @@
 #!/usr/bin/env bash
-# The GPU check: one call, under 8 minutes on one H200.
-#   1. configure and build for sm_90 into build-gpu (tastebud, test_backends, test_gpu_scorer,
-#      bench_kernels_cuda);
-#   2. run the typed backend suite and the GPU scorer's tests (the CUDA instances must run, not skip);
-#   3. generate and import a MovieLens-20M-sized dataset (138K users, 27K items, 20M interactions);
-#   4. train NeuMF (64 factors, layers 256,256,128,64, 4 negatives) with --device cuda at batch
-#      65536 and 1048576 (FP32 and TF32), a few epochs each, HR@10 after every epoch;
-#   5. the same first epoch on the CPU path, on a 10% subsample (samples/s is per sample, so the
-#      ratio holds), for the speed ratio;
-#   6. a short pass of the kernel micro-benchmarks;
-#   7. batch inference's top-K (paper model, 4096 users x 25K items, k 25): users/s, and the seconds
-#      that makes for 1M users;
-#   8. batch-infer end to end on a 1M-user shop (25K items, paper model, one epoch on the GPU):
-#      1M {"userId"} lines answered with --device cuda, against the first 20K lines on the CPU;
-# then prints one table and appends it, the machine and the date to bench/RESULTS.md.
+# The GPU check, run from a bundle that bench/gpu_bundle.sh made (bin/, lib/, MANIFEST beside this
+# script): nothing is built or installed here, so it runs on a bare machine with the NVIDIA driver
+# and the CUDA toolkit (or Python's nvidia-* wheels for cuBLAS).
 #
-# Usage: bench/gpu_check.sh [WORK_DIR]   (default /tmp/tastebud-gpu-check; $OUT, when set, gets
-# copies of the logs and the table). EPOCHS=3 CPU_SHARE=10 JOBS=$(nproc) override the defaults.
-set -euo pipefail
+# Steps, in order of value, each with a fixed time budget (under 9 minutes together on an H200):
+#   preflight   nvidia-smi, every binary's ldd with nothing "not found", the CPU flags of the build
+#   smoke       tiny generate, import, train and batch-infer with the bundled tastebud (no GPU needed)
+#   tests       the CUDA test suites with TASTEBUD_CUDA_SYNC=1 (their CPU instances run without a GPU)
+#   sanitizer   compute-sanitizer memcheck and racecheck on a few CUDA tests
+#   train       an ML-20M-sized shop: TF32 and FP32, a few epochs, HR@10 each epoch; the CPU's first
+#               epoch on a 10% subsample for the speed ratio
+#   bench       the kernel micro-benchmarks, short
+#   infer       batch-infer of 1M users x 25K items on the GPU against 20K users on the CPU path
+# Steps that need a GPU are marked "no device" when there is none, and the check still exits 0;
+# it exits 1 when a step failed.
+#
+# Output, written into $OUT (default ./gpu-check-out) as each step ends, at most 8 files:
+#   summary.md (the table so far), preflight.log, tests.log, sanitizer.log, train.log, bench.log,
+#   infer.log. A run cut short still leaves everything it did.
+# Usage: OUT=/some/dir bash gpu_check.sh    (WORK: scratch space, default /tmp/tastebud-gpu-check)
+set -uo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-WORK="${1:-/tmp/tastebud-gpu-check}"
-BUILD="$ROOT/build-gpu"
-EPOCHS="${EPOCHS:-3}"
-JOBS="${JOBS:-$(nproc)}"
-LOGS="$WORK/logs"
-mkdir -p "$LOGS"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+BIN="$HERE/bin"
+OUT="${OUT:-$PWD/gpu-check-out}"
+WORK="${WORK:-/tmp/tastebud-gpu-check}"
+TB="$BIN/tastebud"
+mkdir -p "$OUT" "$WORK"
 START=$(date +%s)
-stamp() { echo "[gpu_check +$(( $(date +%s) - START ))s] $*"; }
+STEPS=()       # "| step | status | seconds | result |" rows of summary.md
+TRAIN_ROWS=()  # per-epoch rows of the training step
+FAILED=0
 
-stamp "configure + build (sm_90) into $BUILD"
-cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DTASTEBUD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
-  >"$LOGS/configure.log" 2>&1 || { tail -30 "$LOGS/configure.log"; exit 1; }
-cmake --build "$BUILD" -j"$JOBS" --target tastebud test_backends test_gpu_scorer test_inference bench_kernels_cuda >"$LOGS/build.log" 2>&1 \
-  || { grep -E "error|Error" -A5 "$LOGS/build.log" | head -60; exit 1; }
-TB="$BUILD/host/tastebud"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$LOGS/gpu.txt" || true
-
-stamp "CUDA tests"
-TEST_STATUS=passed
-if ! timeout 300 "$BUILD/tests/test_backends" --gtest_brief=0 >"$LOGS/test_backends.log" 2>&1; then
-  TEST_STATUS=FAILED
-  grep -E "FAILED|Failure|mismatch|difference" "$LOGS/test_backends.log" | head -40 || true
-fi
-if ! timeout 120 "$BUILD/tests/test_gpu_scorer" >"$LOGS/test_gpu_scorer.log" 2>&1; then
-  TEST_STATUS="$TEST_STATUS, test_gpu_scorer FAILED"
-  grep -E "FAILED|Failure|GPU|CPU" "$LOGS/test_gpu_scorer.log" | head -40 || true
-fi
-if ! timeout 60 "$BUILD/tests/test_inference" --gtest_filter='*Gpu*' >"$LOGS/test_inference.log" 2>&1; then
-  TEST_STATUS="$TEST_STATUS, test_inference (GPU lines) FAILED"
-  grep -E "FAILED|Failure" "$LOGS/test_inference.log" | head -20 || true
-fi
-SKIPPED=$(cat "$LOGS/test_backends.log" "$LOGS/test_gpu_scorer.log" "$LOGS/test_inference.log" | grep -c "\[  SKIPPED \]" || true)
-grep -hE "PASSED|FAILED|SKIPPED" "$LOGS/test_backends.log" "$LOGS/test_gpu_scorer.log" | tail -8 || true
-[ "$SKIPPED" != "0" ] && TEST_STATUS="$TEST_STATUS ($SKIPPED skipped: no device?)"
-
-stamp "generate + import (138K users, 27K items, 20M interactions; and a 10% subsample for the CPU)"
-gen_import() {  # name users interactions
-  local name=$1 users=$2 interactions=$3
-  if [ ! -f "$WORK/$name/.imported" ]; then
-    rm -rf "$WORK/$name" "$WORK/$name-csv"
-    "$TB" generate --users "$users" --items 27000 --interactions "$interactions" --seed 7 --out "$WORK/$name-csv" \
-      >"$LOGS/generate-$name.log" 2>&1
-    "$TB" import --interactions "$WORK/$name-csv/interactions.csv" --users "$WORK/$name-csv/users.csv" \
-      --items "$WORK/$name-csv/items.csv" --out "$WORK/$name" --quiet >"$LOGS/import-$name.log" 2>&1
-    touch "$WORK/$name/.imported"
-    rm -rf "$WORK/$name-csv"
-  fi
-  tail -1 "$LOGS/import-$name.log" || true
+now() { echo $(( $(date +%s) - START )); }
+log() { echo "[gpu_check +$(now)s] $*"; }
+summary() {
+  {
+    echo "### GPU check, $(date -u +%Y-%m-%d) on ${GPU_NAME:-no GPU}, $(nproc) CPU cores"
+    echo
+    sed 's/^/    /' "$HERE/MANIFEST" 2>/dev/null
+    echo
+    echo "| step | status | s | result |"
+    echo "|------|--------|---|--------|"
+    printf '%s\n' "${STEPS[@]}"
+    if [ ${#TRAIN_ROWS[@]} -gt 0 ]; then
+      echo
+      echo "NeuMF 64 factors, layers 256,256,128,64, 4 negatives, Adam; ML-20M-sized generated shop"
+      echo "(138K users, 27K items, 20M interactions); HR@10 by loo on 20000 users."
+      echo
+      echo "| run | epoch | M samples/s | epoch s | HR@10 | loss |"
+      echo "|-----|-------|-------------|---------|-------|------|"
+      printf '%s\n' "${TRAIN_ROWS[@]}"
+    fi
+  } >"$OUT/summary.md.tmp" && mv "$OUT/summary.md.tmp" "$OUT/summary.md"
 }
-gen_import ml20m 138000 20000000
-CPU_SHARE="${CPU_SHARE:-10}"
-gen_import ml20m-cpu $(( 138000 * CPU_SHARE / 100 )) $(( 20000000 * CPU_SHARE / 100 ))
+# step NAME STATUS SECONDS RESULT: records a finished step and rewrites summary.md.
+step() {
+  STEPS+=("| $1 | $2 | $3 | $4 |")
+  [ "$2" = FAILED ] && FAILED=1
+  log "$1: $2 - $4"
+  summary
+}
+# run BUDGET LOG CMD...: the command under its budget, output appended to $OUT/LOG.
+run() {
+  local budget=$1 logfile=$2
+  shift 2
+  echo "\$ $*" >>"$OUT/$logfile"
+  timeout -k 5 "$budget" "$@" >>"$OUT/$logfile" 2>&1
+}
 
+# --- Libraries: the bundle's own, then the CUDA toolkit's (the toolkit, or Python's wheels).
+cuda_dirs=()
+for d in "${CUDA_HOME:-/usr/local/cuda}/lib64" /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
+         /usr/local/cuda-*/lib64; do
+  [ -d "$d" ] && cuda_dirs+=("$d")
+done
+if command -v python3 >/dev/null; then
+  while read -r d; do [ -n "$d" ] && cuda_dirs+=("$d"); done < <(python3 - 2>/dev/null <<'EOF'
+import glob, site, sys
+roots = list(getattr(site, "getsitepackages", lambda: [])()) + [site.getusersitepackages()] + sys.path
+for r in dict.fromkeys(roots):
+    for d in sorted(glob.glob(f"{r}/nvidia/*/lib")):
+        print(d)
+EOF
+)
+fi
+LD_LIBRARY_PATH="$HERE/lib$(printf ':%s' "${cuda_dirs[@]}")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH
+
+# --- preflight
+t0=$(now)
+: >"$OUT/preflight.log"
+GPU_NAME=""
+if command -v nvidia-smi >/dev/null && run 20 preflight.log nvidia-smi; then
+  GPU_NAME=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)
+fi
+{ echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"; cat "$HERE/MANIFEST"; } >>"$OUT/preflight.log"
+unresolved=""
+for b in "$BIN"/*; do
+  ldd "$b" >>"$OUT/preflight.log" 2>&1
+  unresolved+=$(ldd "$b" 2>&1 | grep "not found" | sed "s|^|$(basename "$b"): |")
+done
+missing_flags=""
+for flag in $(grep '^cpu_flags' "$HERE/MANIFEST" | cut -d' ' -f2-); do
+  grep -qw "$flag" /proc/cpuinfo || missing_flags+=" $flag"
+done
+if [ -n "$unresolved" ] || [ -n "$missing_flags" ]; then
+  echo "unresolved: $unresolved; missing CPU flags:$missing_flags" >>"$OUT/preflight.log"
+  step preflight FAILED $(( $(now) - t0 )) "unresolved libraries: ${unresolved:-none}; missing CPU flags:${missing_flags:- none}"
+  exit 1
+fi
+step preflight passed $(( $(now) - t0 )) "${GPU_NAME:-no GPU (nvidia-smi found none)}; every library resolved; CPU flags present"
+have_gpu() { [ -n "$GPU_NAME" ]; }
+
+# --- smoke: the bundled tastebud end to end on a tiny shop (CPU, and the GPU when there is one)
+t0=$(now)
+smoke() {
+  rm -rf "$WORK/smoke" && mkdir -p "$WORK/smoke" &&
+    run 20 preflight.log "$TB" generate --users 300 --items 200 --interactions 6000 --seed 1 --out "$WORK/smoke/csv" &&
+    run 20 preflight.log "$TB" import --interactions "$WORK/smoke/csv/interactions.csv" --out "$WORK/smoke/data" --quiet &&
+    run 30 preflight.log "$TB" train --data "$WORK/smoke/data" --out "$WORK/smoke/model" --device "$1" --epochs 2 \
+      --no-progress &&
+    printf '{"userId": "u1"}\n{"itemId": "i2", "numResults": 3}\n' >"$WORK/smoke/q.jsonl" &&
+    run 20 preflight.log "$TB" batch-infer --model "$WORK/smoke/model" --input "$WORK/smoke/q.jsonl" \
+      --output "$WORK/smoke/r.jsonl" --device cpu &&
+    [ "$(grep -c '"recommendedItems"' "$WORK/smoke/r.jsonl")" = 2 ]
+}
+if smoke cpu && { ! have_gpu || smoke cuda; }; then
+  step smoke passed $(( $(now) - t0 )) "generate, import, train ($(have_gpu && echo 'cpu and cuda' || echo cpu)) and batch-infer ran"
+else
+  step smoke FAILED $(( $(now) - t0 )) "see preflight.log"
+fi
+
+# --- tests: a skip for want of a device is told apart from the suites' deliberate skips.
+t0=$(now)
+: >"$OUT/tests.log"
+tests_ok=1
+for t in "test_backends" "test_gpu_scorer" "test_inference --gtest_filter=*Gpu*:*Device*"; do
+  # shellcheck disable=SC2086
+  TASTEBUD_CUDA_SYNC=1 run 110 tests.log "$BIN"/$t || tests_ok=0
+done
+count() { grep -c "$1" "$OUT/tests.log" || true; }
+# One line per test ends in "(N ms)"; the summaries at the end do not.
+passed=$(count '^\[       OK \] .* ms)$')
+failed=$(count '^\[  FAILED  \] .* ms)$')
+no_device=$(awk '/^\[ RUN      \]/ { why = "" } !/^\[/ { why = why " " $0 }
+                 /^\[  SKIPPED \] .* ms\)$/ { if (why ~ /unavailable|no CUDA|no usable GPU|no device/) n++ } END { print n + 0 }' "$OUT/tests.log")
+skipped=$(( $(count '^\[  SKIPPED \] .* ms)$') - no_device ))
+result="$passed passed, $failed failed, $no_device skipped for want of a device, $skipped skipped on purpose"
+if [ "$tests_ok" = 0 ] || [ "$failed" != 0 ]; then step tests FAILED $(( $(now) - t0 )) "$result"
+elif ! have_gpu || [ "$no_device" != 0 ]; then step tests "no device" $(( $(now) - t0 )) "$result"
+else step tests passed $(( $(now) - t0 )) "$result"; fi
+
+# --- sanitizer
+t0=$(now)
+: >"$OUT/sanitizer.log"
+sanitizer=$(command -v compute-sanitizer || ls "${CUDA_HOME:-/usr/local/cuda}"/bin/compute-sanitizer /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+subset='Backends/cuda.OneWholeTrainingStep:Backends/cuda.FillRows*:Backends/cuda.FeatureSums*:Backends/cuda.ContextTrainingTracksTheCpu'
+if ! have_gpu; then step sanitizer "no device" 0 "-"
+elif [ -z "$sanitizer" ]; then step sanitizer "not found" 0 "compute-sanitizer is not in the toolkit here"
+else
+  ok=1
+  for tool in memcheck racecheck; do
+    run 30 sanitizer.log "$sanitizer" --tool "$tool" --error-exitcode 99 "$BIN/test_backends" --gtest_filter="$subset" || ok=0
+  done
+  run 25 sanitizer.log "$sanitizer" --tool memcheck --error-exitcode 99 "$BIN/test_gpu_scorer" --gtest_filter='*Exclusion*:*Filter*' || ok=0
+  errors=$(grep -c "ERROR SUMMARY: [1-9]" "$OUT/sanitizer.log" || true)
+  step sanitizer "$([ "$ok" = 1 ] && echo passed || echo FAILED)" $(( $(now) - t0 )) "memcheck + racecheck on $subset; $errors runs with errors"
+fi
+
+# --- train
+t0=$(now)
+: >"$OUT/train.log"
+gen_import() {  # name users interactions
+  rm -rf "$WORK/$1" "$WORK/$1-csv"
+  run 25 train.log "$TB" generate --users "$2" --items 27000 --interactions "$3" --seed 7 --out "$WORK/$1-csv" &&
+    run 25 train.log "$TB" import --interactions "$WORK/$1-csv/interactions.csv" --out "$WORK/$1" --quiet &&
+    rm -rf "$WORK/$1-csv"
+}
 COMMON=(--model neumf --factors 64 --layers 256,256,128,64 --negatives 4 --lr 0.001 --optimizer adam
         --eval loo --eval-users 20000 --no-progress --seed 1)
-ROWS=()
-train() {  # label device batch epochs data extra...
-  local label=$1 device=$2 batch=$3 epochs=$4 data=$5
-  shift 5
-  local log="$LOGS/train-$label.log"
-  stamp "train $label: --device $device --batch-size $batch --epochs $epochs $*"
-  rm -rf "$WORK/model-$label"
-  if ! timeout 240 "$TB" train --data "$WORK/$data" --out "$WORK/model-$label" --device "$device" \
-      --batch-size "$batch" --epochs "$epochs" "${COMMON[@]}" "$@" >"$log" 2>&1; then
-    echo "  train $label failed or timed out:"; tail -5 "$log"
-  fi
-  grep -E "^epoch|backend|error" "$log" | head -20 || true
+train() {  # label device batch epochs data budget extra...
+  local label=$1 device=$2 batch=$3 epochs=$4 data=$5 budget=$6
+  shift 6
+  local mark
+  mark=$(wc -l <"$OUT/train.log")
+  run "$budget" train.log "$TB" train --data "$WORK/$data" --out "$WORK/model-$label" --device "$device" \
+    --batch-size "$batch" --epochs "$epochs" "${COMMON[@]}" "$@"
+  local rc=$?
   # "epoch   1  loss 0.3012  12.34M samples/s  0.9s  hr@10 0.6000 ..."
   while read -r line; do
-    ROWS+=("$(awk -v label="$label" '{
-      hr = "-"; for (i = 1; i <= NF; ++i) if ($i == "hr@10") hr = $(i + 1);
-      printf "| %-22s | %5s | %10s | %9s | %8s | %7s |", label, $2, $5, $7, hr, $4 }' <<<"$line")")
-  done < <(grep -E "^epoch +[0-9]" "$log" || true)
+    TRAIN_ROWS+=("$(awk -v label="$label" '{ hr = "-"; for (i = 1; i <= NF; ++i) if ($i == "hr@10") hr = $(i + 1);
+                                             printf "| %s | %s | %s | %s | %s | %s |", label, $2, $5, $7, hr, $4 }' <<<"$line")")
+  done < <(tail -n +"$((mark + 1))" "$OUT/train.log" | grep -E "^epoch +[0-9]")
+  return $rc
 }
-
-train gpu-b65536-fp32 cuda 65536 "$EPOCHS" ml20m
-train gpu-b65536-tf32 cuda 65536 "$EPOCHS" ml20m --tf32
-train gpu-b1048576-tf32 cuda 1048576 "$EPOCHS" ml20m --tf32
-train cpu-b65536-subsample cpu 65536 1 ml20m-cpu
-
-stamp "kernel micro-benchmarks (short)"
-timeout 90 "$BUILD/bench/bench_kernels_cuda" --benchmark_min_time=0.05 >"$LOGS/bench_kernels_cuda.log" 2>&1 || true
-grep -E "^(gather|dense|column|head|bce|row_groups|fill|shuffle|top_k)" "$LOGS/bench_kernels_cuda.log" | head -60 || true
-
-stamp "batch top-K (paper model, 4096 users x 25K items, k 25)"
-timeout 120 "$BUILD/bench/bench_kernels_cuda" --benchmark_filter='^score_top_k' --benchmark_min_time=0.5 \
-  --benchmark_out="$LOGS/score_top_k.json" --benchmark_out_format=json >"$LOGS/score_top_k.log" 2>&1 || true
-grep -E "^score_top_k" "$LOGS/score_top_k.log" || tail -5 "$LOGS/score_top_k.log"
-users_rate=$(grep -o '"users_per_second": *[0-9.e+-]*' "$LOGS/score_top_k.json" 2>/dev/null | head -1 | cut -d: -f2 | tr -d ' ,' || true)
-topk=$(awk -v r="${users_rate:-0}" 'BEGIN { r += 0; if (r > 0) printf "%.0f users/s, %.1f s for 1M users (extrapolated)", r, 1e6 / r; else print "n/a" }')
-
-stamp "batch-infer end to end: 1M users x 25K items (paper model)"
-infer=n/a
-# Each step must succeed (set -e does not apply inside an if condition, hence the &&).
-infer_setup() {
-  "$TB" generate --users 1000000 --items 25000 --interactions 20000000 --seed 3 --out "$WORK/shop1m" &&
-    "$TB" import --interactions "$WORK/shop1m/interactions.csv" --out "$WORK/data1m" --quiet &&
-    rm -rf "$WORK/shop1m" &&
-    "$TB" train --data "$WORK/data1m" --out "$WORK/model1m" --device cuda --batch-size 65536 --epochs 1 \
-      --eval none --no-progress &&
-    awk 'BEGIN { for (u = 0; u < 1000000; ++u) printf "{\"userId\": \"u%d\"}\n", u }' >"$WORK/q1m.jsonl" &&
-    head -20000 "$WORK/q1m.jsonl" >"$WORK/q20k.jsonl"
-}
-rm -rf "$WORK/model1m"
-if timeout 300 bash -c "$(declare -f infer_setup); TB='$TB' WORK='$WORK' infer_setup" >"$LOGS/infer-setup.log" 2>&1; then
-  timeout 240 "$TB" batch-infer --model "$WORK/model1m" --input "$WORK/q1m.jsonl" --output "$WORK/r1m.jsonl" \
-    --num-results 25 --device cuda >"$LOGS/infer-gpu.log" 2>&1 || tail -5 "$LOGS/infer-gpu.log"
-  timeout 240 "$TB" batch-infer --model "$WORK/model1m" --input "$WORK/q20k.jsonl" --output "$WORK/r20k.jsonl" \
-    --num-results 25 --device cpu >"$LOGS/infer-cpu.log" 2>&1 || tail -5 "$LOGS/infer-cpu.log"
-  cat "$LOGS/infer-gpu.log" "$LOGS/infer-cpu.log"
-  gpu_s=$(grep -o "in [0-9.]*s" "$LOGS/infer-gpu.log" | tail -1 | tr -dc "0-9.")
-  cpu_s=$(grep -o "in [0-9.]*s" "$LOGS/infer-cpu.log" | tail -1 | tr -dc "0-9.")
-  infer=$(awk -v g="${gpu_s:-0}" -v c="${cpu_s:-0}" 'BEGIN { printf "1M users on the GPU in %.1f s; 20K users on the CPU path of this machine in %.1f s (%.0f s per 1M)", g, c, c * 50 }')
+if ! have_gpu; then step train "no device" 0 "-"
 else
-  tail -5 "$LOGS/infer-setup.log"
+  ok=1
+  gen_import ml20m 138000 20000000 && gen_import ml20m-cpu 13800 2000000 || ok=0
+  if [ "$ok" = 1 ]; then
+    train gpu-b65536-tf32 cuda 65536 3 ml20m 40 --tf32 || ok=0
+    train gpu-b65536-fp32 cuda 65536 3 ml20m 40 || ok=0
+    train gpu-b1048576-tf32 cuda 1048576 2 ml20m 25 --tf32 || ok=0
+    train cpu-b65536-subsample cpu 65536 1 ml20m-cpu 35 || ok=0
+  fi
+  gpu_rate=$(printf '%s\n' "${TRAIN_ROWS[@]}" | awk -F'|' '$2 ~ /gpu-b65536-tf32/ && $3 + 0 == 1 { print $4 + 0 }')
+  cpu_rate=$(printf '%s\n' "${TRAIN_ROWS[@]}" | awk -F'|' '$2 ~ /cpu-b65536/ && $3 + 0 == 1 { print $4 + 0 }')
+  ratio=$(awk -v g="${gpu_rate:-0}" -v c="${cpu_rate:-0}" 'BEGIN { if (c > 0) printf "%.1fx", g / c; else print "n/a" }')
+  step train "$([ "$ok" = 1 ] && echo passed || echo FAILED)" $(( $(now) - t0 )) \
+    "GPU (TF32, batch 65536) ${gpu_rate:-?}M samples/s, CPU ${cpu_rate:-?}M samples/s: $ratio; per-epoch rows below"
+  rm -rf "$WORK/ml20m-cpu" "$WORK"/model-*
 fi
 
-gpu_rate=$(grep -E "^epoch +1 " "$LOGS/train-gpu-b65536-tf32.log" 2>/dev/null | awk '{print $5}' | tr -d M || true)
-cpu_rate=$(grep -E "^epoch +1 " "$LOGS/train-cpu-b65536-subsample.log" 2>/dev/null | awk '{print $5}' | tr -d M || true)
-ratio=$(awk -v g="${gpu_rate:-0}" -v c="${cpu_rate:-0}" 'BEGIN { if (c > 0) printf "%.1fx", g / c; else print "n/a" }')
+# --- bench
+t0=$(now)
+: >"$OUT/bench.log"
+if ! have_gpu; then step bench "no device" 0 "-"
+else
+  ok=1
+  run 40 bench.log "$BIN/bench_kernels_cuda" --benchmark_min_time=0.05 || ok=0
+  topk=$(grep -E "^score_top_k" "$OUT/bench.log" | head -3 | awk '{ print $1, $2, $3 }' | paste -sd ';' -)
+  step bench "$([ "$ok" = 1 ] && echo passed || echo FAILED)" $(( $(now) - t0 )) "see bench.log; top-K: ${topk:-n/a}"
+fi
 
-TABLE="$WORK/table.md"
-{
-  echo "### GPU check, $(date -u +%Y-%m-%d) on $(head -1 "$LOGS/gpu.txt" 2>/dev/null || echo unknown GPU), $(nproc) CPU cores"
-  echo
-  echo "NeuMF 64 factors, layers 256,256,128,64, 4 negatives, Adam; generated ML-20M-sized data"
-  echo "(138K users, 27K items, 20M interactions before dedup); HR@10 by loo on 20000 users."
-  echo "CPU row: first epoch on a ${CPU_SHARE}% subsample. test_backends: $TEST_STATUS."
-  echo
-  echo "| run                    | epoch | M samples/s | epoch s   | HR@10    | loss    |"
-  echo "|------------------------|-------|-------------|-----------|----------|---------|"
-  for row in "${ROWS[@]}"; do echo "$row"; done
-  echo
-  echo "GPU (batch 65536, TF32) / CPU samples per second, first epoch: $ratio"
-  echo
-  echo "Batch inference on the GPU, top-25 of 25K items, paper model (8 factors, layers 64,32,16,8),"
-  echo "4096-user chunks, 20 seen items excluded per user: $topk"
-  echo
-  echo "batch-infer end to end (JSON lines in and out, seen items removed): $infer"
-  echo
-} >"$TABLE"
-cat "$TABLE"
-cat "$TABLE" >>"$ROOT/bench/RESULTS.md"
-if [ -n "${OUT:-}" ]; then mkdir -p "$OUT" && cp -r "$LOGS" "$TABLE" "$OUT/" || true; fi
-stamp "done"
+# --- infer
+t0=$(now)
+: >"$OUT/infer.log"
+if ! have_gpu; then step infer "no device" 0 "-"
+else
+  ok=1
+  run 25 infer.log "$TB" generate --users 1000000 --items 25000 --interactions 20000000 --seed 3 --out "$WORK/shop1m" &&
+    run 25 infer.log "$TB" import --interactions "$WORK/shop1m/interactions.csv" --out "$WORK/data1m" --quiet &&
+    run 30 infer.log "$TB" train --data "$WORK/data1m" --out "$WORK/model1m" --device cuda --batch-size 65536 \
+      --epochs 1 --eval none --no-progress || ok=0
+  rm -rf "$WORK/shop1m"
+  if [ "$ok" = 1 ]; then
+    awk 'BEGIN { for (u = 0; u < 1000000; ++u) printf "{\"userId\": \"u%d\"}\n", u }' >"$WORK/q1m.jsonl"
+    head -20000 "$WORK/q1m.jsonl" >"$WORK/q20k.jsonl"
+    gs=$(date +%s.%N)
+    run 60 infer.log "$TB" batch-infer --model "$WORK/model1m" --input "$WORK/q1m.jsonl" --output "$WORK/r1m.jsonl" \
+      --num-results 25 --device cuda || ok=0
+    ge=$(date +%s.%N)
+    run 40 infer.log "$TB" batch-infer --model "$WORK/model1m" --input "$WORK/q20k.jsonl" --output "$WORK/r20k.jsonl" \
+      --num-results 25 --device cpu || ok=0
+    ce=$(date +%s.%N)
+    same=$(command -v python3 >/dev/null && python3 - "$WORK/r1m.jsonl" "$WORK/r20k.jsonl" <<'EOF'
+import itertools, json, sys
+with open(sys.argv[1]) as gpu, open(sys.argv[2]) as cpu:
+    pairs = list(zip(itertools.islice(gpu, 20000), cpu))
+same = sum(json.loads(a)["output"]["recommendedItems"] == json.loads(b)["output"]["recommendedItems"] for a, b in pairs)
+print(f"{same} of {len(pairs)} users get the same items in the same order on both")
+EOF
+)
+    result=$(awk -v gs="$gs" -v ge="$ge" -v ce="$ce" 'BEGIN { printf "1M users on the GPU in %.1f s; 20K on the CPU path in %.1f s (%.0f s per 1M)", ge - gs, ce - ge, (ce - ge) * 50 }')
+    step infer "$([ "$ok" = 1 ] && echo passed || echo FAILED)" $(( $(now) - t0 )) "$result; ${same:-python3 missing: lines not compared}"
+  else
+    step infer FAILED $(( $(now) - t0 )) "setup failed, see infer.log"
+  fi
+  rm -rf "$WORK/data1m" "$WORK/model1m" "$WORK"/q*.jsonl "$WORK"/r*.jsonl
+fi
+
+log "done in $(now)s; summary in $OUT/summary.md"
+cat "$OUT/summary.md"
+exit "$FAILED"
