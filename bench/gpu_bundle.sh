@@ -7,20 +7,28 @@
 #              toolkit's own (fmt, toml++, Google Benchmark, libgomp, ...)
 #   DIR/gpu_check.sh, DIR/MANIFEST (what was built, from which commit, for which CPU flags)
 #
-# Usage: bash bench/gpu_bundle.sh DIR   (BUILD_DIR, default build: a Release build for sm_90 plus
-# PTX, the one scripts/build.sh makes, so a tree built for the tests is not built again).
+# Usage: bash bench/gpu_bundle.sh [--no-build] DIR   (BUILD_DIR, default build: a Release build for
+# sm_90 plus PTX, the one scripts/build.sh makes, so a tree built for the tests is not built again;
+# --no-build stages what BUILD_DIR holds, as the test of the bundle does).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-DIR="${1:?usage: bench/gpu_bundle.sh DIR}"
+BUILD_FIRST=1
+if [ "${1:-}" = --no-build ]; then BUILD_FIRST=0; shift; fi
+DIR="${1:?usage: bench/gpu_bundle.sh [--no-build] DIR}"
 BUILD="${BUILD_DIR:-$ROOT/build}"
 case "$BUILD" in /*) ;; *) BUILD="$ROOT/$BUILD" ;; esac
 BINARIES=(host/tastebud tests/test_backends tests/test_gpu_scorer tests/test_inference bench/bench_kernels_cuda)
 LIMIT_MIB=40
 
-command -v nvcc >/dev/null || { echo "gpu_bundle: nvcc is not on PATH; the bundle needs the CUDA build" >&2; exit 1; }
-bash "$ROOT/scripts/setup.sh"
-cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DTASTEBUD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null
-cmake --build "$BUILD" -j"$(nproc)" --target tastebud test_backends test_gpu_scorer test_inference bench_kernels_cuda
+if [ "$BUILD_FIRST" = 1 ]; then
+  command -v nvcc >/dev/null || { echo "gpu_bundle: nvcc is not on PATH; the bundle needs the CUDA build" >&2; exit 1; }
+  bash "$ROOT/scripts/setup.sh"
+  cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DTASTEBUD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null
+  cmake --build "$BUILD" -j"$(nproc)" --target tastebud test_backends test_gpu_scorer test_inference bench_kernels_cuda
+fi
+for b in "${BINARIES[@]}"; do
+  [ -x "$BUILD/$b" ] || { echo "gpu_bundle: $BUILD/$b is missing: build with CUDA first" >&2; exit 1; }
+done
 
 rm -rf "$DIR"
 mkdir -p "$DIR/bin" "$DIR/lib"
@@ -45,7 +53,7 @@ cp "$ROOT/bench/gpu_check.sh" "$DIR/gpu_check.sh"
 chmod +x "$DIR/gpu_check.sh"
 {
   echo "commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+changes')"
-  echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -n), nvcc $(nvcc --version | grep -o 'release [0-9.]*' | cut -d' ' -f2)"
+  echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -n), nvcc $(nvcc --version 2>/dev/null | grep -o 'release [0-9.]*' | cut -d' ' -f2)"
   echo "cuda_architectures $(grep -m1 '^CMAKE_CUDA_ARCHITECTURES' "$BUILD/CMakeCache.txt" | cut -d= -f2)"
   # -march=x86-64-v3 (CMakeLists.txt): the host code needs these CPU flags.
   echo "cpu_flags avx avx2 fma bmi1 bmi2 f16c movbe abm xsave"
