@@ -118,7 +118,7 @@ EpochRecord evaluate_recipe(const TrainJob& job, const datasets::Dataset& datase
   const Split split = make_split(dataset, split_options_of(job));
   const TrainingSet& train = split.train;
   std::vector<uint64_t> cut(dataset.num_users(), UINT64_MAX);
-  if (split.protocol == EvalProtocol::kHoldout) {
+  if (holds_out_newest(split.protocol)) {
     for (size_t k = 0; k < split.eval_users.size(); ++k) cut[split.eval_users[k]] = split.eval_row[k];
   }
   const std::vector<double> base = event_weights(events, options);

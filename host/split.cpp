@@ -15,7 +15,8 @@ EvalProtocol parse_eval_protocol(const std::string& name) {
   if (name == "loo") return EvalProtocol::kLeaveOneOut;
   if (name == "holdout") return EvalProtocol::kHoldout;
   if (name == "cold-items") return EvalProtocol::kColdItems;
-  throw Error(fmt::format("unknown --eval '{}': expected loo, holdout, cold-items or none", name));
+  if (name == "personalize") return EvalProtocol::kPersonalize;
+  throw Error(fmt::format("unknown --eval '{}': expected loo, holdout, personalize, cold-items or none", name));
 }
 
 std::string to_string(EvalProtocol protocol) {
@@ -24,6 +25,7 @@ std::string to_string(EvalProtocol protocol) {
     case EvalProtocol::kLeaveOneOut: return "loo";
     case EvalProtocol::kHoldout: return "holdout";
     case EvalProtocol::kColdItems: return "cold-items";
+    case EvalProtocol::kPersonalize: return "personalize";
   }
   return "?";
 }
@@ -38,8 +40,15 @@ void sort_unique(std::vector<uint32_t>& v, size_t from) {
 // True when user k is evaluated, given the cap on evaluated users: a Philox coin keeps the
 // choice stable across runs and independent of the order users are visited in.
 bool chosen(uint32_t user, uint32_t eligible_estimate, const SplitOptions& o) {
-  if (o.max_eval_users == 0 || eligible_estimate <= o.max_eval_users) return true;
   const uint32_t word = random_words(o.eval_seed, RandomStream::kSplit, 0, user).v[0];
+  if (o.protocol == EvalProtocol::kPersonalize) {
+    // The service's share of users, of all users; then at most max_eval_users of them.
+    const double share = o.max_eval_users > 0 && o.eval_user_share * eligible_estimate > o.max_eval_users
+                             ? static_cast<double>(o.max_eval_users) / eligible_estimate
+                             : o.eval_user_share;
+    return uniform_unit(word) < share;
+  }
+  if (o.max_eval_users == 0 || eligible_estimate <= o.max_eval_users) return true;
   return uniform_unit(word) < static_cast<float>(o.max_eval_users) / eligible_estimate;
 }
 

@@ -13,9 +13,14 @@ namespace tastebud::host {
 
 // cold-items: a random share of the items loses every training interaction; each user's latest
 // interaction with one of them is ranked against loo_negatives other cold items (HR/NDCG@10, as loo).
-enum class EvalProtocol { kNone, kLeaveOneOut, kHoldout, kColdItems };
-EvalProtocol parse_eval_protocol(const std::string& name);  // none | loo | holdout | cold-items
+// personalize: the managed service's offline split exactly: a random 10% of the users
+// (eval_user_share) hold out the newest 10% of their interactions (holdout_share), everyone else
+// trains on all of theirs; judged like holdout.
+enum class EvalProtocol { kNone, kLeaveOneOut, kHoldout, kColdItems, kPersonalize };
+EvalProtocol parse_eval_protocol(const std::string& name);  // none | loo | holdout | cold-items | personalize
 std::string to_string(EvalProtocol protocol);
+// holdout and personalize: each eval user's newest interactions are the truth, ranked over the catalog.
+inline bool holds_out_newest(EvalProtocol p) { return p == EvalProtocol::kHoldout || p == EvalProtocol::kPersonalize; }
 
 // Which events train the model and how much each counts: only listed types with EVENT_VALUE at or
 // above the threshold (when one is set) are used, each weighted by its weight.
@@ -49,6 +54,7 @@ struct SplitOptions {
   double holdout_share = 0.1;   // holdout: newest share of each user's interactions
   uint32_t loo_negatives = 99;  // loo: items ranked against the held-out one
   uint32_t max_eval_users = 0;  // 0: every eligible user
+  double eval_user_share = 0.1;  // personalize: the share of users evaluated (a Philox coin each)
   uint64_t eval_seed = 2017;    // fixed, so runs with different training seeds share candidates
   double cold_item_share = 0.2;  // cold-items: share of the interacted items made cold
 };

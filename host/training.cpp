@@ -205,7 +205,7 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
   TB_CHECK(job.batch_size > 0, "--batch-size must be positive");
 
   const std::string metric = !job.early_stop_metric.empty() ? job.early_stop_metric
-                             : protocol == EvalProtocol::kHoldout ? "ndcg@10" : "hr@10";
+                             : holds_out_newest(protocol) ? "ndcg@10" : "hr@10";
   const fs::path checkpoint_path = job.out / "checkpoint.bin";
   const json job_json = job_to_json(job);
 
@@ -360,7 +360,7 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
                                    stats.mean_loss, stats.samples / std::max(stats.seconds, 1e-9) / 1e6,
                                    stats.seconds);
     for (const auto& [k, v] : record.metrics) {
-      if (k != "eval_users") line += fmt::format("  {} {:.4f}", k, v);
+      if (k != "eval_users" && !is_interval_key(k)) line += fmt::format("  {} {:.4f}", k, v);
     }
     log << line << "\n";
     log.flush();
@@ -373,11 +373,8 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
   // Summary table: the best epoch beside the popularity baseline.
   if (protocol != EvalProtocol::kNone && result.best_epoch > 0) {
     const EpochRecord& best = result.history.at(result.best_epoch - 1);
-    log << fmt::format("\n{:<16}{:>12}{:>12}\n", "metric", fmt::format("{} (ep {})", job.model, best.epoch), "popularity");
-    for (const auto& [k, v] : best.metrics) {
-      if (k == "eval_users") continue;
-      log << fmt::format("{:<16}{:>12.4f}{:>12.4f}\n", k, v, result.popularity.count(k) ? result.popularity.at(k) : NAN);
-    }
+    log << "\n" << metrics_table({fmt::format("{} (ep {})", job.model, best.epoch), "popularity"},
+                                  {&best.metrics, &result.popularity});
     log << fmt::format("evaluated users: {}; model kept from epoch {} in {}\n",
                        static_cast<uint64_t>(best.metrics.at("eval_users")), best.epoch,
                        (job.out / "model.bin").string());

@@ -46,6 +46,7 @@ enum class RandomStream : uint32_t {
   kSplit = 6,
   kImpressions = 7,
   kGeneratorSignals = 8,  // the synthetic shop's optional impressions and device effect
+  kBootstrap = 9,         // evaluation: the users each bootstrap resample draws
 };
 
 // Four 32-bit words for draw `index` of `stream` in `epoch`.
