@@ -7,8 +7,10 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <sstream>
 
 #include "host/evaluation.h"
+#include "host/offline_eval.h"
 #include "host/split.h"
 #include "tastebud/datasets/import.h"
 #include "tastebud/error.h"
@@ -170,6 +172,120 @@ TEST_F(PersonalizeSplit, UnknownProtocolNamesTheChoices) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("personalize"), std::string::npos) << e.what();
   }
+}
+
+// Batch outputs of two systems judged against the same truth, with known answers.
+class OfflineEvaluation : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("tastebud_test_offline_eval_" + std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    write("truth.csv", "USER_ID,ITEM_ID,TIMESTAMP\nu1,a,1\nu1,b,2\nu2,c,3\n");
+    write("a.jsonl",
+          "{\"input\": {\"userId\": \"u1\"}, \"output\": {\"recommendedItems\": [\"a\", \"x\", \"y\", \"z\", \"w\", \"b\"]}, \"error\": null}\n"
+          "{\"input\": {\"itemId\": \"a\"}, \"output\": {\"recommendedItems\": [\"b\"]}, \"error\": null}\n"
+          "{\"input\": {\"userId\": \"u2\"}, \"output\": null, \"error\": \"unknown\"}\n");
+    write("b.jsonl",
+          "{\"input\": {\"userId\": \"u1\"}, \"output\": {\"recommendedItems\": [\"b\", \"a\"]}, \"error\": null}\n"
+          "{\"input\": {\"userId\": \"u2\"}, \"output\": {\"recommendedItems\": [\"c\"], \"scores\": [0.5]}, \"error\": null}\n");
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  void write(const std::string& name, const std::string& text) { std::ofstream(dir_ / name) << text; }
+  OfflineEvalOptions options(std::vector<std::string> files) {
+    OfflineEvalOptions o;
+    for (const auto& f : files) o.predictions.push_back(dir_ / f);
+    o.truth = dir_ / "truth.csv";
+    return o;
+  }
+  std::string error_of(const OfflineEvalOptions& o) {
+    try {
+      evaluate_predictions(o);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "no error";
+  }
+  fs::path dir_;
+};
+
+TEST_F(OfflineEvaluation, KnownAnswersForOneSystem) {
+  const Predictions p = read_predictions(dir_ / "a.jsonl");
+  EXPECT_EQ(p.other_lines, 1u);
+  EXPECT_EQ(p.failed_lines, 1u);
+  const OfflineEvalReport r = evaluate_predictions(options({"a.jsonl"}));
+  ASSERT_EQ(r.systems.size(), 1u);
+  const Metrics& m = r.systems[0];
+  EXPECT_EQ(r.truth_users, 2u);
+  EXPECT_EQ(r.missing_users[0], 0u);  // u2's line failed: an empty list, not a missing user
+  EXPECT_DOUBLE_EQ(m.at("precision@5"), (1.0 / 5 + 0.0) / 2);
+  EXPECT_DOUBLE_EQ(m.at("precision@10"), (2.0 / 10 + 0.0) / 2);
+  EXPECT_DOUBLE_EQ(m.at("mrr@25"), (1.0 + 0.0) / 2);
+  const double ideal = 1.0 + 1.0 / std::log2(3.0);
+  EXPECT_NEAR(m.at("ndcg@10"), ((1.0 + 1.0 / std::log2(7.0)) / ideal + 0.0) / 2, 1e-12);
+  // Without a dataset the catalog is every item named: a, b, c, x, y, z, w; the lists hold six.
+  EXPECT_DOUBLE_EQ(m.at("coverage"), 6.0 / 7.0);
+  EXPECT_LE(m.at("precision@5.lo"), m.at("precision@5"));
+  EXPECT_FALSE(m.count("novelty"));
+}
+
+TEST_F(OfflineEvaluation, TwoSystemsSideBySideWithAPairedTest) {
+  const OfflineEvalReport r = evaluate_predictions(options({"a.jsonl", "b.jsonl"}));
+  ASSERT_EQ(r.systems.size(), 2u);
+  EXPECT_DOUBLE_EQ(r.systems[1].at("precision@5"), (2.0 / 5 + 1.0 / 5) / 2);
+  EXPECT_DOUBLE_EQ(r.systems[1].at("mrr@25"), 1.0);
+  EXPECT_NEAR(r.paired.at("precision@5"), 0.2, 1e-12);
+  EXPECT_NEAR(r.paired.at("mrr@25"), 0.5, 1e-12);
+  EXPECT_TRUE(r.paired.count("mrr@25.p"));
+  std::ostringstream out;
+  print_report(options({"a.jsonl", "b.jsonl"}), r, out);
+  EXPECT_NE(out.str().find("second - first"), std::string::npos) << out.str();
+}
+
+TEST_F(OfflineEvaluation, BadFilesNameTheFileLineAndField) {
+  write("broken.jsonl", "{\"input\": {\"userId\": \"u1\"}, \"output\": {\"recommendedItems\": []}}\nnot json\n");
+  EXPECT_NE(error_of(options({"broken.jsonl"})).find("broken.jsonl:2: not a JSON object"), std::string::npos);
+  write("layout.jsonl", "{\"input\": {\"userId\": \"u1\"}, \"output\": {\"items\": []}}\n");
+  EXPECT_NE(error_of(options({"layout.jsonl"})).find("layout.jsonl:1: \"output\" has no \"recommendedItems\""),
+            std::string::npos);
+  write("truth.csv", "USER_ID,ITEM\nu1,a\n");
+  EXPECT_NE(error_of(options({"a.jsonl"})).find("needs USER_ID and ITEM_ID columns; it has USER_ID, ITEM"),
+            std::string::npos);
+  write("truth.csv", "user_id,item_id\nu1,a\nu2,\n");
+  const std::string empty = error_of(options({"a.jsonl"}));
+  EXPECT_NE(empty.find("truth.csv: line 3"), std::string::npos) << empty;
+  EXPECT_NE(empty.find("item_id"), std::string::npos) << empty;
+}
+
+TEST_F(OfflineEvaluation, TheCommandLineTakesTheIssuesFlags) {
+  const std::string command = std::string(TASTEBUD_BINARY) + " evaluate --predictions " + (dir_ / "a.jsonl").string() +
+                              " --predictions " + (dir_ / "b.jsonl").string() + " --truth " +
+                              (dir_ / "truth.csv").string() + " > " + (dir_ / "out.txt").string() + " 2>&1";
+  ASSERT_EQ(std::system(command.c_str()), 0);
+  std::ifstream in(dir_ / "out.txt");
+  const std::string out((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(out.find("precision@10"), std::string::npos) << out;
+  EXPECT_NE(out.find("2 users in"), std::string::npos) << out;
+}
+
+// With the dataset: novelty, diversity and the share of cold items. The PersonalizeSplit dataset
+// has 319 items (i0..i318), all with interactions; "nowhere" is not in its catalog.
+TEST_F(PersonalizeSplit, EvaluateWithTheDatasetAddsBeyondAccuracyMetrics) {
+  const fs::path dir = root_ / "beyond";
+  fs::create_directories(dir);
+  std::ofstream(dir / "truth.csv") << "USER_ID,ITEM_ID\nu1,i5\n";
+  std::ofstream(dir / "p.jsonl") << "{\"input\": {\"userId\": \"u1\"}, \"output\": {\"recommendedItems\": [\"i5\", \"nowhere\"]}}\n";
+  OfflineEvalOptions o;
+  o.predictions = {dir / "p.jsonl"};
+  o.truth = dir / "truth.csv";
+  o.data = root_ / "dataset";
+  const Metrics m = evaluate_predictions(o).systems.at(0);
+  EXPECT_DOUBLE_EQ(m.at("cold_share"), 0.5);  // "nowhere" has no interactions
+  EXPECT_EQ(m.at("diversity"), 0.0);         // no item metadata in this dataset
+  // i5 was touched by users u0..u5, 6 of 301; "nowhere" by none: -log2(7/302) and -log2(1/302),
+  // averaged (add-one smoothing).
+  EXPECT_NEAR(m.at("novelty"), (-std::log2(7.0 / 302) - std::log2(1.0 / 302)) / 2, 1e-9);
+  EXPECT_DOUBLE_EQ(m.at("coverage"), 1.0 / 319);  // the catalog is the dataset's 319 items
 }
 
 }  // namespace
