@@ -164,7 +164,8 @@ void register_all() {
         groups.build(ids.data(), rows, stream.get());
         cu::sum_row_gradients(groups, grads.data(), 2 * width, width, width, sums.data(), stream.get());
         cu::sparse_update(p, 1e-3f, table.data(), s0.data(), s1.data(), width, groups.rows(), groups.num_groups(),
-                          groups.max_groups(), sums.data(), nullptr, stream.get());
+                          groups.max_groups(), sums.data(), tb::RowL2{groups.starts(), 1.0f / rows}, nullptr,
+                          stream.get());
       }, rows * (4.0 * width + 24), 0);
     })->UseManualTime()->Unit(benchmark::kMicrosecond);
 
@@ -217,7 +218,8 @@ void register_all() {
         groups.build(view, ids.data(), rows, stream.get());
         cu::sum_feature_gradients(groups, gmf.data(), f, acts.data(), 2 * e, e, f, e, sums.data(), stream.get());
         cu::sparse_update(p, 1e-3f, table.data(), s0.data(), s1.data(), w, groups.rows(), groups.num_groups(),
-                          groups.max_groups(), sums.data(), nullptr, stream.get());
+                          groups.max_groups(), sums.data(), tb::RowL2{groups.starts(), 1.0f / rows}, nullptr,
+                          stream.get());
       }, entries * 4.0 * w * 2 + rows * 4.0 * w * 4, entries * 4.0 * w);
     })->UseManualTime()->Unit(benchmark::kMicrosecond);
 

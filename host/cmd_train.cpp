@@ -75,7 +75,7 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--negatives", job->negatives, "Sampled negatives per positive")->capture_default_str();
   cmd->add_option("--lr", job->lr, "Learning rate")->capture_default_str();
   cmd->add_option("--optimizer", job->optimizer, "adam (lazy on embeddings), adagrad or sgd")->capture_default_str();
-  cmd->add_option("--l2", job->l2, "L2 penalty on touched embedding rows and dense weights")->capture_default_str();
+  cmd->add_option("--l2", job->l2, "L2 on the embedding and metadata rows, per interaction that uses them (lambda/2 |row|^2 added to each scored pair's loss, as in matrix factorisation); dense layers are not penalized. 1e-4 to 1e-2 are sensible")->capture_default_str();
   cmd->add_option("--loss", job->loss, "bce or bpr")->capture_default_str();
   cmd->add_option("--sampler", job->sampler, "Negative sampler: uniform or popularity")->capture_default_str();
   cmd->add_option("--sampler-alpha", job->sampler_alpha, "Popularity sampler exponent")->capture_default_str();

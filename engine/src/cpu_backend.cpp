@@ -236,6 +236,7 @@ class CpuBackend final : public Backend {
     const int64_t e = params.config.mlp_embedding();
     const int64_t l0 = 2 * e;
     const float scale = 1.0f / static_cast<float>(samples);
+    loss_scale_ = scale;
 
 #pragma omp parallel for schedule(static)
     for (int64_t c = 0; c < chunks; ++c) {
@@ -318,7 +319,7 @@ class CpuBackend final : public Backend {
       for (int64_t c = 0; c < chunks; ++c) sum += chunk_grads_[c][i];
       dense_grad_[i] = sum;
     }
-    cpu::dense_update(options_.optimizer, step_size, dense_values_.data(), dense_state0_.data(),
+    cpu::dense_update(dense_params(options_.optimizer), step_size, dense_values_.data(), dense_state0_.data(),
                       dense_state1_.data(), dense_grad_.data(), count);
   }
 
@@ -338,7 +339,7 @@ class CpuBackend final : public Backend {
     }
     cpu::sparse_update(options_.optimizer, step_size, table.values.data(),
                        state_.state0[t].values.data(), state_.state1[t].values.data(), width,
-                       groups.rows, summed);
+                       groups.rows, summed, RowL2{groups.starts.data(), loss_scale_});
   }
 
   void update_embeddings(int64_t rows, float step_size) {
@@ -382,7 +383,7 @@ class CpuBackend final : public Backend {
     Tensor& table = *tensors_[t];
     cpu::sparse_update(options_.optimizer, step_size, table.values.data(),
                        state_.state0[t].values.data(), state_.state1[t].values.data(), f + e,
-                       feature_groups_.rows, feature_summed_.data());
+                       feature_groups_.rows, feature_summed_.data(), RowL2{feature_groups_.starts.data(), loss_scale_});
   }
 
   const TrainingSet& data_;
@@ -403,6 +404,7 @@ class CpuBackend final : public Backend {
   std::vector<double> chunk_loss_;
   std::vector<uint64_t> chunk_impressions_;
   uint64_t batch_impressions_ = 0;  // impression negatives drawn in the current epoch
+  float loss_scale_ = 0.0f;         // the current batch's 1 / samples, for the rows' L2
   cpu::AlignedVector<float> dense_grad_;
   cpu::AlignedVector<float> summed_[ModelParams::kEmbeddingTables];  // per id table
   // The dense parameters and their optimizer state live here while training (aligned, see

@@ -455,7 +455,8 @@ class CudaBackend final : public Backend {
     const size_t t = side.table;
     cuda::sparse_update(options_.optimizer, step_size, d_tables_[t].data(), d_table_state0_[t].data(),
                         d_table_state1_[t].data(), f + e, side.groups->rows(), side.groups->num_groups(),
-                        side.groups->max_groups(), d_feature_summed_.data(), loss_->halted(), stream);
+                        side.groups->max_groups(), d_feature_summed_.data(), RowL2{side.groups->starts(), loss_scale_},
+                        loss_->halted(), stream);
   }
 
   void train_batch(uint32_t epoch, uint64_t first, uint32_t samples, uint64_t batch, uint64_t step) {
@@ -487,6 +488,7 @@ class CudaBackend final : public Backend {
     batch_.rows = rows;
     cuda::neumf_forward(blas_, shape_, dense_, batch_, stream);
     const float scale = 1.0f / static_cast<float>(samples);
+    loss_scale_ = scale;
     if (bpr()) {
       cuda::bpr_loss_and_grad(d_logits_.data(), d_weights_.data(), rows, scale, d_dlogits_.data(),
                               d_row_loss_.data(), stream);
@@ -502,7 +504,7 @@ class CudaBackend final : public Backend {
     const OptimizerParams& opt = options_.optimizer;
     const float step_size = opt.kind == OptimizerKind::kAdam ? adam_step_size(opt, step) : opt.lr;
     const int* halted = loss_->halted();
-    cuda::dense_update(opt, step_size, d_dense_.data(), d_dense_state0_.data(), d_dense_state1_.data(),
+    cuda::dense_update(dense_params(opt), step_size, d_dense_.data(), d_dense_state0_.data(), d_dense_state1_.data(),
                        d_dense_grad_.data(), static_cast<int64_t>(d_dense_.size()), halted, stream);
 
     user_groups_->build(d_users_.data(), rows, stream);
@@ -533,7 +535,7 @@ class CudaBackend final : public Backend {
     }
     cuda::sparse_update(options_.optimizer, step_size, d_tables_[t].data(), d_table_state0_[t].data(),
                         d_table_state1_[t].data(), width, groups.rows(), groups.num_groups(),
-                        groups.max_groups(), d_summed_.data(), loss_->halted(), stream);
+                        groups.max_groups(), d_summed_.data(), RowL2{groups.starts(), loss_scale_}, loss_->halted(), stream);
   }
 
   const TrainingSet& data_;
@@ -544,6 +546,7 @@ class CudaBackend final : public Backend {
   cuda::Blas blas_;
   cuda::NeuMFShape shape_;
   int64_t max_rows_ = 0;
+  float loss_scale_ = 0.0f;  // the current batch's 1 / samples, for the rows' L2
 
   cuda::DeviceBuffer<uint32_t> d_user_, d_item_, d_order_;
   cuda::DeviceBuffer<float> d_weight_;

@@ -33,12 +33,14 @@ void dense_update(const OptimizerParams& p, float step_size, float* weights, flo
 
 void sparse_update(const OptimizerParams& p, float step_size, float* table, float* state0,
                    float* state1, int64_t width, std::span<const uint32_t> rows,
-                   const float* row_grads) {
+                   const float* row_grads, const RowL2& l2) {
   // Small batches are updated on one thread: forking costs more than the update.
 #pragma omp parallel for schedule(static) if (rows.size() * width > (1 << 15))
   for (int64_t k = 0; k < static_cast<int64_t>(rows.size()); ++k) {
     const int64_t base = static_cast<int64_t>(rows[k]) * width;
-    update_any(p, step_size, table + base, state0 + base, state1 + base, row_grads + k * width, width);
+    OptimizerParams row = p;
+    row.l2 = row_l2(p.l2, l2, k);
+    update_any(row, step_size, table + base, state0 + base, state1 + base, row_grads + k * width, width);
   }
 }
 

@@ -11,9 +11,10 @@ namespace tastebud::cpu {
 void dense_update(const OptimizerParams& p, float step_size, float* weights, float* state0,
                   float* state1, const float* grads, int64_t count);
 
-// Lazy update of table rows `rows` (width floats each) with their summed gradients row_grads.
+// Lazy update of table rows `rows` (width floats each) with their summed gradients row_grads;
+// each row's L2 is row_l2(p.l2, l2, k).
 void sparse_update(const OptimizerParams& p, float step_size, float* table, float* state0,
                    float* state1, int64_t width, std::span<const uint32_t> rows,
-                   const float* row_grads);
+                   const float* row_grads, const RowL2& l2);
 
 }  // namespace tastebud::cpu

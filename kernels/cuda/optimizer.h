@@ -17,9 +17,10 @@ void dense_update(const OptimizerParams& p, float step_size, float* d_weights, f
 
 // Lazy update of the touched table rows rows[0 .. *num_rows) (a count on the device, at most
 // max_rows) with their summed gradients row_grads [max_rows x width].
+// Each row's L2 is row_l2(p.l2, l2, k), l2.starts on the device.
 void sparse_update(const OptimizerParams& p, float step_size, float* d_table, float* d_state0,
                    float* d_state1, int64_t width, const uint32_t* d_rows, const int* d_num_rows,
-                   int64_t max_rows, const float* d_row_grads, const int* d_halted,
+                   int64_t max_rows, const float* d_row_grads, const RowL2& l2, const int* d_halted,
                    StreamHandle stream);
 
 }  // namespace tastebud::cuda

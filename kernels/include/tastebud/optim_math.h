@@ -28,6 +28,29 @@ inline float adam_step_size(const OptimizerParams& p, uint64_t t) {
   return static_cast<float>(p.lr * std::sqrt(c2) / c1);
 }
 
+// --l2 penalizes the embedding and feature tables only, the per-example penalty on latent factors
+// of matrix factorisation: the dense layers and the head are updated without it (dense_params),
+// which keeps a penalty from shrinking the weights a model needs to zero (a constant model).
+inline OptimizerParams dense_params(OptimizerParams p) {
+  p.l2 = 0.0f;
+  return p;
+}
+
+// L2 of the lazily updated rows of a table: --l2 counts once per batch row that used the row and is
+// scaled like that row's loss (1 / samples), so a row is regularized in proportion to how often it
+// is trained, the per-example penalty of matrix factorisation (Rendle et al.) and implicit, not a
+// full-strength decay at every step, which drowns rare rows' gradients and collapses the model.
+// starts: the row groups' offsets (group k used by batch rows starts[k] .. starts[k + 1]).
+struct RowL2 {
+  const uint32_t* starts = nullptr;
+  float scale = 0.0f;  // the loss scale, 1 / samples
+};
+
+// The L2 coefficient of touched row k.
+TASTEBUD_HD float row_l2(float l2, const RowL2& r, int64_t k) {
+  return l2 * r.scale * static_cast<float>(r.starts[k + 1] - r.starts[k]);
+}
+
 // One parameter's update. state0/state1: Adam's m and v, Adagrad's accumulator in state0.
 // step_size: adam_step_size for Adam, lr otherwise.
 TASTEBUD_HD void apply_update(OptimizerKind kind, float step_size, float beta1, float beta2,
