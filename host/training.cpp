@@ -283,6 +283,10 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
   TrainResult result;
   result.backend = backend->name();
   result.popularity = evaluate_popularity(split);
+  // The baseline beside the model's curves in `tastebud report` (host/report.h).
+  if (protocol != EvalProtocol::kNone) {
+    write_file_atomically(job.out / "baseline.json", json{{"popularity", metrics_json(result.popularity)}}.dump(2) + "\n");
+  }
   uint32_t first_epoch = 1;
   double best_value = -1;
   if (job.resume) {
@@ -309,6 +313,7 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
   for (uint32_t epoch = first_epoch; epoch <= job.epochs; ++epoch) {
     const EpochStats stats = backend->train_epoch(epoch - 1, [&](uint64_t done, uint64_t total, double loss) {
       progress.update(epoch, job.epochs, done, total, loss);
+      if (job.on_progress) job.on_progress(TrainProgress{epoch, job.epochs, done, total, loss});
     });
     progress.clear();
     if (!stats.finite) {
@@ -364,6 +369,7 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
     }
     log << line << "\n";
     log.flush();
+    if (job.on_epoch) job.on_epoch(record);
     if (job.patience > 0 && since_best >= job.patience) {
       log << fmt::format("early stop: {} has not improved for {} epochs\n", metric, job.patience);
       break;
