@@ -3,7 +3,6 @@
 import contextlib
 import json
 import os
-import sys
 import tempfile
 
 import numpy as np
@@ -86,7 +85,7 @@ class _ProgressBar:
         if self._bar is not None:
             self._bar.write(line)
         else:
-            print(line, file=sys.stderr)
+            print(line)
 
     def close(self):
         if self._bar is not None:
