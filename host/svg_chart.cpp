@@ -22,12 +22,17 @@ std::vector<double> ticks(double lo, double hi) {
     step = m * magnitude;
     if (step >= raw) break;
   }
+  // From the last tick at or below lo to the first at or above hi, so the ticks frame the data.
   std::vector<double> out;
-  for (double t = std::ceil(lo / step) * step; t <= hi + step * 1e-9; t += step) out.push_back(std::abs(t) < step * 1e-9 ? 0 : t);
+  for (double t = std::floor(lo / step + 1e-9) * step; ; t += step) {
+    out.push_back(std::abs(t) < step * 1e-9 ? 0 : t);
+    if (t >= hi - step * 1e-9) break;
+  }
   return out;
 }
 
 std::string number(double v) {
+  if (v == std::round(v) && std::abs(v) < 1e9) return fmt::format("{:.0f}", v);
   if (v != 0 && (std::abs(v) >= 1e6 || std::abs(v) < 1e-3)) return fmt::format("{:.2g}", v);
   return fmt::format("{:.4g}", v);
 }
@@ -96,8 +101,8 @@ std::string line_chart_svg(const LineChart& chart) {
   f.y_lo -= pad;
   f.y_hi += pad;
   const std::vector<double> y_ticks = ticks(f.y_lo, f.y_hi);
-  f.y_lo = std::min(f.y_lo, y_ticks.front());
-  f.y_hi = std::max(f.y_hi, y_ticks.back());
+  f.y_lo = y_ticks.front();
+  f.y_hi = y_ticks.back();
   std::string s = open_svg(chart.title) + y_axis(f, y_ticks, chart.x_label, chart.y_label);
   for (double t : ticks(f.x_lo, f.x_hi)) {
     s += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"middle\">{}</text>\n", f.px(t), kTop + kPlotH + 15, number(t));
@@ -131,12 +136,15 @@ std::string line_chart_svg(const LineChart& chart) {
 std::string bar_chart_svg(const BarChart& chart) {
   double top = 0;
   for (double v : chart.values) top = std::max(top, v);
-  const std::vector<double> y_ticks = ticks(0, top > 0 ? top * 1.05 : 1);
+  const std::vector<double> y_ticks = ticks(0, top > 0 ? top : 1);
   const Frame f{0, 1, 0, y_ticks.back()};
   std::string s = open_svg(chart.title) + y_axis(f, y_ticks, chart.x_label, chart.y_label);
   const size_t n = chart.values.size();
   const double slot = n > 0 ? kPlotW / n : kPlotW;
-  const size_t label_every = std::max<size_t>(1, (n + 7) / 8);  // at most about eight labels
+  size_t longest = 1;
+  for (const std::string& label : chart.labels) longest = std::max(longest, label.size());
+  const auto fits = static_cast<size_t>(std::max(1.0, kPlotW / (6.5 * longest + 12)));
+  const size_t label_every = std::max<size_t>(1, (n + fits - 1) / fits);  // labels that do not overlap
   for (size_t k = 0; k < n; ++k) {
     const double x = kLeft + k * slot + slot * 0.1, w = slot * 0.8;
     const double y = f.py(chart.values[k]), h = kTop + kPlotH - y;
