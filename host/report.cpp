@@ -1,5 +1,6 @@
 #include "host/report.h"
 
+#include <cctype>
 #include <cmath>
 #include <sstream>
 #include <vector>
@@ -19,6 +20,16 @@ namespace {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+
+// Every chart of the page, also kept apart for --svg-dir: (file name, markup).
+using Charts = std::vector<std::pair<std::string, std::string>>;
+
+const std::string& keep(Charts& charts, std::string name, std::string svg) {
+  for (char& c : name)
+    if (!std::isalnum(static_cast<unsigned char>(c))) c = '-';
+  charts.emplace_back(fmt::format("{:02d}-{}.svg", charts.size() + 1, name), std::move(svg));
+  return charts.back().second;
+}
 
 constexpr const char* kModelColor = "#1f77b4";
 constexpr const char* kBaselineColor = "#d62728";
@@ -63,7 +74,7 @@ std::string config_table(const json& config) {
 }
 
 // The training loss, then one chart per metric with the popularity baseline beside it.
-std::string training_charts(const std::vector<json>& rows, const json& baseline) {
+std::string training_charts(const std::vector<json>& rows, const json& baseline, Charts& charts) {
   std::string s;
   ChartSeries loss{"training loss", {}, {}, kModelColor};
   for (const json& r : rows) {
@@ -71,7 +82,7 @@ std::string training_charts(const std::vector<json>& rows, const json& baseline)
     loss.x.push_back(r.at("epoch").get<double>());
     loss.y.push_back(r.at("loss").get<double>());
   }
-  if (!loss.x.empty()) s += line_chart_svg({"Training loss per epoch", "epoch", "mean loss", {loss}});
+  if (!loss.x.empty()) s += keep(charts, "loss", line_chart_svg({"Training loss per epoch", "epoch", "mean loss", {loss}}));
   if (rows.empty()) return s;
   for (auto it = rows.back().at("metrics").begin(); it != rows.back().at("metrics").end(); ++it) {
     const std::string& metric = it.key();
@@ -88,7 +99,7 @@ std::string training_charts(const std::vector<json>& rows, const json& baseline)
       const double b = baseline.at(metric).get<double>();
       chart.series.push_back({"popularity baseline", {model.x.front(), model.x.back()}, {b, b}, kBaselineColor, true});
     }
-    s += line_chart_svg(chart);
+    s += keep(charts, metric, line_chart_svg(chart));
   }
   return s;
 }
@@ -122,7 +133,7 @@ std::string metrics_table(const std::vector<json>& rows, const json& baseline, u
   return s + "</table>\n";
 }
 
-std::string dataset_section(const json& config) {
+std::string dataset_section(const json& config, Charts& charts) {
   const fs::path data = config.value("data", std::string());
   if (data.empty() || !fs::is_directory(data)) {
     return fmt::format("<p>The dataset ({}) is gone: its charts are left out.</p>\n",
@@ -131,12 +142,16 @@ std::string dataset_section(const json& config) {
   const DatasetShape shape = dataset_shape(datasets::Dataset::open(data));
   std::string s = fmt::format("<p>{}: {} interactions, {} users, {} items.</p>\n<div class=\"charts\">\n",
                               xml_escape(data.string()), shape.interactions, shape.users, shape.items);
-  s += bar_chart_svg({"Interactions per user", "interactions", "users", shape.per_user.labels, shape.per_user.counts});
-  s += bar_chart_svg({"Interactions per item", "interactions", "items", shape.per_item.labels, shape.per_item.counts});
-  s += bar_chart_svg({"Events over time", "period starting (UTC)", "interactions", shape.over_time.labels,
-                      shape.over_time.counts, "#59a14f"});
-  s += bar_chart_svg({"Event types", "EVENT_TYPE", "interactions", shape.event_types.labels, shape.event_types.counts,
-                      "#f28e2b"});
+  s += keep(charts, "interactions-per-user",
+            bar_chart_svg({"Interactions per user", "interactions", "users", shape.per_user.labels, shape.per_user.counts}));
+  s += keep(charts, "interactions-per-item",
+            bar_chart_svg({"Interactions per item", "interactions", "items", shape.per_item.labels, shape.per_item.counts}));
+  s += keep(charts, "events-over-time",
+            bar_chart_svg({"Events over time", "period starting (UTC)", "interactions", shape.over_time.labels,
+                           shape.over_time.counts, "#59a14f"}));
+  s += keep(charts, "event-types",
+            bar_chart_svg({"Event types", "EVENT_TYPE", "interactions", shape.event_types.labels,
+                           shape.event_types.counts, "#f28e2b"}));
   return s + "</div>\n";
 }
 
@@ -148,7 +163,7 @@ td{font-family:monospace})";
 
 }  // namespace
 
-std::string render_report(const fs::path& model_dir) {
+ReportPage render_report(const fs::path& model_dir) {
   if (!fs::is_directory(model_dir)) throw Error(fmt::format("report: {} is not a model directory", model_dir.string()));
   const json config = read_json(model_dir / "config.json");
   const std::vector<json> rows = read_rows(model_dir / "metrics.jsonl");
@@ -174,18 +189,27 @@ std::string render_report(const fs::path& model_dir) {
                                  "<h1>tastebud report: {2} model in {0}</h1>\n",
                                  xml_escape(model_dir.string()), kStyle, xml_escape(kind));
   html += "<h2>Final metrics</h2>\n" + metrics_table(rows, baseline, best_epoch);
-  html += "<h2>Training</h2>\n<div class=\"charts\">\n" + training_charts(rows, baseline) + "</div>\n";
-  html += "<h2>Dataset</h2>\n" + dataset_section(config);
+  ReportPage page;
+  html += "<h2>Training</h2>\n<div class=\"charts\">\n" + training_charts(rows, baseline, page.charts) + "</div>\n";
+  html += "<h2>Dataset</h2>\n" + dataset_section(config, page.charts);
   html += "<h2>Configuration</h2>\n" + config_table(config);
   if (config.contains("model_config")) {
     html += "<pre>" + xml_escape(config.at("model_config").dump(2)) + "</pre>\n";
   }
-  return html + "</body>\n</html>\n";
+  page.html = html + "</body>\n</html>\n";
+  return page;
 }
 
-fs::path write_report(const fs::path& model_dir, const fs::path& out) {
+fs::path write_report(const fs::path& model_dir, const fs::path& out, const fs::path& svg_dir) {
   const fs::path path = out.empty() ? model_dir / "report.html" : out;
-  write_file_atomically(path, render_report(model_dir));
+  const ReportPage page = render_report(model_dir);
+  if (!svg_dir.empty()) {
+    fs::create_directories(svg_dir);
+    for (const auto& [name, svg] : page.charts) {
+      write_file_atomically(svg_dir / name, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n" + svg);
+    }
+  }
+  write_file_atomically(path, page.html);
   return path;
 }
 

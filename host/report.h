@@ -12,14 +12,23 @@
 
 #include <filesystem>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace tastebud::host {
 
+struct ReportPage {
+  std::string html;
+  std::vector<std::pair<std::string, std::string>> charts;  // (file name, SVG), in page order
+};
+
 // The page for a model directory (config.json, metrics.jsonl, baseline.json when training wrote
 // it, and the dataset named in config.json when it is still there).
-std::string render_report(const std::filesystem::path& model_dir);
+ReportPage render_report(const std::filesystem::path& model_dir);
 
-// Writes the page to `out` (empty: MODEL_DIR/report.html) atomically; returns the path.
-std::filesystem::path write_report(const std::filesystem::path& model_dir, const std::filesystem::path& out);
+// Writes the page to `out` (empty: MODEL_DIR/report.html) atomically, and with svg_dir each
+// chart as its own SVG file there; returns the page's path.
+std::filesystem::path write_report(const std::filesystem::path& model_dir, const std::filesystem::path& out,
+                                   const std::filesystem::path& svg_dir = {});
 
 }  // namespace tastebud::host

@@ -32,11 +32,12 @@ void bind_artifacts(py::module_& m) {
       py::arg("model_dir"), py::arg("out"), "Writes the model as ONNX to `out` and its ids to `out`.ids.json.");
   m.def(
       "write_report",
-      [](const std::filesystem::path& model_dir, const std::filesystem::path& out) {
+      [](const std::filesystem::path& model_dir, const std::filesystem::path& out, const std::filesystem::path& svg_dir) {
         py::gil_scoped_release release;
-        return host::write_report(model_dir, out);
+        return host::write_report(model_dir, out, svg_dir);
       },
-      py::arg("model_dir"), py::arg("out"), "Writes the HTML report; returns its path.");
+      py::arg("model_dir"), py::arg("out"), py::arg("svg_dir"),
+      "Writes the HTML report (and with svg_dir each chart as an SVG file); returns its path.");
 }
 
 }  // namespace tastebud::python

@@ -140,3 +140,15 @@ def test_chromium_draws_the_charts(report, tmp_path):
     assert colors.get((0x1f, 0x77, 0xb4), 0) > 500
     assert colors.get((0xd6, 0x27, 0x28), 0) > 200
     assert colors.get((0x4c, 0x78, 0xa8), 0) > 5000
+
+
+def test_each_chart_can_be_written_as_its_own_svg(report, trained, tmp_path):
+    import xml.etree.ElementTree as ET
+    run_cli("report", trained["neumf"], "--out", tmp_path / "r.html", "--svg-dir", tmp_path / "svg")
+    files = sorted((tmp_path / "svg").glob("*.svg"))
+    assert [f.name for f in files][:2] == ["01-loss.svg", "02-hr-10.svg"]
+    assert len(files) == parse(report.read_text()).count("svg")
+    for f in files:
+        root = ET.parse(f).getroot()  # well-formed XML, an SVG document of its own
+        assert root.tag == "{http://www.w3.org/2000/svg}svg"
+        assert root.findall(".//{http://www.w3.org/2000/svg}path")

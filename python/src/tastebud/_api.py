@@ -205,6 +205,8 @@ class Model:
         the id-to-row maps to `out`.ids.json. Same as `tastebud export --format onnx`."""
         return _core.export_onnx(os.fspath(self.path), os.fspath(out))
 
-    def report(self, out=None):
-        """Writes the HTML report (default MODEL_DIR/report.html); returns its path."""
-        return _core.write_report(os.fspath(self.path), os.fspath(out) if out else "")
+    def report(self, out=None, svg_dir=None):
+        """Writes the HTML report (default MODEL_DIR/report.html), and with svg_dir each chart as
+        its own SVG file there; returns the page's path. Same as `tastebud report`."""
+        return _core.write_report(os.fspath(self.path), os.fspath(out) if out else "",
+                                  os.fspath(svg_dir) if svg_dir else "")
