@@ -12,10 +12,10 @@ constexpr double kWidth = 460, kHeight = 260;
 constexpr double kLeft = 58, kRight = 14, kTop = 30, kBottom = 46;
 constexpr double kPlotW = kWidth - kLeft - kRight, kPlotH = kHeight - kTop - kBottom;
 
-// About five round tick values covering [lo, hi].
-std::vector<double> ticks(double lo, double hi) {
+// About five round tick values covering [lo, hi]; whole numbers only when `whole` (epochs).
+std::vector<double> ticks(double lo, double hi, bool whole = false) {
   if (!(hi > lo)) hi = lo + 1;
-  const double raw = (hi - lo) / 5;
+  const double raw = whole ? std::max(1.0, (hi - lo) / 5) : (hi - lo) / 5;
   const double magnitude = std::pow(10.0, std::floor(std::log10(raw)));
   double step = magnitude;
   for (double m : {1.0, 2.0, 5.0, 10.0}) {
@@ -104,7 +104,11 @@ std::string line_chart_svg(const LineChart& chart) {
   f.y_lo = y_ticks.front();
   f.y_hi = y_ticks.back();
   std::string s = open_svg(chart.title) + y_axis(f, y_ticks, chart.x_label, chart.y_label);
-  for (double t : ticks(f.x_lo, f.x_hi)) {
+  bool whole_x = true;
+  for (const ChartSeries& series : chart.series)
+    for (double x : series.x) whole_x = whole_x && x == std::round(x);
+  for (double t : ticks(f.x_lo, f.x_hi, whole_x)) {
+    if (t < f.x_lo || t > f.x_hi) continue;
     s += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"middle\">{}</text>\n", f.px(t), kTop + kPlotH + 15, number(t));
   }
   double legend_x = kLeft + 8;

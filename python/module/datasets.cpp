@@ -1,4 +1,5 @@
 // import_dataset: the Personalize-layout CSVs in, a dataset directory out (datasets/import.h).
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -25,7 +26,7 @@ datasets::ImportMode parse_mode(const std::string& mode) {
 
 py::dict import_files(const fs::path& out, const fs::path& interactions, const fs::path& users,
                       const fs::path& items, const fs::path& schema_dir, const std::string& mode,
-                      bool overwrite, uint64_t max_bad_rows) {
+                      bool overwrite, uint64_t max_bad_rows, py::object progress) {
   datasets::ImportOptions options;
   options.out = out;
   options.interactions = interactions;
@@ -39,6 +40,19 @@ py::dict import_files(const fs::path& out, const fs::path& interactions, const f
     throw Error("import_dataset: give the interactions (a CSV path or a DataFrame)");
   std::vector<std::string> skipped;
   options.on_bad_row = [&](const std::string& message) { skipped.push_back(message); };
+  // progress(bytes_read, bytes_total) of the interactions CSV, with the GIL, at most ten times a
+  // second and once at the end.
+  auto last = std::chrono::steady_clock::now() - std::chrono::seconds(1);
+  if (!progress.is_none()) {
+    options.on_progress = [&](uint64_t read, uint64_t total) {
+      const auto now = std::chrono::steady_clock::now();
+      if (read < total && now - last < std::chrono::milliseconds(100)) return;
+      last = now;
+      py::gil_scoped_acquire gil;
+      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+      progress(read, total);
+    };
+  }
   datasets::ImportReport r;
   {
     py::gil_scoped_release release;
@@ -64,7 +78,7 @@ py::dict import_files(const fs::path& out, const fs::path& interactions, const f
 void bind_datasets(py::module_& m) {
   m.def("import_dataset", &import_files, py::arg("out"), py::arg("interactions"), py::arg("users"),
         py::arg("items"), py::arg("schema_dir"), py::arg("mode"), py::arg("overwrite"),
-        py::arg("max_bad_rows"),
+        py::arg("max_bad_rows"), py::arg("progress"),
         "Encodes the CSV files into the dataset directory `out`; returns the import report.");
 }
 

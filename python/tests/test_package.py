@@ -34,6 +34,15 @@ def test_import_from_dataframes_equals_import_from_the_csvs(shop, dataset, tmp_p
     assert columns(tmp_path / "data") == columns(dataset)
 
 
+def test_import_reports_its_progress_in_bytes(shop, tmp_path):
+    calls = []
+    tastebud._core.import_dataset(str(tmp_path / "data"), str(shop / "interactions.csv"), "", "", "", "full", False, 0,
+                                  lambda done, total: calls.append((done, total)))
+    size = (shop / "interactions.csv").stat().st_size
+    assert calls and calls[-1] == (size, size)
+    assert all(0 < done <= total == size for done, total in calls)
+
+
 def test_import_errors_carry_the_engines_message(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("USER_ID,ITEM_ID,TIMESTAMP\nu1,i1,not-a-time\n")

@@ -41,10 +41,12 @@ def _csv_path(source, name, scratch):
 
 
 def import_dataset(out, interactions=None, users=None, items=None, *, schema_dir=None, mode="full",
-                   overwrite=False, max_bad_rows=0):
+                   overwrite=False, max_bad_rows=0, progress=True):
     """Imports the interactions (and optional users and items), each a CSV path or a pandas
     DataFrame with the Personalize columns (USER_ID, ITEM_ID, TIMESTAMP, ...), into the dataset
-    directory `out`. Returns the import report as a dict. Same as `tastebud import`."""
+    directory `out`. Returns the import report as a dict. Same as `tastebud import`.
+    progress: a tqdm bar over the interactions' bytes (when tqdm is installed)."""
+    bar = _ProgressBar(progress, unit="B", desc="import")
     with contextlib.ExitStack() as stack:
         scratch_dir = []
 
@@ -53,18 +55,21 @@ def import_dataset(out, interactions=None, users=None, items=None, *, schema_dir
                 scratch_dir.append(stack.enter_context(tempfile.TemporaryDirectory(prefix="tastebud-")))
             return scratch_dir[0]
 
+        stack.callback(bar.close)
         return _core.import_dataset(
             os.fspath(out), _csv_path(interactions, "interactions", scratch), _csv_path(users, "users", scratch),
             _csv_path(items, "items", scratch), os.fspath(schema_dir) if schema_dir else "", mode, overwrite,
-            max_bad_rows)
+            max_bad_rows, bar.bytes if bar.active else None)
 
 
 class _ProgressBar:
-    """One tqdm bar over every epoch's samples, when tqdm is installed."""
+    """One tqdm bar, when tqdm is installed: over every epoch's samples (train) or over the
+    interactions' bytes (import)."""
 
-    def __init__(self, enabled):
+    def __init__(self, enabled, unit="samples", desc="train"):
         self._bar = None
         self._tqdm = None
+        self._unit, self._desc = unit, desc
         if enabled:
             try:
                 from tqdm.auto import tqdm
@@ -76,9 +81,19 @@ class _ProgressBar:
         if self._tqdm is None:
             return
         if self._bar is None:
-            self._bar = self._tqdm(total=epochs * total, unit="samples", unit_scale=True, desc="train")
+            self._bar = self._tqdm(total=epochs * total, unit=self._unit, unit_scale=True, desc=self._desc)
         self._bar.n = (epoch - 1) * total + done
         self._bar.set_postfix(epoch=f"{epoch}/{epochs}", loss=f"{loss:.4f}", refresh=False)
+        self._bar.refresh()
+
+    @property
+    def active(self):
+        return self._tqdm is not None
+
+    def bytes(self, done, total):
+        if self._bar is None:
+            self._bar = self._tqdm(total=total, unit=self._unit, unit_scale=True, desc=self._desc)
+        self._bar.n = done
         self._bar.refresh()
 
     def write(self, line):
