@@ -78,6 +78,22 @@ def test_train_reports_progress_and_log_lines(dataset, tmp_path, capsys):
     assert "epoch   1  loss" in out and "epoch   2  loss" in out
 
 
+def test_an_exception_in_a_callback_stops_training_and_resume_finishes_it(dataset, trained, tmp_path):
+    class Stop(Exception):
+        pass
+
+    def stop_in_the_second_epoch(epoch, epochs, done, total, loss):
+        if epoch == 2:
+            raise Stop()
+
+    with pytest.raises(Stop):
+        tastebud._core.train(str(dataset), str(tmp_path / "m"), dict(TRAIN_ARGS), stop_in_the_second_epoch, None, None)
+    assert (tmp_path / "m" / "checkpoint.bin").exists()  # epoch 1 is kept
+    model = tastebud.train(dataset, tmp_path / "m", resume=True, progress=False, verbose=False, **TRAIN_ARGS)
+    assert [e["epoch"] for e in model.training["history"]] == [1, 2]
+    assert (tmp_path / "m" / "model.bin").read_bytes() == (trained["neumf"] / "model.bin").read_bytes()
+
+
 def test_train_errors_carry_the_engines_message(dataset, tmp_path):
     with pytest.raises(tastebud.Error, match="unknown --loss 'nope'"):
         tastebud.train(dataset, tmp_path / "a", loss="nope", progress=False, verbose=False)
