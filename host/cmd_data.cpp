@@ -10,6 +10,7 @@
 #include <fmt/core.h>
 
 #include "host/commands.h"
+#include "host/progress.h"
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/datasets/import.h"
 #include "tastebud/datasets/sources.h"
@@ -58,8 +59,13 @@ void run_import(const ImportArgs& args) {
                                             : datasets::ImportMode::Full;
   options.overwrite = args.overwrite;
   options.max_bad_rows = args.max_bad_rows;
-  options.on_bad_row = [](const std::string& message) {
+  ProgressLine progress("MB", true);
+  options.on_bad_row = [&](const std::string& message) {
+    progress.clear();
     std::fprintf(stderr, "tastebud: skipped bad row: %s\n", message.c_str());
+  };
+  options.on_progress = [&](uint64_t read, uint64_t total) {
+    progress.update("import", total > 0 ? static_cast<double>(read) / total : -1.0, read / 1e6);
   };
 
   std::unique_ptr<ScratchDir> scratch;
@@ -76,6 +82,7 @@ void run_import(const ImportArgs& args) {
   }
 
   const datasets::ImportReport report = datasets::import_dataset(options);
+  progress.clear();
   const double mb = report.interactions_bytes / 1e6;
   fmt::print("imported {} interactions ({} read, {} duplicates dropped, {} bad rows skipped), "
              "{} users ({} new), {} items ({} new) into {} in {:.2f} s ({:.0f} MB/s of "

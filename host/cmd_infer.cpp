@@ -4,6 +4,7 @@
 
 #include "host/commands.h"
 #include "host/inference.h"
+#include "host/progress.h"
 
 namespace tastebud::host {
 namespace {
@@ -41,7 +42,14 @@ void add_infer_commands(CLI::App& app) {
                   "Two-stage retrieval: this many candidates by the GMF dot product, reranked by the full model (0: exact)")
       ->capture_default_str();
   cmd->add_option("--threads", infer->options.threads, "CPU threads (0: all cores)")->capture_default_str();
-  cmd->callback([infer] { batch_infer(infer->model, infer->input, infer->output, infer->options, std::cout); });
+  cmd->callback([infer] {
+    ProgressLine progress("lines", true);
+    infer->options.on_progress = [&](uint64_t read, uint64_t total, uint64_t lines) {
+      if (total > 0 && read >= total) return progress.clear();  // the summary line follows
+      progress.update("batch-infer", total > 0 ? static_cast<double>(read) / total : -1.0, static_cast<double>(lines));
+    };
+    batch_infer(infer->model, infer->input, infer->output, infer->options, std::cout);
+  });
 
   auto segment = std::make_shared<SegmentArgs>();
   auto* seg = app.add_subcommand(

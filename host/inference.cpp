@@ -981,7 +981,8 @@ std::ifstream open_input(const fs::path& input) {
 
 // chunk(lines, answers, results, workers) answers one chunk of lines.
 template <typename ChunkFn>
-BatchStats run_lines(const fs::path& input, const fs::path& output, uint32_t threads, ChunkFn&& chunk) {
+BatchStats run_lines(const fs::path& input, const fs::path& output, uint32_t threads, ChunkFn&& chunk,
+                     const std::function<void(uint64_t, uint64_t, uint64_t)>& on_progress = {}) {
   const auto start = std::chrono::steady_clock::now();
   std::ifstream in = open_input(input);
   AtomicOutput out(output);
@@ -1010,6 +1011,12 @@ BatchStats run_lines(const fs::path& input, const fs::path& output, uint32_t thr
     }
     out.write(text);
     stats.lines += lines.size();
+    if (on_progress) {  // input bytes read, of its size (0 for a pipe: unknown)
+      std::error_code no_size;
+      const uint64_t size = fs::is_regular_file(input, no_size) ? fs::file_size(input, no_size) : 0;
+      const std::streamoff at = more ? static_cast<std::streamoff>(in.tellg()) : -1;
+      on_progress(at < 0 ? size : static_cast<uint64_t>(at), size, stats.lines);
+    }
   }
   if (in.bad()) throw Error(fmt::format("--input {}: read failed", input.string()));
   out.commit();
@@ -1038,12 +1045,12 @@ void print_stats(std::ostream& log, const char* job, const BatchStats& s, const 
 }  // namespace
 
 BatchStats run_batch_infer(const Recommender& recommender, const fs::path& input, const fs::path& output,
-                           uint32_t threads) {
+                           uint32_t threads, const std::function<void(uint64_t, uint64_t, uint64_t)>& on_progress) {
   return run_lines(input, output, threads,
                    [&](std::span<const std::string> lines, std::span<std::string> answers,
                        std::span<LineResult> results, int workers) {
                      recommender.answer_chunk(lines, answers, results, workers);
-                   });
+                   }, on_progress);
 }
 
 BatchStats run_batch_segment(const Recommender& recommender, const fs::path& input, const fs::path& output,
@@ -1087,7 +1094,7 @@ BatchStats batch_infer(const fs::path& model_dir, const fs::path& input, const f
                      : options.candidates > 0 ? fmt::format("two-stage ({} candidates)", options.candidates)
                                               : "exact top-k",
                      recommender.device(), options.filter.empty() ? "" : ", filter: ", options.filter);
-  const BatchStats stats = run_batch_infer(recommender, input, output, options.threads);
+  const BatchStats stats = run_batch_infer(recommender, input, output, options.threads, options.on_progress);
   print_stats(log, "batch-infer", stats, output);
   return stats;
 }

@@ -51,6 +51,9 @@ struct InferenceOptions {
   bool keep_seen = false;     // keep the user's interacted items in recommendations
   uint32_t candidates = 0;    // > 0: two-stage retrieval, this many GMF candidates reranked
   uint32_t threads = 0;       // 0: all cores
+  // batch_infer tells it after each chunk of lines: input bytes read of the file's size, lines
+  // answered (the command line's progress line). May be empty.
+  std::function<void(uint64_t bytes_read, uint64_t bytes_total, uint64_t lines)> on_progress;
 };
 
 // A contextual field of a model trained with --context: its values as context-table rows.
@@ -127,7 +130,8 @@ struct BatchStats {
 // Runs the whole file: lines answered in parallel in chunks, written in input order to a
 // temporary name beside `output` and renamed into place at the end.
 BatchStats run_batch_infer(const Recommender& recommender, const std::filesystem::path& input,
-                           const std::filesystem::path& output, uint32_t threads);
+                           const std::filesystem::path& output, uint32_t threads,
+                           const std::function<void(uint64_t, uint64_t, uint64_t)>& on_progress = {});
 BatchStats run_batch_segment(const Recommender& recommender, const std::filesystem::path& input,
                              const std::filesystem::path& output, uint32_t num_results,
                              uint32_t threads);

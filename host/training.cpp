@@ -1,8 +1,6 @@
 #include "host/training.h"
 
-#include <unistd.h>
 
-#include <chrono>
 #include <optional>
 #include <cmath>
 #include <cstdio>
@@ -15,6 +13,7 @@
 
 #include "host/features.h"
 #include "host/model_dir.h"
+#include "host/progress.h"
 #include "host/recipes.h"
 #include "host/split.h"
 #include "tastebud/datasets/dataset.h"
@@ -136,37 +135,6 @@ EpochRecord record_from_json(const json& j) {
   return r;
 }
 
-std::string format_duration(double seconds) {
-  if (seconds < 60) return fmt::format("{:.0f}s", seconds);
-  return fmt::format("{:.0f}m{:02.0f}s", std::floor(seconds / 60), std::fmod(seconds, 60));
-}
-
-class ProgressLine {
- public:
-  explicit ProgressLine(bool enabled) : enabled_(enabled && ::isatty(2)) {}
-  void update(uint32_t epoch, uint32_t epochs, uint64_t done, uint64_t total, double loss) {
-    if (!enabled_) return;
-    const auto now = std::chrono::steady_clock::now();
-    if (done == 0 || done < last_done_) start_ = now;
-    last_done_ = done;
-    const double elapsed = std::chrono::duration<double>(now - start_).count();
-    const double rate = elapsed > 0 ? done / elapsed : 0;
-    const double eta = rate > 0 ? (total - done) / rate : 0;
-    std::fprintf(stderr, "\repoch %u/%u %5.1f%%  %.2fM samples/s  loss %.4f  ETA %s   ", epoch, epochs,
-                 100.0 * done / std::max<uint64_t>(total, 1), rate / 1e6, loss,
-                 format_duration(eta).c_str());
-    std::fflush(stderr);
-  }
-  void clear() {
-    if (enabled_) std::fprintf(stderr, "\r%80s\r", "");
-  }
-
- private:
-  bool enabled_;
-  uint64_t last_done_ = 0;
-  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
-};
-
 SeenItems seen_of(const TrainingSet& train) {
   return SeenItems{train.user_offsets, train.item};
 }
@@ -283,6 +251,10 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
   TrainResult result;
   result.backend = backend->name();
   result.popularity = evaluate_popularity(split);
+  // The baseline beside the model's curves in `tastebud report` (host/report.h).
+  if (protocol != EvalProtocol::kNone) {
+    write_file_atomically(job.out / "baseline.json", json{{"popularity", metrics_json(result.popularity)}}.dump(2) + "\n");
+  }
   uint32_t first_epoch = 1;
   double best_value = -1;
   if (job.resume) {
@@ -304,11 +276,13 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
                      job.model, job.data.string(), config.num_users, config.num_items,
                      split.train.size(), backend->name(), backend->samples_per_epoch());
 
-  ProgressLine progress(job.progress);
+  ProgressLine progress("samples", job.progress);
   uint32_t since_best = 0;
   for (uint32_t epoch = first_epoch; epoch <= job.epochs; ++epoch) {
     const EpochStats stats = backend->train_epoch(epoch - 1, [&](uint64_t done, uint64_t total, double loss) {
-      progress.update(epoch, job.epochs, done, total, loss);
+      progress.update(fmt::format("epoch {}/{}", epoch, job.epochs), static_cast<double>(done) / std::max<uint64_t>(total, 1),
+                      static_cast<double>(done), fmt::format("loss {:.4f}", loss));
+      if (job.on_progress) job.on_progress(TrainProgress{epoch, job.epochs, done, total, loss});
     });
     progress.clear();
     if (!stats.finite) {
@@ -364,6 +338,7 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
     }
     log << line << "\n";
     log.flush();
+    if (job.on_epoch) job.on_epoch(record);
     if (job.patience > 0 && since_best >= job.patience) {
       log << fmt::format("early stop: {} has not improved for {} epochs\n", metric, job.patience);
       break;

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <iosfwd>
 #include <string>
 #include <vector>
@@ -12,6 +13,15 @@
 #include "host/split.h"
 
 namespace tastebud::host {
+
+struct EpochRecord;
+
+// Where an epoch is: samples done of its total and the mean loss so far.
+struct TrainProgress {
+  uint32_t epoch = 0, epochs = 0;  // 1-based epoch of how many
+  uint64_t done = 0, total = 0;
+  double loss = 0;
+};
 
 struct TrainJob {
   std::filesystem::path data;
@@ -39,6 +49,10 @@ struct TrainJob {
   uint32_t patience = 0;           // epochs without improvement before stopping; 0: never stop early
   bool resume = false;
   bool progress = true;            // a progress line on stderr when it is a terminal
+  // Told as each epoch goes and when it ends (the Python package draws its progress bar with
+  // these); either may be empty, and either may throw to stop the run (the checkpoint stays).
+  std::function<void(const TrainProgress&)> on_progress;
+  std::function<void(const EpochRecord&)> on_epoch;
   // Events that train the model, TYPE[:THRESHOLD[:WEIGHT]] each (see EventRule in split.h); from
   // --event flags or the job file's [[events]] tables. Empty: every event counts once.
   std::vector<std::string> events;

@@ -583,6 +583,7 @@ struct ParsedRows {
   std::vector<std::pair<size_t, std::string>> bad_rows;  // (good rows before it, message)
   std::exception_ptr failure;  // a fatal error after the rows above
   bool last = false;
+  uint64_t bytes_consumed = 0;  // of the file, after these rows (for progress)
 
   void clear() {
     count = 0;
@@ -850,6 +851,7 @@ void parse_rows(CsvInput& in, const Columns& cols, BatchQueue& queue) {
       b->last = true;
     }
     const bool last = b->last;
+    b->bytes_consumed = in.bytes_consumed();
     queue.put_full(b);
     if (last) return;
   }
@@ -858,6 +860,8 @@ void parse_rows(CsvInput& in, const Columns& cols, BatchQueue& queue) {
 
 class InteractionsBuilder {
  public:
+  std::function<void(uint64_t bytes_read)> on_progress;  // after each batch of rows; may be empty
+
   explicit InteractionsBuilder(const Schema& schema) {
     for (const SchemaField& f : schema.fields) {
       switch (field_role(DatasetKind::Interactions, f)) {
@@ -1014,6 +1018,7 @@ class InteractionsBuilder {
       while (bad < b.bad_rows.size()) budget.skip(BadRow(b.bad_rows[bad++].second));
       const bool last = b.last;
       const std::exception_ptr failure = b.failure;
+      if (on_progress) on_progress(b.bytes_consumed);
       queue.put_free(batch);
       if (failure) std::rethrow_exception(failure);
       if (last) break;
@@ -1422,6 +1427,10 @@ ImportReport import_dataset(const ImportOptions& options) {
   if (users_in) user_metadata.read(*users_in, *users_schema.schema, users_schema.source, users, budget);
   if (items_in) item_metadata.read(*items_in, *items_schema.schema, items_schema.source, items, budget);
   if (interactions_in) {
+    if (options.on_progress) {
+      const uint64_t total = fs::file_size(options.interactions);
+      interactions.on_progress = [&](uint64_t bytes) { options.on_progress(bytes, total); };
+    }
     interactions.read(*interactions_in, *interactions_schema.schema, interactions_schema.source,
                       users, items, event_types, budget);
     report.interactions_bytes = fs::file_size(options.interactions);

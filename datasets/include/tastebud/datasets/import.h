@@ -25,6 +25,9 @@ struct ImportOptions {
   bool overwrite = false;     // full mode: replace an existing dataset at `out`
   uint64_t max_bad_rows = 0;  // rows with a problem that may be skipped before the import fails
   std::function<void(const std::string&)> on_bad_row;  // told each skipped row's message
+  // Told, as the interactions CSV is read, how many of its bytes are done and its size (the
+  // command line's progress line); from the importing thread.
+  std::function<void(uint64_t bytes_read, uint64_t bytes_total)> on_progress;
   size_t block_size = size_t{8} << 20;                 // CSV read block
 };
 

@@ -1,0 +1,15 @@
+"""tastebud from Python: import a dataset, train NeuMF / GMF / MLP, recommend, export to ONNX.
+
+The work is done by the same C++ libraries as the ``tastebud`` command line (``tastebud._core``);
+answers equal ``tastebud batch-infer``'s for the same queries.
+
+    import tastebud
+    tastebud.import_dataset("data", interactions="interactions.csv", items="items.csv")
+    model = tastebud.train("data", "model", epochs=10, batch_size=1024)
+    items, scores = model.recommend("u1", n=10)
+"""
+
+from ._api import Error, FilterError, Model, import_dataset, train
+
+__all__ = ["Error", "FilterError", "Model", "import_dataset", "train"]
+__version__ = "0.1.0"
