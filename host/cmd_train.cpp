@@ -88,6 +88,9 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--seed", job->seed, "Seed of every random draw")->capture_default_str();
   cmd->add_option("--eval", job->eval, "loo (HR/NDCG@10 among 99 negatives), holdout (newest 10%), cold-items (20% of items cold, ranked among 99 cold items) or none")->capture_default_str();
   cmd->add_option("--eval-users", job->eval_users, "Cap on evaluated users (0: all for loo, 10000 for holdout)")->capture_default_str();
+  cmd->add_option("--validation-users", job->validation_users,
+                  "Users of the validation split carved from training, on which model.bin's epoch and early "
+                  "stopping are chosen (0: choose on the test split)")->capture_default_str();
   cmd->add_option("--early-stop-metric", job->early_stop_metric, "Metric that picks the best epoch (default hr@10 or ndcg@10)");
   cmd->add_option("--patience", job->patience, "Stop after this many epochs without improvement (0: never)")->capture_default_str();
   cmd->add_option("--event", job->events,

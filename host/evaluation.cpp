@@ -265,7 +265,8 @@ std::string metrics_table(const std::vector<std::string>& headers, const std::ve
   std::vector<std::string> keys;
   for (const Metrics* m : columns) {
     for (const auto& [key, value] : *m) {
-      if (key != "eval_users" && !is_interval_key(key) && std::find(keys.begin(), keys.end(), key) == keys.end()) {
+      const bool counts = key == "eval_users" || key.ends_with(".eval_users");
+      if (!counts && !is_interval_key(key) && std::find(keys.begin(), keys.end(), key) == keys.end()) {
         keys.push_back(key);
       }
     }

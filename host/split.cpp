@@ -39,8 +39,9 @@ void sort_unique(std::vector<uint32_t>& v, size_t from) {
 
 // True when user k is evaluated, given the cap on evaluated users: a Philox coin keeps the
 // choice stable across runs and independent of the order users are visited in.
+// Counter 1 of kSplit picks cold items; user choices use 0 (test) and 2 (validation).
 bool chosen(uint32_t user, uint32_t eligible_estimate, const SplitOptions& o) {
-  const uint32_t word = random_words(o.eval_seed, RandomStream::kSplit, 0, user).v[0];
+  const uint32_t word = random_words(o.eval_seed, RandomStream::kSplit, o.user_choice, user).v[0];
   if (o.protocol == EvalProtocol::kPersonalize) {
     // The service's share of users, of all users; then at most max_eval_users of them.
     const double share = o.max_eval_users > 0 && o.eval_user_share * eligible_estimate > o.max_eval_users
@@ -72,7 +73,11 @@ EventRule parse_event_rule(const std::string& text) {
   return rule;
 }
 
-EventWeights::EventWeights(const datasets::Dataset& dataset, const std::vector<EventRule>& rules) {
+EventWeights::EventWeights(const datasets::Dataset& dataset, const std::vector<EventRule>& rules,
+                           const std::vector<uint8_t>* excluded)
+    : excluded_(excluded) {
+  TB_CHECK(excluded == nullptr || excluded->size() == dataset.interactions.size(),
+           "split: the excluded rows do not match the dataset's interactions");
   const size_t types = dataset.event_types.size();
   if (rules.empty()) {
     weight_.assign(types, 1.0f);
@@ -98,6 +103,7 @@ EventWeights::EventWeights(const datasets::Dataset& dataset, const std::vector<E
 }
 
 float EventWeights::weight(const datasets::Interactions& rows, uint64_t r) const {
+  if (excluded(r)) return 0.0f;
   const uint32_t t = rows.event_type[r];
   const float w = weight_[t];
   if (w <= 0.0f || std::isnan(threshold_[t])) return w;
@@ -152,6 +158,10 @@ Split make_cold_item_split(const datasets::Dataset& dataset, const SplitOptions&
   TrainingSet& train = split.train;
   train.num_users = num_users;
   train.num_items = num_items;
+  if (options.record_held_out_rows) {
+    split.held_out_rows.assign(rows.size(), 0);
+    for (uint64_t r = 0; r < rows.size(); ++r) split.held_out_rows[r] = cold[rows.item[r]];
+  }
   std::vector<Candidate> pairs;
   std::vector<uint32_t> touched;
   std::vector<uint32_t> eligible_users, targets;
@@ -214,11 +224,11 @@ Split make_cold_item_split(const datasets::Dataset& dataset, const SplitOptions&
 
 Split make_split(const datasets::Dataset& dataset, const SplitOptions& options) {
   if (options.protocol == EvalProtocol::kColdItems) {
-    return make_cold_item_split(dataset, options, EventWeights(dataset, options.events));
+    return make_cold_item_split(dataset, options, EventWeights(dataset, options.events, options.excluded_rows));
   }
   const auto& rows = dataset.interactions;
   const uint32_t num_users = dataset.num_users(), num_items = dataset.num_items();
-  const EventWeights events(dataset, options.events);
+  const EventWeights events(dataset, options.events, options.excluded_rows);
   Split split;
   split.protocol = options.protocol;
   TrainingSet& train = split.train;
@@ -253,12 +263,12 @@ Split make_split(const datasets::Dataset& dataset, const SplitOptions& options) 
     if (!impressions) return;
     touched_items.clear();
     for (uint64_t r = rows.user_offsets[u]; r < rows.user_offsets[u + 1]; ++r) {
-      if (use_row(r)) touched_items.push_back(rows.item[r]);
+      if (use_row(r) && !events.excluded(r)) touched_items.push_back(rows.item[r]);
     }
     sort_unique(touched_items, 0);
     shown.clear();
     for (uint64_t r = rows.user_offsets[u]; r < rows.user_offsets[u + 1]; ++r) {
-      if (!use_row(r)) continue;
+      if (!use_row(r) || events.excluded(r)) continue;
       for (uint64_t k = rows.impression_offsets[r]; k < rows.impression_offsets[r + 1]; ++k) {
         const uint32_t i = rows.impression_items[k];
         if (!std::binary_search(touched_items.begin(), touched_items.end(), i)) shown.push_back(i);
@@ -266,6 +276,13 @@ Split make_split(const datasets::Dataset& dataset, const SplitOptions& options) 
     }
     sort_unique(shown, 0);
     train.impression_items.insert(train.impression_items.end(), shown.begin(), shown.end());
+  };
+  if (options.record_held_out_rows) split.held_out_rows.assign(rows.size(), 0);
+  auto hold_rows = [&](uint32_t u, auto&& held) {
+    if (!options.record_held_out_rows) return;
+    for (uint64_t r = rows.user_offsets[u]; r < rows.user_offsets[u + 1]; ++r) {
+      if (held(r) && !events.excluded(r)) split.held_out_rows[r] = 1;
+    }
   };
   uint32_t eligible = 0;
   for (uint32_t u = 0; u < num_users; ++u) {
@@ -285,6 +302,7 @@ Split make_split(const datasets::Dataset& dataset, const SplitOptions& options) 
       const uint32_t target = rows.item[kept.back()];
       add_train(u, [&](uint64_t r) { return rows.item[r] != target; });
       add_impressions(u, [&](uint64_t r) { return rows.item[r] != target; });
+      hold_rows(u, [&](uint64_t r) { return rows.item[r] == target; });
       split.eval_users.push_back(u);
       split.eval_row.push_back(kept.back());
       split.held_out_item.push_back(target);
@@ -312,6 +330,7 @@ Split make_split(const datasets::Dataset& dataset, const SplitOptions& options) 
       const size_t train_first = train.item.size();
       add_train(u, [&](uint64_t r) { return r < first_held_row; });
       add_impressions(u, [&](uint64_t r) { return r < first_held_row; });
+      hold_rows(u, [&](uint64_t r) { return r >= first_held_row; });
       held.clear();
       for (uint64_t k = cut; k < n; ++k) {
         const uint32_t i = rows.item[kept[k]];
@@ -330,6 +349,20 @@ Split make_split(const datasets::Dataset& dataset, const SplitOptions& options) 
   split.negatives_per_user = options.protocol == EvalProtocol::kLeaveOneOut ? options.loo_negatives : 0;
   train.finalize();
   return split;
+}
+
+Split make_validation_split(const datasets::Dataset& dataset, const SplitOptions& options, const Split& test,
+                            uint32_t users) {
+  TB_CHECK(test.held_out_rows.size() == dataset.interactions.size(),
+           "validation split: the test split did not record its held-out rows");
+  SplitOptions o = options;
+  // Cold items have no training rows to carve from: their validation ranks warm items, leave one out.
+  if (o.protocol == EvalProtocol::kColdItems) o.protocol = EvalProtocol::kLeaveOneOut;
+  o.excluded_rows = &test.held_out_rows;
+  o.user_choice = 2;
+  o.max_eval_users = users;
+  o.record_held_out_rows = false;
+  return make_split(dataset, o);
 }
 
 }  // namespace tastebud::host

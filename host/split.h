@@ -34,13 +34,17 @@ EventRule parse_event_rule(const std::string& text);  // TYPE[:THRESHOLD[:WEIGHT
 // Event rules resolved against a dataset's event types; without rules every event counts once.
 class EventWeights {
  public:
-  // Throws tastebud::Error naming the dataset's types when a rule names an unknown one.
-  EventWeights(const datasets::Dataset& dataset, const std::vector<EventRule>& rules);
+  // Throws tastebud::Error naming the dataset's types when a rule names an unknown one. Rows marked
+  // in `excluded` (may be null) count as absent: another split's held-out rows.
+  EventWeights(const datasets::Dataset& dataset, const std::vector<EventRule>& rules,
+               const std::vector<uint8_t>* excluded = nullptr);
   // The weight of interaction row r, 0 when it does not count.
   float weight(const datasets::Interactions& rows, uint64_t r) const;
+  bool excluded(uint64_t r) const { return excluded_ != nullptr && (*excluded_)[r] != 0; }
 
  private:
   std::vector<float> weight_, threshold_;  // per event type; NaN threshold: none
+  const std::vector<uint8_t>* excluded_ = nullptr;
 };
 
 struct SplitOptions {
@@ -57,6 +61,12 @@ struct SplitOptions {
   double eval_user_share = 0.1;  // personalize: the share of users evaluated (a Philox coin each)
   uint64_t eval_seed = 2017;    // fixed, so runs with different training seeds share candidates
   double cold_item_share = 0.2;  // cold-items: share of the interacted items made cold
+  // Rows that do not exist for this split (a validation split leaves out the test split's
+  // held-out rows); null: none. And which Philox counter picks the evaluated users, so that a
+  // validation split picks other users than the test split.
+  const std::vector<uint8_t>* excluded_rows = nullptr;
+  uint32_t user_choice = 0;
+  bool record_held_out_rows = false;  // fill Split::held_out_rows
 };
 
 struct Split {
@@ -79,8 +89,17 @@ struct Split {
   std::vector<uint32_t> truth;
   // cold-items: the items made cold, ascending.
   std::vector<uint32_t> cold_items;
+  // 1 for every interaction row held out of training for evaluation (SplitOptions::record_held_out_rows).
+  std::vector<uint8_t> held_out_rows;
 };
 
 Split make_split(const datasets::Dataset& dataset, const SplitOptions& options);
+
+// The validation split of a test split: the same protocol over the rows the test split trains
+// on (its held-out rows do not exist), other users, at most `users` of them. A job trains on the
+// validation split's training set and chooses its epoch on the validation metrics, so that the
+// test rows judge the chosen model and nothing else. `test` needs its held_out_rows.
+Split make_validation_split(const datasets::Dataset& dataset, const SplitOptions& options, const Split& test,
+                            uint32_t users);
 
 }  // namespace tastebud::host

@@ -74,7 +74,10 @@ json job_to_json(const TrainJob& job) {
               {"eval_users", job.eval_users},
               {"impression_negatives", job.impression_negatives},
               {"events", job_events(job)}};
-  // Only when used, so that runs from before metadata existed still resume.
+  // Only when used, so that runs from before these options existed still resume.
+  if (job.validation_users > 0 && parse_eval_protocol(job.eval) != EvalProtocol::kNone) {
+    j["validation_users"] = job.validation_users;
+  }
   if (job.metadata != "none") {
     j["metadata"] = job.metadata;
     j["text_buckets"] = job.text_buckets;
@@ -151,6 +154,27 @@ SplitOptions split_options_of(const TrainJob& job) {
   return o;
 }
 
+namespace {
+
+// The metrics of the model on one split's evaluated users, each ranked in the context of its
+// held-out interaction when the model has context (context_rows: one entity per eval user).
+Metrics evaluate_model(const Split& split, const Scorer& scorer, const ModelConfig& config, const ModelParams& params,
+                       const FeatureInputs& context_rows, uint32_t threads) {
+  std::unordered_map<uint32_t, std::vector<float>> contexts;
+  if (config.has_context()) {
+    for (size_t k = 0; k < split.eval_users.size(); ++k) {
+      contexts[split.eval_users[k]] = context_vector(params, context_rows, static_cast<uint32_t>(k));
+    }
+  }
+  return evaluate(split, [&](uint32_t u, std::span<const uint32_t> items, std::span<float> out) {
+    const auto it = contexts.find(u);
+    const std::span<const float> context = it == contexts.end() ? std::span<const float>() : it->second;
+    if (items.empty()) scorer.score_all(u, out, context); else scorer.score(u, items, out, context);
+  }, threads);
+}
+
+}  // namespace
+
 TrainResult run_training(const TrainJob& job, std::ostream& log) {
   if (is_recipe(job.model)) return train_recipe(job, log);
   const EvalProtocol protocol = parse_eval_protocol(job.eval);
@@ -202,9 +226,15 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
   }
 
   const datasets::Dataset dataset = datasets::Dataset::open(job.data);
-  const SplitOptions split_options = split_options_of(job);
-  Split split = make_split(dataset, split_options);
-  TB_CHECK(split.train.size() > 0, fmt::format("{}: no interactions to train on", job.data.string()));
+  SplitOptions split_options = split_options_of(job);
+  const bool validate = protocol != EvalProtocol::kNone && job.validation_users > 0;
+  split_options.record_held_out_rows = validate;
+  Split split = make_split(dataset, split_options);  // the test split: judges, never chooses
+  std::optional<Split> validation;
+  if (validate) validation = make_validation_split(dataset, split_options, split, job.validation_users);
+  // What the model trains on: the validation split's training rows, a subset of the test split's.
+  Split& fit = validation ? *validation : split;
+  TB_CHECK(fit.train.size() > 0, fmt::format("{}: no interactions to train on", job.data.string()));
 
   ModelConfig config;
   config.kind = parse_model_kind(job.model);
@@ -215,19 +245,20 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
   const MetadataSides sides = parse_metadata_sides(job.metadata);
   if (sides.users) {
     config.user_features = make_feature_spec(dataset.users, job.text_buckets, "user");
-    split.train.user_features = encode_features(dataset.users, config.user_features, config.num_users);
+    fit.train.user_features = encode_features(dataset.users, config.user_features, config.num_users);
   }
   if (sides.items) {
     config.item_features = make_feature_spec(dataset.items, job.text_buckets, "item");
-    split.train.item_features = encode_features(dataset.items, config.item_features, config.num_items);
+    fit.train.item_features = encode_features(dataset.items, config.item_features, config.num_items);
   }
   // Context: each positive carries its interaction's, and each eval user is ranked in the held-out
   // interaction's (a contextual vector per eval user, added to the user's half of the MLP input).
-  FeatureInputs eval_context_rows;
+  FeatureInputs eval_context_rows, validation_context_rows;
   if (!job.context.empty()) {
     config.context = make_context_spec(dataset.interactions, job.context);
-    split.train.context = encode_context(dataset.interactions, config.context, split.positive_row);
+    fit.train.context = encode_context(dataset.interactions, config.context, fit.positive_row);
     eval_context_rows = encode_context(dataset.interactions, config.context, split.eval_row);
+    if (validation) validation_context_rows = encode_context(dataset.interactions, config.context, validation->eval_row);
   }
   config.validate();
 
@@ -236,15 +267,15 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
     state = std::move(*resumed);
   } else {
     ModelParams params = ModelParams::initialize(config, job.seed);
-    zero_untrained_rows(params, split.train);
+    zero_untrained_rows(params, fit.train);
     state = TrainState::fresh(params, options.optimizer);
   }
   std::string notice;
-  if (job.impression_negatives > 0.0f && split.train.impression_offsets.empty()) {
+  if (job.impression_negatives > 0.0f && fit.train.impression_offsets.empty()) {
     log << "--impression-negatives: " << job.data.string()
         << " has no IMPRESSION lists (or the split does not use them); every negative is sampled\n";
   }
-  std::unique_ptr<Backend> backend = make_backend(job.device, split.train, options, std::move(state), &notice);
+  std::unique_ptr<Backend> backend = make_backend(job.device, fit.train, options, std::move(state), &notice);
   if (!notice.empty()) log << notice << "\n";
 
   fs::create_directories(job.out);
@@ -268,13 +299,17 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
     write_file_atomically(job.out / "config.json", config_json.dump(2) + "\n");
     write_ids(dataset.user_ids, job.out / "user_ids.json");
     write_ids(dataset.item_ids, job.out / "item_ids.json");
-    write_seen(seen_of(split.train), job.out / "seen.bin");
+    write_seen(seen_of(split.train), job.out / "seen.bin");  // every training row, the validation's too
   }
 
   log << fmt::format("training {} on {} ({} users, {} items, {} positives) with the {} backend, {} "
                      "samples per epoch\n",
                      job.model, job.data.string(), config.num_users, config.num_items,
-                     split.train.size(), backend->name(), backend->samples_per_epoch());
+                     fit.train.size(), backend->name(), backend->samples_per_epoch());
+  if (validation) {
+    log << fmt::format("validation: {} users of the training rows choose the epoch ({} on them); {} test users judge it\n",
+                       validation->eval_users.size(), metric, split.eval_users.size());
+  }
 
   ProgressLine progress("samples", job.progress);
   uint32_t since_best = 0;
@@ -295,22 +330,17 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
     EpochRecord record{epoch, stats.mean_loss, stats.samples, stats.seconds, {}, stats.impression_negatives};
     if (protocol != EvalProtocol::kNone) {
       const auto scorer = config.has_metadata()
-          ? std::make_unique<Scorer>(current.params, split.train.user_features, split.train.item_features)
+          ? std::make_unique<Scorer>(current.params, fit.train.user_features, fit.train.item_features)
           : std::make_unique<Scorer>(current.params);
-      std::unordered_map<uint32_t, std::vector<float>> contexts;
-      if (config.has_context()) {
-        for (size_t k = 0; k < split.eval_users.size(); ++k) {
-          contexts[split.eval_users[k]] = context_vector(current.params, eval_context_rows, static_cast<uint32_t>(k));
-        }
+      record.metrics = evaluate_model(split, *scorer, config, current.params, eval_context_rows, job.threads);
+      if (validation) {
+        const Metrics chosen_on = evaluate_model(*validation, *scorer, config, current.params, validation_context_rows,
+                                                 job.threads);
+        for (const auto& [k, v] : chosen_on) record.metrics["val." + k] = v;
       }
-      record.metrics = evaluate(split, [&](uint32_t u, std::span<const uint32_t> items, std::span<float> out) {
-        const auto it = contexts.find(u);
-        const std::span<const float> context = it == contexts.end() ? std::span<const float>() : it->second;
-        if (items.empty()) scorer->score_all(u, out, context); else scorer->score(u, items, out, context);
-      }, job.threads);
     }
     result.history.push_back(record);
-    const double value = protocol == EvalProtocol::kNone ? epoch : record.metrics.at(metric);
+    const double value = protocol == EvalProtocol::kNone ? epoch : record.metrics.at(validation ? "val." + metric : metric);
     if (value > best_value) {
       best_value = value;
       result.best_epoch = epoch;
@@ -334,8 +364,9 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
                                    stats.mean_loss, stats.samples / std::max(stats.seconds, 1e-9) / 1e6,
                                    stats.seconds);
     for (const auto& [k, v] : record.metrics) {
-      if (k != "eval_users" && !is_interval_key(k)) line += fmt::format("  {} {:.4f}", k, v);
+      if (k != "eval_users" && !is_interval_key(k) && k.rfind("val.", 0) != 0) line += fmt::format("  {} {:.4f}", k, v);
     }
+    if (validation) line += fmt::format("  val.{} {:.4f}", metric, record.metrics.at("val." + metric));
     log << line << "\n";
     log.flush();
     if (job.on_epoch) job.on_epoch(record);

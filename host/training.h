@@ -45,6 +45,10 @@ struct TrainJob {
   uint64_t seed = 1;
   std::string eval = "loo";
   uint32_t eval_users = 0;         // 0: every user for loo, 10000 for holdout
+  // Users of the validation split carved from the training rows, on which the epoch kept in
+  // model.bin and early stopping are chosen (the test rows only judge); 0: none, the test split
+  // chooses (optimistic, as most papers do).
+  uint32_t validation_users = 1000;
   std::string early_stop_metric;   // empty: hr@10 (loo) or ndcg@10 (holdout)
   uint32_t patience = 0;           // epochs without improvement before stopping; 0: never stop early
   bool resume = false;

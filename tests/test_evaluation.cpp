@@ -6,12 +6,14 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <algorithm>
 #include <set>
 #include <sstream>
 
 #include "host/evaluation.h"
 #include "host/offline_eval.h"
 #include "host/split.h"
+#include "host/training.h"
 #include "tastebud/datasets/import.h"
 #include "tastebud/error.h"
 #include "tastebud/philox.h"
@@ -286,6 +288,78 @@ TEST_F(PersonalizeSplit, EvaluateWithTheDatasetAddsBeyondAccuracyMetrics) {
   // averaged (add-one smoothing).
   EXPECT_NEAR(m.at("novelty"), (-std::log2(7.0 / 302) - std::log2(1.0 / 302)) / 2, 1e-9);
   EXPECT_DOUBLE_EQ(m.at("coverage"), 1.0 / 319);  // the catalog is the dataset's 319 items
+}
+
+// The validation split lives inside the test split's training rows: it never trains on, nor is
+// judged by, a row the test split holds out, and its own held-out rows leave its training set.
+TEST_F(PersonalizeSplit, ValidationIsCarvedFromTrainingRowsOnly) {
+  const datasets::Dataset d = datasets::Dataset::open(root_ / "dataset");
+  for (const char* protocol : {"loo", "holdout", "personalize"}) {
+    SplitOptions o;
+    o.protocol = parse_eval_protocol(protocol);
+    o.record_held_out_rows = true;
+    const Split test = make_split(d, o);
+    const Split validation = make_validation_split(d, o, test, 50);
+    ASSERT_FALSE(validation.eval_users.empty()) << protocol;
+    EXPECT_LE(validation.eval_users.size(), o.protocol == EvalProtocol::kPersonalize ? 50u : 60u) << protocol;
+    EXPECT_NE(validation.eval_users, test.eval_users) << protocol;
+    auto trains = [](const Split& s, uint32_t u, uint32_t item) {
+      const auto begin = s.train.item.begin() + s.train.user_offsets[u], end = s.train.item.begin() + s.train.user_offsets[u + 1];
+      return std::binary_search(begin, end, item);
+    };
+    uint64_t held = 0;
+    for (uint32_t u = 0; u < d.num_users(); ++u) {
+      for (uint64_t r = d.interactions.user_offsets[u]; r < d.interactions.user_offsets[u + 1]; ++r) {
+        if (!test.held_out_rows[r]) continue;
+        ++held;
+        EXPECT_FALSE(trains(validation, u, d.interactions.item[r])) << protocol << ": a test row trains";
+      }
+      // The validation's training set is a subset of the test split's.
+      for (uint64_t p = validation.train.user_offsets[u]; p < validation.train.user_offsets[u + 1]; ++p) {
+        EXPECT_TRUE(trains(test, u, validation.train.item[p])) << protocol;
+      }
+    }
+    EXPECT_GT(held, 0u) << protocol;
+    for (size_t k = 0; k < validation.eval_users.size(); ++k) {
+      const uint32_t u = validation.eval_users[k];
+      if (o.protocol == EvalProtocol::kLeaveOneOut) {
+        EXPECT_FALSE(trains(validation, u, validation.held_out_item[k])) << protocol;
+        EXPECT_TRUE(trains(test, u, validation.held_out_item[k])) << protocol << ": validation truth is a training row";
+      } else {
+        for (uint64_t t = validation.truth_offsets[k]; t < validation.truth_offsets[k + 1]; ++t) {
+          EXPECT_FALSE(trains(validation, u, validation.truth[t])) << protocol;
+          EXPECT_TRUE(trains(test, u, validation.truth[t])) << protocol << ": validation truth is a training row";
+        }
+      }
+    }
+  }
+}
+
+// The training job keeps the epoch the validation users like best, whatever the test users say,
+// and logs both; without a validation split the test split chooses.
+TEST_F(PersonalizeSplit, TheValidationSplitChoosesTheEpoch) {
+  TrainJob j;
+  j.data = root_ / "dataset";
+  j.out = root_ / "chosen";
+  j.epochs = 4;
+  j.batch_size = 256;
+  j.lr = 0.01f;
+  j.progress = false;
+  j.validation_users = 100;
+  std::ostringstream log;
+  const TrainResult r = run_training(j, log);
+  size_t best = 0;
+  for (size_t e = 0; e < r.history.size(); ++e) {
+    ASSERT_TRUE(r.history[e].metrics.count("val.hr@10")) << log.str();
+    ASSERT_TRUE(r.history[e].metrics.count("hr@10")) << log.str();
+    if (r.history[e].metrics.at("val.hr@10") > r.history[best].metrics.at("val.hr@10")) best = e;
+  }
+  EXPECT_EQ(r.best_epoch, best + 1) << log.str();
+  EXPECT_NE(log.str().find("validation: "), std::string::npos) << log.str();
+  j.out = root_ / "on-test";
+  j.validation_users = 0;
+  const TrainResult t = run_training(j, log);
+  EXPECT_FALSE(t.history[0].metrics.count("val.hr@10"));
 }
 
 }  // namespace

@@ -68,6 +68,7 @@ const std::map<std::string, Setter>& setters() {
       {"seed", set(&TrainJob::seed)},
       {"eval", set(&TrainJob::eval)},
       {"eval_users", set(&TrainJob::eval_users)},
+      {"validation_users", set(&TrainJob::validation_users)},
       {"early_stop_metric", set(&TrainJob::early_stop_metric)},
       {"patience", set(&TrainJob::patience)},
       {"resume", set(&TrainJob::resume)},
