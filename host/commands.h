@@ -10,6 +10,7 @@ void add_generate_command(CLI::App& app);   // generate        (cmd_generate.cpp
 void add_train_command(CLI::App& app);   // train                       (cmd_train.cpp)
 void add_infer_commands(CLI::App& app);  // batch-infer, batch-segment   (cmd_infer.cpp)
 void add_evaluate_command(CLI::App& app);  // evaluate                  (cmd_evaluate.cpp)
+void add_tune_command(CLI::App& app);      // tune                      (cmd_tune.cpp)
 void add_export_command(CLI::App& app);  // export --format onnx         (cmd_export.cpp)
 void add_report_command(CLI::App& app);  // report                       (cmd_report.cpp)
 

@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   tastebud::host::add_train_command(app);
   tastebud::host::add_infer_commands(app);
   tastebud::host::add_evaluate_command(app);
+  tastebud::host::add_tune_command(app);
   tastebud::host::add_export_command(app);
   tastebud::host::add_report_command(app);
   try {

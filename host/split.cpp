@@ -306,8 +306,12 @@ Split make_split(const datasets::Dataset& dataset, const SplitOptions& options) 
       split.eval_users.push_back(u);
       split.eval_row.push_back(kept.back());
       split.held_out_item.push_back(target);
-      // Candidates: distinct items the user never touched (in any event, counted or not).
-      std::vector<uint32_t> touched(rows.item.begin() + rows.user_offsets[u], rows.item.begin() + rows.user_offsets[u + 1]);
+      // Candidates: distinct items the user never touched (in any event, counted or not) in the
+      // rows that exist for this split: a validation split never looks at the test rows.
+      std::vector<uint32_t> touched;
+      for (uint64_t r = rows.user_offsets[u]; r < rows.user_offsets[u + 1]; ++r) {
+        if (!events.excluded(r)) touched.push_back(rows.item[r]);
+      }
       sort_unique(touched, 0);
       const uint64_t want = std::min<uint64_t>(options.loo_negatives, num_items - touched.size());
       const size_t first = split.candidates.size();

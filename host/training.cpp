@@ -228,6 +228,7 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
   const datasets::Dataset dataset = datasets::Dataset::open(job.data);
   SplitOptions split_options = split_options_of(job);
   const bool validate = protocol != EvalProtocol::kNone && job.validation_users > 0;
+  TB_CHECK(job.judge_on_test || validate, "a job that is not judged on the test split needs a validation split");
   split_options.record_held_out_rows = validate;
   Split split = make_split(dataset, split_options);  // the test split: judges, never chooses
   std::optional<Split> validation;
@@ -281,9 +282,9 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
   fs::create_directories(job.out);
   TrainResult result;
   result.backend = backend->name();
-  result.popularity = evaluate_popularity(split);
+  if (job.judge_on_test) result.popularity = evaluate_popularity(split);
   // The baseline beside the model's curves in `tastebud report` (host/report.h).
-  if (protocol != EvalProtocol::kNone) {
+  if (protocol != EvalProtocol::kNone && job.judge_on_test) {
     write_file_atomically(job.out / "baseline.json", json{{"popularity", metrics_json(result.popularity)}}.dump(2) + "\n");
   }
   uint32_t first_epoch = 1;
@@ -332,7 +333,9 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
       const auto scorer = config.has_metadata()
           ? std::make_unique<Scorer>(current.params, fit.train.user_features, fit.train.item_features)
           : std::make_unique<Scorer>(current.params);
-      record.metrics = evaluate_model(split, *scorer, config, current.params, eval_context_rows, job.threads);
+      if (job.judge_on_test) {
+        record.metrics = evaluate_model(split, *scorer, config, current.params, eval_context_rows, job.threads);
+      }
       if (validation) {
         const Metrics chosen_on = evaluate_model(*validation, *scorer, config, current.params, validation_context_rows,
                                                  job.threads);
@@ -364,7 +367,7 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
                                    stats.mean_loss, stats.samples / std::max(stats.seconds, 1e-9) / 1e6,
                                    stats.seconds);
     for (const auto& [k, v] : record.metrics) {
-      if (k != "eval_users" && !is_interval_key(k) && k.rfind("val.", 0) != 0) line += fmt::format("  {} {:.4f}", k, v);
+      if (k != "eval_users" && !is_interval_key(k) && !k.starts_with("val.")) line += fmt::format("  {} {:.4f}", k, v);
     }
     if (validation) line += fmt::format("  val.{} {:.4f}", metric, record.metrics.at("val." + metric));
     log << line << "\n";
@@ -377,7 +380,7 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
   }
 
   // Summary table: the best epoch beside the popularity baseline.
-  if (protocol != EvalProtocol::kNone && result.best_epoch > 0) {
+  if (protocol != EvalProtocol::kNone && result.best_epoch > 0 && job.judge_on_test) {
     const EpochRecord& best = result.history.at(result.best_epoch - 1);
     log << "\n" << metrics_table({fmt::format("{} (ep {})", job.model, best.epoch), "popularity"},
                                   {&best.metrics, &result.popularity});

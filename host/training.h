@@ -49,6 +49,9 @@ struct TrainJob {
   // model.bin and early stopping are chosen (the test rows only judge); 0: none, the test split
   // chooses (optimistic, as most papers do).
   uint32_t validation_users = 1000;
+  // False: the test split only holds its rows out and is never evaluated (tastebud tune's trials,
+  // judged on the validation split alone); needs validation users.
+  bool judge_on_test = true;
   std::string early_stop_metric;   // empty: hr@10 (loo) or ndcg@10 (holdout)
   uint32_t patience = 0;           // epochs without improvement before stopping; 0: never stop early
   bool resume = false;

@@ -47,6 +47,7 @@ enum class RandomStream : uint32_t {
   kImpressions = 7,
   kGeneratorSignals = 8,  // the synthetic shop's optional impressions and device effect
   kBootstrap = 9,         // evaluation: the users each bootstrap resample draws
+  kTune = 10,             // tastebud tune: each trial's configuration
 };
 
 // Four 32-bit words for draw `index` of `stream` in `epoch`.
