@@ -66,7 +66,7 @@ void add_train_command(CLI::App& app) {
       ->check(CLI::ExistingFile);
   cmd->add_option("--data", job->data, "Dataset directory written by `tastebud import`")->required()->check(CLI::ExistingDirectory);
   cmd->add_option("--out", job->out, "Model directory to write")->required();
-  cmd->add_option("--model", job->model, "neumf, gmf, mlp, or a recipe: popularity, sims, trending")->capture_default_str();
+  cmd->add_option("--model", job->model, "neumf, gmf, mlp, mf (biased matrix factorisation), or a recipe: popularity, sims, trending")->capture_default_str();
   cmd->add_option("--factors", job->factors, "GMF factors")->capture_default_str();
   cmd->add_option("--layers", job->layers, "MLP widths; the first is the concatenated user+item embedding")
       ->delimiter(',')->capture_default_str();
@@ -115,6 +115,7 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--trend-smoothing", job->trend_smoothing, "trending: (latest - previous) / (previous + smoothing)")->capture_default_str();
   cmd->callback([job, cmd] {
     if (!job->config_file.empty()) apply_job_file(*cmd, job->config_file);
+    apply_model_defaults(*job, [cmd](const std::string& name) { return cmd->count("--" + name) > 0; });
     run_training(*job, std::cout);
   });
 }

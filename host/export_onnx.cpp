@@ -157,7 +157,7 @@ OnnxExport export_onnx(const fs::path& model_dir, const fs::path& out) {
   // load_model_dir folds a metadata model into its id-only twin, as batch jobs serve it.
   const ModelData m = load_model_dir(model_dir);
   if (!m.params) {
-    throw Error(fmt::format("ONNX export is for the neural models (neumf, gmf, mlp); {} is a {} recipe, "
+    throw Error(fmt::format("ONNX export is for the neural models (neumf, gmf, mlp, mf); {} is a {} recipe, "
                             "whose answers are tables, not a network",
                             model_dir.string(), m.kind));
   }

@@ -95,7 +95,9 @@ void select_candidates(std::span<const float> scores, size_t k, std::vector<uint
   }
 }
 
-bool is_neumf_family(const std::string& kind) { return kind == "neumf" || kind == "gmf" || kind == "mlp"; }
+bool is_neumf_family(const std::string& kind) {
+  return kind == "neumf" || kind == "gmf" || kind == "mlp" || kind == "mf";
+}
 
 // A query's own problem: it becomes the line's "error".
 struct LineError : Error {

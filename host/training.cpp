@@ -175,6 +175,14 @@ Metrics evaluate_model(const Split& split, const Scorer& scorer, const ModelConf
 
 }  // namespace
 
+void apply_model_defaults(TrainJob& job, const std::function<bool(const std::string&)>& given) {
+  if (job.model != "mf") return;
+  if (!given("factors")) job.factors = 64;
+  if (!given("negatives")) job.negatives = 8;
+  if (!given("lr")) job.lr = 0.002f;
+  if (!given("l2")) job.l2 = 0.005f;
+}
+
 TrainResult run_training(const TrainJob& job, std::ostream& log) {
   if (is_recipe(job.model)) return train_recipe(job, log);
   const EvalProtocol protocol = parse_eval_protocol(job.eval);
@@ -241,7 +249,8 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
   config.kind = parse_model_kind(job.model);
   config.num_users = dataset.num_users();
   config.num_items = dataset.num_items();
-  config.factors = job.factors;
+  // MF's rows carry its two bias columns beside the factors (model.h).
+  config.factors = job.factors + (config.kind == ModelKind::kMF ? ModelConfig::kMfBiasColumns : 0);
   config.layers = job.layers;
   const MetadataSides sides = parse_metadata_sides(job.metadata);
   if (sides.users) {

@@ -105,6 +105,12 @@ std::vector<std::string> job_events(const TrainJob& job);
 SplitOptions split_options_of(const TrainJob& job);
 
 // Runs the job; writes the model directory; prints the summary to `log`.
+// The settings a model trains well with, for the options a user did not set: `mf` takes those of
+// Rendle et al.'s tuned MF baseline (64 factors, 8 negatives, lr 0.002, l2 0.005); other models
+// the TrainJob defaults. `given(name)` tells whether the user set option `name` ("factors",
+// "negatives", "lr", "l2").
+void apply_model_defaults(TrainJob& job, const std::function<bool(const std::string&)>& given);
+
 TrainResult run_training(const TrainJob& job, std::ostream& log);
 
 }  // namespace tastebud::host

@@ -1559,6 +1559,56 @@ TYPED_TEST(Backends, ContextStateRoundTrips) {
   EXPECT_TRUE(states_near(backend->state(), start, 0.0, 0.0));
 }
 
+// MF: the GMF branch with a head of ones and rows [p, b_u, 1] and [q, 1, b_i]. After training,
+// the head and the constant columns are still exactly one, the biases moved, and the logit is
+// p . q + b_u + b_i + b by hand; on the GPU, the CPU's model within rounding.
+TYPED_TEST(Backends, MfKeepsItsHeadAndConstantColumns) {
+  const TrainingSet data = banded_training_set(41, 50);
+  ModelConfig config = odd_config(data, ModelKind::kMF);
+  config.factors = 7 + ModelConfig::kMfBiasColumns;
+  const uint32_t f = config.factors;
+  TrainOptions options = step_options(LossKind::kBce, OptimizerKind::kAdam);
+  options.batch_size = 128;
+  options.optimizer.l2 = 0.01f;
+  const TrainState start = TrainState::fresh(ModelParams::initialize(config, 37), options.optimizer);
+  EXPECT_EQ(start.params.user_gmf.values[f - 1], 1.0f);
+  EXPECT_EQ(start.params.user_gmf.values[f - 2], 0.0f);
+  EXPECT_EQ(start.params.item_gmf.values[f - 2], 1.0f);
+  EXPECT_EQ(start.params.item_gmf.values[f - 1], 0.0f);
+  auto got = TypeParam::backend(data, options, start);
+  auto want = reference_backend(data, options, start);
+  for (uint32_t epoch = 0; epoch < 3; ++epoch) {
+    const EpochStats a = got->train_epoch(epoch, {}), b = want->train_epoch(epoch, {});
+    EXPECT_NEAR(a.mean_loss, b.mean_loss, within<TypeParam>(1e-4) * std::abs(b.mean_loss)) << "epoch " << epoch;
+  }
+  const TrainState s = got->state();
+  const ModelParams& p = s.params;
+  for (float w : p.head_weight.values) ASSERT_EQ(w, 1.0f);
+  double bias_moved = 0;
+  for (uint32_t u = 0; u < config.num_users; ++u) {
+    ASSERT_EQ(p.user_gmf.values[u * f + f - 1], 1.0f) << "user " << u;
+    bias_moved += std::abs(p.user_gmf.values[u * f + f - 2]);
+  }
+  for (uint32_t i = 0; i < config.num_items; ++i) {
+    ASSERT_EQ(p.item_gmf.values[i * f + f - 2], 1.0f) << "item " << i;
+    bias_moved += std::abs(p.item_gmf.values[i * f + f - 1]);
+  }
+  EXPECT_GT(bias_moved, 0.0);
+  const Scorer scorer(p);
+  std::vector<float> logits(config.num_items);
+  for (uint32_t u : {0u, 17u, 40u}) {
+    scorer.score_all(u, logits);
+    for (uint32_t i = 0; i < config.num_items; i += 7) {
+      double dot = 0;
+      for (uint32_t k = 0; k + 2 < f; ++k) dot += double(p.user_gmf.values[u * f + k]) * p.item_gmf.values[i * f + k];
+      const double by_hand = dot + p.user_gmf.values[u * f + f - 2] + p.item_gmf.values[i * f + f - 1] + p.head_bias.values[0];
+      EXPECT_NEAR(logits[i], by_hand, 1e-5) << "user " << u << " item " << i;
+    }
+  }
+  EXPECT_TRUE(near_all(all_scores(p), all_scores(want->state().params), within<TypeParam>(0.02),
+                       within<TypeParam>(0.02), "MF logits"));
+}
+
 // load_state takes only a state of the model's own layout, on both backends alike: another
 // layer width, a missing optimizer state or another catalog size is refused, naming what differs.
 TYPED_TEST(Backends, LoadStateRefusesAnotherShape) {

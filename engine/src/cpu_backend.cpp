@@ -319,8 +319,19 @@ class CpuBackend final : public Backend {
       for (int64_t c = 0; c < chunks; ++c) sum += chunk_grads_[c][i];
       dense_grad_[i] = sum;
     }
+    // MF's head stays at ones: no gradient, and dense parameters take no L2, so it never moves.
+    if (state_.params.config.frozen_head()) {
+      std::fill_n(dense_grad_.data() + layout_.dense_offset(TensorRole::kHeadWeight), state_.params.head_weight.values.size(), 0.0f);
+    }
     cpu::dense_update(dense_params(options_.optimizer), step_size, dense_values_.data(), dense_state0_.data(),
                       dense_state1_.data(), dense_grad_.data(), count);
+  }
+
+  // The column of id table t that stays at one (MF), or -1.
+  int64_t constant_column(size_t t) const {
+    const TensorRole role = layout_[t].role;
+    if (role != TensorRole::kUserGmf && role != TensorRole::kItemGmf) return -1;
+    return state_.params.config.constant_column(role == TensorRole::kItemGmf);
   }
 
   // Table t's touched rows, updated with gradient columns [offset, offset + width) of grads.
@@ -340,6 +351,8 @@ class CpuBackend final : public Backend {
     cpu::sparse_update(options_.optimizer, step_size, table.values.data(),
                        state_.state0[t].values.data(), state_.state1[t].values.data(), width,
                        groups.rows, summed, RowL2{groups.starts.data(), loss_scale_});
+    const int64_t constant = constant_column(t);
+    if (constant >= 0) cpu::set_column(table.values.data(), width, groups.rows, constant, 1.0f);
   }
 
   void update_embeddings(int64_t rows, float step_size) {

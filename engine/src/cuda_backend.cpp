@@ -504,6 +504,10 @@ class CudaBackend final : public Backend {
     const OptimizerParams& opt = options_.optimizer;
     const float step_size = opt.kind == OptimizerKind::kAdam ? adam_step_size(opt, step) : opt.lr;
     const int* halted = loss_->halted();
+    // MF's head stays at ones: no gradient, and dense parameters take no L2, so it never moves.
+    if (host_.params.config.frozen_head()) {
+      cuda::fill_zero(grads_.head_weight, host_.params.head_weight.values.size() * sizeof(float), stream);
+    }
     cuda::dense_update(dense_params(opt), step_size, d_dense_.data(), d_dense_state0_.data(), d_dense_state1_.data(),
                        d_dense_grad_.data(), static_cast<int64_t>(d_dense_.size()), halted, stream);
 
@@ -536,6 +540,15 @@ class CudaBackend final : public Backend {
     cuda::sparse_update(options_.optimizer, step_size, d_tables_[t].data(), d_table_state0_[t].data(),
                         d_table_state1_[t].data(), width, groups.rows(), groups.num_groups(),
                         groups.max_groups(), d_summed_.data(), RowL2{groups.starts(), loss_scale_}, loss_->halted(), stream);
+    // MF: the constant column of the id table stays at one, as on the CPU.
+    const TensorRole role = layout_[t].role;
+    const int64_t constant = role == TensorRole::kUserGmf || role == TensorRole::kItemGmf
+                                 ? host_.params.config.constant_column(role == TensorRole::kItemGmf)
+                                 : -1;
+    if (constant >= 0) {
+      cuda::set_column(d_tables_[t].data(), width, groups.rows(), groups.num_groups(), groups.max_groups(), constant,
+                       1.0f, stream);
+    }
   }
 
   const TrainingSet& data_;

@@ -1,5 +1,6 @@
 #include "tastebud/engine/model.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include <fmt/format.h>
@@ -14,6 +15,7 @@ std::string to_string(ModelKind kind) {
     case ModelKind::kNeuMF: return "neumf";
     case ModelKind::kGMF: return "gmf";
     case ModelKind::kMLP: return "mlp";
+    case ModelKind::kMF: return "mf";
   }
   return "?";
 }
@@ -22,7 +24,8 @@ ModelKind parse_model_kind(const std::string& name) {
   if (name == "neumf") return ModelKind::kNeuMF;
   if (name == "gmf") return ModelKind::kGMF;
   if (name == "mlp") return ModelKind::kMLP;
-  throw Error(fmt::format("unknown model '{}': expected neumf, gmf or mlp", name));
+  if (name == "mf") return ModelKind::kMF;
+  throw Error(fmt::format("unknown model '{}': expected neumf, gmf, mlp or mf", name));
 }
 
 uint64_t FeatureSpec::table_rows() const {
@@ -57,7 +60,8 @@ void ModelConfig::validate() const {
   TB_CHECK(!has_context() || has_mlp(),
            "--context feeds the MLP branch; a gmf model has none (use neumf or mlp)");
   TB_CHECK(num_users > 0 && num_items > 0, "the model needs at least one user and one item");
-  if (has_gmf()) TB_CHECK(factors > 0, "--factors must be positive");
+  if (has_gmf()) TB_CHECK(factors > (kind == ModelKind::kMF ? kMfBiasColumns : 0), "--factors must be positive");
+  TB_CHECK(kind != ModelKind::kMF || !has_metadata(), "--model mf takes no metadata yet: use --metadata none, or gmf or neumf");
   if (has_mlp()) {
     TB_CHECK(layers.size() >= 2,
              "--layers needs at least two widths (the embedding width and one layer), e.g. 64,32,16,8");
@@ -95,6 +99,20 @@ Tensor make_tensor(std::string name, std::vector<uint64_t> shape) {
   return Tensor{std::move(name), std::move(shape), std::vector<float>(n, 0.0f)};
 }
 
+// MF: biases start at 0, the constant columns and the head at 1.
+void set_mf_columns(ModelParams& p) {
+  const uint64_t f = p.config.factors;
+  for (uint64_t u = 0; u < p.config.num_users; ++u) {
+    p.user_gmf.values[u * f + f - 2] = 0.0f;
+    p.user_gmf.values[u * f + f - 1] = 1.0f;
+  }
+  for (uint64_t i = 0; i < p.config.num_items; ++i) {
+    p.item_gmf.values[i * f + f - 2] = 1.0f;
+    p.item_gmf.values[i * f + f - 1] = 0.0f;
+  }
+  std::fill(p.head_weight.values.begin(), p.head_weight.values.end(), 1.0f);
+}
+
 }  // namespace
 
 ModelParams ModelParams::initialize(const ModelConfig& config, uint64_t seed) {
@@ -123,6 +141,7 @@ ModelParams ModelParams::initialize(const ModelConfig& config, uint64_t seed) {
   // LeCun uniform for the linear head.
   fill_uniform(p.head_weight, seed, 15,
                static_cast<float>(std::sqrt(3.0 / static_cast<double>(config.head_inputs()))));
+  if (config.kind == ModelKind::kMF) set_mf_columns(p);
   return p;
 }
 

@@ -49,4 +49,8 @@ void sum_row_gradients(const RowGroups& groups, const float* grads, int64_t stri
   }
 }
 
+void set_column(float* table, int64_t width, std::span<const uint32_t> rows, int64_t column, float value) {
+  for (uint32_t row : rows) table[static_cast<int64_t>(row) * width + column] = value;
+}
+
 }  // namespace tastebud::cpu

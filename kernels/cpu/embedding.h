@@ -31,4 +31,7 @@ struct RowGroups {
 void sum_row_gradients(const RowGroups& groups, const float* grads, int64_t stride, int64_t offset,
                        int64_t width, float* sum);
 
+// table[row * width + column] = value for each of rows: MF's constant columns after an update.
+void set_column(float* table, int64_t width, std::span<const uint32_t> rows, int64_t column, float value);
+
 }  // namespace tastebud::cpu

@@ -33,6 +33,15 @@ __global__ void gather_rows_kernel(const float* __restrict__ table, int64_t widt
   }
 }
 
+__global__ void set_column_kernel(float* __restrict__ table, int64_t width, const uint32_t* __restrict__ rows,
+                                  const int* __restrict__ num_rows, int64_t column, float value) {
+  const int64_t count = *num_rows;
+  for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < count;
+       k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    table[static_cast<int64_t>(rows[k]) * width + column] = value;
+  }
+}
+
 // The padding id is the largest, so its group, when there is one, is the last.
 __global__ void drop_padding_group_kernel(const uint32_t* __restrict__ unique, uint32_t padding_id, int* num_groups) {
   const int n = *num_groups;
@@ -79,6 +88,14 @@ int bits_for(uint32_t num_ids) {
 }
 
 }  // namespace
+
+void set_column(float* d_table, int64_t width, const uint32_t* d_rows, const int* d_num_rows, int64_t max_rows,
+                int64_t column, float value, StreamHandle stream) {
+  if (max_rows == 0) return;
+  constexpr int kBlock = 256;
+  set_column_kernel<<<grid_for(max_rows, kBlock), kBlock, 0, stream>>>(d_table, width, d_rows, d_num_rows, column, value);
+  TB_CUDA_LAUNCH_CHECK("set_column_kernel", stream);
+}
 
 void gather_rows(const float* d_table, int64_t width, const uint32_t* d_ids, int64_t rows,
                  float* d_out, int64_t out_stride, int64_t offset, StreamHandle stream) {

@@ -40,6 +40,11 @@ class RowGroups {
 
 // sum[k, 0 .. width) = sum over the batch rows r of group k, in ascending order, of
 // grads[r * stride + offset + j]: the CPU's summation order, so the sums match it exactly.
+// d_table[rows[k] * width + column] = value for k < *num_rows (a count on the device, at most
+// max_rows): MF's constant columns after an update, as cpu::set_column.
+void set_column(float* d_table, int64_t width, const uint32_t* d_rows, const int* d_num_rows, int64_t max_rows,
+                int64_t column, float value, StreamHandle stream);
+
 void sum_row_gradients(const RowGroups& groups, const float* d_grads, int64_t stride,
                        int64_t offset, int64_t width, float* d_sum, StreamHandle stream);
 

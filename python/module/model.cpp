@@ -57,7 +57,7 @@ class Model {
       : dir_(dir), device_(resolve_device(device)), threads_(threads) {
     host::ModelData model = host::load_model_dir(dir);
     config_ = read_file(dir / "config.json");
-    if (!(model.kind == "neumf" || model.kind == "gmf" || model.kind == "mlp")) device_ = "cpu";
+    if (!(model.kind == "neumf" || model.kind == "gmf" || model.kind == "mlp" || model.kind == "mf")) device_ = "cpu";
     host::InferenceContext context = host::load_context(model, fs::path());
     default_ = std::make_shared<host::Recommender>(std::move(model), std::move(context), options("", false));
   }

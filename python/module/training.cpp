@@ -107,6 +107,7 @@ TrainJob job_of(const fs::path& data, const fs::path& out, const py::dict& optio
     }
   }
   TB_CHECK(fs::is_directory(data), "train: data " + data.string() + " is not a dataset directory");
+  apply_model_defaults(job, [&](const std::string& name) { return options.contains(name); });
   return job;
 }
 

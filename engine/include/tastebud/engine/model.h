@@ -1,7 +1,9 @@
 // The NeuMF family (He et al., Neural Collaborative Filtering, 2017): a GMF branch (element-wise
 // product of user and item factors) and an MLP branch (concatenated user and item embeddings
 // through ReLU layers), joined by one linear layer into a logit. GMF and MLP alone are the same
-// model with one branch.
+// model with one branch. MF (biased matrix factorisation, the baseline of Rendle et al. 2020) is
+// the GMF branch with a head of ones that never trains and two more columns per row: users
+// [p, b_u, 1], items [q, 1, b_i], so the logit is p . q + b_u + b_i + b, with b the head bias.
 #pragma once
 
 #include <cstdint>
@@ -13,10 +15,10 @@
 
 namespace tastebud {
 
-enum class ModelKind : uint32_t { kNeuMF = 0, kGMF = 1, kMLP = 2 };
+enum class ModelKind : uint32_t { kNeuMF = 0, kGMF = 1, kMLP = 2, kMF = 3 };
 
 std::string to_string(ModelKind kind);
-ModelKind parse_model_kind(const std::string& name);  // neumf | gmf | mlp
+ModelKind parse_model_kind(const std::string& name);  // neumf | gmf | mlp | mf
 
 // One side's metadata (users or items) as the model sees it. Every categorical field and the
 // textual field own a block of rows of one feature table per side (the field's vocabulary, or the
@@ -42,11 +44,18 @@ struct ModelConfig {
   ModelKind kind = ModelKind::kNeuMF;
   uint32_t num_users = 0;
   uint32_t num_items = 0;
-  uint32_t factors = 8;                       // GMF width
+  uint32_t factors = 8;                       // GMF width (MF: the latent factors + 2, see above)
   std::vector<uint32_t> layers{64, 32, 16, 8};  // MLP: layers[0] = concatenated embedding width
 
   bool has_gmf() const { return kind != ModelKind::kMLP; }
-  bool has_mlp() const { return kind != ModelKind::kGMF; }
+  bool has_mlp() const { return kind != ModelKind::kGMF && kind != ModelKind::kMF; }
+  // MF: the extra columns a GMF row carries, the head that stays at ones, and the column of each
+  // id table that stays at one (-1: none).
+  static constexpr uint32_t kMfBiasColumns = 2;
+  bool frozen_head() const { return kind == ModelKind::kMF; }
+  int64_t constant_column(bool items) const {
+    return kind != ModelKind::kMF ? -1 : items ? static_cast<int64_t>(factors) - 2 : static_cast<int64_t>(factors) - 1;
+  }
   uint32_t mlp_embedding() const { return has_mlp() ? layers.front() / 2 : 0; }
   uint32_t mlp_output() const { return has_mlp() ? layers.back() : 0; }
   uint32_t head_inputs() const { return (has_gmf() ? factors : 0) + mlp_output(); }
