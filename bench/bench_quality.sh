@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The quality table: each model at its defaults (tastebud train with no tuning flags), judged with
+# 95% bootstrap intervals, on the synthetic MovieLens-100K layout (leave-one-out) and on a
+# generated shop (leave-one-out and the service's protocol, --eval personalize). The epoch is
+# chosen on the validation split; the test numbers of that epoch are reported.
+# Usage: bash bench/bench_quality.sh [TASTEBUD_BINARY]   (default build/host/tastebud); prints the
+# markdown table for bench/RESULTS.md. EPOCHS=20 overrides the epochs.
+set -euo pipefail
+bin="${1:-build/host/tastebud}"
+epochs="${EPOCHS:-20}"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+"$bin" generate --layout movielens-100k --seed 7 --out "$work/ml-100k" >/dev/null
+"$bin" import --movielens "$work/ml-100k" --out "$work/ml" --quiet >/dev/null
+"$bin" generate --users 6000 --items 2000 --interactions 200000 --seed 11 --out "$work/shop-csv" >/dev/null
+"$bin" import --interactions "$work/shop-csv/interactions.csv" --out "$work/shop" --quiet >/dev/null
+
+# row DATA EVAL MODEL METRIC...: one table row from the summary of a training log.
+row() {
+  local data=$1 eval=$2 model=$3
+  shift 3
+  local log="$work/log-$data-$eval-$model"
+  "$bin" train --data "$work/$data" --out "$work/m-$data-$eval-$model" --model "$model" --eval "$eval" \
+    --epochs "$epochs" --no-progress >"$log" 2>&1
+  local cells=""
+  for metric in "$@"; do
+    # "hr@10      0.7147 [0.6882, 0.7423]      0.5027 [0.4730, 0.5355]": model, then popularity
+    cells+=" | $(awk -v m="$metric" '$1 == m { print $2, $3, $4 }' "$log")"
+  done
+  local epoch
+  epoch=$(grep -o "model kept from epoch [0-9]*" "$log" | awk '{ print $NF }')
+  echo "| $data | $eval | $model | $epoch$cells |"
+  if [ "$model" = mf ]; then  # the popularity column, once per data set and protocol
+    cells=""
+    for metric in "$@"; do cells+=" | $(awk -v m="$metric" '$1 == m { print $5, $6, $7 }' "$log")"; done
+    echo "| $data | $eval | popularity | -$cells |"
+  fi
+}
+echo "| data | eval | model | epoch | HR@10 or NDCG@10 | NDCG@10 or precision@10 |"
+echo "|---|---|---|---|---|---|"
+for model in mf gmf neumf mlp; do row ml loo "$model" hr@10 ndcg@10; done
+for model in mf gmf neumf mlp; do row shop loo "$model" hr@10 ndcg@10; done
+for model in mf gmf neumf mlp; do row shop personalize "$model" ndcg@10 precision@10; done
