@@ -26,7 +26,10 @@ void write_ids(const datasets::StringTable& ids, const std::filesystem::path& pa
 std::vector<std::string> read_ids(const std::filesystem::path& path);
 
 void write_seen(const SeenItems& seen, const std::filesystem::path& path);
-SeenItems read_seen(const std::filesystem::path& path);
+// Validates what it reads (checksum, counts within the file, offsets increasing, item indices
+// below num_items, each user's items sorted): a damaged file is an Error "corrupt: FILE: ...".
+SeenItems read_seen(const std::filesystem::path& path, uint32_t num_items);
+void check_seen(const SeenItems& seen, uint32_t num_items, const std::filesystem::path& path);
 
 // External id -> dense index.
 std::unordered_map<std::string, uint32_t> index_ids(const std::vector<std::string>& ids);

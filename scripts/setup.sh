@@ -3,7 +3,7 @@
 # The CUDA toolkit is optional: with nvcc on PATH the CUDA backend is built too.
 set -euo pipefail
 packages=(build-essential cmake libeigen3-dev libomp-dev libcli11-dev nlohmann-json3-dev libfmt-dev
-          libtomlplusplus-dev libgtest-dev libbenchmark-dev)
+          libtomlplusplus-dev libgtest-dev libbenchmark-dev zlib1g-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

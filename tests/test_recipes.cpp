@@ -134,7 +134,7 @@ TEST(Recipes, RecipeFileRoundTrip) {
   const std::filesystem::path path =
       std::filesystem::temp_directory_path() / ("tastebud-recipe-" + std::to_string(::getpid()) + ".bin");
   write_recipe(d, path);
-  const RecipeData back = read_recipe(path);
+  const RecipeData back = read_recipe(path, 3);
   EXPECT_EQ(back.kind, "sims");
   EXPECT_EQ(back.popularity, d.popularity);
   EXPECT_TRUE(back.item_scores.empty());

@@ -32,6 +32,8 @@
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/datasets/encode.h"
 #include "tastebud/datasets/schema.h"
+#include "tastebud/atomic_file.h"
+#include "tastebud/directory_lock.h"
 #include "tastebud/error.h"
 #include "tastebud/read_file.h"
 
@@ -1349,6 +1351,11 @@ ImportReport import_dataset(const ImportOptions& options) {
   if (out.parent_path().empty()) out = fs::path(".") / out;
 
   const bool incremental = options.mode == ImportMode::Incremental;
+  // One writer per dataset: without the lock, two incremental imports both read the old dataset
+  // and the second rename drops the first one's rows. Then what killed imports left goes.
+  CreatedParents parents(out.parent_path());
+  const DirectoryLock lock(out, incremental ? "this incremental import" : "this import");
+  remove_stale_temporaries(out.parent_path());
   if (!incremental && options.interactions.empty()) {
     throw Error("import: a full import needs the interactions file (--interactions FILE)");
   }
@@ -1434,7 +1441,6 @@ ImportReport import_dataset(const ImportOptions& options) {
   const auto read_done = std::chrono::steady_clock::now();
   report.read_seconds = std::chrono::duration<double>(read_done - started).count();
 
-  CreatedParents parents(out.parent_path());
   TempDir temp(unique_sibling(out, "tmp"));
   const fs::path& dir = temp.path();
   fs::create_directory(dir / "schema");
