@@ -27,6 +27,7 @@
 #include "tastebud/engine/gpu_scorer.h"
 #include "tastebud/engine/model_io.h"
 #include "tastebud/engine/scorer.h"
+#include "tastebud/engine/train_options.h"  // kMaxThreads
 #include "tastebud/error.h"
 #include "tastebud/loss_math.h"
 #include "tastebud/read_file.h"
@@ -1004,6 +1005,7 @@ std::ifstream open_input(const fs::path& input) {
 template <typename ChunkFn>
 BatchStats run_lines(const fs::path& input, const fs::path& output, uint32_t threads, ChunkFn&& chunk) {
   const auto start = std::chrono::steady_clock::now();
+  TB_CHECK(threads <= kMaxThreads, fmt::format("--threads must be from 0 (all cores) to {}, not {}", kMaxThreads, threads));
   std::ifstream in = open_input(input);
   remove_stale_temporaries(output.has_parent_path() ? output.parent_path() : fs::path("."));
   AtomicFile out(output);

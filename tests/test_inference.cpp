@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -582,6 +583,24 @@ TEST(Inference, JobWritesEveryLineInOrderAndAtomically) {
   }
   EXPECT_EQ(k, 5000);
   // Nothing but the input and the output remains: the temporary file was renamed.
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator()), 2);
+  // More threads than any machine has are refused (libgomp once crashed on 100000).
+  EXPECT_THROW(run_batch_infer(r, dir / "queries.jsonl", dir / "many.jsonl", 100000), Error);
+  // An output naming a directory is refused up front, naming it.
+  try {
+    run_batch_infer(r, dir / "queries.jsonl", dir, 1);
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("is a directory"), std::string::npos) << e.what();
+  }
+  // What a killed job left beside its output (a dead PID's temporary) goes with the next job.
+  const pid_t dead = ::fork();
+  if (dead == 0) ::_exit(0);
+  ::waitpid(dead, nullptr, 0);
+  const fs::path stale = dir / (".out.jsonl.tmp-" + std::to_string(dead));
+  std::ofstream(stale) << "half";
+  run_batch_infer(r, dir / "queries.jsonl", dir / "out.jsonl", 2);
+  EXPECT_FALSE(fs::exists(stale));
   EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator()), 2);
   // A missing input fails and leaves no output behind.
   EXPECT_THROW(run_batch_infer(r, dir / "missing.jsonl", dir / "none.jsonl", 1), Error);
