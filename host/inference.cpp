@@ -280,6 +280,7 @@ ModelData load_model_dir(const fs::path& dir) {
   } catch (const nlohmann::json::exception& e) {
     throw Error(fmt::format("{}: not a tastebud model config: {}", (dir / "config.json").string(), e.what()));
   }
+  check_file_checksums(config, dir);
   m.user_ids = read_ids(dir / "user_ids.json");
   m.item_ids = read_ids(dir / "item_ids.json");
   if (fs::exists(dir / "seen.bin")) m.seen = read_seen(dir / "seen.bin", static_cast<uint32_t>(m.item_ids.size()));

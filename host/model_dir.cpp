@@ -81,6 +81,29 @@ SeenItems read_seen(const std::filesystem::path& path, uint32_t num_items) {
   return seen;
 }
 
+namespace {
+constexpr const char* kCheckedFiles[] = {"user_ids.json", "item_ids.json"};
+}
+
+nlohmann::json file_checksums(const std::filesystem::path& dir) {
+  nlohmann::json sums = nlohmann::json::object();
+  for (const char* name : kCheckedFiles) sums[name] = crc32_of(read_file(dir / name));
+  return sums;
+}
+
+void check_file_checksums(const nlohmann::json& config, const std::filesystem::path& dir) {
+  const auto sums = config.find("checksums");
+  if (sums == config.end() || !sums->is_object()) return;  // a model of before
+  for (const char* name : kCheckedFiles) {
+    const auto stored = sums->find(name);
+    if (stored == sums->end() || !stored->is_number_unsigned()) continue;
+    const uint32_t computed = crc32_of(read_file(dir / name));
+    if (stored->get<uint64_t>() != computed)
+      throw Error(fmt::format("corrupt: {}: CRC-32 {:08x} does not match the {:08x} config.json records", (dir / name).string(),
+                              computed, stored->get<uint64_t>()));
+  }
+}
+
 std::unordered_map<std::string, uint32_t> index_ids(const std::vector<std::string>& ids) {
   std::unordered_map<std::string, uint32_t> index;
   index.reserve(ids.size());

@@ -391,12 +391,13 @@ TrainResult train_recipe(const TrainJob& job, std::ostream& log) {
     recipe["trend_window_days"] = options.trend_window_days;
     recipe["trend_smoothing"] = options.trend_smoothing;
   }
-  const json config{{"model", job.model}, {"data", fs::absolute(job.data).string()}, {"recipe", recipe}};
-  write_file_atomically(job.out / "config.json", config.dump(2) + "\n");
   write_ids(dataset.user_ids, job.out / "user_ids.json");
   write_ids(dataset.item_ids, job.out / "item_ids.json");
   write_seen(seen_of(events), job.out / "seen.bin");
   write_recipe(data, job.out / "recipe.bin");
+  const json config{{"model", job.model}, {"data", fs::absolute(job.data).string()}, {"recipe", recipe},
+                    {"checksums", file_checksums(job.out)}};
+  write_file_atomically(job.out / "config.json", config.dump(2) + "\n");
 
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   log << fmt::format("trained {} on {} ({} users, {} items, {} events) in {:.1f}s\n", job.model,

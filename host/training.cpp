@@ -315,12 +315,13 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
     if (result.best_epoch == first_epoch - 1) save_model(backend->state().params, job.out / "model.bin");
     write_file_atomically(job.out / "metrics.jsonl", metrics_lines(result.history));
   } else {
-    json config_json = job_json;
-    config_json["model_config"] = json::parse(config_to_json(config));
-    write_file_atomically(job.out / "config.json", config_json.dump(2) + "\n");
     write_ids(dataset.user_ids, job.out / "user_ids.json");
     write_ids(dataset.item_ids, job.out / "item_ids.json");
     write_seen(seen_of(split.train), job.out / "seen.bin");
+    json config_json = job_json;
+    config_json["model_config"] = json::parse(config_to_json(config));
+    config_json["checksums"] = file_checksums(job.out);
+    write_file_atomically(job.out / "config.json", config_json.dump(2) + "\n");
   }
 
   log << fmt::format("training {} on {} ({} users, {} items, {} positives) with the {} backend, {} "

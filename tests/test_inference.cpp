@@ -433,9 +433,9 @@ fs::path write_gmf_dir(const std::string& name) {
   fs::remove_all(dir);
   fs::create_directories(dir);
   const ModelData m = gmf_model();
-  write_bytes(dir / "config.json", R"({"model": "gmf"})");
   write_bytes(dir / "user_ids.json", json(m.user_ids).dump());
   write_bytes(dir / "item_ids.json", json(m.item_ids).dump());
+  write_bytes(dir / "config.json", json{{"model", "gmf"}, {"checksums", file_checksums(dir)}}.dump());
   write_seen(m.seen, dir / "seen.bin");
   // The hand-built parameters hold only what the scorer reads; a file holds every tensor.
   ModelParams params = ModelParams::initialize(m.params->config, 1);
@@ -457,12 +457,12 @@ std::string load_error(const fs::path& dir) {
   return "";
 }
 
-TEST(ModelDir, EveryFlippedBitOfABinaryFileIsACorruptError) {
+TEST(ModelDir, EveryFlippedBitOfAModelFileIsACorruptError) {
   const fs::path dir = write_gmf_dir("bitflips");
   ASSERT_EQ(load_error(dir), "");
   EXPECT_EQ(load_model_dir(dir).seen.items, gmf_model().seen.items);
   std::mt19937 random(15);
-  for (const char* name : {"seen.bin", "model.bin"}) {
+  for (const char* name : {"seen.bin", "model.bin", "user_ids.json", "item_ids.json"}) {
     const std::string good = read_bytes(dir / name);
     for (int trial = 0; trial < 60; ++trial) {
       std::string bad = good;
@@ -475,7 +475,7 @@ TEST(ModelDir, EveryFlippedBitOfABinaryFileIsACorruptError) {
     }
     // A truncated file too.
     write_bytes(dir / name, good.substr(0, good.size() - 3));
-    EXPECT_NE(load_error(dir).find("corrupt: "), std::string::npos) << name;
+    EXPECT_NE(load_error(dir).find("corrupt: " + (dir / name).string()), std::string::npos) << load_error(dir);
     write_bytes(dir / name, good);
   }
   EXPECT_EQ(load_error(dir), "");
