@@ -529,6 +529,19 @@ TEST_F(Import, ConcurrentIncrementalImportsLoseNothingSilently) {
   EXPECT_EQ(Dataset::open(out()).interactions.size(), 1u + 20000u * landed);
 }
 
+// The header checks are linear (issue 15: 100,000 columns once took minutes to check): a header of
+// 100,001 columns whose last repeats the first fails at once, naming the column.
+TEST_F(Import, WideHeaderChecksAreLinear) {
+  write("interactions.csv", "USER_ID,ITEM_ID,TIMESTAMP\nu1,i1,10\n");
+  std::string header = "ITEM_ID", row = "i1";
+  for (int c = 0; c < 100000; ++c) {
+    header += ",C" + std::to_string(c);
+    row += ",1";
+  }
+  write("items.csv", header + ",c0\n" + row + ",1\n");
+  expect_import_error(options(false, true), {"items.csv:1: field 100002 (c0): the column name appears twice"});
+}
+
 // What a killed import left beside the dataset (its temporary directory, named with its PID) goes
 // with the next import; a live process's temporary stays.
 TEST_F(Import, NextImportRemovesTemporariesOfDeadImports) {
@@ -585,6 +598,16 @@ TEST_F(Import, EveryBadInputNamesFileLineAndFieldAndLeavesNoDataset) {
       {"beyond float", "USER_ID,ITEM_ID,TIMESTAMP,EVENT_VALUE\nu1,i1,100,1e50\n", "",
        {"interactions.csv:2:", "field 4 (EVENT_VALUE)", "not a finite number"}},
       {"empty user id", head + ",i1,100\n", "", {"interactions.csv:2:", "field 1 (USER_ID)", "empty id"}},
+      // Timestamps outside 1970..2100 (issue 15: INT64_MIN imported, then recipes overflowed).
+      {"timestamp INT64_MIN", head + "u1,i1,100\nu1,i2,-9223372036854775808\n", "",
+       {"interactions.csv:3:", "field 3 (TIMESTAMP)", "before 1970"}},
+      {"negative timestamp", head + "u1,i1,-5\n", "", {"interactions.csv:2:", "field 3 (TIMESTAMP)", "before 1970"}},
+      {"millisecond timestamp", head + "u1,i1,1700000000123\n", "",
+       {"interactions.csv:2:", "field 3 (TIMESTAMP)", "looks like milliseconds", "divide by 1000"}},
+      {"far-future timestamp", head + "u1,i1,9000000000000000\n", "",
+       {"interactions.csv:2:", "field 3 (TIMESTAMP)", "after 2100"}},
+      {"millisecond creation timestamp", good, "ITEM_ID,CREATION_TIMESTAMP\ni1,1700000000123\n",
+       {"items.csv:2:", "field 2 (CREATION_TIMESTAMP)", "looks like milliseconds"}},
       {"item with an empty id", good, "ITEM_ID,GENRES\ni1,a\n,b\n",
        {"items.csv:3:", "field 1 (ITEM_ID)", "empty id"}},
       {"NaN in item metadata", good, "ITEM_ID,PRICE\ni1,1\ni2,NaN\n",

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <string>
+#include <unordered_set>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -18,13 +20,15 @@ bool same_field_name(std::string_view a, std::string_view b) {
          });
 }
 
-namespace {
-
-std::string upper(std::string_view s) {
-  std::string out(s);
+std::string field_name_key(std::string_view name) {
+  std::string out(name);
   for (char& c : out) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   return out;
 }
+
+namespace {
+
+std::string upper(std::string_view s) { return field_name_key(s); }
 
 bool parse_type_name(std::string_view name, FieldType* type) {
   static constexpr std::pair<std::string_view, FieldType> kTypes[] = {
@@ -120,10 +124,10 @@ void check_schema(const Schema& schema, DatasetKind kind, const std::string& sou
     if (f->nullable) fail(name, "a required field cannot be nullable");
   }
   int textual = 0;
+  std::unordered_set<std::string> names;
   for (size_t i = 0; i < schema.fields.size(); ++i) {
     const SchemaField& f = schema.fields[i];
-    for (size_t j = 0; j < i; ++j)
-      if (same_field_name(schema.fields[j].name, f.name)) fail(f.name, "appears twice");
+    if (!names.insert(field_name_key(f.name)).second) fail(f.name, "appears twice");
     const FieldRole role = field_role(kind, f);
     switch (role) {
       case FieldRole::UserId:
