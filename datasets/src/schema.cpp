@@ -155,23 +155,40 @@ void check_schema(const Schema& schema, DatasetKind kind, const std::string& sou
   }
 }
 
+// A member of the record or of one field, of the type it must have (nlohmann's own type errors
+// would name neither the file nor the field).
+std::string string_member(const nlohmann::json& object, const char* key, std::string fallback,
+                          const std::string& where) {
+  const auto it = object.find(key);
+  if (it == object.end() || it->is_null()) return fallback;
+  if (!it->is_string()) throw Error(fmt::format("{}: \"{}\" must be a string, not {}", where, key, it->dump()));
+  return it->get<std::string>();
+}
+
+bool bool_member(const nlohmann::json& object, const char* key, const std::string& where) {
+  const auto it = object.find(key);
+  if (it == object.end() || it->is_null()) return false;
+  if (!it->is_boolean()) throw Error(fmt::format("{}: \"{}\" must be true or false, not {}", where, key, it->dump()));
+  return it->get<bool>();
+}
+
 Schema parse_schema(std::string_view json_text, DatasetKind kind, const std::string& source) {
   nlohmann::json doc;
   try {
     doc = nlohmann::json::parse(json_text);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, and out_of_range for 1e999
     throw Error(fmt::format("{}: not valid JSON: {}", source, e.what()));
   }
-  if (!doc.is_object() || doc.value("type", "") != "record" || !doc.contains("fields") ||
+  if (!doc.is_object() || string_member(doc, "type", "", source) != "record" || !doc.contains("fields") ||
       !doc["fields"].is_array()) {
     throw Error(fmt::format("{}: expected an Avro record: {{\"type\": \"record\", \"name\": ..., "
                             "\"fields\": [...]}}",
                             source));
   }
   Schema schema;
-  schema.name = doc.value("name", std::string(schema_record_name(kind)));
-  schema.name_space = doc.value("namespace", std::string("tastebud"));
-  schema.version = doc.value("version", std::string("1.0"));
+  schema.name = string_member(doc, "name", std::string(schema_record_name(kind)), source);
+  schema.name_space = string_member(doc, "namespace", "tastebud", source);
+  schema.version = string_member(doc, "version", "1.0", source);
   for (const auto& f : doc["fields"]) {
     if (!f.is_object() || !f.contains("name") || !f["name"].is_string() || !f.contains("type")) {
       throw Error(fmt::format("{}: every field needs a \"name\" and a \"type\": {}", source, f.dump()));
@@ -203,8 +220,9 @@ Schema parse_schema(std::string_view json_text, DatasetKind kind, const std::str
                               "double, boolean or a union of one of them with \"null\"",
                               source, field.name, type.dump()));
     }
-    field.categorical = f.value("categorical", false);
-    field.textual = f.value("textual", false);
+    const std::string where = fmt::format("{}: field {}", source, field.name);
+    field.categorical = bool_member(f, "categorical", where);
+    field.textual = bool_member(f, "textual", where);
     schema.fields.push_back(std::move(field));
   }
   check_schema(schema, kind, source);
