@@ -212,7 +212,8 @@ std::vector<float> popularity_scores(const EventLog& log, const RecipeOptions& o
   for (size_t e = 0; e < weight.size(); ++e) {
     double w = weight[e];
     if (options.half_life_days > 0) {
-      const double age_days = static_cast<double>(latest - log.timestamp[e]) / 86400.0;
+      // In double: a dataset imported before timestamps were range-checked may hold INT64_MIN.
+      const double age_days = (static_cast<double>(latest) - static_cast<double>(log.timestamp[e])) / 86400.0;
       w *= std::exp2(-age_days / options.half_life_days);
     }
     score[log.item[e]] += w;
@@ -226,7 +227,7 @@ std::vector<float> trending_scores(const EventLog& log, const RecipeOptions& opt
   const double window = options.trend_window_days * 86400.0;
   std::vector<double> recent(log.num_items, 0.0), before(log.num_items, 0.0);
   for (size_t e = 0; e < weight.size(); ++e) {
-    const double age = static_cast<double>(latest - log.timestamp[e]);
+    const double age = static_cast<double>(latest) - static_cast<double>(log.timestamp[e]);
     if (age < window) recent[log.item[e]] += weight[e];
     else if (age < 2 * window) before[log.item[e]] += weight[e];
   }
