@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs what tastebud builds with, from Debian's packages (run as root on Debian 12).
 # The CUDA toolkit is optional: with nvcc on PATH the CUDA backend is built too.
+# Usage: bash scripts/setup.sh [--fuzz]
 set -euo pipefail
 packages=(build-essential cmake libeigen3-dev libomp-dev libcli11-dev nlohmann-json3-dev libfmt-dev
           libtomlplusplus-dev libgtest-dev libbenchmark-dev zlib1g-dev)
+# --fuzz: clang and its sanitizer and libFuzzer runtimes too (scripts/fuzz.sh, scripts/sanitize.sh).
+[ "${1:-}" = "--fuzz" ] && packages+=(clang libclang-rt-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
