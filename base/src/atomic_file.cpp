@@ -100,7 +100,9 @@ void fsync_directory(const fs::path& dir) {
 AtomicFile::AtomicFile(fs::path path) : path_(std::move(path)) {
   check_target(path_);
   temp_ = temporary_name(path_);
-  file_ = std::fopen(temp_.c_str(), "wbx");
+  // Truncating, not exclusive: a leftover of a killed process that had this PID (PIDs restart in
+  // every container) under this name is ours to replace.
+  file_ = std::fopen(temp_.c_str(), "wb");
   if (file_ == nullptr) fail("cannot create", errno);
   // A large stdio buffer turns many small appends into few write calls.
   std::setvbuf(file_, nullptr, _IOFBF, 1 << 20);
