@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tastebud/checksum.h"
+#include "tastebud/engine/train_options.h"  // parameter_floats
 #include "tastebud/error.h"
 #include "tastebud/read_file.h"
 
@@ -124,25 +125,11 @@ std::vector<Tensor> decode(const std::filesystem::path& path, nlohmann::json* he
   return tensors;
 }
 
-// The floats the configuration's tables and layers hold at least; a header whose counts ask for
-// more than the file could hold is refused before anything that large is allocated.
-long double parameters_of(const ModelConfig& c) {
-  auto table_rows = [](const FeatureSpec& s) {
-    long double rows = 0;
-    for (uint32_t r : s.categorical_rows) rows += r;
-    return rows + (s.textual.empty() ? 0 : s.text_buckets) + s.numerical.size();
-  };
-  long double rows = static_cast<long double>(c.num_users) + c.num_items + table_rows(c.user_features) +
-                     table_rows(c.item_features) + table_rows(c.context);
-  long double n = rows * c.feature_width();
-  if (c.has_mlp())
-    for (size_t l = 0; l + 1 < c.layers.size(); ++l) n += static_cast<long double>(c.layers[l]) * c.layers[l + 1];
-  return n;
-}
-
+// A header whose counts ask for more parameters than the file could hold is refused before
+// anything that large is allocated.
 ModelConfig checked_config(const nlohmann::json& header, const std::filesystem::path& path) {
   const ModelConfig config = config_from_json(header.at("config").dump(), path.string());
-  const long double bytes = parameters_of(config) * sizeof(float);
+  const long double bytes = static_cast<long double>(parameter_floats(config)) * sizeof(float);
   const uintmax_t size = std::filesystem::file_size(path);
   if (bytes > static_cast<long double>(size))
     throw Error(fmt::format("corrupt: {}: the header's configuration ({} users, {} items) needs {:.0Lf} bytes of "

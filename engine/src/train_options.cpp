@@ -30,21 +30,6 @@ void validate_train_options(const TrainOptions& o) {
 
 namespace {
 
-// Floats of the tables and dense layers (as the model file lays them out).
-double parameter_floats(const ModelConfig& c) {
-  auto table_rows = [](const FeatureSpec& s) {
-    double rows = 0;
-    for (uint32_t r : s.categorical_rows) rows += r;
-    return rows + (s.textual.empty() ? 0 : s.text_buckets) + s.numerical.size();
-  };
-  const double rows = double(c.num_users) + c.num_items + table_rows(c.user_features) + table_rows(c.item_features) +
-                      table_rows(c.context);
-  double n = rows * c.feature_width();
-  if (c.has_mlp())
-    for (size_t l = 0; l + 1 < c.layers.size(); ++l) n += double(c.layers[l]) * c.layers[l + 1];
-  return n + c.head_inputs() + 1;
-}
-
 // Per batch row: the gathered embeddings, every layer's activation and gradient, and the
 // embedding gradients, in floats; the CPU backend also keeps row ids and sample indices.
 double batch_bytes(const ModelConfig& c, const TrainOptions& o) {
@@ -55,6 +40,20 @@ double batch_bytes(const ModelConfig& c, const TrainOptions& o) {
 }
 
 }  // namespace
+
+double parameter_floats(const ModelConfig& c) {
+  auto table_rows = [](const FeatureSpec& s) {
+    double rows = 0;
+    for (uint32_t r : s.categorical_rows) rows += r;
+    return rows + (s.textual.empty() ? 0 : s.text_buckets) + s.numerical.size();
+  };
+  // Id and metadata rows are GMF + MLP wide; context rows feed the MLP half only.
+  const double rows = double(c.num_users) + c.num_items + table_rows(c.user_features) + table_rows(c.item_features);
+  double n = rows * c.feature_width() + table_rows(c.context) * c.mlp_embedding();
+  if (c.has_mlp())
+    for (size_t l = 0; l + 1 < c.layers.size(); ++l) n += double(c.layers[l]) * c.layers[l + 1];
+  return n + c.head_inputs() + 1;
+}
 
 uint64_t estimate_training_bytes(const ModelConfig& c, uint64_t positives, const TrainOptions& o) {
   // Parameters, their two optimizer states, the host copy a checkpoint takes and its encoding.

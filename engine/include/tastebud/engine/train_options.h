@@ -17,6 +17,10 @@ inline constexpr uint32_t kMaxBatchSize = 1u << 24;
 // Throws tastebud::Error naming the parameter and its allowed range.
 void validate_train_options(const TrainOptions& options);
 
+// Floats of the model's tables (ids, features, context) and dense weights: at most what a model
+// file holds (biases left out), so that a header asking for more is known to be damaged.
+double parameter_floats(const ModelConfig& config);
+
 // Bytes a training job holds at its peak, roughly: parameters and optimizer state, the training
 // set, one batch's activations and gradients (per chunk of the CPU backend), and a checkpoint's
 // encoding.
