@@ -66,10 +66,15 @@ uint64_t estimate_training_bytes(const ModelConfig& c, uint64_t positives, const
 
 void check_training_memory(uint64_t needed, uint64_t available, const ModelConfig& c, const TrainOptions& o) {
   if (available == 0 || needed <= available) return;
-  const std::string lower = batch_bytes(c, o) > needed / 4.0
-                                ? fmt::format("a smaller batch_size (now {})", o.batch_size)
-                                : fmt::format("fewer factors or narrower layers (the tables hold {} users and {} "
-                                              "items)", c.num_users, c.num_items);
+  // What to lower: the batch when a batch of one would fit, else the model's width.
+  TrainOptions one = o;
+  one.batch_size = 1;
+  const bool batch_helps = double(needed) - batch_bytes(c, o) + batch_bytes(c, one) <= double(available);
+  const std::string lower = batch_helps
+                                ? fmt::format("batch_size (now {})", o.batch_size)
+                                : fmt::format("the factors or the layer widths (now {} factors and an MLP embedding "
+                                              "of {}, for {} users and {} items)",
+                                              c.has_gmf() ? c.factors : 0, c.mlp_embedding(), c.num_users, c.num_items);
   throw Error(fmt::format("training needs about {:.1f} GiB of memory but this machine has {:.1f} GiB; lower {}",
                           needed / 1073741824.0, available / 1073741824.0, lower));
 }
