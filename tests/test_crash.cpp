@@ -10,9 +10,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <random>
 #include <string>
 #include <thread>
@@ -27,6 +29,8 @@ namespace tastebud {
 namespace {
 
 namespace fs = std::filesystem;
+
+int kills = 0;  // runs that were killed rather than finished, reported per test
 
 // Runs `tastebud ARGS` in a child and kills it after `delay` (unless it ended first). True when it
 // ran to completion with exit status 0.
@@ -50,7 +54,20 @@ bool run_and_kill(const std::vector<std::string>& args, std::chrono::microsecond
   }
   ::kill(child, SIGKILL);
   ::waitpid(child, &status, 0);
+  kills += WIFSIGNALED(status);
   return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+// How long an uninterrupted run takes: kill delays are drawn below it, so that the kills land
+// inside the job on a fast machine and a slow one alike.
+std::chrono::microseconds duration_of(const std::vector<std::string>& args) {
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(run_and_kill(args, std::chrono::seconds(120)));
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
+}
+
+std::chrono::microseconds within(std::mt19937& random, std::chrono::microseconds span) {
+  return std::chrono::microseconds(random() % std::max<int64_t>(span.count(), 1));
 }
 
 // Entries of `dir` that a writer left: hidden temporaries (".X.tmp-PID-...") and older names.
@@ -100,10 +117,13 @@ TEST_F(Crash, KilledImportsLeaveTheOldDatasetOrTheNew) {
   const uint64_t new_rows = datasets::Dataset::open(out).interactions.size();
   ASSERT_GT(new_rows, old_rows);
   std::mt19937 random(15);
+  const auto import_time = duration_of(incremental);
+  ASSERT_TRUE(run_and_kill(full_import(out), std::chrono::seconds(60)));
+  kills = 0;
   for (int trial = 0; trial < 6; ++trial) {
     ASSERT_TRUE(run_and_kill(full_import(out), std::chrono::seconds(60)));  // back to the old state
     const bool full = trial % 2 == 0;
-    run_and_kill(full ? full_import(out) : incremental, std::chrono::microseconds(random() % 150000));
+    run_and_kill(full ? full_import(out) : incremental, within(random, import_time));
     const uint64_t now = datasets::Dataset::open(out).interactions.size();  // it opens: never half
     if (full) {
       EXPECT_EQ(now, old_rows) << "trial " << trial;  // the same rows, old or new
@@ -114,17 +134,24 @@ TEST_F(Crash, KilledImportsLeaveTheOldDatasetOrTheNew) {
   // The next import removes what the killed ones left beside the dataset.
   ASSERT_TRUE(run_and_kill(full_import(out), std::chrono::seconds(60)));
   EXPECT_TRUE(leftovers(out.parent_path()).empty()) << leftovers(out.parent_path()).front();
+  RecordProperty("killed", kills);
+  std::cout << kills << " of 6 imports killed midway\n";
 }
 
 TEST_F(Crash, KilledTrainingResumesAndKilledBatchJobsLeaveNoHalfOutput) {
   const fs::path data = root_ / "train_data";
   ASSERT_TRUE(run_and_kill(full_import(data), std::chrono::seconds(60)));
   std::mt19937 random(16);
+  auto train_into = [&](const fs::path& model) {
+    return std::vector<std::string>{"train", "--data", data.string(), "--out", model.string(), "--epochs", "3",
+                                    "--factors", "4", "--layers", "8,4", "--eval", "none"};
+  };
+  const auto training_time = duration_of(train_into(root_ / "model_timed"));
+  kills = 0;
   for (int trial = 0; trial < 3; ++trial) {
     const fs::path model = root_ / ("model" + std::to_string(trial));
-    const std::vector<std::string> train{"train", "--data", data.string(), "--out", model.string(), "--epochs", "3",
-                                         "--factors", "4", "--layers", "8,4", "--eval", "none"};
-    run_and_kill(train, std::chrono::microseconds(random() % 300000));
+    const std::vector<std::string> train = train_into(model);
+    run_and_kill(train, within(random, training_time));
     if (fs::exists(model / "model.bin")) {
       EXPECT_NO_THROW(load_model(model / "model.bin"));
     }
@@ -141,11 +168,12 @@ TEST_F(Crash, KilledTrainingResumesAndKilledBatchJobsLeaveNoHalfOutput) {
     for (int k = 0; k < 5000; ++k) q << "{\"userId\": \"u" << k % 500 << "\"}\n";
   }
   fs::create_directories(output.parent_path());
+  const std::vector<std::string> job{"batch-infer", "--model", (root_ / "model0").string(), "--input", queries.string(),
+                                     "--output", output.string(), "--device", "cpu"};
+  const auto job_time = duration_of(job);
   for (int trial = 0; trial < 3; ++trial) {
     fs::remove(output);
-    const std::vector<std::string> job{"batch-infer", "--model", (root_ / "model0").string(), "--input", queries.string(),
-                                       "--output", output.string(), "--device", "cpu"};
-    run_and_kill(job, std::chrono::microseconds(random() % 150000));
+    run_and_kill(job, within(random, job_time));
     if (fs::exists(output)) {
       std::ifstream in(output);
       std::string line;
@@ -156,6 +184,8 @@ TEST_F(Crash, KilledTrainingResumesAndKilledBatchJobsLeaveNoHalfOutput) {
     ASSERT_TRUE(run_and_kill(job, std::chrono::seconds(120)));
     EXPECT_TRUE(leftovers(output.parent_path()).empty()) << leftovers(output.parent_path()).front();
   }
+  RecordProperty("killed", kills);
+  std::cout << kills << " of 6 training runs and batch jobs killed midway\n";
 }
 
 }  // namespace
