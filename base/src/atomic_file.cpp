@@ -58,11 +58,11 @@ fs::path temporary_name(const fs::path& path) {
 }
 
 long temporary_owner(const std::string& name) {
-  // ".X.tmp-PID..." and ".X.old-PID..." (this helper, imports); "X.tmp-PID" (older CSV writers).
+  // ".X.tmp-PID..." and ".X.old-PID..." (this helper, imports, older batch outputs): hidden
+  // names only, so that a user's own "notes.tmp-2024" beside a batch output is never taken.
   for (const char* tag : {".tmp-", ".old-"}) {
     const size_t at = name.rfind(tag);
-    if (at == std::string::npos || at == 0) continue;
-    if (std::string_view(tag) == ".old-" && name[0] != '.') continue;
+    if (at == std::string::npos || at == 0 || name[0] != '.') continue;
     if (const long pid = pid_at(name, at + 5)) return pid;
   }
   // "X.tmpPID" (older model and checkpoint writers).

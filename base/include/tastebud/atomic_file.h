@@ -41,8 +41,8 @@ void write_file_atomically(const std::filesystem::path& path, std::string_view b
 void fsync_directory(const std::filesystem::path& dir);
 
 // Removes what writers that died (kill -9, power loss) left in `dir`: entries named as temporary
-// files and directories are (".X.tmp-PID...", ".X.old-PID...", and the older "X.tmpPID",
-// "X.tmp-PID") whose PID no longer runs. Returns how many were removed. Never throws.
+// files and directories are (".X.tmp-PID...", ".X.old-PID...", and the older models' and
+// checkpoints' "X.tmpPID") whose PID no longer runs. Returns how many were removed. Never throws.
 size_t remove_stale_temporaries(const std::filesystem::path& dir);
 
 // The process id a temporary's name holds, or 0 when the name is not a temporary's.
