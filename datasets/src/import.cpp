@@ -29,12 +29,12 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "tastebud/atomic_file.h"
 #include "tastebud/datasets/columns.h"
 #include "tastebud/datasets/csv.h"
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/datasets/encode.h"
 #include "tastebud/datasets/schema.h"
-#include "tastebud/atomic_file.h"
 #include "tastebud/directory_lock.h"
 #include "tastebud/error.h"
 #include "tastebud/read_file.h"
