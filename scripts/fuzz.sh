@@ -24,7 +24,7 @@ for name in "${harnesses[@]}"; do
   cp tests/fuzz/corpus/"${name#fuzz_}"/* "$corpus"/
   log="$build_dir/$name.log"
   # The harnesses' scratch files go under the build directory, emptied before each harness.
-  export TMPDIR="$PWD/$build_dir/tmp"
+  export TMPDIR="$(realpath -m "$build_dir")/tmp"
   rm -rf "$TMPDIR" && mkdir -p "$TMPDIR"
   if ! "$build_dir/tests/fuzz/$name" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 \
        -print_final_stats=1 -artifact_prefix="$build_dir/findings/$name-" "$corpus" >"$log" 2>&1; then
