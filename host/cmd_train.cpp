@@ -34,13 +34,16 @@ void apply_job_file(CLI::App& cmd, const std::filesystem::path& path) {
     }
     if (name == "config") continue;
     if (option->count() > 0) continue;  // the command line wins
+    // The lambda names the key through a plain variable: C++20 does not let lambdas capture
+    // structured bindings (g++ accepts it, clang refuses).
+    const std::string key_name(key.str());
     auto scalar = [&](const toml::node& node) -> std::string {
       if (node.is_string()) return *node.value<std::string>();
       if (node.is_boolean()) return *node.value<bool>() ? "true" : "false";
       if (node.is_integer()) return std::to_string(*node.value<int64_t>());
       if (node.is_floating_point()) return fmt::format("{}", *node.value<double>());
       throw Error(fmt::format("{}:{}: '{}' must be a string, number or boolean", path.string(), line,
-                              key.str()));
+                              key_name));
     };
     if (const toml::array* array = value.as_array()) {
       for (const toml::node& element : *array) option->add_result(scalar(element));

@@ -187,6 +187,8 @@ namespace {
 
 class Parser {
  public:
+  static constexpr size_t kMaxNesting = 64;
+
   Parser(std::string_view what, std::string_view text, FilterAst& ast)
       : what_(what), text_(text), tokens_(lex(what, text)), ast_(ast) {}
 
@@ -270,8 +272,15 @@ class Parser {
   }
 
   Node parse_primary() {
-    if (accept(Tok::kLParen)) {
+    if (peek().kind == Tok::kLParen) {
+      // Each '(' is one level of recursion here and in evaluation: bounded, or a hostile
+      // expression overflows the stack.
+      if (depth_ == kMaxNesting)
+        fail(what_, text_, peek().position, fmt::format("parentheses nested deeper than {}", kMaxNesting));
+      next();
+      ++depth_;
       Node node = parse_or();
+      --depth_;
       if (!accept(Tok::kRParen)) unexpected("')' or AND/OR");
       return node;
     }
@@ -332,6 +341,7 @@ class Parser {
   std::string_view text_;
   std::vector<Token> tokens_;
   size_t at_ = 0;
+  size_t depth_ = 0;  // parentheses open at this point
   FilterAst& ast_;
 };
 

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <fstream>
 #include <numeric>
 #include <ostream>
@@ -21,10 +22,12 @@
 
 #include "cpu/topk.h"
 #include "host/features.h"
+#include "tastebud/atomic_file.h"
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/engine/gpu_scorer.h"
 #include "tastebud/engine/model_io.h"
 #include "tastebud/engine/scorer.h"
+#include "tastebud/engine/train_options.h"  // kMaxThreads
 #include "tastebud/error.h"
 #include "tastebud/loss_math.h"
 #include "tastebud/read_file.h"
@@ -106,82 +109,92 @@ struct LineError : Error {
 
 using LineResult = Recommender::LineOutcome;
 
-// Writes to a temporary name in the destination's directory; commit() renames it into place, and
-// a job that fails before then leaves nothing where a reader would take it for a whole file.
-class AtomicOutput {
- public:
-  explicit AtomicOutput(fs::path path) : path_(std::move(path)) {
-    const fs::path dir = path_.has_parent_path() ? path_.parent_path() : fs::path(".");
-    if (!fs::is_directory(dir)) throw Error(fmt::format("{}: the directory {} does not exist", path_.string(), dir.string()));
-    temp_ = dir / fmt::format(".{}.tmp-{}", path_.filename().string(), ::getpid());
-    file_ = std::fopen(temp_.c_str(), "wb");
-    if (!file_) throw Error(fmt::format("{}: cannot write: {}", temp_.string(), std::strerror(errno)));
-  }
-  ~AtomicOutput() {
-    if (file_) {
-      std::fclose(file_);
-      std::error_code ignored;
-      fs::remove(temp_, ignored);
-    }
-  }
-  void write(const std::string& text) {
-    if (std::fwrite(text.data(), 1, text.size(), file_) != text.size())
-      throw Error(fmt::format("{}: write failed: {}", temp_.string(), std::strerror(errno)));
-  }
-  void commit() {
-    const bool ok = std::fflush(file_) == 0 && ::fsync(::fileno(file_)) == 0;
-    const int close_result = std::fclose(file_);
-    file_ = nullptr;
-    if (!ok || close_result != 0) {
-      std::error_code ignored;
-      fs::remove(temp_, ignored);
-      throw Error(fmt::format("{}: write failed: {}", temp_.string(), std::strerror(errno)));
-    }
-    std::error_code ec;
-    fs::rename(temp_, path_, ec);
-    if (ec) {
-      fs::remove(temp_, ec);
-      throw Error(fmt::format("{}: cannot rename into place: {}", path_.string(), ec.message()));
-    }
-  }
-
- private:
-  fs::path path_, temp_;
-  std::FILE* file_ = nullptr;
-};
-
 bool blank(std::string_view line) {
   return std::all_of(line.begin(), line.end(), [](char c) { return std::isspace(static_cast<unsigned char>(c)); });
 }
 
 std::string dump_line(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
-// The result line {"input", "output", "error"} of an input already parsed: what `answer` throws
-// becomes the "error", with a null output.
-template <class Answer>
-std::string answered_line(json input, LineResult& result, Answer&& answer) {
-  json out{{"input", std::move(input)}, {"output", nullptr}, {"error", nullptr}};
-  try {
-    out["output"] = answer(out["input"]);
-  } catch (const std::exception& e) {
-    out["error"] = e.what();
-    result.error = true;
-    result.fallback = false;
+// Deeper JSON than this is refused before it is parsed: queries nest three levels, and what is
+// parsed is echoed into "input" by a recursive dump that a deep enough line would overflow.
+constexpr size_t kMaxJsonDepth = 64;
+
+// True when the brackets of `line` (outside strings) nest deeper than `limit`: a linear scan.
+bool nested_deeper_than(std::string_view line, size_t limit) {
+  size_t depth = 0;
+  bool in_string = false, escaped = false;
+  for (char c : line) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > limit) return true;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
   }
-  return dump_line(out);
+  return false;
+}
+
+// A query line as JSON; LineError for a line that is not JSON, nests too deep, or holds a number
+// a double cannot hold (nlohmann throws out_of_range for 1e999, not parse_error).
+json parse_line(std::string_view line) {
+  if (nested_deeper_than(line, kMaxJsonDepth))
+    throw LineError(fmt::format("not a query: JSON nested deeper than {} levels", kMaxJsonDepth));
+  try {
+    return json::parse(line);
+  } catch (const json::exception& e) {
+    throw LineError(fmt::format("not valid JSON: {}", e.what()));
+  }
+}
+
+// The result line of a line whose problem came before it could be echoed as JSON: the input is
+// echoed as its text.
+std::string error_line(std::string_view line, const char* message, LineResult& result) {
+  result.error = true;
+  result.fallback = false;
+  try {
+    return dump_line(json{{"input", std::string(line)}, {"output", nullptr}, {"error", message}});
+  } catch (...) {  // out of memory for the echo: the line's error still comes out
+    return R"({"input": null, "output": null, "error": "the line could not be echoed"})";
+  }
+}
+
+// The result line {"input", "output", "error"} of an input already parsed: whatever `answer`
+// throws becomes the "error", with a null output. Nothing escapes, so a line never ends the job
+// (these run inside OpenMP loops, where an escaping exception is std::terminate).
+template <class Answer>
+std::string answered_line(json input, LineResult& result, Answer&& answer) noexcept {
+  try {
+    json out{{"input", std::move(input)}, {"output", nullptr}, {"error", nullptr}};
+    try {
+      out["output"] = answer(out["input"]);
+    } catch (const std::exception& e) {
+      out["output"] = nullptr;
+      out["error"] = e.what();
+      result.error = true;
+      result.fallback = false;
+    }
+    return dump_line(out);
+  } catch (const std::exception& e) {
+    return error_line("", e.what(), result);
+  } catch (...) {
+    return error_line("", "unknown error", result);
+  }
 }
 
 // One result line for one query line. A line that is not JSON, not an object, or that `answer`
-// throws on gets its message in "error" and a null output.
+// throws on gets its message in "error" and a null output; nothing escapes.
 template <class Answer>
-std::string result_line(std::string_view line, const char* example, LineResult& result, Answer&& answer) {
+std::string result_line(std::string_view line, const char* example, LineResult& result, Answer&& answer) noexcept {
   json input;
   try {
-    input = json::parse(line);
-  } catch (const json::parse_error& e) {
-    json out{{"input", std::string(line)}, {"output", nullptr}, {"error", fmt::format("not valid JSON: {}", e.what())}};
-    result.error = true;
-    return dump_line(out);
+    input = parse_line(line);
+  } catch (const std::exception& e) {
+    return error_line(line, e.what(), result);
   }
   return answered_line(std::move(input), result, [&](const json& in) {
     if (!in.is_object()) throw LineError(fmt::format("a query must be a JSON object such as {}", example));
@@ -269,9 +282,10 @@ ModelData load_model_dir(const fs::path& dir) {
   } catch (const nlohmann::json::exception& e) {
     throw Error(fmt::format("{}: not a tastebud model config: {}", (dir / "config.json").string(), e.what()));
   }
+  check_file_checksums(config, dir);
   m.user_ids = read_ids(dir / "user_ids.json");
   m.item_ids = read_ids(dir / "item_ids.json");
-  if (fs::exists(dir / "seen.bin")) m.seen = read_seen(dir / "seen.bin");
+  if (fs::exists(dir / "seen.bin")) m.seen = read_seen(dir / "seen.bin", static_cast<uint32_t>(m.item_ids.size()));
   if (is_neumf_family(m.kind)) {
     if (!fs::exists(dir / "model.bin"))
       throw Error(fmt::format("{}: no model.bin; training has not finished an epoch yet", dir.string()));
@@ -291,7 +305,7 @@ ModelData load_model_dir(const fs::path& dir) {
       if (c.has_metadata()) m.params = fold_dataset_features(*m.params, m, dataset);  // may add users
     }
   } else if (is_recipe(m.kind)) {
-    m.recipe = read_recipe(dir / "recipe.bin");
+    m.recipe = read_recipe(dir / "recipe.bin", static_cast<uint32_t>(m.item_ids.size()));
     if (m.recipe.popularity.size() != m.item_ids.size())
       throw Error(fmt::format("{}: recipe.bin covers {} items but item_ids.json lists {}", dir.string(),
                               m.recipe.popularity.size(), m.item_ids.size()));
@@ -773,7 +787,7 @@ struct Recommender::Impl {
   // writes their errors).
   bool gpu_request(std::string_view line, GpuRequest& request) const {
     try {
-      request.input = json::parse(line);
+      request.input = parse_line(line);
       if (!request.input.is_object()) return false;
       request.query = parse_query(request.input);
       const Query& q = request.query;
@@ -783,7 +797,7 @@ struct Recommender::Impl {
       request.user = it->second;
       request.allowed = allowed_items(q);
       return true;
-    } catch (const std::exception&) {
+    } catch (...) {
       return false;
     }
   }
@@ -864,17 +878,26 @@ struct Recommender::Impl {
     const int64_t users = num_users();
     affinity.assign(users, 0.0f);
     if (scorer) {
+      // An exception may not leave an OpenMP region: the first one is kept and rethrown after it.
+      std::exception_ptr failure;
 #pragma omp parallel
       {
         std::vector<float> s(items.size());
 #pragma omp for schedule(static, 256)
         for (int64_t u = 0; u < users; ++u) {
-          scorer->score(static_cast<uint32_t>(u), items, s);
+          try {
+            scorer->score(static_cast<uint32_t>(u), items, s);
+          } catch (...) {
+#pragma omp critical(tastebud_affinity_failure)
+            if (!failure) failure = std::current_exception();
+            continue;
+          }
           double sum = 0;
           for (float x : s) sum += sigmoid(x);
           affinity[u] = static_cast<float>(sum / items.size());
         }
       }
+      if (failure) std::rethrow_exception(failure);
       return;
     }
     // sims: a user's affinity for item i is the summed similarity of i to the user's history.
@@ -986,8 +1009,10 @@ template <typename ChunkFn>
 BatchStats run_lines(const fs::path& input, const fs::path& output, uint32_t threads, ChunkFn&& chunk,
                      const std::function<void(uint64_t, uint64_t, uint64_t)>& on_progress = {}) {
   const auto start = std::chrono::steady_clock::now();
+  TB_CHECK(threads <= kMaxThreads, fmt::format("--threads must be from 0 (all cores) to {}, not {}", kMaxThreads, threads));
   std::ifstream in = open_input(input);
-  AtomicOutput out(output);
+  remove_stale_temporaries(output.has_parent_path() ? output.parent_path() : fs::path("."));
+  AtomicFile out(output);
   BatchStats stats;
   std::vector<std::string> lines, answers;
   std::vector<LineResult> results;

@@ -1,5 +1,6 @@
 #include <cstdio>
 #include <exception>
+#include <filesystem>
 
 #include <CLI/CLI.hpp>
 
@@ -23,6 +24,10 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const tastebud::Error& e) {
+    std::fprintf(stderr, "tastebud: error: %s\n", e.what());
+    return 1;
+  } catch (const std::filesystem::filesystem_error& e) {
+    // An unwritable or missing directory: the message names the path and the system's reason.
     std::fprintf(stderr, "tastebud: error: %s\n", e.what());
     return 1;
   } catch (const std::exception& e) {

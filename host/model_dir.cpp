@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "tastebud/checksum.h"
 #include "tastebud/engine/model_io.h"
 #include "tastebud/error.h"
 #include "tastebud/read_file.h"
@@ -25,30 +26,82 @@ std::vector<std::string> read_ids(const std::filesystem::path& path) {
   }
 }
 
+// "TBSEEN02" | u64 users | u64 offsets[users + 1] | u32 items[offsets[users]] | checksum trailer.
+// "TBSEEN01" files are the same without the trailer and still load.
 void write_seen(const SeenItems& seen, const std::filesystem::path& path) {
-  std::string bytes = "TBSEEN01";
+  std::string bytes = "TBSEEN02";
   const uint64_t users = seen.offsets.empty() ? 0 : seen.offsets.size() - 1;
   bytes.append(reinterpret_cast<const char*>(&users), sizeof(users));
   bytes.append(reinterpret_cast<const char*>(seen.offsets.data()), seen.offsets.size() * sizeof(uint64_t));
   bytes.append(reinterpret_cast<const char*>(seen.items.data()), seen.items.size() * sizeof(uint32_t));
+  append_checksum(bytes);
   write_file_atomically(path, bytes);
 }
 
-SeenItems read_seen(const std::filesystem::path& path) {
-  const std::string bytes = read_file(path);
-  auto bad = [&] { return Error(fmt::format("{}: corrupt seen-items file", path.string())); };
-  if (bytes.size() < 16 || bytes.compare(0, 8, "TBSEEN01") != 0) throw bad();
+void check_seen(const SeenItems& seen, uint32_t num_items, const std::filesystem::path& path) {
+  auto bad = [&](const std::string& what) { return Error(fmt::format("corrupt: {}: {}", path.string(), what)); };
+  if (seen.offsets.empty()) return;
+  if (seen.offsets.front() != 0) throw bad("the first user's offset is not 0");
+  for (size_t u = 0; u + 1 < seen.offsets.size(); ++u) {
+    if (seen.offsets[u + 1] < seen.offsets[u] || seen.offsets[u + 1] > seen.items.size())
+      throw bad(fmt::format("user {}'s offsets ({}, {}) do not increase within the {} items", u, seen.offsets[u],
+                            seen.offsets[u + 1], seen.items.size()));
+    for (uint64_t k = seen.offsets[u]; k < seen.offsets[u + 1]; ++k) {
+      if (seen.items[k] >= num_items)
+        throw bad(fmt::format("user {} has seen item {}, but the model has {} items", u, seen.items[k], num_items));
+      if (k > seen.offsets[u] && seen.items[k] <= seen.items[k - 1])
+        throw bad(fmt::format("user {}'s items are not sorted", u));
+    }
+  }
+  if (seen.offsets.back() != seen.items.size()) throw bad("the last offset is not the item count");
+}
+
+SeenItems read_seen(const std::filesystem::path& path, uint32_t num_items) {
+  const std::string file = read_file(path);
+  auto bad = [&](const std::string& what) { return Error(fmt::format("corrupt: {}: {}", path.string(), what)); };
+  if (file.size() < 16) throw bad("too short for a seen-items file");
+  std::string_view bytes = file;
+  if (file.compare(0, 8, "TBSEEN02") == 0) bytes = checked_payload(file, path);
+  else if (file.compare(0, 8, "TBSEEN01") != 0) throw bad("not a seen-items file");
+  if (bytes.size() < 16) throw bad("too short for a seen-items file");
   uint64_t users;
   std::memcpy(&users, bytes.data() + 8, 8);
-  if (bytes.size() < 16 + (users + 1) * 8) throw bad();
+  // Counts are bounded by the file before anything is allocated (a damaged count once wrapped).
+  if (users >= (bytes.size() - 16) / 8) throw bad(fmt::format("{} users do not fit in {} bytes", users, bytes.size()));
   SeenItems seen;
   seen.offsets.resize(users + 1);
   std::memcpy(seen.offsets.data(), bytes.data() + 16, (users + 1) * 8);
   const size_t at = 16 + (users + 1) * 8;
-  if (bytes.size() != at + seen.offsets.back() * 4) throw bad();
-  seen.items.resize(seen.offsets.back());
-  std::memcpy(seen.items.data(), bytes.data() + at, seen.items.size() * 4);
+  const uint64_t items = seen.offsets.back();
+  if (items > (bytes.size() - at) / 4 || bytes.size() != at + items * 4)
+    throw bad(fmt::format("{} items do not match the {} bytes after the offsets", items, bytes.size() - at));
+  seen.items.resize(items);
+  if (items > 0) std::memcpy(seen.items.data(), bytes.data() + at, items * 4);
+  check_seen(seen, num_items, path);
   return seen;
+}
+
+namespace {
+constexpr const char* kCheckedFiles[] = {"user_ids.json", "item_ids.json"};
+}
+
+nlohmann::json file_checksums(const std::filesystem::path& dir) {
+  nlohmann::json sums = nlohmann::json::object();
+  for (const char* name : kCheckedFiles) sums[name] = crc32_of(read_file(dir / name));
+  return sums;
+}
+
+void check_file_checksums(const nlohmann::json& config, const std::filesystem::path& dir) {
+  const auto sums = config.find("checksums");
+  if (sums == config.end() || !sums->is_object()) return;  // a model of before
+  for (const char* name : kCheckedFiles) {
+    const auto stored = sums->find(name);
+    if (stored == sums->end() || !stored->is_number_unsigned()) continue;
+    const uint32_t computed = crc32_of(read_file(dir / name));
+    if (stored->get<uint64_t>() != computed)
+      throw Error(fmt::format("corrupt: {}: CRC-32 {:08x} does not match the {:08x} config.json records", (dir / name).string(),
+                              computed, stored->get<uint64_t>()));
+  }
 }
 
 std::unordered_map<std::string, uint32_t> index_ids(const std::vector<std::string>& ids) {

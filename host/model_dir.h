@@ -5,6 +5,7 @@
 //   metrics.jsonl    one row per epoch
 //   user_ids.json, item_ids.json   dense index -> external id
 //   seen.bin         the training positives per user (CSR), removed from recommendations
+// Binary files end in a CRC-32 (tastebud/checksum.h); config.json holds the id files' CRC-32s.
 #pragma once
 
 #include <cstdint>
@@ -12,6 +13,8 @@
 #include <string>
 #include <unordered_map>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "tastebud/datasets/dataset.h"
 
@@ -26,7 +29,15 @@ void write_ids(const datasets::StringTable& ids, const std::filesystem::path& pa
 std::vector<std::string> read_ids(const std::filesystem::path& path);
 
 void write_seen(const SeenItems& seen, const std::filesystem::path& path);
-SeenItems read_seen(const std::filesystem::path& path);
+// Validates what it reads (checksum, counts within the file, offsets increasing, item indices
+// below num_items, each user's items sorted): a damaged file is an Error "corrupt: FILE: ...".
+SeenItems read_seen(const std::filesystem::path& path, uint32_t num_items);
+void check_seen(const SeenItems& seen, uint32_t num_items, const std::filesystem::path& path);
+
+// The CRC-32 of the id files, which config.json records ("checksums") after they are written;
+// check_file_checksums throws "corrupt: FILE" for a file whose bytes no longer match.
+nlohmann::json file_checksums(const std::filesystem::path& dir);
+void check_file_checksums(const nlohmann::json& config, const std::filesystem::path& dir);
 
 // External id -> dense index.
 std::unordered_map<std::string, uint32_t> index_ids(const std::vector<std::string>& ids);

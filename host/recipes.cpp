@@ -16,9 +16,11 @@
 #include "host/model_dir.h"
 #include "host/evaluation.h"
 #include "host/split.h"
+#include "tastebud/checksum.h"
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/engine/model_io.h"
 #include "tastebud/error.h"
+#include "tastebud/read_file.h"
 
 namespace tastebud::host {
 namespace {
@@ -26,7 +28,9 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-constexpr char kRecipeMagic[8] = {'T', 'B', 'R', 'E', 'C', 'I', 'P', '1'};
+// Version 2 ends in the checksum trailer (tastebud/checksum.h); version 1 files still load.
+constexpr char kRecipeMagic[8] = {'T', 'B', 'R', 'E', 'C', 'I', 'P', '2'};
+constexpr char kRecipeMagicV1[8] = {'T', 'B', 'R', 'E', 'C', 'I', 'P', '1'};
 
 template <typename T>
 void append(std::string& bytes, const std::vector<T>& values) {
@@ -36,15 +40,15 @@ void append(std::string& bytes, const std::vector<T>& values) {
 }
 
 template <typename T>
-std::vector<T> take(const std::string& bytes, size_t& at, const fs::path& path) {
-  auto bad = [&] { return Error(fmt::format("{}: corrupt recipe file", path.string())); };
+std::vector<T> take(std::string_view bytes, size_t& at, const fs::path& path) {
+  auto bad = [&] { return Error(fmt::format("corrupt: {}: a count larger than the file at byte {}", path.string(), at)); };
   uint64_t n;
   if (at + 8 > bytes.size()) throw bad();
   std::memcpy(&n, bytes.data() + at, 8);
   at += 8;
   if (n > (bytes.size() - at) / sizeof(T)) throw bad();
   std::vector<T> values(n);
-  std::memcpy(values.data(), bytes.data() + at, n * sizeof(T));
+  if (n > 0) std::memcpy(values.data(), bytes.data() + at, n * sizeof(T));
   at += n * sizeof(T);
   return values;
 }
@@ -208,7 +212,8 @@ std::vector<float> popularity_scores(const EventLog& log, const RecipeOptions& o
   for (size_t e = 0; e < weight.size(); ++e) {
     double w = weight[e];
     if (options.half_life_days > 0) {
-      const double age_days = static_cast<double>(latest - log.timestamp[e]) / 86400.0;
+      // In double: a dataset imported before timestamps were range-checked may hold INT64_MIN.
+      const double age_days = (static_cast<double>(latest) - static_cast<double>(log.timestamp[e])) / 86400.0;
       w *= std::exp2(-age_days / options.half_life_days);
     }
     score[log.item[e]] += w;
@@ -222,7 +227,7 @@ std::vector<float> trending_scores(const EventLog& log, const RecipeOptions& opt
   const double window = options.trend_window_days * 86400.0;
   std::vector<double> recent(log.num_items, 0.0), before(log.num_items, 0.0);
   for (size_t e = 0; e < weight.size(); ++e) {
-    const double age = static_cast<double>(latest - log.timestamp[e]);
+    const double age = static_cast<double>(latest) - static_cast<double>(log.timestamp[e]);
     if (age < window) recent[log.item[e]] += weight[e];
     else if (age < 2 * window) before[log.item[e]] += weight[e];
   }
@@ -305,16 +310,30 @@ void write_recipe(const RecipeData& data, const fs::path& path) {
   append(bytes, data.neighbors.offsets);
   append(bytes, data.neighbors.items);
   append(bytes, data.neighbors.scores);
+  append_checksum(bytes);
   write_file_atomically(path, bytes);
 }
 
-RecipeData read_recipe(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(fmt::format("{}: cannot open: {}", path.string(), std::strerror(errno)));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  const std::string bytes = ss.str();
-  if (bytes.size() < 8 || std::memcmp(bytes.data(), kRecipeMagic, 8) != 0)
+// Neighbour lists like seen items: offsets from 0, increasing, within the lists; items in range.
+void check_neighbors(const ItemNeighbors& nb, size_t items, const fs::path& path) {
+  auto bad = [&](const std::string& what) { return Error(fmt::format("corrupt: {}: {}", path.string(), what)); };
+  if (nb.items.size() != nb.scores.size()) throw bad("neighbour items and scores differ in count");
+  if (nb.offsets.empty()) return;
+  if (nb.offsets.size() != items + 1) throw bad(fmt::format("neighbour lists for {} items, not {}", nb.offsets.size() - 1, items));
+  if (nb.offsets.front() != 0 || nb.offsets.back() != nb.items.size()) throw bad("neighbour offsets do not span the lists");
+  for (size_t i = 0; i < items; ++i) {
+    if (nb.offsets[i + 1] < nb.offsets[i] || nb.offsets[i + 1] > nb.items.size())
+      throw bad(fmt::format("item {}'s neighbour offsets do not increase", i));
+  }
+  for (uint32_t j : nb.items)
+    if (j >= items) throw bad(fmt::format("a neighbour item {} of {} items", j, items));
+}
+
+RecipeData read_recipe(const fs::path& path, uint32_t num_items) {
+  const std::string file = read_file(path);
+  std::string_view bytes = file;
+  if (file.size() >= 8 && std::memcmp(file.data(), kRecipeMagic, 8) == 0) bytes = checked_payload(file, path);
+  else if (file.size() < 8 || std::memcmp(file.data(), kRecipeMagicV1, 8) != 0)
     throw Error(fmt::format("{}: not a tastebud recipe file", path.string()));
   size_t at = 8;
   RecipeData data;
@@ -322,17 +341,19 @@ RecipeData read_recipe(const fs::path& path) {
   try {
     data.kind = json::parse(std::string(header.begin(), header.end())).at("kind").get<std::string>();
   } catch (const json::exception& e) {
-    throw Error(fmt::format("{}: corrupt recipe header: {}", path.string(), e.what()));
+    throw Error(fmt::format("corrupt: {}: the recipe header: {}", path.string(), e.what()));
   }
   data.popularity = take<float>(bytes, at, path);
   data.item_scores = take<float>(bytes, at, path);
   data.neighbors.offsets = take<uint64_t>(bytes, at, path);
   data.neighbors.items = take<uint32_t>(bytes, at, path);
   data.neighbors.scores = take<float>(bytes, at, path);
-  const auto& nb = data.neighbors;
-  if (at != bytes.size() || nb.items.size() != nb.scores.size() ||
-      (!nb.offsets.empty() && (nb.offsets.size() != data.popularity.size() + 1 || nb.offsets.back() != nb.items.size())))
-    throw Error(fmt::format("{}: corrupt recipe file", path.string()));
+  if (at != bytes.size()) throw Error(fmt::format("corrupt: {}: bytes after the last list", path.string()));
+  if (data.popularity.size() != num_items)
+    throw Error(fmt::format("corrupt: {}: covers {} items, the model has {}", path.string(), data.popularity.size(), num_items));
+  if (!data.item_scores.empty() && data.item_scores.size() != num_items)
+    throw Error(fmt::format("corrupt: {}: {} item scores for {} items", path.string(), data.item_scores.size(), num_items));
+  check_neighbors(data.neighbors, num_items, path);
   return data;
 }
 
@@ -371,12 +392,13 @@ TrainResult train_recipe(const TrainJob& job, std::ostream& log) {
     recipe["trend_window_days"] = options.trend_window_days;
     recipe["trend_smoothing"] = options.trend_smoothing;
   }
-  const json config{{"model", job.model}, {"data", fs::absolute(job.data).string()}, {"recipe", recipe}};
-  write_file_atomically(job.out / "config.json", config.dump(2) + "\n");
   write_ids(dataset.user_ids, job.out / "user_ids.json");
   write_ids(dataset.item_ids, job.out / "item_ids.json");
   write_seen(seen_of(events), job.out / "seen.bin");
   write_recipe(data, job.out / "recipe.bin");
+  const json config{{"model", job.model}, {"data", fs::absolute(job.data).string()}, {"recipe", recipe},
+                    {"checksums", file_checksums(job.out)}};
+  write_file_atomically(job.out / "config.json", config.dump(2) + "\n");
 
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   log << fmt::format("trained {} on {} ({} users, {} items, {} events) in {:.1f}s\n", job.model,

@@ -88,6 +88,8 @@ struct RecipeData {
 };
 
 void write_recipe(const RecipeData& data, const std::filesystem::path& path);
-RecipeData read_recipe(const std::filesystem::path& path);
+// Validates what it reads against the model's item count (checksum, counts within the file,
+// neighbour offsets increasing, neighbour items in range): damage is an Error "corrupt: FILE: ...".
+RecipeData read_recipe(const std::filesystem::path& path, uint32_t num_items);
 
 }  // namespace tastebud::host

@@ -16,10 +16,13 @@
 #include "host/progress.h"
 #include "host/recipes.h"
 #include "host/split.h"
+#include "tastebud/atomic_file.h"
 #include "tastebud/datasets/dataset.h"
+#include "tastebud/directory_lock.h"
 #include "tastebud/engine/backends.h"
 #include "tastebud/engine/model_io.h"
 #include "tastebud/engine/scorer.h"
+#include "tastebud/engine/train_options.h"
 #include "tastebud/error.h"
 
 namespace tastebud::host {
@@ -173,6 +176,13 @@ Metrics evaluate_model(const Split& split, const Scorer& scorer, const ModelConf
   }, threads);
 }
 
+// metrics.jsonl: one row per epoch.
+std::string metrics_lines(const std::vector<EpochRecord>& history) {
+  std::string lines;
+  for (const EpochRecord& r : history) lines += record_json(r).dump() + "\n";
+  return lines;
+}
+
 }  // namespace
 
 void apply_model_defaults(TrainJob& job, const std::function<bool(const std::string&)>& given) {
@@ -184,6 +194,9 @@ void apply_model_defaults(TrainJob& job, const std::function<bool(const std::str
 }
 
 TrainResult run_training(const TrainJob& job, std::ostream& log) {
+  // One writer per model directory; what a killed writer left there goes first.
+  const DirectoryLock lock(job.out, "this training run");
+  remove_stale_temporaries(job.out);
   if (is_recipe(job.model)) return train_recipe(job, log);
   const EvalProtocol protocol = parse_eval_protocol(job.eval);
   TrainOptions options;
@@ -202,7 +215,8 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
            "--impression-negatives is a share of the negatives, from 0 to 1");
   options.impression_share = job.impression_negatives;
   TB_CHECK(job.epochs > 0, "--epochs must be positive");
-  TB_CHECK(job.batch_size > 0, "--batch-size must be positive");
+  TB_CHECK(job.text_buckets > 0, "--text-buckets must be positive");
+  validate_train_options(options);
 
   const std::string metric = !job.early_stop_metric.empty() ? job.early_stop_metric
                              : holds_out_newest(protocol) ? "ndcg@10" : "hr@10";
@@ -271,6 +285,8 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
     if (validation) validation_context_rows = encode_context(dataset.interactions, config.context, validation->eval_row);
   }
   config.validate();
+  check_training_memory(estimate_training_bytes(config, split.train.size(), options), physical_memory_bytes(),
+                        config, options);
 
   TrainState state;
   if (resumed) {
@@ -303,13 +319,18 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
     first_epoch = resumed_extra.at("epochs_done").get<uint32_t>() + 1;
     result.best_epoch = resumed_extra.at("best_epoch");
     best_value = resumed_extra.at("best_value");
+    // The checkpoint is written before model.bin and metrics.jsonl: a kill between them leaves
+    // those one epoch behind, and the checkpoint's state is that epoch's, so they are redone here.
+    if (result.best_epoch == first_epoch - 1) save_model(backend->state().params, job.out / "model.bin");
+    write_file_atomically(job.out / "metrics.jsonl", metrics_lines(result.history));
   } else {
-    json config_json = job_json;
-    config_json["model_config"] = json::parse(config_to_json(config));
-    write_file_atomically(job.out / "config.json", config_json.dump(2) + "\n");
     write_ids(dataset.user_ids, job.out / "user_ids.json");
     write_ids(dataset.item_ids, job.out / "item_ids.json");
     write_seen(seen_of(split.train), job.out / "seen.bin");  // every training row, the validation's too
+    json config_json = job_json;
+    config_json["model_config"] = json::parse(config_to_json(config));
+    config_json["checksums"] = file_checksums(job.out);
+    write_file_atomically(job.out / "config.json", config_json.dump(2) + "\n");
   }
 
   log << fmt::format("training {} on {} ({} users, {} items, {} positives) with the {} backend, {} "
@@ -353,24 +374,23 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
     }
     result.history.push_back(record);
     const double value = protocol == EvalProtocol::kNone ? epoch : record.metrics.at(validation ? "val." + metric : metric);
-    if (value > best_value) {
+    const bool improved = value > best_value;
+    if (improved) {
       best_value = value;
       result.best_epoch = epoch;
       since_best = 0;
-      save_model(current.params, job.out / "model.bin");
     } else {
       ++since_best;
     }
     json history = json::array();
-    std::string lines;
-    for (const EpochRecord& r : result.history) {
-      history.push_back(record_json(r));
-      lines += record_json(r).dump() + "\n";
-    }
-    write_file_atomically(job.out / "metrics.jsonl", lines);
+    for (const EpochRecord& r : result.history) history.push_back(record_json(r));
     const json extra{{"job", job_json}, {"epochs_done", epoch}, {"best_epoch", result.best_epoch},
                      {"best_value", best_value}, {"history", history}};
+    // The checkpoint first: a kill at any point after it leaves a run that --resume completes
+    // (it rewrites model.bin and metrics.jsonl), and before it the previous epoch's state.
     save_checkpoint(current, extra.dump(), checkpoint_path);
+    if (improved) save_model(current.params, job.out / "model.bin");
+    write_file_atomically(job.out / "metrics.jsonl", metrics_lines(result.history));
 
     std::string line = fmt::format("epoch {:3d}  loss {:.4f}  {:.2f}M samples/s  {:.1f}s", epoch,
                                    stats.mean_loss, stats.samples / std::max(stats.seconds, 1e-9) / 1e6,

@@ -359,6 +359,14 @@ void expect_schema_error(const std::string& json, DatasetKind kind, const std::s
 TEST(SchemaTest, RejectsWhatTheImportCannotUse) {
   const std::string head = R"({"type":"record","name":"Interactions","fields":[)";
   expect_schema_error("{", DatasetKind::Interactions, "s.json: not valid JSON");
+  // Wrong member types and numbers no double holds once came out as "internal error" (issue 15).
+  expect_schema_error(R"({"type":7})", DatasetKind::Interactions, "s.json: \"type\" must be a string");
+  expect_schema_error(R"({"type":"record","name":7,"fields":[]})", DatasetKind::Interactions,
+                      "s.json: \"name\" must be a string, not 7");
+  expect_schema_error(R"({"type":"record","fields":[{"name":"USER_ID","type":"string","categorical":"yes"}]})",
+                      DatasetKind::Interactions, "s.json: field USER_ID: \"categorical\" must be true or false");
+  expect_schema_error(R"({"type":"record","fields":[{"name":"USER_ID","type":"string","textual":1e999}]})",
+                      DatasetKind::Interactions, "s.json: not valid JSON");
   expect_schema_error(R"({"type":"enum"})", DatasetKind::Interactions, "expected an Avro record");
   expect_schema_error(head + R"({"name":"USER_ID","type":"string"},{"name":"ITEM_ID","type":"string"}]})",
                       DatasetKind::Interactions, "s.json: field TIMESTAMP: required field is missing");

@@ -1086,10 +1086,10 @@ TEST(DenseKernels, FloatMatchesDoubleReferenceOnOddShapes) {
                                 dwd.data(), dbd.data(), dxd.data());
     cpu::dense_backward<float>(xf.data(), yf.data(), dyf.data(), rows, in, wf.data(), out, true,
                                dwf.data(), dbf.data(), dxf.data());
+    const std::string shape = std::to_string(rows) + "x" + std::to_string(in) + "x" + std::to_string(out);
     auto near = [&](const std::vector<float>& got, const std::vector<double>& want, const char* what) {
       for (size_t i = 0; i < want.size(); ++i) {
-        ASSERT_NEAR(got[i], want[i], 1e-4 + 1e-4 * std::abs(want[i]))
-            << what << "[" << i << "] shape " << rows << "x" << in << "x" << out;
+        ASSERT_NEAR(got[i], want[i], 1e-4 + 1e-4 * std::abs(want[i])) << what << "[" << i << "] shape " << shape;
       }
     };
     near(yf, yd, "y");

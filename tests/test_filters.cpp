@@ -185,6 +185,22 @@ TEST(Filters, MalformedExpressionsFailAtTheirPosition) {
   }
 }
 
+// 10,000 '(' once overflowed the stack (issue 15); the bound is an error at the first '(' too many.
+TEST(Filters, NestingDeeperThanTheBoundIsAnErrorNotACrash) {
+  const std::string deep = "INCLUDE ItemID WHERE " + std::string(10000, '(') + "Items.PRICE > 5" + std::string(10000, ')');
+  EXPECT_EQ(error_position(deep), 22u + 64u);
+  try {
+    check_filter_syntax(deep);
+    FAIL();
+  } catch (const FilterError& e) {
+    EXPECT_NE(std::string(e.what()).find("nested deeper than 64"), std::string::npos) << e.what();
+  }
+  const ItemCatalog catalog = make_catalog();
+  EXPECT_THROW(match_item_attributes(std::string(10000, '(') + "ITEMS.PRICE > 5", catalog), FilterError);
+  // 64 levels are still an expression.
+  EXPECT_EQ(passing("INCLUDE ItemID WHERE " + std::string(64, '(') + "Items.PRICE > 20" + std::string(64, ')')), "i5");
+}
+
 TEST(Filters, ExpressionsThatDoNotFitTheCatalogFailAtTheField) {
   const std::string unknown = "INCLUDE ItemID WHERE Items.COLOR IN (\"red\")";
   const std::string textual = "INCLUDE ItemID WHERE Items.PRICE > 1 AND Items.DESCRIPTION IN (\"red\")";

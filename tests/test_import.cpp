@@ -26,6 +26,7 @@
 #include "tastebud/datasets/import.h"
 #include "tastebud/datasets/schema.h"
 #include "tastebud/datasets/summary.h"
+#include "tastebud/directory_lock.h"
 #include "tastebud/error.h"
 
 namespace tastebud::datasets {
@@ -58,6 +59,11 @@ std::string read_file(const fs::path& path) {
   std::ostringstream text;
   text << in.rdbuf();
   return text.str();
+}
+
+std::string fmt_row(int batch, int row) {
+  return "b" + std::to_string(batch) + "u" + std::to_string(row % 500) + ",i" + std::to_string(row % 300) + "," +
+         std::to_string(1000 + row) + "\n";
 }
 
 class Import : public ::testing::Test {
@@ -454,6 +460,106 @@ TEST_F(Import, FailedIncrementalLeavesTheDatasetAsItWas) {
   }
 }
 
+// Two incremental imports into one dataset once both exited 0 while one batch vanished (issue 15):
+// a writer now holds the dataset's lock, and a second one stops and names the first.
+TEST_F(Import, SecondWriterOfADatasetStopsAndNamesTheFirst) {
+  write("interactions.csv", "USER_ID,ITEM_ID,TIMESTAMP\nu1,i1,10\n");
+  import_dataset(options());
+  ImportOptions o = options();
+  o.mode = ImportMode::Incremental;
+  write("interactions.csv", "USER_ID,ITEM_ID,TIMESTAMP\nu2,i2,20\n");
+  {
+    const DirectoryLock held(out(), "the test");
+    try {
+      import_dataset(o);
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("in use by PID " + std::to_string(::getpid())), std::string::npos) << e.what();
+    }
+    o.mode = ImportMode::Full;
+    o.overwrite = true;
+    EXPECT_THROW(import_dataset(o), Error);
+    o.mode = ImportMode::Incremental;
+  }
+  EXPECT_EQ(Dataset::open(out()).num_users(), 1u);
+  import_dataset(o);  // the lock is gone with its holder
+  EXPECT_EQ(Dataset::open(out()).num_users(), 2u);
+  // Nothing but the dataset stays beside it: the lock file goes with the lock.
+  for (const auto& entry : fs::directory_iterator(out().parent_path())) EXPECT_EQ(entry.path().filename(), "shop");
+}
+
+// Two incremental imports at once, in two processes: each either lands or stops with "in use";
+// no batch is lost without an error.
+TEST_F(Import, ConcurrentIncrementalImportsLoseNothingSilently) {
+  write("interactions.csv", "USER_ID,ITEM_ID,TIMESTAMP\nu0,i0,1\n");
+  import_dataset(options());
+  std::vector<std::string> batches;
+  for (int b = 0; b < 2; ++b) {
+    std::string text = "USER_ID,ITEM_ID,TIMESTAMP\n";
+    for (int r = 0; r < 20000; ++r) text += fmt_row(b, r);
+    batches.push_back(write("batch" + std::to_string(b) + ".csv", text).string());
+  }
+  pid_t children[2];
+  for (int b = 0; b < 2; ++b) {
+    children[b] = ::fork();
+    if (children[b] == 0) {
+      ImportOptions o = options();
+      o.mode = ImportMode::Incremental;
+      o.interactions = batches[b];
+      o.block_size = 1 << 16;
+      int code = 0;
+      try {
+        import_dataset(o);
+      } catch (const Error& e) {
+        code = std::string(e.what()).find("in use by") != std::string::npos ? 3 : 4;
+      }
+      ::_exit(code);
+    }
+  }
+  int landed = 0;
+  for (pid_t child : children) {
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    ASSERT_TRUE(WIFEXITED(status));
+    const int code = WEXITSTATUS(status);
+    EXPECT_TRUE(code == 0 || code == 3) << code;
+    landed += code == 0;
+  }
+  EXPECT_GE(landed, 1);
+  EXPECT_EQ(Dataset::open(out()).interactions.size(), 1u + 20000u * landed);
+}
+
+// The header checks are linear (issue 15: 100,000 columns once took minutes to check): a header of
+// 100,001 columns whose last repeats the first fails at once, naming the column.
+TEST_F(Import, WideHeaderChecksAreLinear) {
+  write("interactions.csv", "USER_ID,ITEM_ID,TIMESTAMP\nu1,i1,10\n");
+  std::string header = "ITEM_ID", row = "i1";
+  for (int c = 0; c < 100000; ++c) {
+    header += ",C" + std::to_string(c);
+    row += ",1";
+  }
+  write("items.csv", header + ",c0\n" + row + ",1\n");
+  expect_import_error(options(false, true), {"items.csv:1: field 100002 (c0): the column name appears twice"});
+}
+
+// What a killed import left beside the dataset (its temporary directory, named with its PID) goes
+// with the next import; a live process's temporary stays.
+TEST_F(Import, NextImportRemovesTemporariesOfDeadImports) {
+  write("interactions.csv", "USER_ID,ITEM_ID,TIMESTAMP\nu1,i1,10\n");
+  fs::create_directories(out().parent_path());
+  const pid_t dead = ::fork();
+  if (dead == 0) ::_exit(0);
+  ::waitpid(dead, nullptr, 0);
+  const fs::path stale = out().parent_path() / (".shop.tmp-" + std::to_string(dead) + "-0-123");
+  const fs::path live = out().parent_path() / (".shop.tmp-" + std::to_string(::getppid()) + "-0-123");
+  fs::create_directories(stale / "schema");
+  fs::create_directories(live);
+  import_dataset(options());
+  EXPECT_FALSE(fs::exists(stale));
+  EXPECT_TRUE(fs::exists(live));
+  fs::remove_all(live);
+}
+
 // ---- bad input -----------------------------------------------------------------------------
 
 struct BadInput {
@@ -492,6 +598,16 @@ TEST_F(Import, EveryBadInputNamesFileLineAndFieldAndLeavesNoDataset) {
       {"beyond float", "USER_ID,ITEM_ID,TIMESTAMP,EVENT_VALUE\nu1,i1,100,1e50\n", "",
        {"interactions.csv:2:", "field 4 (EVENT_VALUE)", "not a finite number"}},
       {"empty user id", head + ",i1,100\n", "", {"interactions.csv:2:", "field 1 (USER_ID)", "empty id"}},
+      // Timestamps outside 1970..2100 (issue 15: INT64_MIN imported, then recipes overflowed).
+      {"timestamp INT64_MIN", head + "u1,i1,100\nu1,i2,-9223372036854775808\n", "",
+       {"interactions.csv:3:", "field 3 (TIMESTAMP)", "before 1970"}},
+      {"negative timestamp", head + "u1,i1,-5\n", "", {"interactions.csv:2:", "field 3 (TIMESTAMP)", "before 1970"}},
+      {"millisecond timestamp", head + "u1,i1,1700000000123\n", "",
+       {"interactions.csv:2:", "field 3 (TIMESTAMP)", "looks like milliseconds", "divide by 1000"}},
+      {"far-future timestamp", head + "u1,i1,9000000000000000\n", "",
+       {"interactions.csv:2:", "field 3 (TIMESTAMP)", "after 2100"}},
+      {"millisecond creation timestamp", good, "ITEM_ID,CREATION_TIMESTAMP\ni1,1700000000123\n",
+       {"items.csv:2:", "field 2 (CREATION_TIMESTAMP)", "looks like milliseconds"}},
       {"item with an empty id", good, "ITEM_ID,GENRES\ni1,a\n,b\n",
        {"items.csv:3:", "field 1 (ITEM_ID)", "empty id"}},
       {"NaN in item metadata", good, "ITEM_ID,PRICE\ni1,1\ni2,NaN\n",

@@ -3,17 +3,21 @@
 // segments, the job's file handling.
 #include <cmath>
 #include <filesystem>
+#include <iterator>
 #include <fstream>
 #include <random>
 #include <string>
 #include <vector>
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "host/inference.h"
+#include "host/recipes.h"
+#include "tastebud/engine/model_io.h"
 #include "tastebud/engine/gpu_scorer.h"
 #include "tastebud/engine/scorer.h"
 
@@ -261,6 +265,56 @@ TEST(Inference, TwoStageOnALargeCatalogKeepsTheExactAnswerOfAGmfModel) {
   }
 }
 
+// Lines that once ended the whole job (issue 15): a number no double holds made nlohmann throw
+// out_of_range, which escaped the OpenMP loop (terminate), and 100,000 nested brackets overflowed
+// the stack while the line was echoed. Each is now that line's error, in batch-infer and
+// batch-segment alike.
+std::vector<std::string> hostile_lines() {
+  return {"[1e999]", R"({"userId": "u0", "numResults": 1e999})", R"({"itemId": "i4", "numResults": 1e999})",
+          std::string(100000, '[') + std::string(100000, ']'),
+          "{\"userId\": " + std::string(100000, '{') + std::string(100000, '}') + "}",
+          R"({"userId": "u0", "numResults": 18446744073709551615})", R"({"userId": "\ud800"})"};
+}
+
+TEST(Inference, NumbersTooLargeAndDeepNestingAreTheLinesError) {
+  const Recommender r = make(gmf_model(), {}, gmf_catalog());
+  for (const std::string& line : hostile_lines()) {
+    for (int segment = 0; segment < 2; ++segment) {
+      Recommender::LineOutcome outcome;
+      const json a = json::parse(segment ? r.segment(line, 5, &outcome) : r.answer(line, &outcome));
+      EXPECT_TRUE(outcome.error) << line.substr(0, 60);
+      EXPECT_TRUE(a.at("output").is_null()) << line.substr(0, 60);
+      EXPECT_TRUE(a.at("error").is_string()) << line.substr(0, 60);
+    }
+  }
+  EXPECT_NE(ask(r, std::string(100000, '[') + std::string(100000, ']')).at("error").get<std::string>().find("nested deeper than 64"),
+            std::string::npos);
+  EXPECT_NE(ask(r, "[1e999]").at("error").get<std::string>().find("not valid JSON"), std::string::npos);
+  // Shallow nesting is still a query.
+  EXPECT_TRUE(ask(r, R"({"userId": "u0", "filterValues": {}})").at("error").is_null());
+}
+
+TEST(Inference, JobsGoOnPastHostileLines) {
+  const fs::path dir = fs::temp_directory_path() / ("tastebud-test-hostile-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  {
+    std::ofstream in(dir / "queries.jsonl");
+    for (const std::string& line : hostile_lines()) in << line << "\n" << R"({"userId": "u0"})" << "\n";
+    std::ofstream segments(dir / "segments.jsonl");
+    for (const std::string& line : hostile_lines()) segments << line << "\n" << R"({"itemId": "i0"})" << "\n";
+  }
+  const Recommender r = make(gmf_model(), {}, gmf_catalog());
+  const size_t n = hostile_lines().size();
+  BatchStats stats = run_batch_infer(r, dir / "queries.jsonl", dir / "out.jsonl", 2);
+  EXPECT_EQ(stats.lines, 2 * n);
+  EXPECT_EQ(stats.errors, n);
+  stats = run_batch_segment(r, dir / "segments.jsonl", dir / "segments.out.jsonl", 2, 2);
+  EXPECT_EQ(stats.lines, 2 * n);
+  EXPECT_EQ(stats.errors, n);
+  fs::remove_all(dir);
+}
+
 TEST(Inference, SegmentsRankUsersByAffinity) {
   ModelData m = gmf_model();
   m.user_ids = {"u0", "u1", "u2"};
@@ -357,6 +411,152 @@ TEST(Inference, GpuAnswersMatchTheCpuLineForLine) {
   }
 }
 
+// ---- The model directory on load (issue 15: damaged files once crashed or were served) ----
+
+template <class T>
+void put(std::string& bytes, T value) {
+  bytes.append(reinterpret_cast<const char*>(&value), sizeof(T));
+}
+
+std::string read_bytes(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void write_bytes(const fs::path& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+// gmf_model() as a model directory, written by the same functions training uses.
+fs::path write_gmf_dir(const std::string& name) {
+  const fs::path dir = fs::temp_directory_path() / ("tastebud-test-" + name + "-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const ModelData m = gmf_model();
+  write_bytes(dir / "user_ids.json", json(m.user_ids).dump());
+  write_bytes(dir / "item_ids.json", json(m.item_ids).dump());
+  write_bytes(dir / "config.json", json{{"model", "gmf"}, {"checksums", file_checksums(dir)}}.dump());
+  write_seen(m.seen, dir / "seen.bin");
+  // The hand-built parameters hold only what the scorer reads; a file holds every tensor.
+  ModelParams params = ModelParams::initialize(m.params->config, 1);
+  params.user_gmf.values = m.params->user_gmf.values;
+  params.item_gmf.values = m.params->item_gmf.values;
+  params.head_weight.values = m.params->head_weight.values;
+  params.head_bias.values = m.params->head_bias.values;
+  save_model(params, dir / "model.bin");
+  return dir;
+}
+
+// The message of the Error load_model_dir throws, or "" when it loads.
+std::string load_error(const fs::path& dir) {
+  try {
+    load_model_dir(dir);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(ModelDir, EveryFlippedBitOfAModelFileIsACorruptError) {
+  const fs::path dir = write_gmf_dir("bitflips");
+  ASSERT_EQ(load_error(dir), "");
+  EXPECT_EQ(load_model_dir(dir).seen.items, gmf_model().seen.items);
+  std::mt19937 random(15);
+  for (const char* name : {"seen.bin", "model.bin", "user_ids.json", "item_ids.json"}) {
+    const std::string good = read_bytes(dir / name);
+    for (int trial = 0; trial < 60; ++trial) {
+      std::string bad = good;
+      const size_t at = random() % bad.size();
+      bad[at] = static_cast<char>(bad[at] ^ (1 << (random() % 8)));
+      write_bytes(dir / name, bad);
+      const std::string error = load_error(dir);
+      EXPECT_NE(error, "") << name << " byte " << at;
+      EXPECT_NE(error.find(name), std::string::npos) << error;
+    }
+    // A truncated file too.
+    write_bytes(dir / name, good.substr(0, good.size() - 3));
+    EXPECT_NE(load_error(dir).find("corrupt: " + (dir / name).string()), std::string::npos) << load_error(dir);
+    write_bytes(dir / name, good);
+  }
+  EXPECT_EQ(load_error(dir), "");
+  fs::remove_all(dir);
+}
+
+// Files of before the checksum (TBSEEN01, tensor file version 1) still load, and their contents
+// are checked: indices in range, offsets increasing, counts within the file.
+std::string seen_v1(uint64_t users, const std::vector<uint64_t>& offsets, const std::vector<uint32_t>& items) {
+  std::string bytes = "TBSEEN01";
+  put(bytes, users);
+  for (uint64_t o : offsets) put(bytes, o);
+  for (uint32_t i : items) put(bytes, i);
+  return bytes;
+}
+
+TEST(ModelDir, OldFilesLoadAndTheirContentsAreChecked) {
+  const fs::path dir = write_gmf_dir("legacy");
+  write_bytes(dir / "seen.bin", seen_v1(2, {0, 2, 3}, {2, 4, 4}));
+  EXPECT_EQ(load_error(dir), "");
+  const std::vector<std::pair<std::string, std::string>> bad{
+      {seen_v1(2, {0, 2, 3}, {2, 9, 4}), "has seen item 9, but the model has 5 items"},
+      {seen_v1(3, {0, 3, 2, 3}, {1, 2, 4}), "do not increase"},
+      {seen_v1(2, {0, 2, 3}, {4, 2, 4}), "not sorted"},
+      {seen_v1(UINT64_MAX, {0, 2, 3}, {2, 4, 4}), "users do not fit"},
+      {seen_v1(2, {0, 2, UINT64_MAX / 2}, {2, 4, 4}), "items do not match"},
+      {seen_v1(2, {1, 2, 3}, {2, 4, 4}), "offset is not 0"},
+  };
+  for (const auto& [bytes, message] : bad) {
+    write_bytes(dir / "seen.bin", bytes);
+    const std::string error = load_error(dir);
+    EXPECT_NE(error.find("corrupt: " + (dir / "seen.bin").string()), std::string::npos) << error;
+    EXPECT_NE(error.find(message), std::string::npos) << error;
+  }
+  write_bytes(dir / "seen.bin", seen_v1(2, {0, 2, 3}, {2, 4, 4}));
+  // model.bin of version 1: the header's counts are bounded by the file before allocating.
+  auto model_v1 = [](const std::string& header) {
+    std::string bytes = "TBTENSOR";
+    put(bytes, uint32_t{1});
+    put(bytes, uint64_t{header.size()});
+    bytes += header;
+    put(bytes, uint64_t{0});
+    return bytes;
+  };
+  write_bytes(dir / "model.bin",
+              model_v1(R"({"kind": "model", "config": {"model": "gmf", "num_users": 4000000000, "num_items": 5, "factors": 64, "layers": [64, 32]}})"));
+  // (4e9 + 5) x 64 table floats + 65 head floats, 4 bytes each.
+  EXPECT_NE(load_error(dir).find("needs 1024000001540 bytes of parameters"), std::string::npos) << load_error(dir);
+  write_bytes(dir / "model.bin", model_v1(R"({"kind": "model"})"));
+  EXPECT_NE(load_error(dir).find("without its \"config\""), std::string::npos) << load_error(dir);
+  write_bytes(dir / "model.bin", model_v1(R"({"kind": "model", "config": {"model": 7}})"));
+  EXPECT_NE(load_error(dir).find("bad model config"), std::string::npos) << load_error(dir);
+  fs::remove_all(dir);
+}
+
+TEST(ModelDir, RecipeNeighbourListsAreChecked) {
+  const fs::path dir = write_gmf_dir("recipe");
+  fs::remove(dir / "model.bin");
+  write_bytes(dir / "config.json", R"({"model": "sims"})");
+  RecipeData d;
+  d.kind = "sims";
+  d.popularity = {3, 1, 2, 0, 0};
+  d.neighbors.offsets = {0, 1, 1, 2, 2, 2};
+  d.neighbors.items = {2, 0};
+  d.neighbors.scores = {0.5f, 0.25f};
+  write_recipe(d, dir / "recipe.bin");
+  EXPECT_EQ(load_error(dir), "");
+  std::string bytes = read_bytes(dir / "recipe.bin");
+  bytes[bytes.size() / 2] ^= 0x10;
+  write_bytes(dir / "recipe.bin", bytes);
+  EXPECT_NE(load_error(dir).find("corrupt: " + (dir / "recipe.bin").string()), std::string::npos) << load_error(dir);
+  for (const auto& [offsets, items] : std::vector<std::pair<std::vector<uint64_t>, std::vector<uint32_t>>>{
+           {{0, 1, 1, 2, 2, 2}, {2, 7}}, {{0, 2, 1, 2, 2, 2}, {2, 0}}, {{0, 1, 1, 2, 2}, {2, 0}}}) {
+    d.neighbors.offsets = offsets;
+    d.neighbors.items = items;
+    write_recipe(d, dir / "recipe.bin");
+    EXPECT_NE(load_error(dir).find("corrupt: "), std::string::npos) << load_error(dir);
+  }
+  fs::remove_all(dir);
+}
+
 TEST(Inference, JobWritesEveryLineInOrderAndAtomically) {
   const fs::path dir = fs::temp_directory_path() / ("tastebud-test-infer-" + std::to_string(::getpid()));
   fs::remove_all(dir);
@@ -384,6 +584,24 @@ TEST(Inference, JobWritesEveryLineInOrderAndAtomically) {
   }
   EXPECT_EQ(k, 5000);
   // Nothing but the input and the output remains: the temporary file was renamed.
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator()), 2);
+  // More threads than any machine has are refused (libgomp once crashed on 100000).
+  EXPECT_THROW(run_batch_infer(r, dir / "queries.jsonl", dir / "many.jsonl", 100000), Error);
+  // An output naming a directory is refused up front, naming it.
+  try {
+    run_batch_infer(r, dir / "queries.jsonl", dir, 1);
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("is a directory"), std::string::npos) << e.what();
+  }
+  // What a killed job left beside its output (a dead PID's temporary) goes with the next job.
+  const pid_t dead = ::fork();
+  if (dead == 0) ::_exit(0);
+  ::waitpid(dead, nullptr, 0);
+  const fs::path stale = dir / (".out.jsonl.tmp-" + std::to_string(dead));
+  std::ofstream(stale) << "half";
+  run_batch_infer(r, dir / "queries.jsonl", dir / "out.jsonl", 2);
+  EXPECT_FALSE(fs::exists(stale));
   EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator()), 2);
   // A missing input fails and leaves no output behind.
   EXPECT_THROW(run_batch_infer(r, dir / "missing.jsonl", dir / "none.jsonl", 1), Error);

@@ -92,6 +92,30 @@ TEST(Recipes, TrendingIsGrowthOfTheLatestWindowOverThePrevious) {
   EXPECT_NEAR(trending_scores(e.log(), o)[1], (4.0 - 1) / 2, 1e-6);
 }
 
+// A dataset imported before timestamps were range-checked may hold INT64_MIN beside real times:
+// ages are computed in double (the int64 difference overflowed, undefined behaviour that UBSan
+// reported). The old event then simply has no weight left.
+TEST(Recipes, ExtremeTimestampsDoNotOverflow) {
+  const std::vector<uint32_t> user{0, 0}, item{0, 1}, type{0, 0};
+  const std::vector<int64_t> time{INT64_MIN, 1700000000};
+  EventLog log;
+  log.num_users = 1;
+  log.num_items = 2;
+  log.user = user;
+  log.item = item;
+  log.timestamp = time;
+  log.event_type = type;
+  log.event_types = {"view"};
+  RecipeOptions o;
+  o.half_life_days = 30;
+  const std::vector<float> p = popularity_scores(log, o);
+  EXPECT_EQ(p[0], 0.0f);
+  EXPECT_EQ(p[1], 1.0f);
+  o.trend_window_days = 7;
+  const std::vector<float> t = trending_scores(log, o);
+  EXPECT_TRUE(std::isfinite(t[0]) && std::isfinite(t[1]));
+}
+
 TEST(Recipes, SimsCoOccurrenceWithDiscountAndMinimumCount) {
   const Events e;
   RecipeOptions o;
@@ -134,7 +158,7 @@ TEST(Recipes, RecipeFileRoundTrip) {
   const std::filesystem::path path =
       std::filesystem::temp_directory_path() / ("tastebud-recipe-" + std::to_string(::getpid()) + ".bin");
   write_recipe(d, path);
-  const RecipeData back = read_recipe(path);
+  const RecipeData back = read_recipe(path, 3);
   EXPECT_EQ(back.kind, "sims");
   EXPECT_EQ(back.popularity, d.popularity);
   EXPECT_TRUE(back.item_scores.empty());

@@ -5,6 +5,8 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <functional>
+#include <sys/wait.h>
 #include <filesystem>
 #include <map>
 #include <fstream>
@@ -19,7 +21,9 @@
 #include "host/training.h"
 #include "tastebud/datasets/import.h"
 #include "tastebud/datasets/sources.h"
+#include "tastebud/directory_lock.h"
 #include "tastebud/engine/model_io.h"
+#include "tastebud/engine/train_options.h"
 #include "tastebud/error.h"
 
 namespace tastebud::host {
@@ -229,6 +233,113 @@ TEST_F(TrainingJob, ResumeReachesTheSameModelAsAnUninterruptedRun) {
   changed.lr = 0.1f;
   EXPECT_THROW(run_training(changed, log), Error);
   EXPECT_THROW(run_training(job("resumed"), log), Error);
+}
+
+// The checkpoint is written before model.bin and metrics.jsonl (issue 15): a kill between them
+// leaves the checkpoint of epoch 2 beside epoch 1's model, and --resume makes them agree.
+TEST_F(TrainingJob, ResumeAfterAKillBetweenCheckpointAndModelRestoresTheBestModel) {
+  std::ostringstream log;
+  TrainJob one = job("one_epoch");
+  one.epochs = 1;
+  one.eval = "none";  // every epoch is the best so far
+  run_training(one, log);
+  TrainJob killed = job("killed");
+  killed.epochs = 2;
+  killed.eval = "none";
+  run_training(killed, log);
+  fs::copy_file(root_ / "one_epoch" / "model.bin", root_ / "killed" / "model.bin", fs::copy_options::overwrite_existing);
+  { std::ofstream(root_ / "killed" / "metrics.jsonl") << "{}\n"; }
+  // Leftovers of the killed writer (a PID that no longer runs) go too.
+  const pid_t dead = ::fork();
+  if (dead == 0) ::_exit(0);
+  ::waitpid(dead, nullptr, 0);
+  const fs::path stale = root_ / "killed" / ("checkpoint.bin.tmp" + std::to_string(dead));
+  const fs::path stale_new = root_ / "killed" / (".model.bin.tmp-" + std::to_string(dead) + "-0");
+  { std::ofstream(stale) << "half"; std::ofstream(stale_new) << "half"; }
+  killed.resume = true;
+  run_training(killed, log);
+  std::string extra;
+  const TrainState state = load_checkpoint(root_ / "killed" / "checkpoint.bin", &extra);
+  const ModelParams model = load_model(root_ / "killed" / "model.bin");
+  for (size_t t = 0; t < model.tensors().size(); ++t)
+    EXPECT_TRUE(model.tensors()[t]->values == state.params.tensors()[t]->values) << model.tensors()[t]->name;
+  std::ifstream metrics(root_ / "killed" / "metrics.jsonl");
+  std::string line;
+  int rows = 0;
+  while (std::getline(metrics, line)) ++rows;
+  EXPECT_EQ(rows, 2);
+  EXPECT_FALSE(fs::exists(stale));
+  EXPECT_FALSE(fs::exists(stale_new));
+}
+
+TEST_F(TrainingJob, SecondWriterOfAModelDirectoryStops) {
+  std::ostringstream log;
+  const DirectoryLock held(root_ / "locked", "the test");
+  try {
+    run_training(job("locked"), log);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("in use by PID " + std::to_string(::getpid())), std::string::npos) << e.what();
+  }
+  TrainJob recipe = job("locked");
+  recipe.model = "popularity";
+  EXPECT_THROW(run_training(recipe, log), Error);
+}
+
+// Settings that once crashed libgomp, wrapped to 0 samples, grew until the OOM killer, or were
+// accepted silently (issue 15) are refused before anything is read, naming the parameter.
+TEST_F(TrainingJob, OutOfRangeSettingsAreRefusedUpFront) {
+  std::ostringstream log;
+  const std::vector<std::pair<std::function<void(TrainJob&)>, std::string>> cases{
+      {[](TrainJob& j) { j.threads = 100000; }, "threads"},
+      {[](TrainJob& j) { j.negatives = 4294967295u; }, "negatives"},
+      {[](TrainJob& j) { j.batch_size = 4000000000u; }, "batch_size"},
+      {[](TrainJob& j) { j.lr = -1; }, "learning rate"},
+      {[](TrainJob& j) { j.lr = NAN; }, "learning rate"},
+      {[](TrainJob& j) { j.l2 = -1; }, "l2"},
+      {[](TrainJob& j) { j.sampler_alpha = NAN; }, "sampler_alpha"},
+      {[](TrainJob& j) { j.text_buckets = 0; }, "--text-buckets"},
+  };
+  for (const auto& [change, needle] : cases) {
+    TrainJob j = job("refused");
+    change(j);
+    try {
+      run_training(j, log);
+      ADD_FAILURE() << needle;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(fs::exists(root_ / "refused" / "model.bin"));
+  }
+}
+
+TEST(TrainOptions, MemoryEstimateRefusesWithTheFigureAndWhatToLower) {
+  ModelConfig c;
+  c.num_users = 1000;
+  c.num_items = 1000;
+  TrainOptions o;
+  o.batch_size = kMaxBatchSize;
+  const uint64_t needed = estimate_training_bytes(c, 100000, o);
+  EXPECT_GT(needed, uint64_t{16} << 30);  // 16M rows of activations and gradients
+  try {
+    check_training_memory(needed, uint64_t{8} << 30, c, o);
+    FAIL();
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("8.0 GiB"), std::string::npos) << what;
+    EXPECT_NE(what.find("batch_size"), std::string::npos) << what;
+  }
+  c.num_users = 2000000000;
+  o.batch_size = 256;
+  c.factors = 64;  // wide rows make the batch large too, but the tables far more
+  try {
+    check_training_memory(estimate_training_bytes(c, 100000, o), uint64_t{8} << 30, c, o);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("the factors or the layer widths"), std::string::npos) << e.what();
+  }
+  c.num_users = 1000;
+  EXPECT_NO_THROW(check_training_memory(estimate_training_bytes(c, 100000, o), uint64_t{8} << 30, c, o));
 }
 
 TEST_F(TrainingJob, DivergingLossStopsAndKeepsTheLastGoodCheckpoint) {

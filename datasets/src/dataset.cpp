@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "tastebud/atomic_file.h"
 #include "tastebud/datasets/columns.h"
 #include "tastebud/error.h"
 #include "tastebud/read_file.h"
@@ -129,20 +130,7 @@ void ColumnWriter::finish() {
   fd_ = -1;
 }
 
-void write_text_file(const fs::path& path, const std::string& text) {
-  const fs::path temp = path.string() + ".tmp";
-  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw Error(fmt::format("{}: cannot create: {}", temp.string(), std::strerror(errno)));
-  try {
-    write_all(fd, text.data(), text.size(), temp);
-  } catch (...) {
-    ::close(fd);
-    throw;
-  }
-  ::fdatasync(fd);
-  ::close(fd);
-  fs::rename(temp, path);
-}
+void write_text_file(const fs::path& path, const std::string& text) { write_file_atomically(path, text); }
 
 void sync_to_disk(const fs::path& dir) {
   auto sync = [](const fs::path& path, int flags) {

@@ -23,15 +23,19 @@
 #include <span>
 #include <sstream>
 #include <thread>
+#include <unordered_map>
+#include <unordered_set>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "tastebud/atomic_file.h"
 #include "tastebud/datasets/columns.h"
 #include "tastebud/datasets/csv.h"
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/datasets/encode.h"
 #include "tastebud/datasets/schema.h"
+#include "tastebud/directory_lock.h"
 #include "tastebud/error.h"
 #include "tastebud/read_file.h"
 
@@ -93,17 +97,16 @@ class CsvInput {
     } catch (const BadRow& e) {
       throw Error(e.what());  // a header that cannot be read is never skippable
     }
+    std::unordered_set<std::string> names;
     for (size_t c = 0; c < record.fields.size(); ++c) {
       const std::string name(trim(record.fields[c]));
       if (name.empty()) {
         throw Error(fmt::format("{}:{}: field {}: empty column name in the header", path.string(),
                                 record.line, c + 1));
       }
-      for (size_t k = 0; k < header_.size(); ++k) {
-        if (same_field_name(header_[k], name)) {
-          throw Error(fmt::format("{}:{}: field {} ({}): the column name appears twice in the header",
-                                  path.string(), record.line, c + 1, name));
-        }
+      if (!names.insert(field_name_key(name)).second) {
+        throw Error(fmt::format("{}:{}: field {} ({}): the column name appears twice in the header",
+                                path.string(), record.line, c + 1, name));
       }
       header_.push_back(name);
     }
@@ -218,9 +221,12 @@ void check_required_columns(const CsvInput& in, DatasetKind kind) {
 // every non-nullable schema field must be a column.
 std::vector<const SchemaField*> bind_columns(const CsvInput& in, const Schema& schema,
                                              const std::string& schema_source) {
+  std::unordered_map<std::string, const SchemaField*> by_name;
+  for (const SchemaField& f : schema.fields) by_name.emplace(field_name_key(f.name), &f);
   std::vector<const SchemaField*> fields;
   for (size_t c = 0; c < in.header().size(); ++c) {
-    const SchemaField* f = schema.find(in.header()[c]);
+    const auto found = by_name.find(field_name_key(in.header()[c]));
+    const SchemaField* f = found == by_name.end() ? nullptr : found->second;
     if (f == nullptr) {
       throw Error(fmt::format("{}:{}: field {} ({}): the column is not in the schema {}; add it to "
                               "the schema or drop the column",
@@ -229,8 +235,9 @@ std::vector<const SchemaField*> bind_columns(const CsvInput& in, const Schema& s
     }
     fields.push_back(f);
   }
+  const std::unordered_set<const SchemaField*> bound(fields.begin(), fields.end());
   for (const SchemaField& f : schema.fields) {
-    if (f.nullable || std::find(fields.begin(), fields.end(), &f) != fields.end()) continue;
+    if (f.nullable || bound.contains(&f)) continue;
     throw Error(fmt::format("{}:{}: field {}: required column is missing from the header (the "
                             "schema {} requires it)",
                             in.path().string(), in.header_line(), f.name, schema_source));
@@ -275,11 +282,30 @@ float parse_number_field(const CsvInput& in, const CsvRecord& record, size_t col
   }
 }
 
+// Unix seconds from 1970 to 2100: outside, a timestamp is a mistake (a sign, milliseconds, a
+// placeholder such as INT64_MIN) that would later overflow recency and trend arithmetic.
+constexpr int64_t kMaxTimestamp = 4102444800;  // 2100-01-01T00:00:00Z
+
+void check_timestamp(const CsvInput& in, const CsvRecord& record, size_t column, int64_t v) {
+  if (v >= 0 && v <= kMaxTimestamp) return;
+  if (v < 0)
+    throw BadRow(fmt::format("{}: {} is before 1970; expected Unix seconds from 0 to {} (2100)",
+                             in.where(record.line, column), v, kMaxTimestamp));
+  if (v / 1000 <= kMaxTimestamp)
+    throw BadRow(fmt::format("{}: {} looks like milliseconds (as seconds it is after 2100); expected Unix "
+                             "seconds: divide by 1000", in.where(record.line, column), v));
+  throw BadRow(fmt::format("{}: {} is after 2100; expected Unix seconds from 0 to {}",
+                           in.where(record.line, column), v, kMaxTimestamp));
+}
+
 int64_t parse_timestamp_field(const CsvInput& in, const CsvRecord& record, size_t column,
                               const SchemaField& field) {
   const std::string_view text = record.fields[column];
   int64_t v = 0;
-  if (parse_int64(text, &v)) return v;
+  if (parse_int64(text, &v)) {
+    check_timestamp(in, record, column, v);
+    return v;
+  }
   if (trim(text).empty() && field.nullable) return kNullTimestamp;
   throw BadRow(fmt::format("{}: expected an integer (Unix seconds), got {}",
                            in.where(record.line, column), quoted(text)));
@@ -786,6 +812,7 @@ void parse_rows(CsvInput& in, const Columns& cols, BatchQueue& queue) {
               !parse_int64(record.fields[cols.timestamp], &timestamp)) {
             timestamp = parse_timestamp_field(in, record, cols.timestamp, *cols.timestamp_field);
           }
+          if (timestamp < 0 || timestamp > kMaxTimestamp) check_timestamp(in, record, cols.timestamp, timestamp);
           float value = kNullNumber;
           if (cols.value >= 0 && !record.fields[cols.value].empty()) {
             value = parse_number_field(in, record, cols.value, *cols.value_field);
@@ -1284,8 +1311,11 @@ struct SchemaChoice {
 
 bool same_fields(const Schema& a, const Schema& b) {
   if (a.fields.size() != b.fields.size()) return false;
+  std::unordered_map<std::string, const SchemaField*> by_name;
+  for (const SchemaField& g : b.fields) by_name.emplace(field_name_key(g.name), &g);
   for (const SchemaField& f : a.fields) {
-    const SchemaField* g = b.find(f.name);
+    const auto found = by_name.find(field_name_key(f.name));
+    const SchemaField* g = found == by_name.end() ? nullptr : found->second;
     if (g == nullptr || g->type != f.type || g->nullable != f.nullable ||
         g->categorical != f.categorical || g->textual != f.textual) {
       return false;
@@ -1354,6 +1384,11 @@ ImportReport import_dataset(const ImportOptions& options) {
   if (out.parent_path().empty()) out = fs::path(".") / out;
 
   const bool incremental = options.mode == ImportMode::Incremental;
+  // One writer per dataset: without the lock, two incremental imports both read the old dataset
+  // and the second rename drops the first one's rows. Then what killed imports left goes.
+  CreatedParents parents(out.parent_path());
+  const DirectoryLock lock(out, incremental ? "this incremental import" : "this import");
+  remove_stale_temporaries(out.parent_path());
   if (!incremental && options.interactions.empty()) {
     throw Error("import: a full import needs the interactions file (--interactions FILE)");
   }
@@ -1443,7 +1478,6 @@ ImportReport import_dataset(const ImportOptions& options) {
   const auto read_done = std::chrono::steady_clock::now();
   report.read_seconds = std::chrono::duration<double>(read_done - started).count();
 
-  CreatedParents parents(out.parent_path());
   TempDir temp(unique_sibling(out, "tmp"));
   const fs::path& dir = temp.path();
   fs::create_directory(dir / "schema");

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <string>
+#include <unordered_set>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -18,13 +20,15 @@ bool same_field_name(std::string_view a, std::string_view b) {
          });
 }
 
-namespace {
-
-std::string upper(std::string_view s) {
-  std::string out(s);
+std::string field_name_key(std::string_view name) {
+  std::string out(name);
   for (char& c : out) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   return out;
 }
+
+namespace {
+
+std::string upper(std::string_view s) { return field_name_key(s); }
 
 bool parse_type_name(std::string_view name, FieldType* type) {
   static constexpr std::pair<std::string_view, FieldType> kTypes[] = {
@@ -120,10 +124,10 @@ void check_schema(const Schema& schema, DatasetKind kind, const std::string& sou
     if (f->nullable) fail(name, "a required field cannot be nullable");
   }
   int textual = 0;
+  std::unordered_set<std::string> names;
   for (size_t i = 0; i < schema.fields.size(); ++i) {
     const SchemaField& f = schema.fields[i];
-    for (size_t j = 0; j < i; ++j)
-      if (same_field_name(schema.fields[j].name, f.name)) fail(f.name, "appears twice");
+    if (!names.insert(field_name_key(f.name)).second) fail(f.name, "appears twice");
     const FieldRole role = field_role(kind, f);
     switch (role) {
       case FieldRole::UserId:
@@ -151,23 +155,40 @@ void check_schema(const Schema& schema, DatasetKind kind, const std::string& sou
   }
 }
 
+// A member of the record or of one field, of the type it must have (nlohmann's own type errors
+// would name neither the file nor the field).
+std::string string_member(const nlohmann::json& object, const char* key, std::string fallback,
+                          const std::string& where) {
+  const auto it = object.find(key);
+  if (it == object.end() || it->is_null()) return fallback;
+  if (!it->is_string()) throw Error(fmt::format("{}: \"{}\" must be a string, not {}", where, key, it->dump()));
+  return it->get<std::string>();
+}
+
+bool bool_member(const nlohmann::json& object, const char* key, const std::string& where) {
+  const auto it = object.find(key);
+  if (it == object.end() || it->is_null()) return false;
+  if (!it->is_boolean()) throw Error(fmt::format("{}: \"{}\" must be true or false, not {}", where, key, it->dump()));
+  return it->get<bool>();
+}
+
 Schema parse_schema(std::string_view json_text, DatasetKind kind, const std::string& source) {
   nlohmann::json doc;
   try {
     doc = nlohmann::json::parse(json_text);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, and out_of_range for 1e999
     throw Error(fmt::format("{}: not valid JSON: {}", source, e.what()));
   }
-  if (!doc.is_object() || doc.value("type", "") != "record" || !doc.contains("fields") ||
+  if (!doc.is_object() || string_member(doc, "type", "", source) != "record" || !doc.contains("fields") ||
       !doc["fields"].is_array()) {
     throw Error(fmt::format("{}: expected an Avro record: {{\"type\": \"record\", \"name\": ..., "
                             "\"fields\": [...]}}",
                             source));
   }
   Schema schema;
-  schema.name = doc.value("name", std::string(schema_record_name(kind)));
-  schema.name_space = doc.value("namespace", std::string("tastebud"));
-  schema.version = doc.value("version", std::string("1.0"));
+  schema.name = string_member(doc, "name", std::string(schema_record_name(kind)), source);
+  schema.name_space = string_member(doc, "namespace", "tastebud", source);
+  schema.version = string_member(doc, "version", "1.0", source);
   for (const auto& f : doc["fields"]) {
     if (!f.is_object() || !f.contains("name") || !f["name"].is_string() || !f.contains("type")) {
       throw Error(fmt::format("{}: every field needs a \"name\" and a \"type\": {}", source, f.dump()));
@@ -199,8 +220,9 @@ Schema parse_schema(std::string_view json_text, DatasetKind kind, const std::str
                               "double, boolean or a union of one of them with \"null\"",
                               source, field.name, type.dump()));
     }
-    field.categorical = f.value("categorical", false);
-    field.textual = f.value("textual", false);
+    const std::string where = fmt::format("{}: field {}", source, field.name);
+    field.categorical = bool_member(f, "categorical", where);
+    field.textual = bool_member(f, "textual", where);
     schema.fields.push_back(std::move(field));
   }
   check_schema(schema, kind, source);

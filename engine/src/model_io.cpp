@@ -9,6 +9,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "tastebud/checksum.h"
+#include "tastebud/engine/train_options.h"  // parameter_floats
 #include "tastebud/error.h"
 #include "tastebud/read_file.h"
 
@@ -32,7 +34,7 @@ void put_tensor(std::string& out, const Tensor& t) {
 
 class Reader {
  public:
-  Reader(std::string bytes, std::filesystem::path path) : bytes_(std::move(bytes)), path_(std::move(path)) {}
+  Reader(std::string_view bytes, std::filesystem::path path) : bytes_(bytes), path_(std::move(path)) {}
   template <class T>
   T get() {
     T value;
@@ -43,7 +45,7 @@ class Reader {
   }
   std::string get_string(uint64_t n) {
     need(n);
-    std::string s = bytes_.substr(pos_, n);
+    std::string s(bytes_.substr(pos_, n));
     pos_ += n;
     return s;
   }
@@ -55,23 +57,27 @@ class Reader {
     uint64_t n = 1;
     for (uint32_t r = 0; r < rank; ++r) {
       t.shape.push_back(get<uint64_t>());
+      // Dimensions are bounded by what is left of the file before they are multiplied, so that a
+      // damaged one can neither wrap the count nor ask for more memory than the file holds.
+      if (t.shape.back() != 0 && n > left() / sizeof(float) / t.shape.back()) fail("a tensor larger than the file");
       n *= t.shape.back();
     }
     need(n * sizeof(float));
     t.values.resize(n);
-    std::memcpy(t.values.data(), bytes_.data() + pos_, n * sizeof(float));
+    if (n > 0) std::memcpy(t.values.data(), bytes_.data() + pos_, n * sizeof(float));
     pos_ += n * sizeof(float);
     return t;
   }
+  uint64_t left() const { return bytes_.size() - pos_; }
   [[noreturn]] void fail(const std::string& what) const {
-    throw Error(fmt::format("{}: corrupt model file ({} at byte {})", path_.string(), what, pos_));
+    throw Error(fmt::format("corrupt: {}: {} at byte {}", path_.string(), what, pos_));
   }
 
  private:
   void need(uint64_t n) const {
-    if (n > bytes_.size() - pos_) fail("truncated");
+    if (n > left()) fail("truncated");
   }
-  std::string bytes_;
+  std::string_view bytes_;
   std::filesystem::path path_;
   size_t pos_ = 0;
 };
@@ -83,16 +89,23 @@ std::string encode(const std::string& header, const std::vector<const Tensor*>& 
   out += header;
   put(out, static_cast<uint64_t>(tensors.size()));
   for (const Tensor* t : tensors) put_tensor(out, *t);
+  append_checksum(out);
   return out;
 }
 
-// Reads the header JSON and the tensors of a file.
+// Reads the header JSON and the tensors of a file. Version 2 files end in a CRC-32, checked
+// before anything else is read; version 1 files (no checksum) still load.
 std::vector<Tensor> decode(const std::filesystem::path& path, nlohmann::json* header) {
-  Reader r(read_file(path), path);
+  const std::string bytes = read_file(path);
+  std::string_view payload = bytes;
+  uint32_t version = 0;
+  if (bytes.size() >= sizeof(kMagic) + sizeof(version)) std::memcpy(&version, bytes.data() + sizeof(kMagic), sizeof(version));
+  if (version >= 2) payload = checked_payload(bytes, path);
+  Reader r(payload, path);
   if (r.get_string(sizeof(kMagic)) != std::string(kMagic, sizeof(kMagic))) r.fail("not a tastebud tensor file");
-  const uint32_t version = r.get<uint32_t>();
-  if (version != kTensorFileVersion) {
-    throw Error(fmt::format("{}: file version {} is not supported (this build reads {})",
+  version = r.get<uint32_t>();
+  if (version != kTensorFileVersion && version != 1) {
+    throw Error(fmt::format("{}: file version {} is not supported (this build reads 1 and {})",
                             path.string(), version, kTensorFileVersion));
   }
   const std::string text = r.get_string(r.get<uint64_t>());
@@ -101,10 +114,28 @@ std::vector<Tensor> decode(const std::filesystem::path& path, nlohmann::json* he
   } catch (const nlohmann::json::exception& e) {
     r.fail(std::string("bad header: ") + e.what());
   }
+  if (!header->is_object() || !header->contains("config") || !header->at("config").is_object())
+    r.fail("a header without its \"config\" object");
   const uint64_t count = r.get<uint64_t>();
+  // Each tensor takes at least its name length and rank.
+  if (count > r.left() / 8) r.fail(fmt::format("a tensor count ({}) larger than the file", count));
   std::vector<Tensor> tensors;
   for (uint64_t i = 0; i < count; ++i) tensors.push_back(r.get_tensor());
+  if (r.left() != 0) r.fail("bytes after the last tensor");
   return tensors;
+}
+
+// A header whose counts ask for more parameters than the file could hold is refused before
+// anything that large is allocated.
+ModelConfig checked_config(const nlohmann::json& header, const std::filesystem::path& path) {
+  const ModelConfig config = config_from_json(header.at("config").dump(), path.string());
+  const long double bytes = static_cast<long double>(parameter_floats(config)) * sizeof(float);
+  const uintmax_t size = std::filesystem::file_size(path);
+  if (bytes > static_cast<long double>(size))
+    throw Error(fmt::format("corrupt: {}: the header's configuration ({} users, {} items) needs {:.0Lf} bytes of "
+                            "parameters but the file holds {}", path.string(), config.num_users, config.num_items,
+                            bytes, size));
+  return config;
 }
 
 // Moves tensors into params in tensors() order, checking names and shapes.
@@ -183,22 +214,6 @@ ModelConfig config_from_json(const std::string& text, const std::string& what) {
   }
 }
 
-void write_file_atomically(const std::filesystem::path& path, const std::string& bytes) {
-  const std::filesystem::path tmp = path.string() + fmt::format(".tmp{}", ::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw Error(fmt::format("{}: cannot write: {}", tmp.string(), std::strerror(errno)));
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    if (!out) {
-      std::error_code ignored;
-      std::filesystem::remove(tmp, ignored);
-      throw Error(fmt::format("{}: write failed: {}", tmp.string(), std::strerror(errno)));
-    }
-  }
-  std::filesystem::rename(tmp, path);
-}
-
 void save_model(const ModelParams& params, const std::filesystem::path& path) {
   const nlohmann::json header{{"kind", "model"}, {"config", nlohmann::json::parse(config_to_json(params.config))}};
   write_file_atomically(path, encode(header.dump(), params.tensors()));
@@ -207,9 +222,7 @@ void save_model(const ModelParams& params, const std::filesystem::path& path) {
 ModelParams load_model(const std::filesystem::path& path) {
   nlohmann::json header;
   auto tensors = decode(path, &header);
-  ModelParams params;
-  params.config = config_from_json(header.at("config").dump(), path.string());
-  params = ModelParams::initialize(params.config, 0);  // shapes and names; values replaced below
+  ModelParams params = ModelParams::initialize(checked_config(header, path), 0);  // shapes and names; values replaced below
   assign_params(params, tensors, 0, path);
   return params;
 }
@@ -231,8 +244,7 @@ TrainState load_checkpoint(const std::filesystem::path& path, std::string* extra
   auto tensors = decode(path, &header);
   if (header.value("kind", "") != "checkpoint") throw Error(fmt::format("{}: not a checkpoint", path.string()));
   TrainState state;
-  const ModelConfig config = config_from_json(header.at("config").dump(), path.string());
-  state.params = ModelParams::initialize(config, 0);
+  state.params = ModelParams::initialize(checked_config(header, path), 0);
   assign_params(state.params, tensors, 0, path);
   const size_t n = state.params.tensors().size();
   if (tensors.size() != 3 * n) throw Error(fmt::format("{}: optimizer state is incomplete", path.string()));
@@ -240,8 +252,12 @@ TrainState load_checkpoint(const std::filesystem::path& path, std::string* extra
     state.state0.push_back(std::move(tensors[n + i]));
     state.state1.push_back(std::move(tensors[2 * n + i]));
   }
-  state.step = header.at("step").get<uint64_t>();
-  if (extra_json) *extra_json = header.at("extra").dump();
+  try {
+    state.step = header.at("step").get<uint64_t>();
+    if (extra_json) *extra_json = header.at("extra").dump();
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("corrupt: {}: the checkpoint header lacks its step or extra: {}", path.string(), e.what()));
+  }
   return state;
 }
 

@@ -5,13 +5,16 @@
 #include <filesystem>
 #include <string>
 
+#include "tastebud/atomic_file.h"  // write_file_atomically, which model files are written with
 #include "tastebud/engine/trainer.h"
 
 namespace tastebud {
 
 // Format: "TBTENSOR" | u32 version | u64 header length | header (JSON text) | u64 tensor count |
-// per tensor: u32 name length, name, u32 rank, u64 dims[rank], float values[prod(dims)].
-inline constexpr uint32_t kTensorFileVersion = 1;
+// per tensor: u32 name length, name, u32 rank, u64 dims[rank], float values[prod(dims)] |
+// (version 2) the checksum trailer of tastebud/checksum.h. Version 1 files (no trailer) still load.
+// A damaged file is an Error starting "corrupt: FILE".
+inline constexpr uint32_t kTensorFileVersion = 2;
 
 std::string config_to_json(const ModelConfig& config);
 ModelConfig config_from_json(const std::string& json_text, const std::string& what);
@@ -24,8 +27,5 @@ ModelParams load_model(const std::filesystem::path& path);
 void save_checkpoint(const TrainState& state, const std::string& extra_json,
                      const std::filesystem::path& path);
 TrainState load_checkpoint(const std::filesystem::path& path, std::string* extra_json);
-
-// Writes bytes to path through a temporary file in the same directory and a rename.
-void write_file_atomically(const std::filesystem::path& path, const std::string& bytes);
 
 }  // namespace tastebud

@@ -1,0 +1,126 @@
+// The base target (base/): the atomic writer, stale temporaries, the directory lock, checksums.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+
+#include "tastebud/atomic_file.h"
+#include "tastebud/checksum.h"
+#include "tastebud/directory_lock.h"
+#include "tastebud/error.h"
+
+namespace tastebud {
+namespace {
+
+namespace fs = std::filesystem;
+
+class Base : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("tastebud_test_base_" + std::to_string(::getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  size_t entries() const { return std::distance(fs::directory_iterator(dir_), fs::directory_iterator()); }
+  static std::string read(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  fs::path dir_;
+};
+
+TEST_F(Base, AtomicFileAppearsOnlyWhenCommitted) {
+  {
+    AtomicFile file(dir_ / "out.txt");
+    file.write("half");
+    EXPECT_EQ(entries(), 1u);  // the temporary
+    EXPECT_FALSE(fs::exists(dir_ / "out.txt"));
+  }
+  EXPECT_EQ(entries(), 0u);  // dropped without commit: nothing left
+  write_file_atomically(dir_ / "out.txt", "whole");
+  EXPECT_EQ(read(dir_ / "out.txt"), "whole");
+  write_file_atomically(dir_ / "out.txt", "replaced");
+  EXPECT_EQ(read(dir_ / "out.txt"), "replaced");
+  EXPECT_EQ(entries(), 1u);
+  // A directory as the target, or a missing directory, is refused before anything is written.
+  fs::create_directories(dir_ / "sub");
+  try {
+    write_file_atomically(dir_ / "sub", "x");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("is a directory"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(write_file_atomically(dir_ / "missing" / "x", "x"), Error);
+  // A leftover that carries this process's name (a killed process with the same PID) is replaced.
+  const fs::path next = temporary_name(dir_ / "again.txt");
+  const std::string name = next.filename().string();
+  const std::string counter = name.substr(name.rfind('-') + 1);
+  const fs::path same = dir_ / (name.substr(0, name.rfind('-') + 1) + std::to_string(std::stoul(counter) + 1));
+  std::ofstream(same) << "stale";
+  write_file_atomically(dir_ / "again.txt", "fresh");
+  EXPECT_EQ(read(dir_ / "again.txt"), "fresh");
+}
+
+TEST_F(Base, StaleTemporariesOfDeadProcessesOnly) {
+  EXPECT_EQ(temporary_owner(".model.bin.tmp-123-0"), 123);
+  EXPECT_EQ(temporary_owner(".shop.tmp-77-3-999"), 77);
+  EXPECT_EQ(temporary_owner(".shop.old-77-3-999"), 77);
+  EXPECT_EQ(temporary_owner("checkpoint.bin.tmp4242"), 4242);
+  EXPECT_EQ(temporary_owner(".out.jsonl.tmp-55"), 55);
+  for (const char* name : {"model.bin", ".shop.lock", "notes.tmp", "a.tmp-x", "report.tmp-12abc", "shop.old-5", "notes.tmp-2024"})
+    EXPECT_EQ(temporary_owner(name), 0) << name;
+  const pid_t dead = ::fork();
+  if (dead == 0) ::_exit(0);
+  ::waitpid(dead, nullptr, 0);
+  const std::string d = std::to_string(dead), live = std::to_string(::getppid());
+  fs::create_directories(dir_ / (".ds.tmp-" + d + "-0-1") / "schema");
+  std::ofstream(dir_ / ("checkpoint.bin.tmp" + d)) << "x";
+  std::ofstream(dir_ / (".model.bin.tmp-" + live + "-0")) << "x";
+  std::ofstream(dir_ / "model.bin") << "x";
+  EXPECT_EQ(remove_stale_temporaries(dir_), 2u);
+  EXPECT_EQ(entries(), 2u);
+  EXPECT_TRUE(fs::exists(dir_ / (".model.bin.tmp-" + live + "-0")));
+}
+
+TEST_F(Base, DirectoryLockIsExclusiveAndLeavesNothing) {
+  {
+    const DirectoryLock first(dir_ / "ds", "the first");
+    EXPECT_TRUE(fs::exists(DirectoryLock::lock_file(dir_ / "ds")));
+    try {
+      const DirectoryLock second(dir_ / "ds/", "the second");
+      FAIL();
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("in use by PID " + std::to_string(::getpid())), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("the second"), std::string::npos) << e.what();
+    }
+    const DirectoryLock other(dir_ / "other", "another directory");
+  }
+  EXPECT_EQ(entries(), 0u);
+  const DirectoryLock again(dir_ / "ds", "a later writer");
+}
+
+TEST(Checksum, TrailerRoundTripsAndNamesTheFile) {
+  std::string bytes = "payload";
+  append_checksum(bytes);
+  EXPECT_EQ(bytes.size(), 7 + kChecksumTrailerBytes);
+  EXPECT_EQ(checked_payload(bytes, "f.bin"), "payload");
+  EXPECT_EQ(crc32_of("123456789"), 0xCBF43926u);  // the CRC-32 check value
+  bytes[2] ^= 1;
+  try {
+    checked_payload(bytes, "f.bin");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("corrupt: f.bin"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(checked_payload("short", "f.bin"), Error);
+}
+
+}  // namespace
+}  // namespace tastebud
