@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -54,13 +55,18 @@ class Reader {
     t.name = get_string(get<uint32_t>());
     const uint32_t rank = get<uint32_t>();
     if (rank > 8) fail("a tensor of rank > 8");
+    for (uint32_t r = 0; r < rank; ++r) t.shape.push_back(get<uint64_t>());
+    // Dimensions are bounded by what is left of the file before they are multiplied, so that a
+    // damaged one can neither wrap the count nor ask for more memory than the file holds. A zero
+    // dimension (a GMF model's empty MLP tables) makes an empty tensor whatever the others are.
     uint64_t n = 1;
-    for (uint32_t r = 0; r < rank; ++r) {
-      t.shape.push_back(get<uint64_t>());
-      // Dimensions are bounded by what is left of the file before they are multiplied, so that a
-      // damaged one can neither wrap the count nor ask for more memory than the file holds.
-      if (t.shape.back() != 0 && n > left() / sizeof(float) / t.shape.back()) fail("a tensor larger than the file");
-      n *= t.shape.back();
+    if (std::find(t.shape.begin(), t.shape.end(), uint64_t{0}) != t.shape.end()) {
+      n = 0;
+    } else {
+      for (uint64_t d : t.shape) {
+        if (n > left() / sizeof(float) / d) fail("a tensor larger than the file");
+        n *= d;
+      }
     }
     need(n * sizeof(float));
     t.values.resize(n);
