@@ -4,7 +4,21 @@
 #include <CLI/CLI.hpp>
 
 #include "host/commands.h"
+#include "tastebud/engine/comm.h"
 #include "tastebud/error.h"
+
+namespace {
+
+// One process prints and exits; a rank of several prints with its number and ends the whole job
+// (MPI_Abort), so no other rank waits forever in a collective.
+int fail(tastebud::Communicator* world, const char* prefix, const char* message) {
+  const std::string text = std::string("tastebud: ") + prefix + message;
+  if (world != nullptr && world->size() > 1) world->abort(text);
+  std::fprintf(stderr, "%s\n", text.c_str());
+  return 1;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"tastebud: train neural collaborative filtering models on your own exports"};
@@ -17,16 +31,17 @@ int main(int argc, char** argv) {
   tastebud::host::add_evaluate_command(app);
   tastebud::host::add_export_command(app);
   tastebud::host::add_report_command(app);
+  tastebud::Communicator* world = nullptr;
   try {
+    world = &tastebud::world_communicator();  // under mpirun: MPI starts here
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    if (world != nullptr && world->size() > 1 && e.get_exit_code() != 0) world->abort(e.what());
     return app.exit(e);
   } catch (const tastebud::Error& e) {
-    std::fprintf(stderr, "tastebud: error: %s\n", e.what());
-    return 1;
+    return fail(world, "error: ", e.what());
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "tastebud: internal error: %s\n", e.what());
-    return 2;
+    return fail(world, "internal error: ", e.what()) + 1;
   }
   return 0;
 }

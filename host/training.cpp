@@ -18,6 +18,7 @@
 #include "host/split.h"
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/engine/backends.h"
+#include "tastebud/engine/comm.h"
 #include "tastebud/engine/model_io.h"
 #include "tastebud/engine/scorer.h"
 #include "tastebud/error.h"
@@ -139,6 +140,45 @@ SeenItems seen_of(const TrainingSet& train) {
   return SeenItems{train.user_offsets, train.item};
 }
 
+// Discards what is written to it: the log of ranks other than 0.
+struct NullStream : std::ostream {
+  NullStream() : std::ostream(nullptr) {}
+};
+
+// FNV-1a over what every rank must agree on before the first step: the model's shape and the
+// training positives in order.
+uint64_t training_fingerprint(const ModelConfig& config, const TrainingSet& train) {
+  uint64_t h = 1469598103934665603ull;
+  const auto mix = [&h](uint64_t v) { h = (h ^ v) * 1099511628211ull; };
+  mix(config.num_users);
+  mix(config.num_items);
+  mix(train.size());
+  for (size_t k = 0; k < train.size(); ++k) mix((static_cast<uint64_t>(train.user[k]) << 32) | train.item[k]);
+  return h;
+}
+
+// Several ranks must read the same dataset the same way; a rank that differs from rank 0 stops.
+void check_same_training_set(Communicator& comm, const fs::path& data, const ModelConfig& config,
+                             const TrainingSet& train) {
+  if (comm.size() == 1) return;
+  const uint64_t mine = training_fingerprint(config, train);
+  uint64_t root = mine;
+  comm.broadcast({reinterpret_cast<std::byte*>(&root), sizeof(root)}, 0);
+  if (root != mine) {
+    throw Error(fmt::format("rank {} reads another dataset than rank 0 at {} ({} users, {} items, {} "
+                            "positives here): every rank must see the same dataset directory",
+                            comm.rank(), data.string(), config.num_users, config.num_items, train.size()));
+  }
+}
+
+uint64_t state_bytes(const TrainState& state) {
+  uint64_t floats = 0;
+  for (const Tensor* t : state.params.tensors()) floats += t->values.size();
+  for (const Tensor& t : state.state0) floats += t.values.size();
+  for (const Tensor& t : state.state1) floats += t.values.size();
+  return floats * sizeof(float);
+}
+
 }  // namespace
 
 SplitOptions split_options_of(const TrainJob& job) {
@@ -151,8 +191,14 @@ SplitOptions split_options_of(const TrainJob& job) {
   return o;
 }
 
-TrainResult run_training(const TrainJob& job, std::ostream& log) {
-  if (is_recipe(job.model)) return train_recipe(job, log);
+TrainResult run_training(const TrainJob& job, std::ostream& job_log) {
+  Communicator& comm = job.comm != nullptr ? *job.comm : world_communicator();
+  NullStream quiet;
+  std::ostream& log = comm.root() ? job_log : quiet;  // rank 0 speaks for the job
+  if (is_recipe(job.model)) {
+    TB_CHECK(comm.size() == 1, fmt::format("--model {} is a recipe computed in one process; run it without mpirun", job.model));
+    return train_recipe(job, log);
+  }
   const EvalProtocol protocol = parse_eval_protocol(job.eval);
   TrainOptions options;
   options.batch_size = job.batch_size;
@@ -169,6 +215,7 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
   TB_CHECK(job.impression_negatives >= 0.0f && job.impression_negatives <= 1.0f,
            "--impression-negatives is a share of the negatives, from 0 to 1");
   options.impression_share = job.impression_negatives;
+  options.comm = &comm;
   TB_CHECK(job.epochs > 0, "--epochs must be positive");
   TB_CHECK(job.batch_size > 0, "--batch-size must be positive");
 
@@ -187,6 +234,12 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
     std::string extra;
     resumed = load_checkpoint(checkpoint_path, &extra);
     resumed_extra = json::parse(extra);
+    const int ranks = resumed_extra.value("ranks", 1);
+    if (ranks != comm.size()) {
+      throw Error(fmt::format("--resume: {} was trained on {} rank(s) but this run has {}; resume with "
+                              "{} rank(s)",
+                              checkpoint_path.string(), ranks, comm.size(), ranks));
+    }
     const json& stored = resumed_extra.at("job");
     for (auto it = job_json.begin(); it != job_json.end(); ++it) {
       if (stored.value(it.key(), json()) != it.value()) {
@@ -230,6 +283,7 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
     eval_context_rows = encode_context(dataset.interactions, config.context, split.eval_row);
   }
   config.validate();
+  check_same_training_set(comm, job.data, config, split.train);
 
   TrainState state;
   if (resumed) {
@@ -244,15 +298,22 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
     log << "--impression-negatives: " << job.data.string()
         << " has no IMPRESSION lists (or the split does not use them); every negative is sampled\n";
   }
+  const uint64_t held_bytes = state_bytes(state);
   std::unique_ptr<Backend> backend = make_backend(job.device, split.train, options, std::move(state), &notice);
   if (!notice.empty()) log << notice << "\n";
+  if (comm.size() > 1) {
+    log << fmt::format("{} ranks: each holds {:.1f} MiB of parameters and optimizer state (embedding "
+                       "tables replicated), trains 1/{} of every batch\n",
+                       comm.size(), held_bytes / 1048576.0, comm.size());
+  }
+  const bool writer = comm.root();  // the one rank that writes the model directory
 
-  fs::create_directories(job.out);
+  if (writer) fs::create_directories(job.out);
   TrainResult result;
   result.backend = backend->name();
   result.popularity = evaluate_popularity(split);
   // The baseline beside the model's curves in `tastebud report` (host/report.h).
-  if (protocol != EvalProtocol::kNone) {
+  if (writer && protocol != EvalProtocol::kNone) {
     write_file_atomically(job.out / "baseline.json", json{{"popularity", metrics_json(result.popularity)}}.dump(2) + "\n");
   }
   uint32_t first_epoch = 1;
@@ -262,7 +323,7 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
     first_epoch = resumed_extra.at("epochs_done").get<uint32_t>() + 1;
     result.best_epoch = resumed_extra.at("best_epoch");
     best_value = resumed_extra.at("best_value");
-  } else {
+  } else if (writer) {
     json config_json = job_json;
     config_json["model_config"] = json::parse(config_to_json(config));
     write_file_atomically(job.out / "config.json", config_json.dump(2) + "\n");
@@ -276,7 +337,7 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
                      job.model, job.data.string(), config.num_users, config.num_items,
                      split.train.size(), backend->name(), backend->samples_per_epoch());
 
-  ProgressLine progress("samples", job.progress);
+  ProgressLine progress("samples", job.progress && writer);
   uint32_t since_best = 0;
   for (uint32_t epoch = first_epoch; epoch <= job.epochs; ++epoch) {
     const EpochStats stats = backend->train_epoch(epoch - 1, [&](uint64_t done, uint64_t total, double loss) {
@@ -293,7 +354,9 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
     }
     TrainState current = backend->state();
     EpochRecord record{epoch, stats.mean_loss, stats.samples, stats.seconds, {}, stats.impression_negatives};
-    if (protocol != EvalProtocol::kNone) {
+    // Evaluation runs on rank 0; the value that decides the best epoch and early stopping is then
+    // broadcast, so every rank takes the same decisions.
+    if (writer && protocol != EvalProtocol::kNone) {
       const auto scorer = config.has_metadata()
           ? std::make_unique<Scorer>(current.params, split.train.user_features, split.train.item_features)
           : std::make_unique<Scorer>(current.params);
@@ -310,12 +373,13 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
       }, job.threads);
     }
     result.history.push_back(record);
-    const double value = protocol == EvalProtocol::kNone ? epoch : record.metrics.at(metric);
+    double value = protocol == EvalProtocol::kNone || !writer ? epoch : record.metrics.at(metric);
+    if (comm.size() > 1) comm.broadcast({reinterpret_cast<std::byte*>(&value), sizeof(value)}, 0);
     if (value > best_value) {
       best_value = value;
       result.best_epoch = epoch;
       since_best = 0;
-      save_model(current.params, job.out / "model.bin");
+      if (writer) save_model(current.params, job.out / "model.bin");
     } else {
       ++since_best;
     }
@@ -325,14 +389,21 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
       history.push_back(record_json(r));
       lines += record_json(r).dump() + "\n";
     }
-    write_file_atomically(job.out / "metrics.jsonl", lines);
-    const json extra{{"job", job_json}, {"epochs_done", epoch}, {"best_epoch", result.best_epoch},
-                     {"best_value", best_value}, {"history", history}};
-    save_checkpoint(current, extra.dump(), checkpoint_path);
+    json extra{{"job", job_json}, {"epochs_done", epoch}, {"best_epoch", result.best_epoch},
+               {"best_value", best_value}, {"history", history}};
+    if (comm.size() > 1) extra["ranks"] = comm.size();  // a resume must use as many
+    if (writer) {
+      write_file_atomically(job.out / "metrics.jsonl", lines);
+      save_checkpoint(current, extra.dump(), checkpoint_path);
+    }
 
     std::string line = fmt::format("epoch {:3d}  loss {:.4f}  {:.2f}M samples/s  {:.1f}s", epoch,
                                    stats.mean_loss, stats.samples / std::max(stats.seconds, 1e-9) / 1e6,
                                    stats.seconds);
+    if (comm.size() > 1) {
+      const uint64_t steps = (stats.samples + job.batch_size - 1) / job.batch_size;
+      line += fmt::format("  {:.2f} MB exchanged per step", stats.exchanged_bytes / std::max<uint64_t>(steps, 1) / 1e6);
+    }
     for (const auto& [k, v] : record.metrics) {
       if (k != "eval_users" && !is_interval_key(k)) line += fmt::format("  {} {:.4f}", k, v);
     }
@@ -346,7 +417,7 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
   }
 
   // Summary table: the best epoch beside the popularity baseline.
-  if (protocol != EvalProtocol::kNone && result.best_epoch > 0) {
+  if (writer && protocol != EvalProtocol::kNone && result.best_epoch > 0) {
     const EpochRecord& best = result.history.at(result.best_epoch - 1);
     log << "\n" << metrics_table({fmt::format("{} (ep {})", job.model, best.epoch), "popularity"},
                                   {&best.metrics, &result.popularity});

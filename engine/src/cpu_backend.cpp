@@ -19,6 +19,7 @@
 #include "cpu/neumf.h"
 #include "cpu/optimizer.h"
 #include "cpu/sampler.h"
+#include "tastebud/engine/comm.h"
 #include "tastebud/engine/trainer.h"
 #include "tastebud/error.h"
 #include "tastebud/batch_rows.h"
@@ -71,6 +72,7 @@ class CpuBackend final : public Backend {
     EpochStats stats;
     double loss_sum = 0.0;
     batch_impressions_ = 0;
+    exchanged_bytes_ = 0;
     for (uint64_t first = 0; first < total; first += options_.batch_size) {
       const uint32_t samples = static_cast<uint32_t>(std::min<uint64_t>(options_.batch_size, total - first));
       const double batch_loss = train_batch(epoch, first, samples);
@@ -87,6 +89,7 @@ class CpuBackend final : public Backend {
     stats.mean_loss = stats.samples > 0 ? loss_sum / static_cast<double>(stats.samples) : 0.0;
     stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();
     stats.impression_negatives = batch_impressions_;
+    stats.exchanged_bytes = exchanged_bytes_;
     return stats;
   }
 
@@ -238,8 +241,10 @@ class CpuBackend final : public Backend {
     const float scale = 1.0f / static_cast<float>(samples);
     loss_scale_ = scale;
 
+    // This rank's chunks: all of them in one process, a contiguous share of them with several.
+    const auto [chunk_begin, chunk_end] = my_chunks(chunks);
 #pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < chunks; ++c) {
+    for (int64_t c = chunk_begin; c < chunk_end; ++c) {
       const int64_t r0 = c * chunk_rows_;
       const int64_t n = std::min<int64_t>(chunk_rows_, rows - r0);
       chunk_impressions_[c] = bpr() ? fill_rows(epoch, first, r0 / 2, (r0 + n) / 2)
@@ -296,31 +301,81 @@ class CpuBackend final : public Backend {
     }
 
     double loss = 0.0;
-    for (int64_t c = 0; c < chunks; ++c) {
+    uint64_t impressions = 0;
+    for (int64_t c = chunk_begin; c < chunk_end; ++c) {
       loss += chunk_loss_[c];
-      batch_impressions_ += chunk_impressions_[c];
+      impressions += chunk_impressions_[c];
     }
+    if (ranks() > 1) {
+      double sums[2] = {loss, static_cast<double>(impressions)};
+      options_.comm->allreduce_sum(sums);
+      loss = sums[0];
+      impressions = static_cast<uint64_t>(sums[1]);
+    }
+    batch_impressions_ += impressions;
     if (!std::isfinite(loss)) return loss;
 
     ++state_.step;
     const OptimizerParams& opt = options_.optimizer;
     const float step_size =
         opt.kind == OptimizerKind::kAdam ? adam_step_size(opt, state_.step) : opt.lr;
-    update_dense(chunks, step_size);
+    sum_dense_gradients(chunk_begin, chunk_end);
+    if (ranks() > 1) share_slices(rows, chunks);
+    cpu::dense_update(dense_params(options_.optimizer), step_size, dense_values_.data(), dense_state0_.data(),
+                      dense_state1_.data(), dense_grad_.data(), static_cast<int64_t>(dense_grad_.size()));
     update_embeddings(rows, step_size);
     return loss;
   }
 
-  void update_dense(int64_t chunks, float step_size) {
+  int ranks() const { return options_.comm != nullptr ? options_.comm->size() : 1; }
+
+  // The chunks [begin, end) of a batch this rank computes.
+  std::pair<int64_t, int64_t> my_chunks(int64_t chunks) const {
+    if (ranks() == 1) return {0, chunks};
+    const auto [begin, end] = rank_slice(static_cast<uint64_t>(chunks), options_.comm->rank(), ranks());
+    return {static_cast<int64_t>(begin), static_cast<int64_t>(end)};
+  }
+
+  // dense_grad_: this rank's chunks summed in chunk order, then (several ranks) summed over ranks.
+  void sum_dense_gradients(int64_t chunk_begin, int64_t chunk_end) {
     const int64_t count = static_cast<int64_t>(dense_grad_.size());
-#pragma omp parallel for schedule(static) if (count * chunks > (1 << 16))
+#pragma omp parallel for schedule(static) if (count * (chunk_end - chunk_begin) > (1 << 16))
     for (int64_t i = 0; i < count; ++i) {
       float sum = 0.0f;
-      for (int64_t c = 0; c < chunks; ++c) sum += chunk_grads_[c][i];
+      for (int64_t c = chunk_begin; c < chunk_end; ++c) sum += chunk_grads_[c][i];
       dense_grad_[i] = sum;
     }
-    cpu::dense_update(dense_params(options_.optimizer), step_size, dense_values_.data(), dense_state0_.data(),
-                      dense_state1_.data(), dense_grad_.data(), count);
+    if (ranks() > 1) options_.comm->allreduce_sum(std::span<float>(dense_grad_.data(), dense_grad_.size()));
+  }
+
+  // Several ranks: each rank's slice of the batch rows (ids, their positive, and the gradients of
+  // their GMF rows and MLP input) goes to every rank, so that every rank groups and applies the
+  // whole batch's embedding update exactly as one process does, on its replica of the tables.
+  void share_slices(int64_t rows, int64_t chunks) {
+    const int n = ranks();
+    const int64_t f = shape_.factors;
+    const int64_t l0 = 2 * static_cast<int64_t>(state_.params.config.mlp_embedding());
+    std::vector<int64_t> row_counts(n);
+    for (int r = 0; r < n; ++r) {
+      const auto [cb, ce] = rank_slice(static_cast<uint64_t>(chunks), r, n);
+      row_counts[r] = std::min<int64_t>(static_cast<int64_t>(ce) * chunk_rows_, rows) -
+                      std::min<int64_t>(static_cast<int64_t>(cb) * chunk_rows_, rows);
+    }
+    const auto share = [&](void* data, int64_t width, size_t element) {
+      if (width == 0) return;
+      std::vector<size_t> counts(n);
+      for (int r = 0; r < n; ++r) counts[r] = static_cast<size_t>(row_counts[r] * width) * element;
+      options_.comm->allgather_in_place({static_cast<std::byte*>(data), static_cast<size_t>(rows * width) * element},
+                                        counts);
+      exchanged_bytes_ += static_cast<uint64_t>(rows * width) * element;
+    };
+    share(users_.data(), 1, sizeof(uint32_t));
+    share(items_.data(), 1, sizeof(uint32_t));
+    if (!context_view_.empty()) share(positives_.data(), 1, sizeof(uint32_t));
+    share(user_gmf_grad_.data(), f, sizeof(float));
+    share(item_gmf_grad_.data(), f, sizeof(float));
+    if (!act_grads_.empty() && !act_grads_[0].empty()) share(act_grads_[0].data(), l0, sizeof(float));
+    exchanged_bytes_ += dense_grad_.size() * sizeof(float);
   }
 
   // Table t's touched rows, updated with gradient columns [offset, offset + width) of grads.
@@ -404,6 +459,7 @@ class CpuBackend final : public Backend {
   std::vector<double> chunk_loss_;
   std::vector<uint64_t> chunk_impressions_;
   uint64_t batch_impressions_ = 0;  // impression negatives drawn in the current epoch
+  uint64_t exchanged_bytes_ = 0;    // several ranks: bytes this rank contributed to and received from collectives
   float loss_scale_ = 0.0f;         // the current batch's 1 / samples, for the rows' L2
   cpu::AlignedVector<float> dense_grad_;
   cpu::AlignedVector<float> summed_[ModelParams::kEmbeddingTables];  // per id table

@@ -15,6 +15,8 @@
 
 namespace tastebud {
 
+class Communicator;  // tastebud/engine/comm.h
+
 enum class LossKind : uint32_t { kBce = 0, kBpr = 1 };
 enum class SamplerKind : uint32_t { kUniform = 0, kPopularity = 1 };
 
@@ -64,6 +66,10 @@ struct TrainOptions {
   uint32_t threads = 0;  // 0: all cores
   bool tf32 = false;     // CUDA: TF32 tensor cores for the dense layers (10-bit mantissa products)
   float impression_share = 0.0f;  // share of negatives drawn from the user's ignored impressions
+  // Several ranks (CPU backend): each computes a fixed slice of every batch, the dense gradients
+  // are summed over ranks and the slices' embedding rows shared, so every rank holds the same
+  // model. Null, or one rank: this process trains alone. Not owned.
+  Communicator* comm = nullptr;
 };
 
 // Everything a checkpoint holds: the parameters, the optimizer's two state tensors per parameter
@@ -85,6 +91,7 @@ struct EpochStats {
   double seconds = 0.0;
   bool finite = true;  // false when a batch's loss was NaN or infinite; the epoch stopped there
   uint64_t impression_negatives = 0;  // negatives that came from impressions
+  uint64_t exchanged_bytes = 0;       // several ranks: bytes of the buffers the collectives filled
 };
 
 // progress(samples done, samples in the epoch, mean loss so far)
