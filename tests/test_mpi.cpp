@@ -59,16 +59,16 @@ TrainOptions options_of(LossKind loss, OptimizerKind optimizer) {
   return o;
 }
 
-struct Run {
+struct TrainRun {
   TrainState state;
   std::vector<double> losses;
 };
 
-Run train(Communicator& comm, const TrainingSet& data, TrainOptions options, ModelKind kind, uint32_t epochs) {
+TrainRun train(Communicator& comm, const TrainingSet& data, TrainOptions options, ModelKind kind, uint32_t epochs) {
   options.comm = &comm;
   auto backend = make_cpu_backend(data, options, TrainState::fresh(ModelParams::initialize(config_of(data, kind), 3),
                                                                    options.optimizer));
-  Run run;
+  TrainRun run;
   for (uint32_t e = 0; e < epochs; ++e) run.losses.push_back(backend->train_epoch(e, {}).mean_loss);
   run.state = backend->state();
   return run;
@@ -109,14 +109,14 @@ TEST_F(TwoRanks, TrainTheOneProcessModelWithinRounding) {
   };
   // SGD follows the gradient's size, so rounding stays rounding. Adam's step is about lr * sign(g):
   // a near-zero gradient whose sign the summation order flips moves that parameter by up to 2 lr,
-  // so for Adam the losses are compared tightly and the parameters within a few steps of lr.
+  // so Adam gets more room (6e-8 was measured; a flip would show as about 2 lr = 0.02).
   for (const Case& c : {Case{LossKind::kBce, OptimizerKind::kSgd, ModelKind::kNeuMF, 1e-5},
                         Case{LossKind::kBpr, OptimizerKind::kSgd, ModelKind::kNeuMF, 1e-5},
-                        Case{LossKind::kBce, OptimizerKind::kAdam, ModelKind::kNeuMF, 0.1},
+                        Case{LossKind::kBce, OptimizerKind::kAdam, ModelKind::kNeuMF, 1e-4},
                         Case{LossKind::kBce, OptimizerKind::kAdagrad, ModelKind::kGMF, 1e-5}}) {
     const TrainOptions options = options_of(c.loss, c.optimizer);
-    const Run one = train(*single, data, options, c.kind, 3);
-    const Run two = train(world(), data, options, c.kind, 3);
+    const TrainRun one = train(*single, data, options, c.kind, 3);
+    const TrainRun two = train(world(), data, options, c.kind, 3);
     const double worst = largest_difference(flatten(one.state), flatten(two.state));
     if (world().root()) {
       std::printf("[ ranks ] %s %s %s: largest parameter difference, 2 ranks vs 1 process: %.3g; last loss %.9f vs %.9f\n",
