@@ -298,13 +298,18 @@ TrainResult run_training(const TrainJob& job, std::ostream& job_log) {
     log << "--impression-negatives: " << job.data.string()
         << " has no IMPRESSION lists (or the split does not use them); every negative is sampled\n";
   }
-  const uint64_t held_bytes = state_bytes(state);
+  const uint64_t whole_bytes = state_bytes(state);
   std::unique_ptr<Backend> backend = make_backend(job.device, split.train, options, std::move(state), &notice);
   if (!notice.empty()) log << notice << "\n";
   if (comm.size() > 1) {
-    log << fmt::format("{} ranks: each holds {:.1f} MiB of parameters and optimizer state (embedding "
-                       "tables replicated), trains 1/{} of every batch\n",
-                       comm.size(), held_bytes / 1048576.0, comm.size());
+    double held[1] = {static_cast<double>(backend->held_bytes())};
+    const double mine = held[0];
+    comm.allreduce_sum(held);
+    log << fmt::format("{} ranks: rank 0 holds {:.1f} MiB of parameters and optimizer state, {:.1f} MiB "
+                       "on average, of {:.1f} MiB for the whole model (id tables sharded by row, dense "
+                       "layers and metadata tables replicated); each trains 1/{} of every batch\n",
+                       comm.size(), mine / 1048576.0, held[0] / comm.size() / 1048576.0,
+                       whole_bytes / 1048576.0, comm.size());
   }
   const bool writer = comm.root();  // the one rank that writes the model directory
 

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <span>
 #include <string>
@@ -29,6 +30,10 @@ class Communicator {
   // In place: rank r's block, counts[r] bytes at offset counts[0] + ... + counts[r - 1], is already
   // filled; afterwards every rank holds every block.
   virtual void allgather_in_place(std::span<std::byte> buffer, std::span<const size_t> counts) = 0;
+  // send holds the blocks for ranks 0, 1, ... (send_counts[r] bytes for rank r); returns the blocks
+  // every rank sent this one, concatenated in rank order, with their sizes in recv_counts.
+  virtual std::vector<std::byte> alltoallv(std::span<const std::byte> send, std::span<const size_t> send_counts,
+                                           std::vector<size_t>& recv_counts) = 0;
   // Rank 0 gets every rank's bytes concatenated in rank order; the others get nothing.
   virtual std::vector<std::byte> gather_to_root(std::span<const std::byte> mine) = 0;
   virtual void broadcast(std::span<std::byte> buffer, int root) = 0;
@@ -57,6 +62,27 @@ Communicator& world_communicator();
 inline std::pair<uint64_t, uint64_t> rank_slice(uint64_t count, int rank, int size) {
   return {count * static_cast<uint64_t>(rank) / static_cast<uint64_t>(size),
           count * static_cast<uint64_t>(rank + 1) / static_cast<uint64_t>(size)};
+}
+// alltoallv of typed elements: per_rank[r] goes to rank r; returns what each rank sent here, in
+// rank order, and how many elements came from each in `from`.
+template <class T>
+std::vector<T> exchange(Communicator& comm, const std::vector<std::vector<T>>& per_rank, std::vector<size_t>& from) {
+  std::vector<size_t> counts(per_rank.size());
+  size_t total = 0;
+  for (size_t r = 0; r < per_rank.size(); ++r) total += counts[r] = per_rank[r].size() * sizeof(T);
+  std::vector<std::byte> send(total);
+  size_t at = 0;
+  for (const auto& block : per_rank) {
+    if (!block.empty()) std::memcpy(send.data() + at, block.data(), block.size() * sizeof(T));
+    at += block.size() * sizeof(T);
+  }
+  std::vector<size_t> recv_counts;
+  const std::vector<std::byte> got = comm.alltoallv(send, counts, recv_counts);
+  from.resize(recv_counts.size());
+  for (size_t r = 0; r < recv_counts.size(); ++r) from[r] = recv_counts[r] / sizeof(T);
+  std::vector<T> out(got.size() / sizeof(T));
+  if (!got.empty()) std::memcpy(out.data(), got.data(), got.size());
+  return out;
 }
 // Rank 0 gets the ranks' strings concatenated in rank order; the others get "".
 std::string gather_text(Communicator& comm, const std::string& mine);

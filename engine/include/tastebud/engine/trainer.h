@@ -66,9 +66,11 @@ struct TrainOptions {
   uint32_t threads = 0;  // 0: all cores
   bool tf32 = false;     // CUDA: TF32 tensor cores for the dense layers (10-bit mantissa products)
   float impression_share = 0.0f;  // share of negatives drawn from the user's ignored impressions
-  // Several ranks (CPU backend): each computes a fixed slice of every batch, the dense gradients
-  // are summed over ranks and the slices' embedding rows shared, so every rank holds the same
-  // model. Null, or one rank: this process trains alone. Not owned.
+  // Several ranks (CPU backend): each computes a fixed slice of every batch; the dense layers are
+  // replicated and their gradients summed over ranks; the id tables are sharded by row (row % N)
+  // with their optimizer state, rows fetched from and gradients returned to their owners (see
+  // engine/src/sharded_tables.h). state() is then collective and whole on rank 0 only. Null, or
+  // one rank: this process trains alone. Not owned.
   Communicator* comm = nullptr;
 };
 
@@ -107,6 +109,8 @@ class Backend {
   // The current state (copied back from the device where there is one).
   virtual TrainState state() = 0;
   virtual void load_state(const TrainState& state) = 0;
+  // Bytes of parameters and optimizer state this process holds (0: not reported).
+  virtual uint64_t held_bytes() const { return 0; }
 };
 
 // The CPU backend: Eigen for the dense layers, OpenMP across fixed-size chunks of each batch so
