@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <map>
 
 #include "tastebud/engine/comm.h"
 #include "tastebud/engine/trainer.h"
@@ -150,6 +151,81 @@ TEST_F(TwoRanks, RerunIsBitIdenticalAndEachRankHoldsItsShareOfTheTables) {
   EXPECT_GT(held, whole - tables);
   if (world().root()) std::printf("[ ranks ] rank 0 holds %llu of the model's %llu bytes\n",
                                   static_cast<unsigned long long>(held), static_cast<unsigned long long>(whole));
+}
+
+// Metadata on both sides (as in test_backends): categorical, tag, text and numeric inputs.
+void add_metadata(TrainingSet& data, ModelConfig& config) {
+  auto side = [](uint32_t entities, uint32_t salt, FeatureSpec& spec, FeatureInputs& in) {
+    spec.categorical = {"band", "tags"};
+    spec.categorical_rows = {4, 7};
+    spec.textual = "description";
+    spec.text_buckets = 9;
+    spec.numerical = {"price", "age"};
+    spec.numerical_mean = {10.0f, 3.0f};
+    spec.numerical_stddev = {2.0f, 1.5f};
+    in = {};
+    in.entities = entities;
+    in.offsets = {0};
+    in.numeric = 2;
+    for (uint32_t x = 0; x < entities; ++x) {
+      in.rows.push_back(x * 4 / entities);
+      in.weights.push_back(1.0f);
+      const uint32_t tags = 1 + (x + salt) % 3;
+      std::vector<uint32_t> tag_rows;
+      for (uint32_t j = 0; j < tags; ++j) tag_rows.push_back(4 + (x * salt + 3 * j) % 7);
+      std::sort(tag_rows.begin(), tag_rows.end());
+      for (uint32_t row : tag_rows) {
+        in.rows.push_back(row);
+        in.weights.push_back(1.0f / static_cast<float>(tags));
+      }
+      in.rows.push_back(11 + (x * salt) % 9);
+      in.weights.push_back(1.0f);
+      in.offsets.push_back(in.rows.size());
+      in.values.push_back(static_cast<float>(x % 7) * 0.5f - 1.5f);
+      in.values.push_back(std::sin(static_cast<float>(x + salt)));
+    }
+  };
+  side(data.num_users, 3, config.user_features, data.user_features);
+  side(data.num_items, 5, config.item_features, data.item_features);
+}
+
+// Metadata tables stay replicated and are updated from the shared slices; the sharded item rows
+// of items without positives stay at zero, as in one process.
+TEST_F(TwoRanks, MetadataModelsTrainTheOneProcessModel) {
+  TrainingSet data = banded_training_set(41, 50);
+  ASSERT_EQ(data.item_counts[48] + data.item_counts[49], 0u);
+  ModelConfig config = config_of(data, ModelKind::kNeuMF);
+  add_metadata(data, config);
+  TrainOptions options = options_of(LossKind::kBce, OptimizerKind::kSgd);
+  options.batch_size = 300;
+  ModelParams params = ModelParams::initialize(config, 23);
+  zero_untrained_rows(params, data);
+  const TrainState start = TrainState::fresh(params, options.optimizer);
+  const auto single = make_single_communicator();
+  TrainState states[2];
+  std::vector<double> losses[2];
+  Communicator* comms[2] = {single.get(), &world()};
+  for (int k = 0; k < 2; ++k) {
+    TrainOptions o = options;
+    o.comm = comms[k];
+    auto backend = make_cpu_backend(data, o, start);
+    for (uint32_t e = 0; e < 2; ++e) losses[k].push_back(backend->train_epoch(e, {}).mean_loss);
+    states[k] = backend->state();
+  }
+  for (size_t e = 0; e < losses[0].size(); ++e) EXPECT_NEAR(losses[1][e], losses[0][e], 1e-5 * losses[0][e]);
+  if (!world().root()) return;
+  const double worst = largest_difference(flatten(states[0]), flatten(states[1]));
+  std::printf("[ ranks ] metadata neumf sgd: largest parameter difference, %d ranks vs 1 process: %.3g\n",
+              world().size(), worst);
+  EXPECT_LE(worst, 1e-5);
+  EXPECT_NE(states[1].params.user_features.values, start.params.user_features.values);
+  for (uint32_t item : {48u, 49u}) {
+    for (const Tensor* table : {&states[1].params.item_gmf, &states[1].params.item_mlp}) {
+      const auto row = table->values.begin() + item * table->cols();
+      EXPECT_TRUE(std::all_of(row, row + table->cols(), [](float x) { return x == 0.0f; }))
+          << "cold item " << item << " moved in " << table->name;
+    }
+  }
 }
 
 TEST_F(TwoRanks, CollectivesSumGatherAndBroadcast) {
