@@ -11,6 +11,8 @@ work=${2:-/tmp/tastebud_bench_ranks}
 users=${USERS:-20000} items=${ITEMS:-5000} interactions=${INTERACTIONS:-600000}
 epochs=${EPOCHS:-3} batch=${BATCH:-8192} factors=${FACTORS:-32} layers=${LAYERS:-64,32,16}
 export OMP_WAIT_POLICY=passive OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# Ranks that wait in a collective yield the core (this machine has fewer cores than it has work).
+export OMPI_MCA_mpi_yield_when_idle=1
 rm -rf "$work"
 "$bin" generate --users "$users" --items "$items" --interactions "$interactions" --out "$work/csv" > /dev/null
 "$bin" import --interactions "$work/csv/interactions.csv" --out "$work/data" --quiet > /dev/null
