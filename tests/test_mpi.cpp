@@ -254,14 +254,15 @@ TEST_F(TwoRanks, CollectivesSumGatherAndBroadcast) {
   EXPECT_EQ(value, 42u);
 }
 
-// The NCCL path (CUDA + MPI builds): a device buffer summed over the ranks. Skips without NCCL or
-// without a GPU per rank.
-TEST_F(TwoRanks, NcclSumsDeviceBuffers) {
+// The NCCL path (CUDA + MPI builds): a device buffer summed over the ranks (also one rank alone,
+// run without mpirun on a machine with one GPU). Skips without NCCL or without a GPU per rank.
+TEST(Nccl, SumsDeviceBuffers) {
+  Communicator& world = world_communicator();
   std::vector<float> values(1000);
-  for (size_t k = 0; k < values.size(); ++k) values[k] = static_cast<float>(k) + 0.5f * world().rank();
+  for (size_t k = 0; k < values.size(); ++k) values[k] = static_cast<float>(k) + 0.5f * world.rank();
   std::string reason;
-  if (!nccl_allreduce_on_devices(world(), values, &reason)) GTEST_SKIP() << "NCCL: " << reason;
-  const int n = world().size();
+  if (!nccl_allreduce_on_devices(world, values, &reason)) GTEST_SKIP() << "NCCL: " << reason;
+  const int n = world.size();
   for (size_t k = 0; k < values.size(); ++k) {
     ASSERT_EQ(values[k], static_cast<float>(n * k) + 0.25f * n * (n - 1)) << "element " << k;
   }
