@@ -305,8 +305,8 @@ TrainResult run_training(const TrainJob& job, std::ostream& job_log) {
     double held[1] = {static_cast<double>(backend->held_bytes())};
     const double mine = held[0];
     comm.allreduce_sum(held);
-    log << fmt::format("{} ranks: rank 0 holds {:.1f} MiB of parameters and optimizer state, {:.1f} MiB "
-                       "on average, of {:.1f} MiB for the whole model (id tables sharded by row, dense "
+    log << fmt::format("{} ranks: rank 0 holds {:.2f} MiB of parameters and optimizer state, {:.2f} MiB "
+                       "on average, of {:.2f} MiB for the whole model (id tables sharded by row, dense "
                        "layers and metadata tables replicated); each trains 1/{} of every batch\n",
                        comm.size(), mine / 1048576.0, held[0] / comm.size() / 1048576.0,
                        whole_bytes / 1048576.0, comm.size());
