@@ -1,4 +1,5 @@
 #include <cstdio>
+#include <string>
 #include <exception>
 
 #include <CLI/CLI.hpp>
@@ -18,6 +19,16 @@ int fail(tastebud::Communicator* world, const char* prefix, const char* message)
   return 1;
 }
 
+// Several ranks run train, batch-infer and batch-segment together; any other command would run N
+// times side by side (N imports into one directory), so it is refused.
+void check_runs_on_ranks(const tastebud::Communicator& world, int argc, char** argv) {
+  if (world.size() == 1 || argc < 2) return;
+  const std::string command = argv[1];
+  if (command == "train" || command == "batch-infer" || command == "batch-segment" || command.front() == '-') return;
+  throw tastebud::Error("`tastebud " + command + "` runs as one process; under mpirun or srun only train, " +
+                        "batch-infer and batch-segment run on several ranks");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -34,6 +45,7 @@ int main(int argc, char** argv) {
   tastebud::Communicator* world = nullptr;
   try {
     world = &tastebud::world_communicator();  // under mpirun: MPI starts here
+    check_runs_on_ranks(*world, argc, argv);
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     if (world != nullptr && world->size() > 1 && e.get_exit_code() != 0) world->abort(e.what());

@@ -56,6 +56,13 @@ if "$bin" "${train[@]}" --out "$work/two" --epochs 3 --resume > "$work/resume.lo
 fi
 grep -q "trained on 2 rank(s) but this run has 1" "$work/resume.log" || fail "resume message: $(cat "$work/resume.log")"
 
+# Commands that do not split their work across ranks are refused rather than run twice.
+if two "$bin" import --interactions "$work/csv/interactions.csv" --out "$work/twice" > "$work/import.log" 2>&1; then
+  fail "an import on two ranks ran"
+fi
+grep -q "runs as one process; under mpirun or srun only train" "$work/import.log" || fail "import message: $(cat "$work/import.log")"
+[ ! -e "$work/twice" ] || fail "the refused import wrote $work/twice"
+
 # A rank that reads another dataset fails; the job ends at once with its message, non-zero.
 start=$SECONDS
 if two bash -c 'd=$1; [ "$OMPI_COMM_WORLD_RANK" = 1 ] && d=$2; shift 2; exec "$@" --data "$d"' _ \
