@@ -72,19 +72,27 @@ class MpiCommunicator final : public Communicator {
   std::vector<std::byte> alltoallv(std::span<const std::byte> send, std::span<const size_t> send_counts,
                                    std::vector<size_t>& recv_counts) override {
     if (send_counts.size() != static_cast<size_t>(size_)) throw Error("alltoallv: one count per rank expected");
+    std::vector<int> sizes(size_), got(size_);
+    for (int r = 0; r < size_; ++r) sizes[r] = to_int(send_counts[r], "alltoallv");
+    check(MPI_Alltoall(sizes.data(), 1, MPI_INT, got.data(), 1, MPI_INT, MPI_COMM_WORLD), "MPI_Alltoall");
+    recv_counts.resize(size_);
+    for (int r = 0; r < size_; ++r) recv_counts[r] = static_cast<size_t>(got[r]);
+    return alltoallv_known(send, send_counts, recv_counts);
+  }
+
+  std::vector<std::byte> alltoallv_known(std::span<const std::byte> send, std::span<const size_t> send_counts,
+                                         std::span<const size_t> recv_counts) override {
+    if (send_counts.size() != static_cast<size_t>(size_) || recv_counts.size() != static_cast<size_t>(size_)) {
+      throw Error("alltoallv: one count per rank expected");
+    }
     std::vector<int> sizes(size_), offsets(size_), got(size_), got_offsets(size_);
-    size_t at = 0;
+    size_t at = 0, total = 0;
     for (int r = 0; r < size_; ++r) {
       sizes[r] = to_int(send_counts[r], "alltoallv");
       offsets[r] = to_int(at, "alltoallv");
       at += send_counts[r];
-    }
-    check(MPI_Alltoall(sizes.data(), 1, MPI_INT, got.data(), 1, MPI_INT, MPI_COMM_WORLD), "MPI_Alltoall");
-    size_t total = 0;
-    recv_counts.resize(size_);
-    for (int r = 0; r < size_; ++r) {
+      got[r] = to_int(recv_counts[r], "alltoallv");
       got_offsets[r] = to_int(total, "alltoallv");
-      recv_counts[r] = static_cast<size_t>(got[r]);
       total += recv_counts[r];
     }
     std::vector<std::byte> out(total);

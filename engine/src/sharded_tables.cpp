@@ -79,8 +79,10 @@ void ShardedIdTables::fetch(int side, std::span<const uint32_t> slice_ids, Fetch
       std::copy_n(values_[side].data() + local * w, w, replies[r].data() + j * w);
     }
   }
-  std::vector<size_t> sent_by;
-  const std::vector<float> rows = exchange(comm_, replies, sent_by);
+  // Each owner sends back as many rows as it was asked for.
+  std::vector<size_t> sent_by(n);
+  for (int o = 0; o < n; ++o) sent_by[o] = asks[o].size() * w;
+  const std::vector<float> rows = exchange(comm_, replies, sent_by, /*known=*/true);
   out.gmf.resize(out.ids.size() * f_);
   out.mlp.resize(out.ids.size() * e_);
   at = 0;
@@ -117,9 +119,11 @@ void ShardedIdTables::update(int side, const Fetched& fetched, const float* d_gm
     heads[owner].push_back(uses[k]);
     parts[owner].insert(parts[owner].end(), sums.begin() + k * w, sums.begin() + (k + 1) * w);
   }
-  std::vector<size_t> heads_from, parts_from;
+  std::vector<size_t> heads_from;
   const std::vector<uint32_t> got_heads = exchange(comm_, heads, heads_from);
-  const std::vector<float> got_parts = exchange(comm_, parts, parts_from);
+  std::vector<size_t> parts_from(n);  // a gradient row for every (id, uses) pair
+  for (int r = 0; r < n; ++r) parts_from[r] = heads_from[r] / 2 * w;
+  const std::vector<float> got_parts = exchange(comm_, parts, parts_from, /*known=*/true);
   exchanged_bytes += got_heads.size() * sizeof(uint32_t) + got_parts.size() * sizeof(float);
   // The owner: each row's parts summed in rank order (they arrive in rank order; a stable sort by
   // id keeps it), uses added up for the row's L2.

@@ -34,6 +34,10 @@ class Communicator {
   // every rank sent this one, concatenated in rank order, with their sizes in recv_counts.
   virtual std::vector<std::byte> alltoallv(std::span<const std::byte> send, std::span<const size_t> send_counts,
                                            std::vector<size_t>& recv_counts) = 0;
+  // The same when this rank already knows how many bytes each rank sends it (recv_counts): one
+  // collective call instead of two.
+  virtual std::vector<std::byte> alltoallv_known(std::span<const std::byte> send, std::span<const size_t> send_counts,
+                                                 std::span<const size_t> recv_counts) = 0;
   // Rank 0 gets every rank's bytes concatenated in rank order; the others get nothing.
   virtual std::vector<std::byte> gather_to_root(std::span<const std::byte> mine) = 0;
   virtual void broadcast(std::span<std::byte> buffer, int root) = 0;
@@ -65,8 +69,10 @@ inline std::pair<uint64_t, uint64_t> rank_slice(uint64_t count, int rank, int si
 }
 // alltoallv of typed elements: per_rank[r] goes to rank r; returns what each rank sent here, in
 // rank order, and how many elements came from each in `from`.
+// With `known`, from[r] must already say how many elements rank r sends (one call fewer).
 template <class T>
-std::vector<T> exchange(Communicator& comm, const std::vector<std::vector<T>>& per_rank, std::vector<size_t>& from) {
+std::vector<T> exchange(Communicator& comm, const std::vector<std::vector<T>>& per_rank, std::vector<size_t>& from,
+                        bool known = false) {
   std::vector<size_t> counts(per_rank.size());
   size_t total = 0;
   for (size_t r = 0; r < per_rank.size(); ++r) total += counts[r] = per_rank[r].size() * sizeof(T);
@@ -76,10 +82,16 @@ std::vector<T> exchange(Communicator& comm, const std::vector<std::vector<T>>& p
     if (!block.empty()) std::memcpy(send.data() + at, block.data(), block.size() * sizeof(T));
     at += block.size() * sizeof(T);
   }
-  std::vector<size_t> recv_counts;
-  const std::vector<std::byte> got = comm.alltoallv(send, counts, recv_counts);
-  from.resize(recv_counts.size());
-  for (size_t r = 0; r < recv_counts.size(); ++r) from[r] = recv_counts[r] / sizeof(T);
+  std::vector<size_t> recv_counts(from.size());
+  std::vector<std::byte> got;
+  if (known) {
+    for (size_t r = 0; r < from.size(); ++r) recv_counts[r] = from[r] * sizeof(T);
+    got = comm.alltoallv_known(send, counts, recv_counts);
+  } else {
+    got = comm.alltoallv(send, counts, recv_counts);
+    from.resize(recv_counts.size());
+    for (size_t r = 0; r < recv_counts.size(); ++r) from[r] = recv_counts[r] / sizeof(T);
+  }
   std::vector<T> out(got.size() / sizeof(T));
   if (!got.empty()) std::memcpy(out.data(), got.data(), got.size());
   return out;
