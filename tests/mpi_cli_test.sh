@@ -36,6 +36,21 @@ for a, b in zip(one, two):
 print("losses 1 vs 2 ranks:", [(a["loss"], b["loss"]) for a, b in zip(one, two)])
 EOF
 
+# Metadata, context and impression negatives with BPR on two ranks: the one-process losses.
+"$bin" generate --users 200 --items 150 --interactions 5000 --impressions 5 --device-effect 2 --seed 5 --out "$work/csv3" > /dev/null
+"$bin" import --interactions "$work/csv3/interactions.csv" --users "$work/csv3/users.csv" --items "$work/csv3/items.csv" \
+  --out "$work/data3" > /dev/null
+rich=(train --data "$work/data3" "${settings[@]}" --epochs 2 --context all --impression-negatives 0.3 --metadata both --loss bpr)
+"$bin" "${rich[@]}" --out "$work/rich1" > /dev/null
+two "$bin" "${rich[@]}" --out "$work/rich2" > /dev/null
+python3 - "$work/rich1/metrics.jsonl" "$work/rich2/metrics.jsonl" <<'EOF2'
+import json, sys
+one, two = ([json.loads(l) for l in open(p)] for p in sys.argv[1:3])
+for a, b in zip(one, two):
+    assert abs(a["loss"] - b["loss"]) <= 1e-6 * a["loss"], (a["loss"], b["loss"])
+    assert a["impression_negatives"] == b["impression_negatives"], (a, b)
+EOF2
+
 # Batch jobs: the two-rank model answers in one process, and two ranks write the same bytes.
 { cut -d, -f1 "$work/csv/interactions.csv" | tail -n +2 | sort -u | head -40 | sed 's/.*/{"userId": "&"}/'
   echo '{"userId": "nobody"}'; echo 'not json'
