@@ -5,6 +5,7 @@
 #include "host/commands.h"
 #include "host/inference.h"
 #include "host/progress.h"
+#include "tastebud/engine/comm.h"
 
 namespace tastebud::host {
 namespace {
@@ -20,6 +21,12 @@ struct SegmentArgs {
   bool keep_seen = false;
   uint32_t threads = 0;
 };
+
+// Rank 0 speaks for a job on several ranks; the others' log goes nowhere.
+std::ostream& job_log() {
+  static std::ostream quiet(nullptr);
+  return world_communicator().root() ? std::cout : quiet;
+}
 
 }  // namespace
 
@@ -43,12 +50,12 @@ void add_infer_commands(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--threads", infer->options.threads, "CPU threads (0: all cores)")->capture_default_str();
   cmd->callback([infer] {
-    ProgressLine progress("lines", true);
+    ProgressLine progress("lines", world_communicator().root());
     infer->options.on_progress = [&](uint64_t read, uint64_t total, uint64_t lines) {
       if (total > 0 && read >= total) return progress.clear();  // the summary line follows
       progress.update("batch-infer", total > 0 ? static_cast<double>(read) / total : -1.0, static_cast<double>(lines));
     };
-    batch_infer(infer->model, infer->input, infer->output, infer->options, std::cout);
+    batch_infer(infer->model, infer->input, infer->output, infer->options, job_log());
   });
 
   auto segment = std::make_shared<SegmentArgs>();
@@ -65,7 +72,7 @@ void add_infer_commands(CLI::App& app) {
   seg->add_option("--threads", segment->threads, "CPU threads (0: all cores)")->capture_default_str();
   seg->callback([segment] {
     batch_segment(segment->model, segment->input, segment->output, segment->num_results, segment->keep_seen,
-                  segment->threads, std::cout);
+                  segment->threads, job_log());
   });
 }
 

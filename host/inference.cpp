@@ -10,6 +10,7 @@
 #include <exception>
 #include <fstream>
 #include <numeric>
+#include <optional>
 #include <ostream>
 #include <span>
 #include <sstream>
@@ -24,6 +25,7 @@
 #include "host/features.h"
 #include "tastebud/atomic_file.h"
 #include "tastebud/datasets/dataset.h"
+#include "tastebud/engine/comm.h"
 #include "tastebud/engine/gpu_scorer.h"
 #include "tastebud/engine/model_io.h"
 #include "tastebud/engine/scorer.h"
@@ -1010,9 +1012,15 @@ BatchStats run_lines(const fs::path& input, const fs::path& output, uint32_t thr
                      const std::function<void(uint64_t, uint64_t, uint64_t)>& on_progress = {}) {
   const auto start = std::chrono::steady_clock::now();
   TB_CHECK(threads <= kMaxThreads, fmt::format("--threads must be from 0 (all cores) to {}, not {}", kMaxThreads, threads));
+  // Several ranks: every rank reads the input, answers its contiguous share of each chunk, and
+  // rank 0 gathers the answers in rank order (input order) and writes the one output file.
+  Communicator& comm = world_communicator();
   std::ifstream in = open_input(input);
-  remove_stale_temporaries(output.has_parent_path() ? output.parent_path() : fs::path("."));
-  AtomicFile out(output);
+  std::optional<AtomicFile> out;
+  if (comm.root()) {
+    remove_stale_temporaries(output.has_parent_path() ? output.parent_path() : fs::path("."));
+    out.emplace(output);
+  }
   BatchStats stats;
   std::vector<std::string> lines, answers;
   std::vector<LineResult> results;
@@ -1025,10 +1033,12 @@ BatchStats run_lines(const fs::path& input, const fs::path& output, uint32_t thr
       if (!line.empty() && line.back() == '\r') line.pop_back();
       if (!blank(line)) lines.push_back(line);
     }
-    answers.assign(lines.size(), std::string());
-    results.assign(lines.size(), LineResult{});
-    const int64_t n = static_cast<int64_t>(lines.size());
-    chunk(std::span<const std::string>(lines), std::span<std::string>(answers), std::span<LineResult>(results), workers);
+    const auto [first, last] = rank_slice(lines.size(), comm.rank(), comm.size());
+    const int64_t n = static_cast<int64_t>(last - first);
+    answers.assign(n, std::string());
+    results.assign(n, LineResult{});
+    chunk(std::span<const std::string>(lines).subspan(first, n), std::span<std::string>(answers),
+          std::span<LineResult>(results), workers);
     std::string text;
     for (int64_t k = 0; k < n; ++k) {
       text += answers[k];
@@ -1036,9 +1046,10 @@ BatchStats run_lines(const fs::path& input, const fs::path& output, uint32_t thr
       stats.errors += results[k].error;
       stats.fallbacks += results[k].fallback;
     }
-    out.write(text);
+    if (comm.size() > 1) text = gather_text(comm, text);
+    if (out) out->write(text);
     stats.lines += lines.size();
-    if (on_progress) {  // input bytes read, of its size (0 for a pipe: unknown)
+    if (on_progress && comm.root()) {  // input bytes read, of its size (0 for a pipe: unknown)
       std::error_code no_size;
       const uint64_t size = fs::is_regular_file(input, no_size) ? fs::file_size(input, no_size) : 0;
       const std::streamoff at = more ? static_cast<std::streamoff>(in.tellg()) : -1;
@@ -1046,7 +1057,13 @@ BatchStats run_lines(const fs::path& input, const fs::path& output, uint32_t thr
     }
   }
   if (in.bad()) throw Error(fmt::format("--input {}: read failed", input.string()));
-  out.commit();
+  if (comm.size() > 1) {
+    double counts[2] = {static_cast<double>(stats.errors), static_cast<double>(stats.fallbacks)};
+    comm.allreduce_sum(counts);
+    stats.errors = static_cast<uint64_t>(counts[0]);
+    stats.fallbacks = static_cast<uint64_t>(counts[1]);
+  }
+  if (out) out->commit();
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return stats;
 }

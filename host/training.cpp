@@ -20,6 +20,7 @@
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/directory_lock.h"
 #include "tastebud/engine/backends.h"
+#include "tastebud/engine/comm.h"
 #include "tastebud/engine/model_io.h"
 #include "tastebud/engine/scorer.h"
 #include "tastebud/engine/train_options.h"
@@ -145,6 +146,45 @@ SeenItems seen_of(const TrainingSet& train) {
   return SeenItems{train.user_offsets, train.item};
 }
 
+// Discards what is written to it: the log of ranks other than 0.
+struct NullStream : std::ostream {
+  NullStream() : std::ostream(nullptr) {}
+};
+
+// FNV-1a over what every rank must agree on before the first step: the model's shape and the
+// training positives in order.
+uint64_t training_fingerprint(const ModelConfig& config, const TrainingSet& train) {
+  uint64_t h = 1469598103934665603ull;
+  const auto mix = [&h](uint64_t v) { h = (h ^ v) * 1099511628211ull; };
+  mix(config.num_users);
+  mix(config.num_items);
+  mix(train.size());
+  for (size_t k = 0; k < train.size(); ++k) mix((static_cast<uint64_t>(train.user[k]) << 32) | train.item[k]);
+  return h;
+}
+
+// Several ranks must read the same dataset the same way; a rank that differs from rank 0 stops.
+void check_same_training_set(Communicator& comm, const fs::path& data, const ModelConfig& config,
+                             const TrainingSet& train) {
+  if (comm.size() == 1) return;
+  const uint64_t mine = training_fingerprint(config, train);
+  uint64_t root = mine;
+  comm.broadcast({reinterpret_cast<std::byte*>(&root), sizeof(root)}, 0);
+  if (root != mine) {
+    throw Error(fmt::format("rank {} reads another dataset than rank 0 at {} ({} users, {} items, {} "
+                            "positives here): every rank must see the same dataset directory",
+                            comm.rank(), data.string(), config.num_users, config.num_items, train.size()));
+  }
+}
+
+uint64_t state_bytes(const TrainState& state) {
+  uint64_t floats = 0;
+  for (const Tensor* t : state.params.tensors()) floats += t->values.size();
+  for (const Tensor& t : state.state0) floats += t.values.size();
+  for (const Tensor& t : state.state1) floats += t.values.size();
+  return floats * sizeof(float);
+}
+
 }  // namespace
 
 SplitOptions split_options_of(const TrainJob& job) {
@@ -193,11 +233,21 @@ void apply_model_defaults(TrainJob& job, const std::function<bool(const std::str
   if (!given("l2")) job.l2 = 0.005f;
 }
 
-TrainResult run_training(const TrainJob& job, std::ostream& log) {
-  // One writer per model directory; what a killed writer left there goes first.
-  const DirectoryLock lock(job.out, "this training run");
-  remove_stale_temporaries(job.out);
-  if (is_recipe(job.model)) return train_recipe(job, log);
+TrainResult run_training(const TrainJob& job, std::ostream& job_log) {
+  Communicator& comm = job.comm != nullptr ? *job.comm : world_communicator();
+  NullStream quiet;
+  std::ostream& log = comm.root() ? job_log : quiet;  // rank 0 speaks for the job
+  // One writer per model directory (rank 0 of a job on several); what a killed writer left there
+  // goes first.
+  std::optional<DirectoryLock> lock;
+  if (comm.root()) {
+    lock.emplace(job.out, "this training run");
+    remove_stale_temporaries(job.out);
+  }
+  if (is_recipe(job.model)) {
+    TB_CHECK(comm.size() == 1, fmt::format("--model {} is a recipe computed in one process; run it without mpirun", job.model));
+    return train_recipe(job, log);
+  }
   const EvalProtocol protocol = parse_eval_protocol(job.eval);
   TrainOptions options;
   options.batch_size = job.batch_size;
@@ -214,6 +264,7 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
   TB_CHECK(job.impression_negatives >= 0.0f && job.impression_negatives <= 1.0f,
            "--impression-negatives is a share of the negatives, from 0 to 1");
   options.impression_share = job.impression_negatives;
+  options.comm = &comm;
   TB_CHECK(job.epochs > 0, "--epochs must be positive");
   TB_CHECK(job.text_buckets > 0, "--text-buckets must be positive");
   validate_train_options(options);
@@ -233,6 +284,12 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
     std::string extra;
     resumed = load_checkpoint(checkpoint_path, &extra);
     resumed_extra = json::parse(extra);
+    const int ranks = resumed_extra.value("ranks", 1);
+    if (ranks != comm.size()) {
+      throw Error(fmt::format("--resume: {} was trained on {} rank(s) but this run has {}; resume with "
+                              "{} rank(s)",
+                              checkpoint_path.string(), ranks, comm.size(), ranks));
+    }
     const json& stored = resumed_extra.at("job");
     for (auto it = job_json.begin(); it != job_json.end(); ++it) {
       if (stored.value(it.key(), json()) != it.value()) {
@@ -285,8 +342,9 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
     if (validation) validation_context_rows = encode_context(dataset.interactions, config.context, validation->eval_row);
   }
   config.validate();
-  check_training_memory(estimate_training_bytes(config, split.train.size(), options), physical_memory_bytes(),
+  check_training_memory(estimate_training_bytes(config, fit.train.size(), options), physical_memory_bytes(),
                         config, options);
+  check_same_training_set(comm, job.data, config, fit.train);
 
   TrainState state;
   if (resumed) {
@@ -301,15 +359,27 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
     log << "--impression-negatives: " << job.data.string()
         << " has no IMPRESSION lists (or the split does not use them); every negative is sampled\n";
   }
+  const uint64_t whole_bytes = state_bytes(state);
   std::unique_ptr<Backend> backend = make_backend(job.device, fit.train, options, std::move(state), &notice);
   if (!notice.empty()) log << notice << "\n";
+  if (comm.size() > 1) {
+    double held[1] = {static_cast<double>(backend->held_bytes())};
+    const double mine = held[0];
+    comm.allreduce_sum(held);
+    log << fmt::format("{} ranks: rank 0 holds {:.2f} MiB of parameters and optimizer state, {:.2f} MiB "
+                       "on average, of {:.2f} MiB for the whole model (id tables sharded by row, dense "
+                       "layers and metadata tables replicated); each trains 1/{} of every batch\n",
+                       comm.size(), mine / 1048576.0, held[0] / comm.size() / 1048576.0,
+                       whole_bytes / 1048576.0, comm.size());
+  }
+  const bool writer = comm.root();  // the one rank that writes the model directory
 
-  fs::create_directories(job.out);
+  if (writer) fs::create_directories(job.out);
   TrainResult result;
   result.backend = backend->name();
   if (job.judge_on_test) result.popularity = evaluate_popularity(split);
   // The baseline beside the model's curves in `tastebud report` (host/report.h).
-  if (protocol != EvalProtocol::kNone && job.judge_on_test) {
+  if (writer && protocol != EvalProtocol::kNone && job.judge_on_test) {
     write_file_atomically(job.out / "baseline.json", json{{"popularity", metrics_json(result.popularity)}}.dump(2) + "\n");
   }
   uint32_t first_epoch = 1;
@@ -321,9 +391,9 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
     best_value = resumed_extra.at("best_value");
     // The checkpoint is written before model.bin and metrics.jsonl: a kill between them leaves
     // those one epoch behind, and the checkpoint's state is that epoch's, so they are redone here.
-    if (result.best_epoch == first_epoch - 1) save_model(backend->state().params, job.out / "model.bin");
-    write_file_atomically(job.out / "metrics.jsonl", metrics_lines(result.history));
-  } else {
+    if (writer && result.best_epoch == first_epoch - 1) save_model(backend->state().params, job.out / "model.bin");
+    if (writer) write_file_atomically(job.out / "metrics.jsonl", metrics_lines(result.history));
+  } else if (writer) {
     write_ids(dataset.user_ids, job.out / "user_ids.json");
     write_ids(dataset.item_ids, job.out / "item_ids.json");
     write_seen(seen_of(split.train), job.out / "seen.bin");  // every training row, the validation's too
@@ -342,7 +412,7 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
                        validation->eval_users.size(), metric, split.eval_users.size());
   }
 
-  ProgressLine progress("samples", job.progress);
+  ProgressLine progress("samples", job.progress && writer);
   uint32_t since_best = 0;
   for (uint32_t epoch = first_epoch; epoch <= job.epochs; ++epoch) {
     const EpochStats stats = backend->train_epoch(epoch - 1, [&](uint64_t done, uint64_t total, double loss) {
@@ -359,7 +429,9 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
     }
     TrainState current = backend->state();
     EpochRecord record{epoch, stats.mean_loss, stats.samples, stats.seconds, {}, stats.impression_negatives};
-    if (protocol != EvalProtocol::kNone) {
+    // Evaluation runs on rank 0; the value that decides the best epoch and early stopping is then
+    // broadcast, so every rank takes the same decisions.
+    if (writer && protocol != EvalProtocol::kNone) {
       const auto scorer = config.has_metadata()
           ? std::make_unique<Scorer>(current.params, fit.train.user_features, fit.train.item_features)
           : std::make_unique<Scorer>(current.params);
@@ -373,7 +445,9 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
       }
     }
     result.history.push_back(record);
-    const double value = protocol == EvalProtocol::kNone ? epoch : record.metrics.at(validation ? "val." + metric : metric);
+    double value = protocol == EvalProtocol::kNone || !writer ? epoch
+                   : record.metrics.at(validation ? "val." + metric : metric);
+    if (comm.size() > 1) comm.broadcast({reinterpret_cast<std::byte*>(&value), sizeof(value)}, 0);
     const bool improved = value > best_value;
     if (improved) {
       best_value = value;
@@ -384,21 +458,28 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
     }
     json history = json::array();
     for (const EpochRecord& r : result.history) history.push_back(record_json(r));
-    const json extra{{"job", job_json}, {"epochs_done", epoch}, {"best_epoch", result.best_epoch},
-                     {"best_value", best_value}, {"history", history}};
-    // The checkpoint first: a kill at any point after it leaves a run that --resume completes
-    // (it rewrites model.bin and metrics.jsonl), and before it the previous epoch's state.
-    save_checkpoint(current, extra.dump(), checkpoint_path);
-    if (improved) save_model(current.params, job.out / "model.bin");
-    write_file_atomically(job.out / "metrics.jsonl", metrics_lines(result.history));
+    json extra{{"job", job_json}, {"epochs_done", epoch}, {"best_epoch", result.best_epoch},
+               {"best_value", best_value}, {"history", history}};
+    if (comm.size() > 1) extra["ranks"] = comm.size();  // a resume must use as many
+    if (writer) {
+      // The checkpoint first: a kill at any point after it leaves a run that --resume completes
+      // (it rewrites model.bin and metrics.jsonl), and before it the previous epoch's state.
+      save_checkpoint(current, extra.dump(), checkpoint_path);
+      if (improved) save_model(current.params, job.out / "model.bin");
+      write_file_atomically(job.out / "metrics.jsonl", metrics_lines(result.history));
+    }
 
     std::string line = fmt::format("epoch {:3d}  loss {:.4f}  {:.2f}M samples/s  {:.1f}s", epoch,
                                    stats.mean_loss, stats.samples / std::max(stats.seconds, 1e-9) / 1e6,
                                    stats.seconds);
+    if (comm.size() > 1) {
+      const uint64_t steps = (stats.samples + job.batch_size - 1) / job.batch_size;
+      line += fmt::format("  {:.2f} MB exchanged per step", stats.exchanged_bytes / std::max<uint64_t>(steps, 1) / 1e6);
+    }
     for (const auto& [k, v] : record.metrics) {
       if (k != "eval_users" && !is_interval_key(k) && !k.starts_with("val.")) line += fmt::format("  {} {:.4f}", k, v);
     }
-    if (validation) line += fmt::format("  val.{} {:.4f}", metric, record.metrics.at("val." + metric));
+    if (validation && writer) line += fmt::format("  val.{} {:.4f}", metric, record.metrics.at("val." + metric));
     log << line << "\n";
     log.flush();
     if (job.on_epoch) job.on_epoch(record);
@@ -409,7 +490,7 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) {
   }
 
   // Summary table: the best epoch beside the popularity baseline.
-  if (protocol != EvalProtocol::kNone && result.best_epoch > 0 && job.judge_on_test) {
+  if (writer && protocol != EvalProtocol::kNone && result.best_epoch > 0 && job.judge_on_test) {
     const EpochRecord& best = result.history.at(result.best_epoch - 1);
     log << "\n" << metrics_table({fmt::format("{} (ep {})", job.model, best.epoch), "popularity"},
                                   {&best.metrics, &result.popularity});

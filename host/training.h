@@ -12,6 +12,10 @@
 #include "host/evaluation.h"
 #include "host/split.h"
 
+namespace tastebud {
+class Communicator;  // tastebud/engine/comm.h
+}
+
 namespace tastebud::host {
 
 struct EpochRecord;
@@ -56,6 +60,9 @@ struct TrainJob {
   uint32_t patience = 0;           // epochs without improvement before stopping; 0: never stop early
   bool resume = false;
   bool progress = true;            // a progress line on stderr when it is a terminal
+  // The ranks this job trains on (null: world_communicator(), one process unless a launcher
+  // started several). Rank 0 writes the model directory and logs; every rank trains its slice.
+  Communicator* comm = nullptr;
   // Told as each epoch goes and when it ends (the Python package draws its progress bar with
   // these); either may be empty, and either may throw to stop the run (the checkpoint stays).
   std::function<void(const TrainProgress&)> on_progress;

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <random>
@@ -16,6 +17,7 @@
 #include "cpu/radix_sort.h"
 #include "cpu/sampler.h"
 #include "cpu/topk.h"
+#include "tastebud/engine/comm.h"
 #include "tastebud/engine/model_io.h"
 #include "tastebud/engine/scorer.h"
 #include "tastebud/engine/trainer.h"
@@ -1162,6 +1164,38 @@ TEST(CpuBackend, CountsImpressionNegatives) {
     EXPECT_EQ(stats.impression_negatives, share == 0.0f ? 0u : data.size() * options.negatives);
     EXPECT_TRUE(stats.finite);
   }
+}
+
+// Launchers are recognised by their environment; a build without MPI that one of them started as
+// several ranks refuses to run instead of training N copies side by side.
+TEST(Launch, SeveralRanksNeedAnMpiBuild) {
+  const char* saved = std::getenv("OMPI_COMM_WORLD_SIZE");
+  if (saved != nullptr || std::getenv("PMI_SIZE") || std::getenv("PMIX_SIZE") || std::getenv("SLURM_STEP_NUM_TASKS")) {
+    GTEST_SKIP() << "this test runs outside a launcher";
+  }
+  EXPECT_EQ(launched_ranks(), 1);
+  ::setenv("SLURM_STEP_NUM_TASKS", "3", 1);
+  EXPECT_EQ(launched_ranks(), 3);
+  ::unsetenv("SLURM_STEP_NUM_TASKS");
+  ::setenv("OMPI_COMM_WORLD_SIZE", "2", 1);
+  EXPECT_EQ(launched_ranks(), 2);
+  if (!mpi_built()) {
+    try {
+      world_communicator();
+      ADD_FAILURE() << "a build without MPI launched as 2 ranks must refuse";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("launched as one of 2 ranks"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("-DTASTEBUD_MPI=ON"), std::string::npos) << e.what();
+    }
+  }
+  ::unsetenv("OMPI_COMM_WORLD_SIZE");
+  // One process: every collective is the identity.
+  const auto single = make_single_communicator();
+  std::vector<float> values{1.5f, -2.0f};
+  single->allreduce_sum(values);
+  EXPECT_EQ(values, (std::vector<float>{1.5f, -2.0f}));
+  EXPECT_EQ(gather_text(*single, "abc"), "abc");
+  EXPECT_EQ(rank_slice(10, 1, 3), (std::pair<uint64_t, uint64_t>{3, 6}));
 }
 
 }  // namespace

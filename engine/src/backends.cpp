@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "tastebud/engine/comm.h"
 #include "tastebud/error.h"
 
 namespace tastebud {
@@ -29,6 +30,15 @@ std::unique_ptr<Backend> make_backend(const std::string& device, const TrainingS
     throw Error(fmt::format("unknown --device '{}': expected auto, cpu or cuda", device));
   }
   std::string reason;
+  const bool ranks = options.comm != nullptr && options.comm->size() > 1;
+  if (ranks && device == "cuda") {
+    throw Error("--device cuda: several ranks train on the CPU backend only; the CUDA backend's step "
+                "has no NCCL exchange yet (use --device cpu, or one process)");
+  }
+  if (ranks) {
+    if (device == "auto" && notice) *notice = fmt::format("{} ranks: training on the CPU backend", options.comm->size());
+    return make_cpu_backend(data, options, std::move(state));
+  }
   const bool gpu = device != "cpu" && cuda_available(&reason);
   if (device == "cuda" && !gpu) throw Error("--device cuda: " + reason);
 #ifdef TASTEBUD_WITH_CUDA

@@ -19,9 +19,11 @@
 #include "cpu/neumf.h"
 #include "cpu/optimizer.h"
 #include "cpu/sampler.h"
+#include "tastebud/engine/comm.h"
 #include "tastebud/engine/trainer.h"
 #include "tastebud/error.h"
 #include "tastebud/batch_rows.h"
+#include "sharded_tables.h"
 
 namespace tastebud {
 namespace {
@@ -52,6 +54,7 @@ class CpuBackend final : public Backend {
     }
     allocate();
     bind_params();
+    shard();
   }
 
   std::string name() const override { return "cpu"; }
@@ -71,6 +74,8 @@ class CpuBackend final : public Backend {
     EpochStats stats;
     double loss_sum = 0.0;
     batch_impressions_ = 0;
+    exchanged_bytes_ = 0;
+    if (shards_) shards_->exchanged_bytes = 0;
     for (uint64_t first = 0; first < total; first += options_.batch_size) {
       const uint32_t samples = static_cast<uint32_t>(std::min<uint64_t>(options_.batch_size, total - first));
       const double batch_loss = train_batch(epoch, first, samples);
@@ -87,22 +92,45 @@ class CpuBackend final : public Backend {
     stats.mean_loss = stats.samples > 0 ? loss_sum / static_cast<double>(stats.samples) : 0.0;
     stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();
     stats.impression_negatives = batch_impressions_;
+    stats.exchanged_bytes = exchanged_bytes_ + (shards_ ? shards_->exchanged_bytes : 0);
     return stats;
   }
 
+  // Several ranks: collective; rank 0 gets the whole state, the others the state without the
+  // id tables (empty), which only their owners hold.
   TrainState state() override {
     sync_state();
-    return state_;
+    if (!shards_) return state_;
+    TrainState whole = state_;
+    shards_->gather(whole);
+    return whole;
   }
 
   void load_state(const TrainState& state) override {
     state.check_fits(state_.params.config);
     state_ = state;
     bind_params();
+    shard();
+  }
+
+  uint64_t held_bytes() const override {
+    uint64_t floats = 3 * dense_values_.size();
+    for (size_t t = 0; t < layout_.sparse_count(); ++t) {
+      floats += tensors_[t]->values.size() + state_.state0[t].values.size() + state_.state1[t].values.size();
+    }
+    return floats * sizeof(float) + (shards_ ? shards_->held_bytes() : 0);
   }
 
  private:
   bool bpr() const { return options_.loss == LossKind::kBpr; }
+
+  // Several ranks: this rank keeps its rows of the id tables and frees the rest.
+  void shard() {
+    shards_.reset();
+    TB_CHECK(ranks() == 1 || !state_.params.config.frozen_head(),
+             "--model mf trains in one process only for now (its constant columns are not sharded yet)");
+    if (ranks() > 1) shards_ = std::make_unique<ShardedIdTables>(*options_.comm, state_);
+  }
 
   void allocate() {
     const ModelConfig& config = state_.params.config;
@@ -238,20 +266,36 @@ class CpuBackend final : public Backend {
     const float scale = 1.0f / static_cast<float>(samples);
     loss_scale_ = scale;
 
+    // This rank's chunks: all of them in one process, a contiguous share of them with several.
+    const auto [chunk_begin, chunk_end] = my_chunks(chunks);
+    const int64_t row_begin = std::min(chunk_begin * chunk_rows_, rows);
+    const int64_t row_end = std::min(chunk_end * chunk_rows_, rows);
+    if (shards_) fetch_slice(epoch, first, chunk_begin, chunk_end, rows, row_begin, row_end);
+    // Where the rows come from: the tables, or (several ranks) the rows fetched for the slice,
+    // indexed by each row's slot.
+    const float* user_gmf = shards_ ? fetched_[0].gmf.data() : params.user_gmf.values.data();
+    const float* item_gmf = shards_ ? fetched_[1].gmf.data() : params.item_gmf.values.data();
+    const float* user_mlp = shards_ ? fetched_[0].mlp.data() : params.user_mlp.values.data();
+    const float* item_mlp = shards_ ? fetched_[1].mlp.data() : params.item_mlp.values.data();
 #pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < chunks; ++c) {
+    for (int64_t c = chunk_begin; c < chunk_end; ++c) {
       const int64_t r0 = c * chunk_rows_;
       const int64_t n = std::min<int64_t>(chunk_rows_, rows - r0);
-      chunk_impressions_[c] = bpr() ? fill_rows(epoch, first, r0 / 2, (r0 + n) / 2)
-                                    : fill_rows(epoch, first, r0, r0 + n);
-      const std::span<const uint32_t> users(users_.data() + r0, n), items(items_.data() + r0, n);
+      if (!shards_) {
+        chunk_impressions_[c] = bpr() ? fill_rows(epoch, first, r0 / 2, (r0 + n) / 2)
+                                      : fill_rows(epoch, first, r0, r0 + n);
+      }
+      const std::span<const uint32_t> users = shards_ ? std::span<const uint32_t>(fetched_[0].slots.data() + (r0 - row_begin), n)
+                                                      : std::span<const uint32_t>(users_.data() + r0, n);
+      const std::span<const uint32_t> items = shards_ ? std::span<const uint32_t>(fetched_[1].slots.data() + (r0 - row_begin), n)
+                                                      : std::span<const uint32_t>(items_.data() + r0, n);
       if (f > 0) {
-        cpu::gather_rows(params.user_gmf.values.data(), f, users, user_gmf_.data() + r0 * f, f, 0);
-        cpu::gather_rows(params.item_gmf.values.data(), f, items, item_gmf_.data() + r0 * f, f, 0);
+        cpu::gather_rows(user_gmf, f, users, user_gmf_.data() + r0 * f, f, 0);
+        cpu::gather_rows(item_gmf, f, items, item_gmf_.data() + r0 * f, f, 0);
       }
       if (e > 0) {
-        cpu::gather_rows(params.user_mlp.values.data(), e, users, acts_[0].data() + r0 * l0, l0, 0);
-        cpu::gather_rows(params.item_mlp.values.data(), e, items, acts_[0].data() + r0 * l0, l0, e);
+        cpu::gather_rows(user_mlp, e, users, acts_[0].data() + r0 * l0, l0, 0);
+        cpu::gather_rows(item_mlp, e, items, acts_[0].data() + r0 * l0, l0, e);
       }
       // Metadata: each side's representation is its id row plus its feature sum.
       for (int64_t r = r0; r < r0 + n; ++r) {
@@ -296,35 +340,120 @@ class CpuBackend final : public Backend {
     }
 
     double loss = 0.0;
-    for (int64_t c = 0; c < chunks; ++c) {
+    uint64_t impressions = 0;
+    for (int64_t c = chunk_begin; c < chunk_end; ++c) {
       loss += chunk_loss_[c];
-      batch_impressions_ += chunk_impressions_[c];
+      impressions += chunk_impressions_[c];
     }
+    if (ranks() > 1) {
+      double sums[2] = {loss, static_cast<double>(impressions)};
+      options_.comm->allreduce_sum(sums);
+      loss = sums[0];
+      impressions = static_cast<uint64_t>(sums[1]);
+    }
+    batch_impressions_ += impressions;
     if (!std::isfinite(loss)) return loss;
 
     ++state_.step;
     const OptimizerParams& opt = options_.optimizer;
     const float step_size =
         opt.kind == OptimizerKind::kAdam ? adam_step_size(opt, state_.step) : opt.lr;
-    update_dense(chunks, step_size);
-    update_embeddings(rows, step_size);
-    return loss;
-  }
-
-  void update_dense(int64_t chunks, float step_size) {
-    const int64_t count = static_cast<int64_t>(dense_grad_.size());
-#pragma omp parallel for schedule(static) if (count * chunks > (1 << 16))
-    for (int64_t i = 0; i < count; ++i) {
-      float sum = 0.0f;
-      for (int64_t c = 0; c < chunks; ++c) sum += chunk_grads_[c][i];
-      dense_grad_[i] = sum;
-    }
+    sum_dense_gradients(chunk_begin, chunk_end);
     // MF's head stays at ones: no gradient, and dense parameters take no L2, so it never moves.
     if (state_.params.config.frozen_head()) {
       std::fill_n(dense_grad_.data() + layout_.dense_offset(TensorRole::kHeadWeight), state_.params.head_weight.values.size(), 0.0f);
     }
     cpu::dense_update(dense_params(options_.optimizer), step_size, dense_values_.data(), dense_state0_.data(),
-                      dense_state1_.data(), dense_grad_.data(), count);
+                      dense_state1_.data(), dense_grad_.data(), static_cast<int64_t>(dense_grad_.size()));
+    if (shards_) update_sharded(rows, chunks, row_begin, step_size);
+    else update_embeddings(rows, step_size);
+    return loss;
+  }
+
+  // Several ranks: fills this rank's rows of the batch, then fetches the id-table rows they use
+  // from their owners.
+  void fetch_slice(uint32_t epoch, uint64_t first, int64_t chunk_begin, int64_t chunk_end, int64_t rows,
+                   int64_t row_begin, int64_t row_end) {
+#pragma omp parallel for schedule(static)
+    for (int64_t c = chunk_begin; c < chunk_end; ++c) {
+      const int64_t r0 = c * chunk_rows_;
+      const int64_t n = std::min<int64_t>(chunk_rows_, rows - r0);
+      chunk_impressions_[c] = bpr() ? fill_rows(epoch, first, r0 / 2, (r0 + n) / 2)
+                                    : fill_rows(epoch, first, r0, r0 + n);
+    }
+    const size_t n = static_cast<size_t>(row_end - row_begin);
+    shards_->fetch(0, {users_.data() + row_begin, n}, fetched_[0]);
+    shards_->fetch(1, {items_.data() + row_begin, n}, fetched_[1]);
+  }
+
+  // Several ranks: the id tables' gradients of this rank's rows go to their owners; the metadata
+  // and context tables (replicated) are updated from the whole batch's rows, shared by every rank.
+  void update_sharded(int64_t rows, int64_t chunks, int64_t row_begin, float step_size) {
+    const int64_t f = shape_.factors;
+    const int64_t e = state_.params.config.mlp_embedding();
+    const float* d_x0 = e > 0 ? act_grads_[0].data() + row_begin * 2 * e : nullptr;
+    const bool item_metadata = state_.params.config.item_features.enabled();
+    shards_->update(0, fetched_[0], user_gmf_grad_.data() + row_begin * f, d_x0, 2 * e, 0, options_.optimizer,
+                    step_size, loss_scale_, nullptr);
+    shards_->update(1, fetched_[1], item_gmf_grad_.data() + row_begin * f, d_x0, 2 * e, e, options_.optimizer,
+                    step_size, loss_scale_, item_metadata ? &data_.item_counts : nullptr);
+    if (user_view_.empty() && item_view_.empty() && context_view_.empty()) return;
+    share_slices(rows, chunks);
+    update_features(TensorRole::kUserFeatures, user_view_, users_, user_gmf_grad_.data(), f, 0, rows, step_size);
+    update_features(TensorRole::kItemFeatures, item_view_, items_, item_gmf_grad_.data(), f, e, rows, step_size);
+    update_features(TensorRole::kContext, context_view_, positives_, user_gmf_grad_.data(), 0, 0, rows, step_size);
+  }
+
+  int ranks() const { return options_.comm != nullptr ? options_.comm->size() : 1; }
+
+  // The chunks [begin, end) of a batch this rank computes.
+  std::pair<int64_t, int64_t> my_chunks(int64_t chunks) const {
+    if (ranks() == 1) return {0, chunks};
+    const auto [begin, end] = rank_slice(static_cast<uint64_t>(chunks), options_.comm->rank(), ranks());
+    return {static_cast<int64_t>(begin), static_cast<int64_t>(end)};
+  }
+
+  // dense_grad_: this rank's chunks summed in chunk order, then (several ranks) summed over ranks.
+  void sum_dense_gradients(int64_t chunk_begin, int64_t chunk_end) {
+    const int64_t count = static_cast<int64_t>(dense_grad_.size());
+#pragma omp parallel for schedule(static) if (count * (chunk_end - chunk_begin) > (1 << 16))
+    for (int64_t i = 0; i < count; ++i) {
+      float sum = 0.0f;
+      for (int64_t c = chunk_begin; c < chunk_end; ++c) sum += chunk_grads_[c][i];
+      dense_grad_[i] = sum;
+    }
+    if (ranks() == 1) return;
+    options_.comm->allreduce_sum(std::span<float>(dense_grad_.data(), dense_grad_.size()));
+    exchanged_bytes_ += dense_grad_.size() * sizeof(float);
+  }
+
+  // Several ranks with metadata or context: each rank's slice of the batch rows (ids, their
+  // positive, and the gradients of their GMF rows and MLP input) goes to every rank, so that every
+  // rank applies the whole batch's update to its replica of the feature and context tables.
+  void share_slices(int64_t rows, int64_t chunks) {
+    const int n = ranks();
+    const int64_t f = shape_.factors;
+    const int64_t l0 = 2 * static_cast<int64_t>(state_.params.config.mlp_embedding());
+    std::vector<int64_t> row_counts(n);
+    for (int r = 0; r < n; ++r) {
+      const auto [cb, ce] = rank_slice(static_cast<uint64_t>(chunks), r, n);
+      row_counts[r] = std::min<int64_t>(static_cast<int64_t>(ce) * chunk_rows_, rows) -
+                      std::min<int64_t>(static_cast<int64_t>(cb) * chunk_rows_, rows);
+    }
+    const auto share = [&](void* data, int64_t width, size_t element) {
+      if (width == 0) return;
+      std::vector<size_t> counts(n);
+      for (int r = 0; r < n; ++r) counts[r] = static_cast<size_t>(row_counts[r] * width) * element;
+      options_.comm->allgather_in_place({static_cast<std::byte*>(data), static_cast<size_t>(rows * width) * element},
+                                        counts);
+      exchanged_bytes_ += static_cast<uint64_t>(rows * width) * element;
+    };
+    share(users_.data(), 1, sizeof(uint32_t));
+    share(items_.data(), 1, sizeof(uint32_t));
+    if (!context_view_.empty()) share(positives_.data(), 1, sizeof(uint32_t));
+    share(user_gmf_grad_.data(), f, sizeof(float));
+    share(item_gmf_grad_.data(), f, sizeof(float));
+    if (!act_grads_.empty() && !act_grads_[0].empty()) share(act_grads_[0].data(), l0, sizeof(float));
   }
 
   // The column of id table t that stays at one (MF), or -1.
@@ -417,6 +546,9 @@ class CpuBackend final : public Backend {
   std::vector<double> chunk_loss_;
   std::vector<uint64_t> chunk_impressions_;
   uint64_t batch_impressions_ = 0;  // impression negatives drawn in the current epoch
+  uint64_t exchanged_bytes_ = 0;    // several ranks: bytes of the buffers the collectives filled
+  std::unique_ptr<ShardedIdTables> shards_;  // several ranks: this rank's rows of the id tables
+  ShardedIdTables::Fetched fetched_[2];      // the rows the slice uses (users, items)
   float loss_scale_ = 0.0f;         // the current batch's 1 / samples, for the rows' L2
   cpu::AlignedVector<float> dense_grad_;
   cpu::AlignedVector<float> summed_[ModelParams::kEmbeddingTables];  // per id table

@@ -15,6 +15,8 @@
 
 namespace tastebud {
 
+class Communicator;  // tastebud/engine/comm.h
+
 enum class LossKind : uint32_t { kBce = 0, kBpr = 1 };
 enum class SamplerKind : uint32_t { kUniform = 0, kPopularity = 1 };
 
@@ -64,6 +66,12 @@ struct TrainOptions {
   uint32_t threads = 0;  // 0: all cores
   bool tf32 = false;     // CUDA: TF32 tensor cores for the dense layers (10-bit mantissa products)
   float impression_share = 0.0f;  // share of negatives drawn from the user's ignored impressions
+  // Several ranks (CPU backend): each computes a fixed slice of every batch; the dense layers are
+  // replicated and their gradients summed over ranks; the id tables are sharded by row (row % N)
+  // with their optimizer state, rows fetched from and gradients returned to their owners (see
+  // engine/src/sharded_tables.h). state() is then collective and whole on rank 0 only. Null, or
+  // one rank: this process trains alone. Not owned.
+  Communicator* comm = nullptr;
 };
 
 // Everything a checkpoint holds: the parameters, the optimizer's two state tensors per parameter
@@ -85,6 +93,7 @@ struct EpochStats {
   double seconds = 0.0;
   bool finite = true;  // false when a batch's loss was NaN or infinite; the epoch stopped there
   uint64_t impression_negatives = 0;  // negatives that came from impressions
+  uint64_t exchanged_bytes = 0;       // several ranks: bytes of the buffers the collectives filled
 };
 
 // progress(samples done, samples in the epoch, mean loss so far)
@@ -100,6 +109,8 @@ class Backend {
   // The current state (copied back from the device where there is one).
   virtual TrainState state() = 0;
   virtual void load_state(const TrainState& state) = 0;
+  // Bytes of parameters and optimizer state this process holds (0: not reported).
+  virtual uint64_t held_bytes() const { return 0; }
 };
 
 // The CPU backend: Eigen for the dense layers, OpenMP across fixed-size chunks of each batch so

@@ -1,0 +1,115 @@
+// The single-process communicator, launcher detection and the job's world communicator.
+#include "tastebud/engine/comm.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "tastebud/error.h"
+
+namespace tastebud {
+
+#ifdef TASTEBUD_WITH_MPI
+// engine/src/comm_mpi.cpp: MPI_COMM_WORLD, MPI initialised here and finalised at exit.
+std::unique_ptr<Communicator> make_mpi_world();
+#endif
+
+namespace {
+
+class SingleCommunicator final : public Communicator {
+ public:
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  void allreduce_sum(std::span<float>) override {}
+  void allreduce_sum(std::span<double>) override {}
+  void allgather_in_place(std::span<std::byte>, std::span<const size_t>) override {}
+  std::vector<std::byte> alltoallv(std::span<const std::byte> send, std::span<const size_t> send_counts,
+                                   std::vector<size_t>& recv_counts) override {
+    recv_counts.assign(send_counts.begin(), send_counts.end());
+    return {send.begin(), send.end()};
+  }
+  std::vector<std::byte> alltoallv_known(std::span<const std::byte> send, std::span<const size_t>,
+                                         std::span<const size_t>) override {
+    return {send.begin(), send.end()};
+  }
+  std::vector<std::byte> gather_to_root(std::span<const std::byte> mine) override {
+    return {mine.begin(), mine.end()};
+  }
+  void broadcast(std::span<std::byte>, int) override {}
+  void barrier() override {}
+  [[noreturn]] void abort(const std::string& message) override {
+    std::fprintf(stderr, "%s\n", message.c_str());
+    std::exit(1);
+  }
+};
+
+int env_count(const char* name) {
+  const char* value = std::getenv(name);
+  return value != nullptr && *value != '\0' ? std::atoi(value) : 0;
+}
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_single_communicator() { return std::make_unique<SingleCommunicator>(); }
+
+bool mpi_built() {
+#ifdef TASTEBUD_WITH_MPI
+  return true;
+#else
+  return false;
+#endif
+}
+
+int launched_ranks() {
+  // Open MPI's mpirun, MPICH / Intel MPI (PMI), PMIx launchers, then Slurm's srun (the step's
+  // task count, not the allocation's, so a plain run inside a multi-task allocation stays one).
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "SLURM_STEP_NUM_TASKS"}) {
+    const int n = env_count(name);
+    if (n > 0) return n;
+  }
+  return 1;
+}
+
+Communicator& world_communicator() {
+  static std::unique_ptr<Communicator> world = [] {
+    const int ranks = launched_ranks();
+    if (ranks <= 1) return make_single_communicator();
+#ifdef TASTEBUD_WITH_MPI
+    return make_mpi_world();
+#else
+    throw Error(fmt::format("this process was launched as one of {} ranks (mpirun or srun), but this "
+                            "build has no MPI: configure with -DTASTEBUD_MPI=ON (Open MPI: "
+                            "openmpi-bin, libopenmpi-dev) or run tastebud as one process",
+                            ranks));
+#endif
+  }();
+  return *world;
+}
+
+std::string gather_text(Communicator& comm, const std::string& mine) {
+  const auto* bytes = reinterpret_cast<const std::byte*>(mine.data());
+  const std::vector<std::byte> all = comm.gather_to_root({bytes, mine.size()});
+  return comm.root() ? std::string(reinterpret_cast<const char*>(all.data()), all.size()) : std::string();
+}
+
+}  // namespace tastebud
+
+#ifndef TASTEBUD_WITH_NCCL
+namespace tastebud {
+
+bool nccl_built() { return false; }
+
+std::unique_ptr<DeviceCommunicator> make_nccl_communicator(Communicator&, int) {
+  throw Error("this build has no NCCL communicator (it needs CUDA, MPI and NCCL: configure with "
+              "-DTASTEBUD_CUDA=ON -DTASTEBUD_MPI=ON and NCCL installed)");
+}
+
+bool nccl_allreduce_on_devices(Communicator&, std::span<float>, std::string* reason) {
+  if (reason) *reason = "this build has no NCCL communicator";
+  return false;
+}
+
+}  // namespace tastebud
+#endif

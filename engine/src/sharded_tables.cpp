@@ -1,0 +1,188 @@
+#include "sharded_tables.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "cpu/optimizer.h"
+#include "tastebud/error.h"
+
+namespace tastebud {
+namespace {
+
+// Tensor index of side's GMF and MLP tables in ParamLayout order (user_gmf, item_gmf, user_mlp,
+// item_mlp).
+size_t gmf_table(int side) { return static_cast<size_t>(side); }
+size_t mlp_table(int side) { return static_cast<size_t>(2 + side); }
+
+void release(std::vector<float>& v) { std::vector<float>().swap(v); }
+
+}  // namespace
+
+uint64_t ShardedIdTables::local_rows(int side) const {
+  const uint64_t n = static_cast<uint64_t>(comm_.size()), r = static_cast<uint64_t>(comm_.rank());
+  return rows_[side] > r ? (rows_[side] - r + n - 1) / n : 0;
+}
+
+ShardedIdTables::ShardedIdTables(Communicator& comm, TrainState& state) : comm_(comm) {
+  const ModelConfig& config = state.params.config;
+  f_ = config.has_gmf() ? config.factors : 0;
+  e_ = config.mlp_embedding();
+  rows_[0] = config.num_users;
+  rows_[1] = config.num_items;
+  const uint64_t n = static_cast<uint64_t>(comm_.size()), r = static_cast<uint64_t>(comm_.rank());
+  std::vector<Tensor*> tensors = state.params.tensors();
+  for (int side = 0; side < 2; ++side) {
+    const uint64_t local = local_rows(side);
+    const int64_t w = width();
+    Tensor* from[3][2] = {{tensors[gmf_table(side)], tensors[mlp_table(side)]},
+                          {&state.state0[gmf_table(side)], &state.state0[mlp_table(side)]},
+                          {&state.state1[gmf_table(side)], &state.state1[mlp_table(side)]}};
+    std::vector<float>* to[3] = {&values_[side], &state0_[side], &state1_[side]};
+    for (int k = 0; k < 3; ++k) {
+      to[k]->assign(local * w, 0.0f);
+      for (uint64_t l = 0; l < local; ++l) {
+        const uint64_t u = l * n + r;
+        if (f_ > 0) std::copy_n(from[k][0]->values.data() + u * f_, f_, to[k]->data() + l * w);
+        if (e_ > 0) std::copy_n(from[k][1]->values.data() + u * e_, e_, to[k]->data() + l * w + f_);
+      }
+      release(from[k][0]->values);
+      release(from[k][1]->values);
+    }
+  }
+}
+
+void ShardedIdTables::fetch(int side, std::span<const uint32_t> slice_ids, Fetched& out) {
+  const int n = comm_.size();
+  const int64_t w = width();
+  out.ids.assign(slice_ids.begin(), slice_ids.end());
+  std::sort(out.ids.begin(), out.ids.end());
+  out.ids.erase(std::unique(out.ids.begin(), out.ids.end()), out.ids.end());
+  out.slots.resize(slice_ids.size());
+  for (size_t k = 0; k < slice_ids.size(); ++k) {
+    out.slots[k] = static_cast<uint32_t>(std::lower_bound(out.ids.begin(), out.ids.end(), slice_ids[k]) - out.ids.begin());
+  }
+  // Ask each owner for its rows, in ascending id order.
+  std::vector<std::vector<uint32_t>> asks(n);
+  std::vector<std::vector<uint32_t>> positions(n);
+  for (uint32_t k = 0; k < out.ids.size(); ++k) {
+    asks[out.ids[k] % n].push_back(out.ids[k]);
+    positions[out.ids[k] % n].push_back(k);
+  }
+  std::vector<size_t> asked_by;
+  const std::vector<uint32_t> asked = exchange(comm_, asks, asked_by);
+  std::vector<std::vector<float>> replies(n);
+  size_t at = 0;
+  for (int r = 0; r < n; ++r) {
+    replies[r].resize(asked_by[r] * w);
+    for (size_t j = 0; j < asked_by[r]; ++j, ++at) {
+      const uint64_t local = asked[at] / static_cast<uint32_t>(n);
+      std::copy_n(values_[side].data() + local * w, w, replies[r].data() + j * w);
+    }
+  }
+  // Each owner sends back as many rows as it was asked for.
+  std::vector<size_t> sent_by(n);
+  for (int o = 0; o < n; ++o) sent_by[o] = asks[o].size() * w;
+  const std::vector<float> rows = exchange(comm_, replies, sent_by, /*known=*/true);
+  out.gmf.resize(out.ids.size() * f_);
+  out.mlp.resize(out.ids.size() * e_);
+  at = 0;
+  for (int o = 0; o < n; ++o) {
+    for (uint32_t k : positions[o]) {
+      const float* row = rows.data() + at * w;
+      std::copy_n(row, f_, out.gmf.data() + static_cast<size_t>(k) * f_);
+      std::copy_n(row + f_, e_, out.mlp.data() + static_cast<size_t>(k) * e_);
+      ++at;
+    }
+  }
+  exchanged_bytes += asked.size() * sizeof(uint32_t) + rows.size() * sizeof(float);
+}
+
+void ShardedIdTables::update(int side, const Fetched& fetched, const float* d_gmf, const float* d_mlp,
+                             int64_t mlp_stride, int64_t mlp_offset, const OptimizerParams& optimizer,
+                             float step_size, float loss_scale, const std::vector<uint64_t>* item_counts) {
+  const int n = comm_.size();
+  const int64_t w = width();
+  // This slice's part: each id's rows summed in batch-row order, and how many rows used it.
+  std::vector<float> sums(fetched.ids.size() * w, 0.0f);
+  std::vector<uint32_t> uses(fetched.ids.size(), 0);
+  for (size_t r = 0; r < fetched.slots.size(); ++r) {
+    float* sum = sums.data() + static_cast<size_t>(fetched.slots[r]) * w;
+    ++uses[fetched.slots[r]];
+    for (int64_t j = 0; j < f_; ++j) sum[j] += d_gmf[r * f_ + j];
+    for (int64_t j = 0; j < e_; ++j) sum[f_ + j] += d_mlp[r * mlp_stride + mlp_offset + j];
+  }
+  std::vector<std::vector<uint32_t>> heads(n);  // (id, uses) pairs per owner
+  std::vector<std::vector<float>> parts(n);
+  for (size_t k = 0; k < fetched.ids.size(); ++k) {
+    const int owner = static_cast<int>(fetched.ids[k] % n);
+    heads[owner].push_back(fetched.ids[k]);
+    heads[owner].push_back(uses[k]);
+    parts[owner].insert(parts[owner].end(), sums.begin() + k * w, sums.begin() + (k + 1) * w);
+  }
+  std::vector<size_t> heads_from;
+  const std::vector<uint32_t> got_heads = exchange(comm_, heads, heads_from);
+  std::vector<size_t> parts_from(n);  // a gradient row for every (id, uses) pair
+  for (int r = 0; r < n; ++r) parts_from[r] = heads_from[r] / 2 * w;
+  const std::vector<float> got_parts = exchange(comm_, parts, parts_from, /*known=*/true);
+  exchanged_bytes += got_heads.size() * sizeof(uint32_t) + got_parts.size() * sizeof(float);
+  // The owner: each row's parts summed in rank order (they arrive in rank order; a stable sort by
+  // id keeps it), uses added up for the row's L2.
+  const size_t count = got_heads.size() / 2;
+  std::vector<uint32_t> order(count);
+  std::iota(order.begin(), order.end(), 0u);
+  std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return got_heads[2 * a] < got_heads[2 * b]; });
+  std::vector<uint32_t> local, starts{0};
+  std::vector<float> summed;
+  for (size_t k = 0; k < count; ++k) {
+    const uint32_t id = got_heads[2 * order[k]];
+    if (k == 0 || id != got_heads[2 * order[k - 1]]) {
+      local.push_back(id / static_cast<uint32_t>(n));
+      starts.push_back(starts.back());
+      summed.resize(summed.size() + w, 0.0f);
+    }
+    starts.back() += got_heads[2 * order[k] + 1];
+    float* sum = summed.data() + summed.size() - w;
+    const float* part = got_parts.data() + static_cast<size_t>(order[k]) * w;
+    for (int64_t j = 0; j < w; ++j) sum[j] += part[j];
+    // With item metadata, the id rows of items without positives stay at zero.
+    if (item_counts != nullptr && (*item_counts)[id] == 0) std::fill_n(sum, w, 0.0f);
+  }
+  cpu::sparse_update(optimizer, step_size, values_[side].data(), state0_[side].data(), state1_[side].data(), w,
+                     local, summed.data(), RowL2{starts.data(), loss_scale});
+}
+
+void ShardedIdTables::gather(TrainState& state) {
+  const uint64_t n = static_cast<uint64_t>(comm_.size());
+  const int64_t w = width();
+  std::vector<Tensor*> tensors = state.params.tensors();
+  for (int side = 0; side < 2; ++side) {
+    Tensor* to[3][2] = {{tensors[gmf_table(side)], tensors[mlp_table(side)]},
+                        {&state.state0[gmf_table(side)], &state.state0[mlp_table(side)]},
+                        {&state.state1[gmf_table(side)], &state.state1[mlp_table(side)]}};
+    const std::vector<float>* from[3] = {&values_[side], &state0_[side], &state1_[side]};
+    for (int k = 0; k < 3; ++k) {
+      const auto* mine = reinterpret_cast<const std::byte*>(from[k]->data());
+      const std::vector<std::byte> all = comm_.gather_to_root({mine, from[k]->size() * sizeof(float)});
+      if (!comm_.root()) continue;
+      const auto* rows = reinterpret_cast<const float*>(all.data());
+      to[k][0]->values.assign(rows_[side] * f_, 0.0f);
+      to[k][1]->values.assign(rows_[side] * e_, 0.0f);
+      // Rank r's block holds its rows r, r + N, r + 2N, ... in order.
+      uint64_t at = 0;
+      for (uint64_t r = 0; r < n; ++r) {
+        for (uint64_t u = r; u < rows_[side]; u += n, ++at) {
+          std::copy_n(rows + at * w, f_, to[k][0]->values.data() + u * f_);
+          std::copy_n(rows + at * w + f_, e_, to[k][1]->values.data() + u * e_);
+        }
+      }
+    }
+  }
+}
+
+uint64_t ShardedIdTables::held_bytes() const {
+  uint64_t floats = 0;
+  for (int side = 0; side < 2; ++side) floats += values_[side].size() + state0_[side].size() + state1_[side].size();
+  return floats * sizeof(float);
+}
+
+}  // namespace tastebud

@@ -1,0 +1,57 @@
+// The id tables of a model trained on several ranks, sharded by row (CPU backend): rank r of N
+// owns the rows u with u % N == r (local row u / N), their GMF and MLP columns side by side
+// ([f | e] floats a row) and both optimizer states. Each step fetches the rows a rank's slice of
+// the batch uses from their owners and returns their gradients, summed per row in batch-row order,
+// to the owners, which sum the ranks' parts in rank order and apply the update. Every exchange goes
+// through the Communicator seam (alltoallv).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "tastebud/engine/comm.h"
+#include "tastebud/engine/trainer.h"
+
+namespace tastebud {
+
+class ShardedIdTables {
+ public:
+  // The rows of the slice of one side (0: users, 1: items), fetched from their owners.
+  struct Fetched {
+    std::vector<uint32_t> ids;    // the distinct ids the slice uses, ascending
+    std::vector<uint32_t> slots;  // per slice row: the index of its id in ids
+    std::vector<float> gmf, mlp;  // [ids x f], [ids x e]
+  };
+
+  // Keeps the rows of state's four id tables (and their optimizer state) that this rank owns and
+  // frees the full tables in state.
+  ShardedIdTables(Communicator& comm, TrainState& state);
+
+  // Collective: the rows of side's ids used by this rank's slice rows.
+  void fetch(int side, std::span<const uint32_t> slice_ids, Fetched& out);
+  // Collective: the slice rows' gradients (GMF columns at d_gmf, stride f; MLP columns at
+  // d_mlp + mlp_offset, stride mlp_stride) summed per id, sent to the owners and applied there.
+  // item_counts (items with item metadata): rows of items without positives get no update.
+  void update(int side, const Fetched& fetched, const float* d_gmf, const float* d_mlp, int64_t mlp_stride,
+              int64_t mlp_offset, const OptimizerParams& optimizer, float step_size, float loss_scale,
+              const std::vector<uint64_t>* item_counts);
+  // Collective: rank 0's `state` receives the whole id tables and their optimizer state; the other
+  // ranks' stay empty.
+  void gather(TrainState& state);
+
+  uint64_t held_bytes() const;
+  // Bytes received by this rank's exchanges since the last reset.
+  uint64_t exchanged_bytes = 0;
+
+ private:
+  int64_t width() const { return f_ + e_; }
+  uint64_t local_rows(int side) const;
+
+  Communicator& comm_;
+  int64_t f_ = 0, e_ = 0;
+  uint64_t rows_[2] = {0, 0};  // users, items
+  std::vector<float> values_[2], state0_[2], state1_[2];
+};
+
+}  // namespace tastebud

@@ -1,0 +1,272 @@
+// Training on several ranks against one process. CTest runs this program under
+// `mpirun -np 2 --oversubscribe` (only in builds with MPI); every rank runs every test, and each
+// test trains the one-process reference itself (a single-process communicator) to compare with.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <map>
+
+#include "tastebud/engine/comm.h"
+#include "tastebud/engine/trainer.h"
+
+namespace tastebud {
+namespace {
+
+// Users like a band of items (as in test_backends): something to learn, of odd sizes.
+TrainingSet banded_training_set(uint32_t users, uint32_t items) {
+  TrainingSet t;
+  t.num_users = users;
+  t.num_items = items;
+  for (uint32_t u = 0; u < users; ++u) {
+    std::vector<uint32_t> mine;
+    const uint32_t band = (u % 4) * (items / 4);
+    for (uint32_t k = 0; k < 3 + u % 7; ++k) mine.push_back(band + (k * 5 + u) % (items / 4));
+    std::sort(mine.begin(), mine.end());
+    mine.erase(std::unique(mine.begin(), mine.end()), mine.end());
+    for (uint32_t i : mine) {
+      t.user.push_back(u);
+      t.item.push_back(i);
+      t.weight.push_back(1.0f + 0.25f * static_cast<float>(i % 3));
+    }
+  }
+  t.finalize();
+  return t;
+}
+
+ModelConfig config_of(const TrainingSet& t, ModelKind kind) {
+  ModelConfig c;
+  c.kind = kind;
+  c.num_users = t.num_users;
+  c.num_items = t.num_items;
+  c.factors = 7;
+  c.layers = {18, 13, 5};
+  return c;
+}
+
+TrainOptions options_of(LossKind loss, OptimizerKind optimizer) {
+  TrainOptions o;
+  o.loss = loss;
+  o.negatives = 3;
+  o.sampler = loss == LossKind::kBpr ? SamplerKind::kPopularity : SamplerKind::kUniform;
+  o.optimizer.kind = optimizer;
+  o.optimizer.lr = optimizer == OptimizerKind::kAdam ? 0.01f : 0.1f;
+  o.optimizer.l2 = 0.001f;
+  o.seed = 11;
+  o.threads = 1;
+  o.batch_size = 700;  // several chunks of 128 rows a batch, a shorter last batch
+  return o;
+}
+
+struct TrainRun {
+  TrainState state;
+  std::vector<double> losses;
+};
+
+TrainRun train(Communicator& comm, const TrainingSet& data, TrainOptions options, ModelKind kind, uint32_t epochs,
+               uint64_t* held_bytes = nullptr) {
+  options.comm = &comm;
+  auto backend = make_cpu_backend(data, options, TrainState::fresh(ModelParams::initialize(config_of(data, kind), 3),
+                                                                   options.optimizer));
+  if (held_bytes) *held_bytes = backend->held_bytes();
+  TrainRun run;
+  for (uint32_t e = 0; e < epochs; ++e) run.losses.push_back(backend->train_epoch(e, {}).mean_loss);
+  run.state = backend->state();  // several ranks: whole on rank 0 only
+  return run;
+}
+
+// Every float of the parameters and both optimizer states, in tensor order.
+std::vector<float> flatten(const TrainState& s) {
+  std::vector<float> all;
+  for (const Tensor* t : s.params.tensors()) all.insert(all.end(), t->values.begin(), t->values.end());
+  for (const auto* states : {&s.state0, &s.state1}) {
+    for (const Tensor& t : *states) all.insert(all.end(), t.values.begin(), t.values.end());
+  }
+  return all;
+}
+
+double largest_difference(const std::vector<float>& a, const std::vector<float>& b) {
+  double worst = 0;
+  for (size_t k = 0; k < a.size(); ++k) worst = std::max(worst, std::abs(static_cast<double>(a[k]) - b[k]));
+  return worst;
+}
+
+class TwoRanks : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (world().size() < 2) GTEST_SKIP() << "run under mpirun -np 2 (this process is one rank of one)";
+  }
+  static Communicator& world() { return world_communicator(); }
+};
+
+TEST_F(TwoRanks, TrainTheOneProcessModelWithinRounding) {
+  const TrainingSet data = banded_training_set(151, 97);
+  const auto single = make_single_communicator();
+  struct Case {
+    LossKind loss;
+    OptimizerKind optimizer;
+    ModelKind kind;
+    double tolerance;  // largest parameter difference allowed after 3 epochs
+  };
+  // SGD follows the gradient's size, so rounding stays rounding. Adam's step is about lr * sign(g):
+  // a near-zero gradient whose sign the summation order flips moves that parameter by up to 2 lr,
+  // so Adam gets more room (6e-8 was measured; a flip would show as about 2 lr = 0.02).
+  for (const Case& c : {Case{LossKind::kBce, OptimizerKind::kSgd, ModelKind::kNeuMF, 1e-5},
+                        Case{LossKind::kBpr, OptimizerKind::kSgd, ModelKind::kNeuMF, 1e-5},
+                        Case{LossKind::kBce, OptimizerKind::kAdam, ModelKind::kNeuMF, 1e-4},
+                        Case{LossKind::kBce, OptimizerKind::kAdagrad, ModelKind::kGMF, 1e-5}}) {
+    const TrainOptions options = options_of(c.loss, c.optimizer);
+    const TrainRun one = train(*single, data, options, c.kind, 3);
+    const TrainRun two = train(world(), data, options, c.kind, 3);
+    for (size_t e = 0; e < one.losses.size(); ++e) {
+      EXPECT_NEAR(two.losses[e], one.losses[e], 1e-5 * one.losses[e]) << "epoch " << e;
+    }
+    EXPECT_EQ(two.state.step, one.state.step);
+    if (!world().root()) continue;  // rank 0 holds the whole model
+    const double worst = largest_difference(flatten(one.state), flatten(two.state));
+    std::printf("[ ranks ] %s %s %s: largest parameter difference, %d ranks vs 1 process: %.3g; last loss %.9f vs %.9f\n",
+                c.loss == LossKind::kBce ? "bce" : "bpr",
+                c.optimizer == OptimizerKind::kSgd ? "sgd" : c.optimizer == OptimizerKind::kAdam ? "adam" : "adagrad",
+                c.kind == ModelKind::kGMF ? "gmf" : "neumf", world().size(), worst, two.losses.back(), one.losses.back());
+    EXPECT_LE(worst, c.tolerance);
+  }
+}
+
+TEST_F(TwoRanks, RerunIsBitIdenticalAndEachRankHoldsItsShareOfTheTables) {
+  const TrainingSet data = banded_training_set(151, 97);
+  const TrainOptions options = options_of(LossKind::kBce, OptimizerKind::kAdam);
+  uint64_t held = 0, whole = 0;
+  const std::vector<float> first = flatten(train(world(), data, options, ModelKind::kNeuMF, 2, &held).state);
+  const std::vector<float> second = flatten(train(world(), data, options, ModelKind::kNeuMF, 2).state);
+  ASSERT_EQ(first.size(), second.size());
+  EXPECT_EQ(std::memcmp(first.data(), second.data(), first.size() * sizeof(float)), 0);
+  // The id tables (151 + 97 rows of 7 + 9 floats, three copies with Adam's moments) are split
+  // between the ranks; the dense layers (a few hundred floats) are replicated.
+  const auto single = make_single_communicator();
+  train(*single, data, options, ModelKind::kNeuMF, 0, &whole);
+  const uint64_t tables = (151 + 97) * (7 + 9) * 3 * sizeof(float);
+  EXPECT_LT(held, whole - tables / world().size() + tables / 10) << "held " << held << " of " << whole;
+  EXPECT_GT(held, whole - tables);
+  if (world().root()) std::printf("[ ranks ] rank 0 holds %llu of the model's %llu bytes\n",
+                                  static_cast<unsigned long long>(held), static_cast<unsigned long long>(whole));
+}
+
+// Metadata on both sides (as in test_backends): categorical, tag, text and numeric inputs.
+void add_metadata(TrainingSet& data, ModelConfig& config) {
+  auto side = [](uint32_t entities, uint32_t salt, FeatureSpec& spec, FeatureInputs& in) {
+    spec.categorical = {"band", "tags"};
+    spec.categorical_rows = {4, 7};
+    spec.textual = "description";
+    spec.text_buckets = 9;
+    spec.numerical = {"price", "age"};
+    spec.numerical_mean = {10.0f, 3.0f};
+    spec.numerical_stddev = {2.0f, 1.5f};
+    in = {};
+    in.entities = entities;
+    in.offsets = {0};
+    in.numeric = 2;
+    for (uint32_t x = 0; x < entities; ++x) {
+      in.rows.push_back(x * 4 / entities);
+      in.weights.push_back(1.0f);
+      const uint32_t tags = 1 + (x + salt) % 3;
+      std::vector<uint32_t> tag_rows;
+      for (uint32_t j = 0; j < tags; ++j) tag_rows.push_back(4 + (x * salt + 3 * j) % 7);
+      std::sort(tag_rows.begin(), tag_rows.end());
+      for (uint32_t row : tag_rows) {
+        in.rows.push_back(row);
+        in.weights.push_back(1.0f / static_cast<float>(tags));
+      }
+      in.rows.push_back(11 + (x * salt) % 9);
+      in.weights.push_back(1.0f);
+      in.offsets.push_back(in.rows.size());
+      in.values.push_back(static_cast<float>(x % 7) * 0.5f - 1.5f);
+      in.values.push_back(std::sin(static_cast<float>(x + salt)));
+    }
+  };
+  side(data.num_users, 3, config.user_features, data.user_features);
+  side(data.num_items, 5, config.item_features, data.item_features);
+}
+
+// Metadata tables stay replicated and are updated from the shared slices; the sharded item rows
+// of items without positives stay at zero, as in one process.
+TEST_F(TwoRanks, MetadataModelsTrainTheOneProcessModel) {
+  TrainingSet data = banded_training_set(41, 50);
+  ASSERT_EQ(data.item_counts[48] + data.item_counts[49], 0u);
+  ModelConfig config = config_of(data, ModelKind::kNeuMF);
+  add_metadata(data, config);
+  TrainOptions options = options_of(LossKind::kBce, OptimizerKind::kSgd);
+  options.batch_size = 300;
+  ModelParams params = ModelParams::initialize(config, 23);
+  zero_untrained_rows(params, data);
+  const TrainState start = TrainState::fresh(params, options.optimizer);
+  const auto single = make_single_communicator();
+  TrainState states[2];
+  std::vector<double> losses[2];
+  Communicator* comms[2] = {single.get(), &world()};
+  for (int k = 0; k < 2; ++k) {
+    TrainOptions o = options;
+    o.comm = comms[k];
+    auto backend = make_cpu_backend(data, o, start);
+    for (uint32_t e = 0; e < 2; ++e) losses[k].push_back(backend->train_epoch(e, {}).mean_loss);
+    states[k] = backend->state();
+  }
+  for (size_t e = 0; e < losses[0].size(); ++e) EXPECT_NEAR(losses[1][e], losses[0][e], 1e-5 * losses[0][e]);
+  if (!world().root()) return;
+  const double worst = largest_difference(flatten(states[0]), flatten(states[1]));
+  std::printf("[ ranks ] metadata neumf sgd: largest parameter difference, %d ranks vs 1 process: %.3g\n",
+              world().size(), worst);
+  EXPECT_LE(worst, 1e-5);
+  EXPECT_NE(states[1].params.user_features.values, start.params.user_features.values);
+  for (uint32_t item : {48u, 49u}) {
+    for (const Tensor* table : {&states[1].params.item_gmf, &states[1].params.item_mlp}) {
+      const auto row = table->values.begin() + item * table->cols();
+      EXPECT_TRUE(std::all_of(row, row + table->cols(), [](float x) { return x == 0.0f; }))
+          << "cold item " << item << " moved in " << table->name;
+    }
+  }
+}
+
+TEST_F(TwoRanks, CollectivesSumGatherAndBroadcast) {
+  std::vector<double> sums{1.0, static_cast<double>(world().rank())};
+  world().allreduce_sum(sums);
+  EXPECT_EQ(sums[0], world().size());
+  EXPECT_EQ(sums[1], world().size() * (world().size() - 1) / 2.0);
+  // Rank r writes r + 1 bytes of value r; everyone then holds every block in rank order.
+  std::vector<size_t> counts;
+  for (int r = 0; r < world().size(); ++r) counts.push_back(r + 1);
+  std::vector<std::byte> buffer(world().size() * (world().size() + 1) / 2);
+  const auto [begin, end] = std::pair<size_t, size_t>(world().rank() * (world().rank() + 1) / 2,
+                                                      (world().rank() + 1) * (world().rank() + 2) / 2);
+  std::fill(buffer.begin() + begin, buffer.begin() + end, static_cast<std::byte>(world().rank()));
+  world().allgather_in_place(buffer, counts);
+  size_t at = 0;
+  for (int r = 0; r < world().size(); ++r) {
+    for (int k = 0; k <= r; ++k) EXPECT_EQ(buffer[at++], static_cast<std::byte>(r));
+  }
+  const std::string text = gather_text(world(), "rank" + std::to_string(world().rank()) + ";");
+  std::string want;
+  for (int r = 0; r < world().size() && world().root(); ++r) want += "rank" + std::to_string(r) + ";";
+  EXPECT_EQ(text, want);
+  uint64_t value = world().root() ? 42 : 0;
+  world().broadcast({reinterpret_cast<std::byte*>(&value), sizeof(value)}, 0);
+  EXPECT_EQ(value, 42u);
+}
+
+// The NCCL path (CUDA + MPI builds): a device buffer summed over the ranks (also one rank alone,
+// run without mpirun on a machine with one GPU). Skips without NCCL or without a GPU per rank.
+TEST(Nccl, SumsDeviceBuffers) {
+  Communicator& world = world_communicator();
+  std::vector<float> values(1000);
+  for (size_t k = 0; k < values.size(); ++k) values[k] = static_cast<float>(k) + 0.5f * world.rank();
+  std::string reason;
+  if (!nccl_allreduce_on_devices(world, values, &reason)) GTEST_SKIP() << "NCCL: " << reason;
+  const int n = world.size();
+  for (size_t k = 0; k < values.size(); ++k) {
+    ASSERT_EQ(values[k], static_cast<float>(n * k) + 0.25f * n * (n - 1)) << "element " << k;
+  }
+}
+
+}  // namespace
+}  // namespace tastebud
