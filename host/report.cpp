@@ -33,6 +33,14 @@ const std::string& keep(Charts& charts, std::string name, std::string svg) {
 
 constexpr const char* kModelColor = "#1f77b4";
 constexpr const char* kBaselineColor = "#d62728";
+constexpr const char* kValidationColor = "#2ca02c";
+
+// The metrics a report charts and tables: the test metrics, not their interval bounds, their
+// counts, nor the validation split's copies (drawn beside them).
+bool charted(const std::string& key) {
+  return key != "eval_users" && !key.starts_with("val.") && !key.ends_with(".lo") && !key.ends_with(".hi") &&
+         !key.ends_with(".p");
+}
 
 json read_json(const fs::path& path) {
   try {
@@ -73,7 +81,8 @@ std::string config_table(const json& config) {
   return s + "</table>\n";
 }
 
-// The training loss, then one chart per metric with the popularity baseline beside it.
+// The training loss, then one chart per metric: the test split's values, the validation split's
+// (which chose the epoch) when the run had one, and the popularity baseline.
 std::string training_charts(const std::vector<json>& rows, const json& baseline, Charts& charts) {
   std::string s;
   ChartSeries loss{"training loss", {}, {}, kModelColor};
@@ -86,15 +95,21 @@ std::string training_charts(const std::vector<json>& rows, const json& baseline,
   if (rows.empty()) return s;
   for (auto it = rows.back().at("metrics").begin(); it != rows.back().at("metrics").end(); ++it) {
     const std::string& metric = it.key();
-    if (metric == "eval_users") continue;
-    ChartSeries model{"model", {}, {}, kModelColor};
+    if (!charted(metric)) continue;
+    ChartSeries model{"test", {}, {}, kModelColor}, validation{"validation", {}, {}, kValidationColor};
     for (const json& r : rows) {
       const json& m = r.at("metrics");
-      if (!m.contains(metric)) continue;
-      model.x.push_back(r.at("epoch").get<double>());
-      model.y.push_back(m.at(metric).get<double>());
+      if (m.contains(metric)) {
+        model.x.push_back(r.at("epoch").get<double>());
+        model.y.push_back(m.at(metric).get<double>());
+      }
+      if (m.contains("val." + metric)) {
+        validation.x.push_back(r.at("epoch").get<double>());
+        validation.y.push_back(m.at("val." + metric).get<double>());
+      }
     }
-    LineChart chart{fmt::format("Validation {} per epoch", metric), "epoch", metric, {model}};
+    LineChart chart{fmt::format("Evaluation {} per epoch", metric), "epoch", metric, {model}};
+    if (!validation.x.empty()) chart.series.push_back(validation);
     if (baseline.contains(metric) && !model.x.empty()) {
       const double b = baseline.at(metric).get<double>();
       chart.series.push_back({"popularity baseline", {model.x.front(), model.x.back()}, {b, b}, kBaselineColor, true});
@@ -104,7 +119,11 @@ std::string training_charts(const std::vector<json>& rows, const json& baseline,
   return s;
 }
 
-std::string interval(const std::string& metric, double m, double n) {
+// The run's own 95% bootstrap interval when metrics.jsonl has it, else the binomial one.
+std::string interval(const json& metrics, const std::string& metric, double m, double n) {
+  if (metrics.contains(metric + ".lo") && metrics.contains(metric + ".hi")) {
+    return fmt::format("[{:.4f}, {:.4f}]", metrics.at(metric + ".lo").get<double>(), metrics.at(metric + ".hi").get<double>());
+  }
   if (metric == "coverage" || n <= 0 || m < 0 || m > 1) return "";
   const double half = 1.96 * std::sqrt(m * (1 - m) / n);
   return fmt::format("[{:.4f}, {:.4f}]", std::max(0.0, m - half), std::min(1.0, m + half));
@@ -117,17 +136,16 @@ std::string metrics_table(const std::vector<json>& rows, const json& baseline, u
     if (r.at("epoch").get<uint32_t>() == best_epoch) best = &r;
   const json& m = best->at("metrics");
   const double n = m.value("eval_users", 0.0);
-  std::string s = fmt::format("<p>Epoch {} of {}, {} evaluated users. Intervals: 95%, "
-                              "m &#177; 1.96&#8730;(m(1&#8722;m)/n) (exact for hit rates, conservative for the other "
-                              "metrics, which lie in [0, 1]).</p>\n",
+  std::string s = fmt::format("<p>Epoch {} of {}, {} evaluated users. Intervals: 95%, the bootstrap over users "
+                              "the run recorded, or for runs before it m &#177; 1.96&#8730;(m(1&#8722;m)/n).</p>\n",
                               best->at("epoch").get<uint32_t>(), rows.back().at("epoch").get<uint32_t>(),
                               static_cast<uint64_t>(n));
   s += "<table class=\"metrics\">\n<tr><th>metric</th><th>model</th><th>95% interval</th><th>popularity</th></tr>\n";
   for (auto it = m.begin(); it != m.end(); ++it) {
-    if (it.key() == "eval_users") continue;
+    if (!charted(it.key())) continue;
     const double v = it.value().get<double>();
     s += fmt::format("<tr><th>{}</th><td>{:.4f}</td><td>{}</td><td>{}</td></tr>\n", xml_escape(it.key()), v,
-                     interval(it.key(), v, n),
+                     interval(m, it.key(), v, n),
                      baseline.contains(it.key()) ? fmt::format("{:.4f}", baseline.at(it.key()).get<double>()) : "");
   }
   return s + "</table>\n";
@@ -173,7 +191,10 @@ ReportPage render_report(const fs::path& model_dir) {
   // The best epoch as training chose it is in the checkpoint's history; the report takes the row
   // whose early-stopping metric is highest, which is the same choice.
   const std::string protocol = config.value("eval", std::string("loo"));
-  const std::string metric = protocol == "holdout" ? "ndcg@10" : "hr@10";
+  const std::string test_metric = protocol == "holdout" || protocol == "personalize" ? "ndcg@10" : "hr@10";
+  // A run with a validation split chose its epoch on it.
+  const bool validated = !rows.empty() && rows.front().at("metrics").contains("val." + test_metric);
+  const std::string metric = validated ? "val." + test_metric : test_metric;
   uint32_t best_epoch = rows.empty() ? 0 : rows.back().at("epoch").get<uint32_t>();
   double best = -1;
   for (const json& r : rows) {

@@ -46,16 +46,24 @@ def test_the_page_holds_every_chart_and_table(report, trained):
     text = report.read_text()
     page = parse(text)
     rows = [json.loads(line) for line in (trained["neumf"] / "metrics.jsonl").read_text().splitlines()]
-    metrics = [m for m in rows[-1]["metrics"] if m != "eval_users"]
+    # The test metrics: not their interval bounds, counts, or the validation split's copies.
+    metrics = [m for m in rows[-1]["metrics"]
+               if m != "eval_users" and not m.startswith("val.") and not m.endswith((".lo", ".hi", ".p"))]
+    validated = [m for m in metrics if "val." + m in rows[-1]["metrics"]]
+    assert validated  # trained with the default validation split
     # The loss, one chart per metric, and the dataset's four.
     assert page.count("svg") == 1 + len(metrics) + 4
-    # Loss + model curve per metric + baseline per metric.
-    assert page.count("path", **{"class": "series"}) == 1 + 2 * len(metrics)
+    # Loss + test curve per metric + validation curve where there is one + baseline per metric.
+    assert page.count("path", **{"class": "series"}) == 1 + 2 * len(metrics) + len(validated)
     assert page.count("path", **{"class": "series", "stroke-dasharray": "6 4"}) == len(metrics)
     assert page.count("path", **{"class": "bar"}) > 20
-    assert page.count("circle") == len(rows) * (1 + len(metrics))
+    assert page.count("circle") == len(rows) * (1 + len(metrics) + len(validated))
     for metric in metrics:
-        assert f"Validation {metric} per epoch" in text
+        assert f"Evaluation {metric} per epoch" in text
+    # The table gives the run's own bootstrap interval.
+    best = rows[-1]["metrics"]
+    assert f"[{best['hr@10.lo']:.4f}, {best['hr@10.hi']:.4f}]" in text or any(
+        f"[{r['metrics']['hr@10.lo']:.4f}, {r['metrics']['hr@10.hi']:.4f}]" in text for r in rows)
     baseline = json.loads((trained["neumf"] / "baseline.json").read_text())["popularity"]
     assert f"{baseline['hr@10']:.4f}" in text
     assert "Interactions per user" in text and "Events over time" in text and "Event types" in text
