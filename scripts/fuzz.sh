@@ -11,9 +11,12 @@ build_dir=${BUILD_DIR:-build-fuzz}
 seconds=${FUZZ_SECONDS:-30}
 harnesses=("$@")
 [ ${#harnesses[@]} -gt 0 ] || harnesses=(fuzz_csv fuzz_schema fuzz_filter fuzz_batch_line fuzz_model_files fuzz_model_dir fuzz_job_file)
-CC=clang CXX=clang++ cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTASTEBUD_CUDA=OFF \
-  -DTASTEBUD_FUZZ=ON -DTASTEBUD_BUILD_TESTS=OFF -DTASTEBUD_BUILD_BENCHMARKS=OFF >/dev/null
-cmake --build "$build_dir" -j"$(nproc)" --target "${harnesses[@]}"
+# FUZZ_BUILT=1: BUILD_DIR already holds the harnesses (scripts/hardening.sh built them with the tests).
+if [ "${FUZZ_BUILT:-0}" != 1 ]; then
+  CC=clang CXX=clang++ cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTASTEBUD_CUDA=OFF \
+    -DTASTEBUD_FUZZ=ON -DTASTEBUD_BUILD_TESTS=OFF -DTASTEBUD_BUILD_BENCHMARKS=OFF >/dev/null
+  cmake --build "$build_dir" -j"$(nproc)" --target "${harnesses[@]}"
+fi
 mkdir -p "$build_dir/findings"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}

@@ -1464,7 +1464,7 @@ ImportReport import_dataset(const ImportOptions& options) {
   if (interactions_in) {
     if (options.on_progress) {
       const uint64_t total = fs::file_size(options.interactions);
-      interactions.on_progress = [&](uint64_t bytes) { options.on_progress(bytes, total); };
+      interactions.on_progress = [&options, total](uint64_t bytes) { options.on_progress(bytes, total); };  // total by value: it ends with this block
     }
     interactions.read(*interactions_in, *interactions_schema.schema, interactions_schema.source,
                       users, items, event_types, budget);

@@ -267,7 +267,8 @@ class CpuBackend final : public Backend {
     loss_scale_ = scale;
 
     // This rank's chunks: all of them in one process, a contiguous share of them with several.
-    const auto [chunk_begin, chunk_end] = my_chunks(chunks);
+    const std::pair<int64_t, int64_t> my = my_chunks(chunks);
+    const int64_t chunk_begin = my.first, chunk_end = my.second;  // not a structured binding: OpenMP captures it
     const int64_t row_begin = std::min(chunk_begin * chunk_rows_, rows);
     const int64_t row_end = std::min(chunk_end * chunk_rows_, rows);
     if (shards_) fetch_slice(epoch, first, chunk_begin, chunk_end, rows, row_begin, row_end);
