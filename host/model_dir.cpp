@@ -91,9 +91,26 @@ nlohmann::json file_checksums(const std::filesystem::path& dir) {
   return sums;
 }
 
+std::string config_file_text(nlohmann::json config) {
+  if (!config.contains("checksums")) config["checksums"] = nlohmann::json::object();
+  config["checksums"].erase("config.json");
+  const uint32_t own = crc32_of(config.dump());
+  config["checksums"]["config.json"] = own;
+  return config.dump(2) + "\n";
+}
+
 void check_file_checksums(const nlohmann::json& config, const std::filesystem::path& dir) {
   const auto sums = config.find("checksums");
   if (sums == config.end() || !sums->is_object()) return;  // a model of before
+  if (const auto own = sums->find("config.json"); own != sums->end() && own->is_number_unsigned()) {
+    nlohmann::json rest = config;
+    rest["checksums"].erase("config.json");
+    const uint32_t computed = crc32_of(rest.dump());
+    if (own->get<uint64_t>() != computed) {
+      throw Error(fmt::format("corrupt: {}: its values do not match the CRC-32 {:08x} it records",
+                              (dir / "config.json").string(), own->get<uint64_t>()));
+    }
+  }
   for (const char* name : kCheckedFiles) {
     const auto stored = sums->find(name);
     if (stored == sums->end() || !stored->is_number_unsigned()) continue;

@@ -38,6 +38,9 @@ void check_seen(const SeenItems& seen, uint32_t num_items, const std::filesystem
 // check_file_checksums throws "corrupt: FILE" for a file whose bytes no longer match.
 nlohmann::json file_checksums(const std::filesystem::path& dir);
 void check_file_checksums(const nlohmann::json& config, const std::filesystem::path& dir);
+// config.json's own text: the config with checksums["config.json"], the CRC-32 of its compact dump
+// without that entry, so check_file_checksums finds a changed value in config.json itself too.
+std::string config_file_text(nlohmann::json config);
 
 // External id -> dense index.
 std::unordered_map<std::string, uint32_t> index_ids(const std::vector<std::string>& ids);

@@ -398,7 +398,7 @@ TrainResult train_recipe(const TrainJob& job, std::ostream& log) {
   write_recipe(data, job.out / "recipe.bin");
   const json config{{"model", job.model}, {"data", fs::absolute(job.data).string()}, {"recipe", recipe},
                     {"checksums", file_checksums(job.out)}};
-  write_file_atomically(job.out / "config.json", config.dump(2) + "\n");
+  write_file_atomically(job.out / "config.json", config_file_text(config));
 
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   log << fmt::format("trained {} on {} ({} users, {} items, {} events) in {:.1f}s\n", job.model,

@@ -400,7 +400,7 @@ TrainResult run_training(const TrainJob& job, std::ostream& job_log) {
     json config_json = job_json;
     config_json["model_config"] = json::parse(config_to_json(config));
     config_json["checksums"] = file_checksums(job.out);
-    write_file_atomically(job.out / "config.json", config_json.dump(2) + "\n");
+    write_file_atomically(job.out / "config.json", config_file_text(config_json));
   }
 
   log << fmt::format("training {} on {} ({} users, {} items, {} positives) with the {} backend, {} "

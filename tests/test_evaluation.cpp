@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "host/evaluation.h"
+#include "host/inference.h"
 #include "host/offline_eval.h"
 #include "host/split.h"
 #include "host/training.h"
@@ -356,6 +357,24 @@ TEST_F(PersonalizeSplit, TheValidationSplitChoosesTheEpoch) {
   }
   EXPECT_EQ(r.best_epoch, best + 1) << log.str();
   EXPECT_NE(log.str().find("validation: "), std::string::npos) << log.str();
+  // config.json checks itself: a changed value is a corrupt file, not a silently different model.
+  const fs::path config = root_ / "chosen" / "config.json";
+  std::string text;
+  {
+    std::ifstream in(config);
+    text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  EXPECT_NO_THROW(load_model_dir(root_ / "chosen"));
+  const size_t at = text.find("\"batch_size\": 256");
+  ASSERT_NE(at, std::string::npos) << text;
+  text.replace(at, 17, "\"batch_size\": 257");
+  std::ofstream(config) << text;
+  try {
+    load_model_dir(root_ / "chosen");
+    ADD_FAILURE() << "a changed config.json loaded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("corrupt: "), std::string::npos) << e.what();
+  }
   j.out = root_ / "on-test";
   j.validation_users = 0;
   const TrainResult t = run_training(j, log);
