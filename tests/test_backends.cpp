@@ -19,6 +19,7 @@
 #include <tuple>
 #include <vector>
 
+#include "training_sets.h"
 #include "cpu/embedding.h"
 #include "cpu/features.h"
 #include "cpu/loss.h"
@@ -108,26 +109,7 @@ std::vector<To> convert(const std::vector<From>& v) {
   return std::vector<To>(v.begin(), v.end());
 }
 
-// Users like a band of items, as in test_engine: something to learn, of odd sizes.
-TrainingSet banded_training_set(uint32_t users, uint32_t items) {
-  TrainingSet t;
-  t.num_users = users;
-  t.num_items = items;
-  for (uint32_t u = 0; u < users; ++u) {
-    std::vector<uint32_t> mine;
-    const uint32_t band = (u % 4) * (items / 4);
-    for (uint32_t k = 0; k < 3 + u % 7; ++k) mine.push_back(band + (k * 5 + u) % (items / 4));
-    std::sort(mine.begin(), mine.end());
-    mine.erase(std::unique(mine.begin(), mine.end()), mine.end());
-    for (uint32_t i : mine) {
-      t.user.push_back(u);
-      t.item.push_back(i);
-      t.weight.push_back(1.0f + 0.25f * static_cast<float>(i % 3));
-    }
-  }
-  t.finalize();
-  return t;
-}
+using testing_data::banded_training_set;
 
 ModelConfig odd_config(const TrainingSet& t, ModelKind kind = ModelKind::kNeuMF) {
   ModelConfig c;
