@@ -18,8 +18,8 @@ namespace {
 constexpr size_t kCutoffs[3] = {5, 10, 25};
 constexpr uint32_t kListSize = 25;
 
-UserValues evaluate_loo(const Split& split, const ScoreFn& score) {
-  const size_t users = split.eval_users.size();
+UserValues evaluate_loo(const Split& split, const ScoreFn& score, UserRange range) {
+  const size_t first = range.begin, users = range.end - range.begin;
   const uint32_t m = split.negatives_per_user;
   UserValues out;
   out.names = {"hr@10", "ndcg@10"};
@@ -29,14 +29,15 @@ UserValues evaluate_loo(const Split& split, const ScoreFn& score) {
     std::vector<uint32_t> items(m + 1);
     std::vector<float> scores(m + 1);
 #pragma omp for schedule(dynamic, 64)
-    for (int64_t k = 0; k < static_cast<int64_t>(users); ++k) {
+    for (int64_t i = 0; i < static_cast<int64_t>(users); ++i) {
+      const size_t k = first + static_cast<size_t>(i);
       items[0] = split.held_out_item[k];
       std::copy_n(split.candidates.begin() + k * m, m, items.begin() + 1);
       score(split.eval_users[k], items, scores);
       const uint32_t rank = rank_against(scores[0], std::span<const float>(scores).subspan(1));
       if (rank < 10) {
-        out.values[2 * k] = 1.0;
-        out.values[2 * k + 1] = std::log(2.0) / std::log(rank + 2.0);
+        out.values[2 * i] = 1.0;
+        out.values[2 * i + 1] = std::log(2.0) / std::log(rank + 2.0);
       }
     }
   }
@@ -46,9 +47,9 @@ UserValues evaluate_loo(const Split& split, const ScoreFn& score) {
 // Per-user holdout metrics of each user's top 25, the user's training items left out;
 // `scores_of` fills all-item scores.
 template <class ScoresOf>
-UserValues evaluate_holdout_with(const Split& split, ScoresOf scores_of) {
+UserValues evaluate_holdout_with(const Split& split, ScoresOf scores_of, UserRange range) {
   const TrainingSet& train = split.train;
-  const size_t users = split.eval_users.size();
+  const size_t first = range.begin, users = range.end - range.begin;
   UserValues out;
   out.names = UserValues::list_metric_names();
   const size_t columns = out.names.size();
@@ -61,7 +62,8 @@ UserValues evaluate_holdout_with(const Split& split, ScoresOf scores_of) {
     std::vector<float> scores(train.num_items);
     std::vector<uint32_t> top;
 #pragma omp for schedule(dynamic, 16)
-    for (int64_t k = 0; k < static_cast<int64_t>(users); ++k) {
+    for (int64_t i = 0; i < static_cast<int64_t>(users); ++i) {
+      const size_t k = first + static_cast<size_t>(i);
       const uint32_t u = split.eval_users[k];
       scores_of(u, std::span<float>(scores));
       for (uint64_t p = train.user_offsets[u]; p < train.user_offsets[u + 1]; ++p) {
@@ -71,13 +73,13 @@ UserValues evaluate_holdout_with(const Split& split, ScoresOf scores_of) {
       const std::span<const uint32_t> truth(split.truth.data() + split.truth_offsets[k],
                                             split.truth_offsets[k + 1] - split.truth_offsets[k]);
       const RankedListMetrics r = ranked_list_metrics(top, truth);
-      double* row = out.values.data() + k * columns;
+      double* row = out.values.data() + i * columns;
       for (int c = 0; c < 3; ++c) {
         row[c] = r.precision_at[c];
         row[3 + c] = r.ndcg_at[c];
       }
       row[6] = r.reciprocal_rank_at_25;
-      std::copy(top.begin(), top.end(), out.lists.begin() + k * kListSize);
+      std::copy(top.begin(), top.end(), out.lists.begin() + i * kListSize);
     }
   }
   return out;
@@ -216,6 +218,17 @@ void UserValues::add_list(std::span<const uint32_t> ranked, std::span<const uint
   std::copy_n(ranked.begin(), std::min<size_t>(ranked.size(), kListSize), lists.begin() + first);
 }
 
+void UserValues::append(const UserValues& more) {
+  if (more.users() == 0) return;
+  if (names.empty()) {
+    *this = more;
+    return;
+  }
+  TB_CHECK(names == more.names && list_size == more.list_size, "UserValues::append: the two hold other metrics");
+  values.insert(values.end(), more.values.begin(), more.values.end());
+  lists.insert(lists.end(), more.lists.begin(), more.lists.end());
+}
+
 Metrics summarize(const UserValues& v, const BootstrapOptions& o) {
   const size_t users = v.users(), columns = v.names.size();
   Metrics m;
@@ -283,14 +296,16 @@ std::string metrics_table(const std::vector<std::string>& headers, const std::ve
   return out;
 }
 
-UserValues evaluate_users(const Split& split, const ScoreFn& score, uint32_t) {
+UserValues evaluate_users(const Split& split, const ScoreFn& score, uint32_t, UserRange range) {
+  range.end = std::min(range.end, split.eval_users.size());
+  range.begin = std::min(range.begin, range.end);
   switch (split.protocol) {
     case EvalProtocol::kNone: return {};
     case EvalProtocol::kLeaveOneOut:
-    case EvalProtocol::kColdItems: return evaluate_loo(split, score);
+    case EvalProtocol::kColdItems: return evaluate_loo(split, score, range);
     case EvalProtocol::kHoldout:
     case EvalProtocol::kPersonalize:
-      return evaluate_holdout_with(split, [&](uint32_t u, std::span<float> out) { score(u, {}, out); });
+      return evaluate_holdout_with(split, [&](uint32_t u, std::span<float> out) { score(u, {}, out); }, range);
   }
   return {};
 }

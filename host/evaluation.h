@@ -51,6 +51,8 @@ struct UserValues {
   // The holdout metrics (precision, NDCG at 5/10/25, MRR@25) of one user's list.
   static std::vector<std::string> list_metric_names();
   void add_list(std::span<const uint32_t> ranked, std::span<const uint32_t> relevant);
+  // Appends the users of `more` (the same metrics) after these.
+  void append(const UserValues& more);
 };
 
 struct BootstrapOptions {
@@ -70,7 +72,15 @@ Metrics compare_paired(const UserValues& a, const UserValues& b, const Bootstrap
 // mean with its interval; a paired comparison's column also gives its p-value.
 std::string metrics_table(const std::vector<std::string>& headers, const std::vector<const Metrics*>& columns);
 
-UserValues evaluate_users(const Split& split, const ScoreFn& score, uint32_t threads);
+// The evaluated users eval_users[begin, end) of a split: a rank's share of an evaluation that
+// several ranks split (host/distributed_eval.h).
+struct UserRange {
+  size_t begin = 0;
+  size_t end = SIZE_MAX;  // clamped to the split's users
+};
+
+// Per-user values of the users in `range`, in split order.
+UserValues evaluate_users(const Split& split, const ScoreFn& score, uint32_t threads, UserRange range = {});
 Metrics evaluate(const Split& split, const ScoreFn& score, uint32_t threads);
 
 // The same metrics for the popularity-count model (training counts, every user the same list).

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <toml++/toml.h>
 
+#include "host/distributed_eval.h"
 #include "host/features.h"
 #include "host/model_dir.h"
 #include "host/progress.h"
@@ -200,16 +201,18 @@ SplitOptions split_options_of(const TrainJob& job) {
 namespace {
 
 // The metrics of the model on one split's evaluated users, each ranked in the context of its
-// held-out interaction when the model has context (context_rows: one entity per eval user).
-Metrics evaluate_model(const Split& split, const Scorer& scorer, const ModelConfig& config, const ModelParams& params,
-                       const FeatureInputs& context_rows, uint32_t threads) {
+// held-out interaction when the model has context (context_rows: one entity per eval user). On
+// several ranks each scores a share of the users and rank 0 gets the metrics.
+Metrics evaluate_model(Communicator& comm, const Split& split, const Scorer& scorer, const ModelConfig& config,
+                       const ModelParams& params, const FeatureInputs& context_rows, uint32_t threads) {
   std::unordered_map<uint32_t, std::vector<float>> contexts;
   if (config.has_context()) {
-    for (size_t k = 0; k < split.eval_users.size(); ++k) {
+    const UserRange share = rank_share(split.eval_users.size(), comm.rank(), comm.size());
+    for (size_t k = share.begin; k < share.end; ++k) {
       contexts[split.eval_users[k]] = context_vector(params, context_rows, static_cast<uint32_t>(k));
     }
   }
-  return evaluate(split, [&](uint32_t u, std::span<const uint32_t> items, std::span<float> out) {
+  return evaluate_across_ranks(comm, split, [&](uint32_t u, std::span<const uint32_t> items, std::span<float> out) {
     const auto it = contexts.find(u);
     const std::span<const float> context = it == contexts.end() ? std::span<const float>() : it->second;
     if (items.empty()) scorer.score_all(u, out, context); else scorer.score(u, items, out, context);
@@ -391,7 +394,10 @@ TrainResult run_training(const TrainJob& job, std::ostream& job_log) {
     best_value = resumed_extra.at("best_value");
     // The checkpoint is written before model.bin and metrics.jsonl: a kill between them leaves
     // those one epoch behind, and the checkpoint's state is that epoch's, so they are redone here.
-    if (writer && result.best_epoch == first_epoch - 1) save_model(backend->state().params, job.out / "model.bin");
+    if (result.best_epoch == first_epoch - 1) {
+      const TrainState resumed = backend->state();  // collective on several ranks: every rank calls it
+      if (writer) save_model(resumed.params, job.out / "model.bin");
+    }
     if (writer) write_file_atomically(job.out / "metrics.jsonl", metrics_lines(result.history));
   } else if (writer) {
     write_ids(dataset.user_ids, job.out / "user_ids.json");
@@ -429,17 +435,20 @@ TrainResult run_training(const TrainJob& job, std::ostream& job_log) {
     }
     TrainState current = backend->state();
     EpochRecord record{epoch, stats.mean_loss, stats.samples, stats.seconds, {}, stats.impression_negatives};
-    // Evaluation runs on rank 0; the value that decides the best epoch and early stopping is then
-    // broadcast, so every rank takes the same decisions.
-    if (writer && protocol != EvalProtocol::kNone) {
+    // Evaluation is split across the ranks, each scoring a share of the users with the whole
+    // model; rank 0 gets the metrics and broadcasts the value that decides the best epoch and
+    // early stopping, so every rank takes the same decisions.
+    if (protocol != EvalProtocol::kNone) {
+      broadcast_params(comm, current.params);  // the other ranks' state has no id tables
+      const ModelParams& params = current.params;
       const auto scorer = config.has_metadata()
-          ? std::make_unique<Scorer>(current.params, fit.train.user_features, fit.train.item_features)
-          : std::make_unique<Scorer>(current.params);
+          ? std::make_unique<Scorer>(params, fit.train.user_features, fit.train.item_features)
+          : std::make_unique<Scorer>(params);
       if (job.judge_on_test) {
-        record.metrics = evaluate_model(split, *scorer, config, current.params, eval_context_rows, job.threads);
+        record.metrics = evaluate_model(comm, split, *scorer, config, params, eval_context_rows, job.threads);
       }
       if (validation) {
-        const Metrics chosen_on = evaluate_model(*validation, *scorer, config, current.params, validation_context_rows,
+        const Metrics chosen_on = evaluate_model(comm, *validation, *scorer, config, params, validation_context_rows,
                                                  job.threads);
         for (const auto& [k, v] : chosen_on) record.metrics["val." + k] = v;
       }

@@ -8,7 +8,9 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <utility>
 
+#include "host/distributed_eval.h"
 #include "training_sets.h"
 #include "tastebud/engine/comm.h"
 #include "tastebud/engine/trainer.h"
@@ -235,6 +237,70 @@ TEST_F(TwoRanks, CollectivesSumGatherAndBroadcast) {
   uint64_t value = world().root() ? 42 : 0;
   world().broadcast({reinterpret_cast<std::byte*>(&value), sizeof(value)}, 0);
   EXPECT_EQ(value, 42u);
+}
+
+// A split of every user of the banded set: leave-one-out (a held-out item and 9 candidates each)
+// or holdout (two truth items each), scored by a fixed hash of (user, item).
+host::Split split_of(const TrainingSet& train, host::EvalProtocol protocol) {
+  host::Split s;
+  s.train = train;
+  s.protocol = protocol;
+  for (uint32_t u = 0; u < train.num_users; ++u) {
+    s.eval_users.push_back(u);
+    s.held_out_item.push_back(u * 7 % train.num_items);
+    for (uint32_t j = 0; j < 9; ++j) s.candidates.push_back((u * 13 + j * 5 + 1) % train.num_items);
+    s.truth_offsets.push_back(s.truth.size());
+    for (const uint32_t item : {u * 3 % train.num_items, (u * 3 + 1) % train.num_items}) s.truth.push_back(item);
+  }
+  s.truth_offsets.push_back(s.truth.size());
+  s.negatives_per_user = 9;
+  return s;
+}
+
+float hashed_score(uint32_t u, uint32_t item) {
+  return static_cast<float>((u * 2654435761u ^ item * 40503u) % 1000003u) / 1000003.0f;
+}
+
+TEST_F(TwoRanks, EvaluationSplitAcrossRanksGivesTheOneProcessMetrics) {
+  const TrainingSet data = banded_training_set(151, 97);
+  const host::ScoreFn score = [](uint32_t u, std::span<const uint32_t> items, std::span<float> out) {
+    if (items.empty()) {
+      for (uint32_t i = 0; i < out.size(); ++i) out[i] = hashed_score(u, i);
+    } else {
+      for (size_t k = 0; k < items.size(); ++k) out[k] = hashed_score(u, items[k]);
+    }
+  };
+  for (const auto protocol : {host::EvalProtocol::kLeaveOneOut, host::EvalProtocol::kHoldout}) {
+    const host::Split split = split_of(data, protocol);
+    const host::Metrics shared = host::evaluate_across_ranks(world(), split, score, 1);
+    if (!world().root()) {
+      EXPECT_TRUE(shared.empty());
+      continue;
+    }
+    const host::Metrics alone = host::evaluate(split, score, 1);
+    ASSERT_FALSE(alone.empty());
+    EXPECT_EQ(shared, alone);  // the same users in the same order: the same means and intervals
+    EXPECT_EQ(shared.at("eval_users"), 151);
+  }
+  // The shares cover the users once, in order.
+  EXPECT_EQ(host::rank_share(151, 0, 2).end, host::rank_share(151, 1, 2).begin);
+  EXPECT_EQ(host::rank_share(151, 1, 2).end, 151u);
+  EXPECT_EQ(host::rank_share(3, 2, 4).begin, host::rank_share(3, 2, 4).end - 1);
+}
+
+TEST_F(TwoRanks, BroadcastParamsFillsTheTablesOtherRanksLack) {
+  const TrainingSet data = banded_training_set(151, 97);
+  const ModelParams full = ModelParams::initialize(config_of(data, ModelKind::kNeuMF), 3);
+  ModelParams mine = full;
+  if (!world().root()) {
+    for (Tensor* t : mine.tensors()) std::fill(t->values.begin(), t->values.end(), 0.0f);
+    mine.user_gmf.values.clear();  // as a sharded rank's state: no id tables
+    mine.item_mlp.values.clear();
+  }
+  host::broadcast_params(world(), mine);
+  const std::vector<const Tensor*> want = full.tensors(), got = std::as_const(mine).tensors();
+  ASSERT_EQ(want.size(), got.size());
+  for (size_t k = 0; k < want.size(); ++k) EXPECT_EQ(got[k]->values, want[k]->values) << want[k]->name;
 }
 
 // The NCCL path (CUDA + MPI builds): a device buffer summed over the ranks (also one rank alone,
