@@ -101,7 +101,8 @@ TEST_F(TwoRanks, TrainTheOneProcessModelWithinRounding) {
   for (const Case& c : {Case{LossKind::kBce, OptimizerKind::kSgd, ModelKind::kNeuMF, 1e-5},
                         Case{LossKind::kBpr, OptimizerKind::kSgd, ModelKind::kNeuMF, 1e-5},
                         Case{LossKind::kBce, OptimizerKind::kAdam, ModelKind::kNeuMF, 1e-4},
-                        Case{LossKind::kBce, OptimizerKind::kAdagrad, ModelKind::kGMF, 1e-5}}) {
+                        Case{LossKind::kBce, OptimizerKind::kAdagrad, ModelKind::kGMF, 1e-5},
+                        Case{LossKind::kBce, OptimizerKind::kAdam, ModelKind::kMF, 1e-4}}) {
     const TrainOptions options = options_of(c.loss, c.optimizer);
     const TrainRun one = train(*single, data, options, c.kind, 3);
     const TrainRun two = train(world(), data, options, c.kind, 3);
@@ -114,8 +115,13 @@ TEST_F(TwoRanks, TrainTheOneProcessModelWithinRounding) {
     std::printf("[ ranks ] %s %s %s: largest parameter difference, %d ranks vs 1 process: %.3g; last loss %.9f vs %.9f\n",
                 c.loss == LossKind::kBce ? "bce" : "bpr",
                 c.optimizer == OptimizerKind::kSgd ? "sgd" : c.optimizer == OptimizerKind::kAdam ? "adam" : "adagrad",
-                c.kind == ModelKind::kGMF ? "gmf" : "neumf", world().size(), worst, two.losses.back(), one.losses.back());
+                c.kind == ModelKind::kGMF ? "gmf" : c.kind == ModelKind::kMF ? "mf" : "neumf", world().size(), worst, two.losses.back(), one.losses.back());
     EXPECT_LE(worst, c.tolerance);
+    if (c.kind != ModelKind::kMF) continue;
+    // MF's rows [p, b_u, 1] and [q, 1, b_i]: each owner keeps its rows' constant column at one.
+    const uint32_t f = two.state.params.config.factors;
+    for (uint32_t u = 0; u < data.num_users; ++u) ASSERT_EQ(two.state.params.user_gmf.values[u * f + f - 1], 1.0f) << u;
+    for (uint32_t i = 0; i < data.num_items; ++i) ASSERT_EQ(two.state.params.item_gmf.values[i * f + f - 2], 1.0f) << i;
   }
 }
 

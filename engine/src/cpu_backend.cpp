@@ -127,8 +127,6 @@ class CpuBackend final : public Backend {
   // Several ranks: this rank keeps its rows of the id tables and frees the rest.
   void shard() {
     shards_.reset();
-    TB_CHECK(ranks() == 1 || !state_.params.config.frozen_head(),
-             "--model mf trains in one process only for now (its constant columns are not sharded yet)");
     if (ranks() > 1) shards_ = std::make_unique<ShardedIdTables>(*options_.comm, state_);
   }
 

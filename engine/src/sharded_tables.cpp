@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <numeric>
 
+#include "cpu/embedding.h"
 #include "cpu/optimizer.h"
 #include "tastebud/error.h"
 
@@ -29,6 +30,8 @@ ShardedIdTables::ShardedIdTables(Communicator& comm, TrainState& state) : comm_(
   e_ = config.mlp_embedding();
   rows_[0] = config.num_users;
   rows_[1] = config.num_items;
+  constant_[0] = config.constant_column(false);
+  constant_[1] = config.constant_column(true);
   const uint64_t n = static_cast<uint64_t>(comm_.size()), r = static_cast<uint64_t>(comm_.rank());
   std::vector<Tensor*> tensors = state.params.tensors();
   for (int side = 0; side < 2; ++side) {
@@ -149,6 +152,8 @@ void ShardedIdTables::update(int side, const Fetched& fetched, const float* d_gm
   }
   cpu::sparse_update(optimizer, step_size, values_[side].data(), state0_[side].data(), state1_[side].data(), w,
                      local, summed.data(), RowL2{starts.data(), loss_scale});
+  // MF's bias partner column stays at one, as in one process (the GMF columns lead each row).
+  if (constant_[side] >= 0) cpu::set_column(values_[side].data(), w, local, constant_[side], 1.0f);
 }
 
 void ShardedIdTables::gather(TrainState& state) {

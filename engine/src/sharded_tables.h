@@ -51,6 +51,7 @@ class ShardedIdTables {
   Communicator& comm_;
   int64_t f_ = 0, e_ = 0;
   uint64_t rows_[2] = {0, 0};  // users, items
+  int64_t constant_[2] = {-1, -1};  // MF: the GMF column of each side that stays at one, or -1
   std::vector<float> values_[2], state0_[2], state1_[2];
 };
 
