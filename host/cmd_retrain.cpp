@@ -54,7 +54,14 @@ void add_retrain_command(CLI::App& app) {
   cmd->add_option("--metric", job->metric, "Metric that decides (default hr@10 for loo, ndcg@10 for holdout)");
   add_training_options(cmd, job->train);
   cmd->callback([job, cmd] {
-    job->given = [cmd](const std::string& name) { return cmd->count("--" + name) > 0; };
+    // Settings retrain has no flag for (text-buckets, context) are never given: the current model's.
+    job->given = [cmd](const std::string& name) {
+      try {
+        return cmd->count("--" + name) > 0;
+      } catch (const CLI::OptionNotFound&) {
+        return false;
+      }
+    };
     apply_model_defaults(job->train, job->given);
     const RetrainResult result = run_retrain(*job, std::cout);
     std::cout << fmt::format("{}: {}\n", result.decision, result.candidate.string());

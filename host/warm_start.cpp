@@ -178,6 +178,7 @@ ChangedRows changed_rows(const ParentModel& parent, const datasets::Dataset& dat
   const std::vector<int64_t> items = parent_rows(parent.item_ids, dataset.item_ids, nullptr);
   for (size_t u = 0; u < users.size(); ++u) changed.users[u] = users[u] < 0;
   for (size_t i = 0; i < items.size(); ++i) changed.items[i] = items[i] < 0;
+  changed.new_items = changed.items;
   const json dataset_of_parent = parent.config.value("dataset", json::object());
   changed.dataset_end_known = dataset_of_parent.contains("last_timestamp");
   if (changed.dataset_end_known) {
@@ -200,7 +201,7 @@ TrainingSet changed_positives(const TrainingSet& train, const ChangedRows& chang
   subset.num_users = train.num_users;
   subset.num_items = train.num_items;
   for (size_t p = 0; p < train.size(); ++p) {
-    if (!changed.users[train.user[p]] && !changed.items[train.item[p]]) continue;
+    if (!changed.users[train.user[p]] && !changed.new_items[train.item[p]]) continue;
     subset.user.push_back(train.user[p]);
     subset.item.push_back(train.item[p]);
     subset.weight.push_back(train.weight[p]);

@@ -54,13 +54,17 @@ nlohmann::json parent_record(const ParentModel& parent);
 // that does not record its dataset end (trained before it was recorded) changes new ids only.
 struct ChangedRows {
   std::vector<uint8_t> users, items;  // one flag per dataset index
+  std::vector<uint8_t> new_items;     // the items the parent did not know
   uint32_t changed_users = 0, changed_items = 0;
   bool dataset_end_known = false;
 };
 ChangedRows changed_rows(const ParentModel& parent, const datasets::Dataset& dataset);
 
-// The positives of `train` whose user or item changed, with the same per-user and per-item
-// inputs (impressions, metadata); what update mode trains on. Throws when there are none.
+// What update mode trains on: the positives of `train` whose user changed (the whole history of
+// a changed user, so that its row fits all of it) or whose item is new (likewise), with the same
+// per-user and per-item inputs (impressions, metadata). An old item with new interactions trains
+// through the changed users' positives, which hold them: an item's every positive would make the
+// refresh of a popular item an epoch. Throws when there are none.
 TrainingSet changed_positives(const TrainingSet& train, const ChangedRows& changed);
 
 // The training job's two steps, each saying what it did on `log`: the warm state (warm_start_state
