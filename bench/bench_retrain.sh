@@ -9,11 +9,12 @@
 # update (only the new and changed users' and items' rows train, on their positives). The parent
 # itself, scored on that split, is the stale baseline (tastebud retrain's own evaluation).
 # Usage: bench/bench_retrain.sh [TASTEBUD_BINARY] [WORK_DIR]; EPOCHS (full and parent),
-# WARM_EPOCHS, UPDATE_EPOCHS, THREADS. Prints a markdown table.
+# WARM_EPOCHS, UPDATE_EPOCHS, THREADS, SEED (of every training run). Prints a markdown table.
 set -euo pipefail
 bin=${1:-build/host/tastebud}
 work=${2:-/tmp/tastebud_bench_retrain}
-epochs=${EPOCHS:-20} warm_epochs=${WARM_EPOCHS:-5} update_epochs=${UPDATE_EPOCHS:-5} threads=${THREADS:-2}
+epochs=${EPOCHS:-20} warm_epochs=${WARM_EPOCHS:-6} update_epochs=${UPDATE_EPOCHS:-5} threads=${THREADS:-2}
+seed=${SEED:-1}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 rm -rf "$work"
 mkdir -p "$work"
@@ -26,7 +27,7 @@ header="USER_ID,ITEM_ID,TIMESTAMP,EVENT_VALUE"
 { echo "$header"; head -n "$cut" "$work/sorted.tsv" | awk -F'\t' '{print "u"$1",i"$2","$4","$3}'; } > "$work/old.csv"
 { echo "$header"; tail -n +"$((cut + 1))" "$work/sorted.tsv" | awk -F'\t' '{print "u"$1",i"$2","$4","$3}'; } > "$work/new.csv"
 
-common=(--seed 1 --eval loo --threads "$threads" --device cpu --no-progress)
+common=(--seed "$seed" --eval loo --threads "$threads" --device cpu --no-progress)
 "$bin" import --interactions "$work/old.csv" --out "$work/data" --quiet > /dev/null
 "$bin" train --data "$work/data" --out "$work/parent" --epochs "$epochs" "${common[@]}" > "$work/parent.log"
 "$bin" import --interactions "$work/new.csv" --out "$work/data" --mode incremental --quiet > /dev/null
@@ -38,7 +39,7 @@ timed() {  # timed NAME ARGS...: runs train, records its wall seconds
   start=$(date +%s.%N)
   "$bin" train --data "$work/data" --out "$work/$name" "$@" "${common[@]}" > "$work/$name.log"
   end=$(date +%s.%N)
-  echo "$end - $start" | bc > "$work/$name.seconds"
+  python3 -c "print($end - $start)" > "$work/$name.seconds"
 }
 timed full --epochs "$epochs"
 timed warm --warm-start "$work/parent" --epochs "$warm_epochs"
@@ -57,7 +58,7 @@ epochs = dict(full=sys.argv[4], warm=sys.argv[5], update=sys.argv[6])
 stale = json.loads(open(f"{work}/models/retrain.jsonl").readline())["current_metrics"]["hr@10"]
 print(f"{cut} ratings before the cut, {rows - cut} after; the parent (trained on the first 90%) scores "
       f"HR@10 {stale:.4f} on the updated split\n")
-print("| run | epochs | positives trained | HR@10 (test, chosen epoch) | NDCG@10 | wall seconds | vs full: HR@10, time |")
+print("| run | epochs | positives trained | HR@10 (test, chosen epoch) [95% interval] | NDCG@10 | wall seconds | vs full: HR@10, time |")
 print("|---|---|---|---|---|---|---|")
 full = None
 for name in ("full", "warm", "update"):
@@ -67,6 +68,7 @@ for name in ("full", "warm", "update"):
     samples = rows_[0]["samples"]
     hr, ndcg = best["metrics"]["hr@10"], best["metrics"]["ndcg@10"]
     if full is None: full = (hr, seconds)
-    print(f"| {name} | {epochs[name]} | {samples // 5} | {hr:.4f} | {ndcg:.4f} | {seconds:.1f} | "
+    lo, hi = best["metrics"]["hr@10.lo"], best["metrics"]["hr@10.hi"]
+    print(f"| {name} | {epochs[name]} | {samples // 5} | {hr:.4f} [{lo:.4f}, {hi:.4f}] | {ndcg:.4f} | {seconds:.1f} | "
           f"{hr - full[0]:+.4f}, {seconds / full[1]:.2f}x |")
 PY
