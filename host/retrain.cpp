@@ -1,5 +1,8 @@
 #include "host/retrain.h"
 
+#include <fmt/format.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -7,9 +10,6 @@
 #include <ctime>
 #include <memory>
 #include <ostream>
-#include <unistd.h>
-
-#include <fmt/format.h>
 
 #include "host/features.h"
 #include "host/split.h"
@@ -44,9 +44,11 @@ json metrics_json(const Metrics& m) {
 
 // Settings of the current model (config.json, written by the training job) that the caller left
 // unset: a warm start must keep the model's shape, and a refresh its recipe.
-void inherit_settings(TrainJob& job, const json& config, const std::function<bool(const std::string&)>& given) {
+void inherit_settings(TrainJob& job, const json& config,
+                      const std::function<bool(const std::string&)>& given) {
   const auto take = [&](const char* flag, const char* key, auto& field) {
-    if (given && !given(flag) && config.contains(key)) field = config[key].get<std::remove_reference_t<decltype(field)>>();
+    if (given && !given(flag) && config.contains(key))
+      field = config[key].get<std::remove_reference_t<decltype(field)>>();
   };
   take("model", "model", job.model);
   take("factors", "factors", job.factors);
@@ -74,13 +76,17 @@ void import_files(const RetrainJob& job, json& record, std::ostream& log) {
       options.items = job.items;
     }
     options.out = job.data;
-    options.mode = fs::exists(job.data / "meta.json") ? datasets::ImportMode::Incremental : datasets::ImportMode::Full;
+    options.mode = fs::exists(job.data / "meta.json") ? datasets::ImportMode::Incremental
+                                                      : datasets::ImportMode::Full;
     const datasets::ImportReport report = datasets::import_dataset(options);
-    log << fmt::format("imported {} ({}): {} rows, {} new users, {} new items\n", interactions.string(),
-                       options.mode == datasets::ImportMode::Full ? "full" : "incremental", report.rows_read,
-                       report.new_users, report.new_items);
-    imported.push_back({{"interactions", interactions.string()}, {"rows", report.rows_read},
-                        {"new_users", report.new_users}, {"new_items", report.new_items}});
+    log << fmt::format("imported {} ({}): {} rows, {} new users, {} new items\n",
+                       interactions.string(),
+                       options.mode == datasets::ImportMode::Full ? "full" : "incremental",
+                       report.rows_read, report.new_users, report.new_items);
+    imported.push_back({{"interactions", interactions.string()},
+                        {"rows", report.rows_read},
+                        {"new_users", report.new_users},
+                        {"new_items", report.new_items}});
   };
   for (size_t k = 0; k < job.interactions.size(); ++k) one(job.interactions[k], k == 0);
   if (job.interactions.empty() && (!job.users.empty() || !job.items.empty())) one({}, true);
@@ -99,7 +105,9 @@ std::string next_version(const fs::path& models) {
   if (fs::exists(versions)) {
     for (const auto& entry : fs::directory_iterator(versions)) {
       const std::string name = entry.path().filename().string();
-      if (!entry.is_directory() || name.empty() || !std::all_of(name.begin(), name.end(), ::isdigit)) continue;
+      if (!entry.is_directory() || name.empty() ||
+          !std::all_of(name.begin(), name.end(), ::isdigit))
+        continue;
       highest = std::max<uint64_t>(highest, std::stoull(name));
     }
   }
@@ -113,7 +121,8 @@ void switch_current(const fs::path& models, const std::string& version) {
   if (::rename(link.c_str(), (models / "current").c_str()) != 0) {
     const int error = errno;
     fs::remove(link);
-    throw Error(fmt::format("{}: cannot switch to {}: {}", (models / "current").string(), version, std::strerror(error)));
+    throw Error(fmt::format("{}: cannot switch to {}: {}", (models / "current").string(), version,
+                            std::strerror(error)));
   }
   fsync_directory(models);
 }
@@ -121,11 +130,13 @@ void switch_current(const fs::path& models, const std::string& version) {
 // Removes the oldest versions beyond `keep`, never the one `current` points to.
 void prune_versions(const fs::path& models, uint32_t keep, std::ostream& log) {
   const fs::path versions = models / "versions";
-  const fs::path current = fs::exists(models / "current") ? fs::canonical(models / "current") : fs::path();
+  const fs::path current =
+      fs::exists(models / "current") ? fs::canonical(models / "current") : fs::path();
   std::vector<fs::path> all;
   for (const auto& entry : fs::directory_iterator(versions)) {
     const std::string name = entry.path().filename().string();
-    if (entry.is_directory() && !name.empty() && std::all_of(name.begin(), name.end(), ::isdigit)) all.push_back(entry.path());
+    if (entry.is_directory() && !name.empty() && std::all_of(name.begin(), name.end(), ::isdigit))
+      all.push_back(entry.path());
   }
   std::sort(all.begin(), all.end(), std::greater<>());
   for (size_t k = std::max<size_t>(keep, 1); k < all.size(); ++k) {
@@ -144,8 +155,10 @@ void append_record(const fs::path& models, const json& record) {
 
 std::string chosen_metric(const RetrainJob& job, const TrainJob& train) {
   const EvalProtocol protocol = parse_eval_protocol(train.eval);
-  TB_CHECK(protocol != EvalProtocol::kNone, "retrain: the candidate must be evaluated (--eval none cannot decide a promotion)");
-  TB_CHECK(train.context.empty(), "retrain: models with --context are not evaluated by retrain yet");
+  TB_CHECK(protocol != EvalProtocol::kNone,
+           "retrain: the candidate must be evaluated (--eval none cannot decide a promotion)");
+  TB_CHECK(train.context.empty(),
+           "retrain: models with --context are not evaluated by retrain yet");
   if (!job.metric.empty()) return job.metric;
   if (!train.early_stop_metric.empty()) return train.early_stop_metric;
   return holds_out_newest(protocol) ? "ndcg@10" : "hr@10";
@@ -153,43 +166,58 @@ std::string chosen_metric(const RetrainJob& job, const TrainJob& train) {
 
 double metric_of(const Metrics& m, const std::string& metric, const fs::path& dir) {
   const auto it = m.find(metric);
-  TB_CHECK(it != m.end(), fmt::format("retrain: {} has no metric '{}' on this split", dir.string(), metric));
+  TB_CHECK(it != m.end(),
+           fmt::format("retrain: {} has no metric '{}' on this split", dir.string(), metric));
   return it->second;
 }
 
 }  // namespace
 
-Metrics evaluate_model_dir(const fs::path& model_dir, const datasets::Dataset& dataset, const Split& split,
-                           uint32_t threads) {
+Metrics evaluate_model_dir(const fs::path& model_dir, const datasets::Dataset& dataset,
+                           const Split& split, uint32_t threads) {
   const ParentModel model = load_parent_model(model_dir);
   ModelConfig config = model.state.params.config;
-  TB_CHECK(!config.has_context(), fmt::format("{}: models with context are not evaluated by retrain yet", model_dir.string()));
+  TB_CHECK(
+      !config.has_context(),
+      fmt::format("{}: models with context are not evaluated by retrain yet", model_dir.string()));
   config.num_users = dataset.num_users();
   config.num_items = dataset.num_items();
   ModelParams zero = ModelParams::initialize(config, 0);
-  for (Tensor* t : {&zero.user_gmf, &zero.item_gmf, &zero.user_mlp, &zero.item_mlp}) std::fill(t->values.begin(), t->values.end(), 0.0f);
-  const TrainState state = warm_start_state(model, TrainState::fresh(zero, OptimizerParams{}), dataset, model.optimizer,
-                                            nullptr, nullptr);
+  for (Tensor* t : {&zero.user_gmf, &zero.item_gmf, &zero.user_mlp, &zero.item_mlp})
+    std::fill(t->values.begin(), t->values.end(), 0.0f);
+  const TrainState state = warm_start_state(model, TrainState::fresh(zero, OptimizerParams{}),
+                                            dataset, model.optimizer, nullptr, nullptr);
   const ModelParams& params = state.params;
   FeatureInputs users, items;
-  if (config.user_features.enabled()) users = encode_features(dataset.users, config.user_features, config.num_users);
-  if (config.item_features.enabled()) items = encode_features(dataset.items, config.item_features, config.num_items);
+  if (config.user_features.enabled())
+    users = encode_features(dataset.users, config.user_features, config.num_users);
+  if (config.item_features.enabled())
+    items = encode_features(dataset.items, config.item_features, config.num_items);
   const auto scorer = config.has_metadata() ? std::make_unique<Scorer>(params, users, items)
-                                             : std::make_unique<Scorer>(params);
-  return evaluate(split, [&](uint32_t u, std::span<const uint32_t> candidates, std::span<float> out) {
-    if (candidates.empty()) scorer->score_all(u, out); else scorer->score(u, candidates, out);
-  }, threads);
+                                            : std::make_unique<Scorer>(params);
+  return evaluate(
+      split,
+      [&](uint32_t u, std::span<const uint32_t> candidates, std::span<float> out) {
+        if (candidates.empty())
+          scorer->score_all(u, out);
+        else
+          scorer->score(u, candidates, out);
+      },
+      threads);
 }
 
 RetrainResult run_retrain(const RetrainJob& job, std::ostream& log) {
-  const auto step = [&](const char* name) { if (job.before_step) job.before_step(name); };
+  const auto step = [&](const char* name) {
+    if (job.before_step) job.before_step(name);
+  };
   fs::create_directories(job.models / "versions");
   const DirectoryLock lock(job.models, "this retrain");
   remove_stale_temporaries(job.models);
   remove_stale_temporaries(job.models / "versions");
   const fs::path current = job.models / "current";
   TB_CHECK(!fs::exists(fs::symlink_status(current)) || fs::is_symlink(fs::symlink_status(current)),
-           fmt::format("{}: exists and is not a symlink; retrain manages it as a link to a version", current.string()));
+           fmt::format("{}: exists and is not a symlink; retrain manages it as a link to a version",
+                       current.string()));
   const bool has_current = fs::exists(current);  // a dangling link counts as none
 
   json record{{"time", utc_now()}, {"dataset", fs::absolute(job.data).lexically_normal().string()}};
@@ -202,7 +230,8 @@ RetrainResult run_retrain(const RetrainJob& job, std::ostream& log) {
 
     TrainJob train = job.train;
     if (has_current) {
-      inherit_settings(train, json::parse(read_file(fs::canonical(current) / "config.json")), job.given);
+      inherit_settings(train, json::parse(read_file(fs::canonical(current) / "config.json")),
+                       job.given);
       train.warm_start = fs::canonical(current);
       if (job.warm_epochs > 0) train.epochs = job.warm_epochs;
       record["parent"] = train.warm_start.string();
@@ -220,21 +249,25 @@ RetrainResult run_retrain(const RetrainJob& job, std::ostream& log) {
     step("train");
     const auto train_started = std::chrono::steady_clock::now();
     run_training(train, log);
-    record["train_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - train_started).count();
+    record["train_seconds"] =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - train_started).count();
 
     step("evaluate");
     const datasets::Dataset dataset = datasets::Dataset::open(job.data);
     const Split split = make_split(dataset, split_options_of(train));
     result.candidate_metrics = evaluate_model_dir(candidate, dataset, split, train.threads);
-    if (has_current) result.current_metrics = evaluate_model_dir(current, dataset, split, train.threads);
+    if (has_current)
+      result.current_metrics = evaluate_model_dir(current, dataset, split, train.threads);
     const double mine = metric_of(result.candidate_metrics, result.metric, candidate);
-    const double theirs = has_current ? metric_of(result.current_metrics, result.metric, current) : 0.0;
+    const double theirs =
+        has_current ? metric_of(result.current_metrics, result.metric, current) : 0.0;
     const bool promote = !has_current || mine >= theirs - job.max_regression;
     result.decision = promote ? "promoted" : "refused";
     result.candidate = candidate;
-    log << fmt::format("candidate {} {:.4f}, current {}; {}\n", result.metric, mine,
-                       has_current ? fmt::format("{:.4f}", theirs) : "none",
-                       promote ? "promoted" : fmt::format("refused: worse by more than {}", job.max_regression));
+    log << fmt::format(
+        "candidate {} {:.4f}, current {}; {}\n", result.metric, mine,
+        has_current ? fmt::format("{:.4f}", theirs) : "none",
+        promote ? "promoted" : fmt::format("refused: worse by more than {}", job.max_regression));
     if (promote) {
       step("promote");
       switch_current(job.models, version);
@@ -244,13 +277,15 @@ RetrainResult run_retrain(const RetrainJob& job, std::ostream& log) {
     prune_versions(job.models, job.keep, log);
   } catch (const std::exception& e) {
     // `current` has not moved (switching it is the last step that can fail): the candidate goes.
-    if (!candidate.empty() && (!fs::exists(current) || fs::canonical(current) != fs::weakly_canonical(candidate))) {
+    if (!candidate.empty() &&
+        (!fs::exists(current) || fs::canonical(current) != fs::weakly_canonical(candidate))) {
       std::error_code ignored;
       fs::remove_all(candidate, ignored);
     }
     record["decision"] = "failed";
     record["error"] = e.what();
-    record["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    record["seconds"] =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     append_record(job.models, record);
     throw;
   }
@@ -259,7 +294,8 @@ RetrainResult run_retrain(const RetrainJob& job, std::ostream& log) {
   record["candidate_metrics"] = metrics_json(result.candidate_metrics);
   record["current_metrics"] = has_current ? metrics_json(result.current_metrics) : json(nullptr);
   record["decision"] = result.decision;
-  record["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  record["seconds"] =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   append_record(job.models, record);
   return result;
 }

@@ -11,10 +11,9 @@
 #include <filesystem>
 #include <functional>
 #include <iosfwd>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "host/evaluation.h"
 #include "host/training.h"
@@ -31,10 +30,10 @@ struct RetrainJob {
   // warm start keeps its shape.
   TrainJob train;
   std::function<bool(const std::string&)> given;  // empty: every setting given
-  uint32_t warm_epochs = 0;       // epochs of a warm-started candidate; 0: train.epochs
-  double max_regression = 0.01;   // promoted when candidate >= current - max_regression
-  uint32_t keep = 3;              // versions kept (the current one always)
-  std::string metric;             // empty: hr@10 (loo), ndcg@10 (holdout, personalize)
+  uint32_t warm_epochs = 0;      // epochs of a warm-started candidate; 0: train.epochs
+  double max_regression = 0.01;  // promoted when candidate >= current - max_regression
+  uint32_t keep = 3;             // versions kept (the current one always)
+  std::string metric;            // empty: hr@10 (loo), ndcg@10 (holdout, personalize)
   // Called before each step ("import", "train", "evaluate", "promote"); tests throw from it to
   // see that a failure leaves `current` as it was.
   std::function<void(const std::string& step)> before_step;

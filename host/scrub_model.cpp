@@ -1,14 +1,13 @@
 #include "host/scrub_model.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <stdio.h>
 
 #include <cerrno>
 #include <cstring>
-#include <unordered_set>
-
-#include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <unordered_set>
 
 #include "host/model_dir.h"
 #include "tastebud/atomic_file.h"
@@ -37,7 +36,8 @@ void keep_rows(Tensor& t, const std::vector<uint8_t>& keep) {
 }
 
 // The user id tables (and their optimizer state) without the deleted users' rows.
-void keep_users(TrainState& state, const std::vector<uint8_t>& keep, uint32_t left, bool with_state) {
+void keep_users(TrainState& state, const std::vector<uint8_t>& keep, uint32_t left,
+                bool with_state) {
   const ParamLayout layout(state.params.config);
   const auto tensors = state.params.tensors();
   for (size_t t = 0; t < layout.size(); ++t) {
@@ -56,20 +56,21 @@ SeenItems keep_seen(const SeenItems& seen, const std::vector<uint8_t>& keep) {
   out.offsets.push_back(0);
   for (size_t u = 0; u < keep.size(); ++u) {
     if (!keep[u]) continue;
-    out.items.insert(out.items.end(), seen.items.begin() + seen.offsets[u], seen.items.begin() + seen.offsets[u + 1]);
+    out.items.insert(out.items.end(), seen.items.begin() + seen.offsets[u],
+                     seen.items.begin() + seen.offsets[u + 1]);
     out.offsets.push_back(out.items.size());
   }
   return out;
 }
 
-void write_scrubbed(const fs::path& dir, const fs::path& to, const json& config, const std::vector<uint8_t>& keep,
-                    uint32_t left) {
+void write_scrubbed(const fs::path& dir, const fs::path& to, const json& config,
+                    const std::vector<uint8_t>& keep, uint32_t left) {
   const std::vector<std::string> ids = read_ids(dir / "user_ids.json");
   const uint32_t items = static_cast<uint32_t>(read_ids(dir / "item_ids.json").size());
   for (const auto& entry : fs::directory_iterator(dir)) {
     const std::string name = entry.path().filename().string();
-    if (name == "user_ids.json" || name == "seen.bin" || name == "model.bin" || name == "checkpoint.bin" ||
-        name == "config.json") {
+    if (name == "user_ids.json" || name == "seen.bin" || name == "model.bin" ||
+        name == "checkpoint.bin" || name == "config.json") {
       continue;
     }
     fs::copy(entry.path(), to / name, fs::copy_options::recursive);
@@ -79,7 +80,8 @@ void write_scrubbed(const fs::path& dir, const fs::path& to, const json& config,
     if (keep[u]) kept_ids.push_back(ids[u]);
   }
   write_file_atomically(to / "user_ids.json", kept_ids.dump());
-  if (fs::exists(dir / "seen.bin")) write_seen(keep_seen(read_seen(dir / "seen.bin", items), keep), to / "seen.bin");
+  if (fs::exists(dir / "seen.bin"))
+    write_seen(keep_seen(read_seen(dir / "seen.bin", items), keep), to / "seen.bin");
   json new_config = config;
   if (fs::exists(dir / "model.bin")) {
     TrainState state;
@@ -101,8 +103,10 @@ void write_scrubbed(const fs::path& dir, const fs::path& to, const json& config,
 
 }  // namespace
 
-ScrubReport scrub_users_from_model(const fs::path& model_dir, const std::vector<std::string>& user_ids) {
-  TB_CHECK(fs::is_directory(model_dir), fmt::format("--model {}: not a model directory", model_dir.string()));
+ScrubReport scrub_users_from_model(const fs::path& model_dir,
+                                   const std::vector<std::string>& user_ids) {
+  TB_CHECK(fs::is_directory(model_dir),
+           fmt::format("--model {}: not a model directory", model_dir.string()));
   ScrubReport report;
   report.dir = fs::canonical(model_dir);
   const fs::path& dir = report.dir;
@@ -112,7 +116,8 @@ ScrubReport scrub_users_from_model(const fs::path& model_dir, const std::vector<
   try {
     config = json::parse(read_file(dir / "config.json"));
   } catch (const json::exception& e) {
-    throw Error(fmt::format("{}: not a tastebud model config: {}", (dir / "config.json").string(), e.what()));
+    throw Error(fmt::format("{}: not a tastebud model config: {}", (dir / "config.json").string(),
+                            e.what()));
   }
   check_file_checksums(config, dir);
   const std::vector<std::string> ids = read_ids(dir / "user_ids.json");
@@ -130,7 +135,8 @@ ScrubReport scrub_users_from_model(const fs::path& model_dir, const std::vector<
     write_scrubbed(dir, temp, config, keep, report.users_left);
     fsync_directory(temp);
     if (::renameat2(AT_FDCWD, temp.c_str(), AT_FDCWD, dir.c_str(), RENAME_EXCHANGE) != 0) {
-      throw Error(fmt::format("{}: cannot swap in the rewritten model: {}", dir.string(), std::strerror(errno)));
+      throw Error(fmt::format("{}: cannot swap in the rewritten model: {}", dir.string(),
+                              std::strerror(errno)));
     }
   } catch (...) {
     std::error_code ignored;

@@ -20,6 +20,7 @@ struct ScrubReport {
 
 // Holds the model directory's DirectoryLock. Ids the model does not know are ignored; when it
 // knows none of them nothing is rewritten.
-ScrubReport scrub_users_from_model(const std::filesystem::path& model_dir, const std::vector<std::string>& user_ids);
+ScrubReport scrub_users_from_model(const std::filesystem::path& model_dir,
+                                   const std::vector<std::string>& user_ids);
 
 }  // namespace tastebud::host

@@ -1,10 +1,10 @@
 #include "host/warm_start.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <limits>
 #include <ostream>
-
-#include <fmt/format.h>
 
 #include "host/model_dir.h"
 #include "host/recipes.h"
@@ -20,18 +20,22 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 bool is_id_table(TensorRole role) {
-  return role == TensorRole::kUserGmf || role == TensorRole::kItemGmf || role == TensorRole::kUserMlp ||
-         role == TensorRole::kItemMlp;
+  return role == TensorRole::kUserGmf || role == TensorRole::kItemGmf ||
+         role == TensorRole::kUserMlp || role == TensorRole::kItemMlp;
 }
 
 std::string spec_text(const FeatureSpec& spec) {
   if (!spec.enabled()) return "none";
   std::string text;
   for (size_t k = 0; k < spec.categorical.size(); ++k) {
-    text += fmt::format("{}{} ({} values)", text.empty() ? "" : ", ", spec.categorical[k], spec.categorical_rows[k]);
+    text += fmt::format("{}{} ({} values)", text.empty() ? "" : ", ", spec.categorical[k],
+                        spec.categorical_rows[k]);
   }
-  if (!spec.textual.empty()) text += fmt::format("{}{} ({} buckets)", text.empty() ? "" : ", ", spec.textual, spec.text_buckets);
-  for (const std::string& name : spec.numerical) text += fmt::format("{}{}", text.empty() ? "" : ", ", name);
+  if (!spec.textual.empty())
+    text +=
+        fmt::format("{}{} ({} buckets)", text.empty() ? "" : ", ", spec.textual, spec.text_buckets);
+  for (const std::string& name : spec.numerical)
+    text += fmt::format("{}{}", text.empty() ? "" : ", ", name);
   return text;
 }
 
@@ -47,8 +51,8 @@ void copy_rows(const Tensor& from, Tensor& to, const std::vector<int64_t>& sourc
 }
 
 // For each dataset index, the parent's row of the same external id, or -1.
-std::vector<int64_t> parent_rows(const std::vector<std::string>& parent_ids, const datasets::StringTable& ids,
-                                 uint32_t* kept) {
+std::vector<int64_t> parent_rows(const std::vector<std::string>& parent_ids,
+                                 const datasets::StringTable& ids, uint32_t* kept) {
   const auto index = index_ids(parent_ids);
   std::vector<int64_t> source(ids.size(), -1);
   uint32_t matched = 0;
@@ -65,7 +69,8 @@ std::vector<int64_t> parent_rows(const std::vector<std::string>& parent_ids, con
 }  // namespace
 
 ParentModel load_parent_model(const fs::path& dir) {
-  TB_CHECK(fs::is_directory(dir), fmt::format("--warm-start {}: not a model directory", dir.string()));
+  TB_CHECK(fs::is_directory(dir),
+           fmt::format("--warm-start {}: not a model directory", dir.string()));
   ParentModel parent;
   parent.dir = fs::canonical(dir);
   const fs::path config_path = parent.dir / "config.json";
@@ -76,17 +81,22 @@ ParentModel load_parent_model(const fs::path& dir) {
   }
   check_file_checksums(parent.config, parent.dir);
   const std::string kind = parent.config.value("model", std::string());
-  TB_CHECK(!is_recipe(kind), fmt::format("--warm-start {}: a {} recipe has no parameters to start from",
-                                         dir.string(), kind));
+  TB_CHECK(!is_recipe(kind),
+           fmt::format("--warm-start {}: a {} recipe has no parameters to start from", dir.string(),
+                       kind));
   TB_CHECK(fs::exists(parent.dir / "model.bin"),
-           fmt::format("--warm-start {}: no model.bin (its training never finished an epoch)", dir.string()));
+           fmt::format("--warm-start {}: no model.bin (its training never finished an epoch)",
+                       dir.string()));
   parent.user_ids = read_ids(parent.dir / "user_ids.json");
   parent.item_ids = read_ids(parent.dir / "item_ids.json");
   ModelParams params = load_model(parent.dir / "model.bin");
-  TB_CHECK(params.config.num_users == parent.user_ids.size() && params.config.num_items == parent.item_ids.size(),
-           fmt::format("--warm-start {}: model.bin has {} users and {} items but the id files list {} and {}",
-                       dir.string(), params.config.num_users, params.config.num_items, parent.user_ids.size(),
-                       parent.item_ids.size()));
+  TB_CHECK(
+      params.config.num_users == parent.user_ids.size() &&
+          params.config.num_items == parent.item_ids.size(),
+      fmt::format(
+          "--warm-start {}: model.bin has {} users and {} items but the id files list {} and {}",
+          dir.string(), params.config.num_users, params.config.num_items, parent.user_ids.size(),
+          parent.item_ids.size()));
   parent.optimizer = parent.config.value("optimizer", std::string("adam"));
   parent.state = TrainState::fresh(params, OptimizerParams{});
   const fs::path checkpoint_path = parent.dir / "checkpoint.bin";
@@ -106,22 +116,26 @@ void check_same_shape(const ParentModel& parent, const ModelConfig& config) {
   const ModelConfig& was = parent.state.params.config;
   std::vector<std::string> differences;
   const auto differ = [&](const char* what, const std::string& before, const std::string& now) {
-    if (before != now) differences.push_back(fmt::format("{} {} (this run: {})", what, before, now));
+    if (before != now)
+      differences.push_back(fmt::format("{} {} (this run: {})", what, before, now));
   };
   differ("model", to_string(was.kind), to_string(config.kind));
   differ("factors", std::to_string(was.factors), std::to_string(config.factors));
-  differ("layers", fmt::format("{}", fmt::join(was.layers, ",")), fmt::format("{}", fmt::join(config.layers, ",")));
+  differ("layers", fmt::format("{}", fmt::join(was.layers, ",")),
+         fmt::format("{}", fmt::join(config.layers, ",")));
   differ("user metadata", spec_text(was.user_features), spec_text(config.user_features));
   differ("item metadata", spec_text(was.item_features), spec_text(config.item_features));
   differ("context", spec_text(was.context), spec_text(config.context));
   if (differences.empty()) return;
-  throw Error(fmt::format("--warm-start {}: the model has another shape: {}; a warm start keeps the model, "
-                          "factors, layers, metadata tables and context (train from scratch to change them)",
-                          parent.dir.string(), fmt::join(differences, "; ")));
+  throw Error(fmt::format(
+      "--warm-start {}: the model has another shape: {}; a warm start keeps the model, "
+      "factors, layers, metadata tables and context (train from scratch to change them)",
+      parent.dir.string(), fmt::join(differences, "; ")));
 }
 
-TrainState warm_start_state(const ParentModel& parent, TrainState fresh, const datasets::Dataset& dataset,
-                            const std::string& optimizer, uint32_t* kept_users, uint32_t* kept_items) {
+TrainState warm_start_state(const ParentModel& parent, TrainState fresh,
+                            const datasets::Dataset& dataset, const std::string& optimizer,
+                            uint32_t* kept_users, uint32_t* kept_items) {
   check_same_shape(parent, fresh.params.config);
   const std::vector<int64_t> users = parent_rows(parent.user_ids, dataset.user_ids, kept_users);
   const std::vector<int64_t> items = parent_rows(parent.item_ids, dataset.item_ids, kept_items);
@@ -165,8 +179,10 @@ json parent_record(const ParentModel& parent) {
   json record{{"path", parent.dir.string()}, {"optimizer_state", parent.optimizer_state}};
   const json& sums = parent.config.value("checksums", json::object());
   if (sums.contains("config.json")) record["config_crc32"] = sums["config.json"];
-  if (parent.config.contains("dataset")) record["dataset"] = parent.config["dataset"];
-  else record["dataset"] = json{{"path", parent.config.value("data", std::string())}};
+  if (parent.config.contains("dataset"))
+    record["dataset"] = parent.config["dataset"];
+  else
+    record["dataset"] = json{{"path", parent.config.value("data", std::string())}};
   return record;
 }
 
@@ -190,13 +206,16 @@ ChangedRows changed_rows(const ParentModel& parent, const datasets::Dataset& dat
       changed.items[rows.item[r]] = 1;
     }
   }
-  changed.changed_users = static_cast<uint32_t>(std::count(changed.users.begin(), changed.users.end(), 1));
-  changed.changed_items = static_cast<uint32_t>(std::count(changed.items.begin(), changed.items.end(), 1));
+  changed.changed_users =
+      static_cast<uint32_t>(std::count(changed.users.begin(), changed.users.end(), 1));
+  changed.changed_items =
+      static_cast<uint32_t>(std::count(changed.items.begin(), changed.items.end(), 1));
   return changed;
 }
 
 TrainingSet changed_positives(const TrainingSet& train, const ChangedRows& changed) {
-  TB_CHECK(train.context.empty(), "--update: a model with --context cannot train in update mode yet");
+  TB_CHECK(train.context.empty(),
+           "--update: a model with --context cannot train in update mode yet");
   TrainingSet subset;
   subset.num_users = train.num_users;
   subset.num_items = train.num_items;
@@ -206,10 +225,12 @@ TrainingSet changed_positives(const TrainingSet& train, const ChangedRows& chang
     subset.item.push_back(train.item[p]);
     subset.weight.push_back(train.weight[p]);
   }
-  TB_CHECK(!subset.user.empty(),
-           fmt::format("--update: no training positive of a new or changed user or item ({} users and {} items "
-                       "changed since the parent model); nothing to train",
-                       changed.changed_users, changed.changed_items));
+  TB_CHECK(
+      !subset.user.empty(),
+      fmt::format(
+          "--update: no training positive of a new or changed user or item ({} users and {} items "
+          "changed since the parent model); nothing to train",
+          changed.changed_users, changed.changed_items));
   subset.impression_offsets = train.impression_offsets;
   subset.impression_items = train.impression_items;
   subset.user_features = train.user_features;
@@ -221,27 +242,31 @@ TrainingSet changed_positives(const TrainingSet& train, const ChangedRows& chang
 TrainState start_warm(const ParentModel& parent, TrainState fresh, const datasets::Dataset& dataset,
                       const std::string& optimizer, std::ostream& log) {
   uint32_t kept_users = 0, kept_items = 0;
-  TrainState state = warm_start_state(parent, std::move(fresh), dataset, optimizer, &kept_users, &kept_items);
+  TrainState state =
+      warm_start_state(parent, std::move(fresh), dataset, optimizer, &kept_users, &kept_items);
   const bool carried = parent.optimizer_state && parent.optimizer == optimizer;
-  log << fmt::format("warm start from {}: {} of {} users and {} of {} items keep its rows, {} users and {} items "
-                     "are new; optimizer state {}\n",
-                     parent.dir.string(), kept_users, dataset.num_users(), kept_items, dataset.num_items(),
-                     dataset.num_users() - kept_users, dataset.num_items() - kept_items,
-                     carried ? fmt::format("from its checkpoint.bin (step {})", state.step)
-                     : parent.optimizer_state ? fmt::format("fresh (it trained with {})", parent.optimizer)
-                                              : "fresh (it has no checkpoint.bin)");
+  log << fmt::format(
+      "warm start from {}: {} of {} users and {} of {} items keep its rows, {} users and {} items "
+      "are new; optimizer state {}\n",
+      parent.dir.string(), kept_users, dataset.num_users(), kept_items, dataset.num_items(),
+      dataset.num_users() - kept_users, dataset.num_items() - kept_items,
+      carried                  ? fmt::format("from its checkpoint.bin (step {})", state.step)
+      : parent.optimizer_state ? fmt::format("fresh (it trained with {})", parent.optimizer)
+                               : "fresh (it has no checkpoint.bin)");
   return state;
 }
 
-TrainingSet start_update(const ParentModel& parent, const datasets::Dataset& dataset, const TrainingSet& train,
-                         TrainOptions& options, std::ostream& log) {
+TrainingSet start_update(const ParentModel& parent, const datasets::Dataset& dataset,
+                         const TrainingSet& train, TrainOptions& options, std::ostream& log) {
   ChangedRows changed = changed_rows(parent, dataset);
   TrainingSet subset = changed_positives(train, changed);
-  log << fmt::format("update: {} users and {} items are new or changed{}; they train on {} of {} positives, every "
-                     "other row and the dense layers stay frozen\n",
-                     changed.changed_users, changed.changed_items,
-                     changed.dataset_end_known ? "" : " (new ids only: the parent does not record its dataset's end)",
-                     subset.size(), train.size());
+  log << fmt::format(
+      "update: {} users and {} items are new or changed{}; they train on {} of {} positives, every "
+      "other row and the dense layers stay frozen\n",
+      changed.changed_users, changed.changed_items,
+      changed.dataset_end_known ? ""
+                                : " (new ids only: the parent does not record its dataset's end)",
+      subset.size(), train.size());
   options.trainable_users = std::move(changed.users);
   options.trainable_items = std::move(changed.items);
   options.freeze_dense = true;

@@ -6,10 +6,9 @@
 #include <cstdint>
 #include <filesystem>
 #include <iosfwd>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/engine/trainer.h"
@@ -39,8 +38,9 @@ void check_same_shape(const ParentModel& parent, const ModelConfig& config);
 // the rows of new ids and, without the parent's optimizer state, every state stay as in `fresh`.
 // Dense layers, head, metadata and context tables are the parent's. `kept_users`/`kept_items`
 // (may be null) count the matched ids.
-TrainState warm_start_state(const ParentModel& parent, TrainState fresh, const datasets::Dataset& dataset,
-                            const std::string& optimizer, uint32_t* kept_users, uint32_t* kept_items);
+TrainState warm_start_state(const ParentModel& parent, TrainState fresh,
+                            const datasets::Dataset& dataset, const std::string& optimizer,
+                            uint32_t* kept_users, uint32_t* kept_items);
 
 // What config.json records about the data a model trained on: the path, the counts and the newest
 // interaction's TIMESTAMP ("last_timestamp"), the end an update compares against.
@@ -72,7 +72,7 @@ TrainingSet changed_positives(const TrainingSet& train, const ChangedRows& chang
 // `options`.
 TrainState start_warm(const ParentModel& parent, TrainState fresh, const datasets::Dataset& dataset,
                       const std::string& optimizer, std::ostream& log);
-TrainingSet start_update(const ParentModel& parent, const datasets::Dataset& dataset, const TrainingSet& train,
-                         TrainOptions& options, std::ostream& log);
+TrainingSet start_update(const ParentModel& parent, const datasets::Dataset& dataset,
+                         const TrainingSet& train, TrainOptions& options, std::ostream& log);
 
 }  // namespace tastebud::host

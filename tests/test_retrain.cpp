@@ -1,21 +1,19 @@
 // Retraining (issue 12): a warm start keeps the rows of the ids the parent knew, matched by id and
 // never by index; update mode trains the new and changed rows only; retrain promotes a candidate
 // by its threshold, keeps K versions, and leaves `current` untouched when any step fails.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
-
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "host/model_dir.h"
 #include "host/retrain.h"
@@ -74,7 +72,8 @@ class Retrain : public ::testing::Test {
     const size_t column = [&] {
       std::stringstream fields(header);
       std::string name;
-      for (size_t k = 0; std::getline(fields, name, ','); ++k) if (name == "TIMESTAMP") return k;
+      for (size_t k = 0; std::getline(fields, name, ','); ++k)
+        if (name == "TIMESTAMP") return k;
       return size_t{0};
     }();
     while (std::getline(in, line)) {
@@ -83,28 +82,30 @@ class Retrain : public ::testing::Test {
       for (size_t k = 0; k <= column; ++k) std::getline(fields, value, ',');
       rows.emplace_back(std::stoll(value), line);
     }
-    std::stable_sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    std::stable_sort(rows.begin(), rows.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
     const size_t cut = rows.size() * 9 / 10;
     cut_time_ = rows[cut - 1].first;
     {
-    std::ofstream old_csv(root_ / "old.csv"), new_csv(root_ / "new.csv"), all(root_ / "shuffled.csv"),
-        extra(root_ / "extra.csv");
-    old_csv << header << "\n";
-    new_csv << header << "\n";
-    all << header << "\n";
-    for (size_t r = 0; r < rows.size(); ++r) {
-      const bool later = rows[r].first > cut_time_;
-      (later ? new_csv : old_csv) << rows[r].second << "\n";
-    }
-    for (size_t r = rows.size(); r-- > 0;) all << rows[r].second << "\n";
-    // A few users and items that only the new rows know.
-    new_csv << "newcomer-1,newitem-1," << cut_time_ + 10 << ",purchase,,desktop\n";
-    new_csv << "newcomer-1,i3," << cut_time_ + 11 << ",view,,desktop\n";
-    new_csv << "newcomer-2,newitem-1," << cut_time_ + 12 << ",view,,mobile\n";
-    all << "newcomer-1,newitem-1," << cut_time_ + 10 << ",purchase,,desktop\n";
-    // Later still: a batch for a second refresh.
-    extra << header << "\n" << "u7,i9," << rows.back().first + 100 << ",purchase,,desktop\n"
-          << "u8,newitem-2," << rows.back().first + 200 << ",view,,mobile\n";
+      std::ofstream old_csv(root_ / "old.csv"), new_csv(root_ / "new.csv"),
+          all(root_ / "shuffled.csv"), extra(root_ / "extra.csv");
+      old_csv << header << "\n";
+      new_csv << header << "\n";
+      all << header << "\n";
+      for (size_t r = 0; r < rows.size(); ++r) {
+        const bool later = rows[r].first > cut_time_;
+        (later ? new_csv : old_csv) << rows[r].second << "\n";
+      }
+      for (size_t r = rows.size(); r-- > 0;) all << rows[r].second << "\n";
+      // A few users and items that only the new rows know.
+      new_csv << "newcomer-1,newitem-1," << cut_time_ + 10 << ",purchase,,desktop\n";
+      new_csv << "newcomer-1,i3," << cut_time_ + 11 << ",view,,desktop\n";
+      new_csv << "newcomer-2,newitem-1," << cut_time_ + 12 << ",view,,mobile\n";
+      all << "newcomer-1,newitem-1," << cut_time_ + 10 << ",purchase,,desktop\n";
+      // Later still: a batch for a second refresh.
+      extra << header << "\n"
+            << "u7,i9," << rows.back().first + 100 << ",purchase,,desktop\n"
+            << "u8,newitem-2," << rows.back().first + 200 << ",view,,mobile\n";
     }  // the files are whole before they are imported
     header_ = header;
     import(root_ / "old.csv", root_ / "base", datasets::ImportMode::Full);
@@ -161,12 +162,15 @@ TEST_F(Retrain, WarmStartKeepsOldRowsByIdEvenWhenIndicesShift) {
   config.num_items = dataset.num_items();
   const TrainState fresh = TrainState::fresh(ModelParams::initialize(config, 1), OptimizerParams{});
   uint32_t kept_users = 0, kept_items = 0;
-  const TrainState warm = host::warm_start_state(parent, fresh, dataset, "adam", &kept_users, &kept_items);
+  const TrainState warm =
+      host::warm_start_state(parent, fresh, dataset, "adam", &kept_users, &kept_items);
   const auto parent_users = host::index_ids(parent.user_ids);
   const auto parent_items = host::index_ids(parent.item_ids);
   uint32_t known_users = 0, known_items = 0;
-  for (uint32_t u = 0; u < dataset.num_users(); ++u) known_users += parent_users.contains(std::string(dataset.user_ids[u]));
-  for (uint32_t i = 0; i < dataset.num_items(); ++i) known_items += parent_items.contains(std::string(dataset.item_ids[i]));
+  for (uint32_t u = 0; u < dataset.num_users(); ++u)
+    known_users += parent_users.contains(std::string(dataset.user_ids[u]));
+  for (uint32_t i = 0; i < dataset.num_items(); ++i)
+    known_items += parent_items.contains(std::string(dataset.item_ids[i]));
   EXPECT_EQ(kept_users, known_users);
   EXPECT_EQ(kept_items, known_items);
   EXPECT_LT(known_users, dataset.num_users());  // newcomer-1 is new
@@ -181,7 +185,8 @@ TEST_F(Retrain, WarmStartKeepsOldRowsByIdEvenWhenIndicesShift) {
       continue;
     }
     shifted += it->second != u;
-    ASSERT_EQ(row_of(warm.params.user_gmf, u), row_of(was.user_gmf, it->second)) << dataset.user_ids[u];
+    ASSERT_EQ(row_of(warm.params.user_gmf, u), row_of(was.user_gmf, it->second))
+        << dataset.user_ids[u];
     ASSERT_EQ(row_of(warm.params.user_mlp, u), row_of(was.user_mlp, it->second));
     // The optimizer state of the same row comes along (tensor 0 is the user GMF table).
     ASSERT_EQ(row_of(warm.state0[0], u), row_of(parent.state.state0[0], it->second));
@@ -190,7 +195,8 @@ TEST_F(Retrain, WarmStartKeepsOldRowsByIdEvenWhenIndicesShift) {
   for (uint32_t i = 0; i < dataset.num_items(); ++i) {
     const auto it = parent_items.find(std::string(dataset.item_ids[i]));
     const Tensor& expected = it == parent_items.end() ? fresh.params.item_gmf : was.item_gmf;
-    ASSERT_EQ(row_of(warm.params.item_gmf, i), row_of(expected, it == parent_items.end() ? i : it->second));
+    ASSERT_EQ(row_of(warm.params.item_gmf, i),
+              row_of(expected, it == parent_items.end() ? i : it->second));
   }
   EXPECT_EQ(warm.params.head_weight.values, was.head_weight.values);
   EXPECT_EQ(warm.params.weights[0].values, was.weights[0].values);
@@ -228,23 +234,38 @@ TEST_F(Retrain, AnotherShapeIsRefusedNamingWhatDiffers) {
     const std::string message = e.what();
     EXPECT_NE(message.find("model neumf (this run: gmf)"), std::string::npos) << message;
     EXPECT_NE(message.find("factors 8 (this run: 16)"), std::string::npos) << message;
-    EXPECT_EQ(message.find("layers 64"), std::string::npos) << "the layers are the same: " << message;
+    EXPECT_EQ(message.find("layers 64"), std::string::npos)
+        << "the layers are the same: " << message;
   }
   std::string out;
   EXPECT_EQ(run_cli(fmt::format("train --data {} --out {} --update", (root_ / "base").string(),
-                                (root_ / "no_parent").string()), &out), 1);
+                                (root_ / "no_parent").string()),
+                    &out),
+            1);
   EXPECT_NE(out.find("--update needs --warm-start MODEL_DIR"), std::string::npos) << out;
-  EXPECT_EQ(run_cli(fmt::format("train --data {} --out {} --warm-start {} --update --device cuda --epochs 1",
-                                updated_dataset("cuda_data").string(), (root_ / "on_cuda").string(), parent_.string()), &out), 1);
-  EXPECT_NE(out.find("update mode (frozen rows and dense layers) runs on the CPU backend only"), std::string::npos) << out;
+  EXPECT_EQ(
+      run_cli(
+          fmt::format("train --data {} --out {} --warm-start {} --update --device cuda --epochs 1",
+                      updated_dataset("cuda_data").string(), (root_ / "on_cuda").string(),
+                      parent_.string()),
+          &out),
+      1);
+  EXPECT_NE(out.find("update mode (frozen rows and dense layers) runs on the CPU backend only"),
+            std::string::npos)
+      << out;
 }
 
 TEST_F(Retrain, UpdateTrainsChangedRowsAndFreezesTheRest) {
   const fs::path data = updated_dataset("update_data");
   std::string out;
-  ASSERT_EQ(run_cli(fmt::format("train --data {} --out {} --warm-start {} --update --epochs 2 --batch-size 512 "
-                                "--lr 0.005 --validation-users 0 --device cpu --no-progress",
-                                data.string(), (root_ / "updated").string(), parent_.string()), &out), 0) << out;
+  ASSERT_EQ(
+      run_cli(fmt::format(
+                  "train --data {} --out {} --warm-start {} --update --epochs 2 --batch-size 512 "
+                  "--lr 0.005 --validation-users 0 --device cpu --no-progress",
+                  data.string(), (root_ / "updated").string(), parent_.string()),
+              &out),
+      0)
+      << out;
   EXPECT_NE(out.find("every other row and the dense layers stay frozen"), std::string::npos) << out;
   const datasets::Dataset dataset = datasets::Dataset::open(data);
   std::set<std::string> changed_users, changed_items;
@@ -264,10 +285,12 @@ TEST_F(Retrain, UpdateTrainsChangedRowsAndFreezesTheRest) {
     const auto it = parent_users.find(id);
     if (changed_users.contains(id)) {
       if (it == parent_users.end()) continue;
-      EXPECT_NE(row_of(after.user_gmf, u), row_of(before.user_gmf, it->second)) << id << " changed and must train";
+      EXPECT_NE(row_of(after.user_gmf, u), row_of(before.user_gmf, it->second))
+          << id << " changed and must train";
       ++moved;
     } else {
-      ASSERT_EQ(row_of(after.user_gmf, u), row_of(before.user_gmf, it->second)) << id << " must stay frozen";
+      ASSERT_EQ(row_of(after.user_gmf, u), row_of(before.user_gmf, it->second))
+          << id << " must stay frozen";
       ASSERT_EQ(row_of(after.user_mlp, u), row_of(before.user_mlp, it->second)) << id;
       ++frozen;
     }
@@ -310,7 +333,8 @@ TEST(UpdateMask, FrozenRowsAndDenseLayersStayBitIdentical) {
   const TrainState end = backend->state();
   for (uint32_t u = 0; u < data.num_users; ++u) {
     if (options.trainable_users[u]) {
-      EXPECT_NE(row_of(end.params.user_gmf, u), row_of(start.params.user_gmf, u)) << "user " << u << " trains";
+      EXPECT_NE(row_of(end.params.user_gmf, u), row_of(start.params.user_gmf, u))
+          << "user " << u << " trains";
     } else {
       ASSERT_EQ(row_of(end.params.user_gmf, u), row_of(start.params.user_gmf, u)) << "user " << u;
       ASSERT_EQ(row_of(end.params.user_mlp, u), row_of(start.params.user_mlp, u)) << "user " << u;
@@ -319,12 +343,14 @@ TEST(UpdateMask, FrozenRowsAndDenseLayersStayBitIdentical) {
   }
   for (uint32_t i = 0; i < data.num_items; ++i) {
     if (options.trainable_items[i]) {
-      EXPECT_NE(row_of(end.params.item_gmf, i), row_of(start.params.item_gmf, i)) << "item " << i << " trains";
+      EXPECT_NE(row_of(end.params.item_gmf, i), row_of(start.params.item_gmf, i))
+          << "item " << i << " trains";
     } else {
       ASSERT_EQ(row_of(end.params.item_mlp, i), row_of(start.params.item_mlp, i)) << "item " << i;
     }
   }
-  for (size_t j = 0; j < start.params.weights.size(); ++j) EXPECT_EQ(end.params.weights[j].values, start.params.weights[j].values);
+  for (size_t j = 0; j < start.params.weights.size(); ++j)
+    EXPECT_EQ(end.params.weights[j].values, start.params.weights[j].values);
   EXPECT_EQ(end.params.head_weight.values, start.params.head_weight.values);
   // Without the mask the same epochs move every row: the comparison above can fail.
   TrainOptions plain;
@@ -346,7 +372,9 @@ class RetrainJobs : public Retrain {
     r.train = job({}, {});
     return r;
   }
-  static fs::path current_target(const fs::path& models) { return fs::read_symlink(models / "current"); }
+  static fs::path current_target(const fs::path& models) {
+    return fs::read_symlink(models / "current");
+  }
   static std::vector<json> log_lines(const fs::path& models) {
     std::ifstream in(models / "retrain.jsonl");
     std::vector<json> lines;
@@ -355,7 +383,8 @@ class RetrainJobs : public Retrain {
   }
   static std::vector<std::string> versions(const fs::path& models) {
     std::vector<std::string> names;
-    for (const auto& e : fs::directory_iterator(models / "versions")) names.push_back(e.path().filename().string());
+    for (const auto& e : fs::directory_iterator(models / "versions"))
+      names.push_back(e.path().filename().string());
     std::sort(names.begin(), names.end());
     return names;
   }
@@ -364,7 +393,8 @@ class RetrainJobs : public Retrain {
 TEST_F(RetrainJobs, AFailureAtAnyStepLeavesCurrentUntouched) {
   std::ostringstream log;
   host::RetrainJob first = retrain("failing", {root_ / "old.csv"});
-  EXPECT_EQ(host::run_retrain(first, log).decision, "promoted");  // the first run trains from scratch
+  EXPECT_EQ(host::run_retrain(first, log).decision,
+            "promoted");  // the first run trains from scratch
   const fs::path target = current_target(first.models);
   EXPECT_EQ(target, fs::path("versions") / "000001");
   const std::string model_bytes = read_file(first.models / "current" / "model.bin");
@@ -383,9 +413,12 @@ TEST_F(RetrainJobs, AFailureAtAnyStepLeavesCurrentUntouched) {
   }
   // From the command line: a candidate whose training diverges fails the job, and current stays.
   std::string out;
-  EXPECT_EQ(run_cli(fmt::format("retrain --data {} --models {} --interactions {} --lr 1e30 --epochs 1 "
-                                "--validation-users 0",
-                                first.data.string(), first.models.string(), (root_ / "new.csv").string()), &out), 1);
+  EXPECT_EQ(
+      run_cli(fmt::format("retrain --data {} --models {} --interactions {} --lr 1e30 --epochs 1 "
+                          "--validation-users 0",
+                          first.data.string(), first.models.string(), (root_ / "new.csv").string()),
+              &out),
+      1);
   EXPECT_NE(out.find("NaN or infinite"), std::string::npos) << out;
   EXPECT_EQ(current_target(first.models), target);
   EXPECT_EQ(read_file(first.models / "current" / "model.bin"), model_bytes);
@@ -414,7 +447,8 @@ TEST_F(RetrainJobs, PromotesByThresholdAndKeepsTheNewestVersions) {
   // Any candidate meets a threshold of 1: promoted three times; the newest two versions stay.
   std::string newest;
   for (int k = 0; k < 3; ++k) {
-    host::RetrainJob easy = retrain("promoting", k == 2 ? std::vector<fs::path>{root_ / "extra.csv"} : std::vector<fs::path>{});
+    host::RetrainJob easy = retrain(
+        "promoting", k == 2 ? std::vector<fs::path>{root_ / "extra.csv"} : std::vector<fs::path>{});
     easy.max_regression = 1.0;
     easy.keep = 2;
     easy.train.update = k == 2;
@@ -430,7 +464,8 @@ TEST_F(RetrainJobs, PromotesByThresholdAndKeepsTheNewestVersions) {
   EXPECT_EQ(log_lines(first.models).size(), 5u);
   // Every version's config records the one it started from.
   const json config = json::parse(read_file(first.models / "current" / "config.json"));
-  EXPECT_EQ(config["parent"]["path"], fs::canonical(first.models / "versions" / kept.front()).string());
+  EXPECT_EQ(config["parent"]["path"],
+            fs::canonical(first.models / "versions" / kept.front()).string());
 }
 
 }  // namespace

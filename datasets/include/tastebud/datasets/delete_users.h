@@ -12,8 +12,8 @@
 namespace tastebud::datasets {
 
 struct DeleteUsersReport {
-  uint64_t requested = 0;              // distinct ids asked for
-  uint32_t users_deleted = 0;          // of them, the ids the dataset had
+  uint64_t requested = 0;      // distinct ids asked for
+  uint32_t users_deleted = 0;  // of them, the ids the dataset had
   uint64_t interactions_deleted = 0;
   uint32_t users_left = 0;
   uint64_t interactions_left = 0;
@@ -22,7 +22,8 @@ struct DeleteUsersReport {
 // Removes `user_ids` from the dataset at `dir` (ids it does not hold are counted, not an error).
 // Holds the dataset's DirectoryLock; throws tastebud::Error naming the file on a column it cannot
 // rewrite, leaving the dataset as it was.
-DeleteUsersReport delete_users(const std::filesystem::path& dir, const std::vector<std::string>& user_ids);
+DeleteUsersReport delete_users(const std::filesystem::path& dir,
+                               const std::vector<std::string>& user_ids);
 
 // The USER_ID column of a CSV with a header row (other columns ignored), distinct, in file order.
 // Throws naming the file, the line and the field for a missing column or an empty id.
