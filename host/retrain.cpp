@@ -240,11 +240,15 @@ RetrainResult run_retrain(const RetrainJob& job, std::ostream& log) {
     }
     result.metric = chosen_metric(job, train);
     const std::string version = next_version(job.models);
-    candidate = job.models / "versions" / version;
+    // The candidate trains under a temporary name (".NNNNNN.tmp-PID-N") and takes its version's
+    // name only when promoted: a killed retrain leaves no half-trained version, and the next run
+    // removes what it left (remove_stale_temporaries).
+    const fs::path version_dir = job.models / "versions" / version;
+    candidate = temporary_name(version_dir);
     train.data = job.data;
     train.out = candidate;
     train.resume = false;
-    record["candidate"] = candidate.string();
+    record["candidate"] = version_dir.string();
     record["mode"] = !has_current ? "scratch" : train.update ? "update" : "warm-start";
     step("train");
     const auto train_started = std::chrono::steady_clock::now();
@@ -263,13 +267,16 @@ RetrainResult run_retrain(const RetrainJob& job, std::ostream& log) {
         has_current ? metric_of(result.current_metrics, result.metric, current) : 0.0;
     const bool promote = !has_current || mine >= theirs - job.max_regression;
     result.decision = promote ? "promoted" : "refused";
-    result.candidate = candidate;
+    result.candidate = version_dir;
     log << fmt::format(
         "candidate {} {:.4f}, current {}; {}\n", result.metric, mine,
         has_current ? fmt::format("{:.4f}", theirs) : "none",
         promote ? "promoted" : fmt::format("refused: worse by more than {}", job.max_regression));
     if (promote) {
       step("promote");
+      fs::rename(candidate, version_dir);
+      candidate = version_dir;
+      fsync_directory(job.models / "versions");
       switch_current(job.models, version);
     } else {
       fs::remove_all(candidate);

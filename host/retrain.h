@@ -2,7 +2,8 @@
 // dataset, a candidate is trained from DIR/current (a warm start; from scratch the first time),
 // the candidate and the current model are evaluated on the same held-out split of the updated
 // dataset, and the candidate is promoted only when it is not worse than the current model beyond
-// max_regression on the chosen metric. Models live in DIR/versions/NNNNNN; DIR/current is a
+// max_regression on the chosen metric. Models live in DIR/versions/NNNNNN (a candidate trains
+// under a hidden temporary name and is renamed when promoted); DIR/current is a
 // symlink switched by rename(2); the newest `keep` versions stay; DIR/retrain.jsonl gets one line
 // per run. A failure at any step leaves `current` as it was.
 #pragma once

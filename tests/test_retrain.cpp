@@ -3,18 +3,24 @@
 // by its threshold, keeps K versions, and leaves `current` untouched when any step fails.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "host/inference.h"
 #include "host/model_dir.h"
 #include "host/retrain.h"
 #include "host/training.h"
@@ -466,6 +472,82 @@ TEST_F(RetrainJobs, PromotesByThresholdAndKeepsTheNewestVersions) {
   const json config = json::parse(read_file(first.models / "current" / "config.json"));
   EXPECT_EQ(config["parent"]["path"],
             fs::canonical(first.models / "versions" / kept.front()).string());
+}
+
+int killed_runs = 0;  // runs that were killed rather than finished, reported by the test
+
+// `tastebud ARGS` in a child, killed with SIGKILL after `delay` unless it ended first; true when
+// it ran to completion with status 0.
+bool run_and_kill(const std::vector<std::string>& args, std::chrono::microseconds delay) {
+  const pid_t child = ::fork();
+  if (child == 0) {
+    std::vector<char*> argv{const_cast<char*>(TASTEBUD_BINARY)};
+    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    std::freopen("/dev/null", "w", stdout);
+    std::freopen("/dev/null", "w", stderr);
+    ::execv(TASTEBUD_BINARY, argv.data());
+    ::_exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + delay;
+  int status = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (::waitpid(child, &status, WNOHANG) == child)
+      return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  ::kill(child, SIGKILL);
+  ::waitpid(child, &status, 0);
+  killed_runs += WIFSIGNALED(status);
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+// Killed at seeded moments of a warm-started retrain, `current` always names a whole version that
+// loads, versions/ holds only whole versions, and the next retrain runs through. The delays come
+// from a fixed seed; the property holds for any delay.
+TEST_F(RetrainJobs, AKilledRetrainLeavesCurrentWholeAndTheNextOneRuns) {
+  std::ostringstream log;
+  host::RetrainJob first = retrain("killed", {root_ / "old.csv"});
+  host::run_retrain(first, log);
+  const std::vector<std::string> args{"retrain",
+                                      "--data",
+                                      first.data.string(),
+                                      "--models",
+                                      first.models.string(),
+                                      "--epochs",
+                                      "2",
+                                      "--batch-size",
+                                      "512",
+                                      "--validation-users",
+                                      "0",
+                                      "--threads",
+                                      "2",
+                                      "--max-regression",
+                                      "1"};
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(run_and_kill(args, std::chrono::seconds(120)));
+  const auto span = std::chrono::duration_cast<std::chrono::microseconds>(
+      std::chrono::steady_clock::now() - start);
+  std::mt19937 random(12);
+  for (int round = 0; round < 6; ++round) {
+    run_and_kill(args, std::chrono::microseconds(random() % std::max<int64_t>(span.count(), 1)));
+    const fs::path target = first.models / current_target(first.models);
+    EXPECT_NO_THROW(host::load_model_dir(target)) << target;
+    for (const auto& entry : fs::directory_iterator(first.models / "versions")) {
+      const std::string name = entry.path().filename().string();
+      if (name.front() == '.')
+        continue;  // a killed run's candidate or lock: the next run removes them
+      EXPECT_TRUE(fs::exists(entry.path() / "model.bin") &&
+                  fs::exists(entry.path() / "config.json"))
+          << name;
+    }
+  }
+  EXPECT_TRUE(run_and_kill(args, std::chrono::seconds(120)));
+  for (const auto& entry : fs::directory_iterator(first.models / "versions")) {
+    EXPECT_EQ(entry.path().filename().string().find(".tmp-"), std::string::npos)
+        << "left behind: " << entry.path();
+  }
+  std::cout << "killed " << killed_runs << " of 6 runs mid-way\n";
 }
 
 }  // namespace
