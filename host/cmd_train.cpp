@@ -108,6 +108,13 @@ void add_train_command(CLI::App& app) {
                   "branch, comma-separated, or `all`")
       ->delimiter(',');
   cmd->add_flag("--resume", job->resume, "Continue an interrupted run from MODEL_DIR/checkpoint.bin");
+  cmd->add_option("--warm-start", job->warm_start,
+                  "Start from this model directory: ids it knew keep their rows (matched by id), new ids get "
+                  "fresh rows, its optimizer state carries over")
+      ->check(CLI::ExistingDirectory);
+  cmd->add_flag("--update", job->update,
+                "With --warm-start: train only new users and items and those with interactions newer than the "
+                "parent's dataset, on their positives; every other row and the dense layers stay frozen");
   cmd->add_flag("!--no-progress", job->progress, "No progress line on stderr");
   // Recipes (host/recipes.h).
   cmd->add_option("--half-life-days", job->half_life_days, "popularity: recency decay half-life in days (0: none)")->capture_default_str();

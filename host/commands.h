@@ -13,5 +13,6 @@ void add_evaluate_command(CLI::App& app);  // evaluate                  (cmd_eva
 void add_tune_command(CLI::App& app);      // tune                      (cmd_tune.cpp)
 void add_export_command(CLI::App& app);  // export --format onnx         (cmd_export.cpp)
 void add_report_command(CLI::App& app);  // report                       (cmd_report.cpp)
+void add_retrain_commands(CLI::App& app);  // retrain, delete-users     (cmd_retrain.cpp)
 
 }  // namespace tastebud::host

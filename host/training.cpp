@@ -17,6 +17,7 @@
 #include "host/progress.h"
 #include "host/recipes.h"
 #include "host/split.h"
+#include "host/warm_start.h"
 #include "tastebud/atomic_file.h"
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/directory_lock.h"
@@ -88,6 +89,8 @@ json job_to_json(const TrainJob& job) {
     j["text_buckets"] = job.text_buckets;
   }
   if (!job.context.empty()) j["context"] = job.context;
+  if (!job.warm_start.empty()) j["warm_start"] = fs::absolute(job.warm_start).lexically_normal().string();
+  if (job.update) j["update"] = true;
   return j;
 }
 
@@ -348,6 +351,13 @@ TrainResult run_training(const TrainJob& job, std::ostream& job_log) {
   check_training_memory(estimate_training_bytes(config, fit.train.size(), options), physical_memory_bytes(),
                         config, options);
   check_same_training_set(comm, job.data, config, fit.train);
+  // Warm start: the parent's rows by external id; update mode trains the changed rows alone.
+  std::optional<ParentModel> parent;
+  if (!job.warm_start.empty()) parent = load_parent_model(job.warm_start);
+  TB_CHECK(!job.update || parent, "--update needs --warm-start MODEL_DIR: the model it refreshes");
+  if (parent) check_same_shape(*parent, config);
+  std::optional<TrainingSet> update_set;
+  if (job.update) update_set = start_update(*parent, dataset, fit.train, options, log);
 
   TrainState state;
   if (resumed) {
@@ -356,6 +366,7 @@ TrainResult run_training(const TrainJob& job, std::ostream& job_log) {
     ModelParams params = ModelParams::initialize(config, job.seed);
     zero_untrained_rows(params, fit.train);
     state = TrainState::fresh(params, options.optimizer);
+    if (parent) state = start_warm(*parent, std::move(state), dataset, job.optimizer, log);
   }
   std::string notice;
   if (job.impression_negatives > 0.0f && fit.train.impression_offsets.empty()) {
@@ -363,7 +374,8 @@ TrainResult run_training(const TrainJob& job, std::ostream& job_log) {
         << " has no IMPRESSION lists (or the split does not use them); every negative is sampled\n";
   }
   const uint64_t whole_bytes = state_bytes(state);
-  std::unique_ptr<Backend> backend = make_backend(job.device, fit.train, options, std::move(state), &notice);
+  std::unique_ptr<Backend> backend =
+      make_backend(job.device, update_set ? *update_set : fit.train, options, std::move(state), &notice);
   if (!notice.empty()) log << notice << "\n";
   if (comm.size() > 1) {
     double held[1] = {static_cast<double>(backend->held_bytes())};
@@ -405,6 +417,8 @@ TrainResult run_training(const TrainJob& job, std::ostream& job_log) {
     write_seen(seen_of(split.train), job.out / "seen.bin");  // every training row, the validation's too
     json config_json = job_json;
     config_json["model_config"] = json::parse(config_to_json(config));
+    config_json["dataset"] = dataset_record(dataset);
+    if (parent) config_json["parent"] = parent_record(*parent);
     config_json["checksums"] = file_checksums(job.out);
     write_file_atomically(job.out / "config.json", config_file_text(config_json));
   }

@@ -59,6 +59,12 @@ struct TrainJob {
   std::string early_stop_metric;   // empty: hr@10 (loo) or ndcg@10 (holdout)
   uint32_t patience = 0;           // epochs without improvement before stopping; 0: never stop early
   bool resume = false;
+  // A previous model directory to start from (host/warm_start.h): its rows for the ids it knew,
+  // fresh rows for new ids, its optimizer state where its checkpoint has one. Empty: from scratch.
+  std::filesystem::path warm_start;
+  // Update mode (needs warm_start): only new users and items and those with interactions newer
+  // than the parent's dataset train, on their positives; every other row and the dense layers stay.
+  bool update = false;
   bool progress = true;            // a progress line on stderr when it is a terminal
   // The ranks this job trains on (null: world_communicator(), one process unless a launcher
   // started several). Rank 0 writes the model directory and logs; every rank trains its slice.

@@ -1,4 +1,5 @@
 #include "tastebud/datasets/import.h"
+#include "tastebud/datasets/delete_users.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -1538,6 +1539,7 @@ ImportReport import_dataset(const ImportOptions& options) {
                     schema_to_json(*s->schema));
   }
   write_text_file(dir / "meta.json", meta.dump(2) + "\n");
+  if (old) carry_over_dataset_files(old->dir, dir);  // the deletion audit log (delete_users.h)
 
   sync_to_disk(dir);
   existing.reset();  // unmap the old columns before their directory goes

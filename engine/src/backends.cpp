@@ -35,6 +35,15 @@ std::unique_ptr<Backend> make_backend(const std::string& device, const TrainingS
     throw Error("--device cuda: several ranks train on the CPU backend only; the CUDA backend's step "
                 "has no NCCL exchange yet (use --device cpu, or one process)");
   }
+  if (options.masked() && (ranks || device == "cuda")) {
+    throw Error(ranks ? "update mode (frozen rows and dense layers) trains in one process only; run it without mpirun"
+                      : "--device cuda: update mode (frozen rows and dense layers) runs on the CPU backend only; "
+                        "use --device cpu");
+  }
+  if (options.masked()) {
+    if (device == "auto" && notice) *notice = "update mode: training on the CPU backend (the CUDA backend has no update mask yet)";
+    return make_cpu_backend(data, options, std::move(state));
+  }
   if (ranks) {
     if (device == "auto" && notice) *notice = fmt::format("{} ranks: training on the CPU backend", options.comm->size());
     return make_cpu_backend(data, options, std::move(state));

@@ -52,6 +52,7 @@ class CpuBackend final : public Backend {
       positives_view_.alias_probability = alias_.probability.data();
       positives_view_.alias_index = alias_.alias.data();
     }
+    check_masks(data);
     allocate();
     bind_params();
     shard();
@@ -123,6 +124,33 @@ class CpuBackend final : public Backend {
 
  private:
   bool bpr() const { return options_.loss == LossKind::kBpr; }
+
+  void check_masks(const TrainingSet& data) const {
+    TB_CHECK(options_.trainable_users.empty() || options_.trainable_users.size() == data.num_users,
+             fmt::format("trainable_users has {} flags for {} users", options_.trainable_users.size(), data.num_users));
+    TB_CHECK(options_.trainable_items.empty() || options_.trainable_items.size() == data.num_items,
+             fmt::format("trainable_items has {} flags for {} items", options_.trainable_items.size(), data.num_items));
+    TB_CHECK(ranks() == 1 || !options_.masked(),
+             "update mode (frozen rows and dense layers) trains in one process only; run it without mpirun");
+  }
+
+  // Update mode: the groups of table t without its frozen rows, their summed gradients moved down
+  // to match; `groups` itself when every row of the table trains.
+  const cpu::RowGroups& trainable_groups(size_t t, const cpu::RowGroups& groups, float* summed, int64_t width) {
+    const std::vector<uint8_t>& trainable =
+        layout_[t].item_id_table() ? options_.trainable_items : options_.trainable_users;
+    if (trainable.empty()) return groups;
+    cpu::RowGroups& kept = kept_groups_[t];
+    kept.rows.clear();
+    kept.starts.assign(1, 0);
+    for (size_t k = 0; k < groups.size(); ++k) {
+      if (!trainable[groups.rows[k]]) continue;
+      if (kept.rows.size() != k) std::copy_n(summed + k * width, width, summed + kept.rows.size() * width);
+      kept.rows.push_back(groups.rows[k]);
+      kept.starts.push_back(kept.starts.back() + groups.starts[k + 1] - groups.starts[k]);
+    }
+    return kept;
+  }
 
   // Several ranks: this rank keeps its rows of the id tables and frees the rest.
   void shard() {
@@ -362,8 +390,10 @@ class CpuBackend final : public Backend {
     if (state_.params.config.frozen_head()) {
       std::fill_n(dense_grad_.data() + layout_.dense_offset(TensorRole::kHeadWeight), state_.params.head_weight.values.size(), 0.0f);
     }
-    cpu::dense_update(dense_params(options_.optimizer), step_size, dense_values_.data(), dense_state0_.data(),
-                      dense_state1_.data(), dense_grad_.data(), static_cast<int64_t>(dense_grad_.size()));
+    if (!options_.freeze_dense) {
+      cpu::dense_update(dense_params(options_.optimizer), step_size, dense_values_.data(), dense_state0_.data(),
+                        dense_state1_.data(), dense_grad_.data(), static_cast<int64_t>(dense_grad_.size()));
+    }
     if (shards_) update_sharded(rows, chunks, row_begin, step_size);
     else update_embeddings(rows, step_size);
     return loss;
@@ -476,11 +506,12 @@ class CpuBackend final : public Backend {
         if (data_.item_counts[groups.rows[k]] == 0) std::fill_n(summed + k * width, width, 0.0f);
       }
     }
+    const cpu::RowGroups& training = trainable_groups(t, groups, summed, width);
     cpu::sparse_update(options_.optimizer, step_size, table.values.data(),
                        state_.state0[t].values.data(), state_.state1[t].values.data(), width,
-                       groups.rows, summed, RowL2{groups.starts.data(), loss_scale_});
+                       training.rows, summed, RowL2{training.starts.data(), loss_scale_});
     const int64_t constant = constant_column(t);
-    if (constant >= 0) cpu::set_column(table.values.data(), width, groups.rows, constant, 1.0f);
+    if (constant >= 0) cpu::set_column(table.values.data(), width, training.rows, constant, 1.0f);
   }
 
   void update_embeddings(int64_t rows, float step_size) {
@@ -515,7 +546,7 @@ class CpuBackend final : public Backend {
   void update_features(TensorRole role, const cpu::FeatureView& view, const std::vector<uint32_t>& ids,
                        const float* d_gmf, int64_t f, int64_t mlp_offset, int64_t rows, float step_size) {
     const size_t t = layout_.find(role);
-    if (t == ParamLayout::kNone) return;
+    if (t == ParamLayout::kNone || options_.freeze_dense) return;  // update mode: frozen
     const int64_t e = state_.params.config.mlp_embedding();
     feature_groups_.build(view, {ids.data(), static_cast<size_t>(rows)});
     feature_summed_.resize(feature_groups_.size() * (f + e));
@@ -559,6 +590,7 @@ class CpuBackend final : public Backend {
   cpu::DenseParams<float> dense_;
   std::vector<Tensor*> tensors_;  // state_.params.tensors(), refreshed by bind_params()
   cpu::RowGroups user_groups_, item_groups_;
+  cpu::RowGroups kept_groups_[ModelParams::kEmbeddingTables];  // update mode: the rows that train
   cpu::FeatureView user_view_, item_view_, context_view_;
   const float* user_numeric_ = nullptr;  // the projections in dense_values_, bound with the rest
   const float* item_numeric_ = nullptr;

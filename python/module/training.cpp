@@ -72,6 +72,8 @@ const std::map<std::string, Setter>& setters() {
       {"early_stop_metric", set(&TrainJob::early_stop_metric)},
       {"patience", set(&TrainJob::patience)},
       {"resume", set(&TrainJob::resume)},
+      {"warm_start", [](TrainJob& j, py::handle v) { j.warm_start = py::str(v).cast<std::string>(); }},
+      {"update", set(&TrainJob::update)},
       {"events", [](TrainJob& j, py::handle v) { j.events = strings_of(v); }},
       {"metadata", set(&TrainJob::metadata)},
       {"text_buckets", set(&TrainJob::text_buckets)},

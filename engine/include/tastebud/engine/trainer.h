@@ -72,6 +72,14 @@ struct TrainOptions {
   // engine/src/sharded_tables.h). state() is then collective and whole on rank 0 only. Null, or
   // one rank: this process trains alone. Not owned.
   Communicator* comm = nullptr;
+  // Update mode (train --update): only the id-table rows flagged here train (one flag per user
+  // and per item; an empty vector: every row), and with freeze_dense the dense layers, the head,
+  // the numeric projections and the feature and context tables keep their values and optimizer
+  // state. Frozen rows are left out of the lazy update, so they stay bit-identical. CPU backend,
+  // one process.
+  std::vector<uint8_t> trainable_users, trainable_items;
+  bool freeze_dense = false;
+  bool masked() const { return !trainable_users.empty() || !trainable_items.empty() || freeze_dense; }
 };
 
 // Everything a checkpoint holds: the parameters, the optimizer's two state tensors per parameter

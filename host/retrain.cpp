@@ -1,0 +1,310 @@
+#include "host/retrain.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <memory>
+#include <ostream>
+
+#include "host/features.h"
+#include "host/split.h"
+#include "host/warm_start.h"
+#include "tastebud/atomic_file.h"
+#include "tastebud/datasets/import.h"
+#include "tastebud/directory_lock.h"
+#include "tastebud/engine/scorer.h"
+#include "tastebud/error.h"
+#include "tastebud/read_file.h"
+
+namespace tastebud::host {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::string utc_now() {
+  const std::time_t now = std::time(nullptr);
+  char text[32];
+  std::strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  return text;
+}
+
+json metrics_json(const Metrics& m) {
+  json j = json::object();
+  for (const auto& [k, v] : m) {
+    if (!is_interval_key(k)) j[k] = v;
+  }
+  return j;
+}
+
+// Settings of the current model (config.json, written by the training job) that the caller left
+// unset: a warm start must keep the model's shape, and a refresh its recipe.
+void inherit_settings(TrainJob& job, const json& config,
+                      const std::function<bool(const std::string&)>& given) {
+  const auto take = [&](const char* flag, const char* key, auto& field) {
+    if (given && !given(flag) && config.contains(key))
+      field = config[key].get<std::remove_reference_t<decltype(field)>>();
+  };
+  take("model", "model", job.model);
+  take("factors", "factors", job.factors);
+  take("layers", "layers", job.layers);
+  take("batch-size", "batch_size", job.batch_size);
+  take("negatives", "negatives", job.negatives);
+  take("lr", "lr", job.lr);
+  take("optimizer", "optimizer", job.optimizer);
+  take("l2", "l2", job.l2);
+  take("loss", "loss", job.loss);
+  take("eval", "eval", job.eval);
+  take("event", "events", job.events);
+  take("metadata", "metadata", job.metadata);
+  take("text-buckets", "text_buckets", job.text_buckets);
+  take("context", "context", job.context);
+}
+
+void import_files(const RetrainJob& job, json& record, std::ostream& log) {
+  json imported = json::array();
+  const auto one = [&](const fs::path& interactions, bool with_metadata) {
+    datasets::ImportOptions options;
+    options.interactions = interactions;
+    if (with_metadata) {
+      options.users = job.users;
+      options.items = job.items;
+    }
+    options.out = job.data;
+    options.mode = fs::exists(job.data / "meta.json") ? datasets::ImportMode::Incremental
+                                                      : datasets::ImportMode::Full;
+    const datasets::ImportReport report = datasets::import_dataset(options);
+    log << fmt::format("imported {} ({}): {} rows, {} new users, {} new items\n",
+                       interactions.string(),
+                       options.mode == datasets::ImportMode::Full ? "full" : "incremental",
+                       report.rows_read, report.new_users, report.new_items);
+    imported.push_back({{"interactions", interactions.string()},
+                        {"rows", report.rows_read},
+                        {"new_users", report.new_users},
+                        {"new_items", report.new_items}});
+  };
+  for (size_t k = 0; k < job.interactions.size(); ++k) one(job.interactions[k], k == 0);
+  if (job.interactions.empty() && (!job.users.empty() || !job.items.empty())) one({}, true);
+  record["imported"] = imported;
+}
+
+// The next version's name: one more than the highest number under versions/ and than the runs in
+// retrain.jsonl, so a refused or failed candidate's number is not given to another.
+std::string next_version(const fs::path& models) {
+  const fs::path versions = models / "versions";
+  uint64_t highest = 0;
+  if (fs::exists(models / "retrain.jsonl")) {
+    const std::string log = read_file(models / "retrain.jsonl");
+    highest = static_cast<uint64_t>(std::count(log.begin(), log.end(), '\n'));
+  }
+  if (fs::exists(versions)) {
+    for (const auto& entry : fs::directory_iterator(versions)) {
+      const std::string name = entry.path().filename().string();
+      if (!entry.is_directory() || name.empty() ||
+          !std::all_of(name.begin(), name.end(), ::isdigit))
+        continue;
+      highest = std::max<uint64_t>(highest, std::stoull(name));
+    }
+  }
+  return fmt::format("{:06d}", highest + 1);
+}
+
+// DIR/current -> versions/NAME in one step: a new symlink renamed over the old one.
+void switch_current(const fs::path& models, const std::string& version) {
+  const fs::path link = temporary_name(models / "current");
+  fs::create_symlink(fs::path("versions") / version, link);
+  if (::rename(link.c_str(), (models / "current").c_str()) != 0) {
+    const int error = errno;
+    fs::remove(link);
+    throw Error(fmt::format("{}: cannot switch to {}: {}", (models / "current").string(), version,
+                            std::strerror(error)));
+  }
+  fsync_directory(models);
+}
+
+// Removes the oldest versions beyond `keep`, never the one `current` points to.
+void prune_versions(const fs::path& models, uint32_t keep, std::ostream& log) {
+  const fs::path versions = models / "versions";
+  const fs::path current =
+      fs::exists(models / "current") ? fs::canonical(models / "current") : fs::path();
+  std::vector<fs::path> all;
+  for (const auto& entry : fs::directory_iterator(versions)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.is_directory() && !name.empty() && std::all_of(name.begin(), name.end(), ::isdigit))
+      all.push_back(entry.path());
+  }
+  std::sort(all.begin(), all.end(), std::greater<>());
+  for (size_t k = std::max<size_t>(keep, 1); k < all.size(); ++k) {
+    if (fs::canonical(all[k]) == current) continue;
+    fs::remove_all(all[k]);
+    log << fmt::format("removed {} (keeping the newest {})\n", all[k].string(), keep);
+  }
+}
+
+void append_record(const fs::path& models, const json& record) {
+  const fs::path path = models / "retrain.jsonl";
+  std::string text = fs::exists(path) ? read_file(path) : std::string();
+  text += record.dump() + "\n";
+  write_file_atomically(path, text);
+}
+
+std::string chosen_metric(const RetrainJob& job, const TrainJob& train) {
+  const EvalProtocol protocol = parse_eval_protocol(train.eval);
+  TB_CHECK(protocol != EvalProtocol::kNone,
+           "retrain: the candidate must be evaluated (--eval none cannot decide a promotion)");
+  TB_CHECK(train.context.empty(),
+           "retrain: models with --context are not evaluated by retrain yet");
+  if (!job.metric.empty()) return job.metric;
+  if (!train.early_stop_metric.empty()) return train.early_stop_metric;
+  return holds_out_newest(protocol) ? "ndcg@10" : "hr@10";
+}
+
+double metric_of(const Metrics& m, const std::string& metric, const fs::path& dir) {
+  const auto it = m.find(metric);
+  TB_CHECK(it != m.end(),
+           fmt::format("retrain: {} has no metric '{}' on this split", dir.string(), metric));
+  return it->second;
+}
+
+}  // namespace
+
+Metrics evaluate_model_dir(const fs::path& model_dir, const datasets::Dataset& dataset,
+                           const Split& split, uint32_t threads) {
+  const ParentModel model = load_parent_model(model_dir);
+  ModelConfig config = model.state.params.config;
+  TB_CHECK(
+      !config.has_context(),
+      fmt::format("{}: models with context are not evaluated by retrain yet", model_dir.string()));
+  config.num_users = dataset.num_users();
+  config.num_items = dataset.num_items();
+  ModelParams zero = ModelParams::initialize(config, 0);
+  for (Tensor* t : {&zero.user_gmf, &zero.item_gmf, &zero.user_mlp, &zero.item_mlp})
+    std::fill(t->values.begin(), t->values.end(), 0.0f);
+  const TrainState state = warm_start_state(model, TrainState::fresh(zero, OptimizerParams{}),
+                                            dataset, model.optimizer, nullptr, nullptr);
+  const ModelParams& params = state.params;
+  FeatureInputs users, items;
+  if (config.user_features.enabled())
+    users = encode_features(dataset.users, config.user_features, config.num_users);
+  if (config.item_features.enabled())
+    items = encode_features(dataset.items, config.item_features, config.num_items);
+  const auto scorer = config.has_metadata() ? std::make_unique<Scorer>(params, users, items)
+                                            : std::make_unique<Scorer>(params);
+  return evaluate(
+      split,
+      [&](uint32_t u, std::span<const uint32_t> candidates, std::span<float> out) {
+        if (candidates.empty())
+          scorer->score_all(u, out);
+        else
+          scorer->score(u, candidates, out);
+      },
+      threads);
+}
+
+RetrainResult run_retrain(const RetrainJob& job, std::ostream& log) {
+  const auto step = [&](const char* name) {
+    if (job.before_step) job.before_step(name);
+  };
+  fs::create_directories(job.models / "versions");
+  const DirectoryLock lock(job.models, "this retrain");
+  remove_stale_temporaries(job.models);
+  remove_stale_temporaries(job.models / "versions");
+  const fs::path current = job.models / "current";
+  TB_CHECK(!fs::exists(fs::symlink_status(current)) || fs::is_symlink(fs::symlink_status(current)),
+           fmt::format("{}: exists and is not a symlink; retrain manages it as a link to a version",
+                       current.string()));
+  const bool has_current = fs::exists(current);  // a dangling link counts as none
+
+  json record{{"time", utc_now()}, {"dataset", fs::absolute(job.data).lexically_normal().string()}};
+  RetrainResult result;
+  fs::path candidate;
+  const auto started = std::chrono::steady_clock::now();
+  try {
+    step("import");
+    import_files(job, record, log);
+
+    TrainJob train = job.train;
+    if (has_current) {
+      inherit_settings(train, json::parse(read_file(fs::canonical(current) / "config.json")),
+                       job.given);
+      train.warm_start = fs::canonical(current);
+      if (job.warm_epochs > 0) train.epochs = job.warm_epochs;
+      record["parent"] = train.warm_start.string();
+    } else {
+      train.update = false;  // nothing to refresh: the first model trains from scratch
+    }
+    result.metric = chosen_metric(job, train);
+    const std::string version = next_version(job.models);
+    // The candidate trains under a temporary name (".NNNNNN.tmp-PID-N") and takes its version's
+    // name only when promoted: a killed retrain leaves no half-trained version, and the next run
+    // removes what it left (remove_stale_temporaries).
+    const fs::path version_dir = job.models / "versions" / version;
+    candidate = temporary_name(version_dir);
+    train.data = job.data;
+    train.out = candidate;
+    train.resume = false;
+    record["candidate"] = version_dir.string();
+    record["mode"] = !has_current ? "scratch" : train.update ? "update" : "warm-start";
+    step("train");
+    const auto train_started = std::chrono::steady_clock::now();
+    run_training(train, log);
+    record["train_seconds"] =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - train_started).count();
+
+    step("evaluate");
+    const datasets::Dataset dataset = datasets::Dataset::open(job.data);
+    const Split split = make_split(dataset, split_options_of(train));
+    result.candidate_metrics = evaluate_model_dir(candidate, dataset, split, train.threads);
+    if (has_current)
+      result.current_metrics = evaluate_model_dir(current, dataset, split, train.threads);
+    const double mine = metric_of(result.candidate_metrics, result.metric, candidate);
+    const double theirs =
+        has_current ? metric_of(result.current_metrics, result.metric, current) : 0.0;
+    const bool promote = !has_current || mine >= theirs - job.max_regression;
+    result.decision = promote ? "promoted" : "refused";
+    result.candidate = version_dir;
+    log << fmt::format(
+        "candidate {} {:.4f}, current {}; {}\n", result.metric, mine,
+        has_current ? fmt::format("{:.4f}", theirs) : "none",
+        promote ? "promoted" : fmt::format("refused: worse by more than {}", job.max_regression));
+    if (promote) {
+      step("promote");
+      fs::rename(candidate, version_dir);
+      candidate = version_dir;
+      fsync_directory(job.models / "versions");
+      switch_current(job.models, version);
+    } else {
+      fs::remove_all(candidate);
+    }
+    prune_versions(job.models, job.keep, log);
+  } catch (const std::exception& e) {
+    // `current` has not moved (switching it is the last step that can fail): the candidate goes.
+    if (!candidate.empty() &&
+        (!fs::exists(current) || fs::canonical(current) != fs::weakly_canonical(candidate))) {
+      std::error_code ignored;
+      fs::remove_all(candidate, ignored);
+    }
+    record["decision"] = "failed";
+    record["error"] = e.what();
+    record["seconds"] =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    append_record(job.models, record);
+    throw;
+  }
+  record["metric"] = result.metric;
+  record["max_regression"] = job.max_regression;
+  record["candidate_metrics"] = metrics_json(result.candidate_metrics);
+  record["current_metrics"] = has_current ? metrics_json(result.current_metrics) : json(nullptr);
+  record["decision"] = result.decision;
+  record["seconds"] =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  append_record(job.models, record);
+  return result;
+}
+
+}  // namespace tastebud::host

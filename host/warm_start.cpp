@@ -1,0 +1,276 @@
+#include "host/warm_start.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <limits>
+#include <ostream>
+
+#include "host/model_dir.h"
+#include "host/recipes.h"
+#include "tastebud/engine/model_io.h"
+#include "tastebud/engine/param_layout.h"
+#include "tastebud/error.h"
+#include "tastebud/read_file.h"
+
+namespace tastebud::host {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+bool is_id_table(TensorRole role) {
+  return role == TensorRole::kUserGmf || role == TensorRole::kItemGmf ||
+         role == TensorRole::kUserMlp || role == TensorRole::kItemMlp;
+}
+
+std::string spec_text(const FeatureSpec& spec) {
+  if (!spec.enabled()) return "none";
+  std::string text;
+  for (size_t k = 0; k < spec.categorical.size(); ++k) {
+    text += fmt::format("{}{} ({} values)", text.empty() ? "" : ", ", spec.categorical[k],
+                        spec.categorical_rows[k]);
+  }
+  if (!spec.textual.empty())
+    text +=
+        fmt::format("{}{} ({} buckets)", text.empty() ? "" : ", ", spec.textual, spec.text_buckets);
+  for (const std::string& name : spec.numerical)
+    text += fmt::format("{}{}", text.empty() ? "" : ", ", name);
+  return text;
+}
+
+// Rows [0, rows) of `to` from the rows of `from` that `source` names (-1: left as it is).
+void copy_rows(const Tensor& from, Tensor& to, const std::vector<int64_t>& source) {
+  const uint64_t width = to.cols();
+  if (width == 0) return;
+  for (size_t r = 0; r < source.size(); ++r) {
+    if (source[r] < 0) continue;
+    std::copy_n(from.values.begin() + static_cast<int64_t>(source[r] * width), width,
+                to.values.begin() + static_cast<int64_t>(r * width));
+  }
+}
+
+// For each dataset index, the parent's row of the same external id, or -1.
+std::vector<int64_t> parent_rows(const std::vector<std::string>& parent_ids,
+                                 const datasets::StringTable& ids, uint32_t* kept) {
+  const auto index = index_ids(parent_ids);
+  std::vector<int64_t> source(ids.size(), -1);
+  uint32_t matched = 0;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const auto it = index.find(std::string(ids[i]));
+    if (it == index.end()) continue;
+    source[i] = it->second;
+    ++matched;
+  }
+  if (kept) *kept = matched;
+  return source;
+}
+
+}  // namespace
+
+ParentModel load_parent_model(const fs::path& dir) {
+  TB_CHECK(fs::is_directory(dir),
+           fmt::format("--warm-start {}: not a model directory", dir.string()));
+  ParentModel parent;
+  parent.dir = fs::canonical(dir);
+  const fs::path config_path = parent.dir / "config.json";
+  try {
+    parent.config = json::parse(read_file(config_path));
+  } catch (const json::exception& e) {
+    throw Error(fmt::format("{}: not a tastebud model config: {}", config_path.string(), e.what()));
+  }
+  check_file_checksums(parent.config, parent.dir);
+  const std::string kind = parent.config.value("model", std::string());
+  TB_CHECK(!is_recipe(kind),
+           fmt::format("--warm-start {}: a {} recipe has no parameters to start from", dir.string(),
+                       kind));
+  TB_CHECK(fs::exists(parent.dir / "model.bin"),
+           fmt::format("--warm-start {}: no model.bin (its training never finished an epoch)",
+                       dir.string()));
+  parent.user_ids = read_ids(parent.dir / "user_ids.json");
+  parent.item_ids = read_ids(parent.dir / "item_ids.json");
+  ModelParams params = load_model(parent.dir / "model.bin");
+  TB_CHECK(
+      params.config.num_users == parent.user_ids.size() &&
+          params.config.num_items == parent.item_ids.size(),
+      fmt::format(
+          "--warm-start {}: model.bin has {} users and {} items but the id files list {} and {}",
+          dir.string(), params.config.num_users, params.config.num_items, parent.user_ids.size(),
+          parent.item_ids.size()));
+  parent.optimizer = parent.config.value("optimizer", std::string("adam"));
+  parent.state = TrainState::fresh(params, OptimizerParams{});
+  const fs::path checkpoint_path = parent.dir / "checkpoint.bin";
+  if (fs::exists(checkpoint_path)) {
+    std::string extra;
+    TrainState checkpoint = load_checkpoint(checkpoint_path, &extra);
+    checkpoint.check_fits(params.config);  // a checkpoint of another shape is a damaged directory
+    parent.state.state0 = std::move(checkpoint.state0);
+    parent.state.state1 = std::move(checkpoint.state1);
+    parent.state.step = checkpoint.step;
+    parent.optimizer_state = true;
+  }
+  return parent;
+}
+
+void check_same_shape(const ParentModel& parent, const ModelConfig& config) {
+  const ModelConfig& was = parent.state.params.config;
+  std::vector<std::string> differences;
+  const auto differ = [&](const char* what, const std::string& before, const std::string& now) {
+    if (before != now)
+      differences.push_back(fmt::format("{} {} (this run: {})", what, before, now));
+  };
+  differ("model", to_string(was.kind), to_string(config.kind));
+  differ("factors", std::to_string(was.factors), std::to_string(config.factors));
+  differ("layers", fmt::format("{}", fmt::join(was.layers, ",")),
+         fmt::format("{}", fmt::join(config.layers, ",")));
+  differ("user metadata", spec_text(was.user_features), spec_text(config.user_features));
+  differ("item metadata", spec_text(was.item_features), spec_text(config.item_features));
+  differ("context", spec_text(was.context), spec_text(config.context));
+  if (differences.empty()) return;
+  throw Error(fmt::format(
+      "--warm-start {}: the model has another shape: {}; a warm start keeps the model, "
+      "factors, layers, metadata tables and context (train from scratch to change them)",
+      parent.dir.string(), fmt::join(differences, "; ")));
+}
+
+TrainState warm_start_state(const ParentModel& parent, TrainState fresh,
+                            const datasets::Dataset& dataset, const std::string& optimizer,
+                            uint32_t* kept_users, uint32_t* kept_items) {
+  check_same_shape(parent, fresh.params.config);
+  const std::vector<int64_t> users = parent_rows(parent.user_ids, dataset.user_ids, kept_users);
+  const std::vector<int64_t> items = parent_rows(parent.item_ids, dataset.item_ids, kept_items);
+  const bool carry_state = parent.optimizer_state && parent.optimizer == optimizer;
+  const ParamLayout layout(fresh.params.config);
+  const auto from = parent.state.params.tensors();
+  const auto to = fresh.params.tensors();
+  for (size_t t = 0; t < layout.size(); ++t) {
+    const TensorRole role = layout[t].role;
+    if (is_id_table(role)) {
+      const std::vector<int64_t>& source = layout[t].item_id_table() ? items : users;
+      copy_rows(*from[t], *to[t], source);
+      if (carry_state) {
+        copy_rows(parent.state.state0[t], fresh.state0[t], source);
+        copy_rows(parent.state.state1[t], fresh.state1[t], source);
+      }
+      continue;
+    }
+    to[t]->values = from[t]->values;  // same shape: check_same_shape
+    if (carry_state) {
+      fresh.state0[t].values = parent.state.state0[t].values;
+      fresh.state1[t].values = parent.state.state1[t].values;
+    }
+  }
+  if (carry_state) fresh.step = parent.state.step;
+  return fresh;
+}
+
+json dataset_record(const datasets::Dataset& dataset) {
+  int64_t last = std::numeric_limits<int64_t>::min();
+  for (const int64_t t : dataset.interactions.timestamp) last = std::max(last, t);
+  json record{{"path", fs::absolute(dataset.dir).lexically_normal().string()},
+              {"users", dataset.num_users()},
+              {"items", dataset.num_items()},
+              {"interactions", dataset.interactions.size()}};
+  if (dataset.interactions.size() > 0) record["last_timestamp"] = last;
+  return record;
+}
+
+json parent_record(const ParentModel& parent) {
+  json record{{"path", parent.dir.string()}, {"optimizer_state", parent.optimizer_state}};
+  const json& sums = parent.config.value("checksums", json::object());
+  if (sums.contains("config.json")) record["config_crc32"] = sums["config.json"];
+  if (parent.config.contains("dataset"))
+    record["dataset"] = parent.config["dataset"];
+  else
+    record["dataset"] = json{{"path", parent.config.value("data", std::string())}};
+  return record;
+}
+
+ChangedRows changed_rows(const ParentModel& parent, const datasets::Dataset& dataset) {
+  ChangedRows changed;
+  changed.users.assign(dataset.num_users(), 0);
+  changed.items.assign(dataset.num_items(), 0);
+  const std::vector<int64_t> users = parent_rows(parent.user_ids, dataset.user_ids, nullptr);
+  const std::vector<int64_t> items = parent_rows(parent.item_ids, dataset.item_ids, nullptr);
+  for (size_t u = 0; u < users.size(); ++u) changed.users[u] = users[u] < 0;
+  for (size_t i = 0; i < items.size(); ++i) changed.items[i] = items[i] < 0;
+  changed.new_items = changed.items;
+  const json dataset_of_parent = parent.config.value("dataset", json::object());
+  changed.dataset_end_known = dataset_of_parent.contains("last_timestamp");
+  if (changed.dataset_end_known) {
+    const int64_t end = dataset_of_parent["last_timestamp"].get<int64_t>();
+    const datasets::Interactions& rows = dataset.interactions;
+    for (size_t r = 0; r < rows.size(); ++r) {
+      if (rows.timestamp[r] <= end) continue;
+      changed.users[rows.user[r]] = 1;
+      changed.items[rows.item[r]] = 1;
+    }
+  }
+  changed.changed_users =
+      static_cast<uint32_t>(std::count(changed.users.begin(), changed.users.end(), 1));
+  changed.changed_items =
+      static_cast<uint32_t>(std::count(changed.items.begin(), changed.items.end(), 1));
+  return changed;
+}
+
+TrainingSet changed_positives(const TrainingSet& train, const ChangedRows& changed) {
+  TB_CHECK(train.context.empty(),
+           "--update: a model with --context cannot train in update mode yet");
+  TrainingSet subset;
+  subset.num_users = train.num_users;
+  subset.num_items = train.num_items;
+  for (size_t p = 0; p < train.size(); ++p) {
+    if (!changed.users[train.user[p]] && !changed.new_items[train.item[p]]) continue;
+    subset.user.push_back(train.user[p]);
+    subset.item.push_back(train.item[p]);
+    subset.weight.push_back(train.weight[p]);
+  }
+  TB_CHECK(
+      !subset.user.empty(),
+      fmt::format(
+          "--update: no training positive of a new or changed user or item ({} users and {} items "
+          "changed since the parent model); nothing to train",
+          changed.changed_users, changed.changed_items));
+  subset.impression_offsets = train.impression_offsets;
+  subset.impression_items = train.impression_items;
+  subset.user_features = train.user_features;
+  subset.item_features = train.item_features;
+  subset.finalize();
+  return subset;
+}
+
+TrainState start_warm(const ParentModel& parent, TrainState fresh, const datasets::Dataset& dataset,
+                      const std::string& optimizer, std::ostream& log) {
+  uint32_t kept_users = 0, kept_items = 0;
+  TrainState state =
+      warm_start_state(parent, std::move(fresh), dataset, optimizer, &kept_users, &kept_items);
+  const bool carried = parent.optimizer_state && parent.optimizer == optimizer;
+  log << fmt::format(
+      "warm start from {}: {} of {} users and {} of {} items keep its rows, {} users and {} items "
+      "are new; optimizer state {}\n",
+      parent.dir.string(), kept_users, dataset.num_users(), kept_items, dataset.num_items(),
+      dataset.num_users() - kept_users, dataset.num_items() - kept_items,
+      carried                  ? fmt::format("from its checkpoint.bin (step {})", state.step)
+      : parent.optimizer_state ? fmt::format("fresh (it trained with {})", parent.optimizer)
+                               : "fresh (it has no checkpoint.bin)");
+  return state;
+}
+
+TrainingSet start_update(const ParentModel& parent, const datasets::Dataset& dataset,
+                         const TrainingSet& train, TrainOptions& options, std::ostream& log) {
+  ChangedRows changed = changed_rows(parent, dataset);
+  TrainingSet subset = changed_positives(train, changed);
+  log << fmt::format(
+      "update: {} users and {} items are new or changed{}; they train on {} of {} positives, every "
+      "other row and the dense layers stay frozen\n",
+      changed.changed_users, changed.changed_items,
+      changed.dataset_end_known ? ""
+                                : " (new ids only: the parent does not record its dataset's end)",
+      subset.size(), train.size());
+  options.trainable_users = std::move(changed.users);
+  options.trainable_items = std::move(changed.items);
+  options.freeze_dense = true;
+  return subset;
+}
+
+}  // namespace tastebud::host
