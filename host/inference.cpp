@@ -623,12 +623,12 @@ struct Recommender::Impl {
   int64_t user_of(const Query& q) const {
     if (!q.user_id) return -1;
     const auto it = user_index.find(*q.user_id);
-    return it == user_index.end() ? -1 : it->second;
+    return it == user_index.end() ? int64_t{-1} : int64_t{it->second};
   }
   int64_t item_of(const Query& q) const {
     if (!q.item_id) return -1;
     const auto it = item_index.find(*q.item_id);
-    return it == item_index.end() ? -1 : it->second;
+    return it == item_index.end() ? int64_t{-1} : int64_t{it->second};
   }
 
   // Popular items, best first, among the allowed ones, skipping `skip`.
@@ -879,8 +879,11 @@ struct Recommender::Impl {
           text += (text.empty() ? "" : "|") + col.vocabulary[col.values[k]];
         out[m.name] = col.offsets[item] == col.offsets[item + 1] ? json(nullptr) : json(text);
       } else {
+        // Whole numbers (timestamps) as integers; the others as the float columns hold them.
         const double x = context.catalog.numerical[m.column].values[item];
-        out[m.name] = std::isnan(x) ? json(nullptr) : json(x);
+        out[m.name] = std::isnan(x)                                   ? json(nullptr)
+                      : x == std::floor(x) && std::fabs(x) < 9.0e15 ? json(static_cast<int64_t>(x))
+                                                                    : json(static_cast<float>(x));
       }
     }
     return out;

@@ -668,6 +668,11 @@ TEST(Slates, ExplorationOnAtPointThreeTakesRoundedShareOffAtZeroNone) {
   a = ask(shop(JobConfig{}), R"({"userId": "u0", "numResults": 5})");
   EXPECT_FALSE(a.at("output").contains("reasons"));
   EXPECT_EQ(items_of(a), (std::vector<std::string>{"i0", "i1", "i2", "i3", "i4"}));
+  // An unknown user gets popular items, each a popularity fill, and no exploration.
+  a = ask(on, R"({"userId": "nobody", "numResults": 2})");
+  EXPECT_EQ(items_of(a), (std::vector<std::string>{"i7", "i8"}));
+  EXPECT_EQ(count_of(a, "reasons", "popularity fill"), 2u);
+  EXPECT_TRUE(a.at("output").contains("reason"));
   // Seen items are not explored: u1 has seen i7-i9, so nothing is young enough.
   EXPECT_EQ(count_of(ask(on, R"({"userId": "u1", "numResults": 5})"), "reasons", "exploration"), 0u);
 }
@@ -731,10 +736,10 @@ TEST(Slates, MetadataColumnsTravelWithEachItem) {
   const json a = ask(shop(job), R"({"userId": "u0", "numResults": 2})");
   EXPECT_EQ(items_of(a), (std::vector<std::string>{"i0", "i1"}));
   EXPECT_EQ(a.at("output").at("metadata"),
-            json::parse(R"([{"CATEGORY_L1": "toys", "PRICE": 10.0}, {"CATEGORY_L1": "books", "PRICE": 11.0}])"));
+            json::parse(R"([{"CATEGORY_L1": "toys", "PRICE": 10}, {"CATEGORY_L1": "books", "PRICE": 11}])"));
   // Rankings carry them too, null for an id the model never saw.
   const json b = ask(shop(job), R"({"userId": "u0", "itemList": ["i3", "zz"]})");
-  EXPECT_EQ(b.at("output").at("metadata"), json::parse(R"([{"CATEGORY_L1": "books", "PRICE": 13.0}, null])"));
+  EXPECT_EQ(b.at("output").at("metadata"), json::parse(R"([{"CATEGORY_L1": "books", "PRICE": 13}, null])"));
   job.metadata_columns = {"COLOUR"};
   EXPECT_THROW(shop(job), Error);
 }
