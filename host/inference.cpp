@@ -866,6 +866,10 @@ struct Recommender::Impl {
     }
   }
 
+  // A float column's value as the shortest decimal that reads back as the same float (15.72, not
+  // 15.720000267028809).
+  static double shortest_float(double x) { return std::strtod(fmt::format("{}", static_cast<float>(x)).c_str(), nullptr); }
+
   // {"GENRES": "Comedy|Drama", "PRICE": 15} of one item (null fields null); null for an id the
   // model never saw.
   json item_metadata(int64_t item) const {
@@ -883,7 +887,7 @@ struct Recommender::Impl {
         const double x = context.catalog.numerical[m.column].values[item];
         out[m.name] = std::isnan(x)                                   ? json(nullptr)
                       : x == std::floor(x) && std::fabs(x) < 9.0e15 ? json(static_cast<int64_t>(x))
-                                                                    : json(static_cast<float>(x));
+                                                                    : json(shortest_float(x));
       }
     }
     return out;
