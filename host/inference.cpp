@@ -474,6 +474,7 @@ struct Recommender::Impl {
   };
   std::vector<Filter> promotion_filters;  // options.job.promotions' filters
   std::vector<uint8_t> explorable;        // within the exploration age cut-off
+  std::vector<double> popularity_percentile, freshness_percentile;  // per item, for ranking influence
   std::vector<MetadataColumn> metadata_columns;
 
   uint32_t num_items() const { return static_cast<uint32_t>(model.item_ids.size()); }
@@ -846,6 +847,12 @@ struct Recommender::Impl {
         explorable[i] = std::isnan(t) ? popularity[i] == 0 : !std::isnan(now) && now - t <= cutoff;
       }
     }
+    if (job.popularity_influence > 0 || job.freshness_influence > 0) {
+      popularity_percentile = percentiles(std::vector<double>(popularity.begin(), popularity.end()));
+      std::vector<double> time = context.item_time;
+      time.resize(num_items(), NAN);  // unknown ages rank oldest
+      freshness_percentile = percentiles(time);
+    }
     const ItemCatalog& c = context.catalog;
     for (const std::string& name : job.metadata_columns) {
       MetadataColumn column{name};
@@ -925,7 +932,7 @@ struct Recommender::Impl {
         if (user >= model.trained_users) reason = kMetadataOnlyUser;
         r.exploration_slots = share_slots(job.exploration_weight_or_default(), q.k);
         r.explorable = explorable;
-        r.influence = {job.popularity_influence, job.freshness_influence, popularity, context.item_time};
+        r.influence = {job.popularity_influence, job.freshness_influence, popularity_percentile, freshness_percentile};
       }
     } else {
       r.position_key = query_key(*q.item_id, false);

@@ -43,20 +43,26 @@ std::vector<uint32_t> relevance_items(const SlateRequest& r, const std::vector<u
   std::vector<uint32_t> candidates = best_items(r, taken, std::max(count, candidate_count(r.k)),
                                                 [&](uint32_t i) { return allows(r.allowed, i) && !std::isnan(r.scores[i]); });
   const size_t n = candidates.size();
-  std::vector<double> relevance(n), popularity(n), freshness(n);
-  for (size_t c = 0; c < n; ++c) {
-    const uint32_t i = candidates[c];
-    relevance[c] = r.scores[i];
-    popularity[c] = r.influence.popularity.empty() ? 0.0 : r.influence.popularity[i];
-    freshness[c] = r.influence.item_time.empty() ? NAN : r.influence.item_time[i];
+  // The candidates come best first: R by position, equal scores sharing their mid rank.
+  std::vector<double> R(n, 1.0);
+  for (size_t lo = 0; lo < n && n > 1;) {
+    size_t hi = lo;
+    while (hi + 1 < n && r.scores[candidates[hi + 1]] == r.scores[candidates[lo]]) ++hi;
+    for (size_t c = lo; c <= hi; ++c) R[c] = 1.0 - 0.5 * static_cast<double>(lo + hi) / static_cast<double>(n - 1);
+    lo = hi + 1;
   }
-  const std::vector<double> R = percentiles(relevance), P = percentiles(popularity), F = percentiles(freshness);
   const double a = r.influence.popularity_weight, b = r.influence.freshness_weight, w = std::max(0.0, 1.0 - a - b);
   std::vector<double> blended(n);
-  for (size_t c = 0; c < n; ++c) blended[c] = (w * R[c] + a * P[c] + b * F[c]) / (w + a + b);
+  for (size_t c = 0; c < n; ++c) {
+    const uint32_t i = candidates[c];
+    const double P = r.influence.popularity.empty() ? 0.0 : r.influence.popularity[i];
+    const double F = r.influence.freshness.empty() ? 0.0 : r.influence.freshness[i];
+    blended[c] = (w * R[c] + a * P + b * F) / (w + a + b);
+  }
   std::vector<size_t> order(n);
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](size_t x, size_t y) { return blended[x] > blended[y]; });
+  // Ties keep the relevance order (candidates come best first).
+  std::sort(order.begin(), order.end(), [&](size_t x, size_t y) { return blended[x] > blended[y] || (blended[x] == blended[y] && x < y); });
   std::vector<uint32_t> out;
   for (size_t c = 0; c < std::min(count, n); ++c) out.push_back(candidates[order[c]]);
   return out;
@@ -98,11 +104,12 @@ std::vector<double> percentiles(std::span<const double> values) {
   if (n <= 1) return out;
   std::vector<size_t> order(n);
   std::iota(order.begin(), order.end(), 0);
-  auto key = [&](size_t x) { return std::isnan(values[x]) ? -INFINITY : values[x]; };
-  std::stable_sort(order.begin(), order.end(), [&](size_t x, size_t y) { return key(x) < key(y); });
+  std::vector<double> key(n);
+  for (size_t x = 0; x < n; ++x) key[x] = std::isnan(values[x]) ? -INFINITY : values[x];
+  std::sort(order.begin(), order.end(), [&](size_t x, size_t y) { return key[x] < key[y] || (key[x] == key[y] && x < y); });
   for (size_t lo = 0; lo < n;) {
     size_t hi = lo;
-    while (hi + 1 < n && key(order[hi + 1]) == key(order[lo])) ++hi;
+    while (hi + 1 < n && key[order[hi + 1]] == key[order[lo]]) ++hi;
     const double mid = 0.5 * static_cast<double>(lo + hi) / static_cast<double>(n - 1);
     for (size_t k = lo; k <= hi; ++k) out[order[k]] = mid;
     lo = hi + 1;
@@ -124,12 +131,13 @@ std::vector<SlateEntry> build_slate(const SlateRequest& r) {
       --left;
     }
   }
+  // The relevance order is computed once: exploration skips its first left - explore items (it
+  // never takes an item relevance would have placed anyway), relevance then takes the rest.
+  const std::vector<uint32_t> ordered = relevance_items(r, taken, left);
   const uint32_t explore = std::min(r.exploration_slots, left);
-  if (!r.explorable.empty()) {
-    // Exploration never takes an item relevance would have placed anyway.
-    std::vector<uint32_t> placed = relevance_items(r, taken, left - explore);
+  if (!r.explorable.empty() && explore > 0) {
     std::vector<uint8_t> blocked = taken;
-    for (uint32_t i : placed) blocked[i] = 1;
+    for (size_t k = 0; k < std::min<size_t>(ordered.size(), left - explore); ++k) blocked[ordered[k]] = 1;
     for (uint32_t i : best_items(r, blocked, explore, [&](uint32_t i) { return allows(r.allowed, i) && r.explorable[i]; })) {
       special.push_back({i, SlotReason::kExploration, -1});
       taken[i] = 1;
@@ -137,7 +145,9 @@ std::vector<SlateEntry> build_slate(const SlateRequest& r) {
     }
   }
   std::vector<SlateEntry> regular;
-  for (uint32_t i : relevance_items(r, taken, left)) {
+  for (uint32_t i : ordered) {
+    if (regular.size() >= left) break;
+    if (taken[i]) continue;  // an exploration item
     regular.push_back({i, SlotReason::kRelevance, -1});
     taken[i] = 1;
   }

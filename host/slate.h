@@ -20,9 +20,10 @@
 // Ranking influence (POPULARITY a, FRESHNESS b, each 0..1) reorders the relevance slots over the
 // candidates (the allowed items with the best max(1000, 20 K) relevance scores):
 //   blended = (w * R + a * P + b * F) / (w + a + b),  w = max(0, 1 - a - b)
-// where R, P and F are the candidate's percentiles (0 worst, 1 best, ties at their mid rank)
-// among the candidates by relevance, by popularity (training interactions) and by freshness
-// (item age: CREATION_TIMESTAMP, else the first interaction; unknown age ranks oldest).
+// where R is the candidate's percentile among the candidates by relevance, and P and F the item's
+// percentiles in the catalog by popularity (training interactions) and by freshness (item age:
+// CREATION_TIMESTAMP, else the first interaction; unknown age ranks oldest), computed once per
+// job; percentiles run from 0 (worst) to 1 (best), ties at their mid rank.
 #pragma once
 
 #include <cstdint>
@@ -51,8 +52,8 @@ struct PromotionSlots {
 
 struct RankingSignals {
   double popularity_weight = 0, freshness_weight = 0;
-  std::span<const float> popularity;   // per item
-  std::span<const double> item_time;   // per item: creation or first interaction, NaN unknown
+  std::span<const double> popularity;  // per item: its popularity percentile in the catalog
+  std::span<const double> freshness;   // per item: its freshness percentile in the catalog
   bool active() const { return popularity_weight > 0 || freshness_weight > 0; }
 };
 
