@@ -31,7 +31,7 @@ std::vector<uint32_t> best_items(const SlateRequest& r, const std::vector<uint8_
   return top;
 }
 
-size_t candidate_count(uint32_t k) { return std::max<size_t>(1000, 20 * static_cast<size_t>(k)); }
+size_t candidate_count(uint32_t k) { return std::max<size_t>(200, 4 * static_cast<size_t>(k)); }
 
 // The relevance slots' items: the allowed candidates in blended order (relevance alone when no
 // influence is set), the first `count` of them.

@@ -18,7 +18,8 @@
 // The same seed and query always give the same result, whatever the threads or line order.
 //
 // Ranking influence (POPULARITY a, FRESHNESS b, each 0..1) reorders the relevance slots over the
-// candidates (the allowed items with the best max(1000, 20 K) relevance scores):
+// candidates (the allowed items with the best max(200, 4 K) relevance scores: influence reorders
+// the head of the ranking, it does not lift an irrelevant item from the tail):
 //   blended = (w * R + a * P + b * F) / (w + a + b),  w = max(0, 1 - a - b)
 // where R is the candidate's percentile among the candidates by relevance, and P and F the item's
 // percentiles in the catalog by popularity (training interactions) and by freshness (item age:
