@@ -773,6 +773,24 @@ TEST(Slates, SegmentFiltersSelectUsers) {
   EXPECT_FALSE(ask(r, R"({"userId": "u0"})").at("error").is_null());
 }
 
+// --device cuda under a job configuration: the shaped lines are answered on the CPU path, so the
+// chunk reads exactly as the CPU's answers, reasons and promotion names included.
+TEST(Slates, ShapedLinesStayOnTheCpuWithAGpu) {
+  std::string reason;
+  if (!gpu_scorer_available(&reason)) GTEST_SKIP() << "no usable GPU: " << reason;
+  InferenceOptions options;
+  options.job = job_of(R"j({"itemExplorationConfig": {"explorationItemAgeCutOff": 3}, "promotions": [{"name": "b", "percentPromotedItems": 20, "filterExpression": "INCLUDE ItemID WHERE Items.CATEGORY_L1 IN (\"books\")"}]})j");
+  const Recommender cpu(shop_model(), shop_context(), options);
+  options.device = "cuda";
+  const Recommender gpu(shop_model(), shop_context(), options);
+  const std::vector<std::string> lines{R"({"userId": "u0", "numResults": 5})", R"({"userId": "u1", "numResults": 10})",
+                                       R"({"itemId": "i3"})", R"({"userId": "nobody"})"};
+  std::vector<std::string> got(lines.size());
+  std::vector<Recommender::LineOutcome> outcomes(lines.size());
+  gpu.answer_chunk(lines, got, outcomes, 2);
+  for (size_t k = 0; k < lines.size(); ++k) EXPECT_EQ(got[k], cpu.answer(lines[k])) << lines[k];
+}
+
 TEST(Inference, AFolderOfJsonFilesIsAnsweredIntoAFolderOfOutFiles) {
   const fs::path dir = fs::temp_directory_path() / ("tastebud-test-folder-" + std::to_string(::getpid()));
   fs::remove_all(dir);
