@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cpu/topk.h"
+#include "host/catalog_view.h"
 #include "host/features.h"
 #include "host/slate.h"
 #include "tastebud/atomic_file.h"
@@ -322,59 +323,6 @@ ModelData load_model_dir(const fs::path& dir) {
   return m;
 }
 
-namespace {
-
-// The users' metadata columns, in the model's user order (matched by id).
-UserCatalog user_catalog(const ModelData& model, const datasets::Dataset& dataset) {
-  UserCatalog users;
-  users.user_ids = model.user_ids;
-  const uint32_t n = static_cast<uint32_t>(model.user_ids.size());
-  std::unordered_map<std::string, uint32_t> rows;
-  for (uint32_t d = 0; d < dataset.num_users(); ++d) rows.emplace(std::string(dataset.user_ids[d]), d);
-  std::vector<int64_t> row_of(n, -1);
-  for (uint32_t u = 0; u < n; ++u)
-    if (const auto it = rows.find(model.user_ids[u]); it != rows.end()) row_of[u] = it->second;
-  for (const datasets::CategoricalField& f : dataset.users.categorical) {
-    ItemCategoricalColumn col;
-    col.name = f.name;
-    for (size_t k = 0; k < f.vocabulary.size(); ++k) col.vocabulary.emplace_back(f.vocabulary[k]);
-    col.offsets.push_back(0);
-    for (uint32_t u = 0; u < n; ++u) {
-      if (row_of[u] >= 0 && !f.offsets.empty())
-        for (uint64_t k = f.offsets[row_of[u]]; k < f.offsets[row_of[u] + 1]; ++k) col.values.push_back(f.values[k]);
-      col.offsets.push_back(col.values.size());
-    }
-    users.categorical.push_back(std::move(col));
-  }
-  for (const datasets::NumericalField& f : dataset.users.numerical) {
-    ItemNumericalColumn col{f.name, std::vector<double>(n, NAN)};
-    for (uint32_t u = 0; u < n; ++u)
-      if (row_of[u] >= 0 && !f.values.empty()) col.values[u] = f.values[row_of[u]];
-    users.numerical.push_back(std::move(col));
-  }
-  return users;
-}
-
-// Per model item: CREATION_TIMESTAMP, else its first interaction; `now` becomes the latest
-// interaction timestamp.
-std::vector<double> item_times(const datasets::Dataset& dataset, const std::vector<int64_t>& row_of,
-                               const std::vector<int64_t>& to_model, double& now) {
-  std::vector<double> time(row_of.size(), NAN);
-  const datasets::Interactions& x = dataset.interactions;
-  for (size_t r = 0; r < x.size(); ++r) {
-    const double t = static_cast<double>(x.timestamp[r]);
-    if (std::isnan(now) || t > now) now = t;
-    const int64_t item = to_model[x.item[r]];
-    if (item >= 0 && (std::isnan(time[item]) || t < time[item])) time[item] = t;
-  }
-  const std::span<const int64_t> created = dataset.items.creation_timestamp;
-  for (size_t i = 0; i < row_of.size(); ++i)
-    if (row_of[i] >= 0 && !created.empty() && created[row_of[i]] != INT64_MIN) time[i] = static_cast<double>(created[row_of[i]]);
-  return time;
-}
-
-}  // namespace
-
 InferenceContext load_context(const ModelData& model, const fs::path& dataset_dir) {
   InferenceContext context;
   ItemCatalog& catalog = context.catalog;
@@ -423,7 +371,7 @@ InferenceContext load_context(const ModelData& model, const fs::path& dataset_di
   }
   for (const datasets::TextualField& f : items.textual) catalog.textual.push_back(f.name);
   for (size_t k = 0; k < dataset->event_types.size(); ++k) catalog.event_types.emplace_back(dataset->event_types[k]);
-  catalog.users = user_catalog(model, *dataset);
+  catalog.users = user_catalog(model.user_ids, *dataset);
   context.item_time = item_times(*dataset, row_of, *to_model, catalog.now);
 
   auto users = std::make_shared<std::unordered_map<std::string, uint32_t>>();
@@ -467,11 +415,6 @@ struct Recommender::Impl {
   uint32_t item_dim = 0;
   SeenItems item_users;  // seen transposed: item -> users (segments of the sims recipe)
   // The job configuration's parts (prepare_job).
-  struct MetadataColumn {
-    std::string name;
-    bool categorical = true;
-    size_t column = 0;
-  };
   std::vector<Filter> promotion_filters;  // options.job.promotions' filters
   std::vector<uint8_t> explorable;        // within the exploration age cut-off
   std::vector<double> popularity_percentile, freshness_percentile;  // per item, for ranking influence
@@ -853,52 +796,10 @@ struct Recommender::Impl {
       time.resize(num_items(), NAN);  // unknown ages rank oldest
       freshness_percentile = percentiles(time);
     }
-    const ItemCatalog& c = context.catalog;
-    for (const std::string& name : job.metadata_columns) {
-      MetadataColumn column{name};
-      bool found = false;
-      for (size_t k = 0; k < c.categorical.size() && !found; ++k)
-        if (c.categorical[k].name == name) column = {name, true, k}, found = true;
-      for (size_t k = 0; k < c.numerical.size() && !found; ++k)
-        if (c.numerical[k].name == name) column = {name, false, k}, found = true;
-      if (!found) {
-        std::vector<std::string> names;
-        for (const auto& col : c.categorical) names.push_back(col.name);
-        for (const auto& col : c.numerical) names.push_back(col.name);
-        throw Error(fmt::format("metadata columns: the items have no categorical or numerical field Items.{}{}{}", name,
-                                names.empty() ? " (the model's dataset is not open or has no Items fields)" : "; they have ",
-                                fmt::join(names, ", ")));
-      }
-      metadata_columns.push_back(column);
-    }
+    metadata_columns = find_metadata_columns(job.metadata_columns, context.catalog);
   }
 
-  // A float column's value as the shortest decimal that reads back as the same float (15.72, not
-  // 15.720000267028809).
-  static double shortest_float(double x) { return std::strtod(fmt::format("{}", static_cast<float>(x)).c_str(), nullptr); }
-
-  // {"GENRES": "Comedy|Drama", "PRICE": 15} of one item (null fields null); null for an id the
-  // model never saw.
-  json item_metadata(int64_t item) const {
-    if (item < 0) return nullptr;
-    json out = json::object();
-    for (const MetadataColumn& m : metadata_columns) {
-      if (m.categorical) {
-        const ItemCategoricalColumn& col = context.catalog.categorical[m.column];
-        std::string text;
-        for (uint64_t k = col.offsets[item]; k < col.offsets[item + 1]; ++k)
-          text += (text.empty() ? "" : "|") + col.vocabulary[col.values[k]];
-        out[m.name] = col.offsets[item] == col.offsets[item + 1] ? json(nullptr) : json(text);
-      } else {
-        // Whole numbers (timestamps) as integers; the others as the float columns hold them.
-        const double x = context.catalog.numerical[m.column].values[item];
-        out[m.name] = std::isnan(x)                                   ? json(nullptr)
-                      : x == std::floor(x) && std::fabs(x) < 9.0e15 ? json(static_cast<int64_t>(x))
-                                                                    : json(shortest_float(x));
-      }
-    }
-    return out;
-  }
+  json item_metadata(int64_t item) const { return host::item_metadata(context.catalog, metadata_columns, item); }
 
   static uint64_t query_key(std::string_view id, bool user) {
     uint64_t h = user ? 1469598103934665603ull : 1099511628211ull;  // FNV-1a, a different start per kind
