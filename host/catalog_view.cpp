@@ -1,5 +1,6 @@
 #include "host/catalog_view.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <unordered_map>
@@ -46,6 +47,16 @@ UserCatalog user_catalog(const std::vector<std::string>& user_ids, const dataset
     for (uint32_t u = 0; u < n; ++u)
       if (row_of[u] >= 0 && !f.values.empty()) col.values[u] = f.values[row_of[u]];
     users.numerical.push_back(std::move(col));
+  }
+  const datasets::Interactions& x = dataset.interactions;
+  users.event_type_offsets.assign(1, 0);
+  for (uint32_t u = 0; u < n; ++u) {
+    const size_t first = users.event_types.size();
+    if (row_of[u] >= 0 && !x.event_type.empty())
+      for (uint64_t r = x.user_offsets[row_of[u]]; r < x.user_offsets[row_of[u] + 1]; ++r) users.event_types.push_back(x.event_type[r]);
+    std::sort(users.event_types.begin() + first, users.event_types.end());
+    users.event_types.erase(std::unique(users.event_types.begin() + first, users.event_types.end()), users.event_types.end());
+    users.event_type_offsets.push_back(users.event_types.size());
   }
   return users;
 }

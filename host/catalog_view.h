@@ -15,7 +15,8 @@
 
 namespace tastebud::host {
 
-// The dataset's users' metadata columns in the order of `user_ids` (the model's), matched by id.
+// The dataset's users' metadata columns and event types in the order of `user_ids` (the model's),
+// matched by id.
 UserCatalog user_catalog(const std::vector<std::string>& user_ids, const datasets::Dataset& dataset);
 
 // Per model item: its CREATION_TIMESTAMP, else its first interaction (NaN: neither), and in `now`

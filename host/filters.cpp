@@ -580,10 +580,15 @@ void bind(std::string_view what, std::string_view text, Condition& c, const Item
     c.on_users = true;
     bind_columns(what, text, c, "users", catalog.users.categorical, catalog.users.numerical, {});
   } else if (c.role == Role::kUserWhere) {
-    if (!iequals(c.dataset, "Users"))
-      fail(what, text, c.position, fmt::format("UserID expressions filter on Users.<field>, not {}.{}", c.dataset, c.field));
     c.on_users = true;
-    bind_columns(what, text, c, "users", catalog.users.categorical, catalog.users.numerical, {});
+    if (iequals(c.dataset, "Interactions") && iequals(c.field, "EVENT_TYPE")) {
+      c.source = Source::kEventType;  // users with events of these types, on any item
+    } else if (iequals(c.dataset, "Users")) {
+      bind_columns(what, text, c, "users", catalog.users.categorical, catalog.users.numerical, {});
+    } else {
+      fail(what, text, c.position,
+           fmt::format("UserID expressions filter on Users.<field> or Interactions.EVENT_TYPE, not {}.{}", c.dataset, c.field));
+    }
   } else if (iequals(c.dataset, "Items")) {
     bind_columns(what, text, c, "items", catalog.categorical, catalog.numerical, catalog.textual);
   } else if (iequals(c.dataset, "Interactions")) {
@@ -672,6 +677,13 @@ void condition_mask(const Condition& c, const std::vector<Value>& values, const 
       for (const Value& v : values)
         for (size_t k = 0; k < catalog.event_types.size(); ++k)
           if (catalog.event_types[k] == v.text) wanted[k] = 1;
+      if (c.on_users) {  // a user passes with an event of a wanted type (NOT IN: of another type)
+        const UserCatalog& u = catalog.users;
+        for (uint32_t user = 0; user < n && !u.event_type_offsets.empty(); ++user)
+          for (uint64_t k = u.event_type_offsets[user]; k < u.event_type_offsets[user + 1]; ++k)
+            if (u.event_types[k] < wanted.size() && (wanted[u.event_types[k]] != 0) != negated) mask[user] = 1;
+        break;
+      }
       for (const UserEvent& e : events) {
         if (e.item >= n || e.event_type >= wanted.size()) continue;
         if ((wanted[e.event_type] != 0) != negated) mask[e.item] = 1;
@@ -732,7 +744,7 @@ void prepare(FilterAst& ast, const ItemCatalog& catalog) {
       for (uint32_t i = 0; i < catalog.num_items(); ++i) ast.item_index.emplace(catalog.item_ids[i], i);
   }
   for (Condition& c : ast.conditions) {
-    if (!c.has_params && !c.has_refs && c.source != Source::kEventType)
+    if (!c.has_params && !c.has_refs && (c.source != Source::kEventType || c.on_users))
       condition_mask(c, c.values, catalog, ast, {}, c.mask);
   }
 }

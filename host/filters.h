@@ -26,7 +26,8 @@
 // the asking user (CurrentUser.<field>); it stands for that field's values (none when the query
 // has no such item or user, or the field is null), with or without parentheses.
 //   INCLUDE UserID WHERE Users.MEMBERSHIP IN ("gold") | EXCLUDE UserID WHERE Users.AGE < 18
-// UserID expressions select users (batch-segment's --filter) by Users.<field> (and USER_ID);
+// UserID expressions select users (batch-segment's --filter) by Users.<field> (and USER_ID) and by
+// Interactions.EVENT_TYPE (users with events of those types, on any item, as in the service);
 // expressions of one filter select either items or users.
 //   INCLUDE ItemID WHERE Items.CREATION_TIMESTAMP >= NOW - 7 DAYS
 // Time-relative values: NOW, optionally followed by + or - a number and a unit (SECONDS, MINUTES,
@@ -77,6 +78,10 @@ struct UserCatalog {
   std::vector<std::string> user_ids;
   std::vector<ItemCategoricalColumn> categorical;
   std::vector<ItemNumericalColumn> numerical;
+  // The distinct event types each user has events of (indices into ItemCatalog::event_types),
+  // CSR over users; empty: none known. For `INCLUDE UserID WHERE Interactions.EVENT_TYPE IN (...)`.
+  std::vector<uint64_t> event_type_offsets;
+  std::vector<uint32_t> event_types;
 
   uint32_t num_users() const { return static_cast<uint32_t>(user_ids.size()); }
 };

@@ -37,6 +37,9 @@ ItemCatalog make_catalog() {
   c.users.user_ids = {"u0", "u1", "u2"};
   c.users.numerical.push_back({"AGE", {12, 30, NAN}});
   c.users.categorical.push_back({"MEMBERSHIP", {"gold", "silver"}, {0, 1, 2, 2}, {0, 1}});
+  // u0 has viewed and purchased, u1 only viewed, u2 nothing.
+  c.users.event_type_offsets = {0, 2, 3, 3};
+  c.users.event_types = {0, 1, 0};
   // i<k> created at day k; NOW is day 5.
   c.numerical.push_back({"CREATION_TIMESTAMP", {0, 86400, 2 * 86400, 3 * 86400, 4 * 86400, 5 * 86400}});
   c.now = 5 * 86400;
@@ -320,6 +323,12 @@ TEST(Filters, UserIdExpressionsSelectUsers) {
   const Filter ids("EXCLUDE UserID WHERE Users.USER_ID IN (\"u1\")", catalog);
   ids.evaluate(FilterQuery{{}}, allowed);
   EXPECT_EQ(allowed, (std::vector<uint8_t>{1, 0, 1}));
+  const Filter buyers("INCLUDE UserID WHERE Interactions.EVENT_TYPE IN ($E)", catalog);
+  buyers.evaluate(FilterQuery{{{"E", "\"purchase\""}}}, allowed);
+  EXPECT_EQ(allowed, (std::vector<uint8_t>{1, 0, 0}));
+  const Filter viewers("EXCLUDE UserID WHERE Interactions.EVENT_TYPE IN (\"view\")", catalog);
+  viewers.evaluate(FilterQuery{{}}, allowed);
+  EXPECT_EQ(allowed, (std::vector<uint8_t>{0, 0, 1}));
   const std::string items = "INCLUDE UserID WHERE Items.PRICE > 5";
   EXPECT_EQ(error_position(items), at(items, "Items"));
 }

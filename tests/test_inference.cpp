@@ -381,7 +381,7 @@ TEST(Inference, GpuAnswersMatchTheCpuLineForLine) {
       R"({"userId": "u4", "itemList": ["i1", "i2", "nope"]})", R"({"itemId": "i9"})", R"({"userId": "stranger"})",
       "not json", R"({"userId": "u39", "numResults": 500})"};
   options.device = "cpu";
-  const Recommender cpu(m, InferenceContext{catalog, {}}, options);
+  const Recommender cpu(m, InferenceContext{catalog, {}, {}}, options);
   std::vector<std::string> want(lines.size()), got(lines.size());
   std::vector<Recommender::LineOutcome> a(lines.size()), b(lines.size());
   cpu.answer_chunk(lines, want, a, 2);
@@ -389,11 +389,11 @@ TEST(Inference, GpuAnswersMatchTheCpuLineForLine) {
   std::string reason;
   if (!gpu_scorer_available(&reason)) {
     options.device = "cuda";
-    EXPECT_THROW(Recommender(m, InferenceContext{catalog, {}}, options), Error);
+    EXPECT_THROW(Recommender(m, InferenceContext{catalog, {}, {}}, options), Error);
     GTEST_SKIP() << "no usable GPU: " << reason;
   }
   options.device = "cuda";
-  const Recommender gpu(m, InferenceContext{catalog, {}}, options);
+  const Recommender gpu(m, InferenceContext{catalog, {}, {}}, options);
   gpu.answer_chunk(lines, got, b, 2);
   for (size_t k = 0; k < lines.size(); ++k) {
     const json w = json::parse(want[k]), g = json::parse(got[k]);
