@@ -656,6 +656,15 @@ TEST(Slates, ExplorationOnAtPointThreeTakesRoundedShareOffAtZeroNone) {
   EXPECT_EQ(count_of(ask(on, R"({"userId": "u0", "numResults": 2})"), "reasons", "exploration"), 1u);
   // The same seed and query give the same result.
   EXPECT_EQ(ask(on, R"({"userId": "u0", "numResults": 10})"), a);
+  // Another seed places the same items elsewhere (relevance and exploration items each keep
+  // their own order).
+  InferenceOptions seeded;
+  seeded.job = job_of(R"({"itemExplorationConfig": {"explorationWeight": "0.3", "explorationItemAgeCutOff": "3"}})");
+  seeded.seed = 12345;
+  const json b = ask(Recommender(shop_model(), shop_context(), seeded), R"({"userId": "u0", "numResults": 10})");
+  EXPECT_NE(items_of(b), items_of(a));
+  EXPECT_EQ(sorted(items_of(b)), sorted(items_of(a)));
+  EXPECT_EQ(items_where(b, "reasons", "exploration"), items_where(a, "reasons", "exploration"));
   // Weight 0: no exploration slot; the plain top-K, in order.
   const Recommender off = shop(job_of(R"({"itemExplorationConfig": {"explorationWeight": 0, "explorationItemAgeCutOff": "3"}})"));
   a = ask(off, R"({"userId": "u0", "numResults": 5})");
