@@ -5,6 +5,7 @@
 #include <toml++/toml.h>
 
 #include "host/commands.h"
+#include "host/recipes.h"
 #include "host/training.h"
 #include "tastebud/error.h"
 
@@ -122,6 +123,9 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--popularity-discount", job->popularity_discount, "sims: co-count / (count_i * count_j)^discount")->capture_default_str();
   cmd->add_option("--neighbors", job->neighbors, "sims: related items kept per item")->capture_default_str();
   cmd->add_option("--trend-window-days", job->trend_window_days, "trending: length of the latest window in days")->capture_default_str();
+  cmd->add_option_function<std::string>(
+      "--trend-window", [job](const std::string& w) { job->trend_window_days = parse_trend_window(w); },
+      "trending: the service's windows, 30m, 1h, 3h or 1d (instead of --trend-window-days)");
   cmd->add_option("--trend-smoothing", job->trend_smoothing, "trending: (latest - previous) / (previous + smoothing)")->capture_default_str();
   cmd->callback([job, cmd] {
     if (!job->config_file.empty()) apply_job_file(*cmd, job->config_file);

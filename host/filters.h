@@ -15,8 +15,28 @@
 // INCLUDE expression needs all of its values. A condition on a null field is false (so an item
 // without a GENRES value is neither IN nor NOT IN any list). Keywords and field names are matched
 // without regard to case.
+//
+// Who is asking (issue 14):
+//   INCLUDE ItemID WHERE Items.GENRES IN ("kids") IF CurrentUser.AGE < 13
+// An expression with an IF clause counts for a query only when the asking user satisfies it
+// (conditions on CurrentUser.<field>, or Users.<field>, the same thing there); for an unknown user
+// or an item query the clause is false and the expression is skipped.
+//   INCLUDE ItemID WHERE Items.GENRES IN CurrentItem.GENRES
+// A value may name a field of the query's item (CurrentItem.<field>, related-items queries) or of
+// the asking user (CurrentUser.<field>); it stands for that field's values (none when the query
+// has no such item or user, or the field is null), with or without parentheses.
+//   INCLUDE UserID WHERE Users.MEMBERSHIP IN ("gold") | EXCLUDE UserID WHERE Users.AGE < 18
+// UserID expressions select users (batch-segment's --filter) by Users.<field> (and USER_ID) and by
+// Interactions.EVENT_TYPE (users with events of those types, on any item, as in the service);
+// expressions of one filter select either items or users.
+//   INCLUDE ItemID WHERE Items.CREATION_TIMESTAMP >= NOW - 7 DAYS
+// Time-relative values: NOW, optionally followed by + or - a number and a unit (SECONDS, MINUTES,
+// HOURS, DAYS, WEEKS; singular too), in Unix seconds. NOW is ItemCatalog::now: the latest
+// interaction timestamp of the dataset (so a job's answers do not depend on the wall clock), or
+// batch-infer's --now.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -53,12 +73,27 @@ struct ItemNumericalColumn {
   std::string name;
   std::vector<double> values;  // NaN = null
 };
+// The users' metadata in the model's user order (CurrentUser and Users conditions).
+struct UserCatalog {
+  std::vector<std::string> user_ids;
+  std::vector<ItemCategoricalColumn> categorical;
+  std::vector<ItemNumericalColumn> numerical;
+  // The distinct event types each user has events of (indices into ItemCatalog::event_types),
+  // CSR over users; empty: none known. For `INCLUDE UserID WHERE Interactions.EVENT_TYPE IN (...)`.
+  std::vector<uint64_t> event_type_offsets;
+  std::vector<uint32_t> event_types;
+
+  uint32_t num_users() const { return static_cast<uint32_t>(user_ids.size()); }
+};
+
 struct ItemCatalog {
   std::vector<std::string> item_ids;
   std::vector<ItemCategoricalColumn> categorical;
   std::vector<ItemNumericalColumn> numerical;  // CREATION_TIMESTAMP is one of them
   std::vector<std::string> textual;            // names only: textual fields cannot be filtered on
   std::vector<std::string> event_types;        // Interactions.EVENT_TYPE vocabulary
+  UserCatalog users;                           // may be empty (no user metadata)
+  double now = NAN;                            // NOW in Unix seconds; NaN: NOW is an error
 
   uint32_t num_items() const { return static_cast<uint32_t>(item_ids.size()); }
 };
@@ -72,6 +107,15 @@ struct UserEvent {
 
 // filterValues of one query: parameter name (without '$', case as written) -> literal list text.
 using FilterValues = std::map<std::string, std::string>;
+
+// One query as a filter sees it: its values, the asking user's events, and the asking user and
+// the query's item as model indices (-1: none, or unknown to the model).
+struct FilterQuery {
+  const FilterValues& values;
+  std::span<const UserEvent> events = {};
+  int64_t user = -1;
+  int64_t item = -1;
+};
 
 struct FilterAst;  // the parsed expressions (filters.cpp)
 
@@ -91,12 +135,20 @@ class Filter {
   const std::vector<std::string>& parameters() const { return parameters_; }
   // True when some condition reads the querying user's events.
   bool uses_interactions() const { return uses_interactions_; }
+  // True when the answer depends on who asks beyond their events: an IF clause or a
+  // CurrentUser value.
+  bool depends_on_user() const { return depends_on_user_; }
+  // True for UserID expressions: evaluate() then gives one flag per user.
+  bool selects_users() const { return selects_users_; }
 
   // allowed[i] = 1 when item i passes, else 0. `events` are the querying user's (empty for an
   // unknown user or an item query). Throws FilterError (position within the value) for a bad
   // filterValues entry, and tastebud::Error when an INCLUDE expression lacks one of its values.
   void evaluate(const FilterValues& values, std::span<const UserEvent> events,
                 std::vector<uint8_t>& allowed) const;
+  // The same with the asking user and the query's item known (IF clauses, CurrentUser and
+  // CurrentItem values). For a UserID filter, allowed[u] per user.
+  void evaluate(const FilterQuery& query, std::vector<uint8_t>& allowed) const;
 
  private:
   std::string expression_;
@@ -104,11 +156,15 @@ class Filter {
   std::unique_ptr<FilterAst> ast_;
   std::vector<std::string> parameters_;
   bool uses_interactions_ = false;
+  bool depends_on_user_ = false;
+  bool selects_users_ = false;
 };
 
 // Checks the syntax only (no catalog): throws FilterError with the position. Used by tests and by
 // the command line before the dataset is opened.
 void check_filter_syntax(std::string_view expression);
+// True when the expressions select users (UserID), false for items (ItemID); throws as above.
+bool filter_selects_users(std::string_view expression);
 
 // An item-attribute condition as batch-segment reads it: the WHERE part alone, e.g.
 // `ITEMS.GENRES = "Comedy" AND ITEMS.PRICE < 20`. Returns the matching items as a mask; throws

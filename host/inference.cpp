@@ -19,10 +19,13 @@
 #include <omp.h>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "cpu/topk.h"
+#include "host/catalog_view.h"
 #include "host/features.h"
+#include "host/slate.h"
 #include "tastebud/atomic_file.h"
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/engine/comm.h"
@@ -368,6 +371,8 @@ InferenceContext load_context(const ModelData& model, const fs::path& dataset_di
   }
   for (const datasets::TextualField& f : items.textual) catalog.textual.push_back(f.name);
   for (size_t k = 0; k < dataset->event_types.size(); ++k) catalog.event_types.emplace_back(dataset->event_types[k]);
+  catalog.users = user_catalog(model.user_ids, *dataset);
+  context.item_time = item_times(*dataset, row_of, *to_model, catalog.now);
 
   auto users = std::make_shared<std::unordered_map<std::string, uint32_t>>();
   users->reserve(dataset->num_users());
@@ -409,6 +414,11 @@ struct Recommender::Impl {
   std::vector<float> item_vectors;  // NeuMF: unit-length [gmf | mlp] item embeddings
   uint32_t item_dim = 0;
   SeenItems item_users;  // seen transposed: item -> users (segments of the sims recipe)
+  // The job configuration's parts (prepare_job).
+  std::vector<Filter> promotion_filters;  // options.job.promotions' filters
+  std::vector<uint8_t> explorable;        // within the exploration age cut-off
+  std::vector<double> popularity_percentile, freshness_percentile;  // per item, for ranking influence
+  std::vector<MetadataColumn> metadata_columns;
 
   uint32_t num_items() const { return static_cast<uint32_t>(model.item_ids.size()); }
   uint32_t num_users() const { return static_cast<uint32_t>(model.user_ids.size()); }
@@ -546,10 +556,23 @@ struct Recommender::Impl {
   std::vector<uint8_t> allowed_items(const Query& q) const {
     std::vector<uint8_t> allowed;
     if (!filter) return allowed;
+    if (filter->selects_users())
+      throw LineError("the filter selects users (UserID expressions): that is a batch-segment filter");
     std::vector<UserEvent> events;
     if (filter->uses_interactions() && q.user_id && context.user_events) events = context.user_events(*q.user_id);
-    filter->evaluate(q.values, events, allowed);
+    filter->evaluate(FilterQuery{q.values, events, user_of(q), item_of(q)}, allowed);
     return allowed;
+  }
+
+  int64_t user_of(const Query& q) const {
+    if (!q.user_id) return -1;
+    const auto it = user_index.find(*q.user_id);
+    return it == user_index.end() ? int64_t{-1} : int64_t{it->second};
+  }
+  int64_t item_of(const Query& q) const {
+    if (!q.item_id) return -1;
+    const auto it = item_index.find(*q.item_id);
+    return it == item_index.end() ? int64_t{-1} : int64_t{it->second};
   }
 
   // Popular items, best first, among the allowed ones, skipping `skip`.
@@ -579,6 +602,39 @@ struct Recommender::Impl {
         float& x = s[nb.items[k]];
         x = std::isnan(x) ? nb.scores[k] : x + nb.scores[k];
       }
+    }
+  }
+
+  // Relevance of every item for a known user (logits for the NeuMF family; NaN: unrelated).
+  void user_scores(uint32_t user, const Query& q, std::vector<float>& s) const {
+    if (scorer) {
+      s.resize(num_items());
+      scorer->score_all(user, s, q.context);
+    } else if (model.kind == "sims") {
+      sims_user_scores(user, s);
+    } else {
+      s = model.recipe.item_scores;
+    }
+  }
+
+  // Relevance of every item to a known item: the cosine of the item embeddings, the recipe's
+  // scores, or (sims) the item's neighbour scores, NaN elsewhere.
+  void item_scores(uint32_t item, std::vector<float>& s) const {
+    if (model.kind == "sims") {
+      s.assign(num_items(), NAN);
+      const ItemNeighbors& nb = model.recipe.neighbors;
+      for (uint64_t k = nb.offsets[item]; k < nb.offsets[item + 1]; ++k) s[nb.items[k]] = nb.scores[k];
+    } else if (scorer) {
+      s.resize(num_items());
+      const float* v = item_vectors.data() + static_cast<size_t>(item) * item_dim;
+      for (uint32_t i = 0; i < num_items(); ++i) {
+        const float* w = item_vectors.data() + static_cast<size_t>(i) * item_dim;
+        float z = 0;
+        for (uint32_t j = 0; j < item_dim; ++j) z += v[j] * w[j];
+        s[i] = z;
+      }
+    } else {
+      s = model.recipe.item_scores;
     }
   }
 
@@ -617,14 +673,7 @@ struct Recommender::Impl {
       }
       return;
     }
-    if (scorer) {
-      s.resize(num_items());
-      scorer->score_all(user, s, q.context);
-    } else if (model.kind == "sims") {
-      sims_user_scores(user, s);
-    } else {
-      s = model.recipe.item_scores;
-    }
+    user_scores(user, q, s);
     mask_scores(s, allowed);
     mask_seen();
     cpu::top_k(s, q.k, top);
@@ -667,19 +716,7 @@ struct Recommender::Impl {
       }
       return;
     }
-    if (scorer) {
-      // Nearest items by the cosine of the learned item embeddings.
-      s.resize(num_items());
-      const float* v = item_vectors.data() + static_cast<size_t>(item) * item_dim;
-      for (uint32_t i = 0; i < num_items(); ++i) {
-        const float* w = item_vectors.data() + static_cast<size_t>(i) * item_dim;
-        float z = 0;
-        for (uint32_t j = 0; j < item_dim; ++j) z += v[j] * w[j];
-        s[i] = z;
-      }
-    } else {
-      s = model.recipe.item_scores;
-    }
+    item_scores(item, s);  // nearest items by the cosine of the learned item embeddings
     s[item] = NAN;
     mask_scores(s, allowed);
     cpu::top_k(s, q.k, top);
@@ -729,7 +766,135 @@ struct Recommender::Impl {
     return json{{"recommendedItems", std::move(items)}, {"scores", std::move(scores)}};
   }
 
+  // ---- Answers a job configuration shapes (host/slate.h) ----
+
+  void prepare_job() {
+    const JobConfig& job = options.job;
+    for (size_t p = 0; p < job.promotions.size(); ++p) {
+      const std::string at = fmt::format("{}: promotions[{}].filterExpression", job.source, p);
+      try {
+        promotion_filters.emplace_back(job.promotions[p].filter_expression, context.catalog);
+      } catch (const FilterError& e) {
+        throw Error(fmt::format("{}: {}", at, e.what()));
+      }
+      if (promotion_filters.back().selects_users())
+        throw Error(fmt::format("{}: a promotion selects items (ItemID), not users", at));
+    }
+    if (job.exploration_weight_or_default() > 0) {
+      // "now" is the dataset's latest timestamp (or --now), so answers do not depend on the clock.
+      const double now = context.catalog.now, cutoff = job.exploration_age_cutoff_or_default() * 86400.0;
+      explorable.assign(num_items(), 0);
+      for (uint32_t i = 0; i < num_items(); ++i) {
+        const double t = context.item_time.empty() ? NAN : context.item_time[i];
+        // An item with no date and no interaction is as new as the model knows.
+        explorable[i] = std::isnan(t) ? popularity[i] == 0 : !std::isnan(now) && now - t <= cutoff;
+      }
+    }
+    if (job.popularity_influence > 0 || job.freshness_influence > 0) {
+      popularity_percentile = percentiles(std::vector<double>(popularity.begin(), popularity.end()));
+      std::vector<double> time = context.item_time;
+      time.resize(num_items(), NAN);  // unknown ages rank oldest
+      freshness_percentile = percentiles(time);
+    }
+    metadata_columns = find_metadata_columns(job.metadata_columns, context.catalog);
+  }
+
+  json item_metadata(int64_t item) const { return host::item_metadata(context.catalog, metadata_columns, item); }
+
+  static uint64_t query_key(std::string_view id, bool user) {
+    uint64_t h = user ? 1469598103934665603ull : 1099511628211ull;  // FNV-1a, a different start per kind
+    for (char c : id) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+    return h;
+  }
+
+  json shaped_answer(const Query& q, bool& fallback) const {
+    const JobConfig& job = options.job;
+    const int64_t user = user_of(q), item = item_of(q);
+    const std::vector<uint8_t> allowed = allowed_items(q);
+    std::vector<float> s;
+    std::vector<uint8_t> excluded;
+    std::string reason;
+    bool by_popularity = false;
+    SlateRequest r;
+    r.k = q.k;
+    r.seed = options.seed;
+    if (q.user_id) {
+      r.position_key = query_key(*q.user_id, true);
+      if (user < 0) {
+        s = popularity;
+        reason = "unknown user: the most popular items";
+        fallback = by_popularity = true;
+      } else {
+        user_scores(static_cast<uint32_t>(user), q, s);
+        if (!options.keep_seen) {
+          excluded.assign(num_items(), 0);
+          for (uint32_t i : seen_of(static_cast<uint32_t>(user))) excluded[i] = 1;
+        }
+        if (user >= model.trained_users) reason = kMetadataOnlyUser;
+        r.exploration_slots = share_slots(job.exploration_weight_or_default(), q.k);
+        r.explorable = explorable;
+        r.influence = {job.popularity_influence, job.freshness_influence, popularity_percentile, freshness_percentile};
+      }
+    } else {
+      r.position_key = query_key(*q.item_id, false);
+      if (item < 0) {
+        s = popularity;
+        reason = "unknown item: the most popular items";
+        fallback = by_popularity = true;
+      } else {
+        item_scores(static_cast<uint32_t>(item), s);
+        excluded.assign(num_items(), 0);
+        excluded[item] = 1;
+      }
+    }
+    if (model.kind == "sims") r.popular_order = popular_order;
+    for (size_t p = 0; p < job.promotions.size(); ++p) {
+      PromotionSlots& slots = r.promotions.emplace_back();
+      slots.slots = share_slots(job.promotions[p].percent / 100.0, q.k);
+      std::vector<UserEvent> events;
+      if (promotion_filters[p].uses_interactions() && q.user_id && context.user_events) events = context.user_events(*q.user_id);
+      promotion_filters[p].evaluate(FilterQuery{job.promotions[p].filter_values, events, user, item}, slots.allowed);
+    }
+    r.scores = s;
+    r.allowed = allowed;
+    r.excluded = excluded;
+    const std::vector<SlateEntry> slate = build_slate(r);
+    json ids = json::array(), scores = json::array(), reasons = json::array(), names = json::array(),
+         metadata = json::array();
+    for (const SlateEntry& e : slate) {
+      ids.push_back(model.item_ids[e.item]);
+      const float x = s[e.item];
+      scores.push_back(std::isnan(x) ? 0.0f : scorer && !by_popularity ? sigmoid(x) : x);
+      const SlotReason why = by_popularity && e.reason == SlotReason::kRelevance ? SlotReason::kPopularityFill : e.reason;
+      reasons.push_back(reason_name(why) ? json(reason_name(why)) : json(nullptr));
+      names.push_back(e.promotion >= 0 ? json(job.promotions[e.promotion].name) : json(nullptr));
+      if (!metadata_columns.empty()) metadata.push_back(item_metadata(e.item));
+    }
+    json out{{"recommendedItems", std::move(ids)}, {"scores", std::move(scores)}, {"reasons", std::move(reasons)}};
+    if (!job.promotions.empty()) out["promotionNames"] = std::move(names);
+    if (!metadata_columns.empty()) out["metadata"] = std::move(metadata);
+    if (!reason.empty()) out["reason"] = reason;
+    return out;
+  }
+
   json answer_query(const Query& q, bool& fallback, const TopK* precomputed = nullptr) const {
+    if (options.job.shapes_answers() && !precomputed) {
+      if (!q.item_list) return shaped_answer(q, fallback);
+      json out = answer_query_plain(q, fallback, nullptr);
+      if (!metadata_columns.empty()) {
+        json metadata = json::array();
+        for (const json& id : out["recommendedItems"]) {
+          const auto it = item_index.find(id.get<std::string>());
+          metadata.push_back(item_metadata(it == item_index.end() ? -1 : static_cast<int64_t>(it->second)));
+        }
+        out["metadata"] = std::move(metadata);
+      }
+      return out;
+    }
+    return answer_query_plain(q, fallback, precomputed);
+  }
+
+  json answer_query_plain(const Query& q, bool& fallback, const TopK* precomputed) const {
     // A precomputed top-K (the GPU's) already applied the filter.
     const std::vector<uint8_t> allowed = precomputed ? std::vector<uint8_t>() : allowed_items(q);
     std::vector<uint32_t> items;
@@ -794,6 +959,7 @@ struct Recommender::Impl {
       request.query = parse_query(request.input);
       const Query& q = request.query;
       if (!q.user_id || q.item_list) return false;
+      if (options.job.shapes_answers()) return false;  // exploration, promotions, influence, metadata: the CPU
       const auto it = user_index.find(*q.user_id);
       if (it == user_index.end()) return false;
       request.user = it->second;
@@ -936,6 +1102,18 @@ struct Recommender::Impl {
       }
       std::vector<float> affinity;
       user_affinity(items, affinity);
+      if (filter) {  // UserID expressions: the users it lets through
+        if (!filter->selects_users())
+          throw LineError("the filter selects items (ItemID expressions): that is a batch-infer filter");
+        FilterValues values;
+        if (const auto it = input.find("filterValues"); it != input.end() && it->is_object())
+          for (auto v = it->begin(); v != it->end(); ++v)
+            if (v.value().is_string()) values[v.key()] = v.value().get<std::string>();
+        std::vector<uint8_t> allowed;
+        filter->evaluate(FilterQuery{values, {}, -1, item_id ? static_cast<int64_t>(items[0]) : -1}, allowed);
+        for (uint32_t u = 0; u < num_users(); ++u)
+          if (!allowed[u]) affinity[u] = NAN;
+      }
       if (item_id && !options.keep_seen) {
         // Users who already interacted with the item are not a segment to reach.
         for (uint32_t u = 0; u < num_users(); ++u) {
@@ -964,8 +1142,10 @@ Recommender::Recommender(ModelData model, InferenceContext context, InferenceOpt
            "inference: the catalog and the model list different items");
   if (impl_->options.candidates > 0 && !(impl_->model.params && impl_->model.params->config.has_gmf()))
     throw Error("--candidates: two-stage retrieval ranks candidates by the GMF branch; this model has none");
+  if (!std::isnan(impl_->options.now)) impl_->context.catalog.now = impl_->options.now;
   if (!impl_->options.filter.empty()) impl_->filter.emplace(impl_->options.filter, impl_->context.catalog);
   impl_->prepare();
+  impl_->prepare_job();
   if (impl_->options.device == "cuda" && impl_->model.params) {
     impl_->gpu = std::make_unique<GpuScorer>(*impl_->model.params);
   }
@@ -1081,6 +1261,31 @@ std::string resolve_device(const std::string& device, std::string* notice) {
   return "cpu";
 }
 
+// The service's folder layout: every NAME.json of the input folder answered into
+// output/NAME.json.out; or the one file. `job(input, output)` answers one file.
+template <typename JobFn>
+BatchStats run_files(const fs::path& input, const fs::path& output, JobFn&& job) {
+  if (!fs::is_directory(input)) return job(input, output);
+  if (fs::exists(output) && !fs::is_directory(output))
+    throw Error(fmt::format("--output {}: --input is a folder, so the output must be a folder too", output.string()));
+  std::vector<fs::path> files;
+  for (const fs::directory_entry& e : fs::directory_iterator(input))
+    if (e.is_regular_file() && e.path().extension() == ".json") files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  if (files.empty()) throw Error(fmt::format("--input {}: the folder holds no .json file", input.string()));
+  if (world_communicator().root()) fs::create_directories(output);
+  world_communicator().barrier();
+  BatchStats total;
+  for (const fs::path& file : files) {
+    const BatchStats s = job(file, output / (file.filename().string() + ".out"));
+    total.lines += s.lines;
+    total.errors += s.errors;
+    total.fallbacks += s.fallbacks;
+    total.seconds += s.seconds;
+  }
+  return total;
+}
+
 void print_stats(std::ostream& log, const char* job, const BatchStats& s, const fs::path& output) {
   log << fmt::format("{}: {} lines ({} errors, {} fallbacks) in {:.2f}s, {:.0f} lines/s -> {}\n", job, s.lines,
                      s.errors, s.fallbacks, s.seconds, s.lines / std::max(s.seconds, 1e-9), output.string());
@@ -1090,11 +1295,13 @@ void print_stats(std::ostream& log, const char* job, const BatchStats& s, const 
 
 BatchStats run_batch_infer(const Recommender& recommender, const fs::path& input, const fs::path& output,
                            uint32_t threads, const std::function<void(uint64_t, uint64_t, uint64_t)>& on_progress) {
-  return run_lines(input, output, threads,
-                   [&](std::span<const std::string> lines, std::span<std::string> answers,
-                       std::span<LineResult> results, int workers) {
-                     recommender.answer_chunk(lines, answers, results, workers);
-                   }, on_progress);
+  return run_files(input, output, [&](const fs::path& in, const fs::path& out) {
+    return run_lines(in, out, threads,
+                     [&](std::span<const std::string> lines, std::span<std::string> answers,
+                         std::span<LineResult> results, int workers) {
+                       recommender.answer_chunk(lines, answers, results, workers);
+                     }, on_progress);
+  });
 }
 
 BatchStats run_batch_segment(const Recommender& recommender, const fs::path& input, const fs::path& output,
@@ -1105,11 +1312,13 @@ BatchStats run_batch_segment(const Recommender& recommender, const fs::path& inp
   TB_CHECK(num_results >= 1, "--num-results must be positive");
   if (threads > 0) omp_set_num_threads(static_cast<int>(threads));
   // Lines one at a time: each segment already scores every user in parallel.
-  return run_lines(input, output, threads,
-                   [&](std::span<const std::string> lines, std::span<std::string> answers,
-                       std::span<LineResult> results, int) {
-                     for (size_t k = 0; k < lines.size(); ++k) answers[k] = recommender.segment(lines[k], num_results, &results[k]);
-                   });
+  return run_files(input, output, [&](const fs::path& in, const fs::path& out) {
+    return run_lines(in, out, threads,
+                     [&](std::span<const std::string> lines, std::span<std::string> answers,
+                         std::span<LineResult> results, int) {
+                       for (size_t k = 0; k < lines.size(); ++k) answers[k] = recommender.segment(lines[k], num_results, &results[k]);
+                     });
+  });
 }
 
 BatchStats batch_infer(const fs::path& model_dir, const fs::path& input, const fs::path& output,
@@ -1117,7 +1326,11 @@ BatchStats batch_infer(const fs::path& model_dir, const fs::path& input, const f
   InferenceOptions resolved = options;
   std::string notice;
   resolved.device = resolve_device(options.device, &notice);
-  if (!options.filter.empty()) check_filter_syntax(options.filter);  // fail before loading anything
+  if (!options.filter.empty()) {  // fail before loading anything
+    check_filter_syntax(options.filter);
+    if (filter_selects_users(options.filter))
+      throw Error("--filter: UserID expressions select users, for batch-segment; batch-infer filters items (INCLUDE|EXCLUDE ItemID ...)");
+  }
   ModelData model = load_model_dir(model_dir);
   fs::path data;
   if (!options.filter.empty()) {
@@ -1127,6 +1340,9 @@ BatchStats batch_infer(const fs::path& model_dir, const fs::path& input, const f
                               model.data.empty() ? "(not recorded)" : model.data.string()));
     data = model.data;
   }
+  // Item ages, popularity, promotion filters and metadata columns read the dataset too; without
+  // it, items without interactions count as new and metadata columns are an error.
+  if (options.job.shapes_answers() && !model.data.empty() && fs::exists(model.data)) data = model.data;
   InferenceContext context = load_context(model, data);
   const std::string kind = model.kind;
   if (!is_neumf_family(kind)) resolved.device = "cpu";  // recipes answer from tables on the host
@@ -1144,13 +1360,20 @@ BatchStats batch_infer(const fs::path& model_dir, const fs::path& input, const f
 }
 
 BatchStats batch_segment(const fs::path& model_dir, const fs::path& input, const fs::path& output,
-                         uint32_t num_results, bool keep_seen, uint32_t threads, std::ostream& log) {
+                         uint32_t num_results, bool keep_seen, uint32_t threads, std::ostream& log,
+                         const std::string& filter) {
+  if (!filter.empty()) {
+    check_filter_syntax(filter);
+    if (!filter_selects_users(filter))
+      throw Error("--filter: batch-segment filters users (INCLUDE|EXCLUDE UserID WHERE Users.<field> ...)");
+  }
   ModelData model = load_model_dir(model_dir);
   const fs::path data = !model.data.empty() && fs::exists(model.data) ? model.data : fs::path();
   InferenceContext context = load_context(model, data);
   InferenceOptions options;
   options.keep_seen = keep_seen;
   options.threads = threads;
+  options.filter = filter;
   const Recommender recommender(std::move(model), std::move(context), options);
   const BatchStats stats = run_batch_segment(recommender, input, output, num_results, threads);
   print_stats(log, "batch-segment", stats, output);

@@ -25,6 +25,7 @@
 // (popularity: weighted counts; trending: growth; sims: summed similarity).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -38,6 +39,7 @@
 #include <vector>
 
 #include "host/filters.h"
+#include "host/job_config.h"
 #include "host/model_dir.h"
 #include "host/recipes.h"
 #include "tastebud/engine/model.h"
@@ -51,6 +53,11 @@ struct InferenceOptions {
   bool keep_seen = false;     // keep the user's interacted items in recommendations
   uint32_t candidates = 0;    // > 0: two-stage retrieval, this many GMF candidates reranked
   uint32_t threads = 0;       // 0: all cores
+  // Exploration, ranking influence, promotions, metadata columns (host/job_config.h): lines such
+  // a job shapes are answered on the CPU (host/slate.h), the others as before.
+  JobConfig job;
+  uint64_t seed = 0;          // where promoted and exploration items sit in a result
+  double now = NAN;           // NOW in filters and item ages, Unix seconds; NaN: the dataset's latest timestamp
   // batch_infer tells it after each chunk of lines: input bytes read of the file's size, lines
   // answered (the command line's progress line). May be empty.
   std::function<void(uint64_t bytes_read, uint64_t bytes_total, uint64_t lines)> on_progress;
@@ -84,8 +91,11 @@ using UserEventsFn = std::function<std::vector<UserEvent>(std::string_view user_
 // The catalog view filters need (metadata, event types) and the users' events, from the dataset
 // the model was trained on, mapped to the model's item order.
 struct InferenceContext {
-  ItemCatalog catalog;
+  ItemCatalog catalog;       // with the users' metadata and the dataset's latest timestamp (now)
   UserEventsFn user_events;  // may be empty: no events known
+  // Per model item: CREATION_TIMESTAMP, else its first interaction (Unix seconds); NaN unknown.
+  // Empty: nothing known (an item without interactions then counts as new).
+  std::vector<double> item_time;
 };
 InferenceContext load_context(const ModelData& model, const std::filesystem::path& dataset_dir);
 
@@ -127,8 +137,10 @@ struct BatchStats {
   double seconds = 0;
 };
 
-// Runs the whole file: lines answered in parallel in chunks, written in input order to a
-// temporary name beside `output` and renamed into place at the end.
+// Runs the whole file (or folder, below): lines answered in parallel in chunks, written in input order to a
+// temporary name beside `output` and renamed into place at the end. batch_infer and batch_segment
+// also take the service's folder layout: `input` a directory, every `NAME.json` in it (in name
+// order) answered into `output/NAME.json.out`, each written atomically.
 BatchStats run_batch_infer(const Recommender& recommender, const std::filesystem::path& input,
                            const std::filesystem::path& output, uint32_t threads,
                            const std::function<void(uint64_t, uint64_t, uint64_t)>& on_progress = {});
@@ -140,8 +152,10 @@ BatchStats run_batch_segment(const Recommender& recommender, const std::filesyst
 BatchStats batch_infer(const std::filesystem::path& model_dir, const std::filesystem::path& input,
                        const std::filesystem::path& output, const InferenceOptions& options,
                        std::ostream& log);
+// `filter`: UserID expressions (INCLUDE UserID WHERE Users.MEMBERSHIP IN ("gold")) with each
+// line's filterValues; empty: none.
 BatchStats batch_segment(const std::filesystem::path& model_dir, const std::filesystem::path& input,
                          const std::filesystem::path& output, uint32_t num_results, bool keep_seen,
-                         uint32_t threads, std::ostream& log);
+                         uint32_t threads, std::ostream& log, const std::string& filter = {});
 
 }  // namespace tastebud::host

@@ -163,6 +163,16 @@ EpochRecord evaluate_recipe(const TrainJob& job, const datasets::Dataset& datase
 
 }  // namespace
 
+double parse_trend_window(std::string_view window) {
+  static const std::pair<const char*, double> windows[] = {
+      {"30m", 30.0 / 1440}, {"30min", 30.0 / 1440}, {"1h", 1.0 / 24}, {"3h", 3.0 / 24}, {"1d", 1.0}};
+  for (const auto& [name, days] : windows)
+    if (window == name) return days;
+  throw Error(fmt::format("--trend-window '{}': the service's windows are 30m, 1h, 3h and 1d "
+                          "(--trend-window-days takes any length)",
+                          window));
+}
+
 bool is_recipe(const std::string& model) {
   return model == "popularity" || model == "sims" || model == "trending";
 }
@@ -224,7 +234,8 @@ std::vector<float> popularity_scores(const EventLog& log, const RecipeOptions& o
 std::vector<float> trending_scores(const EventLog& log, const RecipeOptions& options) {
   const std::vector<double> weight = event_weights(log, options);
   const int64_t latest = newest(log);
-  const double window = options.trend_window_days * 86400.0;
+  // Whole seconds: 30 minutes is 1800 s exactly, not 0.0208333 days times 86400.
+  const double window = std::round(options.trend_window_days * 86400.0);
   std::vector<double> recent(log.num_items, 0.0), before(log.num_items, 0.0);
   for (size_t e = 0; e < weight.size(); ++e) {
     const double age = static_cast<double>(latest) - static_cast<double>(log.timestamp[e]);

@@ -18,6 +18,7 @@
 #include <map>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "host/training.h"
@@ -25,6 +26,9 @@
 namespace tastebud::host {
 
 bool is_recipe(const std::string& model);  // popularity | sims | trending
+
+// The service's Trending-Now windows, --trend-window 30m | 1h | 3h | 1d, in days.
+double parse_trend_window(std::string_view window);
 TrainResult train_recipe(const TrainJob& job, std::ostream& log);
 
 // The events a recipe learns from (dataset order does not matter).
@@ -64,7 +68,8 @@ std::vector<double> event_weights(const EventLog& log, const RecipeOptions& opti
 std::vector<float> popularity_scores(const EventLog& log, const RecipeOptions& options);
 
 // (latest - previous) / (previous + smoothing), where latest and previous are the weighted event
-// counts in (newest - W, newest] and (newest - 2W, newest - W], W = trend_window_days.
+// counts in (newest - W, newest] and (newest - 2W, newest - W], W = trend_window_days in whole
+// seconds: an event exactly W before the newest belongs to the previous window.
 std::vector<float> trending_scores(const EventLog& log, const RecipeOptions& options);
 
 // Related items, CSR over items, best first.

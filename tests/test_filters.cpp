@@ -30,6 +30,19 @@ ItemCatalog make_catalog() {
   c.numerical.push_back({"PRICE", {5, 10, 15, NAN, 20, 25}});
   c.textual = {"DESCRIPTION"};
   c.event_types = {"view", "purchase"};
+  //        AGE     MEMBERSHIP
+  //   u0   12      gold
+  //   u1   30      silver
+  //   u2   (null)  (null)
+  c.users.user_ids = {"u0", "u1", "u2"};
+  c.users.numerical.push_back({"AGE", {12, 30, NAN}});
+  c.users.categorical.push_back({"MEMBERSHIP", {"gold", "silver"}, {0, 1, 2, 2}, {0, 1}});
+  // u0 has viewed and purchased, u1 only viewed, u2 nothing.
+  c.users.event_type_offsets = {0, 2, 3, 3};
+  c.users.event_types = {0, 1, 0};
+  // i<k> created at day k; NOW is day 5.
+  c.numerical.push_back({"CREATION_TIMESTAMP", {0, 86400, 2 * 86400, 3 * 86400, 4 * 86400, 5 * 86400}});
+  c.now = 5 * 86400;
   return c;
 }
 
@@ -165,7 +178,12 @@ TEST(Filters, MalformedExpressionsFailAtTheirPosition) {
   const std::vector<Case> cases{
       {"", 1},
       {"SELECT ItemID WHERE Items.PRICE > 5", 1},
-      {"INCLUDE UserID WHERE Items.PRICE > 5", 9},
+      {"INCLUDE SessionID WHERE Items.PRICE > 5", 9},
+      {"INCLUDE ItemID WHERE Items.PRICE > 5 | INCLUDE UserID WHERE Users.AGE > 5", 48},
+      {"INCLUDE ItemID WHERE Items.PRICE > 5 IF", 40},
+      {"INCLUDE ItemID WHERE Items.PRICE > NOW - 7", 43},
+      {"INCLUDE ItemID WHERE Items.PRICE > NOW - 7 YEARS", 44},
+      {"INCLUDE ItemID WHERE Items.GENRES IN CurrentItem", 49},
       {"INCLUDE ItemID Items.PRICE > 5", 16},
       {"INCLUDE ItemID WHERE", 21},
       {no_close, no_close.size() + 1},
@@ -221,6 +239,98 @@ TEST(Filters, ExpressionsThatDoNotFitTheCatalogFailAtTheField) {
   } catch (const FilterError& e) {
     EXPECT_NE(std::string(e.what()).find("textual"), std::string::npos) << e.what();
   }
+}
+
+// Issue 14: filters that depend on who asks, on the query's item, and on the dataset's time.
+std::string passing_for(const std::string& expression, int64_t user, int64_t item = -1, const FilterValues& values = {}) {
+  static const ItemCatalog catalog = make_catalog();
+  std::vector<uint8_t> allowed;
+  Filter(expression, catalog).evaluate(FilterQuery{values, {}, user, item}, allowed);
+  std::string out;
+  for (size_t i = 0; i < allowed.size(); ++i)
+    if (allowed[i]) out += (out.empty() ? "" : ",") + std::to_string(i);
+  return out;
+}
+
+TEST(Filters, AnIfClauseOnTheAskingUser) {
+  const std::string kids = "INCLUDE ItemID WHERE Items.GENRES IN (\"Comedy\") IF CurrentUser.AGE < 18";
+  EXPECT_EQ(passing_for(kids, 0), "0,2,5");        // u0 is 12: comedies only
+  EXPECT_EQ(passing_for(kids, 1), "0,1,2,3,4,5");  // u1 is 30: the expression is skipped
+  EXPECT_EQ(passing_for(kids, 2), "0,1,2,3,4,5");  // no age: a null field satisfies nothing
+  EXPECT_EQ(passing_for(kids, -1), "0,1,2,3,4,5"); // an unknown user or an item query
+  // With placeholders, AND/OR, and Users.<field> as another name for the asking user's field.
+  const std::string cheap = "EXCLUDE ItemID WHERE Items.PRICE > $MAX IF Users.MEMBERSHIP IN (\"silver\") OR CurrentUser.AGE >= $ADULT";
+  EXPECT_EQ(passing_for(cheap, 0, -1, {{"MAX", "10"}, {"ADULT", "18"}}), "0,1,2,3,4,5");
+  EXPECT_EQ(passing_for(cheap, 1, -1, {{"MAX", "10"}, {"ADULT", "18"}}), "0,1,3");
+  EXPECT_EQ(passing_for(cheap, 0, -1, {{"MAX", "10"}, {"ADULT", "10"}}), "0,1,3");
+  const ItemCatalog catalog = make_catalog();
+  EXPECT_TRUE(Filter(kids, catalog).depends_on_user());
+  EXPECT_FALSE(Filter("INCLUDE ItemID WHERE Items.PRICE > 3", catalog).depends_on_user());
+  // The IF clause reads the user only.
+  const std::string item_if = "INCLUDE ItemID WHERE Items.PRICE > 3 IF Items.PRICE > 3";
+  EXPECT_EQ(error_position(item_if), at(item_if, "Items.PRICE > 3 IF") + 19);
+  const std::string unknown = "INCLUDE ItemID WHERE Items.PRICE > 3 IF CurrentUser.HEIGHT > 3";
+  EXPECT_EQ(error_position(unknown), at(unknown, "CurrentUser"));
+}
+
+TEST(Filters, CurrentItemAndCurrentUserValues) {
+  const std::string same_genre = "INCLUDE ItemID WHERE Items.GENRES IN CurrentItem.GENRES";
+  EXPECT_EQ(passing_for(same_genre, -1, 2), "0,1,2,5");  // i2 is Comedy|Drama
+  EXPECT_EQ(passing_for(same_genre, -1, 4), "4");        // i4 is Action
+  EXPECT_EQ(passing_for(same_genre, -1, 3), "");         // i3 has no genre
+  EXPECT_EQ(passing_for(same_genre, -1, -1), "");        // no current item
+  EXPECT_EQ(passing_for("INCLUDE ItemID WHERE Items.GENRES IN (CurrentItem.GENRES)", -1, 4), "4");
+  EXPECT_EQ(passing_for("INCLUDE ItemID WHERE Items.PRICE <= CurrentItem.PRICE", -1, 1), "0,1");
+  EXPECT_EQ(passing_for("INCLUDE ItemID WHERE Items.PRICE <= CurrentUser.AGE", 0), "0,1");
+  // Kinds must match: a categorical field takes categorical values.
+  const std::string mixed = "INCLUDE ItemID WHERE Items.GENRES IN CurrentItem.PRICE";
+  EXPECT_EQ(error_position(mixed), at(mixed, "CurrentItem"));
+  const std::string missing = "INCLUDE ItemID WHERE Items.GENRES IN CurrentItem.COLOUR";
+  EXPECT_EQ(error_position(missing), at(missing, "CurrentItem"));
+}
+
+TEST(Filters, TimeRelativeValuesCountFromTheDatasetsNow) {
+  // NOW is day 5: items created in the last 2 days are i3, i4 and i5.
+  EXPECT_EQ(passing("INCLUDE ItemID WHERE Items.CREATION_TIMESTAMP >= NOW - 2 DAYS"), "i3,i4,i5");
+  EXPECT_EQ(passing("INCLUDE ItemID WHERE Items.CREATION_TIMESTAMP >= NOW-48 HOURS"), "i3,i4,i5");
+  EXPECT_EQ(passing("EXCLUDE ItemID WHERE Items.CREATION_TIMESTAMP < NOW - 1 WEEK"), "i0,i1,i2,i3,i4,i5");
+  EXPECT_EQ(passing("INCLUDE ItemID WHERE Items.CREATION_TIMESTAMP >= NOW"), "i5");
+  // Without a dataset there is no NOW.
+  ItemCatalog no_time = make_catalog();
+  no_time.now = NAN;
+  const std::string fresh = "INCLUDE ItemID WHERE Items.CREATION_TIMESTAMP >= NOW - 2 DAYS";
+  try {
+    Filter(fresh, no_time);
+    FAIL();
+  } catch (const FilterError& e) {
+    EXPECT_EQ(e.position(), at(fresh, "NOW"));
+    EXPECT_NE(std::string(e.what()).find("--now"), std::string::npos) << e.what();
+  }
+  const std::string on_genres = "INCLUDE ItemID WHERE Items.GENRES IN (NOW)";
+  EXPECT_EQ(error_position(on_genres), at(on_genres, "NOW"));
+}
+
+TEST(Filters, UserIdExpressionsSelectUsers) {
+  const ItemCatalog catalog = make_catalog();
+  const Filter f("INCLUDE UserID WHERE Users.MEMBERSHIP IN (\"gold\", \"silver\") | EXCLUDE UserID WHERE Users.AGE < $MIN", catalog);
+  EXPECT_TRUE(f.selects_users());
+  EXPECT_TRUE(filter_selects_users(f.expression()));
+  std::vector<uint8_t> allowed;
+  f.evaluate(FilterQuery{{{"MIN", "18"}}}, allowed);
+  EXPECT_EQ(allowed, (std::vector<uint8_t>{0, 1, 0}));
+  f.evaluate(FilterQuery{{}}, allowed);  // the EXCLUDE is skipped without its value
+  EXPECT_EQ(allowed, (std::vector<uint8_t>{1, 1, 0}));
+  const Filter ids("EXCLUDE UserID WHERE Users.USER_ID IN (\"u1\")", catalog);
+  ids.evaluate(FilterQuery{{}}, allowed);
+  EXPECT_EQ(allowed, (std::vector<uint8_t>{1, 0, 1}));
+  const Filter buyers("INCLUDE UserID WHERE Interactions.EVENT_TYPE IN ($E)", catalog);
+  buyers.evaluate(FilterQuery{{{"E", "\"purchase\""}}}, allowed);
+  EXPECT_EQ(allowed, (std::vector<uint8_t>{1, 0, 0}));
+  const Filter viewers("EXCLUDE UserID WHERE Interactions.EVENT_TYPE IN (\"view\")", catalog);
+  viewers.evaluate(FilterQuery{{}}, allowed);
+  EXPECT_EQ(allowed, (std::vector<uint8_t>{0, 0, 1}));
+  const std::string items = "INCLUDE UserID WHERE Items.PRICE > 5";
+  EXPECT_EQ(error_position(items), at(items, "Items"));
 }
 
 TEST(Filters, ItemAttributesForSegments) {

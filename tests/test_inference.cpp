@@ -1,6 +1,7 @@
 // Batch inference (host/inference.h) on tiny hand-built models whose scores are known: top-K,
 // ranking with unknown ids last, related items, fallbacks, filters before top-K, every bad line,
 // segments, the job's file handling.
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <iterator>
@@ -16,6 +17,8 @@
 #include <nlohmann/json.hpp>
 
 #include "host/inference.h"
+#include "host/job_config.h"
+#include "host/slate.h"
 #include "host/recipes.h"
 #include "tastebud/engine/model_io.h"
 #include "tastebud/engine/gpu_scorer.h"
@@ -378,7 +381,7 @@ TEST(Inference, GpuAnswersMatchTheCpuLineForLine) {
       R"({"userId": "u4", "itemList": ["i1", "i2", "nope"]})", R"({"itemId": "i9"})", R"({"userId": "stranger"})",
       "not json", R"({"userId": "u39", "numResults": 500})"};
   options.device = "cpu";
-  const Recommender cpu(m, InferenceContext{catalog, {}}, options);
+  const Recommender cpu(m, InferenceContext{catalog, {}, {}}, options);
   std::vector<std::string> want(lines.size()), got(lines.size());
   std::vector<Recommender::LineOutcome> a(lines.size()), b(lines.size());
   cpu.answer_chunk(lines, want, a, 2);
@@ -386,11 +389,11 @@ TEST(Inference, GpuAnswersMatchTheCpuLineForLine) {
   std::string reason;
   if (!gpu_scorer_available(&reason)) {
     options.device = "cuda";
-    EXPECT_THROW(Recommender(m, InferenceContext{catalog, {}}, options), Error);
+    EXPECT_THROW(Recommender(m, InferenceContext{catalog, {}, {}}, options), Error);
     GTEST_SKIP() << "no usable GPU: " << reason;
   }
   options.device = "cuda";
-  const Recommender gpu(m, InferenceContext{catalog, {}}, options);
+  const Recommender gpu(m, InferenceContext{catalog, {}, {}}, options);
   gpu.answer_chunk(lines, got, b, 2);
   for (size_t k = 0; k < lines.size(); ++k) {
     const json w = json::parse(want[k]), g = json::parse(got[k]);
@@ -554,6 +557,269 @@ TEST(ModelDir, RecipeNeighbourListsAreChecked) {
     write_recipe(d, dir / "recipe.bin");
     EXPECT_NE(load_error(dir).find("corrupt: "), std::string::npos) << load_error(dir);
   }
+  fs::remove_all(dir);
+}
+
+// ---- Answers a job configuration shapes (issue 14) ------------------------------------------
+
+// A small shop: GMF with one factor, every user 1, item i<k> = 9 - k, so relevance runs i0 > i1 >
+// ... > i9. Even items are toys, odd ones books; item i<k> appeared k days after the first one
+// and the dataset's latest event is day 10. u1 has seen i7, i8 and i9 (their popularity 1, the
+// others 0); u0 has seen nothing. u0 is 12 years old, u1 30.
+ModelData shop_model() {
+  ModelData m;
+  m.kind = "gmf";
+  m.user_ids = {"u0", "u1"};
+  for (int k = 0; k < 10; ++k) m.item_ids.push_back("i" + std::to_string(k));
+  ModelParams p;
+  p.config.kind = ModelKind::kGMF;
+  p.config.num_users = 2;
+  p.config.num_items = 10;
+  p.config.factors = 1;
+  p.user_gmf = tensor({2, 1}, {1, 1});
+  std::vector<float> items;
+  for (int k = 0; k < 10; ++k) items.push_back(static_cast<float>(9 - k));
+  p.item_gmf = tensor({10, 1}, items);
+  p.head_weight = tensor({1}, {1});
+  p.head_bias = tensor({1}, {0});
+  m.params = p;
+  m.seen.offsets = {0, 0, 3};
+  m.seen.items = {7, 8, 9};
+  return m;
+}
+
+constexpr double kDay = 86400;
+
+InferenceContext shop_context() {
+  InferenceContext c;
+  c.catalog.item_ids = shop_model().item_ids;
+  ItemCategoricalColumn category{"CATEGORY_L1", {"toys", "books"}, {}, {}};
+  category.offsets.push_back(0);
+  for (uint32_t k = 0; k < 10; ++k) {
+    category.values.push_back(k % 2);
+    category.offsets.push_back(k + 1);
+    c.item_time.push_back(k * kDay);
+  }
+  c.catalog.categorical.push_back(category);
+  std::vector<double> price;
+  for (int k = 0; k < 10; ++k) price.push_back(10.0 + k);
+  c.catalog.numerical.push_back({"PRICE", price});
+  c.catalog.numerical.push_back({"CREATION_TIMESTAMP", c.item_time});
+  c.catalog.now = 10 * kDay;
+  c.catalog.users.user_ids = {"u0", "u1"};
+  c.catalog.users.numerical.push_back({"AGE", {12, 30}});
+  return c;
+}
+
+Recommender shop(JobConfig job, std::string filter = {}) {
+  InferenceOptions options;
+  options.job = std::move(job);
+  options.filter = std::move(filter);
+  return Recommender(shop_model(), shop_context(), options);
+}
+
+JobConfig job_of(const std::string& text) { return parse_job_config(text, "job.json"); }
+
+// How many entries of the output's list `key` equal `value`.
+size_t count_of(const json& answer, const char* key, const json& value) {
+  const json& list = answer.at("output").at(key);
+  return static_cast<size_t>(std::count(list.begin(), list.end(), value));
+}
+
+// The items whose entry in `key` equals `value`, in result order.
+std::vector<std::string> items_where(const json& answer, const char* key, const json& value) {
+  std::vector<std::string> out;
+  const json& out_json = answer.at("output");
+  for (size_t k = 0; k < out_json.at(key).size(); ++k)
+    if (out_json.at(key)[k] == value) out.push_back(out_json.at("recommendedItems")[k].get<std::string>());
+  return out;
+}
+
+std::vector<std::string> sorted(std::vector<std::string> v) {
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
+TEST(Slates, ExplorationOnAtPointThreeTakesRoundedShareOffAtZeroNone) {
+  // Cut-off 3 days: i7, i8 and i9 (days 7-9, now day 10) are explorable.
+  const Recommender on = shop(job_of(R"({"itemExplorationConfig": {"explorationWeight": "0.3", "explorationItemAgeCutOff": "3"}})"));
+  // K 5: round(0.3 * 5) = 2 exploration slots (halves round up); relevance keeps i0, i1, i2.
+  json a = ask(on, R"({"userId": "u0", "numResults": 5})");
+  EXPECT_EQ(count_of(a, "reasons", "exploration"), 2u) << a.dump();
+  EXPECT_EQ(items_where(a, "reasons", "exploration"), (std::vector<std::string>{"i7", "i8"}));
+  EXPECT_EQ(items_where(a, "reasons", nullptr), (std::vector<std::string>{"i0", "i1", "i2"}));
+  // K 10: round(0.3 * 10) = 3; relevance keeps i0-i6, exploration the rest; nothing twice.
+  a = ask(on, R"({"userId": "u0", "numResults": 10})");
+  EXPECT_EQ(count_of(a, "reasons", "exploration"), 3u);
+  EXPECT_EQ(sorted(items_of(a)), sorted(shop_model().item_ids));
+  // K 2: round(0.6) = 1.
+  EXPECT_EQ(count_of(ask(on, R"({"userId": "u0", "numResults": 2})"), "reasons", "exploration"), 1u);
+  // The same seed and query give the same result.
+  EXPECT_EQ(ask(on, R"({"userId": "u0", "numResults": 10})"), a);
+  // Another seed places the same items elsewhere (relevance and exploration items each keep
+  // their own order).
+  InferenceOptions seeded;
+  seeded.job = job_of(R"({"itemExplorationConfig": {"explorationWeight": "0.3", "explorationItemAgeCutOff": "3"}})");
+  seeded.seed = 12345;
+  const json b = ask(Recommender(shop_model(), shop_context(), seeded), R"({"userId": "u0", "numResults": 10})");
+  EXPECT_NE(items_of(b), items_of(a));
+  EXPECT_EQ(sorted(items_of(b)), sorted(items_of(a)));
+  EXPECT_EQ(items_where(b, "reasons", "exploration"), items_where(a, "reasons", "exploration"));
+  // Weight 0: no exploration slot; the plain top-K, in order.
+  const Recommender off = shop(job_of(R"({"itemExplorationConfig": {"explorationWeight": 0, "explorationItemAgeCutOff": "3"}})"));
+  a = ask(off, R"({"userId": "u0", "numResults": 5})");
+  EXPECT_EQ(items_of(a), (std::vector<std::string>{"i0", "i1", "i2", "i3", "i4"}));
+  EXPECT_EQ(count_of(a, "reasons", nullptr), 5u);
+  // A job configuration without the key explores at the service's default 0.3; no configuration at
+  // all leaves answers as they were (no "reasons").
+  EXPECT_EQ(count_of(ask(shop(job_of(R"({"itemExplorationConfig": {"explorationItemAgeCutOff": 3}})")),
+                         R"({"userId": "u0", "numResults": 10})"), "reasons", "exploration"), 3u);
+  a = ask(shop(JobConfig{}), R"({"userId": "u0", "numResults": 5})");
+  EXPECT_FALSE(a.at("output").contains("reasons"));
+  EXPECT_EQ(items_of(a), (std::vector<std::string>{"i0", "i1", "i2", "i3", "i4"}));
+  // An unknown user gets popular items, each a popularity fill, and no exploration.
+  a = ask(on, R"({"userId": "nobody", "numResults": 2})");
+  EXPECT_EQ(items_of(a), (std::vector<std::string>{"i7", "i8"}));
+  EXPECT_EQ(count_of(a, "reasons", "popularity fill"), 2u);
+  EXPECT_TRUE(a.at("output").contains("reason"));
+  // Seen items are not explored: u1 has seen i7-i9, so nothing is young enough.
+  EXPECT_EQ(count_of(ask(on, R"({"userId": "u1", "numResults": 5})"), "reasons", "exploration"), 0u);
+}
+
+TEST(Slates, PromotionsTakeTheirExactShareTaggedByName) {
+  const std::string books = R"j({"name": "books-push", "percentPromotedItems": 20, "filterExpression": "INCLUDE ItemID WHERE Items.CATEGORY_L1 IN (\"books\")", "filterValues": {}})j";
+  const std::string toys = R"j({"name": "toys", "percentPromotedItems": "30", "filterExpression": "INCLUDE ItemID WHERE Items.CATEGORY_L1 IN ($C)", "filterValues": {"C": "\"toys\""}})j";
+  const Recommender one = shop(job_of(R"({"itemExplorationConfig": {"explorationWeight": 0}, "promotions": [)" + books + "]}"));
+  // 20% of 10 slots: the two best books, i1 and i3; relevance fills the other 8.
+  json a = ask(one, R"({"userId": "u0", "numResults": 10})");
+  EXPECT_EQ(count_of(a, "promotionNames", "books-push"), 2u) << a.dump();
+  EXPECT_EQ(items_where(a, "promotionNames", "books-push"), (std::vector<std::string>{"i1", "i3"}));
+  EXPECT_EQ(items_where(a, "reasons", "promotion"), (std::vector<std::string>{"i1", "i3"}));
+  EXPECT_EQ(items_where(a, "promotionNames", nullptr), (std::vector<std::string>{"i0", "i2", "i4", "i5", "i6", "i7", "i8", "i9"}));
+  EXPECT_EQ(a.at("output").at("promotionNames").size(), a.at("output").at("recommendedItems").size());
+  // 20% of 5 slots: one.
+  EXPECT_EQ(count_of(ask(one, R"({"userId": "u0", "numResults": 5})"), "promotionNames", "books-push"), 1u);
+  // Several promotions: 2 books and 3 toys of 10 slots, none twice.
+  const Recommender two = shop(job_of(R"({"itemExplorationConfig": {"explorationWeight": 0}, "promotions": [)" + books + "," + toys + "]}"));
+  a = ask(two, R"({"userId": "u0", "numResults": 10})");
+  EXPECT_EQ(items_where(a, "promotionNames", "books-push"), (std::vector<std::string>{"i1", "i3"}));
+  EXPECT_EQ(items_where(a, "promotionNames", "toys"), (std::vector<std::string>{"i0", "i2", "i4"}));
+  EXPECT_EQ(sorted(items_of(a)), sorted(shop_model().item_ids));
+  // The request filter applies to the other slots only, as in the service: no book but the promoted one.
+  const Recommender filtered = shop(job_of(R"({"itemExplorationConfig": {"explorationWeight": 0}, "promotions": [)" + books + "]}"),
+                                    "EXCLUDE ItemID WHERE Items.CATEGORY_L1 IN (\"books\")");
+  a = ask(filtered, R"({"userId": "u0", "numResults": 5})");
+  EXPECT_EQ(items_where(a, "promotionNames", "books-push"), (std::vector<std::string>{"i1"}));
+  EXPECT_EQ(items_where(a, "promotionNames", nullptr), (std::vector<std::string>{"i0", "i2", "i4", "i6"}));
+  // Related items are promoted too.
+  EXPECT_EQ(count_of(ask(one, R"({"itemId": "i0", "numResults": 5})"), "promotionNames", "books-push"), 1u);
+  // A promotion filter that names a field the items lack is the job's error, naming the key.
+  try {
+    shop(job_of(R"j({"promotions": [{"name": "x", "percentPromotedItems": 10, "filterExpression": "INCLUDE ItemID WHERE Items.COLOUR IN (\"red\")"}]})j"));
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("job.json"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("promotions[0].filterExpression"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("COLOUR"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Slates, RankingInfluenceBlendsPercentiles) {
+  // FRESHNESS 1: newest first (relevance then has no weight).
+  EXPECT_EQ(items_of(ask(shop(job_of(R"({"itemExplorationConfig": {"explorationWeight": 0}, "rankingInfluence": {"FRESHNESS": 1}})")),
+                         R"({"userId": "u0", "numResults": 3})")),
+            (std::vector<std::string>{"i9", "i8", "i7"}));
+  // POPULARITY 0.4: 0.6 R + 0.4 P. R runs 1, 8/9, ..., 0 down the catalog; P is 8/9 for i7-i9
+  // (three tied at the top) and 3/9 for the rest: i0 .733, i1 .667, i2 .6, i3 .533, i7 .489, i4 .467.
+  const json a = ask(shop(job_of(R"({"itemExplorationConfig": {"explorationWeight": 0}, "rankingInfluence": {"POPULARITY": 0.4}})")),
+                     R"({"userId": "u0", "numResults": 5})");
+  EXPECT_EQ(items_of(a), (std::vector<std::string>{"i0", "i1", "i2", "i3", "i7"}));
+  // Scores stay the model's.
+  EXPECT_FLOAT_EQ(a.at("output").at("scores")[4].get<float>(), sig(2.0f));
+  EXPECT_EQ(percentiles(std::vector<double>{5, NAN, 5, 7}), (std::vector<double>{0.5, 0.0, 0.5, 1.0}));
+}
+
+TEST(Slates, MetadataColumnsTravelWithEachItem) {
+  JobConfig job;
+  job.metadata_columns = parse_metadata_columns("Items.CATEGORY_L1,PRICE");
+  const json a = ask(shop(job), R"({"userId": "u0", "numResults": 2})");
+  EXPECT_EQ(items_of(a), (std::vector<std::string>{"i0", "i1"}));
+  EXPECT_EQ(a.at("output").at("metadata"),
+            json::parse(R"([{"CATEGORY_L1": "toys", "PRICE": 10}, {"CATEGORY_L1": "books", "PRICE": 11}])"));
+  // Rankings carry them too, null for an id the model never saw.
+  const json b = ask(shop(job), R"({"userId": "u0", "itemList": ["i3", "zz"]})");
+  EXPECT_EQ(b.at("output").at("metadata"), json::parse(R"([{"CATEGORY_L1": "books", "PRICE": 13}, null])"));
+  job.metadata_columns = {"COLOUR"};
+  EXPECT_THROW(shop(job), Error);
+}
+
+TEST(Slates, AFilterThatDependsOnTheUser) {
+  // Toys only for users under 18: u0 (12) gets toys, u1 (30) everything it has not seen.
+  const Recommender r = shop(JobConfig{}, "INCLUDE ItemID WHERE Items.CATEGORY_L1 IN (\"toys\") IF CurrentUser.AGE < 18");
+  EXPECT_EQ(items_of(ask(r, R"({"userId": "u0", "numResults": 3})")), (std::vector<std::string>{"i0", "i2", "i4"}));
+  EXPECT_EQ(items_of(ask(r, R"({"userId": "u1", "numResults": 3})")), (std::vector<std::string>{"i0", "i1", "i2"}));
+  // An unknown user satisfies no IF clause: popular items, unfiltered.
+  EXPECT_EQ(items_of(ask(r, R"({"userId": "nobody", "numResults": 1})")), (std::vector<std::string>{"i7"}));
+  // Related items of the same category as the query's item.
+  const Recommender same = shop(JobConfig{}, "INCLUDE ItemID WHERE Items.CATEGORY_L1 IN CurrentItem.CATEGORY_L1");
+  EXPECT_EQ(sorted(items_of(ask(same, R"({"itemId": "i3", "numResults": 4})"))),
+            (std::vector<std::string>{"i1", "i5", "i7", "i9"}));
+  // Items created in the last 2 days (now: day 10).
+  const Recommender fresh = shop(JobConfig{}, "INCLUDE ItemID WHERE Items.CREATION_TIMESTAMP >= NOW - 2 DAYS");
+  EXPECT_EQ(items_of(ask(fresh, R"({"userId": "u0"})")), (std::vector<std::string>{"i8", "i9"}));
+}
+
+TEST(Slates, SegmentFiltersSelectUsers) {
+  ModelData m = shop_model();
+  InferenceOptions options;
+  options.filter = "INCLUDE UserID WHERE Users.AGE >= $MIN";
+  const Recommender r(std::move(m), shop_context(), options);
+  json a = json::parse(r.segment(R"({"itemId": "i0", "filterValues": {"MIN": "18"}})", 10));
+  EXPECT_EQ(a.at("output").at("recommendedUsers"), json::parse(R"(["u1"])"));
+  a = json::parse(r.segment(R"({"itemId": "i0", "filterValues": {"MIN": "1"}})", 10));
+  EXPECT_EQ(a.at("output").at("recommendedUsers").size(), 2u);
+  // A user filter cannot answer item queries.
+  EXPECT_FALSE(ask(r, R"({"userId": "u0"})").at("error").is_null());
+}
+
+// --device cuda under a job configuration: the shaped lines are answered on the CPU path, so the
+// chunk reads exactly as the CPU's answers, reasons and promotion names included.
+TEST(Slates, ShapedLinesStayOnTheCpuWithAGpu) {
+  std::string reason;
+  if (!gpu_scorer_available(&reason)) GTEST_SKIP() << "no usable GPU: " << reason;
+  InferenceOptions options;
+  options.job = job_of(R"j({"itemExplorationConfig": {"explorationItemAgeCutOff": 3}, "promotions": [{"name": "b", "percentPromotedItems": 20, "filterExpression": "INCLUDE ItemID WHERE Items.CATEGORY_L1 IN (\"books\")"}]})j");
+  const Recommender cpu(shop_model(), shop_context(), options);
+  options.device = "cuda";
+  const Recommender gpu(shop_model(), shop_context(), options);
+  const std::vector<std::string> lines{R"({"userId": "u0", "numResults": 5})", R"({"userId": "u1", "numResults": 10})",
+                                       R"({"itemId": "i3"})", R"({"userId": "nobody"})"};
+  std::vector<std::string> got(lines.size());
+  std::vector<Recommender::LineOutcome> outcomes(lines.size());
+  gpu.answer_chunk(lines, got, outcomes, 2);
+  for (size_t k = 0; k < lines.size(); ++k) EXPECT_EQ(got[k], cpu.answer(lines[k])) << lines[k];
+}
+
+TEST(Inference, AFolderOfJsonFilesIsAnsweredIntoAFolderOfOutFiles) {
+  const fs::path dir = fs::temp_directory_path() / ("tastebud-test-folder-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir / "in");
+  std::ofstream(dir / "in" / "a.json") << "{\"userId\": \"u0\", \"numResults\": 1}\n";
+  std::ofstream(dir / "in" / "b.json") << "{\"userId\": \"u1\", \"numResults\": 1}\n{\"userId\": \"u0\"}\n";
+  std::ofstream(dir / "in" / "notes.txt") << "not a query file\n";
+  const Recommender r = make(gmf_model());
+  const BatchStats stats = run_batch_infer(r, dir / "in", dir / "out", 1);
+  EXPECT_EQ(stats.lines, 3u);
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir / "out"), fs::directory_iterator()), 2);
+  std::ifstream a(dir / "out" / "a.json.out"), b(dir / "out" / "b.json.out");
+  std::string line;
+  ASSERT_TRUE(std::getline(a, line));
+  EXPECT_EQ(items_of(json::parse(line)), (std::vector<std::string>{"i0"}));
+  ASSERT_TRUE(std::getline(b, line));
+  EXPECT_EQ(items_of(json::parse(line)), (std::vector<std::string>{"i1"}));
+  // A folder input with a file for output is refused.
+  std::ofstream(dir / "file.jsonl") << "";
+  EXPECT_THROW(run_batch_infer(r, dir / "in", dir / "file.jsonl", 1), Error);
   fs::remove_all(dir);
 }
 

@@ -92,6 +92,58 @@ TEST(Recipes, TrendingIsGrowthOfTheLatestWindowOverThePrevious) {
   EXPECT_NEAR(trending_scores(e.log(), o)[1], (4.0 - 1) / 2, 1e-6);
 }
 
+// The service's Trending-Now windows: 30 minutes is exactly 1800 s, and an event exactly one window
+// before the newest belongs to the previous window, not the latest.
+TEST(Recipes, TrendingWindowsOfTheServiceAndTheirBoundary) {
+  EXPECT_DOUBLE_EQ(parse_trend_window("30m") * 86400, 1800);
+  EXPECT_DOUBLE_EQ(parse_trend_window("1h") * 86400, 3600);
+  EXPECT_DOUBLE_EQ(parse_trend_window("3h") * 86400, 3 * 3600);
+  EXPECT_DOUBLE_EQ(parse_trend_window("1d"), 1);
+  try {
+    parse_trend_window("45m");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("30m, 1h, 3h and 1d"), std::string::npos) << e.what();
+  }
+  // Newest event at T. i0: T and T - 1799 (latest window), T - 1800 (previous). i1: T - 1800 and
+  // T - 3599 (previous), T - 3600 (neither). i2: T - 1 (latest).
+  const int64_t t = 1700000000;
+  const std::vector<uint32_t> user{0, 0, 0, 0, 0, 0, 0}, item{0, 0, 0, 1, 1, 1, 2}, type(7, 0);
+  const std::vector<int64_t> time{t, t - 1799, t - 1800, t - 1800, t - 3599, t - 3600, t - 1};
+  EventLog log;
+  log.num_users = 1;
+  log.num_items = 3;
+  log.user = user;
+  log.item = item;
+  log.timestamp = time;
+  log.event_type = type;
+  log.event_types = {"view"};
+  RecipeOptions o;
+  o.trend_window_days = parse_trend_window("30m");
+  o.trend_smoothing = 1;
+  const std::vector<float> s = trending_scores(log, o);
+  EXPECT_NEAR(s[0], (2.0 - 1) / (1 + 1), 1e-6);
+  EXPECT_NEAR(s[1], (0.0 - 2) / (2 + 1), 1e-6);
+  EXPECT_NEAR(s[2], 1.0, 1e-6);
+  // Answered in batch with a filter: the best trending item among those it lets through.
+  ModelData m;
+  m.kind = "trending";
+  m.user_ids = {"u0"};
+  m.item_ids = {"i0", "i1", "i2"};
+  m.recipe.kind = "trending";
+  m.recipe.item_scores = s;
+  m.recipe.popularity = {3, 3, 1};
+  InferenceContext context;
+  context.catalog.item_ids = m.item_ids;
+  context.catalog.numerical.push_back({"PRICE", {50, 5, 5}});
+  InferenceOptions options;
+  options.filter = "EXCLUDE ItemID WHERE Items.PRICE > 10";
+  options.keep_seen = true;
+  const Recommender r(std::move(m), std::move(context), options);
+  const nlohmann::json a = nlohmann::json::parse(r.answer(R"({"userId": "u0", "numResults": 1})"));
+  EXPECT_EQ(a.at("output").at("recommendedItems"), nlohmann::json::parse(R"(["i2"])"));
+}
+
 // A dataset imported before timestamps were range-checked may hold INT64_MIN beside real times:
 // ages are computed in double (the int64 difference overflowed, undefined behaviour that UBSan
 // reported). The old event then simply has no weight left.

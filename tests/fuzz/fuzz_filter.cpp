@@ -22,6 +22,10 @@ ItemCatalog catalog() {
   c.numerical.push_back({"CREATION_TIMESTAMP", {1, 2, 3, 4, 5, 6}});
   c.textual = {"DESCRIPTION"};
   c.event_types = {"view", "purchase"};
+  c.users.user_ids = {"u0", "u1"};
+  c.users.numerical.push_back({"AGE", {12, NAN}});
+  c.users.categorical.push_back({"MEMBERSHIP", {"gold"}, {0, 1, 1}, {0}});
+  c.now = 10;
   return c;
 }
 
@@ -45,6 +49,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (const FilterValues& values : {FilterValues{{"G", value}, {"g", value}, {"MAX", value}}, FilterValues{}}) {
       try {
         filter.evaluate(values, events, allowed);
+        // As the asking user u0 about item i2 (IF clauses, CurrentUser and CurrentItem values).
+        filter.evaluate(FilterQuery{values, events, 0, 2}, allowed);
       } catch (const Error&) {
       }
     }

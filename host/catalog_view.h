@@ -1,0 +1,43 @@
+// What shaped batch answers read about the catalog beyond the model (issue 14): the users'
+// metadata (IF CurrentUser, CurrentUser values, UserID filters), each item's age (exploration,
+// freshness), and the item metadata columns an answer returns (--metadata-columns).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "host/filters.h"
+#include "tastebud/datasets/dataset.h"
+
+namespace tastebud::host {
+
+// The dataset's users' metadata columns and event types in the order of `user_ids` (the model's),
+// matched by id.
+UserCatalog user_catalog(const std::vector<std::string>& user_ids, const datasets::Dataset& dataset);
+
+// Per model item: its CREATION_TIMESTAMP, else its first interaction (NaN: neither), and in `now`
+// the dataset's latest interaction timestamp. row_of[i]: item i's dataset row (-1: none);
+// to_model[d]: dataset item d's model index (-1: none).
+std::vector<double> item_times(const datasets::Dataset& dataset, std::span<const int64_t> row_of,
+                               std::span<const int64_t> to_model, double& now);
+
+// An Items field an answer returns with each item.
+struct MetadataColumn {
+  std::string name;
+  bool categorical = true;
+  size_t column = 0;  // in ItemCatalog::categorical or ::numerical
+};
+
+// The catalog's columns of these field names; an Error names a field the items lack.
+std::vector<MetadataColumn> find_metadata_columns(const std::vector<std::string>& names, const ItemCatalog& catalog);
+
+// {"GENRES": "Comedy|Drama", "PRICE": 15.72} of one item: categorical values joined by '|',
+// whole numbers as integers, other numbers as the shortest decimal of their float, null fields
+// null; null for item -1 (an id the model never saw).
+nlohmann::ordered_json item_metadata(const ItemCatalog& catalog, std::span<const MetadataColumn> columns, int64_t item);
+
+}  // namespace tastebud::host

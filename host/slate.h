@@ -1,0 +1,81 @@
+// One result's slots when a job configuration shapes answers (issue 14, host/job_config.h):
+// promotions, exploration and ranking influence on top of the model's relevance.
+//
+// For a result of K slots:
+//   1. each promotion, in the configuration's order, takes share_slots(percent / 100, K) slots:
+//      its best items by relevance among those passing its own filter (the request filter does
+//      not apply to them, as in the service), seen items removed, none twice;
+//   2. exploration takes share_slots(weight, K) slots (fewer when promotions left fewer): the best
+//      items by relevance among the explorable ones (within the age cut-off) that the request
+//      filter allows and no earlier slot took;
+//   3. relevance fills the other slots from the candidates in blended order (ranking influence);
+//      when the allowed items run out, popular items fill the rest ("popularity fill"); a slot a
+//      promotion or exploration could not fill goes to relevance.
+// share_slots rounds half up: round(0.3 * 5) = 2, round(0.3 * 10) = 3, round(0.2 * 4) = 1.
+// The promoted and exploration items then sit at positions drawn from Philox (stream kSlate, the
+// job's seed and a key of the query), in sorted order among themselves (best relevance first), as
+// the service places promoted items: random relative to the other items, sorted among each other.
+// The same seed and query always give the same result, whatever the threads or line order.
+//
+// Ranking influence (POPULARITY a, FRESHNESS b, each 0..1) reorders the relevance slots over the
+// candidates (the allowed items with the best max(200, 4 K) relevance scores: influence reorders
+// the head of the ranking, it does not lift an irrelevant item from the tail):
+//   blended = (w * R + a * P + b * F) / (w + a + b),  w = max(0, 1 - a - b)
+// where R is the candidate's percentile among the candidates by relevance, and P and F the item's
+// percentiles in the catalog by popularity (training interactions) and by freshness (item age:
+// CREATION_TIMESTAMP, else the first interaction; unknown age ranks oldest), computed once per
+// job; percentiles run from 0 (worst) to 1 (best), ties at their mid rank.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace tastebud::host {
+
+enum class SlotReason : uint8_t { kRelevance, kPromotion, kExploration, kPopularityFill };
+// null for kRelevance; "promotion", "exploration", "popularity fill".
+const char* reason_name(SlotReason reason);
+
+struct SlateEntry {
+  uint32_t item = 0;
+  SlotReason reason = SlotReason::kRelevance;
+  int32_t promotion = -1;  // index into the job's promotions, or -1
+};
+
+// round(fraction * k), halves up.
+uint32_t share_slots(double fraction, uint32_t k);
+
+struct PromotionSlots {
+  uint32_t slots = 0;
+  std::vector<uint8_t> allowed;  // the promotion's own filter (empty: every item)
+};
+
+struct RankingSignals {
+  double popularity_weight = 0, freshness_weight = 0;
+  std::span<const double> popularity;  // per item: its popularity percentile in the catalog
+  std::span<const double> freshness;   // per item: its freshness percentile in the catalog
+  bool active() const { return popularity_weight > 0 || freshness_weight > 0; }
+};
+
+struct SlateRequest {
+  uint32_t k = 25;
+  std::span<const float> scores;       // relevance per item; NaN: none (ranks below every score)
+  std::span<const uint8_t> allowed;    // the request filter (empty: every item)
+  std::span<const uint8_t> excluded;   // never in the result: seen items, the query's item (empty: none)
+  std::vector<PromotionSlots> promotions;
+  uint32_t exploration_slots = 0;
+  std::span<const uint8_t> explorable;  // per item (empty: none)
+  RankingSignals influence;
+  std::span<const uint32_t> popular_order;  // fills a short list (empty: no fill)
+  uint64_t seed = 0;
+  uint64_t position_key = 0;  // the query's key for the positions' draws
+};
+
+std::vector<SlateEntry> build_slate(const SlateRequest& request);
+
+// Percentiles of `values` in [0, 1] (the largest 1, the smallest 0, ties at their mid rank, NaN
+// below everything); a single value is 1.
+std::vector<double> percentiles(std::span<const double> values);
+
+}  // namespace tastebud::host
