@@ -102,6 +102,7 @@ class InteractionSorter {
   std::vector<uint64_t> impression_offsets_{0};
   std::vector<uint32_t> impression_items_;
   uint32_t min_user_ = UINT32_MAX, max_user_ = 0;
+  std::unique_ptr<uint32_t[]> spill_order_;  // the sorted order of a buffer being spilled
 
   std::vector<std::filesystem::path> run_files_;
   std::vector<std::unique_ptr<SortedRun>> sorted_sources_;

@@ -31,6 +31,7 @@
 #include <nlohmann/json.hpp>
 
 #include "external_sort.h"
+#include "merged_columns.h"
 #include "tastebud/atomic_file.h"
 #include "tastebud/datasets/columns.h"
 #include "tastebud/datasets/csv.h"
@@ -621,30 +622,6 @@ class MetadataBuilder {
   std::vector<uint32_t> row_of_;
 };
 
-// Runs the tasks on this thread and one more, the largest (by the first member) first; rethrows
-// the first failure once both are done.
-void run_on_two_threads(std::vector<std::pair<uint64_t, std::function<void()>>>& tasks) {
-  std::stable_sort(tasks.begin(), tasks.end(),
-                   [](const auto& a, const auto& b) { return a.first > b.first; });
-  std::atomic<size_t> next{0};
-  std::vector<std::exception_ptr> failures(tasks.size());
-  auto work = [&] {
-    for (size_t t; (t = next.fetch_add(1)) < tasks.size();) {
-      try {
-        tasks[t].second();
-      } catch (...) {
-        failures[t] = std::current_exception();
-      }
-    }
-  };
-  {
-    std::jthread helper(work);
-    work();
-  }
-  for (const auto& f : failures)
-    if (f) std::rethrow_exception(f);
-}
-
 // ---- interactions --------------------------------------------------------------------------
 
 // Rows of the interactions CSV as the parser thread hands them over: fields checked and parsed,
@@ -1019,38 +996,6 @@ class ExistingInteractions : public SortedRun {
   InteractionKey key_{};
 };
 
-// A column of the merged interactions, written in chunks as the records come; its length is
-// known at the end.
-template <typename T>
-class MergedColumn {
- public:
-  explicit MergedColumn(const fs::path& path) : writer_(path, dtype_of<T>(), sizeof(T), 0) {
-    chunk_.reserve(kChunk);
-  }
-  void push(T value) {
-    chunk_.push_back(value);
-    if (chunk_.size() == kChunk) flush();
-  }
-  void push(std::span<const T> values) {
-    for (T v : values) push(v);
-  }
-  void finish() {
-    flush();
-    writer_.finish_with_count(count_);
-  }
-
- private:
-  static constexpr size_t kChunk = size_t{1} << 14;
-  void flush() {
-    writer_.append(std::span<const T>(chunk_));
-    count_ += chunk_.size();
-    chunk_.clear();
-  }
-  ColumnWriter writer_;
-  std::vector<T> chunk_;
-  uint64_t count_ = 0;
-};
-
 class InteractionsBuilder {
  public:
   std::function<void(uint64_t bytes_read)> on_progress;  // after each batch of rows; may be empty
@@ -1200,10 +1145,12 @@ class InteractionsBuilder {
   // batch replaces what it repeats).
   void write(const fs::path& dir, uint32_t num_users, Json& meta, Json& vocabulary_sizes,
              ImportReport& report) {
-    MergedColumn<uint32_t> user(dir / "interactions.user.col"), item(dir / "interactions.item.col"),
-        event_type(dir / "interactions.event_type.col");
-    MergedColumn<int64_t> timestamp(dir / "interactions.timestamp.col");
-    MergedColumn<float> event_value(dir / "interactions.event_value.col");
+    ColumnWriterThread writer_thread;
+    MergedColumn<uint32_t> user(dir / "interactions.user.col", writer_thread),
+        item(dir / "interactions.item.col", writer_thread),
+        event_type(dir / "interactions.event_type.col", writer_thread);
+    MergedColumn<int64_t> timestamp(dir / "interactions.timestamp.col", writer_thread);
+    MergedColumn<float> event_value(dir / "interactions.event_value.col", writer_thread);
     std::vector<std::unique_ptr<MergedColumn<uint32_t>>> context;
     std::vector<std::unique_ptr<MergedColumn<float>>> numerical;
     Json names = Json::array();
@@ -1211,14 +1158,14 @@ class InteractionsBuilder {
       const std::string prefix = fmt::format("interactions.context.{}", k);
       write_strings(dir, prefix + ".vocabulary", context_[k].vocabulary);
       vocabulary_sizes[prefix] = context_[k].vocabulary.size();
-      context.push_back(std::make_unique<MergedColumn<uint32_t>>(dir / (prefix + ".values.col")));
+      context.push_back(std::make_unique<MergedColumn<uint32_t>>(dir / (prefix + ".values.col"), writer_thread));
       names.push_back(context_[k].name);
     }
     meta["context"] = names;
     names = Json::array();
     for (size_t k = 0; k < numerical_.size(); ++k) {
       numerical.push_back(std::make_unique<MergedColumn<float>>(
-          dir / fmt::format("interactions.numerical.{}.col", k)));
+          dir / fmt::format("interactions.numerical.{}.col", k), writer_thread));
       names.push_back(numerical_[k]);
     }
     meta["numerical"] = names;
@@ -1226,10 +1173,17 @@ class InteractionsBuilder {
     std::unique_ptr<MergedColumn<uint64_t>> impression_offsets;
     std::unique_ptr<MergedColumn<uint32_t>> impression_items;
     if (has_impressions_) {
-      impression_offsets = std::make_unique<MergedColumn<uint64_t>>(dir / "interactions.impression_offsets.col");
-      impression_items = std::make_unique<MergedColumn<uint32_t>>(dir / "interactions.impression_items.col");
+      impression_offsets = std::make_unique<MergedColumn<uint64_t>>(
+          dir / "interactions.impression_offsets.col", writer_thread);
+      impression_items = std::make_unique<MergedColumn<uint32_t>>(
+          dir / "interactions.impression_items.col", writer_thread);
       impression_offsets->push(uint64_t{0});
     }
+    // Joins the writer thread before the columns it writes go, however this ends.
+    struct StopOnExit {
+      ColumnWriterThread& thread;
+      ~StopOnExit() { thread.stop(); }
+    } stop_on_exit{writer_thread};
 
     std::vector<uint64_t> user_offsets(uint64_t{num_users} + 1, 0);
     uint64_t stored = 0, impressions_total = 0;
@@ -1253,6 +1207,7 @@ class InteractionsBuilder {
       ++user_offsets[k.user + 1];
       ++stored;
     });
+    writer_thread.finish();
     for (auto* c : {&user, &item, &event_type}) c->finish();
     timestamp.finish();
     event_value.finish();
