@@ -28,11 +28,12 @@ constexpr size_t kMaxWriteBuffer = size_t{1} << 20;
 // Large buffers in huge pages where the kernel leaves it to the program (transparent_hugepage
 // "madvise"): a fault per 2 MiB instead of per 4 KiB, which is much of the cost of filling fresh
 // memory on a VM. A hint: nothing changes where it is refused.
+constexpr bool kUseHugePages = false;
 void advise_huge_pages(const void* data, size_t bytes) {
   constexpr uintptr_t kHuge = uintptr_t{2} << 20;
   const auto begin = (reinterpret_cast<uintptr_t>(data) + kHuge - 1) & ~(kHuge - 1);
   const auto end = (reinterpret_cast<uintptr_t>(data) + bytes) & ~(kHuge - 1);
-  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+  if (end > begin && kUseHugePages) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
 }
 
 [[noreturn]] void throw_io(const fs::path& path, const char* what) {

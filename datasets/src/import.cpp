@@ -629,6 +629,9 @@ class MetadataBuilder {
 struct ParsedRows {
   size_t count = 0;  // good rows
   std::vector<IdKey> item_keys;
+  // (row in the batch, key) of each row whose user differs from the previous good row's: the
+  // encoder looks up only these, and fetches their slots a few changes ahead.
+  std::vector<std::pair<uint32_t, IdKey>> user_changes;
   std::vector<int64_t> timestamps;
   std::vector<uint32_t> event_types;
   // Each good row's sort payload (kPayload layout: event value, context values, numbers).
@@ -646,6 +649,7 @@ struct ParsedRows {
   void clear() {
     count = 0;
     item_keys.clear();
+    user_changes.clear();
     timestamps.clear();
     event_types.clear();
     payload.clear();
@@ -828,6 +832,8 @@ void parse_rows(CsvInput& in, const Columns& cols, BatchQueue& queue) {
   const size_t num_context = cols.context.size();
   std::vector<std::string> last_context_text(num_context);
   std::vector<uint32_t> last_context(num_context, kNull);
+  std::string previous_user;
+  bool have_previous_user = false;
   for (;;) {
     ParsedRows* b = queue.take_free();
     if (b == nullptr) return;
@@ -884,6 +890,11 @@ void parse_rows(CsvInput& in, const Columns& cols, BatchQueue& queue) {
           }
           b->text_size = at;
           b->item_keys.push_back(make_id_key(item));
+          if (!have_previous_user || !same_bytes(user, previous_user)) {
+            b->user_changes.emplace_back(static_cast<uint32_t>(b->count), make_id_key(user));
+            previous_user.assign(user);
+            have_previous_user = true;
+          }
           if (cols.event >= 0) {
             const std::string_view name = record.fields[cols.event];
             if (!have_last_event || !same_bytes(name, last_event_name)) {
@@ -1112,14 +1123,20 @@ class InteractionsBuilder {
       // Fetch item slots a few rows ahead.
       constexpr size_t kPrefetch = 32;
       for (size_t i = 0; i < std::min(kPrefetch, b.count); ++i) items.prefetch(b.item_keys[i]);
+      constexpr size_t kUserPrefetch = 4;  // users change every few rows
+      const auto& changes = b.user_changes;
+      for (size_t c = 0; c < std::min(kUserPrefetch, changes.size()); ++c) users.prefetch(changes[c].second);
+      size_t change = 0;
       for (size_t i = 0; i < b.count; ++i) {
         while (bad < b.bad_rows.size() && b.bad_rows[bad].first == i) {
           budget.skip(BadRow(b.bad_rows[bad++].second));
         }
         if (i + kPrefetch < b.count) items.prefetch(b.item_keys[i + kPrefetch]);
-        const std::string_view user = text(i, 0);
-        // Exports often group a user's events: skip the lookup for a run of the same user.
-        if (last_user == kNoRow || !same_bytes(users[last_user], user)) last_user = users.insert(user);
+        // Exports often group a user's events: a run of the same user is looked up once.
+        if (change < changes.size() && changes[change].first == i) {
+          if (change + kUserPrefetch < changes.size()) users.prefetch(changes[change + kUserPrefetch].second);
+          last_user = users.insert(text(i, 0), changes[change++].second);
+        }
         const uint32_t item = items.insert(text(i, 1), b.item_keys[i]);
         impression_items.clear();
         if (impression_col >= 0) {
