@@ -1162,12 +1162,13 @@ class InteractionsBuilder {
   // batch replaces what it repeats).
   void write(const fs::path& dir, uint32_t num_users, Json& meta, Json& vocabulary_sizes,
              ImportReport& report) {
-    ColumnWriterThread writer_thread;
-    MergedColumn<uint32_t> user(dir / "interactions.user.col", writer_thread),
-        item(dir / "interactions.item.col", writer_thread),
-        event_type(dir / "interactions.event_type.col", writer_thread);
-    MergedColumn<int64_t> timestamp(dir / "interactions.timestamp.col", writer_thread);
-    MergedColumn<float> event_value(dir / "interactions.event_value.col", writer_thread);
+    // Copying the columns into the page cache is most of this phase: two threads do it.
+    ColumnWriterPool writers(2);
+    MergedColumn<uint32_t> user(dir / "interactions.user.col", writers),
+        item(dir / "interactions.item.col", writers),
+        event_type(dir / "interactions.event_type.col", writers);
+    MergedColumn<int64_t> timestamp(dir / "interactions.timestamp.col", writers);
+    MergedColumn<float> event_value(dir / "interactions.event_value.col", writers);
     std::vector<std::unique_ptr<MergedColumn<uint32_t>>> context;
     std::vector<std::unique_ptr<MergedColumn<float>>> numerical;
     Json names = Json::array();
@@ -1175,14 +1176,14 @@ class InteractionsBuilder {
       const std::string prefix = fmt::format("interactions.context.{}", k);
       write_strings(dir, prefix + ".vocabulary", context_[k].vocabulary);
       vocabulary_sizes[prefix] = context_[k].vocabulary.size();
-      context.push_back(std::make_unique<MergedColumn<uint32_t>>(dir / (prefix + ".values.col"), writer_thread));
+      context.push_back(std::make_unique<MergedColumn<uint32_t>>(dir / (prefix + ".values.col"), writers));
       names.push_back(context_[k].name);
     }
     meta["context"] = names;
     names = Json::array();
     for (size_t k = 0; k < numerical_.size(); ++k) {
       numerical.push_back(std::make_unique<MergedColumn<float>>(
-          dir / fmt::format("interactions.numerical.{}.col", k), writer_thread));
+          dir / fmt::format("interactions.numerical.{}.col", k), writers));
       names.push_back(numerical_[k]);
     }
     meta["numerical"] = names;
@@ -1191,16 +1192,16 @@ class InteractionsBuilder {
     std::unique_ptr<MergedColumn<uint32_t>> impression_items;
     if (has_impressions_) {
       impression_offsets = std::make_unique<MergedColumn<uint64_t>>(
-          dir / "interactions.impression_offsets.col", writer_thread);
+          dir / "interactions.impression_offsets.col", writers);
       impression_items = std::make_unique<MergedColumn<uint32_t>>(
-          dir / "interactions.impression_items.col", writer_thread);
+          dir / "interactions.impression_items.col", writers);
       impression_offsets->push(uint64_t{0});
     }
     // Joins the writer thread before the columns it writes go, however this ends.
     struct StopOnExit {
-      ColumnWriterThread& thread;
-      ~StopOnExit() { thread.stop(); }
-    } stop_on_exit{writer_thread};
+      ColumnWriterPool& writers;
+      ~StopOnExit() { writers.stop(); }
+    } stop_on_exit{writers};
 
     std::vector<uint64_t> user_offsets(uint64_t{num_users} + 1, 0);
     uint64_t stored = 0, impressions_total = 0;
@@ -1224,7 +1225,7 @@ class InteractionsBuilder {
       ++user_offsets[k.user + 1];
       ++stored;
     });
-    writer_thread.finish();
+    writers.finish();
     for (auto* c : {&user, &item, &event_type}) c->finish();
     timestamp.finish();
     event_value.finish();

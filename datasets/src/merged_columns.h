@@ -5,6 +5,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <algorithm>
 #include <cstring>
 #include <deque>
 #include <exception>
@@ -112,11 +113,40 @@ class ColumnWriterThread {
   std::thread thread_;
 };
 
+// Writer threads with the columns shared out by bytes per row, so each writes about as much;
+// a column stays with one thread, which keeps its chunks in order.
+class ColumnWriterPool {
+ public:
+  explicit ColumnWriterPool(size_t threads) {
+    for (size_t t = 0; t < std::max<size_t>(threads, 1); ++t) {
+      threads_.push_back(std::make_unique<ColumnWriterThread>());
+      load_.push_back(0);
+    }
+  }
+  ColumnWriterThread& for_column(size_t bytes_per_row) {
+    const size_t t = static_cast<size_t>(std::min_element(load_.begin(), load_.end()) - load_.begin());
+    load_[t] += bytes_per_row;
+    return *threads_[t];
+  }
+  void finish() {
+    for (auto& t : threads_) t->finish();
+  }
+  void stop() {
+    for (auto& t : threads_) t->stop();
+  }
+
+ private:
+  std::vector<std::unique_ptr<ColumnWriterThread>> threads_;
+  std::vector<size_t> load_;
+};
+
 template <typename T>
 class MergedColumn {
  public:
   MergedColumn(const std::filesystem::path& path, ColumnWriterThread& thread)
       : writer_(path, dtype_of<T>(), sizeof(T), 0), thread_(thread), chunk_(thread.take_chunk()) {}
+  MergedColumn(const std::filesystem::path& path, ColumnWriterPool& pool)
+      : MergedColumn(path, pool.for_column(sizeof(T))) {}
   void push(T value) {
     std::memcpy(chunk_.bytes.get() + chunk_.size, &value, sizeof(T));
     chunk_.size += sizeof(T);
