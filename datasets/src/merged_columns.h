@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "direct_column_file.h"
 #include "tastebud/datasets/columns.h"
 
 namespace tastebud::datasets {
@@ -38,7 +39,7 @@ class ColumnWriterThread {
   ColumnWriterThread(const ColumnWriterThread&) = delete;
   ColumnWriterThread& operator=(const ColumnWriterThread&) = delete;
 
-  void submit(ColumnWriter* writer, ColumnChunk&& chunk) {
+  void submit(DirectColumnFile* writer, ColumnChunk&& chunk) {
     std::unique_lock lock(mutex_);
     changed_.wait(lock, [&] { return pending_.size() < max_pending_ || failure_; });
     if (failure_) std::rethrow_exception(failure_);
@@ -76,7 +77,7 @@ class ColumnWriterThread {
 
  private:
   struct Pending {
-    ColumnWriter* writer;
+    DirectColumnFile* writer;
     ColumnChunk chunk;
   };
   void work() {
@@ -144,7 +145,7 @@ template <typename T>
 class MergedColumn {
  public:
   MergedColumn(const std::filesystem::path& path, ColumnWriterThread& thread)
-      : writer_(path, dtype_of<T>(), sizeof(T), 0), thread_(thread), chunk_(thread.take_chunk()) {}
+      : writer_(path, dtype_of<T>(), sizeof(T)), thread_(thread), chunk_(thread.take_chunk()) {}
   MergedColumn(const std::filesystem::path& path, ColumnWriterPool& pool)
       : MergedColumn(path, pool.for_column(sizeof(T))) {}
   void push(T value) {
@@ -159,7 +160,7 @@ class MergedColumn {
   void finish() {
     writer_.append(chunk_.bytes.get(), chunk_.size);
     count_ += chunk_.size / sizeof(T);
-    writer_.finish_with_count(count_);
+    writer_.finish(count_);
   }
 
  private:
@@ -169,7 +170,7 @@ class MergedColumn {
     chunk_ = thread_.take_chunk();
   }
 
-  ColumnWriter writer_;
+  DirectColumnFile writer_;
   ColumnWriterThread& thread_;
   ColumnChunk chunk_;
   uint64_t count_ = 0;

@@ -49,7 +49,7 @@ struct ImportReport {
   uint64_t bad_rows_skipped = 0;
   uint32_t users = 0, items = 0;
   uint32_t new_users = 0, new_items = 0;  // beyond the existing dataset (all of them in full mode)
-  uint64_t interactions_bytes = 0;        // size of the interactions CSV
+  uint64_t interactions_bytes = 0;        // size of the interactions files on disk (.gz compressed)
   double seconds = 0;
   // Where the time went: reading and encoding the CSVs (sorting and spilling full buffers
   // included), sorting the last buffer, merging and writing and syncing the columns.
