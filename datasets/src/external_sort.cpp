@@ -7,11 +7,13 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 
 #include <fmt/format.h>
 
+#include "direct_column_file.h"
 #include "tastebud/error.h"
 
 namespace tastebud::datasets {
@@ -135,75 +137,35 @@ class InteractionSorter::MemoryRun : public SortedRun {
 // count and items. Written once, read once, then removed.
 class InteractionSorter::RunWriter {
  public:
-  RunWriter(fs::path path, size_t buffer_bytes) : path_(std::move(path)) {
-    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd_ < 0) throw_io(path_, "creating the sort's spill file");
-    buffer_.reserve(std::max<size_t>(buffer_bytes, 64));
-  }
-  ~RunWriter() {
-    if (fd_ >= 0) ::close(fd_);
-  }
+  RunWriter(fs::path path, size_t buffer_bytes) : file_(std::move(path), buffer_bytes) {}
   void put(const SortedRun& run, size_t payload_words, bool impressions) {
-    append(&run.key(), sizeof(InteractionKey));
-    append(run.payload(), payload_words * sizeof(uint32_t));
+    file_.append(&run.key(), sizeof(InteractionKey));
+    file_.append(run.payload(), payload_words * sizeof(uint32_t));
     if (impressions) {
       const std::span<const uint32_t> items = run.impressions();
       const auto count = static_cast<uint32_t>(items.size());
-      append(&count, sizeof(count));
-      append(items.data(), items.size_bytes());
+      file_.append(&count, sizeof(count));
+      file_.append(items.data(), items.size_bytes());
     }
   }
-  uint64_t finish() {
-    flush();
-    if (::close(fd_) != 0) {
-      fd_ = -1;
-      throw_io(path_, "closing the sort's spill file");
-    }
-    fd_ = -1;
-    return written_;
-  }
+  uint64_t finish() { return file_.finish(); }
 
  private:
-  void append(const void* data, size_t bytes) {
-    const char* p = static_cast<const char*>(data);
-    while (bytes > 0) {
-      if (buffer_.size() == buffer_.capacity()) flush();
-      const size_t n = std::min(bytes, buffer_.capacity() - buffer_.size());
-      buffer_.insert(buffer_.end(), p, p + n);
-      p += n;
-      bytes -= n;
-    }
-  }
-  void flush() {
-    const char* p = buffer_.data();
-    size_t left = buffer_.size();
-    while (left > 0) {
-      const ssize_t n = ::write(fd_, p, left);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        throw_io(path_, "writing the sort's spill file");
-      }
-      p += n;
-      left -= static_cast<size_t>(n);
-    }
-    written_ += buffer_.size();
-    buffer_.clear();
-  }
-
-  fs::path path_;
-  int fd_ = -1;
-  std::vector<char> buffer_;
-  uint64_t written_ = 0;
+  DirectFile file_;
 };
 
 class InteractionSorter::FileRun : public SortedRun {
  public:
   FileRun(fs::path path, size_t payload_words, bool impressions, size_t buffer_bytes)
       : path_(std::move(path)), payload_words_(payload_words), impressions_(impressions) {
-    fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    // Around the page cache, as the run was written (see direct_column_file.h).
+    fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
+    if (fd_ < 0 && errno == EINVAL) fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd_ < 0) throw_io(path_, "opening the sort's spill file");
     ::posix_fadvise(fd_, 0, 0, POSIX_FADV_SEQUENTIAL);
-    buffer_.resize(std::max<size_t>(buffer_bytes, 64));
+    capacity_ = std::max<size_t>(kReadAlign, (buffer_bytes + kReadAlign - 1) / kReadAlign * kReadAlign);
+    buffer_.reset(static_cast<char*>(std::aligned_alloc(kReadAlign, capacity_)));
+    if (!buffer_) throw Error(fmt::format("{}: out of memory for the read buffer", path_.string()));
     payload_.resize(payload_words);
   }
   ~FileRun() override {
@@ -233,7 +195,7 @@ class InteractionSorter::FileRun : public SortedRun {
     pos_ = 0;
     end_ = 0;
     for (;;) {
-      const ssize_t n = ::read(fd_, buffer_.data(), buffer_.size());
+      const ssize_t n = ::read(fd_, buffer_.get(), capacity_);
       if (n < 0) {
         if (errno == EINTR) continue;
         throw_io(path_, "reading the sort's spill file");
@@ -251,7 +213,7 @@ class InteractionSorter::FileRun : public SortedRun {
                                 path_.string()));
       }
       const size_t n = std::min(bytes, end_ - pos_);
-      std::memcpy(p, buffer_.data() + pos_, n);
+      std::memcpy(p, buffer_.get() + pos_, n);
       pos_ += n;
       p += n;
       bytes -= n;
@@ -262,7 +224,12 @@ class InteractionSorter::FileRun : public SortedRun {
   int fd_ = -1;
   size_t payload_words_;
   bool impressions_;
-  std::vector<char> buffer_;
+  static constexpr size_t kReadAlign = 4096;
+  struct Free {
+    void operator()(char* p) const { std::free(p); }
+  };
+  std::unique_ptr<char, Free> buffer_;
+  size_t capacity_ = 0;
   size_t pos_ = 0, end_ = 0;
   InteractionKey key_{};
   std::vector<uint32_t> payload_;
