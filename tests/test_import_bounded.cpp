@@ -181,6 +181,23 @@ TEST_F(ImportBounded, SpilledImportIsByteIdenticalToTheInMemoryOne) {
   }
 }
 
+// Columns and runs are written with O_DIRECT; tmpfs refuses it and gets the same bytes through
+// the page cache.
+TEST_F(ImportBounded, FileSystemsWithoutDirectIoGetTheSameDataset) {
+  const fs::path shm = "/dev/shm";
+  if (!fs::is_directory(shm)) GTEST_SKIP() << "no /dev/shm here";
+  const std::vector<std::string> rows = random_rows(6000, 21, 100, 30, 20);
+  const fs::path csv = root_ / "in" / "interactions.csv";
+  write_bytes(csv, csv_of(rows, 0, rows.size()));
+  const fs::path there = shm / ("tastebud_test_import_bounded_" + std::to_string(::getpid()));
+  fs::remove_all(there);
+  import(csv, root_ / "here", kTinyLimit);
+  const ImportReport report = import(csv, there / "ds", kTinyLimit);
+  EXPECT_GT(report.runs_spilled, 5u);
+  EXPECT_TRUE(same_dataset(root_ / "here", there / "ds"));
+  fs::remove_all(there);
+}
+
 TEST_F(ImportBounded, IncrementalBoundedImportEqualsUnbounded) {
   const std::vector<std::string> rows = random_rows(16000, 11);
   // The second batch repeats some events of the first with other values: they replace them.

@@ -33,9 +33,12 @@ DirectFile::DirectFile(std::filesystem::path path, size_t buffer_bytes)
       buffer_(static_cast<std::byte*>(std::aligned_alloc(kAlign, capacity_)), &std::free) {
   if (!buffer_) throw Error(fmt::format("{}: out of memory for the write buffer", path_.string()));
   const int flags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC;
-  fd_ = ::open(path_.c_str(), flags | O_DIRECT, 0644);
-  direct_ = fd_ >= 0;
-  if (fd_ < 0 && errno == EINVAL) fd_ = ::open(path_.c_str(), flags, 0644);
+  // Small blocks written directly wait on the disk once each: buffered is faster for them.
+  if (capacity_ >= kMinDirectBuffer) {
+    fd_ = ::open(path_.c_str(), flags | O_DIRECT, 0644);
+    direct_ = fd_ >= 0;
+  }
+  if (!direct_) fd_ = ::open(path_.c_str(), flags, 0644);
   if (fd_ < 0) fail(path_, "creating");
 }
 

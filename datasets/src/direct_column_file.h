@@ -15,6 +15,9 @@
 
 namespace tastebud::datasets {
 
+// Buffers from this size are written and read around the page cache; smaller ones through it.
+inline constexpr size_t kMinDirectBuffer = size_t{256} << 10;
+
 // Bytes appended through an aligned buffer of buffer_bytes (rounded up to 4 KiB blocks).
 class DirectFile {
  public:

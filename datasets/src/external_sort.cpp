@@ -159,8 +159,8 @@ class InteractionSorter::FileRun : public SortedRun {
   FileRun(fs::path path, size_t payload_words, bool impressions, size_t buffer_bytes)
       : path_(std::move(path)), payload_words_(payload_words), impressions_(impressions) {
     // Around the page cache, as the run was written (see direct_column_file.h).
-    fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
-    if (fd_ < 0 && errno == EINVAL) fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (buffer_bytes >= kMinDirectBuffer) fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
+    if (fd_ < 0) fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd_ < 0) throw_io(path_, "opening the sort's spill file");
     ::posix_fadvise(fd_, 0, 0, POSIX_FADV_SEQUENTIAL);
     capacity_ = std::max<size_t>(kReadAlign, (buffer_bytes + kReadAlign - 1) / kReadAlign * kReadAlign);
