@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstddef>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -82,7 +81,7 @@ void write_all(int fd, const char* data, size_t size, const fs::path& path) {
 }  // namespace
 
 ColumnWriter::ColumnWriter(fs::path path, DType dtype, size_t element_size, uint64_t count)
-    : path_(std::move(path)), expected_bytes_(count * element_size), element_size_(element_size) {
+    : path_(std::move(path)), expected_bytes_(count * element_size) {
   fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd_ < 0) throw Error(fmt::format("{}: cannot create: {}", path_.string(), std::strerror(errno)));
   ColumnHeader header{};
@@ -113,16 +112,6 @@ void ColumnWriter::append(const void* data, size_t bytes) {
     }
   }
   buffer_.append(static_cast<const char*>(data), bytes);
-}
-
-void ColumnWriter::finish_with_count(uint64_t count) {
-  flush();
-  const uint64_t offset = offsetof(ColumnHeader, count);
-  if (::pwrite(fd_, &count, sizeof(count), static_cast<off_t>(offset)) != sizeof(count)) {
-    throw Error(fmt::format("{}: write failed: {}", path_.string(), std::strerror(errno)));
-  }
-  expected_bytes_ = count * element_size_;
-  finish();
 }
 
 void ColumnWriter::finish() {

@@ -52,9 +52,6 @@ class ColumnWriter {
     append(values.data(), values.size_bytes());
   }
   void finish();
-  // For a column whose length is known only at the end (the merged interactions, duplicates
-  // dropped): construct with count 0, append, then finish_with_count, which rewrites the header.
-  void finish_with_count(uint64_t count);
 
  private:
   void flush();
@@ -62,7 +59,6 @@ class ColumnWriter {
   std::filesystem::path path_;
   int fd_ = -1;
   uint64_t expected_bytes_ = 0, written_bytes_ = 0;
-  size_t element_size_ = 0;
   std::string buffer_;
 };
 
