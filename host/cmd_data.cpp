@@ -68,7 +68,11 @@ uint64_t parse_memory_limit(const std::string& text) {
                             "T: powers of 1024)",
                             text));
   }
-  const uint64_t bytes = std::stoull(text.substr(0, digits)) << (10 * power);
+  const uint64_t number = std::stoull(text.substr(0, digits));
+  if (number > (UINT64_MAX >> (10 * power))) {
+    throw Error(fmt::format("import: --memory-limit {}: too large", text));
+  }
+  const uint64_t bytes = number << (10 * power);
   if (bytes < kFloor) {
     throw Error(fmt::format("import: --memory-limit {}: below the smallest limit the command takes, "
                             "16M",

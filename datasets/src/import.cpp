@@ -634,7 +634,7 @@ struct ParsedRows {
   std::vector<std::pair<uint32_t, IdKey>> user_changes;
   std::vector<int64_t> timestamps;
   std::vector<uint32_t> event_types;
-  // Each good row's sort payload (kPayload layout: event value, context values, numbers).
+  // Each good row's sort payload: its event value, context values and numbers (see float_bits).
   std::vector<uint32_t> payload;
   // Each good row's strings back to back (user, item, impression);
   // ends[row * strings_per_row + j] is where string j of the row ends.
