@@ -1,7 +1,6 @@
 #include "external_sort.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -26,17 +25,6 @@ namespace {
 constexpr size_t kMinMergeBuffer = size_t{4} << 10;
 // A spill file's write buffer at most; the budget may give less.
 constexpr size_t kMaxWriteBuffer = size_t{1} << 20;
-
-// Large buffers in huge pages where the kernel leaves it to the program (transparent_hugepage
-// "madvise"): a fault per 2 MiB instead of per 4 KiB, which is much of the cost of filling fresh
-// memory on a VM. A hint: nothing changes where it is refused.
-constexpr bool kUseHugePages = false;
-void advise_huge_pages(const void* data, size_t bytes) {
-  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
-  const auto begin = (reinterpret_cast<uintptr_t>(data) + kHuge - 1) & ~(kHuge - 1);
-  const auto end = (reinterpret_cast<uintptr_t>(data) + bytes) & ~(kHuge - 1);
-  if (end > begin && kUseHugePages) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-}
 
 [[noreturn]] void throw_io(const fs::path& path, const char* what) {
   throw Error(fmt::format("{}: {} failed: {}", path.string(), what, std::strerror(errno)));
@@ -288,11 +276,10 @@ InteractionSorter::InteractionSorter(size_t payload_words, bool impressions, uin
       merge_budget_(memory_budget / 4),
       spill_dir_(std::move(spill_dir)) {
   rows_capacity_ = std::max<size_t>(1, buffer_budget_ / row_bytes());
-  // Untouched capacity costs address space, not memory.
+  // Untouched capacity costs address space, not memory. (Huge pages for these buffers were tried:
+  // more system time, not less, in the one run that compared them on this VM.)
   keys_.reserve(rows_capacity_);
   payload_.reserve(rows_capacity_ * payload_words_);
-  advise_huge_pages(keys_.data(), rows_capacity_ * sizeof(InteractionKey));
-  advise_huge_pages(payload_.data(), rows_capacity_ * payload_words_ * sizeof(uint32_t));
   if (impressions_) impression_offsets_.reserve(rows_capacity_ + 1);
 }
 
@@ -344,7 +331,6 @@ std::unique_ptr<InteractionSorter::MemoryRun> InteractionSorter::sort_buffer(uns
       stats_.peak_buffer_bytes, n * row_bytes() + impression_items_.capacity() * sizeof(uint32_t));
   // Every element is written by the scatter: no need to zero it first.
   std::unique_ptr<uint32_t[]> order(new uint32_t[std::max<size_t>(n, 1)]);
-  advise_huge_pages(order.get(), n * sizeof(uint32_t));
   const size_t kept = sort_rows(keys_.data(), n, min_user_, max_user_, order.get(), threads);
   return std::make_unique<MemoryRun>(std::move(order), kept, std::move(keys_), std::move(payload_),
                                      impressions_ ? std::move(impression_offsets_) : std::vector<uint64_t>(),
@@ -365,10 +351,7 @@ void InteractionSorter::spill() {
   const size_t n = keys_.size();
   stats_.peak_buffer_bytes = std::max<uint64_t>(
       stats_.peak_buffer_bytes, n * row_bytes() + impression_items_.capacity() * sizeof(uint32_t));
-  if (!spill_order_) {
-    spill_order_.reset(new uint32_t[rows_capacity_]);
-    advise_huge_pages(spill_order_.get(), rows_capacity_ * sizeof(uint32_t));
-  }
+  if (!spill_order_) spill_order_.reset(new uint32_t[rows_capacity_]);
   const size_t kept = sort_rows(keys_.data(), n, min_user_, max_user_, spill_order_.get(), 1);
   const fs::path path = next_run_path();
   run_files_.push_back(path);
