@@ -1,6 +1,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -25,6 +26,7 @@ namespace fs = std::filesystem;
 struct ImportArgs {
   std::string interactions, users, items, schema_dir, out, movielens;
   std::string mode = "full";
+  std::string memory_limit;  // empty: the library's default
   bool overwrite = false;
   uint64_t max_bad_rows = 0;
   bool quiet = false;
@@ -48,8 +50,40 @@ class ScratchDir {
   fs::path path_;
 };
 
+// "256M", "2G", "512K", "1048576" (bytes); K, M, G, T are powers of 1024, an optional trailing
+// "B" or "iB" is allowed.
+uint64_t parse_memory_limit(const std::string& text) {
+  constexpr uint64_t kFloor = uint64_t{16} << 20;
+  size_t digits = 0;
+  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
+  std::string unit = text.substr(digits);
+  for (char& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (unit.ends_with("IB")) unit.resize(unit.size() - 2);
+  else if (unit.size() > 1 && unit.ends_with("B")) unit.resize(unit.size() - 1);
+  else if (unit == "B") unit.clear();
+  const std::string units = "KMGT";
+  const size_t power = unit.empty() ? 0 : units.find(unit) + 1;
+  if (digits == 0 || digits > 15 || unit.size() > 1 || power == 0) {
+    throw Error(fmt::format("import: --memory-limit {}: expected a size such as 256M or 2G (K, M, G, "
+                            "T: powers of 1024)",
+                            text));
+  }
+  const uint64_t number = std::stoull(text.substr(0, digits));
+  if (number > (UINT64_MAX >> (10 * power))) {
+    throw Error(fmt::format("import: --memory-limit {}: too large", text));
+  }
+  const uint64_t bytes = number << (10 * power);
+  if (bytes < kFloor) {
+    throw Error(fmt::format("import: --memory-limit {}: below the smallest limit the command takes, "
+                            "16M",
+                            text));
+  }
+  return bytes;
+}
+
 void run_import(const ImportArgs& args) {
   datasets::ImportOptions options;
+  if (!args.memory_limit.empty()) options.memory_limit = parse_memory_limit(args.memory_limit);
   options.interactions = args.interactions;
   options.users = args.users;
   options.items = args.items;
@@ -90,8 +124,13 @@ void run_import(const ImportArgs& args) {
              report.interactions, report.rows_read, report.duplicates, report.bad_rows_skipped,
              report.users, report.new_users, report.items, report.new_items, args.out,
              report.seconds, mb / std::max(report.seconds, 1e-9));
-  fmt::print("  read and encode {:.2f} s, sort {:.2f} s, write {:.2f} s\n", report.read_seconds,
-             report.sort_seconds, report.write_seconds);
+  fmt::print("  read and encode {:.2f} s, sort {:.2f} s, write {:.2f} s; memory limit {} MiB, {}\n",
+             report.read_seconds, report.sort_seconds, report.write_seconds,
+             report.memory_limit >> 20,
+             report.runs_spilled == 0
+                 ? std::string("sorted in memory")
+                 : fmt::format("{} sorted runs spilled ({:.0f} MB) and merged", report.runs_spilled,
+                               report.bytes_spilled / 1e6));
   if (!args.quiet) {
     fmt::print("{}", datasets::format_summary(datasets::Dataset::open(args.out)));
   }
@@ -105,17 +144,19 @@ void add_data_commands(CLI::App& app) {
       "import",
       "Encode Personalize-layout CSV exports (interactions, users, items) into a dataset directory "
       "of memory-mappable columns");
+  // Each input is a file, a directory of part files or a quoted glob; the library checks it.
   auto* interactions = import->add_option(
       "--interactions", args->interactions,
       "Interactions CSV: USER_ID, ITEM_ID, TIMESTAMP (Unix seconds), optional EVENT_TYPE, "
-      "EVENT_VALUE, IMPRESSION and contextual columns");
-  interactions->check(CLI::ExistingFile);
-  import->add_option("--users", args->users, "Users CSV: USER_ID and metadata columns")
-      ->check(CLI::ExistingFile);
+      "EVENT_VALUE, IMPRESSION and contextual columns. A file, a directory of part files (*.csv, "
+      "*.csv.gz; read in name order, one shared header) or a quoted glob ('parts/part-*.csv.gz'); "
+      ".gz files are decompressed");
+  import->add_option("--users", args->users,
+                     "Users CSV: USER_ID and metadata columns (file, directory or glob, as "
+                     "--interactions)");
   import->add_option("--items", args->items,
                      "Items CSV: ITEM_ID, metadata columns, optional CREATION_TIMESTAMP and one "
-                     "textual column")
-      ->check(CLI::ExistingFile);
+                     "textual column (file, directory or glob, as --interactions)");
   import->add_option("--schema-dir", args->schema_dir,
                      "Directory with Avro-record schemas interactions.json, users.json, items.json "
                      "(each optional; a missing one is inferred, and every schema used is saved in "
@@ -139,6 +180,11 @@ void add_data_commands(CLI::App& app) {
   import->add_option("--max-bad-rows", args->max_bad_rows,
                      "Skip up to this many bad rows, reporting each on stderr, before failing")
       ->capture_default_str();
+  import->add_option("--memory-limit", args->memory_limit,
+                     "Memory the import may use for its rows, e.g. 256M or 2G (default: a quarter "
+                     "of physical memory). Beyond it the sort spills sorted runs to disk beside "
+                     "--out and merges them; the dataset is the same whatever the limit. At least "
+                     "16M");
   import->add_flag("--quiet", args->quiet, "Print only the one-line report, not the summary");
   import->callback([args] { run_import(*args); });
 

@@ -1,13 +1,12 @@
 #include "tastebud/datasets/csv.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <array>
 #include <cerrno>
 #include <cstring>
 
 #include <fmt/format.h>
+
+#include "tastebud/datasets/input_files.h"
 
 #ifdef __SSE2__
 #include <emmintrin.h>
@@ -113,19 +112,14 @@ bool is_clean_utf8(std::string_view text, size_t* bad_offset) {
 }
 
 CsvReader::CsvReader(std::filesystem::path path, size_t block_size) : path_(std::move(path)) {
-  fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd_ < 0) {
-    throw Error(fmt::format("{}: cannot open: {}", path_.string(), std::strerror(errno)));
-  }
-  // Sequential reads: let the kernel read ahead aggressively.
-  ::posix_fadvise(fd_, 0, 0, POSIX_FADV_SEQUENTIAL);
+  source_ = ByteSource::open(path_);
   buffer_.resize(std::max<size_t>(block_size, 1) + 1 + kPadding);
   unescaped_.resize(buffer_.size());
 }
 
-CsvReader::~CsvReader() {
-  if (fd_ >= 0) ::close(fd_);
-}
+CsvReader::~CsvReader() = default;
+
+uint64_t CsvReader::file_bytes_read() const { return source_->file_bytes_read(); }
 
 std::string CsvReader::field_label(size_t field) const {
   if (field < field_names_.size()) return fmt::format("field {} ({})", field + 1, field_names_[field]);
@@ -148,16 +142,12 @@ void CsvReader::fill() {
     end_ = tail;
   }
   while (end_ < capacity) {
-    const ssize_t got = ::read(fd_, buffer_.data() + end_, capacity - end_);
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      throw Error(fmt::format("{}: read failed: {}", path_.string(), std::strerror(errno)));
-    }
+    const size_t got = source_->read(buffer_.data() + end_, capacity - end_);
     if (got == 0) {
       eof_ = true;
       break;
     }
-    end_ += static_cast<size_t>(got);
+    end_ += got;
   }
   buffer_[end_] = '\n';
   if (at_file_start_ && (end_ >= 3 || eof_)) {

@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <stdio.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -30,11 +31,14 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "external_sort.h"
+#include "merged_columns.h"
 #include "tastebud/atomic_file.h"
 #include "tastebud/datasets/columns.h"
 #include "tastebud/datasets/csv.h"
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/datasets/encode.h"
+#include "tastebud/datasets/input_files.h"
 #include "tastebud/datasets/schema.h"
 #include "tastebud/directory_lock.h"
 #include "tastebud/error.h"
@@ -82,59 +86,60 @@ class BadRowBudget {
   uint64_t skipped_ = 0;
 };
 
-// A CSV file with its header read, and optionally its first rows read ahead (to infer types); the
-// rows read ahead are handed out again by next() in order, errors included.
+// A CSV input, one file or the part files of one export, with its header read, and optionally
+// its first rows read ahead (to infer types); the rows read ahead are handed out again by next()
+// in order, errors included. Each part repeats the header; rows and their lines are the parts' in
+// order, so the rows are the concatenated file's and messages name the part and its line.
 class CsvInput {
  public:
-  CsvInput(const fs::path& path, DatasetKind kind, size_t block_size, size_t read_ahead)
-      : reader_(path, block_size), kind_(kind) {
-    CsvRecord record;
-    try {
-      if (!reader_.next(record)) {
-        throw Error(fmt::format("{}:1: the file is empty; expected a header row naming the columns "
-                                "({})",
-                                path.string(), example_header()));
-      }
-    } catch (const BadRow& e) {
-      throw Error(e.what());  // a header that cannot be read is never skippable
-    }
+  CsvInput(std::vector<fs::path> parts, DatasetKind kind, size_t block_size, size_t read_ahead)
+      : parts_(std::move(parts)), kind_(kind), block_size_(block_size) {
+    for (const fs::path& p : parts_) bytes_total_ += fs::file_size(p);
+    const CsvRecord header = open_part(0);
     std::unordered_set<std::string> names;
-    for (size_t c = 0; c < record.fields.size(); ++c) {
-      const std::string name(trim(record.fields[c]));
+    for (size_t c = 0; c < header.fields.size(); ++c) {
+      const std::string name(trim(header.fields[c]));
       if (name.empty()) {
-        throw Error(fmt::format("{}:{}: field {}: empty column name in the header", path.string(),
-                                record.line, c + 1));
+        throw Error(fmt::format("{}:{}: field {}: empty column name in the header", path().string(),
+                                header.line, c + 1));
       }
       if (!names.insert(field_name_key(name)).second) {
         throw Error(fmt::format("{}:{}: field {} ({}): the column name appears twice in the header",
-                                path.string(), record.line, c + 1, name));
+                                path().string(), header.line, c + 1, name));
       }
       header_.push_back(name);
     }
-    header_line_ = record.line;
-    reader_.set_field_names(header_);
+    header_line_ = header.line;
+    reader_->set_field_names(header_);
     read_ahead = std::max<size_t>(read_ahead, 1);
+    CsvRecord record;
     while (ahead_.size() < read_ahead) {
       Ahead row;
       try {
-        if (!reader_.next(record)) break;
+        if (!read_record(record)) break;
         row.fields.assign(record.fields.begin(), record.fields.end());
         row.line = record.line;
       } catch (const BadRow& e) {
         row.error = e.what();
       }
+      row.part = part_;
       ahead_.push_back(std::move(row));
     }
     if (ahead_.empty()) {
-      throw Error(fmt::format("{}:{}: the file has a header but no data rows", path.string(),
+      throw Error(fmt::format("{}:{}: the file has a header but no data rows", parts_[0].string(),
                               header_line_ + 1));
     }
   }
 
   const std::vector<std::string>& header() const { return header_; }
   uint64_t header_line() const { return header_line_; }
-  const fs::path& path() const { return reader_.path(); }
-  uint64_t bytes_consumed() const { return reader_.bytes_consumed(); }
+  // The file whose header header() is: the first part.
+  const fs::path& header_path() const { return parts_[0]; }
+  // The file of the record next() returned last (the first part before that).
+  const fs::path& path() const { return parts_[record_part_]; }
+  // Of all parts together, in bytes of the files (compressed ones as they are on disk).
+  uint64_t bytes_consumed() const { return bytes_done_ + reader_->file_bytes_read(); }
+  uint64_t bytes_total() const { return bytes_total_; }
 
   // The rows read ahead that parsed, for type inference.
   std::vector<std::vector<std::string>> sample() const {
@@ -148,16 +153,19 @@ class CsvInput {
     if (!ahead_.empty()) {
       current_ = std::move(ahead_.front());
       ahead_.pop_front();
+      record_part_ = current_.part;
       if (!current_.error.empty()) throw BadRow(current_.error);
       record.fields.assign(current_.fields.begin(), current_.fields.end());
       record.line = current_.line;
       return true;
     }
-    return reader_.next(record);
+    const bool got = read_record(record);
+    record_part_ = part_;
+    return got;
   }
 
   std::string where(uint64_t line, size_t field) const {
-    return fmt::format("{}:{}: {}", path().string(), line, reader_.field_label(field));
+    return fmt::format("{}:{}: {}", path().string(), line, reader_->field_label(field));
   }
 
   // Throws when the record's field count differs from the header's.
@@ -177,6 +185,7 @@ class CsvInput {
     std::vector<std::string> fields;
     uint64_t line = 0;
     std::string error;
+    size_t part = 0;
   };
 
   std::string example_header() const {
@@ -188,8 +197,52 @@ class CsvInput {
     return "";
   }
 
-  CsvReader reader_;
+  // Opens part p and returns its header row.
+  CsvRecord open_part(size_t p) {
+    if (reader_) bytes_done_ += fs::file_size(parts_[part_]);
+    part_ = p;
+    record_part_ = p;
+    reader_ = std::make_unique<CsvReader>(parts_[p], block_size_);
+    CsvRecord record;
+    try {
+      if (!reader_->next(record)) {
+        throw Error(fmt::format("{}:1: the file is empty; expected a header row naming the columns "
+                                "({}){}",
+                                parts_[p].string(), example_header(),
+                                p > 0 ? ", as every part file repeats the first part's" : ""));
+      }
+    } catch (const BadRow& e) {
+      throw Error(e.what());  // a header that cannot be read is never skippable
+    }
+    return record;
+  }
+
+  // The next row of the parts; a part's header row is checked against the first part's.
+  bool read_record(CsvRecord& record) {
+    for (;;) {
+      if (reader_->next(record)) return true;
+      if (part_ + 1 == parts_.size()) return false;
+      const CsvRecord header = open_part(part_ + 1);
+      bool same = header.fields.size() == header_.size();
+      for (size_t c = 0; same && c < header_.size(); ++c) same = trim(header.fields[c]) == header_[c];
+      if (!same) {
+        std::vector<std::string_view> names;
+        for (std::string_view f : header.fields) names.push_back(trim(f));
+        throw Error(fmt::format("{}:{}: the header ({}) differs from the first part's ({}: {}); "
+                                "every part file must have the same header",
+                                parts_[part_].string(), header.line, fmt::join(names, ","),
+                                parts_[0].string(), fmt::join(header_, ",")));
+      }
+      reader_->set_field_names(header_);
+    }
+  }
+
+  std::vector<fs::path> parts_;
   DatasetKind kind_;
+  size_t block_size_;
+  std::unique_ptr<CsvReader> reader_;
+  size_t part_ = 0, record_part_ = 0;
+  uint64_t bytes_done_ = 0, bytes_total_ = 0;
   std::vector<std::string> header_;
   uint64_t header_line_ = 1;
   std::deque<Ahead> ahead_;
@@ -212,7 +265,7 @@ void check_required_columns(const CsvInput& in, DatasetKind kind) {
                      [&](const std::string& h) { return same_field_name(h, name); })) {
       throw Error(fmt::format("{}:{}: field {}: required column is missing from the header (it has "
                               "{})",
-                              in.path().string(), in.header_line(), name,
+                              in.header_path().string(), in.header_line(), name,
                               fmt::join(in.header(), ",")));
     }
   }
@@ -231,7 +284,7 @@ std::vector<const SchemaField*> bind_columns(const CsvInput& in, const Schema& s
     if (f == nullptr) {
       throw Error(fmt::format("{}:{}: field {} ({}): the column is not in the schema {}; add it to "
                               "the schema or drop the column",
-                              in.path().string(), in.header_line(), c + 1, in.header()[c],
+                              in.header_path().string(), in.header_line(), c + 1, in.header()[c],
                               schema_source));
     }
     fields.push_back(f);
@@ -241,7 +294,7 @@ std::vector<const SchemaField*> bind_columns(const CsvInput& in, const Schema& s
     if (f.nullable || bound.contains(&f)) continue;
     throw Error(fmt::format("{}:{}: field {}: required column is missing from the header (the "
                             "schema {} requires it)",
-                            in.path().string(), in.header_line(), f.name, schema_source));
+                            in.header_path().string(), in.header_line(), f.name, schema_source));
   }
   return fields;
 }
@@ -570,38 +623,20 @@ class MetadataBuilder {
   std::vector<uint32_t> row_of_;
 };
 
-// Runs the tasks on this thread and one more, the largest (by the first member) first; rethrows
-// the first failure once both are done.
-void run_on_two_threads(std::vector<std::pair<uint64_t, std::function<void()>>>& tasks) {
-  std::stable_sort(tasks.begin(), tasks.end(),
-                   [](const auto& a, const auto& b) { return a.first > b.first; });
-  std::atomic<size_t> next{0};
-  std::vector<std::exception_ptr> failures(tasks.size());
-  auto work = [&] {
-    for (size_t t; (t = next.fetch_add(1)) < tasks.size();) {
-      try {
-        tasks[t].second();
-      } catch (...) {
-        failures[t] = std::current_exception();
-      }
-    }
-  };
-  {
-    std::jthread helper(work);
-    work();
-  }
-  for (const auto& f : failures)
-    if (f) std::rethrow_exception(f);
-}
-
 // ---- interactions --------------------------------------------------------------------------
 
-// Rows of the interactions CSV as the parser thread hands them over: fields checked, item ids
-// hashed, the ids still to be looked up copied out of the reader's block. (Numbers, event types
-// and context values the parser stores itself.)
+// Rows of the interactions CSV as the parser thread hands them over: fields checked and parsed,
+// item ids hashed, the ids still to be looked up copied out of the reader's block.
 struct ParsedRows {
   size_t count = 0;  // good rows
   std::vector<IdKey> item_keys;
+  // (row in the batch, key) of each row whose user differs from the previous good row's: the
+  // encoder looks up only these, and fetches their slots a few changes ahead.
+  std::vector<std::pair<uint32_t, IdKey>> user_changes;
+  std::vector<int64_t> timestamps;
+  std::vector<uint32_t> event_types;
+  // Each good row's sort payload: its event value, context values and numbers (see float_bits).
+  std::vector<uint32_t> payload;
   // Each good row's strings back to back (user, item, impression);
   // ends[row * strings_per_row + j] is where string j of the row ends.
   std::vector<char> text;  // its first text_size bytes are used; it only grows
@@ -615,6 +650,10 @@ struct ParsedRows {
   void clear() {
     count = 0;
     item_keys.clear();
+    user_changes.clear();
+    timestamps.clear();
+    event_types.clear();
+    payload.clear();
     text_size = 0;
     ends.clear();
     bad_rows.clear();
@@ -684,17 +723,25 @@ struct Columns {
   std::vector<int> context, numerical;  // column of each context / numerical field, -1: absent
   const std::vector<const SchemaField*>* fields = nullptr;
   size_t strings_per_row = 2;
-  // The parser appends each good row's numbers, event type and context values here, and owns the
-  // small vocabularies of the latter; nobody else touches them until it is done.
+  // The parser owns the small vocabularies of event types and context values; nobody else
+  // touches them until it is done.
   IdMap* event_types = nullptr;
   uint32_t no_event_type = 0;  // when there is no EVENT_TYPE column
-  std::vector<uint32_t>* event_type_values = nullptr;
   std::vector<IdMap*> context_vocabularies;
-  std::vector<std::vector<uint32_t>*> context_values;
-  std::vector<int64_t>* timestamps = nullptr;
-  std::vector<float>* values = nullptr;
-  std::vector<std::vector<float>*> numbers;
 };
+
+// The words an interaction carries through the sort besides its key: the event value, then one
+// per context field, then one per numerical field (floats as their bits).
+inline uint32_t float_bits(float f) {
+  uint32_t w;
+  std::memcpy(&w, &f, 4);
+  return w;
+}
+inline float bits_float(uint32_t w) {
+  float f;
+  std::memcpy(&f, &w, 4);
+  return f;
+}
 
 // Eight ASCII digits (first digit in the lowest byte) to their value; false if any is not a digit.
 inline bool parse_eight_digits(uint64_t chunk, uint64_t* value) {
@@ -786,6 +833,8 @@ void parse_rows(CsvInput& in, const Columns& cols, BatchQueue& queue) {
   const size_t num_context = cols.context.size();
   std::vector<std::string> last_context_text(num_context);
   std::vector<uint32_t> last_context(num_context, kNull);
+  std::string previous_user;
+  bool have_previous_user = false;
   for (;;) {
     ParsedRows* b = queue.take_free();
     if (b == nullptr) return;
@@ -842,6 +891,11 @@ void parse_rows(CsvInput& in, const Columns& cols, BatchQueue& queue) {
           }
           b->text_size = at;
           b->item_keys.push_back(make_id_key(item));
+          if (!have_previous_user || !same_bytes(user, previous_user)) {
+            b->user_changes.emplace_back(static_cast<uint32_t>(b->count), make_id_key(user));
+            previous_user.assign(user);
+            have_previous_user = true;
+          }
           if (cols.event >= 0) {
             const std::string_view name = record.fields[cols.event];
             if (!have_last_event || !same_bytes(name, last_event_name)) {
@@ -849,26 +903,26 @@ void parse_rows(CsvInput& in, const Columns& cols, BatchQueue& queue) {
               last_event_name = (*cols.event_types)[last_event];
               have_last_event = true;
             }
-            cols.event_type_values->push_back(last_event);
+            b->event_types.push_back(last_event);
           } else {
-            cols.event_type_values->push_back(cols.no_event_type);
+            b->event_types.push_back(cols.no_event_type);
           }
+          b->payload.push_back(float_bits(value));
           for (size_t k = 0; k < num_context; ++k) {
             const int c = cols.context[k];
             const std::string_view v = c < 0 ? std::string_view() : trim(record.fields[c]);
             if (v.empty()) {
-              cols.context_values[k]->push_back(kNull);
+              b->payload.push_back(kNull);
               continue;
             }
             if (last_context[k] == kNull || !same_bytes(v, last_context_text[k])) {
               last_context[k] = cols.context_vocabularies[k]->insert(v);
               last_context_text[k].assign(v);
             }
-            cols.context_values[k]->push_back(last_context[k]);
+            b->payload.push_back(last_context[k]);
           }
-          cols.timestamps->push_back(timestamp);
-          cols.values->push_back(value);
-          for (size_t k = 0; k < num_numerical; ++k) cols.numbers[k]->push_back(numbers[k]);
+          b->timestamps.push_back(timestamp);
+          for (size_t k = 0; k < num_numerical; ++k) b->payload.push_back(float_bits(numbers[k]));
           ++b->count;
         } catch (const BadRow& e) {
           b->bad_rows.emplace_back(b->count, e.what());
@@ -886,55 +940,110 @@ void parse_rows(CsvInput& in, const Columns& cols, BatchQueue& queue) {
 }
 
 
+// The existing dataset's interactions as a sorted run (incremental imports): already sorted and
+// free of duplicates, rows numbered 0.. in their stored order. Pages already read are handed back
+// as it goes, so reading a large dataset through its mapping does not grow the import's memory.
+class ExistingInteractions : public SortedRun {
+ public:
+  // context_of[k] / numerical_of[k]: the old field of the builder's field k, or -1.
+  ExistingInteractions(const Interactions& old, std::vector<int> context_of,
+                       std::vector<int> numerical_of, bool impressions)
+      : old_(old),
+        context_of_(std::move(context_of)),
+        numerical_of_(std::move(numerical_of)),
+        impressions_(impressions && !old.impression_offsets.empty()),
+        payload_(1 + context_of_.size() + numerical_of_.size()) {}
+
+  bool next() override {
+    if (row_ == old_.size()) return false;
+    const size_t r = row_++;
+    key_ = {old_.timestamp[r], old_.user[r], old_.item[r], old_.event_type[r], static_cast<uint32_t>(r)};
+    size_t w = 0;
+    payload_[w++] = float_bits(old_.event_value[r]);
+    for (int k : context_of_) payload_[w++] = k < 0 ? kNull : old_.context[k].values[r];
+    for (int k : numerical_of_) payload_[w++] = float_bits(k < 0 ? kNullNumber : old_.numerical[k].values[r]);
+    if (row_ % kReleaseRows == 0) release_read_pages();
+    return true;
+  }
+  const InteractionKey& key() const override { return key_; }
+  const uint32_t* payload() const override { return payload_.data(); }
+  std::span<const uint32_t> impressions() const override {
+    if (!impressions_) return {};
+    const size_t r = key_.row;
+    return old_.impression_items.subspan(old_.impression_offsets[r],
+                                         old_.impression_offsets[r + 1] - old_.impression_offsets[r]);
+  }
+
+ private:
+  static constexpr size_t kReleaseRows = size_t{1} << 18;
+
+  template <typename T>
+  static void release(std::span<const T> column, size_t done) {
+    if (column.empty()) return;
+    const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+    const auto begin = reinterpret_cast<uintptr_t>(column.data()) & ~(page - 1);
+    const auto end = reinterpret_cast<uintptr_t>(column.data() + done) & ~(page - 1);
+    if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+  }
+  void release_read_pages() {
+    const size_t done = row_ - 1;
+    release(old_.user, done);
+    release(old_.item, done);
+    release(old_.timestamp, done);
+    release(old_.event_type, done);
+    release(old_.event_value, done);
+    for (const auto& c : old_.context) release(c.values, done);
+    for (const auto& x : old_.numerical) release(x.values, done);
+    if (impressions_) {
+      release(old_.impression_offsets, done);
+      release(old_.impression_items, old_.impression_offsets[done]);
+    }
+  }
+
+  const Interactions& old_;
+  std::vector<int> context_of_, numerical_of_;
+  bool impressions_;
+  std::vector<uint32_t> payload_;
+  size_t row_ = 0;
+  InteractionKey key_{};
+};
+
 class InteractionsBuilder {
  public:
   std::function<void(uint64_t bytes_read)> on_progress;  // after each batch of rows; may be empty
 
-  explicit InteractionsBuilder(const Schema& schema) {
+  // memory_budget bounds the sort (see InteractionSorter); its runs go to spill_dir.
+  InteractionsBuilder(const Schema& schema, uint64_t memory_budget, const fs::path& spill_dir) {
     for (const SchemaField& f : schema.fields) {
       switch (field_role(DatasetKind::Interactions, f)) {
         case FieldRole::Categorical: context_.emplace_back().name = f.name; break;
-        case FieldRole::Numerical: numerical_.emplace_back().name = f.name; break;
+        case FieldRole::Numerical: numerical_.push_back(f.name); break;
         case FieldRole::Impression: has_impressions_ = true; break;
         default: break;
       }
     }
+    sorter_ = std::make_unique<InteractionSorter>(payload_words(), has_impressions_, memory_budget,
+                                                  spill_dir);
   }
 
   void load_existing(const Interactions& old) {
-    const size_t n = old.size();
-    user_.assign(old.user.begin(), old.user.end());
-    item_.assign(old.item.begin(), old.item.end());
-    timestamp_.assign(old.timestamp.begin(), old.timestamp.end());
-    event_type_.assign(old.event_type.begin(), old.event_type.end());
-    event_value_.assign(old.event_value.begin(), old.event_value.end());
-    if (has_impressions_ && !old.impression_offsets.empty()) {
-      impression_offsets_.assign(old.impression_offsets.begin(), old.impression_offsets.end());
-      impression_items_.assign(old.impression_items.begin(), old.impression_items.end());
-    } else if (has_impressions_) {
-      impression_offsets_.assign(n + 1, 0);
-    }
+    std::vector<int> context_of, numerical_of;
     for (Context& c : context_) {
-      const ContextField* f = nullptr;
-      for (const auto& x : old.context)
-        if (x.name == c.name) f = &x;
-      if (f == nullptr) {
-        c.values.assign(n, kNull);
-        continue;
-      }
-      c.vocabulary = IdMap(f->vocabulary);
-      c.values.assign(f->values.begin(), f->values.end());
+      int found = -1;
+      for (size_t k = 0; k < old.context.size(); ++k)
+        if (old.context[k].name == c.name) found = static_cast<int>(k);
+      if (found >= 0) c.vocabulary = IdMap(old.context[found].vocabulary);
+      context_of.push_back(found);
     }
-    for (Numerical& x : numerical_) {
-      const NumericalField* f = nullptr;
-      for (const auto& y : old.numerical)
-        if (y.name == x.name) f = &y;
-      if (f == nullptr) {
-        x.values.assign(n, kNullNumber);
-      } else {
-        x.values.assign(f->values.begin(), f->values.end());
-      }
+    for (const std::string& name : numerical_) {
+      int found = -1;
+      for (size_t k = 0; k < old.numerical.size(); ++k)
+        if (old.numerical[k].name == name) found = static_cast<int>(k);
+      numerical_of.push_back(found);
     }
+    sorter_->add_sorted(std::make_unique<ExistingInteractions>(old, std::move(context_of),
+                                                               std::move(numerical_of), has_impressions_));
+    next_row_ = old.size();
   }
 
   void read(CsvInput& in, const Schema& schema, const std::string& schema_source, IdMap& users,
@@ -943,7 +1052,6 @@ class InteractionsBuilder {
     int user_col = -1, item_col = -1, ts_col = -1, event_col = -1, value_col = -1, impression_col = -1;
     const SchemaField* ts_field = nullptr;
     const SchemaField* value_field = nullptr;
-    std::vector<std::pair<size_t, size_t>> context_cols, numerical_cols;  // (column, index)
     std::vector<int> context_of(context_.size(), -1), numerical_of(numerical_.size(), -1);
     for (size_t c = 0; c < fields.size(); ++c) {
       const int col = static_cast<int>(c);
@@ -960,25 +1068,18 @@ class InteractionsBuilder {
           break;
         case FieldRole::Numerical:
           for (size_t k = 0; k < numerical_.size(); ++k)
-            if (numerical_[k].name == fields[c]->name) numerical_of[k] = col;
+            if (numerical_[k] == fields[c]->name) numerical_of[k] = col;
           break;
         default: break;
       }
     }
     const uint32_t no_event_type = event_col < 0 ? event_types.insert("") : 0;
 
-    const uint64_t expected_rows = fs::file_size(in.path()) / 24;  // a guess to limit regrowth
-    for (auto* v : {&user_, &item_, &event_type_}) v->reserve(v->size() + expected_rows);
-    timestamp_.reserve(timestamp_.size() + expected_rows);
-    event_value_.reserve(event_value_.size() + expected_rows);
-    for (Context& c : context_) c.values.reserve(c.values.size() + expected_rows);
-    for (Numerical& x : numerical_) x.values.reserve(x.values.size() + expected_rows);
-
-    // Two stages on two threads: a parser reads the CSV, checks and parses each row's fields,
-    // stores its numbers, event type and context values, and hands the user and item ids over in
-    // batches; this thread takes the batches in order and assigns the user and item indices. Each
-    // vocabulary belongs to one thread and grows in row order, so indices stay in order of first
-    // appearance and the output does not depend on timing.
+    // Two stages on two threads: a parser reads the CSV, checks and parses each row's fields and
+    // hands the rows over in batches; this thread takes the batches in order, assigns the user and
+    // item indices and adds the rows to the sort. Each vocabulary belongs to one thread and grows
+    // in row order, so indices stay in order of first appearance and the output does not depend
+    // on timing.
     Columns columns;
     columns.user = user_col;
     columns.item = item_col;
@@ -994,14 +1095,7 @@ class InteractionsBuilder {
     columns.strings_per_row = 2 + (impression_col >= 0);
     columns.event_types = &event_types;
     columns.no_event_type = no_event_type;
-    columns.event_type_values = &event_type_;
-    for (Context& c : context_) {
-      columns.context_vocabularies.push_back(&c.vocabulary);
-      columns.context_values.push_back(&c.values);
-    }
-    columns.timestamps = &timestamp_;
-    columns.values = &event_value_;
-    for (Numerical& x : numerical_) columns.numbers.push_back(&x.values);
+    for (Context& c : context_) columns.context_vocabularies.push_back(&c.vocabulary);
 
     BatchQueue queue;
     std::jthread parser([&] { parse_rows(in, columns, queue); });
@@ -1011,6 +1105,8 @@ class InteractionsBuilder {
     } cancel_on_exit{queue};
 
     std::vector<std::string_view> impression;
+    std::vector<uint32_t> impression_items;
+    const size_t P = payload_words();
     uint32_t last_user = kNoRow;
     for (;;) {
       ParsedRows* batch = queue.take_full();
@@ -1020,27 +1116,36 @@ class InteractionsBuilder {
         const uint32_t begin = row * S + j == 0 ? 0 : b.ends[row * S + j - 1];
         return std::string_view(b.text.data() + begin, b.ends[row * S + j] - begin);
       };
+      if (next_row_ + b.count >= UINT32_MAX) {
+        throw Error(fmt::format("{} interactions: more than this build's limit of 2^32 - 1",
+                                next_row_ + b.count));
+      }
       size_t bad = 0;
       // Fetch item slots a few rows ahead.
       constexpr size_t kPrefetch = 32;
       for (size_t i = 0; i < std::min(kPrefetch, b.count); ++i) items.prefetch(b.item_keys[i]);
+      constexpr size_t kUserPrefetch = 4;  // users change every few rows
+      const auto& changes = b.user_changes;
+      for (size_t c = 0; c < std::min(kUserPrefetch, changes.size()); ++c) users.prefetch(changes[c].second);
+      size_t change = 0;
       for (size_t i = 0; i < b.count; ++i) {
         while (bad < b.bad_rows.size() && b.bad_rows[bad].first == i) {
           budget.skip(BadRow(b.bad_rows[bad++].second));
         }
         if (i + kPrefetch < b.count) items.prefetch(b.item_keys[i + kPrefetch]);
-        const std::string_view user = text(i, 0);
-        // Exports often group a user's events: skip the lookup for a run of the same user.
-        if (last_user == kNoRow || !same_bytes(users[last_user], user)) last_user = users.insert(user);
-        user_.push_back(last_user);
-        item_.push_back(items.insert(text(i, 1), b.item_keys[i]));
-        if (has_impressions_) {
-          if (impression_col >= 0) {
-            split_values(text(i, 2), impression);
-            for (std::string_view v : impression) impression_items_.push_back(items.insert(v));
-          }
-          impression_offsets_.push_back(impression_items_.size());
+        // Exports often group a user's events: a run of the same user is looked up once.
+        if (change < changes.size() && changes[change].first == i) {
+          if (change + kUserPrefetch < changes.size()) users.prefetch(changes[change + kUserPrefetch].second);
+          last_user = users.insert(text(i, 0), changes[change++].second);
         }
+        const uint32_t item = items.insert(text(i, 1), b.item_keys[i]);
+        impression_items.clear();
+        if (impression_col >= 0) {
+          split_values(text(i, 2), impression);
+          for (std::string_view v : impression) impression_items.push_back(items.insert(v));
+        }
+        const InteractionKey key{b.timestamps[i], last_user, item, b.event_types[i], next_row_++};
+        sorter_->add(key, b.payload.data() + i * P, impression_items);
       }
       rows_read_ += b.count;
       while (bad < b.bad_rows.size()) budget.skip(BadRow(b.bad_rows[bad++].second));
@@ -1053,156 +1158,94 @@ class InteractionsBuilder {
     }
   }
 
-  // Sorts by (user, timestamp, item, event type), drops exact duplicates (the later row wins, so
-  // an incremental batch replaces what it repeats) and writes the columns.
+  // Merges the sorted rows, the existing dataset's first, into the columns: ordered by (user,
+  // timestamp, item, event type), exact duplicates dropped (the later row wins, so an incremental
+  // batch replaces what it repeats).
   void write(const fs::path& dir, uint32_t num_users, Json& meta, Json& vocabulary_sizes,
              ImportReport& report) {
-    const auto sort_started = std::chrono::steady_clock::now();
-    const uint64_t n = user_.size();
-    if (n >= UINT32_MAX) {
-      throw Error(fmt::format("{} interactions: more than this build's limit of 2^32 - 1", n));
-    }
-    // A counting sort by user places each row's sort key in its user's slice; the slices are then
-    // small and sorted in cache.
-    std::vector<uint64_t> offsets(num_users + 1, 0);
-    for (uint32_t u : user_) ++offsets[u + 1];
-    for (uint32_t u = 0; u < num_users; ++u) offsets[u + 1] += offsets[u];
-    struct Key {
-      int64_t timestamp;
-      uint32_t item, event_type, row;
-    };
-    // Every element is written by the scatter below: no need to zero 24 bytes a row first.
-    const std::unique_ptr<Key[]> key_storage(new Key[n]);
-    std::span<Key> keys(key_storage.get(), n);
-    {
-      std::vector<uint64_t> cursor(offsets.begin(), offsets.end() - 1);
-      for (uint64_t r = 0; r < n; ++r) {
-        keys[cursor[user_[r]]++] = {timestamp_[r], item_[r], event_type_[r], static_cast<uint32_t>(r)};
-      }
-    }
-    release(user_);
-    release(item_);
-    release(timestamp_);
-    release(event_type_);
-
-    // Sort each user's slice and drop duplicates; two threads take halves of the users.
-    std::vector<uint64_t> kept(num_users, 0);
-    auto sort_users = [&](uint32_t begin, uint32_t end) {
-      for (uint32_t u = begin; u < end; ++u) {
-        Key* first = keys.data() + offsets[u];
-        Key* last = keys.data() + offsets[u + 1];
-        auto before = [](const Key& a, const Key& b) {
-          if (a.timestamp != b.timestamp) return a.timestamp < b.timestamp;
-          if (a.item != b.item) return a.item < b.item;
-          if (a.event_type != b.event_type) return a.event_type < b.event_type;
-          return a.row < b.row;
-        };
-        // Exports usually list a user's events in time order already.
-        if (!std::is_sorted(first, last, before)) std::sort(first, last, before);
-        Key* out = first;
-        for (Key* k = first; k < last; ++k) {
-          const bool repeated = k + 1 < last && k[1].timestamp == k->timestamp &&
-                                k[1].item == k->item && k[1].event_type == k->event_type;
-          if (!repeated) *out++ = *k;
-        }
-        kept[u] = static_cast<uint64_t>(out - first);
-      }
-    };
-    uint32_t split = 0;
-    while (split < num_users && offsets[split] < n / 2) ++split;
-    {
-      std::jthread second(sort_users, split, num_users);
-      sort_users(0, split);
-    }
-    // Close the gaps the duplicates left.
-    std::vector<uint64_t> user_offsets(num_users + 1, 0);
-    for (uint32_t u = 0; u < num_users; ++u) {
-      user_offsets[u + 1] = user_offsets[u] + kept[u];
-      if (user_offsets[u] != offsets[u]) {
-        std::memmove(keys.data() + user_offsets[u], keys.data() + offsets[u], kept[u] * sizeof(Key));
-      }
-    }
-    const uint64_t stored = user_offsets[num_users];
-    keys = keys.first(stored);
-    report.interactions = stored;
-    report.duplicates = n - stored;
-    report.sort_seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - sort_started).count();
-
-    // The columns are independent: two threads write them, the largest first.
-    std::vector<std::pair<uint64_t, std::function<void()>>> tasks;  // (bytes, write)
-    tasks.emplace_back(stored * 4, [&] {
-      write_column_gathered<uint32_t>(dir / "interactions.user.col", stored,
-                                      [&, u = uint32_t{0}](uint64_t i) mutable {
-                                        while (i >= user_offsets[u + 1]) ++u;
-                                        return u;
-                                      });
-    });
-    tasks.emplace_back(stored * 4, [&] {
-      write_column_gathered<uint32_t>(dir / "interactions.item.col", stored,
-                                      [&](uint64_t i) { return keys[i].item; });
-    });
-    tasks.emplace_back(stored * 8, [&] {
-      write_column_gathered<int64_t>(dir / "interactions.timestamp.col", stored,
-                                     [&](uint64_t i) { return keys[i].timestamp; });
-    });
-    tasks.emplace_back(stored * 4, [&] {
-      write_column_gathered<uint32_t>(dir / "interactions.event_type.col", stored,
-                                      [&](uint64_t i) { return keys[i].event_type; });
-    });
-    tasks.emplace_back(stored * 4, [&] {
-      write_column_gathered<float>(dir / "interactions.event_value.col", stored,
-                                   [&](uint64_t i) { return event_value_[keys[i].row]; });
-    });
-    tasks.emplace_back(num_users * 8, [&] {
-      write_column<uint64_t>(dir / "interactions.user_offsets.col", user_offsets);
-    });
-
-    meta["impressions"] = has_impressions_;
-    if (has_impressions_) {
-      tasks.emplace_back(stored * 12, [&] {
-        uint64_t total = 0;
-        write_column_gathered<uint64_t>(dir / "interactions.impression_offsets.col", stored + 1,
-                                        [&](uint64_t i) {
-                                          if (i == 0) return uint64_t{0};
-                                          const uint32_t r = keys[i - 1].row;
-                                          total += impression_offsets_[r + 1] - impression_offsets_[r];
-                                          return total;
-                                        });
-        ColumnWriter writer(dir / "interactions.impression_items.col", DType::U32,
-                            sizeof(uint32_t), total);
-        for (const Key& k : keys) {
-          const uint64_t b = impression_offsets_[k.row], e = impression_offsets_[k.row + 1];
-          writer.append(impression_items_.data() + b, (e - b) * sizeof(uint32_t));
-        }
-        writer.finish();
-      });
-    }
-
+    // Copying the columns into the page cache is most of this phase: two threads do it.
+    ColumnWriterPool writers(2);
+    MergedColumn<uint32_t> user(dir / "interactions.user.col", writers),
+        item(dir / "interactions.item.col", writers),
+        event_type(dir / "interactions.event_type.col", writers);
+    MergedColumn<int64_t> timestamp(dir / "interactions.timestamp.col", writers);
+    MergedColumn<float> event_value(dir / "interactions.event_value.col", writers);
+    std::vector<std::unique_ptr<MergedColumn<uint32_t>>> context;
+    std::vector<std::unique_ptr<MergedColumn<float>>> numerical;
     Json names = Json::array();
     for (size_t k = 0; k < context_.size(); ++k) {
-      const Context& c = context_[k];
       const std::string prefix = fmt::format("interactions.context.{}", k);
-      write_strings(dir, prefix + ".vocabulary", c.vocabulary);
-      vocabulary_sizes[prefix] = c.vocabulary.size();
-      tasks.emplace_back(stored * 4, [&, prefix] {
-        write_column_gathered<uint32_t>(dir / (prefix + ".values.col"), stored,
-                                        [&](uint64_t i) { return c.values[keys[i].row]; });
-      });
-      names.push_back(c.name);
+      write_strings(dir, prefix + ".vocabulary", context_[k].vocabulary);
+      vocabulary_sizes[prefix] = context_[k].vocabulary.size();
+      context.push_back(std::make_unique<MergedColumn<uint32_t>>(dir / (prefix + ".values.col"), writers));
+      names.push_back(context_[k].name);
     }
     meta["context"] = names;
     names = Json::array();
     for (size_t k = 0; k < numerical_.size(); ++k) {
-      const Numerical& x = numerical_[k];
-      tasks.emplace_back(stored * 4, [&, k] {
-        write_column_gathered<float>(dir / fmt::format("interactions.numerical.{}.col", k), stored,
-                                     [&](uint64_t i) { return x.values[keys[i].row]; });
-      });
-      names.push_back(x.name);
+      numerical.push_back(std::make_unique<MergedColumn<float>>(
+          dir / fmt::format("interactions.numerical.{}.col", k), writers));
+      names.push_back(numerical_[k]);
     }
     meta["numerical"] = names;
-    run_on_two_threads(tasks);
+    meta["impressions"] = has_impressions_;
+    std::unique_ptr<MergedColumn<uint64_t>> impression_offsets;
+    std::unique_ptr<MergedColumn<uint32_t>> impression_items;
+    if (has_impressions_) {
+      impression_offsets = std::make_unique<MergedColumn<uint64_t>>(
+          dir / "interactions.impression_offsets.col", writers);
+      impression_items = std::make_unique<MergedColumn<uint32_t>>(
+          dir / "interactions.impression_items.col", writers);
+      impression_offsets->push(uint64_t{0});
+    }
+    // Joins the writer thread before the columns it writes go, however this ends.
+    struct StopOnExit {
+      ColumnWriterPool& writers;
+      ~StopOnExit() { writers.stop(); }
+    } stop_on_exit{writers};
+
+    std::vector<uint64_t> user_offsets(uint64_t{num_users} + 1, 0);
+    uint64_t stored = 0, impressions_total = 0;
+    const size_t C = context_.size();
+    sorter_->merge([&](const SortedRun& run) {
+      const InteractionKey& k = run.key();
+      const uint32_t* payload = run.payload();
+      user.push(k.user);
+      item.push(k.item);
+      timestamp.push(k.timestamp);
+      event_type.push(k.event_type);
+      event_value.push(bits_float(payload[0]));
+      for (size_t c = 0; c < C; ++c) context[c]->push(payload[1 + c]);
+      for (size_t x = 0; x < numerical.size(); ++x) numerical[x]->push(bits_float(payload[1 + C + x]));
+      if (has_impressions_) {
+        const std::span<const uint32_t> shown = run.impressions();
+        impression_items->push(shown);
+        impressions_total += shown.size();
+        impression_offsets->push(impressions_total);
+      }
+      ++user_offsets[k.user + 1];
+      ++stored;
+    });
+    writers.finish();
+    for (auto* c : {&user, &item, &event_type}) c->finish();
+    timestamp.finish();
+    event_value.finish();
+    for (auto& c : context) c->finish();
+    for (auto& x : numerical) x->finish();
+    if (has_impressions_) {
+      impression_offsets->finish();
+      impression_items->finish();
+    }
+    for (uint32_t u = 0; u < num_users; ++u) user_offsets[u + 1] += user_offsets[u];
+    write_column<uint64_t>(dir / "interactions.user_offsets.col", user_offsets);
+
+    const uint64_t total = next_row_;  // the existing rows and the new ones
+    report.interactions = stored;
+    report.duplicates = total - stored;
+    report.runs_spilled = sorter_->stats().runs_spilled;
+    report.merge_passes = sorter_->stats().merge_passes;
+    report.bytes_spilled = sorter_->stats().bytes_spilled;
+    report.sort_seconds = sorter_->stats().last_sort_seconds;
   }
 
   uint64_t rows_read() const { return rows_read_; }
@@ -1211,26 +1254,15 @@ class InteractionsBuilder {
   struct Context {
     std::string name;
     IdMap vocabulary;
-    std::vector<uint32_t> values;  // per row; kNull when empty
-  };
-  struct Numerical {
-    std::string name;
-    std::vector<float> values;
   };
 
-  template <typename T>
-  static void release(std::vector<T>& v) {
-    std::vector<T>().swap(v);
-  }
+  size_t payload_words() const { return 1 + context_.size() + numerical_.size(); }
 
-  std::vector<uint32_t> user_, item_, event_type_;
-  std::vector<int64_t> timestamp_;
-  std::vector<float> event_value_;
   bool has_impressions_ = false;
-  std::vector<uint64_t> impression_offsets_{0};
-  std::vector<uint32_t> impression_items_;
   std::vector<Context> context_;
-  std::vector<Numerical> numerical_;
+  std::vector<std::string> numerical_;
+  std::unique_ptr<InteractionSorter> sorter_;
+  uint32_t next_row_ = 0;
   uint64_t rows_read_ = 0;
 };
 
@@ -1360,20 +1392,26 @@ SchemaChoice choose_schema(DatasetKind kind, const ImportOptions& options, const
 
 // Opens a CSV and settles its schema: the chosen one, or one inferred from its header and first
 // rows (then checked like a given one).
-std::unique_ptr<CsvInput> open_csv(const fs::path& path, DatasetKind kind, SchemaChoice& choice,
-                                   size_t block_size) {
-  auto in = std::make_unique<CsvInput>(path, kind, block_size,
+std::unique_ptr<CsvInput> open_csv(const std::vector<fs::path>& parts, DatasetKind kind,
+                                   SchemaChoice& choice, size_t block_size) {
+  auto in = std::make_unique<CsvInput>(parts, kind, block_size,
                                        choice.schema ? 1 : kInferenceSampleRows);
   check_required_columns(*in, kind);
   if (!choice.schema) {
     choice.schema = infer_schema(kind, in->header(), in->sample());
-    choice.source = fmt::format("inferred from {}", path.string());
+    choice.source = fmt::format("inferred from {}", parts.front().string());
     check_schema(*choice.schema, kind, choice.source);
   }
   return in;
 }
 
 }  // namespace
+
+uint64_t default_import_memory_limit() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page <= 0) return uint64_t{1} << 30;
+  return static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) / 4;
+}
 
 ImportReport import_dataset(const ImportOptions& options) {
   const auto started = std::chrono::steady_clock::now();
@@ -1393,11 +1431,12 @@ ImportReport import_dataset(const ImportOptions& options) {
   if (!incremental && options.interactions.empty()) {
     throw Error("import: a full import needs the interactions file (--interactions FILE)");
   }
-  for (const fs::path& p : {options.interactions, options.users, options.items}) {
-    if (!p.empty() && !fs::is_regular_file(p)) {
-      throw Error(fmt::format("{}: no such file", p.string()));
-    }
+  std::vector<fs::path> parts[3];  // interactions, users, items
+  for (int k = 0; k < 3; ++k) {
+    const fs::path& p = k == 0 ? options.interactions : k == 1 ? options.users : options.items;
+    if (!p.empty()) parts[k] = expand_input(p);
   }
+  report.memory_limit = options.memory_limit > 0 ? options.memory_limit : default_import_memory_limit();
   if (!options.schema_dir.empty() && !fs::is_directory(options.schema_dir)) {
     throw Error(fmt::format("{}: the schema directory does not exist", options.schema_dir.string()));
   }
@@ -1439,22 +1478,29 @@ ImportReport import_dataset(const ImportOptions& options) {
 
   // Open every file first, so that header problems surface before any long read.
   std::unique_ptr<CsvInput> users_in, items_in, interactions_in;
-  if (!options.users.empty())
-    users_in = open_csv(options.users, DatasetKind::Users, users_schema, options.block_size);
-  if (!options.items.empty())
-    items_in = open_csv(options.items, DatasetKind::Items, items_schema, options.block_size);
-  if (!options.interactions.empty()) {
-    interactions_in = open_csv(options.interactions, DatasetKind::Interactions, interactions_schema,
+  if (!parts[1].empty())
+    users_in = open_csv(parts[1], DatasetKind::Users, users_schema, options.block_size);
+  if (!parts[2].empty())
+    items_in = open_csv(parts[2], DatasetKind::Items, items_schema, options.block_size);
+  if (!parts[0].empty()) {
+    interactions_in = open_csv(parts[0], DatasetKind::Interactions, interactions_schema,
                                options.block_size);
   }
+
+  // The dataset is built here; the sort's runs spill into it and are gone before it is installed.
+  TempDir temp(unique_sibling(out, "tmp"));
+  const fs::path& dir = temp.path();
+  const fs::path spill_dir = dir / "spill";
+  fs::create_directory(spill_dir);
 
   const Schema no_fields;
   MetadataBuilder user_metadata(DatasetKind::Users,
                                 users_schema.schema ? *users_schema.schema : no_fields);
   MetadataBuilder item_metadata(DatasetKind::Items,
                                 items_schema.schema ? *items_schema.schema : no_fields);
-  InteractionsBuilder interactions(interactions_schema.schema ? *interactions_schema.schema
-                                                              : no_fields);
+  InteractionsBuilder interactions(
+      interactions_schema.schema ? *interactions_schema.schema : no_fields, report.memory_limit / 2,
+      spill_dir);
   if (old) {
     user_metadata.load_existing(old->users, old->num_users());
     item_metadata.load_existing(old->items, old->num_items());
@@ -1463,13 +1509,13 @@ ImportReport import_dataset(const ImportOptions& options) {
   if (users_in) user_metadata.read(*users_in, *users_schema.schema, users_schema.source, users, budget);
   if (items_in) item_metadata.read(*items_in, *items_schema.schema, items_schema.source, items, budget);
   if (interactions_in) {
+    const uint64_t total = interactions_in->bytes_total();
     if (options.on_progress) {
-      const uint64_t total = fs::file_size(options.interactions);
       interactions.on_progress = [&options, total](uint64_t bytes) { options.on_progress(bytes, total); };  // total by value: it ends with this block
     }
     interactions.read(*interactions_in, *interactions_schema.schema, interactions_schema.source,
                       users, items, event_types, budget);
-    report.interactions_bytes = fs::file_size(options.interactions);
+    report.interactions_bytes = total;
     if (interactions.rows_read() == 0) {
       throw Error(fmt::format("{}: no usable rows: every data row was bad and skipped",
                               options.interactions.string()));
@@ -1479,8 +1525,6 @@ ImportReport import_dataset(const ImportOptions& options) {
   const auto read_done = std::chrono::steady_clock::now();
   report.read_seconds = std::chrono::duration<double>(read_done - started).count();
 
-  TempDir temp(unique_sibling(out, "tmp"));
-  const fs::path& dir = temp.path();
   fs::create_directory(dir / "schema");
 
   Json meta;
@@ -1491,6 +1535,7 @@ ImportReport import_dataset(const ImportOptions& options) {
   Json vocabulary_sizes = Json::object();
   Json interactions_meta, users_meta, items_meta;
   interactions.write(dir, users.size(), interactions_meta, vocabulary_sizes, report);
+  fs::remove_all(spill_dir);
   meta["num_interactions"] = report.interactions;
   meta["num_event_types"] = event_types.size();
   user_metadata.write(dir, users.size(), users_meta, vocabulary_sizes);

@@ -26,7 +26,8 @@ datasets::ImportMode parse_mode(const std::string& mode) {
 
 py::dict import_files(const fs::path& out, const fs::path& interactions, const fs::path& users,
                       const fs::path& items, const fs::path& schema_dir, const std::string& mode,
-                      bool overwrite, uint64_t max_bad_rows, py::object progress) {
+                      bool overwrite, uint64_t max_bad_rows, py::object progress,
+                      uint64_t memory_limit) {
   datasets::ImportOptions options;
   options.out = out;
   options.interactions = interactions;
@@ -36,6 +37,7 @@ py::dict import_files(const fs::path& out, const fs::path& interactions, const f
   options.mode = parse_mode(mode);
   options.overwrite = overwrite;
   options.max_bad_rows = max_bad_rows;
+  options.memory_limit = memory_limit;  // bytes; 0: a quarter of physical memory
   if (options.interactions.empty() && options.mode == datasets::ImportMode::Full)
     throw Error("import_dataset: give the interactions (a CSV path or a DataFrame)");
   std::vector<std::string> skipped;
@@ -70,6 +72,8 @@ py::dict import_files(const fs::path& out, const fs::path& interactions, const f
   report["new_users"] = r.new_users;
   report["new_items"] = r.new_items;
   report["seconds"] = r.seconds;
+  report["memory_limit"] = r.memory_limit;
+  report["runs_spilled"] = r.runs_spilled;
   return report;
 }
 
@@ -78,7 +82,7 @@ py::dict import_files(const fs::path& out, const fs::path& interactions, const f
 void bind_datasets(py::module_& m) {
   m.def("import_dataset", &import_files, py::arg("out"), py::arg("interactions"), py::arg("users"),
         py::arg("items"), py::arg("schema_dir"), py::arg("mode"), py::arg("overwrite"),
-        py::arg("max_bad_rows"), py::arg("progress"),
+        py::arg("max_bad_rows"), py::arg("progress"), py::arg("memory_limit") = 0,
         "Encodes the CSV files into the dataset directory `out`; returns the import report.");
 }
 

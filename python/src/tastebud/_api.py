@@ -41,11 +41,13 @@ def _csv_path(source, name, scratch):
 
 
 def import_dataset(out, interactions=None, users=None, items=None, *, schema_dir=None, mode="full",
-                   overwrite=False, max_bad_rows=0, progress=True):
+                   overwrite=False, max_bad_rows=0, progress=True, memory_limit=0):
     """Imports the interactions (and optional users and items), each a CSV path or a pandas
     DataFrame with the Personalize columns (USER_ID, ITEM_ID, TIMESTAMP, ...), into the dataset
     directory `out`. Returns the import report as a dict. Same as `tastebud import`.
-    progress: a tqdm bar over the interactions' bytes (when tqdm is installed)."""
+    progress: a tqdm bar over the interactions' bytes (when tqdm is installed).
+    memory_limit: bytes the import may hold for its rows (0: a quarter of physical memory); beyond
+    it the sort spills to disk, and the dataset is the same."""
     bar = _ProgressBar(progress, unit="B", desc="import")
     with contextlib.ExitStack() as stack:
         scratch_dir = []
@@ -59,7 +61,7 @@ def import_dataset(out, interactions=None, users=None, items=None, *, schema_dir
         return _core.import_dataset(
             os.fspath(out), _csv_path(interactions, "interactions", scratch), _csv_path(users, "users", scratch),
             _csv_path(items, "items", scratch), os.fspath(schema_dir) if schema_dir else "", mode, overwrite,
-            max_bad_rows, bar.bytes if bar.active else None)
+            max_bad_rows, bar.bytes if bar.active else None, int(memory_limit))
 
 
 class _ProgressBar:

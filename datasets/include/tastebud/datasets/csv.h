@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -26,10 +27,12 @@ struct CsvRecord {
   uint64_t line = 0;  // 1-based line on which the record starts
 };
 
+class ByteSource;
+
 class CsvReader {
  public:
   // Blocks are block_size bytes; a record longer than a block grows it. Tests pass tiny blocks to
-  // exercise every boundary.
+  // exercise every boundary. A name ending in .gz is decompressed as it is read.
   explicit CsvReader(std::filesystem::path path, size_t block_size = size_t{8} << 20);
   ~CsvReader();
   CsvReader(const CsvReader&) = delete;
@@ -48,6 +51,8 @@ class CsvReader {
   const std::filesystem::path& path() const { return path_; }
   // Bytes of the file consumed so far (for throughput reports).
   uint64_t bytes_consumed() const { return buffer_file_offset_ + pos_; }
+  // Bytes of the file itself read so far (compressed bytes for .gz; a block ahead), for progress.
+  uint64_t file_bytes_read() const;
 
  private:
   enum class Parse { Complete, NeedMore };
@@ -59,7 +64,7 @@ class CsvReader {
   void validate(const CsvRecord& record) const;
 
   std::filesystem::path path_;
-  int fd_ = -1;
+  std::unique_ptr<ByteSource> source_;
   // capacity + 1 + padding: a sentinel newline after the data stops scans, and the padding lets
   // a vector load that starts before the sentinel read past it.
   std::vector<char> buffer_;

@@ -13,7 +13,12 @@ enum class ImportMode {
   Incremental,  // these files are merged into the existing dataset at `out`
 };
 
+// A quarter of the machine's physical memory: the memory limit of an import that names none.
+uint64_t default_import_memory_limit();
+
 struct ImportOptions {
+  // Each a file, a directory of part files or a glob of them, plain or .gz (see expand_input in
+  // input_files.h); the parts are read as one file in name order.
   std::filesystem::path interactions;  // required in full mode
   std::filesystem::path users;         // empty: none
   std::filesystem::path items;         // empty: none
@@ -29,6 +34,12 @@ struct ImportOptions {
   // command line's progress line); from the importing thread.
   std::function<void(uint64_t bytes_read, uint64_t bytes_total)> on_progress;
   size_t block_size = size_t{8} << 20;                 // CSV read block
+  // Bytes the import may hold for its interaction rows: half goes to the sort's buffer and merge
+  // (beyond it, sorted runs spill to disk beside `out` and are merged), the rest is left for the
+  // id maps (O(users + items)), the read blocks and the column writers. 0: the default
+  // (default_import_memory_limit). Any value works, down to a few KiB (tests); the dataset is the
+  // same whatever the limit.
+  uint64_t memory_limit = 0;
 };
 
 struct ImportReport {
@@ -38,10 +49,15 @@ struct ImportReport {
   uint64_t bad_rows_skipped = 0;
   uint32_t users = 0, items = 0;
   uint32_t new_users = 0, new_items = 0;  // beyond the existing dataset (all of them in full mode)
-  uint64_t interactions_bytes = 0;        // size of the interactions CSV
+  uint64_t interactions_bytes = 0;        // size of the interactions files on disk (.gz compressed)
   double seconds = 0;
-  // Where the time went: reading and encoding the CSVs, sorting, writing and syncing the columns.
+  // Where the time went: reading and encoding the CSVs (sorting and spilling full buffers
+  // included), sorting the last buffer, merging and writing and syncing the columns.
   double read_seconds = 0, sort_seconds = 0, write_seconds = 0;
+  uint64_t memory_limit = 0;   // the limit the import ran under
+  uint64_t runs_spilled = 0;   // sorted runs written to disk (0: the sort stayed in memory)
+  uint64_t merge_passes = 0;   // intermediate merges of runs
+  uint64_t bytes_spilled = 0;
 };
 
 // Builds the dataset in a temporary directory next to `out` and renames it into place only when it
