@@ -4,7 +4,8 @@
 Same model (GMF + MLP joined by a linear head, embeddings N(0, 0.01), He-uniform dense layers),
 same data and leave-one-out split (exported by bench/export_split), uniform negatives that
 reject the user's positives, BCE on logits, Adam, HR@10 / NDCG@10 among the same 99 candidates
-with ties counted against the model. Prints one JSON line per epoch.
+with ties counted against the model. Prints one JSON line per epoch (HR@10 and NDCG@10 with
+95% bootstrap intervals over users).
 
 usage: pytorch_neumf.py SPLIT_DIR --epochs 20 --batch-size 256 --threads 2
 """
@@ -71,7 +72,14 @@ def evaluate(model, eval_users, eval_items, candidates):
     model.train()
     rank = (scores[:, 1:] >= scores[:, :1]).sum(axis=1)
     hit = rank < 10
-    return float(hit.mean()), float((hit * (math.log(2) / np.log(rank + 2.0))).mean())
+    return hit.astype(np.float64), hit * (math.log(2) / np.log(rank + 2.0))
+
+
+def bootstrap_interval(values, resamples=1000, seed=1):
+    """95% percentile interval of the mean over users, resampling users with replacement."""
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
 def main():
@@ -111,9 +119,11 @@ def main():
             opt.step()
             total += loss.item() * len(u[k:k + a.batch_size])
         seconds = time.perf_counter() - start
-        hr, ndcg = evaluate(model, eval_users, eval_items, candidates)
+        hits, gains = evaluate(model, eval_users, eval_items, candidates)
         print(json.dumps({"epoch": epoch, "loss": total / len(u), "samples": len(u), "seconds": seconds,
-                          "samples_per_second": len(u) / seconds, "hr@10": hr, "ndcg@10": ndcg}), flush=True)
+                          "samples_per_second": len(u) / seconds, "hr@10": float(hits.mean()),
+                          "ndcg@10": float(gains.mean()), "hr@10_ci": bootstrap_interval(hits),
+                          "ndcg@10_ci": bootstrap_interval(gains)}), flush=True)
 
 
 if __name__ == "__main__":
