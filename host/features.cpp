@@ -15,7 +15,47 @@ MetadataSides parse_metadata_sides(const std::string& name) {
   if (name == "items") return {false, true};
   if (name == "users") return {true, false};
   if (name == "both") return {true, true};
-  throw Error(fmt::format("unknown --metadata '{}': expected none, items, users or both", name));
+  throw Error(fmt::format("unknown --metadata '{}': expected auto, none, items, users or both", name));
+}
+
+namespace {
+
+// The names of a table's fields that would give a feature row or number.
+std::vector<std::string> usable_fields(const datasets::Metadata& metadata) {
+  std::vector<std::string> names;
+  for (const auto& field : metadata.categorical) {
+    if (field.vocabulary.size() > 0) names.push_back(field.name);
+  }
+  for (const auto& field : metadata.textual) names.push_back(field.name);
+  for (const auto& field : metadata.numerical) {
+    if (std::any_of(field.values.begin(), field.values.end(), [](float v) { return !std::isnan(v); })) {
+      names.push_back(field.name);
+    }
+  }
+  return names;
+}
+
+}  // namespace
+
+std::string resolve_metadata(const std::string& requested, const datasets::Dataset& dataset,
+                             const std::string& model, std::string* note) {
+  if (requested != "auto") return requested;
+  auto say = [&](const std::string& line) {
+    if (note != nullptr) *note = line;
+  };
+  if (model == "mf") {
+    say("--metadata auto: none (--model mf takes no metadata yet)");
+    return "none";
+  }
+  const std::vector<std::string> users = usable_fields(dataset.users), items = usable_fields(dataset.items);
+  const char* sides[2][2] = {{"none", "items"}, {"users", "both"}};
+  const std::string chosen = sides[users.empty() ? 0 : 1][items.empty() ? 0 : 1];
+  std::string why;
+  if (!items.empty()) why += fmt::format("items: {}", fmt::join(items, ", "));
+  if (!users.empty()) why += fmt::format("{}users: {}", why.empty() ? "" : "; ", fmt::join(users, ", "));
+  if (why.empty()) why = "the dataset has no Users or Items fields to use";
+  say(fmt::format("--metadata auto: {} ({}; --metadata none trains on ids only)", chosen, why));
+  return chosen;
 }
 
 FeatureSpec make_feature_spec(const datasets::Metadata& metadata, uint32_t text_buckets, const char* side) {

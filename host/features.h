@@ -18,6 +18,13 @@ struct MetadataSides {
 };
 MetadataSides parse_metadata_sides(const std::string& name);  // none | items | users | both
 
+// --metadata auto: the sides whose table has usable fields (a categorical field with values, the
+// textual field, a numerical field with a number), as none, items, users or both; none for a model
+// that takes no metadata (mf). Any other name is returned as it is. *note (when given): one line
+// for the log saying what was chosen and why.
+std::string resolve_metadata(const std::string& requested, const datasets::Dataset& dataset,
+                             const std::string& model, std::string* note = nullptr);
+
 // Every categorical field, the textual field (token hashes folded to text_buckets, a power of two
 // that divides datasets::kTextHashBuckets) and every numerical field, standardised with the mean
 // and stddev of its non-null values. Throws when the side has no metadata at all.
