@@ -30,7 +30,7 @@ if [ "${MODE:-}" = metadata ]; then
         log="$work/log-$data-$eval-$metadata"
         "$bin" train --data "$work/$data" --out "$work/m-$data-$eval-$metadata" --eval "$eval" \
           --metadata "$metadata" --epochs "$epochs" --no-progress >"$log" 2>&1
-        resolved=$(grep -o -- "--metadata auto: [a-z]*" "$log" | awk '{ print $NF }')
+        resolved=$( (grep -o -- "--metadata auto: [a-z]*" "$log" || true) | awk '{ print $NF }')
         epoch=$(grep -o "model kept from epoch [0-9]*" "$log" | awk '{ print $NF }')
         hr=$(awk '$1 == "hr@10" { print $2, $3, $4 }' "$log")
         ndcg=$(awk '$1 == "ndcg@10" { print $2, $3, $4 }' "$log")

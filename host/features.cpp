@@ -48,12 +48,11 @@ std::string resolve_metadata(const std::string& requested, const datasets::Datas
     return "none";
   }
   const std::vector<std::string> users = usable_fields(dataset.users), items = usable_fields(dataset.items);
-  const char* sides[2][2] = {{"none", "items"}, {"users", "both"}};
-  const std::string chosen = sides[users.empty() ? 0 : 1][items.empty() ? 0 : 1];
-  std::string why;
-  if (!items.empty()) why += fmt::format("items: {}", fmt::join(items, ", "));
-  if (!users.empty()) why += fmt::format("{}users: {}", why.empty() ? "" : "; ", fmt::join(users, ", "));
-  if (why.empty()) why = "the dataset has no Users or Items fields to use";
+  const std::string chosen = items.empty() ? "none" : "items";
+  std::string why = items.empty() ? "the dataset has no Items fields to use" : fmt::format("items: {}", fmt::join(items, ", "));
+  // User fields cost warm users accuracy in every measurement made (bench/RESULTS.md, issue 13):
+  // they are used only when asked for.
+  if (!users.empty()) why += fmt::format("; users' {} not used unless --metadata users or both", fmt::join(users, ", "));
   say(fmt::format("--metadata auto: {} ({}; --metadata none trains on ids only)", chosen, why));
   return chosen;
 }

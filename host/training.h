@@ -71,7 +71,7 @@ struct TrainJob {
   // --event flags or the job file's [[events]] tables. Empty: every event counts once.
   std::vector<std::string> events;
   std::filesystem::path config_file;  // the TOML job file, for its [[events]] tables
-  // Metadata in the model: auto (the sides the dataset has fields for; none for mf), none, items,
+  // Metadata in the model: auto (items when the dataset has Items fields; none for mf), none, items,
   // users or both (host/features.h); the textual field's token hashes are folded to text_buckets rows.
   std::string metadata = "auto";
   uint32_t text_buckets = 1u << 16;

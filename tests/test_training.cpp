@@ -694,9 +694,9 @@ namespace {
 
 // MF at its own defaults (Rendle et al.'s settings, set where the user left them) learns the
 // shop: well above the popularity baseline within a few epochs.
-// --metadata auto (the default) takes the sides whose tables have usable fields, says so in the
-// log and records the resolved value in config.json; mf and a dataset without Users or Items
-// resolve to none with a log line instead of failing.
+// --metadata auto (the default) takes the Items table when it has usable fields (never the Users
+// table, which costs warm users accuracy), says so in the log and records the resolved value in
+// config.json; mf and a dataset without Items resolve to none with a log line instead of failing.
 TEST_F(TrainingJob, MetadataAutoUsesTheTablesTheDatasetHas) {
   EXPECT_EQ(TrainJob().metadata, "auto");
   TrainJob j = job("meta-auto");
@@ -704,12 +704,13 @@ TEST_F(TrainingJob, MetadataAutoUsesTheTablesTheDatasetHas) {
   j.epochs = 1;
   std::ostringstream log;
   run_training(j, log);
-  EXPECT_NE(log.str().find("--metadata auto: both (items: "), std::string::npos) << log.str();
+  EXPECT_NE(log.str().find("--metadata auto: items (items: "), std::string::npos) << log.str();
+  EXPECT_NE(log.str().find(" not used unless --metadata users or both"), std::string::npos) << log.str();
   std::ifstream in(root_ / "meta-auto" / "config.json");
-  EXPECT_EQ(nlohmann::json::parse(in).at("metadata"), "both");
+  EXPECT_EQ(nlohmann::json::parse(in).at("metadata"), "items");
   const ModelParams model = load_model(root_ / "meta-auto" / "model.bin");
   EXPECT_TRUE(model.config.item_features.enabled());
-  EXPECT_TRUE(model.config.user_features.enabled());
+  EXPECT_FALSE(model.config.user_features.enabled());
 
   TrainJob mf = job("meta-auto-mf");
   mf.metadata = "auto";
@@ -730,7 +731,7 @@ TEST_F(TrainingJob, MetadataAutoUsesTheTablesTheDatasetHas) {
   bare.epochs = 1;
   std::ostringstream bare_log;
   run_training(bare, bare_log);
-  EXPECT_NE(bare_log.str().find("--metadata auto: none (the dataset has no Users or Items fields to use"),
+  EXPECT_NE(bare_log.str().find("--metadata auto: none (the dataset has no Items fields to use;"),
             std::string::npos) << bare_log.str();
   std::ifstream bare_config(root_ / "meta-auto-bare" / "config.json");
   EXPECT_FALSE(nlohmann::json::parse(bare_config).contains("metadata"));  // none, as before auto existed
