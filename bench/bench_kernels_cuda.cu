@@ -243,6 +243,7 @@ void register_all() {
       auto d_weight = cu::to_device(std::vector<float>(user.size(), 1.0f));
       auto d_offsets = cu::to_device(offsets);
       cu::PositivesView view{d_user.data(), d_item.data(), d_weight.data(), d_offsets.data(), kItems, nullptr, nullptr};
+      view.count = user.size();
       cu::DeviceBuffer<uint32_t> order(user.size()), users(rows), items(rows);
       cu::DeviceBuffer<float> labels(rows), weights(rows);
       cu::Shuffler shuffler(user.size());

@@ -3,8 +3,17 @@
 # 100K-interaction dataset, split and hyperparameters, 2 threads each. Prints one table and appends
 # it to bench/RESULTS.md.
 #   bash bench/compare_pytorch.sh [EPOCHS]     (needs python3-torch: apt-get install python3-torch)
+#   bash bench/compare_pytorch.sh quality [EPOCHS] [SEEDS]
+#     NeuMF at the paper's settings on the synthetic MovieLens-100K layout's leave-one-out split,
+#     both sides trained on the same exported split (no validation carve-out) for SEEDS seeds: HR@10
+#     per epoch (mean over seeds, min-max), the last epoch's 95% bootstrap interval. TASTEBUD_FLAGS
+#     adds flags to tastebud's runs (a variant under test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = quality ]; then
+  shift
+  exec bash bench/compare_pytorch_quality.sh "$@"
+fi
 epochs=${1:-20}
 build=${BUILD_DIR:-build}
 work=${WORK_DIR:-/tmp/tastebud-compare}

@@ -101,7 +101,8 @@ void add_train_command(CLI::App& app) {
                   "Train on this event type only, as TYPE[:THRESHOLD[:WEIGHT]]; repeat for more types "
                   "(job file: [[events]] event_type, value_threshold, weight)");
   cmd->add_option("--metadata", job->metadata,
-                  "Metadata features in the model: none, items, users or both")->capture_default_str();
+                  "Metadata features in the model: auto (the Items fields the dataset has; none for mf), "
+                  "none (ids only), items, users or both")->capture_default_str();
   cmd->add_option("--text-buckets", job->text_buckets,
                   "Hash buckets of the textual field's bag of words (a power of two)")->capture_default_str();
   cmd->add_option("--context", job->context,

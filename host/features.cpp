@@ -15,7 +15,46 @@ MetadataSides parse_metadata_sides(const std::string& name) {
   if (name == "items") return {false, true};
   if (name == "users") return {true, false};
   if (name == "both") return {true, true};
-  throw Error(fmt::format("unknown --metadata '{}': expected none, items, users or both", name));
+  throw Error(fmt::format("unknown --metadata '{}': expected auto, none, items, users or both", name));
+}
+
+namespace {
+
+// The names of a table's fields that would give a feature row or number.
+std::vector<std::string> usable_fields(const datasets::Metadata& metadata) {
+  std::vector<std::string> names;
+  for (const auto& field : metadata.categorical) {
+    if (field.vocabulary.size() > 0) names.push_back(field.name);
+  }
+  for (const auto& field : metadata.textual) names.push_back(field.name);
+  for (const auto& field : metadata.numerical) {
+    if (std::any_of(field.values.begin(), field.values.end(), [](float v) { return !std::isnan(v); })) {
+      names.push_back(field.name);
+    }
+  }
+  return names;
+}
+
+}  // namespace
+
+std::string resolve_metadata(const std::string& requested, const datasets::Dataset& dataset,
+                             const std::string& model, std::string* note) {
+  if (requested != "auto") return requested;
+  auto say = [&](const std::string& line) {
+    if (note != nullptr) *note = line;
+  };
+  if (model == "mf") {
+    say("--metadata auto: none (--model mf takes no metadata yet)");
+    return "none";
+  }
+  const std::vector<std::string> users = usable_fields(dataset.users), items = usable_fields(dataset.items);
+  const std::string chosen = items.empty() ? "none" : "items";
+  std::string why = items.empty() ? "the dataset has no Items fields to use" : fmt::format("items: {}", fmt::join(items, ", "));
+  // User fields cost warm users accuracy in every measurement made (bench/RESULTS.md, issue 13):
+  // they are used only when asked for.
+  if (!users.empty()) why += fmt::format("; users' {} not used unless --metadata users or both", fmt::join(users, ", "));
+  say(fmt::format("--metadata auto: {} ({}; --metadata none trains on ids only)", chosen, why));
+  return chosen;
 }
 
 FeatureSpec make_feature_spec(const datasets::Metadata& metadata, uint32_t text_buckets, const char* side) {

@@ -18,6 +18,14 @@ struct MetadataSides {
 };
 MetadataSides parse_metadata_sides(const std::string& name);  // none | items | users | both
 
+// --metadata auto: items when the Items table has usable fields (a categorical field with values,
+// the textual field, a numerical field with a number), else none; none for a model that takes no
+// metadata (mf). User fields are never chosen by auto: they cost warm users accuracy wherever it
+// was measured (bench/RESULTS.md). Any other name is returned as it is. *note (when given): one
+// line for the log saying what was chosen and why.
+std::string resolve_metadata(const std::string& requested, const datasets::Dataset& dataset,
+                             const std::string& model, std::string* note = nullptr);
+
 // Every categorical field, the textual field (token hashes folded to text_buckets, a power of two
 // that divides datasets::kTextHashBuckets) and every numerical field, standardised with the mean
 // and stddev of its non-null values. Throws when the side has no metadata at all.

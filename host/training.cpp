@@ -229,6 +229,16 @@ std::string metrics_lines(const std::vector<EpochRecord>& history) {
   return lines;
 }
 
+// --metadata auto becomes the sides the dataset has fields for (host/features.h), said in the log.
+TrainJob with_resolved_metadata(const TrainJob& job, std::ostream& log) {
+  if (job.metadata != "auto" || is_recipe(job.model)) return job;
+  TrainJob resolved = job;
+  std::string note;
+  resolved.metadata = resolve_metadata(job.metadata, datasets::Dataset::open(job.data), job.model, &note);
+  log << note << "\n";
+  return resolved;
+}
+
 }  // namespace
 
 void apply_model_defaults(TrainJob& job, const std::function<bool(const std::string&)>& given) {
@@ -239,10 +249,11 @@ void apply_model_defaults(TrainJob& job, const std::function<bool(const std::str
   if (!given("l2")) job.l2 = 0.005f;
 }
 
-TrainResult run_training(const TrainJob& job, std::ostream& job_log) {
-  Communicator& comm = job.comm != nullptr ? *job.comm : world_communicator();
+TrainResult run_training(const TrainJob& requested, std::ostream& job_log) {
+  Communicator& comm = requested.comm != nullptr ? *requested.comm : world_communicator();
   NullStream quiet;
   std::ostream& log = comm.root() ? job_log : quiet;  // rank 0 speaks for the job
+  const TrainJob job = with_resolved_metadata(requested, log);  // config.json records what was chosen
   // One writer per model directory (rank 0 of a job on several); what a killed writer left there
   // goes first.
   std::optional<DirectoryLock> lock;

@@ -77,9 +77,9 @@ struct TrainJob {
   // --event flags or the job file's [[events]] tables. Empty: every event counts once.
   std::vector<std::string> events;
   std::filesystem::path config_file;  // the TOML job file, for its [[events]] tables
-  // Metadata in the model: none, items, users or both (host/features.h); the textual field's token
-  // hashes are folded to text_buckets rows.
-  std::string metadata = "none";
+  // Metadata in the model: auto (items when the dataset has Items fields; none for mf), none, items,
+  // users or both (host/features.h); the textual field's token hashes are folded to text_buckets rows.
+  std::string metadata = "auto";
   uint32_t text_buckets = 1u << 16;
   // Contextual categorical fields of the interactions that feed the MLP branch (names, or `all`);
   // empty: none. Evaluation ranks each user in the context of the held-out interaction.

@@ -666,6 +666,7 @@ struct CudaOps {
     view.weight = d_weight.data();
     view.user_offsets = d_offsets.data();
     view.num_items = data.num_items;
+    view.count = data.size();
     cuda::Shuffler shuffler(data.size());
     cuda::DeviceBuffer<uint32_t> order(data.size());
     shuffler.run(seed, epoch, order.data(), nullptr);
@@ -1064,11 +1065,13 @@ TYPED_TEST(Backends, SamplerDrawsAndShuffleAreTheCpus) {
   }
 }
 
-// The row-fill rule over a whole epoch cut into uneven batches: the positives come in the shuffle's
-// order, each with 1 + negatives BCE rows (its own first, label 1 and its weight; then negatives,
-// label 0 and weight 1) or `negatives` BPR pairs (both rows the positive's weight); every row
-// names its positive and that positive's user; no negative is a positive of the user. On the GPU,
-// also the CPU's rows exactly, batches that start and end inside a positive among them.
+// The row-fill rule over a whole epoch cut into uneven batches: epoch position i holds sample
+// sample_at(i) of the epoch's 1 + negatives BCE samples per positive (slot 0 its own row, label 1
+// and its weight; then negatives, label 0 and weight 1) or `negatives` BPR pairs (rows 2i and
+// 2i + 1, the positive's then a negative's, both the positive's weight), positives in the
+// shuffle's order; every row names its positive and that positive's user; no negative is a
+// positive of the user; every (positive, slot) appears once. On the GPU, also the CPU's rows
+// exactly.
 TYPED_TEST(Backends, FillRowsFollowTheSampleRule) {
   const TrainingSet data = banded_training_set(37, 59);
   const uint32_t negatives = 3;
@@ -1091,12 +1094,14 @@ TYPED_TEST(Backends, FillRowsFollowTheSampleRule) {
       append(epoch.weights, batch.weights);
     }
     const std::vector<uint64_t> order = ref::shuffle(3, 2, data.size());
-    const size_t rows_per_positive = bpr ? 2 * negatives : 1 + negatives;
-    ASSERT_EQ(epoch.positives.size(), data.size() * rows_per_positive) << what;
+    const size_t per_positive = bpr ? negatives : 1 + negatives;
+    ASSERT_EQ(epoch.positives.size(), data.size() * per_positive * (bpr ? 2 : 1)) << what;
+    std::vector<int> visits(total, 0);
     for (size_t r = 0; r < epoch.positives.size(); ++r) {
-      const uint64_t p = order[r / rows_per_positive];
-      const size_t slot = r % rows_per_positive;
-      const bool own_row = bpr ? r % 2 == 0 : slot == 0;
+      const uint64_t sample = sample_at(3, 2, total, bpr ? r / 2 : r);
+      if (!bpr || r % 2 == 0) ++visits[sample];
+      const uint64_t p = order[sample / per_positive];
+      const bool own_row = bpr ? r % 2 == 0 : sample % per_positive == 0;
       const std::string where = what + " row " + std::to_string(r);
       ASSERT_EQ(epoch.positives[r], p) << where;
       ASSERT_EQ(epoch.users[r], data.user[p]) << where;
@@ -1107,6 +1112,7 @@ TYPED_TEST(Backends, FillRowsFollowTheSampleRule) {
       if (own_row) ASSERT_EQ(epoch.items[r], data.item[p]) << where;
       else ASSERT_FALSE(std::binary_search(mine, end, epoch.items[r])) << where << ": the negative is a positive";
     }
+    EXPECT_EQ(std::count(visits.begin(), visits.end(), 1), static_cast<int64_t>(total)) << what << ": a sample missed or repeated";
   }
 }
 
@@ -1249,6 +1255,33 @@ TYPED_TEST(Backends, FirstTwentyBatchLossesMatchTheGoldenRun) {
     EXPECT_TRUE(near_all(want_losses, std::vector<float>(golden, golden + 20), 0.0, 1e-5, what + " (golden)"));
     EXPECT_TRUE(near_all(got_losses, want_losses, within<TypeParam>(1e-4), within<TypeParam>(2e-3), what));
     EXPECT_LT(want_losses.back(), want_losses.front());
+    EXPECT_EQ(got->state().step, 20u);
+  }
+}
+
+// The golden run again with four batches an epoch, so that which samples share a batch (the
+// epoch's sample permutation, batch_rows.h) is pinned too: the one-batch run above sees the same
+// rows whatever their order. Pinned when the samples were first shuffled apart across positives.
+constexpr float kGoldenBatchedBce[5] = {0.730181813f, 0.707860708f, 0.678775609f, 0.650884092f, 0.637268662f};
+constexpr float kGoldenBatchedBpr[5] = {0.865176797f, 0.861290693f, 0.852088451f, 0.833389223f, 0.797521055f};
+
+TYPED_TEST(Backends, BatchedEpochLossesMatchTheGoldenRun) {
+  const TrainingSet data = banded_training_set(53, 64);
+  for (LossKind loss : {LossKind::kBce, LossKind::kBpr}) {
+    TrainOptions options = step_options(loss, OptimizerKind::kAdam);
+    options.batch_size = static_cast<uint32_t>((samples_of(data, options) + 3) / 4);
+    const TrainState start = TrainState::fresh(ModelParams::initialize(odd_config(data), 13), options.optimizer);
+    auto got = TypeParam::backend(data, options, start);
+    auto want = reference_backend(data, options, start);
+    std::vector<float> got_losses, want_losses;
+    for (uint32_t epoch = 0; epoch < 5; ++epoch) {
+      got_losses.push_back(static_cast<float>(got->train_epoch(epoch, {}).mean_loss));
+      want_losses.push_back(static_cast<float>(want->train_epoch(epoch, {}).mean_loss));
+    }
+    const std::string what = loss == LossKind::kBce ? "batched bce losses" : "batched bpr losses";
+    const float* golden = loss == LossKind::kBce ? kGoldenBatchedBce : kGoldenBatchedBpr;
+    EXPECT_TRUE(near_all(want_losses, std::vector<float>(golden, golden + 5), 0.0, 1e-5, what + " (golden)"));
+    EXPECT_TRUE(near_all(got_losses, want_losses, within<TypeParam>(1e-4), within<TypeParam>(2e-3), what));
     EXPECT_EQ(got->state().step, 20u);
   }
 }

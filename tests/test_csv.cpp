@@ -426,5 +426,56 @@ TEST(SchemaTest, LongFreeTextBecomesTheTextualField) {
   EXPECT_TRUE(s.find("NOTES")->categorical);
 }
 
+// MovieLens-like titles (distinct, a few words, over 10 characters) are the textual field; ids and
+// codes that are just as unique but have no spaces, short genre labels that repeat, and a column
+// of too few rows to tell stay categorical.
+TEST(SchemaTest, MostlyUniqueStringsOfWordsBecomeTheTextualField) {
+  std::vector<std::vector<std::string>> rows;
+  for (int i = 0; i < 40; ++i) {
+    const std::string n = std::to_string(i);
+    rows.push_back({"i" + n, "SKU-000" + n + "-XL-BLUE", "Movie Number " + n + " (1995)", i % 2 ? "Comedy" : "Drama",
+                    "Big Red Apple " + n});
+  }
+  const Schema s = infer_schema(DatasetKind::Items, {"ITEM_ID", "CODE", "TITLE", "GENRES", "SHORT"}, rows);
+  check_schema(s, DatasetKind::Items, "inferred");
+  EXPECT_TRUE(s.find("TITLE")->textual);
+  EXPECT_FALSE(s.find("TITLE")->categorical);
+  EXPECT_TRUE(s.find("CODE")->categorical);  // unique but no spaces
+  EXPECT_TRUE(s.find("GENRES")->categorical);
+  EXPECT_TRUE(s.find("SHORT")->categorical);  // the second such column: at most one textual field
+  EXPECT_EQ(s.find("ITEM_ID")->type, FieldType::String);
+  EXPECT_FALSE(s.find("ITEM_ID")->textual);
+
+  // Short strings of words ("Red 7", under 10 characters) and repeated titles stay categorical.
+  std::vector<std::vector<std::string>> short_rows, repeated;
+  for (int i = 0; i < 40; ++i) {
+    short_rows.push_back({"i" + std::to_string(i), "Red " + std::to_string(i)});
+    repeated.push_back({"i" + std::to_string(i), "Movie Number " + std::to_string(i % 10) + " (1995)"});
+  }
+  EXPECT_TRUE(infer_schema(DatasetKind::Items, {"ITEM_ID", "TITLE"}, short_rows).find("TITLE")->categorical);
+  EXPECT_TRUE(infer_schema(DatasetKind::Items, {"ITEM_ID", "TITLE"}, repeated).find("TITLE")->categorical);
+  // 19 sampled values: too few to call unique.
+  rows.resize(19);
+  EXPECT_TRUE(infer_schema(DatasetKind::Items, {"ITEM_ID", "CODE", "TITLE", "GENRES", "SHORT"}, rows)
+                  .find("TITLE")->categorical);
+  // Users may not have a textual field: their unique names stay categorical.
+  std::vector<std::vector<std::string>> users;
+  for (int i = 0; i < 40; ++i) users.push_back({"u" + std::to_string(i), "Ada Lovelace the " + std::to_string(i)});
+  EXPECT_TRUE(infer_schema(DatasetKind::Users, {"USER_ID", "NAME"}, users).find("NAME")->categorical);
+}
+
+// Long free text wins over an earlier column of unique titles, and a DESCRIPTION by name over both.
+TEST(SchemaTest, LongTextAndNamedDescriptionWinOverTitles) {
+  const std::string text = "a long description of the item with many words in it for sure";
+  std::vector<std::vector<std::string>> rows;
+  for (int i = 0; i < 30; ++i) rows.push_back({"i" + std::to_string(i), "Movie Number " + std::to_string(i), text});
+  const Schema s = infer_schema(DatasetKind::Items, {"ITEM_ID", "TITLE", "BLURB"}, rows);
+  EXPECT_TRUE(s.find("BLURB")->textual);
+  EXPECT_TRUE(s.find("TITLE")->categorical);
+  const Schema named = infer_schema(DatasetKind::Items, {"ITEM_ID", "TITLE", "DESCRIPTION"}, rows);
+  EXPECT_TRUE(named.find("DESCRIPTION")->textual);
+  EXPECT_TRUE(named.find("TITLE")->categorical);
+}
+
 }  // namespace
 }  // namespace tastebud::datasets

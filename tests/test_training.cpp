@@ -94,6 +94,7 @@ class TrainingJob : public ::testing::Test {
     j.batch_size = 512;
     j.lr = 0.005f;
     j.progress = false;
+    j.metadata = "none";  // the id model's mechanics; MetadataAutoUsesTheTablesTheDatasetHas tests the default
     return j;
   }
 
@@ -693,6 +694,63 @@ namespace {
 
 // MF at its own defaults (Rendle et al.'s settings, set where the user left them) learns the
 // shop: well above the popularity baseline within a few epochs.
+// --metadata auto (the default) takes the Items table when it has usable fields (never the Users
+// table, which costs warm users accuracy), says so in the log and records the resolved value in
+// config.json; mf and a dataset without Items resolve to none with a log line instead of failing.
+TEST_F(TrainingJob, MetadataAutoUsesTheTablesTheDatasetHas) {
+  EXPECT_EQ(TrainJob().metadata, "auto");
+  TrainJob j = job("meta-auto");
+  j.metadata = TrainJob().metadata;
+  j.epochs = 1;
+  std::ostringstream log;
+  run_training(j, log);
+  EXPECT_NE(log.str().find("--metadata auto: items (items: "), std::string::npos) << log.str();
+  EXPECT_NE(log.str().find(" not used unless --metadata users or both"), std::string::npos) << log.str();
+  std::ifstream in(root_ / "meta-auto" / "config.json");
+  EXPECT_EQ(nlohmann::json::parse(in).at("metadata"), "items");
+  const ModelParams model = load_model(root_ / "meta-auto" / "model.bin");
+  EXPECT_TRUE(model.config.item_features.enabled());
+  EXPECT_FALSE(model.config.user_features.enabled());
+
+  TrainJob mf = job("meta-auto-mf");
+  mf.metadata = "auto";
+  mf.model = "mf";
+  mf.epochs = 1;
+  std::ostringstream mf_log;
+  run_training(mf, mf_log);
+  EXPECT_NE(mf_log.str().find("--metadata auto: none (--model mf takes no metadata yet)"), std::string::npos) << mf_log.str();
+  EXPECT_FALSE(load_model(root_ / "meta-auto-mf" / "model.bin").config.has_metadata());
+
+  datasets::ImportOptions o;
+  o.interactions = root_ / "shop" / "interactions.csv";
+  o.out = root_ / "ids-only";
+  datasets::import_dataset(o);
+  TrainJob bare = job("meta-auto-bare");
+  bare.data = o.out;
+  bare.metadata = "auto";
+  bare.epochs = 1;
+  std::ostringstream bare_log;
+  run_training(bare, bare_log);
+  EXPECT_NE(bare_log.str().find("--metadata auto: none (the dataset has no Items fields to use;"),
+            std::string::npos) << bare_log.str();
+  std::ifstream bare_config(root_ / "meta-auto-bare" / "config.json");
+  EXPECT_FALSE(nlohmann::json::parse(bare_config).contains("metadata"));  // none, as before auto existed
+  TrainJob wrong = job("meta-wrong");
+  wrong.metadata = "everything";
+  std::ostringstream wrong_log;
+  EXPECT_THROW(
+      {
+        try {
+          run_training(wrong, wrong_log);
+        } catch (const Error& e) {
+          EXPECT_NE(std::string(e.what()).find("unknown --metadata 'everything': expected auto, none, items, users or both"),
+                    std::string::npos) << e.what();
+          throw;
+        }
+      },
+      Error);
+}
+
 TEST_F(TrainingJob, MfAtItsDefaultsBeatsPopularity) {
   TrainJob j = job("mf-defaults");
   j.model = "mf";

@@ -4,7 +4,8 @@
 Same model (GMF + MLP joined by a linear head, embeddings N(0, 0.01), He-uniform dense layers),
 same data and leave-one-out split (exported by bench/export_split), uniform negatives that
 reject the user's positives, BCE on logits, Adam, HR@10 / NDCG@10 among the same 99 candidates
-with ties counted against the model. Prints one JSON line per epoch.
+with ties counted against the model. Prints one JSON line per epoch (HR@10 and NDCG@10 with
+95% bootstrap intervals over users).
 
 usage: pytorch_neumf.py SPLIT_DIR --epochs 20 --batch-size 256 --threads 2
 """
@@ -19,13 +20,13 @@ from torch import nn
 
 
 class NeuMF(nn.Module):
-    def __init__(self, users, items, factors, layers):
+    def __init__(self, users, items, factors, layers, sparse=False):
         super().__init__()
         e = layers[0] // 2
-        self.user_gmf = nn.Embedding(users, factors)
-        self.item_gmf = nn.Embedding(items, factors)
-        self.user_mlp = nn.Embedding(users, e)
-        self.item_mlp = nn.Embedding(items, e)
+        self.user_gmf = nn.Embedding(users, factors, sparse=sparse)
+        self.item_gmf = nn.Embedding(items, factors, sparse=sparse)
+        self.user_mlp = nn.Embedding(users, e, sparse=sparse)
+        self.item_mlp = nn.Embedding(items, e, sparse=sparse)
         for emb in (self.user_gmf, self.item_gmf, self.user_mlp, self.item_mlp):
             nn.init.normal_(emb.weight, std=0.01)
         dense = []
@@ -71,7 +72,14 @@ def evaluate(model, eval_users, eval_items, candidates):
     model.train()
     rank = (scores[:, 1:] >= scores[:, :1]).sum(axis=1)
     hit = rank < 10
-    return float(hit.mean()), float((hit * (math.log(2) / np.log(rank + 2.0))).mean())
+    return hit.astype(np.float64), hit * (math.log(2) / np.log(rank + 2.0))
+
+
+def bootstrap_interval(values, resamples=1000, seed=1):
+    """95% percentile interval of the mean over users, resampling users with replacement."""
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
 def main():
@@ -85,6 +93,8 @@ def main():
     p.add_argument("--lr", type=float, default=0.001)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--lazy-embeddings", action="store_true",
+                   help="SparseAdam on the embeddings (a row moves only in steps that use it, as tastebud's Adam)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -96,8 +106,13 @@ def main():
     candidates = load("eval_candidates").reshape(len(eval_users), -1)
     num_items = meta["num_items"]
     positive_keys = np.unique(users * num_items + items)
-    model = NeuMF(meta["num_users"], num_items, a.factors, [int(x) for x in a.layers.split(",")])
-    opt = torch.optim.Adam(model.parameters(), lr=a.lr)
+    model = NeuMF(meta["num_users"], num_items, a.factors, [int(x) for x in a.layers.split(",")], a.lazy_embeddings)
+    if a.lazy_embeddings:
+        tables = [model.user_gmf.weight, model.item_gmf.weight, model.user_mlp.weight, model.item_mlp.weight]
+        dense = [w for w in model.parameters() if all(w is not t for t in tables)]
+        opts = [torch.optim.SparseAdam(tables, lr=a.lr), torch.optim.Adam(dense, lr=a.lr)]
+    else:
+        opts = [torch.optim.Adam(model.parameters(), lr=a.lr)]
     loss_fn = nn.BCEWithLogitsLoss()
     for epoch in range(1, a.epochs + 1):
         u, i, y = sample_epoch(rng, users, items, num_items, a.negatives, positive_keys)
@@ -105,15 +120,19 @@ def main():
         start = time.perf_counter()
         total = 0.0
         for k in range(0, len(u), a.batch_size):
-            opt.zero_grad()
+            for opt in opts:
+                opt.zero_grad()
             loss = loss_fn(model(u[k:k + a.batch_size], i[k:k + a.batch_size]), y[k:k + a.batch_size])
             loss.backward()
-            opt.step()
+            for opt in opts:
+                opt.step()
             total += loss.item() * len(u[k:k + a.batch_size])
         seconds = time.perf_counter() - start
-        hr, ndcg = evaluate(model, eval_users, eval_items, candidates)
+        hits, gains = evaluate(model, eval_users, eval_items, candidates)
         print(json.dumps({"epoch": epoch, "loss": total / len(u), "samples": len(u), "seconds": seconds,
-                          "samples_per_second": len(u) / seconds, "hr@10": hr, "ndcg@10": ndcg}), flush=True)
+                          "samples_per_second": len(u) / seconds, "hr@10": float(hits.mean()),
+                          "ndcg@10": float(gains.mean()), "hr@10_ci": bootstrap_interval(hits),
+                          "ndcg@10_ci": bootstrap_interval(gains)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -251,26 +251,84 @@ std::string schema_to_json(const Schema& schema) {
   return doc.dump(2) + "\n";
 }
 
+namespace {
+
+// What the sampled values of one column look like.
+struct ValueShape {
+  bool any = false, all_int = true, all_number = true, all_bool = true;
+  // Free text: long values with several words (a description).
+  bool long_text = false;
+  // Mostly unique strings of words (MovieLens's "Toy Story (1995)"): a categorical field would give
+  // each its own value, so they are text; ids and codes without spaces are not.
+  bool unique_text = false;
+};
+
+// Sampled values below this count say too little about uniqueness to call a column text.
+constexpr uint64_t kMinUniqueTextValues = 20;
+
+ValueShape value_shape(const std::vector<std::vector<std::string>>& rows, size_t c) {
+  ValueShape shape;
+  uint64_t length = 0, spaces = 0, spaced = 0, values = 0;
+  std::unordered_set<std::string_view> distinct;
+  for (const auto& row : rows) {
+    if (c >= row.size()) continue;
+    const std::string_view v = trim(row[c]);
+    if (v.empty()) continue;
+    shape.any = true;
+    ++values;
+    length += v.size();
+    const auto n = static_cast<uint64_t>(std::count(v.begin(), v.end(), ' '));
+    spaces += n;
+    spaced += n > 0;
+    distinct.insert(v);
+    int64_t i;
+    float x;
+    bool b;
+    if (shape.all_int && !parse_int64(v, &i)) shape.all_int = false;
+    // "nan" and "inf" count as numbers here, so that the import then rejects them by name
+    // instead of taking the column for text.
+    if (shape.all_number && parse_float(v, &x) == NumberParse::NotANumber) shape.all_number = false;
+    if (shape.all_bool && !parse_bool(v, &b)) shape.all_bool = false;
+  }
+  shape.long_text = values > 0 && length / values >= 40 && spaces / values >= 4;
+  shape.unique_text = values >= kMinUniqueTextValues && distinct.size() * 10 >= values * 9 &&
+                      length >= 10 * values && spaced * 2 >= values;
+  return shape;
+}
+
+bool is_text(const ValueShape& v) { return !(v.any && (v.all_int || v.all_number || v.all_bool)); }
+
+// Items' textual field: a DESCRIPTION, TEXT or SUMMARY column by name, else the first column of
+// long free text, else the first of mostly unique strings of words; -1 when none.
+int textual_column(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows) {
+  for (size_t c = 0; c < header.size(); ++c) {
+    const std::string name = upper(header[c]);
+    if (name.find("DESCRIPTION") != std::string::npos || name == "TEXT" || name == "SUMMARY") return static_cast<int>(c);
+  }
+  int unique = -1;
+  for (size_t c = 0; c < header.size(); ++c) {
+    SchemaField probe;
+    probe.name = header[c];
+    probe.type = FieldType::String;
+    if (field_role(DatasetKind::Items, probe) != FieldRole::Categorical) continue;
+    const ValueShape v = value_shape(rows, c);
+    if (!is_text(v)) continue;
+    if (v.long_text) return static_cast<int>(c);
+    if (v.unique_text && unique < 0) unique = static_cast<int>(c);
+  }
+  return unique;
+}
+
+}  // namespace
+
 Schema infer_schema(DatasetKind kind, const std::vector<std::string>& header,
                     const std::vector<std::vector<std::string>>& sample_rows) {
   Schema schema;
   schema.name = schema_record_name(kind);
-  bool have_textual = false;
-  // Textual by name first, so that a DESCRIPTION column wins over a long-valued earlier column.
-  int textual_by_name = -1;
-  if (kind == DatasetKind::Items) {
-    for (size_t c = 0; c < header.size(); ++c) {
-      const std::string name = upper(header[c]);
-      if (name.find("DESCRIPTION") != std::string::npos || name == "TEXT" || name == "SUMMARY") {
-        textual_by_name = static_cast<int>(c);
-        break;
-      }
-    }
-  }
+  const int textual = kind == DatasetKind::Items ? textual_column(header, sample_rows) : -1;
   for (size_t c = 0; c < header.size(); ++c) {
     SchemaField field;
     field.name = header[c];
-    field.nullable = true;
     const std::string name = upper(header[c]);
     const bool required = name == id_field(kind) ||
                           (kind == DatasetKind::Interactions &&
@@ -283,41 +341,17 @@ Schema infer_schema(DatasetKind kind, const std::vector<std::string>& header,
       field.type = FieldType::Float;
     } else if (role == FieldRole::Categorical || role == FieldRole::Numerical) {
       // The values decide: all numbers, all booleans, or text.
-      bool all_int = true, all_number = true, all_bool = true, any = false;
-      uint64_t length = 0, spaces = 0, values = 0;
-      for (const auto& row : sample_rows) {
-        if (c >= row.size()) continue;
-        const std::string_view v = trim(row[c]);
-        if (v.empty()) continue;
-        any = true;
-        ++values;
-        length += v.size();
-        spaces += static_cast<uint64_t>(std::count(v.begin(), v.end(), ' '));
-        int64_t i;
-        float x;
-        bool b;
-        if (all_int && !parse_int64(v, &i)) all_int = false;
-        // "nan" and "inf" count as numbers here, so that the import then rejects them by name
-        // instead of taking the column for text.
-        if (all_number && parse_float(v, &x) == NumberParse::NotANumber) all_number = false;
-        if (all_bool && !parse_bool(v, &b)) all_bool = false;
-      }
-      if (any && all_bool && !all_number) {
+      const ValueShape v = value_shape(sample_rows, c);
+      if (v.any && v.all_bool && !v.all_number) {
         field.type = FieldType::Boolean;
-      } else if (any && all_int) {
+      } else if (v.any && v.all_int) {
         field.type = FieldType::Long;
-      } else if (any && all_number) {
+      } else if (v.any && v.all_number) {
         field.type = FieldType::Double;
       } else {
         field.type = FieldType::String;
-        const bool long_text = values > 0 && length / values >= 40 && spaces / values >= 4;
-        if (kind == DatasetKind::Items && !have_textual &&
-            (static_cast<int>(c) == textual_by_name || (textual_by_name < 0 && long_text))) {
-          field.textual = true;
-          have_textual = true;
-        } else {
-          field.categorical = true;
-        }
+        field.textual = static_cast<int>(c) == textual;
+        field.categorical = !field.textual;
       }
     }
     schema.fields.push_back(std::move(field));

@@ -272,6 +272,7 @@ class CudaBackend final : public Backend {
     positives_.weight = d_weight_.data();
     positives_.user_offsets = d_user_offsets_.data();
     positives_.num_items = data_.num_items;
+    positives_.count = data_.size();
     if (options_.sampler == SamplerKind::kPopularity) {
       const cpu::AliasTable alias = cpu::AliasTable::popularity(data_.item_counts, options_.sampler_alpha);
       d_alias_probability_.upload(alias.probability, stream);

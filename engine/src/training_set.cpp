@@ -39,6 +39,7 @@ PositivesView TrainingSet::view(float impression_share) const {
   v.weight = weight.data();
   v.user_offsets = user_offsets.data();
   v.num_items = num_items;
+  v.count = size();
   if (impression_share > 0.0f && !impression_offsets.empty()) {
     v.impression_offsets = impression_offsets.data();
     v.impression_items = impression_items.data();

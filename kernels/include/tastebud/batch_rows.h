@@ -1,8 +1,11 @@
 // How an epoch's samples become the rows of a batch: the rule both backends fill their batches
 // by (CpuBackend::fill_rows, cuda::fill_rows_kernel), written once.
 //
-// An epoch has `per_positive` samples per positive, visited in the shuffle order: sample s belongs
-// to positive order[s / per_positive] and is its slot k = s % per_positive. BCE: slot 0 is the
+// An epoch has `per_positive` samples per positive. Position i of the epoch holds sample
+// s = sample_at(seed, epoch, samples, i) (sampler_math.h: a Philox-keyed permutation of all the
+// epoch's samples, so a positive and its negatives fall in different batches); sample s belongs
+// to positive order[s / per_positive] (the shuffle-key order) and is its slot
+// k = s % per_positive. BCE: slot 0 is the
 // positive's own row (label 1, the positive's weight), slot k > 0 its negative k - 1 (label 0,
 // weight 1), one row per sample. BPR: slot k is the pair (positive, negative k), rows 2s and
 // 2s + 1, both with the positive's weight. Negative j of positive p is draw p * negatives + j of
@@ -32,6 +35,9 @@ struct PositivesView {
   const uint64_t* impression_offsets = nullptr;
   const uint32_t* impression_items = nullptr;
   float impression_share = 0.0f;
+  // How many positives (user_offsets[num_users]): the epoch's sample permutation spans
+  // samples_per_epoch(count, ...).
+  uint64_t count = 0;
 };
 
 // What decides an epoch's samples besides the data.
@@ -76,13 +82,13 @@ TASTEBUD_HD uint32_t training_negative(const SampleSpec& spec, const PositivesVi
                                 pos.impression_share, from_impression);
 }
 
-// Fills the rows of batch sample s (epoch sample first + s); returns 1 when its negative came from
-// the user's impressions, else 0. Order: the epoch's visiting order (uint32_t or uint64_t).
+// Fills the rows of batch sample s (epoch position first + s); returns 1 when its negative came
+// from the user's impressions, else 0. Order: the positives' visiting order (uint32_t or uint64_t).
 template <class Order>
 TASTEBUD_HD uint32_t fill_sample(const SampleSpec& spec, const PositivesView& pos, const Order* order,
                                  uint64_t first, uint64_t s, const BatchRowsOut& out) {
   const uint32_t per_positive = samples_per_positive(spec.negatives, spec.bpr);
-  const uint64_t sample = first + s;
+  const uint64_t sample = sample_at(spec.seed, spec.epoch, samples_per_epoch(pos.count, spec.negatives, spec.bpr), first + s);
   const uint64_t positive = order[sample / per_positive];
   const uint32_t k = static_cast<uint32_t>(sample % per_positive);
   const uint32_t user = pos.user[positive];

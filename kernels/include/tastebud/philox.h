@@ -48,7 +48,8 @@ enum class RandomStream : uint32_t {
   kGeneratorSignals = 8,  // the synthetic shop's optional impressions and device effect
   kBootstrap = 9,         // evaluation: the users each bootstrap resample draws
   kTune = 10,             // tastebud tune: each trial's configuration
-  kSlate = 11,            // batch-infer: where promoted and exploration items sit in a result
+  kSampleOrder = 11,      // training: the Feistel rounds that shuffle an epoch's samples apart
+  kSlate = 12,            // batch-infer: where promoted and exploration items sit in a result
 };
 
 // Four 32-bit words for draw `index` of `stream` in `epoch`.

@@ -87,4 +87,32 @@ TASTEBUD_HD uint64_t shuffle_key(uint64_t seed, uint32_t epoch, uint64_t p) {
   return (static_cast<uint64_t>(words.v[0]) << 32) | words.v[1];
 }
 
+// Position i of an epoch of `count` samples visits sample sample_at(seed, epoch, count, i): a
+// bijection of [0, count) drawn afresh each epoch, so a positive's negatives land in other batches
+// as a notebook's shuffle of all samples puts them, without sorting count keys. A four-round
+// Feistel network over the smallest even-width power of two >= count, Philox as its round
+// function, and cycle walking back into [0, count) (fewer than four passes on average).
+TASTEBUD_HD uint64_t feistel_permute(uint64_t seed, uint32_t epoch, uint32_t half_bits, uint64_t x) {
+  const uint64_t mask = (uint64_t{1} << half_bits) - 1;
+  uint64_t left = x >> half_bits, right = x & mask;
+  for (uint32_t round = 0; round < 4; ++round) {
+    const Philox4 words = random_words(seed, RandomStream::kSampleOrder, epoch, (uint64_t{round} << 56) | right);
+    const uint64_t f = (static_cast<uint64_t>(words.v[1]) << 32 | words.v[0]) & mask;
+    const uint64_t next = left ^ f;
+    left = right;
+    right = next;
+  }
+  return left << half_bits | right;
+}
+
+TASTEBUD_HD uint64_t sample_at(uint64_t seed, uint32_t epoch, uint64_t count, uint64_t i) {
+  if (count < 2) return i;
+  uint32_t bits = 1;
+  while (bits < 64 && (count - 1) >> bits != 0) ++bits;
+  const uint32_t half_bits = (bits + 1) / 2;
+  uint64_t x = i;
+  do x = feistel_permute(seed, epoch, half_bits, x); while (x >= count);
+  return x;
+}
+
 }  // namespace tastebud
