@@ -16,6 +16,26 @@
 namespace tastebud::host {
 namespace {
 
+// One user's "view" events on `items` items, held here so that the log's spans stay valid.
+struct OneUserEvents {
+  std::vector<uint32_t> item;
+  std::vector<int64_t> time;
+  std::vector<uint32_t> user = std::vector<uint32_t>(item.size(), 0), type = std::vector<uint32_t>(item.size(), 0);
+
+  EventLog log(uint32_t items) const {
+    EventLog log;
+    log.num_users = 1;
+    log.num_items = items;
+    log.user = user;
+    log.item = item;
+    log.timestamp = time;
+    log.event_type = type;
+    log.event_types = {"view"};
+    return log;
+  }
+};
+
+
 constexpr int64_t kDay = 86400;
 
 //   user  item  day  type
@@ -108,16 +128,8 @@ TEST(Recipes, TrendingWindowsOfTheServiceAndTheirBoundary) {
   // Newest event at T. i0: T and T - 1799 (latest window), T - 1800 (previous). i1: T - 1800 and
   // T - 3599 (previous), T - 3600 (neither). i2: T - 1 (latest).
   const int64_t t = 1700000000;
-  const std::vector<uint32_t> user{0, 0, 0, 0, 0, 0, 0}, item{0, 0, 0, 1, 1, 1, 2}, type(7, 0);
-  const std::vector<int64_t> time{t, t - 1799, t - 1800, t - 1800, t - 3599, t - 3600, t - 1};
-  EventLog log;
-  log.num_users = 1;
-  log.num_items = 3;
-  log.user = user;
-  log.item = item;
-  log.timestamp = time;
-  log.event_type = type;
-  log.event_types = {"view"};
+  const OneUserEvents events{{0, 0, 0, 1, 1, 1, 2}, {t, t - 1799, t - 1800, t - 1800, t - 3599, t - 3600, t - 1}};
+  const EventLog log = events.log(3);
   RecipeOptions o;
   o.trend_window_days = parse_trend_window("30m");
   o.trend_smoothing = 1;
@@ -148,16 +160,8 @@ TEST(Recipes, TrendingWindowsOfTheServiceAndTheirBoundary) {
 // ages are computed in double (the int64 difference overflowed, undefined behaviour that UBSan
 // reported). The old event then simply has no weight left.
 TEST(Recipes, ExtremeTimestampsDoNotOverflow) {
-  const std::vector<uint32_t> user{0, 0}, item{0, 1}, type{0, 0};
-  const std::vector<int64_t> time{INT64_MIN, 1700000000};
-  EventLog log;
-  log.num_users = 1;
-  log.num_items = 2;
-  log.user = user;
-  log.item = item;
-  log.timestamp = time;
-  log.event_type = type;
-  log.event_types = {"view"};
+  const OneUserEvents events{{0, 1}, {INT64_MIN, 1700000000}};
+  const EventLog log = events.log(2);
   RecipeOptions o;
   o.half_life_days = 30;
   const std::vector<float> p = popularity_scores(log, o);
