@@ -57,6 +57,9 @@ struct ChangedRows {
   std::vector<uint8_t> new_items;     // the items the parent did not know
   uint32_t changed_users = 0, changed_items = 0;
   bool dataset_end_known = false;
+  // No id is new and none has an interaction newer than the parent's dataset end: an update has
+  // nothing to train and the parent stays the model.
+  bool none() const { return changed_users == 0 && changed_items == 0; }
 };
 ChangedRows changed_rows(const ParentModel& parent, const datasets::Dataset& dataset);
 

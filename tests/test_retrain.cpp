@@ -261,6 +261,22 @@ TEST_F(Retrain, AnotherShapeIsRefusedNamingWhatDiffers) {
       << out;
 }
 
+TEST_F(Retrain, UpdateWithNothingChangedIsANoOp) {
+  // The parent's own dataset: no new id and no interaction after its dataset's end.
+  std::string out;
+  const fs::path out_dir = root_ / "not_updated";
+  ASSERT_EQ(run_cli(fmt::format("train --data {} --out {} --warm-start {} --update --epochs 2 "
+                                "--validation-users 0 --device cpu --no-progress",
+                                (root_ / "base").string(), out_dir.string(), parent_.string()),
+                    &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("nothing changed since the parent model; nothing to train"),
+            std::string::npos)
+      << out;
+  EXPECT_FALSE(fs::exists(out_dir)) << "nothing trained, so no model directory";
+}
+
 TEST_F(Retrain, UpdateTrainsChangedRowsAndFreezesTheRest) {
   const fs::path data = updated_dataset("update_data");
   std::string out;
@@ -472,6 +488,33 @@ TEST_F(RetrainJobs, PromotesByThresholdAndKeepsTheNewestVersions) {
   const json config = json::parse(read_file(first.models / "current" / "config.json"));
   EXPECT_EQ(config["parent"]["path"],
             fs::canonical(first.models / "versions" / kept.front()).string());
+}
+
+TEST_F(RetrainJobs, AnUpdateWithNothingNewLeavesCurrentAsItIs) {
+  std::ostringstream log;
+  host::RetrainJob first = retrain("unchanged", {root_ / "old.csv"});
+  ASSERT_EQ(host::run_retrain(first, log).decision, "promoted");
+  const std::string model_bytes = read_file(first.models / "current" / "model.bin");
+  host::RetrainJob again = retrain("unchanged", {});
+  again.train.update = true;
+  const host::RetrainResult result = host::run_retrain(again, log);
+  EXPECT_EQ(result.decision, "unchanged");
+  EXPECT_EQ(result.candidate, fs::canonical(first.models / "versions" / "000001"));
+  EXPECT_NE(log.str().find("nothing changed since the parent model; nothing to train"),
+            std::string::npos)
+      << log.str();
+  EXPECT_EQ(current_target(first.models), fs::path("versions") / "000001");
+  EXPECT_EQ(read_file(first.models / "current" / "model.bin"), model_bytes);
+  EXPECT_EQ(versions(first.models), std::vector<std::string>{"000001"});  // no candidate left
+  const std::vector<json> lines = log_lines(first.models);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines.back()["decision"], "unchanged");
+  EXPECT_EQ(lines.back()["mode"], "update");
+  // With new rows the same update trains and is judged again.
+  host::RetrainJob later = retrain("unchanged", {root_ / "extra.csv"});
+  later.train.update = true;
+  later.max_regression = 1.0;
+  EXPECT_EQ(host::run_retrain(later, log).decision, "promoted");
 }
 
 int killed_runs = 0;  // runs that were killed rather than finished, reported by the test
