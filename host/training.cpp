@@ -432,6 +432,7 @@ TrainResult run_training(const TrainJob& requested, std::ostream& job_log) {
     write_ids(dataset.user_ids, job.out / "user_ids.json");
     write_ids(dataset.item_ids, job.out / "item_ids.json");
     write_seen(seen_of(split.train), job.out / "seen.bin");  // every training row, the validation's too
+    write_vocabularies(dataset, config, job.out / "vocabularies.json");
     json config_json = job_json;
     config_json["model_config"] = json::parse(config_to_json(config));
     config_json["dataset"] = dataset_record(dataset);
