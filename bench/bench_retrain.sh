@@ -9,12 +9,14 @@
 # update (only the new and changed users' and items' rows train, on their positives). The parent
 # itself, scored on that split, is the stale baseline (tastebud retrain's own evaluation).
 # Usage: bench/bench_retrain.sh [TASTEBUD_BINARY] [WORK_DIR]; EPOCHS (full and parent),
-# WARM_EPOCHS, UPDATE_EPOCHS, THREADS, SEED (of every training run). Prints a markdown table.
+# WARM_EPOCHS, UPDATE_EPOCHS, THREADS, SEED (of every training run), METADATA (--metadata of every
+# run, pinned so that the parent and its children agree whatever train's default: none, since the
+# dataset imports no Items file). Prints a markdown table.
 set -euo pipefail
 bin=${1:-build/host/tastebud}
 work=${2:-/tmp/tastebud_bench_retrain}
 epochs=${EPOCHS:-20} warm_epochs=${WARM_EPOCHS:-6} update_epochs=${UPDATE_EPOCHS:-5} threads=${THREADS:-2}
-seed=${SEED:-1}
+seed=${SEED:-1} metadata=${METADATA:-none}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 rm -rf "$work"
 mkdir -p "$work"
@@ -27,7 +29,7 @@ header="USER_ID,ITEM_ID,TIMESTAMP,EVENT_VALUE"
 { echo "$header"; head -n "$cut" "$work/sorted.tsv" | awk -F'\t' '{print "u"$1",i"$2","$4","$3}'; } > "$work/old.csv"
 { echo "$header"; tail -n +"$((cut + 1))" "$work/sorted.tsv" | awk -F'\t' '{print "u"$1",i"$2","$4","$3}'; } > "$work/new.csv"
 
-common=(--seed "$seed" --eval loo --threads "$threads" --device cpu --no-progress)
+common=(--seed "$seed" --eval loo --threads "$threads" --device cpu --no-progress --metadata "$metadata")
 "$bin" import --interactions "$work/old.csv" --out "$work/data" --quiet > /dev/null
 "$bin" train --data "$work/data" --out "$work/parent" --epochs "$epochs" "${common[@]}" > "$work/parent.log"
 "$bin" import --interactions "$work/new.csv" --out "$work/data" --mode incremental --quiet > /dev/null
@@ -58,7 +60,7 @@ epochs = dict(full=sys.argv[4], warm=sys.argv[5], update=sys.argv[6])
 stale = json.loads(open(f"{work}/models/retrain.jsonl").readline())["current_metrics"]["hr@10"]
 print(f"{cut} ratings before the cut, {rows - cut} after; the parent (trained on the first 90%) scores "
       f"HR@10 {stale:.4f} on the updated split\n")
-print("| run | epochs | positives trained | HR@10 (test, chosen epoch) [95% interval] | NDCG@10 | wall seconds | vs full: HR@10, time |")
+print("| run | epochs (chosen) | positives trained | HR@10 (test, chosen epoch) [95% interval] | NDCG@10 | wall seconds | vs full: HR@10, time |")
 print("|---|---|---|---|---|---|---|")
 full = None
 for name in ("full", "warm", "update"):
@@ -69,6 +71,6 @@ for name in ("full", "warm", "update"):
     hr, ndcg = best["metrics"]["hr@10"], best["metrics"]["ndcg@10"]
     if full is None: full = (hr, seconds)
     lo, hi = best["metrics"]["hr@10.lo"], best["metrics"]["hr@10.hi"]
-    print(f"| {name} | {epochs[name]} | {samples // 5} | {hr:.4f} [{lo:.4f}, {hi:.4f}] | {ndcg:.4f} | {seconds:.1f} | "
+    print(f"| {name} | {epochs[name]} ({best['epoch']}) | {samples // 5} | {hr:.4f} [{lo:.4f}, {hi:.4f}] | {ndcg:.4f} | {seconds:.1f} | "
           f"{hr - full[0]:+.4f}, {seconds / full[1]:.2f}x |")
 PY

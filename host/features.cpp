@@ -93,6 +93,20 @@ FeatureSpec make_feature_spec(const datasets::Metadata& metadata, uint32_t text_
   return spec;
 }
 
+nlohmann::json spec_vocabularies(const datasets::Metadata& metadata, const FeatureSpec& spec) {
+  nlohmann::json fields = nlohmann::json::object();
+  for (size_t k = 0; k < spec.categorical.size(); ++k) {
+    nlohmann::json values = nlohmann::json::array();
+    for (const auto& field : metadata.categorical) {
+      if (field.name != spec.categorical[k]) continue;
+      for (uint32_t v = 0; v < spec.categorical_rows[k] && v < field.vocabulary.size(); ++v)
+        values.push_back(std::string(field.vocabulary[v]));
+    }
+    fields[spec.categorical[k]] = std::move(values);
+  }
+  return fields;
+}
+
 FeatureInputs encode_features(const datasets::Metadata& metadata, const FeatureSpec& spec,
                               uint32_t entities, std::span<const int64_t> dataset_row) {
   FeatureInputs in;

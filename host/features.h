@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/engine/features.h"
 
@@ -30,6 +32,10 @@ std::string resolve_metadata(const std::string& requested, const datasets::Datas
 // that divides datasets::kTextHashBuckets) and every numerical field, standardised with the mean
 // and stddev of its non-null values. Throws when the side has no metadata at all.
 FeatureSpec make_feature_spec(const datasets::Metadata& metadata, uint32_t text_buckets, const char* side);
+
+// The values behind the metadata table's categorical rows, {FIELD: [value of row 0, ...], ...}:
+// what a model directory records (vocabularies.json) so that a warm start matches rows by value.
+nlohmann::json spec_vocabularies(const datasets::Metadata& metadata, const FeatureSpec& spec);
 
 // Fields are matched by name. Entity x reads dataset row dataset_row[x] (empty span: row x; -1:
 // no metadata). Values outside the spec's vocabulary (added by a later import) are left out.

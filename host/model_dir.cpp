@@ -82,12 +82,14 @@ SeenItems read_seen(const std::filesystem::path& path, uint32_t num_items) {
 }
 
 namespace {
-constexpr const char* kCheckedFiles[] = {"user_ids.json", "item_ids.json"};
+constexpr const char* kCheckedFiles[] = {"user_ids.json", "item_ids.json", "vocabularies.json"};
 }
 
 nlohmann::json file_checksums(const std::filesystem::path& dir) {
   nlohmann::json sums = nlohmann::json::object();
-  for (const char* name : kCheckedFiles) sums[name] = crc32_of(read_file(dir / name));
+  for (const char* name : kCheckedFiles) {
+    if (std::filesystem::exists(dir / name)) sums[name] = crc32_of(read_file(dir / name));
+  }
   return sums;
 }
 

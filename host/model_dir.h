@@ -5,6 +5,8 @@
 //   metrics.jsonl    one row per epoch
 //   user_ids.json, item_ids.json   dense index -> external id
 //   seen.bin         the training positives per user (CSR), removed from recommendations
+//   vocabularies.json  metadata models: each categorical field's values by table row,
+//                    {"user"|"item": {FIELD: [value, ...]}} (a warm start matches rows by value)
 // Binary files end in a CRC-32 (tastebud/checksum.h); config.json holds the id files' CRC-32s.
 #pragma once
 
@@ -34,7 +36,7 @@ void write_seen(const SeenItems& seen, const std::filesystem::path& path);
 SeenItems read_seen(const std::filesystem::path& path, uint32_t num_items);
 void check_seen(const SeenItems& seen, uint32_t num_items, const std::filesystem::path& path);
 
-// The CRC-32 of the id files, which config.json records ("checksums") after they are written;
+// The CRC-32 of the id files (and vocabularies.json when there is one), which config.json records ("checksums") after they are written;
 // check_file_checksums throws "corrupt: FILE" for a file whose bytes no longer match.
 nlohmann::json file_checksums(const std::filesystem::path& dir);
 void check_file_checksums(const nlohmann::json& config, const std::filesystem::path& dir);

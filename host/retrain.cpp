@@ -171,6 +171,22 @@ double metric_of(const Metrics& m, const std::string& metric, const fs::path& di
   return it->second;
 }
 
+// An update that found nothing changed since the current model: nothing trained, `current` stays.
+RetrainResult leave_unchanged(const fs::path& models, const fs::path& candidate, json& record,
+                              std::chrono::steady_clock::time_point started) {
+  std::error_code ignored;
+  fs::remove_all(candidate, ignored);
+  RetrainResult result;
+  result.decision = "unchanged";
+  result.candidate = fs::canonical(models / "current");
+  record.erase("candidate");
+  record["decision"] = result.decision;
+  record["seconds"] =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  append_record(models, record);
+  return result;
+}
+
 }  // namespace
 
 Metrics evaluate_model_dir(const fs::path& model_dir, const datasets::Dataset& dataset,
@@ -252,9 +268,10 @@ RetrainResult run_retrain(const RetrainJob& job, std::ostream& log) {
     record["mode"] = !has_current ? "scratch" : train.update ? "update" : "warm-start";
     step("train");
     const auto train_started = std::chrono::steady_clock::now();
-    run_training(train, log);
+    const bool unchanged = run_training(train, log).unchanged;
     record["train_seconds"] =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - train_started).count();
+    if (unchanged) return leave_unchanged(job.models, candidate, record, started);
 
     step("evaluate");
     const datasets::Dataset dataset = datasets::Dataset::open(job.data);

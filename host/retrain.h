@@ -41,8 +41,8 @@ struct RetrainJob {
 };
 
 struct RetrainResult {
-  std::string decision;  // promoted | refused
-  std::filesystem::path candidate;
+  std::string decision;  // promoted | refused | unchanged (an update with nothing changed)
+  std::filesystem::path candidate;  // unchanged: the current model's version
   std::string metric;
   Metrics candidate_metrics, current_metrics;  // current_metrics empty on a first run
 };

@@ -367,6 +367,12 @@ TrainResult run_training(const TrainJob& requested, std::ostream& job_log) {
   if (!job.warm_start.empty()) parent = load_parent_model(job.warm_start);
   TB_CHECK(!job.update || parent, "--update needs --warm-start MODEL_DIR: the model it refreshes");
   if (parent) check_same_shape(*parent, config);
+  if (job.update && changed_rows(*parent, dataset).none()) {
+    log << "update: nothing changed since the parent model; nothing to train\n";
+    TrainResult unchanged;
+    unchanged.unchanged = true;
+    return unchanged;
+  }
   std::optional<TrainingSet> update_set;
   if (job.update) update_set = start_update(*parent, dataset, fit.train, options, log);
 
@@ -426,6 +432,7 @@ TrainResult run_training(const TrainJob& requested, std::ostream& job_log) {
     write_ids(dataset.user_ids, job.out / "user_ids.json");
     write_ids(dataset.item_ids, job.out / "item_ids.json");
     write_seen(seen_of(split.train), job.out / "seen.bin");  // every training row, the validation's too
+    write_vocabularies(dataset, config, job.out / "vocabularies.json");
     json config_json = job_json;
     config_json["model_config"] = json::parse(config_to_json(config));
     config_json["dataset"] = dataset_record(dataset);

@@ -108,6 +108,8 @@ struct TrainResult {
   std::vector<EpochRecord> history;
   uint32_t best_epoch = 0;
   Metrics popularity;
+  // Update mode found nothing changed since the parent model: nothing trained, no model written.
+  bool unchanged = false;
 };
 
 // The job's event rules as TYPE[:THRESHOLD[:WEIGHT]]: the --event flags, or else the job file's

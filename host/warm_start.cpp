@@ -5,9 +5,12 @@
 #include <algorithm>
 #include <limits>
 #include <ostream>
+#include <unordered_map>
 
+#include "host/features.h"
 #include "host/model_dir.h"
 #include "host/recipes.h"
+#include "tastebud/atomic_file.h"
 #include "tastebud/engine/model_io.h"
 #include "tastebud/engine/param_layout.h"
 #include "tastebud/error.h"
@@ -24,12 +27,14 @@ bool is_id_table(TensorRole role) {
          role == TensorRole::kUserMlp || role == TensorRole::kItemMlp;
 }
 
-std::string spec_text(const FeatureSpec& spec) {
+// `counts`: with each categorical field's number of values (a parent without vocabularies.json
+// matches its table row by row, so the counts must agree).
+std::string spec_text(const FeatureSpec& spec, bool counts = true) {
   if (!spec.enabled()) return "none";
   std::string text;
   for (size_t k = 0; k < spec.categorical.size(); ++k) {
-    text += fmt::format("{}{} ({} values)", text.empty() ? "" : ", ", spec.categorical[k],
-                        spec.categorical_rows[k]);
+    text += fmt::format("{}{}", text.empty() ? "" : ", ", spec.categorical[k]);
+    if (counts) text += fmt::format(" ({} values)", spec.categorical_rows[k]);
   }
   if (!spec.textual.empty())
     text +=
@@ -66,7 +71,55 @@ std::vector<int64_t> parent_rows(const std::vector<std::string>& parent_ids,
   return source;
 }
 
+// The parent's vocabulary of one side ("user" or "item"), or null when it records none.
+const json* side_vocabularies(const ParentModel& parent, const char* side) {
+  if (!parent.vocabularies.is_object() || !parent.vocabularies.contains(side)) return nullptr;
+  return &parent.vocabularies[side];
+}
+
+// For each row of the metadata table of `now`, the parent's (`was`) row: a categorical value's by
+// value (`was_values`: the parent's vocabularies of this side; null: row by row), a text bucket's
+// by bucket; -1 for a value the parent never saw. check_same_shape gave both the same fields.
+std::vector<int64_t> feature_rows(const FeatureSpec& now, const FeatureSpec& was,
+                                  const datasets::Metadata& metadata, const json* was_values) {
+  std::vector<int64_t> source(now.table_rows(), -1);
+  for (size_t k = 0; k < now.categorical.size(); ++k) {
+    const uint64_t base = now.categorical_base(k), was_base = was.categorical_base(k);
+    if (was_values == nullptr) {
+      for (uint32_t v = 0; v < std::min(now.categorical_rows[k], was.categorical_rows[k]); ++v)
+        source[base + v] = static_cast<int64_t>(was_base + v);
+      continue;
+    }
+    std::unordered_map<std::string, uint32_t> was_index;
+    const json& values = was_values->value(now.categorical[k], json::array());
+    for (uint32_t v = 0; v < values.size() && v < was.categorical_rows[k]; ++v)
+      was_index.emplace(values[v].get<std::string>(), v);
+    for (const auto& field : metadata.categorical) {
+      if (field.name != now.categorical[k]) continue;
+      for (uint32_t v = 0; v < now.categorical_rows[k] && v < field.vocabulary.size(); ++v) {
+        const auto it = was_index.find(std::string(field.vocabulary[v]));
+        if (it != was_index.end()) source[base + v] = static_cast<int64_t>(was_base + it->second);
+      }
+    }
+  }
+  if (!now.textual.empty()) {
+    for (uint32_t b = 0; b < now.text_buckets; ++b)
+      source[now.text_base() + b] = static_cast<int64_t>(was.text_base() + b);
+  }
+  return source;
+}
+
 }  // namespace
+
+void write_vocabularies(const datasets::Dataset& dataset, const ModelConfig& config,
+                        const fs::path& path) {
+  json vocabularies = json::object();
+  if (!config.user_features.categorical.empty())
+    vocabularies["user"] = spec_vocabularies(dataset.users, config.user_features);
+  if (!config.item_features.categorical.empty())
+    vocabularies["item"] = spec_vocabularies(dataset.items, config.item_features);
+  if (!vocabularies.empty()) write_file_atomically(path, vocabularies.dump() + "\n");
+}
 
 ParentModel load_parent_model(const fs::path& dir) {
   TB_CHECK(fs::is_directory(dir),
@@ -98,6 +151,14 @@ ParentModel load_parent_model(const fs::path& dir) {
           dir.string(), params.config.num_users, params.config.num_items, parent.user_ids.size(),
           parent.item_ids.size()));
   parent.optimizer = parent.config.value("optimizer", std::string("adam"));
+  if (fs::exists(parent.dir / "vocabularies.json")) {
+    try {
+      parent.vocabularies = json::parse(read_file(parent.dir / "vocabularies.json"));
+    } catch (const json::exception& e) {
+      throw Error(fmt::format("{}: not a vocabulary file: {}",
+                              (parent.dir / "vocabularies.json").string(), e.what()));
+    }
+  }
   parent.state = TrainState::fresh(params, OptimizerParams{});
   const fs::path checkpoint_path = parent.dir / "checkpoint.bin";
   if (fs::exists(checkpoint_path)) {
@@ -123,8 +184,14 @@ void check_same_shape(const ParentModel& parent, const ModelConfig& config) {
   differ("factors", std::to_string(was.factors), std::to_string(config.factors));
   differ("layers", fmt::format("{}", fmt::join(was.layers, ",")),
          fmt::format("{}", fmt::join(config.layers, ",")));
-  differ("user metadata", spec_text(was.user_features), spec_text(config.user_features));
-  differ("item metadata", spec_text(was.item_features), spec_text(config.item_features));
+  // With the parent's vocabularies a categorical field may have gained values (warm_start_state
+  // matches its rows by value); without them its rows match by position, so the counts must agree.
+  const bool user_counts = side_vocabularies(parent, "user") == nullptr;
+  const bool item_counts = side_vocabularies(parent, "item") == nullptr;
+  differ("user metadata", spec_text(was.user_features, user_counts),
+         spec_text(config.user_features, user_counts));
+  differ("item metadata", spec_text(was.item_features, item_counts),
+         spec_text(config.item_features, item_counts));
   differ("context", spec_text(was.context), spec_text(config.context));
   if (differences.empty()) return;
   throw Error(fmt::format(
@@ -140,13 +207,25 @@ TrainState warm_start_state(const ParentModel& parent, TrainState fresh,
   const std::vector<int64_t> users = parent_rows(parent.user_ids, dataset.user_ids, kept_users);
   const std::vector<int64_t> items = parent_rows(parent.item_ids, dataset.item_ids, kept_items);
   const bool carry_state = parent.optimizer_state && parent.optimizer == optimizer;
+  const ModelConfig& was = parent.state.params.config;
+  const ModelConfig& now = fresh.params.config;
+  const std::vector<int64_t> user_features =
+      feature_rows(now.user_features, was.user_features, dataset.users,
+                   side_vocabularies(parent, "user"));
+  const std::vector<int64_t> item_features =
+      feature_rows(now.item_features, was.item_features, dataset.items,
+                   side_vocabularies(parent, "item"));
   const ParamLayout layout(fresh.params.config);
   const auto from = parent.state.params.tensors();
   const auto to = fresh.params.tensors();
   for (size_t t = 0; t < layout.size(); ++t) {
     const TensorRole role = layout[t].role;
-    if (is_id_table(role)) {
-      const std::vector<int64_t>& source = layout[t].item_id_table() ? items : users;
+    if (is_id_table(role) || role == TensorRole::kUserFeatures ||
+        role == TensorRole::kItemFeatures) {
+      const std::vector<int64_t>& source = role == TensorRole::kUserFeatures   ? user_features
+                                           : role == TensorRole::kItemFeatures ? item_features
+                                           : layout[t].item_id_table()         ? items
+                                                                               : users;
       copy_rows(*from[t], *to[t], source);
       if (carry_state) {
         copy_rows(parent.state.state0[t], fresh.state0[t], source);

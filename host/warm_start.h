@@ -24,23 +24,35 @@ struct ParentModel {
   TrainState state;
   bool optimizer_state = false;  // state.state0/state1/step came from checkpoint.bin
   std::string optimizer;         // the optimizer it trained with
+  // Its vocabularies.json ({"user"|"item": {FIELD: [values]}}); null for a model without one,
+  // whose metadata tables then match row by row and must keep their sizes.
+  nlohmann::json vocabularies;
 };
 
 // Throws tastebud::Error naming the directory for a recipe, a missing model.bin or a damaged file.
 ParentModel load_parent_model(const std::filesystem::path& dir);
 
 // Throws, naming every difference (model kind, factors, layers, metadata tables, context), unless
-// `config` has the parent's shape; the user and item counts may differ.
+// `config` has the parent's shape; the user and item counts may differ, and so may the number of
+// values of a categorical metadata field when the parent records them (vocabularies.json).
 void check_same_shape(const ParentModel& parent, const ModelConfig& config);
 
 // The first state over the dataset's ids: every id-table row of an id the parent knew is the
 // parent's row (values and, with `optimizer_state` and the same optimizer, its optimizer state);
 // the rows of new ids and, without the parent's optimizer state, every state stay as in `fresh`.
-// Dense layers, head, metadata and context tables are the parent's. `kept_users`/`kept_items`
-// (may be null) count the matched ids.
+// Dense layers, head, numeric projections and the context table are the parent's; a metadata
+// table's row of a categorical value the parent knew (by value, through its vocabularies.json) or
+// of a text bucket is the parent's row, a new value's row stays as in `fresh`. `kept_users` /
+// `kept_items` (may be null) count the matched ids.
 TrainState warm_start_state(const ParentModel& parent, TrainState fresh,
                             const datasets::Dataset& dataset, const std::string& optimizer,
                             uint32_t* kept_users, uint32_t* kept_items);
+
+// vocabularies.json (host/model_dir.h) of a metadata model: the categorical values behind its
+// tables' rows, which a later warm start matches by value. Writes nothing without categorical
+// metadata fields.
+void write_vocabularies(const datasets::Dataset& dataset, const ModelConfig& config,
+                        const std::filesystem::path& path);
 
 // What config.json records about the data a model trained on: the path, the counts and the newest
 // interaction's TIMESTAMP ("last_timestamp"), the end an update compares against.
@@ -57,6 +69,9 @@ struct ChangedRows {
   std::vector<uint8_t> new_items;     // the items the parent did not know
   uint32_t changed_users = 0, changed_items = 0;
   bool dataset_end_known = false;
+  // No id is new and none has an interaction newer than the parent's dataset end: an update has
+  // nothing to train and the parent stays the model.
+  bool none() const { return changed_users == 0 && changed_items == 0; }
 };
 ChangedRows changed_rows(const ParentModel& parent, const datasets::Dataset& dataset);
 

@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "host/features.h"
 #include "host/inference.h"
 #include "host/model_dir.h"
 #include "host/retrain.h"
@@ -261,6 +262,106 @@ TEST_F(Retrain, AnotherShapeIsRefusedNamingWhatDiffers) {
       << out;
 }
 
+// A CATEGORY_L1 field over the shop's items: i % 3 picks books, games or toys; `first` (when not
+// empty) is listed before them, and the items are listed in reverse order, so that a full import
+// of this file gives the field's values other indices than the parent's.
+void write_items(const fs::path& path, const std::string& first) {
+  std::ofstream out(path);
+  out << "ITEM_ID,CATEGORY_L1,PRICE\n";
+  if (!first.empty()) out << first << "\n";
+  const char* categories[] = {"books", "games", "toys"};
+  for (int k = 0; k < 120; ++k) {
+    const int i = first.empty() ? k : 119 - k;
+    out << "i" << i << "," << categories[i % 3] << "," << 1 + i << "\n";
+  }
+}
+
+TEST_F(Retrain, MetadataRowsFollowTheirValuesWhenTheVocabularyGrows) {
+  write_items(root_ / "items_old.csv", "");
+  write_items(root_ / "items_new.csv", "newitem-1,garden,5");
+  datasets::ImportOptions o;
+  o.interactions = root_ / "old.csv";
+  o.items = root_ / "items_old.csv";
+  o.out = root_ / "meta_base";
+  datasets::import_dataset(o);
+  host::TrainJob j = job(root_ / "meta_base", root_ / "meta_parent");
+  j.epochs = 1;
+  j.metadata = "items";
+  std::ostringstream log;
+  host::run_training(j, log);
+  const host::ParentModel parent = host::load_parent_model(root_ / "meta_parent");
+  const std::vector<std::string> old_values = {"books", "games", "toys"};
+  ASSERT_EQ(parent.vocabularies["item"]["CATEGORY_L1"], json(old_values));
+  // A full import of every event with a fourth category listed first: other value indices.
+  o.interactions = root_ / "shuffled.csv";
+  o.items = root_ / "items_new.csv";
+  o.out = root_ / "meta_grown";
+  datasets::import_dataset(o);
+  const datasets::Dataset dataset = datasets::Dataset::open(root_ / "meta_grown");
+  ModelConfig config = parent.state.params.config;
+  config.num_users = dataset.num_users();
+  config.num_items = dataset.num_items();
+  config.item_features = host::make_feature_spec(dataset.items, j.text_buckets, "item");
+  ASSERT_EQ(config.item_features.categorical_rows.front(), 4u);
+  const TrainState fresh = TrainState::fresh(ModelParams::initialize(config, 9), OptimizerParams{});
+  const TrainState warm = host::warm_start_state(parent, fresh, dataset, "adam", nullptr, nullptr);
+  const Tensor& was = parent.state.params.item_features;
+  const Tensor& now = warm.params.item_features;
+  const ParamLayout layout(config);
+  size_t table = 0;
+  while (layout[table].role != TensorRole::kItemFeatures) ++table;
+  const datasets::StringTable& values = dataset.items.categorical.front().vocabulary;
+  ASSERT_EQ(values[0], "garden");
+  for (uint32_t v = 0; v < values.size(); ++v) {
+    const auto known = std::find(old_values.begin(), old_values.end(), values[v]);
+    if (known == old_values.end()) {
+      EXPECT_EQ(row_of(now, v), row_of(fresh.params.item_features, v)) << values[v] << " is new";
+    } else {
+      EXPECT_EQ(row_of(now, v), row_of(was, known - old_values.begin())) << values[v];
+      EXPECT_EQ(row_of(warm.state1[table], v),
+                row_of(parent.state.state1[table], known - old_values.begin()))
+          << values[v] << ": its optimizer state comes along";
+    }
+  }
+  EXPECT_EQ(warm.params.item_numeric.values, parent.state.params.item_numeric.values);
+  // From the command line the grown vocabulary trains instead of being refused as another shape.
+  std::string out;
+  EXPECT_EQ(run_cli(fmt::format("train --data {} --out {} --warm-start {} --metadata items "
+                                "--epochs 1 --validation-users 0 --device cpu --no-progress",
+                                (root_ / "meta_grown").string(), (root_ / "meta_warm").string(),
+                                (root_ / "meta_parent").string()),
+                    &out),
+            0)
+      << out;
+  // A parent that does not record its values (trained before vocabularies.json) matches its
+  // table row by row, so a grown vocabulary is still another shape.
+  host::ParentModel unrecorded = parent;
+  unrecorded.vocabularies = nullptr;
+  try {
+    host::check_same_shape(unrecorded, config);
+    FAIL() << "a grown vocabulary without the parent's values must be refused";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("item metadata CATEGORY_L1 (3 values)"), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST_F(Retrain, UpdateWithNothingChangedIsANoOp) {
+  // The parent's own dataset: no new id and no interaction after its dataset's end.
+  std::string out;
+  const fs::path out_dir = root_ / "not_updated";
+  ASSERT_EQ(run_cli(fmt::format("train --data {} --out {} --warm-start {} --update --epochs 2 "
+                                "--validation-users 0 --device cpu --no-progress",
+                                (root_ / "base").string(), out_dir.string(), parent_.string()),
+                    &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("nothing changed since the parent model; nothing to train"),
+            std::string::npos)
+      << out;
+  EXPECT_FALSE(fs::exists(out_dir)) << "nothing trained, so no model directory";
+}
+
 TEST_F(Retrain, UpdateTrainsChangedRowsAndFreezesTheRest) {
   const fs::path data = updated_dataset("update_data");
   std::string out;
@@ -472,6 +573,33 @@ TEST_F(RetrainJobs, PromotesByThresholdAndKeepsTheNewestVersions) {
   const json config = json::parse(read_file(first.models / "current" / "config.json"));
   EXPECT_EQ(config["parent"]["path"],
             fs::canonical(first.models / "versions" / kept.front()).string());
+}
+
+TEST_F(RetrainJobs, AnUpdateWithNothingNewLeavesCurrentAsItIs) {
+  std::ostringstream log;
+  host::RetrainJob first = retrain("unchanged", {root_ / "old.csv"});
+  ASSERT_EQ(host::run_retrain(first, log).decision, "promoted");
+  const std::string model_bytes = read_file(first.models / "current" / "model.bin");
+  host::RetrainJob again = retrain("unchanged", {});
+  again.train.update = true;
+  const host::RetrainResult result = host::run_retrain(again, log);
+  EXPECT_EQ(result.decision, "unchanged");
+  EXPECT_EQ(result.candidate, fs::canonical(first.models / "versions" / "000001"));
+  EXPECT_NE(log.str().find("nothing changed since the parent model; nothing to train"),
+            std::string::npos)
+      << log.str();
+  EXPECT_EQ(current_target(first.models), fs::path("versions") / "000001");
+  EXPECT_EQ(read_file(first.models / "current" / "model.bin"), model_bytes);
+  EXPECT_EQ(versions(first.models), std::vector<std::string>{"000001"});  // no candidate left
+  const std::vector<json> lines = log_lines(first.models);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines.back()["decision"], "unchanged");
+  EXPECT_EQ(lines.back()["mode"], "update");
+  // With new rows the same update trains and is judged again.
+  host::RetrainJob later = retrain("unchanged", {root_ / "extra.csv"});
+  later.train.update = true;
+  later.max_regression = 1.0;
+  EXPECT_EQ(host::run_retrain(later, log).decision, "promoted");
 }
 
 int killed_runs = 0;  // runs that were killed rather than finished, reported by the test
