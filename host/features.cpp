@@ -38,15 +38,11 @@ std::vector<std::string> usable_fields(const datasets::Metadata& metadata) {
 }  // namespace
 
 std::string resolve_metadata(const std::string& requested, const datasets::Dataset& dataset,
-                             const std::string& model, std::string* note) {
+                             const std::string& /*model: every model takes metadata*/, std::string* note) {
   if (requested != "auto") return requested;
   auto say = [&](const std::string& line) {
     if (note != nullptr) *note = line;
   };
-  if (model == "mf") {
-    say("--metadata auto: none (--model mf takes no metadata yet)");
-    return "none";
-  }
   const std::vector<std::string> users = usable_fields(dataset.users), items = usable_fields(dataset.items);
   const std::string chosen = items.empty() ? "none" : "items";
   std::string why = items.empty() ? "the dataset has no Items fields to use" : fmt::format("items: {}", fmt::join(items, ", "));

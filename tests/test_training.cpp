@@ -139,24 +139,29 @@ TEST_F(TrainingJob, ColdItemSplitRemovesEveryTrainingRowOfTheColdItems) {
   }
 }
 
+// NeuMF and MF (at its own defaults: a cold item's factors and bias come from its fields).
 TEST_F(TrainingJob, ItemMetadataRanksColdItemsAboveRandom) {
-  TrainJob j = job("cold_meta");
-  j.eval = "cold-items";
-  j.metadata = "items";
-  j.epochs = 2;
-  std::ostringstream log;
-  const TrainResult r = run_training(j, log);
-  // This small catalog has about 40 cold items, so each target is ranked among m of them and
-  // random ranking gives HR@10 = 10 / (m + 1).
-  SplitOptions o;
-  o.protocol = EvalProtocol::kColdItems;
-  const uint32_t m = make_split(datasets::Dataset::open(root_ / "dataset"), o).negatives_per_user;
-  ASSERT_GE(m, 10u);
-  const double random_hr = 10.0 / (m + 1);
-  EXPECT_GT(r.history.at(r.best_epoch - 1).metrics.at("hr@10"), random_hr + 0.15) << log.str();
-  const ModelParams model = load_model(root_ / "cold_meta" / "model.bin");
-  EXPECT_TRUE(model.config.item_features.enabled());
-  EXPECT_FALSE(model.config.user_features.enabled());
+  for (const std::string model : {"neumf", "mf"}) {
+    TrainJob j = job("cold_meta_" + model);
+    j.model = model;
+    apply_model_defaults(j, [](const std::string& name) { return name == "epochs"; });
+    j.eval = "cold-items";
+    j.metadata = "items";
+    j.epochs = 2;
+    std::ostringstream log;
+    const TrainResult r = run_training(j, log);
+    // This small catalog has about 40 cold items, so each target is ranked among m of them and
+    // random ranking gives HR@10 = 10 / (m + 1).
+    SplitOptions o;
+    o.protocol = EvalProtocol::kColdItems;
+    const uint32_t m = make_split(datasets::Dataset::open(root_ / "dataset"), o).negatives_per_user;
+    ASSERT_GE(m, 10u);
+    const double random_hr = 10.0 / (m + 1);
+    EXPECT_GT(r.history.at(r.best_epoch - 1).metrics.at("hr@10"), random_hr + 0.15) << model << "\n" << log.str();
+    const ModelParams trained = load_model(root_ / ("cold_meta_" + model) / "model.bin");
+    EXPECT_TRUE(trained.config.item_features.enabled()) << model;
+    EXPECT_FALSE(trained.config.user_features.enabled()) << model;
+  }
 }
 
 TEST_F(TrainingJob, HoldoutSplitKeepsTheNewestTenPercent) {
@@ -696,7 +701,7 @@ namespace {
 // shop: well above the popularity baseline within a few epochs.
 // --metadata auto (the default) takes the Items table when it has usable fields (never the Users
 // table, which costs warm users accuracy), says so in the log and records the resolved value in
-// config.json; mf and a dataset without Items resolve to none with a log line instead of failing.
+// config.json (mf too); a dataset without Items resolves to none with a log line instead of failing.
 TEST_F(TrainingJob, MetadataAutoUsesTheTablesTheDatasetHas) {
   EXPECT_EQ(TrainJob().metadata, "auto");
   TrainJob j = job("meta-auto");
@@ -718,8 +723,10 @@ TEST_F(TrainingJob, MetadataAutoUsesTheTablesTheDatasetHas) {
   mf.epochs = 1;
   std::ostringstream mf_log;
   run_training(mf, mf_log);
-  EXPECT_NE(mf_log.str().find("--metadata auto: none (--model mf takes no metadata yet)"), std::string::npos) << mf_log.str();
-  EXPECT_FALSE(load_model(root_ / "meta-auto-mf" / "model.bin").config.has_metadata());
+  EXPECT_NE(mf_log.str().find("--metadata auto: items (items: "), std::string::npos) << mf_log.str();
+  const ModelParams mf_model = load_model(root_ / "meta-auto-mf" / "model.bin");
+  EXPECT_TRUE(mf_model.config.item_features.enabled());
+  EXPECT_FALSE(mf_model.config.user_features.enabled());
 
   datasets::ImportOptions o;
   o.interactions = root_ / "shop" / "interactions.csv";

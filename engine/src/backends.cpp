@@ -48,6 +48,15 @@ std::unique_ptr<Backend> make_backend(const std::string& device, const TrainingS
     if (device == "auto" && notice) *notice = fmt::format("{} ranks: training on the CPU backend", options.comm->size());
     return make_cpu_backend(data, options, std::move(state));
   }
+  const bool mf_metadata = state.params.config.kind == ModelKind::kMF && state.params.config.has_metadata();
+  if (mf_metadata && device == "cuda") {
+    throw Error("--device cuda: --model mf with metadata trains on the CPU backend only (the CUDA backend does not "
+                "keep the feature rows' constant column at zero yet); use --device cpu or --metadata none");
+  }
+  if (mf_metadata) {
+    if (device == "auto" && notice) *notice = "--model mf with metadata: training on the CPU backend";
+    return make_cpu_backend(data, options, std::move(state));
+  }
   const bool gpu = device != "cpu" && cuda_available(&reason);
   if (device == "cuda" && !gpu) throw Error("--device cuda: " + reason);
 #ifdef TASTEBUD_WITH_CUDA

@@ -389,6 +389,8 @@ class CpuBackend final : public Backend {
     // MF's head stays at ones: no gradient, and dense parameters take no L2, so it never moves.
     if (state_.params.config.frozen_head()) {
       std::fill_n(dense_grad_.data() + layout_.dense_offset(TensorRole::kHeadWeight), state_.params.head_weight.values.size(), 0.0f);
+      drop_constant_column(numeric_projection(dense_grad_, false), state_.params.user_numeric, false);
+      drop_constant_column(numeric_projection(dense_grad_, true), state_.params.item_numeric, true);
     }
     if (!options_.freeze_dense) {
       cpu::dense_update(dense_params(options_.optimizer), step_size, dense_values_.data(), dense_state0_.data(),
@@ -485,6 +487,15 @@ class CpuBackend final : public Backend {
     if (!act_grads_.empty() && !act_grads_[0].empty()) share(act_grads_[0].data(), l0, sizeof(float));
   }
 
+  // MF: a numeric projection's gradient (grad: null when the side has none) loses its constant
+  // column, which starts at zero and so stays there (dense layers take no L2).
+  void drop_constant_column(float* grad, const Tensor& projection, bool items) const {
+    if (grad == nullptr || projection.values.empty()) return;
+    const int64_t width = static_cast<int64_t>(projection.cols()), column = state_.params.config.constant_column(items);
+    const int64_t rows = static_cast<int64_t>(projection.values.size()) / width;
+    for (int64_t n = 0; n < rows; ++n) grad[n * width + column] = 0.0f;
+  }
+
   // The column of id table t that stays at one (MF), or -1.
   int64_t constant_column(size_t t) const {
     const TensorRole role = layout_[t].role;
@@ -552,6 +563,9 @@ class CpuBackend final : public Backend {
     feature_summed_.resize(feature_groups_.size() * (f + e));
     cpu::sum_feature_gradients<float>(feature_groups_, d_gmf, shape_.factors, act_grads_[0].data(), 2 * e,
                                       mlp_offset, f, e, feature_summed_.data());
+    // MF: the rows' constant column has no gradient and so stays at zero (its L2 pull is zero too).
+    const int64_t constant = role == TensorRole::kContext ? -1 : state_.params.config.constant_column(role == TensorRole::kItemFeatures);
+    for (size_t k = 0; constant >= 0 && k < feature_groups_.size(); ++k) feature_summed_[k * (f + e) + constant] = 0.0f;
     Tensor& table = *tensors_[t];
     cpu::sparse_update(options_.optimizer, step_size, table.values.data(),
                        state_.state0[t].values.data(), state_.state1[t].values.data(), f + e,

@@ -610,6 +610,8 @@ bool cuda_probe(std::string* reason) {
 
 std::unique_ptr<Backend> make_cuda_backend(const TrainingSet& data, const TrainOptions& options,
                                            TrainState state) {
+  TB_CHECK(state.params.config.kind != ModelKind::kMF || !state.params.config.has_metadata(),
+           "the CUDA backend trains --model mf without metadata only (use the CPU backend)");
   return std::make_unique<CudaBackend>(data, options, std::move(state));
 }
 

@@ -61,7 +61,6 @@ void ModelConfig::validate() const {
            "--context feeds the MLP branch; a gmf model has none (use neumf or mlp)");
   TB_CHECK(num_users > 0 && num_items > 0, "the model needs at least one user and one item");
   if (has_gmf()) TB_CHECK(factors > (kind == ModelKind::kMF ? kMfBiasColumns : 0), "--factors must be positive");
-  TB_CHECK(kind != ModelKind::kMF || !has_metadata(), "--model mf takes no metadata yet: use --metadata none, or gmf or neumf");
   if (has_mlp()) {
     TB_CHECK(layers.size() >= 2,
              "--layers needs at least two widths (the embedding width and one layer), e.g. 64,32,16,8");
@@ -99,8 +98,19 @@ Tensor make_tensor(std::string name, std::vector<uint64_t> shape) {
   return Tensor{std::move(name), std::move(shape), std::vector<float>(n, 0.0f)};
 }
 
-// MF: biases start at 0, the constant columns and the head at 1.
+// Column `column` of every row of t set to value (t: rows x width, nothing when t is empty).
+void set_tensor_column(Tensor& t, int64_t column, float value) {
+  const uint64_t width = t.values.empty() ? 0 : t.cols();
+  for (uint64_t r = 0; width > 0 && r < t.values.size() / width; ++r) t.values[r * width + column] = value;
+}
+
+// MF: biases start at 0, the constant columns and the head at 1; the feature rows' and
+// projections' constant columns at 0 (see ModelConfig::constant_column).
 void set_mf_columns(ModelParams& p) {
+  set_tensor_column(p.user_features, p.config.constant_column(false), 0.0f);
+  set_tensor_column(p.user_numeric, p.config.constant_column(false), 0.0f);
+  set_tensor_column(p.item_features, p.config.constant_column(true), 0.0f);
+  set_tensor_column(p.item_numeric, p.config.constant_column(true), 0.0f);
   const uint64_t f = p.config.factors;
   for (uint64_t u = 0; u < p.config.num_users; ++u) {
     p.user_gmf.values[u * f + f - 2] = 0.0f;

@@ -53,6 +53,9 @@ struct ModelConfig {
   // id table that stays at one (-1: none).
   static constexpr uint32_t kMfBiasColumns = 2;
   bool frozen_head() const { return kind == ModelKind::kMF; }
+  // MF with metadata: a side's feature rows (and numeric projections) are f wide like its id rows
+  // and add to its factors and to its own bias (a cold item's b_i comes from its genres); their
+  // column at the side's constant column stays at zero, so the sum keeps the one.
   int64_t constant_column(bool items) const {
     return kind != ModelKind::kMF ? -1 : items ? static_cast<int64_t>(factors) - 2 : static_cast<int64_t>(factors) - 1;
   }
