@@ -141,7 +141,11 @@ void prune_versions(const fs::path& models, uint32_t keep, std::ostream& log) {
   std::sort(all.begin(), all.end(), std::greater<>());
   for (size_t k = std::max<size_t>(keep, 1); k < all.size(); ++k) {
     if (fs::canonical(all[k]) == current) continue;
-    fs::remove_all(all[k]);
+    // Out of sight first: a kill while removing leaves a temporary that the next run clears,
+    // never a numbered version without its model.
+    const fs::path doomed = temporary_name(all[k]);
+    fs::rename(all[k], doomed);
+    fs::remove_all(doomed);
     log << fmt::format("removed {} (keeping the newest {})\n", all[k].string(), keep);
   }
 }
