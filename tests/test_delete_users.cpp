@@ -23,6 +23,7 @@
 #include "tastebud/engine/model_io.h"
 #include "tastebud/error.h"
 #include "tastebud/read_file.h"
+#include "run_cli.h"
 
 namespace tastebud {
 namespace {
@@ -34,17 +35,7 @@ const std::vector<std::string> kGone = {"gone-alice-7f3e", "gone-bob-91ac"};
 
 void write_text(const fs::path& path, const std::string& text) { std::ofstream(path) << text; }
 
-// `tastebud ARGS` with stdout and stderr in `output`; the exit status.
-int run_cli(const std::string& args, std::string* output = nullptr) {
-  const std::string command = std::string(TASTEBUD_BINARY) + " " + args + " 2>&1";
-  FILE* pipe = ::popen(command.c_str(), "r");
-  std::string text;
-  char buffer[4096];
-  while (size_t n = std::fread(buffer, 1, sizeof(buffer), pipe)) text.append(buffer, n);
-  const int status = ::pclose(pipe);
-  if (output) *output = text;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
+using testing_cli::run_cli;
 
 // Files under dir whose bytes contain `needle`.
 std::vector<std::string> files_holding(const fs::path& dir, const std::string& needle) {

@@ -21,6 +21,7 @@
 #include "tastebud/datasets/import.h"
 #include "tastebud/datasets/input_files.h"
 #include "tastebud/error.h"
+#include "run_cli.h"
 
 namespace tastebud::datasets {
 namespace {
@@ -305,14 +306,7 @@ TEST_F(ImportBounded, DamagedGzipDataIsAClearError) {
   EXPECT_NE(message.find((root_ / "plain.csv.gz").string() + ": not gzip data"), std::string::npos) << message;
 }
 
-int run_cli(const std::string& args, std::string* output) {
-  const std::string path = (fs::temp_directory_path() / ("tastebud_bounded_cli_" + std::to_string(::getpid()))).string();
-  const std::string command = std::string(TASTEBUD_BINARY) + " " + args + " > " + path + " 2>&1";
-  const int status = std::system(command.c_str());
-  *output = read_bytes(path);
-  fs::remove(path);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
+using testing_cli::run_cli;
 
 TEST_F(ImportBounded, CommandLineTakesAMemoryLimitAndPartDirectories) {
   const std::vector<std::string> rows = random_rows(3000, 4);

@@ -34,6 +34,7 @@
 #include "tastebud/error.h"
 #include "tastebud/read_file.h"
 #include "training_sets.h"
+#include "run_cli.h"
 
 namespace tastebud {
 namespace {
@@ -41,16 +42,7 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-int run_cli(const std::string& args, std::string* output = nullptr) {
-  const std::string command = std::string(TASTEBUD_BINARY) + " " + args + " 2>&1";
-  FILE* pipe = ::popen(command.c_str(), "r");
-  std::string text;
-  char buffer[4096];
-  while (size_t n = std::fread(buffer, 1, sizeof(buffer), pipe)) text.append(buffer, n);
-  const int status = ::pclose(pipe);
-  if (output) *output = text;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
+using testing_cli::run_cli;
 
 // Row `row` of an id table.
 std::vector<float> row_of(const Tensor& t, uint64_t row) {
