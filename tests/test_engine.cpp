@@ -10,6 +10,7 @@
 #include <map>
 #include <random>
 #include <tuple>
+#include <optional>
 #include <vector>
 
 #include "cpu/embedding.h"
@@ -1216,11 +1217,30 @@ TEST(CpuBackend, CountsImpressionNegatives) {
 
 // Launchers are recognised by their environment; a build without MPI that one of them started as
 // several ranks refuses to run instead of training N copies side by side.
-TEST(Launch, SeveralRanksNeedAnMpiBuild) {
-  const char* saved = std::getenv("OMPI_COMM_WORLD_SIZE");
-  if (saved != nullptr || std::getenv("PMI_SIZE") || std::getenv("PMIX_SIZE") || std::getenv("SLURM_STEP_NUM_TASKS")) {
-    GTEST_SKIP() << "this test runs outside a launcher";
+// The launchers' variables, cleared for the test's run and put back after it, so that the test
+// also runs (and checks the same) when a launcher started it.
+class LauncherEnvironment {
+ public:
+  LauncherEnvironment() {
+    for (const char* name : kNames) {
+      const char* value = std::getenv(name);
+      saved_.emplace_back(name, value ? std::optional<std::string>(value) : std::nullopt);
+      ::unsetenv(name);
+    }
   }
+  ~LauncherEnvironment() {
+    for (const auto& [name, value] : saved_) {
+      if (value) ::setenv(name, value->c_str(), 1); else ::unsetenv(name);
+    }
+  }
+
+ private:
+  static constexpr const char* kNames[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "SLURM_STEP_NUM_TASKS"};
+  std::vector<std::pair<const char*, std::optional<std::string>>> saved_;
+};
+
+TEST(Launch, SeveralRanksNeedAnMpiBuild) {
+  const LauncherEnvironment cleared;
   EXPECT_EQ(launched_ranks(), 1);
   ::setenv("SLURM_STEP_NUM_TASKS", "3", 1);
   EXPECT_EQ(launched_ranks(), 3);
