@@ -102,6 +102,13 @@ class DeleteUsers : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(root_); }
 
+  // `tastebud delete-users` of gone.csv's users from the dataset and the model; the exit status.
+  int delete_gone_users(std::string* out) const {
+    return run_cli(fmt::format("delete-users --data {} --users {} --model {}", (root_ / "dataset").string(),
+                               (root_ / "gone.csv").string(), (root_ / "model").string()),
+                   out);
+  }
+
   void train(const std::string& metadata) {
     host::TrainJob j;
     j.data = root_ / "dataset";
@@ -126,12 +133,7 @@ TEST_F(DeleteUsers, NoFileOfTheDatasetOrTheModelHoldsADeletedId) {
     ASSERT_FALSE(files_holding(root_ / "model", id).empty());
   }
   std::string out;
-  ASSERT_EQ(run_cli(fmt::format("delete-users --data {} --users {} --model {}",
-                                (root_ / "dataset").string(), (root_ / "gone.csv").string(),
-                                (root_ / "model").string()),
-                    &out),
-            0)
-      << out;
+  ASSERT_EQ(delete_gone_users(&out), 0) << out;
   EXPECT_NE(out.find("deleted 2 of 3 users (16 interactions)"), std::string::npos) << out;
   for (const std::string& id : kGone) {
     EXPECT_EQ(files_holding(root_ / "dataset", id), std::vector<std::string>{}) << id;
@@ -197,12 +199,7 @@ TEST_F(DeleteUsers, BatchJobsAnswerADeletedUserAsAnUnknownOne) {
   write_text(root_ / "queries.jsonl",
              "{\"userId\": \"" + kGone[0] + "\"}\n{\"userId\": \"user3\"}\n");
   std::string out;
-  ASSERT_EQ(run_cli(fmt::format("delete-users --data {} --users {} --model {}",
-                                (root_ / "dataset").string(), (root_ / "gone.csv").string(),
-                                (root_ / "model").string()),
-                    &out),
-            0)
-      << out;
+  ASSERT_EQ(delete_gone_users(&out), 0) << out;
   ASSERT_EQ(run_cli(fmt::format("batch-infer --model {} --input {} --output {} --device cpu",
                                 (root_ / "model").string(), (root_ / "queries.jsonl").string(),
                                 (root_ / "results.jsonl").string()),
