@@ -89,16 +89,23 @@ std::unordered_map<uint32_t, uint32_t> index_of(std::span<const uint32_t> users)
 }  // namespace
 
 ModelParams share_model(Communicator& comm, const ModelParams& held, std::span<const uint32_t> users) {
-  ModelParams model = held;
-  if (!held.sharded()) return model;
-  model.config.num_users = static_cast<uint32_t>(users.size());
-  for (Tensor* t : {&model.user_gmf, &model.user_mlp}) {
-    t->values = fetch_rows(comm, *t, users);
-    t->shape[0] = users.size();
+  if (!held.sharded()) return held;
+  // Everything but the id tables copied; those are filled below.
+  ModelParams model;
+  model.config = held.config;
+  model.weights.resize(held.weights.size());
+  model.biases.resize(held.biases.size());
+  const std::vector<const Tensor*> from = held.tensors();
+  const std::vector<Tensor*> to = model.tensors();
+  for (size_t t = 0; t < from.size(); ++t) {
+    *to[t] = t < ModelParams::kEmbeddingTables ? Tensor{from[t]->name, from[t]->shape, {}} : *from[t];
   }
-  for (Tensor* t : {&model.item_gmf, &model.item_mlp}) t->values = whole_table(comm, *t);
-  model.shard_rank = 0;
-  model.shard_ranks = 1;
+  model.config.num_users = static_cast<uint32_t>(users.size());
+  model.user_gmf.values = fetch_rows(comm, held.user_gmf, users);
+  model.user_mlp.values = fetch_rows(comm, held.user_mlp, users);
+  model.user_gmf.shape[0] = model.user_mlp.shape[0] = users.size();
+  model.item_gmf.values = whole_table(comm, held.item_gmf);
+  model.item_mlp.values = whole_table(comm, held.item_mlp);
   return model;
 }
 
