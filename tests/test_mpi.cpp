@@ -375,6 +375,30 @@ TEST_F(TwoRanks, ShardedStartHoldsItsShareAndGathersTheWholeModel) {
   if (world().root()) EXPECT_EQ(flatten(gathered), flatten(whole));
 }
 
+// A state that holds another rank count's rows is refused, by several ranks and by one process.
+TEST_F(TwoRanks, AStateShardedForOtherRanksIsRefused) {
+  const TrainingSet data = banded_training_set(41, 50);
+  TrainOptions options = options_of(LossKind::kBce, OptimizerKind::kSgd);
+  const ModelConfig config = config_of(data, ModelKind::kNeuMF);
+  const TrainState three = TrainState::fresh(ModelParams::initialize_shard(config, 3, 0, 3), options.optimizer);
+  options.comm = &world();
+  try {
+    make_cpu_backend(data, options, three);
+    ADD_FAILURE() << "a state of rank 0 of 3 trained on 2 ranks";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("the state holds the id rows of rank 0 of 3, this is rank"), std::string::npos)
+        << e.what();
+  }
+  const auto single = make_single_communicator();
+  options.comm = single.get();
+  try {
+    make_cpu_backend(data, options, three);
+    ADD_FAILURE() << "a state of rank 0 of 3 trained in one process";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("holds only rank 0 of 3's id rows"), std::string::npos) << e.what();
+  }
+}
+
 // A folder both ranks see: rank 0 names it.
 std::filesystem::path shared_directory(const char* what) {
   uint64_t pid = world_communicator().root() ? static_cast<uint64_t>(getpid()) : 0;
