@@ -181,12 +181,12 @@ void check_same_training_set(Communicator& comm, const fs::path& data, const Mod
   }
 }
 
-uint64_t state_bytes(const TrainState& state) {
+// The parameters and both optimizer states of the whole model, whoever holds them.
+uint64_t whole_state_bytes(const ModelConfig& config) {
+  const ParamLayout layout(config);
   uint64_t floats = 0;
-  for (const Tensor* t : state.params.tensors()) floats += t->values.size();
-  for (const Tensor& t : state.state0) floats += t.values.size();
-  for (const Tensor& t : state.state1) floats += t.values.size();
-  return floats * sizeof(float);
+  for (const TensorSlot& slot : layout.slots()) floats += slot.size();
+  return 3 * floats * sizeof(float);
 }
 
 }  // namespace
@@ -202,25 +202,6 @@ SplitOptions split_options_of(const TrainJob& job) {
 }
 
 namespace {
-
-// The metrics of the model on one split's evaluated users, each ranked in the context of its
-// held-out interaction when the model has context (context_rows: one entity per eval user). On
-// several ranks each scores a share of the users and rank 0 gets the metrics.
-Metrics evaluate_model(Communicator& comm, const Split& split, const Scorer& scorer, const ModelConfig& config,
-                       const ModelParams& params, const FeatureInputs& context_rows, uint32_t threads) {
-  std::unordered_map<uint32_t, std::vector<float>> contexts;
-  if (config.has_context()) {
-    const UserRange share = rank_share(split.eval_users.size(), comm.rank(), comm.size());
-    for (size_t k = share.begin; k < share.end; ++k) {
-      contexts[split.eval_users[k]] = context_vector(params, context_rows, static_cast<uint32_t>(k));
-    }
-  }
-  return evaluate_across_ranks(comm, split, [&](uint32_t u, std::span<const uint32_t> items, std::span<float> out) {
-    const auto it = contexts.find(u);
-    const std::span<const float> context = it == contexts.end() ? std::span<const float>() : it->second;
-    if (items.empty()) scorer.score_all(u, out, context); else scorer.score(u, items, out, context);
-  }, threads);
-}
 
 // metrics.jsonl: one row per epoch.
 std::string metrics_lines(const std::vector<EpochRecord>& history) {
@@ -299,7 +280,9 @@ TrainResult run_training(const TrainJob& requested, std::ostream& job_log) {
       throw Error(fmt::format("--resume: {} has no checkpoint.bin; start without --resume", job.out.string()));
     }
     std::string extra;
-    resumed = load_checkpoint(checkpoint_path, &extra);
+    // Several ranks: each reads the file in pieces and keeps its own rows of the id tables.
+    resumed = comm.size() > 1 ? load_checkpoint_shard(checkpoint_path, &extra, comm.rank(), comm.size())
+                              : load_checkpoint(checkpoint_path, &extra);
     resumed_extra = json::parse(extra);
     const int ranks = resumed_extra.value("ranks", 1);
     if (ranks != comm.size()) {
@@ -380,7 +363,11 @@ TrainResult run_training(const TrainJob& requested, std::ostream& job_log) {
   if (resumed) {
     state = std::move(*resumed);
   } else {
-    ModelParams params = ModelParams::initialize(config, job.seed);
+    // Several ranks: each draws its own rows of the id tables only (a warm start matches the
+    // parent's rows on the whole tables, then the backend keeps its share).
+    const bool shard = comm.size() > 1 && !parent;
+    ModelParams params = shard ? ModelParams::initialize_shard(config, job.seed, comm.rank(), comm.size())
+                               : ModelParams::initialize(config, job.seed);
     zero_untrained_rows(params, fit.train);
     state = TrainState::fresh(params, options.optimizer);
     if (parent) state = start_warm(*parent, std::move(state), dataset, job.optimizer, log);
@@ -390,7 +377,7 @@ TrainResult run_training(const TrainJob& requested, std::ostream& job_log) {
     log << "--impression-negatives: " << job.data.string()
         << " has no IMPRESSION lists (or the split does not use them); every negative is sampled\n";
   }
-  const uint64_t whole_bytes = state_bytes(state);
+  const uint64_t whole_bytes = whole_state_bytes(config);
   std::unique_ptr<Backend> backend =
       make_backend(job.device, update_set ? *update_set : fit.train, options, std::move(state), &notice);
   if (!notice.empty()) log << notice << "\n";
@@ -424,8 +411,8 @@ TrainResult run_training(const TrainJob& requested, std::ostream& job_log) {
     // The checkpoint is written before model.bin and metrics.jsonl: a kill between them leaves
     // those one epoch behind, and the checkpoint's state is that epoch's, so they are redone here.
     if (result.best_epoch == first_epoch - 1) {
-      const TrainState resumed = backend->state();  // collective on several ranks: every rank calls it
-      if (writer) save_model(resumed.params, job.out / "model.bin");
+      const TrainState resumed = backend->held_state();
+      save_model(comm, resumed.params, job.out / "model.bin");  // collective on several ranks
     }
     if (writer) write_file_atomically(job.out / "metrics.jsonl", metrics_lines(result.history));
   } else if (writer) {
@@ -465,23 +452,21 @@ TrainResult run_training(const TrainJob& requested, std::ostream& job_log) {
           "good state (epoch {}) is kept in {}. Try a lower --lr or a smaller --l2.",
           epoch, stats.samples, epoch - 1, checkpoint_path.string()));
     }
-    TrainState current = backend->state();
+    // Several ranks: each its own rows of the id tables, streamed to rank 0 for the files.
+    const TrainState current = backend->held_state();
     EpochRecord record{epoch, stats.mean_loss, stats.samples, stats.seconds, {}, stats.impression_negatives};
-    // Evaluation is split across the ranks, each scoring a share of the users with the whole
-    // model; rank 0 gets the metrics and broadcasts the value that decides the best epoch and
-    // early stopping, so every rank takes the same decisions.
+    // Evaluation is split across the ranks, each scoring a share of the users with its users'
+    // rows and the item tables; rank 0 gets the metrics and broadcasts the value that decides the
+    // best epoch and early stopping, so every rank takes the same decisions.
     if (protocol != EvalProtocol::kNone) {
-      broadcast_params(comm, current.params);  // the other ranks' state has no id tables
-      const ModelParams& params = current.params;
-      const auto scorer = config.has_metadata()
-          ? std::make_unique<Scorer>(params, fit.train.user_features, fit.train.item_features)
-          : std::make_unique<Scorer>(params);
+      const TrainingSet& t = fit.train;
       if (job.judge_on_test) {
-        record.metrics = evaluate_model(comm, split, *scorer, config, params, eval_context_rows, job.threads);
+        record.metrics = evaluate_model(comm, split, current.params, t.user_features, t.item_features,
+                                        eval_context_rows, job.threads);
       }
       if (validation) {
-        const Metrics chosen_on = evaluate_model(comm, *validation, *scorer, config, params, validation_context_rows,
-                                                 job.threads);
+        const Metrics chosen_on = evaluate_model(comm, *validation, current.params, t.user_features, t.item_features,
+                                                 validation_context_rows, job.threads);
         for (const auto& [k, v] : chosen_on) record.metrics["val." + k] = v;
       }
     }
@@ -502,13 +487,12 @@ TrainResult run_training(const TrainJob& requested, std::ostream& job_log) {
     json extra{{"job", job_json}, {"epochs_done", epoch}, {"best_epoch", result.best_epoch},
                {"best_value", best_value}, {"history", history}};
     if (comm.size() > 1) extra["ranks"] = comm.size();  // a resume must use as many
-    if (writer) {
-      // The checkpoint first: a kill at any point after it leaves a run that --resume completes
-      // (it rewrites model.bin and metrics.jsonl), and before it the previous epoch's state.
-      save_checkpoint(current, extra.dump(), checkpoint_path);
-      if (improved) save_model(current.params, job.out / "model.bin");
-      write_file_atomically(job.out / "metrics.jsonl", metrics_lines(result.history));
-    }
+    // The checkpoint first: a kill at any point after it leaves a run that --resume completes
+    // (it rewrites model.bin and metrics.jsonl), and before it the previous epoch's state. Both
+    // writes are collective on several ranks (rank 0 writes, the others send their rows).
+    save_checkpoint(comm, current, extra.dump(), checkpoint_path);
+    if (improved) save_model(comm, current.params, job.out / "model.bin");
+    if (writer) write_file_atomically(job.out / "metrics.jsonl", metrics_lines(result.history));
 
     std::string line = fmt::format("epoch {:3d}  loss {:.4f}  {:.2f}M samples/s  {:.1f}s", epoch,
                                    stats.mean_loss, stats.samples / std::max(stats.seconds, 1e-9) / 1e6,

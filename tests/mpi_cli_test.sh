@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The command line's jobs on two ranks (`mpirun -np 2`) against one process: one model directory,
-# a bit-identical rerun, metrics within rounding, batch jobs byte-identical, a resume with another
-# rank count refused, and a rank that fails (another dataset, or killed) ending the whole job
+# a bit-identical rerun, metrics within rounding, batch jobs byte-identical, a stopped run resumed
+# like an uninterrupted one, a resume with another rank count refused, and a rank that fails (another dataset, or killed) ending the whole job
 # quickly with its message. Usage: mpi_cli_test.sh TASTEBUD_BINARY MPIEXEC
 set -euo pipefail
 bin=$1
@@ -64,6 +64,20 @@ cut -d, -f2 "$work/csv/interactions.csv" | tail -n +2 | sort -u | head -9 | sed 
 "$bin" batch-segment --model "$work/two" --input "$work/items.jsonl" --output "$work/one.seg" > /dev/null
 two "$bin" batch-segment --model "$work/two" --input "$work/items.jsonl" --output "$work/two.seg" > /dev/null
 cmp "$work/one.seg" "$work/two.seg" || fail "batch-segment on two ranks differs from one process"
+
+# Sharded resume: a two-rank run stopped after epoch 1 and resumed to epoch 3 (each rank reads its
+# rows of checkpoint.bin) gives the uninterrupted two-rank run's model and metrics.
+two "$bin" "${train[@]}" --epochs 3 --out "$work/through" > /dev/null
+two "$bin" "${train[@]}" --epochs 1 --out "$work/stopped" > /dev/null
+two "$bin" "${train[@]}" --epochs 3 --out "$work/stopped" --resume > /dev/null
+cmp "$work/through/model.bin" "$work/stopped/model.bin" || fail "a resumed two-rank run differs from an uninterrupted one"
+python3 - "$work/through/metrics.jsonl" "$work/stopped/metrics.jsonl" <<'EOF3'
+import json, sys
+one, two = ([json.loads(l) for l in open(p)] for p in sys.argv[1:3])
+assert len(one) == len(two) == 3, (len(one), len(two))
+for a, b in zip(one, two):
+    assert (a["loss"], a["metrics"]) == (b["loss"], b["metrics"]), (a, b)
+EOF3
 
 # A resume with another rank count is refused, saying so.
 if "$bin" "${train[@]}" --out "$work/two" --epochs 3 --resume > "$work/resume.log" 2>&1; then

@@ -8,12 +8,19 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <utility>
+
+#include <unistd.h>
 
 #include "host/distributed_eval.h"
 #include "training_sets.h"
 #include "tastebud/engine/comm.h"
+#include "tastebud/engine/model_io.h"
 #include "tastebud/engine/trainer.h"
+#include "tastebud/error.h"
 
 namespace tastebud {
 namespace {
@@ -49,11 +56,33 @@ struct TrainRun {
   std::vector<double> losses;
 };
 
+// The id tables' floats a state holds (parameters and both optimizer states).
+uint64_t id_table_floats(const TrainState& s) {
+  uint64_t floats = 0;
+  const std::vector<const Tensor*> params = s.params.tensors();
+  for (size_t t = 0; t < ModelParams::kEmbeddingTables; ++t) {
+    floats += params[t]->values.size() + s.state0[t].values.size() + s.state1[t].values.size();
+  }
+  return floats;
+}
+
+// Several ranks start from a sharded initialisation (each rank draws its own rows only), one
+// process from the whole model.
+TrainState fresh_state(Communicator& comm, const ModelConfig& config, const OptimizerParams& optimizer) {
+  const auto rank = static_cast<uint32_t>(comm.rank()), ranks = static_cast<uint32_t>(comm.size());
+  return TrainState::fresh(ranks > 1 ? ModelParams::initialize_shard(config, 3, rank, ranks) : ModelParams::initialize(config, 3),
+                           optimizer);
+}
+
 TrainRun train(Communicator& comm, const TrainingSet& data, TrainOptions options, ModelKind kind, uint32_t epochs,
                uint64_t* held_bytes = nullptr) {
   options.comm = &comm;
-  auto backend = make_cpu_backend(data, options, TrainState::fresh(ModelParams::initialize(config_of(data, kind), 3),
-                                                                   options.optimizer));
+  TrainState start = fresh_state(comm, config_of(data, kind), options.optimizer);
+  // No rank of several ever holds the whole id tables: the state it starts from holds its rows.
+  const uint64_t whole = (data.num_users + data.num_items) * uint64_t{(kind == ModelKind::kMLP ? 0 : 7) + (kind == ModelKind::kGMF || kind == ModelKind::kMF ? 0 : 9)} * 3;
+  if (comm.size() > 1) EXPECT_LE(id_table_floats(start), whole / comm.size() + 3 * 16 * 2);
+  else EXPECT_EQ(id_table_floats(start), whole);
+  auto backend = make_cpu_backend(data, options, std::move(start));
   if (held_bytes) *held_bytes = backend->held_bytes();
   TrainRun run;
   for (uint32_t e = 0; e < epochs; ++e) run.losses.push_back(backend->train_epoch(e, {}).mean_loss);
@@ -294,19 +323,184 @@ TEST_F(TwoRanks, EvaluationSplitAcrossRanksGivesTheOneProcessMetrics) {
   EXPECT_EQ(host::rank_share(3, 2, 4).begin, host::rank_share(3, 2, 4).end - 1);
 }
 
-TEST_F(TwoRanks, BroadcastParamsFillsTheTablesOtherRanksLack) {
-  const TrainingSet data = banded_training_set(151, 97);
-  const ModelParams full = ModelParams::initialize(config_of(data, ModelKind::kNeuMF), 3);
-  ModelParams mine = full;
-  if (!world().root()) {
-    for (Tensor* t : mine.tensors()) std::fill(t->values.begin(), t->values.end(), 0.0f);
-    mine.user_gmf.values.clear();  // as a sharded rank's state: no id tables
-    mine.item_mlp.values.clear();
+// Row u of each id table on its owner: the bits the whole model's initialisation gives row u, MF's
+// columns and the zeroed rows of users and items without positives included.
+TEST_F(TwoRanks, ShardedInitialisationDrawsTheWholeModelsRows) {
+  TrainingSet data = banded_training_set(41, 50);
+  ASSERT_EQ(data.item_counts[48] + data.item_counts[49], 0u);
+  const auto rank = static_cast<uint32_t>(world().rank()), ranks = static_cast<uint32_t>(world().size());
+  for (const ModelKind kind : {ModelKind::kNeuMF, ModelKind::kMF, ModelKind::kMLP}) {
+    ModelConfig config = config_of(data, kind);
+    if (kind == ModelKind::kNeuMF) add_metadata(data, config);
+    ModelParams whole = ModelParams::initialize(config, 5);
+    ModelParams mine = ModelParams::initialize_shard(config, 5, rank, ranks);
+    zero_untrained_rows(whole, data);
+    zero_untrained_rows(mine, data);
+    ASSERT_TRUE(mine.sharded());
+    const std::vector<const Tensor*> want = std::as_const(whole).tensors(), got = std::as_const(mine).tensors();
+    for (size_t t = 0; t < want.size(); ++t) {
+      if (t >= ModelParams::kEmbeddingTables) {
+        EXPECT_EQ(got[t]->values, want[t]->values) << want[t]->name;
+        continue;
+      }
+      const uint64_t cols = want[t]->cols();
+      ASSERT_EQ(got[t]->values.size(), mine.held_rows(want[t]->rows()) * cols) << want[t]->name;
+      for (uint64_t l = 0; l * cols < got[t]->values.size(); ++l) {
+        const auto row = want[t]->values.begin() + static_cast<int64_t>((l * ranks + rank) * cols);
+        ASSERT_TRUE(std::equal(row, row + static_cast<int64_t>(cols), got[t]->values.begin() + static_cast<int64_t>(l * cols)))
+            << want[t]->name << " row " << l * ranks + rank;
+      }
+    }
   }
-  host::broadcast_params(world(), mine);
-  const std::vector<const Tensor*> want = full.tensors(), got = std::as_const(mine).tensors();
-  ASSERT_EQ(want.size(), got.size());
-  for (size_t k = 0; k < want.size(); ++k) EXPECT_EQ(got[k]->values, want[k]->values) << want[k]->name;
+}
+
+// A fresh backend of several ranks holds about 1/N of the id tables, and gives the whole model
+// back (state(), gathered) equal to the one-process initialisation.
+TEST_F(TwoRanks, ShardedStartHoldsItsShareAndGathersTheWholeModel) {
+  const TrainingSet data = banded_training_set(151, 97);
+  TrainOptions options = options_of(LossKind::kBce, OptimizerKind::kAdam);
+  options.comm = &world();
+  const ModelConfig config = config_of(data, ModelKind::kNeuMF);
+  auto backend = make_cpu_backend(data, options, fresh_state(world(), config, options.optimizer));
+  const uint64_t tables = (151 + 97) * (7 + 9) * 3 * sizeof(float);
+  const auto single = make_single_communicator();
+  TrainOptions alone = options;
+  alone.comm = single.get();
+  const TrainState whole = TrainState::fresh(ModelParams::initialize(config, 3), options.optimizer);
+  const uint64_t all = make_cpu_backend(data, alone, whole)->held_bytes();
+  EXPECT_NEAR(static_cast<double>(all - backend->held_bytes()), tables * (1.0 - 1.0 / world().size()), tables * 0.02);
+  const TrainState held = backend->held_state();
+  EXPECT_LE(id_table_floats(held) * sizeof(float), tables / world().size() + 3 * 16 * sizeof(float));
+  const TrainState gathered = backend->state();
+  if (world().root()) EXPECT_EQ(flatten(gathered), flatten(whole));
+}
+
+// A state that holds another rank count's rows is refused, by several ranks and by one process.
+TEST_F(TwoRanks, AStateShardedForOtherRanksIsRefused) {
+  const TrainingSet data = banded_training_set(41, 50);
+  TrainOptions options = options_of(LossKind::kBce, OptimizerKind::kSgd);
+  const ModelConfig config = config_of(data, ModelKind::kNeuMF);
+  const TrainState three = TrainState::fresh(ModelParams::initialize_shard(config, 3, 0, 3), options.optimizer);
+  options.comm = &world();
+  try {
+    make_cpu_backend(data, options, three);
+    ADD_FAILURE() << "a state of rank 0 of 3 trained on 2 ranks";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("the state holds the id rows of rank 0 of 3, this is rank"), std::string::npos)
+        << e.what();
+  }
+  const auto single = make_single_communicator();
+  options.comm = single.get();
+  try {
+    make_cpu_backend(data, options, three);
+    ADD_FAILURE() << "a state of rank 0 of 3 trained in one process";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("holds only rank 0 of 3's id rows"), std::string::npos) << e.what();
+  }
+}
+
+// A folder both ranks see: rank 0 names it.
+std::filesystem::path shared_directory(const char* what) {
+  uint64_t pid = world_communicator().root() ? static_cast<uint64_t>(getpid()) : 0;
+  world_communicator().broadcast({reinterpret_cast<std::byte*>(&pid), sizeof(pid)}, 0);
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("tastebud_mpi_" + std::string(what) + "_" + std::to_string(pid));
+  if (world_communicator().root()) std::filesystem::create_directories(dir);
+  world_communicator().barrier();
+  return dir;
+}
+
+std::string bytes_of(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+// checkpoint.bin and model.bin streamed to rank 0 in blocks of rows are the files one process
+// writes from the gathered state, byte for byte; a checkpoint read back by each rank holds its
+// rows; training on from it gives the uninterrupted run's model.
+TEST_F(TwoRanks, StreamedFilesAndShardedResume) {
+  const TrainingSet data = banded_training_set(151, 97);
+  TrainOptions options = options_of(LossKind::kBce, OptimizerKind::kAdam);
+  options.comm = &world();
+  const ModelConfig config = config_of(data, ModelKind::kNeuMF);
+  const std::filesystem::path dir = shared_directory("files");
+  const std::string extra = R"({"epochs_done":1})";  // as the header stores it
+  auto backend = make_cpu_backend(data, options, fresh_state(world(), config, options.optimizer));
+  backend->train_epoch(0, {});
+  const TrainState held = backend->held_state();
+  ASSERT_TRUE(held.params.sharded());
+  // 100 bytes a block: a few rows each, the last block short.
+  save_checkpoint(world(), held, extra, dir / "streamed.ckpt", 100);
+  save_model(world(), held.params, dir / "streamed.bin", 100);
+  const TrainState gathered = backend->state();
+  if (world().root()) {
+    save_checkpoint(gathered, extra, dir / "gathered.ckpt");
+    save_model(gathered.params, dir / "gathered.bin");
+    EXPECT_EQ(bytes_of(dir / "streamed.ckpt"), bytes_of(dir / "gathered.ckpt"));
+    EXPECT_EQ(bytes_of(dir / "streamed.bin"), bytes_of(dir / "gathered.bin"));
+    EXPECT_EQ(flatten(TrainState::fresh(load_model(dir / "streamed.bin"), options.optimizer)).size(), flatten(gathered).size());
+  }
+  world().barrier();
+  // Each rank reads its rows back: the held state, bit for bit.
+  std::string extra_back;
+  TrainState part = load_checkpoint_shard(dir / "streamed.ckpt", &extra_back, world().rank(), world().size());
+  EXPECT_EQ(extra_back, extra);
+  EXPECT_EQ(part.step, held.step);
+  EXPECT_EQ(flatten(part), flatten(held));
+  // Resumed for a second epoch: the model of two uninterrupted epochs.
+  auto resumed = make_cpu_backend(data, options, std::move(part));
+  resumed->train_epoch(1, {});
+  backend->train_epoch(1, {});
+  const std::vector<float> a = flatten(resumed->state()), b = flatten(backend->state());
+  if (world().root()) {
+    ASSERT_EQ(a.size(), b.size());
+    EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0);
+  }
+  // A damaged byte is refused on every rank.
+  world().barrier();
+  if (world().root()) {
+    std::string bytes = bytes_of(dir / "streamed.ckpt");
+    bytes[bytes.size() / 2] ^= 1;
+    std::ofstream(dir / "damaged.ckpt", std::ios::binary) << bytes;
+  }
+  world().barrier();
+  EXPECT_THROW(load_checkpoint_shard(dir / "damaged.ckpt", nullptr, world().rank(), world().size()), Error);
+  world().barrier();
+  if (world().root()) std::filesystem::remove_all(dir);
+}
+
+// Evaluation with the user tables sharded: each rank fetches its users' rows and all-gathers the
+// item tables (never the whole user tables), and the metrics are one process's on the whole model,
+// with and without metadata.
+TEST_F(TwoRanks, ShardedEvaluationGivesTheOneProcessMetrics) {
+  TrainingSet data = banded_training_set(151, 97);
+  const auto rank = static_cast<uint32_t>(world().rank()), ranks = static_cast<uint32_t>(world().size());
+  const auto single = make_single_communicator();
+  for (const bool metadata : {false, true}) {
+    ModelConfig config = config_of(data, ModelKind::kNeuMF);
+    if (metadata) add_metadata(data, config);
+    const ModelParams whole = ModelParams::initialize(config, 9);
+    const ModelParams mine = ModelParams::initialize_shard(config, 9, rank, ranks);
+    // A share of users: its rows only, and the whole item tables.
+    const std::vector<uint32_t> users{150, 3, 4, 77};
+    const ModelParams share = host::share_model(world(), mine, users);
+    ASSERT_EQ(share.user_gmf.values.size(), users.size() * 7);
+    ASSERT_EQ(share.user_mlp.values.size(), users.size() * 9);
+    EXPECT_EQ(share.item_gmf.values, whole.item_gmf.values);
+    EXPECT_EQ(share.item_mlp.values, whole.item_mlp.values);
+    for (size_t k = 0; k < users.size(); ++k) {
+      EXPECT_TRUE(std::equal(share.user_mlp.values.begin() + k * 9, share.user_mlp.values.begin() + (k + 1) * 9,
+                             whole.user_mlp.values.begin() + users[k] * 9)) << users[k];
+    }
+    for (const auto protocol : {host::EvalProtocol::kLeaveOneOut, host::EvalProtocol::kHoldout}) {
+      const host::Split split = split_of(data, protocol);
+      const host::Metrics shared = host::evaluate_model(world(), split, mine, data.user_features, data.item_features, {}, 1);
+      const host::Metrics alone = host::evaluate_model(*single, split, whole, data.user_features, data.item_features, {}, 1);
+      if (!world().root()) continue;
+      ASSERT_FALSE(alone.empty());
+      EXPECT_EQ(shared, alone) << "metadata " << metadata;
+    }
+  }
 }
 
 // The NCCL path (CUDA + MPI builds): a device buffer summed over the ranks (also one rank alone,

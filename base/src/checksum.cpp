@@ -13,8 +13,10 @@ namespace {
 constexpr char kTag[8] = {'T', 'B', 'C', 'R', 'C', '3', '2', ':'};
 }
 
-uint32_t crc32_of(std::string_view bytes) {
-  uLong crc = ::crc32(0L, Z_NULL, 0);
+uint32_t crc32_of(std::string_view bytes) { return crc32_update(0, bytes); }
+
+uint32_t crc32_update(uint32_t previous, std::string_view bytes) {
+  uLong crc = previous;
   const auto* data = reinterpret_cast<const Bytef*>(bytes.data());
   size_t left = bytes.size();
   while (left > 0) {  // zlib takes a uInt length
@@ -26,11 +28,13 @@ uint32_t crc32_of(std::string_view bytes) {
   return static_cast<uint32_t>(crc);
 }
 
-void append_checksum(std::string& bytes) {
-  const uint32_t crc = crc32_of(bytes);
-  bytes.append(kTag, sizeof(kTag));
-  bytes.append(reinterpret_cast<const char*>(&crc), sizeof(crc));
+std::string checksum_trailer(uint32_t crc) {
+  std::string trailer(kTag, sizeof(kTag));
+  trailer.append(reinterpret_cast<const char*>(&crc), sizeof(crc));
+  return trailer;
 }
+
+void append_checksum(std::string& bytes) { bytes += checksum_trailer(crc32_of(bytes)); }
 
 std::string_view checked_payload(std::string_view bytes, const std::filesystem::path& file) {
   if (bytes.size() < kChecksumTrailerBytes ||

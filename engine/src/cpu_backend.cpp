@@ -107,6 +107,13 @@ class CpuBackend final : public Backend {
     return whole;
   }
 
+  TrainState held_state() override {
+    sync_state();
+    TrainState held = state_;  // its id tables are empty while shards_ holds them
+    if (shards_) shards_->copy_held_rows(held);
+    return held;
+  }
+
   void load_state(const TrainState& state) override {
     state.check_fits(state_.params.config);
     state_ = state;
@@ -155,6 +162,9 @@ class CpuBackend final : public Backend {
   // Several ranks: this rank keeps its rows of the id tables and frees the rest.
   void shard() {
     shards_.reset();
+    TB_CHECK(ranks() > 1 || !state_.params.sharded(),
+             fmt::format("the state holds only rank {} of {}'s id rows; train it on as many ranks",
+                         state_.params.shard_rank, state_.params.shard_ranks));
     if (ranks() > 1) shards_ = std::make_unique<ShardedIdTables>(*options_.comm, state_);
   }
 

@@ -83,12 +83,15 @@ std::vector<float> context_vector(const ModelParams& params, const FeatureInputs
 void zero_untrained_rows(ModelParams& params, const TrainingSet& data) {
   const ModelConfig& c = params.config;
   // MF: the id row's constant column stays at one (a cold item's score is p . features + b_i).
-  auto zero = [](Tensor& t, uint64_t row, int64_t constant) {
-    std::fill_n(t.values.begin() + row * t.cols(), t.cols(), 0.0f);
-    if (constant >= 0) t.values[row * t.cols() + constant] = 1.0f;
+  // Sharded params hold rows u = shard_rank + k * shard_ranks at k.
+  auto zero = [&params](Tensor& t, uint64_t row, int64_t constant) {
+    const uint64_t at = row / params.shard_ranks;
+    std::fill_n(t.values.begin() + at * t.cols(), t.cols(), 0.0f);
+    if (constant >= 0) t.values[at * t.cols() + constant] = 1.0f;
   };
+  const uint32_t first = params.shard_rank, step = params.shard_ranks;
   if (c.user_features.enabled()) {
-    for (uint32_t u = 0; u < data.num_users; ++u) {
+    for (uint32_t u = first; u < data.num_users; u += step) {
       if (data.user_offsets[u + 1] == data.user_offsets[u]) {
         zero(params.user_gmf, u, c.constant_column(false));
         zero(params.user_mlp, u, -1);
@@ -96,7 +99,7 @@ void zero_untrained_rows(ModelParams& params, const TrainingSet& data) {
     }
   }
   if (c.item_features.enabled()) {
-    for (uint32_t i = 0; i < data.num_items; ++i) {
+    for (uint32_t i = first; i < data.num_items; i += step) {
       if (data.item_counts[i] == 0) {
         zero(params.item_gmf, i, c.constant_column(true));
         zero(params.item_mlp, i, -1);

@@ -74,15 +74,17 @@ void ModelConfig::validate() const {
 
 namespace {
 
+// Value i of tensor tensor_id: a normal draw keyed by (seed, tensor, index).
+float normal_draw(uint64_t seed, uint32_t tensor_id, uint64_t i, float stddev) {
+  const Philox4 w = random_words(seed, RandomStream::kInit, tensor_id, i);
+  const double u1 = uniform_open_unit(w.v[0], w.v[1]);
+  const double u2 = uniform_open_unit(w.v[2], w.v[3]);
+  return static_cast<float>(stddev * std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2));
+}
+
 // Fills values with draws of one distribution; each value's draw is keyed by (seed, tensor, index).
 void fill_normal(Tensor& t, uint64_t seed, uint32_t tensor_id, float stddev) {
-  for (uint64_t i = 0; i < t.values.size(); ++i) {
-    const Philox4 w = random_words(seed, RandomStream::kInit, tensor_id, i);
-    const double u1 = uniform_open_unit(w.v[0], w.v[1]);
-    const double u2 = uniform_open_unit(w.v[2], w.v[3]);
-    t.values[i] = static_cast<float>(stddev * std::sqrt(-2.0 * std::log(u1)) *
-                                     std::cos(6.283185307179586 * u2));
-  }
+  for (uint64_t i = 0; i < t.values.size(); ++i) t.values[i] = normal_draw(seed, tensor_id, i, stddev);
 }
 
 void fill_uniform(Tensor& t, uint64_t seed, uint32_t tensor_id, float limit) {
@@ -104,40 +106,30 @@ void set_tensor_column(Tensor& t, int64_t column, float value) {
   for (uint64_t r = 0; width > 0 && r < t.values.size() / width; ++r) t.values[r * width + column] = value;
 }
 
-// MF: biases start at 0, the constant columns and the head at 1; the feature rows' and
-// projections' constant columns at 0 (see ModelConfig::constant_column).
+// MF: the feature rows' and projections' constant columns start at 0 (see
+// ModelConfig::constant_column), the head at 1; the id rows' columns are initial_id_row's.
 void set_mf_columns(ModelParams& p) {
   set_tensor_column(p.user_features, p.config.constant_column(false), 0.0f);
   set_tensor_column(p.user_numeric, p.config.constant_column(false), 0.0f);
   set_tensor_column(p.item_features, p.config.constant_column(true), 0.0f);
   set_tensor_column(p.item_numeric, p.config.constant_column(true), 0.0f);
-  const uint64_t f = p.config.factors;
-  for (uint64_t u = 0; u < p.config.num_users; ++u) {
-    p.user_gmf.values[u * f + f - 2] = 0.0f;
-    p.user_gmf.values[u * f + f - 1] = 1.0f;
-  }
-  for (uint64_t i = 0; i < p.config.num_items; ++i) {
-    p.item_gmf.values[i * f + f - 2] = 1.0f;
-    p.item_gmf.values[i * f + f - 1] = 0.0f;
-  }
   std::fill(p.head_weight.values.begin(), p.head_weight.values.end(), 1.0f);
 }
 
-}  // namespace
-
-ModelParams ModelParams::initialize(const ModelConfig& config, uint64_t seed) {
+// Everything but the id tables' values, which the caller draws (their shapes are set).
+ModelParams initialize_without_id_rows(const ModelConfig& config, uint64_t seed) {
   config.validate();
   ModelParams p;
   p.config = config;
   p.weights.resize(config.num_dense_layers());
   p.biases.resize(config.num_dense_layers());
   const ParamLayout layout(config);
-  for (const TensorSlot& slot : layout.slots()) p.tensor(slot.role, slot.layer) = make_tensor(slot.name, slot.shape);
-  // Embeddings and feature rows N(0, 0.01); every tensor draws from its own Philox stream.
-  fill_normal(p.user_gmf, seed, 0, 0.01f);
-  fill_normal(p.item_gmf, seed, 1, 0.01f);
-  fill_normal(p.user_mlp, seed, 2, 0.01f);
-  fill_normal(p.item_mlp, seed, 3, 0.01f);
+  for (const TensorSlot& slot : layout.slots()) {
+    Tensor& t = p.tensor(slot.role, slot.layer);
+    if (slot.role <= TensorRole::kItemMlp) t = Tensor{slot.name, slot.shape, {}};  // an id table
+    else t = make_tensor(slot.name, slot.shape);
+  }
+  // Feature rows N(0, 0.01); every tensor draws from its own Philox stream (the id tables 0 to 3).
   fill_normal(p.user_features, seed, 4, 0.01f);
   fill_normal(p.user_numeric, seed, 5, 0.01f);
   fill_normal(p.item_features, seed, 6, 0.01f);
@@ -152,6 +144,43 @@ ModelParams ModelParams::initialize(const ModelConfig& config, uint64_t seed) {
   fill_uniform(p.head_weight, seed, 15,
                static_cast<float>(std::sqrt(3.0 / static_cast<double>(config.head_inputs()))));
   if (config.kind == ModelKind::kMF) set_mf_columns(p);
+  return p;
+}
+
+// Table t's rows u = rank, rank + ranks, ... drawn into t.values, in order.
+void draw_id_rows(Tensor& t, const ModelConfig& config, uint64_t seed, size_t table, uint32_t rank, uint32_t ranks) {
+  const uint64_t rows = t.rows(), cols = t.cols();
+  const uint64_t held = rows > rank ? (rows - rank + ranks - 1) / ranks : 0;
+  t.values.assign(cols == 0 ? 0 : held * cols, 0.0f);
+  for (uint64_t l = 0; cols > 0 && l < held; ++l) {
+    ModelParams::initial_id_row(config, seed, table, l * ranks + rank, t.values.data() + l * cols);
+  }
+}
+
+}  // namespace
+
+void ModelParams::initial_id_row(const ModelConfig& config, uint64_t seed, size_t table, uint64_t row, float* out) {
+  const bool gmf = table < 2, items = table % 2 == 1;
+  const uint64_t width = gmf ? (config.has_gmf() ? config.factors : 0) : config.mlp_embedding();
+  for (uint64_t j = 0; j < width; ++j) out[j] = normal_draw(seed, static_cast<uint32_t>(table), row * width + j, 0.01f);
+  // MF: users [p, b_u = 0, 1], items [q, 1, b_i = 0].
+  if (gmf && config.kind == ModelKind::kMF) {
+    out[width - 2] = items ? 1.0f : 0.0f;
+    out[width - 1] = items ? 0.0f : 1.0f;
+  }
+}
+
+ModelParams ModelParams::initialize(const ModelConfig& config, uint64_t seed) {
+  return initialize_shard(config, seed, 0, 1);
+}
+
+ModelParams ModelParams::initialize_shard(const ModelConfig& config, uint64_t seed, uint32_t rank, uint32_t ranks) {
+  TB_CHECK(ranks > 0 && rank < ranks, fmt::format("initialize_shard: rank {} of {}", rank, ranks));
+  ModelParams p = initialize_without_id_rows(config, seed);
+  p.shard_rank = rank;
+  p.shard_ranks = ranks;
+  Tensor* tables[kEmbeddingTables] = {&p.user_gmf, &p.item_gmf, &p.user_mlp, &p.item_mlp};
+  for (size_t t = 0; t < kEmbeddingTables; ++t) draw_id_rows(*tables[t], config, seed, t, rank, ranks);
   return p;
 }
 

@@ -5,12 +5,15 @@
 #include <algorithm>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "tastebud/checksum.h"
+#include "tastebud/engine/comm.h"
+#include "tastebud/engine/param_layout.h"
 #include "tastebud/engine/train_options.h"  // parameter_floats
 #include "tastebud/error.h"
 #include "tastebud/read_file.h"
@@ -19,19 +22,6 @@ namespace tastebud {
 namespace {
 
 constexpr char kMagic[8] = {'T', 'B', 'T', 'E', 'N', 'S', 'O', 'R'};
-
-template <class T>
-void put(std::string& out, const T& value) {
-  out.append(reinterpret_cast<const char*>(&value), sizeof(T));
-}
-
-void put_tensor(std::string& out, const Tensor& t) {
-  put(out, static_cast<uint32_t>(t.name.size()));
-  out += t.name;
-  put(out, static_cast<uint32_t>(t.shape.size()));
-  for (uint64_t d : t.shape) put(out, d);
-  out.append(reinterpret_cast<const char*>(t.values.data()), t.values.size() * sizeof(float));
-}
 
 class Reader {
  public:
@@ -88,15 +78,92 @@ class Reader {
   size_t pos_ = 0;
 };
 
-std::string encode(const std::string& header, const std::vector<const Tensor*>& tensors) {
-  std::string out(kMagic, sizeof(kMagic));
-  put(out, kTensorFileVersion);
-  put(out, static_cast<uint64_t>(header.size()));
-  out += header;
-  put(out, static_cast<uint64_t>(tensors.size()));
-  for (const Tensor* t : tensors) put_tensor(out, *t);
-  append_checksum(out);
-  return out;
+// A tensor file written piece by piece on rank 0, its checksum computed as it goes; on the other
+// ranks (no path) nothing is written and only the collectives of the id rows run.
+class TensorFileWriter {
+ public:
+  explicit TensorFileWriter(const std::filesystem::path* path) {
+    if (path != nullptr) file_.emplace(*path);
+  }
+  void write(std::string_view bytes) {
+    if (!file_) return;
+    crc_ = crc32_update(crc_, bytes);
+    file_->write(bytes);
+  }
+  template <class T>
+  void put_value(const T& value) {
+    write({reinterpret_cast<const char*>(&value), sizeof(T)});
+  }
+  void put_floats(const float* values, size_t count) {
+    write({reinterpret_cast<const char*>(values), count * sizeof(float)});
+  }
+  void commit() {
+    if (!file_) return;
+    file_->write(checksum_trailer(crc_));
+    file_->commit();
+  }
+
+ private:
+  std::optional<AtomicFile> file_;
+  uint32_t crc_ = 0;
+};
+
+// Rows [begin, end) of a table of `cols` columns whose rows are sharded over comm (each rank holds
+// its rows u % N == rank in order, `mine`): rank 0 gets them in row order, the others nothing.
+std::vector<float> gather_row_block(Communicator& comm, const std::vector<float>& mine, uint64_t cols, uint64_t begin,
+                                    uint64_t end) {
+  const uint64_t n = static_cast<uint64_t>(comm.size()), r = static_cast<uint64_t>(comm.rank());
+  const auto local = [&](uint64_t row, uint64_t rank) { return row > rank ? (row - rank + n - 1) / n : 0; };
+  const uint64_t first = local(begin, r), last = local(end, r);  // this rank's rows of the block
+  const std::vector<std::byte> all = comm.gather_to_root(
+      {reinterpret_cast<const std::byte*>(mine.data() + first * cols), (last - first) * cols * sizeof(float)});
+  if (!comm.root()) return {};
+  const auto* from = reinterpret_cast<const float*>(all.data());
+  std::vector<uint64_t> start(n);  // where each rank's rows begin in all
+  for (uint64_t k = 0, at = 0; k < n; ++k) {
+    start[k] = at;
+    at += local(end, k) - local(begin, k);
+  }
+  std::vector<float> block((end - begin) * cols);
+  for (uint64_t row = begin; row < end; ++row) {
+    const uint64_t k = row % n;
+    std::copy_n(from + (start[k] + row / n - local(begin, k)) * cols, cols, block.data() + (row - begin) * cols);
+  }
+  return block;
+}
+
+// Writes t: its header, then its values, whole or (a sharded id table) gathered in blocks of rows.
+void write_tensor(Communicator& comm, TensorFileWriter& out, const Tensor& t, bool sharded, size_t block_bytes) {
+  out.put_value(static_cast<uint32_t>(t.name.size()));
+  out.write(t.name);
+  out.put_value(static_cast<uint32_t>(t.shape.size()));
+  for (uint64_t d : t.shape) out.put_value(d);
+  const uint64_t cols = t.cols();
+  if (!sharded || cols == 0) {
+    out.put_floats(t.values.data(), t.values.size());
+    return;
+  }
+  const uint64_t rows_per_block = std::max<uint64_t>(1, block_bytes / sizeof(float) / cols);
+  for (uint64_t begin = 0; begin < t.rows(); begin += rows_per_block) {
+    const std::vector<float> block = gather_row_block(comm, t.values, cols, begin, std::min(t.rows(), begin + rows_per_block));
+    out.put_floats(block.data(), block.size());
+  }
+}
+
+// The whole file: magic, version, header, the tensors (the first `id_tables` of each group of
+// `group` are sharded when `sharded`), the checksum. Collective when sharded; rank 0 writes.
+void write_tensor_file(Communicator& comm, const std::string& header, const std::vector<const Tensor*>& tensors,
+                       bool sharded, size_t group, const std::filesystem::path& path, size_t block_bytes) {
+  TensorFileWriter out(comm.root() ? &path : nullptr);
+  out.write({kMagic, sizeof(kMagic)});
+  out.put_value(kTensorFileVersion);
+  out.put_value(static_cast<uint64_t>(header.size()));
+  out.write(header);
+  out.put_value(static_cast<uint64_t>(tensors.size()));
+  for (size_t k = 0; k < tensors.size(); ++k) {
+    write_tensor(comm, out, *tensors[k], sharded && k % group < ModelParams::kEmbeddingTables, block_bytes);
+  }
+  out.commit();
 }
 
 // Reads the header JSON and the tensors of a file. Version 2 files end in a CRC-32, checked
@@ -221,8 +288,15 @@ ModelConfig config_from_json(const std::string& text, const std::string& what) {
 }
 
 void save_model(const ModelParams& params, const std::filesystem::path& path) {
-  const nlohmann::json header{{"kind", "model"}, {"config", nlohmann::json::parse(config_to_json(params.config))}};
-  write_file_atomically(path, encode(header.dump(), params.tensors()));
+  save_model(*make_single_communicator(), params, path);
+}
+
+void save_model(Communicator& comm, const ModelParams& held, const std::filesystem::path& path, size_t block_bytes) {
+  TB_CHECK(!held.sharded() || held.shard_ranks == static_cast<uint32_t>(comm.size()),
+           "save_model: the parameters are sharded over another number of ranks");
+  const nlohmann::json header{{"kind", "model"}, {"config", nlohmann::json::parse(config_to_json(held.config))}};
+  const std::vector<const Tensor*> tensors = held.tensors();
+  write_tensor_file(comm, header.dump(), tensors, held.sharded(), tensors.size(), path, block_bytes);
 }
 
 ModelParams load_model(const std::filesystem::path& path) {
@@ -235,14 +309,171 @@ ModelParams load_model(const std::filesystem::path& path) {
 
 void save_checkpoint(const TrainState& state, const std::string& extra_json,
                      const std::filesystem::path& path) {
+  save_checkpoint(*make_single_communicator(), state, extra_json, path);
+}
+
+void save_checkpoint(Communicator& comm, const TrainState& held, const std::string& extra_json,
+                     const std::filesystem::path& path, size_t block_bytes) {
+  TB_CHECK(!held.params.sharded() || held.params.shard_ranks == static_cast<uint32_t>(comm.size()),
+           "save_checkpoint: the state is sharded over another number of ranks");
   nlohmann::json header{{"kind", "checkpoint"},
-                        {"config", nlohmann::json::parse(config_to_json(state.params.config))},
-                        {"step", state.step},
+                        {"config", nlohmann::json::parse(config_to_json(held.params.config))},
+                        {"step", held.step},
                         {"extra", nlohmann::json::parse(extra_json.empty() ? "{}" : extra_json)}};
-  std::vector<const Tensor*> all = state.params.tensors();
-  for (const Tensor& t : state.state0) all.push_back(&t);
-  for (const Tensor& t : state.state1) all.push_back(&t);
-  write_file_atomically(path, encode(header.dump(), all));
+  std::vector<const Tensor*> all = held.params.tensors();
+  const size_t group = all.size();
+  for (const Tensor& t : held.state0) all.push_back(&t);
+  for (const Tensor& t : held.state1) all.push_back(&t);
+  write_tensor_file(comm, header.dump(), all, held.params.sharded(), group, path, block_bytes);
+}
+
+namespace {
+
+// Reads a tensor file front to back in pieces, its checksum computed as it goes.
+class StreamReader {
+ public:
+  explicit StreamReader(const std::filesystem::path& path)
+      : in_(path, std::ios::binary), path_(path), end_(std::filesystem::file_size(path)) {
+    if (!in_) throw Error(fmt::format("cannot open {}", path.string()));
+  }
+  void read(void* out, uint64_t n) {
+    if (n > left()) fail("truncated");
+    in_.read(static_cast<char*>(out), static_cast<std::streamsize>(n));
+    if (!in_) fail("a read error");
+    crc_ = crc32_update(crc_, {static_cast<const char*>(out), n});
+    pos_ += n;
+  }
+  template <class T>
+  T get() {
+    T value;
+    read(&value, sizeof(T));
+    return value;
+  }
+  std::string get_string(uint64_t n) {
+    if (n > left()) fail("truncated");
+    std::string s(n, '\0');
+    read(s.data(), n);
+    return s;
+  }
+  // Version 2 files: the payload ends before the checksum trailer.
+  void expect_trailer() {
+    if (end_ < pos_ + kChecksumTrailerBytes) fail("truncated");
+    end_ -= kChecksumTrailerBytes;
+    trailer_ = true;
+  }
+  void check_trailer() {
+    if (!trailer_) return;
+    std::string stored(kChecksumTrailerBytes, '\0');
+    in_.read(stored.data(), static_cast<std::streamsize>(stored.size()));
+    if (!in_ || stored != checksum_trailer(crc_))
+      throw Error(fmt::format("corrupt: {}: the checksum does not match; the file was damaged after it was written",
+                              path_.string()));
+  }
+  uint64_t left() const { return end_ - pos_; }
+  [[noreturn]] void fail(const std::string& what) const {
+    throw Error(fmt::format("corrupt: {}: {} at byte {}", path_.string(), what, pos_));
+  }
+
+ private:
+  std::ifstream in_;
+  std::filesystem::path path_;
+  uint64_t end_ = 0, pos_ = 0;
+  uint32_t crc_ = 0;
+  bool trailer_ = false;
+};
+
+// Names and shapes of every tensor of config, no values (the id tables are far too large to
+// allocate whole here).
+ModelParams empty_params(const ModelConfig& config) {
+  ModelParams p;
+  p.config = config;
+  p.weights.resize(config.num_dense_layers());
+  p.biases.resize(config.num_dense_layers());
+  const ParamLayout layout(config);
+  for (const TensorSlot& slot : layout.slots()) p.tensor(slot.role, slot.layer) = Tensor{slot.name, slot.shape, {}};
+  return p;
+}
+
+// Reads tensor `expected`'s values into it: all of them, or of a sharded id table the rows
+// u % ranks == rank, read in blocks.
+void read_tensor(StreamReader& in, Tensor& expected, bool id_table, uint32_t rank, uint32_t ranks) {
+  const std::string name = in.get_string(in.get<uint32_t>());
+  if (expected.name.empty()) expected.name = name;  // optimizer state: its shape is what must match
+  const uint32_t dims = in.get<uint32_t>();
+  if (dims > 8) in.fail("a tensor of rank > 8");
+  std::vector<uint64_t> shape(dims);
+  for (uint64_t& d : shape) d = in.get<uint64_t>();
+  if (name != expected.name || shape != expected.shape) {
+    in.fail(fmt::format("tensor '{}' where '{}' of the configured shape belongs", name, expected.name));
+  }
+  uint64_t count = 1;
+  for (uint64_t d : shape) count *= d;  // the shape is the configuration's, bounded by the file's size
+  if (count > in.left() / sizeof(float)) in.fail("a tensor larger than the file");
+  if (!id_table || ranks == 1 || count == 0) {
+    expected.values.resize(count);
+    in.read(expected.values.data(), count * sizeof(float));
+    return;
+  }
+  const uint64_t rows = expected.rows(), cols = expected.cols();
+  expected.values.assign((rows > rank ? (rows - rank + ranks - 1) / ranks : 0) * cols, 0.0f);
+  const uint64_t rows_per_block = std::max<uint64_t>(1, kRowBlockBytes / sizeof(float) / cols);
+  std::vector<float> block;
+  for (uint64_t begin = 0; begin < rows; begin += rows_per_block) {
+    const uint64_t end = std::min(rows, begin + rows_per_block);
+    block.resize((end - begin) * cols);
+    in.read(block.data(), block.size() * sizeof(float));
+    for (uint64_t u = begin + (rank + ranks - begin % ranks) % ranks; u < end; u += ranks) {
+      std::copy_n(block.data() + (u - begin) * cols, cols, expected.values.data() + u / ranks * cols);
+    }
+  }
+}
+
+}  // namespace
+
+TrainState load_checkpoint_shard(const std::filesystem::path& path, std::string* extra_json, uint32_t rank,
+                                 uint32_t ranks) {
+  TB_CHECK(ranks > 0 && rank < ranks, fmt::format("load_checkpoint_shard: rank {} of {}", rank, ranks));
+  StreamReader in(path);
+  if (in.get_string(sizeof(kMagic)) != std::string(kMagic, sizeof(kMagic))) in.fail("not a tastebud tensor file");
+  const uint32_t version = in.get<uint32_t>();
+  if (version != kTensorFileVersion && version != 1) {
+    throw Error(fmt::format("{}: file version {} is not supported (this build reads 1 and {})", path.string(), version,
+                            kTensorFileVersion));
+  }
+  if (version >= 2) in.expect_trailer();
+  nlohmann::json header;
+  try {
+    header = nlohmann::json::parse(in.get_string(in.get<uint64_t>()));
+  } catch (const nlohmann::json::exception& e) {
+    in.fail(std::string("bad header: ") + e.what());
+  }
+  if (!header.is_object() || header.value("kind", "") != "checkpoint" || !header.contains("config"))
+    throw Error(fmt::format("{}: not a checkpoint", path.string()));
+  TrainState state;
+  state.params = empty_params(checked_config(header, path));
+  state.params.shard_rank = rank;
+  state.params.shard_ranks = ranks;
+  std::vector<Tensor*> slots = state.params.tensors();
+  const size_t n = slots.size();
+  if (in.get<uint64_t>() != 3 * n) throw Error(fmt::format("{}: optimizer state is incomplete", path.string()));
+  for (size_t k = 0; k < n; ++k) read_tensor(in, *slots[k], k < ModelParams::kEmbeddingTables, rank, ranks);
+  for (auto* states : {&state.state0, &state.state1}) {
+    for (size_t k = 0; k < n; ++k) {
+      Tensor t{"", slots[k]->shape, {}};
+      read_tensor(in, t, k < ModelParams::kEmbeddingTables, rank, ranks);
+      states->push_back(std::move(t));
+    }
+  }
+  if (in.left() != 0) in.fail("bytes after the last tensor");
+  in.check_trailer();
+  if (ranks == 1) state.params.shard_ranks = 1;
+  try {
+    state.step = header.at("step").get<uint64_t>();
+    if (extra_json) *extra_json = header.at("extra").dump();
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("corrupt: {}: the checkpoint header lacks its step or extra: {}", path.string(), e.what()));
+  }
+  return state;
 }
 
 TrainState load_checkpoint(const std::filesystem::path& path, std::string* extra_json) {

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <numeric>
 
+#include <fmt/format.h>
+
 #include "cpu/embedding.h"
 #include "cpu/optimizer.h"
 #include "tastebud/error.h"
@@ -33,6 +35,10 @@ ShardedIdTables::ShardedIdTables(Communicator& comm, TrainState& state) : comm_(
   constant_[0] = config.constant_column(false);
   constant_[1] = config.constant_column(true);
   const uint64_t n = static_cast<uint64_t>(comm_.size()), r = static_cast<uint64_t>(comm_.rank());
+  const bool held = state.params.sharded();  // rows u = l * n + r at l already
+  TB_CHECK(!held || (state.params.shard_ranks == n && state.params.shard_rank == r),
+           fmt::format("the state holds the id rows of rank {} of {}, this is rank {} of {}", state.params.shard_rank,
+                       state.params.shard_ranks, r, n));
   std::vector<Tensor*> tensors = state.params.tensors();
   for (int side = 0; side < 2; ++side) {
     const uint64_t local = local_rows(side);
@@ -44,7 +50,7 @@ ShardedIdTables::ShardedIdTables(Communicator& comm, TrainState& state) : comm_(
     for (int k = 0; k < 3; ++k) {
       to[k]->assign(local * w, 0.0f);
       for (uint64_t l = 0; l < local; ++l) {
-        const uint64_t u = l * n + r;
+        const uint64_t u = held ? l : l * n + r;
         if (f_ > 0) std::copy_n(from[k][0]->values.data() + u * f_, f_, to[k]->data() + l * w);
         if (e_ > 0) std::copy_n(from[k][1]->values.data() + u * e_, e_, to[k]->data() + l * w + f_);
       }
@@ -52,6 +58,8 @@ ShardedIdTables::ShardedIdTables(Communicator& comm, TrainState& state) : comm_(
       release(from[k][1]->values);
     }
   }
+  state.params.shard_rank = 0;
+  state.params.shard_ranks = 1;  // the id tables now live here
 }
 
 void ShardedIdTables::fetch(int side, std::span<const uint32_t> slice_ids, Fetched& out) {
@@ -182,6 +190,28 @@ void ShardedIdTables::gather(TrainState& state) {
       }
     }
   }
+}
+
+void ShardedIdTables::copy_held_rows(TrainState& state) const {
+  const int64_t w = width();
+  std::vector<Tensor*> tensors = state.params.tensors();
+  for (int side = 0; side < 2; ++side) {
+    Tensor* to[3][2] = {{tensors[gmf_table(side)], tensors[mlp_table(side)]},
+                        {&state.state0[gmf_table(side)], &state.state0[mlp_table(side)]},
+                        {&state.state1[gmf_table(side)], &state.state1[mlp_table(side)]}};
+    const std::vector<float>* from[3] = {&values_[side], &state0_[side], &state1_[side]};
+    const uint64_t local = local_rows(side);
+    for (int k = 0; k < 3; ++k) {
+      to[k][0]->values.resize(local * f_);
+      to[k][1]->values.resize(local * e_);
+      for (uint64_t l = 0; l < local; ++l) {
+        std::copy_n(from[k]->data() + l * w, f_, to[k][0]->values.data() + l * f_);
+        std::copy_n(from[k]->data() + l * w + f_, e_, to[k][1]->values.data() + l * e_);
+      }
+    }
+  }
+  state.params.shard_rank = static_cast<uint32_t>(comm_.rank());
+  state.params.shard_ranks = static_cast<uint32_t>(comm_.size());
 }
 
 uint64_t ShardedIdTables::held_bytes() const {

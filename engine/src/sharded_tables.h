@@ -25,7 +25,8 @@ class ShardedIdTables {
   };
 
   // Keeps the rows of state's four id tables (and their optimizer state) that this rank owns and
-  // frees the full tables in state.
+  // frees the tables in state. state may hold the whole tables, or only this rank's rows already
+  // (state.params.sharded(): a sharded initialisation or resume for comm's ranks).
   ShardedIdTables(Communicator& comm, TrainState& state);
 
   // Collective: the rows of side's ids used by this rank's slice rows.
@@ -39,6 +40,11 @@ class ShardedIdTables {
   // Collective: rank 0's `state` receives the whole id tables and their optimizer state; the other
   // ranks' stay empty.
   void gather(TrainState& state);
+
+  // state's id tables (emptied by the constructor) receive this rank's rows and optimizer state,
+  // and state.params is marked sharded: what checkpoints stream to rank 0 (model_io.h). Not
+  // collective.
+  void copy_held_rows(TrainState& state) const;
 
   uint64_t held_bytes() const;
   // Bytes received by this rank's exchanges since the last reset.

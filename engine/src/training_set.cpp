@@ -90,8 +90,11 @@ void TrainState::check_fits(const ModelConfig& config) const {
                        tensors.size(), layout.size()));
   for (size_t t = 0; t < layout.size(); ++t) {
     const TensorSlot& slot = layout[t];
+    // Sharded params hold their own rows of the id tables only.
+    const uint64_t size = t < ModelParams::kEmbeddingTables && params.sharded()
+                              ? params.held_rows(slot.shape[0]) * slot.shape[1] : slot.size();
     for (const Tensor* x : {tensors[t], &state0[t], &state1[t]}) {
-      TB_CHECK(x->shape == slot.shape && x->values.size() == slot.size(),
+      TB_CHECK(x->shape == slot.shape && x->values.size() == size,
                fmt::format("checkpoint does not match the model's shape: {} differs in shape", slot.name));
     }
   }

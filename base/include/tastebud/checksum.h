@@ -10,6 +10,11 @@
 namespace tastebud {
 
 uint32_t crc32_of(std::string_view bytes);
+// The CRC-32 of bytes that follow those whose CRC-32 is crc (0 before the first): a file written or
+// read in pieces.
+uint32_t crc32_update(uint32_t crc, std::string_view bytes);
+// The trailer append_checksum adds, for a payload whose CRC-32 is crc.
+std::string checksum_trailer(uint32_t crc);
 
 // Appends the trailer "TBCRC32:" + the CRC-32 of everything before it (little endian).
 void append_checksum(std::string& bytes);

@@ -112,9 +112,25 @@ struct ModelParams {
   // Context: [FeatureSpec::table_rows() x mlp_embedding()], present when the config has context.
   Tensor context_features;
 
+  // The id tables' rows these values hold: all of them (shard_ranks 1), or only rank shard_rank's
+  // own rows u % shard_ranks == shard_rank, in ascending order (a sharded initialisation or
+  // resume on several ranks, see engine/src/sharded_tables.h). The shapes stay the whole tables'.
+  uint32_t shard_rank = 0, shard_ranks = 1;
+  bool sharded() const { return shard_ranks > 1; }
+  // Rows of an id table of `rows` rows that these values hold.
+  uint64_t held_rows(uint64_t rows) const {
+    return rows > shard_rank ? (rows - shard_rank + shard_ranks - 1) / shard_ranks : 0;
+  }
+
   // Embeddings N(0, 0.01) (standard deviation 0.01, as in the paper), dense layers uniform with
   // He fan-in scaling, head uniform with fan-in scaling; every draw from Philox keyed by seed.
   static ModelParams initialize(const ModelConfig& config, uint64_t seed);
+  // The same values, but the id tables hold only rank's rows (see shard_rank): no process of
+  // several ever holds the whole tables. Row u's values are the bits initialize gives row u.
+  static ModelParams initialize_shard(const ModelConfig& config, uint64_t seed, uint32_t rank, uint32_t ranks);
+  // Row `row` of id table `table` (0 user_gmf, 1 item_gmf, 2 user_mlp, 3 item_mlp) as initialize
+  // draws it, MF's bias and constant columns included; out has the table's width.
+  static void initial_id_row(const ModelConfig& config, uint64_t seed, size_t table, uint64_t row, float* out);
 
   // Every tensor in the order of ParamLayout(config) (tastebud/engine/param_layout.h): the sparse
   // tables first (the four id tables, then the feature tables that the config enables, then the

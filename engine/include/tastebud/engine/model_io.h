@@ -2,6 +2,7 @@
 // a temporary name and renamed into place so a reader never sees half a file.
 #pragma once
 
+#include <cstddef>
 #include <filesystem>
 #include <string>
 
@@ -19,13 +20,31 @@ inline constexpr uint32_t kTensorFileVersion = 2;
 std::string config_to_json(const ModelConfig& config);
 ModelConfig config_from_json(const std::string& json_text, const std::string& what);
 
+class Communicator;  // tastebud/engine/comm.h
+
+// The id tables of sharded parameters travel to rank 0 in blocks of about this many bytes.
+inline constexpr size_t kRowBlockBytes = size_t{4} << 20;
+
 // model.bin: the parameters only.
 void save_model(const ModelParams& params, const std::filesystem::path& path);
+// The same file from the parameters each rank holds (params.sharded(): its own id rows, see
+// ModelParams::shard_rank): collective, rank 0 writes. Each block of rows of an id table is
+// gathered to rank 0 and written before the next, so no rank ever holds a whole table.
+void save_model(Communicator& comm, const ModelParams& held, const std::filesystem::path& path,
+                size_t block_bytes = kRowBlockBytes);
 ModelParams load_model(const std::filesystem::path& path);
 
 // checkpoint.bin: parameters, optimizer state, steps, and the caller's JSON (epoch, history, ...).
 void save_checkpoint(const TrainState& state, const std::string& extra_json,
                      const std::filesystem::path& path);
+// The same file from each rank's held state (collective, rank 0 writes; see save_model).
+void save_checkpoint(Communicator& comm, const TrainState& held, const std::string& extra_json,
+                     const std::filesystem::path& path, size_t block_bytes = kRowBlockBytes);
 TrainState load_checkpoint(const std::filesystem::path& path, std::string* extra_json);
+// Rank `rank` of `ranks`' part of a checkpoint: the file read in pieces, the id tables' rows
+// u % ranks == rank kept (ModelParams::sharded), everything else whole; memory: the part and a
+// block. The checksum is checked as the file is read.
+TrainState load_checkpoint_shard(const std::filesystem::path& path, std::string* extra_json, uint32_t rank,
+                                 uint32_t ranks);
 
 }  // namespace tastebud

@@ -117,6 +117,10 @@ class Backend {
   // The current state (copied back from the device where there is one).
   virtual TrainState state() = 0;
   virtual void load_state(const TrainState& state) = 0;
+  // The state as this process holds it: state() in one process; under several ranks, whose
+  // state() gathers the whole id tables to rank 0, each rank's own rows of them
+  // (ModelParams::sharded), which the collective model_io writers stream to rank 0 in blocks.
+  virtual TrainState held_state() { return state(); }
   // Bytes of parameters and optimizer state this process holds (0: not reported).
   virtual uint64_t held_bytes() const { return 0; }
 };
