@@ -12,8 +12,10 @@
 
 #include "host/distributed_eval.h"
 #include "training_sets.h"
+#include "tastebud/engine/backends.h"
 #include "tastebud/engine/comm.h"
 #include "tastebud/engine/trainer.h"
+#include "tastebud/error.h"
 
 namespace tastebud {
 namespace {
@@ -49,11 +51,15 @@ struct TrainRun {
   std::vector<double> losses;
 };
 
+// device: "cpu" or "cuda", through make_backend as the command line chooses.
 TrainRun train(Communicator& comm, const TrainingSet& data, TrainOptions options, ModelKind kind, uint32_t epochs,
-               uint64_t* held_bytes = nullptr) {
+               uint64_t* held_bytes = nullptr, const std::string& device = "cpu") {
   options.comm = &comm;
-  auto backend = make_cpu_backend(data, options, TrainState::fresh(ModelParams::initialize(config_of(data, kind), 3),
-                                                                   options.optimizer));
+  std::string notice;
+  auto backend = make_backend(device, data, options,
+                              TrainState::fresh(ModelParams::initialize(config_of(data, kind), 3), options.optimizer),
+                              &notice);
+  if (device == "cuda" && comm.size() > 1 && comm.root()) std::printf("[ ranks ] %s\n", notice.c_str());
   if (held_bytes) *held_bytes = backend->held_bytes();
   TrainRun run;
   for (uint32_t e = 0; e < epochs; ++e) run.losses.push_back(backend->train_epoch(e, {}).mean_loss);
@@ -75,6 +81,20 @@ double largest_difference(const std::vector<float>& a, const std::vector<float>&
   double worst = 0;
   for (size_t k = 0; k < a.size(); ++k) worst = std::max(worst, std::abs(static_cast<double>(a[k]) - b[k]));
   return worst;
+}
+
+// Every float of got within atol + rtol * |want|; names the first that is not.
+::testing::AssertionResult near_all(const std::vector<float>& got, const std::vector<float>& want, double atol,
+                                    double rtol) {
+  if (got.size() != want.size()) return ::testing::AssertionFailure() << got.size() << " floats, want " << want.size();
+  for (size_t k = 0; k < got.size(); ++k) {
+    const double tolerance = atol + rtol * std::abs(static_cast<double>(want[k]));
+    if (!(std::abs(static_cast<double>(got[k]) - want[k]) <= tolerance)) {
+      return ::testing::AssertionFailure() << "float " << k << ": " << got[k] << " vs " << want[k] << " (tolerance "
+                                           << tolerance << ")";
+    }
+  }
+  return ::testing::AssertionSuccess();
 }
 
 class TwoRanks : public ::testing::Test {
@@ -307,6 +327,95 @@ TEST_F(TwoRanks, BroadcastParamsFillsTheTablesOtherRanksLack) {
   const std::vector<const Tensor*> want = full.tensors(), got = std::as_const(mine).tensors();
   ASSERT_EQ(want.size(), got.size());
   for (size_t k = 0; k < want.size(); ++k) EXPECT_EQ(got[k]->values, want[k]->values) << want[k]->name;
+}
+
+// The CUDA backend on two ranks (its rank step, host-staged id rows, dense gradients over NCCL or
+// the host): against one CUDA process and against two CPU ranks, the same global batches within
+// float rounding. Skips without a CUDA device (every rank asks, so all skip together).
+TEST_F(TwoRanks, CudaRanksTrainTheOneProcessModel) {
+  std::string reason;
+  double available = cuda_available(&reason) ? 1.0 : 0.0;
+  world().allreduce_sum(std::span<double>(&available, 1));
+  if (available < world().size()) GTEST_SKIP() << "no CUDA device: " << reason;
+  const TrainingSet data = banded_training_set(151, 97);
+  const auto single = make_single_communicator();
+  struct Case {
+    LossKind loss;
+    OptimizerKind optimizer;
+    ModelKind kind;
+    double atol;  // Adam's step is about lr * sign(g): a flipped near-zero gradient moves by up to 2 lr
+  };
+  for (const Case& c : {Case{LossKind::kBce, OptimizerKind::kSgd, ModelKind::kNeuMF, 1e-5},
+                        Case{LossKind::kBpr, OptimizerKind::kSgd, ModelKind::kNeuMF, 1e-5},
+                        Case{LossKind::kBce, OptimizerKind::kAdagrad, ModelKind::kGMF, 1e-5},
+                        Case{LossKind::kBce, OptimizerKind::kSgd, ModelKind::kMLP, 1e-5},
+                        Case{LossKind::kBce, OptimizerKind::kAdam, ModelKind::kMF, 1e-4}}) {
+    const TrainOptions options = options_of(c.loss, c.optimizer);
+    const TrainRun one = train(*single, data, options, c.kind, 2, nullptr, "cuda");
+    const TrainRun two = train(world(), data, options, c.kind, 2, nullptr, "cuda");
+    const TrainRun cpu = train(world(), data, options, c.kind, 2, nullptr, "cpu");
+    for (size_t e = 0; e < one.losses.size(); ++e) {
+      EXPECT_NEAR(two.losses[e], one.losses[e], 1e-5 * one.losses[e]) << "epoch " << e;
+      EXPECT_NEAR(two.losses[e], cpu.losses[e], 1e-4 * cpu.losses[e]) << "epoch " << e;
+    }
+    EXPECT_EQ(two.state.step, one.state.step);
+    if (!world().root()) continue;
+    const std::vector<float> got = flatten(two.state);
+    std::printf("[ ranks ] cuda %d ranks: largest parameter difference vs 1 CUDA process %.3g, vs %d CPU ranks %.3g\n",
+                world().size(), largest_difference(got, flatten(one.state)), world().size(),
+                largest_difference(got, flatten(cpu.state)));
+    EXPECT_TRUE(near_all(got, flatten(one.state), c.atol, 1e-3)) << "against one CUDA process";
+    EXPECT_TRUE(near_all(got, flatten(cpu.state), c.atol, 1e-3)) << "against two CPU ranks";
+  }
+}
+
+// What the CUDA backend does not train on several ranks stops with a message that says so, in any
+// build (the model is checked before the device).
+TEST_F(TwoRanks, CudaRanksRefuseMetadataAndUpdateMode) {
+  TrainingSet data = banded_training_set(41, 50);
+  ModelConfig config = config_of(data, ModelKind::kNeuMF);
+  add_metadata(data, config);
+  TrainOptions options = options_of(LossKind::kBce, OptimizerKind::kSgd);
+  options.comm = &world();
+  const TrainState start = TrainState::fresh(ModelParams::initialize(config, 23), options.optimizer);
+  try {
+    make_backend("cuda", data, options, start, nullptr);
+    ADD_FAILURE() << "metadata on two CUDA ranks was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("id-only models; metadata trains on the CPU backend"), std::string::npos)
+        << e.what();
+  }
+  const TrainingSet plain = banded_training_set(41, 50);
+  options.trainable_users.assign(plain.num_users, 1);
+  try {
+    make_backend("cuda", plain, options,
+                 TrainState::fresh(ModelParams::initialize(config_of(plain, ModelKind::kNeuMF), 23), options.optimizer),
+                 nullptr);
+    ADD_FAILURE() << "update mode on two CUDA ranks was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("update mode"), std::string::npos) << e.what();
+  }
+}
+
+// The rows both backends give each rank: whole chunks, in rank order, covering the batch once; a
+// short batch leaves the first ranks none.
+TEST(RankRows, ChunksOfTheBatchInRankOrder) {
+  const uint32_t chunk = chunk_rows(700);
+  ASSERT_EQ(chunk, 128u);
+  EXPECT_EQ(rank_rows(700, chunk, 0, 2), (std::pair<int64_t, int64_t>(0, 384)));    // 3 of 6 chunks
+  EXPECT_EQ(rank_rows(700, chunk, 1, 2), (std::pair<int64_t, int64_t>(384, 700)));  // 3, the last one short
+  EXPECT_EQ(rank_rows(100, chunk, 0, 2), (std::pair<int64_t, int64_t>(0, 0)));
+  EXPECT_EQ(rank_rows(100, chunk, 1, 2), (std::pair<int64_t, int64_t>(0, 100)));
+  for (int size : {1, 3, 7}) {
+    int64_t next = 0;
+    for (int r = 0; r < size; ++r) {
+      const auto [begin, end] = rank_rows(2 * 1000, chunk_rows(2 * 1000), r, size);
+      EXPECT_EQ(begin, next) << "rank " << r << " of " << size;
+      EXPECT_EQ(begin % 2, 0) << "a BPR pair split at rank " << r;
+      next = end;
+    }
+    EXPECT_EQ(next, 2000) << size << " ranks";
+  }
 }
 
 // The NCCL path (CUDA + MPI builds): a device buffer summed over the ranks (also one rank alone,
