@@ -97,6 +97,15 @@ double largest_difference(const std::vector<float>& a, const std::vector<float>&
   return ::testing::AssertionSuccess();
 }
 
+// One training case: the loss, the optimizer, the model, and the largest parameter difference
+// allowed (its absolute part).
+struct Case {
+  LossKind loss;
+  OptimizerKind optimizer;
+  ModelKind kind;
+  double tolerance;
+};
+
 class TwoRanks : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -109,12 +118,6 @@ class TwoRanks : public ::testing::Test {
 TEST_F(TwoRanks, TrainTheOneProcessModelWithinRounding) {
   const TrainingSet data = banded_training_set(151, 97);
   const auto single = make_single_communicator();
-  struct Case {
-    LossKind loss;
-    OptimizerKind optimizer;
-    ModelKind kind;
-    double tolerance;  // largest parameter difference allowed after 3 epochs
-  };
   // SGD follows the gradient's size, so rounding stays rounding. Adam's step is about lr * sign(g):
   // a near-zero gradient whose sign the summation order flips moves that parameter by up to 2 lr,
   // so Adam gets more room (6e-8 was measured; a flip would show as about 2 lr = 0.02).
@@ -339,12 +342,7 @@ TEST_F(TwoRanks, CudaRanksTrainTheOneProcessModel) {
   if (available < world().size()) GTEST_SKIP() << "no CUDA device: " << reason;
   const TrainingSet data = banded_training_set(151, 97);
   const auto single = make_single_communicator();
-  struct Case {
-    LossKind loss;
-    OptimizerKind optimizer;
-    ModelKind kind;
-    double atol;  // Adam's step is about lr * sign(g): a flipped near-zero gradient moves by up to 2 lr
-  };
+  // Adam's step is about lr * sign(g): a flipped near-zero gradient moves by up to 2 lr.
   for (const Case& c : {Case{LossKind::kBce, OptimizerKind::kSgd, ModelKind::kNeuMF, 1e-5},
                         Case{LossKind::kBpr, OptimizerKind::kSgd, ModelKind::kNeuMF, 1e-5},
                         Case{LossKind::kBce, OptimizerKind::kAdagrad, ModelKind::kGMF, 1e-5},
@@ -364,8 +362,8 @@ TEST_F(TwoRanks, CudaRanksTrainTheOneProcessModel) {
     std::printf("[ ranks ] cuda %d ranks: largest parameter difference vs 1 CUDA process %.3g, vs %d CPU ranks %.3g\n",
                 world().size(), largest_difference(got, flatten(one.state)), world().size(),
                 largest_difference(got, flatten(cpu.state)));
-    EXPECT_TRUE(near_all(got, flatten(one.state), c.atol, 1e-3)) << "against one CUDA process";
-    EXPECT_TRUE(near_all(got, flatten(cpu.state), c.atol, 1e-3)) << "against two CPU ranks";
+    EXPECT_TRUE(near_all(got, flatten(one.state), c.tolerance, 1e-3)) << "against one CUDA process";
+    EXPECT_TRUE(near_all(got, flatten(cpu.state), c.tolerance, 1e-3)) << "against two CPU ranks";
   }
 }
 

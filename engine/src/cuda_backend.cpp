@@ -707,7 +707,7 @@ class CudaBackend final : public Backend {
       loss_scale_ = scale;
       d_dense_grad_.zero(stream);  // no rows: this rank adds nothing to the sum
     }
-    // The slice rows' gradients to the host while the loss is summed: GMF rows, the MLP input.
+    // The slice rows' gradients to the host, for their owners: GMF rows, the MLP input.
     h_grads_[0].resize(n * f);
     h_grads_[1].resize(n * f);
     h_grads_[2].resize(n * 2 * e);
