@@ -24,8 +24,9 @@ std::unique_ptr<Backend> make_cuda_ranks(const TrainingSet& data, const TrainOpt
   const ModelConfig& config = state.params.config;
   if (config.has_metadata() || config.has_context()) {
     throw Error(fmt::format("--device cuda: on several ranks the CUDA backend trains id-only models; {} trains on "
-                            "the CPU backend there (use --device cpu, or one process)",
-                            config.has_context() ? "--context" : "metadata"));
+                            "the CPU backend there (use --device cpu, {}, or one process)",
+                            config.has_context() ? "--context" : "metadata",
+                            config.has_context() ? "no --context" : "--metadata none"));
   }
   std::string reason;
   if (!cuda_available(&reason)) throw Error("--device cuda: " + reason);
