@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "host/distributed_eval.h"
+#include "rank_step.h"  // engine/src: the rank step both backends' exchanges go through
 #include "training_sets.h"
 #include "tastebud/engine/backends.h"
 #include "tastebud/engine/comm.h"
@@ -393,6 +394,66 @@ TEST_F(TwoRanks, CudaRanksRefuseMetadataAndUpdateMode) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("update mode"), std::string::npos) << e.what();
   }
+}
+
+// The glue the CUDA backend's rank step calls (RankStep), checked on the host: each rank fetches the
+// rows of its slice (some ids shared by both ranks), returns per-row gradients of the GMF rows and
+// of the MLP input ([rows x 2e], the item half at column e), and the owners apply every rank's
+// parts. With SGD and no L2 each touched row moves by -lr x its summed gradient.
+TEST_F(TwoRanks, RankStepFetchesRowsAndReturnsBothSidesGradients) {
+  const TrainingSet data = banded_training_set(151, 97);
+  const ModelConfig config = config_of(data, ModelKind::kNeuMF);
+  OptimizerParams sgd;
+  sgd.kind = OptimizerKind::kSgd;
+  sgd.lr = 0.5f;
+  sgd.l2 = 0.0f;
+  const TrainState whole = TrainState::fresh(ModelParams::initialize(config, 3), sgd);
+  const int64_t f = config.factors, e = config.mlp_embedding(), rows = 4;
+  auto users_of = [](int r) { return std::vector<uint32_t>{static_cast<uint32_t>(r), 5, 5, 150u - r}; };
+  auto items_of = [](int r) { return std::vector<uint32_t>{static_cast<uint32_t>(r + 1), 3, 96, 3}; };
+  auto grad = [](int r, int64_t k, int64_t j, int which) { return 0.01f * (k + 1) + 0.001f * j + 0.1f * r + which; };
+  TrainState state = whole;
+  RankStep step(world(), state);
+  EXPECT_TRUE(state.params.user_gmf.values.empty() && state.params.item_mlp.values.empty());
+  const int me = world().rank();
+  const std::vector<uint32_t> users = users_of(me), items = items_of(me);
+  step.fetch(users, items);
+  for (int64_t k = 0; k < rows; ++k) {
+    for (int64_t j = 0; j < f; ++j) {
+      ASSERT_EQ(step.gmf_rows(0)[step.slots(0)[k] * f + j], whole.params.user_gmf.values[users[k] * f + j]) << k;
+      ASSERT_EQ(step.gmf_rows(1)[step.slots(1)[k] * f + j], whole.params.item_gmf.values[items[k] * f + j]) << k;
+    }
+    for (int64_t j = 0; j < e; ++j) {
+      ASSERT_EQ(step.mlp_rows(0)[step.slots(0)[k] * e + j], whole.params.user_mlp.values[users[k] * e + j]) << k;
+      ASSERT_EQ(step.mlp_rows(1)[step.slots(1)[k] * e + j], whole.params.item_mlp.values[items[k] * e + j]) << k;
+    }
+  }
+  EXPECT_EQ(step.fetched_ids(0), 3u);
+  EXPECT_EQ(step.sum_loss(1.5 + me), 1.5 * world().size() + world().size() * (world().size() - 1) / 2.0);
+  std::vector<float> user_gmf(rows * f), item_gmf(rows * f), mlp_input(rows * 2 * e);
+  for (int64_t k = 0; k < rows; ++k) {
+    for (int64_t j = 0; j < f; ++j) user_gmf[k * f + j] = grad(me, k, j, 0), item_gmf[k * f + j] = grad(me, k, j, 1);
+    for (int64_t j = 0; j < 2 * e; ++j) mlp_input[k * 2 * e + j] = grad(me, k, j, 2);
+  }
+  step.update(user_gmf.data(), item_gmf.data(), mlp_input.data(), e, sgd, sgd.lr, 1.0f, nullptr);
+  step.gather(state);
+  if (!world().root()) return;
+  TrainState want = whole;
+  for (int r = 0; r < world().size(); ++r) {
+    const std::vector<uint32_t> us = users_of(r), is = items_of(r);
+    for (int64_t k = 0; k < rows; ++k) {
+      for (int64_t j = 0; j < f; ++j) {
+        want.params.user_gmf.values[us[k] * f + j] -= sgd.lr * grad(r, k, j, 0);
+        want.params.item_gmf.values[is[k] * f + j] -= sgd.lr * grad(r, k, j, 1);
+      }
+      for (int64_t j = 0; j < e; ++j) {
+        want.params.user_mlp.values[us[k] * e + j] -= sgd.lr * grad(r, k, j, 2);
+        want.params.item_mlp.values[is[k] * e + j] -= sgd.lr * grad(r, k, e + j, 2);
+      }
+    }
+  }
+  EXPECT_TRUE(near_all(flatten(state), flatten(want), 1e-6, 1e-6));
+  EXPECT_NE(state.params.item_mlp.values, whole.params.item_mlp.values);
 }
 
 // The rows both backends give each rank: whole chunks, in rank order, covering the batch once; a
