@@ -17,6 +17,9 @@
 #include "tastebud/engine/comm.h"
 #include "tastebud/engine/trainer.h"
 #include "tastebud/error.h"
+#ifdef TASTEBUD_WITH_CUDA
+#include "cuda/common.h"
+#endif
 
 namespace tastebud {
 namespace {
@@ -476,6 +479,43 @@ TEST(RankRows, ChunksOfTheBatchInRankOrder) {
     EXPECT_EQ(next, 2000) << size << " ranks";
   }
 }
+
+#ifdef TASTEBUD_WITH_CUDA
+// The device communicators of the CUDA rank step (CUDA builds, on a GPU): the chosen one (NCCL
+// with a GPU per rank, else host-staged) and the host-staged one sum a device buffer to the same
+// values on every rank; the host-staged all-gather fills every rank's block.
+TEST_F(TwoRanks, DeviceCommunicatorsSumOnTheDevice) {
+  std::string reason;
+  double available = cuda_available(&reason) ? 1.0 : 0.0;
+  world().allreduce_sum(std::span<double>(&available, 1));
+  if (available < world().size()) GTEST_SKIP() << "no CUDA device: " << reason;
+  const int n = world().size(), me = world().rank();
+  std::string which;
+  std::unique_ptr<DeviceCommunicator> comms[2] = {make_device_communicator(world(), &which),
+                                                  make_host_staged_communicator(world())};
+  if (world().root()) std::printf("[ ranks ] device communicator: %s\n", which.c_str());
+  cuda::Stream stream;
+  for (auto& comm : comms) {
+    std::vector<float> values(1000);
+    for (size_t k = 0; k < values.size(); ++k) values[k] = static_cast<float>(k) + 0.5f * me;
+    cuda::DeviceBuffer<float> d_values = cuda::to_device(values, stream.get());
+    comm->allreduce_sum(d_values.data(), values.size(), stream.get());
+    stream.synchronize();
+    const std::vector<float> got = d_values.download(stream.get());
+    for (size_t k = 0; k < got.size(); ++k) {
+      ASSERT_EQ(got[k], static_cast<float>(n * k) + 0.25f * n * (n - 1)) << "element " << k;
+    }
+  }
+  std::vector<uint32_t> blocks(3 * n, 0);
+  for (int j = 0; j < 3; ++j) blocks[3 * me + j] = 100 * me + j;
+  cuda::DeviceBuffer<uint32_t> d_blocks = cuda::to_device(blocks, stream.get());
+  comms[1]->allgather_in_place(d_blocks.data(), 3 * sizeof(uint32_t), stream.get());
+  const std::vector<uint32_t> gathered = d_blocks.download(stream.get());
+  for (int r = 0; r < n; ++r) {
+    for (int j = 0; j < 3; ++j) EXPECT_EQ(gathered[3 * r + j], static_cast<uint32_t>(100 * r + j));
+  }
+}
+#endif
 
 // The NCCL path (CUDA + MPI builds): a device buffer summed over the ranks (also one rank alone,
 // run without mpirun on a machine with one GPU). Skips without NCCL or without a GPU per rank.
