@@ -2,8 +2,9 @@
 // call a Communicator at fixed points and never MPI (or NCCL) directly.
 //
 // Implementations: one process (every collective is the identity, the default), MPI
-// (engine/src/comm_mpi.cpp, built with TASTEBUD_MPI) for host buffers, and NCCL for device buffers
-// bootstrapped over MPI (engine/src/comm_nccl.cpp, CUDA + MPI builds).
+// (engine/src/comm_mpi.cpp, built with TASTEBUD_MPI) for host buffers, and for device buffers NCCL
+// bootstrapped over MPI (engine/src/comm_nccl.cpp, CUDA + MPI builds) or the host-staged one
+// (engine/src/comm_device.cpp, CUDA builds).
 #pragma once
 
 #include <algorithm>
