@@ -161,11 +161,12 @@ if ! have_gpu; then step ranks "no device" 0 "-"
 elif [ ! -x "$BIN/test_mpi" ]; then step ranks "not bundled" 0 "no test_mpi in the bundle (built without MPI)"
 else
   ok=1
-  run 30 ranks.log "$BIN/test_mpi" --gtest_filter='Nccl.*:RankRows.*' || ok=0
+  # Open MPI gives each rank a pseudo-terminal: no colour codes, so the result lines can be counted.
+  run 30 ranks.log "$BIN/test_mpi" --gtest_color=no --gtest_filter='Nccl.*:RankRows.*' || ok=0
   launcher=$(command -v mpirun || command -v mpiexec || true)
   if [ -n "$launcher" ]; then
     OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY=passive \
-      run 120 ranks.log "$launcher" -np 2 --oversubscribe "$BIN/test_mpi" || ok=0
+      run 120 ranks.log "$launcher" -np 2 --oversubscribe "$BIN/test_mpi" --gtest_color=no || ok=0
     how="one rank, then $launcher -np 2"
   else
     how="one rank only (no mpirun here: TwoRanks.CudaRanks* not run)"
@@ -174,7 +175,7 @@ else
   ranks_failed=$(grep -c '^\[  FAILED  \] .* ms)$' "$OUT/ranks.log" || true)
   ranks_skipped=$(grep -c '^\[  SKIPPED \] .* ms)$' "$OUT/ranks.log" || true)
   step ranks "$([ "$ok" = 1 ] && [ "$ranks_failed" = 0 ] && echo passed || echo FAILED)" $(( $(now) - t0 )) \
-    "$how: $ranks_passed passed, $ranks_failed failed, $ranks_skipped skipped (per rank); CUDA-rank differences in ranks.log"
+    "$how: $ranks_passed passed, $ranks_failed failed, $ranks_skipped skipped (each rank counts its own); CUDA-rank differences in ranks.log"
 fi
 
 # --- sanitizer
