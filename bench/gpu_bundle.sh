@@ -18,6 +18,7 @@ DIR="${1:?usage: bench/gpu_bundle.sh [--no-build] DIR}"
 BUILD="${BUILD_DIR:-$ROOT/build}"
 case "$BUILD" in /*) ;; *) BUILD="$ROOT/$BUILD" ;; esac
 BINARIES=(host/tastebud tests/test_backends tests/test_gpu_scorer tests/test_inference bench/bench_kernels_cuda)
+OPTIONAL=(tests/test_mpi)  # builds with MPI: the ranks step
 LIMIT_MIB=40
 
 if [ "$BUILD_FIRST" = 1 ]; then
@@ -25,6 +26,7 @@ if [ "$BUILD_FIRST" = 1 ]; then
   bash "$ROOT/scripts/setup.sh"
   cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DTASTEBUD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null
   cmake --build "$BUILD" -j"$(nproc)" --target tastebud test_backends test_gpu_scorer test_inference bench_kernels_cuda
+  if cmake --build "$BUILD" --target help | grep -qw test_mpi; then cmake --build "$BUILD" -j"$(nproc)" --target test_mpi; fi
 fi
 for b in "${BINARIES[@]}"; do
   [ -x "$BUILD/$b" ] || { echo "gpu_bundle: $BUILD/$b is missing: build with CUDA first" >&2; exit 1; }
@@ -34,6 +36,9 @@ rm -rf "$DIR"
 mkdir -p "$DIR/bin" "$DIR/lib"
 for b in "${BINARIES[@]}"; do
   strip -o "$DIR/bin/$(basename "$b")" "$BUILD/$b"
+done
+for b in "${OPTIONAL[@]}"; do
+  if [ -x "$BUILD/$b" ]; then strip -o "$DIR/bin/$(basename "$b")" "$BUILD/$b"; fi
 done
 
 # What the target machine already has: glibc, the C++ runtime and the CUDA toolkit and driver.

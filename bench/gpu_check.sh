@@ -7,6 +7,8 @@
 #   preflight   nvidia-smi, every binary's ldd with nothing "not found", the CPU flags of the build
 #   smoke       tiny generate, import, train and batch-infer with the bundled tastebud (no GPU needed)
 #   tests       the CUDA test suites with TASTEBUD_CUDA_SYNC=1 (their CPU instances run without a GPU)
+#   ranks       test_mpi on the GPU: NCCL over one rank, then (where the machine has mpirun; the
+#               bundle carries no MPI launcher) two ranks of the CUDA backend against one process
 #   sanitizer   compute-sanitizer memcheck and racecheck on a few CUDA tests
 #   train       an ML-20M-sized shop: TF32 and FP32, a few epochs, HR@10 each epoch; the CPU's first
 #               epoch on a 10% subsample for the speed ratio
@@ -16,8 +18,8 @@
 # it exits 1 when a step failed.
 #
 # Output, written into $OUT (default ./gpu-check-out) as each step ends, at most 8 files:
-#   summary.md (the table so far), preflight.log, tests.log, sanitizer.log, train.log, bench.log,
-#   infer.log. A run cut short still leaves everything it did.
+#   summary.md (the table so far), preflight.log, tests.log, ranks.log, sanitizer.log, train.log,
+#   bench.log, infer.log. A run cut short still leaves everything it did.
 # Usage: OUT=/some/dir bash gpu_check.sh    (WORK: scratch space, default /tmp/tastebud-gpu-check)
 set -uo pipefail
 
@@ -151,6 +153,30 @@ result="$passed passed, $failed failed, $no_device skipped for want of a device,
 if [ "$tests_ok" = 0 ] || [ "$failed" != 0 ]; then step tests FAILED $(( $(now) - t0 )) "$result"
 elif ! have_gpu || [ "$no_device" != 0 ]; then step tests "no device" $(( $(now) - t0 )) "$result"
 else step tests passed $(( $(now) - t0 )) "$result"; fi
+
+# --- ranks: test_mpi needs a launcher for two ranks; one rank alone checks NCCL on this GPU.
+t0=$(now)
+: >"$OUT/ranks.log"
+if ! have_gpu; then step ranks "no device" 0 "-"
+elif [ ! -x "$BIN/test_mpi" ]; then step ranks "not bundled" 0 "no test_mpi in the bundle (built without MPI)"
+else
+  ok=1
+  # Open MPI gives each rank a pseudo-terminal: no colour codes, so the result lines can be counted.
+  run 30 ranks.log "$BIN/test_mpi" --gtest_color=no --gtest_filter='Nccl.*:RankRows.*' || ok=0
+  launcher=$(command -v mpirun || command -v mpiexec || true)
+  if [ -n "$launcher" ]; then
+    OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY=passive \
+      run 120 ranks.log "$launcher" -np 2 --oversubscribe "$BIN/test_mpi" --gtest_color=no || ok=0
+    how="one rank, then $launcher -np 2"
+  else
+    how="one rank only (no mpirun here: TwoRanks.CudaRanks* not run)"
+  fi
+  ranks_passed=$(grep -c '^\[       OK \] .* ms)$' "$OUT/ranks.log" || true)
+  ranks_failed=$(grep -c '^\[  FAILED  \] .* ms)$' "$OUT/ranks.log" || true)
+  ranks_skipped=$(grep -c '^\[  SKIPPED \] .* ms)$' "$OUT/ranks.log" || true)
+  step ranks "$([ "$ok" = 1 ] && [ "$ranks_failed" = 0 ] && echo passed || echo FAILED)" $(( $(now) - t0 )) \
+    "$how: $ranks_passed passed, $ranks_failed failed, $ranks_skipped skipped (each rank counts its own); CUDA-rank differences in ranks.log"
+fi
 
 # --- sanitizer
 t0=$(now)

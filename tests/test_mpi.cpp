@@ -16,11 +16,16 @@
 #include <unistd.h>
 
 #include "host/distributed_eval.h"
+#include "rank_step.h"  // engine/src: the rank step both backends' exchanges go through
 #include "training_sets.h"
+#include "tastebud/engine/backends.h"
 #include "tastebud/engine/comm.h"
 #include "tastebud/engine/model_io.h"
 #include "tastebud/engine/trainer.h"
 #include "tastebud/error.h"
+#ifdef TASTEBUD_WITH_CUDA
+#include "cuda/common.h"
+#endif
 
 namespace tastebud {
 namespace {
@@ -74,15 +79,22 @@ TrainState fresh_state(Communicator& comm, const ModelConfig& config, const Opti
                            optimizer);
 }
 
+// device: "cpu" or "cuda", through make_backend as the command line chooses.
 TrainRun train(Communicator& comm, const TrainingSet& data, TrainOptions options, ModelKind kind, uint32_t epochs,
-               uint64_t* held_bytes = nullptr) {
+               uint64_t* held_bytes = nullptr, const std::string& device = "cpu") {
   options.comm = &comm;
   TrainState start = fresh_state(comm, config_of(data, kind), options.optimizer);
   // No rank of several ever holds the whole id tables: the state it starts from holds its rows.
-  const uint64_t whole = (data.num_users + data.num_items) * uint64_t{(kind == ModelKind::kMLP ? 0 : 7) + (kind == ModelKind::kGMF || kind == ModelKind::kMF ? 0 : 9)} * 3;
-  if (comm.size() > 1) EXPECT_LE(id_table_floats(start), whole / comm.size() + 3 * 16 * 2);
-  else EXPECT_EQ(id_table_floats(start), whole);
-  auto backend = make_cpu_backend(data, options, std::move(start));
+  const uint64_t gmf_width = kind == ModelKind::kMLP ? 0 : 7, mlp_width = kind == ModelKind::kGMF || kind == ModelKind::kMF ? 0 : 9;
+  const uint64_t whole = (data.num_users + data.num_items) * (gmf_width + mlp_width) * 3;
+  if (comm.size() > 1) {
+    EXPECT_LE(id_table_floats(start), whole / comm.size() + 3 * 16 * 2);
+  } else {
+    EXPECT_EQ(id_table_floats(start), whole);
+  }
+  std::string notice;
+  auto backend = make_backend(device, data, options, std::move(start), &notice);
+  if (device == "cuda" && comm.size() > 1 && comm.root()) std::printf("[ ranks ] %s\n", notice.c_str());
   if (held_bytes) *held_bytes = backend->held_bytes();
   TrainRun run;
   for (uint32_t e = 0; e < epochs; ++e) run.losses.push_back(backend->train_epoch(e, {}).mean_loss);
@@ -106,6 +118,29 @@ double largest_difference(const std::vector<float>& a, const std::vector<float>&
   return worst;
 }
 
+// Every float of got within atol + rtol * |want|; names the first that is not.
+::testing::AssertionResult near_all(const std::vector<float>& got, const std::vector<float>& want, double atol,
+                                    double rtol) {
+  if (got.size() != want.size()) return ::testing::AssertionFailure() << got.size() << " floats, want " << want.size();
+  for (size_t k = 0; k < got.size(); ++k) {
+    const double tolerance = atol + rtol * std::abs(static_cast<double>(want[k]));
+    if (!(std::abs(static_cast<double>(got[k]) - want[k]) <= tolerance)) {
+      return ::testing::AssertionFailure() << "float " << k << ": " << got[k] << " vs " << want[k] << " (tolerance "
+                                           << tolerance << ")";
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// One training case: the loss, the optimizer, the model, and the largest parameter difference
+// allowed (its absolute part).
+struct Case {
+  LossKind loss;
+  OptimizerKind optimizer;
+  ModelKind kind;
+  double tolerance;
+};
+
 class TwoRanks : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -118,12 +153,6 @@ class TwoRanks : public ::testing::Test {
 TEST_F(TwoRanks, TrainTheOneProcessModelWithinRounding) {
   const TrainingSet data = banded_training_set(151, 97);
   const auto single = make_single_communicator();
-  struct Case {
-    LossKind loss;
-    OptimizerKind optimizer;
-    ModelKind kind;
-    double tolerance;  // largest parameter difference allowed after 3 epochs
-  };
   // SGD follows the gradient's size, so rounding stays rounding. Adam's step is about lr * sign(g):
   // a near-zero gradient whose sign the summation order flips moves that parameter by up to 2 lr,
   // so Adam gets more room (6e-8 was measured; a flip would show as about 2 lr = 0.02).
@@ -372,7 +401,9 @@ TEST_F(TwoRanks, ShardedStartHoldsItsShareAndGathersTheWholeModel) {
   const TrainState held = backend->held_state();
   EXPECT_LE(id_table_floats(held) * sizeof(float), tables / world().size() + 3 * 16 * sizeof(float));
   const TrainState gathered = backend->state();
-  if (world().root()) EXPECT_EQ(flatten(gathered), flatten(whole));
+  if (world().root()) {
+    EXPECT_EQ(flatten(gathered), flatten(whole));
+  }
 }
 
 // A state that holds another rank count's rows is refused, by several ranks and by one process.
@@ -502,6 +533,187 @@ TEST_F(TwoRanks, ShardedEvaluationGivesTheOneProcessMetrics) {
     }
   }
 }
+
+// The CUDA backend on two ranks (its rank step, host-staged id rows, dense gradients over NCCL or
+// the host): against one CUDA process and against two CPU ranks, the same global batches within
+// float rounding. Skips without a CUDA device (every rank asks, so all skip together).
+TEST_F(TwoRanks, CudaRanksTrainTheOneProcessModel) {
+  std::string reason;
+  double available = cuda_available(&reason) ? 1.0 : 0.0;
+  world().allreduce_sum(std::span<double>(&available, 1));
+  if (available < world().size()) GTEST_SKIP() << "no CUDA device: " << reason;
+  const TrainingSet data = banded_training_set(151, 97);
+  const auto single = make_single_communicator();
+  // Adam's step is about lr * sign(g): a flipped near-zero gradient moves by up to 2 lr.
+  for (const Case& c : {Case{LossKind::kBce, OptimizerKind::kSgd, ModelKind::kNeuMF, 1e-5},
+                        Case{LossKind::kBpr, OptimizerKind::kSgd, ModelKind::kNeuMF, 1e-5},
+                        Case{LossKind::kBce, OptimizerKind::kAdagrad, ModelKind::kGMF, 1e-5},
+                        Case{LossKind::kBce, OptimizerKind::kSgd, ModelKind::kMLP, 1e-5},
+                        Case{LossKind::kBce, OptimizerKind::kAdam, ModelKind::kMF, 1e-4}}) {
+    const TrainOptions options = options_of(c.loss, c.optimizer);
+    const TrainRun one = train(*single, data, options, c.kind, 2, nullptr, "cuda");
+    const TrainRun two = train(world(), data, options, c.kind, 2, nullptr, "cuda");
+    const TrainRun cpu = train(world(), data, options, c.kind, 2, nullptr, "cpu");
+    for (size_t e = 0; e < one.losses.size(); ++e) {
+      EXPECT_NEAR(two.losses[e], one.losses[e], 1e-5 * one.losses[e]) << "epoch " << e;
+      EXPECT_NEAR(two.losses[e], cpu.losses[e], 1e-4 * cpu.losses[e]) << "epoch " << e;
+    }
+    EXPECT_EQ(two.state.step, one.state.step);
+    if (!world().root()) continue;
+    const std::vector<float> got = flatten(two.state);
+    std::printf("[ ranks ] cuda %d ranks: largest parameter difference vs 1 CUDA process %.3g, vs %d CPU ranks %.3g\n",
+                world().size(), largest_difference(got, flatten(one.state)), world().size(),
+                largest_difference(got, flatten(cpu.state)));
+    EXPECT_TRUE(near_all(got, flatten(one.state), c.tolerance, 1e-3)) << "against one CUDA process";
+    EXPECT_TRUE(near_all(got, flatten(cpu.state), c.tolerance, 1e-3)) << "against two CPU ranks";
+  }
+}
+
+// What the CUDA backend does not train on several ranks stops with a message that says so, in any
+// build (the model is checked before the device).
+TEST_F(TwoRanks, CudaRanksRefuseMetadataAndUpdateMode) {
+  TrainingSet data = banded_training_set(41, 50);
+  ModelConfig config = config_of(data, ModelKind::kNeuMF);
+  add_metadata(data, config);
+  TrainOptions options = options_of(LossKind::kBce, OptimizerKind::kSgd);
+  options.comm = &world();
+  const TrainState start = TrainState::fresh(ModelParams::initialize(config, 23), options.optimizer);
+  try {
+    make_backend("cuda", data, options, start, nullptr);
+    ADD_FAILURE() << "metadata on two CUDA ranks was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("id-only models; metadata trains on the CPU backend"), std::string::npos)
+        << e.what();
+  }
+  const TrainingSet plain = banded_training_set(41, 50);
+  options.trainable_users.assign(plain.num_users, 1);
+  try {
+    make_backend("cuda", plain, options,
+                 TrainState::fresh(ModelParams::initialize(config_of(plain, ModelKind::kNeuMF), 23), options.optimizer),
+                 nullptr);
+    ADD_FAILURE() << "update mode on two CUDA ranks was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("update mode"), std::string::npos) << e.what();
+  }
+}
+
+// The glue the CUDA backend's rank step calls (RankStep), checked on the host: each rank fetches the
+// rows of its slice (some ids shared by both ranks), returns per-row gradients of the GMF rows and
+// of the MLP input ([rows x 2e], the item half at column e), and the owners apply every rank's
+// parts. With SGD and no L2 each touched row moves by -lr x its summed gradient.
+TEST_F(TwoRanks, RankStepFetchesRowsAndReturnsBothSidesGradients) {
+  const TrainingSet data = banded_training_set(151, 97);
+  const ModelConfig config = config_of(data, ModelKind::kNeuMF);
+  OptimizerParams sgd;
+  sgd.kind = OptimizerKind::kSgd;
+  sgd.lr = 0.5f;
+  sgd.l2 = 0.0f;
+  const TrainState whole = TrainState::fresh(ModelParams::initialize(config, 3), sgd);
+  const int64_t f = config.factors, e = config.mlp_embedding(), rows = 4;
+  auto users_of = [](int r) { return std::vector<uint32_t>{static_cast<uint32_t>(r), 5, 5, 150u - r}; };
+  auto items_of = [](int r) { return std::vector<uint32_t>{static_cast<uint32_t>(r + 1), 3, 96, 3}; };
+  auto grad = [](int r, int64_t k, int64_t j, int which) { return 0.01f * (k + 1) + 0.001f * j + 0.1f * r + which; };
+  TrainState state = whole;
+  RankStep step(world(), state);
+  EXPECT_TRUE(state.params.user_gmf.values.empty() && state.params.item_mlp.values.empty());
+  const int me = world().rank();
+  const std::vector<uint32_t> users = users_of(me), items = items_of(me);
+  step.fetch(users, items);
+  for (int64_t k = 0; k < rows; ++k) {
+    for (int64_t j = 0; j < f; ++j) {
+      ASSERT_EQ(step.gmf_rows(0)[step.slots(0)[k] * f + j], whole.params.user_gmf.values[users[k] * f + j]) << k;
+      ASSERT_EQ(step.gmf_rows(1)[step.slots(1)[k] * f + j], whole.params.item_gmf.values[items[k] * f + j]) << k;
+    }
+    for (int64_t j = 0; j < e; ++j) {
+      ASSERT_EQ(step.mlp_rows(0)[step.slots(0)[k] * e + j], whole.params.user_mlp.values[users[k] * e + j]) << k;
+      ASSERT_EQ(step.mlp_rows(1)[step.slots(1)[k] * e + j], whole.params.item_mlp.values[items[k] * e + j]) << k;
+    }
+  }
+  EXPECT_EQ(step.fetched_ids(0), 3u);
+  EXPECT_EQ(step.sum_loss(1.5 + me), 1.5 * world().size() + world().size() * (world().size() - 1) / 2.0);
+  std::vector<float> user_gmf(rows * f), item_gmf(rows * f), mlp_input(rows * 2 * e);
+  for (int64_t k = 0; k < rows; ++k) {
+    for (int64_t j = 0; j < f; ++j) user_gmf[k * f + j] = grad(me, k, j, 0), item_gmf[k * f + j] = grad(me, k, j, 1);
+    for (int64_t j = 0; j < 2 * e; ++j) mlp_input[k * 2 * e + j] = grad(me, k, j, 2);
+  }
+  step.update(user_gmf.data(), item_gmf.data(), mlp_input.data(), e, sgd, sgd.lr, 1.0f, nullptr);
+  step.gather(state);
+  if (!world().root()) return;
+  TrainState want = whole;
+  for (int r = 0; r < world().size(); ++r) {
+    const std::vector<uint32_t> us = users_of(r), is = items_of(r);
+    for (int64_t k = 0; k < rows; ++k) {
+      for (int64_t j = 0; j < f; ++j) {
+        want.params.user_gmf.values[us[k] * f + j] -= sgd.lr * grad(r, k, j, 0);
+        want.params.item_gmf.values[is[k] * f + j] -= sgd.lr * grad(r, k, j, 1);
+      }
+      for (int64_t j = 0; j < e; ++j) {
+        want.params.user_mlp.values[us[k] * e + j] -= sgd.lr * grad(r, k, j, 2);
+        want.params.item_mlp.values[is[k] * e + j] -= sgd.lr * grad(r, k, e + j, 2);
+      }
+    }
+  }
+  EXPECT_TRUE(near_all(flatten(state), flatten(want), 1e-6, 1e-6));
+  EXPECT_NE(state.params.item_mlp.values, whole.params.item_mlp.values);
+}
+
+// The rows both backends give each rank: whole chunks, in rank order, covering the batch once; a
+// short batch leaves the first ranks none.
+TEST(RankRows, ChunksOfTheBatchInRankOrder) {
+  const uint32_t chunk = chunk_rows(700);
+  ASSERT_EQ(chunk, 128u);
+  EXPECT_EQ(rank_rows(700, chunk, 0, 2), (std::pair<int64_t, int64_t>(0, 384)));    // 3 of 6 chunks
+  EXPECT_EQ(rank_rows(700, chunk, 1, 2), (std::pair<int64_t, int64_t>(384, 700)));  // 3, the last one short
+  EXPECT_EQ(rank_rows(100, chunk, 0, 2), (std::pair<int64_t, int64_t>(0, 0)));
+  EXPECT_EQ(rank_rows(100, chunk, 1, 2), (std::pair<int64_t, int64_t>(0, 100)));
+  for (int size : {1, 3, 7}) {
+    int64_t next = 0;
+    for (int r = 0; r < size; ++r) {
+      const auto [begin, end] = rank_rows(2 * 1000, chunk_rows(2 * 1000), r, size);
+      EXPECT_EQ(begin, next) << "rank " << r << " of " << size;
+      EXPECT_EQ(begin % 2, 0) << "a BPR pair split at rank " << r;
+      next = end;
+    }
+    EXPECT_EQ(next, 2000) << size << " ranks";
+  }
+}
+
+#ifdef TASTEBUD_WITH_CUDA
+// The device communicators of the CUDA rank step (CUDA builds, on a GPU): the chosen one (NCCL
+// with a GPU per rank, else host-staged) and the host-staged one sum a device buffer to the same
+// values on every rank; the host-staged all-gather fills every rank's block.
+TEST_F(TwoRanks, DeviceCommunicatorsSumOnTheDevice) {
+  std::string reason;
+  double available = cuda_available(&reason) ? 1.0 : 0.0;
+  world().allreduce_sum(std::span<double>(&available, 1));
+  if (available < world().size()) GTEST_SKIP() << "no CUDA device: " << reason;
+  const int n = world().size(), me = world().rank();
+  std::string which;
+  std::unique_ptr<DeviceCommunicator> comms[2] = {make_device_communicator(world(), &which),
+                                                  make_host_staged_communicator(world())};
+  if (world().root()) std::printf("[ ranks ] device communicator: %s\n", which.c_str());
+  cuda::Stream stream;
+  for (auto& comm : comms) {
+    std::vector<float> values(1000);
+    for (size_t k = 0; k < values.size(); ++k) values[k] = static_cast<float>(k) + 0.5f * me;
+    cuda::DeviceBuffer<float> d_values = cuda::to_device(values, stream.get());
+    comm->allreduce_sum(d_values.data(), values.size(), stream.get());
+    stream.synchronize();
+    const std::vector<float> got = d_values.download(stream.get());
+    for (size_t k = 0; k < got.size(); ++k) {
+      ASSERT_EQ(got[k], static_cast<float>(n * k) + 0.25f * n * (n - 1)) << "element " << k;
+    }
+  }
+  std::vector<uint32_t> blocks(3 * n, 0);
+  for (int j = 0; j < 3; ++j) blocks[3 * me + j] = 100 * me + j;
+  cuda::DeviceBuffer<uint32_t> d_blocks = cuda::to_device(blocks, stream.get());
+  comms[1]->allgather_in_place(d_blocks.data(), 3 * sizeof(uint32_t), stream.get());
+  const std::vector<uint32_t> gathered = d_blocks.download(stream.get());
+  for (int r = 0; r < n; ++r) {
+    for (int j = 0; j < 3; ++j) EXPECT_EQ(gathered[3 * r + j], static_cast<uint32_t>(100 * r + j));
+  }
+}
+#endif
 
 // The NCCL path (CUDA + MPI builds): a device buffer summed over the ranks (also one rank alone,
 // run without mpirun on a machine with one GPU). Skips without NCCL or without a GPU per rank.

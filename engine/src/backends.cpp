@@ -10,9 +10,43 @@ namespace tastebud {
 #ifdef TASTEBUD_WITH_CUDA
 // kernels/cuda: the CUDA backend and its device probe.
 bool cuda_probe(std::string* reason);
+// dense_comm: several ranks, what sums the dense gradients (null: one process).
 std::unique_ptr<Backend> make_cuda_backend(const TrainingSet& data, const TrainOptions& options,
-                                           TrainState state);
+                                           TrainState state, std::unique_ptr<DeviceCommunicator> dense_comm);
 #endif
+
+namespace {
+
+// Several ranks on the CUDA backend: id-only models; what sums the dense gradients is chosen once
+// (make_device_communicator) and named in the notice.
+std::unique_ptr<Backend> make_cuda_ranks(const TrainingSet& data, const TrainOptions& options, TrainState state,
+                                         std::string* notice) {
+  const ModelConfig& config = state.params.config;
+  if (config.has_metadata() || config.has_context()) {
+    throw Error(fmt::format("--device cuda: on several ranks the CUDA backend trains id-only models; {} trains on "
+                            "the CPU backend there (use --device cpu, {}, or one process)",
+                            config.has_context() ? "--context" : "metadata",
+                            config.has_context() ? "no --context" : "--metadata none"));
+  }
+  std::string reason;
+  if (!cuda_available(&reason)) throw Error("--device cuda: " + reason);
+#ifdef TASTEBUD_WITH_CUDA
+  std::string which;
+  auto dense_comm = make_device_communicator(*options.comm, &which);
+  if (notice) {
+    *notice = fmt::format("{} ranks: training on the CUDA backend; dense gradients summed by {}; id tables sharded "
+                          "on the hosts",
+                          options.comm->size(), which);
+  }
+  return make_cuda_backend(data, options, std::move(state), std::move(dense_comm));
+#else
+  (void)data;
+  (void)notice;
+  throw Error("--device cuda: " + reason);
+#endif
+}
+
+}  // namespace
 
 bool cuda_available(std::string* reason) {
 #ifdef TASTEBUD_WITH_CUDA
@@ -31,10 +65,6 @@ std::unique_ptr<Backend> make_backend(const std::string& device, const TrainingS
   }
   std::string reason;
   const bool ranks = options.comm != nullptr && options.comm->size() > 1;
-  if (ranks && device == "cuda") {
-    throw Error("--device cuda: several ranks train on the CPU backend only; the CUDA backend's step "
-                "has no NCCL exchange yet (use --device cpu, or one process)");
-  }
   if (options.masked() && (ranks || device == "cuda")) {
     throw Error(ranks ? "update mode (frozen rows and dense layers) trains in one process only; run it without mpirun"
                       : "--device cuda: update mode (frozen rows and dense layers) runs on the CPU backend only; "
@@ -44,8 +74,12 @@ std::unique_ptr<Backend> make_backend(const std::string& device, const TrainingS
     if (device == "auto" && notice) *notice = "update mode: training on the CPU backend (the CUDA backend has no update mask yet)";
     return make_cpu_backend(data, options, std::move(state));
   }
+  if (ranks && device == "cuda") return make_cuda_ranks(data, options, std::move(state), notice);
   if (ranks) {
-    if (device == "auto" && notice) *notice = fmt::format("{} ranks: training on the CPU backend", options.comm->size());
+    // auto stays on the CPU: the CUDA rank step is host-staged and has not run on GPUs yet.
+    if (device == "auto" && notice) {
+      *notice = fmt::format("{} ranks: training on the CPU backend (--device cuda trains on the GPUs)", options.comm->size());
+    }
     return make_cpu_backend(data, options, std::move(state));
   }
   const bool mf_metadata = state.params.config.kind == ModelKind::kMF && state.params.config.has_metadata();
@@ -62,7 +96,7 @@ std::unique_ptr<Backend> make_backend(const std::string& device, const TrainingS
 #ifdef TASTEBUD_WITH_CUDA
   if (gpu) {
     if (notice) *notice = "using the CUDA backend";
-    return make_cuda_backend(data, options, std::move(state));
+    return make_cuda_backend(data, options, std::move(state), nullptr);
   }
 #endif
   if (device == "auto" && notice) *notice = "no usable GPU (" + reason + "); training on the CPU";

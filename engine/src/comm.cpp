@@ -113,3 +113,17 @@ bool nccl_allreduce_on_devices(Communicator&, std::span<float>, std::string* rea
 
 }  // namespace tastebud
 #endif
+
+#ifndef TASTEBUD_WITH_CUDA
+namespace tastebud {
+
+std::unique_ptr<DeviceCommunicator> make_host_staged_communicator(Communicator&) {
+  throw Error("this build has no CUDA backend, so no device communicator (configure with -DTASTEBUD_CUDA=ON)");
+}
+
+std::unique_ptr<DeviceCommunicator> make_device_communicator(Communicator& host, std::string*) {
+  return make_host_staged_communicator(host);
+}
+
+}  // namespace tastebud
+#endif

@@ -23,7 +23,7 @@
 #include "tastebud/engine/trainer.h"
 #include "tastebud/error.h"
 #include "tastebud/batch_rows.h"
-#include "sharded_tables.h"
+#include "rank_step.h"
 
 namespace tastebud {
 namespace {
@@ -165,7 +165,7 @@ class CpuBackend final : public Backend {
     TB_CHECK(ranks() > 1 || !state_.params.sharded(),
              fmt::format("the state holds only rank {} of {}'s id rows; train it on as many ranks",
                          state_.params.shard_rank, state_.params.shard_ranks));
-    if (ranks() > 1) shards_ = std::make_unique<ShardedIdTables>(*options_.comm, state_);
+    if (ranks() > 1) shards_ = make_id_shards(*options_.comm, state_);
   }
 
   void allocate() {

@@ -14,6 +14,15 @@
 // What differs is only the float summation order inside GEMMs and column sums, so results match
 // the CPU within rounding, not bit for bit.
 //
+// On several ranks (id-only models) each rank computes its rows of every global batch, the CPU's
+// rank slice (rank_rows), and the exchange is host-staged through RankStep (rank_step.h), the
+// calls the CPU backend makes: the slice's user and item ids come to the host, their id-table rows
+// are fetched from the owners (ShardedIdTables, host memory) and uploaded, and gathered on the
+// device by slot; forward and backward run on the slice; the dense gradients are summed by a
+// DeviceCommunicator (NCCL, or host-staged where ranks share a GPU), so every rank applies the
+// same dense update; the slice rows' GMF and MLP-input gradients go back to the host and to the
+// owners, which apply the lazy update there. The batch loss is summed over ranks every step.
+//
 // No host round trip per batch: the loss is reduced and accumulated on the device, a non-finite
 // batch loss sets a device flag that turns the remaining updates of the epoch into no-ops (the
 // CPU stops there), and the host reads the totals (and the impression count) once at the end of
@@ -35,7 +44,9 @@
 #include "cuda/neumf.h"
 #include "cuda/optimizer.h"
 #include "cuda/sampler.h"
+#include "rank_step.h"
 #include "tastebud/engine/backends.h"
+#include "tastebud/engine/comm.h"
 #include "tastebud/engine/trainer.h"
 #include "tastebud/error.h"
 
@@ -70,11 +81,15 @@ struct FeatureSide {
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(const TrainingSet& data, const TrainOptions& options, TrainState state)
+  CudaBackend(const TrainingSet& data, const TrainOptions& options, TrainState state,
+              std::unique_ptr<DeviceCommunicator> dense_comm)
       : data_(data), options_(options), host_(std::move(state)), layout_(host_.params.config),
-        blas_(stream_.get(), options.tf32) {
+        blas_(stream_.get(), options.tf32), dense_comm_(std::move(dense_comm)) {
     const ModelConfig& config = host_.params.config;
     check_training_inputs(data, options, config);
+    TB_CHECK(sharded() || !host_.params.sharded(), "the CUDA backend in one process needs the whole id tables, not one rank's share");
+    TB_CHECK(!sharded() || (dense_comm_ && !config.has_metadata() && !config.has_context() && !options.masked()),
+             "the CUDA backend trains on several ranks id-only models without update mode, with a device communicator");
     TB_CHECK(data.size() < (1ull << 31), "the CUDA backend trains on at most 2^31 - 1 positives");
     shape_ = config.neumf_shape();
     max_rows_ = bpr() ? 2 * static_cast<int64_t>(options.batch_size) : options.batch_size;
@@ -99,6 +114,12 @@ class CudaBackend final : public Backend {
     if (uses_impressions()) d_impression_negatives_.zero(stream);
     shuffler_->run(options_.seed, epoch, d_order_.data(), stream);
     const uint64_t total = samples_per_epoch();
+    if (ranks_) {
+      EpochStats stats = train_slices(epoch, total);
+      stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();
+      if (progress) progress(stats.samples, total, stats.mean_loss);
+      return stats;
+    }
     const uint64_t step0 = host_.step;
     uint64_t batch = 0;
     for (uint64_t first = 0; first < total; first += options_.batch_size, ++batch) {
@@ -121,33 +142,39 @@ class CudaBackend final : public Backend {
     return stats;
   }
 
+  // Several ranks: collective; rank 0 gets the whole state, the others a state without the id
+  // tables.
   TrainState state() override {
-    auto tensors = host_.params.tensors();
-    const size_t sparse = layout_.sparse_count();
-    for (size_t t = 0; t < sparse; ++t) {
-      download(d_tables_[t], tensors[t]->values);
-      download(d_table_state0_[t], host_.state0[t].values);
-      download(d_table_state1_[t], host_.state1[t].values);
+    download_state();
+    if (!ranks_) return host_;
+    TrainState whole = host_;
+    ranks_->gather(whole);
+    return whole;
+  }
+
+  // Several ranks: this rank's rows of the id tables (a sharded state) and the dense state.
+  TrainState held_state() override {
+    download_state();
+    if (!ranks_) return host_;
+    TrainState held = host_;
+    ranks_->copy_held_rows(held);
+    return held;
+  }
+
+  uint64_t held_bytes() const override {
+    uint64_t floats = d_dense_.size() + d_dense_state0_.size() + d_dense_state1_.size();
+    for (size_t t = 0; t < d_tables_.size(); ++t) {
+      floats += d_tables_[t].size() + d_table_state0_[t].size() + d_table_state1_[t].size();
     }
-    const std::vector<float> dense = d_dense_.download(stream_.get());
-    const std::vector<float> dense0 = d_dense_state0_.download(stream_.get());
-    const std::vector<float> dense1 = d_dense_state1_.download(stream_.get());
-    for (size_t t = sparse; t < tensors.size(); ++t) {
-      const size_t offset = layout_[t].dense_offset;
-      auto copy = [&](const std::vector<float>& from, std::vector<float>& to) {
-        std::copy(from.begin() + offset, from.begin() + offset + to.size(), to.begin());
-      };
-      copy(dense, tensors[t]->values);
-      copy(dense0, host_.state0[t].values);
-      copy(dense1, host_.state1[t].values);
-    }
-    return host_;
+    return floats * sizeof(float) + (ranks_ ? ranks_->held_bytes() : 0);
   }
 
   void load_state(const TrainState& state) override {
     // The device buffers and the dense layout were sized from host_'s config: every tensor must fit.
     state.check_fits(host_.params.config);
     if (&state != &host_) host_ = state;
+    // Several ranks: the id tables stay on the hosts, this rank's rows only; the device holds none.
+    if (sharded()) ranks_ = std::make_unique<RankStep>(*options_.comm, host_);
     auto tensors = host_.params.tensors();
     cuda::StreamHandle stream = stream_.get();
     const size_t sparse = layout_.sparse_count();
@@ -170,7 +197,31 @@ class CudaBackend final : public Backend {
   }
 
  private:
+  // host_ gets the device's current values (the id tables only in one process).
+  void download_state() {
+    auto tensors = host_.params.tensors();
+    const size_t sparse = layout_.sparse_count();
+    for (size_t t = 0; t < sparse; ++t) {
+      download(d_tables_[t], tensors[t]->values);
+      download(d_table_state0_[t], host_.state0[t].values);
+      download(d_table_state1_[t], host_.state1[t].values);
+    }
+    const std::vector<float> dense = d_dense_.download(stream_.get());
+    const std::vector<float> dense0 = d_dense_state0_.download(stream_.get());
+    const std::vector<float> dense1 = d_dense_state1_.download(stream_.get());
+    for (size_t t = sparse; t < tensors.size(); ++t) {
+      const size_t offset = layout_[t].dense_offset;
+      auto copy = [&](const std::vector<float>& from, std::vector<float>& to) {
+        std::copy(from.begin() + offset, from.begin() + offset + to.size(), to.begin());
+      };
+      copy(dense, tensors[t]->values);
+      copy(dense0, host_.state0[t].values);
+      copy(dense1, host_.state1[t].values);
+    }
+  }
+
   bool bpr() const { return options_.loss == LossKind::kBpr; }
+  bool sharded() const { return options_.comm != nullptr && options_.comm->size() > 1; }
   bool uses_impressions() const {
     return options_.impression_share > 0.0f && !data_.impression_offsets.empty() && !data_.impression_items.empty();
   }
@@ -208,7 +259,9 @@ class CudaBackend final : public Backend {
   double bytes_needed() const {
     const double p = static_cast<double>(data_.size()), rows = static_cast<double>(max_rows_);
     double params = static_cast<double>(layout_.dense_floats());
-    for (size_t t = 0; t < layout_.sparse_count(); ++t) params += static_cast<double>(layout_[t].size());
+    for (size_t t = 0; t < layout_.sparse_count(); ++t) {
+      if (!sharded() || t >= ModelParams::kEmbeddingTables) params += static_cast<double>(layout_[t].size());
+    }
     double bytes = 4.0 * params * 4.0;                                // values, two states, gradients
     bytes += p * (4 + 4 + 4 + 4) + 8.0 * (data_.num_users + 1.0);     // positives and the order
     bytes += p * (8 + 8 + 4) * 1.25;                                  // shuffle keys, index, sort scratch
@@ -218,6 +271,7 @@ class CudaBackend final : public Backend {
     bytes += rows * (4 * 4 + 4 * 2 + 8 + 4 * width);                    // ids, labels, weights, logits, loss
     bytes += 2.0 * rows * 4 * 7 * 1.25;                                // two RowGroups with sort scratch
     bytes += rows * 4.0 * widest_table();                               // summed row gradients
+    if (sharded()) bytes += 2.0 * rows * 4 * (1 + shape_.factors + host_.params.config.mlp_embedding());  // fetched rows
     bytes += 4.0 * cuda::neumf_partials(shape_, max_rows_);
     if (uses_impressions()) {
       bytes += 8.0 * (data_.num_users + 1.0) + 4.0 * static_cast<double>(data_.impression_items.size()) + 8;
@@ -346,6 +400,15 @@ class CudaBackend final : public Backend {
     item_groups_ = std::make_unique<cuda::RowGroups>(max_rows_, data_.num_items);
     loss_ = std::make_unique<cuda::LossAccumulator>(max_rows_);
     if (uses_impressions()) d_impression_negatives_.resize(1);
+    if (sharded()) {
+      const int64_t e = config.mlp_embedding();
+      d_step_loss_.resize(1);
+      for (int side = 0; side < 2; ++side) {
+        d_slots_[side].resize(rows);
+        d_fetched_gmf_[side].resize(rows * f);
+        d_fetched_mlp_[side].resize(rows * static_cast<size_t>(e));
+      }
+    }
     if (config.has_context()) d_positives_.resize(rows);
 
     // One buffer of summed feature-row gradients serves every table in turn: rows of the widest
@@ -460,13 +523,57 @@ class CudaBackend final : public Backend {
                         loss_->halted(), stream);
   }
 
-  void train_batch(uint32_t epoch, uint64_t first, uint32_t samples, uint64_t batch, uint64_t step) {
-    cuda::StreamHandle stream = stream_.get();
+  cuda::SampleSpec sample_spec(uint32_t epoch) const {
     cuda::SampleSpec spec;
     spec.seed = options_.seed;
     spec.epoch = epoch;
     spec.negatives = options_.negatives;
     spec.bpr = bpr();
+    return spec;
+  }
+
+  // The gathered rows' forward pass, loss (into the epoch totals, and the batch's sum into
+  // d_batch_losses[batch] when given) and backward pass: the dense gradients and the rows'.
+  void forward_backward(int64_t rows, uint32_t samples, uint64_t batch, double* d_batch_losses,
+                        uint64_t batch_losses_size, float scale) {
+    cuda::StreamHandle stream = stream_.get();
+    batch_.rows = rows;
+    cuda::neumf_forward(blas_, shape_, dense_, batch_, stream);
+    loss_scale_ = scale;
+    if (bpr()) {
+      cuda::bpr_loss_and_grad(d_logits_.data(), d_weights_.data(), rows, scale, d_dlogits_.data(),
+                              d_row_loss_.data(), stream);
+    } else {
+      cuda::bce_loss_and_grad(d_logits_.data(), d_labels_.data(), d_weights_.data(), rows, scale,
+                              d_dlogits_.data(), d_row_loss_.data(), stream);
+    }
+    loss_->add_batch(d_row_loss_.data(), bpr() ? rows / 2 : rows, samples, batch, d_batch_losses, batch_losses_size,
+                     stream);
+    cuda::neumf_backward(blas_, shape_, dense_, batch_, grads_, stream);
+  }
+
+  // The dense update of step `step` (several ranks: of the gradients summed over ranks first);
+  // returns the step size the sparse updates use too.
+  float update_dense(uint64_t step) {
+    cuda::StreamHandle stream = stream_.get();
+    const OptimizerParams& opt = options_.optimizer;
+    const float step_size = opt.kind == OptimizerKind::kAdam ? adam_step_size(opt, step) : opt.lr;
+    // MF's head stays at ones: no gradient, and dense parameters take no L2, so it never moves.
+    if (host_.params.config.frozen_head()) {
+      cuda::fill_zero(grads_.head_weight, host_.params.head_weight.values.size() * sizeof(float), stream);
+    }
+    if (dense_comm_) {
+      dense_comm_->allreduce_sum(d_dense_grad_.data(), d_dense_grad_.size(), stream);
+      exchanged_bytes_ += d_dense_grad_.bytes();
+    }
+    cuda::dense_update(dense_params(opt), step_size, d_dense_.data(), d_dense_state0_.data(), d_dense_state1_.data(),
+                       d_dense_grad_.data(), static_cast<int64_t>(d_dense_.size()), loss_->halted(), stream);
+    return step_size;
+  }
+
+  void train_batch(uint32_t epoch, uint64_t first, uint32_t samples, uint64_t batch, uint64_t step) {
+    cuda::StreamHandle stream = stream_.get();
+    const cuda::SampleSpec spec = sample_spec(epoch);
     cuda::fill_rows(spec, positives_, d_order_.data(), first, samples, d_users_.data(), d_items_.data(),
                     d_labels_.data(), d_weights_.data(), d_positives_.empty() ? nullptr : d_positives_.data(),
                     uses_impressions() ? d_impression_negatives_.data() : nullptr, loss_->halted(), stream);
@@ -486,31 +593,10 @@ class CudaBackend final : public Backend {
     // Context: the interaction's situation joins the user's half of the MLP input, after the user's
     // metadata, as on the CPU.
     add_features(context_side_, d_positives_, rows, nullptr, 0, 0);
-    batch_.rows = rows;
-    cuda::neumf_forward(blas_, shape_, dense_, batch_, stream);
-    const float scale = 1.0f / static_cast<float>(samples);
-    loss_scale_ = scale;
-    if (bpr()) {
-      cuda::bpr_loss_and_grad(d_logits_.data(), d_weights_.data(), rows, scale, d_dlogits_.data(),
-                              d_row_loss_.data(), stream);
-    } else {
-      cuda::bce_loss_and_grad(d_logits_.data(), d_labels_.data(), d_weights_.data(), rows, scale,
-                              d_dlogits_.data(), d_row_loss_.data(), stream);
-    }
-    loss_->add_batch(d_row_loss_.data(), bpr() ? rows / 2 : rows, samples, batch, nullptr, 0, stream);
-    cuda::neumf_backward(blas_, shape_, dense_, batch_, grads_, stream);
+    forward_backward(rows, samples, batch, nullptr, 0, 1.0f / static_cast<float>(samples));
     numeric_gradient(user_side_, d_users_, rows, d_user_gmf_grad_, 0);
     numeric_gradient(item_side_, d_items_, rows, d_item_gmf_grad_, e);
-
-    const OptimizerParams& opt = options_.optimizer;
-    const float step_size = opt.kind == OptimizerKind::kAdam ? adam_step_size(opt, step) : opt.lr;
-    const int* halted = loss_->halted();
-    // MF's head stays at ones: no gradient, and dense parameters take no L2, so it never moves.
-    if (host_.params.config.frozen_head()) {
-      cuda::fill_zero(grads_.head_weight, host_.params.head_weight.values.size() * sizeof(float), stream);
-    }
-    cuda::dense_update(dense_params(opt), step_size, d_dense_.data(), d_dense_state0_.data(), d_dense_state1_.data(),
-                       d_dense_grad_.data(), static_cast<int64_t>(d_dense_.size()), halted, stream);
+    const float step_size = update_dense(step);
 
     user_groups_->build(d_users_.data(), rows, stream);
     item_groups_->build(d_items_.data(), rows, stream);
@@ -550,6 +636,106 @@ class CudaBackend final : public Backend {
       cuda::set_column(d_tables_[t].data(), width, groups.rows(), groups.num_groups(), groups.max_groups(), constant,
                        1.0f, stream);
     }
+  }
+
+  // Several ranks: the epoch's batches, this rank's slice of each; the totals are summed on the
+  // host every step, as the CPU backend sums them, and the epoch stops at a non-finite batch loss.
+  EpochStats train_slices(uint32_t epoch, uint64_t total) {
+    EpochStats stats;
+    double loss_sum = 0.0;
+    exchanged_bytes_ = 0;
+    ranks_->take_exchanged_bytes();
+    const uint64_t step0 = host_.step;
+    uint64_t batch = 0;
+    for (uint64_t first = 0; first < total; first += options_.batch_size, ++batch) {
+      const uint32_t samples = static_cast<uint32_t>(std::min<uint64_t>(options_.batch_size, total - first));
+      const double loss = train_slice(epoch, first, samples, step0 + batch + 1);
+      if (!std::isfinite(loss)) {
+        stats.finite = false;
+        break;
+      }
+      loss_sum += loss;
+      stats.samples += samples;
+    }
+    host_.step = step0 + batch;
+    stats.mean_loss = stats.samples > 0 ? loss_sum / static_cast<double>(stats.samples) : 0.0;
+    if (uses_impressions()) {
+      unsigned long long impressions = 0;
+      cuda::copy_to_host(&impressions, d_impression_negatives_.data(), sizeof(impressions), stream_.get());
+      uint64_t summed = impressions;
+      ranks_->sum_loss(0.0, &summed);
+      stats.impression_negatives = summed;
+    }
+    stats.exchanged_bytes = exchanged_bytes_ + ranks_->take_exchanged_bytes();
+    return stats;
+  }
+
+  // Several ranks: this rank's rows [begin, begin + n) of the batch, filled on the device, their
+  // ids copied to the host, their id-table rows fetched from the owners and uploaded.
+  void fetch_slice(uint32_t epoch, uint64_t first, int64_t begin, int64_t n) {
+    cuda::StreamHandle stream = stream_.get();
+    if (n > 0) {
+      const uint64_t s0 = bpr() ? begin / 2 : begin;
+      const uint32_t samples = static_cast<uint32_t>(bpr() ? n / 2 : n);
+      cuda::fill_rows(sample_spec(epoch), positives_, d_order_.data(), first + s0, samples, d_users_.data(),
+                      d_items_.data(), d_labels_.data(), d_weights_.data(), nullptr,
+                      uses_impressions() ? d_impression_negatives_.data() : nullptr, loss_->halted(), stream);
+    }
+    h_ids_[0].resize(n);
+    h_ids_[1].resize(n);
+    cuda::copy_to_host(h_ids_[0].data(), d_users_.data(), n * sizeof(uint32_t), stream);
+    cuda::copy_to_host(h_ids_[1].data(), d_items_.data(), n * sizeof(uint32_t), stream);
+    ranks_->fetch(h_ids_[0], h_ids_[1]);
+    for (int side = 0; side < 2; ++side) {
+      const std::vector<float>& gmf = ranks_->gmf_rows(side);
+      const std::vector<float>& mlp = ranks_->mlp_rows(side);
+      cuda::copy_to_device(d_slots_[side].data(), ranks_->slots(side).data(), n * sizeof(uint32_t), stream);
+      cuda::copy_to_device(d_fetched_gmf_[side].data(), gmf.data(), gmf.size() * sizeof(float), stream);
+      cuda::copy_to_device(d_fetched_mlp_[side].data(), mlp.data(), mlp.size() * sizeof(float), stream);
+    }
+  }
+
+  // Several ranks: one step of this rank's slice of the global batch (see the header comment).
+  // Returns the batch's loss summed over ranks; when it is not finite nothing was applied.
+  double train_slice(uint32_t epoch, uint64_t first, uint32_t samples, uint64_t step) {
+    cuda::StreamHandle stream = stream_.get();
+    Communicator& comm = ranks_->comm();
+    const int64_t rows = bpr() ? 2 * static_cast<int64_t>(samples) : samples;
+    const auto [begin, end] = rank_rows(rows, chunk_rows(static_cast<uint32_t>(max_rows_)), comm.rank(), comm.size());
+    const int64_t n = end - begin;
+    const int64_t f = shape_.factors;
+    const int64_t e = host_.params.config.mlp_embedding();
+    const float scale = 1.0f / static_cast<float>(samples);
+    fetch_slice(epoch, first, begin, n);
+    double loss = 0.0;
+    if (n > 0) {
+      if (f > 0) {
+        cuda::gather_rows(d_fetched_gmf_[0].data(), f, d_slots_[0].data(), n, d_user_gmf_.data(), f, 0, stream);
+        cuda::gather_rows(d_fetched_gmf_[1].data(), f, d_slots_[1].data(), n, d_item_gmf_.data(), f, 0, stream);
+      }
+      if (e > 0) {
+        cuda::gather_rows(d_fetched_mlp_[0].data(), e, d_slots_[0].data(), n, d_acts_[0].data(), 2 * e, 0, stream);
+        cuda::gather_rows(d_fetched_mlp_[1].data(), e, d_slots_[1].data(), n, d_acts_[0].data(), 2 * e, e, stream);
+      }
+      forward_backward(n, static_cast<uint32_t>(bpr() ? n / 2 : n), 0, d_step_loss_.data(), 1, scale);
+      cuda::copy_to_host(&loss, d_step_loss_.data(), sizeof(double), stream);
+    } else {
+      loss_scale_ = scale;
+      d_dense_grad_.zero(stream);  // no rows: this rank adds nothing to the sum
+    }
+    // The slice rows' gradients to the host, for their owners: GMF rows, the MLP input.
+    h_grads_[0].resize(n * f);
+    h_grads_[1].resize(n * f);
+    h_grads_[2].resize(n * 2 * e);
+    cuda::copy_to_host(h_grads_[0].data(), d_user_gmf_grad_.data(), h_grads_[0].size() * sizeof(float), stream);
+    cuda::copy_to_host(h_grads_[1].data(), d_item_gmf_grad_.data(), h_grads_[1].size() * sizeof(float), stream);
+    if (e > 0) cuda::copy_to_host(h_grads_[2].data(), d_act_grads_[0].data(), h_grads_[2].size() * sizeof(float), stream);
+    loss = ranks_->sum_loss(loss);
+    if (!std::isfinite(loss)) return loss;
+    const float step_size = update_dense(step);
+    ranks_->update(h_grads_[0].data(), h_grads_[1].data(), e > 0 ? h_grads_[2].data() : nullptr, e, options_.optimizer,
+                   step_size, scale, nullptr);
+    return loss;
   }
 
   const TrainingSet& data_;
@@ -595,6 +781,16 @@ class CudaBackend final : public Backend {
   cuda::DeviceBuffer<uint32_t> d_positives_;  // with context: the positive each batch row came from
   cuda::DeviceBuffer<unsigned char> d_trained_items_;  // item metadata: 1 where the item has positives
   cuda::DeviceBuffer<float> d_feature_summed_, d_numeric_partial_;
+
+  // Several ranks (sharded()): the rank step's exchange and what sums the dense gradients.
+  std::unique_ptr<DeviceCommunicator> dense_comm_;
+  std::unique_ptr<RankStep> ranks_;
+  std::vector<uint32_t> h_ids_[2];                         // the slice's users, items
+  std::vector<float> h_grads_[3];                          // their GMF rows' gradients, the MLP input's
+  cuda::DeviceBuffer<uint32_t> d_slots_[2];                // per slice row: its fetched row
+  cuda::DeviceBuffer<float> d_fetched_gmf_[2], d_fetched_mlp_[2];
+  cuda::DeviceBuffer<double> d_step_loss_;                 // the slice's loss of the current step
+  uint64_t exchanged_bytes_ = 0;                           // this epoch's dense all-reduces
 };
 
 }  // namespace
@@ -609,10 +805,10 @@ bool cuda_probe(std::string* reason) {
 }
 
 std::unique_ptr<Backend> make_cuda_backend(const TrainingSet& data, const TrainOptions& options,
-                                           TrainState state) {
+                                           TrainState state, std::unique_ptr<DeviceCommunicator> dense_comm) {
   TB_CHECK(state.params.config.kind != ModelKind::kMF || !state.params.config.has_metadata(),
            "the CUDA backend trains --model mf without metadata only (use the CPU backend)");
-  return std::make_unique<CudaBackend>(data, options, std::move(state));
+  return std::make_unique<CudaBackend>(data, options, std::move(state), std::move(dense_comm));
 }
 
 }  // namespace tastebud

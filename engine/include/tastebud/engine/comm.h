@@ -2,10 +2,12 @@
 // call a Communicator at fixed points and never MPI (or NCCL) directly.
 //
 // Implementations: one process (every collective is the identity, the default), MPI
-// (engine/src/comm_mpi.cpp, built with TASTEBUD_MPI) for host buffers, and NCCL for device buffers
-// bootstrapped over MPI (engine/src/comm_nccl.cpp, CUDA + MPI builds).
+// (engine/src/comm_mpi.cpp, built with TASTEBUD_MPI) for host buffers, and for device buffers NCCL
+// bootstrapped over MPI (engine/src/comm_nccl.cpp, CUDA + MPI builds) or the host-staged one
+// (engine/src/comm_device.cpp, CUDA builds).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -67,6 +69,16 @@ inline std::pair<uint64_t, uint64_t> rank_slice(uint64_t count, int rank, int si
   return {count * static_cast<uint64_t>(rank) / static_cast<uint64_t>(size),
           count * static_cast<uint64_t>(rank + 1) / static_cast<uint64_t>(size)};
 }
+// Rows [begin, end) of a batch of `rows` rows that rank `rank` of `size` computes: its rank_slice
+// of the batch's chunks of `chunk` rows (chunk_rows(): a function of the batch size only, and
+// even, so a BPR pair never straddles two ranks). Both backends slice their batches so; a short
+// last batch can leave a rank no rows.
+inline std::pair<int64_t, int64_t> rank_rows(int64_t rows, uint32_t chunk, int rank, int size) {
+  const auto chunks = static_cast<uint64_t>((rows + chunk - 1) / chunk);
+  const auto [begin, end] = rank_slice(chunks, rank, size);
+  return {std::min<int64_t>(static_cast<int64_t>(begin) * chunk, rows),
+          std::min<int64_t>(static_cast<int64_t>(end) * chunk, rows)};
+}
 // alltoallv of typed elements: per_rank[r] goes to rank r; returns what each rank sent here, in
 // rank order, and how many elements came from each in `from`.
 // With `known`, from[r] must already say how many elements rank r sends (one call fewer).
@@ -117,6 +129,16 @@ class DeviceCommunicator {
   // Rank r's bytes_per_rank bytes at data + r * bytes_per_rank are filled; afterwards every rank's.
   virtual void allgather_in_place(void* data, size_t bytes_per_rank, void* stream) = 0;
 };
+
+// Sums through host memory: each call waits for `stream`, copies the device buffer to the host,
+// sums it with host's allreduce_sum and copies it back. For ranks that share a GPU, which NCCL
+// refuses. CUDA builds (engine/src/comm_device.cpp); elsewhere it throws tastebud::Error.
+std::unique_ptr<DeviceCommunicator> make_host_staged_communicator(Communicator& host);
+// The device communicator of a CUDA job on host's ranks, chosen here only: NCCL when this build
+// has it and every rank has a GPU of its own on its node, else host-staged. Collective; makes
+// this rank's GPU (its rank among the node's ranks, modulo the node's GPUs) current. `which` says
+// which was chosen and why. Throws tastebud::Error without a CUDA device or in a build without CUDA.
+std::unique_ptr<DeviceCommunicator> make_device_communicator(Communicator& host, std::string* which);
 
 // True when this build has the NCCL communicator.
 bool nccl_built();
