@@ -76,7 +76,7 @@ class CpuBackend final : public Backend {
     double loss_sum = 0.0;
     batch_impressions_ = 0;
     exchanged_bytes_ = 0;
-    if (shards_) shards_->exchanged_bytes = 0;
+    if (step_) step_->take_exchanged_bytes();
     for (uint64_t first = 0; first < total; first += options_.batch_size) {
       const uint32_t samples = static_cast<uint32_t>(std::min<uint64_t>(options_.batch_size, total - first));
       const double batch_loss = train_batch(epoch, first, samples);
@@ -93,7 +93,7 @@ class CpuBackend final : public Backend {
     stats.mean_loss = stats.samples > 0 ? loss_sum / static_cast<double>(stats.samples) : 0.0;
     stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();
     stats.impression_negatives = batch_impressions_;
-    stats.exchanged_bytes = exchanged_bytes_ + (shards_ ? shards_->exchanged_bytes : 0);
+    stats.exchanged_bytes = exchanged_bytes_ + (step_ ? step_->take_exchanged_bytes() : 0);
     return stats;
   }
 
@@ -101,16 +101,16 @@ class CpuBackend final : public Backend {
   // id tables (empty), which only their owners hold.
   TrainState state() override {
     sync_state();
-    if (!shards_) return state_;
+    if (!step_) return state_;
     TrainState whole = state_;
-    shards_->gather(whole);
+    step_->gather(whole);
     return whole;
   }
 
   TrainState held_state() override {
     sync_state();
-    TrainState held = state_;  // its id tables are empty while shards_ holds them
-    if (shards_) shards_->copy_held_rows(held);
+    TrainState held = state_;  // its id tables are empty while step_ holds them
+    if (step_) step_->copy_held_rows(held);
     return held;
   }
 
@@ -126,7 +126,7 @@ class CpuBackend final : public Backend {
     for (size_t t = 0; t < layout_.sparse_count(); ++t) {
       floats += tensors_[t]->values.size() + state_.state0[t].values.size() + state_.state1[t].values.size();
     }
-    return floats * sizeof(float) + (shards_ ? shards_->held_bytes() : 0);
+    return floats * sizeof(float) + (step_ ? step_->held_bytes() : 0);
   }
 
  private:
@@ -161,11 +161,11 @@ class CpuBackend final : public Backend {
 
   // Several ranks: this rank keeps its rows of the id tables and frees the rest.
   void shard() {
-    shards_.reset();
+    step_.reset();
     TB_CHECK(ranks() > 1 || !state_.params.sharded(),
              fmt::format("the state holds only rank {} of {}'s id rows; train it on as many ranks",
                          state_.params.shard_rank, state_.params.shard_ranks));
-    if (ranks() > 1) shards_ = make_id_shards(*options_.comm, state_);
+    if (ranks() > 1) step_ = std::make_unique<RankStep>(*options_.comm, state_);
   }
 
   void allocate() {
@@ -307,24 +307,24 @@ class CpuBackend final : public Backend {
     const int64_t chunk_begin = my.first, chunk_end = my.second;  // not a structured binding: OpenMP captures it
     const int64_t row_begin = std::min(chunk_begin * chunk_rows_, rows);
     const int64_t row_end = std::min(chunk_end * chunk_rows_, rows);
-    if (shards_) fetch_slice(epoch, first, chunk_begin, chunk_end, rows, row_begin, row_end);
+    if (step_) fetch_slice(epoch, first, chunk_begin, chunk_end, rows, row_begin, row_end);
     // Where the rows come from: the tables, or (several ranks) the rows fetched for the slice,
     // indexed by each row's slot.
-    const float* user_gmf = shards_ ? fetched_[0].gmf.data() : params.user_gmf.values.data();
-    const float* item_gmf = shards_ ? fetched_[1].gmf.data() : params.item_gmf.values.data();
-    const float* user_mlp = shards_ ? fetched_[0].mlp.data() : params.user_mlp.values.data();
-    const float* item_mlp = shards_ ? fetched_[1].mlp.data() : params.item_mlp.values.data();
+    const float* user_gmf = step_ ? step_->gmf_rows(0).data() : params.user_gmf.values.data();
+    const float* item_gmf = step_ ? step_->gmf_rows(1).data() : params.item_gmf.values.data();
+    const float* user_mlp = step_ ? step_->mlp_rows(0).data() : params.user_mlp.values.data();
+    const float* item_mlp = step_ ? step_->mlp_rows(1).data() : params.item_mlp.values.data();
 #pragma omp parallel for schedule(static)
     for (int64_t c = chunk_begin; c < chunk_end; ++c) {
       const int64_t r0 = c * chunk_rows_;
       const int64_t n = std::min<int64_t>(chunk_rows_, rows - r0);
-      if (!shards_) {
+      if (!step_) {
         chunk_impressions_[c] = bpr() ? fill_rows(epoch, first, r0 / 2, (r0 + n) / 2)
                                       : fill_rows(epoch, first, r0, r0 + n);
       }
-      const std::span<const uint32_t> users = shards_ ? std::span<const uint32_t>(fetched_[0].slots.data() + (r0 - row_begin), n)
+      const std::span<const uint32_t> users = step_ ? std::span<const uint32_t>(step_->slots(0).data() + (r0 - row_begin), n)
                                                       : std::span<const uint32_t>(users_.data() + r0, n);
-      const std::span<const uint32_t> items = shards_ ? std::span<const uint32_t>(fetched_[1].slots.data() + (r0 - row_begin), n)
+      const std::span<const uint32_t> items = step_ ? std::span<const uint32_t>(step_->slots(1).data() + (r0 - row_begin), n)
                                                       : std::span<const uint32_t>(items_.data() + r0, n);
       if (f > 0) {
         cpu::gather_rows(user_gmf, f, users, user_gmf_.data() + r0 * f, f, 0);
@@ -406,7 +406,7 @@ class CpuBackend final : public Backend {
       cpu::dense_update(dense_params(options_.optimizer), step_size, dense_values_.data(), dense_state0_.data(),
                         dense_state1_.data(), dense_grad_.data(), static_cast<int64_t>(dense_grad_.size()));
     }
-    if (shards_) update_sharded(rows, chunks, row_begin, step_size);
+    if (step_) update_sharded(rows, chunks, row_begin, step_size);
     else update_embeddings(rows, step_size);
     return loss;
   }
@@ -423,8 +423,7 @@ class CpuBackend final : public Backend {
                                     : fill_rows(epoch, first, r0, r0 + n);
     }
     const size_t n = static_cast<size_t>(row_end - row_begin);
-    shards_->fetch(0, {users_.data() + row_begin, n}, fetched_[0]);
-    shards_->fetch(1, {items_.data() + row_begin, n}, fetched_[1]);
+    step_->fetch({users_.data() + row_begin, n}, {items_.data() + row_begin, n});
   }
 
   // Several ranks: the id tables' gradients of this rank's rows go to their owners; the metadata
@@ -434,10 +433,8 @@ class CpuBackend final : public Backend {
     const int64_t e = state_.params.config.mlp_embedding();
     const float* d_x0 = e > 0 ? act_grads_[0].data() + row_begin * 2 * e : nullptr;
     const bool item_metadata = state_.params.config.item_features.enabled();
-    shards_->update(0, fetched_[0], user_gmf_grad_.data() + row_begin * f, d_x0, 2 * e, 0, options_.optimizer,
-                    step_size, loss_scale_, nullptr);
-    shards_->update(1, fetched_[1], item_gmf_grad_.data() + row_begin * f, d_x0, 2 * e, e, options_.optimizer,
-                    step_size, loss_scale_, item_metadata ? &data_.item_counts : nullptr);
+    step_->update(user_gmf_grad_.data() + row_begin * f, item_gmf_grad_.data() + row_begin * f, d_x0, e,
+                  options_.optimizer, step_size, loss_scale_, item_metadata ? &data_.item_counts : nullptr);
     if (user_view_.empty() && item_view_.empty() && context_view_.empty()) return;
     share_slices(rows, chunks);
     update_features(TensorRole::kUserFeatures, user_view_, users_, user_gmf_grad_.data(), f, 0, rows, step_size);
@@ -601,8 +598,7 @@ class CpuBackend final : public Backend {
   std::vector<uint64_t> chunk_impressions_;
   uint64_t batch_impressions_ = 0;  // impression negatives drawn in the current epoch
   uint64_t exchanged_bytes_ = 0;    // several ranks: bytes of the buffers the collectives filled
-  std::unique_ptr<ShardedIdTables> shards_;  // several ranks: this rank's rows of the id tables
-  ShardedIdTables::Fetched fetched_[2];      // the rows the slice uses (users, items)
+  std::unique_ptr<RankStep> step_;  // several ranks: this rank's rows of the id tables, the rows its slice uses
   float loss_scale_ = 0.0f;         // the current batch's 1 / samples, for the rows' L2
   cpu::AlignedVector<float> dense_grad_;
   cpu::AlignedVector<float> summed_[ModelParams::kEmbeddingTables];  // per id table

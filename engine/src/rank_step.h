@@ -1,8 +1,9 @@
-// The exchange of one training step on several ranks, as a backend calls it at fixed points: the
-// id-table rows that this rank's rows of the batch (rank_rows, comm.h) use, fetched from their
-// owners; the step's loss summed over ranks; the rows' gradients returned to their owners. Host memory throughout (ShardedIdTables): the CUDA backend stages its rows and gradients through
-// it (engine/src/cuda_backend.cpp); the CPU backend shards through make_id_shards too and makes the same ShardedIdTables calls in its
-// fetch_slice and update_sharded.
+// The exchange of one training step on several ranks, as both backends call it at fixed points:
+// the id-table rows that this rank's rows of the batch (rank_rows, comm.h) use, fetched from their
+// owners; the step's loss summed over ranks; the rows' gradients returned to their owners. Host
+// memory throughout (ShardedIdTables): the CPU backend reads the fetched rows in place
+// (engine/src/cpu_backend.cpp), the CUDA backend stages them and their gradients through it
+// (engine/src/cuda_backend.cpp).
 #pragma once
 
 #include <cstdint>
