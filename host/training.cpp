@@ -347,7 +347,10 @@ TrainResult run_training(const TrainJob& requested, std::ostream& job_log) {
   check_same_training_set(comm, job.data, config, fit.train);
   // Warm start: the parent's rows by external id; update mode trains the changed rows alone.
   std::optional<ParentModel> parent;
-  if (!job.warm_start.empty()) parent = load_parent_model(job.warm_start);
+  if (!job.warm_start.empty()) {
+    parent = load_parent_model(job.warm_start, &dataset, static_cast<uint32_t>(comm.rank()),
+                               static_cast<uint32_t>(comm.size()));
+  }
   TB_CHECK(!job.update || parent, "--update needs --warm-start MODEL_DIR: the model it refreshes");
   if (parent) check_same_shape(*parent, config);
   if (job.update && changed_rows(*parent, dataset).none()) {
@@ -363,9 +366,9 @@ TrainResult run_training(const TrainJob& requested, std::ostream& job_log) {
   if (resumed) {
     state = std::move(*resumed);
   } else {
-    // Several ranks: each draws its own rows of the id tables only (a warm start matches the
-    // parent's rows on the whole tables, then the backend keeps its share).
-    const bool shard = comm.size() > 1 && !parent;
+    // Several ranks: each draws its own rows of the id tables only (a warm start then takes the
+    // parent's rows for them, read from the parent's files for this rank alone).
+    const bool shard = comm.size() > 1;
     ModelParams params = shard ? ModelParams::initialize_shard(config, job.seed, comm.rank(), comm.size())
                                : ModelParams::initialize(config, job.seed);
     zero_untrained_rows(params, fit.train);

@@ -44,14 +44,20 @@ std::string spec_text(const FeatureSpec& spec, bool counts = true) {
   return text;
 }
 
-// Rows [0, rows) of `to` from the rows of `from` that `source` names (-1: left as it is).
-void copy_rows(const Tensor& from, Tensor& to, const std::vector<int64_t>& source) {
+// The rows `to` holds (all of them, or with ranks > 1 rank's own rows u % ranks == rank) from the
+// rows of `from` that `source` names (-1: left as it is). `held` lists the parent rows `from`
+// holds when it holds only some (ParentModel::user_rows); null: it holds them all.
+void copy_rows(const Tensor& from, const std::vector<uint64_t>* held, Tensor& to, uint64_t rank, uint64_t ranks,
+               const std::vector<int64_t>& source) {
   const uint64_t width = to.cols();
   if (width == 0) return;
-  for (size_t r = 0; r < source.size(); ++r) {
-    if (source[r] < 0) continue;
-    std::copy_n(from.values.begin() + static_cast<int64_t>(source[r] * width), width,
-                to.values.begin() + static_cast<int64_t>(r * width));
+  for (uint64_t local = 0; local < to.values.size() / width; ++local) {
+    const int64_t row = source[local * ranks + rank];
+    if (row < 0) continue;
+    const uint64_t at = held == nullptr ? static_cast<uint64_t>(row)
+                                        : static_cast<uint64_t>(std::lower_bound(held->begin(), held->end(), row) - held->begin());
+    std::copy_n(from.values.begin() + static_cast<int64_t>(at * width), width,
+                to.values.begin() + static_cast<int64_t>(local * width));
   }
 }
 
@@ -121,7 +127,25 @@ void write_vocabularies(const datasets::Dataset& dataset, const ModelConfig& con
   if (!vocabularies.empty()) write_file_atomically(path, vocabularies.dump() + "\n");
 }
 
-ParentModel load_parent_model(const fs::path& dir) {
+namespace {
+
+// The parent rows that rank's own rows (u % ranks == rank) of the dataset's ids come from,
+// ascending.
+std::vector<uint64_t> needed_rows(const std::vector<std::string>& parent_ids, const datasets::StringTable& ids,
+                                  uint32_t rank, uint32_t ranks) {
+  const std::vector<int64_t> source = parent_rows(parent_ids, ids, nullptr);
+  std::vector<uint64_t> rows;
+  for (size_t u = rank; u < source.size(); u += ranks) {
+    if (source[u] >= 0) rows.push_back(static_cast<uint64_t>(source[u]));
+  }
+  std::sort(rows.begin(), rows.end());
+  rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
+  return rows;
+}
+
+}  // namespace
+
+ParentModel load_parent_model(const fs::path& dir, const datasets::Dataset* dataset, uint32_t rank, uint32_t ranks) {
   TB_CHECK(fs::is_directory(dir),
            fmt::format("--warm-start {}: not a model directory", dir.string()));
   ParentModel parent;
@@ -142,7 +166,15 @@ ParentModel load_parent_model(const fs::path& dir) {
                        dir.string()));
   parent.user_ids = read_ids(parent.dir / "user_ids.json");
   parent.item_ids = read_ids(parent.dir / "item_ids.json");
-  ModelParams params = load_model(parent.dir / "model.bin");
+  // Several ranks: each reads only the parent rows its own rows come from.
+  const bool some_rows = ranks > 1 && dataset != nullptr;
+  RowSelection selection;
+  if (some_rows) {
+    selection.users = needed_rows(parent.user_ids, dataset->user_ids, rank, ranks);
+    selection.items = needed_rows(parent.item_ids, dataset->item_ids, rank, ranks);
+  }
+  ModelParams params = some_rows ? load_model_rows(parent.dir / "model.bin", selection)
+                                 : load_model(parent.dir / "model.bin");
   TB_CHECK(
       params.config.num_users == parent.user_ids.size() &&
           params.config.num_items == parent.item_ids.size(),
@@ -163,13 +195,19 @@ ParentModel load_parent_model(const fs::path& dir) {
   const fs::path checkpoint_path = parent.dir / "checkpoint.bin";
   if (fs::exists(checkpoint_path)) {
     std::string extra;
-    TrainState checkpoint = load_checkpoint(checkpoint_path, &extra);
-    checkpoint.check_fits(params.config);  // a checkpoint of another shape is a damaged directory
+    TrainState checkpoint = some_rows ? load_checkpoint_rows(checkpoint_path, &extra, selection)
+                                      : load_checkpoint(checkpoint_path, &extra);
+    if (!some_rows) checkpoint.check_fits(params.config);  // a checkpoint of another shape is a damaged directory
+    TB_CHECK(!some_rows || config_to_json(checkpoint.params.config) == config_to_json(params.config),
+             fmt::format("--warm-start {}: checkpoint.bin and model.bin are of different models", dir.string()));
     parent.state.state0 = std::move(checkpoint.state0);
     parent.state.state1 = std::move(checkpoint.state1);
     parent.state.step = checkpoint.step;
     parent.optimizer_state = true;
   }
+  parent.some_rows = some_rows;
+  parent.user_rows = std::move(selection.users);
+  parent.item_rows = std::move(selection.items);
   return parent;
 }
 
@@ -226,10 +264,17 @@ TrainState warm_start_state(const ParentModel& parent, TrainState fresh,
                                            : role == TensorRole::kItemFeatures ? item_features
                                            : layout[t].item_id_table()         ? items
                                                                                : users;
-      copy_rows(*from[t], *to[t], source);
+      // Id tables may be a rank's share (fresh sharded, the parent's rows it needs); metadata
+      // tables are whole on every rank.
+      const bool id_table = is_id_table(role);
+      const std::vector<uint64_t>* held = !id_table || !parent.some_rows ? nullptr
+                                          : layout[t].item_id_table()   ? &parent.item_rows
+                                                                        : &parent.user_rows;
+      const uint64_t rank = id_table ? fresh.params.shard_rank : 0, ranks = id_table ? fresh.params.shard_ranks : 1;
+      copy_rows(*from[t], held, *to[t], rank, ranks, source);
       if (carry_state) {
-        copy_rows(parent.state.state0[t], fresh.state0[t], source);
-        copy_rows(parent.state.state1[t], fresh.state1[t], source);
+        copy_rows(parent.state.state0[t], held, fresh.state0[t], rank, ranks, source);
+        copy_rows(parent.state.state1[t], held, fresh.state1[t], rank, ranks, source);
       }
       continue;
     }

@@ -22,6 +22,10 @@ struct ParentModel {
   nlohmann::json config;      // its config.json
   std::vector<std::string> user_ids, item_ids;
   TrainState state;
+  // Several ranks (some_rows): the parent rows (ascending) that state's user and item tables
+  // hold, the ones this rank's own rows come from; otherwise the tables are whole.
+  bool some_rows = false;
+  std::vector<uint64_t> user_rows, item_rows;
   bool optimizer_state = false;  // state.state0/state1/step came from checkpoint.bin
   std::string optimizer;         // the optimizer it trained with
   // Its vocabularies.json ({"user"|"item": {FIELD: [values]}}); null for a model without one,
@@ -30,14 +34,18 @@ struct ParentModel {
 };
 
 // Throws tastebud::Error naming the directory for a recipe, a missing model.bin or a damaged file.
-ParentModel load_parent_model(const std::filesystem::path& dir);
+// With dataset and ranks > 1, rank `rank` reads only the parent's id-table rows that its own rows
+// of the dataset's ids (u % ranks == rank) come from, so no rank holds the parent's whole tables.
+ParentModel load_parent_model(const std::filesystem::path& dir, const datasets::Dataset* dataset = nullptr,
+                              uint32_t rank = 0, uint32_t ranks = 1);
 
 // Throws, naming every difference (model kind, factors, layers, metadata tables, context), unless
 // `config` has the parent's shape; the user and item counts may differ, and so may the number of
 // values of a categorical metadata field when the parent records them (vocabularies.json).
 void check_same_shape(const ParentModel& parent, const ModelConfig& config);
 
-// The first state over the dataset's ids: every id-table row of an id the parent knew is the
+// The first state over the dataset's ids (fresh may be a rank's share, ModelParams::sharded, with
+// the parent loaded for that rank): every id-table row of an id the parent knew is the
 // parent's row (values and, with `optimizer_state` and the same optimizer, its optimizer state);
 // the rows of new ids and, without the parent's optimizer state, every state stay as in `fresh`.
 // Dense layers, head, numeric projections and the context table are the parent's; a metadata

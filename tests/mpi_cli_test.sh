@@ -36,6 +36,24 @@ for a, b in zip(one, two):
 print("losses 1 vs 2 ranks:", [(a["loss"], b["loss"]) for a, b in zip(one, two)])
 EOF
 
+# A warm start on two ranks (each reads only the parent rows its own rows come from, Adam's
+# moments too) trains like the one-process warm start, and unlike a cold start.
+adam=(--batch-size 1000 --factors 8 --layers 16,8 --optimizer adam --lr 0.01 --threads 1 --device cpu --no-progress)
+"$bin" train --data "$work/data" "${adam[@]}" --epochs 1 --out "$work/parent" > /dev/null
+warm=(train --data "$work/data2" "${adam[@]}" --epochs 2)
+"$bin" "${warm[@]}" --out "$work/cold" > /dev/null
+"$bin" "${warm[@]}" --warm-start "$work/parent" --out "$work/warm1" > /dev/null
+two "$bin" "${warm[@]}" --warm-start "$work/parent" --out "$work/warm2" > "$work/warm2.log"
+grep -q "warm start from .*optimizer state from its checkpoint.bin" "$work/warm2.log" || fail "no warm start on two ranks: $(cat "$work/warm2.log")"
+python3 - "$work/warm1/metrics.jsonl" "$work/warm2/metrics.jsonl" "$work/cold/metrics.jsonl" <<'EOF'
+import json, sys
+one, two, cold = ([json.loads(l) for l in open(p)] for p in sys.argv[1:4])
+for a, b in zip(one, two):
+    assert abs(a["loss"] - b["loss"]) <= 1e-5 * a["loss"], (a["loss"], b["loss"])
+assert abs(one[0]["loss"] - cold[0]["loss"]) > 1e-3 * cold[0]["loss"], (one[0]["loss"], cold[0]["loss"])
+print("warm-start losses 1 vs 2 ranks:", [(a["loss"], b["loss"]) for a, b in zip(one, two)], "cold", cold[0]["loss"])
+EOF
+
 # Metadata, context and impression negatives with BPR on two ranks: the one-process losses.
 "$bin" generate --users 200 --items 150 --interactions 5000 --impressions 5 --device-effect 2 --seed 5 --out "$work/csv3" > /dev/null
 "$bin" import --interactions "$work/csv3/interactions.csv" --users "$work/csv3/users.csv" --items "$work/csv3/items.csv" \

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <map>
+#include <numeric>
 #include <random>
 #include <tuple>
 #include <optional>
@@ -21,6 +22,7 @@
 #include "cpu/topk.h"
 #include "tastebud/engine/comm.h"
 #include "tastebud/engine/model_io.h"
+#include "tastebud/engine/param_layout.h"
 #include "tastebud/engine/scorer.h"
 #include "tastebud/engine/trainer.h"
 #include "tastebud/error.h"
@@ -581,6 +583,47 @@ TEST(ModelFiles, RoundTripAndCorruption) {
   std::filesystem::resize_file(path, std::filesystem::file_size(path) - 3);
   EXPECT_THROW(load_model(path), Error);
   std::filesystem::remove(path);
+}
+
+// Some rows of a model's and a checkpoint's id tables (a rank's warm start): the listed rows of
+// every user and item table in order, every other tensor whole, a damaged file refused.
+TEST(ModelFiles, SelectedRowsAreTheWholeFilesRows) {
+  ModelConfig c;
+  c.num_users = 9;
+  c.num_items = 6;
+  c.factors = 3;
+  c.layers = {4, 2};
+  OptimizerParams adam;
+  TrainState state = TrainState::fresh(ModelParams::initialize(c, 5), adam);
+  for (auto* states : {&state.state0, &state.state1}) {
+    for (Tensor& t : *states) std::iota(t.values.begin(), t.values.end(), states == &state.state0 ? 0.5f : -7.0f);
+  }
+  const auto dir = std::filesystem::temp_directory_path() / ("tastebud_rows_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  save_model(state.params, dir / "model.bin");
+  save_checkpoint(state, "{}", dir / "checkpoint.bin");
+  const RowSelection rows{{1, 4, 8}, {0, 5}};
+  const ModelParams some = load_model_rows(dir / "model.bin", rows);
+  std::string extra;
+  const TrainState some_state = load_checkpoint_rows(dir / "checkpoint.bin", &extra, rows);
+  const ParamLayout layout(c);
+  const auto picked = [&](const Tensor& whole, size_t t) {
+    if (t >= ModelParams::kEmbeddingTables) return whole.values;
+    std::vector<float> out;
+    for (uint64_t r : layout[t].item_id_table() ? rows.items : rows.users) {
+      out.insert(out.end(), whole.values.begin() + r * whole.cols(), whole.values.begin() + (r + 1) * whole.cols());
+    }
+    return out;
+  };
+  for (size_t t = 0; t < layout.size(); ++t) {
+    EXPECT_EQ(some.tensors()[t]->values, picked(*state.params.tensors()[t], t)) << layout[t].name;
+    EXPECT_EQ(some_state.params.tensors()[t]->values, picked(*state.params.tensors()[t], t)) << layout[t].name;
+    EXPECT_EQ(some_state.state0[t].values, picked(state.state0[t], t)) << layout[t].name;
+    EXPECT_EQ(some_state.state1[t].values, picked(state.state1[t], t)) << layout[t].name;
+  }
+  std::filesystem::resize_file(dir / "model.bin", std::filesystem::file_size(dir / "model.bin") - 3);
+  EXPECT_THROW(load_model_rows(dir / "model.bin", rows), Error);
+  std::filesystem::remove_all(dir);
 }
 
 TEST(ModelConfig, RejectsUnusableShapes) {

@@ -394,9 +394,33 @@ ModelParams empty_params(const ModelConfig& config) {
   return p;
 }
 
-// Reads tensor `expected`'s values into it: all of them, or of a sharded id table the rows
-// u % ranks == rank, read in blocks.
-void read_tensor(StreamReader& in, Tensor& expected, bool id_table, uint32_t rank, uint32_t ranks) {
+// The rows of the id tables a reader keeps: every `ranks`-th from `rank` (a rank's shard), or
+// (rows set) the listed rows of each side.
+struct RowKeep {
+  uint32_t rank = 0, ranks = 1;
+  const RowSelection* rows = nullptr;
+  bool whole() const { return ranks == 1 && rows == nullptr; }
+};
+
+// The rows of a block [begin, end) of an id table that keep names, each with where it goes:
+// calls put(row, local index).
+template <class Put>
+void kept_rows_of_block(const RowKeep& keep, bool item_table, uint64_t begin, uint64_t end, Put put) {
+  if (keep.rows == nullptr) {
+    for (uint64_t u = begin + (keep.rank + keep.ranks - begin % keep.ranks) % keep.ranks; u < end; u += keep.ranks) {
+      put(u, u / keep.ranks);
+    }
+    return;
+  }
+  const std::vector<uint64_t>& list = item_table ? keep.rows->items : keep.rows->users;
+  for (auto it = std::lower_bound(list.begin(), list.end(), begin); it != list.end() && *it < end; ++it) {
+    put(*it, static_cast<uint64_t>(it - list.begin()));
+  }
+}
+
+// Reads tensor `expected`'s values into it: all of them, or of an id table the rows keep names,
+// read in blocks.
+void read_tensor(StreamReader& in, Tensor& expected, bool id_table, bool item_table, const RowKeep& keep) {
   const std::string name = in.get_string(in.get<uint32_t>());
   if (expected.name.empty()) expected.name = name;  // optimizer state: its shape is what must match
   const uint32_t dims = in.get<uint32_t>();
@@ -409,30 +433,31 @@ void read_tensor(StreamReader& in, Tensor& expected, bool id_table, uint32_t ran
   uint64_t count = 1;
   for (uint64_t d : shape) count *= d;  // the shape is the configuration's, bounded by the file's size
   if (count > in.left() / sizeof(float)) in.fail("a tensor larger than the file");
-  if (!id_table || ranks == 1 || count == 0) {
+  if (!id_table || keep.whole() || count == 0) {
     expected.values.resize(count);
     in.read(expected.values.data(), count * sizeof(float));
     return;
   }
   const uint64_t rows = expected.rows(), cols = expected.cols();
-  expected.values.assign((rows > rank ? (rows - rank + ranks - 1) / ranks : 0) * cols, 0.0f);
+  const uint64_t held = keep.rows == nullptr ? (rows > keep.rank ? (rows - keep.rank + keep.ranks - 1) / keep.ranks : 0)
+                                             : (item_table ? keep.rows->items : keep.rows->users).size();
+  expected.values.assign(held * cols, 0.0f);
   const uint64_t rows_per_block = std::max<uint64_t>(1, kRowBlockBytes / sizeof(float) / cols);
   std::vector<float> block;
   for (uint64_t begin = 0; begin < rows; begin += rows_per_block) {
     const uint64_t end = std::min(rows, begin + rows_per_block);
     block.resize((end - begin) * cols);
     in.read(block.data(), block.size() * sizeof(float));
-    for (uint64_t u = begin + (rank + ranks - begin % ranks) % ranks; u < end; u += ranks) {
-      std::copy_n(block.data() + (u - begin) * cols, cols, expected.values.data() + u / ranks * cols);
-    }
+    kept_rows_of_block(keep, item_table, begin, end, [&](uint64_t u, uint64_t local) {
+      std::copy_n(block.data() + (u - begin) * cols, cols, expected.values.data() + local * cols);
+    });
   }
 }
 
-}  // namespace
-
-TrainState load_checkpoint_shard(const std::filesystem::path& path, std::string* extra_json, uint32_t rank,
-                                 uint32_t ranks) {
-  TB_CHECK(ranks > 0 && rank < ranks, fmt::format("load_checkpoint_shard: rank {} of {}", rank, ranks));
+// A model (`checkpoint` false: the parameters) or checkpoint file read front to back in pieces,
+// the id tables' rows keep names kept, everything else whole; the checksum checked at the end.
+TrainState read_tensor_file_rows(const std::filesystem::path& path, bool checkpoint, const RowKeep& keep,
+                                 std::string* extra_json) {
   StreamReader in(path);
   if (in.get_string(sizeof(kMagic)) != std::string(kMagic, sizeof(kMagic))) in.fail("not a tastebud tensor file");
   const uint32_t version = in.get<uint32_t>();
@@ -447,26 +472,29 @@ TrainState load_checkpoint_shard(const std::filesystem::path& path, std::string*
   } catch (const nlohmann::json::exception& e) {
     in.fail(std::string("bad header: ") + e.what());
   }
-  if (!header.is_object() || header.value("kind", "") != "checkpoint" || !header.contains("config"))
-    throw Error(fmt::format("{}: not a checkpoint", path.string()));
+  if (!header.is_object() || !header.contains("config") || (checkpoint && header.value("kind", "") != "checkpoint"))
+    throw Error(fmt::format("{}: not a {}", path.string(), checkpoint ? "checkpoint" : "model file"));
   TrainState state;
   state.params = empty_params(checked_config(header, path));
-  state.params.shard_rank = rank;
-  state.params.shard_ranks = ranks;
   std::vector<Tensor*> slots = state.params.tensors();
   const size_t n = slots.size();
-  if (in.get<uint64_t>() != 3 * n) throw Error(fmt::format("{}: optimizer state is incomplete", path.string()));
-  for (size_t k = 0; k < n; ++k) read_tensor(in, *slots[k], k < ModelParams::kEmbeddingTables, rank, ranks);
+  const ParamLayout layout(state.params.config);
+  const auto read = [&](Tensor& t, size_t k) {
+    read_tensor(in, t, k < ModelParams::kEmbeddingTables, layout[k].item_id_table(), keep);
+  };
+  if (in.get<uint64_t>() != (checkpoint ? 3 : 1) * n)
+    throw Error(fmt::format("{}: {}", path.string(), checkpoint ? "optimizer state is incomplete" : "not the model's tensors"));
+  for (size_t k = 0; k < n; ++k) read(*slots[k], k);
   for (auto* states : {&state.state0, &state.state1}) {
-    for (size_t k = 0; k < n; ++k) {
+    for (size_t k = 0; checkpoint && k < n; ++k) {
       Tensor t{"", slots[k]->shape, {}};
-      read_tensor(in, t, k < ModelParams::kEmbeddingTables, rank, ranks);
+      read(t, k);
       states->push_back(std::move(t));
     }
   }
   if (in.left() != 0) in.fail("bytes after the last tensor");
   in.check_trailer();
-  if (ranks == 1) state.params.shard_ranks = 1;
+  if (!checkpoint) return state;
   try {
     state.step = header.at("step").get<uint64_t>();
     if (extra_json) *extra_json = header.at("extra").dump();
@@ -474,6 +502,25 @@ TrainState load_checkpoint_shard(const std::filesystem::path& path, std::string*
     throw Error(fmt::format("corrupt: {}: the checkpoint header lacks its step or extra: {}", path.string(), e.what()));
   }
   return state;
+}
+
+}  // namespace
+
+TrainState load_checkpoint_shard(const std::filesystem::path& path, std::string* extra_json, uint32_t rank,
+                                 uint32_t ranks) {
+  TB_CHECK(ranks > 0 && rank < ranks, fmt::format("load_checkpoint_shard: rank {} of {}", rank, ranks));
+  TrainState state = read_tensor_file_rows(path, true, RowKeep{rank, ranks, nullptr}, extra_json);
+  state.params.shard_rank = ranks > 1 ? rank : 0;
+  state.params.shard_ranks = ranks;
+  return state;
+}
+
+ModelParams load_model_rows(const std::filesystem::path& path, const RowSelection& rows) {
+  return read_tensor_file_rows(path, false, RowKeep{0, 1, &rows}, nullptr).params;
+}
+
+TrainState load_checkpoint_rows(const std::filesystem::path& path, std::string* extra_json, const RowSelection& rows) {
+  return read_tensor_file_rows(path, true, RowKeep{0, 1, &rows}, extra_json);
 }
 
 TrainState load_checkpoint(const std::filesystem::path& path, std::string* extra_json) {

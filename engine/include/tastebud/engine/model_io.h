@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "tastebud/atomic_file.h"  // write_file_atomically, which model files are written with
 #include "tastebud/engine/trainer.h"
@@ -46,5 +47,15 @@ TrainState load_checkpoint(const std::filesystem::path& path, std::string* extra
 // block. The checksum is checked as the file is read.
 TrainState load_checkpoint_shard(const std::filesystem::path& path, std::string* extra_json, uint32_t rank,
                                  uint32_t ranks);
+
+// Some rows of a file's id tables: the listed rows (ascending) of every user table and of every
+// item table, in that order, each table's values holding only those rows (the shapes stay the
+// whole tables'); every other tensor whole. A rank's warm start reads the parent rows its own rows
+// come from this way (host/warm_start.h). Memory: the rows and a block; the checksum is checked.
+struct RowSelection {
+  std::vector<uint64_t> users, items;
+};
+ModelParams load_model_rows(const std::filesystem::path& path, const RowSelection& rows);
+TrainState load_checkpoint_rows(const std::filesystem::path& path, std::string* extra_json, const RowSelection& rows);
 
 }  // namespace tastebud
