@@ -454,6 +454,17 @@ void read_tensor(StreamReader& in, Tensor& expected, bool id_table, bool item_ta
   }
 }
 
+// A checkpoint header's step and its caller's JSON.
+void read_step_and_extra(const nlohmann::json& header, const std::filesystem::path& path, TrainState& state,
+                         std::string* extra_json) {
+  try {
+    state.step = header.at("step").get<uint64_t>();
+    if (extra_json) *extra_json = header.at("extra").dump();
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("corrupt: {}: the checkpoint header lacks its step or extra: {}", path.string(), e.what()));
+  }
+}
+
 // A model (`checkpoint` false: the parameters) or checkpoint file read front to back in pieces,
 // the id tables' rows keep names kept, everything else whole; the checksum checked at the end.
 TrainState read_tensor_file_rows(const std::filesystem::path& path, bool checkpoint, const RowKeep& keep,
@@ -495,12 +506,7 @@ TrainState read_tensor_file_rows(const std::filesystem::path& path, bool checkpo
   if (in.left() != 0) in.fail("bytes after the last tensor");
   in.check_trailer();
   if (!checkpoint) return state;
-  try {
-    state.step = header.at("step").get<uint64_t>();
-    if (extra_json) *extra_json = header.at("extra").dump();
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(fmt::format("corrupt: {}: the checkpoint header lacks its step or extra: {}", path.string(), e.what()));
-  }
+  read_step_and_extra(header, path, state, extra_json);
   return state;
 }
 
@@ -536,12 +542,7 @@ TrainState load_checkpoint(const std::filesystem::path& path, std::string* extra
     state.state0.push_back(std::move(tensors[n + i]));
     state.state1.push_back(std::move(tensors[2 * n + i]));
   }
-  try {
-    state.step = header.at("step").get<uint64_t>();
-    if (extra_json) *extra_json = header.at("extra").dump();
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(fmt::format("corrupt: {}: the checkpoint header lacks its step or extra: {}", path.string(), e.what()));
-  }
+  read_step_and_extra(header, path, state, extra_json);
   return state;
 }
 

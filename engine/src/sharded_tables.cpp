@@ -1,6 +1,7 @@
 #include "sharded_tables.h"
 
 #include <algorithm>
+#include <array>
 #include <numeric>
 
 #include <fmt/format.h>
@@ -18,6 +19,15 @@ size_t gmf_table(int side) { return static_cast<size_t>(side); }
 size_t mlp_table(int side) { return static_cast<size_t>(2 + side); }
 
 void release(std::vector<float>& v) { std::vector<float>().swap(v); }
+
+// Side's [GMF, MLP] tensors of the parameters, state0 and state1, in that order.
+using SideTensors = std::array<std::array<Tensor*, 2>, 3>;
+SideTensors side_tensors(TrainState& state, int side) {
+  std::vector<Tensor*> tensors = state.params.tensors();
+  return {{{tensors[gmf_table(side)], tensors[mlp_table(side)]},
+           {&state.state0[gmf_table(side)], &state.state0[mlp_table(side)]},
+           {&state.state1[gmf_table(side)], &state.state1[mlp_table(side)]}}};
+}
 
 }  // namespace
 
@@ -39,13 +49,10 @@ ShardedIdTables::ShardedIdTables(Communicator& comm, TrainState& state) : comm_(
   TB_CHECK(!held || (state.params.shard_ranks == n && state.params.shard_rank == r),
            fmt::format("the state holds the id rows of rank {} of {}, this is rank {} of {}", state.params.shard_rank,
                        state.params.shard_ranks, r, n));
-  std::vector<Tensor*> tensors = state.params.tensors();
   for (int side = 0; side < 2; ++side) {
     const uint64_t local = local_rows(side);
     const int64_t w = width();
-    Tensor* from[3][2] = {{tensors[gmf_table(side)], tensors[mlp_table(side)]},
-                          {&state.state0[gmf_table(side)], &state.state0[mlp_table(side)]},
-                          {&state.state1[gmf_table(side)], &state.state1[mlp_table(side)]}};
+    const SideTensors from = side_tensors(state, side);
     std::vector<float>* to[3] = {&values_[side], &state0_[side], &state1_[side]};
     for (int k = 0; k < 3; ++k) {
       to[k]->assign(local * w, 0.0f);
@@ -167,11 +174,8 @@ void ShardedIdTables::update(int side, const Fetched& fetched, const float* d_gm
 void ShardedIdTables::gather(TrainState& state) {
   const uint64_t n = static_cast<uint64_t>(comm_.size());
   const int64_t w = width();
-  std::vector<Tensor*> tensors = state.params.tensors();
   for (int side = 0; side < 2; ++side) {
-    Tensor* to[3][2] = {{tensors[gmf_table(side)], tensors[mlp_table(side)]},
-                        {&state.state0[gmf_table(side)], &state.state0[mlp_table(side)]},
-                        {&state.state1[gmf_table(side)], &state.state1[mlp_table(side)]}};
+    const SideTensors to = side_tensors(state, side);
     const std::vector<float>* from[3] = {&values_[side], &state0_[side], &state1_[side]};
     for (int k = 0; k < 3; ++k) {
       const auto* mine = reinterpret_cast<const std::byte*>(from[k]->data());
@@ -194,11 +198,8 @@ void ShardedIdTables::gather(TrainState& state) {
 
 void ShardedIdTables::copy_held_rows(TrainState& state) const {
   const int64_t w = width();
-  std::vector<Tensor*> tensors = state.params.tensors();
   for (int side = 0; side < 2; ++side) {
-    Tensor* to[3][2] = {{tensors[gmf_table(side)], tensors[mlp_table(side)]},
-                        {&state.state0[gmf_table(side)], &state.state0[mlp_table(side)]},
-                        {&state.state1[gmf_table(side)], &state.state1[mlp_table(side)]}};
+    const SideTensors to = side_tensors(state, side);
     const std::vector<float>* from[3] = {&values_[side], &state0_[side], &state1_[side]};
     const uint64_t local = local_rows(side);
     for (int k = 0; k < 3; ++k) {
