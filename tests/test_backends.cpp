@@ -1204,6 +1204,37 @@ uint64_t samples_of(const TrainingSet& data, const TrainOptions& options) {
   return samples_per_epoch(data.size(), options.negatives, options.loss == LossKind::kBpr);
 }
 
+// Adam as Kingma and Ba's Algorithm 1 and PyTorch's Adam compute it, epsilon added to the
+// bias-corrected sqrt(v): w -= lr / (1 - b1^t) * m / (sqrt(v / (1 - b2^t)) + eps), in double, for
+// gradients of the size an embedding row gets (1e-7 to 1e-5). adam_step_size and step_params fold
+// the corrections into the two constants apply_update takes. The known answer: at step 1 a
+// gradient of 1e-7 moves the weight by lr * 1e-7 / (1e-7 + 1e-8); with epsilon on the raw
+// sqrt(v) (what tastebud did before) it moved by lr * 1e-7 / (1e-7 + 1e-8 / sqrt(0.001)), a quarter.
+TEST(AdamStep, AddsEpsilonToTheBiasCorrectedRoot) {
+  OptimizerParams p;
+  float w = 0.0f, m = 0.0f, v = 0.0f;
+  apply_update(p.kind, adam_step_size(p, 1), p.beta1, p.beta2, step_params(p, 1).eps, 0.0f, w, m, v, 1e-7f);
+  EXPECT_NEAR(w, -p.lr * 1e-7 / (1e-7 + 1e-8), 1e-6 * p.lr);
+  for (const double scale : {1e-7, 1e-6, 1e-5}) {
+    float wf = 0.5f, mf = 0.0f, vf = 0.0f;
+    double wd = 0.5, md = 0.0, vd = 0.0;
+    for (uint64_t t = 1; t <= 30; ++t) {
+      const double g = scale * std::sin(0.7 * static_cast<double>(t));  // sign changes, varying size
+      apply_update(p.kind, adam_step_size(p, t), p.beta1, p.beta2, step_params(p, t).eps, 0.0f, wf, mf, vf,
+                   static_cast<float>(g));
+      md = p.beta1 * md + (1.0 - p.beta1) * g;
+      vd = p.beta2 * vd + (1.0 - p.beta2) * g * g;
+      const double c1 = 1.0 - std::pow(static_cast<double>(p.beta1), static_cast<double>(t));
+      const double c2 = 1.0 - std::pow(static_cast<double>(p.beta2), static_cast<double>(t));
+      wd -= p.lr / c1 * md / (std::sqrt(vd / c2) + p.eps);
+    }
+    EXPECT_NEAR(wf, wd, 1e-4 * std::abs(0.5 - wd)) << "gradients of " << scale;
+  }
+  OptimizerParams sgd;
+  sgd.kind = OptimizerKind::kSgd;
+  EXPECT_EQ(step_params(sgd, 1).eps, sgd.eps);  // only Adam's epsilon depends on the step
+}
+
 // One batch holding the whole epoch: one step, then every parameter and optimizer state compared.
 // SGD and Adagrad only: their updates are proportional to the gradient, while Adam's first step
 // is lr * sign(g) and flips wherever rounding flips the sign of a near-zero gradient.

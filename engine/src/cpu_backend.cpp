@@ -385,6 +385,7 @@ class CpuBackend final : public Backend {
     const OptimizerParams& opt = options_.optimizer;
     const float step_size =
         opt.kind == OptimizerKind::kAdam ? adam_step_size(opt, state_.step) : opt.lr;
+    step_optimizer_ = step_params(opt, state_.step);
     sum_dense_gradients(chunk_begin, chunk_end);
     // MF's head stays at ones: no gradient, and dense parameters take no L2, so it never moves.
     if (state_.params.config.frozen_head()) {
@@ -393,7 +394,7 @@ class CpuBackend final : public Backend {
       drop_constant_column(numeric_projection(dense_grad_, true), state_.params.item_numeric, true);
     }
     if (!options_.freeze_dense) {
-      cpu::dense_update(dense_params(options_.optimizer), step_size, dense_values_.data(), dense_state0_.data(),
+      cpu::dense_update(dense_params(step_optimizer_), step_size, dense_values_.data(), dense_state0_.data(),
                         dense_state1_.data(), dense_grad_.data(), static_cast<int64_t>(dense_grad_.size()));
     }
     if (shards_) update_sharded(rows, chunks, row_begin, step_size);
@@ -424,9 +425,9 @@ class CpuBackend final : public Backend {
     const int64_t e = state_.params.config.mlp_embedding();
     const float* d_x0 = e > 0 ? act_grads_[0].data() + row_begin * 2 * e : nullptr;
     const bool item_metadata = state_.params.config.item_features.enabled();
-    shards_->update(0, fetched_[0], user_gmf_grad_.data() + row_begin * f, d_x0, 2 * e, 0, options_.optimizer,
+    shards_->update(0, fetched_[0], user_gmf_grad_.data() + row_begin * f, d_x0, 2 * e, 0, step_optimizer_,
                     step_size, loss_scale_, nullptr);
-    shards_->update(1, fetched_[1], item_gmf_grad_.data() + row_begin * f, d_x0, 2 * e, e, options_.optimizer,
+    shards_->update(1, fetched_[1], item_gmf_grad_.data() + row_begin * f, d_x0, 2 * e, e, step_optimizer_,
                     step_size, loss_scale_, item_metadata ? &data_.item_counts : nullptr);
     if (user_view_.empty() && item_view_.empty() && context_view_.empty()) return;
     share_slices(rows, chunks);
@@ -518,7 +519,7 @@ class CpuBackend final : public Backend {
       }
     }
     const cpu::RowGroups& training = trainable_groups(t, groups, summed, width);
-    cpu::sparse_update(options_.optimizer, step_size, table.values.data(),
+    cpu::sparse_update(step_optimizer_, step_size, table.values.data(),
                        state_.state0[t].values.data(), state_.state1[t].values.data(), width,
                        training.rows, summed, RowL2{training.starts.data(), loss_scale_});
     const int64_t constant = constant_column(t);
@@ -567,7 +568,7 @@ class CpuBackend final : public Backend {
     const int64_t constant = role == TensorRole::kContext ? -1 : state_.params.config.constant_column(role == TensorRole::kItemFeatures);
     for (size_t k = 0; constant >= 0 && k < feature_groups_.size(); ++k) feature_summed_[k * (f + e) + constant] = 0.0f;
     Tensor& table = *tensors_[t];
-    cpu::sparse_update(options_.optimizer, step_size, table.values.data(),
+    cpu::sparse_update(step_optimizer_, step_size, table.values.data(),
                        state_.state0[t].values.data(), state_.state1[t].values.data(), f + e,
                        feature_groups_.rows, feature_summed_.data(), RowL2{feature_groups_.starts.data(), loss_scale_});
   }
@@ -594,6 +595,7 @@ class CpuBackend final : public Backend {
   std::unique_ptr<ShardedIdTables> shards_;  // several ranks: this rank's rows of the id tables
   ShardedIdTables::Fetched fetched_[2];      // the rows the slice uses (users, items)
   float loss_scale_ = 0.0f;         // the current batch's 1 / samples, for the rows' L2
+  OptimizerParams step_optimizer_;  // the current step's (step_params: Adam's epsilon of step t)
   cpu::AlignedVector<float> dense_grad_;
   cpu::AlignedVector<float> summed_[ModelParams::kEmbeddingTables];  // per id table
   // The dense parameters and their optimizer state live here while training (aligned, see

@@ -454,7 +454,7 @@ class CudaBackend final : public Backend {
     cuda::sum_feature_gradients(*side.groups, d_gmf, f, mlp_rows(d_act_grads_), 2 * e, mlp_offset, f, e,
                                 d_feature_summed_.data(), stream);
     const size_t t = side.table;
-    cuda::sparse_update(options_.optimizer, step_size, d_tables_[t].data(), d_table_state0_[t].data(),
+    cuda::sparse_update(step_optimizer_, step_size, d_tables_[t].data(), d_table_state0_[t].data(),
                         d_table_state1_[t].data(), f + e, side.groups->rows(), side.groups->num_groups(),
                         side.groups->max_groups(), d_feature_summed_.data(), RowL2{side.groups->starts(), loss_scale_},
                         loss_->halted(), stream);
@@ -504,12 +504,13 @@ class CudaBackend final : public Backend {
 
     const OptimizerParams& opt = options_.optimizer;
     const float step_size = opt.kind == OptimizerKind::kAdam ? adam_step_size(opt, step) : opt.lr;
+    step_optimizer_ = step_params(opt, step);
     const int* halted = loss_->halted();
     // MF's head stays at ones: no gradient, and dense parameters take no L2, so it never moves.
     if (host_.params.config.frozen_head()) {
       cuda::fill_zero(grads_.head_weight, host_.params.head_weight.values.size() * sizeof(float), stream);
     }
-    cuda::dense_update(dense_params(opt), step_size, d_dense_.data(), d_dense_state0_.data(), d_dense_state1_.data(),
+    cuda::dense_update(dense_params(step_optimizer_), step_size, d_dense_.data(), d_dense_state0_.data(), d_dense_state1_.data(),
                        d_dense_grad_.data(), static_cast<int64_t>(d_dense_.size()), halted, stream);
 
     user_groups_->build(d_users_.data(), rows, stream);
@@ -538,7 +539,7 @@ class CudaBackend final : public Backend {
       cuda::drop_untrained_gradients(groups.rows(), groups.num_groups(), groups.max_groups(),
                                      d_trained_items_.data(), width, d_summed_.data(), stream);
     }
-    cuda::sparse_update(options_.optimizer, step_size, d_tables_[t].data(), d_table_state0_[t].data(),
+    cuda::sparse_update(step_optimizer_, step_size, d_tables_[t].data(), d_table_state0_[t].data(),
                         d_table_state1_[t].data(), width, groups.rows(), groups.num_groups(),
                         groups.max_groups(), d_summed_.data(), RowL2{groups.starts(), loss_scale_}, loss_->halted(), stream);
     // MF: the constant column of the id table stays at one, as on the CPU.
@@ -561,6 +562,7 @@ class CudaBackend final : public Backend {
   cuda::NeuMFShape shape_;
   int64_t max_rows_ = 0;
   float loss_scale_ = 0.0f;  // the current batch's 1 / samples, for the rows' L2
+  OptimizerParams step_optimizer_;  // the current step's (step_params: Adam's epsilon of step t)
 
   cuda::DeviceBuffer<uint32_t> d_user_, d_item_, d_order_;
   cuda::DeviceBuffer<float> d_weight_;
