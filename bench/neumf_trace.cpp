@@ -2,9 +2,10 @@
 // initial parameters of a seed, the (user, item, label) rows of the first epochs in batch order as
 // the engine's own fill_sample produces them, and the CPU backend's parameters after steps 1, 65,
 // 257 and 1025 and after its first epoch (DIR/stepN), all as raw little-endian float32 / uint32 arrays.
-//   neumf_trace DATASET_DIR OUT_DIR SEED SAMPLE_EPOCHS
+//   neumf_trace DATASET_DIR OUT_DIR SEED SAMPLE_EPOCHS [lazy|dense]
 // The model is the paper's NeuMF (8 factors, layers 64,32,16,8, 4 negatives, Adam 0.001, batch
-// 256, no L2, ids only) on the split bench/export_split writes, trained on one thread.
+// 256, no L2, ids only) on the split bench/export_split writes, trained on one thread, with lazy
+// (the default) or dense embedding updates (compare with the peer's --lazy-embeddings or without).
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -78,8 +79,8 @@ void write_trained(const fs::path& dir, const TrainingSet& train, const TrainOpt
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 5) {
-    std::fprintf(stderr, "usage: neumf_trace DATASET_DIR OUT_DIR SEED SAMPLE_EPOCHS\n");
+  if (argc != 5 && argc != 6) {
+    std::fprintf(stderr, "usage: neumf_trace DATASET_DIR OUT_DIR SEED SAMPLE_EPOCHS [lazy|dense]\n");
     return 2;
   }
   try {
@@ -90,6 +91,9 @@ int main(int argc, char** argv) {
     TrainOptions options;
     options.seed = std::stoull(argv[3]);
     options.threads = 1;
+    const std::string updates = argc == 6 ? argv[5] : "lazy";
+    TB_CHECK(updates == "lazy" || updates == "dense", "embedding updates: expected lazy or dense, got '" + updates + "'");
+    options.embedding_updates = updates == "dense" ? EmbeddingUpdates::kDense : EmbeddingUpdates::kLazy;
     ModelConfig config;
     config.num_users = split.train.num_users;
     config.num_items = split.train.num_items;

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <map>
+#include <set>
 #include <memory>
 #include <numeric>
 #include <random>
@@ -1315,6 +1316,60 @@ TYPED_TEST(Backends, BatchedEpochLossesMatchTheGoldenRun) {
     EXPECT_TRUE(near_all(want_losses, std::vector<float>(golden, golden + 5), 0.0, 1e-5, what + " (golden)"));
     EXPECT_TRUE(near_all(got_losses, want_losses, within<TypeParam>(1e-4), within<TypeParam>(2e-3), what));
     EXPECT_EQ(got->state().step, 20u);
+  }
+}
+
+// Dense embedding updates (EmbeddingUpdates::kDense) against lazy ones over an epoch of two steps:
+// after step 1 the two agree (no row has momentum yet), so after step 2 every row that step used
+// and every dense layer is the lazy run's, and every other id-table row is the lazy run's value
+// moved by one zero-gradient Adam step, without L2 (torch.optim.Adam on a dense nn.Embedding).
+TYPED_TEST(Backends, DenseEmbeddingUpdatesMoveTheRowsAStepDidNotUse) {
+  // A large catalog, so that many items are drawn as negatives in one step and not the other.
+  const TrainingSet data = banded_training_set(47, 2003);
+  TrainOptions lazy = step_options(LossKind::kBce, OptimizerKind::kAdam);
+  const uint64_t samples = samples_of(data, lazy);
+  lazy.batch_size = static_cast<uint32_t>((samples + 1) / 2);
+  TrainOptions dense = lazy;
+  dense.embedding_updates = EmbeddingUpdates::kDense;
+  const TrainState start = TrainState::fresh(ModelParams::initialize(odd_config(data), 11), lazy.optimizer);
+  auto got = TypeParam::backend(data, dense, start);
+  auto want = reference_backend(data, lazy, start);
+  got->train_epoch(0, {});
+  want->train_epoch(0, {});
+  const TrainState g = got->state(), w = want->state();
+  ASSERT_EQ(g.step, 2u);
+  const auto second = TypeParam::row_positives(lazy.seed, 0, lazy.negatives, false, data, lazy.batch_size,
+                                               static_cast<uint32_t>(samples - lazy.batch_size));
+  const OptimizerParams p = step_params(lazy.optimizer, 2);
+  const float step_size = adam_step_size(lazy.optimizer, 2);
+  size_t moved = 0;
+  for (size_t t = 0; t < ModelParams::kEmbeddingTables; ++t) {
+    const std::vector<uint32_t>& ids = t % 2 == 0 ? second.users : second.items;
+    const std::set<uint32_t> used(ids.begin(), ids.end());
+    const Tensor& table = *w.params.tensors()[t];
+    std::vector<float> expected = table.values;
+    for (uint64_t r = 0; r < table.rows(); ++r) {
+      if (used.count(static_cast<uint32_t>(r))) continue;
+      for (uint64_t k = r * table.cols(); k < (r + 1) * table.cols(); ++k) {
+        float m = w.state0[t].values[k], v = w.state1[t].values[k];
+        apply_update(p.kind, step_size, p.beta1, p.beta2, p.eps, 0.0f, expected[k], m, v, 0.0f);
+        moved += expected[k] != table.values[k];
+      }
+    }
+    EXPECT_TRUE(near_all(g.params.tensors()[t]->values, expected, 1e-7, within<TypeParam>(1e-4) + 1e-5, table.name));
+  }
+  EXPECT_GT(moved, 100u);  // rows of step 1 that step 2 did not use: the case under test
+  for (size_t t = ModelParams::kEmbeddingTables; t < g.params.tensors().size(); ++t) {
+    EXPECT_TRUE(near_all(g.params.tensors()[t]->values, w.params.tensors()[t]->values, within<TypeParam>(1e-6),
+                         within<TypeParam>(1e-4), g.params.tensors()[t]->name));
+  }
+  TrainOptions frozen = dense;
+  frozen.freeze_dense = true;
+  try {
+    reference_backend(data, frozen, start);
+    ADD_FAILURE() << "dense embedding updates in update mode were accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("update mode (frozen rows) needs lazy ones"), std::string::npos) << e.what();
   }
 }
 

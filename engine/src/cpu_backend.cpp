@@ -132,6 +132,8 @@ class CpuBackend final : public Backend {
              fmt::format("trainable_items has {} flags for {} items", options_.trainable_items.size(), data.num_items));
     TB_CHECK(ranks() == 1 || !options_.masked(),
              "update mode (frozen rows and dense layers) trains in one process only; run it without mpirun");
+    TB_CHECK(ranks() == 1 || options_.embedding_updates == EmbeddingUpdates::kLazy,
+             "dense embedding updates train in one process only; use lazy ones with several ranks");
   }
 
   // Update mode: the groups of table t without its frozen rows, their summed gradients moved down
@@ -522,8 +524,21 @@ class CpuBackend final : public Backend {
     cpu::sparse_update(step_optimizer_, step_size, table.values.data(),
                        state_.state0[t].values.data(), state_.state1[t].values.data(), width,
                        training.rows, summed, RowL2{training.starts.data(), loss_scale_});
+    if (options_.embedding_updates == EmbeddingUpdates::kDense) update_untouched(t, training.rows, width, step_size);
     const int64_t constant = constant_column(t);
     if (constant >= 0) cpu::set_column(table.values.data(), width, training.rows, constant, 1.0f);
+  }
+
+  // Dense embedding updates: the rows of id table t the step did not use take a zero-gradient step.
+  void update_untouched(size_t t, std::span<const uint32_t> rows, int64_t width, float step_size) {
+    Tensor& table = *tensors_[t];
+    std::vector<uint8_t>& touched = touched_[t];
+    touched.resize(table.rows(), 0);
+    for (uint32_t r : rows) touched[r] = 1;
+    cpu::untouched_update(step_optimizer_, step_size, table.values.data(), state_.state0[t].values.data(),
+                          state_.state1[t].values.data(), width, static_cast<int64_t>(table.rows()), touched.data(),
+                          constant_column(t));
+    for (uint32_t r : rows) touched[r] = 0;
   }
 
   void update_embeddings(int64_t rows, float step_size) {
@@ -596,6 +611,7 @@ class CpuBackend final : public Backend {
   ShardedIdTables::Fetched fetched_[2];      // the rows the slice uses (users, items)
   float loss_scale_ = 0.0f;         // the current batch's 1 / samples, for the rows' L2
   OptimizerParams step_optimizer_;  // the current step's (step_params: Adam's epsilon of step t)
+  std::vector<uint8_t> touched_[4];  // dense embedding updates: each id table's rows of the step
   cpu::AlignedVector<float> dense_grad_;
   cpu::AlignedVector<float> summed_[ModelParams::kEmbeddingTables];  // per id table
   // The dense parameters and their optimizer state live here while training (aligned, see

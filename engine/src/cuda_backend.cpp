@@ -505,6 +505,7 @@ class CudaBackend final : public Backend {
     const OptimizerParams& opt = options_.optimizer;
     const float step_size = opt.kind == OptimizerKind::kAdam ? adam_step_size(opt, step) : opt.lr;
     step_optimizer_ = step_params(opt, step);
+    step_ = step;
     const int* halted = loss_->halted();
     // MF's head stays at ones: no gradient, and dense parameters take no L2, so it never moves.
     if (host_.params.config.frozen_head()) {
@@ -547,10 +548,25 @@ class CudaBackend final : public Backend {
     const int64_t constant = role == TensorRole::kUserGmf || role == TensorRole::kItemGmf
                                  ? host_.params.config.constant_column(role == TensorRole::kItemGmf)
                                  : -1;
+    if (options_.embedding_updates == EmbeddingUpdates::kDense) update_untouched(t, groups, width, constant, step_size);
     if (constant >= 0) {
       cuda::set_column(d_tables_[t].data(), width, groups.rows(), groups.num_groups(), groups.max_groups(), constant,
                        1.0f, stream);
     }
+  }
+
+  // Dense embedding updates: the rows of id table t the step did not use take a zero-gradient step.
+  void update_untouched(size_t t, const cuda::RowGroups& groups, int64_t width, int64_t constant, float step_size) {
+    cuda::StreamHandle stream = stream_.get();
+    const int64_t table_rows = static_cast<int64_t>(host_.params.tensors()[t]->rows());
+    if (d_row_stamps_[t].size() != static_cast<size_t>(table_rows)) {
+      d_row_stamps_[t].resize(table_rows);
+      cuda::fill_zero(d_row_stamps_[t].data(), table_rows * sizeof(uint32_t), stream);
+    }
+    cuda::untouched_update(step_optimizer_, step_size, d_tables_[t].data(), d_table_state0_[t].data(),
+                           d_table_state1_[t].data(), width, table_rows, groups.rows(), groups.num_groups(),
+                           groups.max_groups(), d_row_stamps_[t].data(), static_cast<uint32_t>(step_), constant,
+                           loss_->halted(), stream);
   }
 
   const TrainingSet& data_;
@@ -563,6 +579,8 @@ class CudaBackend final : public Backend {
   int64_t max_rows_ = 0;
   float loss_scale_ = 0.0f;  // the current batch's 1 / samples, for the rows' L2
   OptimizerParams step_optimizer_;  // the current step's (step_params: Adam's epsilon of step t)
+  uint64_t step_ = 0;               // the current step (1-based)
+  cuda::DeviceBuffer<uint32_t> d_row_stamps_[4];  // dense embedding updates: the step that last used each row
 
   cuda::DeviceBuffer<uint32_t> d_user_, d_item_, d_order_;
   cuda::DeviceBuffer<float> d_weight_;
