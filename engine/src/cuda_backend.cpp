@@ -148,6 +148,7 @@ class CudaBackend final : public Backend {
     // The device buffers and the dense layout were sized from host_'s config: every tensor must fit.
     state.check_fits(host_.params.config);
     if (&state != &host_) host_ = state;
+    for (auto& stamps : d_row_stamps_) stamps.resize(0);  // stamps of steps this state may take again
     auto tensors = host_.params.tensors();
     cuda::StreamHandle stream = stream_.get();
     const size_t sparse = layout_.sparse_count();
