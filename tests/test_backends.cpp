@@ -1338,7 +1338,7 @@ TYPED_TEST(Backends, DenseEmbeddingUpdatesMoveTheRowsAStepDidNotUse) {
   want->train_epoch(0, {});
   const TrainState g = got->state(), w = want->state();
   ASSERT_EQ(g.step, 2u);
-  const auto second = TypeParam::row_positives(lazy.seed, 0, lazy.negatives, false, data, lazy.batch_size,
+  const auto second = CpuOps::row_positives(lazy.seed, 0, lazy.negatives, false, data, lazy.batch_size,
                                                static_cast<uint32_t>(samples - lazy.batch_size));
   const OptimizerParams p = step_params(lazy.optimizer, 2);
   const float step_size = adam_step_size(lazy.optimizer, 2);
