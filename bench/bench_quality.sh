@@ -5,7 +5,8 @@
 # chosen on the validation split; the test numbers of that epoch are reported. The shop is imported
 # with its Users and Items files, so `--metadata auto` (the default) has fields to resolve to.
 # Usage: bash bench/bench_quality.sh [TASTEBUD_BINARY]   (default build/host/tastebud); prints the
-# markdown table for bench/RESULTS.md. EPOCHS=20 overrides the epochs.
+# markdown table for bench/RESULTS.md. EPOCHS=20 overrides the epochs; MODELS="neumf" runs only
+# those models' rows.
 # MODE=metadata: NeuMF with `--metadata none` against the default `--metadata auto` on the
 # synthetic ML-100K layout and a shop imported with its Users and Items files, leave-one-out (warm
 # users) and cold-items (20% of items without training rows, ranked among 99 cold items; random
@@ -74,6 +75,7 @@ row() {
 }
 echo "| data | eval | model | metadata | epoch | HR@10 or NDCG@10 | NDCG@10 or precision@10 |"
 echo "|---|---|---|---|---|---|---|"
-for model in mf gmf neumf mlp; do row ml loo "$model" hr@10 ndcg@10; done
-for model in mf gmf neumf mlp; do row shop loo "$model" hr@10 ndcg@10; done
-for model in mf gmf neumf mlp; do row shop personalize "$model" ndcg@10 precision@10; done
+models="${MODELS:-mf gmf neumf mlp}"
+for model in $models; do row ml loo "$model" hr@10 ndcg@10; done
+for model in $models; do row shop loo "$model" hr@10 ndcg@10; done
+for model in $models; do row shop personalize "$model" ndcg@10 precision@10; done

@@ -4,7 +4,11 @@
 # MovieLens-100K layout's leave-one-out split, exported by bench/export_split so both train and rank
 # the same rows. One thread each, both sides of a seed run side by side.
 #   bash bench/compare_pytorch.sh quality [EPOCHS] [SEEDS]     (needs python3-torch)
-# Prints the table of HR@10 per epoch for bench/RESULTS.md. TASTEBUD_FLAGS: extra train flags.
+# Prints the table of HR@10 per epoch for bench/RESULTS.md. TASTEBUD_FLAGS: extra train flags
+# (e.g. "--embedding-updates dense").
+# STEP_CHECK=lazy|dense: instead, seed 1's first epoch retraced step by step: bench/neumf_trace
+# writes tastebud's init, samples and parameters after steps 1, 65, ..., the peer trains from them
+# (--lazy-embeddings for lazy) and prints each step's largest relative difference over the tensors.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 epochs=${1:-20}
@@ -19,6 +23,22 @@ rm -rf "$work" && mkdir -p "$work"
 "$bin" generate --layout movielens-100k --seed 7 --out "$work/ml-100k" >/dev/null
 "$bin" import --movielens "$work/ml-100k" --out "$work/dataset" --quiet >/dev/null
 "$build/bench/export_split" "$work/dataset" "$work/split"
+if [ -n "${STEP_CHECK:-}" ]; then
+  cmake --build "$build" --target neumf_trace -j"$(nproc)" >/dev/null
+  "$build/bench/neumf_trace" "$work/dataset" "$work/trace" 1 1 "$STEP_CHECK"
+  lazy=$([ "$STEP_CHECK" = lazy ] && echo --lazy-embeddings || true)
+  # shellcheck disable=SC2086
+  "$python" bench/peers/pytorch_neumf.py "$work/split" --threads 1 --init-from "$work/trace/init" \
+    --samples-from "$work/trace" --compare-to "$work/trace" --epochs 1 $lazy |
+    "$python" -c 'import json, sys
+worst = {}
+for line in sys.stdin:
+    d = json.loads(line)
+    if "tensor" not in d: continue
+    if d["max_rel_diff"] >= worst.get(d["step"], ("", -1))[1]: worst[d["step"]] = (d["tensor"], d["max_rel_diff"])
+for step, (tensor, diff) in worst.items(): print(f"step {step}: largest relative difference {diff:.1e} ({tensor})")'
+  exit 0
+fi
 for seed in $(seq 1 "$seeds"); do
   # shellcheck disable=SC2086
   "$bin" train --data "$work/dataset" --out "$work/tastebud-$seed" --model neumf --factors 8 --layers 64,32,16,8 \

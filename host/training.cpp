@@ -91,6 +91,7 @@ json job_to_json(const TrainJob& job) {
   if (!job.context.empty()) j["context"] = job.context;
   if (!job.warm_start.empty()) j["warm_start"] = fs::absolute(job.warm_start).lexically_normal().string();
   if (job.update) j["update"] = true;
+  if (job.embedding_updates != "lazy") j["embedding_updates"] = job.embedding_updates;
   return j;
 }
 
@@ -99,6 +100,12 @@ OptimizerKind parse_optimizer(const std::string& name) {
   if (name == "adagrad") return OptimizerKind::kAdagrad;
   if (name == "sgd") return OptimizerKind::kSgd;
   throw Error(fmt::format("unknown --optimizer '{}': expected adam, adagrad or sgd", name));
+}
+
+EmbeddingUpdates parse_embedding_updates(const std::string& name) {
+  if (name == "lazy") return EmbeddingUpdates::kLazy;
+  if (name == "dense") return EmbeddingUpdates::kDense;
+  throw Error(fmt::format("unknown --embedding-updates '{}': expected lazy or dense", name));
 }
 
 LossKind parse_loss(const std::string& name) {
@@ -256,6 +263,7 @@ TrainResult run_training(const TrainJob& requested, std::ostream& job_log) {
   options.optimizer.kind = parse_optimizer(job.optimizer);
   options.optimizer.lr = job.lr;
   options.optimizer.l2 = job.l2;
+  options.embedding_updates = parse_embedding_updates(job.embedding_updates);
   options.seed = job.seed;
   options.threads = job.threads;
   options.tf32 = job.tf32;

@@ -38,6 +38,7 @@ struct TrainJob {
   uint32_t negatives = 4;
   float lr = 0.001f;
   std::string optimizer = "adam";
+  std::string embedding_updates = "lazy";  // lazy | dense (EmbeddingUpdates)
   float l2 = 0.0f;
   std::string loss = "bce";
   std::string sampler = "uniform";

@@ -684,6 +684,15 @@ TEST_F(TrainingJob, BadSettingsAreRefusedWithTheFlagName) {
     EXPECT_NE(std::string(e.what()).find("--optimizer"), std::string::npos);
   }
   j = job("bad");
+  j.embedding_updates = "sparse";
+  try {
+    run_training(j, log);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--embedding-updates 'sparse': expected lazy or dense"), std::string::npos)
+        << e.what();
+  }
+  j = job("bad");
   j.layers = {63, 8};
   EXPECT_THROW(run_training(j, log), Error);
   j = job("bad");

@@ -76,7 +76,7 @@ class CpuBackend final : public Backend {
     double loss_sum = 0.0;
     batch_impressions_ = 0;
     exchanged_bytes_ = 0;
-    if (step_) step_->take_exchanged_bytes();
+    if (rank_step_) rank_step_->take_exchanged_bytes();
     for (uint64_t first = 0; first < total; first += options_.batch_size) {
       const uint32_t samples = static_cast<uint32_t>(std::min<uint64_t>(options_.batch_size, total - first));
       const double batch_loss = train_batch(epoch, first, samples);
@@ -93,7 +93,7 @@ class CpuBackend final : public Backend {
     stats.mean_loss = stats.samples > 0 ? loss_sum / static_cast<double>(stats.samples) : 0.0;
     stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();
     stats.impression_negatives = batch_impressions_;
-    stats.exchanged_bytes = exchanged_bytes_ + (step_ ? step_->take_exchanged_bytes() : 0);
+    stats.exchanged_bytes = exchanged_bytes_ + (rank_step_ ? rank_step_->take_exchanged_bytes() : 0);
     return stats;
   }
 
@@ -101,16 +101,16 @@ class CpuBackend final : public Backend {
   // id tables (empty), which only their owners hold.
   TrainState state() override {
     sync_state();
-    if (!step_) return state_;
+    if (!rank_step_) return state_;
     TrainState whole = state_;
-    step_->gather(whole);
+    rank_step_->gather(whole);
     return whole;
   }
 
   TrainState held_state() override {
     sync_state();
-    TrainState held = state_;  // its id tables are empty while step_ holds them
-    if (step_) step_->copy_held_rows(held);
+    TrainState held = state_;  // its id tables are empty while rank_step_ holds them
+    if (rank_step_) rank_step_->copy_held_rows(held);
     return held;
   }
 
@@ -126,7 +126,7 @@ class CpuBackend final : public Backend {
     for (size_t t = 0; t < layout_.sparse_count(); ++t) {
       floats += tensors_[t]->values.size() + state_.state0[t].values.size() + state_.state1[t].values.size();
     }
-    return floats * sizeof(float) + (step_ ? step_->held_bytes() : 0);
+    return floats * sizeof(float) + (rank_step_ ? rank_step_->held_bytes() : 0);
   }
 
  private:
@@ -139,6 +139,8 @@ class CpuBackend final : public Backend {
              fmt::format("trainable_items has {} flags for {} items", options_.trainable_items.size(), data.num_items));
     TB_CHECK(ranks() == 1 || !options_.masked(),
              "update mode (frozen rows and dense layers) trains in one process only; run it without mpirun");
+    TB_CHECK(ranks() == 1 || options_.embedding_updates == EmbeddingUpdates::kLazy,
+             "dense embedding updates train in one process only; use lazy ones with several ranks");
   }
 
   // Update mode: the groups of table t without its frozen rows, their summed gradients moved down
@@ -161,11 +163,11 @@ class CpuBackend final : public Backend {
 
   // Several ranks: this rank keeps its rows of the id tables and frees the rest.
   void shard() {
-    step_.reset();
+    rank_step_.reset();
     TB_CHECK(ranks() > 1 || !state_.params.sharded(),
              fmt::format("the state holds only rank {} of {}'s id rows; train it on as many ranks",
                          state_.params.shard_rank, state_.params.shard_ranks));
-    if (ranks() > 1) step_ = std::make_unique<RankStep>(*options_.comm, state_);
+    if (ranks() > 1) rank_step_ = std::make_unique<RankStep>(*options_.comm, state_);
   }
 
   void allocate() {
@@ -307,24 +309,24 @@ class CpuBackend final : public Backend {
     const int64_t chunk_begin = my.first, chunk_end = my.second;  // not a structured binding: OpenMP captures it
     const int64_t row_begin = std::min(chunk_begin * chunk_rows_, rows);
     const int64_t row_end = std::min(chunk_end * chunk_rows_, rows);
-    if (step_) fetch_slice(epoch, first, chunk_begin, chunk_end, rows, row_begin, row_end);
+    if (rank_step_) fetch_slice(epoch, first, chunk_begin, chunk_end, rows, row_begin, row_end);
     // Where the rows come from: the tables, or (several ranks) the rows fetched for the slice,
     // indexed by each row's slot.
-    const float* user_gmf = step_ ? step_->gmf_rows(0).data() : params.user_gmf.values.data();
-    const float* item_gmf = step_ ? step_->gmf_rows(1).data() : params.item_gmf.values.data();
-    const float* user_mlp = step_ ? step_->mlp_rows(0).data() : params.user_mlp.values.data();
-    const float* item_mlp = step_ ? step_->mlp_rows(1).data() : params.item_mlp.values.data();
+    const float* user_gmf = rank_step_ ? rank_step_->gmf_rows(0).data() : params.user_gmf.values.data();
+    const float* item_gmf = rank_step_ ? rank_step_->gmf_rows(1).data() : params.item_gmf.values.data();
+    const float* user_mlp = rank_step_ ? rank_step_->mlp_rows(0).data() : params.user_mlp.values.data();
+    const float* item_mlp = rank_step_ ? rank_step_->mlp_rows(1).data() : params.item_mlp.values.data();
 #pragma omp parallel for schedule(static)
     for (int64_t c = chunk_begin; c < chunk_end; ++c) {
       const int64_t r0 = c * chunk_rows_;
       const int64_t n = std::min<int64_t>(chunk_rows_, rows - r0);
-      if (!step_) {
+      if (!rank_step_) {
         chunk_impressions_[c] = bpr() ? fill_rows(epoch, first, r0 / 2, (r0 + n) / 2)
                                       : fill_rows(epoch, first, r0, r0 + n);
       }
-      const std::span<const uint32_t> users = step_ ? std::span<const uint32_t>(step_->slots(0).data() + (r0 - row_begin), n)
+      const std::span<const uint32_t> users = rank_step_ ? std::span<const uint32_t>(rank_step_->slots(0).data() + (r0 - row_begin), n)
                                                       : std::span<const uint32_t>(users_.data() + r0, n);
-      const std::span<const uint32_t> items = step_ ? std::span<const uint32_t>(step_->slots(1).data() + (r0 - row_begin), n)
+      const std::span<const uint32_t> items = rank_step_ ? std::span<const uint32_t>(rank_step_->slots(1).data() + (r0 - row_begin), n)
                                                       : std::span<const uint32_t>(items_.data() + r0, n);
       if (f > 0) {
         cpu::gather_rows(user_gmf, f, users, user_gmf_.data() + r0 * f, f, 0);
@@ -395,6 +397,7 @@ class CpuBackend final : public Backend {
     const OptimizerParams& opt = options_.optimizer;
     const float step_size =
         opt.kind == OptimizerKind::kAdam ? adam_step_size(opt, state_.step) : opt.lr;
+    step_optimizer_ = step_params(opt, state_.step);
     sum_dense_gradients(chunk_begin, chunk_end);
     // MF's head stays at ones: no gradient, and dense parameters take no L2, so it never moves.
     if (state_.params.config.frozen_head()) {
@@ -403,10 +406,10 @@ class CpuBackend final : public Backend {
       drop_constant_column(numeric_projection(dense_grad_, true), state_.params.item_numeric, true);
     }
     if (!options_.freeze_dense) {
-      cpu::dense_update(dense_params(options_.optimizer), step_size, dense_values_.data(), dense_state0_.data(),
+      cpu::dense_update(dense_params(step_optimizer_), step_size, dense_values_.data(), dense_state0_.data(),
                         dense_state1_.data(), dense_grad_.data(), static_cast<int64_t>(dense_grad_.size()));
     }
-    if (step_) update_sharded(rows, chunks, row_begin, step_size);
+    if (rank_step_) update_sharded(rows, chunks, row_begin, step_size);
     else update_embeddings(rows, step_size);
     return loss;
   }
@@ -423,7 +426,7 @@ class CpuBackend final : public Backend {
                                     : fill_rows(epoch, first, r0, r0 + n);
     }
     const size_t n = static_cast<size_t>(row_end - row_begin);
-    step_->fetch({users_.data() + row_begin, n}, {items_.data() + row_begin, n});
+    rank_step_->fetch({users_.data() + row_begin, n}, {items_.data() + row_begin, n});
   }
 
   // Several ranks: the id tables' gradients of this rank's rows go to their owners; the metadata
@@ -433,8 +436,8 @@ class CpuBackend final : public Backend {
     const int64_t e = state_.params.config.mlp_embedding();
     const float* d_x0 = e > 0 ? act_grads_[0].data() + row_begin * 2 * e : nullptr;
     const bool item_metadata = state_.params.config.item_features.enabled();
-    step_->update(user_gmf_grad_.data() + row_begin * f, item_gmf_grad_.data() + row_begin * f, d_x0, e,
-                  options_.optimizer, step_size, loss_scale_, item_metadata ? &data_.item_counts : nullptr);
+    rank_step_->update(user_gmf_grad_.data() + row_begin * f, item_gmf_grad_.data() + row_begin * f, d_x0, e,
+                  step_optimizer_, step_size, loss_scale_, item_metadata ? &data_.item_counts : nullptr);
     if (user_view_.empty() && item_view_.empty() && context_view_.empty()) return;
     share_slices(rows, chunks);
     update_features(TensorRole::kUserFeatures, user_view_, users_, user_gmf_grad_.data(), f, 0, rows, step_size);
@@ -525,11 +528,24 @@ class CpuBackend final : public Backend {
       }
     }
     const cpu::RowGroups& training = trainable_groups(t, groups, summed, width);
-    cpu::sparse_update(options_.optimizer, step_size, table.values.data(),
+    cpu::sparse_update(step_optimizer_, step_size, table.values.data(),
                        state_.state0[t].values.data(), state_.state1[t].values.data(), width,
                        training.rows, summed, RowL2{training.starts.data(), loss_scale_});
+    if (options_.embedding_updates == EmbeddingUpdates::kDense) update_untouched(t, training.rows, width, step_size);
     const int64_t constant = constant_column(t);
     if (constant >= 0) cpu::set_column(table.values.data(), width, training.rows, constant, 1.0f);
+  }
+
+  // Dense embedding updates: the rows of id table t the step did not use take a zero-gradient step.
+  void update_untouched(size_t t, std::span<const uint32_t> rows, int64_t width, float step_size) {
+    Tensor& table = *tensors_[t];
+    std::vector<uint8_t>& touched = touched_[t];
+    touched.resize(table.rows(), 0);
+    for (uint32_t r : rows) touched[r] = 1;
+    cpu::untouched_update(step_optimizer_, step_size, table.values.data(), state_.state0[t].values.data(),
+                          state_.state1[t].values.data(), width, static_cast<int64_t>(table.rows()), touched.data(),
+                          constant_column(t));
+    for (uint32_t r : rows) touched[r] = 0;
   }
 
   void update_embeddings(int64_t rows, float step_size) {
@@ -574,7 +590,7 @@ class CpuBackend final : public Backend {
     const int64_t constant = role == TensorRole::kContext ? -1 : state_.params.config.constant_column(role == TensorRole::kItemFeatures);
     for (size_t k = 0; constant >= 0 && k < feature_groups_.size(); ++k) feature_summed_[k * (f + e) + constant] = 0.0f;
     Tensor& table = *tensors_[t];
-    cpu::sparse_update(options_.optimizer, step_size, table.values.data(),
+    cpu::sparse_update(step_optimizer_, step_size, table.values.data(),
                        state_.state0[t].values.data(), state_.state1[t].values.data(), f + e,
                        feature_groups_.rows, feature_summed_.data(), RowL2{feature_groups_.starts.data(), loss_scale_});
   }
@@ -598,8 +614,10 @@ class CpuBackend final : public Backend {
   std::vector<uint64_t> chunk_impressions_;
   uint64_t batch_impressions_ = 0;  // impression negatives drawn in the current epoch
   uint64_t exchanged_bytes_ = 0;    // several ranks: bytes of the buffers the collectives filled
-  std::unique_ptr<RankStep> step_;  // several ranks: this rank's rows of the id tables, the rows its slice uses
+  std::unique_ptr<RankStep> rank_step_;  // several ranks: this rank's rows of the id tables, the rows its slice uses
   float loss_scale_ = 0.0f;         // the current batch's 1 / samples, for the rows' L2
+  OptimizerParams step_optimizer_;  // the current step's (step_params: Adam's epsilon of step t)
+  std::vector<uint8_t> touched_[4];  // dense embedding updates: each id table's rows of the step
   cpu::AlignedVector<float> dense_grad_;
   cpu::AlignedVector<float> summed_[ModelParams::kEmbeddingTables];  // per id table
   // The dense parameters and their optimizer state live here while training (aligned, see

@@ -175,6 +175,7 @@ class CudaBackend final : public Backend {
     if (&state != &host_) host_ = state;
     // Several ranks: the id tables stay on the hosts, this rank's rows only; the device holds none.
     if (sharded()) ranks_ = std::make_unique<RankStep>(*options_.comm, host_);
+    for (auto& stamps : d_row_stamps_) stamps.resize(0);  // stamps of steps this state may take again
     auto tensors = host_.params.tensors();
     cuda::StreamHandle stream = stream_.get();
     const size_t sparse = layout_.sparse_count();
@@ -517,7 +518,7 @@ class CudaBackend final : public Backend {
     cuda::sum_feature_gradients(*side.groups, d_gmf, f, mlp_rows(d_act_grads_), 2 * e, mlp_offset, f, e,
                                 d_feature_summed_.data(), stream);
     const size_t t = side.table;
-    cuda::sparse_update(options_.optimizer, step_size, d_tables_[t].data(), d_table_state0_[t].data(),
+    cuda::sparse_update(step_optimizer_, step_size, d_tables_[t].data(), d_table_state0_[t].data(),
                         d_table_state1_[t].data(), f + e, side.groups->rows(), side.groups->num_groups(),
                         side.groups->max_groups(), d_feature_summed_.data(), RowL2{side.groups->starts(), loss_scale_},
                         loss_->halted(), stream);
@@ -558,6 +559,8 @@ class CudaBackend final : public Backend {
     cuda::StreamHandle stream = stream_.get();
     const OptimizerParams& opt = options_.optimizer;
     const float step_size = opt.kind == OptimizerKind::kAdam ? adam_step_size(opt, step) : opt.lr;
+    step_optimizer_ = step_params(opt, step);
+    step_ = step;
     // MF's head stays at ones: no gradient, and dense parameters take no L2, so it never moves.
     if (host_.params.config.frozen_head()) {
       cuda::fill_zero(grads_.head_weight, host_.params.head_weight.values.size() * sizeof(float), stream);
@@ -566,7 +569,7 @@ class CudaBackend final : public Backend {
       dense_comm_->allreduce_sum(d_dense_grad_.data(), d_dense_grad_.size(), stream);
       exchanged_bytes_ += d_dense_grad_.bytes();
     }
-    cuda::dense_update(dense_params(opt), step_size, d_dense_.data(), d_dense_state0_.data(), d_dense_state1_.data(),
+    cuda::dense_update(dense_params(step_optimizer_), step_size, d_dense_.data(), d_dense_state0_.data(), d_dense_state1_.data(),
                        d_dense_grad_.data(), static_cast<int64_t>(d_dense_.size()), loss_->halted(), stream);
     return step_size;
   }
@@ -624,7 +627,7 @@ class CudaBackend final : public Backend {
       cuda::drop_untrained_gradients(groups.rows(), groups.num_groups(), groups.max_groups(),
                                      d_trained_items_.data(), width, d_summed_.data(), stream);
     }
-    cuda::sparse_update(options_.optimizer, step_size, d_tables_[t].data(), d_table_state0_[t].data(),
+    cuda::sparse_update(step_optimizer_, step_size, d_tables_[t].data(), d_table_state0_[t].data(),
                         d_table_state1_[t].data(), width, groups.rows(), groups.num_groups(),
                         groups.max_groups(), d_summed_.data(), RowL2{groups.starts(), loss_scale_}, loss_->halted(), stream);
     // MF: the constant column of the id table stays at one, as on the CPU.
@@ -632,6 +635,7 @@ class CudaBackend final : public Backend {
     const int64_t constant = role == TensorRole::kUserGmf || role == TensorRole::kItemGmf
                                  ? host_.params.config.constant_column(role == TensorRole::kItemGmf)
                                  : -1;
+    if (options_.embedding_updates == EmbeddingUpdates::kDense) update_untouched(t, groups, width, constant, step_size);
     if (constant >= 0) {
       cuda::set_column(d_tables_[t].data(), width, groups.rows(), groups.num_groups(), groups.max_groups(), constant,
                        1.0f, stream);
@@ -733,9 +737,23 @@ class CudaBackend final : public Backend {
     loss = ranks_->sum_loss(loss);
     if (!std::isfinite(loss)) return loss;
     const float step_size = update_dense(step);
-    ranks_->update(h_grads_[0].data(), h_grads_[1].data(), e > 0 ? h_grads_[2].data() : nullptr, e, options_.optimizer,
+    ranks_->update(h_grads_[0].data(), h_grads_[1].data(), e > 0 ? h_grads_[2].data() : nullptr, e, step_optimizer_,
                    step_size, scale, nullptr);
     return loss;
+  }
+
+  // Dense embedding updates: the rows of id table t the step did not use take a zero-gradient step.
+  void update_untouched(size_t t, const cuda::RowGroups& groups, int64_t width, int64_t constant, float step_size) {
+    cuda::StreamHandle stream = stream_.get();
+    const int64_t table_rows = static_cast<int64_t>(host_.params.tensors()[t]->rows());
+    if (d_row_stamps_[t].size() != static_cast<size_t>(table_rows)) {
+      d_row_stamps_[t].resize(table_rows);
+      cuda::fill_zero(d_row_stamps_[t].data(), table_rows * sizeof(uint32_t), stream);
+    }
+    cuda::untouched_update(step_optimizer_, step_size, d_tables_[t].data(), d_table_state0_[t].data(),
+                           d_table_state1_[t].data(), width, table_rows, groups.rows(), groups.num_groups(),
+                           groups.max_groups(), d_row_stamps_[t].data(), static_cast<uint32_t>(step_), constant,
+                           loss_->halted(), stream);
   }
 
   const TrainingSet& data_;
@@ -747,6 +765,9 @@ class CudaBackend final : public Backend {
   cuda::NeuMFShape shape_;
   int64_t max_rows_ = 0;
   float loss_scale_ = 0.0f;  // the current batch's 1 / samples, for the rows' L2
+  OptimizerParams step_optimizer_;  // the current step's (step_params: Adam's epsilon of step t)
+  uint64_t step_ = 0;               // the current step (1-based)
+  cuda::DeviceBuffer<uint32_t> d_row_stamps_[4];  // dense embedding updates: the step that last used each row
 
   cuda::DeviceBuffer<uint32_t> d_user_, d_item_, d_order_;
   cuda::DeviceBuffer<float> d_weight_;

@@ -55,6 +55,8 @@ void check_training_inputs(const TrainingSet& data, const TrainOptions& options,
   TB_CHECK(options.batch_size > 0, "--batch-size must be positive");
   TB_CHECK(options.negatives > 0 || options.loss == LossKind::kBce,
            "BPR needs at least one negative per positive");
+  TB_CHECK(options.embedding_updates == EmbeddingUpdates::kLazy || !options.masked(),
+           "dense embedding updates move every row; update mode (frozen rows) needs lazy ones");
   if (config.user_features.enabled()) data.user_features.check(config.user_features, data.num_users, "user");
   if (config.item_features.enabled()) data.item_features.check(config.item_features, data.num_items, "item");
   if (config.has_context()) {

@@ -1,5 +1,7 @@
 #include "cpu/optimizer.h"
 
+#include <vector>
+
 namespace tastebud::cpu {
 namespace {
 
@@ -41,6 +43,24 @@ void sparse_update(const OptimizerParams& p, float step_size, float* table, floa
     OptimizerParams row = p;
     row.l2 = row_l2(p.l2, l2, k);
     update_any(row, step_size, table + base, state0 + base, state1 + base, row_grads + k * width, width);
+  }
+}
+
+void untouched_update(const OptimizerParams& p, float step_size, float* table, float* state0, float* state1,
+                      int64_t width, int64_t table_rows, const uint8_t* touched, int64_t constant_column) {
+  if (p.kind != OptimizerKind::kAdam) return;
+  OptimizerParams zero_l2 = p;
+  zero_l2.l2 = 0.0f;
+  const std::vector<float> zeros(static_cast<size_t>(width), 0.0f);
+  // The columns before and after the constant one (all of them when there is none).
+  const int64_t before = constant_column >= 0 ? constant_column : width;
+  const int64_t after = constant_column >= 0 ? constant_column + 1 : width;
+  for (int64_t r = 0; r < table_rows; ++r) {
+    if (touched[r]) continue;
+    const int64_t base = r * width;
+    update_any(zero_l2, step_size, table + base, state0 + base, state1 + base, zeros.data(), before);
+    update_any(zero_l2, step_size, table + base + after, state0 + base + after, state1 + base + after, zeros.data(),
+               width - after);
   }
 }
 

@@ -17,4 +17,11 @@ void sparse_update(const OptimizerParams& p, float step_size, float* table, floa
                    float* state1, int64_t width, std::span<const uint32_t> rows,
                    const float* row_grads, const RowL2& l2);
 
+// Dense embedding updates (EmbeddingUpdates::kDense): every row of a table [table_rows x width]
+// that `touched` does not flag takes the step with a zero gradient and no L2, as torch.optim.Adam
+// moves every row: Adam's moments decay and the weight moves on with them (Adagrad and SGD leave
+// such a row where it is). Column constant_column (>= 0: MF's column of ones) is left alone.
+void untouched_update(const OptimizerParams& p, float step_size, float* table, float* state0, float* state1,
+                      int64_t width, int64_t table_rows, const uint8_t* touched, int64_t constant_column);
+
 }  // namespace tastebud::cpu

@@ -39,7 +39,45 @@ __global__ void sparse_update_kernel(UpdateArgs a, float* __restrict__ table, fl
   }
 }
 
+__global__ void stamp_rows_kernel(const uint32_t* __restrict__ rows, const int* __restrict__ num_rows,
+                                  uint32_t* __restrict__ stamps, uint32_t stamp) {
+  for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < *num_rows;
+       k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    stamps[rows[k]] = stamp;
+  }
+}
+
+// One thread per (row, column) of the whole table; rows stamped this step are skipped.
+__global__ void untouched_update_kernel(UpdateArgs a, float* __restrict__ table, float* __restrict__ s0,
+                                        float* __restrict__ s1, int64_t width, int64_t total,
+                                        const uint32_t* __restrict__ stamps, uint32_t stamp, int64_t constant,
+                                        const int* __restrict__ halted) {
+  if (halted != nullptr && *halted) return;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = i / width;
+    if (stamps[r] == stamp || i - r * width == constant) continue;
+    apply_update(a.kind, a.step_size, a.beta1, a.beta2, a.eps, 0.0f, table[i], s0[i], s1[i], 0.0f);
+  }
+}
+
 }  // namespace
+
+void untouched_update(const OptimizerParams& p, float step_size, float* d_table, float* d_state0, float* d_state1,
+                      int64_t width, int64_t table_rows, const uint32_t* d_rows, const int* d_num_rows,
+                      int64_t max_rows, uint32_t* d_stamp, uint32_t stamp, int64_t constant_column,
+                      const int* d_halted, StreamHandle stream) {
+  if (p.kind != OptimizerKind::kAdam || width == 0 || table_rows == 0) return;
+  constexpr int kBlock = 256;
+  if (max_rows > 0) {
+    stamp_rows_kernel<<<grid_for(max_rows, kBlock), kBlock, 0, stream>>>(d_rows, d_num_rows, d_stamp, stamp);
+    TB_CUDA_LAUNCH_CHECK("stamp_rows_kernel", stream);
+  }
+  untouched_update_kernel<<<grid_for(table_rows * width, kBlock), kBlock, 0, stream>>>(
+      args_of(p, step_size), d_table, d_state0, d_state1, width, table_rows * width, d_stamp, stamp, constant_column,
+      d_halted);
+  TB_CUDA_LAUNCH_CHECK("untouched_update_kernel", stream);
+}
 
 void dense_update(const OptimizerParams& p, float step_size, float* d_weights, float* d_state0,
                   float* d_state1, const float* d_grads, int64_t count, const int* d_halted,

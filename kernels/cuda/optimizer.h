@@ -23,4 +23,13 @@ void sparse_update(const OptimizerParams& p, float step_size, float* d_table, fl
                    int64_t max_rows, const float* d_row_grads, const RowL2& l2, const int* d_halted,
                    StreamHandle stream);
 
+// Dense embedding updates, the twin of cpu::untouched_update: every row of the table
+// [table_rows x width] not among rows[0 .. *num_rows) takes the step with a zero gradient and no
+// L2 (Adam only), column constant_column (>= 0) left alone. d_stamp [table_rows], zeroed once,
+// marks the touched rows with `stamp` (the step number, never 0), so it is never cleared.
+void untouched_update(const OptimizerParams& p, float step_size, float* d_table, float* d_state0, float* d_state1,
+                      int64_t width, int64_t table_rows, const uint32_t* d_rows, const int* d_num_rows,
+                      int64_t max_rows, uint32_t* d_stamp, uint32_t stamp, int64_t constant_column,
+                      const int* d_halted, StreamHandle stream);
+
 }  // namespace tastebud::cuda

@@ -57,6 +57,7 @@ const std::map<std::string, Setter>& setters() {
       {"negatives", set(&TrainJob::negatives)},
       {"lr", set(&TrainJob::lr)},
       {"optimizer", set(&TrainJob::optimizer)},
+      {"embedding_updates", set(&TrainJob::embedding_updates)},
       {"l2", set(&TrainJob::l2)},
       {"loss", set(&TrainJob::loss)},
       {"sampler", set(&TrainJob::sampler)},

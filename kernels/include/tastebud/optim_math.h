@@ -28,6 +28,19 @@ inline float adam_step_size(const OptimizerParams& p, uint64_t t) {
   return static_cast<float>(p.lr * std::sqrt(c2) / c1);
 }
 
+// The settings of step t (1-based) as apply_update takes them beside adam_step_size: Adam's epsilon
+// scaled by sqrt(1 - beta2^t), so that step_size * m / (sqrt(v) + eps_t) is Kingma and Ba's update
+// as PyTorch's Adam and SparseAdam compute it, lr / (1 - beta1^t) * m / (sqrt(v / (1 - beta2^t)) + eps):
+// epsilon is added to the bias-corrected sqrt(v). Added to the raw sqrt(v) instead, it is up to
+// 1 / sqrt(1 - beta2) = 32 times larger in the first steps, where it swamps the small gradients of
+// embedding rows and the model learns slower (issue 13). Other optimizers: p itself.
+inline OptimizerParams step_params(OptimizerParams p, uint64_t t) {
+  if (p.kind == OptimizerKind::kAdam) {
+    p.eps = static_cast<float>(p.eps * std::sqrt(1.0 - std::pow(static_cast<double>(p.beta2), static_cast<double>(t))));
+  }
+  return p;
+}
+
 // --l2 penalizes the embedding and feature tables only, the per-example penalty on latent factors
 // of matrix factorisation: the dense layers and the head are updated without it (dense_params),
 // which keeps a penalty from shrinking the weights a model needs to zero (a constant model).
@@ -52,7 +65,7 @@ TASTEBUD_HD float row_l2(float l2, const RowL2& r, int64_t k) {
 }
 
 // One parameter's update. state0/state1: Adam's m and v, Adagrad's accumulator in state0.
-// step_size: adam_step_size for Adam, lr otherwise.
+// step_size: adam_step_size for Adam, lr otherwise; eps: step_params' for Adam.
 TASTEBUD_HD void apply_update(OptimizerKind kind, float step_size, float beta1, float beta2,
                               float eps, float l2, float& w, float& state0, float& state1,
                               float grad) {

@@ -19,6 +19,11 @@ class Communicator;  // tastebud/engine/comm.h
 
 enum class LossKind : uint32_t { kBce = 0, kBpr = 1 };
 enum class SamplerKind : uint32_t { kUniform = 0, kPopularity = 1 };
+// The id-table rows a step did not use: kLazy leaves them and their optimizer state alone (a
+// step costs the batch's rows); kDense gives each a zero-gradient step, as torch.optim.Adam does
+// for a dense nn.Embedding (Adam's moments decay and the row moves on with them; a step costs
+// every row of the four id tables). Metadata and context tables stay lazy.
+enum class EmbeddingUpdates : uint32_t { kLazy = 0, kDense = 1 };
 
 // The positives a model trains on: distinct (user, item) pairs sorted by user, then item, so that
 // user u's positives are the sorted slice item[user_offsets[u] .. user_offsets[u + 1]) that the
@@ -62,6 +67,7 @@ struct TrainOptions {
   SamplerKind sampler = SamplerKind::kUniform;
   float sampler_alpha = 0.75f;  // popularity sampler: P(item) ~ count^alpha
   OptimizerParams optimizer;
+  EmbeddingUpdates embedding_updates = EmbeddingUpdates::kLazy;  // one process only
   uint64_t seed = 1;
   uint32_t threads = 0;  // 0: all cores
   bool tf32 = false;     // CUDA: TF32 tensor cores for the dense layers (10-bit mantissa products)
