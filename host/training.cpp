@@ -105,7 +105,7 @@ OptimizerKind parse_optimizer(const std::string& name) {
 EmbeddingUpdates parse_embedding_updates(const std::string& name) {
   if (name == "lazy") return EmbeddingUpdates::kLazy;
   if (name == "dense") return EmbeddingUpdates::kDense;
-  throw Error(fmt::format("unknown --embedding-updates '{}': expected lazy or dense", name));
+  throw Error(fmt::format("unknown --embedding-updates '{}': expected auto, lazy or dense", name));
 }
 
 LossKind parse_loss(const std::string& name) {
@@ -227,6 +227,25 @@ TrainJob with_resolved_metadata(const TrainJob& job, std::ostream& log) {
   return resolved;
 }
 
+// --embedding-updates auto: dense (every id-table row takes Adam's step each step, as
+// torch.optim.Adam on nn.Embedding, which learns faster in the first epochs) where that costs at
+// most kDenseRowsPerBatchRow rows per batch row; the sparse (lazy) update otherwise, and always on
+// several ranks and in update mode, which train lazily only.
+constexpr uint64_t kDenseRowsPerBatchRow = 16;
+
+TrainJob with_resolved_embedding_updates(const TrainJob& job, int ranks, std::ostream& log) {
+  if (job.embedding_updates != "auto" || is_recipe(job.model)) return job;
+  TrainJob resolved = job;
+  const datasets::Dataset dataset = datasets::Dataset::open(job.data);
+  const uint64_t rows = uint64_t{dataset.num_users()} + dataset.num_items();
+  const bool dense = ranks == 1 && !job.update && rows <= kDenseRowsPerBatchRow * job.batch_size;
+  resolved.embedding_updates = dense ? "dense" : "lazy";
+  log << fmt::format("--embedding-updates auto: {} ({} id rows {} {} x the batch of {}{})\n", resolved.embedding_updates,
+                     rows, dense ? "<=" : ">", kDenseRowsPerBatchRow, job.batch_size,
+                     ranks > 1 ? "; several ranks train lazily" : job.update ? "; update mode trains lazily" : "");
+  return resolved;
+}
+
 }  // namespace
 
 void apply_model_defaults(TrainJob& job, const std::function<bool(const std::string&)>& given) {
@@ -241,7 +260,8 @@ TrainResult run_training(const TrainJob& requested, std::ostream& job_log) {
   Communicator& comm = requested.comm != nullptr ? *requested.comm : world_communicator();
   NullStream quiet;
   std::ostream& log = comm.root() ? job_log : quiet;  // rank 0 speaks for the job
-  const TrainJob job = with_resolved_metadata(requested, log);  // config.json records what was chosen
+  // config.json records what was chosen
+  const TrainJob job = with_resolved_embedding_updates(with_resolved_metadata(requested, log), comm.size(), log);
   // One writer per model directory (rank 0 of a job on several); what a killed writer left there
   // goes first.
   std::optional<DirectoryLock> lock;

@@ -38,7 +38,9 @@ struct TrainJob {
   uint32_t negatives = 4;
   float lr = 0.001f;
   std::string optimizer = "adam";
-  std::string embedding_updates = "lazy";  // lazy | dense (EmbeddingUpdates)
+  // auto | lazy | dense (EmbeddingUpdates); auto: dense when the id tables have at most 16 rows per
+  // batch row, in one process and outside update mode, else lazy
+  std::string embedding_updates = "auto";
   float l2 = 0.0f;
   std::string loss = "bce";
   std::string sampler = "uniform";

@@ -689,7 +689,7 @@ TEST_F(TrainingJob, BadSettingsAreRefusedWithTheFlagName) {
     run_training(j, log);
     FAIL();
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("--embedding-updates 'sparse': expected lazy or dense"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("--embedding-updates 'sparse': expected auto, lazy or dense"), std::string::npos)
         << e.what();
   }
   j = job("bad");
@@ -711,6 +711,24 @@ namespace {
 // --metadata auto (the default) takes the Items table when it has usable fields (never the Users
 // table, which costs warm users accuracy), says so in the log and records the resolved value in
 // config.json (mf too); a dataset without Items resolves to none with a log line instead of failing.
+// --embedding-updates auto (the default): dense for the suite's 800 id rows at a batch of 512
+// (at most 16 rows per batch row), lazy at a batch of 32; config.json and the log say which.
+TEST_F(TrainingJob, EmbeddingUpdatesAutoIsDenseForSmallTablesOnly) {
+  EXPECT_EQ(TrainJob().embedding_updates, "auto");
+  for (const uint32_t batch : {512u, 32u}) {
+    TrainJob j = job("updates-auto-" + std::to_string(batch));
+    j.embedding_updates = "auto";
+    j.batch_size = batch;
+    j.epochs = 1;
+    std::ostringstream log;
+    run_training(j, log);
+    const std::string want = batch == 512 ? "dense" : "lazy";
+    EXPECT_NE(log.str().find("--embedding-updates auto: " + want + " (800 id rows"), std::string::npos) << log.str();
+    std::ifstream in(j.out / "config.json");
+    EXPECT_EQ(nlohmann::json::parse(in).value("embedding_updates", "lazy"), want);
+  }
+}
+
 TEST_F(TrainingJob, MetadataAutoUsesTheTablesTheDatasetHas) {
   EXPECT_EQ(TrainJob().metadata, "auto");
   TrainJob j = job("meta-auto");
