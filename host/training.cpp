@@ -217,32 +217,34 @@ std::string metrics_lines(const std::vector<EpochRecord>& history) {
   return lines;
 }
 
-// --metadata auto becomes the sides the dataset has fields for (host/features.h), said in the log.
-TrainJob with_resolved_metadata(const TrainJob& job, std::ostream& log) {
-  if (job.metadata != "auto" || is_recipe(job.model)) return job;
-  TrainJob resolved = job;
-  std::string note;
-  resolved.metadata = resolve_metadata(job.metadata, datasets::Dataset::open(job.data), job.model, &note);
-  log << note << "\n";
-  return resolved;
-}
-
 // --embedding-updates auto: dense (every id-table row takes Adam's step each step, as
 // torch.optim.Adam on nn.Embedding, which learns faster in the first epochs) where that costs at
 // most kDenseRowsPerBatchRow rows per batch row; the sparse (lazy) update otherwise, and always on
 // several ranks and in update mode, which train lazily only.
 constexpr uint64_t kDenseRowsPerBatchRow = 16;
 
-TrainJob with_resolved_embedding_updates(const TrainJob& job, int ranks, std::ostream& log) {
-  if (job.embedding_updates != "auto" || is_recipe(job.model)) return job;
-  TrainJob resolved = job;
-  const datasets::Dataset dataset = datasets::Dataset::open(job.data);
+std::string resolve_embedding_updates(const TrainJob& job, const datasets::Dataset& dataset, int ranks,
+                                      std::ostream& log) {
   const uint64_t rows = uint64_t{dataset.num_users()} + dataset.num_items();
   const bool dense = ranks == 1 && !job.update && rows <= kDenseRowsPerBatchRow * job.batch_size;
-  resolved.embedding_updates = dense ? "dense" : "lazy";
-  log << fmt::format("--embedding-updates auto: {} ({} id rows {} {} x the batch of {}{})\n", resolved.embedding_updates,
-                     rows, dense ? "<=" : ">", kDenseRowsPerBatchRow, job.batch_size,
+  const std::string chosen = dense ? "dense" : "lazy";
+  log << fmt::format("--embedding-updates auto: {} ({} id rows {} {} x the batch of {}{})\n", chosen, rows,
+                     dense ? "<=" : ">", kDenseRowsPerBatchRow, job.batch_size,
                      ranks > 1 ? "; several ranks train lazily" : job.update ? "; update mode trains lazily" : "");
+  return chosen;
+}
+
+// The choices `auto` leaves to the dataset, resolved on it and said in the log (config.json
+// records what was chosen): --metadata (the sides the dataset has fields for, host/features.h)
+// and --embedding-updates.
+TrainJob with_resolved_choices(const TrainJob& job, const datasets::Dataset& dataset, int ranks, std::ostream& log) {
+  TrainJob resolved = job;
+  if (job.metadata == "auto") {
+    std::string note;
+    resolved.metadata = resolve_metadata(job.metadata, dataset, job.model, &note);
+    log << note << "\n";
+  }
+  if (job.embedding_updates == "auto") resolved.embedding_updates = resolve_embedding_updates(job, dataset, ranks, log);
   return resolved;
 }
 
@@ -260,8 +262,10 @@ TrainResult run_training(const TrainJob& requested, std::ostream& job_log) {
   Communicator& comm = requested.comm != nullptr ? *requested.comm : world_communicator();
   NullStream quiet;
   std::ostream& log = comm.root() ? job_log : quiet;  // rank 0 speaks for the job
-  // config.json records what was chosen
-  const TrainJob job = with_resolved_embedding_updates(with_resolved_metadata(requested, log), comm.size(), log);
+  // The dataset, opened once (recipes open their own).
+  std::optional<datasets::Dataset> opened;
+  if (!is_recipe(requested.model)) opened.emplace(datasets::Dataset::open(requested.data));
+  const TrainJob job = opened ? with_resolved_choices(requested, *opened, comm.size(), log) : requested;
   // One writer per model directory (rank 0 of a job on several); what a killed writer left there
   // goes first.
   std::optional<DirectoryLock> lock;
@@ -332,7 +336,7 @@ TrainResult run_training(const TrainJob& requested, std::ostream& job_log) {
                             job.out.string()));
   }
 
-  const datasets::Dataset dataset = datasets::Dataset::open(job.data);
+  const datasets::Dataset& dataset = *opened;
   SplitOptions split_options = split_options_of(job);
   const bool validate = protocol != EvalProtocol::kNone && job.validation_users > 0;
   TB_CHECK(job.judge_on_test || validate, "a job that is not judged on the test split needs a validation split");
