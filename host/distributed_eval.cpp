@@ -30,37 +30,15 @@ namespace {
 
 // Rows [u * cols, (u + 1) * cols) of a sharded table for `users`, asked of their owners.
 std::vector<float> fetch_rows(Communicator& comm, const Tensor& held, std::span<const uint32_t> users) {
-  const uint32_t n = static_cast<uint32_t>(comm.size());
-  const uint64_t cols = held.cols();
-  std::vector<std::vector<uint32_t>> asks(n);
-  for (const uint32_t u : users) asks[u % n].push_back(u);
-  std::vector<size_t> asked_by;
-  const std::vector<uint32_t> asked = exchange(comm, asks, asked_by);
-  std::vector<std::vector<float>> replies(n);
-  for (uint32_t r = 0, at = 0; r < n; ++r) {
-    for (size_t k = 0; k < asked_by[r]; ++k, ++at) {
-      const auto row = held.values.begin() + static_cast<int64_t>(asked[at] / n * cols);
-      replies[r].insert(replies[r].end(), row, row + static_cast<int64_t>(cols));
-    }
-  }
-  std::vector<size_t> sent_by(n);
-  for (uint32_t r = 0; r < n; ++r) sent_by[r] = asks[r].size() * cols;
-  const std::vector<float> rows = exchange(comm, replies, sent_by, /*known=*/true);
-  // The owners answered in the order asked: owner by owner, users in their order.
-  std::vector<size_t> start(n + 1, 0);
-  for (uint32_t r = 0; r < n; ++r) start[r + 1] = start[r] + asks[r].size();
-  std::vector<size_t> next(start.begin(), start.end() - 1);
-  std::vector<float> out(users.size() * cols);
-  for (size_t k = 0; k < users.size(); ++k) {
-    std::copy_n(rows.begin() + static_cast<int64_t>(next[users[k] % n]++ * cols), cols, out.begin() + static_cast<int64_t>(k * cols));
-  }
+  std::vector<float> out;
+  fetch_sharded_rows(comm, held.values.data(), held.cols(), users, out);
   return out;
 }
 
 // The whole table from every rank's rows (u % N == rank, in order): all-gathered.
 std::vector<float> whole_table(Communicator& comm, const Tensor& held) {
   const uint64_t n = static_cast<uint64_t>(comm.size()), rows = held.rows(), cols = held.cols();
-  const auto local = [&](uint64_t rank) { return rows > rank ? (rows - rank + n - 1) / n : 0; };
+  const auto local = [&](uint64_t rank) { return ModelParams::shard_rows(rows, rank, n); };
   std::vector<size_t> counts(n);
   size_t offset = 0;
   for (uint64_t r = 0; r < n; ++r) {

@@ -1,6 +1,7 @@
 // The single-process communicator, launcher detection and the job's world communicator.
 #include "tastebud/engine/comm.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -92,6 +93,33 @@ std::string gather_text(Communicator& comm, const std::string& mine) {
   const auto* bytes = reinterpret_cast<const std::byte*>(mine.data());
   const std::vector<std::byte> all = comm.gather_to_root({bytes, mine.size()});
   return comm.root() ? std::string(reinterpret_cast<const char*>(all.data()), all.size()) : std::string();
+}
+
+uint64_t fetch_sharded_rows(Communicator& comm, const float* held, uint64_t cols, std::span<const uint32_t> ids,
+                            std::vector<float>& out) {
+  const uint32_t n = static_cast<uint32_t>(comm.size());
+  std::vector<std::vector<uint32_t>> asks(n);
+  for (const uint32_t u : ids) asks[u % n].push_back(u);
+  std::vector<size_t> asked_by;
+  const std::vector<uint32_t> asked = exchange(comm, asks, asked_by);
+  std::vector<std::vector<float>> replies(n);
+  for (uint32_t r = 0, at = 0; r < n; ++r) {
+    replies[r].resize(asked_by[r] * cols);
+    for (size_t k = 0; k < asked_by[r]; ++k, ++at) {
+      std::copy_n(held + static_cast<uint64_t>(asked[at] / n) * cols, cols, replies[r].data() + k * cols);
+    }
+  }
+  // Each owner sends back as many rows as it was asked for, in the order asked.
+  std::vector<size_t> sent_by(n);
+  for (uint32_t r = 0; r < n; ++r) sent_by[r] = asks[r].size() * cols;
+  const std::vector<float> rows = exchange(comm, replies, sent_by, /*known=*/true);
+  std::vector<size_t> next(n + 1, 0);  // where each owner's next row is in rows
+  for (uint32_t r = 0; r < n; ++r) next[r + 1] = next[r] + asks[r].size();
+  out.resize(ids.size() * cols);
+  for (size_t k = 0; k < ids.size(); ++k) {
+    std::copy_n(rows.begin() + static_cast<int64_t>(next[ids[k] % n]++ * cols), cols, out.begin() + static_cast<int64_t>(k * cols));
+  }
+  return (asked.size() + rows.size()) * sizeof(float);
 }
 
 }  // namespace tastebud

@@ -150,7 +150,7 @@ ModelParams initialize_without_id_rows(const ModelConfig& config, uint64_t seed)
 // Table t's rows u = rank, rank + ranks, ... drawn into t.values, in order.
 void draw_id_rows(Tensor& t, const ModelConfig& config, uint64_t seed, size_t table, uint32_t rank, uint32_t ranks) {
   const uint64_t rows = t.rows(), cols = t.cols();
-  const uint64_t held = rows > rank ? (rows - rank + ranks - 1) / ranks : 0;
+  const uint64_t held = ModelParams::shard_rows(rows, rank, ranks);
   t.values.assign(cols == 0 ? 0 : held * cols, 0.0f);
   for (uint64_t l = 0; cols > 0 && l < held; ++l) {
     ModelParams::initial_id_row(config, seed, table, l * ranks + rank, t.values.data() + l * cols);

@@ -113,7 +113,7 @@ class TensorFileWriter {
 std::vector<float> gather_row_block(Communicator& comm, const std::vector<float>& mine, uint64_t cols, uint64_t begin,
                                     uint64_t end) {
   const uint64_t n = static_cast<uint64_t>(comm.size()), r = static_cast<uint64_t>(comm.rank());
-  const auto local = [&](uint64_t row, uint64_t rank) { return row > rank ? (row - rank + n - 1) / n : 0; };
+  const auto local = [&](uint64_t row, uint64_t rank) { return ModelParams::shard_rows(row, rank, n); };
   const uint64_t first = local(begin, r), last = local(end, r);  // this rank's rows of the block
   const std::vector<std::byte> all = comm.gather_to_root(
       {reinterpret_cast<const std::byte*>(mine.data() + first * cols), (last - first) * cols * sizeof(float)});
@@ -439,7 +439,7 @@ void read_tensor(StreamReader& in, Tensor& expected, bool id_table, bool item_ta
     return;
   }
   const uint64_t rows = expected.rows(), cols = expected.cols();
-  const uint64_t held = keep.rows == nullptr ? (rows > keep.rank ? (rows - keep.rank + keep.ranks - 1) / keep.ranks : 0)
+  const uint64_t held = keep.rows == nullptr ? ModelParams::shard_rows(rows, keep.rank, keep.ranks)
                                              : (item_table ? keep.rows->items : keep.rows->users).size();
   expected.values.assign(held * cols, 0.0f);
   const uint64_t rows_per_block = std::max<uint64_t>(1, kRowBlockBytes / sizeof(float) / cols);

@@ -33,7 +33,7 @@ SideTensors side_tensors(TrainState& state, int side) {
 
 uint64_t ShardedIdTables::local_rows(int side) const {
   const uint64_t n = static_cast<uint64_t>(comm_.size()), r = static_cast<uint64_t>(comm_.rank());
-  return rows_[side] > r ? (rows_[side] - r + n - 1) / n : 0;
+  return ModelParams::shard_rows(rows_[side], r, n);
 }
 
 ShardedIdTables::ShardedIdTables(Communicator& comm, TrainState& state) : comm_(comm) {
@@ -70,7 +70,6 @@ ShardedIdTables::ShardedIdTables(Communicator& comm, TrainState& state) : comm_(
 }
 
 void ShardedIdTables::fetch(int side, std::span<const uint32_t> slice_ids, Fetched& out) {
-  const int n = comm_.size();
   const int64_t w = width();
   out.ids.assign(slice_ids.begin(), slice_ids.end());
   std::sort(out.ids.begin(), out.ids.end());
@@ -79,40 +78,14 @@ void ShardedIdTables::fetch(int side, std::span<const uint32_t> slice_ids, Fetch
   for (size_t k = 0; k < slice_ids.size(); ++k) {
     out.slots[k] = static_cast<uint32_t>(std::lower_bound(out.ids.begin(), out.ids.end(), slice_ids[k]) - out.ids.begin());
   }
-  // Ask each owner for its rows, in ascending id order.
-  std::vector<std::vector<uint32_t>> asks(n);
-  std::vector<std::vector<uint32_t>> positions(n);
-  for (uint32_t k = 0; k < out.ids.size(); ++k) {
-    asks[out.ids[k] % n].push_back(out.ids[k]);
-    positions[out.ids[k] % n].push_back(k);
-  }
-  std::vector<size_t> asked_by;
-  const std::vector<uint32_t> asked = exchange(comm_, asks, asked_by);
-  std::vector<std::vector<float>> replies(n);
-  size_t at = 0;
-  for (int r = 0; r < n; ++r) {
-    replies[r].resize(asked_by[r] * w);
-    for (size_t j = 0; j < asked_by[r]; ++j, ++at) {
-      const uint64_t local = asked[at] / static_cast<uint32_t>(n);
-      std::copy_n(values_[side].data() + local * w, w, replies[r].data() + j * w);
-    }
-  }
-  // Each owner sends back as many rows as it was asked for.
-  std::vector<size_t> sent_by(n);
-  for (int o = 0; o < n; ++o) sent_by[o] = asks[o].size() * w;
-  const std::vector<float> rows = exchange(comm_, replies, sent_by, /*known=*/true);
+  std::vector<float> rows;
+  exchanged_bytes += fetch_sharded_rows(comm_, values_[side].data(), static_cast<uint64_t>(w), out.ids, rows);
   out.gmf.resize(out.ids.size() * f_);
   out.mlp.resize(out.ids.size() * e_);
-  at = 0;
-  for (int o = 0; o < n; ++o) {
-    for (uint32_t k : positions[o]) {
-      const float* row = rows.data() + at * w;
-      std::copy_n(row, f_, out.gmf.data() + static_cast<size_t>(k) * f_);
-      std::copy_n(row + f_, e_, out.mlp.data() + static_cast<size_t>(k) * e_);
-      ++at;
-    }
+  for (size_t k = 0; k < out.ids.size(); ++k) {
+    std::copy_n(rows.data() + k * w, f_, out.gmf.data() + k * f_);
+    std::copy_n(rows.data() + k * w + f_, e_, out.mlp.data() + k * e_);
   }
-  exchanged_bytes += asked.size() * sizeof(uint32_t) + rows.size() * sizeof(float);
 }
 
 void ShardedIdTables::update(int side, const Fetched& fetched, const float* d_gmf, const float* d_mlp,

@@ -108,6 +108,12 @@ std::vector<T> exchange(Communicator& comm, const std::vector<std::vector<T>>& p
   if (!got.empty()) std::memcpy(out.data(), got.data(), got.size());
   return out;
 }
+// Collective: rows `ids` (any order, repeats allowed) of a table sharded by row (each rank holds
+// its rows u % N == rank in order, `cols` floats each, at `held`), asked of their owners; `out`
+// gets them in ids order. Returns the bytes this rank received (the ids it was asked for and the
+// rows sent to it).
+uint64_t fetch_sharded_rows(Communicator& comm, const float* held, uint64_t cols, std::span<const uint32_t> ids,
+                            std::vector<float>& out);
 // Rank 0 gets the ranks' strings concatenated in rank order; the others get "".
 std::string gather_text(Communicator& comm, const std::string& mine);
 

@@ -112,15 +112,18 @@ struct ModelParams {
   // Context: [FeatureSpec::table_rows() x mlp_embedding()], present when the config has context.
   Tensor context_features;
 
+  // Rows of a table of `rows` that rank `rank` of `ranks` owns when id tables are sharded by row
+  // (rows u % ranks == rank, held in ascending order, local row u / ranks).
+  static uint64_t shard_rows(uint64_t rows, uint64_t rank, uint64_t ranks) {
+    return rows > rank ? (rows - rank + ranks - 1) / ranks : 0;
+  }
   // The id tables' rows these values hold: all of them (shard_ranks 1), or only rank shard_rank's
   // own rows u % shard_ranks == shard_rank, in ascending order (a sharded initialisation or
   // resume on several ranks, see engine/src/sharded_tables.h). The shapes stay the whole tables'.
   uint32_t shard_rank = 0, shard_ranks = 1;
   bool sharded() const { return shard_ranks > 1; }
   // Rows of an id table of `rows` rows that these values hold.
-  uint64_t held_rows(uint64_t rows) const {
-    return rows > shard_rank ? (rows - shard_rank + shard_ranks - 1) / shard_ranks : 0;
-  }
+  uint64_t held_rows(uint64_t rows) const { return shard_rows(rows, shard_rank, shard_ranks); }
 
   // Embeddings N(0, 0.01) (standard deviation 0.01, as in the paper), dense layers uniform with
   // He fan-in scaling, head uniform with fan-in scaling; every draw from Philox keyed by seed.
