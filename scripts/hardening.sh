@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --fuzz
 build_dir=${BUILD_DIR:-build-hardening}
 CC=clang CXX=clang++ cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTASTEBUD_CUDA=OFF \
-  -DTASTEBUD_MPI=OFF -DTASTEBUD_FUZZ=ON -DTASTEBUD_BUILD_BENCHMARKS=OFF >/dev/null
+  -DTASTEBUD_MPI=OFF -DTASTEBUD_FUZZ=ON -DTASTEBUD_BUILD_BENCHMARKS=OFF -DTASTEBUD_WERROR=ON >/dev/null
 cmake --build "$build_dir" -j"$(nproc)"
 ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1} UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
   ctest --test-dir "$build_dir" --output-on-failure -j"$(nproc)"

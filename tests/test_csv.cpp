@@ -11,6 +11,8 @@
 
 #include <unistd.h>
 
+#include <fmt/format.h>
+
 #include "tastebud/datasets/csv.h"
 #include "tastebud/datasets/encode.h"
 #include "tastebud/datasets/schema.h"
@@ -449,8 +451,8 @@ TEST(SchemaTest, MostlyUniqueStringsOfWordsBecomeTheTextualField) {
   // Short strings of words ("Red 7", under 10 characters) and repeated titles stay categorical.
   std::vector<std::vector<std::string>> short_rows, repeated;
   for (int i = 0; i < 40; ++i) {
-    short_rows.push_back({"i" + std::to_string(i), "Red " + std::to_string(i)});
-    repeated.push_back({"i" + std::to_string(i), "Movie Number " + std::to_string(i % 10) + " (1995)"});
+    short_rows.push_back({fmt::format("i{}", i), fmt::format("Red {}", i)});
+    repeated.push_back({fmt::format("i{}", i), fmt::format("Movie Number {} (1995)", i % 10)});
   }
   EXPECT_TRUE(infer_schema(DatasetKind::Items, {"ITEM_ID", "TITLE"}, short_rows).find("TITLE")->categorical);
   EXPECT_TRUE(infer_schema(DatasetKind::Items, {"ITEM_ID", "TITLE"}, repeated).find("TITLE")->categorical);
@@ -460,7 +462,7 @@ TEST(SchemaTest, MostlyUniqueStringsOfWordsBecomeTheTextualField) {
                   .find("TITLE")->categorical);
   // Users may not have a textual field: their unique names stay categorical.
   std::vector<std::vector<std::string>> users;
-  for (int i = 0; i < 40; ++i) users.push_back({"u" + std::to_string(i), "Ada Lovelace the " + std::to_string(i)});
+  for (int i = 0; i < 40; ++i) users.push_back({fmt::format("u{}", i), fmt::format("Ada Lovelace the {}", i)});
   EXPECT_TRUE(infer_schema(DatasetKind::Users, {"USER_ID", "NAME"}, users).find("NAME")->categorical);
 }
 
@@ -468,7 +470,7 @@ TEST(SchemaTest, MostlyUniqueStringsOfWordsBecomeTheTextualField) {
 TEST(SchemaTest, LongTextAndNamedDescriptionWinOverTitles) {
   const std::string text = "a long description of the item with many words in it for sure";
   std::vector<std::vector<std::string>> rows;
-  for (int i = 0; i < 30; ++i) rows.push_back({"i" + std::to_string(i), "Movie Number " + std::to_string(i), text});
+  for (int i = 0; i < 30; ++i) rows.push_back({fmt::format("i{}", i), fmt::format("Movie Number {}", i), text});
   const Schema s = infer_schema(DatasetKind::Items, {"ITEM_ID", "TITLE", "BLURB"}, rows);
   EXPECT_TRUE(s.find("BLURB")->textual);
   EXPECT_TRUE(s.find("TITLE")->categorical);

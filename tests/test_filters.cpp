@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
 #include "host/filters.h"
 
 namespace tastebud::host {
@@ -248,7 +250,7 @@ std::string passing_for(const std::string& expression, int64_t user, int64_t ite
   Filter(expression, catalog).evaluate(FilterQuery{values, {}, user, item}, allowed);
   std::string out;
   for (size_t i = 0; i < allowed.size(); ++i)
-    if (allowed[i]) out += (out.empty() ? "" : ",") + std::to_string(i);
+    if (allowed[i]) out += fmt::format("{}{}", out.empty() ? "" : ",", i);
   return out;
 }
 

@@ -15,23 +15,14 @@
 namespace tastebud::datasets {
 namespace {
 
-// Bytes that end an unquoted field. The buffer keeps a '\n' after its data, so the scan loop needs
-// no bounds check: reaching the sentinel is told apart from a real newline by its position.
-constexpr std::array<bool, 256> kFieldEnd = [] {
-  std::array<bool, 256> table{};
-  table[static_cast<uint8_t>(',')] = true;
-  table[static_cast<uint8_t>('\n')] = true;
-  table[static_cast<uint8_t>('\r')] = true;
-  return table;
-}();
-
 // Bytes kept readable after the sentinel, so that a 16-byte load starting at or before the
 // sentinel stays inside the buffer.
 constexpr size_t kPadding = 16;
 
-// The first ',', '\n' or '\r' at or after p; the sentinel guarantees one. Sixteen bytes at a time:
-// fields are short, and a loop that ends at a data-dependent byte mispredicts once per field,
-// which costs more than the scan.
+// The first ',', '\n' or '\r' at or after p. The buffer keeps a '\n' after its data, so the scan
+// needs no bounds check: reaching the sentinel is told apart from a real newline by its position.
+// Sixteen bytes at a time: fields are short, and a loop that ends at a data-dependent byte
+// mispredicts once per field, which costs more than the scan.
 inline const char* find_field_end(const char* p) {
 #ifdef __SSE2__
   const __m128i comma = _mm_set1_epi8(',');
@@ -45,6 +36,14 @@ inline const char* find_field_end(const char* p) {
     if (mask != 0) return p + __builtin_ctz(mask);
   }
 #else
+  // Bytes that end an unquoted field.
+  static constexpr std::array<bool, 256> kFieldEnd = [] {
+    std::array<bool, 256> table{};
+    table[static_cast<uint8_t>(',')] = true;
+    table[static_cast<uint8_t>('\n')] = true;
+    table[static_cast<uint8_t>('\r')] = true;
+    return table;
+  }();
   while (!kFieldEnd[static_cast<uint8_t>(*p)]) ++p;
   return p;
 #endif
