@@ -52,7 +52,7 @@ bool cuda_available(std::string* reason) {
 #ifdef TASTEBUD_WITH_CUDA
   return cuda_probe(reason);
 #else
-  if (reason) *reason = "this build has no CUDA backend (configure with -DTASTEBUD_CUDA=ON)";
+  if (reason) *reason = "this build has no GPU support";
   return false;
 #endif
 }
@@ -99,7 +99,7 @@ std::unique_ptr<Backend> make_backend(const std::string& device, const TrainingS
     return make_cuda_backend(data, options, std::move(state), nullptr);
   }
 #endif
-  if (device == "auto" && notice) *notice = "no usable GPU (" + reason + "); training on the CPU";
+  if (device == "auto" && notice) *notice = reason + ", so training on the CPU";
   return make_cpu_backend(data, options, std::move(state));
 }
 

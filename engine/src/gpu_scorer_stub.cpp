@@ -5,7 +5,7 @@
 namespace tastebud {
 
 namespace {
-constexpr const char* kNoCuda = "this build has no CUDA backend";
+constexpr const char* kNoCuda = "this build has no GPU support";
 }
 
 struct GpuScorer::Impl {};

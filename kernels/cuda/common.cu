@@ -49,7 +49,7 @@ bool probe(std::string* reason, DeviceInfo* info) {
   const cudaError_t status = cudaGetDeviceCount(&count);
   if (status == cudaErrorInsufficientDriver || status == cudaErrorNoDevice || count == 0) {
     cudaGetLastError();
-    return fail(status == cudaErrorInsufficientDriver ? "no CUDA driver" : "no CUDA device");
+    return fail(status == cudaErrorInsufficientDriver ? "no GPU driver is installed" : "no GPU is present");
   }
   if (status != cudaSuccess) {
     cudaGetLastError();
@@ -59,7 +59,7 @@ bool probe(std::string* reason, DeviceInfo* info) {
   cudaDeviceProp props{};
   if (cudaGetDevice(&device) != cudaSuccess || cudaGetDeviceProperties(&props, device) != cudaSuccess) {
     cudaGetLastError();
-    return fail("no CUDA device answers");
+    return fail("no GPU answers");
   }
   size_t free_bytes = 0, total_bytes = 0;
   const cudaError_t mem = cudaMemGetInfo(&free_bytes, &total_bytes);

@@ -19,8 +19,8 @@ namespace tastebud::cuda {
 using StreamHandle = CUstream_st*;
 using BlasHandle = cublasContext*;
 
-// What the machine offers; never throws. False with the reason ("no CUDA driver", "no CUDA
-// device", ...) when nothing can run.
+// What the machine offers; never throws. False with the reason ("no GPU driver is installed",
+// "no GPU is present", ...) when nothing can run.
 struct DeviceInfo {
   int device = 0;
   std::string name;
