@@ -399,6 +399,8 @@ struct TopK {
   std::vector<float> scores;
 };
 
+constexpr const char* kContextIgnored =
+    "context ignored: the model was trained without contextual fields";
 constexpr const char* kMetadataOnlyUser = "user unknown to the model: scored from the user's metadata alone";
 
 struct Recommender::Impl {
@@ -409,6 +411,10 @@ struct Recommender::Impl {
   std::unordered_map<std::string, uint32_t> user_index, item_index;
   std::vector<float> popularity;
   std::vector<uint32_t> popular_order;  // by popularity, then index
+  // What a popularity fallback (unknown user or item) answers as the score, on the model's own
+  // scale: neural models, the share of training users who interacted with the item (a probability,
+  // as their sigmoid scores are); recipes, the recipe's popularity (what their known users see).
+  std::vector<float> fallback_score;
   std::unique_ptr<Scorer> scorer;
   std::unique_ptr<GpuScorer> gpu;  // --device cuda (or auto with a GPU): top-K of plain user queries
   std::vector<float> item_vectors;  // NeuMF: unit-length [gmf | mlp] item embeddings
@@ -437,6 +443,10 @@ struct Recommender::Impl {
       popularity.assign(num_items(), 0.0f);
       for (uint32_t i : model.seen.items) popularity[i] += 1.0f;
     }
+    fallback_score = popularity;
+    const uint32_t trained = std::min(model.trained_users, num_users());
+    if (!is_recipe(model.kind) && trained > 0)
+      for (float& x : fallback_score) x /= static_cast<float>(trained);
     popular_order.resize(num_items());
     std::iota(popular_order.begin(), popular_order.end(), 0);
     std::stable_sort(popular_order.begin(), popular_order.end(),
@@ -476,6 +486,7 @@ struct Recommender::Impl {
     uint32_t k = 25;
     FilterValues values;
     std::vector<float> context;  // the context vector; empty: none
+    bool context_ignored = false;  // a "context" the model has no contextual fields for
   };
 
   static std::optional<std::string> string_field(const json& j, const char* key) {
@@ -523,6 +534,7 @@ struct Recommender::Impl {
     if (const auto it = j.find("context"); it != j.end() && !it->is_null()) {
       if (!it->is_object()) throw LineError("context must be an object of field values, e.g. {\"DEVICE_TYPE\": \"mobile\"}");
       if (model.params && model.params->config.has_context()) q.context = context_of(*it);
+      else q.context_ignored = !it->empty();
     }
     return q;
   }
@@ -582,7 +594,7 @@ struct Recommender::Impl {
       if (items.size() >= k) break;
       if ((!allowed.empty() && !allowed[i]) || (!skip.empty() && skip[i])) continue;
       items.push_back(i);
-      scores.push_back(popularity[i]);
+      scores.push_back(fallback_score[i]);
     }
   }
 
@@ -737,7 +749,7 @@ struct Recommender::Impl {
     std::vector<float> s(known.size());
     const auto user = user_index.find(*q.user_id);
     if (user == user_index.end()) {
-      for (size_t k = 0; k < known.size(); ++k) s[k] = popularity[known[k]];
+      for (size_t k = 0; k < known.size(); ++k) s[k] = fallback_score[known[k]];
       reason = "unknown user: ranked by popularity";
       fallback = true;
     } else if (scorer) {
@@ -821,7 +833,7 @@ struct Recommender::Impl {
     if (q.user_id) {
       r.position_key = query_key(*q.user_id, true);
       if (user < 0) {
-        s = popularity;
+        s = fallback_score;
         reason = "unknown user: the most popular items";
         fallback = by_popularity = true;
       } else {
@@ -838,7 +850,7 @@ struct Recommender::Impl {
     } else {
       r.position_key = query_key(*q.item_id, false);
       if (item < 0) {
-        s = popularity;
+        s = fallback_score;
         reason = "unknown item: the most popular items";
         fallback = by_popularity = true;
       } else {
@@ -877,7 +889,14 @@ struct Recommender::Impl {
     return out;
   }
 
+  // The answer to one query, with a warning when the query carried what the model cannot use.
   json answer_query(const Query& q, bool& fallback, const TopK* precomputed = nullptr) const {
+    json out = answer_query_unwarned(q, fallback, precomputed);
+    if (q.context_ignored) out["warning"] = kContextIgnored;
+    return out;
+  }
+
+  json answer_query_unwarned(const Query& q, bool& fallback, const TopK* precomputed) const {
     if (options.job.shapes_answers() && !precomputed) {
       if (!q.item_list) return shaped_answer(q, fallback);
       json out = answer_query_plain(q, fallback, nullptr);
@@ -1257,7 +1276,7 @@ std::string resolve_device(const std::string& device, std::string* notice) {
   std::string reason;
   if (gpu_scorer_available(&reason)) return "cuda";
   if (device == "cuda") throw Error("--device cuda: " + reason);
-  *notice = "no usable GPU (" + reason + "); scoring on the CPU";
+  *notice = reason + ", so scoring on the CPU";
   return "cpu";
 }
 

@@ -16,6 +16,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <fmt/format.h>
+
 #include "host/inference.h"
 #include "host/job_config.h"
 #include "host/slate.h"
@@ -143,20 +145,44 @@ TEST(Inference, RelatedItemsByCosineOfItemEmbeddings) {
   EXPECT_NEAR(a.at("output").at("scores")[0].get<float>(), std::sqrt(0.5f), 1e-6);
 }
 
+ItemCatalog gmf_catalog();
+
 TEST(Inference, UnknownUsersAndItemsGetPopularItemsWithAReason) {
   const Recommender r = make(gmf_model());
   Recommender::LineOutcome outcome;
   const json a = json::parse(r.answer(R"({"userId": "stranger", "numResults": 2})", &outcome));
   EXPECT_EQ(items_of(a), (std::vector<std::string>{"i4", "i2"}));
-  EXPECT_EQ(a.at("output").at("scores"), json::parse("[2.0, 1.0]"));
+  // On the model's own scale, a probability: the share of its 2 training users who took the item.
+  EXPECT_EQ(a.at("output").at("scores"), json::parse("[1.0, 0.5]"));
   EXPECT_NE(a.at("output").at("reason").get<std::string>().find("unknown user"), std::string::npos);
   EXPECT_TRUE(outcome.fallback);
   const json b = ask(r, R"({"itemId": "new-item", "numResults": 2})");
   EXPECT_EQ(items_of(b), (std::vector<std::string>{"i4", "i2"}));
   EXPECT_NE(b.at("output").at("reason").get<std::string>().find("unknown item"), std::string::npos);
+  EXPECT_EQ(b.at("output").at("scores"), json::parse("[1.0, 0.5]"));
   const json c = ask(r, R"({"userId": "stranger", "itemList": ["i0", "i2"]})");
   EXPECT_EQ(items_of(c), (std::vector<std::string>{"i2", "i0"}));
+  EXPECT_EQ(c.at("output").at("scores"), json::parse("[0.5, 0.0]"));
   EXPECT_TRUE(c.at("output").contains("reason"));
+  // The shaped path (a job configuration) answers on the same scale.
+  InferenceOptions shaped;
+  shaped.job.metadata_columns = {"GENRE"};
+  const json d = ask(make(gmf_model(), shaped, gmf_catalog()), R"({"userId": "stranger", "numResults": 2})");
+  EXPECT_EQ(items_of(d), (std::vector<std::string>{"i4", "i2"}));
+  EXPECT_EQ(d.at("output").at("scores"), json::parse("[1.0, 0.5]"));
+}
+
+TEST(Inference, ContextSentToAModelWithoutContextIsNamedInAWarning) {
+  const Recommender r = make(gmf_model());
+  const json plain = ask(r, R"({"userId": "u0", "numResults": 2})");
+  const json with = ask(r, R"({"userId": "u0", "numResults": 2, "context": {"DEVICE_TYPE": "mobile"}})");
+  EXPECT_FALSE(plain.at("output").contains("warning"));
+  EXPECT_EQ(with.at("output").at("warning"), "context ignored: the model was trained without contextual fields");
+  EXPECT_EQ(with.at("output").at("recommendedItems"), plain.at("output").at("recommendedItems"));
+  // Rankings and related items too; an empty context carries nothing to ignore.
+  EXPECT_TRUE(ask(r, R"({"userId": "u0", "itemList": ["i0"], "context": {"D": "x"}})").at("output").contains("warning"));
+  EXPECT_TRUE(ask(r, R"({"itemId": "i0", "context": {"D": "x"}})").at("output").contains("warning"));
+  EXPECT_FALSE(ask(r, R"({"userId": "u0", "context": {}})").at("output").contains("warning"));
 }
 
 ItemCatalog gmf_catalog() {
@@ -351,11 +377,11 @@ TEST(Inference, GpuAnswersMatchTheCpuLineForLine) {
   ModelData m;
   m.kind = "neumf";
   const uint32_t users = 40, items = 300;
-  for (uint32_t u = 0; u < users; ++u) m.user_ids.push_back("u" + std::to_string(u));
+  for (uint32_t u = 0; u < users; ++u) m.user_ids.push_back(fmt::format("u{}", u));
   ItemCatalog catalog;
   std::vector<double> price;
   for (uint32_t i = 0; i < items; ++i) {
-    m.item_ids.push_back("i" + std::to_string(i));
+    m.item_ids.push_back(fmt::format("i{}", i));
     price.push_back(i % 50);
   }
   catalog.item_ids = m.item_ids;
@@ -570,7 +596,7 @@ ModelData shop_model() {
   ModelData m;
   m.kind = "gmf";
   m.user_ids = {"u0", "u1"};
-  for (int k = 0; k < 10; ++k) m.item_ids.push_back("i" + std::to_string(k));
+  for (int k = 0; k < 10; ++k) m.item_ids.push_back(fmt::format("i{}", k));
   ModelParams p;
   p.config.kind = ModelKind::kGMF;
   p.config.num_users = 2;
