@@ -78,7 +78,7 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--batch-size", job->batch_size, "Samples per step (positives + negatives; pairs for BPR)")->capture_default_str();
   cmd->add_option("--negatives", job->negatives, "Sampled negatives per positive")->capture_default_str();
   cmd->add_option("--lr", job->lr, "Learning rate")->capture_default_str();
-  cmd->add_option("--optimizer", job->optimizer, "adam (lazy on embeddings), adagrad or sgd")->capture_default_str();
+  cmd->add_option("--optimizer", job->optimizer, "adam, adagrad or sgd (how each moves the embedding rows: --embedding-updates)")->capture_default_str();
   cmd->add_option("--embedding-updates", job->embedding_updates,
                   "lazy: a step moves the embedding rows it uses; dense: every row, as torch.optim.Adam (learns faster in the first epochs, a step costs every row; one process); auto: dense when the users and items number at most 16 x --batch-size (one process, no --update), else lazy")
       ->capture_default_str();
@@ -93,7 +93,7 @@ void add_train_command(CLI::App& app) {
   cmd->add_flag("--tf32", job->tf32, "CUDA: TF32 tensor cores for the dense layers (faster, 10-bit mantissa products)");
   cmd->add_option("--threads", job->threads, "CPU threads (0: all cores)")->capture_default_str();
   cmd->add_option("--seed", job->seed, "Seed of every random draw")->capture_default_str();
-  cmd->add_option("--eval", job->eval, "loo (HR/NDCG@10 among 99 negatives), holdout (newest 10%), cold-items (20% of items cold, ranked among 99 cold items) or none")->capture_default_str();
+  cmd->add_option("--eval", job->eval, "loo (HR/NDCG@10 among 99 negatives), holdout (newest 10%), personalize (the service's: newest 10% of a random 10% of the users), cold-items (20% of items cold, ranked among 99 cold items) or none")->capture_default_str();
   cmd->add_option("--eval-users", job->eval_users, "Cap on evaluated users (0: all for loo, 10000 for holdout)")->capture_default_str();
   cmd->add_option("--validation-users", job->validation_users,
                   "Users of the validation split carved from training, on which model.bin's epoch and early "
@@ -120,7 +120,9 @@ void add_train_command(CLI::App& app) {
   cmd->add_flag("--update", job->update,
                 "With --warm-start: train only new users and items and those with interactions newer than the "
                 "parent's dataset, on their positives; every other row and the dense layers stay frozen");
-  cmd->add_flag("!--no-progress", job->progress, "No progress line on stderr");
+  // A flag function, not "!--no-progress": CLI11 would print that as --no-progress{false}.
+  cmd->add_flag_function("--no-progress", [job](int64_t count) { job->progress = count <= 0; },
+                         "No progress line on stderr");
   // Recipes (host/recipes.h).
   cmd->add_option("--half-life-days", job->half_life_days, "popularity: recency decay half-life in days (0: none)")->capture_default_str();
   cmd->add_option("--min-co-count", job->min_co_count, "sims: fewest users that must share two items")->capture_default_str();
