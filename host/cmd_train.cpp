@@ -125,7 +125,7 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--half-life-days", job->half_life_days, "popularity: recency decay half-life in days (0: none)")->capture_default_str();
   cmd->add_option("--min-co-count", job->min_co_count, "sims: fewest users that must share two items")->capture_default_str();
   cmd->add_option("--popularity-discount", job->popularity_discount, "sims: co-count / (count_i * count_j)^discount")->capture_default_str();
-  cmd->add_option("--neighbors", job->neighbors, "sims, transitions: related (following) items kept per item")->capture_default_str();
+  cmd->add_option("--neighbors", job->neighbors, "sims, transitions: related (following) items kept per item (transitions: 1000 unless set)")->capture_default_str();
   cmd->add_option("--trend-window-days", job->trend_window_days, "trending: length of the latest window in days")->capture_default_str();
   cmd->add_option_function<std::string>(
       "--trend-window", [job](const std::string& w) { job->trend_window_days = parse_trend_window(w); },

@@ -64,10 +64,10 @@ struct RecipeOptions {
   // sequence) follows it with weight transition_decay^(d - 1); a user's answers come from the
   // user's recent_items latest distinct items, the k-th latest (k = 0, 1, ...) weighted
   // recent_decay^k.
-  uint32_t transition_window = 5;
-  double transition_decay = 0.5;
-  uint32_t recent_items = 5;
-  double recent_decay = 0.5;
+  uint32_t transition_window = 20;
+  double transition_decay = 0.85;
+  uint32_t recent_items = 10;
+  double recent_decay = 0.6;
 
   static RecipeOptions from_job(const TrainJob& job);
 };

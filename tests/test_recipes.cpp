@@ -455,7 +455,9 @@ TEST(Recipes, TransitionsModelDirectoryRoundTrip) {
   job.out = root / "model";
   job.model = "transitions";
   job.transition_window = 2;
+  job.transition_decay = 0.5;
   job.recent_items = 2;
+  job.recent_decay = 0.5;
   job.threads = 1;
   job.progress = false;
   std::ostringstream log;
