@@ -70,7 +70,7 @@ void add_train_command(CLI::App& app) {
       ->check(CLI::ExistingFile);
   cmd->add_option("--data", job->data, "Dataset directory written by `tastebud import`")->required()->check(CLI::ExistingDirectory);
   cmd->add_option("--out", job->out, "Model directory to write")->required();
-  cmd->add_option("--model", job->model, "neumf, gmf, mlp, mf (biased matrix factorisation), or a recipe: popularity, sims, trending")->capture_default_str();
+  cmd->add_option("--model", job->model, "neumf, gmf, mlp, mf (biased matrix factorisation), or a recipe: popularity, sims, trending, transitions")->capture_default_str();
   cmd->add_option("--factors", job->factors, "GMF factors")->capture_default_str();
   cmd->add_option("--layers", job->layers, "MLP widths; the first is the concatenated user+item embedding")
       ->delimiter(',')->capture_default_str();
@@ -127,12 +127,20 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--half-life-days", job->half_life_days, "popularity: recency decay half-life in days (0: none)")->capture_default_str();
   cmd->add_option("--min-co-count", job->min_co_count, "sims: fewest users that must share two items")->capture_default_str();
   cmd->add_option("--popularity-discount", job->popularity_discount, "sims: co-count / (count_i * count_j)^discount")->capture_default_str();
-  cmd->add_option("--neighbors", job->neighbors, "sims: related items kept per item")->capture_default_str();
+  cmd->add_option("--neighbors", job->neighbors, "sims, transitions: related (following) items kept per item (transitions: 1000 unless set)")->capture_default_str();
   cmd->add_option("--trend-window-days", job->trend_window_days, "trending: length of the latest window in days")->capture_default_str();
   cmd->add_option_function<std::string>(
       "--trend-window", [job](const std::string& w) { job->trend_window_days = parse_trend_window(w); },
       "trending: the service's windows, 30m, 1h, 3h or 1d (instead of --trend-window-days)");
   cmd->add_option("--trend-smoothing", job->trend_smoothing, "trending: (latest - previous) / (previous + smoothing)")->capture_default_str();
+  cmd->add_option("--transition-window", job->transition_window,
+                  "transitions: how many of a user's following events count as following an event")->capture_default_str();
+  cmd->add_option("--transition-decay", job->transition_decay,
+                  "transitions: an event d events after another counts decay^(d-1) (1: no decay)")->capture_default_str();
+  cmd->add_option("--recent-items", job->recent_items,
+                  "transitions: how many of the user's latest distinct items score the answer")->capture_default_str();
+  cmd->add_option("--recent-decay", job->recent_decay,
+                  "transitions: the user's k-th latest item (k = 0 the newest) weighs decay^k")->capture_default_str();
   cmd->callback([job, cmd] {
     if (!job->config_file.empty()) apply_job_file(*cmd, job->config_file);
     apply_model_defaults(*job, [cmd](const std::string& name) { return cmd->count("--" + name) > 0; });

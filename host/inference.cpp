@@ -314,6 +314,9 @@ ModelData load_model_dir(const fs::path& dir) {
     if (m.recipe.popularity.size() != m.item_ids.size())
       throw Error(fmt::format("{}: recipe.bin covers {} items but item_ids.json lists {}", dir.string(),
                               m.recipe.popularity.size(), m.item_ids.size()));
+    if (!m.recipe.latest.offsets.empty() && m.recipe.latest.offsets.size() != m.user_ids.size() + 1)
+      throw Error(fmt::format("corrupt: {}: latest items of {} users but user_ids.json lists {}",
+                              (dir / "recipe.bin").string(), m.recipe.latest.offsets.size() - 1, m.user_ids.size()));
   } else {
     throw Error(fmt::format("{}: unknown model kind '{}'", dir.string(), m.kind));
   }
@@ -427,6 +430,8 @@ struct Recommender::Impl {
   std::vector<MetadataColumn> metadata_columns;
 
   uint32_t num_items() const { return static_cast<uint32_t>(model.item_ids.size()); }
+  // Recipes whose answers are item-to-item lists, short lists filled with popular items.
+  bool item_lists() const { return model.kind == "sims" || model.kind == "transitions"; }
   uint32_t num_users() const { return static_cast<uint32_t>(model.user_ids.size()); }
   std::span<const uint32_t> seen_of(uint32_t user) const {
     if (model.seen.offsets.empty()) return {};
@@ -624,15 +629,17 @@ struct Recommender::Impl {
       scorer->score_all(user, s, q.context);
     } else if (model.kind == "sims") {
       sims_user_scores(user, s);
+    } else if (model.kind == "transitions") {
+      transition_scores(model.recipe.neighbors, model.recipe.latest, user, s);
     } else {
       s = model.recipe.item_scores;
     }
   }
 
   // Relevance of every item to a known item: the cosine of the item embeddings, the recipe's
-  // scores, or (sims) the item's neighbour scores, NaN elsewhere.
+  // scores, or (sims, transitions) the item's neighbour scores, NaN elsewhere.
   void item_scores(uint32_t item, std::vector<float>& s) const {
-    if (model.kind == "sims") {
+    if (item_lists()) {
       s.assign(num_items(), NAN);
       const ItemNeighbors& nb = model.recipe.neighbors;
       for (uint64_t k = nb.offsets[item]; k < nb.offsets[item + 1]; ++k) s[nb.items[k]] = nb.scores[k];
@@ -693,7 +700,7 @@ struct Recommender::Impl {
       items.push_back(i);
       scores.push_back(scorer ? sigmoid(s[i]) : s[i]);
     }
-    if (items.size() < q.k && model.kind == "sims") {
+    if (items.size() < q.k && item_lists()) {
       // The service fills a short related list with popular items; they carry no similarity.
       std::vector<uint8_t> skip(num_items(), 0);
       for (uint32_t i : items) skip[i] = 1;
@@ -710,7 +717,7 @@ struct Recommender::Impl {
                std::vector<uint32_t>& items, std::vector<float>& scores, std::string& reason) const {
     thread_local std::vector<float> s;
     thread_local std::vector<uint32_t> top;
-    if (model.kind == "sims") {
+    if (item_lists()) {
       const ItemNeighbors& nb = model.recipe.neighbors;
       for (uint64_t k = nb.offsets[item]; k < nb.offsets[item + 1] && items.size() < q.k; ++k) {
         if (!allowed.empty() && !allowed[nb.items[k]]) continue;
@@ -760,12 +767,21 @@ struct Recommender::Impl {
       std::vector<float> all;
       sims_user_scores(user->second, all);
       for (size_t k = 0; k < known.size(); ++k) s[k] = std::isnan(all[known[k]]) ? 0.0f : all[known[k]];
+    } else if (model.kind == "transitions") {
+      std::vector<float> all;
+      transition_scores(model.recipe.neighbors, model.recipe.latest, user->second, all);
+      for (size_t k = 0; k < known.size(); ++k) s[k] = std::isnan(all[known[k]]) ? 0.0f : all[known[k]];
     } else {
       for (size_t k = 0; k < known.size(); ++k) s[k] = model.recipe.item_scores[known[k]];
     }
     std::vector<size_t> order(known.size());
     std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return s[a] > s[b]; });
+    // transitions: the items the user's latest items never led to (score 0) follow by popularity.
+    const bool by_popularity = model.kind == "transitions";
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      if (s[a] != s[b] || !by_popularity) return s[a] > s[b];
+      return popularity[known[a]] > popularity[known[b]];
+    });
     json items = json::array(), scores = json::array();
     for (size_t k : order) {
       items.push_back(model.item_ids[known[k]]);
@@ -859,7 +875,7 @@ struct Recommender::Impl {
         excluded[item] = 1;
       }
     }
-    if (model.kind == "sims") r.popular_order = popular_order;
+    if (item_lists()) r.popular_order = popular_order;
     for (size_t p = 0; p < job.promotions.size(); ++p) {
       PromotionSlots& slots = r.promotions.emplace_back();
       slots.slots = share_slots(job.promotions[p].percent / 100.0, q.k);

@@ -22,7 +22,9 @@
 //
 // Scores: the NeuMF family gives the model's probability (sigmoid of the logit), related items the
 // cosine of the concatenated GMF and MLP item embeddings; recipes give their own scores
-// (popularity: weighted counts; trending: growth; sims: summed similarity).
+// (popularity: weighted counts; trending: growth; sims: summed similarity; transitions: the
+// recency-weighted sum, over the user's latest items, of the share of what followed each that was
+// the item).
 #pragma once
 
 #include <cmath>
@@ -71,7 +73,7 @@ struct ContextValues {
 
 // Everything a model directory holds, in memory. Tests build one by hand.
 struct ModelData {
-  std::string kind;  // neumf | gmf | mlp | popularity | sims | trending
+  std::string kind;  // neumf | gmf | mlp | popularity | sims | trending | transitions
   std::vector<std::string> user_ids, item_ids;
   SeenItems seen;                     // may be empty (no user has seen anything)
   std::optional<ModelParams> params;  // the NeuMF family

@@ -28,8 +28,10 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-// Version 2 ends in the checksum trailer (tastebud/checksum.h); version 1 files still load.
-constexpr char kRecipeMagic[8] = {'T', 'B', 'R', 'E', 'C', 'I', 'P', '2'};
+// Version 2 ends in the checksum trailer (tastebud/checksum.h); version 3 adds the latest-item
+// lists after the neighbour lists. Versions 1 and 2 still load.
+constexpr char kRecipeMagic[8] = {'T', 'B', 'R', 'E', 'C', 'I', 'P', '3'};
+constexpr char kRecipeMagicV2[8] = {'T', 'B', 'R', 'E', 'C', 'I', 'P', '2'};
 constexpr char kRecipeMagicV1[8] = {'T', 'B', 'R', 'E', 'C', 'I', 'P', '1'};
 
 template <typename T>
@@ -111,21 +113,20 @@ SeenItems seen_of(const EventLog& log) {
   return seen;
 }
 
-// The recipe judged like NeuMF (--eval): computed again from the split's training rows only (a
-// user's row counts when its (user, item) pair is a training positive and, under holdout, it is
-// older than the user's first held-out row), then asked to rank the same held-out interactions
-// among the same candidates. popularity and trending score every user alike; sims sums each
-// item's similarity to the user's training items.
-EpochRecord evaluate_recipe(const TrainJob& job, const datasets::Dataset& dataset, EventLog events,
-                            const RecipeOptions& options, Metrics* popularity_baseline) {
-  const auto start = std::chrono::steady_clock::now();
-  const Split split = make_split(dataset, split_options_of(job));
+// A recipe judged like NeuMF (--eval): computed again from a split's training rows only (a user's
+// row counts when its (user, item) pair is a training positive, the row is not another split's
+// held-out row and, under holdout, it is older than the user's first held-out row), then asked to
+// rank the same held-out interactions among the same candidates. popularity and trending score
+// every user alike; sims sums each item's similarity to the user's training items; transitions
+// scores from the user's latest training events, and the items those never led to follow, by
+// popularity.
+Metrics evaluate_recipe_on(const TrainJob& job, const Split& split, EventLog events, const std::vector<double>& base,
+                           const RecipeOptions& options) {
   const TrainingSet& train = split.train;
-  std::vector<uint64_t> cut(dataset.num_users(), UINT64_MAX);
+  std::vector<uint64_t> cut(events.num_users, UINT64_MAX);
   if (holds_out_newest(split.protocol)) {
     for (size_t k = 0; k < split.eval_users.size(); ++k) cut[split.eval_users[k]] = split.eval_row[k];
   }
-  const std::vector<double> base = event_weights(events, options);
   std::vector<float> weight(base.size(), 0.0f);
   for (uint64_t r = 0; r < base.size(); ++r) {
     const uint32_t u = events.user[r];
@@ -135,16 +136,32 @@ EpochRecord evaluate_recipe(const TrainJob& job, const datasets::Dataset& datase
   }
   events.weight = std::move(weight);
   std::vector<float> item_scores;
-  ItemNeighbors neighbors;
+  ItemNeighbors neighbors, latest;
   if (job.model == "popularity") item_scores = popularity_scores(events, options);
   if (job.model == "trending") item_scores = trending_scores(events, options);
   if (job.model == "sims") neighbors = sims_neighbors(events, options);
+  if (job.model == "transitions") {
+    neighbors = transition_neighbors(events, options);
+    latest = latest_items(events, options);
+    // Below every transitions score (> 0): -1 + popularity / (2 max), in [-1, -0.5].
+    item_scores = popularity_scores(events, options);
+    const float most = *std::max_element(item_scores.begin(), item_scores.end());
+    for (float& p : item_scores) p = most > 0 ? -1.0f + p / (2 * most) : -1.0f;
+  }
   const ScoreFn score = [&](uint32_t u, std::span<const uint32_t> items, std::span<float> out) {
-    if (job.model != "sims") {
+    if (job.model == "popularity" || job.model == "trending") {
       for (size_t k = 0; k < out.size(); ++k) out[k] = item_scores[items.empty() ? k : items[k]];
       return;
     }
     thread_local std::vector<float> all;
+    if (job.model == "transitions") {
+      transition_scores(neighbors, latest, u, all);
+      for (size_t k = 0; k < out.size(); ++k) {
+        const uint32_t i = items.empty() ? static_cast<uint32_t>(k) : items[k];
+        out[k] = std::isnan(all[i]) ? item_scores[i] : all[i];
+      }
+      return;
+    }
     all.assign(events.num_items, 0.0f);
     for (uint64_t p = train.user_offsets[u]; p < train.user_offsets[u + 1]; ++p) {
       const uint32_t h = train.item[p];
@@ -152,10 +169,31 @@ EpochRecord evaluate_recipe(const TrainJob& job, const datasets::Dataset& datase
     }
     for (size_t k = 0; k < out.size(); ++k) out[k] = all[items.empty() ? k : items[k]];
   };
+  return evaluate(split, score, job.threads);
+}
+
+// The test split's metrics and, with --validation-users, the validation split's as "val.*" (the
+// validation split is carved from the test split's training rows, as for NeuMF: a choice of the
+// recipe's options made on it never sees the test rows).
+EpochRecord evaluate_recipe(const TrainJob& job, const datasets::Dataset& dataset, const EventLog& events,
+                            const RecipeOptions& options, Metrics* popularity_baseline) {
+  const auto start = std::chrono::steady_clock::now();
+  SplitOptions split_options = split_options_of(job);
+  const bool validate = job.validation_users > 0;
+  split_options.record_held_out_rows = validate;
+  const Split split = make_split(dataset, split_options);
+  const std::vector<double> base = event_weights(events, options);
   EpochRecord record;
   record.epoch = 1;
   record.samples = events.user.size();
-  record.metrics = evaluate(split, score, job.threads);
+  record.metrics = evaluate_recipe_on(job, split, events, base, options);
+  if (validate) {
+    const Split validation = make_validation_split(dataset, split_options, split, job.validation_users);
+    std::vector<double> kept = base;
+    for (uint64_t r = 0; r < kept.size(); ++r)
+      if (split.held_out_rows[r]) kept[r] = 0;  // the test split's held-out rows do not exist here
+    for (const auto& [k, v] : evaluate_recipe_on(job, validation, events, kept, options)) record.metrics["val." + k] = v;
+  }
   record.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   *popularity_baseline = evaluate_popularity(split);
   return record;
@@ -174,7 +212,7 @@ double parse_trend_window(std::string_view window) {
 }
 
 bool is_recipe(const std::string& model) {
-  return model == "popularity" || model == "sims" || model == "trending";
+  return model == "popularity" || model == "sims" || model == "trending" || model == "transitions";
 }
 
 RecipeOptions RecipeOptions::from_job(const TrainJob& job) {
@@ -184,12 +222,20 @@ RecipeOptions RecipeOptions::from_job(const TrainJob& job) {
   TB_CHECK(job.trend_smoothing >= 0, "--trend-smoothing must be >= 0");
   TB_CHECK(job.popularity_discount >= 0, "--popularity-discount must be >= 0");
   TB_CHECK(job.neighbors > 0, "--neighbors must be positive");
+  TB_CHECK(job.transition_window > 0, "--transition-window must be positive");
+  TB_CHECK(job.transition_decay > 0 && job.transition_decay <= 1, "--transition-decay must be in (0, 1]");
+  TB_CHECK(job.recent_items > 0, "--recent-items must be positive");
+  TB_CHECK(job.recent_decay > 0 && job.recent_decay <= 1, "--recent-decay must be in (0, 1]");
   o.half_life_days = job.half_life_days;
   o.min_co_count = std::max<uint32_t>(job.min_co_count, 1);
   o.popularity_discount = job.popularity_discount;
   o.neighbors = job.neighbors;
   o.trend_window_days = job.trend_window_days;
   o.trend_smoothing = job.trend_smoothing;
+  o.transition_window = job.transition_window;
+  o.transition_decay = job.transition_decay;
+  o.recent_items = job.recent_items;
+  o.recent_decay = job.recent_decay;
   return o;
 }
 
@@ -311,6 +357,130 @@ ItemNeighbors sims_neighbors(const EventLog& log, const RecipeOptions& options) 
   return out;
 }
 
+ItemNeighbors user_sequences(const EventLog& log, const RecipeOptions& options) {
+  const std::vector<double> weight = event_weights(log, options);
+  std::vector<size_t> order;
+  for (size_t e = 0; e < weight.size(); ++e)
+    if (weight[e] > 0) order.push_back(e);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return log.user[a] != log.user[b] ? log.user[a] < log.user[b] : log.timestamp[a] < log.timestamp[b];
+  });
+  ItemNeighbors out;
+  out.offsets.assign(uint64_t{log.num_users} + 1, 0);
+  uint32_t previous_user = UINT32_MAX;
+  for (size_t e : order) {
+    const uint32_t u = log.user[e];
+    if (u == previous_user && out.items.back() == log.item[e]) {
+      out.scores.back() = std::max(out.scores.back(), static_cast<float>(weight[e]));
+      continue;
+    }
+    out.items.push_back(log.item[e]);
+    out.scores.push_back(static_cast<float>(weight[e]));
+    ++out.offsets[u + 1];
+    previous_user = u;
+  }
+  for (uint32_t u = 0; u < log.num_users; ++u) out.offsets[u + 1] += out.offsets[u];
+  return out;
+}
+
+ItemNeighbors transition_neighbors(const EventLog& log, const RecipeOptions& options) {
+  const ItemNeighbors seq = user_sequences(log, options);
+  const uint32_t n = log.num_items;
+  const uint64_t events = seq.items.size();
+  // Where each event's sequence ends, and item -> its events (CSR), to walk one item at a time.
+  std::vector<uint64_t> end(events);
+  for (uint32_t u = 0; u < log.num_users; ++u)
+    for (uint64_t p = seq.offsets[u]; p < seq.offsets[u + 1]; ++p) end[p] = seq.offsets[u + 1];
+  std::vector<uint64_t> item_offsets(n + 1, 0);
+  for (uint32_t i : seq.items) ++item_offsets[i + 1];
+  for (uint32_t i = 0; i < n; ++i) item_offsets[i + 1] += item_offsets[i];
+  std::vector<uint64_t> item_events(events);
+  {
+    std::vector<uint64_t> fill(item_offsets.begin(), item_offsets.end() - 1);
+    for (uint64_t p = 0; p < events; ++p) item_events[fill[seq.items[p]]++] = p;
+  }
+  std::vector<double> decay(options.transition_window + 1, 1.0);  // decay[d] = transition_decay^(d - 1)
+  for (uint32_t d = 2; d <= options.transition_window; ++d) decay[d] = decay[d - 1] * options.transition_decay;
+  std::vector<std::vector<std::pair<float, uint32_t>>> best(n);
+  const int64_t items = n;
+#pragma omp parallel
+  {
+    std::vector<double> followed(n, 0.0);
+    std::vector<uint32_t> touched;
+#pragma omp for schedule(dynamic, 64)
+    for (int64_t i = 0; i < items; ++i) {
+      touched.clear();
+      for (uint64_t k = item_offsets[i]; k < item_offsets[i + 1]; ++k) {
+        const uint64_t p = item_events[k];
+        const uint64_t last = std::min<uint64_t>(end[p], p + options.transition_window + 1);
+        for (uint64_t q = p + 1; q < last; ++q) {
+          const uint32_t j = seq.items[q];
+          if (j == i) continue;
+          if (followed[j] == 0) touched.push_back(j);
+          followed[j] += seq.scores[q] * decay[q - p];
+        }
+      }
+      double total = 0;
+      for (uint32_t j : touched) total += followed[j];
+      auto& list = best[i];
+      for (uint32_t j : touched) {
+        list.emplace_back(static_cast<float>(followed[j] / total), j);
+        followed[j] = 0;
+      }
+      auto better = [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; };
+      if (list.size() > options.neighbors) {
+        std::partial_sort(list.begin(), list.begin() + options.neighbors, list.end(), better);
+        list.resize(options.neighbors);
+      } else {
+        std::sort(list.begin(), list.end(), better);
+      }
+    }
+  }
+  ItemNeighbors out;
+  out.offsets.push_back(0);
+  for (const auto& list : best) {
+    for (const auto& [score, j] : list) {
+      out.items.push_back(j);
+      out.scores.push_back(score);
+    }
+    out.offsets.push_back(out.items.size());
+  }
+  return out;
+}
+
+ItemNeighbors latest_items(const EventLog& log, const RecipeOptions& options) {
+  const ItemNeighbors seq = user_sequences(log, options);
+  ItemNeighbors out;
+  out.offsets.push_back(0);
+  for (uint32_t u = 0; u < log.num_users; ++u) {
+    const size_t first = out.items.size();
+    double w = 1;
+    for (uint64_t p = seq.offsets[u + 1]; p > seq.offsets[u] && out.items.size() - first < options.recent_items; --p) {
+      const uint32_t i = seq.items[p - 1];
+      if (std::find(out.items.begin() + static_cast<int64_t>(first), out.items.end(), i) != out.items.end()) continue;
+      out.items.push_back(i);
+      out.scores.push_back(static_cast<float>(w));
+      w *= options.recent_decay;
+    }
+    out.offsets.push_back(out.items.size());
+  }
+  return out;
+}
+
+void transition_scores(const ItemNeighbors& transitions, const ItemNeighbors& latest, uint32_t user,
+                       std::vector<float>& s) {
+  s.assign(transitions.offsets.empty() ? 0 : transitions.offsets.size() - 1, NAN);
+  if (latest.offsets.empty()) return;
+  for (uint64_t k = latest.offsets[user]; k < latest.offsets[user + 1]; ++k) {
+    const uint32_t h = latest.items[k];
+    const float w = latest.scores[k];
+    for (uint64_t t = transitions.offsets[h]; t < transitions.offsets[h + 1]; ++t) {
+      float& x = s[transitions.items[t]];
+      x = std::isnan(x) ? w * transitions.scores[t] : x + w * transitions.scores[t];
+    }
+  }
+}
+
 void write_recipe(const RecipeData& data, const fs::path& path) {
   std::string bytes(kRecipeMagic, sizeof(kRecipeMagic));
   const json header{{"kind", data.kind}};
@@ -321,20 +491,25 @@ void write_recipe(const RecipeData& data, const fs::path& path) {
   append(bytes, data.neighbors.offsets);
   append(bytes, data.neighbors.items);
   append(bytes, data.neighbors.scores);
+  append(bytes, data.latest.offsets);
+  append(bytes, data.latest.items);
+  append(bytes, data.latest.scores);
   append_checksum(bytes);
   write_file_atomically(path, bytes);
 }
 
 // Neighbour lists like seen items: offsets from 0, increasing, within the lists; items in range.
-void check_neighbors(const ItemNeighbors& nb, size_t items, const fs::path& path) {
+// `lists`: how many lists there must be (one per item), or SIZE_MAX for any number (one per user).
+void check_neighbors(const ItemNeighbors& nb, size_t lists, size_t items, const fs::path& path) {
   auto bad = [&](const std::string& what) { return Error(fmt::format("corrupt: {}: {}", path.string(), what)); };
   if (nb.items.size() != nb.scores.size()) throw bad("neighbour items and scores differ in count");
   if (nb.offsets.empty()) return;
-  if (nb.offsets.size() != items + 1) throw bad(fmt::format("neighbour lists for {} items, not {}", nb.offsets.size() - 1, items));
+  if (lists != SIZE_MAX && nb.offsets.size() != lists + 1)
+    throw bad(fmt::format("neighbour lists for {} items, not {}", nb.offsets.size() - 1, lists));
   if (nb.offsets.front() != 0 || nb.offsets.back() != nb.items.size()) throw bad("neighbour offsets do not span the lists");
-  for (size_t i = 0; i < items; ++i) {
+  for (size_t i = 0; i + 1 < nb.offsets.size(); ++i) {
     if (nb.offsets[i + 1] < nb.offsets[i] || nb.offsets[i + 1] > nb.items.size())
-      throw bad(fmt::format("item {}'s neighbour offsets do not increase", i));
+      throw bad(fmt::format("list {}'s neighbour offsets do not increase", i));
   }
   for (uint32_t j : nb.items)
     if (j >= items) throw bad(fmt::format("a neighbour item {} of {} items", j, items));
@@ -343,7 +518,8 @@ void check_neighbors(const ItemNeighbors& nb, size_t items, const fs::path& path
 RecipeData read_recipe(const fs::path& path, uint32_t num_items) {
   const std::string file = read_file(path);
   std::string_view bytes = file;
-  if (file.size() >= 8 && std::memcmp(file.data(), kRecipeMagic, 8) == 0) bytes = checked_payload(file, path);
+  const bool with_latest = file.size() >= 8 && std::memcmp(file.data(), kRecipeMagic, 8) == 0;
+  if (with_latest || (file.size() >= 8 && std::memcmp(file.data(), kRecipeMagicV2, 8) == 0)) bytes = checked_payload(file, path);
   else if (file.size() < 8 || std::memcmp(file.data(), kRecipeMagicV1, 8) != 0)
     throw Error(fmt::format("{}: not a tastebud recipe file", path.string()));
   size_t at = 8;
@@ -359,12 +535,18 @@ RecipeData read_recipe(const fs::path& path, uint32_t num_items) {
   data.neighbors.offsets = take<uint64_t>(bytes, at, path);
   data.neighbors.items = take<uint32_t>(bytes, at, path);
   data.neighbors.scores = take<float>(bytes, at, path);
+  if (with_latest) {
+    data.latest.offsets = take<uint64_t>(bytes, at, path);
+    data.latest.items = take<uint32_t>(bytes, at, path);
+    data.latest.scores = take<float>(bytes, at, path);
+  }
   if (at != bytes.size()) throw Error(fmt::format("corrupt: {}: bytes after the last list", path.string()));
   if (data.popularity.size() != num_items)
     throw Error(fmt::format("corrupt: {}: covers {} items, the model has {}", path.string(), data.popularity.size(), num_items));
   if (!data.item_scores.empty() && data.item_scores.size() != num_items)
     throw Error(fmt::format("corrupt: {}: {} item scores for {} items", path.string(), data.item_scores.size(), num_items));
-  check_neighbors(data.neighbors, num_items, path);
+  check_neighbors(data.neighbors, num_items, num_items, path);
+  check_neighbors(data.latest, SIZE_MAX, num_items, path);
   return data;
 }
 
@@ -390,6 +572,10 @@ TrainResult train_recipe(const TrainJob& job, std::ostream& log) {
   if (job.model == "popularity") data.item_scores = data.popularity;
   if (job.model == "trending") data.item_scores = trending_scores(events, options);
   if (job.model == "sims") data.neighbors = sims_neighbors(events, options);
+  if (job.model == "transitions") {
+    data.neighbors = transition_neighbors(events, options);
+    data.latest = latest_items(events, options);
+  }
 
   fs::create_directories(job.out);
   json recipe{{"events", event_rules}, {"half_life_days", options.half_life_days}};
@@ -398,6 +584,13 @@ TrainResult train_recipe(const TrainJob& job, std::ostream& log) {
     recipe["popularity_discount"] = options.popularity_discount;
     recipe["neighbors"] = options.neighbors;
     recipe["max_history"] = options.max_history;
+  }
+  if (job.model == "transitions") {
+    recipe["transition_window"] = options.transition_window;
+    recipe["transition_decay"] = options.transition_decay;
+    recipe["recent_items"] = options.recent_items;
+    recipe["recent_decay"] = options.recent_decay;
+    recipe["neighbors"] = options.neighbors;
   }
   if (job.model == "trending") {
     recipe["trend_window_days"] = options.trend_window_days;
@@ -414,9 +607,11 @@ TrainResult train_recipe(const TrainJob& job, std::ostream& log) {
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   log << fmt::format("trained {} on {} ({} users, {} items, {} events) in {:.1f}s\n", job.model,
                      job.data.string(), events.num_users, events.num_items, events.user.size(), seconds);
-  const std::vector<float>& shown = job.model == "sims" ? data.popularity : data.item_scores;
-  if (job.model == "sims") {
-    log << fmt::format("related-item pairs kept: {} ({:.1f} per item)\n", data.neighbors.items.size(),
+  const bool pairs = job.model == "sims" || job.model == "transitions";
+  const std::vector<float>& shown = pairs ? data.popularity : data.item_scores;
+  if (pairs) {
+    log << fmt::format("{} pairs kept: {} ({:.1f} per item)\n", job.model == "sims" ? "related-item" : "item-to-next-item",
+                       data.neighbors.items.size(),
                        static_cast<double>(data.neighbors.items.size()) / std::max<uint32_t>(events.num_items, 1));
   } else {
     std::vector<uint32_t> order(shown.size());
@@ -435,13 +630,22 @@ TrainResult train_recipe(const TrainJob& job, std::ostream& log) {
     const EpochRecord& r = result.history.back();
     nlohmann::json metrics;
     std::string line = fmt::format("{} ({}, the recipe recomputed from the training rows):", job.model, job.eval);
+    std::string validation;
     for (const auto& [k, v] : r.metrics) {
       metrics[k] = v;
-      if (k != "eval_users") line += fmt::format("  {} {:.4f}", k, v);
+      if (k.starts_with("val.")) {
+        if (k != "val.eval_users") validation += fmt::format("  {} {:.4f}", k, v);
+      } else if (k != "eval_users") {
+        line += fmt::format("  {} {:.4f}", k, v);
+      }
     }
     const nlohmann::json row{{"epoch", r.epoch}, {"seconds", r.seconds}, {"samples", r.samples}, {"metrics", metrics}};
     write_file_atomically(job.out / "metrics.jsonl", row.dump() + "\n");
     log << line << "\n";
+    if (r.metrics.contains("val.eval_users")) {
+      log << fmt::format("validation ({} users of the training rows, the recipe recomputed without their held-out rows):{}\n",
+                         static_cast<uint64_t>(r.metrics.at("val.eval_users")), validation);
+    }
     if (job.model != "popularity") {
       std::string baseline = "popularity count baseline:";
       for (const auto& [k, v] : result.popularity) {

@@ -3,13 +3,17 @@
 //   sims        item-to-item co-occurrence within user histories, with a popularity discount and a
 //               minimum co-interaction count ("customers who viewed X also viewed"; "frequently
 //               bought together" when trained with --event-weights purchase=1);
-//   trending    items whose interaction rate grew most in the latest window against the one before.
+//   trending    items whose interaction rate grew most in the latest window against the one before;
+//   transitions for each item, the items that followed it in users' histories (within a window of
+//               following events, decayed by distance), answered from the user's latest items
+//               (weighted by recency): "what comes next" (issue 21).
 //
 // Events count by the job's --event rules (TYPE[:THRESHOLD[:WEIGHT]], as for NeuMF), or by
 // RecipeOptions::event_weights when the caller builds the log by hand.
 // A recipe's model directory holds config.json ("model", "data", "recipe": the options),
 // user_ids.json, item_ids.json, seen.bin (every user's interacted items, all events) and
-// recipe.bin (below). The computations take plain event arrays so tests can check them by hand.
+// recipe.bin (below; transitions keep each user's latest items there too). The computations take
+// plain event arrays so tests can check them by hand.
 #pragma once
 
 #include <cstdint>
@@ -25,7 +29,7 @@
 
 namespace tastebud::host {
 
-bool is_recipe(const std::string& model);  // popularity | sims | trending
+bool is_recipe(const std::string& model);  // popularity | sims | trending | transitions
 
 // The service's Trending-Now windows, --trend-window 30m | 1h | 3h | 1d, in days.
 double parse_trend_window(std::string_view window);
@@ -56,6 +60,14 @@ struct RecipeOptions {
   // sims: only a user's most recent distinct items take part, so one heavy user costs at most
   // max_history^2 pairs.
   uint32_t max_history = 500;
+  // transitions: an event d events after another (within the window, in the same user's
+  // sequence) follows it with weight transition_decay^(d - 1); a user's answers come from the
+  // user's recent_items latest distinct items, the k-th latest (k = 0, 1, ...) weighted
+  // recent_decay^k.
+  uint32_t transition_window = 20;
+  double transition_decay = 0.85;
+  uint32_t recent_items = 10;
+  double recent_decay = 0.6;
 
   static RecipeOptions from_job(const TrainJob& job);
 };
@@ -72,9 +84,9 @@ std::vector<float> popularity_scores(const EventLog& log, const RecipeOptions& o
 // seconds: an event exactly W before the newest belongs to the previous window.
 std::vector<float> trending_scores(const EventLog& log, const RecipeOptions& options);
 
-// Related items, CSR over items, best first.
+// Related items, CSR over items, best first (also a user's latest items, CSR over users).
 struct ItemNeighbors {
-  std::vector<uint64_t> offsets;  // items + 1
+  std::vector<uint64_t> offsets;  // items (users) + 1
   std::vector<uint32_t> items;
   std::vector<float> scores;
 };
@@ -84,17 +96,39 @@ struct ItemNeighbors {
 // min_co_count are dropped; the `neighbors` best per item are kept (ties by item index).
 ItemNeighbors sims_neighbors(const EventLog& log, const RecipeOptions& options);
 
+// Each user's sequence: the used events (weight > 0) in time order, ties in log order, a repeat
+// of the item just before merged into it (the stronger weight kept); CSR over users, scores the
+// event weights.
+ItemNeighbors user_sequences(const EventLog& log, const RecipeOptions& options);
+
+// transitions: f(i, j) = sum over every user's sequence of the events j at distance d in
+// 1..transition_window after an event i (j != i) of weight(j) * transition_decay^(d - 1);
+// score(i, j) = f(i, j) / sum_k f(i, k), the share of what followed i that was j; the
+// `neighbors` best per item kept (ties by item index).
+ItemNeighbors transition_neighbors(const EventLog& log, const RecipeOptions& options);
+
+// Each user's recent_items latest distinct items, newest first, weighted recent_decay^k (CSR over
+// users): what a transitions model answers a user from.
+ItemNeighbors latest_items(const EventLog& log, const RecipeOptions& options);
+
+// A user's transitions scores: s[j] = sum over the user's latest items h (weight w_h) of
+// w_h * score(h, j); NaN for items none of them led to. s is resized to the item count.
+void transition_scores(const ItemNeighbors& transitions, const ItemNeighbors& latest, uint32_t user,
+                       std::vector<float>& s);
+
 // recipe.bin: what a recipe answers from.
 struct RecipeData {
-  std::string kind;                 // popularity | sims | trending
+  std::string kind;                 // popularity | sims | trending | transitions
   std::vector<float> popularity;    // every recipe keeps it for fallbacks
-  std::vector<float> item_scores;   // popularity: = popularity; trending: growth; sims: empty
-  ItemNeighbors neighbors;          // sims only
+  std::vector<float> item_scores;   // popularity: = popularity; trending: growth; else empty
+  ItemNeighbors neighbors;          // sims: related items; transitions: the items that followed
+  ItemNeighbors latest;             // transitions: each user's latest items (latest_items)
 };
 
 void write_recipe(const RecipeData& data, const std::filesystem::path& path);
 // Validates what it reads against the model's item count (checksum, counts within the file,
 // neighbour offsets increasing, neighbour items in range): damage is an Error "corrupt: FILE: ...".
+// The latest-item lists are checked the same way; their user count is the caller's to check.
 RecipeData read_recipe(const std::filesystem::path& path, uint32_t num_items);
 
 }  // namespace tastebud::host

@@ -10,6 +10,7 @@
 #include <unordered_set>
 
 #include "host/model_dir.h"
+#include "host/recipes.h"
 #include "tastebud/atomic_file.h"
 #include "tastebud/directory_lock.h"
 #include "tastebud/engine/model_io.h"
@@ -63,6 +64,22 @@ SeenItems keep_seen(const SeenItems& seen, const std::vector<uint8_t>& keep) {
   return out;
 }
 
+// A recipe's per-user lists (the transitions recipe's latest items) without the deleted users'.
+ItemNeighbors keep_user_lists(const ItemNeighbors& lists, const std::vector<uint8_t>& keep) {
+  if (lists.offsets.empty()) return lists;
+  ItemNeighbors out;
+  out.offsets.push_back(0);
+  for (size_t u = 0; u < keep.size(); ++u) {
+    if (!keep[u]) continue;
+    for (uint64_t k = lists.offsets[u]; k < lists.offsets[u + 1]; ++k) {
+      out.items.push_back(lists.items[k]);
+      out.scores.push_back(lists.scores[k]);
+    }
+    out.offsets.push_back(out.items.size());
+  }
+  return out;
+}
+
 void write_scrubbed(const fs::path& dir, const fs::path& to, const json& config,
                     const std::vector<uint8_t>& keep, uint32_t left) {
   const std::vector<std::string> ids = read_ids(dir / "user_ids.json");
@@ -70,7 +87,7 @@ void write_scrubbed(const fs::path& dir, const fs::path& to, const json& config,
   for (const auto& entry : fs::directory_iterator(dir)) {
     const std::string name = entry.path().filename().string();
     if (name == "user_ids.json" || name == "seen.bin" || name == "model.bin" ||
-        name == "checkpoint.bin" || name == "config.json") {
+        name == "checkpoint.bin" || name == "config.json" || name == "recipe.bin") {
       continue;
     }
     fs::copy(entry.path(), to / name, fs::copy_options::recursive);
@@ -82,6 +99,14 @@ void write_scrubbed(const fs::path& dir, const fs::path& to, const json& config,
   write_file_atomically(to / "user_ids.json", kept_ids.dump());
   if (fs::exists(dir / "seen.bin"))
     write_seen(keep_seen(read_seen(dir / "seen.bin", items), keep), to / "seen.bin");
+  if (fs::exists(dir / "recipe.bin")) {
+    RecipeData recipe = read_recipe(dir / "recipe.bin", items);
+    TB_CHECK(recipe.latest.offsets.empty() || recipe.latest.offsets.size() == keep.size() + 1,
+             fmt::format("corrupt: {}: latest items of {} users but user_ids.json lists {}", (dir / "recipe.bin").string(),
+                         recipe.latest.offsets.size() - 1, keep.size()));
+    recipe.latest = keep_user_lists(recipe.latest, keep);
+    write_recipe(recipe, to / "recipe.bin");
+  }
   json new_config = config;
   if (fs::exists(dir / "model.bin")) {
     TrainState state;

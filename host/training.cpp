@@ -251,6 +251,9 @@ TrainJob with_resolved_choices(const TrainJob& job, const datasets::Dataset& dat
 }  // namespace
 
 void apply_model_defaults(TrainJob& job, const std::function<bool(const std::string&)>& given) {
+  // A long tail of following items: an item any of the user's latest items led to, however
+  // rarely, ranks above one none led to (on online-retail, 100 kept 0.79 validation HR@10, 1000 0.85).
+  if (job.model == "transitions" && !given("neighbors")) job.neighbors = 1000;
   if (job.model != "mf") return;
   if (!given("factors")) job.factors = 64;
   if (!given("negatives")) job.negatives = 8;

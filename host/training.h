@@ -88,13 +88,17 @@ struct TrainJob {
   // empty: none. Evaluation ranks each user in the context of the held-out interaction.
   std::vector<std::string> context;
 
-  // Recipes (--model popularity, sims or trending; host/recipes.h); they weight events by `events`.
+  // Recipes (--model popularity, sims, trending or transitions; host/recipes.h); they weight events by `events`.
   double half_life_days = 0;               // popularity: an event loses half its weight per this many days; 0: no decay
   uint32_t min_co_count = 2;               // sims: fewest users that must share two items
   float popularity_discount = 0.5f;        // sims: score = co-count / (count_i * count_j)^discount
-  uint32_t neighbors = 100;                // sims: related items kept per item
+  uint32_t neighbors = 100;                // sims, transitions (1000 unless set): related (following) items kept per item
   double trend_window_days = 7;            // trending: the latest window, compared with the one before
   double trend_smoothing = 10;             // trending: growth = (latest - previous) / (previous + smoothing)
+  uint32_t transition_window = 20;         // transitions: following events that count as following an event
+  double transition_decay = 0.85;          // transitions: an event d events later counts decay^(d - 1)
+  uint32_t recent_items = 10;              // transitions: the user's latest distinct items that score
+  double recent_decay = 0.6;               // transitions: the k-th latest of them (k = 0 newest) weighs decay^k
 };
 
 struct EpochRecord {
@@ -124,9 +128,10 @@ SplitOptions split_options_of(const TrainJob& job);
 
 // Runs the job; writes the model directory; prints the summary to `log`.
 // The settings a model trains well with, for the options a user did not set: `mf` takes those of
-// Rendle et al.'s tuned MF baseline (64 factors, 8 negatives, lr 0.002, l2 0.005); other models
-// the TrainJob defaults. `given(name)` tells whether the user set option `name` ("factors",
-// "negatives", "lr", "l2").
+// Rendle et al.'s tuned MF baseline (64 factors, 8 negatives, lr 0.002, l2 0.005); `transitions`
+// keeps 1000 following items per item (chosen on real data, bench/RESULTS.md); other models the
+// TrainJob defaults. `given(name)` tells whether the user set option `name` ("factors",
+// "negatives", "lr", "l2", "neighbors").
 void apply_model_defaults(TrainJob& job, const std::function<bool(const std::string&)>& given);
 
 TrainResult run_training(const TrainJob& job, std::ostream& log);

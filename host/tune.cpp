@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include "host/recipes.h"
 #include "tastebud/engine/model_io.h"
 #include "tastebud/error.h"
 #include "tastebud/philox.h"
@@ -88,7 +89,7 @@ TuneResult run_tune(const TuneOptions& o, std::ostream& log) {
   TB_CHECK(o.reduction >= 2, "tune: the reduction factor must be at least 2");
   TB_CHECK(parse_eval_protocol(o.base.eval) != EvalProtocol::kNone && o.base.validation_users > 0,
            "tune: trials are judged on the validation split: give an eval protocol and validation users");
-  TB_CHECK(o.base.model != "popularity" && o.base.model != "sims" && o.base.model != "trending",
+  TB_CHECK(!is_recipe(o.base.model),
            "tune: recipes have no hyperparameters to search; tune a neural model");
   const EvalProtocol protocol = parse_eval_protocol(o.base.eval);
   TuneResult result;

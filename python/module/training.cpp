@@ -85,6 +85,10 @@ const std::map<std::string, Setter>& setters() {
       {"neighbors", set(&TrainJob::neighbors)},
       {"trend_window_days", set(&TrainJob::trend_window_days)},
       {"trend_smoothing", set(&TrainJob::trend_smoothing)},
+      {"transition_window", set(&TrainJob::transition_window)},
+      {"transition_decay", set(&TrainJob::transition_decay)},
+      {"recent_items", set(&TrainJob::recent_items)},
+      {"recent_decay", set(&TrainJob::recent_decay)},
   };
   return table;
 }

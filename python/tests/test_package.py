@@ -228,6 +228,18 @@ def test_model_errors_carry_the_engines_message(trained, tmp_path):
         model.recommend("u1", filter='EXCLUDE ItemID WHERE Items.NOPE IN ("a")')
 
 
+def test_transitions_trains_from_python_and_answers_like_batch_infer(dataset, tmp_path):
+    model = tastebud.train(dataset, tmp_path / "next", model="transitions", transition_window=5, recent_items=3,
+                           eval="none", threads=1, progress=False, verbose=False)
+    recipe = json.loads((tmp_path / "next" / "config.json").read_text())["recipe"]
+    assert (recipe["transition_window"], recipe["recent_items"], recipe["neighbors"]) == (5, 3, 1000)
+    item = items_of(tmp_path / "next")[0]
+    cli = batch_infer(tmp_path / "next", [{"userId": "u1", "numResults": 5}, {"itemId": item, "numResults": 5}],
+                      tmp_path / "q")
+    assert_answers_equal(*model.recommend("u1", n=5), cli[0]["output"])
+    assert_answers_equal(*model.similar_items(item, n=5), cli[1]["output"])
+
+
 def test_recipes_answer_like_batch_infer(dataset, tmp_path):
     run_cli("train", "--model", "popularity", "--data", dataset, "--out", tmp_path / "pop", "--eval", "none")
     model = tastebud.Model.load(tmp_path / "pop")
