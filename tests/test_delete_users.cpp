@@ -20,6 +20,7 @@
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/datasets/delete_users.h"
 #include "tastebud/datasets/import.h"
+#include "tastebud/directory_lock.h"
 #include "tastebud/engine/model_io.h"
 #include "tastebud/error.h"
 #include "tastebud/read_file.h"
@@ -240,6 +241,49 @@ TEST_F(DeleteUsers, EachDeletionLeavesOneAuditLineWithoutIdsThatImportsKeep) {
   const std::string log = read_file(root_ / "dataset" / "deletions.jsonl");
   for (const std::string& id : kGone) EXPECT_EQ(log.find(id), std::string::npos);
   EXPECT_EQ(log.find("nobody-here"), std::string::npos);
+}
+
+// A --model it cannot scrub (busy, not a model) is found before the dataset is rewritten and
+// before the deletion is logged as done.
+TEST_F(DeleteUsers, AModelItCannotReachLeavesTheDatasetAsItWas) {
+  train("none");
+  std::string out;
+  {
+    const DirectoryLock busy(root_ / "model", "a training run");
+    EXPECT_EQ(delete_gone_users(&out), 1) << out;
+    EXPECT_NE(out.find("in use by PID"), std::string::npos) << out;
+  }
+  fs::create_directories(root_ / "not_a_model");
+  EXPECT_EQ(run_cli(fmt::format("delete-users --data {} --users {} --model {}",
+                                (root_ / "dataset").string(), (root_ / "gone.csv").string(),
+                                (root_ / "not_a_model").string()),
+                    &out),
+            1);
+  EXPECT_NE(out.find("not a model directory (no config.json)"), std::string::npos) << out;
+  EXPECT_EQ(datasets::Dataset::open(root_ / "dataset").num_users(), 30u);
+  EXPECT_FALSE(fs::exists(root_ / "dataset" / "deletions.jsonl"));
+}
+
+// A retrain directory, its `current` link or one of its versions: every version is scrubbed, so a
+// rollback cannot serve a deleted user again.
+TEST_F(DeleteUsers, EveryVersionOfARetrainDirectoryIsScrubbed) {
+  train("none");
+  const fs::path models = root_ / "models";
+  fs::create_directories(models / "versions");
+  for (const char* version : {"000001", "000002", "000003"})
+    fs::copy(root_ / "model", models / "versions" / version, fs::copy_options::recursive);
+  fs::create_directory_symlink(fs::path("versions") / "000003", models / "current");
+  std::string out;
+  ASSERT_EQ(run_cli(fmt::format("delete-users --data {} --users {} --model {}",
+                                (root_ / "dataset").string(), (root_ / "gone.csv").string(),
+                                (models / "current").string()),
+                    &out),
+            0)
+      << out;
+  for (const std::string& id : kGone)
+    EXPECT_EQ(files_holding(models, id), std::vector<std::string>{}) << id << "\n" << out;
+  for (const char* version : {"000001", "000002", "000003"})
+    EXPECT_NO_THROW(host::load_model_dir(models / "versions" / version)) << version;
 }
 
 TEST_F(DeleteUsers, BadIdFilesAreRefusedWithFileLineAndField) {
