@@ -50,6 +50,29 @@ json read_json(const fs::path& path) {
   }
 }
 
+// What the charts read of a metrics.jsonl row: an epoch, a number loss when it has one, and
+// metrics that are numbers (null, a value JSON cannot hold, is left out).
+void check_row(json& row, const fs::path& path, int line) {
+  const auto bad = [&](const std::string& what) {
+    return Error(fmt::format("{}:{}: {}; a row needs an integer epoch, a number loss and an object "
+                             "of number metrics",
+                             path.string(), line, what));
+  };
+  if (!row.is_object()) throw bad("not a JSON object");
+  for (const char* field : {"epoch", "metrics"}) {
+    if (!row.contains(field)) throw bad(fmt::format("field '{}' is missing", field));
+  }
+  if (!row["epoch"].is_number_unsigned()) throw bad("field 'epoch' is not an epoch number");
+  if (row.contains("loss") && !row["loss"].is_number()) throw bad("field 'loss' is not a number");
+  json& metrics = row["metrics"];
+  if (!metrics.is_object()) throw bad("field 'metrics' is not an object");
+  for (auto it = metrics.begin(); it != metrics.end();) {
+    if (!it.value().is_number() && !it.value().is_null())
+      throw bad(fmt::format("metric '{}' is not a number", it.key()));
+    it = it.value().is_null() ? metrics.erase(it) : std::next(it);
+  }
+}
+
 std::vector<json> read_rows(const fs::path& path) {
   std::vector<json> rows;
   if (!fs::exists(path)) return rows;
@@ -62,6 +85,7 @@ std::vector<json> read_rows(const fs::path& path) {
     } catch (const json::exception& e) {
       throw Error(fmt::format("{}:{}: not a JSON row: {}", path.string(), n, e.what()));
     }
+    check_row(rows.back(), path, n);
   }
   return rows;
 }
