@@ -14,6 +14,7 @@
 #include "tastebud/engine/model_io.h"
 #include "tastebud/error.h"
 #include "tastebud/read_file.h"
+#include "tastebud/json_input.h"
 
 namespace tastebud::host {
 namespace {
@@ -42,13 +43,7 @@ bool charted(const std::string& key) {
          !key.ends_with(".p");
 }
 
-json read_json(const fs::path& path) {
-  try {
-    return json::parse(read_file(path));
-  } catch (const json::exception& e) {
-    throw Error(fmt::format("{}: not JSON: {}", path.string(), e.what()));
-  }
-}
+json read_json(const fs::path& path) { return parse_json(read_file(path), path.string()); }
 
 // What the charts read of a metrics.jsonl row: an epoch, a number loss when it has one, and
 // metrics that are numbers (null, a value JSON cannot hold, is left out).
@@ -80,11 +75,7 @@ std::vector<json> read_rows(const fs::path& path) {
   std::string line;
   for (int n = 1; std::getline(lines, line); ++n) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    try {
-      rows.push_back(json::parse(line));
-    } catch (const json::exception& e) {
-      throw Error(fmt::format("{}:{}: not a JSON row: {}", path.string(), n, e.what()));
-    }
+    rows.push_back(parse_json(line, fmt::format("{}:{}", path.string(), n)));
     check_row(rows.back(), path, n);
   }
   return rows;
