@@ -124,6 +124,7 @@ void swap_in_scrubbed(const fs::path& dir, const json& config, const std::vector
   fs::create_directory(temp);
   try {
     write_scrubbed(dir, temp, config, keep, left);
+    copy_permissions(dir, temp);
     fsync_directory(temp);
     if (::renameat2(AT_FDCWD, temp.c_str(), AT_FDCWD, dir.c_str(), RENAME_EXCHANGE) != 0) {
       throw Error(fmt::format("{}: cannot swap in the rewritten model: {}", dir.string(),

@@ -286,6 +286,28 @@ TEST_F(DeleteUsers, EveryVersionOfARetrainDirectoryIsScrubbed) {
     EXPECT_NO_THROW(host::load_model_dir(models / "versions" / version)) << version;
 }
 
+// A 700 dataset and model with 600 files stay so after delete-users rewrites them.
+TEST_F(DeleteUsers, TheOwnersModesStay) {
+  train("none");
+  for (const char* dir : {"dataset", "model"}) {
+    for (const auto& e : fs::recursive_directory_iterator(root_ / dir)) {
+      fs::permissions(e.path(), e.is_directory() ? fs::perms::owner_all
+                                                 : fs::perms::owner_read | fs::perms::owner_write);
+    }
+    fs::permissions(root_ / dir, fs::perms::owner_all);
+  }
+  std::string out;
+  ASSERT_EQ(delete_gone_users(&out), 0) << out;
+  for (const char* dir : {"dataset", "model"}) {
+    EXPECT_EQ(fs::status(root_ / dir).permissions(), fs::perms::owner_all) << dir;
+    for (const auto& e : fs::recursive_directory_iterator(root_ / dir)) {
+      EXPECT_EQ(e.status().permissions(), e.is_directory() ? fs::perms::owner_all
+                                                           : fs::perms::owner_read | fs::perms::owner_write)
+          << e.path();
+    }
+  }
+}
+
 TEST_F(DeleteUsers, BadIdFilesAreRefusedWithFileLineAndField) {
   write_text(root_ / "no_column.csv", "ID\nuser1\n");
   try {

@@ -442,6 +442,32 @@ TEST_F(Import, IncrementalKeepsIdsReplacesRecordsAndMergesEvents) {
   EXPECT_EQ(after.users.has_row[index_of(after.user_ids, "u1")], 1);
 }
 
+// The modes of every entry under `dir` (relative name -> permission bits).
+std::map<std::string, unsigned> modes_under(const fs::path& dir) {
+  std::map<std::string, unsigned> modes{{".", static_cast<unsigned>(fs::status(dir).permissions())}};
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    modes[fs::relative(e.path(), dir).string()] = static_cast<unsigned>(e.status().permissions());
+  return modes;
+}
+
+// An incremental import rebuilds the directory: the owner's 700/600 stay, and a new file is 600.
+TEST_F(Import, IncrementalKeepsTheOwnersModes) {
+  write("interactions.csv", "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE\nu1,i1,10,view\nu2,i2,20,view\n");
+  import_dataset(options());
+  for (const auto& e : fs::recursive_directory_iterator(out()))
+    fs::permissions(e.path(), e.is_directory() ? fs::perms::owner_all : fs::perms::owner_read | fs::perms::owner_write);
+  fs::permissions(out(), fs::perms::owner_all);
+  write("items.csv", "ITEM_ID,GENRES\ni1,A\n");  // new columns: files the old dataset lacked
+  write("interactions.csv", "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE\nu3,i3,40,view\n");
+  ImportOptions o = options(false, true);
+  o.mode = ImportMode::Incremental;
+  import_dataset(o);
+  for (const auto& [name, mode] : modes_under(out())) {
+    const bool dir = fs::is_directory(out() / name);
+    EXPECT_EQ(mode, static_cast<unsigned>(dir ? 0700 : 0600)) << name;
+  }
+}
+
 TEST_F(Import, FailedIncrementalLeavesTheDatasetAsItWas) {
   write("interactions.csv", "USER_ID,ITEM_ID,TIMESTAMP\nu1,i1,10\n");
   import_dataset(options());

@@ -313,6 +313,7 @@ DeleteUsersReport delete_users(const fs::path& dir_in, const std::vector<std::st
     write_text_file(temp / kAuditLog, audit);
     sync_to_disk(temp);
     Dataset::open(temp);  // the rewritten dataset must read back before it replaces the old one
+    copy_permissions(dir, temp);
   }
   swap_in(temp, dir);
   cleanup.path.clear();

@@ -1325,6 +1325,7 @@ void install(const fs::path& built, const fs::path& out) {
     fs::rename(built, out);
     return;
   }
+  copy_permissions(out, built);  // the owner's modes, not the umask's
   if (::renameat2(AT_FDCWD, built.c_str(), AT_FDCWD, out.c_str(), RENAME_EXCHANGE) == 0) {
     std::error_code ignored;
     fs::remove_all(built, ignored);  // now the old dataset
