@@ -18,6 +18,7 @@
 #include "host/split.h"
 #include "host/warm_start.h"
 #include "tastebud/atomic_file.h"
+#include "tastebud/datasets/delete_users.h"
 #include "tastebud/datasets/import.h"
 #include "tastebud/directory_lock.h"
 #include "tastebud/engine/scorer.h"
@@ -267,6 +268,7 @@ RetrainResult run_retrain(const RetrainJob& job, std::ostream& log) {
   const auto step = [&](const char* name) {
     if (job.before_step) job.before_step(name);
   };
+  datasets::check_outside_dataset(job.models, job.data, "--models");
   fs::create_directories(job.models / "versions");
   const DirectoryLock lock(job.models, "this retrain");
   remove_stale_temporaries(job.models);

@@ -19,6 +19,7 @@
 #include "host/split.h"
 #include "host/warm_start.h"
 #include "tastebud/atomic_file.h"
+#include "tastebud/datasets/delete_users.h"
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/directory_lock.h"
 #include "tastebud/engine/backends.h"
@@ -291,6 +292,7 @@ void apply_model_defaults(TrainJob& job, const std::function<bool(const std::str
 
 TrainResult run_training(const TrainJob& requested, std::ostream& job_log) {
   Communicator& comm = requested.comm != nullptr ? *requested.comm : world_communicator();
+  datasets::check_outside_dataset(requested.out, requested.data, "--out");
   NullStream quiet;
   std::ostream& log = comm.root() ? job_log : quiet;  // rank 0 speaks for the job
   // The dataset, opened once (recipes open their own).

@@ -468,6 +468,30 @@ TEST_F(Import, IncrementalKeepsTheOwnersModes) {
   }
 }
 
+// What is not the dataset's inside its directory (a model trained into it, notes) would go with
+// the directory an import replaces: refused up front, naming it, and everything stays.
+TEST_F(Import, AnImportRefusesToReplaceWhatIsNotTheDatasets) {
+  write("interactions.csv", "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE\nu1,i1,10,view\nu2,i2,20,view\n");
+  import_dataset(options());
+  fs::create_directories(out() / "model");
+  std::ofstream(out() / "model" / "model.bin") << "a model";
+  ImportOptions o = options();
+  o.mode = ImportMode::Incremental;
+  for (bool incremental : {true, false}) {
+    o.mode = incremental ? ImportMode::Incremental : ImportMode::Full;
+    o.overwrite = !incremental;
+    try {
+      import_dataset(o);
+      ADD_FAILURE() << "accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("holds model, which is not part of the dataset"), std::string::npos)
+          << e.what();
+    }
+    EXPECT_TRUE(fs::exists(out() / "model" / "model.bin"));
+    EXPECT_EQ(Dataset::open(out()).interactions.size(), 2u);
+  }
+}
+
 TEST_F(Import, FailedIncrementalLeavesTheDatasetAsItWas) {
   write("interactions.csv", "USER_ID,ITEM_ID,TIMESTAMP\nu1,i1,10\n");
   import_dataset(options());

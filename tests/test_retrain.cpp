@@ -648,6 +648,24 @@ TEST_F(RetrainJobs, BadSettingsAreRefusedBeforeAnythingIsImported) {
   EXPECT_NE(out.find("--max-regression must be a finite number"), std::string::npos) << out;
 }
 
+// A model or a retrain directory inside the dataset directory would go with the next import:
+// refused before anything is written.
+TEST_F(RetrainJobs, ModelsInsideTheDatasetAreRefused) {
+  std::ostringstream log;
+  host::RetrainJob inside = retrain("inside_data", {root_ / "old.csv"});
+  inside.models = inside.data / "models";
+  try {
+    host::run_retrain(inside, log);
+    ADD_FAILURE() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("is inside the dataset directory"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(inside.data));
+  host::TrainJob train = job(root_ / "base", root_ / "base" / "model");
+  EXPECT_THROW(host::run_training(train, log), Error);
+  EXPECT_FALSE(fs::exists(root_ / "base" / "model"));
+}
+
 // The ids a model directory holds.
 std::set<std::string> model_users(const fs::path& dir) {
   const std::vector<std::string> ids = host::read_ids(dir / "user_ids.json");

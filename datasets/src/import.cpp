@@ -1428,6 +1428,7 @@ ImportReport import_dataset(const ImportOptions& options) {
   // and the second rename drops the first one's rows. Then what killed imports left goes.
   CreatedParents parents(out.parent_path());
   const DirectoryLock lock(out, incremental ? "this incremental import" : "this import");
+  if (incremental || (options.overwrite && is_dataset_dir(out))) check_only_dataset_entries(out, "an import");
   remove_stale_temporaries(out.parent_path());
   if (!incremental && options.interactions.empty()) {
     throw Error("import: a full import needs the interactions file (--interactions FILE)");
