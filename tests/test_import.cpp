@@ -492,6 +492,17 @@ TEST_F(Import, AnImportRefusesToReplaceWhatIsNotTheDatasets) {
   }
 }
 
+// A header of 100,000 columns is refused at once, naming the file and the count.
+TEST_F(Import, AHeaderOfTooManyColumnsIsRefused) {
+  std::string header = "USER_ID,ITEM_ID,TIMESTAMP", row = "u1,i1,10";
+  for (int c = 0; c < 100000; ++c) {
+    header += ",C" + std::to_string(c);
+    row += ",x";
+  }
+  write("interactions.csv", header + "\n" + row + "\n");
+  expect_import_error(options(), {"interactions.csv:1: the header has 100003 columns; at most 1000"});
+}
+
 TEST_F(Import, FailedIncrementalLeavesTheDatasetAsItWas) {
   write("interactions.csv", "USER_ID,ITEM_ID,TIMESTAMP\nu1,i1,10\n");
   import_dataset(options());

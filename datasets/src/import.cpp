@@ -86,6 +86,10 @@ class BadRowBudget {
   uint64_t skipped_ = 0;
 };
 
+// Columns of one CSV file: far more than any export has (Personalize allows tens), few enough that
+// a header of a hundred thousand columns is refused at once rather than opening as many files.
+constexpr size_t kMaxColumns = 1000;
+
 // A CSV input, one file or the part files of one export, with its header read, and optionally
 // its first rows read ahead (to infer types); the rows read ahead are handed out again by next()
 // in order, errors included. Each part repeats the header; rows and their lines are the parts' in
@@ -96,6 +100,11 @@ class CsvInput {
       : parts_(std::move(parts)), kind_(kind), block_size_(block_size) {
     for (const fs::path& p : parts_) bytes_total_ += fs::file_size(p);
     const CsvRecord header = open_part(0);
+    if (header.fields.size() > kMaxColumns) {
+      throw Error(fmt::format("{}:{}: the header has {} columns; at most {} are imported (each "
+                              "column becomes files of the dataset)",
+                              path().string(), header.line, header.fields.size(), kMaxColumns));
+    }
     std::unordered_set<std::string> names;
     for (size_t c = 0; c < header.fields.size(); ++c) {
       const std::string name(trim(header.fields[c]));
