@@ -100,11 +100,6 @@ class CsvInput {
       : parts_(std::move(parts)), kind_(kind), block_size_(block_size) {
     for (const fs::path& p : parts_) bytes_total_ += fs::file_size(p);
     const CsvRecord header = open_part(0);
-    if (header.fields.size() > kMaxColumns) {
-      throw Error(fmt::format("{}:{}: the header has {} columns; at most {} are imported (each "
-                              "column becomes files of the dataset)",
-                              path().string(), header.line, header.fields.size(), kMaxColumns));
-    }
     std::unordered_set<std::string> names;
     for (size_t c = 0; c < header.fields.size(); ++c) {
       const std::string name(trim(header.fields[c]));
@@ -117,6 +112,11 @@ class CsvInput {
                                 path().string(), header.line, c + 1, name));
       }
       header_.push_back(name);
+    }
+    if (header.fields.size() > kMaxColumns) {
+      throw Error(fmt::format("{}:{}: the header has {} columns; at most {} are imported (each "
+                              "column becomes files of the dataset)",
+                              path().string(), header.line, header.fields.size(), kMaxColumns));
     }
     header_line_ = header.line;
     reader_->set_field_names(header_);
