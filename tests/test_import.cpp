@@ -2,6 +2,7 @@
 // text), the round trip through Dataset::open, incremental mode, the summary, every bad input of
 // the issue (message names file, line and field; no dataset directory appears or changes) and the
 // command line.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <sys/wait.h>
@@ -28,6 +29,7 @@
 #include "tastebud/datasets/summary.h"
 #include "tastebud/directory_lock.h"
 #include "tastebud/error.h"
+#include "run_cli.h"
 
 namespace tastebud::datasets {
 namespace {
@@ -501,6 +503,44 @@ TEST_F(Import, AHeaderOfTooManyColumnsIsRefused) {
   }
   write("interactions.csv", header + "\n" + row + "\n");
   expect_import_error(options(), {"interactions.csv:1: the header has 100003 columns; at most 1000"});
+}
+
+// Four bad bytes in an index column (an item, a user, a vocabulary index) are an Error naming the
+// column on open, and `info`, `delete-users` and an incremental import exit 1 instead of crashing.
+TEST_F(Import, DamagedIndexColumnsAreRefusedOnOpen) {
+  write("interactions.csv",
+        "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE,DEVICE_TYPE\nu1,i1,10,view,tv\nu2,i2,20,view,\n");
+  write("gone.csv", "USER_ID\nu1\n");
+  for (const char* column : {"interactions.item", "interactions.user", "interactions.context.0.values"}) {
+    fs::remove_all(out());
+    import_dataset(options());
+    {
+      std::fstream f(out() / (std::string(column) + ".col"), std::ios::in | std::ios::out | std::ios::binary);
+      f.seekp(sizeof(ColumnHeader) + 4);  // the second row's value
+      f.write("\x7f\xff\xff\xff", 4);
+    }
+    try {
+      Dataset::open(out());
+      ADD_FAILURE() << column;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(std::string(column) + ".col: element 1 is 4294967167, not below"),
+                std::string::npos)
+          << e.what();
+    }
+    std::string output;
+    EXPECT_EQ(testing_cli::run_cli("info " + out().string(), &output), 1) << output;
+    EXPECT_EQ(testing_cli::run_cli(fmt::format("delete-users --data {} --users {}", out().string(),
+                                               (root_ / "in" / "gone.csv").string()),
+                                   &output),
+              1)
+        << output;
+    EXPECT_EQ(testing_cli::run_cli(fmt::format("import --mode incremental --interactions {} --out {}",
+                                               (root_ / "in" / "interactions.csv").string(), out().string()),
+                                   &output),
+              1)
+        << output;
+    EXPECT_NE(output.find("the column is damaged"), std::string::npos) << output;
+  }
 }
 
 TEST_F(Import, FailedIncrementalLeavesTheDatasetAsItWas) {

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -147,6 +148,67 @@ void sync_to_disk(const fs::path& dir) {
   sync(dir, O_RDONLY | O_DIRECTORY);
 }
 
+// ---- bounds of the index columns -----------------------------------------------------------
+
+namespace {
+
+// Visits `column` in chunks and then hands the chunk's pages back (MADV_DONTNEED on the read-only
+// mapping): a pass over every column of a large dataset does not keep it in the resident set.
+template <typename T, typename Fn>
+void scan_released(std::span<const T> column, Fn&& visit) {
+  constexpr size_t kChunk = size_t{1} << 20;
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  for (size_t begin = 0; begin < column.size(); begin += kChunk) {
+    const size_t end = std::min(column.size(), begin + kChunk);
+    for (size_t r = begin; r < end; ++r) visit(r, column[r]);
+    const auto from = (reinterpret_cast<uintptr_t>(column.data() + begin) + page - 1) & ~(page - 1);
+    const auto to = reinterpret_cast<uintptr_t>(column.data() + end) & ~(page - 1);
+    if (to > from) ::madvise(reinterpret_cast<void*>(from), to - from, MADV_DONTNEED);
+  }
+}
+
+[[noreturn]] void damaged(const fs::path& dir, const std::string& column, size_t r,
+                          const std::string& what) {
+  throw Error(fmt::format("{}: element {} {}: the column is damaged (a dataset is written only by "
+                          "import and delete-users; import it again)",
+                          (dir / (column + ".col")).string(), r, what));
+}
+
+// Every value below `bound` (kNullContext allowed where `null_ok`).
+void check_below(const fs::path& dir, const std::string& column, std::span<const uint32_t> values,
+                 uint64_t bound, bool null_ok = false) {
+  scan_released(values, [&](size_t r, uint32_t v) {
+    if (v >= bound && !(null_ok && v == kNullContext))
+      damaged(dir, column, r, fmt::format("is {}, not below {}", v, bound));
+  });
+}
+
+// CSR offsets: from 0, never decreasing (the last one is checked against the values' count).
+void check_offsets(const fs::path& dir, const std::string& column, std::span<const uint64_t> offsets) {
+  if (!offsets.empty() && offsets[0] != 0) damaged(dir, column, 0, "is not 0");
+  for (size_t r = 1; r < offsets.size(); ++r) {
+    if (offsets[r] < offsets[r - 1])
+      damaged(dir, column, r, fmt::format("({}) is below the one before it", offsets[r]));
+  }
+}
+
+// The index columns of the interactions against the tables they index.
+void check_interaction_indices(const Dataset& ds, uint64_t event_types) {
+  const Interactions& in = ds.interactions;
+  check_offsets(ds.dir, "interactions.user_offsets", in.user_offsets);
+  check_below(ds.dir, "interactions.user", in.user, ds.num_users());
+  check_below(ds.dir, "interactions.item", in.item, ds.num_items());
+  check_below(ds.dir, "interactions.event_type", in.event_type, event_types);
+  check_offsets(ds.dir, "interactions.impression_offsets", in.impression_offsets);
+  check_below(ds.dir, "interactions.impression_items", in.impression_items, ds.num_items());
+  for (size_t k = 0; k < in.context.size(); ++k) {
+    check_below(ds.dir, fmt::format("interactions.context.{}.values", k), in.context[k].values,
+                in.context[k].vocabulary.size(), true);
+  }
+}
+
+}  // namespace
+
 // ---- Dataset::open -------------------------------------------------------------------------
 
 Dataset Dataset::open(const fs::path& dir) {
@@ -213,6 +275,7 @@ Dataset Dataset::open(const fs::path& dir) {
   auto f32 = [&](const std::string& n, uint64_t c) { return column(n, c, static_cast<float*>(nullptr)); };
   auto strings = [&](const std::string& prefix, uint64_t count) {
     const auto offsets = u64(prefix + ".offsets", count + 1);
+    check_offsets(dir, prefix + ".offsets", offsets);
     const auto bytes = column(prefix + ".bytes", offsets.back(), static_cast<char*>(nullptr));
     return StringTable(offsets, bytes);
   };
@@ -222,7 +285,9 @@ Dataset Dataset::open(const fs::path& dir) {
     const uint64_t vocabulary_size = meta.at("vocabulary_sizes").at(prefix).get<uint64_t>();
     field.vocabulary = strings(prefix + ".vocabulary", vocabulary_size);
     field.offsets = u64(prefix + ".offsets", rows + 1);
+    check_offsets(dir, prefix + ".offsets", field.offsets);
     field.values = u32(prefix + ".values", field.offsets.back());
+    check_below(dir, prefix + ".values", field.values, vocabulary_size);
     return field;
   };
 
@@ -280,6 +345,7 @@ Dataset Dataset::open(const fs::path& dir) {
         TextualField t;
         t.name = texts[k].get<std::string>();
         t.offsets = u64(fmt::format("{}.textual.{}.offsets", kind, k), rows + 1);
+        check_offsets(dir, fmt::format("{}.textual.{}.offsets", kind, k), t.offsets);
         t.tokens = u32(fmt::format("{}.textual.{}.tokens", kind, k), t.offsets.back());
         m.textual.push_back(std::move(t));
       }
@@ -293,6 +359,7 @@ Dataset Dataset::open(const fs::path& dir) {
     throw Error(fmt::format("{}: incomplete dataset description: {}", meta_path.string(), e.what()));
   }
 
+  check_interaction_indices(ds, ds.event_types.size());
   if (ds.interactions.user_offsets.back() != ds.interactions.size()) {
     throw Error(fmt::format("{}: interactions.user_offsets ends at {}, not at the {} interactions",
                             dir.string(), ds.interactions.user_offsets.back(),
