@@ -103,6 +103,11 @@ Promotion read_promotion(const Checker& check, const json& entry, const std::str
   if (p.name.empty()) check.fail(at + ".name", "a promotion needs a name");
   if (!has_percent) check.fail(at + ".percentPromotedItems", "a promotion needs its share, 1 to 100");
   if (p.filter_expression.empty()) check.fail(at + ".filterExpression", "a promotion needs a filter expression");
+  for (const std::string& name : include_parameters(p.filter_expression)) {
+    if (!p.filter_values.contains(name))
+      check.fail(at + ".filterValues",
+                 fmt::format("has no value for ${}, which filterExpression's INCLUDE needs", name));
+  }
   return p;
 }
 

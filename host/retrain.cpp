@@ -160,6 +160,7 @@ void prune_versions(const fs::path& models, uint32_t keep, std::ostream& log) {
 void append_record(const fs::path& models, const json& record) {
   const fs::path path = models / "retrain.jsonl";
   std::string text = fs::exists(path) ? read_file(path) : std::string();
+  if (!text.empty() && text.back() != '\n') text += '\n';  // a line someone left unfinished
   text += record.dump() + "\n";
   write_file_atomically(path, text);
 }

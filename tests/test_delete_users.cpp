@@ -325,6 +325,14 @@ TEST_F(DeleteUsers, BadIdFilesAreRefusedWithFileLineAndField) {
     EXPECT_EQ(std::string(e.what()),
               (root_ / "empty_id.csv").string() + ":3: field 1 (USER_ID) is empty");
   }
+  write_text(root_ / "two_columns.csv", "USER_ID,user_id\nuser1,user2\n");
+  try {
+    datasets::read_user_id_list(root_ / "two_columns.csv");
+    FAIL() << "two USER_ID columns must be refused";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), (root_ / "two_columns.csv").string() +
+                                         ":1: field 2 (USER_ID): the column appears twice in the header");
+  }
   std::string out;
   EXPECT_EQ(run_cli(fmt::format("delete-users --data {} --users {}", (root_ / "dataset").string(),
                                 (root_ / "no_column.csv").string()),

@@ -110,6 +110,17 @@ TEST(JobConfig, DeepOrHugeValuesAreRefusedBriefly) {
   EXPECT_LT(message.size(), 400u) << message.size();
 }
 
+// A promotion whose INCLUDE uses a $NAME its filterValues lack is refused up front (it would fail
+// every line of the job).
+TEST(JobConfig, APromotionFilterNeedsItsValues) {
+  const std::string message = error_of(R"j({"promotions": [{"name": "p", "percentPromotedItems": 20,
+      "filterExpression": "INCLUDE ItemID WHERE Items.GENRES IN ($G)", "filterValues": {"H": "\"x\""}}]})j");
+  EXPECT_TRUE(says(message, "job.json: promotions[0].filterValues: has no value for $G")) << message;
+  EXPECT_EQ(error_of(R"j({"promotions": [{"name": "p", "percentPromotedItems": 20,
+      "filterExpression": "EXCLUDE ItemID WHERE Items.GENRES IN ($G)"}]})j"),
+            "");  // an EXCLUDE without its values is skipped, as the service does
+}
+
 TEST(JobConfig, FlagsParseAndCheckTheirValues) {
   JobConfig c;
   parse_ranking_influence("POPULARITY=0.2,FRESHNESS=0.5", c);

@@ -666,6 +666,23 @@ TEST_F(RetrainJobs, ModelsInsideTheDatasetAreRefused) {
   EXPECT_FALSE(fs::exists(root_ / "base" / "model"));
 }
 
+// A retrain.jsonl whose last line lost its newline (edited by hand, copied) gets the next record
+// on a line of its own.
+TEST_F(RetrainJobs, TheNextRecordStartsOnItsOwnLine) {
+  std::ostringstream log;
+  host::RetrainJob first = retrain("newline", {root_ / "old.csv"});
+  first.train.epochs = 1;
+  host::run_retrain(first, log);
+  std::string text = read_file(first.models / "retrain.jsonl");
+  text.pop_back();
+  std::ofstream(first.models / "retrain.jsonl") << text;
+  host::RetrainJob next = retrain("newline", {});
+  next.before_step = [](const std::string& step) { throw Error("injected failure before " + step); };
+  EXPECT_THROW(host::run_retrain(next, log), Error);
+  ASSERT_EQ(log_lines(first.models).size(), 2u);  // each line parses
+  EXPECT_EQ(log_lines(first.models).back()["decision"], "failed");
+}
+
 // The ids a model directory holds.
 std::set<std::string> model_users(const fs::path& dir) {
   const std::vector<std::string> ids = host::read_ids(dir / "user_ids.json");

@@ -249,7 +249,11 @@ std::vector<std::string> read_user_id_list(const fs::path& path) {
   for (size_t k = 0; k < record.fields.size(); ++k) {
     std::string name(record.fields[k]);
     for (char& c : name) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-    if (name == "USER_ID") column = k;
+    if (name != "USER_ID") continue;
+    TB_CHECK(column == record.fields.size(),
+             fmt::format("{}:{}: field {} (USER_ID): the column appears twice in the header",
+                         path.string(), record.line, k + 1));
+    column = k;
   }
   TB_CHECK(column < record.fields.size(),
            fmt::format("{}:{}: the header has no USER_ID column", path.string(), record.line));
