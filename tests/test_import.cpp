@@ -543,6 +543,25 @@ TEST_F(Import, DamagedIndexColumnsAreRefusedOnOpen) {
   }
 }
 
+// Every column records its CRC-32; `info --verify` recomputes them and names a damaged column that
+// the open's bounds checks cannot see (a timestamp).
+TEST_F(Import, InfoVerifyFindsADamagedColumn) {
+  write("interactions.csv", "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE\nu1,i1,10,view\nu2,i2,20,view\n");
+  import_dataset(options());
+  std::string output;
+  ASSERT_EQ(testing_cli::run_cli("info --verify " + out().string(), &output), 0) << output;
+  EXPECT_NE(output.find("verified: every column's CRC-32 matches"), std::string::npos) << output;
+  {
+    std::fstream f(out() / "interactions.timestamp.col", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(sizeof(ColumnHeader) + 1);
+    f.write("\x55", 1);
+  }
+  EXPECT_EQ(testing_cli::run_cli("info " + out().string(), &output), 0) << output;
+  EXPECT_EQ(testing_cli::run_cli("info --verify " + out().string(), &output), 1) << output;
+  EXPECT_NE(output.find("corrupt: " + (out() / "interactions.timestamp.col").string()), std::string::npos)
+      << output;
+}
+
 TEST_F(Import, FailedIncrementalLeavesTheDatasetAsItWas) {
   write("interactions.csv", "USER_ID,ITEM_ID,TIMESTAMP\nu1,i1,10\n");
   import_dataset(options());

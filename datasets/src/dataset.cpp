@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -15,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tastebud/atomic_file.h"
+#include "tastebud/checksum.h"
 #include "tastebud/datasets/columns.h"
 #include "tastebud/error.h"
 #include "tastebud/read_file.h"
@@ -105,6 +107,7 @@ void ColumnWriter::flush() {
 
 void ColumnWriter::append(const void* data, size_t bytes) {
   written_bytes_ += bytes;
+  crc_ = crc32_update(crc_, std::string_view(static_cast<const char*>(data), bytes));
   if (buffer_.size() + bytes > buffer_.capacity()) {
     flush();
     if (bytes >= buffer_.capacity()) {
@@ -121,6 +124,9 @@ void ColumnWriter::finish() {
                             path_.string(), written_bytes_, expected_bytes_));
   }
   flush();
+  const uint64_t crc = kPayloadCrc | crc_;
+  if (::pwrite(fd_, &crc, sizeof(crc), offsetof(ColumnHeader, reserved)) != sizeof(crc))
+    throw Error(fmt::format("{}: write failed: {}", path_.string(), std::strerror(errno)));
   // Start writing back now, so that the disk works while the next columns are computed;
   // sync_to_disk() waits for it before the directory is renamed into place.
   ::sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE);
@@ -150,20 +156,24 @@ void sync_to_disk(const fs::path& dir) {
 
 // ---- bounds of the index columns -----------------------------------------------------------
 
+void release_pages(const void* begin, const void* end) {
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto from = (reinterpret_cast<uintptr_t>(begin) + page - 1) & ~(page - 1);
+  const auto to = reinterpret_cast<uintptr_t>(end) & ~(page - 1);
+  if (to > from) ::madvise(reinterpret_cast<void*>(from), to - from, MADV_DONTNEED);
+}
+
 namespace {
 
-// Visits `column` in chunks and then hands the chunk's pages back (MADV_DONTNEED on the read-only
-// mapping): a pass over every column of a large dataset does not keep it in the resident set.
+// Visits `column` in chunks and then hands the chunk's pages back: a pass over every column of a
+// large dataset does not keep it in the resident set.
 template <typename T, typename Fn>
 void scan_released(std::span<const T> column, Fn&& visit) {
   constexpr size_t kChunk = size_t{1} << 20;
-  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
   for (size_t begin = 0; begin < column.size(); begin += kChunk) {
     const size_t end = std::min(column.size(), begin + kChunk);
     for (size_t r = begin; r < end; ++r) visit(r, column[r]);
-    const auto from = (reinterpret_cast<uintptr_t>(column.data() + begin) + page - 1) & ~(page - 1);
-    const auto to = reinterpret_cast<uintptr_t>(column.data() + end) & ~(page - 1);
-    if (to > from) ::madvise(reinterpret_cast<void*>(from), to - from, MADV_DONTNEED);
+    release_pages(column.data() + begin, column.data() + end);
   }
 }
 
@@ -372,6 +382,31 @@ Dataset Dataset::open(const fs::path& dir) {
     if (fs::exists(path)) *schema = read_file(path);
   }
   return ds;
+}
+
+void verify_columns(const fs::path& dir) {
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (entry.path().extension() != ".col") continue;
+    const MappedFile file(entry.path());
+    ColumnHeader header{};
+    if (file.size() < sizeof(header)) continue;  // Dataset::open names it
+    std::memcpy(&header, file.data(), sizeof(header));
+    if ((header.reserved & kPayloadCrc) == 0) continue;  // written before columns had one
+    const std::span<const char> payload(reinterpret_cast<const char*>(file.data()) + sizeof(header),
+                                        file.size() - sizeof(header));
+    uint32_t crc = 0;
+    constexpr size_t kPiece = size_t{1} << 20;
+    for (size_t at = 0; at < payload.size(); at += kPiece) {
+      const std::span<const char> piece = payload.subspan(at, std::min(kPiece, payload.size() - at));
+      crc = crc32_update(crc, std::string_view(piece.data(), piece.size()));
+      release_pages(piece.data(), piece.data() + piece.size());
+    }
+    if (crc != static_cast<uint32_t>(header.reserved)) {
+      throw Error(fmt::format("corrupt: {}: its elements' CRC-32 is {:08x}, the header records {:08x}; "
+                              "import the dataset again",
+                              entry.path().string(), crc, static_cast<uint32_t>(header.reserved)));
+    }
+  }
 }
 
 }  // namespace tastebud::datasets

@@ -111,6 +111,14 @@ struct Interactions {
   size_t size() const { return user.size(); }
 };
 
+// Hands the whole pages within [begin, end) of a read-only mapping back to the kernel
+// (MADV_DONTNEED): read again from the file when touched, out of the resident set until then.
+void release_pages(const void* begin, const void* end);
+
+// Recomputes the CRC-32 of every column of the dataset directory `dir` that records one and throws
+// Error "corrupt: FILE: ..." at the first that differs (tastebud info --verify). Reads every byte.
+void verify_columns(const std::filesystem::path& dir);
+
 class Dataset {
  public:
   // Opens a dataset directory; throws tastebud::Error naming the file on a missing file, a bad
