@@ -165,18 +165,6 @@ void release_pages(const void* begin, const void* end) {
 
 namespace {
 
-// Visits `column` in chunks and then hands the chunk's pages back: a pass over every column of a
-// large dataset does not keep it in the resident set.
-template <typename T, typename Fn>
-void scan_released(std::span<const T> column, Fn&& visit) {
-  constexpr size_t kChunk = size_t{1} << 20;
-  for (size_t begin = 0; begin < column.size(); begin += kChunk) {
-    const size_t end = std::min(column.size(), begin + kChunk);
-    for (size_t r = begin; r < end; ++r) visit(r, column[r]);
-    release_pages(column.data() + begin, column.data() + end);
-  }
-}
-
 [[noreturn]] void damaged(const fs::path& dir, const std::string& column, size_t r,
                           const std::string& what) {
   throw Error(fmt::format("{}: element {} {}: the column is damaged (a dataset is written only by "
