@@ -194,7 +194,16 @@ void add_data_commands(CLI::App& app) {
   info->add_option("DATASET_DIR", *dir, "Dataset directory written by `tastebud import`")
       ->required()
       ->check(CLI::ExistingDirectory);
-  info->callback([dir] { fmt::print("{}", datasets::format_summary(datasets::Dataset::open(*dir))); });
+  auto verify = std::make_shared<bool>(false);
+  info->add_flag("--verify", *verify,
+                 "Also recompute every column's CRC-32 (reads the whole dataset); exit 1 naming a "
+                 "damaged column");
+  info->callback([dir, verify] {
+    const datasets::Dataset dataset = datasets::Dataset::open(*dir);
+    if (*verify) datasets::verify_columns(*dir);
+    fmt::print("{}", datasets::format_summary(dataset));
+    if (*verify) fmt::print("verified: every column's CRC-32 matches\n");
+  });
 }
 
 }  // namespace tastebud::host

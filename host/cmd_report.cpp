@@ -23,7 +23,8 @@ void add_report_command(CLI::App& app) {
   cmd->add_option("--out", args->out, "HTML file to write (default MODEL_DIR/report.html)");
   cmd->add_option("--svg-dir", args->svg_dir, "Also write each chart as its own SVG file into this directory");
   cmd->callback([args] {
-    std::cout << "report -> " << write_report(args->model_dir, args->out, args->svg_dir).string() << "\n";
+    const std::filesystem::path written = write_report(args->model_dir, args->out, args->svg_dir);
+    std::cout << "report -> " << written.string() << "\n";
   });
 }
 

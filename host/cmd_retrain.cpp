@@ -1,6 +1,7 @@
 #include <fmt/format.h>
 
 #include <iostream>
+#include <optional>
 
 #include "host/commands.h"
 #include "host/retrain.h"
@@ -99,19 +100,25 @@ void add_delete_users_command(CLI::App& app) {
   cmd->add_option("--users", o->users, "CSV with a USER_ID column: the users to delete")
       ->required();
   cmd->add_option("--model", o->model,
-                  "Also scrub them from this model directory (a `current` link is followed)")
+                  "Also scrub them from this model directory (a retrain directory, its `current` "
+                  "link or a version: every version)")
       ->check(CLI::ExistingDirectory);
   cmd->callback([o] {
     const std::vector<std::string> ids = datasets::read_user_id_list(o->users);
+    // The models are checked and locked before the dataset is touched: a deletion that cannot
+    // reach them changes nothing.
+    std::optional<ModelsToScrub> models;
+    if (!o->model.empty()) models.emplace(o->model);
     const datasets::DeleteUsersReport report = datasets::delete_users(o->data, ids);
     std::cout << fmt::format(
         "{}: deleted {} of {} users ({} interactions); {} users and {} interactions left\n",
         o->data.string(), report.users_deleted, report.requested, report.interactions_deleted,
         report.users_left, report.interactions_left);
-    if (o->model.empty()) return;
-    const ScrubReport scrubbed = scrub_users_from_model(o->model, ids);
-    std::cout << fmt::format("{}: removed {} users; {} left\n", scrubbed.dir.string(),
-                             scrubbed.users_removed, scrubbed.users_left);
+    if (!models) return;
+    for (const ScrubReport& scrubbed : models->scrub(ids)) {
+      std::cout << fmt::format("{}: removed {} users; {} left\n", scrubbed.dir.string(),
+                               scrubbed.users_removed, scrubbed.users_left);
+    }
   });
 }
 

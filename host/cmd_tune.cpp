@@ -1,3 +1,4 @@
+#include <cmath>
 #include <iostream>
 #include <memory>
 
@@ -19,8 +20,8 @@ double parse_duration(const std::string& text) {
   }
   const std::string unit = text.substr(used);
   const double scale = unit.empty() || unit == "s" ? 1 : unit == "m" ? 60 : unit == "h" ? 3600 : -1;
-  if (used == 0 || scale < 0 || !(value >= 0)) {
-    throw Error("--time-budget '" + text + "': expected a duration such as 90s, 15m or 2h");
+  if (used == 0 || scale < 0 || !(value > 0) || !std::isfinite(value)) {
+    throw Error("--time-budget '" + text + "': expected a positive duration such as 90s, 15m or 2h");
   }
   return value * scale;
 }

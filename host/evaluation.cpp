@@ -200,6 +200,21 @@ bool is_interval_key(const std::string& key) {
   return ends_with(".lo") || ends_with(".hi") || ends_with(".p");
 }
 
+std::vector<std::string> metric_names(EvalProtocol protocol) {
+  switch (protocol) {
+    case EvalProtocol::kNone: return {};
+    case EvalProtocol::kLeaveOneOut:
+    case EvalProtocol::kColdItems: return {"hr@10", "ndcg@10"};
+    case EvalProtocol::kHoldout:
+    case EvalProtocol::kPersonalize: {
+      std::vector<std::string> names = UserValues::list_metric_names();
+      names.push_back("coverage");
+      return names;
+    }
+  }
+  return {};
+}
+
 std::vector<std::string> UserValues::list_metric_names() {
   return {"precision@5", "precision@10", "precision@25", "ndcg@5", "ndcg@10", "ndcg@25", "mrr@25"};
 }

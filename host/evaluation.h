@@ -21,6 +21,10 @@ using Metrics = std::map<std::string, double>;
 // True for the keys that are interval bounds ("hr@10.lo", "hr@10.hi").
 bool is_interval_key(const std::string& key);
 
+// The metrics `evaluate` reports for a protocol (intervals aside): what a metric named by the
+// user must be one of.
+std::vector<std::string> metric_names(EvalProtocol protocol);
+
 // Scores items for one user: score_items(user, items, out); items empty means the whole catalog.
 using ScoreFn = std::function<void(uint32_t, std::span<const uint32_t>, std::span<float>)>;
 

@@ -1,4 +1,5 @@
 #include "host/export_onnx.h"
+#include "host/model_dir.h"
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -154,6 +155,8 @@ std::string onnx_model_bytes(const ModelParams& p, const std::vector<std::pair<s
 }
 
 OnnxExport export_onnx(const fs::path& model_dir, const fs::path& out) {
+  check_output_apart(out, model_dir, {}, "--out");
+  check_output_apart(out.string() + ".ids.json", model_dir, {}, "--out (its ids file)");
   // load_model_dir folds a metadata model into its id-only twin, as batch jobs serve it.
   const ModelData m = load_model_dir(model_dir);
   if (!m.params) {

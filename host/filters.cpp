@@ -822,6 +822,18 @@ bool filter_selects_users(std::string_view expression) {
   return ast.selects_users;
 }
 
+std::vector<std::string> include_parameters(std::string_view expression) {
+  FilterAst ast;
+  Parser("filter", expression, ast).parse_filter();
+  std::vector<std::string> names;
+  for (const Expression& e : ast.expressions) {
+    if (!e.include) continue;
+    for (const std::string& p : e.parameters)
+      if (std::find(names.begin(), names.end(), p) == names.end()) names.push_back(p);
+  }
+  return names;
+}
+
 std::vector<uint8_t> match_item_attributes(std::string_view condition, const ItemCatalog& catalog) {
   FilterAst ast;
   const Node node = Parser("itemAttributes", condition, ast).parse_condition_only();

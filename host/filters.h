@@ -165,6 +165,9 @@ class Filter {
 void check_filter_syntax(std::string_view expression);
 // True when the expressions select users (UserID), false for items (ItemID); throws as above.
 bool filter_selects_users(std::string_view expression);
+// The $PARAM names (without "$") an INCLUDE expression of the filter uses: a query or a promotion
+// must give each a value (an EXCLUDE expression without its values is skipped). Throws as above.
+std::vector<std::string> include_parameters(std::string_view expression);
 
 // An item-attribute condition as batch-segment reads it: the WHERE part alone, e.g.
 // `ITEMS.GENRES = "Comedy" AND ITEMS.PRICE < 20`. Returns the matching items as a mask; throws

@@ -36,6 +36,7 @@
 #include "tastebud/error.h"
 #include "tastebud/loss_math.h"
 #include "tastebud/read_file.h"
+#include "tastebud/json_input.h"
 
 namespace tastebud::host {
 namespace {
@@ -120,34 +121,10 @@ bool blank(std::string_view line) {
 
 std::string dump_line(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
-// Deeper JSON than this is refused before it is parsed: queries nest three levels, and what is
-// parsed is echoed into "input" by a recursive dump that a deep enough line would overflow.
-constexpr size_t kMaxJsonDepth = 64;
-
-// True when the brackets of `line` (outside strings) nest deeper than `limit`: a linear scan.
-bool nested_deeper_than(std::string_view line, size_t limit) {
-  size_t depth = 0;
-  bool in_string = false, escaped = false;
-  for (char c : line) {
-    if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > limit) return true;
-    } else if ((c == ']' || c == '}') && depth > 0) {
-      --depth;
-    }
-  }
-  return false;
-}
-
 // A query line as JSON; LineError for a line that is not JSON, nests too deep, or holds a number
 // a double cannot hold (nlohmann throws out_of_range for 1e999, not parse_error).
 json parse_line(std::string_view line) {
-  if (nested_deeper_than(line, kMaxJsonDepth))
+  if (json_nested_deeper_than(line, kMaxJsonDepth))
     throw LineError(fmt::format("not a query: JSON nested deeper than {} levels", kMaxJsonDepth));
   try {
     return json::parse(line);
@@ -1358,6 +1335,7 @@ BatchStats run_batch_segment(const Recommender& recommender, const fs::path& inp
 
 BatchStats batch_infer(const fs::path& model_dir, const fs::path& input, const fs::path& output,
                        const InferenceOptions& options, std::ostream& log) {
+  check_output_apart(output, model_dir, input, "--output");
   InferenceOptions resolved = options;
   std::string notice;
   resolved.device = resolve_device(options.device, &notice);
@@ -1397,6 +1375,7 @@ BatchStats batch_infer(const fs::path& model_dir, const fs::path& input, const f
 BatchStats batch_segment(const fs::path& model_dir, const fs::path& input, const fs::path& output,
                          uint32_t num_results, bool keep_seen, uint32_t threads, std::ostream& log,
                          const std::string& filter) {
+  check_output_apart(output, model_dir, input, "--output");
   if (!filter.empty()) {
     check_filter_syntax(filter);
     if (!filter_selects_users(filter))

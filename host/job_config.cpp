@@ -8,6 +8,7 @@
 
 #include "tastebud/error.h"
 #include "tastebud/read_file.h"
+#include "tastebud/json_input.h"
 
 namespace tastebud::host {
 namespace {
@@ -33,19 +34,19 @@ struct Checker {
       x = std::strtod(text.c_str(), &end);
       if (text.empty() || *end != '\0') fail(key, fmt::format("\"{}\" is not a number", text));
     } else {
-      fail(key, fmt::format("expected a number, found {}", value.dump()));
+      fail(key, fmt::format("expected a number, found {}", shortened(value.dump())));
     }
-    if (!(x >= lo && x <= hi)) fail(key, fmt::format("{} is out of range: expected {} to {}", value.dump(), lo, hi));
+    if (!(x >= lo && x <= hi)) fail(key, fmt::format("{} is out of range: expected {} to {}", shortened(value.dump()), lo, hi));
     return x;
   }
 
   const json& object(const json& value, std::string_view key) const {
-    if (!value.is_object()) fail(key, fmt::format("expected an object, found {}", value.dump()));
+    if (!value.is_object()) fail(key, fmt::format("expected an object, found {}", shortened(value.dump())));
     return value;
   }
 
   std::string string(const json& value, std::string_view key) const {
-    if (!value.is_string()) fail(key, fmt::format("expected a string, found {}", value.dump()));
+    if (!value.is_string()) fail(key, fmt::format("expected a string, found {}", shortened(value.dump())));
     return value.get<std::string>();
   }
 
@@ -102,11 +103,16 @@ Promotion read_promotion(const Checker& check, const json& entry, const std::str
   if (p.name.empty()) check.fail(at + ".name", "a promotion needs a name");
   if (!has_percent) check.fail(at + ".percentPromotedItems", "a promotion needs its share, 1 to 100");
   if (p.filter_expression.empty()) check.fail(at + ".filterExpression", "a promotion needs a filter expression");
+  for (const std::string& name : include_parameters(p.filter_expression)) {
+    if (!p.filter_values.contains(name))
+      check.fail(at + ".filterValues",
+                 fmt::format("has no value for ${}, which filterExpression's INCLUDE needs", name));
+  }
   return p;
 }
 
 void read_promotions(const Checker& check, const json& section, JobConfig& config) {
-  if (!section.is_array()) check.fail("promotions", fmt::format("expected an array, found {}", section.dump()));
+  if (!section.is_array()) check.fail("promotions", fmt::format("expected an array, found {}", shortened(section.dump())));
   for (size_t k = 0; k < section.size(); ++k) {
     Promotion p = read_promotion(check, section[k], fmt::format("promotions[{}]", k));
     for (const Promotion& other : config.promotions)
@@ -122,7 +128,7 @@ void read_metadata(const Checker& check, const json& section, JobConfig& config)
   for (const auto& [key, value] : check.object(section, "metadataColumns").items()) {
     const std::string path = "metadataColumns." + key;
     if (key != "ITEMS") check.unknown(path, "ITEMS");
-    if (!value.is_array()) check.fail(path, fmt::format("expected an array of field names, found {}", value.dump()));
+    if (!value.is_array()) check.fail(path, fmt::format("expected an array of field names, found {}", shortened(value.dump())));
     for (size_t k = 0; k < value.size(); ++k) config.metadata_columns.push_back(check.string(value[k], fmt::format("{}[{}]", path, k)));
   }
 }
@@ -131,13 +137,8 @@ void read_metadata(const Checker& check, const json& section, JobConfig& config)
 
 JobConfig parse_job_config(std::string_view text, std::string_view source) {
   const Checker check{source};
-  json root;
-  try {
-    root = json::parse(text);
-  } catch (const json::exception& e) {
-    throw Error(fmt::format("{}: not JSON: {}", source, e.what()));
-  }
-  if (!root.is_object()) check.fail("(top level)", fmt::format("expected an object, found {}", root.dump()));
+  const json root = parse_json(text, source);
+  if (!root.is_object()) check.fail("(top level)", fmt::format("expected an object, found {}", shortened(root.dump())));
   JobConfig config;
   config.from_file = true;
   config.source = std::string(source);

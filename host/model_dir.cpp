@@ -130,4 +130,30 @@ std::unordered_map<std::string, uint32_t> index_ids(const std::vector<std::strin
   return index;
 }
 
+namespace {
+
+// What a model directory holds for its own use (training, resume, batch jobs, reports).
+constexpr const char* kModelFiles[] = {"model.bin",         "checkpoint.bin", "config.json",
+                                       "user_ids.json",     "item_ids.json",  "seen.bin",
+                                       "vocabularies.json", "metrics.jsonl",  "baseline.json",
+                                       "recipe.bin"};
+
+bool same_file(const std::filesystem::path& a, const std::filesystem::path& b) {
+  std::error_code ec;
+  return std::filesystem::equivalent(a, b, ec) && !ec;
+}
+
+}  // namespace
+
+void check_output_apart(const std::filesystem::path& output, const std::filesystem::path& model_dir,
+                        const std::filesystem::path& input, std::string_view flag) {
+  if (!input.empty() && same_file(output, input))
+    throw Error(fmt::format("{} {}: is the input; write the output elsewhere", flag, output.string()));
+  for (const char* name : kModelFiles) {
+    if (same_file(output, model_dir / name))
+      throw Error(fmt::format("{} {}: is the model's {}; write the output elsewhere", flag,
+                              output.string(), name));
+  }
+}
+
 }  // namespace tastebud::host

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -43,6 +44,12 @@ void check_file_checksums(const nlohmann::json& config, const std::filesystem::p
 // config.json's own text: the config with checksums["config.json"], the CRC-32 of its compact dump
 // without that entry, so check_file_checksums finds a changed value in config.json itself too.
 std::string config_file_text(nlohmann::json config);
+
+// Refuses (Error naming `flag`) an output that would replace what the job reads: `input` itself
+// (empty: none), or a file a model directory holds (model.bin, checkpoint.bin, config.json, ids,
+// seen.bin, ...). Called before anything is loaded or written.
+void check_output_apart(const std::filesystem::path& output, const std::filesystem::path& model_dir,
+                        const std::filesystem::path& input, std::string_view flag);
 
 // External id -> dense index.
 std::unordered_map<std::string, uint32_t> index_ids(const std::vector<std::string>& ids);

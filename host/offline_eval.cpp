@@ -11,6 +11,7 @@
 #include "tastebud/datasets/csv.h"
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/error.h"
+#include "tastebud/json_input.h"
 
 namespace tastebud::host {
 namespace {
@@ -122,8 +123,8 @@ Predictions read_predictions(const fs::path& path) {
   for (uint64_t line = 1; std::getline(in, text); ++line) {
     if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
     const std::string where = fmt::format("{}:{}", path.string(), line);
-    const json j = json::parse(text, nullptr, false);
-    if (j.is_discarded() || !j.is_object()) throw Error(where + ": not a JSON object");
+    const json j = parse_json(text, where);
+    if (!j.is_object()) throw Error(where + ": not a JSON object");
     const json& input = j.contains("input") ? j.at("input") : json();
     if (!input.is_object()) throw Error(where + ": no \"input\" object (expected the batch layout)");
     if (!input.contains("userId")) {

@@ -14,6 +14,7 @@
 #include "tastebud/engine/model_io.h"
 #include "tastebud/error.h"
 #include "tastebud/read_file.h"
+#include "tastebud/json_input.h"
 
 namespace tastebud::host {
 namespace {
@@ -42,11 +43,28 @@ bool charted(const std::string& key) {
          !key.ends_with(".p");
 }
 
-json read_json(const fs::path& path) {
-  try {
-    return json::parse(read_file(path));
-  } catch (const json::exception& e) {
-    throw Error(fmt::format("{}: not JSON: {}", path.string(), e.what()));
+json read_json(const fs::path& path) { return parse_json(read_file(path), path.string()); }
+
+// What the charts read of a metrics.jsonl row: an epoch, a number loss when it has one, and
+// metrics that are numbers (null, a value JSON cannot hold, is left out).
+void check_row(json& row, const fs::path& path, int line) {
+  const auto bad = [&](const std::string& what) {
+    return Error(fmt::format("{}:{}: {}; a row needs an integer epoch, a number loss and an object "
+                             "of number metrics",
+                             path.string(), line, what));
+  };
+  if (!row.is_object()) throw bad("not a JSON object");
+  for (const char* field : {"epoch", "metrics"}) {
+    if (!row.contains(field)) throw bad(fmt::format("field '{}' is missing", field));
+  }
+  if (!row["epoch"].is_number_unsigned()) throw bad("field 'epoch' is not an epoch number");
+  if (row.contains("loss") && !row["loss"].is_number()) throw bad("field 'loss' is not a number");
+  json& metrics = row["metrics"];
+  if (!metrics.is_object()) throw bad("field 'metrics' is not an object");
+  for (auto it = metrics.begin(); it != metrics.end();) {
+    if (!it.value().is_number() && !it.value().is_null())
+      throw bad(fmt::format("metric '{}' is not a number", it.key()));
+    it = it.value().is_null() ? metrics.erase(it) : std::next(it);
   }
 }
 
@@ -57,11 +75,8 @@ std::vector<json> read_rows(const fs::path& path) {
   std::string line;
   for (int n = 1; std::getline(lines, line); ++n) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    try {
-      rows.push_back(json::parse(line));
-    } catch (const json::exception& e) {
-      throw Error(fmt::format("{}:{}: not a JSON row: {}", path.string(), n, e.what()));
-    }
+    rows.push_back(parse_json(line, fmt::format("{}:{}", path.string(), n)));
+    check_row(rows.back(), path, n);
   }
   return rows;
 }

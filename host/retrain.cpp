@@ -1,20 +1,24 @@
 #include "host/retrain.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <ctime>
 #include <memory>
 #include <ostream>
 
 #include "host/features.h"
+#include "host/scrub_model.h"
 #include "host/split.h"
 #include "host/warm_start.h"
 #include "tastebud/atomic_file.h"
+#include "tastebud/datasets/delete_users.h"
 #include "tastebud/datasets/import.h"
 #include "tastebud/directory_lock.h"
 #include "tastebud/engine/scorer.h"
@@ -62,6 +66,9 @@ void inherit_settings(TrainJob& job, const json& config,
   take("eval", "eval", job.eval);
   take("event", "events", job.events);
   take("metadata", "metadata", job.metadata);
+  // config.json leaves out metadata when it is none (and so do models from before the option):
+  // missing means none, not the default `auto`, which a dataset with metadata resolves otherwise.
+  if (given && !given("metadata") && !config.contains("metadata")) job.metadata = "none";
   take("text-buckets", "text_buckets", job.text_buckets);
   take("context", "context", job.context);
 }
@@ -153,19 +160,43 @@ void prune_versions(const fs::path& models, uint32_t keep, std::ostream& log) {
 void append_record(const fs::path& models, const json& record) {
   const fs::path path = models / "retrain.jsonl";
   std::string text = fs::exists(path) ? read_file(path) : std::string();
+  if (!text.empty() && text.back() != '\n') text += '\n';  // a line someone left unfinished
   text += record.dump() + "\n";
   write_file_atomically(path, text);
 }
 
+// The metric that decides, checked against what the candidate's protocol reports.
 std::string chosen_metric(const RetrainJob& job, const TrainJob& train) {
   const EvalProtocol protocol = parse_eval_protocol(train.eval);
   TB_CHECK(protocol != EvalProtocol::kNone,
            "retrain: the candidate must be evaluated (--eval none cannot decide a promotion)");
   TB_CHECK(train.context.empty(),
            "retrain: models with --context are not evaluated by retrain yet");
-  if (!job.metric.empty()) return job.metric;
-  if (!train.early_stop_metric.empty()) return train.early_stop_metric;
-  return holds_out_newest(protocol) ? "ndcg@10" : "hr@10";
+  std::string metric = !job.metric.empty()               ? job.metric
+                       : !train.early_stop_metric.empty() ? train.early_stop_metric
+                       : holds_out_newest(protocol)        ? "ndcg@10"
+                                                           : "hr@10";
+  const std::vector<std::string> known = metric_names(protocol);
+  TB_CHECK(std::find(known.begin(), known.end(), metric) != known.end(),
+           fmt::format("retrain: unknown --metric '{}' for --eval {}: expected one of {}", metric,
+                       train.eval, fmt::join(known, ", ")));
+  return metric;
+}
+
+// The candidate's training settings: the current model's where not given, each checked.
+TrainJob candidate_settings(const RetrainJob& job, const fs::path& current) {
+  TB_CHECK(std::isfinite(job.max_regression),
+           fmt::format("--max-regression must be a finite number, not {}", job.max_regression));
+  TrainJob train = job.train;
+  if (!current.empty()) {
+    inherit_settings(train, json::parse(read_file(current / "config.json")), job.given);
+    train.warm_start = current;
+    if (job.warm_epochs > 0) train.epochs = job.warm_epochs;
+  } else {
+    train.update = false;  // nothing to refresh: the first model trains from scratch
+  }
+  check_training_settings(train);
+  return train;
 }
 
 double metric_of(const Metrics& m, const std::string& metric, const fs::path& dir) {
@@ -189,6 +220,14 @@ RetrainResult leave_unchanged(const fs::path& models, const fs::path& candidate,
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   append_record(models, record);
   return result;
+}
+
+// Users deleted from the dataset (delete-users) after the candidate's training read it.
+void drop_deleted_users(const fs::path& candidate, const fs::path& data, std::ostream& log) {
+  const ScrubReport scrubbed = scrub_users_missing_from(candidate, datasets::Dataset::open(data));
+  if (scrubbed.users_removed > 0)
+    log << fmt::format("removed {} users deleted from {} while the candidate trained\n",
+                       scrubbed.users_removed, data.string());
 }
 
 }  // namespace
@@ -230,6 +269,7 @@ RetrainResult run_retrain(const RetrainJob& job, std::ostream& log) {
   const auto step = [&](const char* name) {
     if (job.before_step) job.before_step(name);
   };
+  datasets::check_outside_dataset(job.models, job.data, "--models");
   fs::create_directories(job.models / "versions");
   const DirectoryLock lock(job.models, "this retrain");
   remove_stale_temporaries(job.models);
@@ -244,21 +284,13 @@ RetrainResult run_retrain(const RetrainJob& job, std::ostream& log) {
   RetrainResult result;
   fs::path candidate;
   const auto started = std::chrono::steady_clock::now();
+  // Every setting is checked before anything is imported or trained.
+  TrainJob train = candidate_settings(job, has_current ? fs::canonical(current) : fs::path());
+  result.metric = chosen_metric(job, train);
   try {
     step("import");
     import_files(job, record, log);
-
-    TrainJob train = job.train;
-    if (has_current) {
-      inherit_settings(train, json::parse(read_file(fs::canonical(current) / "config.json")),
-                       job.given);
-      train.warm_start = fs::canonical(current);
-      if (job.warm_epochs > 0) train.epochs = job.warm_epochs;
-      record["parent"] = train.warm_start.string();
-    } else {
-      train.update = false;  // nothing to refresh: the first model trains from scratch
-    }
-    result.metric = chosen_metric(job, train);
+    if (has_current) record["parent"] = train.warm_start.string();
     const std::string version = next_version(job.models);
     // The candidate trains under a temporary name (".NNNNNN.tmp-PID-N") and takes its version's
     // name only when promoted: a killed retrain leaves no half-trained version, and the next run
@@ -295,6 +327,10 @@ RetrainResult run_retrain(const RetrainJob& job, std::ostream& log) {
         promote ? "promoted" : fmt::format("refused: worse by more than {}", job.max_regression));
     if (promote) {
       step("promote");
+      // No deletion lands between this check and the switch; one that landed while the
+      // candidate trained on the older dataset is applied to it here.
+      const DirectoryLock data_lock(job.data, "this retrain's promotion");
+      drop_deleted_users(candidate, job.data, log);
       fs::rename(candidate, version_dir);
       candidate = version_dir;
       fsync_directory(job.models / "versions");

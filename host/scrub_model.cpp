@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <stdio.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -11,6 +12,7 @@
 
 #include "host/model_dir.h"
 #include "host/recipes.h"
+#include "tastebud/datasets/dataset.h"
 #include "tastebud/atomic_file.h"
 #include "tastebud/directory_lock.h"
 #include "tastebud/engine/model_io.h"
@@ -126,17 +128,9 @@ void write_scrubbed(const fs::path& dir, const fs::path& to, const json& config,
   write_file_atomically(to / "config.json", config_file_text(new_config));
 }
 
-}  // namespace
-
-ScrubReport scrub_users_from_model(const fs::path& model_dir,
-                                   const std::vector<std::string>& user_ids) {
-  TB_CHECK(fs::is_directory(model_dir),
-           fmt::format("--model {}: not a model directory", model_dir.string()));
-  ScrubReport report;
-  report.dir = fs::canonical(model_dir);
-  const fs::path& dir = report.dir;
-  const DirectoryLock lock(dir, "this deletion");
-  remove_stale_temporaries(dir);
+json checked_config(const fs::path& dir) {
+  TB_CHECK(fs::is_regular_file(dir / "config.json"),
+           fmt::format("--model {}: not a model directory (no config.json)", dir.string()));
   json config;
   try {
     config = json::parse(read_file(dir / "config.json"));
@@ -145,19 +139,17 @@ ScrubReport scrub_users_from_model(const fs::path& model_dir,
                             e.what()));
   }
   check_file_checksums(config, dir);
-  const std::vector<std::string> ids = read_ids(dir / "user_ids.json");
-  const std::unordered_set<std::string> gone(user_ids.begin(), user_ids.end());
-  std::vector<uint8_t> keep(ids.size(), 1);
-  for (size_t u = 0; u < ids.size(); ++u) {
-    keep[u] = !gone.contains(ids[u]);
-    report.users_left += keep[u];
-  }
-  report.users_removed = static_cast<uint32_t>(ids.size()) - report.users_left;
-  if (report.users_removed == 0) return report;
+  return config;
+}
+
+// The directory rebuilt without the users beside `dir`, then swapped in (RENAME_EXCHANGE).
+void swap_in_scrubbed(const fs::path& dir, const json& config, const std::vector<uint8_t>& keep,
+                      uint32_t left) {
   const fs::path temp = temporary_name(dir);
   fs::create_directory(temp);
   try {
-    write_scrubbed(dir, temp, config, keep, report.users_left);
+    write_scrubbed(dir, temp, config, keep, left);
+    copy_permissions(dir, temp);
     fsync_directory(temp);
     if (::renameat2(AT_FDCWD, temp.c_str(), AT_FDCWD, dir.c_str(), RENAME_EXCHANGE) != 0) {
       throw Error(fmt::format("{}: cannot swap in the rewritten model: {}", dir.string(),
@@ -171,7 +163,106 @@ ScrubReport scrub_users_from_model(const fs::path& model_dir,
   std::error_code ignored;
   fs::remove_all(temp, ignored);  // now the old model
   fsync_directory(dir.parent_path());
+}
+
+// scrub_users_from_model with the directory's lock already held.
+ScrubReport scrub_locked(const fs::path& dir, const std::vector<std::string>& user_ids) {
+  ScrubReport report;
+  report.dir = dir;
+  remove_stale_temporaries(dir);
+  remove_stale_temporaries(dir.parent_path());  // a killed swap's copies sit beside the directory
+  const json config = checked_config(dir);
+  const std::vector<std::string> ids = read_ids(dir / "user_ids.json");
+  const std::unordered_set<std::string> gone(user_ids.begin(), user_ids.end());
+  std::vector<uint8_t> keep(ids.size(), 1);
+  for (size_t u = 0; u < ids.size(); ++u) {
+    keep[u] = !gone.contains(ids[u]);
+    report.users_left += keep[u];
+  }
+  report.users_removed = static_cast<uint32_t>(ids.size()) - report.users_left;
+  if (report.users_removed > 0) swap_in_scrubbed(dir, config, keep, report.users_left);
   return report;
+}
+
+bool is_version_name(const std::string& name) {
+  return !name.empty() && std::all_of(name.begin(), name.end(), ::isdigit);
+}
+
+// The retrain directory `path` belongs to (itself, its `current` link, one of its versions), or
+// an empty path for a model directory of its own.
+fs::path retrain_dir_of(const fs::path& path) {
+  if (fs::is_directory(path / "versions")) return path;
+  const fs::path parent = fs::absolute(path).lexically_normal().parent_path();
+  if (path.filename() == "current" && fs::is_symlink(path) && fs::is_directory(parent / "versions"))
+    return parent;
+  const fs::path real = fs::canonical(path);
+  const fs::path above = real.parent_path().parent_path();
+  if (real.parent_path().filename() == "versions" && is_version_name(real.filename().string()) &&
+      (fs::is_symlink(above / "current") || fs::exists(above / "retrain.jsonl")))
+    return above;
+  return {};
+}
+
+}  // namespace
+
+ScrubReport scrub_users_from_model(const fs::path& model_dir,
+                                   const std::vector<std::string>& user_ids) {
+  TB_CHECK(fs::is_directory(model_dir),
+           fmt::format("--model {}: not a model directory", model_dir.string()));
+  const fs::path dir = fs::canonical(model_dir);
+  const DirectoryLock lock(dir, "this deletion");
+  return scrub_locked(dir, user_ids);
+}
+
+ModelsToScrub::ModelsToScrub(const fs::path& model) {
+  TB_CHECK(fs::is_directory(model),
+           fmt::format("--model {}: not a model directory", model.string()));
+  retrain_dir_ = retrain_dir_of(model);
+  if (retrain_dir_.empty()) {
+    models_.push_back(fs::canonical(model));
+    lock_ = std::make_unique<DirectoryLock>(models_[0], "this deletion");
+  } else {
+    retrain_dir_ = fs::canonical(retrain_dir_);
+    lock_ = std::make_unique<DirectoryLock>(retrain_dir_, "this deletion");
+    for (const auto& entry : fs::directory_iterator(retrain_dir_ / "versions")) {
+      if (entry.is_directory() && is_version_name(entry.path().filename().string()))
+        models_.push_back(fs::canonical(entry.path()));
+    }
+    std::sort(models_.begin(), models_.end());
+  }
+  for (const fs::path& dir : models_) checked_config(dir);
+}
+
+std::vector<ScrubReport> ModelsToScrub::scrub(const std::vector<std::string>& user_ids) const {
+  std::vector<ScrubReport> reports;
+  if (!retrain_dir_.empty()) {
+    // A killed retrain's candidate holds the users too.
+    remove_stale_temporaries(retrain_dir_);
+    remove_stale_temporaries(retrain_dir_ / "versions");
+  }
+  for (const fs::path& dir : models_) {
+    if (retrain_dir_.empty()) {
+      reports.push_back(scrub_locked(dir, user_ids));
+    } else {
+      reports.push_back(scrub_users_from_model(dir, user_ids));
+    }
+  }
+  return reports;
+}
+
+ScrubReport scrub_users_missing_from(const fs::path& model_dir, const datasets::Dataset& dataset) {
+  std::unordered_set<std::string_view> held;
+  for (size_t u = 0; u < dataset.user_ids.size(); ++u) held.insert(dataset.user_ids[u]);
+  std::vector<std::string> gone;
+  for (const std::string& id : read_ids(model_dir / "user_ids.json")) {
+    if (!held.contains(id)) gone.push_back(id);
+  }
+  if (gone.empty()) {
+    ScrubReport report;
+    report.dir = model_dir;
+    return report;
+  }
+  return scrub_users_from_model(model_dir, gone);
 }
 
 }  // namespace tastebud::host

@@ -7,8 +7,15 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
+
+#include "tastebud/directory_lock.h"
+
+namespace tastebud::datasets {
+class Dataset;
+}
 
 namespace tastebud::host {
 
@@ -19,8 +26,31 @@ struct ScrubReport {
 };
 
 // Holds the model directory's DirectoryLock. Ids the model does not know are ignored; when it
-// knows none of them nothing is rewritten.
+// knows none of them nothing is rewritten. What a killed scrub left beside the directory (its
+// rebuilt or its swapped-out copy, both holding the users) is removed first.
 ScrubReport scrub_users_from_model(const std::filesystem::path& model_dir,
                                    const std::vector<std::string>& user_ids);
+
+// What `delete-users --model PATH` scrubs: a model directory, or every version of a retrain
+// directory (PATH is the retrain directory, its `current` link or one of its versions), so that no
+// version a server could promote or roll back to keeps a deleted user. Construction checks and
+// locks all of it (a retrain directory's lock: no retrain promotes a candidate meanwhile) and
+// throws before anything is written; scrub() then rewrites them.
+class ModelsToScrub {
+ public:
+  explicit ModelsToScrub(const std::filesystem::path& model);
+  std::vector<ScrubReport> scrub(const std::vector<std::string>& user_ids) const;
+
+ private:
+  std::unique_ptr<DirectoryLock> lock_;
+  std::filesystem::path retrain_dir_;  // empty: one model directory
+  std::vector<std::filesystem::path> models_;
+};
+
+// The users a model holds that `dataset` no longer has (deleted while the model trained on an
+// older copy of it) leave the model: retrain calls it, holding the dataset's lock, before it
+// promotes a candidate.
+ScrubReport scrub_users_missing_from(const std::filesystem::path& model_dir,
+                                     const datasets::Dataset& dataset);
 
 }  // namespace tastebud::host

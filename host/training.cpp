@@ -19,6 +19,7 @@
 #include "host/split.h"
 #include "host/warm_start.h"
 #include "tastebud/atomic_file.h"
+#include "tastebud/datasets/delete_users.h"
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/directory_lock.h"
 #include "tastebud/engine/backends.h"
@@ -248,7 +249,38 @@ TrainJob with_resolved_choices(const TrainJob& job, const datasets::Dataset& dat
   return resolved;
 }
 
+// The backend's options of a job whose `auto` choices are resolved, each setting checked.
+TrainOptions train_options_of(const TrainJob& job) {
+  TrainOptions options;
+  options.batch_size = job.batch_size;
+  options.negatives = job.negatives;
+  options.loss = parse_loss(job.loss);
+  options.sampler = parse_sampler(job.sampler);
+  options.sampler_alpha = job.sampler_alpha;
+  options.optimizer.kind = parse_optimizer(job.optimizer);
+  options.optimizer.lr = job.lr;
+  options.optimizer.l2 = job.l2;
+  options.embedding_updates = parse_embedding_updates(job.embedding_updates);
+  options.seed = job.seed;
+  options.threads = job.threads;
+  options.tf32 = job.tf32;
+  TB_CHECK(job.impression_negatives >= 0.0f && job.impression_negatives <= 1.0f,
+           "--impression-negatives is a share of the negatives, from 0 to 1");
+  options.impression_share = job.impression_negatives;
+  TB_CHECK(job.epochs > 0, "--epochs must be positive");
+  TB_CHECK(job.text_buckets > 0, "--text-buckets must be positive");
+  validate_train_options(options);
+  return options;
+}
+
 }  // namespace
+
+void check_training_settings(const TrainJob& job) {
+  TrainJob resolved = job;
+  if (resolved.embedding_updates == "auto") resolved.embedding_updates = "lazy";
+  if (!is_recipe(job.model)) train_options_of(resolved);
+  parse_eval_protocol(job.eval);
+}
 
 void apply_model_defaults(TrainJob& job, const std::function<bool(const std::string&)>& given) {
   // A long tail of following items: an item any of the user's latest items led to, however
@@ -263,6 +295,7 @@ void apply_model_defaults(TrainJob& job, const std::function<bool(const std::str
 
 TrainResult run_training(const TrainJob& requested, std::ostream& job_log) {
   Communicator& comm = requested.comm != nullptr ? *requested.comm : world_communicator();
+  datasets::check_outside_dataset(requested.out, requested.data, "--out");
   NullStream quiet;
   std::ostream& log = comm.root() ? job_log : quiet;  // rank 0 speaks for the job
   // The dataset, opened once (recipes open their own).
@@ -281,26 +314,8 @@ TrainResult run_training(const TrainJob& requested, std::ostream& job_log) {
     return train_recipe(job, log);
   }
   const EvalProtocol protocol = parse_eval_protocol(job.eval);
-  TrainOptions options;
-  options.batch_size = job.batch_size;
-  options.negatives = job.negatives;
-  options.loss = parse_loss(job.loss);
-  options.sampler = parse_sampler(job.sampler);
-  options.sampler_alpha = job.sampler_alpha;
-  options.optimizer.kind = parse_optimizer(job.optimizer);
-  options.optimizer.lr = job.lr;
-  options.optimizer.l2 = job.l2;
-  options.embedding_updates = parse_embedding_updates(job.embedding_updates);
-  options.seed = job.seed;
-  options.threads = job.threads;
-  options.tf32 = job.tf32;
-  TB_CHECK(job.impression_negatives >= 0.0f && job.impression_negatives <= 1.0f,
-           "--impression-negatives is a share of the negatives, from 0 to 1");
-  options.impression_share = job.impression_negatives;
+  TrainOptions options = train_options_of(job);
   options.comm = &comm;
-  TB_CHECK(job.epochs > 0, "--epochs must be positive");
-  TB_CHECK(job.text_buckets > 0, "--text-buckets must be positive");
-  validate_train_options(options);
 
   const std::string metric = !job.early_stop_metric.empty() ? job.early_stop_metric
                              : holds_out_newest(protocol) ? "ndcg@10" : "hr@10";

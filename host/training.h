@@ -136,4 +136,8 @@ void apply_model_defaults(TrainJob& job, const std::function<bool(const std::str
 
 TrainResult run_training(const TrainJob& job, std::ostream& log);
 
+// The checks run_training makes of the settings alone (no dataset opened, nothing written): a
+// job that runs training later (retrain) calls it before it writes anything.
+void check_training_settings(const TrainJob& job);
+
 }  // namespace tastebud::host

@@ -4,11 +4,17 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <unistd.h>
 #include <string>
 #include <vector>
 
 #include "host/dataset_shape.h"
 #include "host/protobuf_writer.h"
+#include "host/report.h"
+#include "run_cli.h"
+#include "tastebud/error.h"
 #include "host/svg_chart.h"
 
 namespace tastebud::host {
@@ -70,6 +76,38 @@ TEST(SvgChart, DrawsOnePathPerSeriesAndBar) {
   size_t count = 0;
   for (size_t at = bars.find("class=\"bar\""); at != std::string::npos; at = bars.find("class=\"bar\"", at + 1)) ++count;
   EXPECT_EQ(count, 2u);
+}
+
+// A metrics.jsonl row the report cannot chart is refused naming the file, the line and the field,
+// and the command prints no "report ->" line.
+TEST(Report, RefusesAMetricsRowItCannotChart) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("tastebud_test_report_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::ofstream(dir / "config.json") << R"({"eval": "loo", "model": "neumf"})";
+  const std::string good = R"({"epoch": 1, "loss": 0.5, "metrics": {"hr@10": 0.4, "auc": null}})";
+  std::ofstream(dir / "metrics.jsonl") << good << "\n";
+  EXPECT_NE(render_report(dir).html.find("hr@10"), std::string::npos);
+  const std::pair<const char*, const char*> cases[] = {
+      {R"({"epoch": 2, "loss": 0.4})", ":2: field 'metrics' is missing"},
+      {R"({"epoch": 2, "loss": "low", "metrics": {}})", ":2: field 'loss' is not a number"},
+      {R"({"epoch": 2, "loss": 0.4, "metrics": {"hr@10": "high"}})", ":2: metric 'hr@10' is not a number"}};
+  for (const auto& [row, message] : cases) {
+    std::ofstream(dir / "metrics.jsonl") << good << "\n" << row << "\n";
+    try {
+      render_report(dir);
+      ADD_FAILURE() << row;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find((dir / "metrics.jsonl").string() + message), std::string::npos)
+          << e.what();
+    }
+  }
+  std::string out;
+  EXPECT_EQ(testing_cli::run_cli("report " + dir.string(), &out), 1);
+  EXPECT_EQ(out.find("report ->"), std::string::npos) << out;
+  EXPECT_EQ(out.find("internal error"), std::string::npos) << out;
+  fs::remove_all(dir);
 }
 
 }  // namespace

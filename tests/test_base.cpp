@@ -68,6 +68,15 @@ TEST_F(Base, AtomicFileAppearsOnlyWhenCommitted) {
   EXPECT_EQ(read(dir_ / "again.txt"), "fresh");
 }
 
+// A file replaced through AtomicFile keeps its mode (a 600 file does not become 644).
+TEST_F(Base, AReplacedFileKeepsItsMode) {
+  const fs::path path = dir_ / "private.json";
+  write_file_atomically(path, "old");
+  fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write);
+  write_file_atomically(path, "new");
+  EXPECT_EQ(fs::status(path).permissions(), fs::perms::owner_read | fs::perms::owner_write);
+}
+
 TEST_F(Base, StaleTemporariesOfDeadProcessesOnly) {
   EXPECT_EQ(temporary_owner(".model.bin.tmp-123-0"), 123);
   EXPECT_EQ(temporary_owner(".shop.tmp-77-3-999"), 77);

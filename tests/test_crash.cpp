@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -186,6 +187,59 @@ TEST_F(Crash, KilledTrainingResumesAndKilledBatchJobsLeaveNoHalfOutput) {
   }
   RecordProperty("killed", kills);
   std::cout << kills << " of 6 training runs and batch jobs killed midway\n";
+}
+
+// The ids of a model directory's users.
+std::vector<std::string> model_user_ids(const fs::path& model) {
+  return host::load_model_dir(model).user_ids;
+}
+
+// A process id that no longer runs: a child that has exited and been reaped.
+long dead_pid() {
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ::waitpid(child, nullptr, 0);
+  return child;
+}
+
+// delete-users --model killed at seeded moments: what the killed run left beside the dataset or
+// the model (a rebuilt or swapped-out copy, with the deleted users in it) is gone after the rerun,
+// and the users are gone from the model. A dead writer's copy is also planted beside the model, so
+// the check does not depend on where the kills land.
+TEST_F(Crash, KilledDeletionsLeaveNoCopyOfTheDeletedUsers) {
+  const fs::path pristine = root_ / "deletion";
+  // The dataset and the model in directories of their own: each one's cleanup must find its own.
+  ASSERT_TRUE(run_and_kill(full_import(pristine / "data" / "ds"), std::chrono::seconds(60)));
+  ASSERT_TRUE(run_and_kill({"train", "--data", (pristine / "data" / "ds").string(), "--out",
+                            (pristine / "models" / "m").string(),
+                            "--epochs", "1", "--factors", "4", "--layers", "8,4", "--eval", "none"},
+                           std::chrono::seconds(120)));
+  const std::vector<std::string> before = model_user_ids(pristine / "models" / "m");
+  const std::string gone = before[3];
+  std::ofstream(root_ / "gone.csv") << "USER_ID\n" << gone << "\n" << before[4] << "\n";
+  auto deletion = [&](const fs::path& dir) {
+    return std::vector<std::string>{"delete-users", "--data", (dir / "data" / "ds").string(),
+                                    "--users", (root_ / "gone.csv").string(), "--model",
+                                    (dir / "models" / "m").string()};
+  };
+  fs::copy(pristine, root_ / "deletion_timed", fs::copy_options::recursive);
+  const auto deletion_time = duration_of(deletion(root_ / "deletion_timed"));
+  std::mt19937 random(26);
+  kills = 0;
+  for (int trial = 0; trial < 4; ++trial) {
+    const fs::path dir = root_ / ("deletion" + std::to_string(trial));
+    fs::copy(pristine, dir, fs::copy_options::recursive);
+    run_and_kill(deletion(dir), within(random, deletion_time));
+    fs::copy(pristine / "models" / "m", dir / "models" / fmt::format(".m.tmp-{}-0", dead_pid()),
+             fs::copy_options::recursive);
+    ASSERT_TRUE(run_and_kill(deletion(dir), std::chrono::seconds(60))) << "trial " << trial;
+    for (const char* sub : {"data", "models"})
+      EXPECT_TRUE(leftovers(dir / sub).empty()) << leftovers(dir / sub).front();
+    const std::vector<std::string> after = model_user_ids(dir / "models" / "m");
+    EXPECT_EQ(after.size(), before.size() - 2) << "trial " << trial;
+    EXPECT_EQ(std::find(after.begin(), after.end(), gone), after.end()) << "trial " << trial;
+  }
+  std::cout << kills << " of 4 deletions killed midway\n";
 }
 
 }  // namespace

@@ -20,6 +20,7 @@
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/datasets/delete_users.h"
 #include "tastebud/datasets/import.h"
+#include "tastebud/directory_lock.h"
 #include "tastebud/engine/model_io.h"
 #include "tastebud/error.h"
 #include "tastebud/read_file.h"
@@ -242,6 +243,71 @@ TEST_F(DeleteUsers, EachDeletionLeavesOneAuditLineWithoutIdsThatImportsKeep) {
   EXPECT_EQ(log.find("nobody-here"), std::string::npos);
 }
 
+// A --model it cannot scrub (busy, not a model) is found before the dataset is rewritten and
+// before the deletion is logged as done.
+TEST_F(DeleteUsers, AModelItCannotReachLeavesTheDatasetAsItWas) {
+  train("none");
+  std::string out;
+  {
+    const DirectoryLock busy(root_ / "model", "a training run");
+    EXPECT_EQ(delete_gone_users(&out), 1) << out;
+    EXPECT_NE(out.find("in use by PID"), std::string::npos) << out;
+  }
+  fs::create_directories(root_ / "not_a_model");
+  EXPECT_EQ(run_cli(fmt::format("delete-users --data {} --users {} --model {}",
+                                (root_ / "dataset").string(), (root_ / "gone.csv").string(),
+                                (root_ / "not_a_model").string()),
+                    &out),
+            1);
+  EXPECT_NE(out.find("not a model directory (no config.json)"), std::string::npos) << out;
+  EXPECT_EQ(datasets::Dataset::open(root_ / "dataset").num_users(), 30u);
+  EXPECT_FALSE(fs::exists(root_ / "dataset" / "deletions.jsonl"));
+}
+
+// A retrain directory, its `current` link or one of its versions: every version is scrubbed, so a
+// rollback cannot serve a deleted user again.
+TEST_F(DeleteUsers, EveryVersionOfARetrainDirectoryIsScrubbed) {
+  train("none");
+  const fs::path models = root_ / "models";
+  fs::create_directories(models / "versions");
+  for (const char* version : {"000001", "000002", "000003"})
+    fs::copy(root_ / "model", models / "versions" / version, fs::copy_options::recursive);
+  fs::create_directory_symlink(fs::path("versions") / "000003", models / "current");
+  std::string out;
+  ASSERT_EQ(run_cli(fmt::format("delete-users --data {} --users {} --model {}",
+                                (root_ / "dataset").string(), (root_ / "gone.csv").string(),
+                                (models / "current").string()),
+                    &out),
+            0)
+      << out;
+  for (const std::string& id : kGone)
+    EXPECT_EQ(files_holding(models, id), std::vector<std::string>{}) << id << "\n" << out;
+  for (const char* version : {"000001", "000002", "000003"})
+    EXPECT_NO_THROW(host::load_model_dir(models / "versions" / version)) << version;
+}
+
+// A 700 dataset and model with 600 files stay so after delete-users rewrites them.
+TEST_F(DeleteUsers, TheOwnersModesStay) {
+  train("none");
+  for (const char* dir : {"dataset", "model"}) {
+    for (const auto& e : fs::recursive_directory_iterator(root_ / dir)) {
+      fs::permissions(e.path(), e.is_directory() ? fs::perms::owner_all
+                                                 : fs::perms::owner_read | fs::perms::owner_write);
+    }
+    fs::permissions(root_ / dir, fs::perms::owner_all);
+  }
+  std::string out;
+  ASSERT_EQ(delete_gone_users(&out), 0) << out;
+  for (const char* dir : {"dataset", "model"}) {
+    EXPECT_EQ(fs::status(root_ / dir).permissions(), fs::perms::owner_all) << dir;
+    for (const auto& e : fs::recursive_directory_iterator(root_ / dir)) {
+      EXPECT_EQ(e.status().permissions(), e.is_directory() ? fs::perms::owner_all
+                                                           : fs::perms::owner_read | fs::perms::owner_write)
+          << e.path();
+    }
+  }
+}
+
 TEST_F(DeleteUsers, BadIdFilesAreRefusedWithFileLineAndField) {
   write_text(root_ / "no_column.csv", "ID\nuser1\n");
   try {
@@ -258,6 +324,14 @@ TEST_F(DeleteUsers, BadIdFilesAreRefusedWithFileLineAndField) {
   } catch (const Error& e) {
     EXPECT_EQ(std::string(e.what()),
               (root_ / "empty_id.csv").string() + ":3: field 1 (USER_ID) is empty");
+  }
+  write_text(root_ / "two_columns.csv", "USER_ID,user_id\nuser1,user2\n");
+  try {
+    datasets::read_user_id_list(root_ / "two_columns.csv");
+    FAIL() << "two USER_ID columns must be refused";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), (root_ / "two_columns.csv").string() +
+                                         ":1: field 2 (USER_ID): the column appears twice in the header");
   }
   std::string out;
   EXPECT_EQ(run_cli(fmt::format("delete-users --data {} --users {}", (root_ / "dataset").string(),

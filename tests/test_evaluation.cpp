@@ -247,7 +247,11 @@ TEST_F(OfflineEvaluation, TwoSystemsSideBySideWithAPairedTest) {
 
 TEST_F(OfflineEvaluation, BadFilesNameTheFileLineAndField) {
   write("broken.jsonl", "{\"input\": {\"userId\": \"u1\"}, \"output\": {\"recommendedItems\": []}}\nnot json\n");
-  EXPECT_NE(error_of(options({"broken.jsonl"})).find("broken.jsonl:2: not a JSON object"), std::string::npos);
+  EXPECT_NE(error_of(options({"broken.jsonl"})).find("broken.jsonl:2: not JSON"), std::string::npos);
+  // A 100,000-deep line is refused before it is parsed (its copy would overflow the stack).
+  write("deep.jsonl", std::string(100000, '[') + std::string(100000, ']') + "\n");
+  EXPECT_NE(error_of(options({"deep.jsonl"})).find("deep.jsonl:1: JSON nested deeper than 64 levels"),
+            std::string::npos);
   write("layout.jsonl", "{\"input\": {\"userId\": \"u1\"}, \"output\": {\"items\": []}}\n");
   EXPECT_NE(error_of(options({"layout.jsonl"})).find("layout.jsonl:1: \"output\" has no \"recommendedItems\""),
             std::string::npos);

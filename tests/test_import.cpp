@@ -2,6 +2,7 @@
 // text), the round trip through Dataset::open, incremental mode, the summary, every bad input of
 // the issue (message names file, line and field; no dataset directory appears or changes) and the
 // command line.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <sys/wait.h>
@@ -28,6 +29,7 @@
 #include "tastebud/datasets/summary.h"
 #include "tastebud/directory_lock.h"
 #include "tastebud/error.h"
+#include "run_cli.h"
 
 namespace tastebud::datasets {
 namespace {
@@ -440,6 +442,124 @@ TEST_F(Import, IncrementalKeepsIdsReplacesRecordsAndMergesEvents) {
   EXPECT_EQ(after.interactions.size(), 5u);
   EXPECT_EQ(after.num_items(), 5u);
   EXPECT_EQ(after.users.has_row[index_of(after.user_ids, "u1")], 1);
+}
+
+// The modes of every entry under `dir` (relative name -> permission bits).
+std::map<std::string, unsigned> modes_under(const fs::path& dir) {
+  std::map<std::string, unsigned> modes{{".", static_cast<unsigned>(fs::status(dir).permissions())}};
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    modes[fs::relative(e.path(), dir).string()] = static_cast<unsigned>(e.status().permissions());
+  return modes;
+}
+
+// An incremental import rebuilds the directory: the owner's 700/600 stay, and a new file is 600.
+TEST_F(Import, IncrementalKeepsTheOwnersModes) {
+  write("interactions.csv", "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE\nu1,i1,10,view\nu2,i2,20,view\n");
+  import_dataset(options());
+  for (const auto& e : fs::recursive_directory_iterator(out()))
+    fs::permissions(e.path(), e.is_directory() ? fs::perms::owner_all : fs::perms::owner_read | fs::perms::owner_write);
+  fs::permissions(out(), fs::perms::owner_all);
+  write("items.csv", "ITEM_ID,GENRES\ni1,A\n");  // new columns: files the old dataset lacked
+  write("interactions.csv", "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE\nu3,i3,40,view\n");
+  ImportOptions o = options(false, true);
+  o.mode = ImportMode::Incremental;
+  import_dataset(o);
+  for (const auto& [name, mode] : modes_under(out())) {
+    const bool dir = fs::is_directory(out() / name);
+    EXPECT_EQ(mode, static_cast<unsigned>(dir ? 0700 : 0600)) << name;
+  }
+}
+
+// What is not the dataset's inside its directory (a model trained into it, notes) would go with
+// the directory an import replaces: refused up front, naming it, and everything stays.
+TEST_F(Import, AnImportRefusesToReplaceWhatIsNotTheDatasets) {
+  write("interactions.csv", "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE\nu1,i1,10,view\nu2,i2,20,view\n");
+  import_dataset(options());
+  fs::create_directories(out() / "model");
+  std::ofstream(out() / "model" / "model.bin") << "a model";
+  ImportOptions o = options();
+  o.mode = ImportMode::Incremental;
+  for (bool incremental : {true, false}) {
+    o.mode = incremental ? ImportMode::Incremental : ImportMode::Full;
+    o.overwrite = !incremental;
+    try {
+      import_dataset(o);
+      ADD_FAILURE() << "accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("holds model, which is not part of the dataset"), std::string::npos)
+          << e.what();
+    }
+    EXPECT_TRUE(fs::exists(out() / "model" / "model.bin"));
+    EXPECT_EQ(Dataset::open(out()).interactions.size(), 2u);
+  }
+}
+
+// A header of 100,000 columns is refused at once, naming the file and the count.
+TEST_F(Import, AHeaderOfTooManyColumnsIsRefused) {
+  std::string header = "USER_ID,ITEM_ID,TIMESTAMP", row = "u1,i1,10";
+  for (int c = 0; c < 100000; ++c) {
+    header += ",C" + std::to_string(c);
+    row += ",x";
+  }
+  write("interactions.csv", header + "\n" + row + "\n");
+  expect_import_error(options(), {"interactions.csv:1: the header has 100003 columns; at most 1000"});
+}
+
+// Four bad bytes in an index column (an item, a user, a vocabulary index) are an Error naming the
+// column on open, and `info`, `delete-users` and an incremental import exit 1 instead of crashing.
+TEST_F(Import, DamagedIndexColumnsAreRefusedOnOpen) {
+  write("interactions.csv",
+        "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE,DEVICE_TYPE\nu1,i1,10,view,tv\nu2,i2,20,view,\n");
+  write("gone.csv", "USER_ID\nu1\n");
+  for (const char* column : {"interactions.item", "interactions.user", "interactions.context.0.values"}) {
+    fs::remove_all(out());
+    import_dataset(options());
+    {
+      std::fstream f(out() / (std::string(column) + ".col"), std::ios::in | std::ios::out | std::ios::binary);
+      f.seekp(sizeof(ColumnHeader) + 4);  // the second row's value
+      f.write("\x7f\xff\xff\xff", 4);
+    }
+    try {
+      Dataset::open(out());
+      ADD_FAILURE() << column;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(std::string(column) + ".col: element 1 is 4294967167, not below"),
+                std::string::npos)
+          << e.what();
+    }
+    std::string output;
+    EXPECT_EQ(testing_cli::run_cli("info " + out().string(), &output), 1) << output;
+    EXPECT_EQ(testing_cli::run_cli(fmt::format("delete-users --data {} --users {}", out().string(),
+                                               (root_ / "in" / "gone.csv").string()),
+                                   &output),
+              1)
+        << output;
+    EXPECT_EQ(testing_cli::run_cli(fmt::format("import --mode incremental --interactions {} --out {}",
+                                               (root_ / "in" / "interactions.csv").string(), out().string()),
+                                   &output),
+              1)
+        << output;
+    EXPECT_NE(output.find("the column is damaged"), std::string::npos) << output;
+  }
+}
+
+// Every column records its CRC-32; `info --verify` recomputes them and names a damaged column that
+// the open's bounds checks cannot see (a timestamp).
+TEST_F(Import, InfoVerifyFindsADamagedColumn) {
+  write("interactions.csv", "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE\nu1,i1,10,view\nu2,i2,20,view\n");
+  import_dataset(options());
+  std::string output;
+  ASSERT_EQ(testing_cli::run_cli("info --verify " + out().string(), &output), 0) << output;
+  EXPECT_NE(output.find("verified: every column's CRC-32 matches"), std::string::npos) << output;
+  {
+    std::fstream f(out() / "interactions.timestamp.col", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(sizeof(ColumnHeader) + 1);
+    f.write("\x55", 1);
+  }
+  EXPECT_EQ(testing_cli::run_cli("info " + out().string(), &output), 0) << output;
+  EXPECT_EQ(testing_cli::run_cli("info --verify " + out().string(), &output), 1) << output;
+  EXPECT_NE(output.find("corrupt: " + (out() / "interactions.timestamp.col").string()), std::string::npos)
+      << output;
 }
 
 TEST_F(Import, FailedIncrementalLeavesTheDatasetAsItWas) {

@@ -13,18 +13,23 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
+
+#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include <fmt/format.h>
 
 #include "host/inference.h"
+#include "host/export_onnx.h"
 #include "host/job_config.h"
 #include "host/slate.h"
 #include "host/recipes.h"
 #include "tastebud/engine/model_io.h"
 #include "tastebud/engine/gpu_scorer.h"
 #include "tastebud/engine/scorer.h"
+#include "tastebud/read_file.h"
 
 namespace tastebud::host {
 namespace {
@@ -846,6 +851,39 @@ TEST(Inference, AFolderOfJsonFilesIsAnsweredIntoAFolderOfOutFiles) {
   // A folder input with a file for output is refused.
   std::ofstream(dir / "file.jsonl") << "";
   EXPECT_THROW(run_batch_infer(r, dir / "in", dir / "file.jsonl", 1), Error);
+  fs::remove_all(dir);
+}
+
+// An output that names the input or a file of the model is refused before anything is loaded or
+// written: the model stays whole.
+TEST(Inference, AnOutputOverAnInputIsRefused) {
+  const fs::path dir = fs::temp_directory_path() / ("tastebud-test-over-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir / "m");
+  std::ofstream(dir / "m" / "model.bin") << "model bytes";
+  std::ofstream(dir / "queries.jsonl") << "{\"userId\": \"u0\"}\n";
+  const auto error_of = [](auto&& job) {
+    try {
+      job();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  std::ostringstream log;
+  EXPECT_NE(error_of([&] { batch_infer(dir / "m", dir / "queries.jsonl", dir / "m" / "model.bin", {}, log); })
+                .find(fmt::format("--output {}: is the model's model.bin", (dir / "m" / "model.bin").string())),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { batch_infer(dir / "m", dir / "queries.jsonl", dir / "queries.jsonl", {}, log); })
+                .find(": is the input"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { batch_segment(dir / "m", dir / "queries.jsonl", dir / "queries.jsonl", 5, false, 1, log, ""); })
+                .find(": is the input"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { export_onnx(dir / "m", dir / "m" / "model.bin"); }).find("is the model's model.bin"),
+            std::string::npos);
+  EXPECT_EQ(read_file(dir / "m" / "model.bin"), "model bytes");
+  EXPECT_EQ(read_file(dir / "queries.jsonl"), "{\"userId\": \"u0\"}\n");
   fs::remove_all(dir);
 }
 

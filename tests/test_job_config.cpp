@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "host/job_config.h"
@@ -92,6 +93,32 @@ TEST(JobConfig, EveryBadValueNamesTheFileTheKeyAndTheReason) {
                             "," + R"j({"name": "q", "percentPromotedItems": 60, "filterExpression": "INCLUDE ItemID WHERE Items.X IN (\"a\")"})j" + "]}"),
                    "promotions: the shares add up to 120%, more than 100%"));
   EXPECT_TRUE(says(error_of(R"({"metadataColumns": {"USERS": ["AGE"]}})"), "metadataColumns.USERS: unknown key"));
+}
+
+// Deep JSON is refused at parse time under every key, and a bad value is echoed shortened.
+TEST(JobConfig, DeepOrHugeValuesAreRefusedBriefly) {
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  for (const char* key : {"promotions", "itemExplorationConfig", "metadataColumns", "filterValues"}) {
+    const std::string message = error_of(fmt::format(R"({{"{}": {}}})", key, deep));
+    EXPECT_TRUE(says(message, "job.json: JSON nested deeper than 64 levels")) << key;
+  }
+  std::string wide = "[";
+  for (int k = 0; k < 20000; ++k) wide += "1,";
+  wide += "1]";
+  const std::string message = error_of(fmt::format(R"({{"itemExplorationConfig": {}}})", wide));
+  EXPECT_TRUE(says(message, "itemExplorationConfig"));
+  EXPECT_LT(message.size(), 400u) << message.size();
+}
+
+// A promotion whose INCLUDE uses a $NAME its filterValues lack is refused up front (it would fail
+// every line of the job).
+TEST(JobConfig, APromotionFilterNeedsItsValues) {
+  const std::string message = error_of(R"j({"promotions": [{"name": "p", "percentPromotedItems": 20,
+      "filterExpression": "INCLUDE ItemID WHERE Items.GENRES IN ($G)", "filterValues": {"H": "\"x\""}}]})j");
+  EXPECT_TRUE(says(message, "job.json: promotions[0].filterValues: has no value for $G")) << message;
+  EXPECT_EQ(error_of(R"j({"promotions": [{"name": "p", "percentPromotedItems": 20,
+      "filterExpression": "EXCLUDE ItemID WHERE Items.GENRES IN ($G)"}]})j"),
+            "");  // an EXCLUDE without its values is skipped, as the service does
 }
 
 TEST(JobConfig, FlagsParseAndCheckTheirValues) {

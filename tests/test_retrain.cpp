@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -24,9 +25,11 @@
 #include "host/inference.h"
 #include "host/model_dir.h"
 #include "host/retrain.h"
+#include "host/scrub_model.h"
 #include "host/training.h"
 #include "host/warm_start.h"
 #include "tastebud/datasets/dataset.h"
+#include "tastebud/datasets/delete_users.h"
 #include "tastebud/datasets/import.h"
 #include "tastebud/datasets/sources.h"
 #include "tastebud/engine/model_io.h"
@@ -592,6 +595,188 @@ TEST_F(RetrainJobs, AnUpdateWithNothingNewLeavesCurrentAsItIs) {
   later.train.update = true;
   later.max_regression = 1.0;
   EXPECT_EQ(host::run_retrain(later, log).decision, "promoted");
+}
+
+// A model trained with --metadata none on a dataset with item metadata: the next retrain, given no
+// --metadata, keeps none (config.json leaves the key out when it is none).
+TEST_F(RetrainJobs, ARetrainKeepsMetadataNone) {
+  std::ostringstream log;
+  host::RetrainJob first = retrain("no_metadata", {root_ / "old.csv"});
+  first.items = root_ / "shop" / "items.csv";
+  first.train.epochs = 1;
+  first.train.metadata = "none";
+  ASSERT_EQ(host::run_retrain(first, log).decision, "promoted");
+  host::RetrainJob next = retrain("no_metadata", {});
+  next.train.epochs = 1;
+  next.max_regression = 1.0;
+  next.given = [](const std::string&) { return false; };  // as from a command line without flags
+  ASSERT_EQ(host::run_retrain(next, log).decision, "promoted") << log.str();
+  const json config = json::parse(read_file(next.models / "current" / "config.json"));
+  EXPECT_FALSE(config.contains("metadata")) << config.dump();
+}
+
+// A setting retrain cannot use is refused before the new rows are imported or a candidate trains.
+TEST_F(RetrainJobs, BadSettingsAreRefusedBeforeAnythingIsImported) {
+  std::ostringstream log;
+  host::RetrainJob first = retrain("checked", {root_ / "old.csv"});
+  first.train.epochs = 1;
+  host::run_retrain(first, log);
+  const uint64_t rows = datasets::Dataset::open(first.data).interactions.size();
+  for (int bad = 0; bad < 3; ++bad) {
+    host::RetrainJob next = retrain("checked", {root_ / "new.csv"});
+    if (bad == 0) next.metric = "bogus";
+    if (bad == 1) next.max_regression = std::nan("");
+    if (bad == 2) next.train.epochs = 0;
+    try {
+      host::run_retrain(next, log);
+      ADD_FAILURE() << "setting " << bad << " was accepted";
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find(bad == 0 ? "unknown --metric 'bogus'" : bad == 1 ? "--max-regression" : "--epochs"),
+                std::string::npos)
+          << what;
+    }
+    EXPECT_EQ(datasets::Dataset::open(first.data).interactions.size(), rows) << bad;
+    EXPECT_EQ(log_lines(first.models).size(), 1u) << bad;
+    EXPECT_EQ(versions(first.models), std::vector<std::string>{"000001"}) << bad;
+  }
+  std::string out;
+  EXPECT_EQ(run_cli(fmt::format("retrain --data {} --models {} --max-regression nan", first.data.string(),
+                                first.models.string()),
+                    &out),
+            1);
+  EXPECT_NE(out.find("--max-regression must be a finite number"), std::string::npos) << out;
+}
+
+// A model or a retrain directory inside the dataset directory would go with the next import:
+// refused before anything is written.
+TEST_F(RetrainJobs, ModelsInsideTheDatasetAreRefused) {
+  std::ostringstream log;
+  host::RetrainJob inside = retrain("inside_data", {root_ / "old.csv"});
+  inside.models = inside.data / "models";
+  try {
+    host::run_retrain(inside, log);
+    ADD_FAILURE() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("is inside the dataset directory"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(inside.data));
+  host::TrainJob train = job(root_ / "base", root_ / "base" / "model");
+  EXPECT_THROW(host::run_training(train, log), Error);
+  EXPECT_FALSE(fs::exists(root_ / "base" / "model"));
+}
+
+// A retrain.jsonl whose last line lost its newline (edited by hand, copied) gets the next record
+// on a line of its own.
+TEST_F(RetrainJobs, TheNextRecordStartsOnItsOwnLine) {
+  std::ostringstream log;
+  host::RetrainJob first = retrain("newline", {root_ / "old.csv"});
+  first.train.epochs = 1;
+  host::run_retrain(first, log);
+  std::string text = read_file(first.models / "retrain.jsonl");
+  text.pop_back();
+  std::ofstream(first.models / "retrain.jsonl") << text;
+  host::RetrainJob next = retrain("newline", {});
+  next.before_step = [](const std::string& step) { throw Error("injected failure before " + step); };
+  EXPECT_THROW(host::run_retrain(next, log), Error);
+  ASSERT_EQ(log_lines(first.models).size(), 2u);  // each line parses
+  EXPECT_EQ(log_lines(first.models).back()["decision"], "failed");
+}
+
+// The ids a model directory holds.
+std::set<std::string> model_users(const fs::path& dir) {
+  const std::vector<std::string> ids = host::read_ids(dir / "user_ids.json");
+  return {ids.begin(), ids.end()};
+}
+
+// A user deleted from the dataset while the candidate trained on the older copy does not come
+// back with the promotion.
+TEST_F(RetrainJobs, AUserDeletedWhileTheCandidateTrainsIsNotPromoted) {
+  std::ostringstream log;
+  host::RetrainJob first = retrain("deleting", {root_ / "old.csv"});
+  first.train.epochs = 1;
+  host::run_retrain(first, log);
+  ASSERT_TRUE(model_users(first.models / "current").contains("u3"));
+  host::RetrainJob next = retrain("deleting", {});
+  next.train.epochs = 1;
+  next.max_regression = 1.0;
+  next.before_step = [&](const std::string& step) {
+    if (step == "promote") datasets::delete_users(next.data, {"u3"});
+  };
+  ASSERT_EQ(host::run_retrain(next, log).decision, "promoted");
+  EXPECT_EQ(current_target(next.models), fs::path("versions") / "000002");
+  EXPECT_FALSE(model_users(next.models / "current").contains("u3"));
+  EXPECT_TRUE(model_users(next.models / "current").contains("u4"));
+  EXPECT_NO_THROW(host::load_model_dir(next.models / "current"));
+}
+
+// `tastebud ARGS` started in a child with its output discarded.
+pid_t spawn_cli(const std::vector<std::string>& args) {
+  const pid_t child = ::fork();
+  if (child == 0) {
+    std::vector<char*> argv{const_cast<char*>(TASTEBUD_BINARY)};
+    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    std::freopen("/dev/null", "w", stdout);
+    std::freopen("/dev/null", "w", stderr);
+    ::execv(TASTEBUD_BINARY, argv.data());
+    ::_exit(127);
+  }
+  return child;
+}
+
+// True once versions/ holds a candidate in training (a hidden temporary directory).
+bool candidate_training(const fs::path& models) {
+  for (const auto& e : fs::directory_iterator(models / "versions")) {
+    const std::string name = e.path().filename().string();
+    if (name.front() == '.' && name.find(".tmp-") != std::string::npos && e.is_directory())
+      return true;
+  }
+  return false;
+}
+
+// Two processes: a retrain, stopped (SIGSTOP) while its candidate trains, and a delete-users run
+// to its end meanwhile. A deletion that exits 0 stays deleted: in the dataset and, with --model,
+// in every version; without --model, in the version the retrain promotes.
+TEST_F(RetrainJobs, ADeletionRacingARetrainStaysDeleted) {
+  std::ostringstream log;
+  host::RetrainJob first = retrain("racing", {root_ / "old.csv"});
+  first.train.epochs = 1;
+  host::run_retrain(first, log);
+  const std::string data = first.data.string(), models = first.models.string();
+  for (const std::string id : {"u5", "u6"}) {
+    const bool with_model = id == "u5";
+    std::ofstream(root_ / "race_gone.csv") << "USER_ID\n" << id << "\n";
+    const std::string deletion =
+        fmt::format("delete-users --data {} --users {}{}", data, (root_ / "race_gone.csv").string(),
+                    with_model ? " --model " + models + "/current" : "");
+    const uint32_t users_before = datasets::Dataset::open(first.data).num_users();
+    const pid_t retrain = spawn_cli({"retrain", "--data", data, "--models", models, "--epochs", "1",
+                                     "--batch-size", "512", "--validation-users", "0", "--threads",
+                                     "2", "--max-regression", "1"});
+    int status = 0;
+    bool ended = false;
+    while (!candidate_training(first.models) && !ended) ended = ::waitpid(retrain, &status, WNOHANG) == retrain;
+    ASSERT_FALSE(ended) << "the retrain ended before its candidate trained";
+    ::kill(retrain, SIGSTOP);
+    std::string out;
+    const int deleted = run_cli(deletion, &out);
+    ::kill(retrain, SIGCONT);
+    ASSERT_EQ(::waitpid(retrain, &status, 0), retrain);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << id;
+    if (deleted != 0) {  // refused while the retrain held the models: nothing changed; again now
+      EXPECT_NE(out.find("in use by PID"), std::string::npos) << out;
+      EXPECT_EQ(datasets::Dataset::open(first.data).num_users(), users_before);
+      ASSERT_EQ(run_cli(deletion, &out), 0) << out;
+    }
+    EXPECT_EQ(datasets::Dataset::open(first.data).num_users(), users_before - 1) << id;
+    EXPECT_FALSE(model_users(first.models / "current").contains(id)) << id << ": " << out;
+    if (!with_model) continue;
+    for (const std::string& version : versions(first.models)) {
+      if (version.front() == '.') continue;
+      EXPECT_FALSE(model_users(first.models / "versions" / version).contains(id)) << version;
+    }
+  }
 }
 
 int killed_runs = 0;  // runs that were killed rather than finished, reported by the test

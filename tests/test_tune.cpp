@@ -10,6 +10,7 @@
 #include "host/tune.h"
 #include "tastebud/datasets/import.h"
 #include "tastebud/error.h"
+#include "run_cli.h"
 
 namespace tastebud::host {
 namespace {
@@ -134,6 +135,15 @@ TEST_F(Tune, RefusesASearchWithoutAValidationSplit) {
   o = options(a, "none");
   o.base.eval = "none";
   EXPECT_THROW(run_tune(o, std::cout), Error);
+}
+
+// --time-budget 0s meant no budget at all; a duration must be positive.
+TEST(TuneFlags, AZeroTimeBudgetIsRefused) {
+  for (const char* budget : {"0s", "0", "-5m"}) {
+    std::string out;
+    EXPECT_EQ(testing_cli::run_cli(std::string("tune --data /nonexistent --time-budget ") + budget, &out), 1);
+    EXPECT_NE(out.find("expected a positive duration"), std::string::npos) << budget << ": " << out;
+  }
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "tastebud/atomic_file.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -86,6 +87,27 @@ size_t remove_stale_temporaries(const fs::path& dir) {
   return removed;
 }
 
+void copy_permissions(const fs::path& from, const fs::path& to) {
+  const fs::perms dir = fs::status(from).permissions();
+  const fs::perms file = dir & ~(fs::perms::owner_exec | fs::perms::group_exec | fs::perms::others_exec);
+  for (const auto& entry : fs::directory_iterator(to)) {
+    const fs::path twin = from / entry.path().filename();
+    std::error_code missing;
+    const fs::file_status original = fs::symlink_status(twin, missing);
+    const bool has_twin = !missing && fs::exists(original);
+    if (entry.is_directory() && !entry.is_symlink()) {
+      if (has_twin && fs::is_directory(original)) {
+        copy_permissions(twin, entry.path());
+      } else {
+        fs::permissions(entry.path(), dir);
+      }
+    } else if (entry.is_regular_file() && !entry.is_symlink()) {
+      fs::permissions(entry.path(), has_twin && fs::is_regular_file(original) ? original.permissions() : file);
+    }
+  }
+  fs::permissions(to, dir);  // last: a read-only directory is still written into above
+}
+
 void fsync_directory(const fs::path& dir) {
   const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) throw Error(fmt::format("{}: cannot open the directory: {}", dir.string(), std::strerror(errno)));
@@ -123,7 +145,9 @@ void AtomicFile::commit() {
   std::FILE* file = file_;
   file_ = nullptr;
   int error = 0;
-  if (std::fflush(file) != 0 || ::fsync(::fileno(file)) != 0) error = errno;
+  struct stat old;
+  if (::stat(path_.c_str(), &old) == 0 && ::fchmod(::fileno(file), old.st_mode & 07777) != 0) error = errno;
+  if (error == 0 && (std::fflush(file) != 0 || ::fsync(::fileno(file)) != 0)) error = errno;
   if (std::fclose(file) != 0 && error == 0) error = errno;
   if (error != 0) {
     ::unlink(temp_.c_str());

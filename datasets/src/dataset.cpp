@@ -5,7 +5,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -14,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tastebud/atomic_file.h"
+#include "tastebud/checksum.h"
 #include "tastebud/datasets/columns.h"
 #include "tastebud/error.h"
 #include "tastebud/read_file.h"
@@ -104,6 +107,7 @@ void ColumnWriter::flush() {
 
 void ColumnWriter::append(const void* data, size_t bytes) {
   written_bytes_ += bytes;
+  crc_ = crc32_update(crc_, std::string_view(static_cast<const char*>(data), bytes));
   if (buffer_.size() + bytes > buffer_.capacity()) {
     flush();
     if (bytes >= buffer_.capacity()) {
@@ -120,6 +124,9 @@ void ColumnWriter::finish() {
                             path_.string(), written_bytes_, expected_bytes_));
   }
   flush();
+  const uint64_t crc = kPayloadCrc | crc_;
+  if (::pwrite(fd_, &crc, sizeof(crc), offsetof(ColumnHeader, reserved)) != sizeof(crc))
+    throw Error(fmt::format("{}: write failed: {}", path_.string(), std::strerror(errno)));
   // Start writing back now, so that the disk works while the next columns are computed;
   // sync_to_disk() waits for it before the directory is renamed into place.
   ::sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE);
@@ -146,6 +153,59 @@ void sync_to_disk(const fs::path& dir) {
   }
   sync(dir, O_RDONLY | O_DIRECTORY);
 }
+
+// ---- bounds of the index columns -----------------------------------------------------------
+
+void release_pages(const void* begin, const void* end) {
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto from = (reinterpret_cast<uintptr_t>(begin) + page - 1) & ~(page - 1);
+  const auto to = reinterpret_cast<uintptr_t>(end) & ~(page - 1);
+  if (to > from) ::madvise(reinterpret_cast<void*>(from), to - from, MADV_DONTNEED);
+}
+
+namespace {
+
+[[noreturn]] void damaged(const fs::path& dir, const std::string& column, size_t r,
+                          const std::string& what) {
+  throw Error(fmt::format("{}: element {} {}: the column is damaged (a dataset is written only by "
+                          "import and delete-users; import it again)",
+                          (dir / (column + ".col")).string(), r, what));
+}
+
+// Every value below `bound` (kNullContext allowed where `null_ok`).
+void check_below(const fs::path& dir, const std::string& column, std::span<const uint32_t> values,
+                 uint64_t bound, bool null_ok = false) {
+  scan_released(values, [&](size_t r, uint32_t v) {
+    if (v >= bound && !(null_ok && v == kNullContext))
+      damaged(dir, column, r, fmt::format("is {}, not below {}", v, bound));
+  });
+}
+
+// CSR offsets: from 0, never decreasing (the last one is checked against the values' count).
+void check_offsets(const fs::path& dir, const std::string& column, std::span<const uint64_t> offsets) {
+  if (!offsets.empty() && offsets[0] != 0) damaged(dir, column, 0, "is not 0");
+  for (size_t r = 1; r < offsets.size(); ++r) {
+    if (offsets[r] < offsets[r - 1])
+      damaged(dir, column, r, fmt::format("({}) is below the one before it", offsets[r]));
+  }
+}
+
+// The index columns of the interactions against the tables they index.
+void check_interaction_indices(const Dataset& ds, uint64_t event_types) {
+  const Interactions& in = ds.interactions;
+  check_offsets(ds.dir, "interactions.user_offsets", in.user_offsets);
+  check_below(ds.dir, "interactions.user", in.user, ds.num_users());
+  check_below(ds.dir, "interactions.item", in.item, ds.num_items());
+  check_below(ds.dir, "interactions.event_type", in.event_type, event_types);
+  check_offsets(ds.dir, "interactions.impression_offsets", in.impression_offsets);
+  check_below(ds.dir, "interactions.impression_items", in.impression_items, ds.num_items());
+  for (size_t k = 0; k < in.context.size(); ++k) {
+    check_below(ds.dir, fmt::format("interactions.context.{}.values", k), in.context[k].values,
+                in.context[k].vocabulary.size(), true);
+  }
+}
+
+}  // namespace
 
 // ---- Dataset::open -------------------------------------------------------------------------
 
@@ -213,6 +273,7 @@ Dataset Dataset::open(const fs::path& dir) {
   auto f32 = [&](const std::string& n, uint64_t c) { return column(n, c, static_cast<float*>(nullptr)); };
   auto strings = [&](const std::string& prefix, uint64_t count) {
     const auto offsets = u64(prefix + ".offsets", count + 1);
+    check_offsets(dir, prefix + ".offsets", offsets);
     const auto bytes = column(prefix + ".bytes", offsets.back(), static_cast<char*>(nullptr));
     return StringTable(offsets, bytes);
   };
@@ -222,7 +283,9 @@ Dataset Dataset::open(const fs::path& dir) {
     const uint64_t vocabulary_size = meta.at("vocabulary_sizes").at(prefix).get<uint64_t>();
     field.vocabulary = strings(prefix + ".vocabulary", vocabulary_size);
     field.offsets = u64(prefix + ".offsets", rows + 1);
+    check_offsets(dir, prefix + ".offsets", field.offsets);
     field.values = u32(prefix + ".values", field.offsets.back());
+    check_below(dir, prefix + ".values", field.values, vocabulary_size);
     return field;
   };
 
@@ -280,6 +343,7 @@ Dataset Dataset::open(const fs::path& dir) {
         TextualField t;
         t.name = texts[k].get<std::string>();
         t.offsets = u64(fmt::format("{}.textual.{}.offsets", kind, k), rows + 1);
+        check_offsets(dir, fmt::format("{}.textual.{}.offsets", kind, k), t.offsets);
         t.tokens = u32(fmt::format("{}.textual.{}.tokens", kind, k), t.offsets.back());
         m.textual.push_back(std::move(t));
       }
@@ -293,6 +357,7 @@ Dataset Dataset::open(const fs::path& dir) {
     throw Error(fmt::format("{}: incomplete dataset description: {}", meta_path.string(), e.what()));
   }
 
+  check_interaction_indices(ds, ds.event_types.size());
   if (ds.interactions.user_offsets.back() != ds.interactions.size()) {
     throw Error(fmt::format("{}: interactions.user_offsets ends at {}, not at the {} interactions",
                             dir.string(), ds.interactions.user_offsets.back(),
@@ -305,6 +370,31 @@ Dataset Dataset::open(const fs::path& dir) {
     if (fs::exists(path)) *schema = read_file(path);
   }
   return ds;
+}
+
+void verify_columns(const fs::path& dir) {
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (entry.path().extension() != ".col") continue;
+    const MappedFile file(entry.path());
+    ColumnHeader header{};
+    if (file.size() < sizeof(header)) continue;  // Dataset::open names it
+    std::memcpy(&header, file.data(), sizeof(header));
+    if ((header.reserved & kPayloadCrc) == 0) continue;  // written before columns had one
+    const std::span<const char> payload(reinterpret_cast<const char*>(file.data()) + sizeof(header),
+                                        file.size() - sizeof(header));
+    uint32_t crc = 0;
+    constexpr size_t kPiece = size_t{1} << 20;
+    for (size_t at = 0; at < payload.size(); at += kPiece) {
+      const std::span<const char> piece = payload.subspan(at, std::min(kPiece, payload.size() - at));
+      crc = crc32_update(crc, std::string_view(piece.data(), piece.size()));
+      release_pages(piece.data(), piece.data() + piece.size());
+    }
+    if (crc != static_cast<uint32_t>(header.reserved)) {
+      throw Error(fmt::format("corrupt: {}: its elements' CRC-32 is {:08x}, the header records {:08x}; "
+                              "import the dataset again",
+                              entry.path().string(), crc, static_cast<uint32_t>(header.reserved)));
+    }
+  }
 }
 
 }  // namespace tastebud::datasets

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <ctime>
 #include <fstream>
@@ -248,7 +249,11 @@ std::vector<std::string> read_user_id_list(const fs::path& path) {
   for (size_t k = 0; k < record.fields.size(); ++k) {
     std::string name(record.fields[k]);
     for (char& c : name) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-    if (name == "USER_ID") column = k;
+    if (name != "USER_ID") continue;
+    TB_CHECK(column == record.fields.size(),
+             fmt::format("{}:{}: field {} (USER_ID): the column appears twice in the header",
+                         path.string(), record.line, k + 1));
+    column = k;
   }
   TB_CHECK(column < record.fields.size(),
            fmt::format("{}:{}: the header has no USER_ID column", path.string(), record.line));
@@ -269,11 +274,38 @@ void carry_over_dataset_files(const fs::path& from, const fs::path& to) {
     fs::copy_file(from / kAuditLog, to / kAuditLog, fs::copy_options::overwrite_existing);
 }
 
+void check_only_dataset_entries(const fs::path& dir, std::string_view job) {
+  if (!fs::is_directory(dir)) return;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    const bool ours = (ends_with(name, ".col") && entry.is_regular_file()) || name == "meta.json" ||
+                      name == kAuditLog || (name == "schema" && entry.is_directory()) ||
+                      (name.front() == '.' && (ends_with(name, ".lock") || temporary_owner(name) != 0));
+    if (!ours) {
+      throw Error(fmt::format("{}: holds {}, which is not part of the dataset; {} replaces the whole "
+                              "directory and would remove it: move it out of the dataset directory",
+                              dir.string(), name, job));
+    }
+  }
+}
+
+void check_outside_dataset(const fs::path& path, const fs::path& dataset, std::string_view flag) {
+  const fs::path inner = fs::weakly_canonical(fs::absolute(path));
+  const fs::path outer = fs::weakly_canonical(fs::absolute(dataset));
+  const auto [end, at] = std::mismatch(outer.begin(), outer.end(), inner.begin(), inner.end());
+  if (end == outer.end()) {
+    throw Error(fmt::format("{} {}: is inside the dataset directory {}, which every import replaces; "
+                            "put it beside the dataset",
+                            flag, path.string(), dataset.string()));
+  }
+}
+
 DeleteUsersReport delete_users(const fs::path& dir_in, const std::vector<std::string>& user_ids) {
   const fs::path dir = fs::absolute(dir_in).lexically_normal();
   TB_CHECK(fs::exists(dir / "meta.json"),
            fmt::format("{}: not a tastebud dataset (no meta.json)", dir.string()));
   const DirectoryLock lock(dir, "this deletion");
+  check_only_dataset_entries(dir, "a deletion");
   remove_stale_temporaries(dir.parent_path());
   DeleteUsersReport report;
   const std::unordered_set<std::string> gone(user_ids.begin(), user_ids.end());
@@ -313,6 +345,7 @@ DeleteUsersReport delete_users(const fs::path& dir_in, const std::vector<std::st
     write_text_file(temp / kAuditLog, audit);
     sync_to_disk(temp);
     Dataset::open(temp);  // the rewritten dataset must read back before it replaces the old one
+    copy_permissions(dir, temp);
   }
   swap_in(temp, dir);
   cleanup.path.clear();

@@ -122,6 +122,8 @@ void DirectColumnFile::finish(uint64_t count) {
                             path_.string(), data_bytes_, count, element_size_));
   }
   file_.overwrite(offsetof(ColumnHeader, count), &count, sizeof(count));
+  const uint64_t crc = kPayloadCrc | crc_;
+  file_.overwrite(offsetof(ColumnHeader, reserved), &crc, sizeof(crc));
   file_.finish();
 }
 

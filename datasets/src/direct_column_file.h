@@ -13,6 +13,8 @@
 
 #include "tastebud/datasets/columns.h"
 
+#include "tastebud/checksum.h"
+
 namespace tastebud::datasets {
 
 // Buffers from this size are written and read around the page cache; smaller ones through it.
@@ -55,6 +57,7 @@ class DirectColumnFile {
   void append(const void* data, size_t bytes) {
     file_.append(data, bytes);
     data_bytes_ += bytes;
+    crc_ = crc32_update(crc_, std::string_view(static_cast<const char*>(data), bytes));
   }
   void finish(uint64_t count);
 
@@ -63,6 +66,7 @@ class DirectColumnFile {
   size_t element_size_;
   DirectFile file_;
   uint64_t data_bytes_ = 0;
+  uint32_t crc_ = 0;  // of the elements, recorded in the header by finish()
 };
 
 }  // namespace tastebud::datasets

@@ -86,6 +86,10 @@ class BadRowBudget {
   uint64_t skipped_ = 0;
 };
 
+// Columns of one CSV file: far more than any export has (Personalize allows tens), few enough that
+// a header of a hundred thousand columns is refused at once rather than opening as many files.
+constexpr size_t kMaxColumns = 1000;
+
 // A CSV input, one file or the part files of one export, with its header read, and optionally
 // its first rows read ahead (to infer types); the rows read ahead are handed out again by next()
 // in order, errors included. Each part repeats the header; rows and their lines are the parts' in
@@ -108,6 +112,11 @@ class CsvInput {
                                 path().string(), header.line, c + 1, name));
       }
       header_.push_back(name);
+    }
+    if (header.fields.size() > kMaxColumns) {
+      throw Error(fmt::format("{}:{}: the header has {} columns; at most {} are imported (each "
+                              "column becomes files of the dataset)",
+                              path().string(), header.line, header.fields.size(), kMaxColumns));
     }
     header_line_ = header.line;
     reader_->set_field_names(header_);
@@ -1325,6 +1334,7 @@ void install(const fs::path& built, const fs::path& out) {
     fs::rename(built, out);
     return;
   }
+  copy_permissions(out, built);  // the owner's modes, not the umask's
   if (::renameat2(AT_FDCWD, built.c_str(), AT_FDCWD, out.c_str(), RENAME_EXCHANGE) == 0) {
     std::error_code ignored;
     fs::remove_all(built, ignored);  // now the old dataset
@@ -1427,6 +1437,7 @@ ImportReport import_dataset(const ImportOptions& options) {
   // and the second rename drops the first one's rows. Then what killed imports left goes.
   CreatedParents parents(out.parent_path());
   const DirectoryLock lock(out, incremental ? "this incremental import" : "this import");
+  if (incremental || (options.overwrite && is_dataset_dir(out))) check_only_dataset_entries(out, "an import");
   remove_stale_temporaries(out.parent_path());
   if (!incremental && options.interactions.empty()) {
     throw Error("import: a full import needs the interactions file (--interactions FILE)");

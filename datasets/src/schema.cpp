@@ -10,6 +10,7 @@
 
 #include "tastebud/datasets/encode.h"
 #include "tastebud/error.h"
+#include "tastebud/json_input.h"
 
 namespace tastebud::datasets {
 
@@ -174,6 +175,8 @@ bool bool_member(const nlohmann::json& object, const char* key, const std::strin
 
 Schema parse_schema(std::string_view json_text, DatasetKind kind, const std::string& source) {
   nlohmann::json doc;
+  if (json_nested_deeper_than(json_text, kMaxJsonDepth))
+    throw Error(fmt::format("{}: JSON nested deeper than {} levels", source, kMaxJsonDepth));
   try {
     doc = nlohmann::json::parse(json_text);
   } catch (const nlohmann::json::exception& e) {  // parse_error, and out_of_range for 1e999

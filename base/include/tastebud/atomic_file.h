@@ -40,6 +40,12 @@ void write_file_atomically(const std::filesystem::path& path, std::string_view b
 // Makes a rename or a creation inside `dir` durable.
 void fsync_directory(const std::filesystem::path& dir);
 
+// Gives `to`, a directory built to replace the directory `from`, and everything in it the modes
+// of `from` (a 700 dataset stays 700): a file or subdirectory `from` also has keeps its mode, any
+// other file gets the directory's mode without execute bits, any other subdirectory the
+// directory's mode. An AtomicFile that replaces a file keeps that file's mode the same way.
+void copy_permissions(const std::filesystem::path& from, const std::filesystem::path& to);
+
 // Removes what writers that died (kill -9, power loss) left in `dir`: entries named as temporary
 // files and directories are (".X.tmp-PID...", ".X.old-PID...", and the older models' and
 // checkpoints' "X.tmpPID") whose PID no longer runs. Returns how many were removed. Never throws.

@@ -24,9 +24,13 @@ struct ColumnHeader {
   uint32_t version;
   uint32_t dtype;
   uint64_t count;
-  uint64_t reserved;  // zero; room for flags without a version bump
+  uint64_t reserved;  // kPayloadCrc | the CRC-32 of the elements; zero in files of before
 };
 static_assert(sizeof(ColumnHeader) == 32);
+
+// Set in ColumnHeader::reserved when its low 32 bits are the CRC-32 (zlib's) of the elements:
+// `tastebud info --verify` (verify_columns) checks it. Files without it are not checked.
+inline constexpr uint64_t kPayloadCrc = uint64_t{1} << 32;
 
 template <typename T>
 constexpr DType dtype_of();
@@ -59,6 +63,7 @@ class ColumnWriter {
   std::filesystem::path path_;
   int fd_ = -1;
   uint64_t expected_bytes_ = 0, written_bytes_ = 0;
+  uint32_t crc_ = 0;  // of the elements appended so far
   std::string buffer_;
 };
 

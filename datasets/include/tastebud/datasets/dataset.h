@@ -2,6 +2,7 @@
 // header, opened by memory map. See datasets/FORMAT.md for the layout on disk.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -110,6 +111,26 @@ struct Interactions {
 
   size_t size() const { return user.size(); }
 };
+
+// Hands the whole pages within [begin, end) of a read-only mapping back to the kernel
+// (MADV_DONTNEED): read again from the file when touched, out of the resident set until then.
+void release_pages(const void* begin, const void* end);
+
+// Calls visit(r, column[r]) for every element of a mapped column, handing each megabyte's pages
+// back behind it: a pass over every column of a large dataset does not keep it resident.
+template <typename T, typename Fn>
+void scan_released(std::span<const T> column, Fn&& visit) {
+  constexpr size_t kChunk = size_t{1} << 20;
+  for (size_t begin = 0; begin < column.size(); begin += kChunk) {
+    const size_t end = std::min(column.size(), begin + kChunk);
+    for (size_t r = begin; r < end; ++r) visit(r, column[r]);
+    release_pages(column.data() + begin, column.data() + end);
+  }
+}
+
+// Recomputes the CRC-32 of every column of the dataset directory `dir` that records one and throws
+// Error "corrupt: FILE: ..." at the first that differs (tastebud info --verify). Reads every byte.
+void verify_columns(const std::filesystem::path& dir);
 
 class Dataset {
  public:

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace tastebud::datasets {
@@ -32,5 +33,15 @@ std::vector<std::string> read_user_id_list(const std::filesystem::path& path);
 // The files of a dataset directory that are not columns and outlive every rewrite of it (the
 // deletion audit log): an import that rebuilds `to` from `from` copies them over.
 void carry_over_dataset_files(const std::filesystem::path& from, const std::filesystem::path& to);
+
+// Every rewrite (import, delete-users) replaces the whole dataset directory: an entry that is not
+// the dataset's (a model trained into it, a retrain directory, notes) would be lost or copied with
+// the users a deletion removes. Throws naming the first such entry of `dir`, before `job` writes.
+void check_only_dataset_entries(const std::filesystem::path& dir, std::string_view job);
+
+// Throws when `path` (the `flag` of a job that writes there) lies inside the dataset directory
+// `dataset`, which the next import would replace.
+void check_outside_dataset(const std::filesystem::path& path, const std::filesystem::path& dataset,
+                           std::string_view flag);
 
 }  // namespace tastebud::datasets
