@@ -10,7 +10,7 @@ bash scripts/setup.sh --fuzz
 build_dir=${BUILD_DIR:-build-fuzz}
 seconds=${FUZZ_SECONDS:-30}
 harnesses=("$@")
-[ ${#harnesses[@]} -gt 0 ] || harnesses=(fuzz_csv fuzz_schema fuzz_filter fuzz_batch_line fuzz_model_files fuzz_model_dir fuzz_job_file)
+[ ${#harnesses[@]} -gt 0 ] || harnesses=(fuzz_csv fuzz_schema fuzz_filter fuzz_batch_line fuzz_model_files fuzz_model_dir fuzz_job_file fuzz_job_config fuzz_dataset_column)
 # FUZZ_BUILT=1: BUILD_DIR already holds the harnesses (scripts/hardening.sh built them with the tests).
 if [ "${FUZZ_BUILT:-0}" != 1 ]; then
   CC=clang CXX=clang++ cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTASTEBUD_CUDA=OFF \
