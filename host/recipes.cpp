@@ -199,6 +199,31 @@ EpochRecord evaluate_recipe(const TrainJob& job, const datasets::Dataset& datase
   return record;
 }
 
+// The `n` best (score, item) pairs of a list, best first (ties by item index).
+void keep_best(std::vector<std::pair<float, uint32_t>>& list, size_t n) {
+  auto better = [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; };
+  if (list.size() > n) {
+    std::partial_sort(list.begin(), list.begin() + n, list.end(), better);
+    list.resize(n);
+  } else {
+    std::sort(list.begin(), list.end(), better);
+  }
+}
+
+// Per-item lists of (score, item) as one CSR table.
+ItemNeighbors neighbor_lists(const std::vector<std::vector<std::pair<float, uint32_t>>>& best) {
+  ItemNeighbors out;
+  out.offsets.push_back(0);
+  for (const auto& list : best) {
+    for (const auto& [score, j] : list) {
+      out.items.push_back(j);
+      out.scores.push_back(score);
+    }
+    out.offsets.push_back(out.items.size());
+  }
+  return out;
+}
+
 }  // namespace
 
 double parse_trend_window(std::string_view window) {
@@ -336,25 +361,10 @@ ItemNeighbors sims_neighbors(const EventLog& log, const RecipeOptions& options) 
         }
         co[j] = 0;
       }
-      auto better = [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; };
-      if (list.size() > options.neighbors) {
-        std::partial_sort(list.begin(), list.begin() + options.neighbors, list.end(), better);
-        list.resize(options.neighbors);
-      } else {
-        std::sort(list.begin(), list.end(), better);
-      }
+      keep_best(list, options.neighbors);
     }
   }
-  ItemNeighbors out;
-  out.offsets.push_back(0);
-  for (const auto& list : best) {
-    for (const auto& [score, j] : list) {
-      out.items.push_back(j);
-      out.scores.push_back(score);
-    }
-    out.offsets.push_back(out.items.size());
-  }
-  return out;
+  return neighbor_lists(best);
 }
 
 ItemNeighbors user_sequences(const EventLog& log, const RecipeOptions& options) {
@@ -427,25 +437,10 @@ ItemNeighbors transition_neighbors(const EventLog& log, const RecipeOptions& opt
         list.emplace_back(static_cast<float>(followed[j] / total), j);
         followed[j] = 0;
       }
-      auto better = [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; };
-      if (list.size() > options.neighbors) {
-        std::partial_sort(list.begin(), list.begin() + options.neighbors, list.end(), better);
-        list.resize(options.neighbors);
-      } else {
-        std::sort(list.begin(), list.end(), better);
-      }
+      keep_best(list, options.neighbors);
     }
   }
-  ItemNeighbors out;
-  out.offsets.push_back(0);
-  for (const auto& list : best) {
-    for (const auto& [score, j] : list) {
-      out.items.push_back(j);
-      out.scores.push_back(score);
-    }
-    out.offsets.push_back(out.items.size());
-  }
-  return out;
+  return neighbor_lists(best);
 }
 
 ItemNeighbors latest_items(const EventLog& log, const RecipeOptions& options) {
