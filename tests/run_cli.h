@@ -3,9 +3,11 @@
 #pragma once
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <string>
+#include <vector>
 
 namespace tastebud::testing_cli {
 
@@ -20,6 +22,22 @@ inline int run_cli(const std::string& args, std::string* output = nullptr) {
   const int status = ::pclose(pipe);
   if (output) *output = text;
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// `tastebud ARGS` started in a child process (fork and exec), its stdout discarded, and its stderr
+// too unless `keep_stderr`; the child's PID, for the caller to wait on, stop or kill.
+inline pid_t spawn_cli(const std::vector<std::string>& args, bool keep_stderr = false) {
+  const pid_t child = ::fork();
+  if (child == 0) {
+    std::vector<char*> argv{const_cast<char*>(TASTEBUD_BINARY)};
+    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    if (!std::freopen("/dev/null", "w", stdout)) ::_exit(126);
+    if (!keep_stderr && !std::freopen("/dev/null", "w", stderr)) ::_exit(126);
+    ::execv(TASTEBUD_BINARY, argv.data());
+    ::_exit(127);
+  }
+  return child;
 }
 
 }  // namespace tastebud::testing_cli

@@ -5,7 +5,6 @@
 // for any delay, so the test is not timing-dependent.
 #include <gtest/gtest.h>
 
-#include <fcntl.h>
 #include <fmt/format.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -25,6 +24,7 @@
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/datasets/sources.h"
 #include "tastebud/engine/model_io.h"
+#include "run_cli.h"
 
 namespace tastebud {
 namespace {
@@ -36,17 +36,7 @@ int kills = 0;  // runs that were killed rather than finished, reported per test
 // Runs `tastebud ARGS` in a child and kills it after `delay` (unless it ended first). True when it
 // ran to completion with exit status 0.
 bool run_and_kill(const std::vector<std::string>& args, std::chrono::microseconds delay) {
-  const pid_t child = ::fork();
-  if (child == 0) {
-    std::vector<char*> argv{const_cast<char*>(TASTEBUD_BINARY)};
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    const int null = ::open("/dev/null", O_WRONLY);
-    ::dup2(null, 1);
-    ::dup2(null, 2);
-    ::execv(TASTEBUD_BINARY, argv.data());
-    ::_exit(127);
-  }
+  const pid_t child = testing_cli::spawn_cli(args);
   const auto deadline = std::chrono::steady_clock::now() + delay;
   int status = 0;
   while (std::chrono::steady_clock::now() < deadline) {

@@ -343,15 +343,7 @@ TEST_F(ImportBounded, CommandLineTakesAMemoryLimitAndPartDirectories) {
 
 // The peak resident set (bytes) of `tastebud ARGS` run to its end in a child.
 uint64_t peak_rss_of(const std::vector<std::string>& args) {
-  const pid_t child = ::fork();
-  if (child == 0) {
-    std::vector<char*> argv{const_cast<char*>(TASTEBUD_BINARY)};
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    std::freopen("/dev/null", "w", stdout);
-    ::execv(TASTEBUD_BINARY, argv.data());
-    ::_exit(127);
-  }
+  const pid_t child = testing_cli::spawn_cli(args, /*keep_stderr=*/true);
   int status = 0;
   struct rusage usage {};
   ::wait4(child, &status, 0, &usage);

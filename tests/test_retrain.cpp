@@ -46,6 +46,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 using testing_cli::run_cli;
+using testing_cli::spawn_cli;
 
 // Row `row` of an id table.
 std::vector<float> row_of(const Tensor& t, uint64_t row) {
@@ -710,21 +711,6 @@ TEST_F(RetrainJobs, AUserDeletedWhileTheCandidateTrainsIsNotPromoted) {
   EXPECT_NO_THROW(host::load_model_dir(next.models / "current"));
 }
 
-// `tastebud ARGS` started in a child with its output discarded.
-pid_t spawn_cli(const std::vector<std::string>& args) {
-  const pid_t child = ::fork();
-  if (child == 0) {
-    std::vector<char*> argv{const_cast<char*>(TASTEBUD_BINARY)};
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    std::freopen("/dev/null", "w", stdout);
-    std::freopen("/dev/null", "w", stderr);
-    ::execv(TASTEBUD_BINARY, argv.data());
-    ::_exit(127);
-  }
-  return child;
-}
-
 // True once versions/ holds a candidate in training (a hidden temporary directory).
 bool candidate_training(const fs::path& models) {
   for (const auto& e : fs::directory_iterator(models / "versions")) {
@@ -784,16 +770,7 @@ int killed_runs = 0;  // runs that were killed rather than finished, reported by
 // `tastebud ARGS` in a child, killed with SIGKILL after `delay` unless it ended first; true when
 // it ran to completion with status 0.
 bool run_and_kill(const std::vector<std::string>& args, std::chrono::microseconds delay) {
-  const pid_t child = ::fork();
-  if (child == 0) {
-    std::vector<char*> argv{const_cast<char*>(TASTEBUD_BINARY)};
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    std::freopen("/dev/null", "w", stdout);
-    std::freopen("/dev/null", "w", stderr);
-    ::execv(TASTEBUD_BINARY, argv.data());
-    ::_exit(127);
-  }
+  const pid_t child = spawn_cli(args);
   const auto deadline = std::chrono::steady_clock::now() + delay;
   int status = 0;
   while (std::chrono::steady_clock::now() < deadline) {
