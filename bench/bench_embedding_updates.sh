@@ -4,7 +4,9 @@
 # epoch (chosen on the validation users, as model.bin is) and seconds per epoch.
 #   BUILD_DIR=build-cpu bash bench/bench_embedding_updates.sh [EPOCHS] [SEEDS] [BATCHES]
 # BATCHES: the batch sizes to run (default "256 1024"; at 1024 both datasets are small enough
-# for the old `auto` rule, users + items <= 16 x batch, to have picked dense).
+# for the old `auto` rule, users + items <= 16 x batch, to have picked dense). SETS: "ml retail"
+# by default; THREADS: 2. Seconds per epoch are the median over the runs' epochs (a shared
+# machine's stalls stretch single epochs tenfold).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 epochs=${1:-10}
@@ -13,6 +15,8 @@ batches=${3:-"256 1024"}
 build=${BUILD_DIR:-build}
 work=${WORK_DIR:-/tmp/tastebud-updates}
 data=${DATA_DIR:-../shared/data}
+sets=${SETS:-"ml retail"}
+threads=${THREADS:-2}
 bin=$build/host/tastebud
 mkdir -p "$work"
 [ -d "$work/ml" ] || "$bin" import --interactions "$data/ml-latest-small/interactions.csv" \
@@ -21,7 +25,7 @@ mkdir -p "$work"
   --items "$data/online-retail/items.csv.gz" --out "$work/retail" >/dev/null
 for batch in $batches; do
   for seed in $seeds; do
-    for set in ml retail; do
+    for set in $sets; do
       for mode in lazy dense; do
         out="$work/m-$set-$batch-$seed-$mode"
         [ -f "$out/metrics.jsonl" ] && [ "$(wc -l < "$out/metrics.jsonl")" -ge "$epochs" ] && continue
@@ -29,7 +33,7 @@ for batch in $batches; do
         extra=()
         [ "$set" = retail ] && extra=(--event purchase)
         "$bin" train --data "$work/$set" --out "$out" --epochs "$epochs" --batch-size "$batch" --seed "$seed" \
-          --threads 2 --embedding-updates "$mode" --no-progress "${extra[@]}" > "$out.log" 2>&1
+          --threads "$threads" --embedding-updates "$mode" --no-progress "${extra[@]}" > "$out.log" 2>&1
         echo "$(date -u +%H:%M:%S) load $(cut -d' ' -f1 /proc/loadavg) $set batch $batch seed $seed $mode done"
       done
     done
@@ -43,7 +47,7 @@ for path in sorted(glob.glob(f"{work}/m-*/metrics.jsonl")):
     _, set_, batch, seed, mode = os.path.basename(os.path.dirname(path)).split("-")
     rows = [json.loads(l) for l in open(path)]
     runs.setdefault((set_, int(batch), mode), []).append((int(seed), rows))
-print("| dataset | batch | updates | seeds | HR@10 ep 5 | HR@10 ep %d | NDCG@10 ep %d | best val epoch: test HR@10 / NDCG@10 | s/epoch |" % (epochs, epochs))
+print("| dataset | batch | updates | seeds | HR@10 ep 5 | HR@10 ep %d | NDCG@10 ep %d | best val epoch: test HR@10 / NDCG@10 | median s/epoch |" % (epochs, epochs))
 print("|---|---|---|---|---|---|---|---|---|")
 mean = lambda xs: sum(xs) / len(xs)
 for (set_, batch, mode), seeds in sorted(runs.items()):
@@ -56,7 +60,7 @@ for (set_, batch, mode), seeds in sorted(runs.items()):
         key = "val.hr@10" if "val.hr@10" in r[0]["metrics"] else "hr@10"
         b = max(r, key=lambda x: x["metrics"][key])
         best.append((b["epoch"], b["metrics"]["hr@10"], b["metrics"]["ndcg@10"]))
-    sec = mean([mean([x["seconds"] for x in r]) for _, r in seeds])
+    sec = statistics.median([x["seconds"] for _, r in seeds for x in r])
     fmt = lambda xs: f"{mean(xs):.4f}" + (f" ({min(xs):.4f}-{max(xs):.4f})" if len(xs) > 1 else "")
     print(f"| {set_} | {batch} | {mode} | {','.join(str(s) for s, _ in seeds)} | {fmt(hr5)} | {fmt(hrN)} | {fmt(ndN)} | "
           + ", ".join(f"ep {e}: {h:.4f} / {n:.4f}" for e, h, n in best) + f" | {sec:.2f} |")
