@@ -38,9 +38,10 @@ struct TrainJob {
   uint32_t negatives = 4;
   float lr = 0.001f;
   std::string optimizer = "adam";
-  // auto | lazy | dense (EmbeddingUpdates); auto: dense when the id tables have at most 16 rows per
-  // batch row, in one process and outside update mode, else lazy
-  std::string embedding_updates = "auto";
+  // lazy | dense | auto (EmbeddingUpdates); auto: dense when the id tables have at most 16 rows per
+  // batch row, in one process and outside update mode, else lazy. Lazy by default: on the real
+  // exports dense learned no better and cost up to twice the epoch (bench/RESULTS.md, issue 25).
+  std::string embedding_updates = "lazy";
   float l2 = 0.0f;
   std::string loss = "bce";
   std::string sampler = "uniform";
