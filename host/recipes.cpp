@@ -199,6 +199,20 @@ EpochRecord evaluate_recipe(const TrainJob& job, const datasets::Dataset& datase
   return record;
 }
 
+// (key, value) pairs grouped by key (0..n-1) as CSR: offsets (n + 1) and the values, each key's in
+// the order `each` emits them. `each(emit)` calls emit(key, value) for every pair; it runs twice
+// (a count pass, then a fill pass), so it must emit the same pairs both times.
+template <typename Value, typename Each>
+std::pair<std::vector<uint64_t>, std::vector<Value>> group_by_key(uint32_t n, Each&& each) {
+  std::vector<uint64_t> offsets(uint64_t{n} + 1, 0);
+  each([&](uint32_t key, Value) { ++offsets[key + 1]; });
+  for (uint32_t k = 0; k < n; ++k) offsets[k + 1] += offsets[k];
+  std::vector<Value> values(offsets[n]);
+  std::vector<uint64_t> fill(offsets.begin(), offsets.end() - 1);
+  each([&](uint32_t key, Value value) { values[fill[key]++] = value; });
+  return {std::move(offsets), std::move(values)};
+}
+
 // The `n` best (score, item) pairs of a list, best first (ties by item index).
 void keep_best(std::vector<std::pair<float, uint32_t>>& list, size_t n) {
   auto better = [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; };
@@ -327,16 +341,13 @@ ItemNeighbors sims_neighbors(const EventLog& log, const RecipeOptions& options) 
   const std::vector<std::vector<uint32_t>> history = histories(log, weight, options.max_history);
   const uint32_t n = log.num_items;
   // item -> users (CSR), to walk the co-occurrences of one item at a time.
-  std::vector<uint64_t> item_offsets(n + 1, 0);
-  for (const auto& h : history)
-    for (uint32_t i : h) ++item_offsets[i + 1];
-  for (uint32_t i = 0; i < n; ++i) item_offsets[i + 1] += item_offsets[i];
-  std::vector<uint32_t> item_users(item_offsets[n]);
-  {
-    std::vector<uint64_t> fill(item_offsets.begin(), item_offsets.end() - 1);
+  // (References, not structured bindings: clang refuses those inside an OpenMP region.)
+  const auto by_item = group_by_key<uint32_t>(n, [&](auto&& emit) {
     for (uint32_t u = 0; u < history.size(); ++u)
-      for (uint32_t i : history[u]) item_users[fill[i]++] = u;
-  }
+      for (uint32_t i : history[u]) emit(i, u);
+  });
+  const std::vector<uint64_t>& item_offsets = by_item.first;
+  const std::vector<uint32_t>& item_users = by_item.second;
   std::vector<std::vector<std::pair<float, uint32_t>>> best(n);
   const int64_t items = n;
 #pragma omp parallel
@@ -401,14 +412,11 @@ ItemNeighbors transition_neighbors(const EventLog& log, const RecipeOptions& opt
   std::vector<uint64_t> end(events);
   for (uint32_t u = 0; u < log.num_users; ++u)
     for (uint64_t p = seq.offsets[u]; p < seq.offsets[u + 1]; ++p) end[p] = seq.offsets[u + 1];
-  std::vector<uint64_t> item_offsets(n + 1, 0);
-  for (uint32_t i : seq.items) ++item_offsets[i + 1];
-  for (uint32_t i = 0; i < n; ++i) item_offsets[i + 1] += item_offsets[i];
-  std::vector<uint64_t> item_events(events);
-  {
-    std::vector<uint64_t> fill(item_offsets.begin(), item_offsets.end() - 1);
-    for (uint64_t p = 0; p < events; ++p) item_events[fill[seq.items[p]]++] = p;
-  }
+  const auto by_item = group_by_key<uint64_t>(n, [&](auto&& emit) {
+    for (uint64_t p = 0; p < events; ++p) emit(seq.items[p], p);
+  });
+  const std::vector<uint64_t>& item_offsets = by_item.first;
+  const std::vector<uint64_t>& item_events = by_item.second;
   std::vector<double> decay(options.transition_window + 1, 1.0);  // decay[d] = transition_decay^(d - 1)
   for (uint32_t d = 2; d <= options.transition_window; ++d) decay[d] = decay[d - 1] * options.transition_decay;
   std::vector<std::vector<std::pair<float, uint32_t>>> best(n);

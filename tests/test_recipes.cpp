@@ -45,6 +45,22 @@ struct OneUserEvents {
 
 constexpr int64_t kDay = 86400;
 
+// A view (type 0) and purchase (type 1) event log over the caller's columns (EventLog holds spans:
+// they must outlive it).
+EventLog view_purchase_log(uint32_t users, uint32_t items, std::span<const uint32_t> user,
+                           std::span<const uint32_t> item, std::span<const int64_t> timestamp,
+                           std::span<const uint32_t> type) {
+  EventLog l;
+  l.num_users = users;
+  l.num_items = items;
+  l.user = user;
+  l.item = item;
+  l.timestamp = timestamp;
+  l.event_type = type;
+  l.event_types = {"view", "purchase"};
+  return l;
+}
+
 //   user  item  day  type
 //   u0    i0    0    view
 //   u0    i1    1    view
@@ -60,17 +76,7 @@ struct Events {
   std::vector<int64_t> timestamp{0 * kDay, 1 * kDay, 9 * kDay, 2 * kDay, 8 * kDay, 9 * kDay, 3 * kDay, 10 * kDay};
   std::vector<uint32_t> type{0, 0, 1, 0, 0, 0, 0, 1};
 
-  EventLog log() const {
-    EventLog l;
-    l.num_users = 3;
-    l.num_items = 4;
-    l.user = user;
-    l.item = item;
-    l.timestamp = timestamp;
-    l.event_type = type;
-    l.event_types = {"view", "purchase"};
-    return l;
-  }
+  EventLog log() const { return view_purchase_log(3, 4, user, item, timestamp, type); }
 };
 
 TEST(Recipes, PopularityCountsWeightedByEventTypeAndRecency) {
@@ -295,17 +301,7 @@ struct Sequences {
   std::vector<int64_t> timestamp{2, 1, 2, 1, 1, 2, 3, 3, 2, 1};
   std::vector<uint32_t> type{0, 0, 0, 0, 0, 0, 1, 0, 0, 0};
 
-  EventLog log() const {
-    EventLog l;
-    l.num_users = 4;
-    l.num_items = 5;
-    l.user = user;
-    l.item = item;
-    l.timestamp = timestamp;
-    l.event_type = type;
-    l.event_types = {"view", "purchase"};
-    return l;
-  }
+  EventLog log() const { return view_purchase_log(4, 5, user, item, timestamp, type); }
 };
 
 RecipeOptions transition_options() {
