@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 
 #include "host/commands.h"
+#include "host/parameter_words.h"
 #include "tastebud/engine/comm.h"
 #include "tastebud/error.h"
 
@@ -54,7 +55,7 @@ int main(int argc, char** argv) {
     if (world != nullptr && world->size() > 1 && e.get_exit_code() != 0) world->abort(e.what());
     return app.exit(e);
   } catch (const tastebud::Error& e) {
-    return fail(world, "error: ", e.what());
+    return fail(world, "error: ", tastebud::host::in_flag_words(e.what()).c_str());
   } catch (const std::filesystem::filesystem_error& e) {
     // An unwritable or missing directory: the message names the path and the system's reason.
     return fail(world, "error: ", e.what());

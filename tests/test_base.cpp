@@ -13,6 +13,7 @@
 #include "tastebud/checksum.h"
 #include "tastebud/directory_lock.h"
 #include "tastebud/error.h"
+#include "host/parameter_words.h"
 
 namespace tastebud {
 namespace {
@@ -129,6 +130,20 @@ TEST(Checksum, TrailerRoundTripsAndNamesTheFile) {
     EXPECT_NE(std::string(e.what()).find("corrupt: f.bin"), std::string::npos) << e.what();
   }
   EXPECT_THROW(checked_payload("short", "f.bin"), Error);
+}
+
+// Library messages name parameters; each front end says them its own way (host/parameter_words.h).
+TEST(ParameterWords, EachFrontEndSaysTheParameterItsOwnWay) {
+  const std::string message = "`device=cuda`: lower `batch_size` or use `device=cpu`; see `tastebud import`";
+  EXPECT_EQ(host::in_flag_words(message), "--device cuda: lower --batch-size or use --device cpu; see `tastebud import`");
+  EXPECT_EQ(host::in_python_words(message),
+            "device=\"cuda\": lower batch_size= or use device=\"cpu\"; see `tastebud import`");
+}
+
+TEST(ParameterWords, OtherBacktickedTextAndStrayBackticksStayAsTheyAre) {
+  EXPECT_EQ(host::in_flag_words("use `Popularity` or `a b` and `x=` then `"), "use `Popularity` or `a b` and `x=` then `");
+  EXPECT_EQ(host::in_flag_words("no parameters here"), "no parameters here");
+  EXPECT_EQ(host::in_flag_words("`max_bad_rows`"), "--max-bad-rows");
 }
 
 }  // namespace
