@@ -119,4 +119,73 @@ json item_metadata(const ItemCatalog& catalog, std::span<const MetadataColumn> c
   return out;
 }
 
+InferenceContext load_context(const ModelData& model, const std::filesystem::path& dataset_dir) {
+  InferenceContext context;
+  ItemCatalog& catalog = context.catalog;
+  catalog.item_ids = model.item_ids;
+  if (dataset_dir.empty()) return context;
+  auto dataset = std::make_shared<datasets::Dataset>(datasets::Dataset::open(dataset_dir));
+  const std::unordered_map<std::string, uint32_t> model_items = index_ids(model.item_ids);
+  // Dataset rows may differ from model rows after an incremental import: match them by id.
+  const uint32_t n = static_cast<uint32_t>(model.item_ids.size());
+  std::vector<int64_t> row_of(n, -1);
+  auto to_model = std::make_shared<std::vector<int64_t>>(dataset->num_items(), -1);
+  for (uint32_t d = 0; d < dataset->num_items(); ++d) {
+    const auto it = model_items.find(std::string(dataset->item_ids[d]));
+    if (it != model_items.end()) {
+      row_of[it->second] = d;
+      (*to_model)[d] = it->second;
+    }
+  }
+  const datasets::Metadata& items = dataset->items;
+  for (const datasets::CategoricalField& f : items.categorical) {
+    ItemCategoricalColumn col;
+    col.name = f.name;
+    for (size_t k = 0; k < f.vocabulary.size(); ++k) col.vocabulary.emplace_back(f.vocabulary[k]);
+    col.offsets.push_back(0);
+    for (uint32_t i = 0; i < n; ++i) {
+      if (row_of[i] >= 0 && !f.offsets.empty()) {
+        for (uint64_t k = f.offsets[row_of[i]]; k < f.offsets[row_of[i] + 1]; ++k) col.values.push_back(f.values[k]);
+      }
+      col.offsets.push_back(col.values.size());
+    }
+    catalog.categorical.push_back(std::move(col));
+  }
+  for (const datasets::NumericalField& f : items.numerical) {
+    ItemNumericalColumn col{f.name, std::vector<double>(n, NAN)};
+    for (uint32_t i = 0; i < n; ++i)
+      if (row_of[i] >= 0 && !f.values.empty()) col.values[i] = f.values[row_of[i]];
+    catalog.numerical.push_back(std::move(col));
+  }
+  if (!items.creation_timestamp.empty()) {
+    ItemNumericalColumn col{"CREATION_TIMESTAMP", std::vector<double>(n, NAN)};
+    for (uint32_t i = 0; i < n; ++i) {
+      if (row_of[i] >= 0 && items.creation_timestamp[row_of[i]] != INT64_MIN)
+        col.values[i] = static_cast<double>(items.creation_timestamp[row_of[i]]);
+    }
+    catalog.numerical.push_back(std::move(col));
+  }
+  for (const datasets::TextualField& f : items.textual) catalog.textual.push_back(f.name);
+  for (size_t k = 0; k < dataset->event_types.size(); ++k) catalog.event_types.emplace_back(dataset->event_types[k]);
+  catalog.users = user_catalog(model.user_ids, *dataset);
+  context.item_time = item_times(*dataset, row_of, *to_model, catalog.now);
+
+  auto users = std::make_shared<std::unordered_map<std::string, uint32_t>>();
+  users->reserve(dataset->num_users());
+  for (uint32_t u = 0; u < dataset->num_users(); ++u) users->emplace(std::string(dataset->user_ids[u]), u);
+  context.user_events = [dataset, users, to_model](std::string_view user_id) {
+    std::vector<UserEvent> events;
+    const auto it = users->find(std::string(user_id));
+    if (it == users->end()) return events;
+    const datasets::Interactions& x = dataset->interactions;
+    for (uint64_t r = x.user_offsets[it->second]; r < x.user_offsets[it->second + 1]; ++r) {
+      const int64_t item = (*to_model)[x.item[r]];
+      if (item >= 0) events.push_back({static_cast<uint32_t>(item), x.event_type.empty() ? 0u : x.event_type[r]});
+    }
+    return events;
+  };
+  return context;
+}
+
+
 }  // namespace tastebud::host

@@ -4,6 +4,9 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string_view>
 #include <span>
 #include <string>
 #include <vector>
@@ -11,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "host/filters.h"
+#include "host/model_data.h"
 #include "tastebud/datasets/dataset.h"
 
 namespace tastebud::host {
@@ -39,5 +43,19 @@ std::vector<MetadataColumn> find_metadata_columns(const std::vector<std::string>
 // whole numbers as integers, other numbers as the shortest decimal of their float, null fields
 // null; null for item -1 (an id the model never saw).
 nlohmann::ordered_json item_metadata(const ItemCatalog& catalog, std::span<const MetadataColumn> columns, int64_t item);
+
+// The querying user's events by external id, for Interactions.EVENT_TYPE filters.
+using UserEventsFn = std::function<std::vector<UserEvent>(std::string_view user_id)>;
+
+// The catalog view filters need (metadata, event types) and the users' events, from the dataset
+// the model was trained on, mapped to the model's item order.
+struct InferenceContext {
+  ItemCatalog catalog;       // with the users' metadata and the dataset's latest timestamp (now)
+  UserEventsFn user_events;  // may be empty: no events known
+  // Per model item: CREATION_TIMESTAMP, else its first interaction (Unix seconds); NaN unknown.
+  // Empty: nothing known (an item without interactions then counts as new).
+  std::vector<double> item_time;
+};
+InferenceContext load_context(const ModelData& model, const std::filesystem::path& dataset_dir);
 
 }  // namespace tastebud::host

@@ -162,14 +162,14 @@ OnnxExport export_onnx(const fs::path& model_dir, const fs::path& out) {
   if (!m.params) {
     throw Error(fmt::format("ONNX export is for the neural models (neumf, gmf, mlp, mf); {} is a {} recipe, "
                             "whose answers are tables, not a network",
-                            model_dir.string(), m.kind));
+                            model_dir.string(), to_string(m.kind)));
   }
   OnnxExport result;
   result.model = out;
   result.ids = out.string() + ".ids.json";
   result.users = static_cast<uint32_t>(m.user_ids.size());
   result.items = static_cast<uint32_t>(m.item_ids.size());
-  const std::string bytes = onnx_model_bytes(*m.params, {{"tastebud.model", m.kind},
+  const std::string bytes = onnx_model_bytes(*m.params, {{"tastebud.model", std::string(to_string(m.kind))},
                                                          {"tastebud.ids", result.ids.filename().string()},
                                                          {"tastebud.score", "probability: sigmoid of the logit"}});
   if (out.has_parent_path()) fs::create_directories(out.parent_path());

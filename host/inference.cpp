@@ -24,7 +24,8 @@
 
 #include "cpu/topk.h"
 #include "host/catalog_view.h"
-#include "host/features.h"
+#include "host/query_lines.h"
+#include "host/ranker.h"
 #include "host/slate.h"
 #include "tastebud/atomic_file.h"
 #include "tastebud/datasets/dataset.h"
@@ -44,7 +45,6 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::ordered_json;
 
-constexpr uint32_t kMaxResults = 500;               // the service's cap per query
 constexpr size_t kMaxAttributeItems = 100;          // items that stand for an itemAttributes query
 constexpr size_t kChunkLines = 4096;                // lines answered together between writes
 
@@ -104,272 +104,7 @@ void select_candidates(std::span<const float> scores, size_t k, std::vector<uint
   }
 }
 
-bool is_neumf_family(const std::string& kind) {
-  return kind == "neumf" || kind == "gmf" || kind == "mlp" || kind == "mf";
-}
-
-// A query's own problem: it becomes the line's "error".
-struct LineError : Error {
-  using Error::Error;
-};
-
-using LineResult = Recommender::LineOutcome;
-
-bool blank(std::string_view line) {
-  return std::all_of(line.begin(), line.end(), [](char c) { return std::isspace(static_cast<unsigned char>(c)); });
-}
-
-std::string dump_line(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
-
-// A query line as JSON; LineError for a line that is not JSON, nests too deep, or holds a number
-// a double cannot hold (nlohmann throws out_of_range for 1e999, not parse_error).
-json parse_line(std::string_view line) {
-  if (json_nested_deeper_than(line, kMaxJsonDepth))
-    throw LineError(fmt::format("not a query: JSON nested deeper than {} levels", kMaxJsonDepth));
-  try {
-    return json::parse(line);
-  } catch (const json::exception& e) {
-    throw LineError(fmt::format("not valid JSON: {}", e.what()));
-  }
-}
-
-// The result line of a line whose problem came before it could be echoed as JSON: the input is
-// echoed as its text.
-std::string error_line(std::string_view line, const char* message, LineResult& result) {
-  result.error = true;
-  result.fallback = false;
-  try {
-    return dump_line(json{{"input", std::string(line)}, {"output", nullptr}, {"error", message}});
-  } catch (...) {  // out of memory for the echo: the line's error still comes out
-    return R"({"input": null, "output": null, "error": "the line could not be echoed"})";
-  }
-}
-
-// The result line {"input", "output", "error"} of an input already parsed: whatever `answer`
-// throws becomes the "error", with a null output. Nothing escapes, so a line never ends the job
-// (these run inside OpenMP loops, where an escaping exception is std::terminate).
-template <class Answer>
-std::string answered_line(json input, LineResult& result, Answer&& answer) noexcept {
-  try {
-    json out{{"input", std::move(input)}, {"output", nullptr}, {"error", nullptr}};
-    try {
-      out["output"] = answer(out["input"]);
-    } catch (const std::exception& e) {
-      out["output"] = nullptr;
-      out["error"] = e.what();
-      result.error = true;
-      result.fallback = false;
-    }
-    return dump_line(out);
-  } catch (const std::exception& e) {
-    return error_line("", e.what(), result);
-  } catch (...) {
-    return error_line("", "unknown error", result);
-  }
-}
-
-// One result line for one query line. A line that is not JSON, not an object, or that `answer`
-// throws on gets its message in "error" and a null output; nothing escapes.
-template <class Answer>
-std::string result_line(std::string_view line, const char* example, LineResult& result, Answer&& answer) noexcept {
-  json input;
-  try {
-    input = parse_line(line);
-  } catch (const std::exception& e) {
-    return error_line(line, e.what(), result);
-  }
-  return answered_line(std::move(input), result, [&](const json& in) {
-    if (!in.is_object()) throw LineError(fmt::format("a query must be a JSON object such as {}", example));
-    return answer(in);
-  });
-}
-
 }  // namespace
-
-// ---- Model directory and dataset -----------------------------------------------------------------
-
-namespace {
-
-// A metadata model is served as its folded id-only twin (fold_features): every user and item of
-// the model, cold ones included, scores with the metadata of the dataset it was trained on,
-// matched by id, so the scorers need not know about features. With user metadata, users the
-// dataset gained after training (an incremental import of Users) join the model as metadata-only
-// users: a zero id row plus their features, scored like users without interactions were in
-// training. m.user_ids and m.seen grow to match; m.trained_users keeps the model's own count.
-ModelParams fold_dataset_features(const ModelParams& params, ModelData& m, const datasets::Dataset& dataset) {
-  auto rows_of = [](const std::vector<std::string>& model_ids, const datasets::StringTable& ids) {
-    std::unordered_map<std::string, uint32_t> index;
-    for (uint32_t d = 0; d < ids.size(); ++d) index.emplace(std::string(ids[d]), d);
-    std::vector<int64_t> rows(model_ids.size(), -1);
-    for (size_t x = 0; x < model_ids.size(); ++x) {
-      const auto it = index.find(model_ids[x]);
-      if (it != index.end()) rows[x] = it->second;
-    }
-    return rows;
-  };
-  ModelParams widened = params;
-  ModelConfig& c = widened.config;
-  if (c.user_features.enabled()) {
-    const std::unordered_map<std::string, uint32_t> known = index_ids(m.user_ids);
-    for (uint32_t d = 0; d < dataset.user_ids.size(); ++d) {
-      const std::string id(dataset.user_ids[d]);
-      if (!known.contains(id) && !dataset.users.has_row.empty() && dataset.users.has_row[d]) m.user_ids.push_back(id);
-    }
-    const uint32_t added = static_cast<uint32_t>(m.user_ids.size()) - c.num_users;
-    if (added > 0) {
-      c.num_users += added;
-      widened.user_gmf.shape[0] = widened.user_mlp.shape[0] = c.num_users;
-      widened.user_gmf.values.resize(widened.user_gmf.values.size() + static_cast<size_t>(added) * widened.user_gmf.cols(), 0.0f);
-      widened.user_mlp.values.resize(widened.user_mlp.values.size() + static_cast<size_t>(added) * widened.user_mlp.cols(), 0.0f);
-      if (!m.seen.offsets.empty()) m.seen.offsets.resize(c.num_users + 1, m.seen.offsets.back());
-    }
-  }
-  FeatureInputs users, items;
-  if (c.user_features.enabled()) {
-    users = encode_features(dataset.users, c.user_features, c.num_users, rows_of(m.user_ids, dataset.user_ids));
-  }
-  if (c.item_features.enabled()) {
-    items = encode_features(dataset.items, c.item_features, c.num_items, rows_of(m.item_ids, dataset.item_ids));
-  }
-  return fold_features(widened, users, items);
-}
-
-// The values of the model's contextual fields, from the dataset it was trained on: value v of
-// field k is context-table row categorical_base(k) + v.
-std::vector<ContextValues> context_values(const FeatureSpec& spec, const datasets::Dataset& dataset) {
-  std::vector<ContextValues> out;
-  for (size_t k = 0; k < spec.categorical.size(); ++k) {
-    ContextValues& values = out.emplace_back();
-    values.field = spec.categorical[k];
-    for (const auto& field : dataset.interactions.context) {
-      if (field.name != values.field) continue;
-      const uint32_t n = std::min<uint32_t>(spec.categorical_rows[k], static_cast<uint32_t>(field.vocabulary.size()));
-      for (uint32_t v = 0; v < n; ++v)
-        values.rows.emplace(std::string(field.vocabulary[v]), static_cast<uint32_t>(spec.categorical_base(k) + v));
-    }
-  }
-  return out;
-}
-
-}  // namespace
-
-ModelData load_model_dir(const fs::path& dir) {
-  if (!fs::is_directory(dir)) throw Error(fmt::format("--model {}: not a directory", dir.string()));
-  ModelData m;
-  nlohmann::json config;
-  try {
-    config = nlohmann::json::parse(read_file(dir / "config.json"));
-    m.kind = config.at("model").get<std::string>();
-    m.data = config.value("data", std::string());
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(fmt::format("{}: not a tastebud model config: {}", (dir / "config.json").string(), e.what()));
-  }
-  check_file_checksums(config, dir);
-  m.user_ids = read_ids(dir / "user_ids.json");
-  m.item_ids = read_ids(dir / "item_ids.json");
-  if (fs::exists(dir / "seen.bin")) m.seen = read_seen(dir / "seen.bin", static_cast<uint32_t>(m.item_ids.size()));
-  if (is_neumf_family(m.kind)) {
-    if (!fs::exists(dir / "model.bin"))
-      throw Error(fmt::format("{}: no model.bin; training has not finished an epoch yet", dir.string()));
-    m.params = load_model(dir / "model.bin");
-    const ModelConfig& c = m.params->config;
-    if (c.num_users != m.user_ids.size() || c.num_items != m.item_ids.size())
-      throw Error(fmt::format("{}: model.bin has {} users and {} items but the id files list {} and {}",
-                              dir.string(), c.num_users, c.num_items, m.user_ids.size(), m.item_ids.size()));
-    m.trained_users = c.num_users;
-    // Metadata and context values come from the dataset the model was trained on, opened once.
-    if (c.has_context() || c.has_metadata()) {
-      TB_CHECK(!m.data.empty() && fs::is_directory(m.data),
-               fmt::format("{}: the model uses {} but its dataset ({}) is gone", dir.string(),
-                           c.has_metadata() ? "metadata" : "context", m.data.string()));
-      const datasets::Dataset dataset = datasets::Dataset::open(m.data);
-      if (c.has_context()) m.context = context_values(c.context, dataset);
-      if (c.has_metadata()) m.params = fold_dataset_features(*m.params, m, dataset);  // may add users
-    }
-  } else if (is_recipe(m.kind)) {
-    m.recipe = read_recipe(dir / "recipe.bin", static_cast<uint32_t>(m.item_ids.size()));
-    if (m.recipe.popularity.size() != m.item_ids.size())
-      throw Error(fmt::format("{}: recipe.bin covers {} items but item_ids.json lists {}", dir.string(),
-                              m.recipe.popularity.size(), m.item_ids.size()));
-    if (!m.recipe.latest.offsets.empty() && m.recipe.latest.offsets.size() != m.user_ids.size() + 1)
-      throw Error(fmt::format("corrupt: {}: latest items of {} users but user_ids.json lists {}",
-                              (dir / "recipe.bin").string(), m.recipe.latest.offsets.size() - 1, m.user_ids.size()));
-  } else {
-    throw Error(fmt::format("{}: unknown model kind '{}'", dir.string(), m.kind));
-  }
-  if (!m.seen.offsets.empty() && m.seen.offsets.size() != m.user_ids.size() + 1)
-    throw Error(fmt::format("{}: seen.bin covers {} users but user_ids.json lists {}", dir.string(),
-                            m.seen.offsets.size() - 1, m.user_ids.size()));
-  return m;
-}
-
-InferenceContext load_context(const ModelData& model, const fs::path& dataset_dir) {
-  InferenceContext context;
-  ItemCatalog& catalog = context.catalog;
-  catalog.item_ids = model.item_ids;
-  if (dataset_dir.empty()) return context;
-  auto dataset = std::make_shared<datasets::Dataset>(datasets::Dataset::open(dataset_dir));
-  const std::unordered_map<std::string, uint32_t> model_items = index_ids(model.item_ids);
-  // Dataset rows may differ from model rows after an incremental import: match them by id.
-  const uint32_t n = static_cast<uint32_t>(model.item_ids.size());
-  std::vector<int64_t> row_of(n, -1);
-  auto to_model = std::make_shared<std::vector<int64_t>>(dataset->num_items(), -1);
-  for (uint32_t d = 0; d < dataset->num_items(); ++d) {
-    const auto it = model_items.find(std::string(dataset->item_ids[d]));
-    if (it != model_items.end()) {
-      row_of[it->second] = d;
-      (*to_model)[d] = it->second;
-    }
-  }
-  const datasets::Metadata& items = dataset->items;
-  for (const datasets::CategoricalField& f : items.categorical) {
-    ItemCategoricalColumn col;
-    col.name = f.name;
-    for (size_t k = 0; k < f.vocabulary.size(); ++k) col.vocabulary.emplace_back(f.vocabulary[k]);
-    col.offsets.push_back(0);
-    for (uint32_t i = 0; i < n; ++i) {
-      if (row_of[i] >= 0 && !f.offsets.empty()) {
-        for (uint64_t k = f.offsets[row_of[i]]; k < f.offsets[row_of[i] + 1]; ++k) col.values.push_back(f.values[k]);
-      }
-      col.offsets.push_back(col.values.size());
-    }
-    catalog.categorical.push_back(std::move(col));
-  }
-  for (const datasets::NumericalField& f : items.numerical) {
-    ItemNumericalColumn col{f.name, std::vector<double>(n, NAN)};
-    for (uint32_t i = 0; i < n; ++i)
-      if (row_of[i] >= 0 && !f.values.empty()) col.values[i] = f.values[row_of[i]];
-    catalog.numerical.push_back(std::move(col));
-  }
-  if (!items.creation_timestamp.empty()) {
-    ItemNumericalColumn col{"CREATION_TIMESTAMP", std::vector<double>(n, NAN)};
-    for (uint32_t i = 0; i < n; ++i) {
-      if (row_of[i] >= 0 && items.creation_timestamp[row_of[i]] != INT64_MIN)
-        col.values[i] = static_cast<double>(items.creation_timestamp[row_of[i]]);
-    }
-    catalog.numerical.push_back(std::move(col));
-  }
-  for (const datasets::TextualField& f : items.textual) catalog.textual.push_back(f.name);
-  for (size_t k = 0; k < dataset->event_types.size(); ++k) catalog.event_types.emplace_back(dataset->event_types[k]);
-  catalog.users = user_catalog(model.user_ids, *dataset);
-  context.item_time = item_times(*dataset, row_of, *to_model, catalog.now);
-
-  auto users = std::make_shared<std::unordered_map<std::string, uint32_t>>();
-  users->reserve(dataset->num_users());
-  for (uint32_t u = 0; u < dataset->num_users(); ++u) users->emplace(std::string(dataset->user_ids[u]), u);
-  context.user_events = [dataset, users, to_model](std::string_view user_id) {
-    std::vector<UserEvent> events;
-    const auto it = users->find(std::string(user_id));
-    if (it == users->end()) return events;
-    const datasets::Interactions& x = dataset->interactions;
-    for (uint64_t r = x.user_offsets[it->second]; r < x.user_offsets[it->second + 1]; ++r) {
-      const int64_t item = (*to_model)[x.item[r]];
-      if (item >= 0) events.push_back({static_cast<uint32_t>(item), x.event_type.empty() ? 0u : x.event_type[r]});
-    }
-    return events;
-  };
-  return context;
-}
 
 // ---- Recommender -----------------------------------------------------------------------------------
 
@@ -389,17 +124,10 @@ struct Recommender::Impl {
   InferenceOptions options;
   std::optional<Filter> filter;
   std::unordered_map<std::string, uint32_t> user_index, item_index;
-  std::vector<float> popularity;
-  std::vector<uint32_t> popular_order;  // by popularity, then index
-  // What a popularity fallback (unknown user or item) answers as the score, on the model's own
-  // scale: neural models, the share of training users who interacted with the item (a probability,
-  // as their sigmoid scores are); recipes, the recipe's popularity (what their known users see).
-  std::vector<float> fallback_score;
-  std::unique_ptr<Scorer> scorer;
+  std::unique_ptr<Ranker> ranker;       // what answers (host/ranker.h)
+  const Scorer* scorer = nullptr;       // the ranker's, for a neural model: two-stage, contexts
+  std::vector<uint32_t> popular_order;  // by the ranker's popularity, then index
   std::unique_ptr<GpuScorer> gpu;  // --device cuda (or auto with a GPU): top-K of plain user queries
-  std::vector<float> item_vectors;  // NeuMF: unit-length [gmf | mlp] item embeddings
-  uint32_t item_dim = 0;
-  SeenItems item_users;  // seen transposed: item -> users (segments of the sims recipe)
   // The job configuration's parts (prepare_job).
   std::vector<Filter> promotion_filters;  // options.job.promotions' filters
   std::vector<uint8_t> explorable;        // within the exploration age cut-off
@@ -407,8 +135,8 @@ struct Recommender::Impl {
   std::vector<MetadataColumn> metadata_columns;
 
   uint32_t num_items() const { return static_cast<uint32_t>(model.item_ids.size()); }
-  // Recipes whose answers are item-to-item lists, short lists filled with popular items.
-  bool item_lists() const { return model.kind == "sims" || model.kind == "transitions"; }
+  const std::vector<float>& popularity() const { return ranker->popularity(); }
+  const std::vector<float>& fallback_score() const { return ranker->fallback_scores(); }
   uint32_t num_users() const { return static_cast<uint32_t>(model.user_ids.size()); }
   std::span<const uint32_t> seen_of(uint32_t user) const {
     if (model.seen.offsets.empty()) return {};
@@ -418,130 +146,12 @@ struct Recommender::Impl {
   void prepare() {
     user_index = index_ids(model.user_ids);
     item_index = index_ids(model.item_ids);
-    if (is_recipe(model.kind)) {
-      popularity = model.recipe.popularity;
-    } else {
-      // The NeuMF family keeps no counts: the training positives per item stand in.
-      popularity.assign(num_items(), 0.0f);
-      for (uint32_t i : model.seen.items) popularity[i] += 1.0f;
-    }
-    fallback_score = popularity;
-    const uint32_t trained = std::min(model.trained_users, num_users());
-    if (!is_recipe(model.kind) && trained > 0)
-      for (float& x : fallback_score) x /= static_cast<float>(trained);
+    ranker = make_ranker(model);
+    scorer = ranker->scorer();
     popular_order.resize(num_items());
     std::iota(popular_order.begin(), popular_order.end(), 0);
     std::stable_sort(popular_order.begin(), popular_order.end(),
-                     [&](uint32_t a, uint32_t b) { return popularity[a] > popularity[b]; });
-    if (model.params) {
-      scorer = std::make_unique<Scorer>(*model.params);
-      const ModelConfig& c = model.params->config;
-      const uint32_t f = c.has_gmf() ? c.factors : 0, e = c.mlp_embedding();
-      item_dim = f + e;
-      item_vectors.resize(static_cast<size_t>(num_items()) * item_dim);
-      for (uint32_t i = 0; i < num_items(); ++i) {
-        float* v = item_vectors.data() + static_cast<size_t>(i) * item_dim;
-        for (uint32_t j = 0; j < f; ++j) v[j] = model.params->item_gmf.values[static_cast<size_t>(i) * f + j];
-        for (uint32_t j = 0; j < e; ++j) v[f + j] = model.params->item_mlp.values[static_cast<size_t>(i) * e + j];
-        double norm = 0;
-        for (uint32_t j = 0; j < item_dim; ++j) norm += double(v[j]) * v[j];
-        const float scale = norm > 0 ? static_cast<float>(1.0 / std::sqrt(norm)) : 0.0f;
-        for (uint32_t j = 0; j < item_dim; ++j) v[j] *= scale;
-      }
-    }
-    if (model.kind == "sims" && !model.seen.offsets.empty()) {
-      item_users.offsets.assign(num_items() + 1, 0);
-      for (uint32_t i : model.seen.items) ++item_users.offsets[i + 1];
-      for (uint32_t i = 0; i < num_items(); ++i) item_users.offsets[i + 1] += item_users.offsets[i];
-      item_users.items.resize(model.seen.items.size());
-      std::vector<uint64_t> fill(item_users.offsets.begin(), item_users.offsets.end() - 1);
-      for (uint32_t u = 0; u < num_users(); ++u)
-        for (uint32_t i : seen_of(u)) item_users.items[fill[i]++] = u;
-    }
-  }
-
-  // ---- Line parsing ----
-
-  struct Query {
-    std::optional<std::string> user_id, item_id;
-    std::optional<std::vector<std::string>> item_list;
-    uint32_t k = 25;
-    FilterValues values;
-    std::vector<float> context;  // the context vector; empty: none
-    bool context_ignored = false;  // a "context" the model has no contextual fields for
-  };
-
-  static std::optional<std::string> string_field(const json& j, const char* key) {
-    const auto it = j.find(key);
-    if (it == j.end() || it->is_null()) return std::nullopt;
-    if (!it->is_string()) throw LineError(fmt::format("{} must be a string, not {}", key, it->dump()));
-    return it->get<std::string>();
-  }
-
-  static uint32_t num_results_of(const json& j, uint32_t fallback, uint32_t max) {
-    const auto it = j.find("numResults");
-    if (it == j.end() || it->is_null()) return fallback;
-    if (!it->is_number_integer() || it->get<int64_t>() < 1 || it->get<int64_t>() > max)
-      throw LineError(fmt::format("numResults must be an integer from 1 to {}, not {}", max, it->dump()));
-    return static_cast<uint32_t>(it->get<int64_t>());
-  }
-
-  Query parse_query(const json& j) const {
-    Query q;
-    q.user_id = string_field(j, "userId");
-    q.item_id = string_field(j, "itemId");
-    if (!q.user_id && !q.item_id)
-      throw LineError("the query names neither a userId nor an itemId");
-    if (q.user_id && q.item_id)
-      throw LineError("give a userId (recommendations, or ranking with itemList) or an itemId (related items), not both");
-    if (const auto it = j.find("itemList"); it != j.end() && !it->is_null()) {
-      if (!q.user_id) throw LineError("itemList needs a userId to rank for");
-      if (!it->is_array()) throw LineError("itemList must be an array of item ids");
-      std::vector<std::string> list;
-      for (const json& v : *it) {
-        if (!v.is_string()) throw LineError(fmt::format("itemList must hold item id strings, not {}", v.dump()));
-        list.push_back(v.get<std::string>());
-      }
-      q.item_list = std::move(list);
-    }
-    q.k = num_results_of(j, options.num_results, kMaxResults);
-    if (const auto it = j.find("filterValues"); it != j.end() && !it->is_null()) {
-      if (!it->is_object()) throw LineError("filterValues must be an object, e.g. {\"GENRE\": \"\\\"Comedy\\\"\"}");
-      for (auto v = it->begin(); v != it->end(); ++v) {
-        if (!v.value().is_string())
-          throw LineError(fmt::format("filterValues.{} must be a string of quoted values, e.g. \"\\\"Comedy\\\"\"", v.key()));
-        q.values[v.key()] = v.value().get<std::string>();
-      }
-    }
-    if (const auto it = j.find("context"); it != j.end() && !it->is_null()) {
-      if (!it->is_object()) throw LineError("context must be an object of field values, e.g. {\"DEVICE_TYPE\": \"mobile\"}");
-      if (model.params && model.params->config.has_context()) q.context = context_of(*it);
-      else q.context_ignored = !it->empty();
-    }
-    return q;
-  }
-
-  // The context vector of a query's "context" object.
-  std::vector<float> context_of(const json& object) const {
-    FeatureInputs rows;
-    rows.entities = 1;
-    rows.offsets = {0};
-    for (auto v = object.begin(); v != object.end(); ++v) {
-      const auto field = std::find_if(model.context.begin(), model.context.end(),
-                                      [&](const ContextValues& c) { return c.field == v.key(); });
-      if (field == model.context.end()) {
-        std::string names;
-        for (const ContextValues& c : model.context) names += (names.empty() ? "" : ", ") + c.field;
-        throw LineError(fmt::format("context.{}: the model was trained with the contextual fields {}", v.key(), names));
-      }
-      if (!v.value().is_string()) throw LineError(fmt::format("context.{} must be a string", v.key()));
-      const auto row = field->rows.find(v.value().get<std::string>());
-      if (row == field->rows.end()) continue;  // a value the model never saw adds nothing
-      rows.rows.push_back(row->second);
-      rows.weights.push_back(1.0f);
-    }
-    rows.offsets.push_back(rows.rows.size());
-    return context_vector(*model.params, rows, 0);
+                     [&](uint32_t a, uint32_t b) { return popularity()[a] > popularity()[b]; });
   }
 
   // ---- Answers ----
@@ -576,7 +186,7 @@ struct Recommender::Impl {
       if (items.size() >= k) break;
       if ((!allowed.empty() && !allowed[i]) || (!skip.empty() && skip[i])) continue;
       items.push_back(i);
-      scores.push_back(fallback_score[i]);
+      scores.push_back(fallback_score()[i]);
     }
   }
 
@@ -585,53 +195,6 @@ struct Recommender::Impl {
     if (allowed.empty()) return;
     for (size_t i = 0; i < s.size(); ++i)
       if (!allowed[i]) s[i] = NAN;
-  }
-
-  // sims: summed similarity of each item to the user's history (NaN where nothing is related).
-  void sims_user_scores(uint32_t user, std::vector<float>& s) const {
-    s.assign(num_items(), NAN);
-    const ItemNeighbors& nb = model.recipe.neighbors;
-    for (uint32_t h : seen_of(user)) {
-      for (uint64_t k = nb.offsets[h]; k < nb.offsets[h + 1]; ++k) {
-        float& x = s[nb.items[k]];
-        x = std::isnan(x) ? nb.scores[k] : x + nb.scores[k];
-      }
-    }
-  }
-
-  // Relevance of every item for a known user (logits for the NeuMF family; NaN: unrelated).
-  void user_scores(uint32_t user, const Query& q, std::vector<float>& s) const {
-    if (scorer) {
-      s.resize(num_items());
-      scorer->score_all(user, s, q.context);
-    } else if (model.kind == "sims") {
-      sims_user_scores(user, s);
-    } else if (model.kind == "transitions") {
-      transition_scores(model.recipe.neighbors, model.recipe.latest, user, s);
-    } else {
-      s = model.recipe.item_scores;
-    }
-  }
-
-  // Relevance of every item to a known item: the cosine of the item embeddings, the recipe's
-  // scores, or (sims, transitions) the item's neighbour scores, NaN elsewhere.
-  void item_scores(uint32_t item, std::vector<float>& s) const {
-    if (item_lists()) {
-      s.assign(num_items(), NAN);
-      const ItemNeighbors& nb = model.recipe.neighbors;
-      for (uint64_t k = nb.offsets[item]; k < nb.offsets[item + 1]; ++k) s[nb.items[k]] = nb.scores[k];
-    } else if (scorer) {
-      s.resize(num_items());
-      const float* v = item_vectors.data() + static_cast<size_t>(item) * item_dim;
-      for (uint32_t i = 0; i < num_items(); ++i) {
-        const float* w = item_vectors.data() + static_cast<size_t>(i) * item_dim;
-        float z = 0;
-        for (uint32_t j = 0; j < item_dim; ++j) z += v[j] * w[j];
-        s[i] = z;
-      }
-    } else {
-      s = model.recipe.item_scores;
-    }
   }
 
   void recommend_for_user(uint32_t user, const Query& q, const std::vector<uint8_t>& allowed,
@@ -669,15 +232,15 @@ struct Recommender::Impl {
       }
       return;
     }
-    user_scores(user, q, s);
+    ranker->user_scores(user, q.context, s);
     mask_scores(s, allowed);
     mask_seen();
     cpu::top_k(s, q.k, top);
     for (uint32_t i : top) {
       items.push_back(i);
-      scores.push_back(scorer ? sigmoid(s[i]) : s[i]);
+      scores.push_back(ranker->shown(s[i]));
     }
-    if (items.size() < q.k && item_lists()) {
+    if (items.size() < q.k && ranker->neighbor_lists()) {
       // The service fills a short related list with popular items; they carry no similarity.
       std::vector<uint8_t> skip(num_items(), 0);
       for (uint32_t i : items) skip[i] = 1;
@@ -690,19 +253,32 @@ struct Recommender::Impl {
     }
   }
 
-  void related(uint32_t item, const Query& q, const std::vector<uint8_t>& allowed,
+  // The items a query with both a userId and an itemId ("customers who viewed X also viewed")
+  // leaves out: the known user's seen items, unless the job keeps them. Empty: none.
+  std::vector<uint8_t> seen_mask(int64_t user) const {
+    std::vector<uint8_t> mask;
+    if (user < 0 || options.keep_seen) return mask;
+    mask.assign(num_items(), 0);
+    for (uint32_t i : seen_of(static_cast<uint32_t>(user))) mask[i] = 1;
+    return mask;
+  }
+
+  // Items related to `item`; `user` (-1: none) asks too, and its seen items stay out.
+  void related(uint32_t item, int64_t user, const Query& q, const std::vector<uint8_t>& allowed,
                std::vector<uint32_t>& items, std::vector<float>& scores, std::string& reason) const {
     thread_local std::vector<float> s;
     thread_local std::vector<uint32_t> top;
-    if (item_lists()) {
-      const ItemNeighbors& nb = model.recipe.neighbors;
+    const std::vector<uint8_t> seen = seen_mask(user);
+    if (const ItemNeighbors* lists = ranker->neighbor_lists()) {
+      const ItemNeighbors& nb = *lists;
       for (uint64_t k = nb.offsets[item]; k < nb.offsets[item + 1] && items.size() < q.k; ++k) {
         if (!allowed.empty() && !allowed[nb.items[k]]) continue;
+        if (!seen.empty() && seen[nb.items[k]]) continue;
         items.push_back(nb.items[k]);
         scores.push_back(nb.scores[k]);
       }
       if (items.size() < q.k) {
-        std::vector<uint8_t> skip(num_items(), 0);
+        std::vector<uint8_t> skip = seen.empty() ? std::vector<uint8_t>(num_items(), 0) : seen;
         skip[item] = 1;
         for (uint32_t i : items) skip[i] = 1;
         const size_t before = items.size();
@@ -712,9 +288,11 @@ struct Recommender::Impl {
       }
       return;
     }
-    item_scores(item, s);  // nearest items by the cosine of the learned item embeddings
+    ranker->item_scores(item, s);  // e.g. the cosine of the learned item embeddings
     s[item] = NAN;
     mask_scores(s, allowed);
+    for (size_t i = 0; i < seen.size(); ++i)
+      if (seen[i]) s[i] = NAN;
     cpu::top_k(s, q.k, top);
     for (uint32_t i : top) {
       items.push_back(i);
@@ -733,31 +311,19 @@ struct Recommender::Impl {
     std::vector<float> s(known.size());
     const auto user = user_index.find(*q.user_id);
     if (user == user_index.end()) {
-      for (size_t k = 0; k < known.size(); ++k) s[k] = fallback_score[known[k]];
+      for (size_t k = 0; k < known.size(); ++k) s[k] = fallback_score()[known[k]];
       reason = "unknown user: ranked by popularity";
       fallback = true;
-    } else if (scorer) {
-      scorer->score(user->second, known, s, q.context);
-      for (float& x : s) x = sigmoid(x);
-      if (user->second >= model.trained_users) reason = kMetadataOnlyUser;
-    } else if (model.kind == "sims") {
-      std::vector<float> all;
-      sims_user_scores(user->second, all);
-      for (size_t k = 0; k < known.size(); ++k) s[k] = std::isnan(all[known[k]]) ? 0.0f : all[known[k]];
-    } else if (model.kind == "transitions") {
-      std::vector<float> all;
-      transition_scores(model.recipe.neighbors, model.recipe.latest, user->second, all);
-      for (size_t k = 0; k < known.size(); ++k) s[k] = std::isnan(all[known[k]]) ? 0.0f : all[known[k]];
     } else {
-      for (size_t k = 0; k < known.size(); ++k) s[k] = model.recipe.item_scores[known[k]];
+      ranker->rank(user->second, known, q.context, s);
+      if (user->second >= model.trained_users) reason = kMetadataOnlyUser;
     }
     std::vector<size_t> order(known.size());
     std::iota(order.begin(), order.end(), 0);
-    // transitions: the items the user's latest items never led to (score 0) follow by popularity.
-    const bool by_popularity = model.kind == "transitions";
+    const bool by_popularity = ranker->ties_by_popularity();
     std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
       if (s[a] != s[b] || !by_popularity) return s[a] > s[b];
-      return popularity[known[a]] > popularity[known[b]];
+      return popularity()[known[a]] > popularity()[known[b]];
     });
     json items = json::array(), scores = json::array();
     for (size_t k : order) {
@@ -792,11 +358,11 @@ struct Recommender::Impl {
       for (uint32_t i = 0; i < num_items(); ++i) {
         const double t = context.item_time.empty() ? NAN : context.item_time[i];
         // An item with no date and no interaction is as new as the model knows.
-        explorable[i] = std::isnan(t) ? popularity[i] == 0 : !std::isnan(now) && now - t <= cutoff;
+        explorable[i] = std::isnan(t) ? popularity()[i] == 0 : !std::isnan(now) && now - t <= cutoff;
       }
     }
     if (job.popularity_influence > 0 || job.freshness_influence > 0) {
-      popularity_percentile = percentiles(std::vector<double>(popularity.begin(), popularity.end()));
+      popularity_percentile = percentiles(std::vector<double>(popularity().begin(), popularity().end()));
       std::vector<double> time = context.item_time;
       time.resize(num_items(), NAN);  // unknown ages rank oldest
       freshness_percentile = percentiles(time);
@@ -823,14 +389,14 @@ struct Recommender::Impl {
     SlateRequest r;
     r.k = q.k;
     r.seed = options.seed;
-    if (q.user_id) {
+    if (q.user_id && !q.item_id) {
       r.position_key = query_key(*q.user_id, true);
       if (user < 0) {
-        s = fallback_score;
+        s = fallback_score();
         reason = "unknown user: the most popular items";
         fallback = by_popularity = true;
       } else {
-        user_scores(static_cast<uint32_t>(user), q, s);
+        ranker->user_scores(static_cast<uint32_t>(user), q.context, s);
         if (!options.keep_seen) {
           excluded.assign(num_items(), 0);
           for (uint32_t i : seen_of(static_cast<uint32_t>(user))) excluded[i] = 1;
@@ -842,17 +408,18 @@ struct Recommender::Impl {
       }
     } else {
       r.position_key = query_key(*q.item_id, false);
+      excluded = seen_mask(user);  // a userId beside the itemId: the user's seen items stay out
       if (item < 0) {
-        s = fallback_score;
+        s = fallback_score();
         reason = "unknown item: the most popular items";
         fallback = by_popularity = true;
       } else {
-        item_scores(static_cast<uint32_t>(item), s);
-        excluded.assign(num_items(), 0);
+        ranker->item_scores(static_cast<uint32_t>(item), s);
+        excluded.resize(num_items(), 0);
         excluded[item] = 1;
       }
     }
-    if (item_lists()) r.popular_order = popular_order;
+    if (ranker->neighbor_lists()) r.popular_order = popular_order;
     for (size_t p = 0; p < job.promotions.size(); ++p) {
       PromotionSlots& slots = r.promotions.emplace_back();
       slots.slots = share_slots(job.promotions[p].percent / 100.0, q.k);
@@ -869,7 +436,7 @@ struct Recommender::Impl {
     for (const SlateEntry& e : slate) {
       ids.push_back(model.item_ids[e.item]);
       const float x = s[e.item];
-      scores.push_back(std::isnan(x) ? 0.0f : scorer && !by_popularity ? sigmoid(x) : x);
+      scores.push_back(std::isnan(x) ? 0.0f : by_popularity ? x : ranker->shown(x));
       const SlotReason why = by_popularity && e.reason == SlotReason::kRelevance ? SlotReason::kPopularityFill : e.reason;
       reasons.push_back(reason_name(why) ? json(reason_name(why)) : json(nullptr));
       names.push_back(e.promotion >= 0 ? json(job.promotions[e.promotion].name) : json(nullptr));
@@ -917,7 +484,7 @@ struct Recommender::Impl {
       if (!reason.empty()) out["reason"] = reason;
       return out;
     }
-    if (q.user_id) {
+    if (q.user_id && !q.item_id) {
       const auto it = user_index.find(*q.user_id);
       if (it == user_index.end()) {
         popular(q.k, allowed, {}, items, scores);
@@ -930,11 +497,11 @@ struct Recommender::Impl {
     } else {
       const auto it = item_index.find(*q.item_id);
       if (it == item_index.end()) {
-        popular(q.k, allowed, {}, items, scores);
+        popular(q.k, allowed, seen_mask(user_of(q)), items, scores);
         reason = "unknown item: the most popular items";
         fallback = true;
       } else {
-        related(it->second, q, allowed, items, scores, reason);
+        related(it->second, user_of(q), q, allowed, items, scores, reason);
       }
     }
     json ids = json::array(), values = json::array();
@@ -947,9 +514,9 @@ struct Recommender::Impl {
     return out;
   }
 
-  std::string answer(std::string_view line, LineResult& result) const {
+  std::string answer(std::string_view line, LineOutcome& result) const {
     return result_line(line, "{\"userId\": \"u1\"}", result,
-                       [&](const json& input) { return answer_query(parse_query(input), result.fallback); });
+                       [&](const json& input) { return answer_query(parse_query(input, options.num_results, model), result.fallback); });
   }
 
   // ---- The GPU path ----
@@ -968,9 +535,9 @@ struct Recommender::Impl {
     try {
       request.input = parse_line(line);
       if (!request.input.is_object()) return false;
-      request.query = parse_query(request.input);
+      request.query = parse_query(request.input, options.num_results, model);
       const Query& q = request.query;
-      if (!q.user_id || q.item_list) return false;
+      if (!q.user_id || q.item_id || q.item_list) return false;
       if (options.job.shapes_answers()) return false;  // exploration, promotions, influence, metadata: the CPU
       const auto it = user_index.find(*q.user_id);
       if (it == user_index.end()) return false;
@@ -985,7 +552,7 @@ struct Recommender::Impl {
   // Answers a chunk of lines: the GPU lines' top-K in batches of users that share a filter result
   // (seen items excluded per user), then every line formatted as on the CPU.
   void answer_chunk(std::span<const std::string> lines, std::span<std::string> answers,
-                    std::span<LineResult> results, int workers) const {
+                    std::span<LineOutcome> results, int workers) const {
     const int64_t n = static_cast<int64_t>(lines.size());
     if (!gpu) {
 #pragma omp parallel for schedule(dynamic, 4) num_threads(workers)
@@ -1053,45 +620,7 @@ struct Recommender::Impl {
 
   // ---- Segments ----
 
-  // Affinity of every user for one item (NaN: excluded).
-  void user_affinity(const std::vector<uint32_t>& items, std::vector<float>& affinity) const {
-    const int64_t users = num_users();
-    affinity.assign(users, 0.0f);
-    if (scorer) {
-      // An exception may not leave an OpenMP region: the first one is kept and rethrown after it.
-      std::exception_ptr failure;
-#pragma omp parallel
-      {
-        std::vector<float> s(items.size());
-#pragma omp for schedule(static, 256)
-        for (int64_t u = 0; u < users; ++u) {
-          try {
-            scorer->score(static_cast<uint32_t>(u), items, s);
-          } catch (...) {
-#pragma omp critical(tastebud_affinity_failure)
-            if (!failure) failure = std::current_exception();
-            continue;
-          }
-          double sum = 0;
-          for (float x : s) sum += sigmoid(x);
-          affinity[u] = static_cast<float>(sum / items.size());
-        }
-      }
-      if (failure) std::rethrow_exception(failure);
-      return;
-    }
-    // sims: a user's affinity for item i is the summed similarity of i to the user's history.
-    const ItemNeighbors& nb = model.recipe.neighbors;
-    for (uint32_t i : items) {
-      for (uint64_t k = nb.offsets[i]; k < nb.offsets[i + 1]; ++k) {
-        const uint32_t j = nb.items[k];
-        for (uint64_t r = item_users.offsets[j]; r < item_users.offsets[j + 1]; ++r)
-          affinity[item_users.items[r]] += nb.scores[k] / items.size();
-      }
-    }
-  }
-
-  std::string segment(std::string_view line, uint32_t default_k, LineResult& result) const {
+  std::string segment(std::string_view line, uint32_t default_k, LineOutcome& result) const {
     return result_line(line, "{\"itemId\": \"i1\"}", result, [&](const json& input) {
       const auto item_id = string_field(input, "itemId");
       const auto attributes = string_field(input, "itemAttributes");
@@ -1113,7 +642,7 @@ struct Recommender::Impl {
         if (items.empty()) throw LineError("no item of the model has these attributes");
       }
       std::vector<float> affinity;
-      user_affinity(items, affinity);
+      ranker->user_affinity(items, affinity);
       if (filter) {  // UserID expressions: the users it lets through
         if (!filter->selects_users())
           throw LineError("the filter selects items (ItemID expressions): that is a batch-infer filter");
@@ -1176,7 +705,7 @@ Recommender::~Recommender() = default;
 
 const ModelData& Recommender::model() const { return impl_->model; }
 
-bool Recommender::personalized() const { return impl_->scorer != nullptr || impl_->model.kind == "sims"; }
+bool Recommender::personalized() const { return impl_->ranker->answers_segments(); }
 
 std::string Recommender::answer(std::string_view line, LineOutcome* outcome) const {
   LineOutcome ignored;
@@ -1215,7 +744,7 @@ BatchStats run_lines(const fs::path& input, const fs::path& output, uint32_t thr
   }
   BatchStats stats;
   std::vector<std::string> lines, answers;
-  std::vector<LineResult> results;
+  std::vector<LineOutcome> results;
   const int workers = threads > 0 ? static_cast<int>(threads) : omp_get_max_threads();
   std::string line;
   bool more = true;
@@ -1228,9 +757,9 @@ BatchStats run_lines(const fs::path& input, const fs::path& output, uint32_t thr
     const auto [first, last] = rank_slice(lines.size(), comm.rank(), comm.size());
     const int64_t n = static_cast<int64_t>(last - first);
     answers.assign(n, std::string());
-    results.assign(n, LineResult{});
+    results.assign(n, LineOutcome{});
     chunk(std::span<const std::string>(lines).subspan(first, n), std::span<std::string>(answers),
-          std::span<LineResult>(results), workers);
+          std::span<LineOutcome>(results), workers);
     std::string text;
     for (int64_t k = 0; k < n; ++k) {
       text += answers[k];
@@ -1310,7 +839,7 @@ BatchStats run_batch_infer(const Recommender& recommender, const fs::path& input
   return run_files(input, output, [&](const fs::path& in, const fs::path& out) {
     return run_lines(in, out, threads,
                      [&](std::span<const std::string> lines, std::span<std::string> answers,
-                         std::span<LineResult> results, int workers) {
+                         std::span<LineOutcome> results, int workers) {
                        recommender.answer_chunk(lines, answers, results, workers);
                      }, on_progress);
   });
@@ -1320,14 +849,14 @@ BatchStats run_batch_segment(const Recommender& recommender, const fs::path& inp
                              uint32_t num_results, uint32_t threads) {
   TB_CHECK(recommender.personalized(),
            fmt::format("batch-segment needs a personalized model (neumf, gmf, mlp or sims), not {}",
-                       recommender.model().kind));
+                       to_string(recommender.model().kind)));
   TB_CHECK(num_results >= 1, "--num-results must be positive");
   if (threads > 0) omp_set_num_threads(static_cast<int>(threads));
   // Lines one at a time: each segment already scores every user in parallel.
   return run_files(input, output, [&](const fs::path& in, const fs::path& out) {
     return run_lines(in, out, threads,
                      [&](std::span<const std::string> lines, std::span<std::string> answers,
-                         std::span<LineResult> results, int) {
+                         std::span<LineOutcome> results, int) {
                        for (size_t k = 0; k < lines.size(); ++k) answers[k] = recommender.segment(lines[k], num_results, &results[k]);
                      });
   });
@@ -1357,11 +886,11 @@ BatchStats batch_infer(const fs::path& model_dir, const fs::path& input, const f
   // it, items without interactions count as new and metadata columns are an error.
   if (options.job.shapes_answers() && !model.data.empty() && fs::exists(model.data)) data = model.data;
   InferenceContext context = load_context(model, data);
-  const std::string kind = model.kind;
-  if (!is_neumf_family(kind)) resolved.device = "cpu";  // recipes answer from tables on the host
-  if (!notice.empty() && is_neumf_family(kind)) log << notice << "\n";
+  const ModelType kind = model.kind;
+  if (is_recipe(kind)) resolved.device = "cpu";  // recipes answer from tables on the host
+  if (!notice.empty() && !is_recipe(kind)) log << notice << "\n";
   const Recommender recommender(std::move(model), std::move(context), resolved);
-  log << fmt::format("batch-infer: {} model, {} users, {} items, {} on {}{}{}\n", kind,
+  log << fmt::format("batch-infer: {} model, {} users, {} items, {} on {}{}{}\n", to_string(kind),
                      recommender.model().user_ids.size(), recommender.model().item_ids.size(),
                      resolved.device == "cuda" ? "exact top-k (user queries)"
                      : options.candidates > 0 ? fmt::format("two-stage ({} candidates)", options.candidates)

@@ -6,6 +6,9 @@
 //   {"userId": "u1", "itemList": ["i1", ...]} the list reordered for the user; ids the model never
 //                                             saw go last with a null score
 //   {"itemId": "i1"}                          related items
+//   {"userId": "u1", "itemId": "i1"}          related items less the user's seen items ("customers
+//                                             who viewed X also viewed"); filters see both, as
+//                                             CurrentUser and CurrentItem
 // with optional "numResults", "filterValues" and, for a model trained with --context,
 // "context": {"DEVICE_TYPE": "mobile", ...} (fields left out, or values the model never saw, add
 // nothing; a model without context ignores it), and writes, in input order,
@@ -42,8 +45,9 @@
 
 #include "host/filters.h"
 #include "host/job_config.h"
-#include "host/model_dir.h"
-#include "host/recipes.h"
+#include "host/catalog_view.h"
+#include "host/model_data.h"
+#include "host/query_lines.h"
 #include "tastebud/engine/model.h"
 
 namespace tastebud::host {
@@ -65,42 +69,6 @@ struct InferenceOptions {
   std::function<void(uint64_t bytes_read, uint64_t bytes_total, uint64_t lines)> on_progress;
 };
 
-// A contextual field of a model trained with --context: its values as context-table rows.
-struct ContextValues {
-  std::string field;
-  std::unordered_map<std::string, uint32_t> rows;
-};
-
-// Everything a model directory holds, in memory. Tests build one by hand.
-struct ModelData {
-  std::string kind;  // neumf | gmf | mlp | popularity | sims | trending | transitions
-  std::vector<std::string> user_ids, item_ids;
-  SeenItems seen;                     // may be empty (no user has seen anything)
-  std::optional<ModelParams> params;  // the NeuMF family
-  RecipeData recipe;                  // recipes
-  std::filesystem::path data;         // the dataset it was trained on ("" when unknown)
-  std::vector<ContextValues> context; // params->config.context's fields, in its order
-  // Users [trained_users, user_ids.size()) joined after training from the dataset's user metadata
-  // (a model with user metadata); they score from metadata alone.
-  uint32_t trained_users = UINT32_MAX;
-};
-
-ModelData load_model_dir(const std::filesystem::path& dir);
-
-// The querying user's events by external id, for Interactions.EVENT_TYPE filters.
-using UserEventsFn = std::function<std::vector<UserEvent>(std::string_view user_id)>;
-
-// The catalog view filters need (metadata, event types) and the users' events, from the dataset
-// the model was trained on, mapped to the model's item order.
-struct InferenceContext {
-  ItemCatalog catalog;       // with the users' metadata and the dataset's latest timestamp (now)
-  UserEventsFn user_events;  // may be empty: no events known
-  // Per model item: CREATION_TIMESTAMP, else its first interaction (Unix seconds); NaN unknown.
-  // Empty: nothing known (an item without interactions then counts as new).
-  std::vector<double> item_time;
-};
-InferenceContext load_context(const ModelData& model, const std::filesystem::path& dataset_dir);
-
 class Recommender {
  public:
   // Parses and binds the filter (throws FilterError with the position) and prepares the model.
@@ -110,10 +78,7 @@ class Recommender {
   const ModelData& model() const;
   bool personalized() const;  // can answer segments
 
-  struct LineOutcome {
-    bool error = false;     // the line's "error" is set
-    bool fallback = false;  // unknown user or item: popular items
-  };
+  using LineOutcome = host::LineOutcome;
   // One batch-infer line in, one output line out (without the newline). Never throws for a bad
   // line: the message goes to "error".
   std::string answer(std::string_view line, LineOutcome* outcome = nullptr) const;

@@ -46,7 +46,7 @@ float sig(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 //   users   u0 1     u1 -1
 ModelData gmf_model() {
   ModelData m;
-  m.kind = "gmf";
+  m.kind = ModelType::kGMF;
   m.user_ids = {"u0", "u1"};
   m.item_ids = {"i0", "i1", "i2", "i3", "i4"};
   ModelParams p;
@@ -117,7 +117,7 @@ TEST(Inference, RankingPutsUnknownIdsLastWithoutAScore) {
 TEST(Inference, KnownRankingThroughAnMlp) {
   // MLP with layers {2, 1}: h = relu(user + item), logit = h. User 0 embeds to 0.
   ModelData m;
-  m.kind = "mlp";
+  m.kind = ModelType::kMLP;
   m.user_ids = {"u0"};
   m.item_ids = {"a", "b", "c"};
   ModelParams p;
@@ -151,6 +151,39 @@ TEST(Inference, RelatedItemsByCosineOfItemEmbeddings) {
 }
 
 ItemCatalog gmf_catalog();
+
+// {"userId", "itemId"}: the service's "customers who viewed X also viewed": X's related items less
+// what the user has seen, on the plain and the shaped path alike.
+TEST(Inference, AUserAndAnItemTogetherAskForRelatedItemsTheUserHasNotSeen) {
+  ModelData m = gmf_model();
+  m.params->config.factors = 2;
+  m.params->user_gmf = tensor({2, 2}, {1, 0, 0, 1});
+  m.params->item_gmf = tensor({5, 2}, {1, 0, 0, 1, 1, 1, -1, 0, 0, 0});
+  m.params->head_weight = tensor({2}, {1, 1});
+  InferenceOptions shaped_options;
+  shaped_options.job.metadata_columns = {"GENRE"};
+  const Recommender plain = make(m), shaped = make(m, shaped_options, gmf_catalog());
+  for (const Recommender* r : {&plain, &shaped}) {
+    // Related to i0 alone: i2, i1, i4, i3. u0 has seen i2 and i4, u1 has seen i4.
+    EXPECT_EQ(items_of(ask(*r, R"({"itemId": "i0", "numResults": 4})")), (std::vector<std::string>{"i2", "i1", "i4", "i3"}));
+    EXPECT_EQ(items_of(ask(*r, R"({"userId": "u0", "itemId": "i0", "numResults": 4})")), (std::vector<std::string>{"i1", "i3"}));
+    EXPECT_EQ(items_of(ask(*r, R"({"userId": "u1", "itemId": "i0", "numResults": 4})")),
+              (std::vector<std::string>{"i2", "i1", "i3"}));
+    // A user the model does not know changes nothing; an item it does not know: popular items the
+    // user has not seen (popularity i4, i2, then the rest by index).
+    EXPECT_EQ(items_of(ask(*r, R"({"userId": "stranger", "itemId": "i0", "numResults": 4})")),
+              (std::vector<std::string>{"i2", "i1", "i4", "i3"}));
+    const json unknown = ask(*r, R"({"userId": "u0", "itemId": "new", "numResults": 2})");
+    EXPECT_EQ(items_of(unknown), (std::vector<std::string>{"i0", "i1"}));
+    EXPECT_NE(unknown.at("output").at("reason").get<std::string>().find("unknown item"), std::string::npos);
+  }
+  // Filters see both: CurrentItem and CurrentUser.
+  InferenceOptions filtered;
+  filtered.filter = "EXCLUDE ItemID WHERE Items.GENRE IN CurrentItem.GENRE";
+  const json f = ask(make(m, filtered, gmf_catalog()), R"({"userId": "u1", "itemId": "i0", "numResults": 4})");
+  ASSERT_TRUE(f.at("error").is_null()) << f.dump();
+  EXPECT_EQ(items_of(f), (std::vector<std::string>{"i1", "i3"}));  // no comedy like i0
+}
 
 TEST(Inference, UnknownUsersAndItemsGetPopularItemsWithAReason) {
   const Recommender r = make(gmf_model());
@@ -234,7 +267,7 @@ TEST(Inference, EveryBadLineGetsAnErrorAndTheJobGoesOn) {
       "{}",
       R"({"userName": "u0"})",
       R"({"userId": 7})",
-      R"({"userId": "u0", "itemId": "i0"})",
+      R"({"userId": "u0", "itemId": "i0", "itemList": ["i1"]})",
       R"({"itemId": "i0", "itemList": ["i1"]})",
       R"({"userId": "u0", "itemList": "i1"})",
       R"({"userId": "u0", "itemList": ["i1", 2]})",
@@ -380,7 +413,7 @@ TEST(Inference, SegmentsRankUsersByAffinity) {
 // Recommender refuses to build, and the job's --device auto falls back to the CPU.
 TEST(Inference, GpuAnswersMatchTheCpuLineForLine) {
   ModelData m;
-  m.kind = "neumf";
+  m.kind = ModelType::kNeuMF;
   const uint32_t users = 40, items = 300;
   for (uint32_t u = 0; u < users; ++u) m.user_ids.push_back(fmt::format("u{}", u));
   ItemCatalog catalog;
@@ -599,7 +632,7 @@ TEST(ModelDir, RecipeNeighbourListsAreChecked) {
 // others 0); u0 has seen nothing. u0 is 12 years old, u1 30.
 ModelData shop_model() {
   ModelData m;
-  m.kind = "gmf";
+  m.kind = ModelType::kGMF;
   m.user_ids = {"u0", "u1"};
   for (int k = 0; k < 10; ++k) m.item_ids.push_back(fmt::format("i{}", k));
   ModelParams p;

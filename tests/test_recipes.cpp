@@ -152,7 +152,7 @@ TEST(Recipes, TrendingWindowsOfTheServiceAndTheirBoundary) {
   EXPECT_NEAR(s[2], 1.0, 1e-6);
   // Answered in batch with a filter: the best trending item among those it lets through.
   ModelData m;
-  m.kind = "trending";
+  m.kind = ModelType::kTrending;
   m.user_ids = {"u0"};
   m.item_ids = {"i0", "i1", "i2"};
   m.recipe.kind = "trending";
@@ -242,7 +242,7 @@ ModelData recipe_model(const std::string& kind) {
   RecipeOptions o;
   o.min_co_count = 1;
   ModelData m;
-  m.kind = kind;
+  m.kind = parse_model_type(kind);
   m.user_ids = {"u0", "u1", "u2"};
   m.item_ids = {"i0", "i1", "i2", "i3"};
   m.seen.offsets = {0, 2, 5, 7};
@@ -384,7 +384,7 @@ ModelData transitions_model() {
   const Sequences e;
   const RecipeOptions o = transition_options();
   ModelData m;
-  m.kind = "transitions";
+  m.kind = ModelType::kTransitions;
   m.user_ids = {"u0", "u1", "u2", "u3"};
   m.item_ids = {"i0", "i1", "i2", "i3", "i4"};
   m.seen.offsets = {0, 3, 6, 8, 9};
@@ -467,7 +467,7 @@ TEST(Recipes, TransitionsModelDirectoryRoundTrip) {
 
   ModelData loaded = load_model_dir(root / "model");
   const ModelData built = transitions_model();
-  EXPECT_EQ(loaded.kind, "transitions");
+  EXPECT_EQ(loaded.kind, ModelType::kTransitions);
   // The dataset's indices are the ids' first appearance; compare by id.
   auto lists_by_id = [](const ModelData& m, const ItemNeighbors& lists, const std::vector<std::string>& owners,
                         const std::string& owner) {

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -57,7 +58,7 @@ class Model {
       : dir_(dir), device_(resolve_device(device)), threads_(threads) {
     host::ModelData model = host::load_model_dir(dir);
     config_ = read_file(dir / "config.json");
-    if (!(model.kind == "neumf" || model.kind == "gmf" || model.kind == "mlp" || model.kind == "mf")) device_ = "cpu";
+    if (host::is_recipe(model.kind)) device_ = "cpu";
     host::InferenceContext context = host::load_context(model, fs::path());
     default_ = std::make_shared<host::Recommender>(std::move(model), std::move(context), options("", false));
   }
@@ -187,7 +188,7 @@ py::tuple rank(Model& model, const std::string& user, const std::vector<std::str
 // A read-only NumPy view of a tensor of the model, kept alive by the Python Model object.
 py::array view(const py::object& self, const Tensor& t, const char* what) {
   const Model& model = self.cast<const Model&>();
-  if (t.values.empty()) throw Error(model.data().kind + " model has no " + what);
+  if (t.values.empty()) throw Error(fmt::format("{} model has no {}", host::to_string(model.data().kind), what));
   py::array a(py::dtype::of<float>(), {t.rows(), t.cols()},
               {t.cols() * sizeof(float), sizeof(float)}, t.values.data(), self);
   a.attr("setflags")(py::arg("write") = false);
@@ -196,7 +197,7 @@ py::array view(const py::object& self, const Tensor& t, const char* what) {
 
 const ModelParams& params_of(const py::object& self) {
   const host::ModelData& data = self.cast<const Model&>().data();
-  if (!data.params) throw Error(data.kind + " is a recipe: it has no learned factors");
+  if (!data.params) throw Error(fmt::format("{} is a recipe: it has no learned factors", host::to_string(data.kind)));
   return *data.params;
 }
 
@@ -206,7 +207,7 @@ void bind_model(py::module_& m) {
   py::class_<Model>(m, "Model")
       .def(py::init<const fs::path&, const std::string&, uint32_t>(), py::arg("dir"), py::arg("device") = "cpu",
            py::arg("threads") = 0)
-      .def_property_readonly("kind", [](const Model& m) { return m.data().kind; })
+      .def_property_readonly("kind", [](const Model& m) { return std::string(host::to_string(m.data().kind)); })
       .def_property_readonly("dir", [](const Model& m) { return m.dir(); })
       .def_property_readonly("config_json", [](const Model& m) { return m.config(); })
       .def_property_readonly("user_ids", [](const Model& m) { return m.data().user_ids; })

@@ -19,7 +19,7 @@ Tensor tensor(std::vector<uint64_t> shape, std::vector<float> values) { return T
 
 ModelData gmf_model() {
   ModelData m;
-  m.kind = "gmf";
+  m.kind = ModelType::kGMF;
   m.user_ids = {"u0", "u1"};
   m.item_ids = {"i0", "i1", "i2", "i3", "i4"};
   ModelParams p;

@@ -1,0 +1,44 @@
+// A model directory read into memory: what every answer starts from (batch-infer, batch-segment,
+// export, the Python package). host/model_dir.h holds the directory's files; this reads them whole.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "host/model_dir.h"
+#include "host/model_type.h"
+#include "host/recipes.h"
+#include "tastebud/engine/model.h"
+
+namespace tastebud::host {
+
+// A contextual field of a model trained with --context: its values as context-table rows.
+struct ContextValues {
+  std::string field;
+  std::unordered_map<std::string, uint32_t> rows;
+};
+
+// Everything a model directory holds, in memory. Tests build one by hand.
+struct ModelData {
+  ModelType kind = ModelType::kNeuMF;
+  std::vector<std::string> user_ids, item_ids;
+  SeenItems seen;                     // may be empty (no user has seen anything)
+  std::optional<ModelParams> params;  // the neural models
+  RecipeData recipe;                  // recipes
+  std::filesystem::path data;         // the dataset it was trained on ("" when unknown)
+  std::vector<ContextValues> context; // params->config.context's fields, in its order
+  // Users [trained_users, user_ids.size()) joined after training from the dataset's user metadata
+  // (a model with user metadata); they score from metadata alone.
+  uint32_t trained_users = UINT32_MAX;
+};
+
+// Reads and checks config.json, the id files, seen.bin and model.bin or recipe.bin. A metadata
+// model comes back folded into its id-only twin over the dataset it was trained on (which must
+// still exist), with the users that dataset gained since joined as metadata-only users.
+ModelData load_model_dir(const std::filesystem::path& dir);
+
+}  // namespace tastebud::host

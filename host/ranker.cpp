@@ -1,0 +1,228 @@
+#include "host/ranker.h"
+
+#include <cmath>
+#include <exception>
+
+#include <omp.h>
+
+#include "tastebud/error.h"
+#include "tastebud/loss_math.h"
+
+namespace tastebud::host {
+
+std::span<const uint32_t> Ranker::seen_of(uint32_t user) const {
+  const SeenItems& seen = model_.seen;
+  if (seen.offsets.empty()) return {};
+  return {seen.items.data() + seen.offsets[user], seen.items.data() + seen.offsets[user + 1]};
+}
+
+void Ranker::rank(uint32_t user, std::span<const uint32_t> items, std::span<const float> context,
+                  std::span<float> out) const {
+  std::vector<float> all;
+  user_scores(user, context, all);
+  for (size_t k = 0; k < items.size(); ++k) out[k] = std::isnan(all[items[k]]) ? 0.0f : all[items[k]];
+}
+
+void Ranker::user_affinity(std::span<const uint32_t>, std::vector<float>&) const {
+  throw Error("this model has no notion of a user's affinity for an item");
+}
+
+namespace {
+
+// The NeuMF family (neumf, gmf, mlp, mf): logits from the Scorer, related items by the cosine of
+// the concatenated [gmf | mlp] item embeddings.
+class NeuralRanker final : public Ranker {
+ public:
+  explicit NeuralRanker(const ModelData& model) : Ranker(model), scorer_(*model.params) {
+    // The neural models keep no counts: the training positives per item stand in.
+    popularity_.assign(num_items(), 0.0f);
+    for (uint32_t i : model.seen.items) popularity_[i] += 1.0f;
+    fallback_ = popularity_;
+    const uint32_t trained = std::min<uint32_t>(model.trained_users, static_cast<uint32_t>(model.user_ids.size()));
+    if (trained > 0)
+      for (float& x : fallback_) x /= static_cast<float>(trained);
+    build_item_vectors();
+  }
+
+  void user_scores(uint32_t user, std::span<const float> context, std::vector<float>& s) const override {
+    s.resize(num_items());
+    scorer_.score_all(user, s, context);
+  }
+
+  void item_scores(uint32_t item, std::vector<float>& s) const override {
+    s.resize(num_items());
+    const float* v = item_vectors_.data() + static_cast<size_t>(item) * item_dim_;
+    for (uint32_t i = 0; i < num_items(); ++i) {
+      const float* w = item_vectors_.data() + static_cast<size_t>(i) * item_dim_;
+      float z = 0;
+      for (uint32_t j = 0; j < item_dim_; ++j) z += v[j] * w[j];
+      s[i] = z;
+    }
+  }
+
+  void rank(uint32_t user, std::span<const uint32_t> items, std::span<const float> context,
+            std::span<float> out) const override {
+    scorer_.score(user, items, out, context);
+    for (float& x : out) x = sigmoid(x);
+  }
+
+  float shown(float score) const override { return sigmoid(score); }
+  bool answers_segments() const override { return true; }
+  const Scorer* scorer() const override { return &scorer_; }
+
+  void user_affinity(std::span<const uint32_t> items, std::vector<float>& affinity) const override {
+    const int64_t users = static_cast<int64_t>(model_.user_ids.size());
+    affinity.assign(users, 0.0f);
+    // An exception may not leave an OpenMP region: the first one is kept and rethrown after it.
+    std::exception_ptr failure;
+#pragma omp parallel
+    {
+      std::vector<float> s(items.size());
+#pragma omp for schedule(static, 256)
+      for (int64_t u = 0; u < users; ++u) {
+        try {
+          scorer_.score(static_cast<uint32_t>(u), items, s);
+        } catch (...) {
+#pragma omp critical(tastebud_affinity_failure)
+          if (!failure) failure = std::current_exception();
+          continue;
+        }
+        double sum = 0;
+        for (float x : s) sum += sigmoid(x);
+        affinity[u] = static_cast<float>(sum / items.size());
+      }
+    }
+    if (failure) std::rethrow_exception(failure);
+  }
+
+ private:
+  // Unit-length [gmf | mlp] item embeddings, for related items.
+  void build_item_vectors() {
+    const ModelParams& p = *model_.params;
+    const uint32_t f = p.config.has_gmf() ? p.config.factors : 0, e = p.config.mlp_embedding();
+    item_dim_ = f + e;
+    item_vectors_.resize(static_cast<size_t>(num_items()) * item_dim_);
+    for (uint32_t i = 0; i < num_items(); ++i) {
+      float* v = item_vectors_.data() + static_cast<size_t>(i) * item_dim_;
+      for (uint32_t j = 0; j < f; ++j) v[j] = p.item_gmf.values[static_cast<size_t>(i) * f + j];
+      for (uint32_t j = 0; j < e; ++j) v[f + j] = p.item_mlp.values[static_cast<size_t>(i) * e + j];
+      double norm = 0;
+      for (uint32_t j = 0; j < item_dim_; ++j) norm += double(v[j]) * v[j];
+      const float scale = norm > 0 ? static_cast<float>(1.0 / std::sqrt(norm)) : 0.0f;
+      for (uint32_t j = 0; j < item_dim_; ++j) v[j] *= scale;
+    }
+  }
+
+  Scorer scorer_;
+  std::vector<float> item_vectors_;
+  uint32_t item_dim_ = 0;
+};
+
+// Recipes: their popularity is the fallback's order and score.
+class RecipeRanker : public Ranker {
+ protected:
+  explicit RecipeRanker(const ModelData& model) : Ranker(model) {
+    popularity_ = model.recipe.popularity;
+    fallback_ = popularity_;
+  }
+};
+
+// popularity and trending: one score per item, whoever asks.
+class ItemScoresRanker final : public RecipeRanker {
+ public:
+  explicit ItemScoresRanker(const ModelData& model) : RecipeRanker(model) {}
+  void user_scores(uint32_t, std::span<const float>, std::vector<float>& s) const override { s = model_.recipe.item_scores; }
+  void item_scores(uint32_t, std::vector<float>& s) const override { s = model_.recipe.item_scores; }
+  void rank(uint32_t, std::span<const uint32_t> items, std::span<const float>, std::span<float> out) const override {
+    for (size_t k = 0; k < items.size(); ++k) out[k] = model_.recipe.item_scores[items[k]];
+  }
+};
+
+// sims and transitions: each item's neighbour list (NaN for the items not on it).
+class NeighborRanker : public RecipeRanker {
+ public:
+  void item_scores(uint32_t item, std::vector<float>& s) const override {
+    s.assign(num_items(), NAN);
+    const ItemNeighbors& nb = model_.recipe.neighbors;
+    for (uint64_t k = nb.offsets[item]; k < nb.offsets[item + 1]; ++k) s[nb.items[k]] = nb.scores[k];
+  }
+  const ItemNeighbors* neighbor_lists() const override { return &model_.recipe.neighbors; }
+
+ protected:
+  explicit NeighborRanker(const ModelData& model) : RecipeRanker(model) {}
+};
+
+// sims: a user's relevance for an item is its summed similarity to the user's history.
+class SimsRanker final : public NeighborRanker {
+ public:
+  explicit SimsRanker(const ModelData& model) : NeighborRanker(model) { build_item_users(); }
+
+  void user_scores(uint32_t user, std::span<const float>, std::vector<float>& s) const override {
+    s.assign(num_items(), NAN);
+    const ItemNeighbors& nb = model_.recipe.neighbors;
+    for (uint32_t h : seen_of(user)) {
+      for (uint64_t k = nb.offsets[h]; k < nb.offsets[h + 1]; ++k) {
+        float& x = s[nb.items[k]];
+        x = std::isnan(x) ? nb.scores[k] : x + nb.scores[k];
+      }
+    }
+  }
+
+  bool answers_segments() const override { return true; }
+  // A user's affinity for item i is the summed similarity of i to the user's history.
+  void user_affinity(std::span<const uint32_t> items, std::vector<float>& affinity) const override {
+    affinity.assign(model_.user_ids.size(), 0.0f);
+    const ItemNeighbors& nb = model_.recipe.neighbors;
+    for (uint32_t i : items) {
+      for (uint64_t k = nb.offsets[i]; k < nb.offsets[i + 1]; ++k) {
+        const uint32_t j = nb.items[k];
+        for (uint64_t r = item_users_.offsets[j]; r < item_users_.offsets[j + 1]; ++r)
+          affinity[item_users_.items[r]] += nb.scores[k] / items.size();
+      }
+    }
+  }
+
+ private:
+  // seen transposed: item -> users.
+  void build_item_users() {
+    item_users_.offsets.assign(num_items() + 1, 0);
+    for (uint32_t i : model_.seen.items) ++item_users_.offsets[i + 1];
+    for (uint32_t i = 0; i < num_items(); ++i) item_users_.offsets[i + 1] += item_users_.offsets[i];
+    item_users_.items.resize(model_.seen.items.size());
+    std::vector<uint64_t> fill(item_users_.offsets.begin(), item_users_.offsets.end() - 1);
+    for (uint32_t u = 0; u < model_.user_ids.size(); ++u)
+      for (uint32_t i : seen_of(u)) item_users_.items[fill[i]++] = u;
+  }
+
+  SeenItems item_users_;
+};
+
+// transitions: what followed the user's latest items (host/recipes.h, transition_scores).
+class TransitionsRanker final : public NeighborRanker {
+ public:
+  explicit TransitionsRanker(const ModelData& model) : NeighborRanker(model) {}
+  void user_scores(uint32_t user, std::span<const float>, std::vector<float>& s) const override {
+    transition_scores(model_.recipe.neighbors, model_.recipe.latest, user, s);
+  }
+  bool ties_by_popularity() const override { return true; }
+};
+
+}  // namespace
+
+std::unique_ptr<Ranker> make_ranker(const ModelData& model) {
+  switch (model.kind) {
+    case ModelType::kNeuMF:
+    case ModelType::kGMF:
+    case ModelType::kMLP:
+    case ModelType::kMF:
+      TB_CHECK(model.params.has_value(), "a neural model without parameters");
+      return std::make_unique<NeuralRanker>(model);
+    case ModelType::kPopularity:
+    case ModelType::kTrending: return std::make_unique<ItemScoresRanker>(model);
+    case ModelType::kSims: return std::make_unique<SimsRanker>(model);
+    case ModelType::kTransitions: return std::make_unique<TransitionsRanker>(model);
+  }
+  throw Error("unknown model type");
+}
+
+}  // namespace tastebud::host
