@@ -14,5 +14,6 @@ void add_tune_command(CLI::App& app);      // tune                      (cmd_tun
 void add_export_command(CLI::App& app);  // export --format onnx         (cmd_export.cpp)
 void add_report_command(CLI::App& app);  // report                       (cmd_report.cpp)
 void add_retrain_commands(CLI::App& app);  // retrain, delete-users     (cmd_retrain.cpp)
+void add_serve_command(CLI::App& app);     // serve                     (cmd_serve.cpp)
 
 }  // namespace tastebud::host

@@ -46,6 +46,7 @@ int main(int argc, char** argv) {
   tastebud::host::add_export_command(app);
   tastebud::host::add_report_command(app);
   tastebud::host::add_retrain_commands(app);
+  tastebud::host::add_serve_command(app);
   tastebud::Communicator* world = nullptr;
   try {
     world = &tastebud::world_communicator();  // under mpirun: MPI starts here

@@ -8,7 +8,7 @@
 set -euo pipefail
 packages=(build-essential cmake libeigen3-dev libomp-dev libcli11-dev nlohmann-json3-dev libfmt-dev
           libtomlplusplus-dev libgtest-dev libbenchmark-dev zlib1g-dev pybind11-dev python3-dev python3-venv chromium
-          openmpi-bin libopenmpi-dev)
+          openmpi-bin libopenmpi-dev libcpp-httplib-dev pkg-config universal-ctags)
 # --fuzz: clang and its sanitizer and libFuzzer runtimes too (scripts/fuzz.sh, scripts/sanitize.sh).
 [ "${1:-}" = "--fuzz" ] && packages+=(clang libclang-rt-dev)
 missing=()

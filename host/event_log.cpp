@@ -1,0 +1,149 @@
+#include "host/event_log.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "tastebud/atomic_file.h"
+#include "tastebud/error.h"
+
+namespace tastebud::host {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::string_view kHeader = "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE,EVENT_VALUE\n";
+
+void append_field(std::string& out, std::string_view field) {
+  if (field.find_first_of(",\"\r\n") == std::string_view::npos) {
+    out += field;
+    return;
+  }
+  out += '"';
+  for (char c : field) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  out += '"';
+}
+
+bool write_all(int fd, std::string_view bytes) {
+  while (!bytes.empty()) {
+    const ssize_t n = ::write(fd, bytes.data(), bytes.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    bytes.remove_prefix(static_cast<size_t>(n));
+  }
+  return true;
+}
+
+std::string start_stamp() {
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y%m%dT%H%M%SZ", &utc);
+  return text;
+}
+
+}  // namespace
+
+std::string event_csv_line(const EventRow& row) {
+  std::string line;
+  append_field(line, row.user_id);
+  line += ',';
+  append_field(line, row.item_id);
+  line += fmt::format(",{},", row.timestamp);
+  append_field(line, row.event_type);
+  line += ',';
+  if (row.event_value) line += fmt::format("{}", *row.event_value);
+  line += '\n';
+  return line;
+}
+
+uint64_t repair_event_files(const fs::path& dir) {
+  uint64_t cut = 0;
+  std::error_code ec;
+  for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (!e.is_regular_file() || !name.starts_with("events-") || !name.ends_with(".csv")) continue;
+    const int fd = ::open(e.path().c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) throw Error(fmt::format("{}: cannot open: {}", e.path().string(), std::strerror(errno)));
+    off_t end = ::lseek(fd, 0, SEEK_END), keep = end;
+    char c = 0;
+    while (keep > 0 && ::pread(fd, &c, 1, keep - 1) == 1 && c != '\n') --keep;
+    if (keep < end) {
+      if (::ftruncate(fd, keep) != 0 || ::fsync(fd) != 0) {
+        const int error = errno;
+        ::close(fd);
+        throw Error(fmt::format("{}: cannot cut the half-written last line: {}", e.path().string(), std::strerror(error)));
+      }
+      cut += static_cast<uint64_t>(end - keep);
+    }
+    ::close(fd);
+  }
+  return cut;
+}
+
+PutEventsLog::PutEventsLog(const fs::path& dir) {
+  fs::create_directories(dir);
+  repair_event_files(dir);
+  path_ = dir / fmt::format("events-{}-{}.csv", start_stamp(), ::getpid());
+  fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw Error(fmt::format("{}: cannot create the event log: {}", path_.string(), std::strerror(errno)));
+  if (!write_all(fd_, kHeader) || ::fsync(fd_) != 0) {
+    const int error = errno;
+    ::close(fd_);
+    fs::remove(path_);
+    throw Error(fmt::format("{}: cannot write the event log: {}", path_.string(), std::strerror(error)));
+  }
+  fsync_directory(dir);
+}
+
+PutEventsLog::~PutEventsLog() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void PutEventsLog::append(std::string_view lines, uint64_t rows) {
+  std::unique_lock lock(mutex_);
+  const uint64_t ticket = next_ticket_;
+  pending_.append(lines);
+  pending_rows_ += rows;
+  while (durable_ticket_ < ticket) {
+    if (broken_) throw Error(fmt::format("{}: the event log failed to write; events are not accepted", path_.string()));
+    if (writing_) {
+      done_.wait(lock);
+      continue;
+    }
+    // This caller writes every row waiting (its own among them), then wakes the others.
+    writing_ = true;
+    const std::string batch = std::move(pending_);
+    const uint64_t batch_rows = pending_rows_, batch_ticket = next_ticket_++;
+    pending_.clear();
+    pending_rows_ = 0;
+    lock.unlock();
+    const bool ok = write_all(fd_, batch) && ::fdatasync(fd_) == 0;
+    lock.lock();
+    writing_ = false;
+    if (ok) {
+      durable_ticket_ = batch_ticket;
+      rows_written_ += batch_rows;
+    } else {
+      broken_ = true;  // the file may end in a half line now: no later row may follow it
+    }
+    done_.notify_all();
+  }
+}
+
+uint64_t PutEventsLog::rows_written() const {
+  std::lock_guard lock(mutex_);
+  return rows_written_;
+}
+
+}  // namespace tastebud::host

@@ -1,0 +1,62 @@
+// The events `tastebud serve` accepts (PutEvents), appended to CSV part files that
+// `tastebud import --mode incremental --interactions DIR` and `retrain --interactions DIR` read as
+// they are: USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE,EVENT_VALUE, one file per server start
+// (events-<UTC start>-<pid>.csv) in the log's directory.
+//
+// Group commit: append() hands its rows to whichever caller is writing; that caller writes every
+// row waiting, fsyncs once, and wakes them all. append() returns only once its rows are on disk,
+// so an acknowledged event survives kill -9 and power loss. A kill mid-write can leave the last
+// line of a file half written; opening the log cuts every file in the directory back to its last
+// complete line first (repair_event_files), so no later import trips on it.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <filesystem>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace tastebud::host {
+
+struct EventRow {
+  std::string user_id, item_id, event_type;
+  int64_t timestamp = 0;               // Unix seconds
+  std::optional<double> event_value;
+};
+
+// One CSV line (RFC 4180 quoting where a field needs it), with its newline.
+std::string event_csv_line(const EventRow& row);
+
+// Cuts each events-*.csv in `dir` back to its last complete line; returns the bytes cut.
+uint64_t repair_event_files(const std::filesystem::path& dir);
+
+class PutEventsLog {
+ public:
+  explicit PutEventsLog(const std::filesystem::path& dir);
+  PutEventsLog(const PutEventsLog&) = delete;
+  PutEventsLog& operator=(const PutEventsLog&) = delete;
+  ~PutEventsLog();
+
+  // Appends complete CSV lines and returns once they are on disk; throws Error when the write or
+  // the fsync fails (the rows are then not acknowledged).
+  void append(std::string_view lines, uint64_t rows);
+  uint64_t rows_written() const;
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+  int fd_ = -1;
+  mutable std::mutex mutex_;
+  std::condition_variable done_;
+  std::string pending_;          // lines waiting for the next write
+  uint64_t pending_rows_ = 0;
+  uint64_t next_ticket_ = 1;     // the batch the next append joins
+  uint64_t durable_ticket_ = 0;  // every batch up to this one is on disk
+  bool writing_ = false;
+  bool broken_ = false;          // a write failed: nothing more is acknowledged
+  uint64_t rows_written_ = 0;
+};
+
+}  // namespace tastebud::host

@@ -1,0 +1,454 @@
+#include "host/serve.h"
+
+#include <signal.h>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <ostream>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include "host/event_log.h"
+#include "host/filters.h"
+#include "host/inference.h"
+#include "tastebud/error.h"
+#include "tastebud/json_input.h"
+
+namespace tastebud::host {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::ordered_json;
+
+constexpr size_t kMaxInputList = 500;  // the service's cap on GetPersonalizedRanking's inputList
+constexpr size_t kMaxEvents = 10;      // and on PutEvents' eventList
+constexpr size_t kMaxFilterRecommenders = 16;
+
+// A request's own problem: a 400 whose message names the field.
+struct BadRequest : Error {
+  using Error::Error;
+};
+
+// One loaded model and the recommenders its requests use (one per filter expression).
+struct Loaded {
+  fs::path dir;         // the model directory (a retrain directory's `current` resolved)
+  std::string version;  // its directory name
+  ModelData model;
+  InferenceContext context;
+  std::shared_ptr<const Recommender> plain;
+  mutable std::mutex filters_mutex;
+  mutable std::map<std::string, std::shared_ptr<const Recommender>> by_filter;
+
+  std::shared_ptr<const Recommender> for_filter(const std::string& filter) const {
+    if (filter.empty()) return plain;
+    std::lock_guard lock(filters_mutex);
+    if (const auto it = by_filter.find(filter); it != by_filter.end()) return it->second;
+    if (filter_selects_users(filter)) throw BadRequest("filter: UserID expressions select users; recommendations filter items");
+    InferenceOptions options;
+    options.filter = filter;
+    options.device = "cpu";
+    std::shared_ptr<const Recommender> r;
+    try {
+      r = std::make_shared<const Recommender>(model, context, options);
+    } catch (const Error& e) {
+      throw BadRequest(fmt::format("filter: {}", e.what()));
+    }
+    if (by_filter.size() >= kMaxFilterRecommenders) by_filter.erase(by_filter.begin());
+    by_filter.emplace(filter, r);
+    return r;
+  }
+};
+
+fs::path model_dir_of(const ServeOptions& o) {
+  if (o.models.empty()) return o.model;
+  const fs::path current = o.models / "current";
+  if (!fs::exists(current)) throw Error(fmt::format("--models {}: no `current` model yet (run retrain first)", o.models.string()));
+  return fs::canonical(current);
+}
+
+std::shared_ptr<const Loaded> load(const ServeOptions& o) {
+  auto loaded = std::make_shared<Loaded>();
+  loaded->dir = model_dir_of(o);
+  loaded->version = loaded->dir.filename().string();
+  loaded->model = load_model_dir(loaded->dir);
+  const fs::path data = loaded->model.data;
+  loaded->context = load_context(loaded->model, !data.empty() && fs::exists(data) ? data : fs::path());
+  InferenceOptions options;
+  options.device = "cpu";
+  loaded->plain = std::make_shared<const Recommender>(loaded->model, loaded->context, options);
+  return loaded;
+}
+
+// ---- Request bodies ----
+
+json parse_body(const std::string& body) {
+  if (json_nested_deeper_than(body, kMaxJsonDepth)) throw BadRequest(fmt::format("JSON nested deeper than {} levels", kMaxJsonDepth));
+  json j;
+  try {
+    j = json::parse(body);
+  } catch (const json::exception& e) {
+    throw BadRequest(fmt::format("not valid JSON: {}", e.what()));
+  }
+  if (!j.is_object()) throw BadRequest("the request must be a JSON object");
+  return j;
+}
+
+void check_fields(const json& j, std::initializer_list<const char*> known, const std::string& where = {}) {
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    bool ok = false;
+    for (const char* k : known) ok |= it.key() == k;
+    if (!ok) {
+      std::string names;
+      for (const char* k : known) names += fmt::format("{}{}", names.empty() ? "" : ", ", k);
+      throw BadRequest(fmt::format("{}{}: unknown field (expected {})", where, it.key(), names));
+    }
+  }
+}
+
+std::optional<std::string> string_of(const json& j, const char* key, const std::string& where = {}) {
+  const auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return std::nullopt;
+  if (!it->is_string()) throw BadRequest(fmt::format("{}{}: must be a string", where, key));
+  return it->get<std::string>();
+}
+
+// The batch-infer line a request stands for: its shared fields copied as they are.
+json line_of(const json& request) {
+  json line = json::object();
+  for (const char* key : {"userId", "itemId", "numResults", "filterValues", "context"})
+    if (const auto it = request.find(key); it != request.end() && !it->is_null()) line[key] = *it;
+  return line;
+}
+
+// The Recommender's answer to a line, or a 400 with its error.
+json answer_of(const Recommender& r, const json& line) {
+  const json answer = json::parse(r.answer(line.dump()));
+  if (!answer.at("error").is_null()) throw BadRequest(answer.at("error").get<std::string>());
+  return answer.at("output");
+}
+
+}  // namespace
+
+// ---- Metrics ----
+
+namespace {
+
+constexpr std::array<double, 11> kBuckets{0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5};
+
+struct ServerMetrics {
+  std::mutex mutex;
+  std::map<std::pair<std::string, int>, uint64_t> requests;  // (path, status) -> count
+  std::map<std::string, std::array<uint64_t, kBuckets.size() + 1>> latency;  // path -> bucket counts (+Inf last)
+  std::map<std::string, double> latency_sum;
+  std::atomic<uint64_t> events{0};
+  std::atomic<uint64_t> reloads{0};
+
+  void observe(const std::string& path, int status, double seconds) {
+    std::lock_guard lock(mutex);
+    ++requests[{path, status}];
+    auto& buckets = latency[path];
+    size_t b = 0;
+    while (b < kBuckets.size() && seconds > kBuckets[b]) ++b;
+    ++buckets[b];
+    latency_sum[path] += seconds;
+  }
+
+  std::string text(const std::string& version) {
+    std::lock_guard lock(mutex);
+    std::string out = "# HELP tastebud_requests_total HTTP requests answered, by path and status.\n"
+                      "# TYPE tastebud_requests_total counter\n";
+    for (const auto& [key, n] : requests)
+      out += fmt::format("tastebud_requests_total{{path=\"{}\",status=\"{}\"}} {}\n", key.first, key.second, n);
+    out += "# HELP tastebud_request_seconds Time to answer a request.\n# TYPE tastebud_request_seconds histogram\n";
+    for (const auto& [path, buckets] : latency) {
+      uint64_t cumulative = 0;
+      for (size_t b = 0; b <= kBuckets.size(); ++b) {
+        cumulative += buckets[b];
+        const std::string le = b < kBuckets.size() ? fmt::format("{}", kBuckets[b]) : "+Inf";
+        out += fmt::format("tastebud_request_seconds_bucket{{path=\"{}\",le=\"{}\"}} {}\n", path, le, cumulative);
+      }
+      out += fmt::format("tastebud_request_seconds_sum{{path=\"{}\"}} {}\n", path, latency_sum[path]);
+      out += fmt::format("tastebud_request_seconds_count{{path=\"{}\"}} {}\n", path, cumulative);
+    }
+    out += fmt::format("# HELP tastebud_events_written_total Events on disk.\n# TYPE tastebud_events_written_total counter\n"
+                       "tastebud_events_written_total {}\n", events.load());
+    out += fmt::format("# HELP tastebud_model_reloads_total Models swapped in since start.\n# TYPE tastebud_model_reloads_total counter\n"
+                       "tastebud_model_reloads_total {}\n", reloads.load());
+    out += fmt::format("# HELP tastebud_model_info The model being served.\n# TYPE tastebud_model_info gauge\n"
+                       "tastebud_model_info{{version=\"{}\"}} 1\n", version);
+    return out;
+  }
+};
+
+}  // namespace
+
+struct Server::Impl {
+  ServeOptions options;
+  std::ostream& log;
+  httplib::Server http;
+  int port = 0;
+  mutable std::mutex loaded_mutex;
+  std::shared_ptr<const Loaded> loaded;
+  std::unique_ptr<PutEventsLog> events;
+  ServerMetrics metrics;
+  std::atomic<uint64_t> answered{0};
+  const uint64_t started = static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
+  // The `current` watcher (with --models).
+  std::thread watcher;
+  std::mutex watcher_mutex;
+  std::condition_variable watcher_wake;
+  bool stopping = false;
+
+  Impl(ServeOptions o, std::ostream& l) : options(std::move(o)), log(l) {}
+
+  std::shared_ptr<const Loaded> model() const {
+    std::lock_guard lock(loaded_mutex);
+    return loaded;
+  }
+
+  std::string recommendation_id() {
+    return fmt::format("RID-{:x}-{:x}", started & 0xffffffffffull, answered.fetch_add(1) + 1);
+  }
+
+  json recommendations(const json& request) {
+    check_fields(request, {"userId", "itemId", "numResults", "filter", "filterValues", "context"});
+    const std::shared_ptr<const Loaded> m = model();
+    const json output = answer_of(*m->for_filter(string_of(request, "filter").value_or("")), line_of(request));
+    json items = json::array();
+    for (size_t k = 0; k < output.at("recommendedItems").size(); ++k) {
+      json item{{"itemId", output["recommendedItems"][k]}, {"score", output["scores"][k]}};
+      json reasons = json::array();
+      if (output.contains("reasons") && !output["reasons"][k].is_null()) reasons.push_back(output["reasons"][k]);
+      if (output.contains("reason")) reasons.push_back(output["reason"]);
+      if (!reasons.empty()) item["reason"] = std::move(reasons);
+      items.push_back(std::move(item));
+    }
+    json out{{"itemList", std::move(items)}, {"recommendationId", recommendation_id()}};
+    if (output.contains("warning")) out["warning"] = output["warning"];
+    return out;
+  }
+
+  json personalized_ranking(const json& request) {
+    check_fields(request, {"userId", "inputList", "filter", "filterValues", "context"});
+    if (!string_of(request, "userId")) throw BadRequest("userId: required");
+    const auto list = request.find("inputList");
+    if (list == request.end() || !list->is_array()) throw BadRequest("inputList: required, an array of item ids");
+    if (list->size() > kMaxInputList)
+      throw BadRequest(fmt::format("inputList: {} items, more than the {} the service ranks at once", list->size(), kMaxInputList));
+    json line = line_of(request);
+    line["itemList"] = *list;
+    const std::shared_ptr<const Loaded> m = model();
+    const json output = answer_of(*m->for_filter(string_of(request, "filter").value_or("")), line);
+    json ranking = json::array();
+    for (size_t k = 0; k < output.at("recommendedItems").size(); ++k) {
+      json item{{"itemId", output["recommendedItems"][k]}};
+      if (!output["scores"][k].is_null()) item["score"] = output["scores"][k];
+      ranking.push_back(std::move(item));
+    }
+    json out{{"personalizedRanking", std::move(ranking)}, {"recommendationId", recommendation_id()}};
+    if (output.contains("reason")) out["reason"] = output["reason"];
+    return out;
+  }
+
+  // One PutEvents event as a log row; BadRequest names eventList[k].field.
+  static EventRow event_row(const json& e, const std::string& user, size_t k) {
+    const std::string at = fmt::format("eventList[{}].", k);
+    if (!e.is_object()) throw BadRequest(fmt::format("eventList[{}]: must be an object", k));
+    check_fields(e, {"eventId", "eventType", "eventValue", "itemId", "sentAt", "properties", "impression", "recommendationId"}, at);
+    EventRow row;
+    row.user_id = user;
+    row.event_type = string_of(e, "eventType", at).value_or("");
+    if (row.event_type.empty()) throw BadRequest(at + "eventType: required");
+    row.item_id = string_of(e, "itemId", at).value_or("");
+    if (row.item_id.empty()) throw BadRequest(at + "itemId: required (tastebud learns from item events)");
+    const auto sent = e.find("sentAt");
+    if (sent == e.end() || !sent->is_number()) throw BadRequest(at + "sentAt: required, Unix seconds");
+    const double seconds = sent->get<double>();
+    if (!(seconds >= 0 && seconds < 1e11)) throw BadRequest(at + "sentAt: Unix seconds from 0 to 1e11");
+    row.timestamp = static_cast<int64_t>(seconds);
+    if (const auto v = e.find("eventValue"); v != e.end() && !v->is_null()) {
+      if (!v->is_number()) throw BadRequest(at + "eventValue: must be a number");
+      row.event_value = v->get<double>();
+    }
+    return row;
+  }
+
+  json put_events(const json& request) {
+    check_fields(request, {"trackingId", "sessionId", "userId", "eventList"});
+    const std::optional<std::string> session = string_of(request, "sessionId");
+    if (!session || session->empty()) throw BadRequest("sessionId: required");
+    const std::string user = string_of(request, "userId").value_or(*session);  // anonymous: the session
+    const auto list = request.find("eventList");
+    if (list == request.end() || !list->is_array() || list->empty() || list->size() > kMaxEvents)
+      throw BadRequest(fmt::format("eventList: required, 1 to {} events", kMaxEvents));
+    std::string lines;
+    for (size_t k = 0; k < list->size(); ++k) lines += event_csv_line(event_row((*list)[k], user, k));
+    events->append(lines, list->size());
+    metrics.events += list->size();
+    return json::object();
+  }
+
+  bool authorized(const httplib::Request& req) const {
+    if (options.api_key.empty()) return true;
+    if (req.get_header_value("X-Api-Key") == options.api_key) return true;
+    return req.get_header_value("Authorization") == "Bearer " + options.api_key;
+  }
+
+  // Runs a JSON endpoint: 401 without the key, 400 for the request's own problem, 500 for ours.
+  template <class Answer>
+  void handle(const httplib::Request& req, httplib::Response& res, Answer&& answer) {
+    const auto start = std::chrono::steady_clock::now();
+    json body;
+    try {
+      if (!authorized(req)) {
+        res.status = 401;
+        body = json{{"message", "missing or wrong API key (X-Api-Key or Authorization: Bearer)"}};
+      } else {
+        body = answer(parse_body(req.body));
+        res.status = 200;
+      }
+    } catch (const BadRequest& e) {
+      res.status = 400;
+      body = json{{"message", e.what()}};
+    } catch (const std::exception& e) {
+      res.status = 500;
+      body = json{{"message", e.what()}};
+    }
+    res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
+    metrics.observe(req.path, res.status, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+
+  void routes() {
+    http.Post("/recommendations", [this](const httplib::Request& q, httplib::Response& r) {
+      handle(q, r, [this](const json& j) { return recommendations(j); });
+    });
+    http.Post("/personalized-ranking", [this](const httplib::Request& q, httplib::Response& r) {
+      handle(q, r, [this](const json& j) { return personalized_ranking(j); });
+    });
+    http.Post("/events", [this](const httplib::Request& q, httplib::Response& r) {
+      handle(q, r, [this](const json& j) { return put_events(j); });
+    });
+    http.Get("/health", [this](const httplib::Request& q, httplib::Response& r) {
+      const std::shared_ptr<const Loaded> m = model();
+      r.set_content(json{{"status", "ok"}, {"model", m->dir.string()}, {"version", m->version}}.dump(), "application/json");
+      metrics.observe(q.path, 200, 0);
+    });
+    http.Get("/metrics", [this](const httplib::Request& q, httplib::Response& r) {
+      if (!authorized(q)) {
+        r.status = 401;
+        return;
+      }
+      r.set_content(metrics.text(model()->version), "text/plain; version=0.0.4");
+    });
+  }
+
+  void watch_current() {
+    std::unique_lock lock(watcher_mutex);
+    const auto every = std::chrono::duration<double>(options.reload_poll_seconds);
+    while (!watcher_wake.wait_for(lock, every, [this] { return stopping; })) {
+      std::error_code ec;
+      const fs::path now = fs::canonical(options.models / "current", ec);
+      if (!ec && now != model()->dir) reload_logged();
+    }
+  }
+
+  void reload_logged() {
+    try {
+      std::shared_ptr<const Loaded> next = load(options);
+      {
+        std::lock_guard lock(loaded_mutex);
+        loaded = std::move(next);
+      }
+      ++metrics.reloads;
+      log << fmt::format("serve: now serving {}\n", model()->dir.string()) << std::flush;
+    } catch (const std::exception& e) {
+      log << fmt::format("serve: reload failed, still serving {}: {}\n", model()->dir.string(), e.what()) << std::flush;
+    }
+  }
+};
+
+Server::Server(ServeOptions options, std::ostream& log) : impl_(std::make_unique<Impl>(std::move(options), log)) {
+  Impl& s = *impl_;
+  TB_CHECK(s.options.model.empty() != s.options.models.empty(), "serve: give a model directory (--model) or a retrain directory (--models)");
+  s.loaded = load(s.options);
+  fs::path events = s.options.events;
+  if (events.empty()) {
+    const fs::path data = s.loaded->model.data;
+    TB_CHECK(!data.empty(), "serve: the model names no dataset; give --events DIR for the event log");
+    events = data.parent_path() / (data.filename().string() + ".events");
+  }
+  s.events = std::make_unique<PutEventsLog>(events);
+  const uint32_t threads = s.options.threads > 0 ? s.options.threads : std::max(2u, std::thread::hardware_concurrency());
+  s.http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  s.http.set_payload_max_length(s.options.max_body);
+  s.routes();
+  s.port = s.options.port == 0 ? s.http.bind_to_any_port(s.options.host) : s.options.port;
+  if (s.options.port != 0 && !s.http.bind_to_port(s.options.host, s.options.port)) s.port = -1;
+  if (s.port < 0) throw Error(fmt::format("serve: cannot listen on {}:{}", s.options.host, s.options.port));
+  if (!s.options.models.empty()) s.watcher = std::thread([&s] { s.watch_current(); });
+  log << fmt::format("serve: {} model {} ({} users, {} items) on http://{}:{}; events -> {}\n",
+                     to_string(s.loaded->model.kind), s.loaded->dir.string(), s.loaded->model.user_ids.size(),
+                     s.loaded->model.item_ids.size(), s.options.host, s.port, s.events->path().string())
+      << std::flush;
+}
+
+Server::~Server() {
+  stop();
+  if (impl_->watcher.joinable()) impl_->watcher.join();
+}
+
+int Server::port() const { return impl_->port; }
+void Server::run() { impl_->http.listen_after_bind(); }
+
+void Server::stop() {
+  {
+    std::lock_guard lock(impl_->watcher_mutex);
+    impl_->stopping = true;
+  }
+  impl_->watcher_wake.notify_all();
+  impl_->http.stop();
+}
+
+void Server::reload() { impl_->reload_logged(); }
+std::string Server::model_version() const { return impl_->model()->version; }
+
+int serve(const ServeOptions& options, std::ostream& log) {
+  // The signals go to one thread that waits for them; every other thread (the server's pool
+  // among them) inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&signals, s);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  Server server(options, log);
+  std::atomic<bool> done{false};
+  std::thread waiter([&] {
+    for (;;) {
+      int signal = 0;
+      if (sigwait(&signals, &signal) != 0) continue;
+      if (done) return;
+      if (signal == SIGHUP) {
+        server.reload();
+        continue;
+      }
+      log << "serve: stopping (in-flight requests finish, the event log is on disk)\n" << std::flush;
+      server.stop();
+      return;
+    }
+  });
+  server.run();
+  done = true;
+  pthread_kill(waiter.native_handle(), SIGTERM);  // the waiter, if the server stopped by itself
+  waiter.join();
+  return 0;
+}
+
+}  // namespace tastebud::host
