@@ -1,6 +1,7 @@
 #include "host/serve.h"
 
 #include <signal.h>
+#include <sys/socket.h>
 
 #include <array>
 #include <atomic>
@@ -52,14 +53,14 @@ struct Loaded {
     if (filter.empty()) return plain;
     std::lock_guard lock(filters_mutex);
     if (const auto it = by_filter.find(filter); it != by_filter.end()) return it->second;
-    if (filter_selects_users(filter)) throw BadRequest("filter: UserID expressions select users; recommendations filter items");
     InferenceOptions options;
     options.filter = filter;
     options.device = "cpu";
     std::shared_ptr<const Recommender> r;
     try {
+      if (filter_selects_users(filter)) throw Error("UserID expressions select users; recommendations filter items");
       r = std::make_shared<const Recommender>(model, context, options);
-    } catch (const Error& e) {
+    } catch (const Error& e) {  // the expression's own problem
       throw BadRequest(fmt::format("filter: {}", e.what()));
     }
     if (by_filter.size() >= kMaxFilterRecommenders) by_filter.erase(by_filter.begin());
@@ -380,6 +381,19 @@ Server::Server(ServeOptions options, std::ostream& log) : impl_(std::make_unique
   Impl& s = *impl_;
   TB_CHECK(s.options.model.empty() != s.options.models.empty(), "serve: give a model directory (--model) or a retrain directory (--models)");
   s.loaded = load(s.options);
+  const uint32_t threads = s.options.threads > 0 ? s.options.threads : std::max(2u, std::thread::hardware_concurrency());
+  s.http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  s.http.set_payload_max_length(s.options.max_body);
+  // SO_REUSEADDR only: cpp-httplib's default adds SO_REUSEPORT, with which a second server on the
+  // same port would start and silently take half the connections.
+  s.http.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
+  s.routes();
+  s.port = s.options.port == 0 ? s.http.bind_to_any_port(s.options.host) : s.options.port;
+  if (s.options.port != 0 && !s.http.bind_to_port(s.options.host, s.options.port)) s.port = -1;
+  if (s.port < 0) throw Error(fmt::format("serve: cannot listen on {}:{}", s.options.host, s.options.port));
   fs::path events = s.options.events;
   if (events.empty()) {
     const fs::path data = s.loaded->model.data;
@@ -387,13 +401,6 @@ Server::Server(ServeOptions options, std::ostream& log) : impl_(std::make_unique
     events = data.parent_path() / (data.filename().string() + ".events");
   }
   s.events = std::make_unique<PutEventsLog>(events);
-  const uint32_t threads = s.options.threads > 0 ? s.options.threads : std::max(2u, std::thread::hardware_concurrency());
-  s.http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  s.http.set_payload_max_length(s.options.max_body);
-  s.routes();
-  s.port = s.options.port == 0 ? s.http.bind_to_any_port(s.options.host) : s.options.port;
-  if (s.options.port != 0 && !s.http.bind_to_port(s.options.host, s.options.port)) s.port = -1;
-  if (s.port < 0) throw Error(fmt::format("serve: cannot listen on {}:{}", s.options.host, s.options.port));
   if (!s.options.models.empty()) s.watcher = std::thread([&s] { s.watch_current(); });
   log << fmt::format("serve: {} model {} ({} users, {} items) on http://{}:{}; events -> {}\n",
                      to_string(s.loaded->model.kind), s.loaded->dir.string(), s.loaded->model.user_ids.size(),

@@ -1,0 +1,394 @@
+// `tastebud serve` (host/serve.h): the service's runtime API answers as batch-infer does for the
+// same line, bad requests get a 400 naming the field, a missing key a 401 that writes nothing,
+// acknowledged events are on disk (kill -9 included) and readable by an incremental import, and
+// a model promoted under --models is swapped in while requests keep succeeding.
+#include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include "host/event_log.h"
+#include "host/inference.h"
+#include "host/serve.h"
+#include "host/training.h"
+#include "run_cli.h"
+#include "tastebud/datasets/dataset.h"
+#include "tastebud/datasets/import.h"
+#include "tastebud/datasets/sources.h"
+#include "tastebud/read_file.h"
+
+namespace tastebud::host {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+class Serve : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    root_ = fs::temp_directory_path() / fmt::format("tastebud_test_serve_{}", ::getpid());
+    fs::remove_all(root_);
+    datasets::GeneratorOptions g;
+    g.users = 150;
+    g.items = 60;
+    g.interactions = 5000;
+    g.clusters = 4;
+    g.seed = 5;
+    const datasets::CsvFiles csv = datasets::generate_shop(g, root_ / "shop");
+    datasets::ImportOptions o;
+    o.interactions = csv.interactions;
+    o.items = csv.items;
+    o.out = root_ / "dataset";
+    datasets::import_dataset(o);
+    train("gmf", root_ / "gmf");
+    train("popularity", root_ / "popularity");
+  }
+  static void TearDownTestSuite() { fs::remove_all(root_); }
+
+  static void train(const std::string& model, const fs::path& out) {
+    TrainJob job;
+    job.data = root_ / "dataset";
+    job.out = out;
+    job.model = model;
+    job.epochs = 1;
+    job.factors = 8;
+    job.metadata = "none";
+    job.threads = 1;
+    job.progress = false;
+    std::ostringstream log;
+    run_training(job, log);
+  }
+
+  // A server on a free port, answering on its own thread until the test ends.
+  struct Running {
+    std::ostringstream log;
+    std::unique_ptr<Server> server;
+    std::thread thread;
+    std::unique_ptr<httplib::Client> client;
+    explicit Running(ServeOptions o) {
+      o.port = 0;
+      server = std::make_unique<Server>(std::move(o), log);
+      thread = std::thread([this] { server->run(); });
+      client = std::make_unique<httplib::Client>("127.0.0.1", server->port());
+      for (int tries = 0; tries < 200 && !client->Get("/health"); ++tries) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ~Running() {
+      server->stop();
+      thread.join();
+    }
+    std::pair<int, json> post(const std::string& path, const std::string& body, const httplib::Headers& headers = {}) {
+      const httplib::Result r = client->Post(path, headers, body, "application/json");
+      if (!r) return {-1, json()};
+      json j;
+      try {
+        j = json::parse(r->body);
+      } catch (...) {
+      }
+      return {r->status, j};
+    }
+  };
+
+  static ServeOptions options(const fs::path& model) {
+    ServeOptions o;
+    o.model = model;
+    o.events = root_ / fmt::format("events-{}", ++events_dirs_);
+    o.threads = 4;
+    return o;
+  }
+
+  static fs::path root_;
+  static int events_dirs_;
+};
+fs::path Serve::root_;
+int Serve::events_dirs_ = 0;
+
+// What batch-infer's Recommender answers for the same line (with --filter).
+json batch_output_filtered(const fs::path& model, const std::string& line, const std::string& filter) {
+  ModelData m = load_model_dir(model);
+  InferenceContext context = load_context(m, m.data);
+  InferenceOptions options;
+  options.filter = filter;
+  const Recommender r(std::move(m), std::move(context), options);
+  return json::parse(r.answer(line)).at("output");
+}
+json batch_output(const fs::path& model, const std::string& line) { return batch_output_filtered(model, line, ""); }
+
+TEST_F(Serve, RecommendationsAreBatchInfersAnswersInTheServicesShape) {
+  Running s(options(root_ / "gmf"));
+  for (const std::string& line : {std::string(R"({"userId": "u3", "numResults": 5})"), std::string(R"({"itemId": "i2", "numResults": 4})"),
+                                  std::string(R"({"userId": "u3", "itemId": "i2", "numResults": 4})"),
+                                  std::string(R"({"userId": "stranger", "numResults": 3})")}) {
+    const auto [status, body] = s.post("/recommendations", line);
+    ASSERT_EQ(status, 200) << line << " " << body.dump();
+    const json batch = batch_output(root_ / "gmf", line);
+    ASSERT_EQ(body.at("itemList").size(), batch.at("recommendedItems").size()) << line;
+    for (size_t k = 0; k < batch.at("recommendedItems").size(); ++k) {
+      EXPECT_EQ(body["itemList"][k]["itemId"], batch["recommendedItems"][k]) << line;
+      EXPECT_EQ(body["itemList"][k]["score"], batch["scores"][k]) << line;
+    }
+    EXPECT_TRUE(body.at("recommendationId").get<std::string>().starts_with("RID-"));
+    if (batch.contains("reason")) {
+      EXPECT_EQ(body["itemList"][0]["reason"][0], batch["reason"]) << line;
+    }
+  }
+  // A filter expression, as batch-infer's --filter.
+  const auto [status, body] = s.post("/recommendations", R"({"userId": "u3", "numResults": 50, "filter": "EXCLUDE ItemID WHERE Items.PRICE > 20"})");
+  ASSERT_EQ(status, 200) << body.dump();
+  EXPECT_FALSE(body.at("itemList").empty());
+  const json batch = batch_output_filtered(root_ / "gmf", R"({"userId": "u3", "numResults": 50})", "EXCLUDE ItemID WHERE Items.PRICE > 20");
+  ASSERT_EQ(body.at("itemList").size(), batch.at("recommendedItems").size());
+  for (size_t k = 0; k < batch.at("recommendedItems").size(); ++k) EXPECT_EQ(body["itemList"][k]["itemId"], batch["recommendedItems"][k]);
+}
+
+TEST_F(Serve, ASecondServerOnTheSamePortIsRefused) {
+  Running s(options(root_ / "gmf"));
+  ServeOptions again = options(root_ / "gmf");
+  again.port = s.server->port();
+  std::ostringstream log;
+  EXPECT_THROW(Server(again, log), Error);
+}
+
+TEST_F(Serve, PersonalizedRankingPutsUnknownItemsLastWithoutAScore) {
+  Running s(options(root_ / "gmf"));
+  const auto [status, body] = s.post("/personalized-ranking", R"({"userId": "u1", "inputList": ["i1", "nope", "i5", "i9"]})");
+  ASSERT_EQ(status, 200) << body.dump();
+  const json& ranking = body.at("personalizedRanking");
+  ASSERT_EQ(ranking.size(), 4u);
+  EXPECT_EQ(ranking[3].at("itemId"), "nope");
+  EXPECT_FALSE(ranking[3].contains("score"));
+  EXPECT_GE(ranking[0].at("score").get<double>(), ranking[2].at("score").get<double>());
+  const json batch = batch_output(root_ / "gmf", R"({"userId": "u1", "itemList": ["i1", "nope", "i5", "i9"]})");
+  for (size_t k = 0; k < 4; ++k) EXPECT_EQ(ranking[k].at("itemId"), batch["recommendedItems"][k]);
+}
+
+TEST_F(Serve, BadRequestsGetA400NamingTheField) {
+  ServeOptions o = options(root_ / "gmf");
+  o.max_body = 64 * 1024;
+  Running s(o);
+  json big = json::array();
+  for (int k = 0; k < 501; ++k) big.push_back(fmt::format("i{}", k));
+  const std::vector<std::pair<std::string, std::pair<std::string, std::string>>> bad{
+      {"/recommendations", {"{\"userId\": ", "not valid JSON"}},
+      {"/recommendations", {R"(["u1"])", "JSON object"}},
+      {"/recommendations", {R"({"userId": "u1", "numResult": 3})", "numResult: unknown field"}},
+      {"/recommendations", {R"({"userId": 7})", "userId must be a string"}},
+      {"/recommendations", {R"({"userId": "u1", "numResults": 0})", "numResults"}},
+      {"/recommendations", {R"({"userId": "u1", "filter": "EXCLUDE ItemID WHERE"})", "filter"}},
+      {"/recommendations", {std::string(100, '[') + std::string(100, ']'), "nested deeper"}},
+      {"/personalized-ranking", {json{{"userId", "u1"}, {"inputList", big}}.dump(), "inputList: 501 items"}},
+      {"/personalized-ranking", {R"({"inputList": ["i1"]})", "userId: required"}},
+      {"/events", {R"({"userId": "u1", "eventList": [{"eventType": "view", "itemId": "i1", "sentAt": 1}]})", "sessionId: required"}},
+      {"/events", {R"({"sessionId": "s", "eventList": [{"eventType": "view", "itemId": "i1"}]})", "eventList[0].sentAt"}},
+      {"/events", {R"({"sessionId": "s", "eventList": [{"eventType": "view", "itemId": "i1", "sentAt": 1, "colour": 1}]})",
+                   "eventList[0].colour: unknown field"}},
+      {"/events", {R"({"sessionId": "s", "eventList": []})", "eventList"}},
+  };
+  for (const auto& [path, request] : bad) {
+    const auto [status, body] = s.post(path, request.first);
+    EXPECT_EQ(status, 400) << path << " " << request.first.substr(0, 80);
+    EXPECT_NE(body.value("message", std::string()).find(request.second), std::string::npos)
+        << path << " " << request.first.substr(0, 80) << " -> " << body.dump();
+  }
+  // A body over the cap is refused before it is parsed.
+  EXPECT_EQ(s.post("/recommendations", std::string(100 * 1024, ' ')).first, 413);
+  // Nothing bad was written, and the server still answers.
+  EXPECT_EQ(s.post("/recommendations", R"({"userId": "u1"})").first, 200);
+}
+
+TEST_F(Serve, WithAKeyARequestWithoutItIsRefusedAndWritesNothing) {
+  ServeOptions o = options(root_ / "gmf");
+  o.api_key = "s3cret";
+  const fs::path events = o.events;
+  Running s(o);
+  const std::string event = R"({"sessionId": "s", "userId": "u1", "eventList": [{"eventType": "view", "itemId": "i1", "sentAt": 1700000000}]})";
+  EXPECT_EQ(s.post("/events", event).first, 401);
+  EXPECT_EQ(s.post("/events", event, {{"X-Api-Key", "wrong"}}).first, 401);
+  EXPECT_EQ(s.post("/recommendations", R"({"userId": "u1"})").first, 401);
+  EXPECT_EQ(s.client->Get("/metrics")->status, 401);
+  std::string log_text;
+  for (const fs::directory_entry& e : fs::directory_iterator(events)) log_text += read_file(e.path());
+  EXPECT_EQ(log_text, "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE,EVENT_VALUE\n");
+  EXPECT_EQ(s.post("/events", event, {{"X-Api-Key", "s3cret"}}).first, 200);
+  EXPECT_EQ(s.post("/recommendations", R"({"userId": "u1"})", {{"Authorization", "Bearer s3cret"}}).first, 200);
+}
+
+TEST_F(Serve, AcknowledgedEventsAreOnDiskAndAnIncrementalImportReadsThem) {
+  ServeOptions o = options(root_ / "gmf");
+  const fs::path events = o.events;
+  {
+    Running s(o);
+    std::vector<std::thread> clients;
+    std::atomic<int> ok{0};
+    for (int t = 0; t < 4; ++t) {
+      clients.emplace_back([&, t] {
+        httplib::Client c("127.0.0.1", s.server->port());
+        for (int k = 0; k < 10; ++k) {
+          const json request{{"sessionId", fmt::format("s{}", t)},
+                             {"userId", fmt::format("new-user,{}", t)},  // a comma: quoted in the CSV
+                             {"eventList", {{{"eventType", "purchase"}, {"itemId", fmt::format("i{}", k)}, {"sentAt", 1800000000 + k}},
+                                            {{"eventType", "view"}, {"itemId", "i1"}, {"sentAt", 1800000000 + k}, {"eventValue", 2.5}}}}};
+          const httplib::Result r = c.Post("/events", request.dump(), "application/json");
+          if (r && r->status == 200) ++ok;
+        }
+      });
+    }
+    for (std::thread& c : clients) c.join();
+    EXPECT_EQ(ok, 40);
+    const std::string metrics = s.client->Get("/metrics")->body;
+    EXPECT_NE(metrics.find("tastebud_events_written_total 80"), std::string::npos) << metrics;
+    EXPECT_NE(metrics.find("tastebud_request_seconds_bucket{path=\"/events\",le=\"+Inf\"} 40"), std::string::npos) << metrics;
+  }
+  // A copy of the dataset gains the 4 new users' 20 events each through an incremental import.
+  const fs::path copy = root_ / "dataset-with-events";
+  fs::copy(root_ / "dataset", copy, fs::copy_options::recursive);
+  const uint64_t before = datasets::Dataset::open(copy).interactions.size();
+  datasets::ImportOptions im;
+  im.interactions = events;
+  im.out = copy;
+  im.mode = datasets::ImportMode::Incremental;
+  datasets::import_dataset(im);
+  const datasets::Dataset after = datasets::Dataset::open(copy);
+  EXPECT_EQ(after.interactions.size(), before + 4 * 20);
+  EXPECT_EQ(after.num_users(), datasets::Dataset::open(root_ / "dataset").num_users() + 4);
+}
+
+// A free TCP port on 127.0.0.1 (bound once and closed).
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof address;
+  int port = -1;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0)
+    port = ntohs(address.sin_port);
+  ::close(fd);
+  return port;
+}
+
+// kill -9 while clients are sending: every event the server acknowledged is in the log, and once
+// the log is opened again (as the next server start does) no half line is left.
+TEST_F(Serve, KillNineLosesNoAcknowledgedEvent) {
+  const fs::path events = root_ / "killed-events";
+  const int port = free_port();
+  const pid_t child = testing_cli::spawn_cli({"serve", "--model", (root_ / "gmf").string(), "--events", events.string(), "--listen",
+                                              fmt::format("127.0.0.1:{}", port), "--threads", "4"});
+  httplib::Client probe("127.0.0.1", port);
+  bool up = false;
+  for (int tries = 0; tries < 500 && !up; ++tries) {
+    up = static_cast<bool>(probe.Get("/health"));
+    if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(up) << "the server did not start";
+  std::mutex mutex;
+  std::vector<int64_t> acknowledged;
+  std::atomic<bool> go{true};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 3; ++t) {
+    clients.emplace_back([&, t] {
+      httplib::Client c("127.0.0.1", port);
+      for (int64_t k = 0; go; ++k) {
+        const int64_t stamp = 1000000000 + t * 1000000 + k;
+        const json request{{"sessionId", "s"}, {"userId", "u1"},
+                           {"eventList", {{{"eventType", "view"}, {"itemId", "i1"}, {"sentAt", stamp}}}}};
+        const httplib::Result r = c.Post("/events", request.dump(), "application/json");
+        if (!r) return;  // the server is gone
+        if (r->status == 200) {
+          std::lock_guard lock(mutex);
+          acknowledged.push_back(stamp);
+        }
+      }
+    });
+  }
+  for (int tries = 0; tries < 500; ++tries) {
+    {
+      std::lock_guard lock(mutex);
+      if (acknowledged.size() >= 60) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ::kill(child, SIGKILL);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  go = false;
+  for (std::thread& c : clients) c.join();
+  ASSERT_GE(acknowledged.size(), 60u);
+  repair_event_files(events);
+  std::set<int64_t> logged;
+  for (const fs::directory_entry& e : fs::directory_iterator(events)) {
+    const std::string text = read_file(e.path());
+    ASSERT_FALSE(text.empty());
+    EXPECT_EQ(text.back(), '\n');
+    std::istringstream lines(text);
+    std::string line;
+    std::getline(lines, line);
+    EXPECT_EQ(line, "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE,EVENT_VALUE");
+    while (std::getline(lines, line)) {
+      ASSERT_TRUE(line.starts_with("u1,i1,") && line.ends_with(",view,")) << line;
+      logged.insert(std::stoll(line.substr(6)));
+    }
+  }
+  for (int64_t stamp : acknowledged) EXPECT_TRUE(logged.contains(stamp)) << stamp;
+}
+
+// With --models, a promoted `current` is swapped in between requests: none fails meanwhile.
+TEST_F(Serve, APromotedModelIsSwappedInWhileRequestsKeepSucceeding) {
+  const fs::path models = root_ / "models";
+  fs::create_directories(models / "versions");
+  fs::copy(root_ / "gmf", models / "versions" / "v1", fs::copy_options::recursive);
+  fs::copy(root_ / "popularity", models / "versions" / "v2", fs::copy_options::recursive);
+  fs::create_directory_symlink("versions/v1", models / "current");
+  ServeOptions o = options({});
+  o.models = models;
+  o.reload_poll_seconds = 0.02;
+  Running s(o);
+  EXPECT_EQ(s.server->model_version(), "v1");
+  std::atomic<bool> go{true};
+  std::atomic<int> answered{0}, failed{0};
+  std::thread load([&] {
+    httplib::Client c("127.0.0.1", s.server->port());
+    while (go) {
+      const httplib::Result r = c.Post("/recommendations", R"({"userId": "u2", "numResults": 5})", "application/json");
+      (r && r->status == 200 ? answered : failed)++;
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  // As retrain promotes: a new symlink renamed over `current`.
+  fs::create_directory_symlink("versions/v2", models / ".current.new");
+  fs::rename(models / ".current.new", models / "current");
+  for (int tries = 0; tries < 300 && s.server->model_version() != "v2"; ++tries)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  go = false;
+  load.join();
+  EXPECT_EQ(s.server->model_version(), "v2");
+  EXPECT_EQ(failed, 0);
+  EXPECT_GT(answered, 10);
+  const auto [status, body] = s.post("/recommendations", R"({"userId": "u2", "numResults": 5})");
+  ASSERT_EQ(status, 200);
+  const json batch = batch_output(models / "versions" / "v2", R"({"userId": "u2", "numResults": 5})");
+  for (size_t k = 0; k < 5; ++k) EXPECT_EQ(body["itemList"][k]["itemId"], batch["recommendedItems"][k]);
+  EXPECT_NE(s.client->Get("/metrics")->body.find("tastebud_model_info{version=\"v2\"} 1"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tastebud::host
