@@ -117,6 +117,7 @@ struct TopK {
 constexpr const char* kContextIgnored =
     "context ignored: the model was trained without contextual fields";
 constexpr const char* kMetadataOnlyUser = "user unknown to the model: scored from the user's metadata alone";
+constexpr const char* kRecentOnly = "user unknown to the model: scored from the recent items";
 
 struct Recommender::Impl {
   ModelData model;
@@ -197,7 +198,8 @@ struct Recommender::Impl {
       if (!allowed[i]) s[i] = NAN;
   }
 
-  void recommend_for_user(uint32_t user, const Query& q, const std::vector<uint8_t>& allowed,
+  // A user's top K; `user` -1: a session the model never saw, known by its recent items alone.
+  void recommend_for_user(int64_t user, const Query& q, const std::vector<uint8_t>& allowed,
                           std::vector<uint32_t>& items, std::vector<float>& scores, std::string& reason,
                           const TopK* precomputed) const {
     if (precomputed) {  // the GPU's answer for this line (answer_chunk)
@@ -213,10 +215,12 @@ struct Recommender::Impl {
     thread_local std::vector<float> candidate_scores;
     const bool remove_seen = !options.keep_seen;
     auto mask_seen = [&] {
-      if (remove_seen)
-        for (uint32_t i : seen_of(user)) s[i] = NAN;
+      if (!remove_seen) return;
+      if (user >= 0)
+        for (uint32_t i : seen_of(static_cast<uint32_t>(user))) s[i] = NAN;
+      for (uint32_t i : q.recent) s[i] = NAN;
     };
-    if (scorer && options.candidates > 0 && options.candidates < num_items()) {
+    if (user >= 0 && scorer && options.candidates > 0 && options.candidates < num_items()) {
       // Two-stage: the GMF dot product over the catalog picks candidates, the full model reranks.
       s.resize(num_items());
       scorer->gmf_scores(user, s);
@@ -232,7 +236,7 @@ struct Recommender::Impl {
       }
       return;
     }
-    ranker->user_scores(user, q.context, s);
+    user_or_recent_scores(user, q, s);
     mask_scores(s, allowed);
     mask_seen();
     cpu::top_k(s, q.k, top);
@@ -244,8 +248,11 @@ struct Recommender::Impl {
       // The service fills a short related list with popular items; they carry no similarity.
       std::vector<uint8_t> skip(num_items(), 0);
       for (uint32_t i : items) skip[i] = 1;
-      if (remove_seen)
-        for (uint32_t i : seen_of(user)) skip[i] = 1;
+      if (remove_seen) {
+        if (user >= 0)
+          for (uint32_t i : seen_of(static_cast<uint32_t>(user))) skip[i] = 1;
+        for (uint32_t i : q.recent) skip[i] = 1;
+      }
       const size_t before = items.size();
       popular(q.k, allowed, skip, items, scores);
       std::fill(scores.begin() + before, scores.end(), 0.0f);
@@ -253,13 +260,22 @@ struct Recommender::Impl {
     }
   }
 
+  // A user's relevance, with the query's recent items in the history when it has some.
+  void user_or_recent_scores(int64_t user, const Query& q, std::vector<float>& s) const {
+    if (q.recent.empty()) ranker->user_scores(static_cast<uint32_t>(user), q.context, s);
+    else ranker->recent_scores(user, q.recent, q.context, s);
+  }
+
   // The items a query with both a userId and an itemId ("customers who viewed X also viewed")
-  // leaves out: the known user's seen items, unless the job keeps them. Empty: none.
-  std::vector<uint8_t> seen_mask(int64_t user) const {
+  // leaves out: the known user's seen items and the query's recent items, unless the job keeps
+  // them. Empty: none.
+  std::vector<uint8_t> seen_mask(int64_t user, std::span<const uint32_t> recent = {}) const {
     std::vector<uint8_t> mask;
-    if (user < 0 || options.keep_seen) return mask;
+    if ((user < 0 && recent.empty()) || options.keep_seen) return mask;
     mask.assign(num_items(), 0);
-    for (uint32_t i : seen_of(static_cast<uint32_t>(user))) mask[i] = 1;
+    if (user >= 0)
+      for (uint32_t i : seen_of(static_cast<uint32_t>(user))) mask[i] = 1;
+    for (uint32_t i : recent) mask[i] = 1;
     return mask;
   }
 
@@ -268,7 +284,7 @@ struct Recommender::Impl {
                std::vector<uint32_t>& items, std::vector<float>& scores, std::string& reason) const {
     thread_local std::vector<float> s;
     thread_local std::vector<uint32_t> top;
-    const std::vector<uint8_t> seen = seen_mask(user);
+    const std::vector<uint8_t> seen = seen_mask(user, q.recent);
     if (const ItemNeighbors* lists = ranker->neighbor_lists()) {
       const ItemNeighbors& nb = *lists;
       for (uint64_t k = nb.offsets[item]; k < nb.offsets[item + 1] && items.size() < q.k; ++k) {
@@ -310,10 +326,16 @@ struct Recommender::Impl {
     }
     std::vector<float> s(known.size());
     const auto user = user_index.find(*q.user_id);
-    if (user == user_index.end()) {
+    if (user == user_index.end() && q.recent.empty()) {
       for (size_t k = 0; k < known.size(); ++k) s[k] = fallback_score()[known[k]];
       reason = "unknown user: ranked by popularity";
       fallback = true;
+    } else if (!q.recent.empty()) {
+      std::vector<float> all;
+      const int64_t u = user == user_index.end() ? -1 : int64_t{user->second};
+      ranker->recent_scores(u, q.recent, q.context, all);
+      for (size_t k = 0; k < known.size(); ++k) s[k] = std::isnan(all[known[k]]) ? 0.0f : ranker->shown(all[known[k]]);
+      if (u < 0) reason = kRecentOnly;
     } else {
       ranker->rank(user->second, known, q.context, s);
       if (user->second >= model.trained_users) reason = kMetadataOnlyUser;
@@ -391,24 +413,22 @@ struct Recommender::Impl {
     r.seed = options.seed;
     if (q.user_id && !q.item_id) {
       r.position_key = query_key(*q.user_id, true);
-      if (user < 0) {
+      if (user < 0 && q.recent.empty()) {
         s = fallback_score();
         reason = "unknown user: the most popular items";
         fallback = by_popularity = true;
       } else {
-        ranker->user_scores(static_cast<uint32_t>(user), q.context, s);
-        if (!options.keep_seen) {
-          excluded.assign(num_items(), 0);
-          for (uint32_t i : seen_of(static_cast<uint32_t>(user))) excluded[i] = 1;
-        }
+        user_or_recent_scores(user, q, s);
+        excluded = seen_mask(user, q.recent);
         if (user >= model.trained_users) reason = kMetadataOnlyUser;
+        if (user < 0) reason = kRecentOnly;
         r.exploration_slots = share_slots(job.exploration_weight_or_default(), q.k);
         r.explorable = explorable;
         r.influence = {job.popularity_influence, job.freshness_influence, popularity_percentile, freshness_percentile};
       }
     } else {
       r.position_key = query_key(*q.item_id, false);
-      excluded = seen_mask(user);  // a userId beside the itemId: the user's seen items stay out
+      excluded = seen_mask(user, q.recent);  // a userId beside the itemId: the user's seen items stay out
       if (item < 0) {
         s = fallback_score();
         reason = "unknown item: the most popular items";
@@ -486,7 +506,10 @@ struct Recommender::Impl {
     }
     if (q.user_id && !q.item_id) {
       const auto it = user_index.find(*q.user_id);
-      if (it == user_index.end()) {
+      if (it == user_index.end() && !q.recent.empty()) {
+        recommend_for_user(-1, q, allowed, items, scores, reason, nullptr);
+        reason = kRecentOnly;
+      } else if (it == user_index.end()) {
         popular(q.k, allowed, {}, items, scores);
         reason = "unknown user: the most popular items";
         fallback = true;
@@ -497,7 +520,7 @@ struct Recommender::Impl {
     } else {
       const auto it = item_index.find(*q.item_id);
       if (it == item_index.end()) {
-        popular(q.k, allowed, seen_mask(user_of(q)), items, scores);
+        popular(q.k, allowed, seen_mask(user_of(q), q.recent), items, scores);
         reason = "unknown item: the most popular items";
         fallback = true;
       } else {
@@ -516,7 +539,7 @@ struct Recommender::Impl {
 
   std::string answer(std::string_view line, LineOutcome& result) const {
     return result_line(line, "{\"userId\": \"u1\"}", result,
-                       [&](const json& input) { return answer_query(parse_query(input, options.num_results, model), result.fallback); });
+                       [&](const json& input) { return answer_query(parse_query(input, options.num_results, model, item_index), result.fallback); });
   }
 
   // ---- The GPU path ----
@@ -535,9 +558,9 @@ struct Recommender::Impl {
     try {
       request.input = parse_line(line);
       if (!request.input.is_object()) return false;
-      request.query = parse_query(request.input, options.num_results, model);
+      request.query = parse_query(request.input, options.num_results, model, item_index);
       const Query& q = request.query;
-      if (!q.user_id || q.item_id || q.item_list) return false;
+      if (!q.user_id || q.item_id || q.item_list || !q.recent.empty()) return false;
       if (options.job.shapes_answers()) return false;  // exploration, promotions, influence, metadata: the CPU
       const auto it = user_index.find(*q.user_id);
       if (it == user_index.end()) return false;

@@ -123,6 +123,10 @@ ModelData load_model_dir(const fs::path& dir) {
     config = nlohmann::json::parse(read_file(dir / "config.json"));
     kind = config.at("model").get<std::string>();
     m.data = config.value("data", std::string());
+    if (const auto recipe = config.find("recipe"); recipe != config.end() && recipe->is_object()) {
+      m.recent_items = recipe->value("recent_items", m.recent_items);
+      m.recent_decay = recipe->value("recent_decay", m.recent_decay);
+    }
   } catch (const nlohmann::json::exception& e) {
     throw Error(fmt::format("{}: not a tastebud model config: {}", (dir / "config.json").string(), e.what()));
   }

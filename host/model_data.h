@@ -34,6 +34,10 @@ struct ModelData {
   // Users [trained_users, user_ids.size()) joined after training from the dataset's user metadata
   // (a model with user metadata); they score from metadata alone.
   uint32_t trained_users = UINT32_MAX;
+  // How a query's recent items count (config.json's recipe options of transitions; the defaults of
+  // --recent-items and --recent-decay otherwise): the newest this many, weighted decay^age.
+  uint32_t recent_items = 10;
+  double recent_decay = 0.6;
 };
 
 // Reads and checks config.json, the id files, seen.bin and model.bin or recipe.bin. A metadata

@@ -82,7 +82,20 @@ std::vector<float> context_of(const json& object, const ModelData& model) {
 
 }  // namespace
 
-Query parse_query(const json& j, uint32_t default_k, const ModelData& model) {
+// "recentItems": an array of item id strings, oldest first; the ones the model knows.
+std::vector<uint32_t> recent_items_of(const json& list, const std::unordered_map<std::string, uint32_t>& item_index) {
+  if (!list.is_array()) throw LineError("recentItems must be an array of item ids, oldest first");
+  if (list.size() > kMaxResults) throw LineError(fmt::format("recentItems: {} items, more than {}", list.size(), kMaxResults));
+  std::vector<uint32_t> out;
+  for (const json& v : list) {
+    if (!v.is_string()) throw LineError(fmt::format("recentItems must hold item id strings, not {}", v.dump()));
+    if (const auto it = item_index.find(v.get<std::string>()); it != item_index.end()) out.push_back(it->second);
+  }
+  return out;
+}
+
+Query parse_query(const json& j, uint32_t default_k, const ModelData& model,
+                  const std::unordered_map<std::string, uint32_t>& item_index) {
   Query q;
   q.user_id = string_field(j, "userId");
   q.item_id = string_field(j, "itemId");
@@ -101,6 +114,7 @@ Query parse_query(const json& j, uint32_t default_k, const ModelData& model) {
     q.item_list = std::move(list);
   }
   q.k = num_results_of(j, default_k, kMaxResults);
+  if (const auto it = j.find("recentItems"); it != j.end() && !it->is_null()) q.recent = recent_items_of(*it, item_index);
   if (const auto it = j.find("filterValues"); it != j.end() && !it->is_null()) {
     if (!it->is_object()) throw LineError("filterValues must be an object, e.g. {\"GENRE\": \"\\\"Comedy\\\"\"}");
     for (auto v = it->begin(); v != it->end(); ++v) {

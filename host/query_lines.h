@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -86,13 +87,18 @@ struct Query {
   FilterValues values;
   std::vector<float> context;  // the context vector; empty: none
   bool context_ignored = false;  // a "context" the model has no contextual fields for
+  // "recentItems": items the asker interacted with since the model was trained, oldest first
+  // (ids the model does not know are left out); they count as seen and as the latest history.
+  std::vector<uint32_t> recent;
 };
 
 // A string field, absent or null as nullopt; LineError for any other type.
 std::optional<std::string> string_field(const nlohmann::ordered_json& j, const char* key);
 // "numResults" from 1 to max; `fallback` when absent.
 uint32_t num_results_of(const nlohmann::ordered_json& j, uint32_t fallback, uint32_t max);
-// The query of a batch-infer line (an object); `model` turns its "context" into a context vector.
-Query parse_query(const nlohmann::ordered_json& j, uint32_t default_k, const ModelData& model);
+// The query of a batch-infer line (an object); `model` turns its "context" into a context vector,
+// `item_index` its "recentItems" into items.
+Query parse_query(const nlohmann::ordered_json& j, uint32_t default_k, const ModelData& model,
+                  const std::unordered_map<std::string, uint32_t>& item_index);
 
 }  // namespace tastebud::host

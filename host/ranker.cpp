@@ -1,7 +1,9 @@
 #include "host/ranker.h"
 
 #include <cmath>
+#include <algorithm>
 #include <exception>
+#include <utility>
 
 #include <omp.h>
 
@@ -21,6 +23,36 @@ void Ranker::rank(uint32_t user, std::span<const uint32_t> items, std::span<cons
   std::vector<float> all;
   user_scores(user, context, all);
   for (size_t k = 0; k < items.size(); ++k) out[k] = std::isnan(all[items[k]]) ? 0.0f : all[items[k]];
+}
+
+std::vector<std::pair<uint32_t, float>> Ranker::weighted_latest(std::span<const uint32_t> recent,
+                                                                std::span<const uint32_t> stored) const {
+  std::vector<std::pair<uint32_t, float>> out;
+  double w = 1;
+  auto add = [&](uint32_t item) {
+    if (out.size() >= model_.recent_items) return;
+    for (const auto& [i, x] : out)
+      if (i == item) return;
+    out.emplace_back(item, static_cast<float>(w));
+    w *= model_.recent_decay;
+  };
+  for (size_t k = recent.size(); k > 0; --k) add(recent[k - 1]);
+  for (uint32_t item : stored) add(item);
+  return out;
+}
+
+void Ranker::recent_scores(int64_t user, std::span<const uint32_t> recent, std::span<const float> context,
+                           std::vector<float>& s) const {
+  if (user >= 0) return user_scores(static_cast<uint32_t>(user), context, s);
+  s.assign(num_items(), NAN);
+  std::vector<float> related;
+  for (const auto& [item, w] : weighted_latest(recent)) {
+    item_scores(item, related);
+    for (uint32_t i = 0; i < num_items(); ++i) {
+      if (std::isnan(related[i])) continue;
+      s[i] = std::isnan(s[i]) ? w * related[i] : s[i] + w * related[i];
+    }
+  }
 }
 
 void Ranker::user_affinity(std::span<const uint32_t>, std::vector<float>&) const {
@@ -133,6 +165,9 @@ class ItemScoresRanker final : public RecipeRanker {
   explicit ItemScoresRanker(const ModelData& model) : RecipeRanker(model) {}
   void user_scores(uint32_t, std::span<const float>, std::vector<float>& s) const override { s = model_.recipe.item_scores; }
   void item_scores(uint32_t, std::vector<float>& s) const override { s = model_.recipe.item_scores; }
+  void recent_scores(int64_t, std::span<const uint32_t>, std::span<const float>, std::vector<float>& s) const override {
+    s = model_.recipe.item_scores;
+  }
   void rank(uint32_t, std::span<const uint32_t> items, std::span<const float>, std::span<float> out) const override {
     for (size_t k = 0; k < items.size(); ++k) out[k] = model_.recipe.item_scores[items[k]];
   }
@@ -161,6 +196,26 @@ class SimsRanker final : public NeighborRanker {
     s.assign(num_items(), NAN);
     const ItemNeighbors& nb = model_.recipe.neighbors;
     for (uint32_t h : seen_of(user)) {
+      for (uint64_t k = nb.offsets[h]; k < nb.offsets[h + 1]; ++k) {
+        float& x = s[nb.items[k]];
+        x = std::isnan(x) ? nb.scores[k] : x + nb.scores[k];
+      }
+    }
+  }
+
+  // The history is the user's seen items and the recent ones.
+  void recent_scores(int64_t user, std::span<const uint32_t> recent, std::span<const float>,
+                     std::vector<float>& s) const override {
+    std::vector<uint32_t> history(recent.begin(), recent.end());
+    if (user >= 0) {
+      const auto seen = seen_of(static_cast<uint32_t>(user));
+      history.insert(history.end(), seen.begin(), seen.end());
+    }
+    std::sort(history.begin(), history.end());
+    history.erase(std::unique(history.begin(), history.end()), history.end());
+    s.assign(num_items(), NAN);
+    const ItemNeighbors& nb = model_.recipe.neighbors;
+    for (uint32_t h : history) {
       for (uint64_t k = nb.offsets[h]; k < nb.offsets[h + 1]; ++k) {
         float& x = s[nb.items[k]];
         x = std::isnan(x) ? nb.scores[k] : x + nb.scores[k];
@@ -203,6 +258,22 @@ class TransitionsRanker final : public NeighborRanker {
   explicit TransitionsRanker(const ModelData& model) : NeighborRanker(model) {}
   void user_scores(uint32_t user, std::span<const float>, std::vector<float>& s) const override {
     transition_scores(model_.recipe.neighbors, model_.recipe.latest, user, s);
+  }
+  // The recent items go first in the user's latest items.
+  void recent_scores(int64_t user, std::span<const uint32_t> recent, std::span<const float>,
+                     std::vector<float>& s) const override {
+    const ItemNeighbors& latest = model_.recipe.latest;
+    std::span<const uint32_t> stored;
+    if (user >= 0 && !latest.offsets.empty())
+      stored = std::span(latest.items).subspan(latest.offsets[user], latest.offsets[user + 1] - latest.offsets[user]);
+    s.assign(num_items(), NAN);
+    const ItemNeighbors& nb = model_.recipe.neighbors;
+    for (const auto& [h, w] : weighted_latest(recent, stored)) {
+      for (uint64_t t = nb.offsets[h]; t < nb.offsets[h + 1]; ++t) {
+        float& x = s[nb.items[t]];
+        x = std::isnan(x) ? w * nb.scores[t] : x + w * nb.scores[t];
+      }
+    }
   }
   bool ties_by_popularity() const override { return true; }
 };

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "host/model_data.h"
@@ -25,6 +26,13 @@ class Ranker {
   virtual void user_scores(uint32_t user, std::span<const float> context, std::vector<float>& s) const = 0;
   // Relevance of every item to a known item.
   virtual void item_scores(uint32_t item, std::vector<float>& s) const = 0;
+  // Relevance of every item for someone whose latest items are `recent` (oldest first; events the
+  // model has not trained on): a known user (`user` >= 0) or a session the model never saw (-1).
+  // The newest ModelData::recent_items count, the newest weighted 1, the next recent_decay, ...
+  // By default a known user keeps the user's scores and a session gets the weighted sum of its
+  // items' item_scores; the recipes that learn from histories put the items into the history.
+  virtual void recent_scores(int64_t user, std::span<const uint32_t> recent, std::span<const float> context,
+                             std::vector<float>& s) const;
   // Scores of some items for a known user, as an itemList ranking shows them (0 where unrelated).
   virtual void rank(uint32_t user, std::span<const uint32_t> items, std::span<const float> context,
                     std::span<float> out) const;
@@ -56,6 +64,10 @@ class Ranker {
   explicit Ranker(const ModelData& model) : model_(model) {}
   uint32_t num_items() const { return static_cast<uint32_t>(model_.item_ids.size()); }
   std::span<const uint32_t> seen_of(uint32_t user) const;
+  // `recent` newest first, each item once, at most recent_items of them, with their weights; a
+  // known user's stored latest items (`stored`, newest first) follow the recent ones.
+  std::vector<std::pair<uint32_t, float>> weighted_latest(std::span<const uint32_t> recent,
+                                                          std::span<const uint32_t> stored = {}) const;
 
   const ModelData& model_;
   std::vector<float> popularity_, fallback_;

@@ -172,6 +172,25 @@ TEST_P(EveryRanker, AnUnknownUserGetsThePopularItemsWithAReason) {
   }
 }
 
+// "recentItems" (events since training): a session the model never saw gets an answer from them,
+// not the popular list, and a known user's recent items count as seen.
+TEST_P(EveryRanker, RecentItemsAnswerASessionAndCountAsSeen) {
+  const ModelData& m = model(GetParam());
+  const Recommender r = recommender(GetParam());
+  const json session = ask(r, json{{"userId", "new-session"}, {"recentItems", {m.item_ids[0], m.item_ids[1], "unknown"}},
+                                   {"numResults", 5}}.dump());
+  const std::vector<std::string> items = strings(session.at("recommendedItems"));
+  EXPECT_EQ(items.size(), 5u) << session.dump();
+  EXPECT_EQ(std::count(items.begin(), items.end(), m.item_ids[0]) + std::count(items.begin(), items.end(), m.item_ids[1]), 0);
+  EXPECT_EQ(session.at("reason"), "user unknown to the model: scored from the recent items");
+  const std::string top = strings(ask(r, json{{"userId", m.user_ids[2]}, {"numResults", 3}}.dump()).at("recommendedItems"))[0];
+  const json known = ask(r, json{{"userId", m.user_ids[2]}, {"recentItems", {top}}, {"numResults", 10}}.dump());
+  const std::vector<std::string> after = strings(known.at("recommendedItems"));
+  EXPECT_EQ(std::count(after.begin(), after.end(), top), 0) << known.dump();
+  // Recent items the model does not know leave the unknown user unknown.
+  EXPECT_EQ(ask(r, R"({"userId": "s2", "recentItems": ["zzz"]})").at("reason"), "unknown user: the most popular items");
+}
+
 // batch-segment answers exactly for the rankers that know a user's affinity, and never names a
 // user who already has the item.
 TEST_P(EveryRanker, SegmentsComeFromTheRankersThatKnowAffinity) {

@@ -420,6 +420,18 @@ TEST(Recipes, TransitionsModelAnswersWhatComesNext) {
   EXPECT_EQ(items_of(r, R"({"userId": "nobody", "numResults": 2})"), (std::vector<std::string>{"i0", "i1"}));
 }
 
+// A line's "recentItems" go first in the history: a session of one recent item i0 is answered
+// with what followed i0; a user's recent item is not recommended back.
+TEST(Recipes, TransitionsAnswerFromTheRecentItemsOfALine) {
+  const Recommender r = make(transitions_model());
+  EXPECT_EQ(items_of(r, R"({"userId": "session", "recentItems": ["i0"], "numResults": 3})"),
+            items_of(r, R"({"itemId": "i0", "numResults": 3})"));
+  // u2's latest items lead to i2 first; had u2 just taken i2, the rest of the list moves up.
+  EXPECT_EQ(items_of(r, R"({"userId": "u2", "recentItems": ["i2"], "numResults": 1})"), (std::vector<std::string>{"i3"}));
+  const nlohmann::json bad = nlohmann::json::parse(r.answer(R"({"userId": "u2", "recentItems": "i2"})"));
+  EXPECT_NE(bad.at("error").get<std::string>().find("recentItems"), std::string::npos);
+}
+
 // Trained by the training job from an imported dataset, written to the model directory, loaded
 // back and answered; delete-users drops the deleted user's latest items with the user.
 TEST(Recipes, TransitionsModelDirectoryRoundTrip) {
