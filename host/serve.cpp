@@ -10,7 +10,9 @@
 #include <map>
 #include <mutex>
 #include <ostream>
+#include <list>
 #include <set>
+#include <unordered_map>
 #include <thread>
 #include <vector>
 
@@ -88,6 +90,47 @@ std::shared_ptr<const Loaded> load(const ServeOptions& o) {
   loaded->plain = std::make_shared<const Recommender>(loaded->model, loaded->context, options);
   return loaded;
 }
+
+// The items each user and session took since the server started, newest last: a bounded LRU.
+class RecentItems {
+ public:
+  explicit RecentItems(size_t capacity) : capacity_(std::max<size_t>(capacity, 1)) {}
+
+  void add(const std::string& key, const std::vector<std::string>& items) {
+    std::lock_guard lock(mutex_);
+    auto it = entries_.find(key);
+    if (it == entries_.end()) {
+      if (entries_.size() >= capacity_) {
+        entries_.erase(order_.back());
+        order_.pop_back();
+      }
+      order_.push_front(key);
+      it = entries_.emplace(key, Entry{{}, order_.begin()}).first;
+    } else {
+      order_.splice(order_.begin(), order_, it->second.at);
+    }
+    std::vector<std::string>& list = it->second.items;
+    list.insert(list.end(), items.begin(), items.end());
+    if (list.size() > kPerKey) list.erase(list.begin(), list.end() - kPerKey);
+  }
+
+  std::vector<std::string> get(const std::string& key) const {
+    std::lock_guard lock(mutex_);
+    const auto it = entries_.find(key);
+    return it == entries_.end() ? std::vector<std::string>{} : it->second.items;
+  }
+
+ private:
+  static constexpr size_t kPerKey = 50;
+  struct Entry {
+    std::vector<std::string> items;
+    std::list<std::string>::iterator at;
+  };
+  size_t capacity_;
+  mutable std::mutex mutex_;
+  std::list<std::string> order_;  // most recently written first
+  std::unordered_map<std::string, Entry> entries_;
+};
 
 // ---- Request bodies ----
 
@@ -200,6 +243,7 @@ struct Server::Impl {
   mutable std::mutex loaded_mutex;
   std::shared_ptr<const Loaded> loaded;
   std::unique_ptr<PutEventsLog> events;
+  RecentItems recent;
   ServerMetrics metrics;
   std::atomic<uint64_t> answered{0};
   const uint64_t started = static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
@@ -209,7 +253,17 @@ struct Server::Impl {
   std::condition_variable watcher_wake;
   bool stopping = false;
 
-  Impl(ServeOptions o, std::ostream& l) : options(std::move(o)), log(l) {}
+  Impl(ServeOptions o, std::ostream& l) : options(std::move(o)), log(l), recent(options.max_sessions) {}
+
+  // The batch-infer line of a request, with the asking user's or session's recent items.
+  json line_with_recent(const json& request) const {
+    json line = line_of(request);
+    if (const std::optional<std::string> user = string_of(request, "userId")) {
+      const std::vector<std::string> items = recent.get(*user);
+      if (!items.empty()) line["recentItems"] = items;
+    }
+    return line;
+  }
 
   std::shared_ptr<const Loaded> model() const {
     std::lock_guard lock(loaded_mutex);
@@ -223,7 +277,7 @@ struct Server::Impl {
   json recommendations(const json& request) {
     check_fields(request, {"userId", "itemId", "numResults", "filter", "filterValues", "context"});
     const std::shared_ptr<const Loaded> m = model();
-    const json output = answer_of(*m->for_filter(string_of(request, "filter").value_or("")), line_of(request));
+    const json output = answer_of(*m->for_filter(string_of(request, "filter").value_or("")), line_with_recent(request));
     json items = json::array();
     for (size_t k = 0; k < output.at("recommendedItems").size(); ++k) {
       json item{{"itemId", output["recommendedItems"][k]}, {"score", output["scores"][k]}};
@@ -245,7 +299,7 @@ struct Server::Impl {
     if (list == request.end() || !list->is_array()) throw BadRequest("inputList: required, an array of item ids");
     if (list->size() > kMaxInputList)
       throw BadRequest(fmt::format("inputList: {} items, more than the {} the service ranks at once", list->size(), kMaxInputList));
-    json line = line_of(request);
+    json line = line_with_recent(request);
     line["itemList"] = *list;
     const std::shared_ptr<const Loaded> m = model();
     const json output = answer_of(*m->for_filter(string_of(request, "filter").value_or("")), line);
@@ -292,9 +346,17 @@ struct Server::Impl {
     if (list == request.end() || !list->is_array() || list->empty() || list->size() > kMaxEvents)
       throw BadRequest(fmt::format("eventList: required, 1 to {} events", kMaxEvents));
     std::string lines;
-    for (size_t k = 0; k < list->size(); ++k) lines += event_csv_line(event_row((*list)[k], user, k));
+    std::vector<std::string> items;
+    for (size_t k = 0; k < list->size(); ++k) {
+      const EventRow row = event_row((*list)[k], user, k);
+      lines += event_csv_line(row);
+      items.push_back(row.item_id);
+    }
     events->append(lines, list->size());
     metrics.events += list->size();
+    // Their next requests see them, by user and by session (an anonymous user asks as the session).
+    recent.add(user, items);
+    if (user != *session) recent.add(*session, items);
     return json::object();
   }
 

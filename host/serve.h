@@ -14,6 +14,10 @@
 //                                recommendationId?}; answered once the rows are on disk
 //   GET  /health, GET /metrics   liveness with the model's version; Prometheus text
 //
+// The items of each user's and session's accepted events (the newest 50 per key, for the newest
+// max_sessions keys) go with that user's or session's next requests as the line's "recentItems":
+// they count as seen, and a session the model never saw is answered from them (host/ranker.h).
+//
 // Each answer is batch-infer's for the same line (the same Recommender), so a filter, a job's
 // rules and the fallbacks mean one thing. A bad request is a 400 whose message names the field;
 // with an API key, a request without it is a 401 and writes nothing.
@@ -37,6 +41,7 @@ struct ServeOptions {
   std::string api_key;           // empty: no key asked for
   size_t max_body = 1 << 20;     // request bodies above it get 413
   double reload_poll_seconds = 1.0;  // how often `current` is looked at (with `models`)
+  size_t max_sessions = 100000;  // users and sessions whose latest events are kept for their next answer (LRU)
 };
 
 class Server {

@@ -60,6 +60,7 @@ class Serve : public ::testing::Test {
     datasets::import_dataset(o);
     train("gmf", root_ / "gmf");
     train("popularity", root_ / "popularity");
+    train("sims", root_ / "sims");
   }
   static void TearDownTestSuite() { fs::remove_all(root_); }
 
@@ -189,7 +190,7 @@ TEST_F(Serve, BadRequestsGetA400NamingTheField) {
       {"/recommendations", {"{\"userId\": ", "not valid JSON"}},
       {"/recommendations", {R"(["u1"])", "JSON object"}},
       {"/recommendations", {R"({"userId": "u1", "numResult": 3})", "numResult: unknown field"}},
-      {"/recommendations", {R"({"userId": 7})", "userId must be a string"}},
+      {"/recommendations", {R"({"userId": 7})", "userId: must be a string"}},
       {"/recommendations", {R"({"userId": "u1", "numResults": 0})", "numResults"}},
       {"/recommendations", {R"({"userId": "u1", "filter": "EXCLUDE ItemID WHERE"})", "filter"}},
       {"/recommendations", {std::string(100, '[') + std::string(100, ']'), "nested deeper"}},
@@ -268,6 +269,41 @@ TEST_F(Serve, AcknowledgedEventsAreOnDiskAndAnIncrementalImportReadsThem) {
   const datasets::Dataset after = datasets::Dataset::open(copy);
   EXPECT_EQ(after.interactions.size(), before + 4 * 20);
   EXPECT_EQ(after.num_users(), datasets::Dataset::open(root_ / "dataset").num_users() + 4);
+}
+
+// PutEvents changes the next answer: what a user just took is not recommended back, and a session
+// the model never saw is answered from its events (as batch-infer answers a line with those
+// recentItems), not with the popular list.
+TEST_F(Serve, EventsChangeTheNextAnswer) {
+  Running s(options(root_ / "sims"));
+  const auto [status0, before] = s.post("/recommendations", R"({"userId": "u4", "numResults": 5})");
+  ASSERT_EQ(status0, 200);
+  const std::string bought = before["itemList"][0]["itemId"];
+  const json event{{"sessionId", "s-u4"}, {"userId", "u4"},
+                   {"eventList", {{{"eventType", "purchase"}, {"itemId", bought}, {"sentAt", 1900000000}}}}};
+  ASSERT_EQ(s.post("/events", event.dump()).first, 200);
+  const auto [status1, after] = s.post("/recommendations", R"({"userId": "u4", "numResults": 5})");
+  ASSERT_EQ(status1, 200);
+  for (const json& item : after.at("itemList")) EXPECT_NE(item.at("itemId"), bought) << after.dump();
+
+  const auto [status2, popular] = s.post("/recommendations", R"({"userId": "anonymous-7", "numResults": 5})");
+  ASSERT_EQ(status2, 200);
+  EXPECT_EQ(popular["itemList"][0]["reason"][0], "unknown user: the most popular items");
+  const json views{{"sessionId", "anonymous-7"},
+                   {"eventList", {{{"eventType", "view"}, {"itemId", "i3"}, {"sentAt", 1900000000}},
+                                  {{"eventType", "view"}, {"itemId", "i8"}, {"sentAt", 1900000005}}}}};
+  ASSERT_EQ(s.post("/events", views.dump()).first, 200);
+  const auto [status3, personal] = s.post("/recommendations", R"({"userId": "anonymous-7", "numResults": 5})");
+  ASSERT_EQ(status3, 200);
+  EXPECT_EQ(personal["itemList"][0]["reason"][0], "user unknown to the model: scored from the recent items");
+  const json batch = batch_output(root_ / "sims", R"({"userId": "anonymous-7", "recentItems": ["i3", "i8"], "numResults": 5})");
+  ASSERT_EQ(personal.at("itemList").size(), batch.at("recommendedItems").size());
+  for (size_t k = 0; k < batch.at("recommendedItems").size(); ++k)
+    EXPECT_EQ(personal["itemList"][k]["itemId"], batch["recommendedItems"][k]);
+  std::vector<json> a, b;
+  for (const json& item : personal.at("itemList")) a.push_back(item.at("itemId"));
+  for (const json& item : popular.at("itemList")) b.push_back(item.at("itemId"));
+  EXPECT_NE(a, b);
 }
 
 // A free TCP port on 127.0.0.1 (bound once and closed).
