@@ -256,15 +256,15 @@ bool is_recipe(const std::string& model) {
 
 RecipeOptions RecipeOptions::from_job(const TrainJob& job) {
   RecipeOptions o;
-  TB_CHECK(job.half_life_days >= 0, "--half-life-days must be >= 0");
-  TB_CHECK(job.trend_window_days > 0, "--trend-window-days must be positive");
-  TB_CHECK(job.trend_smoothing >= 0, "--trend-smoothing must be >= 0");
-  TB_CHECK(job.popularity_discount >= 0, "--popularity-discount must be >= 0");
-  TB_CHECK(job.neighbors > 0, "--neighbors must be positive");
-  TB_CHECK(job.transition_window > 0, "--transition-window must be positive");
-  TB_CHECK(job.transition_decay > 0 && job.transition_decay <= 1, "--transition-decay must be in (0, 1]");
-  TB_CHECK(job.recent_items > 0, "--recent-items must be positive");
-  TB_CHECK(job.recent_decay > 0 && job.recent_decay <= 1, "--recent-decay must be in (0, 1]");
+  TB_CHECK(job.half_life_days >= 0, "`half_life_days` must be >= 0");
+  TB_CHECK(job.trend_window_days > 0, "`trend_window_days` must be positive");
+  TB_CHECK(job.trend_smoothing >= 0, "`trend_smoothing` must be >= 0");
+  TB_CHECK(job.popularity_discount >= 0, "`popularity_discount` must be >= 0");
+  TB_CHECK(job.neighbors > 0, "`neighbors` must be positive");
+  TB_CHECK(job.transition_window > 0, "`transition_window` must be positive");
+  TB_CHECK(job.transition_decay > 0 && job.transition_decay <= 1, "`transition_decay` must be in (0, 1]");
+  TB_CHECK(job.recent_items > 0, "`recent_items` must be positive");
+  TB_CHECK(job.recent_decay > 0 && job.recent_decay <= 1, "`recent_decay` must be in (0, 1]");
   o.half_life_days = job.half_life_days;
   o.min_co_count = std::max<uint32_t>(job.min_co_count, 1);
   o.popularity_discount = job.popularity_discount;

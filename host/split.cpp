@@ -192,7 +192,7 @@ Split make_cold_item_split(const datasets::Dataset& dataset, const SplitOptions&
   // that m untouched ones are not left, rather than pad with ties.
   const uint64_t pool = split.cold_items.size();
   const uint32_t m = static_cast<uint32_t>(std::min<uint64_t>(options.loo_negatives, pool / 2));
-  TB_CHECK(m > 0, "--eval cold-items: too few items to make any cold");
+  TB_CHECK(m > 0, "`eval=cold-items`: too few items to make any cold");
   for (size_t k = 0; k < eligible_users.size(); ++k) {
     const uint32_t u = eligible_users[k];
     if (!chosen(u, static_cast<uint32_t>(eligible_users.size()), options)) continue;

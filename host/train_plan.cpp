@@ -90,10 +90,10 @@ TrainOptions train_options_of(const TrainJob& job) {
   options.threads = job.threads;
   options.tf32 = job.tf32;
   TB_CHECK(job.impression_negatives >= 0.0f && job.impression_negatives <= 1.0f,
-           "--impression-negatives is a share of the negatives, from 0 to 1");
+           "`impression_negatives` is a share of the negatives, from 0 to 1");
   options.impression_share = job.impression_negatives;
-  TB_CHECK(job.epochs > 0, "--epochs must be positive");
-  TB_CHECK(job.text_buckets > 0, "--text-buckets must be positive");
+  TB_CHECK(job.epochs > 0, "`epochs` must be positive");
+  TB_CHECK(job.text_buckets > 0, "`text_buckets` must be positive");
   validate_train_options(options);
   return options;
 }

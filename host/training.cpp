@@ -392,7 +392,7 @@ EpochStats train_epoch(const TrainJob& job, uint32_t epoch, Backend& backend, Pr
   if (!stats.finite) {
     throw Error(fmt::format(
         "epoch {}: the loss became NaN or infinite after {} samples; training stopped. The last "
-        "good state (epoch {}) is kept in {}. Try a lower --lr or a smaller --l2.",
+        "good state (epoch {}) is kept in {}. Try a lower `lr` or a smaller `l2`.",
         epoch, stats.samples, epoch - 1, checkpoint.string()));
   }
   return stats;

@@ -304,7 +304,7 @@ TEST_F(TrainingJob, OutOfRangeSettingsAreRefusedUpFront) {
       {[](TrainJob& j) { j.lr = NAN; }, "learning rate"},
       {[](TrainJob& j) { j.l2 = -1; }, "l2"},
       {[](TrainJob& j) { j.sampler_alpha = NAN; }, "sampler_alpha"},
-      {[](TrainJob& j) { j.text_buckets = 0; }, "--text-buckets"},
+      {[](TrainJob& j) { j.text_buckets = 0; }, "`text_buckets`"},
   };
   for (const auto& [change, needle] : cases) {
     TrainJob j = job("refused");
