@@ -181,7 +181,8 @@ void resolve_choices(TrainPlan& plan, const datasets::Dataset& dataset, int rank
   }
   if (job.embedding_updates == "auto") {
     job.embedding_updates = resolve_embedding_updates(job, dataset, ranks, log);
-    plan.options.embedding_updates = job.embedding_updates == "dense" ? EmbeddingUpdates::kDense : EmbeddingUpdates::kLazy;
+    const bool dense = job.embedding_updates == "dense";
+    plan.options.embedding_updates = dense ? EmbeddingUpdates::kDense : EmbeddingUpdates::kLazy;
   }
 }
 
@@ -222,7 +223,9 @@ TrainingInputs training_inputs(const TrainPlan& plan, const datasets::Dataset& d
     config.context = make_context_spec(dataset.interactions, job.context);
     train.context = encode_context(dataset.interactions, config.context, in.fit().positive_row);
     in.eval_context = encode_context(dataset.interactions, config.context, in.split.eval_row);
-    if (in.validation) in.validation_context = encode_context(dataset.interactions, config.context, in.validation->eval_row);
+    if (in.validation) {
+      in.validation_context = encode_context(dataset.interactions, config.context, in.validation->eval_row);
+    }
   }
   config.validate();
   return in;
@@ -285,7 +288,8 @@ class RunDirectory {
 
   // The popularity baseline beside the model's curves in `tastebud report` (host/report.h).
   void write_baseline(const Metrics& popularity) {
-    if (writer()) write_file_atomically(out_ / "baseline.json", json{{"popularity", metrics_json(popularity)}}.dump(2) + "\n");
+    if (!writer()) return;
+    write_file_atomically(out_ / "baseline.json", json{{"popularity", metrics_json(popularity)}}.dump(2) + "\n");
   }
 
   // The files a fresh run writes before its first epoch.
