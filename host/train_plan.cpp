@@ -126,6 +126,7 @@ TrainPlan make_plan(const TrainJob& job) {
   if (const std::optional<ModelKind> kind = neural_kind(plan.model)) {
     plan.options = train_options_of(job);
     plan.model_config = model_shape_of(job, *kind);
+    if (job.metadata != "auto") plan.metadata = parse_metadata_sides(job.metadata);
     TB_CHECK(job.judge_on_test || plan.validate,
              "a job that is not judged on the test split needs a validation split");
   }

@@ -6,10 +6,12 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "host/evaluation.h"
+#include "host/features.h"
 #include "host/model_type.h"
 #include "host/split.h"
 #include "tastebud/engine/model.h"
@@ -136,10 +138,11 @@ struct TrainPlan {
   SplitOptions split;
   bool validate = false;  // a validation split (job.validation_users) chooses the epoch
   std::string metric;     // what chooses the epoch: job.early_stop_metric, else ndcg@10 or hr@10
-  // Neural models only: the model's kind, factors and layers, and the backend's options, each
-  // setting checked (embedding updates `auto` reads lazy until the dataset resolves it).
+  // Neural models only: the model's kind, factors and layers, the backend's options, each setting
+  // checked (embedding updates `auto` reads lazy until the dataset resolves it), and the metadata.
   ModelConfig model_config;
   TrainOptions options;
+  std::optional<MetadataSides> metadata;  // nullopt: `auto`, until the dataset resolves it
 };
 
 // Parses and checks every setting that needs no dataset; throws an Error naming the setting.

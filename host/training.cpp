@@ -174,10 +174,11 @@ std::string resolve_embedding_updates(const TrainJob& job, const datasets::Datas
 // and --embedding-updates.
 void resolve_choices(TrainPlan& plan, const datasets::Dataset& dataset, int ranks, std::ostream& log) {
   TrainJob& job = plan.job;
-  if (job.metadata == "auto") {
+  if (!plan.metadata) {
     std::string note;
     job.metadata = resolve_metadata(job.metadata, dataset, job.model, &note);
     log << note << "\n";
+    plan.metadata = parse_metadata_sides(job.metadata);
   }
   if (job.embedding_updates == "auto") {
     job.embedding_updates = resolve_embedding_updates(job, dataset, ranks, log);
@@ -210,7 +211,7 @@ TrainingInputs training_inputs(const TrainPlan& plan, const datasets::Dataset& d
   config = plan.model_config;
   config.num_users = dataset.num_users();
   config.num_items = dataset.num_items();
-  const MetadataSides sides = parse_metadata_sides(job.metadata);
+  const MetadataSides sides = *plan.metadata;
   if (sides.users) {
     config.user_features = make_feature_spec(dataset.users, job.text_buckets, "user");
     train.user_features = encode_features(dataset.users, config.user_features, config.num_users);

@@ -876,6 +876,9 @@ TEST(TrainPlan, ParsesEveryChoiceOfAJob) {
   EXPECT_EQ(plan.options.sampler, SamplerKind::kPopularity);
   EXPECT_EQ(plan.options.optimizer.kind, OptimizerKind::kAdagrad);
   EXPECT_EQ(plan.options.embedding_updates, EmbeddingUpdates::kLazy);  // until the dataset resolves `auto`
+  EXPECT_FALSE(plan.metadata.has_value());                            // `auto` too
+  j.metadata = "both";
+  EXPECT_TRUE(make_plan(j).metadata->users);
 
   j.model = "sims";
   j.eval = "none";
