@@ -120,8 +120,9 @@ SeenItems seen_of(const EventLog& log) {
 // every user alike; sims sums each item's similarity to the user's training items; transitions
 // scores from the user's latest training events, and the items those never led to follow, by
 // popularity.
-Metrics evaluate_recipe_on(const TrainJob& job, const Split& split, EventLog events, const std::vector<double>& base,
+Metrics evaluate_recipe_on(const TrainPlan& plan, const Split& split, EventLog events, const std::vector<double>& base,
                            const RecipeOptions& options) {
+  const ModelType model = plan.model;
   const TrainingSet& train = split.train;
   std::vector<uint64_t> cut(events.num_users, UINT64_MAX);
   if (holds_out_newest(split.protocol)) {
@@ -137,10 +138,10 @@ Metrics evaluate_recipe_on(const TrainJob& job, const Split& split, EventLog eve
   events.weight = std::move(weight);
   std::vector<float> item_scores;
   ItemNeighbors neighbors, latest;
-  if (job.model == "popularity") item_scores = popularity_scores(events, options);
-  if (job.model == "trending") item_scores = trending_scores(events, options);
-  if (job.model == "sims") neighbors = sims_neighbors(events, options);
-  if (job.model == "transitions") {
+  if (model == ModelType::kPopularity) item_scores = popularity_scores(events, options);
+  if (model == ModelType::kTrending) item_scores = trending_scores(events, options);
+  if (model == ModelType::kSims) neighbors = sims_neighbors(events, options);
+  if (model == ModelType::kTransitions) {
     neighbors = transition_neighbors(events, options);
     latest = latest_items(events, options);
     // Below every transitions score (> 0): -1 + popularity / (2 max), in [-1, -0.5].
@@ -149,12 +150,12 @@ Metrics evaluate_recipe_on(const TrainJob& job, const Split& split, EventLog eve
     for (float& p : item_scores) p = most > 0 ? -1.0f + p / (2 * most) : -1.0f;
   }
   const ScoreFn score = [&](uint32_t u, std::span<const uint32_t> items, std::span<float> out) {
-    if (job.model == "popularity" || job.model == "trending") {
+    if (model == ModelType::kPopularity || model == ModelType::kTrending) {
       for (size_t k = 0; k < out.size(); ++k) out[k] = item_scores[items.empty() ? k : items[k]];
       return;
     }
     thread_local std::vector<float> all;
-    if (job.model == "transitions") {
+    if (model == ModelType::kTransitions) {
       transition_scores(neighbors, latest, u, all);
       for (size_t k = 0; k < out.size(); ++k) {
         const uint32_t i = items.empty() ? static_cast<uint32_t>(k) : items[k];
@@ -169,30 +170,27 @@ Metrics evaluate_recipe_on(const TrainJob& job, const Split& split, EventLog eve
     }
     for (size_t k = 0; k < out.size(); ++k) out[k] = all[items.empty() ? k : items[k]];
   };
-  return evaluate(split, score, job.threads);
+  return evaluate(split, score, plan.job.threads);
 }
 
 // The test split's metrics and, with --validation-users, the validation split's as "val.*" (the
 // validation split is carved from the test split's training rows, as for NeuMF: a choice of the
 // recipe's options made on it never sees the test rows).
-EpochRecord evaluate_recipe(const TrainJob& job, const datasets::Dataset& dataset, const EventLog& events,
+EpochRecord evaluate_recipe(const TrainPlan& plan, const datasets::Dataset& dataset, const EventLog& events,
                             const RecipeOptions& options, Metrics* popularity_baseline) {
   const auto start = std::chrono::steady_clock::now();
-  SplitOptions split_options = split_options_of(job);
-  const bool validate = job.validation_users > 0;
-  split_options.record_held_out_rows = validate;
-  const Split split = make_split(dataset, split_options);
+  const Split split = make_split(dataset, plan.split);
   const std::vector<double> base = event_weights(events, options);
   EpochRecord record;
   record.epoch = 1;
   record.samples = events.user.size();
-  record.metrics = evaluate_recipe_on(job, split, events, base, options);
-  if (validate) {
-    const Split validation = make_validation_split(dataset, split_options, split, job.validation_users);
+  record.metrics = evaluate_recipe_on(plan, split, events, base, options);
+  if (plan.validate) {
+    const Split validation = make_validation_split(dataset, plan.split, split, plan.job.validation_users);
     std::vector<double> kept = base;
     for (uint64_t r = 0; r < kept.size(); ++r)
       if (split.held_out_rows[r]) kept[r] = 0;  // the test split's held-out rows do not exist here
-    for (const auto& [k, v] : evaluate_recipe_on(job, validation, events, kept, options)) record.metrics["val." + k] = v;
+    for (const auto& [k, v] : evaluate_recipe_on(plan, validation, events, kept, options)) record.metrics["val." + k] = v;
   }
   record.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   *popularity_baseline = evaluate_popularity(split);
@@ -251,20 +249,22 @@ double parse_trend_window(std::string_view window) {
 }
 
 bool is_recipe(const std::string& model) {
-  return model == "popularity" || model == "sims" || model == "trending" || model == "transitions";
+  for (const ModelType type : {ModelType::kPopularity, ModelType::kSims, ModelType::kTrending, ModelType::kTransitions})
+    if (model == to_string(type)) return true;
+  return false;
 }
 
 RecipeOptions RecipeOptions::from_job(const TrainJob& job) {
   RecipeOptions o;
-  TB_CHECK(job.half_life_days >= 0, "--half-life-days must be >= 0");
-  TB_CHECK(job.trend_window_days > 0, "--trend-window-days must be positive");
-  TB_CHECK(job.trend_smoothing >= 0, "--trend-smoothing must be >= 0");
-  TB_CHECK(job.popularity_discount >= 0, "--popularity-discount must be >= 0");
-  TB_CHECK(job.neighbors > 0, "--neighbors must be positive");
-  TB_CHECK(job.transition_window > 0, "--transition-window must be positive");
-  TB_CHECK(job.transition_decay > 0 && job.transition_decay <= 1, "--transition-decay must be in (0, 1]");
-  TB_CHECK(job.recent_items > 0, "--recent-items must be positive");
-  TB_CHECK(job.recent_decay > 0 && job.recent_decay <= 1, "--recent-decay must be in (0, 1]");
+  TB_CHECK(job.half_life_days >= 0, "`half_life_days` must be >= 0");
+  TB_CHECK(job.trend_window_days > 0, "`trend_window_days` must be positive");
+  TB_CHECK(job.trend_smoothing >= 0, "`trend_smoothing` must be >= 0");
+  TB_CHECK(job.popularity_discount >= 0, "`popularity_discount` must be >= 0");
+  TB_CHECK(job.neighbors > 0, "`neighbors` must be positive");
+  TB_CHECK(job.transition_window > 0, "`transition_window` must be positive");
+  TB_CHECK(job.transition_decay > 0 && job.transition_decay <= 1, "`transition_decay` must be in (0, 1]");
+  TB_CHECK(job.recent_items > 0, "`recent_items` must be positive");
+  TB_CHECK(job.recent_decay > 0 && job.recent_decay <= 1, "`recent_decay` must be in (0, 1]");
   o.half_life_days = job.half_life_days;
   o.min_co_count = std::max<uint32_t>(job.min_co_count, 1);
   o.popularity_discount = job.popularity_discount;
@@ -553,110 +553,142 @@ RecipeData read_recipe(const fs::path& path, uint32_t num_items) {
   return data;
 }
 
-TrainResult train_recipe(const TrainJob& job, std::ostream& log) {
-  const auto start = std::chrono::steady_clock::now();
-  const RecipeOptions options = RecipeOptions::from_job(job);
-  const datasets::Dataset dataset = datasets::Dataset::open(job.data);
+namespace {
+
+// The dataset's events, weighted by the same --event rules and [[events]] tables as NeuMF
+// training (type, value threshold, weight) when the job has any.
+EventLog weighted_events(const TrainPlan& plan, const datasets::Dataset& dataset) {
   EventLog events = event_log_of(dataset);
-  const std::vector<std::string> event_rules = job_events(job);
-  if (!event_rules.empty()) {
-    // The same --event rules and [[events]] tables as NeuMF training: type, value threshold, weight.
-    std::vector<EventRule> rules;
-    for (const std::string& rule : event_rules) rules.push_back(parse_event_rule(rule));
-    const EventWeights weights(dataset, rules);
+  if (!plan.event_rules.empty()) {
+    const EventWeights weights(dataset, plan.split.events);
     events.weight.resize(events.user.size());
     for (uint64_t r = 0; r < events.weight.size(); ++r) events.weight[r] = weights.weight(dataset.interactions, r);
   }
-  TB_CHECK(events.user.size() > 0, fmt::format("{}: no interactions to train on", job.data.string()));
+  TB_CHECK(events.user.size() > 0, fmt::format("{}: no interactions to train on", plan.job.data.string()));
+  return events;
+}
 
+RecipeData compute_recipe(ModelType model, const EventLog& events, const RecipeOptions& options) {
   RecipeData data;
-  data.kind = job.model;
+  data.kind = std::string(to_string(model));
   data.popularity = popularity_scores(events, options);
-  if (job.model == "popularity") data.item_scores = data.popularity;
-  if (job.model == "trending") data.item_scores = trending_scores(events, options);
-  if (job.model == "sims") data.neighbors = sims_neighbors(events, options);
-  if (job.model == "transitions") {
-    data.neighbors = transition_neighbors(events, options);
-    data.latest = latest_items(events, options);
+  switch (model) {
+    case ModelType::kPopularity: data.item_scores = data.popularity; break;
+    case ModelType::kTrending: data.item_scores = trending_scores(events, options); break;
+    case ModelType::kSims: data.neighbors = sims_neighbors(events, options); break;
+    case ModelType::kTransitions:
+      data.neighbors = transition_neighbors(events, options);
+      data.latest = latest_items(events, options);
+      break;
+    default: break;
   }
+  return data;
+}
 
-  fs::create_directories(job.out);
-  json recipe{{"events", event_rules}, {"half_life_days", options.half_life_days}};
-  if (job.model == "sims") {
+// config.json's "recipe": the options the recipe was computed with.
+json recipe_json(const TrainPlan& plan, const RecipeOptions& options) {
+  json recipe{{"events", plan.event_rules}, {"half_life_days", options.half_life_days}};
+  if (plan.model == ModelType::kSims) {
     recipe["min_co_count"] = options.min_co_count;
     recipe["popularity_discount"] = options.popularity_discount;
     recipe["neighbors"] = options.neighbors;
     recipe["max_history"] = options.max_history;
   }
-  if (job.model == "transitions") {
+  if (plan.model == ModelType::kTransitions) {
     recipe["transition_window"] = options.transition_window;
     recipe["transition_decay"] = options.transition_decay;
     recipe["recent_items"] = options.recent_items;
     recipe["recent_decay"] = options.recent_decay;
     recipe["neighbors"] = options.neighbors;
   }
-  if (job.model == "trending") {
+  if (plan.model == ModelType::kTrending) {
     recipe["trend_window_days"] = options.trend_window_days;
     recipe["trend_smoothing"] = options.trend_smoothing;
   }
+  return recipe;
+}
+
+// What the log says of a computed recipe: the pairs kept, or the top five items.
+void log_recipe(const TrainPlan& plan, const RecipeData& data, const EventLog& events,
+                const datasets::Dataset& dataset, std::ostream& log) {
+  const bool pairs = plan.model == ModelType::kSims || plan.model == ModelType::kTransitions;
+  const std::vector<float>& shown = pairs ? data.popularity : data.item_scores;
+  if (pairs) {
+    log << fmt::format("{} pairs kept: {} ({:.1f} per item)\n",
+                       plan.model == ModelType::kSims ? "related-item" : "item-to-next-item",
+                       data.neighbors.items.size(),
+                       static_cast<double>(data.neighbors.items.size()) / std::max<uint32_t>(events.num_items, 1));
+    return;
+  }
+  std::vector<uint32_t> order(shown.size());
+  std::iota(order.begin(), order.end(), 0);
+  const size_t top = std::min<size_t>(5, order.size());
+  std::partial_sort(order.begin(), order.begin() + top, order.end(),
+                    [&](uint32_t a, uint32_t b) { return shown[a] != shown[b] ? shown[a] > shown[b] : a < b; });
+  std::string line = plan.model == ModelType::kTrending ? "trending now:" : "most popular:";
+  for (size_t k = 0; k < top; ++k) line += fmt::format(" {} ({:.4g})", dataset.item_ids[order[k]], shown[order[k]]);
+  log << line << "\n";
+}
+
+// --eval: the recipe judged (metrics.jsonl, one row) and logged beside the popularity baseline.
+void judge_recipe(const TrainPlan& plan, const datasets::Dataset& dataset, const EventLog& events,
+                  const RecipeOptions& options, TrainResult& result, std::ostream& log) {
+  const TrainJob& job = plan.job;
+  result.history.push_back(evaluate_recipe(plan, dataset, events, options, &result.popularity));
+  const EpochRecord& r = result.history.back();
+  nlohmann::json metrics;
+  std::string line = fmt::format("{} ({}, the recipe recomputed from the training rows):", job.model, job.eval);
+  std::string validation;
+  for (const auto& [k, v] : r.metrics) {
+    metrics[k] = v;
+    if (k.starts_with("val.")) {
+      if (k != "val.eval_users") validation += fmt::format("  {} {:.4f}", k, v);
+    } else if (k != "eval_users") {
+      line += fmt::format("  {} {:.4f}", k, v);
+    }
+  }
+  const nlohmann::json row{{"epoch", r.epoch}, {"seconds", r.seconds}, {"samples", r.samples}, {"metrics", metrics}};
+  write_file_atomically(job.out / "metrics.jsonl", row.dump() + "\n");
+  log << line << "\n";
+  if (r.metrics.contains("val.eval_users")) {
+    log << fmt::format("validation ({} users of the training rows, the recipe recomputed without their held-out rows):{}\n",
+                       static_cast<uint64_t>(r.metrics.at("val.eval_users")), validation);
+  }
+  if (plan.model != ModelType::kPopularity) {
+    std::string baseline = "popularity count baseline:";
+    for (const auto& [k, v] : result.popularity) {
+      if (k != "eval_users") baseline += fmt::format("  {} {:.4f}", k, v);
+    }
+    log << baseline << "\n";
+  }
+}
+
+}  // namespace
+
+TrainResult train_recipe(const TrainPlan& plan, std::ostream& log) {
+  const TrainJob& job = plan.job;
+  const auto start = std::chrono::steady_clock::now();
+  const RecipeOptions options = RecipeOptions::from_job(job);
+  const datasets::Dataset dataset = datasets::Dataset::open(job.data);
+  const EventLog events = weighted_events(plan, dataset);
+  const RecipeData data = compute_recipe(plan.model, events, options);
+
+  fs::create_directories(job.out);
   write_ids(dataset.user_ids, job.out / "user_ids.json");
   write_ids(dataset.item_ids, job.out / "item_ids.json");
   write_seen(seen_of(events), job.out / "seen.bin");
   write_recipe(data, job.out / "recipe.bin");
-  const json config{{"model", job.model}, {"data", fs::absolute(job.data).string()}, {"recipe", recipe},
-                    {"checksums", file_checksums(job.out)}};
+  const json config{{"model", job.model}, {"data", fs::absolute(job.data).string()},
+                    {"recipe", recipe_json(plan, options)}, {"checksums", file_checksums(job.out)}};
   write_file_atomically(job.out / "config.json", config_file_text(config));
 
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   log << fmt::format("trained {} on {} ({} users, {} items, {} events) in {:.1f}s\n", job.model,
                      job.data.string(), events.num_users, events.num_items, events.user.size(), seconds);
-  const bool pairs = job.model == "sims" || job.model == "transitions";
-  const std::vector<float>& shown = pairs ? data.popularity : data.item_scores;
-  if (pairs) {
-    log << fmt::format("{} pairs kept: {} ({:.1f} per item)\n", job.model == "sims" ? "related-item" : "item-to-next-item",
-                       data.neighbors.items.size(),
-                       static_cast<double>(data.neighbors.items.size()) / std::max<uint32_t>(events.num_items, 1));
-  } else {
-    std::vector<uint32_t> order(shown.size());
-    std::iota(order.begin(), order.end(), 0);
-    const size_t top = std::min<size_t>(5, order.size());
-    std::partial_sort(order.begin(), order.begin() + top, order.end(),
-                      [&](uint32_t a, uint32_t b) { return shown[a] != shown[b] ? shown[a] > shown[b] : a < b; });
-    std::string line = job.model == "trending" ? "trending now:" : "most popular:";
-    for (size_t k = 0; k < top; ++k) line += fmt::format(" {} ({:.4g})", dataset.item_ids[order[k]], shown[order[k]]);
-    log << line << "\n";
-  }
+  log_recipe(plan, data, events, dataset, log);
   TrainResult result;
   result.backend = "cpu";
-  if (parse_eval_protocol(job.eval) != EvalProtocol::kNone) {
-    result.history.push_back(evaluate_recipe(job, dataset, events, options, &result.popularity));
-    const EpochRecord& r = result.history.back();
-    nlohmann::json metrics;
-    std::string line = fmt::format("{} ({}, the recipe recomputed from the training rows):", job.model, job.eval);
-    std::string validation;
-    for (const auto& [k, v] : r.metrics) {
-      metrics[k] = v;
-      if (k.starts_with("val.")) {
-        if (k != "val.eval_users") validation += fmt::format("  {} {:.4f}", k, v);
-      } else if (k != "eval_users") {
-        line += fmt::format("  {} {:.4f}", k, v);
-      }
-    }
-    const nlohmann::json row{{"epoch", r.epoch}, {"seconds", r.seconds}, {"samples", r.samples}, {"metrics", metrics}};
-    write_file_atomically(job.out / "metrics.jsonl", row.dump() + "\n");
-    log << line << "\n";
-    if (r.metrics.contains("val.eval_users")) {
-      log << fmt::format("validation ({} users of the training rows, the recipe recomputed without their held-out rows):{}\n",
-                         static_cast<uint64_t>(r.metrics.at("val.eval_users")), validation);
-    }
-    if (job.model != "popularity") {
-      std::string baseline = "popularity count baseline:";
-      for (const auto& [k, v] : result.popularity) {
-        if (k != "eval_users") baseline += fmt::format("  {} {:.4f}", k, v);
-      }
-      log << baseline << "\n";
-    }
-  }
+  if (plan.protocol != EvalProtocol::kNone) judge_recipe(plan, dataset, events, options, result, log);
   return result;
 }
 

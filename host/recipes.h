@@ -25,15 +25,17 @@
 #include <string_view>
 #include <vector>
 
-#include "host/training.h"
+#include "host/train_plan.h"
 
 namespace tastebud::host {
 
-bool is_recipe(const std::string& model);  // popularity | sims | trending | transitions
+// popularity | sims | trending | transitions: a model directory's config.json "model" (host/inference.cpp
+// until it reads a ModelType); everything else compares the ModelType (host/model_type.h).
+bool is_recipe(const std::string& model);
 
 // The service's Trending-Now windows, --trend-window 30m | 1h | 3h | 1d, in days.
 double parse_trend_window(std::string_view window);
-TrainResult train_recipe(const TrainJob& job, std::ostream& log);
+TrainResult train_recipe(const TrainPlan& plan, std::ostream& log);
 
 // The events a recipe learns from (dataset order does not matter).
 struct EventLog {

@@ -166,16 +166,14 @@ void append_record(const fs::path& models, const json& record) {
 }
 
 // The metric that decides, checked against what the candidate's protocol reports.
-std::string chosen_metric(const RetrainJob& job, const TrainJob& train) {
-  const EvalProtocol protocol = parse_eval_protocol(train.eval);
+std::string chosen_metric(const RetrainJob& job, const TrainPlan& plan) {
+  const TrainJob& train = plan.job;
+  const EvalProtocol protocol = plan.protocol;
   TB_CHECK(protocol != EvalProtocol::kNone,
            "retrain: the candidate must be evaluated (--eval none cannot decide a promotion)");
   TB_CHECK(train.context.empty(),
            "retrain: models with --context are not evaluated by retrain yet");
-  std::string metric = !job.metric.empty()               ? job.metric
-                       : !train.early_stop_metric.empty() ? train.early_stop_metric
-                       : holds_out_newest(protocol)        ? "ndcg@10"
-                                                           : "hr@10";
+  const std::string metric = !job.metric.empty() ? job.metric : plan.metric;
   const std::vector<std::string> known = metric_names(protocol);
   TB_CHECK(std::find(known.begin(), known.end(), metric) != known.end(),
            fmt::format("retrain: unknown --metric '{}' for --eval {}: expected one of {}", metric,
@@ -184,7 +182,7 @@ std::string chosen_metric(const RetrainJob& job, const TrainJob& train) {
 }
 
 // The candidate's training settings: the current model's where not given, each checked.
-TrainJob candidate_settings(const RetrainJob& job, const fs::path& current) {
+TrainPlan candidate_settings(const RetrainJob& job, const fs::path& current) {
   TB_CHECK(std::isfinite(job.max_regression),
            fmt::format("--max-regression must be a finite number, not {}", job.max_regression));
   TrainJob train = job.train;
@@ -195,8 +193,7 @@ TrainJob candidate_settings(const RetrainJob& job, const fs::path& current) {
   } else {
     train.update = false;  // nothing to refresh: the first model trains from scratch
   }
-  check_training_settings(train);
-  return train;
+  return make_plan(train);
 }
 
 double metric_of(const Metrics& m, const std::string& metric, const fs::path& dir) {
@@ -285,8 +282,9 @@ RetrainResult run_retrain(const RetrainJob& job, std::ostream& log) {
   fs::path candidate;
   const auto started = std::chrono::steady_clock::now();
   // Every setting is checked before anything is imported or trained.
-  TrainJob train = candidate_settings(job, has_current ? fs::canonical(current) : fs::path());
-  result.metric = chosen_metric(job, train);
+  TrainPlan plan = candidate_settings(job, has_current ? fs::canonical(current) : fs::path());
+  TrainJob& train = plan.job;  // where the candidate trains: set below
+  result.metric = chosen_metric(job, plan);
   try {
     step("import");
     import_files(job, record, log);
@@ -304,14 +302,16 @@ RetrainResult run_retrain(const RetrainJob& job, std::ostream& log) {
     record["mode"] = !has_current ? "scratch" : train.update ? "update" : "warm-start";
     step("train");
     const auto train_started = std::chrono::steady_clock::now();
-    const bool unchanged = run_training(train, log).unchanged;
+    const bool unchanged = run_training(plan, log).unchanged;
     record["train_seconds"] =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - train_started).count();
     if (unchanged) return leave_unchanged(job.models, candidate, record, started);
 
     step("evaluate");
     const datasets::Dataset dataset = datasets::Dataset::open(job.data);
-    const Split split = make_split(dataset, split_options_of(train));
+    SplitOptions split_options = plan.split;
+    split_options.record_held_out_rows = false;
+    const Split split = make_split(dataset, split_options);
     result.candidate_metrics = evaluate_model_dir(candidate, dataset, split, train.threads);
     if (has_current)
       result.current_metrics = evaluate_model_dir(current, dataset, split, train.threads);

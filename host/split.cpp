@@ -192,7 +192,7 @@ Split make_cold_item_split(const datasets::Dataset& dataset, const SplitOptions&
   // that m untouched ones are not left, rather than pad with ties.
   const uint64_t pool = split.cold_items.size();
   const uint32_t m = static_cast<uint32_t>(std::min<uint64_t>(options.loo_negatives, pool / 2));
-  TB_CHECK(m > 0, "--eval cold-items: too few items to make any cold");
+  TB_CHECK(m > 0, "`eval=cold-items`: too few items to make any cold");
   for (size_t k = 0; k < eligible_users.size(); ++k) {
     const uint32_t u = eligible_users[k];
     if (!chosen(u, static_cast<uint32_t>(eligible_users.size()), options)) continue;
@@ -220,138 +220,188 @@ Split make_cold_item_split(const datasets::Dataset& dataset, const SplitOptions&
   return split;
 }
 
+// make_split's work one user at a time: the rows that count, the training positives, the
+// impressions not acted on and the held-out rows, with scratch reused from user to user.
+class UserSplitter {
+ public:
+  UserSplitter(const datasets::Dataset& dataset, const SplitOptions& options, const EventWeights& events,
+               Split& split)
+      : rows_(dataset.interactions), num_items_(dataset.num_items()), options_(options), events_(events),
+        split_(split), impressions_(options.impressions && !rows_.impression_offsets.empty()) {
+    if (impressions_) split_.train.impression_offsets.push_back(0);
+    if (options_.record_held_out_rows) split_.held_out_rows.assign(rows_.size(), 0);
+  }
+
+  // The user's rows that count, oldest first, and their distinct items; call before the others.
+  void keep_rows(uint32_t u) {
+    kept_.clear();
+    for (uint64_t r = rows_.user_offsets[u]; r < rows_.user_offsets[u + 1]; ++r) {
+      if (events_.weight(rows_, r) > 0.0f) kept_.push_back(r);
+    }
+    all_items_.clear();
+    for (uint64_t r : kept_) all_items_.push_back(rows_.item[r]);
+    sort_unique(all_items_, 0);
+  }
+  size_t distinct_items() const { return all_items_.size(); }
+
+  // A user not evaluated: every row trains.
+  void train_on_all(uint32_t u) {
+    add_train(u, [](uint64_t) { return true; });
+    add_impressions(u, [](uint64_t) { return true; });
+  }
+
+  // loo: the latest interaction's item is held out with every row of it, and ranked among
+  // loo_negatives items the user never touched.
+  void leave_latest_out(uint32_t u) {
+    const uint32_t target = rows_.item[kept_.back()];
+    add_train(u, [&](uint64_t r) { return rows_.item[r] != target; });
+    add_impressions(u, [&](uint64_t r) { return rows_.item[r] != target; });
+    hold_rows(u, [&](uint64_t r) { return rows_.item[r] == target; });
+    split_.eval_users.push_back(u);
+    split_.eval_row.push_back(kept_.back());
+    split_.held_out_item.push_back(target);
+    draw_candidates(u, target);
+  }
+
+  // holdout and personalize: the newest holdout_share of the user's rows are held out; their items
+  // that the user's training rows lack are the truth.
+  void hold_out_newest(uint32_t u) {
+    TrainingSet& train = split_.train;
+    const uint64_t n = kept_.size();
+    const uint64_t hold = std::max<uint64_t>(1, static_cast<uint64_t>(n * options_.holdout_share + 0.5));
+    const uint64_t cut = n - std::min(hold, n - 1);
+    const uint64_t first_held_row = kept_[cut];
+    const size_t train_first = train.item.size();
+    add_train(u, [&](uint64_t r) { return r < first_held_row; });
+    add_impressions(u, [&](uint64_t r) { return r < first_held_row; });
+    hold_rows(u, [&](uint64_t r) { return r >= first_held_row; });
+    held_.clear();
+    for (uint64_t k = cut; k < n; ++k) {
+      const uint32_t i = rows_.item[kept_[k]];
+      if (!std::binary_search(train.item.begin() + train_first, train.item.end(), i)) held_.push_back(i);
+    }
+    sort_unique(held_, 0);
+    if (held_.empty()) return;
+    split_.eval_users.push_back(u);
+    split_.eval_row.push_back(first_held_row);
+    split_.truth.insert(split_.truth.end(), held_.begin(), held_.end());
+    split_.truth_offsets.push_back(split_.truth.size());
+  }
+
+  void end_user() {
+    if (impressions_) split_.train.impression_offsets.push_back(split_.train.impression_items.size());
+  }
+
+ private:
+  template <typename UseRow>
+  void add_train(uint32_t u, UseRow&& use_row) {
+    pairs_.clear();
+    for (uint64_t r : kept_) {
+      if (use_row(r)) pairs_.push_back({rows_.item[r], events_.weight(rows_, r), r});
+    }
+    add_positives(u, pairs_, options_.positive_rows, split_);
+  }
+
+  // Items shown with the user's training rows that the user never acted on (in any event) in
+  // those rows: what the user did in held-out rows is the future, so a held-out item shown
+  // earlier is an ignored impression like any other.
+  template <typename UseRow>
+  void add_impressions(uint32_t u, UseRow&& use_row) {
+    if (!impressions_) return;
+    touched_items_.clear();
+    for (uint64_t r = rows_.user_offsets[u]; r < rows_.user_offsets[u + 1]; ++r) {
+      if (use_row(r) && !events_.excluded(r)) touched_items_.push_back(rows_.item[r]);
+    }
+    sort_unique(touched_items_, 0);
+    shown_.clear();
+    for (uint64_t r = rows_.user_offsets[u]; r < rows_.user_offsets[u + 1]; ++r) {
+      if (!use_row(r) || events_.excluded(r)) continue;
+      for (uint64_t k = rows_.impression_offsets[r]; k < rows_.impression_offsets[r + 1]; ++k) {
+        const uint32_t i = rows_.impression_items[k];
+        if (!std::binary_search(touched_items_.begin(), touched_items_.end(), i)) shown_.push_back(i);
+      }
+    }
+    sort_unique(shown_, 0);
+    std::vector<uint32_t>& items = split_.train.impression_items;
+    items.insert(items.end(), shown_.begin(), shown_.end());
+  }
+
+  template <typename Held>
+  void hold_rows(uint32_t u, Held&& held) {
+    if (!options_.record_held_out_rows) return;
+    for (uint64_t r = rows_.user_offsets[u]; r < rows_.user_offsets[u + 1]; ++r) {
+      if (held(r) && !events_.excluded(r)) split_.held_out_rows[r] = 1;
+    }
+  }
+
+  // Candidates: distinct items the user never touched (in any event, counted or not) in the rows
+  // that exist for this split: a validation split never looks at the test rows.
+  void draw_candidates(uint32_t u, uint32_t target) {
+    std::vector<uint32_t> touched;
+    for (uint64_t r = rows_.user_offsets[u]; r < rows_.user_offsets[u + 1]; ++r) {
+      if (!events_.excluded(r)) touched.push_back(rows_.item[r]);
+    }
+    sort_unique(touched, 0);
+    std::vector<uint32_t>& candidates = split_.candidates;
+    const uint64_t want = std::min<uint64_t>(options_.loo_negatives, num_items_ - touched.size());
+    const size_t first = candidates.size();
+    for (uint64_t draw = 0; candidates.size() - first < want && draw < 64 * (want + 1); ++draw) {
+      const uint32_t item = draw_negative(options_.eval_seed, RandomStream::kEvalNegatives, 0,
+                                          static_cast<uint64_t>(u) * 4096 + draw, touched.data(),
+                                          touched.size(), num_items_, nullptr, nullptr);
+      if (contains_sorted(touched.data(), touched.size(), item)) continue;
+      if (std::find(candidates.begin() + first, candidates.end(), item) != candidates.end()) continue;
+      candidates.push_back(item);
+    }
+    // Only a user who touched nearly the whole catalog runs out of candidates; the padding
+    // repeats the target, which ties and so counts against the model.
+    while (candidates.size() - first < options_.loo_negatives) candidates.push_back(target);
+  }
+
+  const datasets::Interactions& rows_;
+  const uint32_t num_items_;
+  const SplitOptions& options_;
+  const EventWeights& events_;
+  Split& split_;
+  const bool impressions_;
+  std::vector<uint64_t> kept_;                    // the user's rows that count, oldest first
+  std::vector<uint32_t> all_items_, held_;        // per-user scratch
+  std::vector<uint32_t> touched_items_, shown_;   // per-user scratch of add_impressions
+  std::vector<Candidate> pairs_;                  // the user's training rows
+};
+
 }  // namespace
 
 Split make_split(const datasets::Dataset& dataset, const SplitOptions& options) {
-  if (options.protocol == EvalProtocol::kColdItems) {
-    return make_cold_item_split(dataset, options, EventWeights(dataset, options.events, options.excluded_rows));
-  }
-  const auto& rows = dataset.interactions;
-  const uint32_t num_users = dataset.num_users(), num_items = dataset.num_items();
   const EventWeights events(dataset, options.events, options.excluded_rows);
+  if (options.protocol == EvalProtocol::kColdItems) return make_cold_item_split(dataset, options, events);
+  const uint32_t num_users = dataset.num_users();
   Split split;
   split.protocol = options.protocol;
-  TrainingSet& train = split.train;
-  train.num_users = num_users;
-  train.num_items = num_items;
-  std::vector<uint64_t> kept;                     // the user's rows that count, oldest first
-  std::vector<uint32_t> all_items, held;          // per-user scratch
-  std::vector<Candidate> pairs;                   // the user's training rows
-  auto keep_rows = [&](uint32_t u) {
-    kept.clear();
-    for (uint64_t r = rows.user_offsets[u]; r < rows.user_offsets[u + 1]; ++r) {
-      if (events.weight(rows, r) > 0.0f) kept.push_back(r);
-    }
-    all_items.clear();
-    for (uint64_t r : kept) all_items.push_back(rows.item[r]);
-    sort_unique(all_items, 0);
-  };
-  auto add_train = [&](uint32_t u, auto&& use_row) {
-    pairs.clear();
-    for (uint64_t r : kept) {
-      if (use_row(r)) pairs.push_back({rows.item[r], events.weight(rows, r), r});
-    }
-    add_positives(u, pairs, options.positive_rows, split);
-  };
-  // Items shown with the user's training rows that the user never acted on (in any event) in those
-  // rows: what the user did in held-out rows is the future, so a held-out item shown earlier is an
-  // ignored impression like any other.
-  const bool impressions = options.impressions && !rows.impression_offsets.empty();
-  if (impressions) train.impression_offsets.push_back(0);
-  std::vector<uint32_t> touched_items, shown;
-  auto add_impressions = [&](uint32_t u, auto&& use_row) {
-    if (!impressions) return;
-    touched_items.clear();
-    for (uint64_t r = rows.user_offsets[u]; r < rows.user_offsets[u + 1]; ++r) {
-      if (use_row(r) && !events.excluded(r)) touched_items.push_back(rows.item[r]);
-    }
-    sort_unique(touched_items, 0);
-    shown.clear();
-    for (uint64_t r = rows.user_offsets[u]; r < rows.user_offsets[u + 1]; ++r) {
-      if (!use_row(r) || events.excluded(r)) continue;
-      for (uint64_t k = rows.impression_offsets[r]; k < rows.impression_offsets[r + 1]; ++k) {
-        const uint32_t i = rows.impression_items[k];
-        if (!std::binary_search(touched_items.begin(), touched_items.end(), i)) shown.push_back(i);
-      }
-    }
-    sort_unique(shown, 0);
-    train.impression_items.insert(train.impression_items.end(), shown.begin(), shown.end());
-  };
-  if (options.record_held_out_rows) split.held_out_rows.assign(rows.size(), 0);
-  auto hold_rows = [&](uint32_t u, auto&& held) {
-    if (!options.record_held_out_rows) return;
-    for (uint64_t r = rows.user_offsets[u]; r < rows.user_offsets[u + 1]; ++r) {
-      if (held(r) && !events.excluded(r)) split.held_out_rows[r] = 1;
-    }
-  };
+  split.train.num_users = num_users;
+  split.train.num_items = dataset.num_items();
+  UserSplitter users(dataset, options, events, split);
   uint32_t eligible = 0;
   for (uint32_t u = 0; u < num_users; ++u) {
-    keep_rows(u);
-    eligible += all_items.size() >= 2;
+    users.keep_rows(u);
+    eligible += users.distinct_items() >= 2;
   }
   split.truth_offsets.push_back(0);
   for (uint32_t u = 0; u < num_users; ++u) {
-    keep_rows(u);
-    const bool evaluate = options.protocol != EvalProtocol::kNone && all_items.size() >= 2 &&
+    users.keep_rows(u);
+    const bool evaluate = options.protocol != EvalProtocol::kNone && users.distinct_items() >= 2 &&
                           chosen(u, eligible, options);
     if (!evaluate) {
-      add_train(u, [](uint64_t) { return true; });
-      add_impressions(u, [](uint64_t) { return true; });
+      users.train_on_all(u);
     } else if (options.protocol == EvalProtocol::kLeaveOneOut) {
-      // The latest interaction's item is held out with every row of it.
-      const uint32_t target = rows.item[kept.back()];
-      add_train(u, [&](uint64_t r) { return rows.item[r] != target; });
-      add_impressions(u, [&](uint64_t r) { return rows.item[r] != target; });
-      hold_rows(u, [&](uint64_t r) { return rows.item[r] == target; });
-      split.eval_users.push_back(u);
-      split.eval_row.push_back(kept.back());
-      split.held_out_item.push_back(target);
-      // Candidates: distinct items the user never touched (in any event, counted or not) in the
-      // rows that exist for this split: a validation split never looks at the test rows.
-      std::vector<uint32_t> touched;
-      for (uint64_t r = rows.user_offsets[u]; r < rows.user_offsets[u + 1]; ++r) {
-        if (!events.excluded(r)) touched.push_back(rows.item[r]);
-      }
-      sort_unique(touched, 0);
-      const uint64_t want = std::min<uint64_t>(options.loo_negatives, num_items - touched.size());
-      const size_t first = split.candidates.size();
-      for (uint64_t draw = 0; split.candidates.size() - first < want && draw < 64 * (want + 1); ++draw) {
-        const uint32_t item = draw_negative(options.eval_seed, RandomStream::kEvalNegatives, 0,
-                                            static_cast<uint64_t>(u) * 4096 + draw, touched.data(),
-                                            touched.size(), num_items, nullptr, nullptr);
-        if (contains_sorted(touched.data(), touched.size(), item)) continue;
-        if (std::find(split.candidates.begin() + first, split.candidates.end(), item) != split.candidates.end()) continue;
-        split.candidates.push_back(item);
-      }
-      // Only a user who touched nearly the whole catalog runs out of candidates; the padding
-      // repeats the target, which ties and so counts against the model.
-      while (split.candidates.size() - first < options.loo_negatives) split.candidates.push_back(target);
+      users.leave_latest_out(u);
     } else {
-      const uint64_t n = kept.size();
-      const uint64_t hold = std::max<uint64_t>(1, static_cast<uint64_t>(n * options.holdout_share + 0.5));
-      const uint64_t cut = n - std::min(hold, n - 1);
-      const uint64_t first_held_row = kept[cut];
-      const size_t train_first = train.item.size();
-      add_train(u, [&](uint64_t r) { return r < first_held_row; });
-      add_impressions(u, [&](uint64_t r) { return r < first_held_row; });
-      hold_rows(u, [&](uint64_t r) { return r >= first_held_row; });
-      held.clear();
-      for (uint64_t k = cut; k < n; ++k) {
-        const uint32_t i = rows.item[kept[k]];
-        if (!std::binary_search(train.item.begin() + train_first, train.item.end(), i)) held.push_back(i);
-      }
-      sort_unique(held, 0);
-      if (!held.empty()) {
-        split.eval_users.push_back(u);
-        split.eval_row.push_back(first_held_row);
-        split.truth.insert(split.truth.end(), held.begin(), held.end());
-        split.truth_offsets.push_back(split.truth.size());
-      }
+      users.hold_out_newest(u);
     }
-    if (impressions) train.impression_offsets.push_back(train.impression_items.size());
+    users.end_user();
   }
   split.negatives_per_user = options.protocol == EvalProtocol::kLeaveOneOut ? options.loo_negatives : 0;
-  train.finalize();
+  split.train.finalize();
   return split;
 }
 

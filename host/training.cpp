@@ -1,15 +1,12 @@
 #include "host/training.h"
 
-
-#include <optional>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 #include <ostream>
-#include <unordered_map>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
-#include <toml++/toml.h>
 
 #include "host/distributed_eval.h"
 #include "host/features.h"
@@ -30,40 +27,14 @@
 #include "tastebud/error.h"
 
 namespace tastebud::host {
-
-// The --event rules, then the job file's [[events]] tables, as TYPE[:THRESHOLD[:WEIGHT]].
-std::vector<std::string> job_events(const TrainJob& job) {
-  std::vector<std::string> rules = job.events;
-  if (job.config_file.empty() || !rules.empty()) return rules;
-  toml::table config;
-  try {
-    config = toml::parse_file(job.config_file.string());
-  } catch (const toml::parse_error& e) {
-    throw Error(fmt::format("{}:{}: {}", job.config_file.string(), e.source().begin.line, e.description()));
-  }
-  const toml::array* events = config["events"].as_array();
-  if (!events) return rules;
-  for (size_t k = 0; k < events->size(); ++k) {
-    const toml::table* t = events->get(k)->as_table();
-    const auto type = t ? (*t)["event_type"].value<std::string>() : std::nullopt;
-    if (!type) {
-      throw Error(fmt::format("{}: [[events]] entry {} needs event_type = \"...\"", job.config_file.string(), k + 1));
-    }
-    const auto threshold = (*t)["value_threshold"].value<double>();
-    const auto weight = (*t)["weight"].value<double>();
-    rules.push_back(fmt::format("{}:{}:{}", *type, threshold ? fmt::format("{}", *threshold) : "",
-                                weight ? *weight : 1.0));
-  }
-  return rules;
-}
-
 namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 
 // The settings that define the trained model; a resumed run must match them.
-json job_to_json(const TrainJob& job) {
+json job_to_json(const TrainPlan& plan) {
+  const TrainJob& job = plan.job;
   json j{{"data", fs::absolute(job.data).string()},
               {"model", job.model},
               {"factors", job.factors},
@@ -80,9 +51,9 @@ json job_to_json(const TrainJob& job) {
               {"eval", job.eval},
               {"eval_users", job.eval_users},
               {"impression_negatives", job.impression_negatives},
-              {"events", job_events(job)}};
+              {"events", plan.event_rules}};
   // Only when used, so that runs from before these options existed still resume.
-  if (job.validation_users > 0 && parse_eval_protocol(job.eval) != EvalProtocol::kNone) {
+  if (job.validation_users > 0 && plan.protocol != EvalProtocol::kNone) {
     j["validation_users"] = job.validation_users;
   }
   if (job.metadata != "none") {
@@ -94,31 +65,6 @@ json job_to_json(const TrainJob& job) {
   if (job.update) j["update"] = true;
   if (job.embedding_updates != "lazy") j["embedding_updates"] = job.embedding_updates;
   return j;
-}
-
-OptimizerKind parse_optimizer(const std::string& name) {
-  if (name == "adam") return OptimizerKind::kAdam;
-  if (name == "adagrad") return OptimizerKind::kAdagrad;
-  if (name == "sgd") return OptimizerKind::kSgd;
-  throw Error(fmt::format("unknown --optimizer '{}': expected adam, adagrad or sgd", name));
-}
-
-EmbeddingUpdates parse_embedding_updates(const std::string& name) {
-  if (name == "lazy") return EmbeddingUpdates::kLazy;
-  if (name == "dense") return EmbeddingUpdates::kDense;
-  throw Error(fmt::format("unknown --embedding-updates '{}': expected auto, lazy or dense", name));
-}
-
-LossKind parse_loss(const std::string& name) {
-  if (name == "bce") return LossKind::kBce;
-  if (name == "bpr") return LossKind::kBpr;
-  throw Error(fmt::format("unknown --loss '{}': expected bce or bpr", name));
-}
-
-SamplerKind parse_sampler(const std::string& name) {
-  if (name == "uniform") return SamplerKind::kUniform;
-  if (name == "popularity") return SamplerKind::kPopularity;
-  throw Error(fmt::format("unknown --sampler '{}': expected uniform or popularity", name));
 }
 
 json metrics_json(const Metrics& m) {
@@ -197,19 +143,6 @@ uint64_t whole_state_bytes(const ModelConfig& config) {
   return 3 * floats * sizeof(float);
 }
 
-}  // namespace
-
-SplitOptions split_options_of(const TrainJob& job) {
-  SplitOptions o;
-  for (const std::string& rule : job_events(job)) o.events.push_back(parse_event_rule(rule));
-  o.protocol = parse_eval_protocol(job.eval);
-  o.impressions = job.impression_negatives > 0.0f;
-  o.positive_rows = !job.context.empty();
-  o.max_eval_users = job.eval_users > 0 ? job.eval_users : o.protocol == EvalProtocol::kHoldout ? 10000 : 0;
-  return o;
-}
-
-namespace {
 
 // metrics.jsonl: one row per epoch.
 std::string metrics_lines(const std::vector<EpochRecord>& history) {
@@ -239,163 +172,345 @@ std::string resolve_embedding_updates(const TrainJob& job, const datasets::Datas
 // The choices `auto` leaves to the dataset, resolved on it and said in the log (config.json
 // records what was chosen): --metadata (the sides the dataset has fields for, host/features.h)
 // and --embedding-updates.
-TrainJob with_resolved_choices(const TrainJob& job, const datasets::Dataset& dataset, int ranks, std::ostream& log) {
-  TrainJob resolved = job;
-  if (job.metadata == "auto") {
+void resolve_choices(TrainPlan& plan, const datasets::Dataset& dataset, int ranks, std::ostream& log) {
+  TrainJob& job = plan.job;
+  if (!plan.metadata) {
     std::string note;
-    resolved.metadata = resolve_metadata(job.metadata, dataset, job.model, &note);
+    job.metadata = resolve_metadata(job.metadata, dataset, job.model, &note);
     log << note << "\n";
+    plan.metadata = parse_metadata_sides(job.metadata);
   }
-  if (job.embedding_updates == "auto") resolved.embedding_updates = resolve_embedding_updates(job, dataset, ranks, log);
-  return resolved;
-}
-
-// The backend's options of a job whose `auto` choices are resolved, each setting checked.
-TrainOptions train_options_of(const TrainJob& job) {
-  TrainOptions options;
-  options.batch_size = job.batch_size;
-  options.negatives = job.negatives;
-  options.loss = parse_loss(job.loss);
-  options.sampler = parse_sampler(job.sampler);
-  options.sampler_alpha = job.sampler_alpha;
-  options.optimizer.kind = parse_optimizer(job.optimizer);
-  options.optimizer.lr = job.lr;
-  options.optimizer.l2 = job.l2;
-  options.embedding_updates = parse_embedding_updates(job.embedding_updates);
-  options.seed = job.seed;
-  options.threads = job.threads;
-  options.tf32 = job.tf32;
-  TB_CHECK(job.impression_negatives >= 0.0f && job.impression_negatives <= 1.0f,
-           "--impression-negatives is a share of the negatives, from 0 to 1");
-  options.impression_share = job.impression_negatives;
-  TB_CHECK(job.epochs > 0, "--epochs must be positive");
-  TB_CHECK(job.text_buckets > 0, "--text-buckets must be positive");
-  validate_train_options(options);
-  return options;
-}
-
-}  // namespace
-
-void check_training_settings(const TrainJob& job) {
-  TrainJob resolved = job;
-  if (resolved.embedding_updates == "auto") resolved.embedding_updates = "lazy";
-  if (!is_recipe(job.model)) train_options_of(resolved);
-  parse_eval_protocol(job.eval);
-}
-
-void apply_model_defaults(TrainJob& job, const std::function<bool(const std::string&)>& given) {
-  // A long tail of following items: an item any of the user's latest items led to, however
-  // rarely, ranks above one none led to (on online-retail, 100 kept 0.79 validation HR@10, 1000 0.85).
-  if (job.model == "transitions" && !given("neighbors")) job.neighbors = 1000;
-  if (job.model != "mf") return;
-  if (!given("factors")) job.factors = 64;
-  if (!given("negatives")) job.negatives = 8;
-  if (!given("lr")) job.lr = 0.002f;
-  if (!given("l2")) job.l2 = 0.005f;
-}
-
-TrainResult run_training(const TrainJob& requested, std::ostream& job_log) {
-  Communicator& comm = requested.comm != nullptr ? *requested.comm : world_communicator();
-  datasets::check_outside_dataset(requested.out, requested.data, "--out");
-  NullStream quiet;
-  std::ostream& log = comm.root() ? job_log : quiet;  // rank 0 speaks for the job
-  // The dataset, opened once (recipes open their own).
-  std::optional<datasets::Dataset> opened;
-  if (!is_recipe(requested.model)) opened.emplace(datasets::Dataset::open(requested.data));
-  const TrainJob job = opened ? with_resolved_choices(requested, *opened, comm.size(), log) : requested;
-  // One writer per model directory (rank 0 of a job on several); what a killed writer left there
-  // goes first.
-  std::optional<DirectoryLock> lock;
-  if (comm.root()) {
-    lock.emplace(job.out, "this training run");
-    remove_stale_temporaries(job.out);
+  if (job.embedding_updates == "auto") {
+    job.embedding_updates = resolve_embedding_updates(job, dataset, ranks, log);
+    const bool dense = job.embedding_updates == "dense";
+    plan.options.embedding_updates = dense ? EmbeddingUpdates::kDense : EmbeddingUpdates::kLazy;
   }
-  if (is_recipe(job.model)) {
-    TB_CHECK(comm.size() == 1, fmt::format("--model {} is a recipe computed in one process; run it without mpirun", job.model));
-    return train_recipe(job, log);
+}
+
+// What a model trains and is judged on: the test split (judges, never chooses), the validation
+// split carved from its training rows (chooses the epoch), and the model's whole config.
+struct TrainingInputs {
+  Split split;
+  std::optional<Split> validation;
+  ModelConfig config;
+  // Context: each eval user is ranked in the held-out interaction's (a contextual vector per eval
+  // user, added to the user's half of the MLP input).
+  FeatureInputs eval_context, validation_context;
+  // What the model trains on: the validation split's training rows, a subset of the test split's.
+  Split& fit() { return validation ? *validation : split; }
+};
+
+TrainingInputs training_inputs(const TrainPlan& plan, const datasets::Dataset& dataset) {
+  const TrainJob& job = plan.job;
+  TrainingInputs in;
+  in.split = make_split(dataset, plan.split);
+  if (plan.validate) in.validation = make_validation_split(dataset, plan.split, in.split, job.validation_users);
+  TrainingSet& train = in.fit().train;
+  TB_CHECK(train.size() > 0, fmt::format("{}: no interactions to train on", job.data.string()));
+  ModelConfig& config = in.config;
+  config = plan.model_config;
+  config.num_users = dataset.num_users();
+  config.num_items = dataset.num_items();
+  const MetadataSides sides = *plan.metadata;
+  if (sides.users) {
+    config.user_features = make_feature_spec(dataset.users, job.text_buckets, "user");
+    train.user_features = encode_features(dataset.users, config.user_features, config.num_users);
   }
-  const EvalProtocol protocol = parse_eval_protocol(job.eval);
-  TrainOptions options = train_options_of(job);
-  options.comm = &comm;
+  if (sides.items) {
+    config.item_features = make_feature_spec(dataset.items, job.text_buckets, "item");
+    train.item_features = encode_features(dataset.items, config.item_features, config.num_items);
+  }
+  if (!job.context.empty()) {
+    config.context = make_context_spec(dataset.interactions, job.context);
+    train.context = encode_context(dataset.interactions, config.context, in.fit().positive_row);
+    in.eval_context = encode_context(dataset.interactions, config.context, in.split.eval_row);
+    if (in.validation) {
+      in.validation_context = encode_context(dataset.interactions, config.context, in.validation->eval_row);
+    }
+  }
+  config.validate();
+  return in;
+}
 
-  const std::string metric = !job.early_stop_metric.empty() ? job.early_stop_metric
-                             : holds_out_newest(protocol) ? "ndcg@10" : "hr@10";
-  const fs::path checkpoint_path = job.out / "checkpoint.bin";
-  const json job_json = job_to_json(job);
+// Where the epoch loop stands: the epochs done and the best of them.
+struct RunState {
+  TrainResult result;
+  uint32_t next_epoch = 1;
+  double best_value = -1;
+  uint32_t since_best = 0;
+};
 
-  // Resume: the stored job must match, and the run continues after the last finished epoch.
-  std::optional<TrainState> resumed;
-  json resumed_extra;
-  if (job.resume) {
-    if (!fs::exists(checkpoint_path)) {
-      throw Error(fmt::format("--resume: {} has no checkpoint.bin; start without --resume", job.out.string()));
+// A model directory as a training run writes it (rank 0 alone; the writes of models and
+// checkpoints are collective on several ranks): what --resume finds there, the files written
+// before the first epoch, and each epoch's checkpoint, model and metrics.
+class RunDirectory {
+ public:
+  RunDirectory(const TrainPlan& plan, Communicator& comm)
+      : out_(plan.job.out), checkpoint_(out_ / "checkpoint.bin"), job_json_(job_to_json(plan)), comm_(comm) {}
+
+  bool writer() const { return comm_.root(); }
+  const fs::path& checkpoint() const { return checkpoint_; }
+
+  // --resume: the interrupted run's state, whose stored job must match; the run continues after
+  // its last finished epoch. Without --resume the directory must hold no run.
+  std::optional<TrainState> open(bool resume) {
+    if (!resume) {
+      if (fs::exists(checkpoint_)) {
+        throw Error(fmt::format("{} already holds a training run; pass --resume to continue it or "
+                                "choose another --out",
+                                out_.string()));
+      }
+      return std::nullopt;
+    }
+    if (!fs::exists(checkpoint_)) {
+      throw Error(fmt::format("--resume: {} has no checkpoint.bin; start without --resume", out_.string()));
     }
     std::string extra;
     // Several ranks: each reads the file in pieces and keeps its own rows of the id tables.
-    resumed = comm.size() > 1 ? load_checkpoint_shard(checkpoint_path, &extra, comm.rank(), comm.size())
-                              : load_checkpoint(checkpoint_path, &extra);
-    resumed_extra = json::parse(extra);
-    const int ranks = resumed_extra.value("ranks", 1);
-    if (ranks != comm.size()) {
+    TrainState state = comm_.size() > 1 ? load_checkpoint_shard(checkpoint_, &extra, comm_.rank(), comm_.size())
+                                        : load_checkpoint(checkpoint_, &extra);
+    resumed_ = json::parse(extra);
+    const int ranks = resumed_.value("ranks", 1);
+    if (ranks != comm_.size()) {
       throw Error(fmt::format("--resume: {} was trained on {} rank(s) but this run has {}; resume with "
                               "{} rank(s)",
-                              checkpoint_path.string(), ranks, comm.size(), ranks));
+                              checkpoint_.string(), ranks, comm_.size(), ranks));
     }
-    const json& stored = resumed_extra.at("job");
-    for (auto it = job_json.begin(); it != job_json.end(); ++it) {
+    const json& stored = resumed_.at("job");
+    for (auto it = job_json_.begin(); it != job_json_.end(); ++it) {
       if (stored.value(it.key(), json()) != it.value()) {
         throw Error(fmt::format("--resume: {} was {} in the interrupted run but is {} now; resume "
                                 "with the same settings",
                                 it.key(), stored.value(it.key(), json()).dump(), it.value().dump()));
       }
     }
-  } else if (fs::exists(checkpoint_path)) {
-    throw Error(fmt::format("{} already holds a training run; pass --resume to continue it or "
-                            "choose another --out",
-                            job.out.string()));
+    return state;
   }
 
-  const datasets::Dataset& dataset = *opened;
-  SplitOptions split_options = split_options_of(job);
-  const bool validate = protocol != EvalProtocol::kNone && job.validation_users > 0;
-  TB_CHECK(job.judge_on_test || validate, "a job that is not judged on the test split needs a validation split");
-  split_options.record_held_out_rows = validate;
-  Split split = make_split(dataset, split_options);  // the test split: judges, never chooses
-  std::optional<Split> validation;
-  if (validate) validation = make_validation_split(dataset, split_options, split, job.validation_users);
-  // What the model trains on: the validation split's training rows, a subset of the test split's.
-  Split& fit = validation ? *validation : split;
-  TB_CHECK(fit.train.size() > 0, fmt::format("{}: no interactions to train on", job.data.string()));
+  // The popularity baseline beside the model's curves in `tastebud report` (host/report.h).
+  void write_baseline(const Metrics& popularity) {
+    if (!writer()) return;
+    write_file_atomically(out_ / "baseline.json", json{{"popularity", metrics_json(popularity)}}.dump(2) + "\n");
+  }
 
-  ModelConfig config;
-  config.kind = parse_model_kind(job.model);
-  config.num_users = dataset.num_users();
-  config.num_items = dataset.num_items();
-  // MF's rows carry its two bias columns beside the factors (model.h).
-  config.factors = job.factors + (config.kind == ModelKind::kMF ? ModelConfig::kMfBiasColumns : 0);
-  config.layers = job.layers;
-  const MetadataSides sides = parse_metadata_sides(job.metadata);
-  if (sides.users) {
-    config.user_features = make_feature_spec(dataset.users, job.text_buckets, "user");
-    fit.train.user_features = encode_features(dataset.users, config.user_features, config.num_users);
+  // The files a fresh run writes before its first epoch.
+  void write_start(const datasets::Dataset& dataset, const ModelConfig& config, const Split& split,
+                   const ParentModel* parent) {
+    if (!writer()) return;
+    write_ids(dataset.user_ids, out_ / "user_ids.json");
+    write_ids(dataset.item_ids, out_ / "item_ids.json");
+    write_seen(seen_of(split.train), out_ / "seen.bin");  // every training row, the validation's too
+    write_vocabularies(dataset, config, out_ / "vocabularies.json");
+    json config_json = job_json_;
+    config_json["model_config"] = json::parse(config_to_json(config));
+    config_json["dataset"] = dataset_record(dataset);
+    if (parent) config_json["parent"] = parent_record(*parent);
+    config_json["checksums"] = file_checksums(out_);
+    write_file_atomically(out_ / "config.json", config_file_text(config_json));
   }
-  if (sides.items) {
-    config.item_features = make_feature_spec(dataset.items, job.text_buckets, "item");
-    fit.train.item_features = encode_features(dataset.items, config.item_features, config.num_items);
+
+  // A resumed run's history and best epoch. The checkpoint is written before model.bin and
+  // metrics.jsonl: a kill between them leaves those one epoch behind, and the checkpoint's state
+  // is that epoch's, so they are redone here.
+  void restore(RunState& run, Backend& backend) {
+    for (const json& row : resumed_.at("history")) run.result.history.push_back(record_from_json(row));
+    run.next_epoch = resumed_.at("epochs_done").get<uint32_t>() + 1;
+    run.result.best_epoch = resumed_.at("best_epoch");
+    run.best_value = resumed_.at("best_value");
+    if (run.result.best_epoch == run.next_epoch - 1) {
+      const TrainState resumed = backend.held_state();
+      save_model(comm_, resumed.params, out_ / "model.bin");  // collective on several ranks
+    }
+    if (writer()) write_file_atomically(out_ / "metrics.jsonl", metrics_lines(run.result.history));
   }
-  // Context: each positive carries its interaction's, and each eval user is ranked in the held-out
-  // interaction's (a contextual vector per eval user, added to the user's half of the MLP input).
-  FeatureInputs eval_context_rows, validation_context_rows;
-  if (!job.context.empty()) {
-    config.context = make_context_spec(dataset.interactions, job.context);
-    fit.train.context = encode_context(dataset.interactions, config.context, fit.positive_row);
-    eval_context_rows = encode_context(dataset.interactions, config.context, split.eval_row);
-    if (validation) validation_context_rows = encode_context(dataset.interactions, config.context, validation->eval_row);
+
+  // The checkpoint first: a kill at any point after it leaves a run that --resume completes (it
+  // rewrites model.bin and metrics.jsonl), and before it the previous epoch's state. Both writes
+  // are collective on several ranks (rank 0 writes, the others send their rows).
+  void write_epoch(const RunState& run, uint32_t epoch, const TrainState& current, bool improved) {
+    json history = json::array();
+    for (const EpochRecord& r : run.result.history) history.push_back(record_json(r));
+    json extra{{"job", job_json_}, {"epochs_done", epoch}, {"best_epoch", run.result.best_epoch},
+               {"best_value", run.best_value}, {"history", history}};
+    if (comm_.size() > 1) extra["ranks"] = comm_.size();  // a resume must use as many
+    save_checkpoint(comm_, current, extra.dump(), checkpoint_);
+    if (improved) save_model(comm_, current.params, out_ / "model.bin");
+    if (writer()) write_file_atomically(out_ / "metrics.jsonl", metrics_lines(run.result.history));
   }
-  config.validate();
-  check_training_memory(estimate_training_bytes(config, fit.train.size(), options), physical_memory_bytes(),
-                        config, options);
-  check_same_training_set(comm, job.data, config, fit.train);
+
+ private:
+  fs::path out_, checkpoint_;
+  json job_json_;
+  json resumed_;  // the checkpoint's record of the interrupted run
+  Communicator& comm_;
+};
+
+// The parameters and optimizer state the first epoch starts from: drawn from the seed, then the
+// parent's rows of a warm start. Several ranks: each draws its own rows of the id tables only (a
+// warm start then takes the parent's rows for them, read from the parent's files for this rank alone).
+TrainState initial_state(const TrainPlan& plan, const ModelConfig& config, const TrainingSet& train,
+                         const ParentModel* parent, const datasets::Dataset& dataset, Communicator& comm,
+                         std::ostream& log) {
+  const bool shard = comm.size() > 1;
+  ModelParams params = shard ? ModelParams::initialize_shard(config, plan.job.seed, comm.rank(), comm.size())
+                             : ModelParams::initialize(config, plan.job.seed);
+  zero_untrained_rows(params, train);
+  TrainState state = TrainState::fresh(params, plan.options.optimizer);
+  if (parent) state = start_warm(*parent, std::move(state), dataset, plan.job.optimizer, log);
+  return state;
+}
+
+// The backend, and on several ranks what each holds.
+std::unique_ptr<Backend> start_backend(const TrainPlan& plan, const TrainingSet& train, const TrainOptions& options,
+                                       TrainState state, const ModelConfig& config, Communicator& comm,
+                                       std::ostream& log) {
+  std::string notice;
+  if (plan.job.impression_negatives > 0.0f && train.impression_offsets.empty()) {
+    log << "--impression-negatives: " << plan.job.data.string()
+        << " has no IMPRESSION lists (or the split does not use them); every negative is sampled\n";
+  }
+  const uint64_t whole_bytes = whole_state_bytes(config);
+  std::unique_ptr<Backend> backend = make_backend(plan.job.device, train, options, std::move(state), &notice);
+  if (!notice.empty()) log << notice << "\n";
+  if (comm.size() > 1) {
+    double held[1] = {static_cast<double>(backend->held_bytes())};
+    const double mine = held[0];
+    comm.allreduce_sum(held);
+    log << fmt::format("{} ranks: rank 0 holds {:.2f} MiB of parameters and optimizer state, {:.2f} MiB "
+                       "on average, of {:.2f} MiB for the whole model (id tables sharded by row, dense "
+                       "layers and metadata tables replicated); each trains 1/{} of every batch\n",
+                       comm.size(), mine / 1048576.0, held[0] / comm.size() / 1048576.0,
+                       whole_bytes / 1048576.0, comm.size());
+  }
+  return backend;
+}
+
+// One epoch trained; the loss must stay finite.
+EpochStats train_epoch(const TrainJob& job, uint32_t epoch, Backend& backend, ProgressLine& progress,
+                       const fs::path& checkpoint) {
+  const EpochStats stats = backend.train_epoch(epoch - 1, [&](uint64_t done, uint64_t total, double loss) {
+    progress.update(fmt::format("epoch {}/{}", epoch, job.epochs), static_cast<double>(done) / std::max<uint64_t>(total, 1),
+                    static_cast<double>(done), fmt::format("loss {:.4f}", loss));
+    if (job.on_progress) job.on_progress(TrainProgress{epoch, job.epochs, done, total, loss});
+  });
+  progress.clear();
+  if (!stats.finite) {
+    throw Error(fmt::format(
+        "epoch {}: the loss became NaN or infinite after {} samples; training stopped. The last "
+        "good state (epoch {}) is kept in {}. Try a lower `lr` or a smaller `l2`.",
+        epoch, stats.samples, epoch - 1, checkpoint.string()));
+  }
+  return stats;
+}
+
+// The epoch's record with its metrics. Evaluation is split across the ranks, each scoring a share
+// of the users with its users' rows and the item tables; rank 0 gets the metrics.
+EpochRecord evaluate_epoch(const TrainPlan& plan, uint32_t epoch, const EpochStats& stats, const TrainState& current,
+                           TrainingInputs& in, Communicator& comm) {
+  const TrainJob& job = plan.job;
+  EpochRecord record{epoch, stats.mean_loss, stats.samples, stats.seconds, {}, stats.impression_negatives};
+  if (plan.protocol == EvalProtocol::kNone) return record;
+  const TrainingSet& t = in.fit().train;
+  if (job.judge_on_test) {
+    record.metrics = evaluate_model(comm, in.split, current.params, t.user_features, t.item_features,
+                                    in.eval_context, job.threads);
+  }
+  if (in.validation) {
+    const Metrics chosen_on = evaluate_model(comm, *in.validation, current.params, t.user_features,
+                                             t.item_features, in.validation_context, job.threads);
+    for (const auto& [k, v] : chosen_on) record.metrics["val." + k] = v;
+  }
+  return record;
+}
+
+// Whether the epoch just recorded is the best so far. Rank 0 broadcasts the value that decides,
+// so every rank takes the same decisions (the best epoch, early stopping).
+bool take_if_best(const TrainPlan& plan, bool validation, Communicator& comm, RunState& run) {
+  const EpochRecord& record = run.result.history.back();
+  double value = plan.protocol == EvalProtocol::kNone || !comm.root()
+                     ? record.epoch
+                     : record.metrics.at(validation ? "val." + plan.metric : plan.metric);
+  if (comm.size() > 1) comm.broadcast({reinterpret_cast<std::byte*>(&value), sizeof(value)}, 0);
+  if (value <= run.best_value) {
+    ++run.since_best;
+    return false;
+  }
+  run.best_value = value;
+  run.result.best_epoch = record.epoch;
+  run.since_best = 0;
+  return true;
+}
+
+// The log's line for an epoch: loss, speed, the test metrics and the one that chooses.
+std::string epoch_line(const TrainPlan& plan, const EpochStats& stats, const EpochRecord& record, bool validation,
+                       Communicator& comm) {
+  std::string line = fmt::format("epoch {:3d}  loss {:.4f}  {:.2f}M samples/s  {:.1f}s", record.epoch,
+                                 stats.mean_loss, stats.samples / std::max(stats.seconds, 1e-9) / 1e6,
+                                 stats.seconds);
+  if (comm.size() > 1) {
+    const uint64_t steps = (stats.samples + plan.job.batch_size - 1) / plan.job.batch_size;
+    line += fmt::format("  {:.2f} MB exchanged per step", stats.exchanged_bytes / std::max<uint64_t>(steps, 1) / 1e6);
+  }
+  for (const auto& [k, v] : record.metrics) {
+    if (k != "eval_users" && !is_interval_key(k) && !k.starts_with("val.")) line += fmt::format("  {} {:.4f}", k, v);
+  }
+  if (validation && comm.root()) {
+    line += fmt::format("  val.{} {:.4f}", plan.metric, record.metrics.at("val." + plan.metric));
+  }
+  return line;
+}
+
+// The epochs from run.next_epoch to the job's last, or until early stopping: each trained,
+// evaluated, checkpointed and logged.
+void run_epochs(const TrainPlan& plan, Backend& backend, TrainingInputs& in, RunDirectory& dir, RunState& run,
+                Communicator& comm, std::ostream& log) {
+  const TrainJob& job = plan.job;
+  ProgressLine progress("samples", job.progress && dir.writer());
+  for (uint32_t epoch = run.next_epoch; epoch <= job.epochs; ++epoch) {
+    const EpochStats stats = train_epoch(job, epoch, backend, progress, dir.checkpoint());
+    // Several ranks: each its own rows of the id tables, streamed to rank 0 for the files.
+    const TrainState current = backend.held_state();
+    run.result.history.push_back(evaluate_epoch(plan, epoch, stats, current, in, comm));
+    const bool improved = take_if_best(plan, in.validation.has_value(), comm, run);
+    dir.write_epoch(run, epoch, current, improved);
+    const EpochRecord& record = run.result.history.back();
+    log << epoch_line(plan, stats, record, in.validation.has_value(), comm) << "\n";
+    log.flush();
+    if (job.on_epoch) job.on_epoch(record);
+    if (job.patience > 0 && run.since_best >= job.patience) {
+      log << fmt::format("early stop: {} has not improved for {} epochs\n", plan.metric, job.patience);
+      break;
+    }
+  }
+}
+
+// The summary table: the best epoch beside the popularity baseline.
+void log_summary(const TrainPlan& plan, const TrainResult& result, std::ostream& log) {
+  const TrainJob& job = plan.job;
+  if (plan.protocol == EvalProtocol::kNone || result.best_epoch == 0 || !job.judge_on_test) return;
+  const EpochRecord& best = result.history.at(result.best_epoch - 1);
+  log << "\n" << metrics_table({fmt::format("{} (ep {})", job.model, best.epoch), "popularity"},
+                                {&best.metrics, &result.popularity});
+  log << fmt::format("evaluated users: {}; model kept from epoch {} in {}\n",
+                     static_cast<uint64_t>(best.metrics.at("eval_users")), best.epoch,
+                     (job.out / "model.bin").string());
+}
+
+// A neural model trained on the opened dataset: the run directory checked (resume) and started,
+// the splits, the initial state and the backend, then the epoch loop.
+TrainResult train_model(const TrainPlan& plan, const datasets::Dataset& dataset, Communicator& comm,
+                        std::ostream& log) {
+  const TrainJob& job = plan.job;
+  TrainOptions options = plan.options;
+  options.comm = &comm;
+  RunDirectory dir(plan, comm);
+  std::optional<TrainState> resumed = dir.open(job.resume);
+  TrainingInputs in = training_inputs(plan, dataset);
+  const ModelConfig& config = in.config;
+  const TrainingSet& train = in.fit().train;
+  check_training_memory(estimate_training_bytes(config, train.size(), options), physical_memory_bytes(), config,
+                        options);
+  check_same_training_set(comm, job.data, config, train);
   // Warm start: the parent's rows by external id; update mode trains the changed rows alone.
   std::optional<ParentModel> parent;
   if (!job.warm_start.empty()) {
@@ -411,173 +526,63 @@ TrainResult run_training(const TrainJob& requested, std::ostream& job_log) {
     return unchanged;
   }
   std::optional<TrainingSet> update_set;
-  if (job.update) update_set = start_update(*parent, dataset, fit.train, options, log);
-
-  TrainState state;
-  if (resumed) {
-    state = std::move(*resumed);
-  } else {
-    // Several ranks: each draws its own rows of the id tables only (a warm start then takes the
-    // parent's rows for them, read from the parent's files for this rank alone).
-    const bool shard = comm.size() > 1;
-    ModelParams params = shard ? ModelParams::initialize_shard(config, job.seed, comm.rank(), comm.size())
-                               : ModelParams::initialize(config, job.seed);
-    zero_untrained_rows(params, fit.train);
-    state = TrainState::fresh(params, options.optimizer);
-    if (parent) state = start_warm(*parent, std::move(state), dataset, job.optimizer, log);
-  }
-  std::string notice;
-  if (job.impression_negatives > 0.0f && fit.train.impression_offsets.empty()) {
-    log << "--impression-negatives: " << job.data.string()
-        << " has no IMPRESSION lists (or the split does not use them); every negative is sampled\n";
-  }
-  const uint64_t whole_bytes = whole_state_bytes(config);
+  if (job.update) update_set = start_update(*parent, dataset, in.fit().train, options, log);
+  TrainState state = resumed ? std::move(*resumed)
+                             : initial_state(plan, config, train, parent ? &*parent : nullptr, dataset, comm, log);
   std::unique_ptr<Backend> backend =
-      make_backend(job.device, update_set ? *update_set : fit.train, options, std::move(state), &notice);
-  if (!notice.empty()) log << notice << "\n";
-  if (comm.size() > 1) {
-    double held[1] = {static_cast<double>(backend->held_bytes())};
-    const double mine = held[0];
-    comm.allreduce_sum(held);
-    log << fmt::format("{} ranks: rank 0 holds {:.2f} MiB of parameters and optimizer state, {:.2f} MiB "
-                       "on average, of {:.2f} MiB for the whole model (id tables sharded by row, dense "
-                       "layers and metadata tables replicated); each trains 1/{} of every batch\n",
-                       comm.size(), mine / 1048576.0, held[0] / comm.size() / 1048576.0,
-                       whole_bytes / 1048576.0, comm.size());
-  }
-  const bool writer = comm.root();  // the one rank that writes the model directory
+      start_backend(plan, update_set ? *update_set : train, options, std::move(state), config, comm, log);
 
-  if (writer) fs::create_directories(job.out);
-  TrainResult result;
-  result.backend = backend->name();
-  if (job.judge_on_test) result.popularity = evaluate_popularity(split);
-  // The baseline beside the model's curves in `tastebud report` (host/report.h).
-  if (writer && protocol != EvalProtocol::kNone && job.judge_on_test) {
-    write_file_atomically(job.out / "baseline.json", json{{"popularity", metrics_json(result.popularity)}}.dump(2) + "\n");
-  }
-  uint32_t first_epoch = 1;
-  double best_value = -1;
+  if (dir.writer()) fs::create_directories(job.out);
+  RunState run;
+  run.result.backend = backend->name();
+  if (job.judge_on_test) run.result.popularity = evaluate_popularity(in.split);
+  if (plan.protocol != EvalProtocol::kNone && job.judge_on_test) dir.write_baseline(run.result.popularity);
   if (job.resume) {
-    for (const json& row : resumed_extra.at("history")) result.history.push_back(record_from_json(row));
-    first_epoch = resumed_extra.at("epochs_done").get<uint32_t>() + 1;
-    result.best_epoch = resumed_extra.at("best_epoch");
-    best_value = resumed_extra.at("best_value");
-    // The checkpoint is written before model.bin and metrics.jsonl: a kill between them leaves
-    // those one epoch behind, and the checkpoint's state is that epoch's, so they are redone here.
-    if (result.best_epoch == first_epoch - 1) {
-      const TrainState resumed = backend->held_state();
-      save_model(comm, resumed.params, job.out / "model.bin");  // collective on several ranks
-    }
-    if (writer) write_file_atomically(job.out / "metrics.jsonl", metrics_lines(result.history));
-  } else if (writer) {
-    write_ids(dataset.user_ids, job.out / "user_ids.json");
-    write_ids(dataset.item_ids, job.out / "item_ids.json");
-    write_seen(seen_of(split.train), job.out / "seen.bin");  // every training row, the validation's too
-    write_vocabularies(dataset, config, job.out / "vocabularies.json");
-    json config_json = job_json;
-    config_json["model_config"] = json::parse(config_to_json(config));
-    config_json["dataset"] = dataset_record(dataset);
-    if (parent) config_json["parent"] = parent_record(*parent);
-    config_json["checksums"] = file_checksums(job.out);
-    write_file_atomically(job.out / "config.json", config_file_text(config_json));
+    dir.restore(run, *backend);
+  } else {
+    dir.write_start(dataset, config, in.split, parent ? &*parent : nullptr);
   }
-
   log << fmt::format("training {} on {} ({} users, {} items, {} positives) with the {} backend, {} "
                      "samples per epoch\n",
-                     job.model, job.data.string(), config.num_users, config.num_items,
-                     fit.train.size(), backend->name(), backend->samples_per_epoch());
-  if (validation) {
+                     job.model, job.data.string(), config.num_users, config.num_items, train.size(),
+                     backend->name(), backend->samples_per_epoch());
+  if (in.validation) {
     log << fmt::format("validation: {} users of the training rows choose the epoch ({} on them); {} test users judge it\n",
-                       validation->eval_users.size(), metric, split.eval_users.size());
+                       in.validation->eval_users.size(), plan.metric, in.split.eval_users.size());
   }
+  run_epochs(plan, *backend, in, dir, run, comm, log);
+  if (dir.writer()) log_summary(plan, run.result, log);
+  return std::move(run.result);
+}
 
-  ProgressLine progress("samples", job.progress && writer);
-  uint32_t since_best = 0;
-  for (uint32_t epoch = first_epoch; epoch <= job.epochs; ++epoch) {
-    const EpochStats stats = backend->train_epoch(epoch - 1, [&](uint64_t done, uint64_t total, double loss) {
-      progress.update(fmt::format("epoch {}/{}", epoch, job.epochs), static_cast<double>(done) / std::max<uint64_t>(total, 1),
-                      static_cast<double>(done), fmt::format("loss {:.4f}", loss));
-      if (job.on_progress) job.on_progress(TrainProgress{epoch, job.epochs, done, total, loss});
-    });
-    progress.clear();
-    if (!stats.finite) {
-      throw Error(fmt::format(
-          "epoch {}: the loss became NaN or infinite after {} samples; training stopped. The last "
-          "good state (epoch {}) is kept in {}. Try a lower --lr or a smaller --l2.",
-          epoch, stats.samples, epoch - 1, checkpoint_path.string()));
-    }
-    // Several ranks: each its own rows of the id tables, streamed to rank 0 for the files.
-    const TrainState current = backend->held_state();
-    EpochRecord record{epoch, stats.mean_loss, stats.samples, stats.seconds, {}, stats.impression_negatives};
-    // Evaluation is split across the ranks, each scoring a share of the users with its users'
-    // rows and the item tables; rank 0 gets the metrics and broadcasts the value that decides the
-    // best epoch and early stopping, so every rank takes the same decisions.
-    if (protocol != EvalProtocol::kNone) {
-      const TrainingSet& t = fit.train;
-      if (job.judge_on_test) {
-        record.metrics = evaluate_model(comm, split, current.params, t.user_features, t.item_features,
-                                        eval_context_rows, job.threads);
-      }
-      if (validation) {
-        const Metrics chosen_on = evaluate_model(comm, *validation, current.params, t.user_features, t.item_features,
-                                                 validation_context_rows, job.threads);
-        for (const auto& [k, v] : chosen_on) record.metrics["val." + k] = v;
-      }
-    }
-    result.history.push_back(record);
-    double value = protocol == EvalProtocol::kNone || !writer ? epoch
-                   : record.metrics.at(validation ? "val." + metric : metric);
-    if (comm.size() > 1) comm.broadcast({reinterpret_cast<std::byte*>(&value), sizeof(value)}, 0);
-    const bool improved = value > best_value;
-    if (improved) {
-      best_value = value;
-      result.best_epoch = epoch;
-      since_best = 0;
-    } else {
-      ++since_best;
-    }
-    json history = json::array();
-    for (const EpochRecord& r : result.history) history.push_back(record_json(r));
-    json extra{{"job", job_json}, {"epochs_done", epoch}, {"best_epoch", result.best_epoch},
-               {"best_value", best_value}, {"history", history}};
-    if (comm.size() > 1) extra["ranks"] = comm.size();  // a resume must use as many
-    // The checkpoint first: a kill at any point after it leaves a run that --resume completes
-    // (it rewrites model.bin and metrics.jsonl), and before it the previous epoch's state. Both
-    // writes are collective on several ranks (rank 0 writes, the others send their rows).
-    save_checkpoint(comm, current, extra.dump(), checkpoint_path);
-    if (improved) save_model(comm, current.params, job.out / "model.bin");
-    if (writer) write_file_atomically(job.out / "metrics.jsonl", metrics_lines(result.history));
+}  // namespace
 
-    std::string line = fmt::format("epoch {:3d}  loss {:.4f}  {:.2f}M samples/s  {:.1f}s", epoch,
-                                   stats.mean_loss, stats.samples / std::max(stats.seconds, 1e-9) / 1e6,
-                                   stats.seconds);
-    if (comm.size() > 1) {
-      const uint64_t steps = (stats.samples + job.batch_size - 1) / job.batch_size;
-      line += fmt::format("  {:.2f} MB exchanged per step", stats.exchanged_bytes / std::max<uint64_t>(steps, 1) / 1e6);
-    }
-    for (const auto& [k, v] : record.metrics) {
-      if (k != "eval_users" && !is_interval_key(k) && !k.starts_with("val.")) line += fmt::format("  {} {:.4f}", k, v);
-    }
-    if (validation && writer) line += fmt::format("  val.{} {:.4f}", metric, record.metrics.at("val." + metric));
-    log << line << "\n";
-    log.flush();
-    if (job.on_epoch) job.on_epoch(record);
-    if (job.patience > 0 && since_best >= job.patience) {
-      log << fmt::format("early stop: {} has not improved for {} epochs\n", metric, job.patience);
-      break;
-    }
+TrainResult run_training(const TrainJob& job, std::ostream& log) { return run_training(make_plan(job), log); }
+
+TrainResult run_training(TrainPlan plan, std::ostream& job_log) {
+  const TrainJob& job = plan.job;
+  Communicator& comm = job.comm != nullptr ? *job.comm : world_communicator();
+  datasets::check_outside_dataset(job.out, job.data, "--out");
+  NullStream quiet;
+  std::ostream& log = comm.root() ? job_log : quiet;  // rank 0 speaks for the job
+  // The dataset, opened once (recipes open their own).
+  std::optional<datasets::Dataset> dataset;
+  if (!is_recipe(plan.model)) {
+    dataset.emplace(datasets::Dataset::open(job.data));
+    resolve_choices(plan, *dataset, comm.size(), log);
   }
-
-  // Summary table: the best epoch beside the popularity baseline.
-  if (writer && protocol != EvalProtocol::kNone && result.best_epoch > 0 && job.judge_on_test) {
-    const EpochRecord& best = result.history.at(result.best_epoch - 1);
-    log << "\n" << metrics_table({fmt::format("{} (ep {})", job.model, best.epoch), "popularity"},
-                                  {&best.metrics, &result.popularity});
-    log << fmt::format("evaluated users: {}; model kept from epoch {} in {}\n",
-                       static_cast<uint64_t>(best.metrics.at("eval_users")), best.epoch,
-                       (job.out / "model.bin").string());
+  // One writer per model directory (rank 0 of a job on several); what a killed writer left there
+  // goes first.
+  std::optional<DirectoryLock> lock;
+  if (comm.root()) {
+    lock.emplace(job.out, "this training run");
+    remove_stale_temporaries(job.out);
   }
-  return result;
+  if (!dataset) {
+    TB_CHECK(comm.size() == 1, fmt::format("--model {} is a recipe computed in one process; run it without mpirun", job.model));
+    return train_recipe(plan, log);
+  }
+  return train_model(plan, *dataset, comm, log);
 }
 
 }  // namespace tastebud::host

@@ -2,143 +2,16 @@
 // stopping, checkpoints and resume.
 #pragma once
 
-#include <cstdint>
-#include <filesystem>
-#include <functional>
 #include <iosfwd>
-#include <string>
-#include <vector>
 
-#include "host/evaluation.h"
-#include "host/split.h"
-
-namespace tastebud {
-class Communicator;  // tastebud/engine/comm.h
-}
+#include "host/train_plan.h"
 
 namespace tastebud::host {
 
-struct EpochRecord;
-
-// Where an epoch is: samples done of its total and the mean loss so far.
-struct TrainProgress {
-  uint32_t epoch = 0, epochs = 0;  // 1-based epoch of how many
-  uint64_t done = 0, total = 0;
-  double loss = 0;
-};
-
-struct TrainJob {
-  std::filesystem::path data;
-  std::filesystem::path out;
-  std::string model = "neumf";
-  uint32_t factors = 8;
-  std::vector<uint32_t> layers{64, 32, 16, 8};
-  uint32_t epochs = 20;
-  uint32_t batch_size = 256;
-  uint32_t negatives = 4;
-  float lr = 0.001f;
-  std::string optimizer = "adam";
-  // lazy | dense | auto (EmbeddingUpdates); auto: dense when the id tables have at most 16 rows per
-  // batch row, in one process and outside update mode, else lazy. Lazy by default: on the real
-  // exports dense learned no better and cost up to twice the epoch (bench/RESULTS.md, issue 25).
-  std::string embedding_updates = "lazy";
-  float l2 = 0.0f;
-  std::string loss = "bce";
-  std::string sampler = "uniform";
-  float sampler_alpha = 0.75f;
-  std::string device = "auto";
-  bool tf32 = false;
-  float impression_negatives = 0.0f;  // share of negatives from the user's ignored impressions
-  uint32_t threads = 0;
-  uint64_t seed = 1;
-  std::string eval = "loo";
-  uint32_t eval_users = 0;         // 0: every user for loo, 10000 for holdout
-  // Users of the validation split carved from the training rows, on which the epoch kept in
-  // model.bin and early stopping are chosen (the test rows only judge); 0: none, the test split
-  // chooses (optimistic, as most papers do).
-  uint32_t validation_users = 1000;
-  // False: the test split only holds its rows out and is never evaluated (tastebud tune's trials,
-  // judged on the validation split alone); needs validation users.
-  bool judge_on_test = true;
-  std::string early_stop_metric;   // empty: hr@10 (loo) or ndcg@10 (holdout)
-  uint32_t patience = 0;           // epochs without improvement before stopping; 0: never stop early
-  bool resume = false;
-  // A previous model directory to start from (host/warm_start.h): its rows for the ids it knew,
-  // fresh rows for new ids, its optimizer state where its checkpoint has one. Empty: from scratch.
-  std::filesystem::path warm_start;
-  // Update mode (needs warm_start): only new users and items and those with interactions newer
-  // than the parent's dataset train, on their positives; every other row and the dense layers stay.
-  bool update = false;
-  bool progress = true;            // a progress line on stderr when it is a terminal
-  // The ranks this job trains on (null: world_communicator(), one process unless a launcher
-  // started several). Rank 0 writes the model directory and logs; every rank trains its slice.
-  Communicator* comm = nullptr;
-  // Told as each epoch goes and when it ends (the Python package draws its progress bar with
-  // these); either may be empty, and either may throw to stop the run (the checkpoint stays).
-  std::function<void(const TrainProgress&)> on_progress;
-  std::function<void(const EpochRecord&)> on_epoch;
-  // Events that train the model, TYPE[:THRESHOLD[:WEIGHT]] each (see EventRule in split.h); from
-  // --event flags or the job file's [[events]] tables. Empty: every event counts once.
-  std::vector<std::string> events;
-  std::filesystem::path config_file;  // the TOML job file, for its [[events]] tables
-  // Metadata in the model: auto (items when the dataset has Items fields; none for mf), none, items,
-  // users or both (host/features.h); the textual field's token hashes are folded to text_buckets rows.
-  std::string metadata = "auto";
-  uint32_t text_buckets = 1u << 16;
-  // Contextual categorical fields of the interactions that feed the MLP branch (names, or `all`);
-  // empty: none. Evaluation ranks each user in the context of the held-out interaction.
-  std::vector<std::string> context;
-
-  // Recipes (--model popularity, sims, trending or transitions; host/recipes.h); they weight events by `events`.
-  double half_life_days = 0;               // popularity: an event loses half its weight per this many days; 0: no decay
-  uint32_t min_co_count = 2;               // sims: fewest users that must share two items
-  float popularity_discount = 0.5f;        // sims: score = co-count / (count_i * count_j)^discount
-  uint32_t neighbors = 100;                // sims, transitions (1000 unless set): related (following) items kept per item
-  double trend_window_days = 7;            // trending: the latest window, compared with the one before
-  double trend_smoothing = 10;             // trending: growth = (latest - previous) / (previous + smoothing)
-  uint32_t transition_window = 20;         // transitions: following events that count as following an event
-  double transition_decay = 0.85;          // transitions: an event d events later counts decay^(d - 1)
-  uint32_t recent_items = 10;              // transitions: the user's latest distinct items that score
-  double recent_decay = 0.6;               // transitions: the k-th latest of them (k = 0 newest) weighs decay^k
-};
-
-struct EpochRecord {
-  uint32_t epoch = 0;  // 1-based
-  double loss = 0;
-  uint64_t samples = 0;
-  double seconds = 0;
-  Metrics metrics;
-  uint64_t impression_negatives = 0;  // negatives drawn from ignored impressions this epoch
-};
-
-struct TrainResult {
-  std::string backend;
-  std::vector<EpochRecord> history;
-  uint32_t best_epoch = 0;
-  Metrics popularity;
-  // Update mode found nothing changed since the parent model: nothing trained, no model written.
-  bool unchanged = false;
-};
-
-// The job's event rules as TYPE[:THRESHOLD[:WEIGHT]]: the --event flags, or else the job file's
-// [[events]] tables.
-std::vector<std::string> job_events(const TrainJob& job);
-
-// How the job splits its dataset: --event rules, --eval protocol, evaluated users, impressions.
-SplitOptions split_options_of(const TrainJob& job);
-
-// Runs the job; writes the model directory; prints the summary to `log`.
-// The settings a model trains well with, for the options a user did not set: `mf` takes those of
-// Rendle et al.'s tuned MF baseline (64 factors, 8 negatives, lr 0.002, l2 0.005); `transitions`
-// keeps 1000 following items per item (chosen on real data, bench/RESULTS.md); other models the
-// TrainJob defaults. `given(name)` tells whether the user set option `name` ("factors",
-// "negatives", "lr", "l2", "neighbors").
-void apply_model_defaults(TrainJob& job, const std::function<bool(const std::string&)>& given);
-
+// Runs the job (make_plan, then the run directory and the epoch loop, or a recipe); writes the
+// model directory; prints the summary to `log`.
 TrainResult run_training(const TrainJob& job, std::ostream& log);
-
-// The checks run_training makes of the settings alone (no dataset opened, nothing written): a
-// job that runs training later (retrain) calls it before it writes anything.
-void check_training_settings(const TrainJob& job);
+// The same from a plan made earlier (retrain checks every setting before it imports).
+TrainResult run_training(TrainPlan plan, std::ostream& log);
 
 }  // namespace tastebud::host

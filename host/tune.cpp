@@ -8,7 +8,6 @@
 
 #include <fmt/format.h>
 
-#include "host/recipes.h"
 #include "tastebud/engine/model_io.h"
 #include "tastebud/error.h"
 #include "tastebud/philox.h"
@@ -87,14 +86,13 @@ TuneResult run_tune(const TuneOptions& o, std::ostream& log) {
   TB_CHECK(o.trials > 0, "tune: trials must be positive");
   TB_CHECK(o.max_epochs > 0, "tune: max_epochs must be positive");
   TB_CHECK(o.reduction >= 2, "tune: the reduction factor must be at least 2");
-  TB_CHECK(parse_eval_protocol(o.base.eval) != EvalProtocol::kNone && o.base.validation_users > 0,
+  const TrainPlan plan = make_plan(o.base);
+  TB_CHECK(plan.validate,
            "tune: trials are judged on the validation split: give an eval protocol and validation users");
-  TB_CHECK(!is_recipe(o.base.model),
+  TB_CHECK(!is_recipe(plan.model),
            "tune: recipes have no hyperparameters to search; tune a neural model");
-  const EvalProtocol protocol = parse_eval_protocol(o.base.eval);
   TuneResult result;
-  result.metric = "val." + (!o.base.early_stop_metric.empty() ? o.base.early_stop_metric
-                            : holds_out_newest(protocol) ? std::string("ndcg@10") : std::string("hr@10"));
+  result.metric = "val." + plan.metric;
   for (uint32_t id = 0; id < o.trials; ++id) result.trials.push_back(draw_trial(o.seed, id));
   fs::create_directories(o.out / "trials");
 

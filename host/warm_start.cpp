@@ -9,7 +9,7 @@
 
 #include "host/features.h"
 #include "host/model_dir.h"
-#include "host/recipes.h"
+#include "host/model_type.h"
 #include "tastebud/atomic_file.h"
 #include "tastebud/engine/model_io.h"
 #include "tastebud/engine/param_layout.h"
@@ -158,7 +158,7 @@ ParentModel load_parent_model(const fs::path& dir, const datasets::Dataset* data
   }
   check_file_checksums(parent.config, parent.dir);
   const std::string kind = parent.config.value("model", std::string());
-  TB_CHECK(!is_recipe(kind),
+  TB_CHECK(!is_recipe(parse_model_type(kind)),
            fmt::format("--warm-start {}: a {} recipe has no parameters to start from", dir.string(),
                        kind));
   TB_CHECK(fs::exists(parent.dir / "model.bin"),

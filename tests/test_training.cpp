@@ -304,7 +304,7 @@ TEST_F(TrainingJob, OutOfRangeSettingsAreRefusedUpFront) {
       {[](TrainJob& j) { j.lr = NAN; }, "learning rate"},
       {[](TrainJob& j) { j.l2 = -1; }, "l2"},
       {[](TrainJob& j) { j.sampler_alpha = NAN; }, "sampler_alpha"},
-      {[](TrainJob& j) { j.text_buckets = 0; }, "--text-buckets"},
+      {[](TrainJob& j) { j.text_buckets = 0; }, "`text_buckets`"},
   };
   for (const auto& [change, needle] : cases) {
     TrainJob j = job("refused");
@@ -847,6 +847,49 @@ TEST_F(TrainingJob, L2NeverCollapsesAModel) {
       EXPECT_LT(r.history.back().loss, constant_loss - 0.005) << model << " l2 " << l2 << "\n" << log.str();
     }
   }
+}
+
+// A job's choices are parsed once, into the plan every front end's path reads; no dataset is opened.
+TEST(TrainPlan, ParsesEveryChoiceOfAJob) {
+  TrainJob j;
+  j.model = "mf";
+  j.eval = "holdout";
+  j.loss = "bpr";
+  j.sampler = "popularity";
+  j.optimizer = "adagrad";
+  j.embedding_updates = "auto";
+  j.events = {"purchase", "view:0.5:0.25"};
+  const TrainPlan plan = make_plan(j);
+  EXPECT_EQ(plan.model, ModelType::kMF);
+  EXPECT_EQ(plan.protocol, EvalProtocol::kHoldout);
+  EXPECT_EQ(plan.split.protocol, EvalProtocol::kHoldout);
+  EXPECT_EQ(plan.split.max_eval_users, 10000u);
+  EXPECT_EQ(plan.metric, "ndcg@10");
+  EXPECT_TRUE(plan.validate);
+  EXPECT_TRUE(plan.split.record_held_out_rows);
+  ASSERT_EQ(plan.split.events.size(), 2u);
+  EXPECT_EQ(plan.split.events[1].weight, 0.25f);
+  EXPECT_EQ(plan.event_rules, j.events);
+  EXPECT_EQ(plan.model_config.kind, ModelKind::kMF);
+  EXPECT_EQ(plan.model_config.factors, j.factors + ModelConfig::kMfBiasColumns);
+  EXPECT_EQ(plan.options.loss, LossKind::kBpr);
+  EXPECT_EQ(plan.options.sampler, SamplerKind::kPopularity);
+  EXPECT_EQ(plan.options.optimizer.kind, OptimizerKind::kAdagrad);
+  EXPECT_EQ(plan.options.embedding_updates, EmbeddingUpdates::kLazy);  // until the dataset resolves `auto`
+  EXPECT_FALSE(plan.metadata.has_value());                            // `auto` too
+  j.metadata = "both";
+  EXPECT_TRUE(make_plan(j).metadata->users);
+
+  j.model = "sims";
+  j.eval = "none";
+  j.early_stop_metric = "recall@20";
+  const TrainPlan recipe = make_plan(j);
+  EXPECT_EQ(recipe.model, ModelType::kSims);
+  EXPECT_FALSE(recipe.validate);
+  EXPECT_EQ(recipe.metric, "recall@20");
+
+  j.model = "bogus";
+  EXPECT_THROW(make_plan(j), Error);
 }
 
 }  // namespace
