@@ -248,11 +248,6 @@ double parse_trend_window(std::string_view window) {
                           window));
 }
 
-bool is_recipe(const std::string& model) {
-  for (const ModelType type : {ModelType::kPopularity, ModelType::kSims, ModelType::kTrending, ModelType::kTransitions})
-    if (model == to_string(type)) return true;
-  return false;
-}
 
 RecipeOptions RecipeOptions::from_job(const TrainJob& job) {
   RecipeOptions o;

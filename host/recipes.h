@@ -29,10 +29,6 @@
 
 namespace tastebud::host {
 
-// popularity | sims | trending | transitions: a model directory's config.json "model" (host/inference.cpp
-// until it reads a ModelType); everything else compares the ModelType (host/model_type.h).
-bool is_recipe(const std::string& model);
-
 // The service's Trending-Now windows, --trend-window 30m | 1h | 3h | 1d, in days.
 double parse_trend_window(std::string_view window);
 TrainResult train_recipe(const TrainPlan& plan, std::ostream& log);
