@@ -23,13 +23,13 @@ std::unique_ptr<Backend> make_cuda_ranks(const TrainingSet& data, const TrainOpt
                                          std::string* notice) {
   const ModelConfig& config = state.params.config;
   if (config.has_metadata() || config.has_context()) {
-    throw Error(fmt::format("--device cuda: on several ranks the CUDA backend trains id-only models; {} trains on "
-                            "the CPU backend there (use --device cpu, {}, or one process)",
-                            config.has_context() ? "--context" : "metadata",
-                            config.has_context() ? "no --context" : "--metadata none"));
+    throw Error(fmt::format("`device=cuda`: on several ranks the CUDA backend trains id-only models; {} trains on "
+                            "the CPU backend there (use `device=cpu`, {}, or one process)",
+                            config.has_context() ? "`context`" : "metadata",
+                            config.has_context() ? "no `context`" : "`metadata=none`"));
   }
   std::string reason;
-  if (!cuda_available(&reason)) throw Error("--device cuda: " + reason);
+  if (!cuda_available(&reason)) throw Error("`device=cuda`: " + reason);
 #ifdef TASTEBUD_WITH_CUDA
   std::string which;
   auto dense_comm = make_device_communicator(*options.comm, &which);
@@ -42,7 +42,7 @@ std::unique_ptr<Backend> make_cuda_ranks(const TrainingSet& data, const TrainOpt
 #else
   (void)data;
   (void)notice;
-  throw Error("--device cuda: " + reason);
+  throw Error("`device=cuda`: " + reason);
 #endif
 }
 
@@ -61,14 +61,14 @@ std::unique_ptr<Backend> make_backend(const std::string& device, const TrainingS
                                       const TrainOptions& options, TrainState state,
                                       std::string* notice) {
   if (device != "auto" && device != "cpu" && device != "cuda") {
-    throw Error(fmt::format("unknown --device '{}': expected auto, cpu or cuda", device));
+    throw Error(fmt::format("unknown `device` '{}': expected auto, cpu or cuda", device));
   }
   std::string reason;
   const bool ranks = options.comm != nullptr && options.comm->size() > 1;
   if (options.masked() && (ranks || device == "cuda")) {
     throw Error(ranks ? "update mode (frozen rows and dense layers) trains in one process only; run it without mpirun"
-                      : "--device cuda: update mode (frozen rows and dense layers) runs on the CPU backend only; "
-                        "use --device cpu");
+                      : "`device=cuda`: update mode (frozen rows and dense layers) runs on the CPU backend only; "
+                        "use `device=cpu`");
   }
   if (options.masked()) {
     if (device == "auto" && notice) *notice = "update mode: training on the CPU backend (the CUDA backend has no update mask yet)";
@@ -78,21 +78,21 @@ std::unique_ptr<Backend> make_backend(const std::string& device, const TrainingS
   if (ranks) {
     // auto stays on the CPU: the CUDA rank step is host-staged and has not run on GPUs yet.
     if (device == "auto" && notice) {
-      *notice = fmt::format("{} ranks: training on the CPU backend (--device cuda trains on the GPUs)", options.comm->size());
+      *notice = fmt::format("{} ranks: training on the CPU backend (`device=cuda` trains on the GPUs)", options.comm->size());
     }
     return make_cpu_backend(data, options, std::move(state));
   }
   const bool mf_metadata = state.params.config.kind == ModelKind::kMF && state.params.config.has_metadata();
   if (mf_metadata && device == "cuda") {
-    throw Error("--device cuda: --model mf with metadata trains on the CPU backend only (the CUDA backend does not "
-                "keep the feature rows' constant column at zero yet); use --device cpu or --metadata none");
+    throw Error("`device=cuda`: `model=mf` with metadata trains on the CPU backend only (the CUDA backend does not "
+                "keep the feature rows' constant column at zero yet); use `device=cpu` or `metadata=none`");
   }
   if (mf_metadata) {
-    if (device == "auto" && notice) *notice = "--model mf with metadata: training on the CPU backend";
+    if (device == "auto" && notice) *notice = "`model=mf` with metadata: training on the CPU backend";
     return make_cpu_backend(data, options, std::move(state));
   }
   const bool gpu = device != "cpu" && cuda_available(&reason);
-  if (device == "cuda" && !gpu) throw Error("--device cuda: " + reason);
+  if (device == "cuda" && !gpu) throw Error("`device=cuda`: " + reason);
 #ifdef TASTEBUD_WITH_CUDA
   if (gpu) {
     if (notice) *notice = "using the CUDA backend";

@@ -1,4 +1,5 @@
-// The CPU backend: one training epoch of NeuMF with negative sampling, batch by batch.
+// The CPU backend: the phases of one training step of NeuMF with negative sampling, which
+// BackendBase (backend_base.h) runs batch by batch.
 //
 // Each batch is cut into chunks whose size depends on the batch size only. Chunks run in parallel
 // and keep their own dense gradients, which are then summed in chunk order; embedding gradients
@@ -6,7 +7,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 
 #include <Eigen/Core>
@@ -23,6 +23,7 @@
 #include "tastebud/engine/trainer.h"
 #include "tastebud/error.h"
 #include "tastebud/batch_rows.h"
+#include "backend_base.h"
 #include "rank_step.h"
 
 namespace tastebud {
@@ -33,12 +34,11 @@ cpu::FeatureView view_of(const FeatureSpec& spec, const FeatureInputs& in) {
   return spec.enabled() ? in.view() : cpu::FeatureView{};
 }
 
-class CpuBackend final : public Backend {
+class CpuBackend final : public BackendBase {
  public:
   CpuBackend(const TrainingSet& data, const TrainOptions& options, TrainState state)
-      : data_(data), options_(options), state_(std::move(state)), layout_(state_.params.config) {
+      : BackendBase(data, options, std::move(state)) {
     const ModelConfig& config = state_.params.config;
-    check_training_inputs(data, options, config);
     Eigen::setNbThreads(1);  // parallelism comes from the chunks
     shape_ = config.neumf_shape();
     user_view_ = view_of(config.user_features, data.user_features);
@@ -54,72 +54,10 @@ class CpuBackend final : public Backend {
     }
     check_masks(data);
     allocate();
-    bind_params();
-    shard();
+    install_state();
   }
 
   std::string name() const override { return "cpu"; }
-
-  uint64_t samples_per_epoch() const override {
-    return tastebud::samples_per_epoch(data_.size(), options_.negatives, bpr());
-  }
-
-  EpochStats train_epoch(uint32_t epoch, const ProgressFn& progress) override {
-    const auto start_time = std::chrono::steady_clock::now();
-    // OpenMP's thread count is the process's: set it for each epoch, so that two backends of one
-    // process (a test's, a job's evaluation) each run theirs.
-    if (options_.threads > 0) omp_set_num_threads(static_cast<int>(options_.threads));
-    order_.resize(data_.size());
-    cpu::shuffle_order(options_.seed, epoch, data_.size(), order_);
-    const uint64_t total = samples_per_epoch();
-    EpochStats stats;
-    double loss_sum = 0.0;
-    batch_impressions_ = 0;
-    exchanged_bytes_ = 0;
-    if (rank_step_) rank_step_->take_exchanged_bytes();
-    for (uint64_t first = 0; first < total; first += options_.batch_size) {
-      const uint32_t samples = static_cast<uint32_t>(std::min<uint64_t>(options_.batch_size, total - first));
-      const double batch_loss = train_batch(epoch, first, samples);
-      if (!std::isfinite(batch_loss)) {
-        stats.finite = false;
-        break;
-      }
-      loss_sum += batch_loss;
-      stats.samples += samples;
-      if (progress && ((first / options_.batch_size) % 64 == 0 || stats.samples == total)) {
-        progress(stats.samples, total, loss_sum / static_cast<double>(stats.samples));
-      }
-    }
-    stats.mean_loss = stats.samples > 0 ? loss_sum / static_cast<double>(stats.samples) : 0.0;
-    stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();
-    stats.impression_negatives = batch_impressions_;
-    stats.exchanged_bytes = exchanged_bytes_ + (rank_step_ ? rank_step_->take_exchanged_bytes() : 0);
-    return stats;
-  }
-
-  // Several ranks: collective; rank 0 gets the whole state, the others the state without the
-  // id tables (empty), which only their owners hold.
-  TrainState state() override {
-    sync_state();
-    if (!rank_step_) return state_;
-    TrainState whole = state_;
-    rank_step_->gather(whole);
-    return whole;
-  }
-
-  TrainState held_state() override {
-    sync_state();
-    TrainState held = state_;  // its id tables are empty while rank_step_ holds them
-    if (rank_step_) rank_step_->copy_held_rows(held);
-    return held;
-  }
-
-  void load_state(const TrainState& state) override {
-    state.check_fits(state_.params.config);
-    state_ = state;
-    bind_params();
-    shard();
-  }
 
   uint64_t held_bytes() const override {
     uint64_t floats = 3 * dense_values_.size();
@@ -130,7 +68,155 @@ class CpuBackend final : public Backend {
   }
 
  private:
-  bool bpr() const { return options_.loss == LossKind::kBpr; }
+  void begin_epoch(uint32_t epoch) override {
+    // OpenMP's thread count is the process's: set it for each epoch, so that two backends of one
+    // process (a test's, a job's evaluation) each run theirs.
+    if (options_.threads > 0) omp_set_num_threads(static_cast<int>(options_.threads));
+    order_.resize(data_.size());
+    cpu::shuffle_order(options_.seed, epoch, data_.size(), order_);
+    batch_impressions_ = 0;
+  }
+
+  uint64_t epoch_impressions() override { return batch_impressions_; }
+
+  // This rank's chunks of the batch (all of them in one process), filled in parallel; several
+  // ranks: then the id-table rows they use, fetched from their owners.
+  void fill_rows(const BatchStep& b) override {
+    const int64_t chunk_begin = b.chunk_begin, chunk_end = b.chunk_end, rows = b.rows;
+    const uint32_t epoch = b.epoch;
+    const uint64_t first = b.first;
+#pragma omp parallel for schedule(static)
+    for (int64_t c = chunk_begin; c < chunk_end; ++c) {
+      const int64_t r0 = c * chunk_rows_;
+      const int64_t n = std::min<int64_t>(chunk_rows_, rows - r0);
+      chunk_impressions_[c] = bpr() ? fill_samples(epoch, first, r0 / 2, (r0 + n) / 2)
+                                    : fill_samples(epoch, first, r0, r0 + n);
+    }
+    if (!rank_step_) return;
+    const size_t n = static_cast<size_t>(b.row_end - b.row_begin);
+    rank_step_->fetch({users_.data() + b.row_begin, n}, {items_.data() + b.row_begin, n});
+  }
+
+  // Each row's id-table rows, plus (metadata) its entity's feature rows and projected numbers and
+  // (context) its positive's context rows.
+  void gather(const BatchStep& b) override {
+    const ModelParams& params = state_.params;
+    const int64_t chunk_begin = b.chunk_begin, chunk_end = b.chunk_end, rows = b.rows, row_begin = b.row_begin;
+    const int64_t f = shape_.factors;
+    const int64_t e = params.config.mlp_embedding();
+    const int64_t l0 = 2 * e;
+    // Where the rows come from: the tables, or (several ranks) the rows fetched for the slice,
+    // indexed by each row's slot.
+    const float* user_gmf = rank_step_ ? rank_step_->gmf_rows(0).data() : params.user_gmf.values.data();
+    const float* item_gmf = rank_step_ ? rank_step_->gmf_rows(1).data() : params.item_gmf.values.data();
+    const float* user_mlp = rank_step_ ? rank_step_->mlp_rows(0).data() : params.user_mlp.values.data();
+    const float* item_mlp = rank_step_ ? rank_step_->mlp_rows(1).data() : params.item_mlp.values.data();
+#pragma omp parallel for schedule(static)
+    for (int64_t c = chunk_begin; c < chunk_end; ++c) {
+      const int64_t r0 = c * chunk_rows_;
+      const int64_t n = std::min<int64_t>(chunk_rows_, rows - r0);
+      const std::span<const uint32_t> users = rank_step_ ? std::span<const uint32_t>(rank_step_->slots(0).data() + (r0 - row_begin), n)
+                                                      : std::span<const uint32_t>(users_.data() + r0, n);
+      const std::span<const uint32_t> items = rank_step_ ? std::span<const uint32_t>(rank_step_->slots(1).data() + (r0 - row_begin), n)
+                                                      : std::span<const uint32_t>(items_.data() + r0, n);
+      if (f > 0) {
+        cpu::gather_rows(user_gmf, f, users, user_gmf_.data() + r0 * f, f, 0);
+        cpu::gather_rows(item_gmf, f, items, item_gmf_.data() + r0 * f, f, 0);
+      }
+      if (e > 0) {
+        cpu::gather_rows(user_mlp, e, users, acts_[0].data() + r0 * l0, l0, 0);
+        cpu::gather_rows(item_mlp, e, items, acts_[0].data() + r0 * l0, l0, e);
+      }
+      // Metadata: each side's representation is its id row plus its feature sum.
+      for (int64_t r = r0; r < r0 + n; ++r) {
+        if (!user_view_.empty()) {
+          cpu::add_features<float>(user_view_, users_[r], params.user_features.values.data(), user_numeric_,
+                                   f, e, user_gmf_.data() + r * f, acts_[0].data() + r * l0);
+        }
+        if (!item_view_.empty()) {
+          cpu::add_features<float>(item_view_, items_[r], params.item_features.values.data(), item_numeric_,
+                                   f, e, item_gmf_.data() + r * f, acts_[0].data() + r * l0 + e);
+        }
+        // Context: the interaction's situation joins the user's half of the MLP input.
+        if (!context_view_.empty()) {
+          cpu::add_features<float>(context_view_, positives_[r], params.context_features.values.data(),
+                                   nullptr, 0, e, nullptr, acts_[0].data() + r * l0);
+        }
+      }
+    }
+  }
+
+  // Each chunk's forward pass, loss and backward pass into its own dense gradients; the batch's
+  // loss is the chunks' summed in chunk order (several ranks: then over ranks).
+  std::optional<double> forward_backward(const BatchStep& b) override {
+    const int64_t chunk_begin = b.chunk_begin, chunk_end = b.chunk_end, rows = b.rows;
+    const int64_t f = shape_.factors;
+    const int64_t e = state_.params.config.mlp_embedding();
+    const int64_t l0 = 2 * e;
+    const float scale = b.scale;
+#pragma omp parallel for schedule(static)
+    for (int64_t c = chunk_begin; c < chunk_end; ++c) {
+      const int64_t r0 = c * chunk_rows_;
+      const int64_t n = std::min<int64_t>(chunk_rows_, rows - r0);
+      cpu::ChunkRows<float>& chunk = chunks_[c];
+      chunk.rows = n;
+      cpu::neumf_forward(shape_, dense_, chunk);
+      chunk_loss_[c] = bpr() ? cpu::bpr_loss_and_grad(chunk.logits, weights_.data() + r0, n, scale,
+                                                      dlogits_.data() + r0)
+                             : cpu::bce_loss_and_grad(chunk.logits, labels_.data() + r0,
+                                                      weights_.data() + r0, n, scale,
+                                                      dlogits_.data() + r0);
+      std::fill(chunk_grads_[c].begin(), chunk_grads_[c].end(), 0.0f);
+      cpu::neumf_backward(shape_, dense_, chunk, chunk_grad_views_[c]);
+      // The numeric projections are dense parameters: their gradient is summed per chunk, in row
+      // order, like the layers'.
+      float* d_user_numeric = numeric_projection(chunk_grads_[c], false);
+      float* d_item_numeric = numeric_projection(chunk_grads_[c], true);
+      for (int64_t r = r0; r < r0 + n; ++r) {
+        if (d_user_numeric) {
+          cpu::accumulate_numeric_gradient<float>(user_view_, users_[r], user_gmf_grad_.data() + r * f,
+                                                  act_grads_[0].data() + r * l0, f, e, d_user_numeric);
+        }
+        if (d_item_numeric) {
+          cpu::accumulate_numeric_gradient<float>(item_view_, items_[r], item_gmf_grad_.data() + r * f,
+                                                  act_grads_[0].data() + r * l0 + e, f, e, d_item_numeric);
+        }
+      }
+    }
+    double loss = 0.0;
+    uint64_t impressions = 0;
+    for (int64_t c = chunk_begin; c < chunk_end; ++c) {
+      loss += chunk_loss_[c];
+      impressions += chunk_impressions_[c];
+    }
+    if (ranks() > 1) {
+      double sums[2] = {loss, static_cast<double>(impressions)};
+      options_.comm->allreduce_sum(sums);
+      loss = sums[0];
+      impressions = static_cast<uint64_t>(sums[1]);
+    }
+    batch_impressions_ += impressions;
+    return loss;
+  }
+
+  void update_dense(const BatchStep& b) override {
+    sum_dense_gradients(b.chunk_begin, b.chunk_end);
+    // MF's head stays at ones: no gradient, and dense parameters take no L2, so it never moves.
+    if (state_.params.config.frozen_head()) {
+      std::fill_n(dense_grad_.data() + layout_.dense_offset(TensorRole::kHeadWeight), state_.params.head_weight.values.size(), 0.0f);
+      drop_constant_column(numeric_projection(dense_grad_, false), state_.params.user_numeric, false);
+      drop_constant_column(numeric_projection(dense_grad_, true), state_.params.item_numeric, true);
+    }
+    if (!options_.freeze_dense) {
+      cpu::dense_update(dense_params(b.optimizer), b.step_size, dense_values_.data(), dense_state0_.data(),
+                        dense_state1_.data(), dense_grad_.data(), static_cast<int64_t>(dense_grad_.size()));
+    }
+  }
+
+  void update_tables(const BatchStep& b) override {
+    if (rank_step_) update_sharded(b);
+    else update_embeddings(b);
+  }
 
   void check_masks(const TrainingSet& data) const {
     TB_CHECK(options_.trainable_users.empty() || options_.trainable_users.size() == data.num_users,
@@ -161,20 +247,9 @@ class CpuBackend final : public Backend {
     return kept;
   }
 
-  // Several ranks: this rank keeps its rows of the id tables and frees the rest.
-  void shard() {
-    rank_step_.reset();
-    TB_CHECK(ranks() > 1 || !state_.params.sharded(),
-             fmt::format("the state holds only rank {} of {}'s id rows; train it on as many ranks",
-                         state_.params.shard_rank, state_.params.shard_ranks));
-    if (ranks() > 1) rank_step_ = std::make_unique<RankStep>(*options_.comm, state_);
-  }
-
   void allocate() {
     const ModelConfig& config = state_.params.config;
-    max_rows_ = bpr() ? 2 * options_.batch_size : options_.batch_size;
-    chunk_rows_ = chunk_rows(max_rows_);
-    const size_t rows = max_rows_;
+    const size_t rows = static_cast<size_t>(max_rows_);
     const size_t f = static_cast<size_t>(shape_.factors);
     users_.resize(rows);
     items_.resize(rows);
@@ -228,7 +303,7 @@ class CpuBackend final : public Backend {
   // Fills the rows of the batch's samples [begin, end) by the rule both backends share
   // (tastebud/batch_rows.h); sample s of the batch is epoch sample first + s. Returns how many of
   // the negatives came from impressions.
-  uint64_t fill_rows(uint32_t epoch, uint64_t first, int64_t begin, int64_t end) {
+  uint64_t fill_samples(uint32_t epoch, uint64_t first, int64_t begin, int64_t end) {
     const SampleSpec spec{options_.seed, epoch, options_.negatives, bpr()};
     const BatchRowsOut out{users_.data(), items_.data(), labels_.data(), weights_.data(), positives_.data()};
     uint64_t impressions_used = 0;
@@ -238,7 +313,7 @@ class CpuBackend final : public Backend {
 
   // Copies the dense parameters and their state into the aligned arena and points dense_ at them;
   // again whenever state_ is replaced.
-  void bind_params() {
+  void upload_state() override {
     tensors_ = state_.params.tensors();  // the update of every batch looks tables up here
     auto tensors = state_.params.tensors();
     const size_t total = layout_.dense_floats();
@@ -264,7 +339,7 @@ class CpuBackend final : public Backend {
   }
 
   // Copies the arena back into state_.
-  void sync_state() {
+  void download_state() override {
     auto tensors = state_.params.tensors();
     for (size_t t = layout_.sparse_count(); t < tensors.size(); ++t) {
       const size_t at = layout_[t].dense_offset;
@@ -294,164 +369,21 @@ class CpuBackend final : public Backend {
     return t == ParamLayout::kNone ? nullptr : flat.data() + layout_[t].dense_offset;
   }
 
-  double train_batch(uint32_t epoch, uint64_t first, uint32_t samples) {
-    const ModelParams& params = state_.params;
-    const int64_t rows = bpr() ? 2 * static_cast<int64_t>(samples) : samples;
-    const int64_t chunks = (rows + chunk_rows_ - 1) / chunk_rows_;
-    const int64_t f = shape_.factors;
-    const int64_t e = params.config.mlp_embedding();
-    const int64_t l0 = 2 * e;
-    const float scale = 1.0f / static_cast<float>(samples);
-    loss_scale_ = scale;
-
-    // This rank's chunks: all of them in one process, a contiguous share of them with several.
-    const std::pair<int64_t, int64_t> my = my_chunks(chunks);
-    const int64_t chunk_begin = my.first, chunk_end = my.second;  // not a structured binding: OpenMP captures it
-    const int64_t row_begin = std::min(chunk_begin * chunk_rows_, rows);
-    const int64_t row_end = std::min(chunk_end * chunk_rows_, rows);
-    if (rank_step_) fetch_slice(epoch, first, chunk_begin, chunk_end, rows, row_begin, row_end);
-    // Where the rows come from: the tables, or (several ranks) the rows fetched for the slice,
-    // indexed by each row's slot.
-    const float* user_gmf = rank_step_ ? rank_step_->gmf_rows(0).data() : params.user_gmf.values.data();
-    const float* item_gmf = rank_step_ ? rank_step_->gmf_rows(1).data() : params.item_gmf.values.data();
-    const float* user_mlp = rank_step_ ? rank_step_->mlp_rows(0).data() : params.user_mlp.values.data();
-    const float* item_mlp = rank_step_ ? rank_step_->mlp_rows(1).data() : params.item_mlp.values.data();
-#pragma omp parallel for schedule(static)
-    for (int64_t c = chunk_begin; c < chunk_end; ++c) {
-      const int64_t r0 = c * chunk_rows_;
-      const int64_t n = std::min<int64_t>(chunk_rows_, rows - r0);
-      if (!rank_step_) {
-        chunk_impressions_[c] = bpr() ? fill_rows(epoch, first, r0 / 2, (r0 + n) / 2)
-                                      : fill_rows(epoch, first, r0, r0 + n);
-      }
-      const std::span<const uint32_t> users = rank_step_ ? std::span<const uint32_t>(rank_step_->slots(0).data() + (r0 - row_begin), n)
-                                                      : std::span<const uint32_t>(users_.data() + r0, n);
-      const std::span<const uint32_t> items = rank_step_ ? std::span<const uint32_t>(rank_step_->slots(1).data() + (r0 - row_begin), n)
-                                                      : std::span<const uint32_t>(items_.data() + r0, n);
-      if (f > 0) {
-        cpu::gather_rows(user_gmf, f, users, user_gmf_.data() + r0 * f, f, 0);
-        cpu::gather_rows(item_gmf, f, items, item_gmf_.data() + r0 * f, f, 0);
-      }
-      if (e > 0) {
-        cpu::gather_rows(user_mlp, e, users, acts_[0].data() + r0 * l0, l0, 0);
-        cpu::gather_rows(item_mlp, e, items, acts_[0].data() + r0 * l0, l0, e);
-      }
-      // Metadata: each side's representation is its id row plus its feature sum.
-      for (int64_t r = r0; r < r0 + n; ++r) {
-        if (!user_view_.empty()) {
-          cpu::add_features<float>(user_view_, users_[r], params.user_features.values.data(), user_numeric_,
-                                   f, e, user_gmf_.data() + r * f, acts_[0].data() + r * l0);
-        }
-        if (!item_view_.empty()) {
-          cpu::add_features<float>(item_view_, items_[r], params.item_features.values.data(), item_numeric_,
-                                   f, e, item_gmf_.data() + r * f, acts_[0].data() + r * l0 + e);
-        }
-        // Context: the interaction's situation joins the user's half of the MLP input.
-        if (!context_view_.empty()) {
-          cpu::add_features<float>(context_view_, positives_[r], params.context_features.values.data(),
-                                   nullptr, 0, e, nullptr, acts_[0].data() + r * l0);
-        }
-      }
-      cpu::ChunkRows<float>& chunk = chunks_[c];
-      chunk.rows = n;
-      cpu::neumf_forward(shape_, dense_, chunk);
-      chunk_loss_[c] = bpr() ? cpu::bpr_loss_and_grad(chunk.logits, weights_.data() + r0, n, scale,
-                                                      dlogits_.data() + r0)
-                             : cpu::bce_loss_and_grad(chunk.logits, labels_.data() + r0,
-                                                      weights_.data() + r0, n, scale,
-                                                      dlogits_.data() + r0);
-      std::fill(chunk_grads_[c].begin(), chunk_grads_[c].end(), 0.0f);
-      cpu::neumf_backward(shape_, dense_, chunk, chunk_grad_views_[c]);
-      // The numeric projections are dense parameters: their gradient is summed per chunk, in row
-      // order, like the layers'.
-      float* d_user_numeric = numeric_projection(chunk_grads_[c], false);
-      float* d_item_numeric = numeric_projection(chunk_grads_[c], true);
-      for (int64_t r = r0; r < r0 + n; ++r) {
-        if (d_user_numeric) {
-          cpu::accumulate_numeric_gradient<float>(user_view_, users_[r], user_gmf_grad_.data() + r * f,
-                                                  act_grads_[0].data() + r * l0, f, e, d_user_numeric);
-        }
-        if (d_item_numeric) {
-          cpu::accumulate_numeric_gradient<float>(item_view_, items_[r], item_gmf_grad_.data() + r * f,
-                                                  act_grads_[0].data() + r * l0 + e, f, e, d_item_numeric);
-        }
-      }
-    }
-
-    double loss = 0.0;
-    uint64_t impressions = 0;
-    for (int64_t c = chunk_begin; c < chunk_end; ++c) {
-      loss += chunk_loss_[c];
-      impressions += chunk_impressions_[c];
-    }
-    if (ranks() > 1) {
-      double sums[2] = {loss, static_cast<double>(impressions)};
-      options_.comm->allreduce_sum(sums);
-      loss = sums[0];
-      impressions = static_cast<uint64_t>(sums[1]);
-    }
-    batch_impressions_ += impressions;
-    if (!std::isfinite(loss)) return loss;
-
-    ++state_.step;
-    const OptimizerParams& opt = options_.optimizer;
-    const float step_size =
-        opt.kind == OptimizerKind::kAdam ? adam_step_size(opt, state_.step) : opt.lr;
-    step_optimizer_ = step_params(opt, state_.step);
-    sum_dense_gradients(chunk_begin, chunk_end);
-    // MF's head stays at ones: no gradient, and dense parameters take no L2, so it never moves.
-    if (state_.params.config.frozen_head()) {
-      std::fill_n(dense_grad_.data() + layout_.dense_offset(TensorRole::kHeadWeight), state_.params.head_weight.values.size(), 0.0f);
-      drop_constant_column(numeric_projection(dense_grad_, false), state_.params.user_numeric, false);
-      drop_constant_column(numeric_projection(dense_grad_, true), state_.params.item_numeric, true);
-    }
-    if (!options_.freeze_dense) {
-      cpu::dense_update(dense_params(step_optimizer_), step_size, dense_values_.data(), dense_state0_.data(),
-                        dense_state1_.data(), dense_grad_.data(), static_cast<int64_t>(dense_grad_.size()));
-    }
-    if (rank_step_) update_sharded(rows, chunks, row_begin, step_size);
-    else update_embeddings(rows, step_size);
-    return loss;
-  }
-
-  // Several ranks: fills this rank's rows of the batch, then fetches the id-table rows they use
-  // from their owners.
-  void fetch_slice(uint32_t epoch, uint64_t first, int64_t chunk_begin, int64_t chunk_end, int64_t rows,
-                   int64_t row_begin, int64_t row_end) {
-#pragma omp parallel for schedule(static)
-    for (int64_t c = chunk_begin; c < chunk_end; ++c) {
-      const int64_t r0 = c * chunk_rows_;
-      const int64_t n = std::min<int64_t>(chunk_rows_, rows - r0);
-      chunk_impressions_[c] = bpr() ? fill_rows(epoch, first, r0 / 2, (r0 + n) / 2)
-                                    : fill_rows(epoch, first, r0, r0 + n);
-    }
-    const size_t n = static_cast<size_t>(row_end - row_begin);
-    rank_step_->fetch({users_.data() + row_begin, n}, {items_.data() + row_begin, n});
-  }
-
   // Several ranks: the id tables' gradients of this rank's rows go to their owners; the metadata
   // and context tables (replicated) are updated from the whole batch's rows, shared by every rank.
-  void update_sharded(int64_t rows, int64_t chunks, int64_t row_begin, float step_size) {
+  void update_sharded(const BatchStep& b) {
+    const int64_t rows = b.rows, row_begin = b.row_begin;
     const int64_t f = shape_.factors;
     const int64_t e = state_.params.config.mlp_embedding();
     const float* d_x0 = e > 0 ? act_grads_[0].data() + row_begin * 2 * e : nullptr;
     const bool item_metadata = state_.params.config.item_features.enabled();
     rank_step_->update(user_gmf_grad_.data() + row_begin * f, item_gmf_grad_.data() + row_begin * f, d_x0, e,
-                  step_optimizer_, step_size, loss_scale_, item_metadata ? &data_.item_counts : nullptr);
+                  b.optimizer, b.step_size, b.scale, item_metadata ? &data_.item_counts : nullptr);
     if (user_view_.empty() && item_view_.empty() && context_view_.empty()) return;
-    share_slices(rows, chunks);
-    update_features(TensorRole::kUserFeatures, user_view_, users_, user_gmf_grad_.data(), f, 0, rows, step_size);
-    update_features(TensorRole::kItemFeatures, item_view_, items_, item_gmf_grad_.data(), f, e, rows, step_size);
-    update_features(TensorRole::kContext, context_view_, positives_, user_gmf_grad_.data(), 0, 0, rows, step_size);
-  }
-
-  int ranks() const { return options_.comm != nullptr ? options_.comm->size() : 1; }
-
-  // The chunks [begin, end) of a batch this rank computes.
-  std::pair<int64_t, int64_t> my_chunks(int64_t chunks) const {
-    if (ranks() == 1) return {0, chunks};
-    const auto [begin, end] = rank_slice(static_cast<uint64_t>(chunks), options_.comm->rank(), ranks());
-    return {static_cast<int64_t>(begin), static_cast<int64_t>(end)};
+    share_slices(rows, b.chunks);
+    update_features(TensorRole::kUserFeatures, user_view_, users_, user_gmf_grad_.data(), f, 0, rows, b);
+    update_features(TensorRole::kItemFeatures, item_view_, items_, item_gmf_grad_.data(), f, e, rows, b);
+    update_features(TensorRole::kContext, context_view_, positives_, user_gmf_grad_.data(), 0, 0, rows, b);
   }
 
   // dense_grad_: this rank's chunks summed in chunk order, then (several ranks) summed over ranks.
@@ -517,7 +449,7 @@ class CpuBackend final : public Backend {
   // With item metadata, the id rows of items without positives stay where zero_untrained_rows put
   // them (their gradient as sampled negatives is dropped): a cold item's score is its metadata's.
   void update_table(size_t t, const cpu::RowGroups& groups, const float* grads, int64_t stride,
-                    int64_t offset, int64_t width, float step_size) {
+                    int64_t offset, int64_t width, const BatchStep& b) {
     if (width == 0) return;
     Tensor& table = *tensors_[t];
     float* summed = summed_[t].data();
@@ -528,27 +460,28 @@ class CpuBackend final : public Backend {
       }
     }
     const cpu::RowGroups& training = trainable_groups(t, groups, summed, width);
-    cpu::sparse_update(step_optimizer_, step_size, table.values.data(),
+    cpu::sparse_update(b.optimizer, b.step_size, table.values.data(),
                        state_.state0[t].values.data(), state_.state1[t].values.data(), width,
-                       training.rows, summed, RowL2{training.starts.data(), loss_scale_});
-    if (options_.embedding_updates == EmbeddingUpdates::kDense) update_untouched(t, training.rows, width, step_size);
+                       training.rows, summed, RowL2{training.starts.data(), b.scale});
+    if (options_.embedding_updates == EmbeddingUpdates::kDense) update_untouched(t, training.rows, width, b);
     const int64_t constant = constant_column(t);
     if (constant >= 0) cpu::set_column(table.values.data(), width, training.rows, constant, 1.0f);
   }
 
   // Dense embedding updates: the rows of id table t the step did not use take a zero-gradient step.
-  void update_untouched(size_t t, std::span<const uint32_t> rows, int64_t width, float step_size) {
+  void update_untouched(size_t t, std::span<const uint32_t> rows, int64_t width, const BatchStep& b) {
     Tensor& table = *tensors_[t];
     std::vector<uint8_t>& touched = touched_[t];
     touched.resize(table.rows(), 0);
     for (uint32_t r : rows) touched[r] = 1;
-    cpu::untouched_update(step_optimizer_, step_size, table.values.data(), state_.state0[t].values.data(),
+    cpu::untouched_update(b.optimizer, b.step_size, table.values.data(), state_.state0[t].values.data(),
                           state_.state1[t].values.data(), width, static_cast<int64_t>(table.rows()), touched.data(),
                           constant_column(t));
     for (uint32_t r : rows) touched[r] = 0;
   }
 
-  void update_embeddings(int64_t rows, float step_size) {
+  void update_embeddings(const BatchStep& b) {
+    const int64_t rows = b.rows;
     const int64_t f = shape_.factors;
     const int64_t e = state_.params.config.mlp_embedding();
     // The four id tables are independent: one thread each, so small batches scale too. Each
@@ -562,15 +495,15 @@ class CpuBackend final : public Backend {
 #pragma omp parallel for schedule(dynamic, 1)
     for (int t = 0; t < 4; ++t) {
       switch (t) {
-        case 0: update_table(0, user_groups_, user_gmf_grad_.data(), f, 0, f, step_size); break;
-        case 1: update_table(1, item_groups_, item_gmf_grad_.data(), f, 0, f, step_size); break;
-        case 2: update_table(2, user_groups_, d_x0, 2 * e, 0, e, step_size); break;
-        case 3: update_table(3, item_groups_, d_x0, 2 * e, e, e, step_size); break;
+        case 0: update_table(0, user_groups_, user_gmf_grad_.data(), f, 0, f, b); break;
+        case 1: update_table(1, item_groups_, item_gmf_grad_.data(), f, 0, f, b); break;
+        case 2: update_table(2, user_groups_, d_x0, 2 * e, 0, e, b); break;
+        case 3: update_table(3, item_groups_, d_x0, 2 * e, e, e, b); break;
       }
     }
-    update_features(TensorRole::kUserFeatures, user_view_, users_, user_gmf_grad_.data(), f, 0, rows, step_size);
-    update_features(TensorRole::kItemFeatures, item_view_, items_, item_gmf_grad_.data(), f, e, rows, step_size);
-    update_features(TensorRole::kContext, context_view_, positives_, user_gmf_grad_.data(), 0, 0, rows, step_size);
+    update_features(TensorRole::kUserFeatures, user_view_, users_, user_gmf_grad_.data(), f, 0, rows, b);
+    update_features(TensorRole::kItemFeatures, item_view_, items_, item_gmf_grad_.data(), f, e, rows, b);
+    update_features(TensorRole::kContext, context_view_, positives_, user_gmf_grad_.data(), 0, 0, rows, b);
   }
 
   // Feature table t: each batch row's representation gradient reaches every feature row of its
@@ -578,7 +511,7 @@ class CpuBackend final : public Backend {
   // of a row (0 for the context table, which feeds the MLP only); mlp_offset: which half of the MLP
   // input the table feeds.
   void update_features(TensorRole role, const cpu::FeatureView& view, const std::vector<uint32_t>& ids,
-                       const float* d_gmf, int64_t f, int64_t mlp_offset, int64_t rows, float step_size) {
+                       const float* d_gmf, int64_t f, int64_t mlp_offset, int64_t rows, const BatchStep& b) {
     const size_t t = layout_.find(role);
     if (t == ParamLayout::kNone || options_.freeze_dense) return;  // update mode: frozen
     const int64_t e = state_.params.config.mlp_embedding();
@@ -590,19 +523,14 @@ class CpuBackend final : public Backend {
     const int64_t constant = role == TensorRole::kContext ? -1 : state_.params.config.constant_column(role == TensorRole::kItemFeatures);
     for (size_t k = 0; constant >= 0 && k < feature_groups_.size(); ++k) feature_summed_[k * (f + e) + constant] = 0.0f;
     Tensor& table = *tensors_[t];
-    cpu::sparse_update(step_optimizer_, step_size, table.values.data(),
+    cpu::sparse_update(b.optimizer, b.step_size, table.values.data(),
                        state_.state0[t].values.data(), state_.state1[t].values.data(), f + e,
-                       feature_groups_.rows, feature_summed_.data(), RowL2{feature_groups_.starts.data(), loss_scale_});
+                       feature_groups_.rows, feature_summed_.data(), RowL2{feature_groups_.starts.data(), b.scale});
   }
 
-  const TrainingSet& data_;
-  TrainOptions options_;
-  TrainState state_;
-  ParamLayout layout_;  // roles, shapes and the flat dense offsets of state_'s tensors
   cpu::NeuMFShape shape_;
   cpu::AliasTable alias_;
   PositivesView positives_view_;  // data_ and alias_ as the row-fill rule reads them
-  uint32_t max_rows_ = 0, chunk_rows_ = 0;
   std::vector<uint64_t> order_;
   std::vector<uint32_t> users_, items_;
   std::vector<uint32_t> positives_;  // the positive each batch row was made from (its context)
@@ -613,10 +541,6 @@ class CpuBackend final : public Backend {
   std::vector<double> chunk_loss_;
   std::vector<uint64_t> chunk_impressions_;
   uint64_t batch_impressions_ = 0;  // impression negatives drawn in the current epoch
-  uint64_t exchanged_bytes_ = 0;    // several ranks: bytes of the buffers the collectives filled
-  std::unique_ptr<RankStep> rank_step_;  // several ranks: this rank's rows of the id tables, the rows its slice uses
-  float loss_scale_ = 0.0f;         // the current batch's 1 / samples, for the rows' L2
-  OptimizerParams step_optimizer_;  // the current step's (step_params: Adam's epsilon of step t)
   std::vector<uint8_t> touched_[4];  // dense embedding updates: each id table's rows of the step
   cpu::AlignedVector<float> dense_grad_;
   cpu::AlignedVector<float> summed_[ModelParams::kEmbeddingTables];  // per id table

@@ -1,4 +1,5 @@
-// The CUDA backend: a whole training epoch on the device, the twin of cpu_backend.cpp.
+// The CUDA backend: a whole training epoch on the device, the twin of cpu_backend.cpp; like it,
+// the phases of one step that BackendBase (backend_base.h) runs batch by batch.
 //
 // Mapping to the CPU reference, step by step: the positives are uploaded once; per epoch the
 // shuffle sorts positives by (Philox shuffle key, index) exactly as cpu::shuffle_order; each
@@ -28,7 +29,7 @@
 // CPU stops there), and the host reads the totals (and the impression count) once at the end of
 // the epoch.
 #include <algorithm>
-#include <chrono>
+#include <optional>
 #include <cmath>
 #include <memory>
 #include <string>
@@ -44,6 +45,7 @@
 #include "cuda/neumf.h"
 #include "cuda/optimizer.h"
 #include "cuda/sampler.h"
+#include "backend_base.h"
 #include "rank_step.h"
 #include "tastebud/engine/backends.h"
 #include "tastebud/engine/comm.h"
@@ -79,117 +81,77 @@ struct FeatureSide {
   std::unique_ptr<cuda::FeatureGroups> groups;
 };
 
-class CudaBackend final : public Backend {
+class CudaBackend final : public BackendBase {
  public:
   CudaBackend(const TrainingSet& data, const TrainOptions& options, TrainState state,
               std::unique_ptr<DeviceCommunicator> dense_comm)
-      : data_(data), options_(options), host_(std::move(state)), layout_(host_.params.config),
-        blas_(stream_.get(), options.tf32), dense_comm_(std::move(dense_comm)) {
-    const ModelConfig& config = host_.params.config;
-    check_training_inputs(data, options, config);
-    TB_CHECK(sharded() || !host_.params.sharded(), "the CUDA backend in one process needs the whole id tables, not one rank's share");
+      : BackendBase(data, options, std::move(state)), blas_(stream_.get(), options.tf32),
+        dense_comm_(std::move(dense_comm)) {
+    const ModelConfig& config = state_.params.config;
     TB_CHECK(!sharded() || (dense_comm_ && !config.has_metadata() && !config.has_context() && !options.masked()),
              "the CUDA backend trains on several ranks id-only models without update mode, with a device communicator");
     TB_CHECK(data.size() < (1ull << 31), "the CUDA backend trains on at most 2^31 - 1 positives");
     shape_ = config.neumf_shape();
-    max_rows_ = bpr() ? 2 * static_cast<int64_t>(options.batch_size) : options.batch_size;
-    TB_CHECK(max_rows_ < (1ll << 31), "--batch-size is too large for the CUDA backend");
+    TB_CHECK(max_rows_ < (1ll << 31), "`batch_size` is too large for the CUDA backend");
     locate_features();
     check_fits();
     upload_data();
     allocate();
-    load_state(host_);
+    load_state(state_);
   }
 
   std::string name() const override { return "cuda"; }
-
-  uint64_t samples_per_epoch() const override {
-    return tastebud::samples_per_epoch(data_.size(), options_.negatives, bpr());
-  }
-
-  EpochStats train_epoch(uint32_t epoch, const ProgressFn& progress) override {
-    const auto start_time = std::chrono::steady_clock::now();
-    cuda::StreamHandle stream = stream_.get();
-    loss_->reset(stream);
-    if (uses_impressions()) d_impression_negatives_.zero(stream);
-    shuffler_->run(options_.seed, epoch, d_order_.data(), stream);
-    const uint64_t total = samples_per_epoch();
-    if (ranks_) {
-      EpochStats stats = train_slices(epoch, total);
-      stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();
-      if (progress) progress(stats.samples, total, stats.mean_loss);
-      return stats;
-    }
-    const uint64_t step0 = host_.step;
-    uint64_t batch = 0;
-    for (uint64_t first = 0; first < total; first += options_.batch_size, ++batch) {
-      const uint32_t samples = static_cast<uint32_t>(std::min<uint64_t>(options_.batch_size, total - first));
-      train_batch(epoch, first, samples, batch, step0 + batch + 1);
-    }
-    const cuda::EpochTotals totals = loss_->read(stream);
-    host_.step = step0 + totals.batches;
-    EpochStats stats;
-    stats.samples = totals.samples;
-    stats.finite = totals.halted == 0;
-    stats.mean_loss = stats.samples > 0 ? totals.loss / static_cast<double>(stats.samples) : 0.0;
-    if (uses_impressions()) {
-      unsigned long long impressions = 0;
-      cuda::copy_to_host(&impressions, d_impression_negatives_.data(), sizeof(impressions), stream);
-      stats.impression_negatives = impressions;
-    }
-    stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();
-    if (progress) progress(stats.samples, total, stats.mean_loss);
-    return stats;
-  }
-
-  // Several ranks: collective; rank 0 gets the whole state, the others a state without the id
-  // tables.
-  TrainState state() override {
-    download_state();
-    if (!ranks_) return host_;
-    TrainState whole = host_;
-    ranks_->gather(whole);
-    return whole;
-  }
-
-  // Several ranks: this rank's rows of the id tables (a sharded state) and the dense state.
-  TrainState held_state() override {
-    download_state();
-    if (!ranks_) return host_;
-    TrainState held = host_;
-    ranks_->copy_held_rows(held);
-    return held;
-  }
 
   uint64_t held_bytes() const override {
     uint64_t floats = d_dense_.size() + d_dense_state0_.size() + d_dense_state1_.size();
     for (size_t t = 0; t < d_tables_.size(); ++t) {
       floats += d_tables_[t].size() + d_table_state0_[t].size() + d_table_state1_[t].size();
     }
-    return floats * sizeof(float) + (ranks_ ? ranks_->held_bytes() : 0);
+    return floats * sizeof(float) + (rank_step_ ? rank_step_->held_bytes() : 0);
   }
 
-  void load_state(const TrainState& state) override {
-    // The device buffers and the dense layout were sized from host_'s config: every tensor must fit.
-    state.check_fits(host_.params.config);
-    if (&state != &host_) host_ = state;
-    // Several ranks: the id tables stay on the hosts, this rank's rows only; the device holds none.
-    if (sharded()) ranks_ = std::make_unique<RankStep>(*options_.comm, host_);
+ private:
+  void begin_epoch(uint32_t epoch) override {
+    cuda::StreamHandle stream = stream_.get();
+    loss_->reset(stream);
+    if (uses_impressions()) d_impression_negatives_.zero(stream);
+    shuffler_->run(options_.seed, epoch, d_order_.data(), stream);
+  }
+
+  // One process: the epoch's totals, accumulated on the device, read once.
+  LossTotals read_loss_totals() override {
+    const cuda::EpochTotals totals = loss_->read(stream_.get());
+    return {totals.loss, totals.samples, totals.batches, totals.halted == 0};
+  }
+
+  // Counted on the device; several ranks: summed over ranks.
+  uint64_t epoch_impressions() override {
+    if (!uses_impressions()) return 0;
+    unsigned long long impressions = 0;
+    cuda::copy_to_host(&impressions, d_impression_negatives_.data(), sizeof(impressions), stream_.get());
+    uint64_t summed = impressions;
+    if (rank_step_) rank_step_->sum_loss(0.0, &summed);
+    return summed;
+  }
+
+  // The device takes state_ (several ranks: the id tables stay on the hosts, this rank's rows
+  // only, and the device holds none).
+  void upload_state() override {
     for (auto& stamps : d_row_stamps_) stamps.resize(0);  // stamps of steps this state may take again
-    auto tensors = host_.params.tensors();
+    auto tensors = state_.params.tensors();
     cuda::StreamHandle stream = stream_.get();
     const size_t sparse = layout_.sparse_count();
     for (size_t t = 0; t < sparse; ++t) {
       d_tables_[t].upload(tensors[t]->values, stream);
-      d_table_state0_[t].upload(host_.state0[t].values, stream);
-      d_table_state1_[t].upload(host_.state1[t].values, stream);
+      d_table_state0_[t].upload(state_.state0[t].values, stream);
+      d_table_state1_[t].upload(state_.state1[t].values, stream);
     }
     std::vector<float> dense(layout_.dense_floats(), 0.0f), dense0(dense.size(), 0.0f), dense1(dense.size(), 0.0f);
     for (size_t t = sparse; t < tensors.size(); ++t) {
       const size_t offset = layout_[t].dense_offset;
       std::copy(tensors[t]->values.begin(), tensors[t]->values.end(), dense.begin() + offset);
-      std::copy(host_.state0[t].values.begin(), host_.state0[t].values.end(), dense0.begin() + offset);
-      std::copy(host_.state1[t].values.begin(), host_.state1[t].values.end(), dense1.begin() + offset);
+      std::copy(state_.state0[t].values.begin(), state_.state0[t].values.end(), dense0.begin() + offset);
+      std::copy(state_.state1[t].values.begin(), state_.state1[t].values.end(), dense1.begin() + offset);
     }
     d_dense_.upload(dense, stream);
     d_dense_state0_.upload(dense0, stream);
@@ -197,15 +159,14 @@ class CudaBackend final : public Backend {
     bind_dense();
   }
 
- private:
-  // host_ gets the device's current values (the id tables only in one process).
-  void download_state() {
-    auto tensors = host_.params.tensors();
+  // state_ gets the device's current values (the id tables only in one process).
+  void download_state() override {
+    auto tensors = state_.params.tensors();
     const size_t sparse = layout_.sparse_count();
     for (size_t t = 0; t < sparse; ++t) {
       download(d_tables_[t], tensors[t]->values);
-      download(d_table_state0_[t], host_.state0[t].values);
-      download(d_table_state1_[t], host_.state1[t].values);
+      download(d_table_state0_[t], state_.state0[t].values);
+      download(d_table_state1_[t], state_.state1[t].values);
     }
     const std::vector<float> dense = d_dense_.download(stream_.get());
     const std::vector<float> dense0 = d_dense_state0_.download(stream_.get());
@@ -216,17 +177,16 @@ class CudaBackend final : public Backend {
         std::copy(from.begin() + offset, from.begin() + offset + to.size(), to.begin());
       };
       copy(dense, tensors[t]->values);
-      copy(dense0, host_.state0[t].values);
-      copy(dense1, host_.state1[t].values);
+      copy(dense0, state_.state0[t].values);
+      copy(dense1, state_.state1[t].values);
     }
   }
 
-  bool bpr() const { return options_.loss == LossKind::kBpr; }
-  bool sharded() const { return options_.comm != nullptr && options_.comm->size() > 1; }
+  bool sharded() const { return ranks() > 1; }
   bool uses_impressions() const {
     return options_.impression_share > 0.0f && !data_.impression_offsets.empty() && !data_.impression_items.empty();
   }
-  int64_t feature_width() const { return host_.params.config.feature_width(); }
+  int64_t feature_width() const { return state_.params.config.feature_width(); }
 
   // Where each side's feature table and numeric projection sit among the tensors (layout_).
   void locate_features() {
@@ -252,7 +212,7 @@ class CudaBackend final : public Backend {
   }
 
   int64_t widest_table() const {
-    return std::max<int64_t>({shape_.factors, static_cast<int64_t>(host_.params.config.mlp_embedding()), 1});
+    return std::max<int64_t>({shape_.factors, static_cast<int64_t>(state_.params.config.mlp_embedding()), 1});
   }
 
   // Device bytes this job needs, counted from the buffers allocate() and upload_data() make, plus
@@ -272,13 +232,13 @@ class CudaBackend final : public Backend {
     bytes += rows * (4 * 4 + 4 * 2 + 8 + 4 * width);                    // ids, labels, weights, logits, loss
     bytes += 2.0 * rows * 4 * 7 * 1.25;                                // two RowGroups with sort scratch
     bytes += rows * 4.0 * widest_table();                               // summed row gradients
-    if (sharded()) bytes += 2.0 * rows * 4 * (1 + shape_.factors + host_.params.config.mlp_embedding());  // fetched rows
+    if (sharded()) bytes += 2.0 * rows * 4 * (1 + shape_.factors + state_.params.config.mlp_embedding());  // fetched rows
     bytes += 4.0 * cuda::neumf_partials(shape_, max_rows_);
     if (uses_impressions()) {
       bytes += 8.0 * (data_.num_users + 1.0) + 4.0 * static_cast<double>(data_.impression_items.size()) + 8;
     }
-    if (host_.params.config.item_features.enabled()) bytes += data_.num_items;  // the trained-item mask
-    if (host_.params.config.has_context()) bytes += rows * 4.0;                 // each row's positive
+    if (state_.params.config.item_features.enabled()) bytes += data_.num_items;  // the trained-item mask
+    if (state_.params.config.has_context()) bytes += rows * 4.0;                 // each row's positive
     const int64_t w = feature_width();
     double feature_sums = 0, numeric_partials = 0;
     for (const auto* side : {&user_side_, &item_side_, &context_side_}) {
@@ -304,13 +264,13 @@ class CudaBackend final : public Backend {
   void check_fits() const {
     cuda::DeviceInfo info;
     std::string reason;
-    if (!cuda::probe(&reason, &info)) throw Error("--device cuda: " + reason);
+    if (!cuda::probe(&reason, &info)) throw Error("`device=cuda`: " + reason);
     const double needed = bytes_needed();
     if (needed > static_cast<double>(info.free_bytes)) {
       throw Error(fmt::format(
-          "--device cuda: the model, the training data and a batch of {} need about {:.2f} GiB of "
-          "device memory, but only {:.2f} GiB of {:.2f} GiB are free on {}; lower --batch-size, "
-          "shrink the model or use --device cpu",
+          "`device=cuda`: the model, the training data and a batch of {} need about {:.2f} GiB of "
+          "device memory, but only {:.2f} GiB of {:.2f} GiB are free on {}; lower `batch_size`, "
+          "shrink the model or use `device=cpu`",
           options_.batch_size, gib(needed), gib(static_cast<double>(info.free_bytes)),
           gib(static_cast<double>(info.total_bytes)), info.name));
     }
@@ -344,10 +304,10 @@ class CudaBackend final : public Backend {
     }
     d_order_.resize(data_.size());
     shuffler_ = std::make_unique<cuda::Shuffler>(data_.size());
-    upload_features(user_side_, host_.params.config.user_features, data_.user_features);
-    upload_features(item_side_, host_.params.config.item_features, data_.item_features);
-    upload_features(context_side_, host_.params.config.context, data_.context);
-    if (host_.params.config.item_features.enabled()) {
+    upload_features(user_side_, state_.params.config.user_features, data_.user_features);
+    upload_features(item_side_, state_.params.config.item_features, data_.item_features);
+    upload_features(context_side_, state_.params.config.context, data_.context);
+    if (state_.params.config.item_features.enabled()) {
       std::vector<unsigned char> trained(data_.num_items);
       for (uint32_t i = 0; i < data_.num_items; ++i) trained[i] = data_.item_counts[i] > 0 ? 1 : 0;
       d_trained_items_.upload(trained, stream);
@@ -373,7 +333,7 @@ class CudaBackend final : public Backend {
   }
 
   void allocate() {
-    const ModelConfig& config = host_.params.config;
+    const ModelConfig& config = state_.params.config;
     const size_t rows = static_cast<size_t>(max_rows_);
     const size_t f = static_cast<size_t>(shape_.factors);
     d_users_.resize(rows);
@@ -457,7 +417,7 @@ class CudaBackend final : public Backend {
   void bind_dense() {
     dense_ = {};
     grads_ = {};
-    for (uint32_t j = 0; j < host_.params.weights.size(); ++j) {
+    for (uint32_t j = 0; j < state_.params.weights.size(); ++j) {
       const uint64_t weight = layout_.dense_offset(TensorRole::kDenseWeight, j);
       const uint64_t bias = layout_.dense_offset(TensorRole::kDenseBias, j);
       dense_.weights.push_back(d_dense_.data() + weight);
@@ -491,7 +451,7 @@ class CudaBackend final : public Backend {
   void add_features(const FeatureSide& side, const cuda::DeviceBuffer<uint32_t>& ids, int64_t rows, float* gmf,
                     int64_t f, int64_t mlp_offset) {
     if (side.view.empty()) return;
-    const int64_t e = host_.params.config.mlp_embedding();
+    const int64_t e = state_.params.config.mlp_embedding();
     cuda::add_features(side.view, ids.data(), rows, feature_table(side), projection(side), f, e, gmf, f,
                        mlp_rows(d_acts_), 2 * e, mlp_offset, stream_.get());
   }
@@ -501,7 +461,7 @@ class CudaBackend final : public Backend {
   void numeric_gradient(const FeatureSide& side, const cuda::DeviceBuffer<uint32_t>& ids, int64_t rows,
                         const cuda::DeviceBuffer<float>& d_gmf, int64_t mlp_offset) {
     if (side.projection == kNone) return;
-    const int64_t f = shape_.factors, e = host_.params.config.mlp_embedding();
+    const int64_t f = shape_.factors, e = state_.params.config.mlp_embedding();
     cuda::numeric_gradient(side.view, ids.data(), rows, d_gmf.data(), f, mlp_rows(d_act_grads_), 2 * e, mlp_offset, f, e,
                            d_numeric_partial_.data(), projection_grad(side), stream_.get());
   }
@@ -510,17 +470,17 @@ class CudaBackend final : public Backend {
   // feature row of its entity, scaled by the row's weight, summed per table row in batch-row order.
   // f and mlp_offset as for add_features (d_gmf: [rows x f], null when f is 0).
   void update_features(FeatureSide& side, const cuda::DeviceBuffer<uint32_t>& ids, int64_t rows,
-                       const float* d_gmf, int64_t f, int64_t mlp_offset, float step_size) {
+                       const float* d_gmf, int64_t f, int64_t mlp_offset, const BatchStep& b) {
     if (side.table == kNone) return;
     cuda::StreamHandle stream = stream_.get();
-    const int64_t e = host_.params.config.mlp_embedding();
+    const int64_t e = state_.params.config.mlp_embedding();
     side.groups->build(side.view, ids.data(), rows, stream);
     cuda::sum_feature_gradients(*side.groups, d_gmf, f, mlp_rows(d_act_grads_), 2 * e, mlp_offset, f, e,
                                 d_feature_summed_.data(), stream);
     const size_t t = side.table;
-    cuda::sparse_update(step_optimizer_, step_size, d_tables_[t].data(), d_table_state0_[t].data(),
+    cuda::sparse_update(b.optimizer, b.step_size, d_tables_[t].data(), d_table_state0_[t].data(),
                         d_table_state1_[t].data(), f + e, side.groups->rows(), side.groups->num_groups(),
-                        side.groups->max_groups(), d_feature_summed_.data(), RowL2{side.groups->starts(), loss_scale_},
+                        side.groups->max_groups(), d_feature_summed_.data(), RowL2{side.groups->starts(), b.scale},
                         loss_->halted(), stream);
   }
 
@@ -535,12 +495,11 @@ class CudaBackend final : public Backend {
 
   // The gathered rows' forward pass, loss (into the epoch totals, and the batch's sum into
   // d_batch_losses[batch] when given) and backward pass: the dense gradients and the rows'.
-  void forward_backward(int64_t rows, uint32_t samples, uint64_t batch, double* d_batch_losses,
-                        uint64_t batch_losses_size, float scale) {
+  void forward_and_backward(int64_t rows, uint32_t samples, uint64_t batch, double* d_batch_losses,
+                            uint64_t batch_losses_size, float scale) {
     cuda::StreamHandle stream = stream_.get();
     batch_.rows = rows;
     cuda::neumf_forward(blas_, shape_, dense_, batch_, stream);
-    loss_scale_ = scale;
     if (bpr()) {
       cuda::bpr_loss_and_grad(d_logits_.data(), d_weights_.data(), rows, scale, d_dlogits_.data(),
                               d_row_loss_.data(), stream);
@@ -553,36 +512,40 @@ class CudaBackend final : public Backend {
     cuda::neumf_backward(blas_, shape_, dense_, batch_, grads_, stream);
   }
 
-  // The dense update of step `step` (several ranks: of the gradients summed over ranks first);
-  // returns the step size the sparse updates use too.
-  float update_dense(uint64_t step) {
-    cuda::StreamHandle stream = stream_.get();
-    const OptimizerParams& opt = options_.optimizer;
-    const float step_size = opt.kind == OptimizerKind::kAdam ? adam_step_size(opt, step) : opt.lr;
-    step_optimizer_ = step_params(opt, step);
-    step_ = step;
-    // MF's head stays at ones: no gradient, and dense parameters take no L2, so it never moves.
-    if (host_.params.config.frozen_head()) {
-      cuda::fill_zero(grads_.head_weight, host_.params.head_weight.values.size() * sizeof(float), stream);
+  // One process: the batch's rows, filled on the device. Several ranks: this rank's rows (the
+  // CPU's rank slice), their ids copied to the host, their id-table rows fetched from the owners
+  // and uploaded.
+  void fill_rows(const BatchStep& b) override {
+    if (rank_step_) {
+      fetch_slice(b.epoch, b.first, b.row_begin, b.row_end - b.row_begin);
+      return;
     }
-    if (dense_comm_) {
-      dense_comm_->allreduce_sum(d_dense_grad_.data(), d_dense_grad_.size(), stream);
-      exchanged_bytes_ += d_dense_grad_.bytes();
-    }
-    cuda::dense_update(dense_params(step_optimizer_), step_size, d_dense_.data(), d_dense_state0_.data(), d_dense_state1_.data(),
-                       d_dense_grad_.data(), static_cast<int64_t>(d_dense_.size()), loss_->halted(), stream);
-    return step_size;
+    cuda::fill_rows(sample_spec(b.epoch), positives_, d_order_.data(), b.first, b.samples, d_users_.data(),
+                    d_items_.data(), d_labels_.data(), d_weights_.data(),
+                    d_positives_.empty() ? nullptr : d_positives_.data(),
+                    uses_impressions() ? d_impression_negatives_.data() : nullptr, loss_->halted(), stream_.get());
   }
 
-  void train_batch(uint32_t epoch, uint64_t first, uint32_t samples, uint64_t batch, uint64_t step) {
+  // Each row's id-table rows (several ranks: the fetched rows, by slot), plus (one process) its
+  // metadata and context rows.
+  void gather(const BatchStep& b) override {
     cuda::StreamHandle stream = stream_.get();
-    const cuda::SampleSpec spec = sample_spec(epoch);
-    cuda::fill_rows(spec, positives_, d_order_.data(), first, samples, d_users_.data(), d_items_.data(),
-                    d_labels_.data(), d_weights_.data(), d_positives_.empty() ? nullptr : d_positives_.data(),
-                    uses_impressions() ? d_impression_negatives_.data() : nullptr, loss_->halted(), stream);
-    const int64_t rows = bpr() ? 2 * static_cast<int64_t>(samples) : samples;
     const int64_t f = shape_.factors;
-    const int64_t e = host_.params.config.mlp_embedding();
+    const int64_t e = state_.params.config.mlp_embedding();
+    if (rank_step_) {
+      const int64_t n = b.row_end - b.row_begin;
+      if (n == 0) return;
+      if (f > 0) {
+        cuda::gather_rows(d_fetched_gmf_[0].data(), f, d_slots_[0].data(), n, d_user_gmf_.data(), f, 0, stream);
+        cuda::gather_rows(d_fetched_gmf_[1].data(), f, d_slots_[1].data(), n, d_item_gmf_.data(), f, 0, stream);
+      }
+      if (e > 0) {
+        cuda::gather_rows(d_fetched_mlp_[0].data(), e, d_slots_[0].data(), n, d_acts_[0].data(), 2 * e, 0, stream);
+        cuda::gather_rows(d_fetched_mlp_[1].data(), e, d_slots_[1].data(), n, d_acts_[0].data(), 2 * e, e, stream);
+      }
+      return;
+    }
+    const int64_t rows = b.rows;
     if (f > 0) {
       cuda::gather_rows(d_tables_[0].data(), f, d_users_.data(), rows, d_user_gmf_.data(), f, 0, stream);
       cuda::gather_rows(d_tables_[1].data(), f, d_items_.data(), rows, d_item_gmf_.data(), f, 0, stream);
@@ -596,27 +559,85 @@ class CudaBackend final : public Backend {
     // Context: the interaction's situation joins the user's half of the MLP input, after the user's
     // metadata, as on the CPU.
     add_features(context_side_, d_positives_, rows, nullptr, 0, 0);
-    forward_backward(rows, samples, batch, nullptr, 0, 1.0f / static_cast<float>(samples));
-    numeric_gradient(user_side_, d_users_, rows, d_user_gmf_grad_, 0);
-    numeric_gradient(item_side_, d_items_, rows, d_item_gmf_grad_, e);
-    const float step_size = update_dense(step);
+  }
 
+  // One process: the loss stays on the device (nullopt). Several ranks: the slice's loss and its
+  // rows' gradients come to the host, for the sum over ranks and the owners.
+  std::optional<double> forward_backward(const BatchStep& b) override {
+    if (rank_step_) return slice_forward_backward(b);
+    forward_and_backward(b.rows, b.samples, b.index, nullptr, 0, b.scale);
+    numeric_gradient(user_side_, d_users_, b.rows, d_user_gmf_grad_, 0);
+    numeric_gradient(item_side_, d_items_, b.rows, d_item_gmf_grad_, state_.params.config.mlp_embedding());
+    return std::nullopt;
+  }
+
+  // Several ranks: this rank's rows' forward and backward pass; returns the batch's loss summed
+  // over ranks.
+  double slice_forward_backward(const BatchStep& b) {
+    cuda::StreamHandle stream = stream_.get();
+    const int64_t n = b.row_end - b.row_begin;
+    const int64_t f = shape_.factors;
+    const int64_t e = state_.params.config.mlp_embedding();
+    double loss = 0.0;
+    if (n > 0) {
+      forward_and_backward(n, static_cast<uint32_t>(bpr() ? n / 2 : n), 0, d_step_loss_.data(), 1, b.scale);
+      cuda::copy_to_host(&loss, d_step_loss_.data(), sizeof(double), stream);
+    } else {
+      d_dense_grad_.zero(stream);  // no rows: this rank adds nothing to the sum
+    }
+    // The slice rows' gradients to the host, for their owners: GMF rows, the MLP input.
+    h_grads_[0].resize(n * f);
+    h_grads_[1].resize(n * f);
+    h_grads_[2].resize(n * 2 * e);
+    cuda::copy_to_host(h_grads_[0].data(), d_user_gmf_grad_.data(), h_grads_[0].size() * sizeof(float), stream);
+    cuda::copy_to_host(h_grads_[1].data(), d_item_gmf_grad_.data(), h_grads_[1].size() * sizeof(float), stream);
+    if (e > 0) cuda::copy_to_host(h_grads_[2].data(), d_act_grads_[0].data(), h_grads_[2].size() * sizeof(float), stream);
+    return rank_step_->sum_loss(loss);
+  }
+
+  // The dense update of the step (several ranks: of the gradients summed over ranks first).
+  void update_dense(const BatchStep& b) override {
+    cuda::StreamHandle stream = stream_.get();
+    // MF's head stays at ones: no gradient, and dense parameters take no L2, so it never moves.
+    if (state_.params.config.frozen_head()) {
+      cuda::fill_zero(grads_.head_weight, state_.params.head_weight.values.size() * sizeof(float), stream);
+    }
+    if (dense_comm_) {
+      dense_comm_->allreduce_sum(d_dense_grad_.data(), d_dense_grad_.size(), stream);
+      exchanged_bytes_ += d_dense_grad_.bytes();
+    }
+    cuda::dense_update(dense_params(b.optimizer), b.step_size, d_dense_.data(), d_dense_state0_.data(),
+                       d_dense_state1_.data(), d_dense_grad_.data(), static_cast<int64_t>(d_dense_.size()),
+                       loss_->halted(), stream);
+  }
+
+  // The touched rows of every table (several ranks: the id tables' at their owners, on the hosts).
+  void update_tables(const BatchStep& b) override {
+    const int64_t f = shape_.factors;
+    const int64_t e = state_.params.config.mlp_embedding();
+    if (rank_step_) {
+      rank_step_->update(h_grads_[0].data(), h_grads_[1].data(), e > 0 ? h_grads_[2].data() : nullptr, e,
+                         b.optimizer, b.step_size, b.scale, nullptr);
+      return;
+    }
+    cuda::StreamHandle stream = stream_.get();
+    const int64_t rows = b.rows;
     user_groups_->build(d_users_.data(), rows, stream);
     item_groups_->build(d_items_.data(), rows, stream);
-    update_table(0, *user_groups_, d_user_gmf_grad_.data(), f, 0, f, step_size);
-    update_table(1, *item_groups_, d_item_gmf_grad_.data(), f, 0, f, step_size);
+    update_table(0, *user_groups_, d_user_gmf_grad_.data(), f, 0, f, b);
+    update_table(1, *item_groups_, d_item_gmf_grad_.data(), f, 0, f, b);
     if (e > 0) {
-      update_table(2, *user_groups_, d_act_grads_[0].data(), 2 * e, 0, e, step_size);
-      update_table(3, *item_groups_, d_act_grads_[0].data(), 2 * e, e, e, step_size);
+      update_table(2, *user_groups_, d_act_grads_[0].data(), 2 * e, 0, e, b);
+      update_table(3, *item_groups_, d_act_grads_[0].data(), 2 * e, e, e, b);
     }
-    update_features(user_side_, d_users_, rows, d_user_gmf_grad_.data(), f, 0, step_size);
-    update_features(item_side_, d_items_, rows, d_item_gmf_grad_.data(), f, e, step_size);
+    update_features(user_side_, d_users_, rows, d_user_gmf_grad_.data(), f, 0, b);
+    update_features(item_side_, d_items_, rows, d_item_gmf_grad_.data(), f, e, b);
     // The context table's gradient is the user half's MLP input gradient of the rows it fed.
-    update_features(context_side_, d_positives_, rows, nullptr, 0, 0, step_size);
+    update_features(context_side_, d_positives_, rows, nullptr, 0, 0, b);
   }
 
   void update_table(size_t t, const cuda::RowGroups& groups, const float* grads, int64_t stride,
-                    int64_t offset, int64_t width, float step_size) {
+                    int64_t offset, int64_t width, const BatchStep& b) {
     if (width == 0) return;
     cuda::StreamHandle stream = stream_.get();
     cuda::sum_row_gradients(groups, grads, stride, offset, width, d_summed_.data(), stream);
@@ -627,51 +648,19 @@ class CudaBackend final : public Backend {
       cuda::drop_untrained_gradients(groups.rows(), groups.num_groups(), groups.max_groups(),
                                      d_trained_items_.data(), width, d_summed_.data(), stream);
     }
-    cuda::sparse_update(step_optimizer_, step_size, d_tables_[t].data(), d_table_state0_[t].data(),
+    cuda::sparse_update(b.optimizer, b.step_size, d_tables_[t].data(), d_table_state0_[t].data(),
                         d_table_state1_[t].data(), width, groups.rows(), groups.num_groups(),
-                        groups.max_groups(), d_summed_.data(), RowL2{groups.starts(), loss_scale_}, loss_->halted(), stream);
+                        groups.max_groups(), d_summed_.data(), RowL2{groups.starts(), b.scale}, loss_->halted(), stream);
     // MF: the constant column of the id table stays at one, as on the CPU.
     const TensorRole role = layout_[t].role;
     const int64_t constant = role == TensorRole::kUserGmf || role == TensorRole::kItemGmf
-                                 ? host_.params.config.constant_column(role == TensorRole::kItemGmf)
+                                 ? state_.params.config.constant_column(role == TensorRole::kItemGmf)
                                  : -1;
-    if (options_.embedding_updates == EmbeddingUpdates::kDense) update_untouched(t, groups, width, constant, step_size);
+    if (options_.embedding_updates == EmbeddingUpdates::kDense) update_untouched(t, groups, width, constant, b);
     if (constant >= 0) {
       cuda::set_column(d_tables_[t].data(), width, groups.rows(), groups.num_groups(), groups.max_groups(), constant,
                        1.0f, stream);
     }
-  }
-
-  // Several ranks: the epoch's batches, this rank's slice of each; the totals are summed on the
-  // host every step, as the CPU backend sums them, and the epoch stops at a non-finite batch loss.
-  EpochStats train_slices(uint32_t epoch, uint64_t total) {
-    EpochStats stats;
-    double loss_sum = 0.0;
-    exchanged_bytes_ = 0;
-    ranks_->take_exchanged_bytes();
-    const uint64_t step0 = host_.step;
-    uint64_t batch = 0;
-    for (uint64_t first = 0; first < total; first += options_.batch_size, ++batch) {
-      const uint32_t samples = static_cast<uint32_t>(std::min<uint64_t>(options_.batch_size, total - first));
-      const double loss = train_slice(epoch, first, samples, step0 + batch + 1);
-      if (!std::isfinite(loss)) {
-        stats.finite = false;
-        break;
-      }
-      loss_sum += loss;
-      stats.samples += samples;
-    }
-    host_.step = step0 + batch;
-    stats.mean_loss = stats.samples > 0 ? loss_sum / static_cast<double>(stats.samples) : 0.0;
-    if (uses_impressions()) {
-      unsigned long long impressions = 0;
-      cuda::copy_to_host(&impressions, d_impression_negatives_.data(), sizeof(impressions), stream_.get());
-      uint64_t summed = impressions;
-      ranks_->sum_loss(0.0, &summed);
-      stats.impression_negatives = summed;
-    }
-    stats.exchanged_bytes = exchanged_bytes_ + ranks_->take_exchanged_bytes();
-    return stats;
   }
 
   // Several ranks: this rank's rows [begin, begin + n) of the batch, filled on the device, their
@@ -689,84 +678,33 @@ class CudaBackend final : public Backend {
     h_ids_[1].resize(n);
     cuda::copy_to_host(h_ids_[0].data(), d_users_.data(), n * sizeof(uint32_t), stream);
     cuda::copy_to_host(h_ids_[1].data(), d_items_.data(), n * sizeof(uint32_t), stream);
-    ranks_->fetch(h_ids_[0], h_ids_[1]);
+    rank_step_->fetch(h_ids_[0], h_ids_[1]);
     for (int side = 0; side < 2; ++side) {
-      const std::vector<float>& gmf = ranks_->gmf_rows(side);
-      const std::vector<float>& mlp = ranks_->mlp_rows(side);
-      cuda::copy_to_device(d_slots_[side].data(), ranks_->slots(side).data(), n * sizeof(uint32_t), stream);
+      const std::vector<float>& gmf = rank_step_->gmf_rows(side);
+      const std::vector<float>& mlp = rank_step_->mlp_rows(side);
+      cuda::copy_to_device(d_slots_[side].data(), rank_step_->slots(side).data(), n * sizeof(uint32_t), stream);
       cuda::copy_to_device(d_fetched_gmf_[side].data(), gmf.data(), gmf.size() * sizeof(float), stream);
       cuda::copy_to_device(d_fetched_mlp_[side].data(), mlp.data(), mlp.size() * sizeof(float), stream);
     }
   }
 
-  // Several ranks: one step of this rank's slice of the global batch (see the header comment).
-  // Returns the batch's loss summed over ranks; when it is not finite nothing was applied.
-  double train_slice(uint32_t epoch, uint64_t first, uint32_t samples, uint64_t step) {
-    cuda::StreamHandle stream = stream_.get();
-    Communicator& comm = ranks_->comm();
-    const int64_t rows = bpr() ? 2 * static_cast<int64_t>(samples) : samples;
-    const auto [begin, end] = rank_rows(rows, chunk_rows(static_cast<uint32_t>(max_rows_)), comm.rank(), comm.size());
-    const int64_t n = end - begin;
-    const int64_t f = shape_.factors;
-    const int64_t e = host_.params.config.mlp_embedding();
-    const float scale = 1.0f / static_cast<float>(samples);
-    fetch_slice(epoch, first, begin, n);
-    double loss = 0.0;
-    if (n > 0) {
-      if (f > 0) {
-        cuda::gather_rows(d_fetched_gmf_[0].data(), f, d_slots_[0].data(), n, d_user_gmf_.data(), f, 0, stream);
-        cuda::gather_rows(d_fetched_gmf_[1].data(), f, d_slots_[1].data(), n, d_item_gmf_.data(), f, 0, stream);
-      }
-      if (e > 0) {
-        cuda::gather_rows(d_fetched_mlp_[0].data(), e, d_slots_[0].data(), n, d_acts_[0].data(), 2 * e, 0, stream);
-        cuda::gather_rows(d_fetched_mlp_[1].data(), e, d_slots_[1].data(), n, d_acts_[0].data(), 2 * e, e, stream);
-      }
-      forward_backward(n, static_cast<uint32_t>(bpr() ? n / 2 : n), 0, d_step_loss_.data(), 1, scale);
-      cuda::copy_to_host(&loss, d_step_loss_.data(), sizeof(double), stream);
-    } else {
-      loss_scale_ = scale;
-      d_dense_grad_.zero(stream);  // no rows: this rank adds nothing to the sum
-    }
-    // The slice rows' gradients to the host, for their owners: GMF rows, the MLP input.
-    h_grads_[0].resize(n * f);
-    h_grads_[1].resize(n * f);
-    h_grads_[2].resize(n * 2 * e);
-    cuda::copy_to_host(h_grads_[0].data(), d_user_gmf_grad_.data(), h_grads_[0].size() * sizeof(float), stream);
-    cuda::copy_to_host(h_grads_[1].data(), d_item_gmf_grad_.data(), h_grads_[1].size() * sizeof(float), stream);
-    if (e > 0) cuda::copy_to_host(h_grads_[2].data(), d_act_grads_[0].data(), h_grads_[2].size() * sizeof(float), stream);
-    loss = ranks_->sum_loss(loss);
-    if (!std::isfinite(loss)) return loss;
-    const float step_size = update_dense(step);
-    ranks_->update(h_grads_[0].data(), h_grads_[1].data(), e > 0 ? h_grads_[2].data() : nullptr, e, step_optimizer_,
-                   step_size, scale, nullptr);
-    return loss;
-  }
-
   // Dense embedding updates: the rows of id table t the step did not use take a zero-gradient step.
-  void update_untouched(size_t t, const cuda::RowGroups& groups, int64_t width, int64_t constant, float step_size) {
+  void update_untouched(size_t t, const cuda::RowGroups& groups, int64_t width, int64_t constant, const BatchStep& b) {
     cuda::StreamHandle stream = stream_.get();
-    const int64_t table_rows = static_cast<int64_t>(host_.params.tensors()[t]->rows());
+    const int64_t table_rows = static_cast<int64_t>(state_.params.tensors()[t]->rows());
     if (d_row_stamps_[t].size() != static_cast<size_t>(table_rows)) {
       d_row_stamps_[t].resize(table_rows);
       cuda::fill_zero(d_row_stamps_[t].data(), table_rows * sizeof(uint32_t), stream);
     }
-    cuda::untouched_update(step_optimizer_, step_size, d_tables_[t].data(), d_table_state0_[t].data(),
+    cuda::untouched_update(b.optimizer, b.step_size, d_tables_[t].data(), d_table_state0_[t].data(),
                            d_table_state1_[t].data(), width, table_rows, groups.rows(), groups.num_groups(),
-                           groups.max_groups(), d_row_stamps_[t].data(), static_cast<uint32_t>(step_), constant,
+                           groups.max_groups(), d_row_stamps_[t].data(), static_cast<uint32_t>(b.step), constant,
                            loss_->halted(), stream);
   }
 
-  const TrainingSet& data_;
-  TrainOptions options_;
-  TrainState host_;  // shapes and names; values are current after state()
-  ParamLayout layout_;  // roles, shapes and the flat dense offsets of host_'s tensors
   cuda::Stream stream_;
   cuda::Blas blas_;
   cuda::NeuMFShape shape_;
-  int64_t max_rows_ = 0;
-  float loss_scale_ = 0.0f;  // the current batch's 1 / samples, for the rows' L2
-  OptimizerParams step_optimizer_;  // the current step's (step_params: Adam's epsilon of step t)
-  uint64_t step_ = 0;               // the current step (1-based)
   cuda::DeviceBuffer<uint32_t> d_row_stamps_[4];  // dense embedding updates: the step that last used each row
 
   cuda::DeviceBuffer<uint32_t> d_user_, d_item_, d_order_;
@@ -803,15 +741,14 @@ class CudaBackend final : public Backend {
   cuda::DeviceBuffer<unsigned char> d_trained_items_;  // item metadata: 1 where the item has positives
   cuda::DeviceBuffer<float> d_feature_summed_, d_numeric_partial_;
 
-  // Several ranks (sharded()): the rank step's exchange and what sums the dense gradients.
+  // Several ranks (sharded()): what sums the dense gradients, and the host staging of the rank
+  // step's exchange (rank_step_).
   std::unique_ptr<DeviceCommunicator> dense_comm_;
-  std::unique_ptr<RankStep> ranks_;
   std::vector<uint32_t> h_ids_[2];                         // the slice's users, items
   std::vector<float> h_grads_[3];                          // their GMF rows' gradients, the MLP input's
   cuda::DeviceBuffer<uint32_t> d_slots_[2];                // per slice row: its fetched row
   cuda::DeviceBuffer<float> d_fetched_gmf_[2], d_fetched_mlp_[2];
   cuda::DeviceBuffer<double> d_step_loss_;                 // the slice's loss of the current step
-  uint64_t exchanged_bytes_ = 0;                           // this epoch's dense all-reduces
 };
 
 }  // namespace
@@ -828,7 +765,7 @@ bool cuda_probe(std::string* reason) {
 std::unique_ptr<Backend> make_cuda_backend(const TrainingSet& data, const TrainOptions& options,
                                            TrainState state, std::unique_ptr<DeviceCommunicator> dense_comm) {
   TB_CHECK(state.params.config.kind != ModelKind::kMF || !state.params.config.has_metadata(),
-           "the CUDA backend trains --model mf without metadata only (use the CPU backend)");
+           "the CUDA backend trains `model=mf` without metadata only (use the CPU backend)");
   return std::make_unique<CudaBackend>(data, options, std::move(state), std::move(dense_comm));
 }
 

@@ -58,17 +58,17 @@ void ModelConfig::validate() const {
   TB_CHECK(context.textual.empty() && context.numerical.empty(),
            "context: only categorical contextual fields feed the model");
   TB_CHECK(!has_context() || has_mlp(),
-           "--context feeds the MLP branch; a gmf model has none (use neumf or mlp)");
+           "`context` feeds the MLP branch; a gmf model has none (use neumf or mlp)");
   TB_CHECK(num_users > 0 && num_items > 0, "the model needs at least one user and one item");
-  if (has_gmf()) TB_CHECK(factors > (kind == ModelKind::kMF ? kMfBiasColumns : 0), "--factors must be positive");
+  if (has_gmf()) TB_CHECK(factors > (kind == ModelKind::kMF ? kMfBiasColumns : 0), "`factors` must be positive");
   if (has_mlp()) {
     TB_CHECK(layers.size() >= 2,
-             "--layers needs at least two widths (the embedding width and one layer), e.g. 64,32,16,8");
+             "`layers` needs at least two widths (the embedding width and one layer), e.g. 64,32,16,8");
     TB_CHECK(layers.front() % 2 == 0,
-             fmt::format("--layers: the first width ({}) is the concatenated user and item "
+             fmt::format("`layers`: the first width ({}) is the concatenated user and item "
                          "embedding and must be even",
                          layers.front()));
-    for (uint32_t w : layers) TB_CHECK(w > 0, "--layers: every width must be positive");
+    for (uint32_t w : layers) TB_CHECK(w > 0, "`layers`: every width must be positive");
   }
 }
 

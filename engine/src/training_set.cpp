@@ -52,7 +52,7 @@ void check_training_inputs(const TrainingSet& data, const TrainOptions& options,
   TB_CHECK(config.num_users == data.num_users && config.num_items == data.num_items,
            "the model's user and item counts do not match the training data");
   TB_CHECK(data.size() > 0, "the training set has no positives");
-  TB_CHECK(options.batch_size > 0, "--batch-size must be positive");
+  TB_CHECK(options.batch_size > 0, "`batch_size` must be positive");
   TB_CHECK(options.negatives > 0 || options.loss == LossKind::kBce,
            "BPR needs at least one negative per positive");
   TB_CHECK(options.embedding_updates == EmbeddingUpdates::kLazy || !options.masked(),

@@ -224,7 +224,7 @@ FeatureGroups::FeatureGroups(int64_t max_rows, uint64_t table_rows, uint32_t max
   TB_CHECK(entries < (1ull << 31),
            "metadata: a batch of " + std::to_string(max_rows) + " rows can list up to " + std::to_string(entries) +
                " feature rows (" + std::to_string(max_per_entity) +
-               " for one entity), more than the CUDA backend groups at once (2^31 - 1); lower --batch-size");
+               " for one entity), more than the CUDA backend groups at once (2^31 - 1); lower `batch_size`");
   max_entries_ = static_cast<int64_t>(entries);
   const size_t n = static_cast<size_t>(max_rows);
   entry_counts_.resize(n + 1);
