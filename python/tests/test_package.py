@@ -101,6 +101,9 @@ def test_train_errors_carry_the_engines_message(dataset, tmp_path):
         tastebud.train(dataset, tmp_path / "b", epoch=3, progress=False, verbose=False)
     with pytest.raises(tastebud.Error, match="wrong type"):
         tastebud.train(dataset, tmp_path / "c", epochs="many", progress=False, verbose=False)
+    # Library messages name the parameter; the package says it as a keyword, not as a flag.
+    with pytest.raises(tastebud.Error, match=r"^epochs= must be positive"):
+        tastebud.train(dataset, tmp_path / "d", epochs=0, progress=False, verbose=False)
 
 
 def test_training_releases_the_gil(dataset, tmp_path):
