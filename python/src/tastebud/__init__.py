@@ -7,9 +7,11 @@ answers equal ``tastebud batch-infer``'s for the same queries.
     tastebud.import_dataset("data", interactions="interactions.csv", items="items.csv")
     model = tastebud.train("data", "model", epochs=10, batch_size=1024)
     items, scores = model.recommend("u1", n=10)
+    tastebud.Client("http://127.0.0.1:8080").recommend(user_id="u1")   # a running `tastebud serve`
 """
 
 from ._api import Error, FilterError, Model, import_dataset, train
+from .client import Client
 
-__all__ = ["Error", "FilterError", "Model", "import_dataset", "train"]
+__all__ = ["Client", "Error", "FilterError", "Model", "import_dataset", "train"]
 __version__ = "0.1.0"
