@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tastebud/atomic_file.h"
+#include "tastebud/directory_swap.h"
 #include "tastebud/checksum.h"
 #include "tastebud/datasets/columns.h"
 #include "tastebud/error.h"
@@ -139,20 +140,7 @@ void ColumnWriter::finish() {
 
 void write_text_file(const fs::path& path, const std::string& text) { write_file_atomically(path, text); }
 
-void sync_to_disk(const fs::path& dir) {
-  auto sync = [](const fs::path& path, int flags) {
-    const int fd = ::open(path.c_str(), flags | O_CLOEXEC);
-    if (fd < 0) throw Error(fmt::format("{}: cannot open: {}", path.string(), std::strerror(errno)));
-    const int rc = ::fsync(fd);
-    const int err = errno;
-    ::close(fd);
-    if (rc != 0) throw Error(fmt::format("{}: fsync failed: {}", path.string(), std::strerror(err)));
-  };
-  for (const auto& entry : fs::recursive_directory_iterator(dir)) {
-    sync(entry.path(), entry.is_directory() ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-  }
-  sync(dir, O_RDONLY | O_DIRECTORY);
-}
+void sync_to_disk(const fs::path& dir) { fsync_tree(dir); }
 
 // ---- bounds of the index columns -----------------------------------------------------------
 

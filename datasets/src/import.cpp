@@ -41,6 +41,7 @@
 #include "tastebud/datasets/input_files.h"
 #include "tastebud/datasets/schema.h"
 #include "tastebud/directory_lock.h"
+#include "tastebud/directory_swap.h"
 #include "tastebud/error.h"
 #include "tastebud/read_file.h"
 
@@ -1277,24 +1278,6 @@ class InteractionsBuilder {
 
 // ---- the directory -------------------------------------------------------------------------
 
-// A directory that is removed unless kept: the dataset under construction.
-class TempDir {
- public:
-  explicit TempDir(fs::path path) : path_(std::move(path)) { fs::create_directory(path_); }
-  ~TempDir() {
-    if (!kept_) {
-      std::error_code ignored;
-      fs::remove_all(path_, ignored);
-    }
-  }
-  const fs::path& path() const { return path_; }
-  void keep() { kept_ = true; }
-
- private:
-  fs::path path_;
-  bool kept_ = false;
-};
-
 // Parent directories created for `out`, removed again when the import fails.
 class CreatedParents {
  public:
@@ -1318,34 +1301,7 @@ class CreatedParents {
   bool kept_ = false;
 };
 
-fs::path unique_sibling(const fs::path& out, std::string_view what) {
-  static std::atomic<uint64_t> counter{0};
-  const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
-  return out.parent_path() / fmt::format(".{}.{}-{}-{}-{}", out.filename().string(), what,
-                                         ::getpid(), counter++, now % 1000000);
-}
-
 bool is_dataset_dir(const fs::path& dir) { return fs::exists(dir / "meta.json"); }
-
-// Puts the finished directory at `out`, swapping out any old one in one step where the kernel
-// can (renameat2 RENAME_EXCHANGE), so readers see the old dataset or the new one, never neither.
-void install(const fs::path& built, const fs::path& out) {
-  if (!fs::exists(out)) {
-    fs::rename(built, out);
-    return;
-  }
-  copy_permissions(out, built);  // the owner's modes, not the umask's
-  if (::renameat2(AT_FDCWD, built.c_str(), AT_FDCWD, out.c_str(), RENAME_EXCHANGE) == 0) {
-    std::error_code ignored;
-    fs::remove_all(built, ignored);  // now the old dataset
-    return;
-  }
-  const fs::path old = unique_sibling(out, "old");
-  fs::rename(out, old);
-  fs::rename(built, out);
-  std::error_code ignored;
-  fs::remove_all(old, ignored);
-}
 
 struct SchemaChoice {
   std::optional<Schema> schema;
@@ -1434,11 +1390,10 @@ ImportReport import_dataset(const ImportOptions& options) {
 
   const bool incremental = options.mode == ImportMode::Incremental;
   // One writer per dataset: without the lock, two incremental imports both read the old dataset
-  // and the second rename drops the first one's rows. Then what killed imports left goes.
+  // and the second rename drops the first one's rows.
   CreatedParents parents(out.parent_path());
   const DirectoryLock lock(out, incremental ? "this incremental import" : "this import");
   if (incremental || (options.overwrite && is_dataset_dir(out))) check_only_dataset_entries(out, "an import");
-  remove_stale_temporaries(out.parent_path());
   if (!incremental && options.interactions.empty()) {
     throw Error("import: a full import needs the interactions file (--interactions FILE)");
   }
@@ -1498,9 +1453,10 @@ ImportReport import_dataset(const ImportOptions& options) {
                                options.block_size);
   }
 
-  // The dataset is built here; the sort's runs spill into it and are gone before it is installed.
-  TempDir temp(unique_sibling(out, "tmp"));
-  const fs::path& dir = temp.path();
+  // The dataset is built beside `out` (what killed imports left there goes first); the sort's
+  // runs spill into it and are gone before it is swapped in.
+  DirectoryReplacement replacement(out);
+  const fs::path& dir = replacement.path();
   const fs::path spill_dir = dir / "spill";
   fs::create_directory(spill_dir);
 
@@ -1597,18 +1553,8 @@ ImportReport import_dataset(const ImportOptions& options) {
   write_text_file(dir / "meta.json", meta.dump(2) + "\n");
   if (old) carry_over_dataset_files(old->dir, dir);  // the deletion audit log (delete_users.h)
 
-  sync_to_disk(dir);
   existing.reset();  // unmap the old columns before their directory goes
-  install(dir, out);
-  temp.keep();
-  {
-    // Make the rename itself durable; the data already is.
-    const int fd = ::open(out.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-      ::fsync(fd);
-      ::close(fd);
-    }
-  }
+  replacement.commit();
   parents.keep();
   const auto finished = std::chrono::steady_clock::now();
   report.seconds = std::chrono::duration<double>(finished - started).count();
