@@ -293,9 +293,9 @@ void validate(const GeneratorOptions& options) {
   }
 }
 
-Shop build_shop(const GeneratorOptions& options) {
-  Shop shop;
-  shop.options = options;
+// Each item's cluster, price and popularity, and with `device_effect` the device it suits.
+void draw_items(Shop& shop) {
+  const GeneratorOptions& options = shop.options;
   const uint64_t seed = options.seed;
   const uint32_t clusters = options.clusters;
 
@@ -329,7 +329,11 @@ Shop build_shop(const GeneratorOptions& options) {
     }
     shop.off_device_keep = std::exp(-options.device_effect);
   }
+}
 
+void mark_cold_items(Shop& shop) {
+  const GeneratorOptions& options = shop.options;
+  const uint64_t seed = options.seed;
   // Exactly floor(share * items) cold items, chosen by a random order of the items.
   const auto cold_count =
       static_cast<uint32_t>(std::floor(options.cold_item_share * options.items + 1e-9));
@@ -346,7 +350,14 @@ Shop build_shop(const GeneratorOptions& options) {
                 std::to_string(options.items) + ", --cold-items " +
                 std::to_string(options.cold_item_share) + ")");
   }
+}
 
+// Which warm items launch in a later period and which are on sale all along, as each cluster's
+// and the whole shop's lists by popularity.
+void list_items(Shop& shop) {
+  const GeneratorOptions& options = shop.options;
+  const uint64_t seed = options.seed;
+  const uint32_t clusters = options.clusters;
   std::vector<uint32_t> warm_per_cluster(clusters, 0);
   for (const Item& item : shop.items) {
     if (!item.cold) ++warm_per_cluster[item.cluster];
@@ -385,7 +396,13 @@ Shop build_shop(const GeneratorOptions& options) {
                 " needs more than that many items on sale for the whole window; the shop has " +
                 std::to_string(shop.everything.catalog.size()) + " (add --items)");
   }
+}
 
+// Each user's clusters, device and window; returns their activity weights.
+std::vector<uint64_t> draw_users(Shop& shop) {
+  const GeneratorOptions& options = shop.options;
+  const uint64_t seed = options.seed;
+  const uint32_t clusters = options.clusters;
   shop.users.resize(options.users);
   std::vector<uint64_t> activity(options.users);
   for (uint32_t u = 0; u < options.users; ++u) {
@@ -410,7 +427,11 @@ Shop build_shop(const GeneratorOptions& options) {
     }
     user.window_length = window_end - user.window_begin;
   }
+  return activity;
+}
 
+void split_rows(Shop& shop, const std::vector<uint64_t>& activity) {
+  const GeneratorOptions& options = shop.options;
   // Rows per user: the integer split of `interactions` in proportion to activity, exact in total.
   shop.user_rows.assign(options.users, 0);
   const uint64_t total_activity = std::accumulate(activity.begin(), activity.end(), uint64_t{0});
@@ -425,6 +446,15 @@ Shop build_shop(const GeneratorOptions& options) {
     }
     previous_boundary = boundary;
   }
+}
+
+Shop build_shop(const GeneratorOptions& options) {
+  Shop shop;
+  shop.options = options;
+  draw_items(shop);
+  mark_cold_items(shop);
+  list_items(shop);
+  split_rows(shop, draw_users(shop));
   return shop;
 }
 
