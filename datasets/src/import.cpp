@@ -108,7 +108,7 @@ SchemaChoice choose_schema(DatasetKind kind, const ImportOptions& options, const
       choice.source = path.string();
       if (stored && !same_fields(*stored, *choice.schema)) {
         throw Error(fmt::format("{}: differs from the dataset's schema {}; an incremental import "
-                                "keeps the schema, a full import (--mode full --overwrite) changes it",
+                                "keeps the schema, a full import (`mode=full` `overwrite`) changes it",
                                 path.string(), stored_source));
       }
       return choice;
@@ -143,7 +143,7 @@ constexpr DatasetKind kKinds[3] = {DatasetKind::Interactions, DatasetKind::Users
 // name taken relative to the working directory.
 fs::path dataset_directory(const ImportOptions& options) {
   fs::path out = options.out.lexically_normal();
-  if (out.empty()) throw Error("import: no output directory given (--out DATASET_DIR)");
+  if (out.empty()) throw Error("import: no output directory given (`out`)");
   if (!out.has_filename()) out = out.parent_path();
   if (out.filename() == "." || out.filename() == "..") out = fs::absolute(out).lexically_normal();
   if (out.parent_path().empty()) out = fs::path(".") / out;
@@ -154,7 +154,7 @@ fs::path dataset_directory(const ImportOptions& options) {
 // dataset is opened.
 std::array<std::vector<fs::path>, 3> input_parts(const ImportOptions& options) {
   if (options.mode == ImportMode::Full && options.interactions.empty()) {
-    throw Error("import: a full import needs the interactions file (--interactions FILE)");
+    throw Error("import: a full import needs the interactions file (`interactions`)");
   }
   std::array<std::vector<fs::path>, 3> parts;
   for (int k = 0; k < 3; ++k) {
@@ -172,16 +172,16 @@ std::array<std::vector<fs::path>, 3> input_parts(const ImportOptions& options) {
 std::optional<Dataset> existing_dataset(const fs::path& out, const ImportOptions& options) {
   if (options.mode == ImportMode::Incremental) {
     if (!fs::exists(out)) {
-      throw Error(fmt::format("{}: no dataset to add to; create it with a full import first (--mode "
-                              "full)",
+      throw Error(fmt::format("{}: no dataset to add to; create it with a full import first "
+                              "(`mode=full`)",
                               out.string()));
     }
     return Dataset::open(out);
   }
   if (fs::exists(out)) {
     if (!options.overwrite) {
-      throw Error(fmt::format("{}: already exists; pass --overwrite to replace it, or --mode "
-                              "incremental to add to it",
+      throw Error(fmt::format("{}: already exists; pass `overwrite` to replace it, or "
+                              "`mode=incremental` to add to it",
                               out.string()));
     }
     const bool empty_dir = fs::is_directory(out) && fs::is_empty(out);

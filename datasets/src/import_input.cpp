@@ -25,7 +25,7 @@ std::string quoted(std::string_view value) {
 void BadRowBudget::skip(const BadRow& error) {
   if (skipped_ >= max_) {
     if (max_ == 0) throw error;
-    throw BadRow(fmt::format("{} (more than --max-bad-rows {} bad rows)", error.what(), max_));
+    throw BadRow(fmt::format("{} (more than `max_bad_rows` {} bad rows)", error.what(), max_));
   }
   ++skipped_;
   if (report_) report_(error.what());

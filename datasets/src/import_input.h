@@ -34,7 +34,7 @@ inline constexpr size_t kInferenceSampleRows = 10000;
 
 std::string quoted(std::string_view value);
 
-// Counts skipped rows against --max-bad-rows.
+// Counts skipped rows against `max_bad_rows`.
 class BadRowBudget {
  public:
   explicit BadRowBudget(const ImportOptions& options)
