@@ -16,7 +16,6 @@
 #include <nlohmann/json.hpp>
 
 #include "tastebud/atomic_file.h"
-#include "tastebud/directory_swap.h"
 #include "tastebud/checksum.h"
 #include "tastebud/datasets/columns.h"
 #include "tastebud/error.h"
@@ -129,7 +128,7 @@ void ColumnWriter::finish() {
   if (::pwrite(fd_, &crc, sizeof(crc), offsetof(ColumnHeader, reserved)) != sizeof(crc))
     throw Error(fmt::format("{}: write failed: {}", path_.string(), std::strerror(errno)));
   // Start writing back now, so that the disk works while the next columns are computed;
-  // sync_to_disk() waits for it before the directory is renamed into place.
+  // DirectoryReplacement::commit (base/directory_swap.h) waits for it before the swap.
   ::sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE);
   if (::close(fd_) != 0) {
     fd_ = -1;
@@ -139,8 +138,6 @@ void ColumnWriter::finish() {
 }
 
 void write_text_file(const fs::path& path, const std::string& text) { write_file_atomically(path, text); }
-
-void sync_to_disk(const fs::path& dir) { fsync_tree(dir); }
 
 // ---- bounds of the index columns -----------------------------------------------------------
 
