@@ -152,6 +152,23 @@ TEST_F(Base, DirectoryReplacementCleansWhatAKilledWriterLeft) {
   EXPECT_EQ(read(dir_ / "ds" / "meta.json"), "old");
 }
 
+// The fallback where the file system refuses RENAME_EXCHANGE: the new directory under the name,
+// the old one where the new one was built (for the caller to remove), nothing else left.
+TEST_F(Base, TheFallbackRenamesTheOldAsideAndTheNewIn) {
+  fs::create_directories(dir_ / "ds");
+  std::ofstream(dir_ / "ds" / "meta.json") << "old";
+  fs::create_directories(dir_ / ".ds.tmp-1-0");
+  std::ofstream(dir_ / ".ds.tmp-1-0" / "meta.json") << "new";
+  replace_by_two_renames(dir_ / ".ds.tmp-1-0", dir_ / "ds");
+  EXPECT_EQ(read(dir_ / "ds" / "meta.json"), "new");
+  EXPECT_EQ(read(dir_ / ".ds.tmp-1-0" / "meta.json"), "old");
+  EXPECT_EQ(entries(), 2u);
+  // A build that is not there: the target stays as it was, and the old copy goes back.
+  EXPECT_THROW(replace_by_two_renames(dir_ / ".ds.tmp-1-9", dir_ / "ds"), Error);
+  EXPECT_EQ(read(dir_ / "ds" / "meta.json"), "new");
+  EXPECT_EQ(entries(), 2u);
+}
+
 // A build that fails (an exception before commit) leaves the target as it was and nothing beside.
 TEST_F(Base, DirectoryReplacementThatFailsLeavesTheTargetUntouched) {
   fs::create_directories(dir_ / "ds");

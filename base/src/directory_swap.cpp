@@ -58,7 +58,8 @@ void fsync_path(const fs::path& path, int flags) {
   if (rc != 0) throw Error(fmt::format("{}: fsync failed: {}", path.string(), std::strerror(error)));
 }
 
-// The fallback where the file system refuses RENAME_EXCHANGE: old aside, new in.
+}  // namespace
+
 void replace_by_two_renames(const fs::path& built, const fs::path& target) {
   const fs::path old = old_name(target);
   if (::rename(target.c_str(), old.c_str()) != 0)
@@ -75,8 +76,6 @@ void replace_by_two_renames(const fs::path& built, const fs::path& target) {
     fs::remove_all(old, ignored);
   }
 }
-
-}  // namespace
 
 void fsync_tree(const fs::path& dir) {
   for (const auto& entry : fs::recursive_directory_iterator(dir)) {

@@ -45,6 +45,11 @@ class DirectoryReplacement {
 // a ".NAME.tmp-PID-N" link that remove_stale_temporaries removes.
 void replace_symlink(const std::filesystem::path& link, const std::filesystem::path& points_to);
 
+// The fallback rule of DirectoryReplacement::commit on its own (declared for its test): `target`
+// renamed aside to ".NAME.old-PID-N", `built` renamed to `target` (on failure the old one back and
+// an Error), then the old directory renamed to `built`, where the caller removes it.
+void replace_by_two_renames(const std::filesystem::path& built, const std::filesystem::path& target);
+
 // fsync of every file and directory under `dir`, and of `dir`.
 void fsync_tree(const std::filesystem::path& dir);
 
