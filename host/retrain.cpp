@@ -21,6 +21,7 @@
 #include "tastebud/datasets/delete_users.h"
 #include "tastebud/datasets/import.h"
 #include "tastebud/directory_lock.h"
+#include "tastebud/directory_swap.h"
 #include "tastebud/engine/scorer.h"
 #include "tastebud/error.h"
 #include "tastebud/read_file.h"
@@ -121,17 +122,9 @@ std::string next_version(const fs::path& models) {
   return fmt::format("{:06d}", highest + 1);
 }
 
-// DIR/current -> versions/NAME in one step: a new symlink renamed over the old one.
+// DIR/current -> versions/NAME in one step (directory_swap.h: a new symlink renamed over the old).
 void switch_current(const fs::path& models, const std::string& version) {
-  const fs::path link = temporary_name(models / "current");
-  fs::create_symlink(fs::path("versions") / version, link);
-  if (::rename(link.c_str(), (models / "current").c_str()) != 0) {
-    const int error = errno;
-    fs::remove(link);
-    throw Error(fmt::format("{}: cannot switch to {}: {}", (models / "current").string(), version,
-                            std::strerror(error)));
-  }
-  fsync_directory(models);
+  replace_symlink(models / "current", fs::path("versions") / version);
 }
 
 // Removes the oldest versions beyond `keep`, never the one `current` points to.

@@ -15,6 +15,7 @@
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/atomic_file.h"
 #include "tastebud/directory_lock.h"
+#include "tastebud/directory_swap.h"
 #include "tastebud/engine/model_io.h"
 #include "tastebud/error.h"
 #include "tastebud/read_file.h"
@@ -142,27 +143,12 @@ json checked_config(const fs::path& dir) {
   return config;
 }
 
-// The directory rebuilt without the users beside `dir`, then swapped in (RENAME_EXCHANGE).
+// The directory rebuilt without the users beside `dir`, then swapped in (directory_swap.h).
 void swap_in_scrubbed(const fs::path& dir, const json& config, const std::vector<uint8_t>& keep,
                       uint32_t left) {
-  const fs::path temp = temporary_name(dir);
-  fs::create_directory(temp);
-  try {
-    write_scrubbed(dir, temp, config, keep, left);
-    copy_permissions(dir, temp);
-    fsync_directory(temp);
-    if (::renameat2(AT_FDCWD, temp.c_str(), AT_FDCWD, dir.c_str(), RENAME_EXCHANGE) != 0) {
-      throw Error(fmt::format("{}: cannot swap in the rewritten model: {}", dir.string(),
-                              std::strerror(errno)));
-    }
-  } catch (...) {
-    std::error_code ignored;
-    fs::remove_all(temp, ignored);
-    throw;
-  }
-  std::error_code ignored;
-  fs::remove_all(temp, ignored);  // now the old model
-  fsync_directory(dir.parent_path());
+  DirectoryReplacement replacement(dir);  // first cleans what a killed swap left beside `dir`
+  write_scrubbed(dir, replacement.path(), config, keep, left);
+  replacement.commit();
 }
 
 // scrub_users_from_model with the directory's lock already held.
@@ -170,7 +156,7 @@ ScrubReport scrub_locked(const fs::path& dir, const std::vector<std::string>& us
   ScrubReport report;
   report.dir = dir;
   remove_stale_temporaries(dir);
-  remove_stale_temporaries(dir.parent_path());  // a killed swap's copies sit beside the directory
+  remove_stale_temporaries(dir.parent_path());  // also when nothing is removed and nothing swapped
   const json config = checked_config(dir);
   const std::vector<std::string> ids = read_ids(dir / "user_ids.json");
   const std::unordered_set<std::string> gone(user_ids.begin(), user_ids.end());

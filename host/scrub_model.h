@@ -1,7 +1,7 @@
 // delete-users --model: a trained model directory without some users. Their rows leave the id
 // tables of model.bin and checkpoint.bin (with their optimizer state), their ids leave
 // user_ids.json and their rows seen.bin, so batch jobs treat them as unknown users. The directory
-// is rebuilt beside itself and swapped in (renameat2 RENAME_EXCHANGE): readers see it before or
+// is rebuilt beside itself and swapped in (base/directory_swap.h): readers see it before or
 // after, never half of it.
 #pragma once
 

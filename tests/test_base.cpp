@@ -1,4 +1,5 @@
-// The base target (base/): the atomic writer, stale temporaries, the directory lock, checksums.
+// The base target (base/): the atomic writer, the directory swap, stale temporaries, the directory
+// lock, checksums.
 #include <gtest/gtest.h>
 
 #include <sys/wait.h>
@@ -12,6 +13,7 @@
 #include "tastebud/atomic_file.h"
 #include "tastebud/checksum.h"
 #include "tastebud/directory_lock.h"
+#include "tastebud/directory_swap.h"
 #include "tastebud/error.h"
 #include "host/parameter_words.h"
 
@@ -97,6 +99,99 @@ TEST_F(Base, StaleTemporariesOfDeadProcessesOnly) {
   EXPECT_EQ(remove_stale_temporaries(dir_), 2u);
   EXPECT_EQ(entries(), 2u);
   EXPECT_TRUE(fs::exists(dir_ / (".model.bin.tmp-" + live + "-0")));
+}
+
+// A populated directory is exchanged for the one built beside it: the new files under the old
+// name, the old directory gone, the old modes kept, nothing left beside it.
+TEST_F(Base, DirectoryReplacementExchangesAPopulatedDirectory) {
+  fs::create_directories(dir_ / "ds" / "schema");
+  std::ofstream(dir_ / "ds" / "meta.json") << "old";
+  std::ofstream(dir_ / "ds" / "gone.col") << "old";
+  std::ofstream(dir_ / "ds" / "schema" / "items.json") << "old";
+  fs::permissions(dir_ / "ds", fs::perms::owner_all);
+  {
+    DirectoryReplacement replacement(dir_ / "ds");
+    EXPECT_EQ(replacement.path().parent_path(), dir_);
+    EXPECT_EQ(temporary_owner(replacement.path().filename().string()), ::getpid());
+    fs::create_directories(replacement.path() / "schema");
+    std::ofstream(replacement.path() / "meta.json") << "new";
+    std::ofstream(replacement.path() / "schema" / "items.json") << "new";
+    replacement.commit();
+  }
+  EXPECT_EQ(read(dir_ / "ds" / "meta.json"), "new");
+  EXPECT_EQ(read(dir_ / "ds" / "schema" / "items.json"), "new");
+  EXPECT_FALSE(fs::exists(dir_ / "ds" / "gone.col"));
+  EXPECT_EQ(fs::status(dir_ / "ds").permissions(), fs::perms::owner_all);
+  EXPECT_EQ(entries(), 1u);
+  // A target that does not exist yet is created the same way.
+  {
+    DirectoryReplacement replacement(dir_ / "fresh");
+    std::ofstream(replacement.path() / "meta.json") << "first";
+    replacement.commit();
+  }
+  EXPECT_EQ(read(dir_ / "fresh" / "meta.json"), "first");
+  EXPECT_EQ(entries(), 2u);
+}
+
+// What a killed writer left beside the target goes when the next one starts: its half-built
+// directory, and where it died between the fallback's two renames, its old copy is put back.
+TEST_F(Base, DirectoryReplacementCleansWhatAKilledWriterLeft) {
+  const pid_t dead = ::fork();
+  if (dead == 0) ::_exit(0);
+  ::waitpid(dead, nullptr, 0);
+  const std::string d = std::to_string(dead);
+  fs::create_directories(dir_ / (".ds.tmp-" + d + "-0") / "schema");
+  fs::create_directories(dir_ / (".ds.old-" + d + "-1"));
+  std::ofstream(dir_ / (".ds.old-" + d + "-1") / "meta.json") << "old";
+  {
+    DirectoryReplacement replacement(dir_ / "ds");
+    EXPECT_EQ(read(dir_ / "ds" / "meta.json"), "old");  // the killed fallback's old copy, back
+    EXPECT_EQ(entries(), 2u);                          // ds and this writer's temporary
+  }
+  EXPECT_EQ(entries(), 1u);
+  EXPECT_EQ(read(dir_ / "ds" / "meta.json"), "old");
+}
+
+// The fallback where the file system refuses RENAME_EXCHANGE: the new directory under the name,
+// the old one where the new one was built (for the caller to remove), nothing else left.
+TEST_F(Base, TheFallbackRenamesTheOldAsideAndTheNewIn) {
+  fs::create_directories(dir_ / "ds");
+  std::ofstream(dir_ / "ds" / "meta.json") << "old";
+  fs::create_directories(dir_ / ".ds.tmp-1-0");
+  std::ofstream(dir_ / ".ds.tmp-1-0" / "meta.json") << "new";
+  replace_by_two_renames(dir_ / ".ds.tmp-1-0", dir_ / "ds");
+  EXPECT_EQ(read(dir_ / "ds" / "meta.json"), "new");
+  EXPECT_EQ(read(dir_ / ".ds.tmp-1-0" / "meta.json"), "old");
+  EXPECT_EQ(entries(), 2u);
+  // A build that is not there: the target stays as it was, and the old copy goes back.
+  EXPECT_THROW(replace_by_two_renames(dir_ / ".ds.tmp-1-9", dir_ / "ds"), Error);
+  EXPECT_EQ(read(dir_ / "ds" / "meta.json"), "new");
+  EXPECT_EQ(entries(), 2u);
+}
+
+// A build that fails (an exception before commit) leaves the target as it was and nothing beside.
+TEST_F(Base, DirectoryReplacementThatFailsLeavesTheTargetUntouched) {
+  fs::create_directories(dir_ / "ds");
+  std::ofstream(dir_ / "ds" / "meta.json") << "old";
+  try {
+    DirectoryReplacement replacement(dir_ / "ds");
+    std::ofstream(replacement.path() / "meta.json") << "half";
+    throw Error("the build failed");
+  } catch (const Error&) {
+  }
+  EXPECT_EQ(read(dir_ / "ds" / "meta.json"), "old");
+  EXPECT_EQ(entries(), 1u);
+}
+
+// A symlink switched by replace_symlink points to the new target; no temporary link is left.
+TEST_F(Base, ReplaceSymlinkSwitchesTheLink) {
+  fs::create_directories(dir_ / "versions" / "000001");
+  fs::create_directories(dir_ / "versions" / "000002");
+  replace_symlink(dir_ / "current", fs::path("versions") / "000001");
+  EXPECT_EQ(fs::read_symlink(dir_ / "current"), fs::path("versions") / "000001");
+  replace_symlink(dir_ / "current", fs::path("versions") / "000002");
+  EXPECT_EQ(fs::read_symlink(dir_ / "current"), fs::path("versions") / "000002");
+  EXPECT_EQ(entries(), 2u);
 }
 
 TEST_F(Base, DirectoryLockIsExclusiveAndLeavesNothing) {

@@ -362,7 +362,7 @@ TEST_F(Import, FullImportOverExistingDatasetNeedsOverwrite) {
     import_dataset(options());
     ADD_FAILURE() << "no error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("--overwrite"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("`overwrite`"), std::string::npos) << e.what();
   }
   EXPECT_EQ(read_file(out() / "meta.json"), before);
   ImportOptions o = options();
@@ -757,7 +757,7 @@ TEST_F(Import, MaxBadRowsSkipsAndReportsUpToN) {
   o.max_bad_rows = 1;
   std::vector<std::string> reported;
   o.on_bad_row = [&](const std::string& m) { reported.push_back(m); };
-  expect_import_error(o, {"interactions.csv:4:", "field 3 (TIMESTAMP)", "--max-bad-rows 1"});
+  expect_import_error(o, {"interactions.csv:4:", "field 3 (TIMESTAMP)", "`max_bad_rows` 1"});
 
   reported.clear();
   o.max_bad_rows = 2;

@@ -128,7 +128,7 @@ void ColumnWriter::finish() {
   if (::pwrite(fd_, &crc, sizeof(crc), offsetof(ColumnHeader, reserved)) != sizeof(crc))
     throw Error(fmt::format("{}: write failed: {}", path_.string(), std::strerror(errno)));
   // Start writing back now, so that the disk works while the next columns are computed;
-  // sync_to_disk() waits for it before the directory is renamed into place.
+  // DirectoryReplacement::commit (base/directory_swap.h) waits for it before the swap.
   ::sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE);
   if (::close(fd_) != 0) {
     fd_ = -1;
@@ -138,21 +138,6 @@ void ColumnWriter::finish() {
 }
 
 void write_text_file(const fs::path& path, const std::string& text) { write_file_atomically(path, text); }
-
-void sync_to_disk(const fs::path& dir) {
-  auto sync = [](const fs::path& path, int flags) {
-    const int fd = ::open(path.c_str(), flags | O_CLOEXEC);
-    if (fd < 0) throw Error(fmt::format("{}: cannot open: {}", path.string(), std::strerror(errno)));
-    const int rc = ::fsync(fd);
-    const int err = errno;
-    ::close(fd);
-    if (rc != 0) throw Error(fmt::format("{}: fsync failed: {}", path.string(), std::strerror(err)));
-  };
-  for (const auto& entry : fs::recursive_directory_iterator(dir)) {
-    sync(entry.path(), entry.is_directory() ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-  }
-  sync(dir, O_RDONLY | O_DIRECTORY);
-}
 
 // ---- bounds of the index columns -----------------------------------------------------------
 
@@ -209,9 +194,10 @@ void check_interaction_indices(const Dataset& ds, uint64_t event_types) {
 
 // ---- Dataset::open -------------------------------------------------------------------------
 
-Dataset Dataset::open(const fs::path& dir) {
-  Dataset ds;
-  ds.dir = dir;
+namespace {
+
+// meta.json of `dir`, checked to be a dataset description of this build's format version.
+nlohmann::json read_meta(const fs::path& dir) {
   const fs::path meta_path = dir / "meta.json";
   if (!fs::exists(meta_path)) {
     throw Error(fmt::format("{}: not a tastebud dataset (no meta.json); create one with "
@@ -231,11 +217,21 @@ Dataset Dataset::open(const fs::path& dir) {
     throw Error(fmt::format("{}: dataset format version {}; this build reads version {}",
                             meta_path.string(), meta.value("version", 0u), kDatasetFormatVersion));
   }
+  return meta;
+}
 
-  // Maps one column file and checks its header; `expected` is the element count meta.json gives,
-  // or UINT64_MAX when only the file knows (variable-length payloads).
-  auto column = [&]<typename T>(const std::string& name, uint64_t expected, T*) {
-    const fs::path path = dir / (name + ".col");
+// Maps the column files of one dataset directory as meta.json describes them, each checked
+// against its header; the mappings go to `files`, which the dataset keeps.
+class ColumnMapper {
+ public:
+  ColumnMapper(const fs::path& dir, const nlohmann::json& meta, std::vector<std::shared_ptr<MappedFile>>& files)
+      : dir_(dir), meta_(meta), files_(files) {}
+
+  // One column file; `expected` is the element count meta.json gives, or UINT64_MAX when only
+  // the file knows (variable-length payloads).
+  template <typename T>
+  std::span<const T> column(const std::string& name, uint64_t expected) {
+    const fs::path path = dir_ / (name + ".col");
     auto file = std::make_shared<MappedFile>(path);
     if (file->size() < sizeof(ColumnHeader)) {
       throw Error(fmt::format("{}: truncated: {} bytes, shorter than the column header",
@@ -263,98 +259,113 @@ Dataset Dataset::open(const fs::path& dir) {
                               file->size(), header.count));
     }
     const auto* data = reinterpret_cast<const T*>(file->data() + sizeof(ColumnHeader));
-    ds.files_.push_back(std::move(file));
+    files_.push_back(std::move(file));
     return std::span<const T>(data, static_cast<size_t>(header.count));
-  };
-  auto u8 = [&](const std::string& n, uint64_t c) { return column(n, c, static_cast<uint8_t*>(nullptr)); };
-  auto u32 = [&](const std::string& n, uint64_t c) { return column(n, c, static_cast<uint32_t*>(nullptr)); };
-  auto u64 = [&](const std::string& n, uint64_t c) { return column(n, c, static_cast<uint64_t*>(nullptr)); };
-  auto i64 = [&](const std::string& n, uint64_t c) { return column(n, c, static_cast<int64_t*>(nullptr)); };
-  auto f32 = [&](const std::string& n, uint64_t c) { return column(n, c, static_cast<float*>(nullptr)); };
-  auto strings = [&](const std::string& prefix, uint64_t count) {
-    const auto offsets = u64(prefix + ".offsets", count + 1);
-    check_offsets(dir, prefix + ".offsets", offsets);
-    const auto bytes = column(prefix + ".bytes", offsets.back(), static_cast<char*>(nullptr));
+  }
+
+  StringTable strings(const std::string& prefix, uint64_t count) {
+    const auto offsets = column<uint64_t>(prefix + ".offsets", count + 1);
+    check_offsets(dir_, prefix + ".offsets", offsets);
+    const auto bytes = column<char>(prefix + ".bytes", offsets.back());
     return StringTable(offsets, bytes);
-  };
-  auto categorical = [&](const std::string& name, const std::string& prefix, uint64_t rows) {
+  }
+
+  CategoricalField categorical(const std::string& name, const std::string& prefix, uint64_t rows) {
     CategoricalField field;
     field.name = name;
-    const uint64_t vocabulary_size = meta.at("vocabulary_sizes").at(prefix).get<uint64_t>();
+    const uint64_t vocabulary_size = meta_.at("vocabulary_sizes").at(prefix).get<uint64_t>();
     field.vocabulary = strings(prefix + ".vocabulary", vocabulary_size);
-    field.offsets = u64(prefix + ".offsets", rows + 1);
-    check_offsets(dir, prefix + ".offsets", field.offsets);
-    field.values = u32(prefix + ".values", field.offsets.back());
-    check_below(dir, prefix + ".values", field.values, vocabulary_size);
+    field.offsets = column<uint64_t>(prefix + ".offsets", rows + 1);
+    check_offsets(dir_, prefix + ".offsets", field.offsets);
+    field.values = column<uint32_t>(prefix + ".values", field.offsets.back());
+    check_below(dir_, prefix + ".values", field.values, vocabulary_size);
     return field;
-  };
+  }
 
+  void interactions(Interactions& in, uint64_t n, uint64_t num_users);
+  void metadata(const char* kind, uint64_t rows, Metadata& m);
+
+ private:
+  const fs::path& dir_;
+  const nlohmann::json& meta_;
+  std::vector<std::shared_ptr<MappedFile>>& files_;
+};
+
+void ColumnMapper::interactions(Interactions& in, uint64_t n, uint64_t num_users) {
+  const auto& im = meta_.at("interactions");
+  in.user = column<uint32_t>("interactions.user", n);
+  in.item = column<uint32_t>("interactions.item", n);
+  in.timestamp = column<int64_t>("interactions.timestamp", n);
+  in.event_type = column<uint32_t>("interactions.event_type", n);
+  in.event_value = column<float>("interactions.event_value", n);
+  in.user_offsets = column<uint64_t>("interactions.user_offsets", num_users + 1);
+  if (im.value("impressions", false)) {
+    in.impression_offsets = column<uint64_t>("interactions.impression_offsets", n + 1);
+    in.impression_items = column<uint32_t>("interactions.impression_items", in.impression_offsets.back());
+  }
+  const auto& context = im.at("context");
+  for (size_t k = 0; k < context.size(); ++k) {
+    const std::string prefix = fmt::format("interactions.context.{}", k);
+    ContextField field;
+    field.name = context[k].get<std::string>();
+    const uint64_t vocabulary_size = meta_.at("vocabulary_sizes").at(prefix).get<uint64_t>();
+    field.vocabulary = strings(prefix + ".vocabulary", vocabulary_size);
+    field.values = column<uint32_t>(prefix + ".values", n);
+    in.context.push_back(std::move(field));
+  }
+  const auto& numerical = im.at("numerical");
+  for (size_t k = 0; k < numerical.size(); ++k) {
+    in.numerical.push_back({numerical[k].get<std::string>(),
+                            column<float>(fmt::format("interactions.numerical.{}", k), n)});
+  }
+}
+
+void ColumnMapper::metadata(const char* kind, uint64_t rows, Metadata& m) {
+  const auto& mm = meta_.at(kind);
+  m.has_row = column<uint8_t>(fmt::format("{}.has_row", kind), rows);
+  const auto& cats = mm.at("categorical");
+  for (size_t k = 0; k < cats.size(); ++k) {
+    m.categorical.push_back(
+        categorical(cats[k].get<std::string>(), fmt::format("{}.categorical.{}", kind, k), rows));
+  }
+  const auto& nums = mm.at("numerical");
+  for (size_t k = 0; k < nums.size(); ++k) {
+    m.numerical.push_back(
+        {nums[k].get<std::string>(), column<float>(fmt::format("{}.numerical.{}", kind, k), rows)});
+  }
+  const auto& texts = mm.at("textual");
+  for (size_t k = 0; k < texts.size(); ++k) {
+    TextualField t;
+    t.name = texts[k].get<std::string>();
+    t.offsets = column<uint64_t>(fmt::format("{}.textual.{}.offsets", kind, k), rows + 1);
+    check_offsets(dir_, fmt::format("{}.textual.{}.offsets", kind, k), t.offsets);
+    t.tokens = column<uint32_t>(fmt::format("{}.textual.{}.tokens", kind, k), t.offsets.back());
+    m.textual.push_back(std::move(t));
+  }
+  if (mm.value("creation_timestamp", false)) {
+    m.creation_timestamp = column<int64_t>(fmt::format("{}.creation_timestamp", kind), rows);
+  }
+}
+
+}  // namespace
+
+Dataset Dataset::open(const fs::path& dir) {
+  Dataset ds;
+  ds.dir = dir;
+  const nlohmann::json meta = read_meta(dir);
+  ColumnMapper columns(dir, meta, ds.files_);
   try {
     const uint64_t num_users = meta.at("num_users").get<uint64_t>();
     const uint64_t num_items = meta.at("num_items").get<uint64_t>();
-    const uint64_t n = meta.at("num_interactions").get<uint64_t>();
-    ds.user_ids = strings("user_ids", num_users);
-    ds.item_ids = strings("item_ids", num_items);
-    ds.event_types = strings("event_types", meta.at("num_event_types").get<uint64_t>());
-
-    const auto& im = meta.at("interactions");
-    Interactions& in = ds.interactions;
-    in.user = u32("interactions.user", n);
-    in.item = u32("interactions.item", n);
-    in.timestamp = i64("interactions.timestamp", n);
-    in.event_type = u32("interactions.event_type", n);
-    in.event_value = f32("interactions.event_value", n);
-    in.user_offsets = u64("interactions.user_offsets", num_users + 1);
-    if (im.value("impressions", false)) {
-      in.impression_offsets = u64("interactions.impression_offsets", n + 1);
-      in.impression_items = u32("interactions.impression_items", in.impression_offsets.back());
-    }
-    const auto& context = im.at("context");
-    for (size_t k = 0; k < context.size(); ++k) {
-      const std::string prefix = fmt::format("interactions.context.{}", k);
-      ContextField field;
-      field.name = context[k].get<std::string>();
-      const uint64_t vocabulary_size = meta.at("vocabulary_sizes").at(prefix).get<uint64_t>();
-      field.vocabulary = strings(prefix + ".vocabulary", vocabulary_size);
-      field.values = u32(prefix + ".values", n);
-      in.context.push_back(std::move(field));
-    }
-    const auto& numerical = im.at("numerical");
-    for (size_t k = 0; k < numerical.size(); ++k) {
-      in.numerical.push_back({numerical[k].get<std::string>(),
-                              f32(fmt::format("interactions.numerical.{}", k), n)});
-    }
-
-    auto metadata = [&](const char* kind, uint64_t rows, Metadata& m) {
-      const auto& mm = meta.at(kind);
-      m.has_row = u8(fmt::format("{}.has_row", kind), rows);
-      const auto& cats = mm.at("categorical");
-      for (size_t k = 0; k < cats.size(); ++k) {
-        m.categorical.push_back(
-            categorical(cats[k].get<std::string>(), fmt::format("{}.categorical.{}", kind, k), rows));
-      }
-      const auto& nums = mm.at("numerical");
-      for (size_t k = 0; k < nums.size(); ++k) {
-        m.numerical.push_back(
-            {nums[k].get<std::string>(), f32(fmt::format("{}.numerical.{}", kind, k), rows)});
-      }
-      const auto& texts = mm.at("textual");
-      for (size_t k = 0; k < texts.size(); ++k) {
-        TextualField t;
-        t.name = texts[k].get<std::string>();
-        t.offsets = u64(fmt::format("{}.textual.{}.offsets", kind, k), rows + 1);
-        check_offsets(dir, fmt::format("{}.textual.{}.offsets", kind, k), t.offsets);
-        t.tokens = u32(fmt::format("{}.textual.{}.tokens", kind, k), t.offsets.back());
-        m.textual.push_back(std::move(t));
-      }
-      if (mm.value("creation_timestamp", false)) {
-        m.creation_timestamp = i64(fmt::format("{}.creation_timestamp", kind), rows);
-      }
-    };
-    metadata("users", num_users, ds.users);
-    metadata("items", num_items, ds.items);
+    const uint64_t num_interactions = meta.at("num_interactions").get<uint64_t>();
+    ds.user_ids = columns.strings("user_ids", num_users);
+    ds.item_ids = columns.strings("item_ids", num_items);
+    ds.event_types = columns.strings("event_types", meta.at("num_event_types").get<uint64_t>());
+    columns.interactions(ds.interactions, num_interactions, num_users);
+    columns.metadata("users", num_users, ds.users);
+    columns.metadata("items", num_items, ds.items);
   } catch (const nlohmann::json::exception& e) {
-    throw Error(fmt::format("{}: incomplete dataset description: {}", meta_path.string(), e.what()));
+    throw Error(fmt::format("{}: incomplete dataset description: {}", (dir / "meta.json").string(), e.what()));
   }
 
   check_interaction_indices(ds, ds.event_types.size());

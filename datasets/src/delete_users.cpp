@@ -18,6 +18,7 @@
 #include "tastebud/datasets/csv.h"
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/directory_lock.h"
+#include "tastebud/directory_swap.h"
 #include "tastebud/error.h"
 #include "tastebud/read_file.h"
 
@@ -226,17 +227,6 @@ json audit_line(const Dataset& dataset, const DeleteUsersReport& report) {
               {"interactions_left", report.interactions_left}};
 }
 
-// Puts `built` at `out` in one step (renameat2 RENAME_EXCHANGE), then removes the old dataset.
-void swap_in(const fs::path& built, const fs::path& out) {
-  if (::renameat2(AT_FDCWD, built.c_str(), AT_FDCWD, out.c_str(), RENAME_EXCHANGE) != 0) {
-    throw Error(fmt::format("{}: cannot swap in the rewritten dataset: {}", out.string(),
-                            std::strerror(errno)));
-  }
-  std::error_code ignored;
-  fs::remove_all(built, ignored);  // now the old dataset
-  fsync_directory(out.parent_path());
-}
-
 }  // namespace
 
 std::vector<std::string> read_user_id_list(const fs::path& path) {
@@ -306,18 +296,11 @@ DeleteUsersReport delete_users(const fs::path& dir_in, const std::vector<std::st
            fmt::format("{}: not a tastebud dataset (no meta.json)", dir.string()));
   const DirectoryLock lock(dir, "this deletion");
   check_only_dataset_entries(dir, "a deletion");
-  remove_stale_temporaries(dir.parent_path());
   DeleteUsersReport report;
   const std::unordered_set<std::string> gone(user_ids.begin(), user_ids.end());
   report.requested = gone.size();
-  const fs::path temp = temporary_name(dir);
-  struct Cleanup {
-    fs::path path;
-    ~Cleanup() {
-      std::error_code ignored;
-      if (!path.empty()) fs::remove_all(path, ignored);
-    }
-  } cleanup{temp};
+  DirectoryReplacement replacement(dir);  // first cleans what killed deletions left
+  const fs::path& temp = replacement.path();
   {
     const Dataset dataset = Dataset::open(dir);
     const Kept kept = kept_of(dataset, gone);
@@ -325,7 +308,6 @@ DeleteUsersReport delete_users(const fs::path& dir_in, const std::vector<std::st
     report.interactions_left = kept.rows_left;
     report.users_deleted = dataset.num_users() - kept.users_left;
     report.interactions_deleted = dataset.interactions.size() - kept.rows_left;
-    fs::create_directory(temp);
     for (const auto& entry : fs::directory_iterator(dir)) {
       const std::string name = entry.path().filename().string();
       if (entry.is_directory()) {
@@ -343,12 +325,9 @@ DeleteUsersReport delete_users(const fs::path& dir_in, const std::vector<std::st
     std::string audit = fs::exists(dir / kAuditLog) ? read_file(dir / kAuditLog) : std::string();
     audit += audit_line(dataset, report).dump() + "\n";
     write_text_file(temp / kAuditLog, audit);
-    sync_to_disk(temp);
     Dataset::open(temp);  // the rewritten dataset must read back before it replaces the old one
-    copy_permissions(dir, temp);
   }
-  swap_in(temp, dir);
-  cleanup.path.clear();
+  replacement.commit();  // after the old dataset is unmapped
   return report;
 }
 

@@ -209,7 +209,7 @@ struct Item {
   uint32_t popularity_key;
   uint8_t launch_period;  // 0: in the catalog before the window
   bool cold;
-  uint8_t device_lean;  // the device the item suits (--device-effect), an index into kDevices
+  uint8_t device_lean;  // the device the item suits (`device_effect`), an index into kDevices
 };
 
 struct User {
@@ -227,7 +227,7 @@ struct Shop {
   std::vector<ClusterItems> clusters;
   ClusterItems everything;  // for clusters without items of their own
   std::vector<uint64_t> user_rows;
-  // --device-effect: the chance that an event keeps an item that does not suit its device.
+  // `device_effect`: the chance that an event keeps an item that does not suit its device.
   double off_device_keep = 1.0;
 };
 
@@ -272,30 +272,30 @@ void finish_lists(ClusterItems& lists, const std::vector<Item>& items) {
 
 void validate(const GeneratorOptions& options) {
   if (options.clusters == 0 || options.clusters > 65536) {
-    throw Error("generate: --clusters must be between 1 and 65536, got " +
+    throw Error("generate: `clusters` must be between 1 and 65536, got " +
                 std::to_string(options.clusters));
   }
   if (!(options.cold_item_share >= 0.0 && options.cold_item_share <= 1.0)) {
-    throw Error("generate: --cold-items must be a share between 0 and 1, got " +
+    throw Error("generate: `cold_items` must be a share between 0 and 1, got " +
                 std::to_string(options.cold_item_share));
   }
   if (options.interactions > 0 && options.users == 0) {
-    throw Error("generate: interactions need at least one user (--users)");
+    throw Error("generate: interactions need at least one user (`users`)");
   }
   if (options.impressions > kMaxGeneratorImpressions) {
-    throw Error("generate: --impressions must be at most " +
+    throw Error("generate: `impressions` must be at most " +
                 std::to_string(kMaxGeneratorImpressions) + ", got " +
                 std::to_string(options.impressions));
   }
   if (!(options.device_effect >= 0.0 && options.device_effect <= 20.0)) {
-    throw Error("generate: --device-effect must be between 0 and 20, got " +
+    throw Error("generate: `device_effect` must be between 0 and 20, got " +
                 std::to_string(options.device_effect));
   }
 }
 
-Shop build_shop(const GeneratorOptions& options) {
-  Shop shop;
-  shop.options = options;
+// Each item's cluster, price and popularity, and with `device_effect` the device it suits.
+void draw_items(Shop& shop) {
+  const GeneratorOptions& options = shop.options;
   const uint64_t seed = options.seed;
   const uint32_t clusters = options.clusters;
 
@@ -329,7 +329,11 @@ Shop build_shop(const GeneratorOptions& options) {
     }
     shop.off_device_keep = std::exp(-options.device_effect);
   }
+}
 
+void mark_cold_items(Shop& shop) {
+  const GeneratorOptions& options = shop.options;
+  const uint64_t seed = options.seed;
   // Exactly floor(share * items) cold items, chosen by a random order of the items.
   const auto cold_count =
       static_cast<uint32_t>(std::floor(options.cold_item_share * options.items + 1e-9));
@@ -342,11 +346,18 @@ Shop build_shop(const GeneratorOptions& options) {
     for (uint32_t k = 0; k < cold_count; ++k) shop.items[order[k].second].cold = true;
   }
   if (options.interactions > 0 && cold_count >= options.items) {
-    throw Error("generate: interactions need at least one item that is not cold (--items " +
-                std::to_string(options.items) + ", --cold-items " +
+    throw Error("generate: interactions need at least one item that is not cold (`items` " +
+                std::to_string(options.items) + ", `cold_items` " +
                 std::to_string(options.cold_item_share) + ")");
   }
+}
 
+// Which warm items launch in a later period and which are on sale all along, as each cluster's
+// and the whole shop's lists by popularity.
+void list_items(Shop& shop) {
+  const GeneratorOptions& options = shop.options;
+  const uint64_t seed = options.seed;
+  const uint32_t clusters = options.clusters;
   std::vector<uint32_t> warm_per_cluster(clusters, 0);
   for (const Item& item : shop.items) {
     if (!item.cold) ++warm_per_cluster[item.cluster];
@@ -381,11 +392,17 @@ Shop build_shop(const GeneratorOptions& options) {
   finish_lists(shop.everything, shop.items);
   if (options.impressions > 0 && options.interactions > 0 &&
       shop.everything.catalog.size() <= options.impressions) {
-    throw Error("generate: --impressions " + std::to_string(options.impressions) +
+    throw Error("generate: `impressions` " + std::to_string(options.impressions) +
                 " needs more than that many items on sale for the whole window; the shop has " +
-                std::to_string(shop.everything.catalog.size()) + " (add --items)");
+                std::to_string(shop.everything.catalog.size()) + " (add `items`)");
   }
+}
 
+// Each user's clusters, device and window; returns their activity weights.
+std::vector<uint64_t> draw_users(Shop& shop) {
+  const GeneratorOptions& options = shop.options;
+  const uint64_t seed = options.seed;
+  const uint32_t clusters = options.clusters;
   shop.users.resize(options.users);
   std::vector<uint64_t> activity(options.users);
   for (uint32_t u = 0; u < options.users; ++u) {
@@ -410,7 +427,11 @@ Shop build_shop(const GeneratorOptions& options) {
     }
     user.window_length = window_end - user.window_begin;
   }
+  return activity;
+}
 
+void split_rows(Shop& shop, const std::vector<uint64_t>& activity) {
+  const GeneratorOptions& options = shop.options;
   // Rows per user: the integer split of `interactions` in proportion to activity, exact in total.
   shop.user_rows.assign(options.users, 0);
   const uint64_t total_activity = std::accumulate(activity.begin(), activity.end(), uint64_t{0});
@@ -425,6 +446,15 @@ Shop build_shop(const GeneratorOptions& options) {
     }
     previous_boundary = boundary;
   }
+}
+
+Shop build_shop(const GeneratorOptions& options) {
+  Shop shop;
+  shop.options = options;
+  draw_items(shop);
+  mark_cold_items(shop);
+  list_items(shop);
+  split_rows(shop, draw_users(shop));
   return shop;
 }
 

@@ -42,7 +42,8 @@ template <> constexpr DType dtype_of<float>() { return DType::F32; }
 template <> constexpr DType dtype_of<char>() { return DType::Char; }
 
 // Writes one column file in pieces: the header up front, then append() until `count` elements
-// are in, then finish(), which starts the write-back (see sync_to_disk). Throws tastebud::Error naming the file.
+// are in, then finish(), which starts the write-back (DirectoryReplacement::commit in
+// base/directory_swap.h waits for it). Throws tastebud::Error naming the file.
 class ColumnWriter {
  public:
   ColumnWriter(std::filesystem::path path, DType dtype, size_t element_size, uint64_t count);
@@ -88,10 +89,6 @@ void write_column_gathered(const std::filesystem::path& path, uint64_t count, Ga
   }
   writer.finish();
 }
-
-// Waits until every file under dir (and dir itself) is on disk: a dataset is renamed into place
-// only after this, so a crash cannot leave a dataset whose name is there and whose columns are not.
-void sync_to_disk(const std::filesystem::path& dir);
 
 // Writes a small text file (meta.json, schemas) through a temporary name and fsync.
 void write_text_file(const std::filesystem::path& path, const std::string& text);
