@@ -259,7 +259,7 @@ RetrainResult run_retrain(const RetrainJob& job, std::ostream& log) {
   const auto step = [&](const char* name) {
     if (job.before_step) job.before_step(name);
   };
-  datasets::check_outside_dataset(job.models, job.data, "--models");
+  datasets::check_outside_dataset(job.models, job.data, "models");
   fs::create_directories(job.models / "versions");
   const DirectoryLock lock(job.models, "this retrain");
   remove_stale_temporaries(job.models);

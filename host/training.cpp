@@ -562,7 +562,7 @@ TrainResult run_training(const TrainJob& job, std::ostream& log) { return run_tr
 TrainResult run_training(TrainPlan plan, std::ostream& job_log) {
   const TrainJob& job = plan.job;
   Communicator& comm = job.comm != nullptr ? *job.comm : world_communicator();
-  datasets::check_outside_dataset(job.out, job.data, "--out");
+  datasets::check_outside_dataset(job.out, job.data, "out");
   NullStream quiet;
   std::ostream& log = comm.root() ? job_log : quiet;  // rank 0 speaks for the job
   // The dataset, opened once (recipes open their own).

@@ -279,14 +279,14 @@ void check_only_dataset_entries(const fs::path& dir, std::string_view job) {
   }
 }
 
-void check_outside_dataset(const fs::path& path, const fs::path& dataset, std::string_view flag) {
+void check_outside_dataset(const fs::path& path, const fs::path& dataset, std::string_view name) {
   const fs::path inner = fs::weakly_canonical(fs::absolute(path));
   const fs::path outer = fs::weakly_canonical(fs::absolute(dataset));
   const auto [end, at] = std::mismatch(outer.begin(), outer.end(), inner.begin(), inner.end());
   if (end == outer.end()) {
-    throw Error(fmt::format("{} {}: is inside the dataset directory {}, which every import replaces; "
+    throw Error(fmt::format("`{}` {}: is inside the dataset directory {}, which every import replaces; "
                             "put it beside the dataset",
-                            flag, path.string(), dataset.string()));
+                            name, path.string(), dataset.string()));
   }
 }
 

@@ -39,9 +39,9 @@ void carry_over_dataset_files(const std::filesystem::path& from, const std::file
 // the users a deletion removes. Throws naming the first such entry of `dir`, before `job` writes.
 void check_only_dataset_entries(const std::filesystem::path& dir, std::string_view job);
 
-// Throws when `path` (the `flag` of a job that writes there) lies inside the dataset directory
-// `dataset`, which the next import would replace.
+// Throws when `path` (the parameter `name` of a job that writes there, e.g. "out") lies inside the
+// dataset directory `dataset`, which the next import would replace.
 void check_outside_dataset(const std::filesystem::path& path, const std::filesystem::path& dataset,
-                           std::string_view flag);
+                           std::string_view name);
 
 }  // namespace tastebud::datasets
