@@ -26,7 +26,10 @@ if [ "$BUILD_FIRST" = 1 ]; then
   bash "$ROOT/scripts/setup.sh"
   cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DTASTEBUD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null
   cmake --build "$BUILD" -j"$(nproc)" --target tastebud test_backends test_gpu_scorer test_inference bench_kernels_cuda
-  if cmake --build "$BUILD" --target help | grep -qw test_mpi; then cmake --build "$BUILD" -j"$(nproc)" --target test_mpi; fi
+  # The target list read whole first: `| grep -q` under pipefail fails when grep closes the pipe
+  # early (issue 22: test_mpi was never bundled).
+  targets=$(cmake --build "$BUILD" --target help)
+  if grep -qw test_mpi <<< "$targets"; then cmake --build "$BUILD" -j"$(nproc)" --target test_mpi; fi
 fi
 for b in "${BINARIES[@]}"; do
   [ -x "$BUILD/$b" ] || { echo "gpu_bundle: $BUILD/$b is missing: build with CUDA first" >&2; exit 1; }

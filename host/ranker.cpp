@@ -7,6 +7,7 @@
 
 #include <omp.h>
 
+#include "tastebud/engine/fold_in.h"
 #include "tastebud/error.h"
 #include "tastebud/loss_math.h"
 
@@ -96,6 +97,20 @@ class NeuralRanker final : public Ranker {
             std::span<float> out) const override {
     scorer_.score(user, items, out, context);
     for (float& x : out) x = sigmoid(x);
+  }
+
+  // The recent items folded into the user's rows (a session starts from a new user's rows): a
+  // few gradient steps on those rows alone, item side frozen (engine/fold_in.h), then scored.
+  void recent_scores(int64_t user, std::span<const uint32_t> recent, std::span<const float> context,
+                     std::vector<float>& s) const override {
+    const ModelParams& p = scorer_.params();
+    if (p.config.has_context() || p.config.has_metadata()) return Ranker::recent_scores(user, recent, context, s);
+    std::vector<uint32_t> positives;
+    for (const auto& [item, w] : weighted_latest(recent)) positives.push_back(item);
+    const UserRows start = user >= 0 ? user_rows(p, static_cast<uint32_t>(user)) : new_user_rows(p);
+    const UserRows rows = fold_in_user(p, start, positives);
+    s.resize(num_items());
+    scorer_.score_rows(rows.gmf, rows.mlp, s, context);
   }
 
   float shown(float score) const override { return sigmoid(score); }

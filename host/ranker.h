@@ -29,8 +29,9 @@ class Ranker {
   // Relevance of every item for someone whose latest items are `recent` (oldest first; events the
   // model has not trained on): a known user (`user` >= 0) or a session the model never saw (-1).
   // The newest ModelData::recent_items count, the newest weighted 1, the next recent_decay, ...
-  // By default a known user keeps the user's scores and a session gets the weighted sum of its
-  // items' item_scores; the recipes that learn from histories put the items into the history.
+  // The neural models fold the items into the user's rows (a session from a new user's rows,
+  // engine/fold_in.h) and score those; the recipes that learn from histories put the items into
+  // the history; popularity and trending do not change.
   virtual void recent_scores(int64_t user, std::span<const uint32_t> recent, std::span<const float> context,
                              std::vector<float>& s) const;
   // Scores of some items for a known user, as an itemList ranking shows them (0 where unrelated).

@@ -21,6 +21,7 @@
 #include "cpu/sampler.h"
 #include "cpu/topk.h"
 #include "tastebud/engine/comm.h"
+#include "tastebud/engine/fold_in.h"
 #include "tastebud/engine/model_io.h"
 #include "tastebud/engine/param_layout.h"
 #include "tastebud/engine/scorer.h"
@@ -1307,6 +1308,90 @@ TEST(Launch, SeveralRanksNeedAnMpiBuild) {
   EXPECT_EQ(values, (std::vector<float>{1.5f, -2.0f}));
   EXPECT_EQ(gather_text(*single, "abc"), "abc");
   EXPECT_EQ(rank_slice(10, 1, 3), (std::pair<uint64_t, uint64_t>{3, 6}));
+}
+
+}  // namespace
+}  // namespace tastebud
+
+// ---- Fold-in (engine/fold_in.h): a user's rows moved toward a few events, items frozen ----
+
+namespace tastebud {
+namespace {
+
+ModelParams fold_model(ModelKind kind) {
+  ModelConfig c;
+  c.kind = kind;
+  c.num_users = 3;
+  c.num_items = 40;
+  c.factors = kind == ModelKind::kMF ? 6 : 4;
+  c.layers = {8, 4};
+  return ModelParams::initialize(c, 17);
+}
+
+// Items 0-19 and 20-39 are two clusters (the first two embedding columns, plus noise): a new
+// user's two events in the first cluster fold into rows whose top 10 is that cluster.
+TEST(FoldIn, ANewUsersEventsBringTheirClusterToTheTop) {
+  for (ModelKind kind : {ModelKind::kNeuMF, ModelKind::kGMF, ModelKind::kMF}) {
+    ModelParams p = fold_model(kind);
+    const int64_t f = p.config.factors, e = p.config.mlp_embedding();
+    for (int64_t i = 0; i < 40; ++i) {
+      const int64_t column = i < 20 ? 0 : 1;
+      for (int64_t k = 0; k < 2; ++k) p.item_gmf.values[i * f + k] = (k == column ? 1.0f : 0.0f) + 0.01f * ((i * 7 + k) % 5);
+      for (int64_t k = 0; k < std::min<int64_t>(e, 2); ++k) p.item_mlp.values[i * e + k] = k == column ? 1.0f : 0.0f;
+    }
+    const Scorer scorer(p);
+    const std::vector<uint32_t> events{5, 12};
+    const UserRows folded = fold_in_user(p, new_user_rows(p), events);
+    std::vector<float> s(40);
+    scorer.score_rows(folded.gmf, folded.mlp, s);
+    std::vector<uint32_t> top;
+    cpu::top_k(s, 10, top);
+    EXPECT_EQ(std::count_if(top.begin(), top.end(), [](uint32_t i) { return i < 20; }), 10) << to_string(kind);
+    // Deterministic, and nothing moves without events.
+    const UserRows again = fold_in_user(p, new_user_rows(p), events);
+    EXPECT_EQ(again.gmf, folded.gmf);
+    EXPECT_EQ(again.mlp, folded.mlp);
+    EXPECT_EQ(fold_in_user(p, new_user_rows(p), {}).gmf, new_user_rows(p).gmf);
+  }
+}
+
+// From a user's trained rows, the events climb the ranking: with the item side frozen the rows can
+// only learn to tell the events from the other items. (An untrained MLP tells no item from
+// another, so the MLP-only kind is left to the clusters of a trained model, test_rankers.)
+TEST(FoldIn, TheEventsClimbTheRankingFromAUsersRows) {
+  for (ModelKind kind : {ModelKind::kNeuMF, ModelKind::kGMF, ModelKind::kMF}) {
+    const ModelParams p = fold_model(kind);
+    const Scorer scorer(p);
+    const std::vector<uint32_t> events{5, 21, 33};
+    const UserRows start = user_rows(p, 0), folded = fold_in_user(p, start, events);
+    auto rank_sum = [&](const UserRows& u) {
+      std::vector<float> s(40);
+      scorer.score_rows(u.gmf, u.mlp, s);
+      size_t above = 0;
+      for (uint32_t i : events)
+        for (float x : s) above += x > s[i];
+      return above;
+    };
+    EXPECT_LT(rank_sum(folded), rank_sum(start)) << to_string(kind);
+  }
+}
+
+TEST(FoldIn, AKnownUsersRowsStartFromTheTrainedOnesAndMfKeepsItsConstantColumn) {
+  const ModelParams p = fold_model(ModelKind::kMF);
+  const UserRows start = user_rows(p, 1);
+  ASSERT_EQ(start.gmf.size(), 6u);
+  EXPECT_EQ(std::vector<float>(p.user_gmf.values.begin() + 6, p.user_gmf.values.begin() + 12), start.gmf);
+  const UserRows folded = fold_in_user(p, start, std::vector<uint32_t>{7});
+  const int64_t k = p.config.constant_column(false);
+  ASSERT_GE(k, 0);
+  EXPECT_EQ(folded.gmf[k], start.gmf[k]);
+  EXPECT_EQ(new_user_rows(p).gmf[k], 1.0f);
+  // Scoring the trained rows as rows equals scoring the user by index.
+  const Scorer scorer(p);
+  std::vector<float> by_index(p.config.num_items), by_rows(p.config.num_items);
+  scorer.score_all(1, by_index);
+  scorer.score_rows(start.gmf, start.mlp, by_rows);
+  EXPECT_EQ(by_index, by_rows);
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <set>
 #include <sstream>
@@ -58,18 +59,20 @@ class Serve : public ::testing::Test {
     o.items = csv.items;
     o.out = root_ / "dataset";
     datasets::import_dataset(o);
-    train("gmf", root_ / "gmf");
+    train("gmf", root_ / "gmf", 8);  // long enough for its items to sort into the shop's clusters
     train("popularity", root_ / "popularity");
     train("sims", root_ / "sims");
   }
   static void TearDownTestSuite() { fs::remove_all(root_); }
 
-  static void train(const std::string& model, const fs::path& out) {
+  static void train(const std::string& model, const fs::path& out, uint32_t epochs = 1) {
     TrainJob job;
     job.data = root_ / "dataset";
     job.out = out;
     job.model = model;
-    job.epochs = 1;
+    job.epochs = epochs;
+    job.lr = 0.01f;
+    job.eval = "none";  // the last epoch (this shop is too small for the validation split to choose)
     job.factors = 8;
     job.metadata = "none";
     job.threads = 1;
@@ -304,6 +307,46 @@ TEST_F(Serve, EventsChangeTheNextAnswer) {
   for (const json& item : personal.at("itemList")) a.push_back(item.at("itemId"));
   for (const json& item : popular.at("itemList")) b.push_back(item.at("itemId"));
   EXPECT_NE(a, b);
+}
+
+// Each item's CATEGORY_L1 in the generated shop's items.csv (the second column).
+std::map<std::string, std::string> categories(const fs::path& items_csv) {
+  std::map<std::string, std::string> out;
+  std::ifstream in(items_csv);
+  std::string line;
+  std::getline(in, line);
+  while (std::getline(in, line)) {
+    const size_t a = line.find(','), b = line.find(',', a + 1);
+    out[line.substr(0, a)] = line.substr(a + 1, b - a - 1);
+  }
+  return out;
+}
+
+// A neural model folds a known user's new events into the user's rows: events on one category
+// move the user's next answers toward it.
+TEST_F(Serve, EventsOnOneCategoryMoveANeuralModelsNextAnswersTowardIt) {
+  Running s(options(root_ / "gmf"));
+  const std::map<std::string, std::string> category = categories(root_ / "shop" / "items.csv");
+  auto share_of = [&](const json& answer, const std::string& c) {
+    size_t n = 0;
+    for (const json& item : answer.at("itemList")) n += category.at(item.at("itemId").get<std::string>()) == c;
+    return n;
+  };
+  const auto [status0, before] = s.post("/recommendations", R"({"userId": "u9", "numResults": 20})");
+  ASSERT_EQ(status0, 200);
+  // The category least present in u9's answer, and five of its items.
+  std::map<std::string, size_t> counts;
+  for (const auto& [item, c] : category) counts[c] += 0;
+  for (const json& item : before.at("itemList")) ++counts[category.at(item.at("itemId").get<std::string>())];
+  const std::string target = std::min_element(counts.begin(), counts.end(), [](auto& a, auto& b) { return a.second < b.second; })->first;
+  json events = json::array();
+  for (const auto& [item, c] : category) {
+    if (c == target && events.size() < 5) events.push_back({{"eventType", "purchase"}, {"itemId", item}, {"sentAt", 1900000000 + events.size()}});
+  }
+  ASSERT_EQ(s.post("/events", json{{"sessionId", "s9"}, {"userId", "u9"}, {"eventList", events}}.dump()).first, 200);
+  const auto [status1, after] = s.post("/recommendations", R"({"userId": "u9", "numResults": 20})");
+  ASSERT_EQ(status1, 200);
+  EXPECT_GT(share_of(after, target), share_of(before, target) + 3) << target << ": " << before.dump() << " -> " << after.dump();
 }
 
 // A free TCP port on 127.0.0.1 (bound once and closed).

@@ -123,15 +123,23 @@ size_t Scorer::scratch_floats() const {
 void Scorer::prepare_user(uint32_t user, const float* context, float* user_part, float* user_head) const {
   const ModelConfig& c = params_.config;
   TB_CHECK(user < c.num_users, "scorer: user index out of range");
+  prepare_rows(c.has_gmf() ? params_.user_gmf.values.data() + static_cast<int64_t>(user) * c.factors : nullptr,
+               c.has_mlp() ? params_.user_mlp.values.data() + static_cast<int64_t>(user) * c.mlp_embedding() : nullptr,
+               context, user_part, user_head);
+}
+
+void Scorer::prepare_rows(const float* user_gmf, const float* user_mlp, const float* context, float* user_part,
+                          float* user_head) const {
+  const ModelConfig& c = params_.config;
   const float* head = params_.head_weight.values.data();
   if (c.has_gmf()) {
     // (user ⊙ item) · w = item · (user ⊙ w).
-    const float* u = params_.user_gmf.values.data() + static_cast<int64_t>(user) * c.factors;
+    const float* u = user_gmf;
     for (uint32_t j = 0; j < c.factors; ++j) user_head[j] = u[j] * head[j];
   }
   if (c.has_mlp() && c.num_dense_layers() > 0) {
     const int64_t e = c.mlp_embedding(), l1 = c.layers[1];
-    const float* u = params_.user_mlp.values.data() + static_cast<int64_t>(user) * e;
+    const float* u = user_mlp;
     const float* w_user = params_.weights[0].values.data();
     const float* bias = params_.biases[0].values.data();
     for (int64_t o = 0; o < l1; ++o) user_part[o] = bias[o];
@@ -240,6 +248,25 @@ void Scorer::score_users(std::span<const uint32_t> users, std::span<float> out,
       score_block(user_part, user_part + (c.has_mlp() ? c.layers[1] : 0), nullptr, first, n,
                   out.data() + u * num_items() + first, blocks);
     }
+  }
+}
+
+void Scorer::score_rows(std::span<const float> user_gmf, std::span<const float> user_mlp, std::span<float> out,
+                        std::span<const float> context) const {
+  const ModelConfig& c = params_.config;
+  TB_CHECK(out.size() == num_items(), "scorer: output size differs from the catalog size");
+  TB_CHECK(user_gmf.size() == (c.has_gmf() ? c.factors : 0) && user_mlp.size() == (c.has_mlp() ? c.mlp_embedding() : 0),
+           "scorer: the user's rows have the wrong width");
+  TB_CHECK(context.empty() || context.size() == c.mlp_embedding(), "scorer: the context vector has the wrong width");
+  thread_local std::vector<float> scratch;
+  scratch.resize(scratch_floats());
+  float* user_part = scratch.data();
+  float* user_head = user_part + (c.has_mlp() ? c.layers[1] : 0);
+  float* blocks = user_head + (c.has_gmf() ? c.factors : 0);
+  prepare_rows(user_gmf.data(), user_mlp.data(), context_at(context, 0, c), user_part, user_head);
+  for (uint32_t first = 0; first < num_items(); first += kBlock) {
+    const int64_t n = std::min<int64_t>(kBlock, num_items() - first);
+    score_block(user_part, user_head, nullptr, first, n, out.data() + first, blocks);
   }
 }
 

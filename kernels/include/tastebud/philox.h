@@ -50,6 +50,7 @@ enum class RandomStream : uint32_t {
   kTune = 10,             // tastebud tune: each trial's configuration
   kSampleOrder = 11,      // training: the Feistel rounds that shuffle an epoch's samples apart
   kSlate = 12,            // batch-infer: where promoted and exploration items sit in a result
+  kFoldIn = 13,           // answering: the negatives that fold a session's events into its rows
 };
 
 // Four 32-bit words for draw `index` of `stream` in `epoch`.

@@ -41,6 +41,10 @@ class Scorer {
   // empty, or users.size() context vectors back to back. Thread-safe.
   void score_users(std::span<const uint32_t> users, std::span<float> out,
                    std::span<const float> contexts = {}) const;
+  // out[i] = logit of item i for a user given by its rows instead of its index (fold_in.h: a
+  // session, or a user's rows moved by events the model has not trained on). Thread-safe.
+  void score_rows(std::span<const float> user_gmf, std::span<const float> user_mlp, std::span<float> out,
+                  std::span<const float> context = {}) const;
   // out[k] = logit of items[k] for user. Thread-safe.
   void score(uint32_t user, std::span<const uint32_t> items, std::span<float> out,
              std::span<const float> context = {}) const;
@@ -53,6 +57,8 @@ class Scorer {
   void score_block(const float* user_part, const float* user_head, const uint32_t* items,
                    uint32_t first_item, int64_t count, float* out, float* scratch) const;
   void prepare_user(uint32_t user, const float* context, float* user_part, float* user_head) const;
+  void prepare_rows(const float* user_gmf, const float* user_mlp, const float* context, float* user_part,
+                    float* user_head) const;
   size_t scratch_floats() const;
 
   std::unique_ptr<const ModelParams> folded_;  // declared first: params_ may refer to it
