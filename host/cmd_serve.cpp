@@ -45,7 +45,7 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--events", args->options.events,
                   "Directory of the event log (default: DATASET.events beside the model's dataset)");
   cmd->add_option("--listen", args->listen, "HOST:PORT to listen on (port 0: any free port)")->capture_default_str();
-  cmd->add_option("--threads", args->options.threads, "Request threads (0: the cores)")->capture_default_str();
+  cmd->add_option("--threads", args->options.threads, "Request threads, one per open connection (0: max(64, 8 x the cores))")->capture_default_str();
   cmd->add_option("--max-sessions", args->options.max_sessions,
                   "Users and sessions whose latest events are kept for their next answers (least recent dropped first)")
       ->capture_default_str()->check(CLI::PositiveNumber);

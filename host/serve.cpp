@@ -443,9 +443,12 @@ Server::Server(ServeOptions options, std::ostream& log) : impl_(std::make_unique
   Impl& s = *impl_;
   TB_CHECK(s.options.model.empty() != s.options.models.empty(), "serve: give a model directory (--model) or a retrain directory (--models)");
   s.loaded = load(s.options);
-  const uint32_t threads = s.options.threads > 0 ? s.options.threads : std::max(2u, std::thread::hardware_concurrency());
+  // cpp-httplib gives a kept-alive connection its thread until the client closes it: the pool is
+  // sized for connections, not cores (answers themselves are short and single-threaded).
+  const uint32_t threads = s.options.threads > 0 ? s.options.threads : std::max(64u, 8 * std::thread::hardware_concurrency());
   s.http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   s.http.set_payload_max_length(s.options.max_body);
+  s.http.set_tcp_nodelay(true);  // a small answer goes out at once, not after the peer's delayed ACK
   // SO_REUSEADDR only: cpp-httplib's default adds SO_REUSEPORT, with which a second server on the
   // same port would start and silently take half the connections.
   s.http.set_socket_options([](socket_t sock) {

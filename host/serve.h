@@ -37,7 +37,7 @@ struct ServeOptions {
   std::filesystem::path events;  // where PutEvents writes (empty: DATASET.events beside the model's dataset)
   std::string host = "127.0.0.1";
   int port = 8080;               // 0: any free port (port() says which)
-  uint32_t threads = 0;          // request threads; 0: the cores
+  uint32_t threads = 0;          // request threads, one per open connection; 0: max(64, 8 x cores)
   std::string api_key;           // empty: no key asked for
   size_t max_body = 1 << 20;     // request bodies above it get 413
   double reload_poll_seconds = 1.0;  // how often `current` is looked at (with `models`)
