@@ -57,6 +57,9 @@ void add_retrain_command(CLI::App& app) {
   cmd->add_option("--interactions", job->interactions,
                   "New interactions CSV, imported incrementally; repeatable")
       ->check(CLI::ExistingFile);
+  cmd->add_option("--events", job->events,
+                  "A `tastebud serve` event log directory: its events no retrain took yet, imported and marked taken")
+      ->check(CLI::ExistingDirectory);
   cmd->add_option("--users", job->users, "New or changed Users rows")->check(CLI::ExistingFile);
   cmd->add_option("--items", job->items, "New or changed Items rows")->check(CLI::ExistingFile);
   cmd->add_option("--warm-epochs", job->warm_epochs,

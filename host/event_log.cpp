@@ -3,14 +3,19 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <signal.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
 #include <string>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "tastebud/atomic_file.h"
+#include "tastebud/read_file.h"
 #include "tastebud/error.h"
 
 namespace tastebud::host {
@@ -89,6 +94,81 @@ uint64_t repair_event_files(const fs::path& dir) {
     ::close(fd);
   }
   return cut;
+}
+
+namespace {
+
+// The writer's PID of an events-<stamp>-<pid>.csv name; 0 when the name has none.
+long writer_of(const std::string& name) {
+  const size_t dash = name.rfind('-'), dot = name.rfind('.');
+  if (dash == std::string::npos || dot == std::string::npos || dot <= dash + 1) return 0;
+  try {
+    return std::stol(name.substr(dash + 1, dot - dash - 1));
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
+bool is_event_file(const fs::directory_entry& e) {
+  const std::string name = e.path().filename().string();
+  return e.is_regular_file() && name.starts_with("events-") && name.ends_with(".csv");
+}
+
+std::map<std::string, uint64_t> read_consumed(const fs::path& dir) {
+  std::map<std::string, uint64_t> offsets;
+  const fs::path file = dir / "consumed.json";
+  if (!fs::exists(file)) return offsets;
+  try {
+    const nlohmann::json record = nlohmann::json::parse(read_file(file));
+    for (auto it = record.begin(); it != record.end(); ++it) offsets[it.key()] = it.value().get<uint64_t>();
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("{}: not the event log's record of what retrain took: {}", file.string(), e.what()));
+  }
+  return offsets;
+}
+
+}  // namespace
+
+EventBacklog collect_event_backlog(const fs::path& dir, const fs::path& part) {
+  EventBacklog taken;
+  taken.offsets = read_consumed(dir);
+  std::vector<fs::path> files;
+  for (const fs::directory_entry& e : fs::directory_iterator(dir))
+    if (is_event_file(e)) files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  AtomicFile out(part);
+  out.write(kHeader);
+  for (const fs::path& file : files) {
+    const std::string text = read_file(file);
+    const size_t end = text.rfind('\n');  // a line still being written is left for next time
+    if (end == std::string::npos) continue;
+    uint64_t& from = taken.offsets[file.filename().string()];
+    if (from == 0) from = kHeader.size();
+    if (from > end + 1) throw Error(fmt::format("{}: shorter than consumed.json says was taken", file.string()));
+    const std::string_view lines(text.data() + from, end + 1 - from);
+    out.write(lines);
+    taken.rows += static_cast<uint64_t>(std::count(lines.begin(), lines.end(), '\n'));
+    from = end + 1;
+  }
+  out.commit();
+  return taken;
+}
+
+void commit_event_backlog(const fs::path& dir, const EventBacklog& taken) {
+  nlohmann::json record = nlohmann::json::object();
+  for (const auto& [name, bytes] : taken.offsets) {
+    const fs::path file = dir / name;
+    std::error_code ec;
+    const uint64_t size = fs::file_size(file, ec);
+    if (ec) continue;  // gone: nothing to record
+    const long writer = writer_of(name);
+    const bool writer_gone = writer > 0 && writer != ::getpid() && ::kill(static_cast<pid_t>(writer), 0) != 0 && errno == ESRCH;
+    if (size == bytes && writer_gone) continue;  // taken whole and closed for good: rotated out below
+    record[name] = bytes;
+  }
+  write_file_atomically(dir / "consumed.json", record.dump(1) + "\n");
+  for (const auto& [name, bytes] : taken.offsets)
+    if (!record.contains(name)) fs::remove(dir / name);
 }
 
 PutEventsLog::PutEventsLog(const fs::path& dir) {

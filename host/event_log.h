@@ -13,6 +13,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -31,6 +32,19 @@ std::string event_csv_line(const EventRow& row);
 
 // Cuts each events-*.csv in `dir` back to its last complete line; returns the bytes cut.
 uint64_t repair_event_files(const std::filesystem::path& dir);
+
+// What `retrain --events DIR` takes from a server's log: every complete line past each file's
+// consumed offset (DIR/consumed.json), written with the header to `part` as one CSV for an
+// incremental import. Nothing is marked taken until commit_event_backlog, after the import: a
+// failed retrain leaves the events for the next one (and an import drops exact duplicates).
+struct EventBacklog {
+  std::map<std::string, uint64_t> offsets;  // file name -> bytes taken through
+  uint64_t rows = 0;
+};
+EventBacklog collect_event_backlog(const std::filesystem::path& dir, const std::filesystem::path& part);
+// Records the offsets (consumed.json, written atomically) and rotates: a file taken whole whose
+// writer (the PID in its name) is gone is removed.
+void commit_event_backlog(const std::filesystem::path& dir, const EventBacklog& taken);
 
 class PutEventsLog {
  public:

@@ -1,5 +1,7 @@
 #include "host/retrain.h"
 
+#include <unistd.h>
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <unistd.h>
@@ -13,6 +15,7 @@
 #include <memory>
 #include <ostream>
 
+#include "host/event_log.h"
 #include "host/features.h"
 #include "host/scrub_model.h"
 #include "host/split.h"
@@ -98,6 +101,21 @@ void import_files(const RetrainJob& job, json& record, std::ostream& log) {
   };
   for (size_t k = 0; k < job.interactions.size(); ++k) one(job.interactions[k], k == 0);
   if (job.interactions.empty() && (!job.users.empty() || !job.items.empty())) one({}, true);
+  if (!job.events.empty()) {
+    // The server's events since the last retrain, as one part; marked taken after the import.
+    const fs::path part = job.events / fmt::format(".backlog-{}.csv", ::getpid());
+    const EventBacklog taken = collect_event_backlog(job.events, part);
+    try {
+      if (taken.rows > 0) one(part, job.interactions.empty());
+      else log << fmt::format("events: nothing new in {}\n", job.events.string());
+    } catch (...) {
+      fs::remove(part);
+      throw;
+    }
+    fs::remove(part);
+    commit_event_backlog(job.events, taken);
+    record["events"] = {{"dir", job.events.string()}, {"rows", taken.rows}};
+  }
   record["imported"] = imported;
 }
 

@@ -26,6 +26,9 @@ struct RetrainJob {
   std::filesystem::path models;  // DIR: current, versions/, retrain.jsonl
   std::vector<std::filesystem::path> interactions;  // imported one after the other
   std::filesystem::path users, items;               // empty: none
+  // A `tastebud serve` event log directory: the events it holds that no retrain took yet are
+  // imported after `interactions`, and marked taken once the import is in (host/event_log.h).
+  std::filesystem::path events;
   // The candidate's training settings (data, out, warm_start are set by the job). Settings the
   // caller did not give (`given` false) are taken from the current model's config.json, so a
   // warm start keeps its shape.

@@ -28,6 +28,7 @@
 
 #include "host/event_log.h"
 #include "host/inference.h"
+#include "host/retrain.h"
 #include "host/serve.h"
 #include "host/training.h"
 #include "run_cli.h"
@@ -347,6 +348,54 @@ TEST_F(Serve, EventsOnOneCategoryMoveANeuralModelsNextAnswersTowardIt) {
   const auto [status1, after] = s.post("/recommendations", R"({"userId": "u9", "numResults": 20})");
   ASSERT_EQ(status1, 200);
   EXPECT_GT(share_of(after, target), share_of(before, target) + 3) << target << ": " << before.dump() << " -> " << after.dump();
+}
+
+// retrain --events takes what a server logged exactly once: every complete line past what the
+// last retrain took, marked taken only after its import; a file taken whole whose server is gone
+// is rotated out.
+TEST_F(Serve, RetrainTakesTheLogsEventsOnceAndRotatesFinishedFiles) {
+  const fs::path events = root_ / "retrain-events";
+  fs::create_directories(events);
+  const pid_t dead = ::fork();
+  if (dead == 0) ::_exit(0);
+  ::waitpid(dead, nullptr, 0);
+  PutEventsLog live(events);  // a running server's log (this process writes it)
+  live.append(event_csv_line({"fresh-2", "i4", "view", 1900000003, std::nullopt}), 1);
+  const fs::path finished = events / fmt::format("events-20260101T000000Z-{}.csv", dead);
+  std::ofstream(finished) << "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE,EVENT_VALUE\n"
+                          << "fresh-1,i1,1900000001,purchase,\nfresh-1,i2,1900000002,purchase,\n"
+                          << "fresh-1,i3,19000";  // a half line a killed server left: not taken
+
+  RetrainJob job;
+  job.data = root_ / "retrain-dataset";
+  fs::copy(root_ / "dataset", job.data, fs::copy_options::recursive);
+  job.models = root_ / "retrain-models";
+  job.events = events;
+  job.train.model = "gmf";
+  job.train.epochs = 1;
+  job.train.factors = 8;
+  job.train.metadata = "none";
+  job.train.threads = 1;
+  job.train.progress = false;
+  std::ostringstream log;
+  const uint64_t before = datasets::Dataset::open(job.data).interactions.size();
+  run_retrain(job, log);
+  EXPECT_EQ(datasets::Dataset::open(job.data).interactions.size(), before + 3) << log.str();
+  EXPECT_TRUE(fs::exists(finished));  // its half line was not taken, so it stays
+  EXPECT_FALSE(fs::exists(events / fmt::format(".backlog-{}.csv", ::getpid())));
+  // The next retrain takes only what came since.
+  live.append(event_csv_line({"fresh-2", "i5", "view", 1900000004, std::nullopt}), 1);
+  const EventBacklog next = collect_event_backlog(events, root_ / "backlog.csv");
+  EXPECT_EQ(next.rows, 1u);
+  EXPECT_EQ(read_file(root_ / "backlog.csv"), "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE,EVENT_VALUE\nfresh-2,i5,1900000004,view,\n");
+  // Cut back to its last whole line (as a server start does), the dead server's file is taken
+  // whole, and rotated out.
+  repair_event_files(events);
+  const EventBacklog last = collect_event_backlog(events, root_ / "backlog.csv");
+  commit_event_backlog(events, last);
+  EXPECT_FALSE(fs::exists(finished));
+  EXPECT_TRUE(fs::exists(live.path()));  // this process still writes it
+  EXPECT_EQ(collect_event_backlog(events, root_ / "backlog.csv").rows, 0u);
 }
 
 // A free TCP port on 127.0.0.1 (bound once and closed).
