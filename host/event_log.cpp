@@ -23,7 +23,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr std::string_view kHeader = "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE,EVENT_VALUE\n";
 
 void append_field(std::string& out, std::string_view field) {
   if (field.find_first_of(",\"\r\n") == std::string_view::npos) {
@@ -59,6 +58,16 @@ std::string start_stamp() {
 
 }  // namespace
 
+std::string csv_line(const std::vector<std::string>& fields) {
+  std::string line;
+  for (size_t k = 0; k < fields.size(); ++k) {
+    if (k > 0) line += ',';
+    append_field(line, fields[k]);
+  }
+  line += '\n';
+  return line;
+}
+
 std::string event_csv_line(const EventRow& row) {
   std::string line;
   append_field(line, row.user_id);
@@ -77,7 +86,8 @@ uint64_t repair_event_files(const fs::path& dir) {
   std::error_code ec;
   for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
     const std::string name = e.path().filename().string();
-    if (!e.is_regular_file() || !name.starts_with("events-") || !name.ends_with(".csv")) continue;
+    const bool logged = name.starts_with("events-") || name.starts_with("users-") || name.starts_with("items-");
+    if (!e.is_regular_file() || !logged || !name.ends_with(".csv")) continue;
     const int fd = ::open(e.path().c_str(), O_RDWR | O_CLOEXEC);
     if (fd < 0) throw Error(fmt::format("{}: cannot open: {}", e.path().string(), std::strerror(errno)));
     off_t end = ::lseek(fd, 0, SEEK_END), keep = end;
@@ -109,9 +119,9 @@ long writer_of(const std::string& name) {
   }
 }
 
-bool is_event_file(const fs::directory_entry& e) {
+bool is_log_file(const fs::directory_entry& e, std::string_view kind) {
   const std::string name = e.path().filename().string();
-  return e.is_regular_file() && name.starts_with("events-") && name.ends_with(".csv");
+  return e.is_regular_file() && name.starts_with(fmt::format("{}-", kind)) && name.ends_with(".csv");
 }
 
 std::map<std::string, uint64_t> read_consumed(const fs::path& dir) {
@@ -129,27 +139,35 @@ std::map<std::string, uint64_t> read_consumed(const fs::path& dir) {
 
 }  // namespace
 
-EventBacklog collect_event_backlog(const fs::path& dir, const fs::path& part) {
+EventBacklog collect_event_backlog(const fs::path& dir, const fs::path& part, std::string_view kind) {
   EventBacklog taken;
   taken.offsets = read_consumed(dir);
   std::vector<fs::path> files;
   for (const fs::directory_entry& e : fs::directory_iterator(dir))
-    if (is_event_file(e)) files.push_back(e.path());
+    if (is_log_file(e, kind)) files.push_back(e.path());
   std::sort(files.begin(), files.end());
   AtomicFile out(part);
-  out.write(kHeader);
+  std::string header;
   for (const fs::path& file : files) {
     const std::string text = read_file(file);
     const size_t end = text.rfind('\n');  // a line still being written is left for next time
+    const size_t header_end = text.find('\n');
     if (end == std::string::npos) continue;
+    const std::string_view own_header(text.data(), header_end + 1);
+    if (header.empty()) {
+      header = own_header;
+      out.write(header);
+    }
+    if (own_header != header) continue;  // another schema's rows: a later retrain's
     uint64_t& from = taken.offsets[file.filename().string()];
-    if (from == 0) from = kHeader.size();
+    if (from == 0) from = header.size();
     if (from > end + 1) throw Error(fmt::format("{}: shorter than consumed.json says was taken", file.string()));
     const std::string_view lines(text.data() + from, end + 1 - from);
     out.write(lines);
     taken.rows += static_cast<uint64_t>(std::count(lines.begin(), lines.end(), '\n'));
     from = end + 1;
   }
+  if (header.empty()) out.write(kind == "events" ? kEventsHeader : std::string_view("\n"));
   out.commit();
   return taken;
 }
@@ -171,13 +189,13 @@ void commit_event_backlog(const fs::path& dir, const EventBacklog& taken) {
     if (!record.contains(name)) fs::remove(dir / name);
 }
 
-PutEventsLog::PutEventsLog(const fs::path& dir) {
+PutEventsLog::PutEventsLog(const fs::path& dir, std::string_view kind, std::string_view header) {
   fs::create_directories(dir);
   repair_event_files(dir);
-  path_ = dir / fmt::format("events-{}-{}.csv", start_stamp(), ::getpid());
+  path_ = dir / fmt::format("{}-{}-{}.csv", kind, start_stamp(), ::getpid());
   fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
   if (fd_ < 0) throw Error(fmt::format("{}: cannot create the event log: {}", path_.string(), std::strerror(errno)));
-  if (!write_all(fd_, kHeader) || ::fsync(fd_) != 0) {
+  if (!write_all(fd_, header) || ::fsync(fd_) != 0) {
     const int error = errno;
     ::close(fd_);
     fs::remove(path_);

@@ -1,7 +1,9 @@
 // The events `tastebud serve` accepts (PutEvents), appended to CSV part files that
 // `tastebud import --mode incremental --interactions DIR` and `retrain --interactions DIR` read as
 // they are: USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE,EVENT_VALUE, one file per server start
-// (events-<UTC start>-<pid>.csv) in the log's directory.
+// (events-<UTC start>-<pid>.csv) in the log's directory. PutUsers and PutItems go the same way into
+// users/users-*.csv and items/items-*.csv beneath it, whose header is the dataset's Users or Items
+// schema (in subfolders, so an import of the folder reads the events alone).
 //
 // Group commit: append() hands its rows to whichever caller is writing; that caller writes every
 // row waiting, fsyncs once, and wakes them all. append() returns only once its rows are on disk,
@@ -18,6 +20,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace tastebud::host {
 
@@ -29,8 +32,13 @@ struct EventRow {
 
 // One CSV line (RFC 4180 quoting where a field needs it), with its newline.
 std::string event_csv_line(const EventRow& row);
+std::string csv_line(const std::vector<std::string>& fields);
 
-// Cuts each events-*.csv in `dir` back to its last complete line; returns the bytes cut.
+// The events' CSV header.
+inline constexpr std::string_view kEventsHeader = "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE,EVENT_VALUE\n";
+
+// Cuts each events-, users- and items-*.csv in `dir` back to its last complete line; returns the
+// bytes cut.
 uint64_t repair_event_files(const std::filesystem::path& dir);
 
 // What `retrain --events DIR` takes from a server's log: every complete line past each file's
@@ -41,14 +49,18 @@ struct EventBacklog {
   std::map<std::string, uint64_t> offsets;  // file name -> bytes taken through
   uint64_t rows = 0;
 };
-EventBacklog collect_event_backlog(const std::filesystem::path& dir, const std::filesystem::path& part);
+// `kind`: "events", "users" or "items" (the files' prefix); the part's header is the first file's,
+// and a file of that kind with another header (a schema changed in between) is left as it is.
+EventBacklog collect_event_backlog(const std::filesystem::path& dir, const std::filesystem::path& part,
+                                   std::string_view kind = "events");
 // Records the offsets (consumed.json, written atomically) and rotates: a file taken whole whose
 // writer (the PID in its name) is gone is removed.
 void commit_event_backlog(const std::filesystem::path& dir, const EventBacklog& taken);
 
 class PutEventsLog {
  public:
-  explicit PutEventsLog(const std::filesystem::path& dir);
+  explicit PutEventsLog(const std::filesystem::path& dir, std::string_view kind = "events",
+                        std::string_view header = kEventsHeader);
   PutEventsLog(const PutEventsLog&) = delete;
   PutEventsLog& operator=(const PutEventsLog&) = delete;
   ~PutEventsLog();

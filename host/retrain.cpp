@@ -2,9 +2,13 @@
 
 #include <unistd.h>
 
+#include <map>
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <unistd.h>
+
+#include <map>
 
 #include <algorithm>
 #include <cerrno>
@@ -77,6 +81,42 @@ void inherit_settings(TrainJob& job, const json& config,
   take("context", "context", job.context);
 }
 
+// A serve event log's events, users and items that no retrain took yet: one part each, imported
+// together, marked taken after the import.
+json import_event_log(const RetrainJob& job, std::ostream& log) {
+  // The events in DIR, PutUsers' and PutItems' rows in DIR/users and DIR/items.
+  std::map<std::string, fs::path> parts, dirs;
+  std::map<std::string, EventBacklog> taken;
+  std::map<std::string, uint64_t> rows;
+  for (const char* kind : {"events", "users", "items"}) {
+    dirs[kind] = std::string_view(kind) == "events" ? job.events : job.events / kind;
+    if (!fs::is_directory(dirs[kind])) continue;
+    parts[kind] = dirs[kind] / fmt::format(".backlog-{}.csv", ::getpid());
+    taken[kind] = collect_event_backlog(dirs[kind], parts[kind], kind);
+    rows[kind] = taken[kind].rows;
+  }
+  const auto remove_parts = [&] {
+    for (const auto& [kind, part] : parts) fs::remove(part);
+  };
+  try {
+    datasets::ImportOptions options;
+    if (rows["events"] > 0) options.interactions = parts["events"];
+    if (rows["users"] > 0) options.users = parts["users"];
+    if (rows["items"] > 0) options.items = parts["items"];
+    options.out = job.data;
+    options.mode = fs::exists(job.data / "meta.json") ? datasets::ImportMode::Incremental : datasets::ImportMode::Full;
+    if (rows["events"] + rows["users"] + rows["items"] > 0) datasets::import_dataset(options);
+  } catch (...) {
+    remove_parts();
+    throw;
+  }
+  remove_parts();
+  for (const auto& [kind, backlog] : taken) commit_event_backlog(dirs[kind], backlog);
+  log << fmt::format("events: {} events, {} users, {} items from {}\n", rows["events"], rows["users"], rows["items"],
+                     job.events.string());
+  return json{{"dir", job.events.string()}, {"events", rows["events"]}, {"users", rows["users"]}, {"items", rows["items"]}};
+}
+
 void import_files(const RetrainJob& job, json& record, std::ostream& log) {
   json imported = json::array();
   const auto one = [&](const fs::path& interactions, bool with_metadata) {
@@ -101,21 +141,7 @@ void import_files(const RetrainJob& job, json& record, std::ostream& log) {
   };
   for (size_t k = 0; k < job.interactions.size(); ++k) one(job.interactions[k], k == 0);
   if (job.interactions.empty() && (!job.users.empty() || !job.items.empty())) one({}, true);
-  if (!job.events.empty()) {
-    // The server's events since the last retrain, as one part; marked taken after the import.
-    const fs::path part = job.events / fmt::format(".backlog-{}.csv", ::getpid());
-    const EventBacklog taken = collect_event_backlog(job.events, part);
-    try {
-      if (taken.rows > 0) one(part, job.interactions.empty());
-      else log << fmt::format("events: nothing new in {}\n", job.events.string());
-    } catch (...) {
-      fs::remove(part);
-      throw;
-    }
-    fs::remove(part);
-    commit_event_backlog(job.events, taken);
-    record["events"] = {{"dir", job.events.string()}, {"rows", taken.rows}};
-  }
+  if (!job.events.empty()) record["events"] = import_event_log(job, log);
   record["imported"] = imported;
 }
 

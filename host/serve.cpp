@@ -17,6 +17,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
@@ -25,6 +26,7 @@
 #include "host/inference.h"
 #include "tastebud/error.h"
 #include "tastebud/json_input.h"
+#include "tastebud/read_file.h"
 
 namespace tastebud::host {
 namespace {
@@ -131,6 +133,66 @@ class RecentItems {
   std::list<std::string> order_;  // most recently written first
   std::unordered_map<std::string, Entry> entries_;
 };
+
+// The metadata fields of one side of the dataset (its Users or Items schema), in schema order:
+// what a PutUsers or PutItems row holds. Empty `id` when the dataset has no such schema.
+struct RecordSchema {
+  std::string id;                   // USER_ID or ITEM_ID
+  std::vector<std::string> fields;  // the others
+  std::string header() const {
+    std::vector<std::string> names{id};
+    names.insert(names.end(), fields.begin(), fields.end());
+    return csv_line(names);
+  }
+};
+
+RecordSchema read_record_schema(const fs::path& data, const char* side, const char* id) {
+  RecordSchema schema;
+  const fs::path file = data / "schema" / fmt::format("{}.json", side);
+  if (data.empty() || !fs::exists(file)) return schema;
+  const nlohmann::json avro = nlohmann::json::parse(read_file(file));
+  schema.id = id;
+  for (const nlohmann::json& field : avro.at("fields")) {
+    const std::string name = field.at("name").get<std::string>();
+    if (name != id) schema.fields.push_back(name);
+  }
+  return schema;
+}
+
+// A property name as the service's SDK writes it (numberOfRatings) or as the schema does
+// (NUMBER_OF_RATINGS): the schema field it names, or "" for none.
+std::string field_named(const RecordSchema& schema, const std::string& key) {
+  std::string snake;
+  for (size_t k = 0; k < key.size(); ++k) {
+    const unsigned char c = static_cast<unsigned char>(key[k]);
+    if (std::isupper(c) && k > 0 && std::islower(static_cast<unsigned char>(key[k - 1]))) snake += '_';
+    snake += static_cast<char>(std::toupper(c));
+  }
+  for (const std::string& f : schema.fields) {
+    std::string upper = key;
+    for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    if (f == upper || f == snake) return f;
+  }
+  return "";
+}
+
+// A property's value as the CSV field an import reads: text as it is, numbers and booleans
+// written out, a list of values joined by '|' (a multi-valued categorical field), null empty.
+std::string field_value(const json& v, const std::string& at) {
+  if (v.is_null()) return "";
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_boolean()) return v.get<bool>() ? "true" : "false";
+  if (v.is_number()) return v.dump();
+  if (v.is_array()) {
+    std::string joined;
+    for (const json& x : v) {
+      if (!x.is_string()) throw BadRequest(fmt::format("{}: a list of values must hold strings", at));
+      joined += fmt::format("{}{}", joined.empty() ? "" : "|", x.get<std::string>());
+    }
+    return joined;
+  }
+  throw BadRequest(fmt::format("{}: must be a string, a number, a boolean or a list of strings", at));
+}
 
 // ---- Request bodies ----
 
@@ -242,7 +304,8 @@ struct Server::Impl {
   int port = 0;
   mutable std::mutex loaded_mutex;
   std::shared_ptr<const Loaded> loaded;
-  std::unique_ptr<PutEventsLog> events;
+  std::unique_ptr<PutEventsLog> events, users_log, items_log;
+  RecordSchema users_schema, items_schema;
   RecentItems recent;
   ServerMetrics metrics;
   std::atomic<uint64_t> answered{0};
@@ -360,6 +423,45 @@ struct Server::Impl {
     return json::object();
   }
 
+  // PutUsers / PutItems: {"users": [{"userId", "properties"}]} (or items / itemId), 1 to 10
+  // records, each property a field of the dataset's schema; upserted by the next import.
+  json put_records(const json& request, const char* list_key, const char* id_key, const RecordSchema& schema,
+                   PutEventsLog* log) {
+    check_fields(request, {list_key});
+    if (log == nullptr)
+      throw BadRequest(fmt::format("{}: the model's dataset has no {} schema to write records in", list_key, list_key));
+    const auto list = request.find(list_key);
+    if (list == request.end() || !list->is_array() || list->empty() || list->size() > kMaxEvents)
+      throw BadRequest(fmt::format("{}: required, 1 to {} records", list_key, kMaxEvents));
+    std::string lines;
+    for (size_t k = 0; k < list->size(); ++k) {
+      const std::string at = fmt::format("{}[{}].", list_key, k);
+      const json& record = (*list)[k];
+      if (!record.is_object()) throw BadRequest(fmt::format("{}[{}]: must be an object", list_key, k));
+      check_fields(record, {id_key, "properties"}, at);
+      const std::string id = string_of(record, id_key, at).value_or("");
+      if (id.empty()) throw BadRequest(fmt::format("{}{}: required", at, id_key));
+      json properties = json::object();
+      if (const auto p = record.find("properties"); p != record.end() && !p->is_null()) {
+        properties = p->is_string() ? parse_body(p->get<std::string>()) : *p;  // the service sends a JSON string
+        if (!properties.is_object()) throw BadRequest(at + "properties: must be an object (or its JSON text)");
+      }
+      std::vector<std::string> row{id};
+      row.resize(1 + schema.fields.size());
+      for (auto it = properties.begin(); it != properties.end(); ++it) {
+        const std::string field = field_named(schema, it.key());
+        if (field.empty())
+          throw BadRequest(fmt::format("{}properties.{}: not a field of the dataset's {} schema ({})", at, it.key(), list_key,
+                                       fmt::join(schema.fields, ", ")));
+        const size_t column = std::find(schema.fields.begin(), schema.fields.end(), field) - schema.fields.begin();
+        row[1 + column] = field_value(it.value(), at + "properties." + it.key());
+      }
+      lines += csv_line(row);
+    }
+    log->append(lines, list->size());
+    return json::object();
+  }
+
   bool authorized(const httplib::Request& req) const {
     if (options.api_key.empty()) return true;
     if (req.get_header_value("X-Api-Key") == options.api_key) return true;
@@ -399,6 +501,12 @@ struct Server::Impl {
     });
     http.Post("/events", [this](const httplib::Request& q, httplib::Response& r) {
       handle(q, r, [this](const json& j) { return put_events(j); });
+    });
+    http.Post("/users", [this](const httplib::Request& q, httplib::Response& r) {
+      handle(q, r, [this](const json& j) { return put_records(j, "users", "userId", users_schema, users_log.get()); });
+    });
+    http.Post("/items", [this](const httplib::Request& q, httplib::Response& r) {
+      handle(q, r, [this](const json& j) { return put_records(j, "items", "itemId", items_schema, items_log.get()); });
     });
     http.Get("/health", [this](const httplib::Request& q, httplib::Response& r) {
       const std::shared_ptr<const Loaded> m = model();
@@ -466,6 +574,12 @@ Server::Server(ServeOptions options, std::ostream& log) : impl_(std::make_unique
     events = data.parent_path() / (data.filename().string() + ".events");
   }
   s.events = std::make_unique<PutEventsLog>(events);
+  // PutUsers and PutItems rows in the dataset's own Users and Items columns.
+  s.users_schema = read_record_schema(s.loaded->model.data, "users", "USER_ID");
+  s.items_schema = read_record_schema(s.loaded->model.data, "items", "ITEM_ID");
+  // In subfolders: an import of the events folder reads only its own files.
+  if (!s.users_schema.id.empty()) s.users_log = std::make_unique<PutEventsLog>(events / "users", "users", s.users_schema.header());
+  if (!s.items_schema.id.empty()) s.items_log = std::make_unique<PutEventsLog>(events / "items", "items", s.items_schema.header());
   if (!s.options.models.empty()) s.watcher = std::thread([&s] { s.watch_current(); });
   log << fmt::format("serve: {} model {} ({} users, {} items) on http://{}:{}; events -> {}\n",
                      to_string(s.loaded->model.kind), s.loaded->dir.string(), s.loaded->model.user_ids.size(),

@@ -229,7 +229,8 @@ TEST_F(Serve, WithAKeyARequestWithoutItIsRefusedAndWritesNothing) {
   EXPECT_EQ(s.post("/recommendations", R"({"userId": "u1"})").first, 401);
   EXPECT_EQ(s.client->Get("/metrics")->status, 401);
   std::string log_text;
-  for (const fs::directory_entry& e : fs::directory_iterator(events)) log_text += read_file(e.path());
+  for (const fs::directory_entry& e : fs::directory_iterator(events))
+    if (e.is_regular_file()) log_text += read_file(e.path());
   EXPECT_EQ(log_text, "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE,EVENT_VALUE\n");
   EXPECT_EQ(s.post("/events", event, {{"X-Api-Key", "s3cret"}}).first, 200);
   EXPECT_EQ(s.post("/recommendations", R"({"userId": "u1"})", {{"Authorization", "Bearer s3cret"}}).first, 200);
@@ -398,6 +399,48 @@ TEST_F(Serve, RetrainTakesTheLogsEventsOnceAndRotatesFinishedFiles) {
   EXPECT_EQ(collect_event_backlog(events, root_ / "backlog.csv").rows, 0u);
 }
 
+// PutItems and PutUsers write rows in the dataset's own columns (the SDK's camelCase names or the
+// schema's), a property the schema lacks is a 400, and the next retrain --events upserts them.
+TEST_F(Serve, PutItemsUpsertsThroughTheNextRetrain) {
+  ServeOptions o = options(root_ / "gmf");
+  const fs::path events = o.events;
+  {
+    Running s(o);
+    const json items{{"items",
+                      {{{"itemId", "brand-new"}, {"properties", R"({"categoryL1": "books", "GENRES": ["comics", "mystery"], "price": 9.5})"}},
+                       {{"itemId", "i1"}, {"properties", {{"PRICE", 1.25}}}}}}};
+    const auto [status, body] = s.post("/items", items.dump());
+    ASSERT_EQ(status, 200) << body.dump();
+    const auto [bad, message] = s.post("/items", R"({"items": [{"itemId": "x", "properties": {"COLOUR": "red"}}]})");
+    EXPECT_EQ(bad, 400);
+    EXPECT_NE(message.value("message", "").find("items[0].properties.COLOUR: not a field"), std::string::npos) << message.dump();
+    // This dataset has no Users: there is nothing to write users into.
+    const auto [no_users, why] = s.post("/users", R"({"users": [{"userId": "u1", "properties": "{}"}]})");
+    EXPECT_EQ(no_users, 400);
+    EXPECT_NE(why.value("message", "").find("no users schema"), std::string::npos) << why.dump();
+  }
+  std::string written;
+  for (const fs::directory_entry& e : fs::directory_iterator(events / "items"))
+    if (e.path().filename().string().starts_with("items-")) written += read_file(e.path());
+  EXPECT_NE(written.find("brand-new,books,comics|mystery,9.5,,\n"), std::string::npos) << written;
+  RetrainJob job;
+  job.data = root_ / "items-dataset";
+  fs::copy(root_ / "dataset", job.data, fs::copy_options::recursive);
+  job.models = root_ / "items-models";
+  job.events = events;
+  job.train.model = "gmf";
+  job.train.epochs = 1;
+  job.train.metadata = "none";
+  job.train.threads = 1;
+  job.train.progress = false;
+  std::ostringstream log;
+  run_retrain(job, log);
+  const datasets::Dataset d = datasets::Dataset::open(job.data);
+  bool found = false;
+  for (size_t i = 0; i < d.item_ids.size(); ++i) found |= d.item_ids[i] == "brand-new";
+  EXPECT_TRUE(found) << log.str();
+}
+
 // A free TCP port on 127.0.0.1 (bound once and closed).
 int free_port() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -463,6 +506,7 @@ TEST_F(Serve, KillNineLosesNoAcknowledgedEvent) {
   repair_event_files(events);
   std::set<int64_t> logged;
   for (const fs::directory_entry& e : fs::directory_iterator(events)) {
+    if (!e.path().filename().string().starts_with("events-")) continue;  // items/: PutItems' rows
     const std::string text = read_file(e.path());
     ASSERT_FALSE(text.empty());
     EXPECT_EQ(text.back(), '\n');

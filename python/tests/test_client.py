@@ -44,6 +44,17 @@ def test_events_are_acknowledged_and_change_the_next_answer(server):
     assert "tastebud_events_written_total 1" in client.metrics()
 
 
+def test_users_and_items_are_written_in_the_datasets_columns(server):
+    client, events = server
+    client.put_users([{"userId": "new-user", "properties": '{"age": 41, "MEMBERSHIP": "gold"}'}])
+    client.put_items([{"itemId": "new-item", "properties": {"PRICE": 12.5}}])
+    users = "".join(p.read_text() for p in (events / "users").glob("users-*.csv"))
+    assert users.splitlines()[0] == "USER_ID,AGE,GENDER,MEMBERSHIP"
+    assert "new-user,41,,gold" in users
+    with pytest.raises(tastebud.Error, match=r"properties.COLOUR: not a field"):
+        client.put_items([{"itemId": "x", "properties": {"COLOUR": "red"}}])
+
+
 def test_a_bad_request_raises_with_the_servers_message(server):
     client, _ = server
     with pytest.raises(tastebud.Error, match=r"400: inputList: 501 items"):

@@ -1,6 +1,6 @@
 """A client of ``tastebud serve``, named after the service's SDK calls where they fit
 (personalize-runtime's get_recommendations and get_personalized_ranking, personalize-events'
-put_events). Standard library only: it runs wherever the package does.
+put_events, put_users and put_items). Standard library only: it runs wherever the package does.
 
     client = tastebud.Client("http://127.0.0.1:8080")
     client.recommend(user_id="u1", num_results=10)          # [{"itemId": ..., "score": ...}, ...]
@@ -70,6 +70,14 @@ class Client:
         body = self._request(trackingId=trackingId, sessionId=sessionId or session_id,
                              userId=userId or user_id, eventList=list(eventList if eventList is not None else event_list))
         self._call("POST", "/events", body)
+
+    def put_users(self, users):
+        """The service's PutUsers: [{"userId": ..., "properties": {...} or its JSON text}], 1 to 10."""
+        self._call("POST", "/users", {"users": list(users)})
+
+    def put_items(self, items):
+        """The service's PutItems: [{"itemId": ..., "properties": {...} or its JSON text}], 1 to 10."""
+        self._call("POST", "/items", {"items": list(items)})
 
     def health(self):
         return self._call("GET", "/health")
