@@ -49,6 +49,9 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--max-sessions", args->options.max_sessions,
                   "Users and sessions whose latest events are kept for their next answers (least recent dropped first)")
       ->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--filters", args->options.filters,
+                  "JSON object of named filter expressions, which requests name by filterArn")
+      ->check(CLI::ExistingFile);
   cmd->add_option("--api-key-file", args->api_key_file, "File holding the key requests must send (X-Api-Key or Authorization: Bearer)")
       ->check(CLI::ExistingFile);
   cmd->callback([args] {

@@ -24,6 +24,7 @@
 #include "host/event_log.h"
 #include "host/filters.h"
 #include "host/inference.h"
+#include "host/job_config.h"
 #include "tastebud/error.h"
 #include "tastebud/json_input.h"
 #include "tastebud/read_file.h"
@@ -53,22 +54,27 @@ struct Loaded {
   mutable std::mutex filters_mutex;
   mutable std::map<std::string, std::shared_ptr<const Recommender>> by_filter;
 
-  std::shared_ptr<const Recommender> for_filter(const std::string& filter) const {
-    if (filter.empty()) return plain;
+  // The recommender for a filter expression and a shaping configuration (promotions, metadata
+  // columns: the service's request fields as a job configuration's text; empty: none).
+  std::shared_ptr<const Recommender> for_request(const std::string& filter, const std::string& shaping = {}) const {
+    if (filter.empty() && shaping.empty()) return plain;
+    const std::string key = filter + '\n' + shaping;
     std::lock_guard lock(filters_mutex);
-    if (const auto it = by_filter.find(filter); it != by_filter.end()) return it->second;
+    if (const auto it = by_filter.find(key); it != by_filter.end()) return it->second;
     InferenceOptions options;
     options.filter = filter;
     options.device = "cpu";
     std::shared_ptr<const Recommender> r;
     try {
-      if (filter_selects_users(filter)) throw Error("UserID expressions select users; recommendations filter items");
+      if (!filter.empty() && filter_selects_users(filter))
+        throw Error("UserID expressions select users; recommendations filter items");
+      if (!shaping.empty()) options.job = parse_job_config(shaping, "the request");
       r = std::make_shared<const Recommender>(model, context, options);
-    } catch (const Error& e) {  // the expression's own problem
-      throw BadRequest(fmt::format("filter: {}", e.what()));
+    } catch (const Error& e) {  // the expression's or the configuration's own problem
+      throw BadRequest(fmt::format("{}: {}", shaping.empty() ? "filter" : "filter, promotions or metadataColumns", e.what()));
     }
     if (by_filter.size() >= kMaxFilterRecommenders) by_filter.erase(by_filter.begin());
-    by_filter.emplace(filter, r);
+    by_filter.emplace(key, r);
     return r;
   }
 };
@@ -194,6 +200,24 @@ std::string field_value(const json& v, const std::string& at) {
   throw BadRequest(fmt::format("{}: must be a string, a number, a boolean or a list of strings", at));
 }
 
+// --filters FILE: {"NAME": "EXPRESSION", ...}, each expression checked against the catalog at start.
+std::map<std::string, std::string> read_filters(const fs::path& file, const ItemCatalog& catalog) {
+  const nlohmann::json j = parse_json(read_file(file), file.string());
+  if (!j.is_object()) throw Error(fmt::format("{}: expected an object of filter names and expressions", file.string()));
+  std::map<std::string, std::string> filters;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (!it.value().is_string()) throw Error(fmt::format("{}: {}: the expression must be a string", file.string(), it.key()));
+    const std::string expression = it.value().get<std::string>();
+    try {
+      Filter check(expression, catalog);
+    } catch (const Error& e) {
+      throw Error(fmt::format("{}: {}: {}", file.string(), it.key(), e.what()));
+    }
+    filters.emplace(it.key(), expression);
+  }
+  return filters;
+}
+
 // ---- Request bodies ----
 
 json parse_body(const std::string& body) {
@@ -306,6 +330,7 @@ struct Server::Impl {
   std::shared_ptr<const Loaded> loaded;
   std::unique_ptr<PutEventsLog> events, users_log, items_log;
   RecordSchema users_schema, items_schema;
+  std::map<std::string, std::string> filters;  // --filters: name -> expression
   RecentItems recent;
   ServerMetrics metrics;
   std::atomic<uint64_t> answered{0};
@@ -337,13 +362,60 @@ struct Server::Impl {
     return fmt::format("RID-{:x}-{:x}", started & 0xffffffffffull, answered.fetch_add(1) + 1);
   }
 
+  // The filter a request names: an expression ("filter"), or by name from --filters ("filterArn",
+  // the service's field: a name, or an ARN ending in /NAME).
+  std::string filter_of(const json& request, const char* at = "") const {
+    const std::optional<std::string> expression = string_of(request, "filter", at);
+    const std::optional<std::string> arn = string_of(request, "filterArn", at);
+    if (expression && arn) throw BadRequest(fmt::format("{}filter, filterArn: give one", at));
+    if (!arn) return expression.value_or("");
+    const std::string name = arn->substr(arn->rfind('/') == std::string::npos ? 0 : arn->rfind('/') + 1);
+    const auto it = filters.find(name);
+    if (it == filters.end()) {
+      std::vector<std::string> names;
+      for (const auto& [n, e] : filters) names.push_back(n);
+      throw BadRequest(fmt::format("{}filterArn: no filter named '{}' (the server's --filters: {})", at, name,
+                                   names.empty() ? "none given" : fmt::format("{}", fmt::join(names, ", "))));
+    }
+    return it->second;
+  }
+
+  // The request's promotions and metadataColumns as a job configuration's text (no exploration:
+  // the service explores by its campaign's settings, not per request); "" when it has neither.
+  std::string shaping_of(const json& request) const {
+    json config = json::object();
+    if (const auto p = request.find("promotions"); p != request.end() && !p->is_null()) {
+      if (!p->is_array()) throw BadRequest("promotions: must be an array");
+      json promotions = json::array();
+      for (size_t k = 0; k < p->size(); ++k) {
+        const std::string at = fmt::format("promotions[{}].", k);
+        json promotion = (*p)[k];
+        if (!promotion.is_object()) throw BadRequest(fmt::format("promotions[{}]: must be an object", k));
+        if (promotion.contains("filterArn")) {
+          promotion["filterExpression"] = filter_of(promotion, at.c_str());
+          promotion.erase("filterArn");
+        }
+        promotions.push_back(std::move(promotion));
+      }
+      config["promotions"] = std::move(promotions);
+    }
+    if (const auto c = request.find("metadataColumns"); c != request.end() && !c->is_null()) config["metadataColumns"] = *c;
+    if (config.empty()) return "";
+    config["itemExplorationConfig"] = {{"explorationWeight", 0}};
+    return config.dump();
+  }
+
   json recommendations(const json& request) {
-    check_fields(request, {"userId", "itemId", "numResults", "filter", "filterValues", "context"});
+    check_fields(request, {"userId", "itemId", "numResults", "filter", "filterArn", "filterValues", "context", "promotions",
+                           "metadataColumns"});
     const std::shared_ptr<const Loaded> m = model();
-    const json output = answer_of(*m->for_filter(string_of(request, "filter").value_or("")), line_with_recent(request));
+    const json output = answer_of(*m->for_request(filter_of(request), shaping_of(request)), line_with_recent(request));
     json items = json::array();
     for (size_t k = 0; k < output.at("recommendedItems").size(); ++k) {
       json item{{"itemId", output["recommendedItems"][k]}, {"score", output["scores"][k]}};
+      if (output.contains("promotionNames") && !output["promotionNames"][k].is_null())
+        item["promotionName"] = output["promotionNames"][k];
+      if (output.contains("metadata")) item["metadata"] = output["metadata"][k];
       json reasons = json::array();
       if (output.contains("reasons") && !output["reasons"][k].is_null()) reasons.push_back(output["reasons"][k]);
       if (output.contains("reason")) reasons.push_back(output["reason"]);
@@ -356,7 +428,7 @@ struct Server::Impl {
   }
 
   json personalized_ranking(const json& request) {
-    check_fields(request, {"userId", "inputList", "filter", "filterValues", "context"});
+    check_fields(request, {"userId", "inputList", "filter", "filterArn", "filterValues", "context", "metadataColumns"});
     if (!string_of(request, "userId")) throw BadRequest("userId: required");
     const auto list = request.find("inputList");
     if (list == request.end() || !list->is_array()) throw BadRequest("inputList: required, an array of item ids");
@@ -365,11 +437,12 @@ struct Server::Impl {
     json line = line_with_recent(request);
     line["itemList"] = *list;
     const std::shared_ptr<const Loaded> m = model();
-    const json output = answer_of(*m->for_filter(string_of(request, "filter").value_or("")), line);
+    const json output = answer_of(*m->for_request(filter_of(request), shaping_of(request)), line);
     json ranking = json::array();
     for (size_t k = 0; k < output.at("recommendedItems").size(); ++k) {
       json item{{"itemId", output["recommendedItems"][k]}};
       if (!output["scores"][k].is_null()) item["score"] = output["scores"][k];
+      if (output.contains("metadata")) item["metadata"] = output["metadata"][k];
       ranking.push_back(std::move(item));
     }
     json out{{"personalizedRanking", std::move(ranking)}, {"recommendationId", recommendation_id()}};
@@ -551,6 +624,7 @@ Server::Server(ServeOptions options, std::ostream& log) : impl_(std::make_unique
   Impl& s = *impl_;
   TB_CHECK(s.options.model.empty() != s.options.models.empty(), "serve: give a model directory (--model) or a retrain directory (--models)");
   s.loaded = load(s.options);
+  if (!s.options.filters.empty()) s.filters = read_filters(s.options.filters, s.loaded->context.catalog);
   // cpp-httplib gives a kept-alive connection its thread until the client closes it: the pool is
   // sized for connections, not cores (answers themselves are short and single-threaded).
   const uint32_t threads = s.options.threads > 0 ? s.options.threads : std::max(64u, 8 * std::thread::hardware_concurrency());

@@ -4,8 +4,10 @@
 // connection code for no gain here). Issue 23.
 //
 //   POST /recommendations        GetRecommendations: userId and/or itemId, numResults, filter (an
-//                                expression), filterValues, context ->
-//                                {"itemList": [{"itemId", "score", "reason"?}], "recommendationId"}
+//                                expression) or filterArn (a name from --filters), filterValues,
+//                                context, promotions, metadataColumns ->
+//                                {"itemList": [{"itemId", "score", "promotionName"?, "metadata"?,
+//                                "reason"?}], "recommendationId"}
 //   POST /personalized-ranking   GetPersonalizedRanking: userId, inputList (<= 500), context,
 //                                filter, filterValues -> {"personalizedRanking": [...], "recommendationId"};
 //                                items the model does not know come last without a score
@@ -39,6 +41,7 @@ struct ServeOptions {
   int port = 8080;               // 0: any free port (port() says which)
   uint32_t threads = 0;          // request threads, one per open connection; 0: max(64, 8 x cores)
   std::string api_key;           // empty: no key asked for
+  std::filesystem::path filters;  // {"NAME": "EXPRESSION"}: filters requests name by filterArn
   size_t max_body = 1 << 20;     // request bodies above it get 413
   double reload_poll_seconds = 1.0;  // how often `current` is looked at (with `models`)
   size_t max_sessions = 100000;  // users and sessions whose latest events are kept for their next answer (LRU)

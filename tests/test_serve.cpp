@@ -28,6 +28,7 @@
 
 #include "host/event_log.h"
 #include "host/inference.h"
+#include "host/job_config.h"
 #include "host/retrain.h"
 #include "host/serve.h"
 #include "host/training.h"
@@ -439,6 +440,46 @@ TEST_F(Serve, PutItemsUpsertsThroughTheNextRetrain) {
   bool found = false;
   for (size_t i = 0; i < d.item_ids.size(); ++i) found |= d.item_ids[i] == "brand-new";
   EXPECT_TRUE(found) << log.str();
+}
+
+// Named filters (--filters, asked for by filterArn), promotions and metadataColumns per request:
+// the answer is batch-infer's for the same line under the same filter and job configuration.
+TEST_F(Serve, NamedFiltersPromotionsAndMetadataColumnsAnswerAsBatchInferDoes) {
+  const fs::path filters = root_ / "filters.json";
+  std::ofstream(filters) << R"({"cheap": "EXCLUDE ItemID WHERE Items.PRICE > 20"})";
+  ServeOptions o = options(root_ / "gmf");
+  o.filters = filters;
+  Running s(o);
+  const auto [status, named] = s.post("/recommendations", R"({"userId": "u3", "numResults": 10,
+      "filterArn": "arn:aws:personalize:us-east-1:123:filter/cheap"})");
+  ASSERT_EQ(status, 200) << named.dump();
+  const json batch = batch_output_filtered(root_ / "gmf", R"({"userId": "u3", "numResults": 10})", "EXCLUDE ItemID WHERE Items.PRICE > 20");
+  for (size_t k = 0; k < batch.at("recommendedItems").size(); ++k) EXPECT_EQ(named["itemList"][k]["itemId"], batch["recommendedItems"][k]);
+  const auto [unknown, message] = s.post("/recommendations", R"({"userId": "u3", "filterArn": "nope"})");
+  EXPECT_EQ(unknown, 400);
+  EXPECT_NE(message.value("message", "").find("no filter named 'nope' (the server's --filters: cheap)"), std::string::npos);
+
+  const std::string shaping = R"j({"promotions": [{"name": "books", "percentPromotedItems": 20,
+      "filterExpression": "INCLUDE ItemID WHERE Items.CATEGORY_L1 IN (\"books\")"}], "metadataColumns": {"ITEMS": ["PRICE"]}})j";
+  json request = json::parse(shaping);
+  request["userId"] = "u3";
+  request["numResults"] = 10;
+  const auto [status2, shaped] = s.post("/recommendations", request.dump());
+  ASSERT_EQ(status2, 200) << shaped.dump();
+  ModelData m = load_model_dir(root_ / "gmf");
+  InferenceContext context = load_context(m, m.data);
+  InferenceOptions job;
+  json config = json::parse(shaping);
+  config["itemExplorationConfig"] = {{"explorationWeight", 0}};
+  job.job = parse_job_config(config.dump(), "test");
+  const json expected = json::parse(Recommender(std::move(m), std::move(context), job).answer(R"({"userId": "u3", "numResults": 10})")).at("output");
+  size_t promoted = 0;
+  for (size_t k = 0; k < expected.at("recommendedItems").size(); ++k) {
+    EXPECT_EQ(shaped["itemList"][k]["itemId"], expected["recommendedItems"][k]);
+    EXPECT_TRUE(shaped["itemList"][k]["metadata"].contains("PRICE")) << shaped.dump();
+    promoted += shaped["itemList"][k].value("promotionName", "") == "books";
+  }
+  EXPECT_EQ(promoted, 2u);  // 20% of 10
 }
 
 // A free TCP port on 127.0.0.1 (bound once and closed).
