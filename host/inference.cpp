@@ -120,7 +120,9 @@ constexpr const char* kMetadataOnlyUser = "user unknown to the model: scored fro
 constexpr const char* kRecentOnly = "user unknown to the model: scored from the recent items";
 
 struct Recommender::Impl {
-  ModelData model;
+  explicit Impl(std::shared_ptr<const ModelData> m) : shared_model(std::move(m)), model(*shared_model) {}
+  std::shared_ptr<const ModelData> shared_model;  // shared with the other recommenders of the model
+  const ModelData& model;
   InferenceContext context;
   InferenceOptions options;
   std::optional<Filter> filter;
@@ -695,10 +697,12 @@ struct Recommender::Impl {
 };
 
 Recommender::Recommender(ModelData model, InferenceContext context, InferenceOptions options)
-    : impl_(std::make_unique<Impl>()) {
+    : Recommender(std::make_shared<const ModelData>(std::move(model)), std::move(context), std::move(options)) {}
+
+Recommender::Recommender(std::shared_ptr<const ModelData> model, InferenceContext context, InferenceOptions options)
+    : impl_(std::make_unique<Impl>(std::move(model))) {
   TB_CHECK(options.num_results >= 1 && options.num_results <= kMaxResults,
            fmt::format("--num-results must be from 1 to {}", kMaxResults));
-  impl_->model = std::move(model);
   impl_->context = std::move(context);
   impl_->options = std::move(options);
   if (impl_->context.catalog.item_ids.empty()) impl_->context.catalog.item_ids = impl_->model.item_ids;
@@ -727,6 +731,7 @@ void Recommender::answer_chunk(std::span<const std::string> lines, std::span<std
 Recommender::~Recommender() = default;
 
 const ModelData& Recommender::model() const { return impl_->model; }
+std::shared_ptr<const ModelData> Recommender::shared_model() const { return impl_->shared_model; }
 
 bool Recommender::personalized() const { return impl_->ranker->answers_segments(); }
 

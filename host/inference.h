@@ -73,9 +73,12 @@ class Recommender {
  public:
   // Parses and binds the filter (throws FilterError with the position) and prepares the model.
   Recommender(ModelData model, InferenceContext context, InferenceOptions options);
+  // Recommenders of one model under other filters or options share it: held once in memory.
+  Recommender(std::shared_ptr<const ModelData> model, InferenceContext context, InferenceOptions options);
   ~Recommender();
 
   const ModelData& model() const;
+  std::shared_ptr<const ModelData> shared_model() const;
   bool personalized() const;  // can answer segments
 
   using LineOutcome = host::LineOutcome;

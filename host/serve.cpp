@@ -48,7 +48,7 @@ struct BadRequest : Error {
 struct Loaded {
   fs::path dir;         // the model directory (a retrain directory's `current` resolved)
   std::string version;  // its directory name
-  ModelData model;
+  std::shared_ptr<const ModelData> model;  // once in memory, whatever the filters and shapes asked for
   InferenceContext context;
   std::shared_ptr<const Recommender> plain;
   mutable std::mutex filters_mutex;
@@ -90,9 +90,9 @@ std::shared_ptr<const Loaded> load(const ServeOptions& o) {
   auto loaded = std::make_shared<Loaded>();
   loaded->dir = model_dir_of(o);
   loaded->version = loaded->dir.filename().string();
-  loaded->model = load_model_dir(loaded->dir);
-  const fs::path data = loaded->model.data;
-  loaded->context = load_context(loaded->model, !data.empty() && fs::exists(data) ? data : fs::path());
+  loaded->model = std::make_shared<const ModelData>(load_model_dir(loaded->dir));
+  const fs::path data = loaded->model->data;
+  loaded->context = load_context(*loaded->model, !data.empty() && fs::exists(data) ? data : fs::path());
   InferenceOptions options;
   options.device = "cpu";
   loaded->plain = std::make_shared<const Recommender>(loaded->model, loaded->context, options);
@@ -643,21 +643,21 @@ Server::Server(ServeOptions options, std::ostream& log) : impl_(std::make_unique
   if (s.port < 0) throw Error(fmt::format("serve: cannot listen on {}:{}", s.options.host, s.options.port));
   fs::path events = s.options.events;
   if (events.empty()) {
-    const fs::path data = s.loaded->model.data;
+    const fs::path data = s.loaded->model->data;
     TB_CHECK(!data.empty(), "serve: the model names no dataset; give --events DIR for the event log");
     events = data.parent_path() / (data.filename().string() + ".events");
   }
   s.events = std::make_unique<PutEventsLog>(events);
   // PutUsers and PutItems rows in the dataset's own Users and Items columns.
-  s.users_schema = read_record_schema(s.loaded->model.data, "users", "USER_ID");
-  s.items_schema = read_record_schema(s.loaded->model.data, "items", "ITEM_ID");
+  s.users_schema = read_record_schema(s.loaded->model->data, "users", "USER_ID");
+  s.items_schema = read_record_schema(s.loaded->model->data, "items", "ITEM_ID");
   // In subfolders: an import of the events folder reads only its own files.
   if (!s.users_schema.id.empty()) s.users_log = std::make_unique<PutEventsLog>(events / "users", "users", s.users_schema.header());
   if (!s.items_schema.id.empty()) s.items_log = std::make_unique<PutEventsLog>(events / "items", "items", s.items_schema.header());
   if (!s.options.models.empty()) s.watcher = std::thread([&s] { s.watch_current(); });
   log << fmt::format("serve: {} model {} ({} users, {} items) on http://{}:{}; events -> {}\n",
-                     to_string(s.loaded->model.kind), s.loaded->dir.string(), s.loaded->model.user_ids.size(),
-                     s.loaded->model.item_ids.size(), s.options.host, s.port, s.events->path().string())
+                     to_string(s.loaded->model->kind), s.loaded->dir.string(), s.loaded->model->user_ids.size(),
+                     s.loaded->model->item_ids.size(), s.options.host, s.port, s.events->path().string())
       << std::flush;
 }
 

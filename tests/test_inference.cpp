@@ -152,6 +152,23 @@ TEST(Inference, RelatedItemsByCosineOfItemEmbeddings) {
 
 ItemCatalog gmf_catalog();
 
+// Recommenders of one model under other filters share it: the model is in memory once (serve and
+// the Python package build one per filter).
+TEST(Inference, RecommendersOfOneModelShareIt) {
+  const auto model = std::make_shared<const ModelData>(gmf_model());
+  InferenceOptions filtered;
+  filtered.filter = "EXCLUDE ItemID WHERE Items.PRICE > 10";
+  const Recommender plain(model, InferenceContext{}, InferenceOptions{});
+  InferenceContext context;
+  context.catalog = gmf_catalog();
+  const Recommender cheap(model, context, filtered);
+  EXPECT_EQ(&plain.model(), model.get());
+  EXPECT_EQ(&cheap.model(), model.get());
+  EXPECT_EQ(plain.shared_model(), cheap.shared_model());
+  EXPECT_EQ(items_of(ask(cheap, R"({"userId": "u0", "numResults": 2, "filterValues": {}})")), (std::vector<std::string>{"i0", "i3"}));
+}
+
+
 // {"userId", "itemId"}: the service's "customers who viewed X also viewed": X's related items less
 // what the user has seen, on the plain and the shaped path alike.
 TEST(Inference, AUserAndAnItemTogetherAskForRelatedItemsTheUserHasNotSeen) {

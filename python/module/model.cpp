@@ -109,17 +109,17 @@ class Model {
     auto& slot = filtered_[{filter, keep_seen}];
     if (!slot) {
       if (!filter.empty()) host::check_filter_syntax(filter);
-      host::ModelData model = data();
+      // Every recommender of this model shares its one copy in memory.
+      const std::shared_ptr<const host::ModelData> model = default_->shared_model();
       if (filter.empty()) {
-        slot = std::make_shared<host::Recommender>(std::move(model), host::load_context(data(), fs::path()),
-                                                   options(filter, keep_seen));
+        slot = std::make_shared<host::Recommender>(model, host::load_context(*model, fs::path()), options(filter, keep_seen));
         return slot;
       }
-      if (model.data.empty() || !fs::exists(model.data))
+      if (model->data.empty() || !fs::exists(model->data))
         throw Error("filter reads item metadata and events from the dataset the model was trained on, " +
-                    (model.data.empty() ? std::string("(not recorded)") : model.data.string()) + ", which is missing");
-      host::InferenceContext context = host::load_context(model, model.data);
-      slot = std::make_shared<host::Recommender>(std::move(model), std::move(context), options(filter, keep_seen));
+                    (model->data.empty() ? std::string("(not recorded)") : model->data.string()) + ", which is missing");
+      host::InferenceContext context = host::load_context(*model, model->data);
+      slot = std::make_shared<host::Recommender>(model, std::move(context), options(filter, keep_seen));
     }
     return slot;
   }
