@@ -69,16 +69,8 @@ std::string csv_line(const std::vector<std::string>& fields) {
 }
 
 std::string event_csv_line(const EventRow& row) {
-  std::string line;
-  append_field(line, row.user_id);
-  line += ',';
-  append_field(line, row.item_id);
-  line += fmt::format(",{},", row.timestamp);
-  append_field(line, row.event_type);
-  line += ',';
-  if (row.event_value) line += fmt::format("{}", *row.event_value);
-  line += '\n';
-  return line;
+  return csv_line({row.user_id, row.item_id, fmt::format("{}", row.timestamp), row.event_type,
+                   row.event_value ? fmt::format("{}", *row.event_value) : std::string()});
 }
 
 uint64_t repair_event_files(const fs::path& dir) {

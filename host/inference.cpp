@@ -215,13 +215,7 @@ struct Recommender::Impl {
     thread_local std::vector<float> s;
     thread_local std::vector<uint32_t> top, candidates;
     thread_local std::vector<float> candidate_scores;
-    const bool remove_seen = !options.keep_seen;
-    auto mask_seen = [&] {
-      if (!remove_seen) return;
-      if (user >= 0)
-        for (uint32_t i : seen_of(static_cast<uint32_t>(user))) s[i] = NAN;
-      for (uint32_t i : q.recent) s[i] = NAN;
-    };
+    auto mask_seen = [&] { for_each_excluded(user, q.recent, [&](uint32_t i) { s[i] = NAN; }); };
     if (user >= 0 && scorer && options.candidates > 0 && options.candidates < num_items()) {
       // Two-stage: the GMF dot product over the catalog picks candidates, the full model reranks.
       s.resize(num_items());
@@ -250,11 +244,7 @@ struct Recommender::Impl {
       // The service fills a short related list with popular items; they carry no similarity.
       std::vector<uint8_t> skip(num_items(), 0);
       for (uint32_t i : items) skip[i] = 1;
-      if (remove_seen) {
-        if (user >= 0)
-          for (uint32_t i : seen_of(static_cast<uint32_t>(user))) skip[i] = 1;
-        for (uint32_t i : q.recent) skip[i] = 1;
-      }
+      for_each_excluded(user, q.recent, [&](uint32_t i) { skip[i] = 1; });
       const size_t before = items.size();
       popular(q.k, allowed, skip, items, scores);
       std::fill(scores.begin() + before, scores.end(), 0.0f);
@@ -275,10 +265,18 @@ struct Recommender::Impl {
     std::vector<uint8_t> mask;
     if ((user < 0 && recent.empty()) || options.keep_seen) return mask;
     mask.assign(num_items(), 0);
-    if (user >= 0)
-      for (uint32_t i : seen_of(static_cast<uint32_t>(user))) mask[i] = 1;
-    for (uint32_t i : recent) mask[i] = 1;
+    for_each_excluded(user, recent, [&](uint32_t i) { mask[i] = 1; });
     return mask;
+  }
+
+  // Calls f on every item the asker has taken (a known user's seen items, the query's recent
+  // items), unless the job keeps them: the one rule of what a recommendation leaves out.
+  template <class F>
+  void for_each_excluded(int64_t user, std::span<const uint32_t> recent, F&& f) const {
+    if (options.keep_seen) return;
+    if (user >= 0)
+      for (uint32_t i : seen_of(static_cast<uint32_t>(user))) f(i);
+    for (uint32_t i : recent) f(i);
   }
 
   // Items related to `item`; `user` (-1: none) asks too, and its seen items stay out.

@@ -42,18 +42,26 @@ std::vector<std::pair<uint32_t, float>> Ranker::weighted_latest(std::span<const 
   return out;
 }
 
+void Ranker::sum_item_scores(std::span<const std::pair<uint32_t, float>> weighted, std::vector<float>& s) const {
+  s.assign(num_items(), NAN);
+  auto add = [&](uint32_t i, float x) { s[i] = std::isnan(s[i]) ? x : s[i] + x; };
+  if (const ItemNeighbors* nb = neighbor_lists()) {
+    for (const auto& [h, w] : weighted)
+      for (uint64_t k = nb->offsets[h]; k < nb->offsets[h + 1]; ++k) add(nb->items[k], w * nb->scores[k]);
+    return;
+  }
+  std::vector<float> related;
+  for (const auto& [h, w] : weighted) {
+    item_scores(h, related);
+    for (uint32_t i = 0; i < num_items(); ++i)
+      if (!std::isnan(related[i])) add(i, w * related[i]);
+  }
+}
+
 void Ranker::recent_scores(int64_t user, std::span<const uint32_t> recent, std::span<const float> context,
                            std::vector<float>& s) const {
   if (user >= 0) return user_scores(static_cast<uint32_t>(user), context, s);
-  s.assign(num_items(), NAN);
-  std::vector<float> related;
-  for (const auto& [item, w] : weighted_latest(recent)) {
-    item_scores(item, related);
-    for (uint32_t i = 0; i < num_items(); ++i) {
-      if (std::isnan(related[i])) continue;
-      s[i] = std::isnan(s[i]) ? w * related[i] : s[i] + w * related[i];
-    }
-  }
+  sum_item_scores(weighted_latest(recent), s);
 }
 
 void Ranker::user_affinity(std::span<const uint32_t>, std::vector<float>&) const {
@@ -208,14 +216,7 @@ class SimsRanker final : public NeighborRanker {
   explicit SimsRanker(const ModelData& model) : NeighborRanker(model) { build_item_users(); }
 
   void user_scores(uint32_t user, std::span<const float>, std::vector<float>& s) const override {
-    s.assign(num_items(), NAN);
-    const ItemNeighbors& nb = model_.recipe.neighbors;
-    for (uint32_t h : seen_of(user)) {
-      for (uint64_t k = nb.offsets[h]; k < nb.offsets[h + 1]; ++k) {
-        float& x = s[nb.items[k]];
-        x = std::isnan(x) ? nb.scores[k] : x + nb.scores[k];
-      }
-    }
+    history_scores(seen_of(user), s);
   }
 
   // The history is the user's seen items and the recent ones.
@@ -228,14 +229,7 @@ class SimsRanker final : public NeighborRanker {
     }
     std::sort(history.begin(), history.end());
     history.erase(std::unique(history.begin(), history.end()), history.end());
-    s.assign(num_items(), NAN);
-    const ItemNeighbors& nb = model_.recipe.neighbors;
-    for (uint32_t h : history) {
-      for (uint64_t k = nb.offsets[h]; k < nb.offsets[h + 1]; ++k) {
-        float& x = s[nb.items[k]];
-        x = std::isnan(x) ? nb.scores[k] : x + nb.scores[k];
-      }
-    }
+    history_scores(history, s);
   }
 
   bool answers_segments() const override { return true; }
@@ -253,6 +247,13 @@ class SimsRanker final : public NeighborRanker {
   }
 
  private:
+  // Summed similarity of each item to the history's items, in the history's order.
+  void history_scores(std::span<const uint32_t> history, std::vector<float>& s) const {
+    std::vector<std::pair<uint32_t, float>> unweighted;
+    for (uint32_t h : history) unweighted.emplace_back(h, 1.0f);
+    sum_item_scores(unweighted, s);
+  }
+
   // seen transposed: item -> users.
   void build_item_users() {
     item_users_.offsets.assign(num_items() + 1, 0);
@@ -281,14 +282,7 @@ class TransitionsRanker final : public NeighborRanker {
     std::span<const uint32_t> stored;
     if (user >= 0 && !latest.offsets.empty())
       stored = std::span(latest.items).subspan(latest.offsets[user], latest.offsets[user + 1] - latest.offsets[user]);
-    s.assign(num_items(), NAN);
-    const ItemNeighbors& nb = model_.recipe.neighbors;
-    for (const auto& [h, w] : weighted_latest(recent, stored)) {
-      for (uint64_t t = nb.offsets[h]; t < nb.offsets[h + 1]; ++t) {
-        float& x = s[nb.items[t]];
-        x = std::isnan(x) ? w * nb.scores[t] : x + w * nb.scores[t];
-      }
-    }
+    sum_item_scores(weighted_latest(recent, stored), s);
   }
   bool ties_by_popularity() const override { return true; }
 };

@@ -65,6 +65,9 @@ class Ranker {
   explicit Ranker(const ModelData& model) : model_(model) {}
   uint32_t num_items() const { return static_cast<uint32_t>(model_.item_ids.size()); }
   std::span<const uint32_t> seen_of(uint32_t user) const;
+  // Σ w · item_scores(item) over `weighted` (NaN where no item relates): through the neighbour
+  // lists directly where the ranker has them.
+  void sum_item_scores(std::span<const std::pair<uint32_t, float>> weighted, std::vector<float>& s) const;
   // `recent` newest first, each item once, at most recent_items of them, with their weights; a
   // known user's stored latest items (`stored`, newest first) follow the recent ones.
   std::vector<std::pair<uint32_t, float>> weighted_latest(std::span<const uint32_t> recent,

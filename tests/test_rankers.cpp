@@ -24,6 +24,7 @@
 #include "host/training.h"
 #include "tastebud/datasets/import.h"
 #include "tastebud/datasets/sources.h"
+#include "small_shop.h"
 #include "tastebud/error.h"
 
 namespace tastebud::host {
@@ -39,18 +40,7 @@ class EveryRanker : public ::testing::TestWithParam<const char*> {
   static void SetUpTestSuite() {
     root_ = fs::temp_directory_path() / fmt::format("tastebud_test_rankers_{}", ::getpid());
     fs::remove_all(root_);
-    datasets::GeneratorOptions g;
-    g.users = 120;
-    g.items = 60;
-    g.interactions = 4000;
-    g.clusters = 4;
-    g.seed = 11;
-    const datasets::CsvFiles csv = datasets::generate_shop(g, root_ / "shop");
-    datasets::ImportOptions o;
-    o.interactions = csv.interactions;
-    o.items = csv.items;
-    o.out = root_ / "dataset";
-    datasets::import_dataset(o);
+    testing_shop::import_small_shop(root_, 120, 4000, 11);
   }
   static void TearDownTestSuite() { fs::remove_all(root_); }
 

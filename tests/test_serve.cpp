@@ -36,6 +36,7 @@
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/datasets/import.h"
 #include "tastebud/datasets/sources.h"
+#include "small_shop.h"
 #include "tastebud/read_file.h"
 
 namespace tastebud::host {
@@ -49,18 +50,7 @@ class Serve : public ::testing::Test {
   static void SetUpTestSuite() {
     root_ = fs::temp_directory_path() / fmt::format("tastebud_test_serve_{}", ::getpid());
     fs::remove_all(root_);
-    datasets::GeneratorOptions g;
-    g.users = 150;
-    g.items = 60;
-    g.interactions = 5000;
-    g.clusters = 4;
-    g.seed = 5;
-    const datasets::CsvFiles csv = datasets::generate_shop(g, root_ / "shop");
-    datasets::ImportOptions o;
-    o.interactions = csv.interactions;
-    o.items = csv.items;
-    o.out = root_ / "dataset";
-    datasets::import_dataset(o);
+    testing_shop::import_small_shop(root_, 150, 5000, 5);
     train("gmf", root_ / "gmf", 8);  // long enough for its items to sort into the shop's clusters
     train("popularity", root_ / "popularity");
     train("sims", root_ / "sims");
@@ -118,6 +108,22 @@ class Serve : public ::testing::Test {
     o.events = root_ / fmt::format("events-{}", ++events_dirs_);
     o.threads = 4;
     return o;
+  }
+
+  // A retrain of a copy of the dataset (ROOT/NAME-dataset, ROOT/NAME-models) that takes `events`.
+  static RetrainJob retrain_job(const std::string& name, const fs::path& events) {
+    RetrainJob job;
+    job.data = root_ / (name + "-dataset");
+    fs::copy(root_ / "dataset", job.data, fs::copy_options::recursive);
+    job.models = root_ / (name + "-models");
+    job.events = events;
+    job.train.model = "gmf";
+    job.train.epochs = 1;
+    job.train.factors = 8;
+    job.train.metadata = "none";
+    job.train.threads = 1;
+    job.train.progress = false;
+    return job;
   }
 
   static fs::path root_;
@@ -368,17 +374,7 @@ TEST_F(Serve, RetrainTakesTheLogsEventsOnceAndRotatesFinishedFiles) {
                           << "fresh-1,i1,1900000001,purchase,\nfresh-1,i2,1900000002,purchase,\n"
                           << "fresh-1,i3,19000";  // a half line a killed server left: not taken
 
-  RetrainJob job;
-  job.data = root_ / "retrain-dataset";
-  fs::copy(root_ / "dataset", job.data, fs::copy_options::recursive);
-  job.models = root_ / "retrain-models";
-  job.events = events;
-  job.train.model = "gmf";
-  job.train.epochs = 1;
-  job.train.factors = 8;
-  job.train.metadata = "none";
-  job.train.threads = 1;
-  job.train.progress = false;
+  const RetrainJob job = retrain_job("retrain", events);
   std::ostringstream log;
   const uint64_t before = datasets::Dataset::open(job.data).interactions.size();
   run_retrain(job, log);
@@ -424,16 +420,7 @@ TEST_F(Serve, PutItemsUpsertsThroughTheNextRetrain) {
   for (const fs::directory_entry& e : fs::directory_iterator(events / "items"))
     if (e.path().filename().string().starts_with("items-")) written += read_file(e.path());
   EXPECT_NE(written.find("brand-new,books,comics|mystery,9.5,,\n"), std::string::npos) << written;
-  RetrainJob job;
-  job.data = root_ / "items-dataset";
-  fs::copy(root_ / "dataset", job.data, fs::copy_options::recursive);
-  job.models = root_ / "items-models";
-  job.events = events;
-  job.train.model = "gmf";
-  job.train.epochs = 1;
-  job.train.metadata = "none";
-  job.train.threads = 1;
-  job.train.progress = false;
+  const RetrainJob job = retrain_job("items", events);
   std::ostringstream log;
   run_retrain(job, log);
   const datasets::Dataset d = datasets::Dataset::open(job.data);
