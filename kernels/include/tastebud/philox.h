@@ -51,6 +51,7 @@ enum class RandomStream : uint32_t {
   kSampleOrder = 11,      // training: the Feistel rounds that shuffle an epoch's samples apart
   kSlate = 12,            // batch-infer: where promoted and exploration items sit in a result
   kFoldIn = 13,           // answering: the negatives that fold a session's events into its rows
+  kDropout = 14,          // training: which activations a sequence model's dropout keeps
 };
 
 // Four 32-bit words for draw `index` of `stream` in `epoch`.
