@@ -70,13 +70,13 @@ void add_train_command(CLI::App& app) {
       ->check(CLI::ExistingFile);
   cmd->add_option("--data", job->data, "Dataset directory written by `tastebud import`")->required()->check(CLI::ExistingDirectory);
   cmd->add_option("--out", job->out, "Model directory to write")->required();
-  cmd->add_option("--model", job->model, "neumf, gmf, mlp, mf (biased matrix factorisation), or a recipe: popularity, sims, trending, transitions")->capture_default_str();
+  cmd->add_option("--model", job->model, "neumf, gmf, mlp, mf (biased matrix factorisation), sasrec (self-attention over each user's latest items), or a recipe: popularity, sims, trending, transitions")->capture_default_str();
   cmd->add_option("--factors", job->factors, "GMF factors")->capture_default_str();
   cmd->add_option("--layers", job->layers, "MLP widths; the first is the concatenated user+item embedding")
       ->delimiter(',')->capture_default_str();
   cmd->add_option("--epochs", job->epochs, "Epochs (a resumed run continues up to this many)")->capture_default_str();
-  cmd->add_option("--batch-size", job->batch_size, "Samples per step (positives + negatives; pairs for BPR)")->capture_default_str();
-  cmd->add_option("--negatives", job->negatives, "Sampled negatives per positive")->capture_default_str();
+  cmd->add_option("--batch-size", job->batch_size, "Samples per step (positives + negatives; pairs for BPR; sasrec: sequences, 128 unless set)")->capture_default_str();
+  cmd->add_option("--negatives", job->negatives, "Sampled negatives per positive (sasrec: per position, 64 unless set)")->capture_default_str();
   cmd->add_option("--lr", job->lr, "Learning rate")->capture_default_str();
   cmd->add_option("--optimizer", job->optimizer, "adam, adagrad or sgd (how each moves the embedding rows: --embedding-updates)")->capture_default_str();
   cmd->add_option("--embedding-updates", job->embedding_updates,
@@ -141,9 +141,20 @@ void add_train_command(CLI::App& app) {
                   "transitions: how many of the user's latest distinct items score the answer")->capture_default_str();
   cmd->add_option("--recent-decay", job->recent_decay,
                   "transitions: the user's k-th latest item (k = 0 the newest) weighs decay^k")->capture_default_str();
+  // The sequence model (tastebud/engine/sequence_model.h).
+  cmd->add_option("--hidden", job->hidden, "sasrec: item, position and layer width")->capture_default_str();
+  cmd->add_option("--blocks", job->blocks, "sasrec: self-attention blocks")->capture_default_str();
+  cmd->add_option("--heads", job->heads, "sasrec: attention heads (they divide --hidden)")->capture_default_str();
+  cmd->add_option("--max-sequence", job->max_sequence, "sasrec: the user's latest items the model reads")->capture_default_str();
+  cmd->add_option("--dropout", job->dropout, "sasrec: dropout of the input and of each block's outputs")->capture_default_str();
+  cmd->add_option("--gbce-t", job->gbce_t,
+                  "sasrec: gSASRec's calibration of the sampled loss (0: plain BCE, 1: fully calibrated)")->capture_default_str();
   cmd->callback([job, cmd] {
     if (!job->config_file.empty()) apply_job_file(*cmd, job->config_file);
-    apply_model_defaults(*job, [cmd](const std::string& name) { return cmd->count("--" + name) > 0; });
+    apply_model_defaults(*job, [cmd](std::string name) {
+      std::replace(name.begin(), name.end(), '_', '-');
+      return cmd->count("--" + name) > 0;
+    });
     run_training(*job, std::cout);
   });
 }

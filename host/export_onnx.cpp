@@ -159,6 +159,7 @@ OnnxExport export_onnx(const fs::path& model_dir, const fs::path& out) {
   check_output_apart(out.string() + ".ids.json", model_dir, {}, "--out (its ids file)");
   // load_model_dir folds a metadata model into its id-only twin, as batch jobs serve it.
   const ModelData m = load_model_dir(model_dir);
+  TB_CHECK(!m.sequence, fmt::format("{}: ONNX export of the sequence model (sasrec) is not written yet", model_dir.string()));
   if (!m.params) {
     throw Error(fmt::format("ONNX export is for the neural models (neumf, gmf, mlp, mf); {} is a {} recipe, "
                             "whose answers are tables, not a network",

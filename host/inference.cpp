@@ -913,8 +913,10 @@ BatchStats batch_infer(const fs::path& model_dir, const fs::path& input, const f
   if (options.job.shapes_answers() && !model.data.empty() && fs::exists(model.data)) data = model.data;
   InferenceContext context = load_context(model, data);
   const ModelType kind = model.kind;
-  if (is_recipe(kind)) resolved.device = "cpu";  // recipes answer from tables on the host
-  if (!notice.empty() && !is_recipe(kind)) log << notice << "\n";
+  // Only the NeuMF family scores on the GPU; recipes answer from tables, sasrec on the host's encoder.
+  const bool on_host = !neural_kind(kind).has_value();
+  if (on_host) resolved.device = "cpu";
+  if (!notice.empty() && !on_host) log << notice << "\n";
   const Recommender recommender(std::move(model), std::move(context), resolved);
   log << fmt::format("batch-infer: {} model, {} users, {} items, {} on {}{}{}\n", to_string(kind),
                      recommender.model().user_ids.size(), recommender.model().item_ids.size(),

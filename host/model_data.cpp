@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "host/features.h"
+#include "host/sequence_training.h"
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/engine/features.h"
 #include "tastebud/engine/model_io.h"
@@ -139,8 +140,14 @@ ModelData load_model_dir(const fs::path& dir) {
   m.user_ids = read_ids(dir / "user_ids.json");
   m.item_ids = read_ids(dir / "item_ids.json");
   if (fs::exists(dir / "seen.bin")) m.seen = read_seen(dir / "seen.bin", static_cast<uint32_t>(m.item_ids.size()));
-  if (is_recipe(m.kind)) load_recipe(dir, m);
-  else load_neural(dir, m);
+  if (is_recipe(m.kind)) {
+    load_recipe(dir, m);
+  } else if (m.kind == ModelType::kSASRec) {
+    load_recipe(dir, m);
+    m.sequence = read_sequence_params(dir / "sequence.bin", static_cast<uint32_t>(m.item_ids.size()));
+  } else {
+    load_neural(dir, m);
+  }
   if (!m.seen.offsets.empty() && m.seen.offsets.size() != m.user_ids.size() + 1)
     throw Error(fmt::format("{}: seen.bin covers {} users but user_ids.json lists {}", dir.string(),
                             m.seen.offsets.size() - 1, m.user_ids.size()));

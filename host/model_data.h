@@ -13,6 +13,7 @@
 #include "host/model_type.h"
 #include "host/recipes.h"
 #include "tastebud/engine/model.h"
+#include "tastebud/engine/sequence_model.h"
 
 namespace tastebud::host {
 
@@ -28,7 +29,8 @@ struct ModelData {
   std::vector<std::string> user_ids, item_ids;
   SeenItems seen;                     // may be empty (no user has seen anything)
   std::optional<ModelParams> params;  // the neural models
-  RecipeData recipe;                  // recipes
+  RecipeData recipe;                  // recipes; sasrec: popularity and each user's latest items
+  std::optional<SequenceParams> sequence;  // sasrec
   std::filesystem::path data;         // the dataset it was trained on ("" when unknown)
   std::vector<ContextValues> context; // params->config.context's fields, in its order
   // Users [trained_users, user_ids.size()) joined after training from the dataset's user metadata
@@ -40,7 +42,8 @@ struct ModelData {
   double recent_decay = 0.6;
 };
 
-// Reads and checks config.json, the id files, seen.bin and model.bin or recipe.bin. A metadata
+// Reads and checks config.json, the id files, seen.bin and model.bin or recipe.bin (sasrec: and
+// sequence.bin). A metadata
 // model comes back folded into its id-only twin over the dataset it was trained on (which must
 // still exist), with the users that dataset gained since joined as metadata-only users.
 ModelData load_model_dir(const std::filesystem::path& dir);

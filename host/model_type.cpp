@@ -10,7 +10,7 @@
 namespace tastebud::host {
 namespace {
 
-constexpr std::array<std::pair<ModelType, std::string_view>, 8> kNames{{
+constexpr std::array<std::pair<ModelType, std::string_view>, 9> kNames{{
     {ModelType::kNeuMF, "neumf"},
     {ModelType::kGMF, "gmf"},
     {ModelType::kMLP, "mlp"},
@@ -19,6 +19,7 @@ constexpr std::array<std::pair<ModelType, std::string_view>, 8> kNames{{
     {ModelType::kTrending, "trending"},
     {ModelType::kSims, "sims"},
     {ModelType::kTransitions, "transitions"},
+    {ModelType::kSASRec, "sasrec"},
 }};
 
 }  // namespace
@@ -26,7 +27,7 @@ constexpr std::array<std::pair<ModelType, std::string_view>, 8> kNames{{
 ModelType parse_model_type(std::string_view name) {
   for (const auto& [type, spelled] : kNames)
     if (name == spelled) return type;
-  throw Error(fmt::format("`model` '{}': expected neumf, gmf, mlp, mf, popularity, trending, sims or transitions", name));
+  throw Error(fmt::format("`model` '{}': expected neumf, gmf, mlp, mf, sasrec, popularity, trending, sims or transitions", name));
 }
 
 std::string_view to_string(ModelType type) {
@@ -35,7 +36,7 @@ std::string_view to_string(ModelType type) {
   return "unknown";
 }
 
-bool is_recipe(ModelType type) { return !neural_kind(type).has_value(); }
+bool is_recipe(ModelType type) { return !neural_kind(type).has_value() && type != ModelType::kSASRec; }
 
 std::optional<ModelKind> neural_kind(ModelType type) {
   switch (type) {

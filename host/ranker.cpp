@@ -287,6 +287,100 @@ class TransitionsRanker final : public NeighborRanker {
   bool ties_by_popularity() const override { return true; }
 };
 
+// sasrec: the user's latest items (recipe.latest, oldest first) read by the sequence model; a
+// query's recent items appended to them. Related items by the cosine of the item rows.
+class SequenceRanker final : public Ranker {
+ public:
+  explicit SequenceRanker(const ModelData& model) : Ranker(model), encoder_(*model.sequence) {
+    popularity_ = model.recipe.popularity;
+    // Shown like its scores, as a probability: the share of users who interacted with the item.
+    fallback_.assign(num_items(), 0.0f);
+    for (uint32_t i : model.seen.items) fallback_[i] += 1.0f;
+    if (!model.user_ids.empty())
+      for (float& x : fallback_) x /= static_cast<float>(model.user_ids.size());
+    build_item_vectors();
+  }
+
+  void user_scores(uint32_t user, std::span<const float>, std::vector<float>& s) const override {
+    score_sequence(latest_of(user), {}, s);
+  }
+
+  void recent_scores(int64_t user, std::span<const uint32_t> recent, std::span<const float>,
+                     std::vector<float>& s) const override {
+    std::vector<uint32_t> sequence;
+    if (user >= 0) {
+      const auto stored = latest_of(static_cast<uint32_t>(user));
+      sequence.assign(stored.begin(), stored.end());
+    }
+    sequence.insert(sequence.end(), recent.begin(), recent.end());
+    score_sequence(sequence, {}, s);
+  }
+
+  void rank(uint32_t user, std::span<const uint32_t> items, std::span<const float>, std::span<float> out) const override {
+    std::vector<float> s;
+    score_sequence(latest_of(user), items, s);
+    for (size_t k = 0; k < items.size(); ++k) out[k] = std::isnan(s[k]) ? 0.0f : sigmoid(s[k]);
+  }
+
+  void item_scores(uint32_t item, std::vector<float>& s) const override {
+    const uint32_t d = encoder_.hidden();
+    s.resize(num_items());
+    const float* v = item_vectors_.data() + static_cast<size_t>(item) * d;
+    for (uint32_t i = 0; i < num_items(); ++i) {
+      const float* w = item_vectors_.data() + static_cast<size_t>(i) * d;
+      float z = 0;
+      for (uint32_t j = 0; j < d; ++j) z += v[j] * w[j];
+      s[i] = z;
+    }
+  }
+
+  float shown(float score) const override { return sigmoid(score); }
+  bool answers_segments() const override { return true; }
+
+  void user_affinity(std::span<const uint32_t> items, std::vector<float>& affinity) const override {
+    const int64_t users = static_cast<int64_t>(model_.user_ids.size());
+    affinity.assign(users, 0.0f);
+#pragma omp parallel for schedule(dynamic, 16)
+    for (int64_t u = 0; u < users; ++u) {
+      std::vector<float> s;
+      score_sequence(latest_of(static_cast<uint32_t>(u)), items, s);
+      double sum = 0;
+      for (float x : s) sum += std::isnan(x) ? 0.0 : sigmoid(x);
+      affinity[u] = static_cast<float>(sum / items.size());
+    }
+  }
+
+ private:
+  std::span<const uint32_t> latest_of(uint32_t user) const {
+    const ItemNeighbors& latest = model_.recipe.latest;
+    if (latest.offsets.empty()) return {};
+    return std::span(latest.items).subspan(latest.offsets[user], latest.offsets[user + 1] - latest.offsets[user]);
+  }
+
+  // items empty: the whole catalog. NaN for every item when there is no sequence (the fallback answers).
+  void score_sequence(std::span<const uint32_t> sequence, std::span<const uint32_t> items, std::vector<float>& s) const {
+    s.resize(items.empty() ? num_items() : items.size());
+    if (sequence.empty()) return std::fill(s.begin(), s.end(), NAN);
+    encoder_.score_sequence(sequence, items, s);
+  }
+
+  void build_item_vectors() {
+    const SequenceParams& p = encoder_.params();
+    const uint32_t d = p.config.hidden;
+    item_vectors_.assign(p.values.begin(), p.values.begin() + static_cast<int64_t>(size_t{num_items()} * d));
+    for (uint32_t i = 0; i < num_items(); ++i) {
+      float* v = item_vectors_.data() + static_cast<size_t>(i) * d;
+      double norm = 0;
+      for (uint32_t j = 0; j < d; ++j) norm += double(v[j]) * v[j];
+      const float scale = norm > 0 ? static_cast<float>(1.0 / std::sqrt(norm)) : 0.0f;
+      for (uint32_t j = 0; j < d; ++j) v[j] *= scale;
+    }
+  }
+
+  SequenceEncoder encoder_;
+  std::vector<float> item_vectors_;
+};
+
 }  // namespace
 
 std::unique_ptr<Ranker> make_ranker(const ModelData& model) {
@@ -301,6 +395,9 @@ std::unique_ptr<Ranker> make_ranker(const ModelData& model) {
     case ModelType::kTrending: return std::make_unique<ItemScoresRanker>(model);
     case ModelType::kSims: return std::make_unique<SimsRanker>(model);
     case ModelType::kTransitions: return std::make_unique<TransitionsRanker>(model);
+    case ModelType::kSASRec:
+      TB_CHECK(model.sequence.has_value(), "a sequence model without parameters");
+      return std::make_unique<SequenceRanker>(model);
   }
   throw Error("unknown model type");
 }

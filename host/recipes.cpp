@@ -113,16 +113,9 @@ SeenItems seen_of(const EventLog& log) {
   return seen;
 }
 
-// A recipe judged like NeuMF (--eval): computed again from a split's training rows only (a user's
-// row counts when its (user, item) pair is a training positive, the row is not another split's
-// held-out row and, under holdout, it is older than the user's first held-out row), then asked to
-// rank the same held-out interactions among the same candidates. popularity and trending score
-// every user alike; sims sums each item's similarity to the user's training items; transitions
-// scores from the user's latest training events, and the items those never led to follow, by
-// popularity.
-Metrics evaluate_recipe_on(const TrainPlan& plan, const Split& split, EventLog events, const std::vector<double>& base,
-                           const RecipeOptions& options) {
-  const ModelType model = plan.model;
+}  // namespace
+
+std::vector<float> split_event_weights(const Split& split, const EventLog& events, const std::vector<double>& base) {
   const TrainingSet& train = split.train;
   std::vector<uint64_t> cut(events.num_users, UINT64_MAX);
   if (holds_out_newest(split.protocol)) {
@@ -135,7 +128,25 @@ Metrics evaluate_recipe_on(const TrainPlan& plan, const Split& split, EventLog e
     const auto last = train.item.begin() + static_cast<int64_t>(train.user_offsets[u + 1]);
     if (r < cut[u] && std::binary_search(first, last, events.item[r])) weight[r] = static_cast<float>(base[r]);
   }
-  events.weight = std::move(weight);
+  return weight;
+}
+
+SeenItems seen_items_of(const EventLog& log) { return seen_of(log); }
+
+namespace {
+
+// A recipe judged like NeuMF (--eval): computed again from a split's training rows only (a user's
+// row counts when its (user, item) pair is a training positive, the row is not another split's
+// held-out row and, under holdout, it is older than the user's first held-out row), then asked to
+// rank the same held-out interactions among the same candidates. popularity and trending score
+// every user alike; sims sums each item's similarity to the user's training items; transitions
+// scores from the user's latest training events, and the items those never led to follow, by
+// popularity.
+Metrics evaluate_recipe_on(const TrainPlan& plan, const Split& split, EventLog events, const std::vector<double>& base,
+                           const RecipeOptions& options) {
+  const ModelType model = plan.model;
+  const TrainingSet& train = split.train;
+  events.weight = split_event_weights(split, events, base);
   std::vector<float> item_scores;
   ItemNeighbors neighbors, latest;
   if (model == ModelType::kPopularity) item_scores = popularity_scores(events, options);
@@ -548,8 +559,6 @@ RecipeData read_recipe(const fs::path& path, uint32_t num_items) {
   return data;
 }
 
-namespace {
-
 // The dataset's events, weighted by the same --event rules and [[events]] tables as NeuMF
 // training (type, value threshold, weight) when the job has any.
 EventLog weighted_events(const TrainPlan& plan, const datasets::Dataset& dataset) {
@@ -562,6 +571,8 @@ EventLog weighted_events(const TrainPlan& plan, const datasets::Dataset& dataset
   TB_CHECK(events.user.size() > 0, fmt::format("{}: no interactions to train on", plan.job.data.string()));
   return events;
 }
+
+namespace {
 
 RecipeData compute_recipe(ModelType model, const EventLog& events, const RecipeOptions& options) {
   RecipeData data;

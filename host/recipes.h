@@ -25,6 +25,7 @@
 #include <string_view>
 #include <vector>
 
+#include "host/model_dir.h"
 #include "host/train_plan.h"
 
 namespace tastebud::host {
@@ -69,6 +70,15 @@ struct RecipeOptions {
 
   static RecipeOptions from_job(const TrainJob& job);
 };
+
+// The dataset's events, weighted by the job's --event rules when it has some.
+EventLog weighted_events(const TrainPlan& plan, const datasets::Dataset& dataset);
+// Every user's interacted items (every event), sorted: what answers leave out.
+SeenItems seen_items_of(const EventLog& log);
+// The weights of the events a split trains on: base[r] where row r's (user, item) pair is one of
+// the split's training positives and, under the protocols that hold out the newest rows, r is
+// older than the user's held-out row; 0 elsewhere.
+std::vector<float> split_event_weights(const Split& split, const EventLog& events, const std::vector<double>& base);
 
 // Per event: its weight (0 = not used): log.weight when set, else by event type.
 std::vector<double> event_weights(const EventLog& log, const RecipeOptions& options);

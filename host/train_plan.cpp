@@ -108,6 +108,28 @@ ModelConfig model_shape_of(const TrainJob& job, ModelKind kind) {
   return config;
 }
 
+// sasrec: the model's shape and the trainer's options, each checked (num_items comes with the dataset).
+void plan_sequence(TrainPlan& plan) {
+  const TrainJob& job = plan.job;
+  plan.sequence_config = SequenceConfig{1, job.hidden, job.blocks, job.heads, job.max_sequence, job.dropout};
+  plan.sequence_config.check();
+  SequenceTrainOptions& o = plan.sequence_options;
+  o.batch_size = job.batch_size;
+  o.negatives = job.negatives;
+  o.gbce_t = job.gbce_t;
+  o.sampler = parse_sampler(job.sampler);
+  o.sampler_alpha = job.sampler_alpha;
+  o.optimizer.lr = job.lr;
+  o.optimizer.l2 = job.l2;
+  o.seed = job.seed;
+  o.threads = job.threads;
+  TB_CHECK(job.epochs > 0, "`epochs` must be positive");
+  TB_CHECK(job.optimizer == "adam", "`optimizer`: the sequence model trains with adam");
+  TB_CHECK(job.device != "cuda", "`device` cuda: the sequence model trains on the CPU so far; use `device` cpu or auto");
+  TB_CHECK(job.loss == "bce", "`loss`: the sequence model trains with its sampled gBCE loss (`gbce_t` 0: plain BCE)");
+  o.check();
+}
+
 }  // namespace
 
 SplitOptions split_options_of(const TrainJob& job) { return split_options_of(job, job_events(job)); }
@@ -123,6 +145,7 @@ TrainPlan make_plan(const TrainJob& job) {
   plan.split.record_held_out_rows = plan.validate;
   plan.metric = !job.early_stop_metric.empty() ? job.early_stop_metric
                 : holds_out_newest(plan.protocol) ? "ndcg@10" : "hr@10";
+  if (plan.model == ModelType::kSASRec) plan_sequence(plan);
   if (const std::optional<ModelKind> kind = neural_kind(plan.model)) {
     plan.options = train_options_of(job);
     plan.model_config = model_shape_of(job, *kind);
@@ -138,6 +161,11 @@ void apply_model_defaults(TrainJob& job, const std::function<bool(const std::str
   // A long tail of following items: an item any of the user's latest items led to, however
   // rarely, ranks above one none led to (on online-retail, 100 kept 0.79 validation HR@10, 1000 0.85).
   if (model == ModelType::kTransitions && !given("neighbors")) job.neighbors = 1000;
+  // One sequence holds up to max_sequence positions, each with its negatives (issue 21's settings).
+  if (model == ModelType::kSASRec) {
+    if (!given("batch_size")) job.batch_size = 128;
+    if (!given("negatives")) job.negatives = 64;
+  }
   if (model != ModelType::kMF) return;
   if (!given("factors")) job.factors = 64;
   if (!given("negatives")) job.negatives = 8;

@@ -15,6 +15,7 @@
 #include "host/model_type.h"
 #include "host/split.h"
 #include "tastebud/engine/model.h"
+#include "tastebud/engine/sequence_trainer.h"
 #include "tastebud/engine/trainer.h"
 
 namespace tastebud {
@@ -105,6 +106,15 @@ struct TrainJob {
   double transition_decay = 0.85;          // transitions: an event d events later counts decay^(d - 1)
   uint32_t recent_items = 10;              // transitions: the user's latest distinct items that score
   double recent_decay = 0.6;               // transitions: the k-th latest of them (k = 0 newest) weighs decay^k
+
+  // The sequence model (--model sasrec; tastebud/engine/sequence_model.h). batch_size counts
+  // sequences and negatives are per position for it (128 and 64 unless set).
+  uint32_t hidden = 64;           // item, position and layer width
+  uint32_t blocks = 2;            // self-attention blocks
+  uint32_t heads = 1;             // attention heads (divide hidden)
+  uint32_t max_sequence = 200;    // a user's latest items the model reads
+  float dropout = 0.2f;
+  float gbce_t = 0.75f;           // gSASRec's calibration of the sampled loss; 0: plain BCE
 };
 
 struct EpochRecord {
@@ -143,6 +153,9 @@ struct TrainPlan {
   ModelConfig model_config;
   TrainOptions options;
   std::optional<MetadataSides> metadata;  // nullopt: `auto`, until the dataset resolves it
+  // sasrec only: the model's shape (num_items from the dataset) and the trainer's options.
+  SequenceConfig sequence_config;
+  SequenceTrainOptions sequence_options;
 };
 
 // Parses and checks every setting that needs no dataset; throws an Error naming the setting.
@@ -158,8 +171,9 @@ SplitOptions split_options_of(const TrainJob& job);
 // The settings a model trains well with, for the options a user did not set: `mf` takes those of
 // Rendle et al.'s tuned MF baseline (64 factors, 8 negatives, lr 0.002, l2 0.005); `transitions`
 // keeps 1000 following items per item (chosen on real data, bench/RESULTS.md); other models the
-// TrainJob defaults. `given(name)` tells whether the user set option `name` ("factors",
-// "negatives", "lr", "l2", "neighbors").
+// TrainJob defaults; `sasrec` 128 sequences a batch and 64 negatives per position. `given(name)`
+// tells whether the user set option `name` ("factors", "negatives", "lr", "l2", "neighbors",
+// "batch_size").
 void apply_model_defaults(TrainJob& job, const std::function<bool(const std::string&)>& given);
 
 }  // namespace tastebud::host

@@ -13,6 +13,7 @@
 #include "host/model_dir.h"
 #include "host/progress.h"
 #include "host/recipes.h"
+#include "host/sequence_training.h"
 #include "host/split.h"
 #include "host/warm_start.h"
 #include "tastebud/atomic_file.h"
@@ -567,7 +568,7 @@ TrainResult run_training(TrainPlan plan, std::ostream& job_log) {
   std::ostream& log = comm.root() ? job_log : quiet;  // rank 0 speaks for the job
   // The dataset, opened once (recipes open their own).
   std::optional<datasets::Dataset> dataset;
-  if (!is_recipe(plan.model)) {
+  if (!is_recipe(plan.model) && plan.model != ModelType::kSASRec) {
     dataset.emplace(datasets::Dataset::open(job.data));
     resolve_choices(plan, *dataset, comm.size(), log);
   }
@@ -577,6 +578,12 @@ TrainResult run_training(TrainPlan plan, std::ostream& job_log) {
   if (comm.root()) {
     lock.emplace(job.out, "this training run");
     remove_stale_temporaries(job.out);
+  }
+  if (plan.model == ModelType::kSASRec) {
+    TB_CHECK(comm.size() == 1, "`model` sasrec trains in one process for now; run it without mpirun");
+    TB_CHECK(!job.resume && job.warm_start.empty(),
+             "`model` sasrec: `resume` and `warm_start` are not supported yet; train it from scratch");
+    return train_sequence(plan, log);
   }
   if (!dataset) {
     TB_CHECK(comm.size() == 1, fmt::format("--model {} is a recipe computed in one process; run it without mpirun", job.model));

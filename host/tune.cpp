@@ -91,6 +91,7 @@ TuneResult run_tune(const TuneOptions& o, std::ostream& log) {
            "tune: trials are judged on the validation split: give an eval protocol and validation users");
   TB_CHECK(!is_recipe(plan.model),
            "tune: recipes have no hyperparameters to search; tune a neural model");
+  TB_CHECK(plan.model != ModelType::kSASRec, "tune: the sequence model (sasrec) is not tuned yet; tune a NeuMF-family model");
   TuneResult result;
   result.metric = "val." + plan.metric;
   for (uint32_t id = 0; id < o.trials; ++id) result.trials.push_back(draw_trial(o.seed, id));

@@ -158,8 +158,8 @@ ParentModel load_parent_model(const fs::path& dir, const datasets::Dataset* data
   }
   check_file_checksums(parent.config, parent.dir);
   const std::string kind = parent.config.value("model", std::string());
-  TB_CHECK(!is_recipe(parse_model_type(kind)),
-           fmt::format("--warm-start {}: a {} recipe has no parameters to start from", dir.string(),
+  TB_CHECK(neural_kind(parse_model_type(kind)).has_value(),
+           fmt::format("--warm-start {}: a {} model has no NeuMF-family parameters to start from", dir.string(),
                        kind));
   TB_CHECK(fs::exists(parent.dir / "model.bin"),
            fmt::format("--warm-start {}: no model.bin (its training never finished an epoch)",

@@ -72,15 +72,14 @@ void ModelConfig::validate() const {
   }
 }
 
-namespace {
-
-// Value i of tensor tensor_id: a normal draw keyed by (seed, tensor, index).
 float normal_draw(uint64_t seed, uint32_t tensor_id, uint64_t i, float stddev) {
   const Philox4 w = random_words(seed, RandomStream::kInit, tensor_id, i);
   const double u1 = uniform_open_unit(w.v[0], w.v[1]);
   const double u2 = uniform_open_unit(w.v[2], w.v[3]);
   return static_cast<float>(stddev * std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2));
 }
+
+namespace {
 
 // Fills values with draws of one distribution; each value's draw is keyed by (seed, tensor, index).
 void fill_normal(Tensor& t, uint64_t seed, uint32_t tensor_id, float stddev) {

@@ -58,7 +58,7 @@ class Model {
       : dir_(dir), device_(resolve_device(device)), threads_(threads) {
     host::ModelData model = host::load_model_dir(dir);
     config_ = read_file(dir / "config.json");
-    if (host::is_recipe(model.kind)) device_ = "cpu";
+    if (!host::neural_kind(model.kind)) device_ = "cpu";  // only the NeuMF family scores on the GPU
     host::InferenceContext context = host::load_context(model, fs::path());
     default_ = std::make_shared<host::Recommender>(std::move(model), std::move(context), options("", false));
   }

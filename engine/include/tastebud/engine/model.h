@@ -18,6 +18,10 @@ namespace tastebud {
 enum class ModelKind : uint32_t { kNeuMF = 0, kGMF = 1, kMLP = 2, kMF = 3 };
 
 std::string to_string(ModelKind kind);
+
+// Value i of tensor `tensor_id` at initialisation: a normal draw keyed by (seed, tensor, index)
+// (Philox, Box-Muller), the same on every backend and rank. Every model's init draws through it.
+float normal_draw(uint64_t seed, uint32_t tensor_id, uint64_t i, float stddev);
 ModelKind parse_model_kind(const std::string& name);  // neumf | gmf | mlp | mf
 
 // One side's metadata (users or items) as the model sees it. Every categorical field and the

@@ -1,0 +1,68 @@
+// Training the sequence model (engine/sequence_model.h) on the CPU: every user's latest items
+// predict the next item at each position, against `negatives` sampled items per position (the
+// Philox sampler the other models use, the user's own items rejected), with gSASRec's gBCE loss
+// (t = gbce_t; 0 is plain BCE), Adam on the dense tensors and lazily on the item rows a batch
+// touched. Batches are cut into chunks of a fixed number of sequences, run in parallel with their
+// own gradients and summed in chunk order, and item rows are summed in a fixed order: a seed gives
+// the same model at any thread count.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "tastebud/engine/sequence_model.h"
+#include "tastebud/engine/trainer.h"
+#include "tastebud/optim_math.h"
+
+namespace tastebud {
+
+struct SequenceTrainOptions {
+  uint32_t batch_size = 128;  // sequences per step
+  uint32_t negatives = 64;    // sampled items per position
+  float gbce_t = 0.75f;       // gSASRec's calibration; 0: plain BCE
+  SamplerKind sampler = SamplerKind::kUniform;
+  float sampler_alpha = 0.75f;
+  OptimizerParams optimizer;  // Adam, lr 0.001 unless set
+  uint64_t seed = 1;
+  uint32_t threads = 0;       // 0: all cores
+
+  // Throws an Error naming the parameter that is out of range.
+  void check() const;
+};
+
+// Each user's training sequence, oldest first, and each event's weight (CSR over users).
+struct SequenceSet {
+  uint32_t num_items = 0;
+  std::vector<uint64_t> offsets;  // users + 1
+  std::vector<uint32_t> items;
+  std::vector<float> weights;
+
+  uint32_t num_users() const { return offsets.empty() ? 0 : static_cast<uint32_t>(offsets.size() - 1); }
+};
+
+// Adam's two moments of every parameter and the steps taken: with the parameters, what a run
+// resumes from.
+struct SequenceState {
+  SequenceParams params;
+  std::vector<float> m, v;
+  uint64_t step = 0;
+};
+
+class SequenceTrainer {
+ public:
+  SequenceTrainer(const SequenceSet& data, const SequenceTrainOptions& options, SequenceState state);
+  ~SequenceTrainer();
+
+  // One pass over every user with at least two items, in a Philox order of the seed and epoch;
+  // EpochStats::samples counts the positions trained (a position: one next item predicted).
+  EpochStats train_epoch(uint32_t epoch, const ProgressFn& progress);
+  uint64_t positions_per_epoch() const;
+  const SequenceState& state() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tastebud

@@ -1,0 +1,122 @@
+#include "tastebud/engine/sequence_model.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "sequence_pass.h"
+#include "tastebud/engine/model.h"
+#include "tastebud/error.h"
+
+namespace tastebud {
+
+void SequenceConfig::check() const {
+  TB_CHECK(num_items > 0, "`num_items`: the sequence model needs items");
+  TB_CHECK(hidden > 0 && hidden <= 4096, fmt::format("`hidden` must be in 1..4096, not {}", hidden));
+  TB_CHECK(blocks >= 1 && blocks <= 64, fmt::format("`blocks` must be in 1..64, not {}", blocks));
+  TB_CHECK(heads >= 1 && hidden % heads == 0,
+           fmt::format("`heads` must divide `hidden` ({}), not {}", hidden, heads));
+  TB_CHECK(max_sequence >= 2 && max_sequence <= 65536,
+           fmt::format("`max_sequence` must be in 2..65536, not {}", max_sequence));
+  TB_CHECK(dropout >= 0.0f && dropout < 1.0f, fmt::format("`dropout` must be in [0, 1), not {}", dropout));
+}
+
+SequenceLayout::SequenceLayout(const SequenceConfig& c) {
+  const size_t d = c.hidden;
+  size_t at = 0;
+  auto take = [&](size_t n) {
+    const size_t offset = at;
+    at += n;
+    return offset;
+  };
+  items = take(size_t{c.num_items} * d);
+  positions = take(size_t{c.max_sequence} * d);
+  for (uint32_t b = 0; b < c.blocks; ++b) {
+    Block k{};
+    k.ln1_gamma = take(d), k.ln1_beta = take(d);
+    k.wq = take(d * d), k.bq = take(d), k.wk = take(d * d), k.bk = take(d);
+    k.wv = take(d * d), k.bv = take(d), k.wo = take(d * d), k.bo = take(d);
+    k.ln2_gamma = take(d), k.ln2_beta = take(d);
+    k.w1 = take(d * d), k.b1 = take(d), k.w2 = take(d * d), k.b2 = take(d);
+    blocks.push_back(k);
+  }
+  final_gamma = take(d);
+  final_beta = take(d);
+  total = at;
+}
+
+SequenceParams SequenceParams::initialize(const SequenceConfig& config, uint64_t seed) {
+  config.check();
+  const SequenceLayout layout(config);
+  SequenceParams p{config, std::vector<float>(layout.total, 0.0f)};
+  const size_t d = config.hidden;
+  uint32_t tensor = 100;  // tensor ids of their own, apart from the NeuMF family's
+  auto normal = [&](size_t offset, size_t n, float stddev) {
+    for (size_t i = 0; i < n; ++i) p.values[offset + i] = normal_draw(seed, tensor, i, stddev);
+    ++tensor;
+  };
+  auto ones = [&](size_t offset) { std::fill_n(p.values.begin() + static_cast<int64_t>(offset), d, 1.0f); };
+  const float unit = 1.0f / std::sqrt(static_cast<float>(d));
+  normal(layout.items, size_t{config.num_items} * d, unit);
+  normal(layout.positions, size_t{config.max_sequence} * d, unit);
+  for (const SequenceLayout::Block& b : layout.blocks) {
+    for (size_t w : {b.wq, b.wk, b.wv, b.wo, b.w1, b.w2}) normal(w, d * d, unit);
+    ones(b.ln1_gamma);
+    ones(b.ln2_gamma);
+  }
+  ones(layout.final_gamma);
+  return p;
+}
+
+SequenceEncoder::SequenceEncoder(const SequenceParams& params)
+    : params_(&params), layout_(std::make_unique<SequenceLayout>(params.config)) {
+  TB_CHECK(params.values.size() == layout_->total,
+           fmt::format("the sequence model holds {} values, its shape needs {}", params.values.size(), layout_->total));
+}
+
+SequenceEncoder::~SequenceEncoder() = default;
+SequenceEncoder::SequenceEncoder(SequenceEncoder&&) noexcept = default;
+
+void SequenceEncoder::encode(std::span<const uint32_t> items, std::span<float> h) const {
+  const SequenceConfig& c = params_->config;
+  thread_local std::unique_ptr<SequencePass> pass;
+  thread_local const SequenceParams* pass_of = nullptr;
+  thread_local size_t pass_size = 0;
+  if (!pass || pass_of != params_ || pass_size != params_->values.size()) {
+    pass = std::make_unique<SequencePass>(c);
+    pass_of = params_;
+    pass_size = params_->values.size();
+  }
+  if (items.empty()) {  // no history: every item scores 0, and answers fall back to popularity
+    std::fill(h.begin(), h.begin() + c.hidden, 0.0f);
+    return;
+  }
+  for (uint32_t i : items) TB_CHECK(i < c.num_items, fmt::format("item {} is outside the model's {} items", i, c.num_items));
+  PackedSequences seqs;
+  seqs.add(items, c.max_sequence);
+  pass->forward(params_->values.data(), seqs, nullptr);
+  const float* last = pass->hidden() + (seqs.rows() - 1) * int64_t{c.hidden};
+  std::copy(last, last + c.hidden, h.begin());
+}
+
+void SequenceEncoder::score(std::span<const float> h, std::span<const uint32_t> items, std::span<float> out) const {
+  const size_t d = params_->config.hidden;
+  const float* table = params_->values.data() + layout_->items;
+  const size_t n = items.empty() ? params_->config.num_items : items.size();
+  for (size_t k = 0; k < n; ++k) {
+    const float* e = table + (items.empty() ? k : items[k]) * d;
+    float z = 0.0f;
+    for (size_t j = 0; j < d; ++j) z += h[j] * e[j];
+    out[k] = z;
+  }
+}
+
+void SequenceEncoder::score_sequence(std::span<const uint32_t> sequence, std::span<const uint32_t> items,
+                                     std::span<float> out) const {
+  std::vector<float> h(params_->config.hidden);
+  encode(sequence, h);
+  score(h, items, out);
+}
+
+}  // namespace tastebud

@@ -1,0 +1,257 @@
+#include "tastebud/engine/sequence_trainer.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "cpu/sampler.h"
+#include "cpu/sequence.h"
+#include "sequence_pass.h"
+#include "tastebud/engine/train_options.h"
+#include "tastebud/error.h"
+#include "tastebud/philox.h"
+#include "tastebud/sampler_math.h"
+#include "tastebud/sequence_math.h"
+
+namespace tastebud {
+
+void SequenceTrainOptions::check() const {
+  TB_CHECK(batch_size >= 1 && batch_size <= kMaxBatchSize,
+           fmt::format("`batch_size` must be in 1..{}, not {}", kMaxBatchSize, batch_size));
+  TB_CHECK(negatives >= 1 && negatives <= kMaxNegatives,
+           fmt::format("`negatives` must be in 1..{}, not {}", kMaxNegatives, negatives));
+  TB_CHECK(gbce_t >= 0.0f && gbce_t <= 1.0f, fmt::format("`gbce_t` must be in [0, 1], not {}", gbce_t));
+  TB_CHECK(std::isfinite(optimizer.lr) && optimizer.lr > 0, fmt::format("`lr` must be positive, not {}", optimizer.lr));
+  TB_CHECK(optimizer.kind == OptimizerKind::kAdam, "`optimizer`: the sequence model trains with Adam");
+  TB_CHECK(threads <= kMaxThreads, fmt::format("`threads` must be at most {}, not {}", kMaxThreads, threads));
+}
+
+namespace {
+
+// Sequences per chunk: a batch's unit of parallel work, fixed so that sums do not depend on threads.
+constexpr uint32_t kChunkSequences = 8;
+
+struct Chunk {
+  explicit Chunk(const SequenceConfig& c) : pass(c) {}
+  PackedSequences seqs;
+  SequencePass pass;
+  std::vector<uint32_t> slot_items;  // rows x slots: the target, then the negatives
+  std::vector<float> weight, coef, dh, d_input, grad, ones;
+  double loss = 0;
+};
+
+}  // namespace
+
+struct SequenceTrainer::Impl {
+  Impl(const SequenceSet& data, const SequenceTrainOptions& options, SequenceState state)
+      : data(data), options(options), state(std::move(state)), layout(this->state.params.config) {
+    const SequenceConfig& c = this->state.params.config;
+    c.check();
+    options.check();
+    TB_CHECK(c.num_items == data.num_items, "the sequence set and the model disagree on the item count");
+    if (this->state.m.empty()) this->state.m.assign(layout.total, 0.0f), this->state.v.assign(layout.total, 0.0f);
+    threads = options.threads > 0 ? static_cast<int>(options.threads) : omp_get_max_threads();
+    for (uint32_t u = 0; u < data.num_users(); ++u)
+      if (data.offsets[u + 1] - data.offsets[u] >= 2) users.push_back(u);
+    build_known_items();
+    if (options.sampler == SamplerKind::kPopularity) {
+      std::vector<uint64_t> counts(c.num_items, 0);
+      for (uint32_t i : data.items) ++counts[i];
+      alias = cpu::AliasTable::popularity(counts, options.sampler_alpha);
+    }
+    const float alpha = std::min(1.0f, static_cast<float>(options.negatives) / std::max(1u, c.num_items - 1));
+    beta = gbce_beta(alpha, options.gbce_t);
+    for (uint32_t k = 0; k < (options.batch_size + kChunkSequences - 1) / kChunkSequences; ++k) chunks.emplace_back(c);
+    item_grad.assign(layout.positions, 0.0f);
+    touched.assign(c.num_items, 0);
+  }
+
+  // Each user's items sorted and distinct: the negatives the sampler rejects.
+  void build_known_items() {
+    known_offsets.assign(1, 0);
+    for (uint32_t u = 0; u < data.num_users(); ++u) {
+      const size_t from = known.size();
+      known.insert(known.end(), data.items.begin() + static_cast<int64_t>(data.offsets[u]),
+                   data.items.begin() + static_cast<int64_t>(data.offsets[u + 1]));
+      std::sort(known.begin() + static_cast<int64_t>(from), known.end());
+      known.erase(std::unique(known.begin() + static_cast<int64_t>(from), known.end()), known.end());
+      known_offsets.push_back(known.size());
+    }
+  }
+
+  uint64_t positions_of(uint32_t u) const {
+    return std::min<uint64_t>(data.offsets[u + 1] - data.offsets[u] - 1, state.params.config.max_sequence);
+  }
+
+  EpochStats train_epoch(uint32_t epoch, const ProgressFn& progress);
+  bool train_batch(uint32_t epoch, std::span<const uint64_t> order, uint64_t first, double& loss);
+  void run_chunk(Chunk& chunk, uint32_t epoch, std::span<const uint64_t> order, uint64_t first, uint64_t end, float scale);
+  void update(const std::vector<Chunk*>& used);
+
+  const SequenceSet& data;
+  SequenceTrainOptions options;
+  SequenceState state;
+  SequenceLayout layout;
+  int threads = 1;
+  float beta = 1.0f;
+  std::vector<uint32_t> users;  // those with at least two items
+  std::vector<uint64_t> known_offsets;
+  std::vector<uint32_t> known;
+  cpu::AliasTable alias;
+  std::vector<Chunk> chunks;
+  std::vector<float> item_grad;  // [num_items x d]
+  std::vector<uint8_t> touched;
+  std::vector<uint32_t> touched_rows;
+};
+
+// Sequences order[first, end) of the epoch into one chunk: forward, sampled loss, backward.
+void SequenceTrainer::Impl::run_chunk(Chunk& chunk, uint32_t epoch, std::span<const uint64_t> order, uint64_t first,
+                                      uint64_t end, float scale) {
+  const SequenceConfig& c = state.params.config;
+  const uint32_t L = c.max_sequence, k = options.negatives, slots = k + 1;
+  const int64_t d = c.hidden;
+  chunk.seqs.clear();
+  chunk.slot_items.clear();
+  chunk.weight.clear();
+  for (uint64_t g = first; g < end; ++g) {
+    const uint32_t u = users[order[g]];
+    const uint64_t begin = data.offsets[u], n = data.offsets[u + 1] - begin, m = positions_of(u);
+    const uint64_t start = begin + n - 1 - m;  // inputs start .. start + m - 1, targets one later
+    chunk.seqs.add(std::span(data.items).subspan(start, m), L, g);
+    const uint32_t* pos = known.data() + known_offsets[u];
+    const uint64_t count = known_offsets[u + 1] - known_offsets[u];
+    for (uint64_t t = 0; t < m; ++t) {
+      chunk.slot_items.push_back(data.items[start + t + 1]);
+      chunk.weight.push_back(data.weights[start + t + 1]);
+      const uint64_t at = (g * L + (L - m + t)) * k;
+      for (uint32_t j = 0; j < k; ++j) {
+        chunk.slot_items.push_back(draw_negative(options.seed, RandomStream::kNegatives, epoch, at + j, pos, count,
+                                                 c.num_items, alias.probability.empty() ? nullptr : alias.probability.data(),
+                                                 alias.alias.empty() ? nullptr : alias.alias.data()));
+      }
+    }
+  }
+  const DropoutKeys keys{options.seed, epoch, c.dropout};
+  const DropoutKeys* dropout = c.dropout > 0 ? &keys : nullptr;
+  chunk.pass.forward(state.params.values.data(), chunk.seqs, dropout);
+  const int64_t rows = chunk.seqs.rows();
+  chunk.coef.resize(static_cast<size_t>(rows) * slots);
+  chunk.dh.resize(static_cast<size_t>(rows * d));
+  chunk.d_input.resize(static_cast<size_t>(rows * d));
+  chunk.loss = cpu::sampled_loss_forward_backward(chunk.pass.hidden(), rows, d, state.params.values.data() + layout.items,
+                                                  chunk.slot_items.data(), slots, chunk.weight.data(), beta, scale,
+                                                  chunk.coef.data(), chunk.dh.data());
+  chunk.grad.assign(layout.dense_size(), 0.0f);
+  chunk.pass.backward(state.params.values.data(), chunk.seqs, dropout, chunk.dh.data(), chunk.grad.data(),
+                      chunk.d_input.data());
+  chunk.ones.assign(static_cast<size_t>(rows), 1.0f);
+}
+
+// Adam: the dense tensors from the chunks' gradients summed in chunk order, then the item rows
+// the batch touched, their gradients summed in (chunk, row, slot) order.
+void SequenceTrainer::Impl::update(const std::vector<Chunk*>& used) {
+  const OptimizerParams& o = options.optimizer;
+  const uint64_t t = ++state.step;
+  const float step = adam_step_size(o, t), eps = step_params(o, t).eps;
+  float* w = state.params.values.data();
+  float* m = state.m.data();
+  float* v = state.v.data();
+  const int64_t dense = static_cast<int64_t>(layout.dense_size()), base = static_cast<int64_t>(layout.dense_begin());
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t i = 0; i < dense; ++i) {
+    float g = 0.0f;
+    for (const Chunk* c : used) g += c->grad[static_cast<size_t>(i)];
+    apply_update(o.kind, step, o.beta1, o.beta2, eps, o.l2, w[base + i], m[base + i], v[base + i], g);
+  }
+  const int64_t d = state.params.config.hidden;
+  const uint32_t slots = options.negatives + 1;
+  touched_rows.clear();
+  for (Chunk* c : used) {
+    const int64_t rows = c->seqs.rows();
+    cpu::scatter_item_grads(c->coef.data(), c->pass.hidden(), c->slot_items.data(), rows, int64_t{slots}, d, threads,
+                            item_grad.data());
+    cpu::scatter_item_grads(c->ones.data(), c->d_input.data(), c->seqs.input.data(), rows, int64_t{1}, d, threads,
+                            item_grad.data());
+    for (uint32_t i : c->slot_items)
+      if (!touched[i]) touched[i] = 1, touched_rows.push_back(i);
+    for (uint32_t i : c->seqs.input)
+      if (!touched[i]) touched[i] = 1, touched_rows.push_back(i);
+  }
+  const int64_t n = static_cast<int64_t>(touched_rows.size());
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t r = 0; r < n; ++r) {
+    const size_t at = static_cast<size_t>(touched_rows[r]) * d;
+    for (int64_t j = 0; j < d; ++j) {
+      apply_update(o.kind, step, o.beta1, o.beta2, eps, o.l2, w[at + j], m[at + j], v[at + j], item_grad[at + j]);
+      item_grad[at + j] = 0.0f;
+    }
+    touched[touched_rows[r]] = 0;
+  }
+}
+
+// One batch: sequences order[first, first + batch_size). False when its loss is not finite (no update).
+bool SequenceTrainer::Impl::train_batch(uint32_t epoch, std::span<const uint64_t> order, uint64_t first, double& loss) {
+  const uint64_t end = std::min<uint64_t>(first + options.batch_size, order.size());
+  uint64_t positions = 0;
+  for (uint64_t g = first; g < end; ++g) positions += positions_of(users[order[g]]);
+  const float scale = 1.0f / static_cast<float>(positions);
+  const int64_t used = static_cast<int64_t>((end - first + kChunkSequences - 1) / kChunkSequences);
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+  for (int64_t c = 0; c < used; ++c) {
+    const uint64_t from = first + static_cast<uint64_t>(c) * kChunkSequences;
+    run_chunk(chunks[static_cast<size_t>(c)], epoch, order, from, std::min<uint64_t>(from + kChunkSequences, end), scale);
+  }
+  std::vector<Chunk*> parts;
+  double sum = 0;
+  for (int64_t c = 0; c < used; ++c) parts.push_back(&chunks[static_cast<size_t>(c)]), sum += chunks[c].loss;
+  if (!std::isfinite(sum)) return false;
+  update(parts);
+  loss += sum;
+  return true;
+}
+
+EpochStats SequenceTrainer::Impl::train_epoch(uint32_t epoch, const ProgressFn& progress) {
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<uint64_t> order(users.size());
+  cpu::shuffle_order(options.seed, epoch, order.size(), order);
+  EpochStats stats;
+  uint64_t total = 0;
+  for (uint32_t u : users) total += positions_of(u);
+  double loss = 0;
+  uint64_t batch = 0;
+  for (uint64_t first = 0; first < order.size(); first += options.batch_size, ++batch) {
+    if (!train_batch(epoch, order, first, loss)) {
+      stats.finite = false;
+      break;
+    }
+    const uint64_t end = std::min<uint64_t>(first + options.batch_size, order.size());
+    for (uint64_t g = first; g < end; ++g) stats.samples += positions_of(users[order[g]]);
+    if (progress && (batch % 16 == 15 || end == order.size()))
+      progress(stats.samples, total, stats.samples > 0 ? loss / static_cast<double>(stats.samples) : 0.0);
+  }
+  stats.mean_loss = stats.samples > 0 ? loss / static_cast<double>(stats.samples) : 0.0;
+  stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return stats;
+}
+
+SequenceTrainer::SequenceTrainer(const SequenceSet& data, const SequenceTrainOptions& options, SequenceState state)
+    : impl_(std::make_unique<Impl>(data, options, std::move(state))) {}
+SequenceTrainer::~SequenceTrainer() = default;
+
+EpochStats SequenceTrainer::train_epoch(uint32_t epoch, const ProgressFn& progress) {
+  return impl_->train_epoch(epoch, progress);
+}
+
+uint64_t SequenceTrainer::positions_per_epoch() const {
+  uint64_t total = 0;
+  for (uint32_t u : impl_->users) total += impl_->positions_of(u);
+  return total;
+}
+
+const SequenceState& SequenceTrainer::state() const { return impl_->state; }
+
+}  // namespace tastebud

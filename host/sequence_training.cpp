@@ -1,0 +1,254 @@
+#include "host/sequence_training.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <limits>
+#include <optional>
+#include <ostream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "host/evaluation.h"
+#include "host/model_dir.h"
+#include "host/progress.h"
+#include "host/recipes.h"
+#include "host/split.h"
+#include "tastebud/atomic_file.h"
+#include "tastebud/checksum.h"
+#include "tastebud/datasets/dataset.h"
+#include "tastebud/engine/sequence_trainer.h"
+#include "tastebud/error.h"
+#include "tastebud/read_file.h"
+
+namespace tastebud::host {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+constexpr char kSequenceMagic[8] = {'T', 'B', 'S', 'E', 'Q', 'M', 'D', '1'};
+
+json config_json(const SequenceConfig& c) {
+  return json{{"num_items", c.num_items}, {"hidden", c.hidden},   {"blocks", c.blocks},
+              {"heads", c.heads},         {"max_sequence", c.max_sequence}, {"dropout", c.dropout}};
+}
+
+// The events a split trains on, as each user's sequence (CSR, oldest first, with weights).
+SequenceSet sequences_of(EventLog events, std::vector<float> weights, const RecipeOptions& options) {
+  events.weight = std::move(weights);
+  ItemNeighbors seq = user_sequences(events, options);
+  SequenceSet set;
+  set.num_items = events.num_items;
+  set.offsets = std::move(seq.offsets);
+  set.items = std::move(seq.items);
+  set.weights = std::move(seq.scores);
+  return set;
+}
+
+std::span<const uint32_t> sequence_of(const SequenceSet& set, uint32_t user) {
+  return std::span(set.items).subspan(set.offsets[user], set.offsets[user + 1] - set.offsets[user]);
+}
+
+// What the run trains on and is judged by: the test split, the validation split carved from it
+// (which then trains), and the users' sequences of the split that trains.
+struct SequenceInputs {
+  std::optional<Split> test, validation;
+  SequenceSet train;
+};
+
+SequenceInputs sequence_inputs(const TrainPlan& plan, const datasets::Dataset& dataset, const EventLog& events,
+                               const RecipeOptions& options) {
+  SequenceInputs in;
+  std::vector<double> base = event_weights(events, options);
+  if (plan.protocol == EvalProtocol::kNone) {
+    in.train = sequences_of(events, std::vector<float>(base.begin(), base.end()), options);
+    return in;
+  }
+  in.test = make_split(dataset, plan.split);
+  if (plan.validate) {
+    in.validation = make_validation_split(dataset, plan.split, *in.test, plan.job.validation_users);
+    for (uint64_t r = 0; r < base.size(); ++r)
+      if (in.test->held_out_rows[r]) base[r] = 0;  // the test split's held-out rows do not exist here
+  }
+  const Split& trains = in.validation ? *in.validation : *in.test;
+  in.train = sequences_of(events, split_event_weights(trains, events, base), options);
+  return in;
+}
+
+// The epoch's metrics: the test split (unless the job is judged on validation alone) and "val.*".
+Metrics judge(const TrainPlan& plan, const SequenceInputs& in, const SequenceParams& params) {
+  const SequenceEncoder encoder(params);
+  const ScoreFn score = [&](uint32_t u, std::span<const uint32_t> items, std::span<float> out) {
+    encoder.score_sequence(sequence_of(in.train, u), items, out);
+  };
+  Metrics metrics;
+  if (plan.job.judge_on_test) metrics = evaluate(*in.test, score, plan.job.threads);
+  if (in.validation)
+    for (const auto& [k, v] : evaluate(*in.validation, score, plan.job.threads)) metrics["val." + k] = v;
+  return metrics;
+}
+
+std::string epoch_line(const EpochRecord& r, const EpochStats& stats) {
+  std::string line = fmt::format("epoch {:3d}  loss {:.4f}  {:.0f} positions/s  {:.1f}s", r.epoch, r.loss,
+                                 stats.samples / std::max(stats.seconds, 1e-9), stats.seconds);
+  for (const auto& [k, v] : r.metrics)
+    if (k != "eval_users" && k != "val.eval_users" && !is_interval_key(k)) line += fmt::format("  {} {:.4f}", k, v);
+  return line;
+}
+
+json record_json(const EpochRecord& r) {
+  json metrics = json::object();
+  for (const auto& [k, v] : r.metrics) metrics[k] = v;
+  return json{{"epoch", r.epoch}, {"loss", r.loss}, {"samples", r.samples}, {"seconds", r.seconds}, {"metrics", metrics}};
+}
+
+// The answers' tables: every user's seen items, popularity and latest max_sequence items (from
+// every event the rules keep, nothing held out) and the id files.
+void write_answer_tables(const TrainPlan& plan, const datasets::Dataset& dataset, const EventLog& events,
+                         const RecipeOptions& options) {
+  const fs::path& out = plan.job.out;
+  RecipeData data;
+  data.kind = "sasrec";
+  data.popularity = popularity_scores(events, options);
+  const SequenceSet all = sequences_of(events, {}, options);
+  const uint32_t keep = plan.sequence_config.max_sequence;
+  data.latest.offsets.push_back(0);
+  for (uint32_t u = 0; u < all.num_users(); ++u) {
+    const auto seq = sequence_of(all, u);
+    const auto kept = seq.subspan(seq.size() > keep ? seq.size() - keep : 0);
+    data.latest.items.insert(data.latest.items.end(), kept.begin(), kept.end());
+    data.latest.scores.insert(data.latest.scores.end(), kept.size(), 1.0f);
+    data.latest.offsets.push_back(data.latest.items.size());
+  }
+  write_ids(dataset.user_ids, out / "user_ids.json");
+  write_ids(dataset.item_ids, out / "item_ids.json");
+  write_seen(seen_items_of(events), out / "seen.bin");
+  write_recipe(data, out / "recipe.bin");
+}
+
+json settings_json(const TrainPlan& plan) {
+  const TrainJob& job = plan.job;
+  return json{{"events", plan.event_rules}, {"batch_size", job.batch_size}, {"negatives", job.negatives},
+              {"gbce_t", job.gbce_t},       {"lr", job.lr},                 {"sampler", job.sampler},
+              {"sampler_alpha", job.sampler_alpha}, {"seed", job.seed},      {"epochs", job.epochs},
+              {"eval", job.eval}};
+}
+
+void write_model(const TrainPlan& plan, const SequenceParams& params, uint32_t epoch) {
+  const fs::path& out = plan.job.out;
+  write_sequence_params(params, out / "sequence.bin");
+  json checksums = file_checksums(out);
+  const json config{{"model", "sasrec"},
+                    {"data", fs::absolute(plan.job.data).string()},
+                    {"sequence", config_json(params.config)},
+                    {"training", settings_json(plan)},
+                    {"best_epoch", epoch},
+                    {"checksums", checksums}};
+  write_file_atomically(out / "config.json", config_file_text(config));
+}
+
+}  // namespace
+
+TrainResult train_sequence(const TrainPlan& plan, std::ostream& log) {
+  const TrainJob& job = plan.job;
+  const datasets::Dataset dataset = datasets::Dataset::open(job.data);
+  const RecipeOptions options = RecipeOptions::from_job(job);
+  const EventLog events = weighted_events(plan, dataset);
+  const SequenceInputs in = sequence_inputs(plan, dataset, events, options);
+  SequenceConfig config = plan.sequence_config;
+  config.num_items = dataset.num_items();
+  fs::create_directories(job.out);
+  write_answer_tables(plan, dataset, events, options);
+
+  SequenceState state;
+  state.params = SequenceParams::initialize(config, job.seed);
+  SequenceTrainer trainer(in.train, plan.sequence_options, std::move(state));
+  log << fmt::format("sasrec: {} users' sequences, {} positions an epoch, {} blocks x {} heads, hidden {}, up to {} items each\n",
+                     in.train.num_users(), trainer.positions_per_epoch(), config.blocks, config.heads, config.hidden,
+                     config.max_sequence);
+  TrainResult result;
+  result.backend = "cpu";
+  if (in.test) result.popularity = evaluate_popularity(*in.test);
+  const std::string chosen_by = in.validation ? "val." + plan.metric : plan.metric;
+  double best = -std::numeric_limits<double>::infinity();
+  uint32_t since_best = 0;
+  std::string metrics_text;
+  ProgressLine progress("positions", job.progress);
+  for (uint32_t epoch = 1; epoch <= job.epochs; ++epoch) {
+    const EpochStats stats = trainer.train_epoch(epoch - 1, [&](uint64_t done, uint64_t total, double loss) {
+      progress.update(fmt::format("epoch {}/{}", epoch, job.epochs), static_cast<double>(done) / std::max<uint64_t>(total, 1),
+                      static_cast<double>(done), fmt::format("loss {:.4f}", loss));
+      if (job.on_progress) job.on_progress(TrainProgress{epoch, job.epochs, done, total, loss});
+    });
+    progress.clear();
+    TB_CHECK(stats.finite, fmt::format("epoch {}: the loss became NaN or infinite; training stopped. Try a lower `lr`.", epoch));
+    EpochRecord record{epoch, stats.mean_loss, stats.samples, stats.seconds, {}, 0};
+    if (in.test) record.metrics = judge(plan, in, trainer.state().params);
+    metrics_text += record_json(record).dump() + "\n";
+    write_file_atomically(job.out / "metrics.jsonl", metrics_text);
+    log << epoch_line(record, stats) << "\n";
+    result.history.push_back(record);
+    if (job.on_epoch) job.on_epoch(record);
+    const double value = in.test ? record.metrics.at(chosen_by) : epoch;
+    if (value > best) {
+      best = value, since_best = 0, result.best_epoch = epoch;
+      write_model(plan, trainer.state().params, epoch);
+    } else if (job.patience > 0 && ++since_best >= job.patience) {
+      log << fmt::format("no better {} for {} epochs: stopping\n", chosen_by, job.patience);
+      break;
+    }
+  }
+  log << fmt::format("best epoch {} ({}); model written to {}\n", result.best_epoch, chosen_by, job.out.string());
+  return result;
+}
+
+void write_sequence_params(const SequenceParams& params, const fs::path& path) {
+  std::string bytes(kSequenceMagic, sizeof(kSequenceMagic));
+  const std::string header = config_json(params.config).dump();
+  const uint64_t header_size = header.size(), count = params.values.size();
+  bytes.append(reinterpret_cast<const char*>(&header_size), sizeof(header_size));
+  bytes.append(header);
+  bytes.append(reinterpret_cast<const char*>(&count), sizeof(count));
+  bytes.append(reinterpret_cast<const char*>(params.values.data()), count * sizeof(float));
+  append_checksum(bytes);
+  write_file_atomically(path, bytes);
+}
+
+SequenceParams read_sequence_params(const fs::path& path, uint32_t num_items) {
+  const std::string file = read_file(path);
+  auto bad = [&](const std::string& what) { return Error(fmt::format("corrupt: {}: {}", path.string(), what)); };
+  if (file.size() < 8 || std::memcmp(file.data(), kSequenceMagic, 8) != 0)
+    throw Error(fmt::format("{}: not a tastebud sequence model file", path.string()));
+  const std::string_view bytes = checked_payload(file, path);
+  size_t at = 8;
+  auto take_u64 = [&] {
+    uint64_t n;
+    if (at + 8 > bytes.size()) throw bad("shorter than its header");
+    std::memcpy(&n, bytes.data() + at, 8);
+    at += 8;
+    return n;
+  };
+  const uint64_t header_size = take_u64();
+  if (header_size > bytes.size() - at) throw bad("a header larger than the file");
+  SequenceParams p;
+  try {
+    const json h = json::parse(bytes.substr(at, header_size));
+    p.config = SequenceConfig{h.at("num_items"), h.at("hidden"), h.at("blocks"),
+                              h.at("heads"),     h.at("max_sequence"), h.at("dropout")};
+    p.config.check();
+  } catch (const std::exception& e) {
+    throw bad(fmt::format("its header: {}", e.what()));
+  }
+  at += header_size;
+  if (p.config.num_items != num_items) throw bad(fmt::format("covers {} items, the model has {}", p.config.num_items, num_items));
+  const uint64_t count = take_u64();
+  if (count != SequenceLayout(p.config).total || count * sizeof(float) != bytes.size() - at)
+    throw bad(fmt::format("{} parameters where its shape needs {}", count, SequenceLayout(p.config).total));
+  p.values.resize(count);
+  std::memcpy(p.values.data(), bytes.data() + at, count * sizeof(float));
+  return p;
+}
+
+}  // namespace tastebud::host

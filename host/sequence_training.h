@@ -1,0 +1,26 @@
+// Training the sequence model (`--model sasrec`, tastebud/engine/sequence_model.h): the job's
+// events become each user's sequence in time order (host/recipes.h, user_sequences), the split's
+// held-out rows left out; the trainer runs epoch after epoch, each judged like every other model
+// (the input of an evaluated user is that user's events before the held-out ones), and the best
+// epoch is kept. Its model directory holds config.json, user_ids.json, item_ids.json, seen.bin,
+// recipe.bin (kind "sasrec": popularity for the fallback and every user's latest max_sequence
+// items, the input of their answers) and sequence.bin (the parameters), beside metrics.jsonl.
+#pragma once
+
+#include <filesystem>
+#include <iosfwd>
+
+#include "host/train_plan.h"
+#include "tastebud/engine/sequence_model.h"
+
+namespace tastebud::host {
+
+TrainResult train_sequence(const TrainPlan& plan, std::ostream& log);
+
+// sequence.bin: the model's shape as a JSON header, its parameters, the checksum trailer.
+void write_sequence_params(const SequenceParams& params, const std::filesystem::path& path);
+// Checks the checksum, the shape against num_items and the parameter count: damage is an Error
+// "corrupt: FILE: ...".
+SequenceParams read_sequence_params(const std::filesystem::path& path, uint32_t num_items);
+
+}  // namespace tastebud::host
