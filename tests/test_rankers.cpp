@@ -33,7 +33,7 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-const char* const kEveryModel[] = {"neumf", "gmf", "mlp", "mf", "popularity", "trending", "sims", "transitions"};
+const char* const kEveryModel[] = {"neumf", "gmf", "mlp", "mf", "popularity", "trending", "sims", "transitions", "sasrec"};
 
 class EveryRanker : public ::testing::TestWithParam<const char*> {
  protected:
@@ -86,7 +86,8 @@ TEST_P(EveryRanker, TheModelDirectoryLoadsAsItsOwnType) {
   const ModelData& m = model(GetParam());
   EXPECT_EQ(to_string(m.kind), GetParam());
   EXPECT_EQ(parse_model_type(GetParam()), m.kind);
-  EXPECT_EQ(m.params.has_value(), !is_recipe(m.kind));
+  EXPECT_EQ(m.params.has_value(), neural_kind(m.kind).has_value());
+  EXPECT_EQ(m.sequence.has_value(), m.kind == ModelType::kSASRec);
 }
 
 TEST_P(EveryRanker, AKnownUsersTopKIsDistinctUnseenAndBestFirst) {

@@ -153,7 +153,7 @@ void SequencePass::backward(const float* p, const PackedSequences& seqs, const D
                             float* grad_dense, float* d_input) {
   const int64_t rows = seqs.rows(), n = rows * d_;
   const size_t base = layout_.dense_begin();
-  std::vector<float>& dx = d_a_;
+  cpu::AlignedVector<float>& dx = d_a_;
   cpu::layer_norm_backward(dh, xs_.back().data(), p + layout_.final_gamma, mean_f_.data(), rstd_f_.data(), rows, d_,
                            dx.data(), grad_dense + (layout_.final_gamma - base), grad_dense + (layout_.final_beta - base));
   for (size_t b = acts_.size(); b-- > 0;) block_backward(p, b, seqs, dropout, grad_dense, dx);
@@ -170,7 +170,7 @@ void SequencePass::backward(const float* p, const PackedSequences& seqs, const D
 
 // dx: on entry the gradient w.r.t. block b's output, on return w.r.t. its input.
 void SequencePass::block_backward(const float* p, size_t b, const PackedSequences& seqs, const DropoutKeys* dropout,
-                                  float* grad_dense, std::vector<float>& dx) {
+                                  float* grad_dense, cpu::AlignedVector<float>& dx) {
   const SequenceLayout::Block& w = layout_.blocks[b];
   BlockActivations& a = acts_[b];
   const int64_t rows = seqs.rows(), n = rows * d_;

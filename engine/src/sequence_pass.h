@@ -7,6 +7,7 @@
 #include <span>
 #include <vector>
 
+#include "cpu/aligned.h"
 #include "tastebud/engine/sequence_model.h"
 
 namespace tastebud {
@@ -51,13 +52,13 @@ class SequencePass {
 
  private:
   struct BlockActivations {
-    std::vector<float> a1, q, k, v, probs, att, x1, a2, f1, mean1, rstd1, mean2, rstd2;
+    cpu::AlignedVector<float> a1, q, k, v, probs, att, x1, a2, f1, mean1, rstd1, mean2, rstd2;
     std::vector<uint8_t> mask_o, mask_f;
   };
   void resize(const PackedSequences& seqs);
   void block_forward(const float* params, size_t b, const PackedSequences& seqs, const DropoutKeys* dropout);
   void block_backward(const float* params, size_t b, const PackedSequences& seqs, const DropoutKeys* dropout,
-                      float* grad_dense, std::vector<float>& dx);
+                      float* grad_dense, cpu::AlignedVector<float>& dx);
   void attention(size_t b, const PackedSequences& seqs, bool backward);
   void apply_dropout(const PackedSequences& seqs, const DropoutKeys& keys, uint32_t site, float* x,
                      std::vector<uint8_t>& mask) const;
@@ -65,12 +66,12 @@ class SequencePass {
   SequenceConfig config_;
   SequenceLayout layout_;
   int64_t d_ = 0;
-  std::vector<std::vector<float>> xs_;  // each block's input, then the last block's output
+  std::vector<cpu::AlignedVector<float>> xs_;  // each block's input, then the last block's output
   std::vector<BlockActivations> acts_;
   std::vector<int64_t> prob_offsets_;   // per sequence: its heads x n x n attention weights
   std::vector<uint8_t> mask_in_;
-  std::vector<float> h_, mean_f_, rstd_f_;
-  std::vector<float> tmp_, d_tmp_, d_tmp2_, d_f1_, d_a_, d_q_, d_k_, d_v_, d_att_;
+  cpu::AlignedVector<float> h_, mean_f_, rstd_f_;
+  cpu::AlignedVector<float> tmp_, d_tmp_, d_tmp2_, d_f1_, d_a_, d_q_, d_k_, d_v_, d_att_;
 };
 
 }  // namespace tastebud

@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include "cpu/aligned.h"
 #include "cpu/sampler.h"
 #include "cpu/sequence.h"
 #include "sequence_pass.h"
@@ -40,7 +41,7 @@ struct Chunk {
   PackedSequences seqs;
   SequencePass pass;
   std::vector<uint32_t> slot_items;  // rows x slots: the target, then the negatives
-  std::vector<float> weight, coef, dh, d_input, grad, ones;
+  cpu::AlignedVector<float> weight, coef, dh, d_input, grad, ones;
   double loss = 0;
 };
 
@@ -54,6 +55,12 @@ struct SequenceTrainer::Impl {
     options.check();
     TB_CHECK(c.num_items == data.num_items, "the sequence set and the model disagree on the item count");
     if (this->state.m.empty()) this->state.m.assign(layout.total, 0.0f), this->state.v.assign(layout.total, 0.0f);
+    TB_CHECK(this->state.params.values.size() == layout.total && this->state.m.size() == layout.total &&
+                 this->state.v.size() == layout.total,
+             "the sequence model's state does not fit its shape");
+    w.assign(this->state.params.values.begin(), this->state.params.values.end());
+    m.assign(this->state.m.begin(), this->state.m.end());
+    v.assign(this->state.v.begin(), this->state.v.end());
     threads = options.threads > 0 ? static_cast<int>(options.threads) : omp_get_max_threads();
     for (uint32_t u = 0; u < data.num_users(); ++u)
       if (data.offsets[u + 1] - data.offsets[u] >= 2) users.push_back(u);
@@ -103,7 +110,10 @@ struct SequenceTrainer::Impl {
   std::vector<uint32_t> known;
   cpu::AliasTable alias;
   std::vector<Chunk> chunks;
-  std::vector<float> item_grad;  // [num_items x d]
+  // The parameters and Adam's moments as they train, 64-byte aligned so that Eigen's reductions
+  // sum in the same order run after run (cpu/aligned.h); state() copies them out.
+  cpu::AlignedVector<float> w, m, v;
+  cpu::AlignedVector<float> item_grad;  // [num_items x d]
   std::vector<uint8_t> touched;
   std::vector<uint32_t> touched_rows;
 };
@@ -137,16 +147,16 @@ void SequenceTrainer::Impl::run_chunk(Chunk& chunk, uint32_t epoch, std::span<co
   }
   const DropoutKeys keys{options.seed, epoch, c.dropout};
   const DropoutKeys* dropout = c.dropout > 0 ? &keys : nullptr;
-  chunk.pass.forward(state.params.values.data(), chunk.seqs, dropout);
+  chunk.pass.forward(w.data(), chunk.seqs, dropout);
   const int64_t rows = chunk.seqs.rows();
   chunk.coef.resize(static_cast<size_t>(rows) * slots);
   chunk.dh.resize(static_cast<size_t>(rows * d));
   chunk.d_input.resize(static_cast<size_t>(rows * d));
-  chunk.loss = cpu::sampled_loss_forward_backward(chunk.pass.hidden(), rows, d, state.params.values.data() + layout.items,
+  chunk.loss = cpu::sampled_loss_forward_backward(chunk.pass.hidden(), rows, d, w.data() + layout.items,
                                                   chunk.slot_items.data(), slots, chunk.weight.data(), beta, scale,
                                                   chunk.coef.data(), chunk.dh.data());
   chunk.grad.assign(layout.dense_size(), 0.0f);
-  chunk.pass.backward(state.params.values.data(), chunk.seqs, dropout, chunk.dh.data(), chunk.grad.data(),
+  chunk.pass.backward(w.data(), chunk.seqs, dropout, chunk.dh.data(), chunk.grad.data(),
                       chunk.d_input.data());
   chunk.ones.assign(static_cast<size_t>(rows), 1.0f);
 }
@@ -157,9 +167,9 @@ void SequenceTrainer::Impl::update(const std::vector<Chunk*>& used) {
   const OptimizerParams& o = options.optimizer;
   const uint64_t t = ++state.step;
   const float step = adam_step_size(o, t), eps = step_params(o, t).eps;
-  float* w = state.params.values.data();
-  float* m = state.m.data();
-  float* v = state.v.data();
+  float* w = this->w.data();
+  float* m = this->m.data();
+  float* v = this->v.data();
   const int64_t dense = static_cast<int64_t>(layout.dense_size()), base = static_cast<int64_t>(layout.dense_begin());
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t i = 0; i < dense; ++i) {
@@ -252,6 +262,12 @@ uint64_t SequenceTrainer::positions_per_epoch() const {
   return total;
 }
 
-const SequenceState& SequenceTrainer::state() const { return impl_->state; }
+const SequenceState& SequenceTrainer::state() const {
+  SequenceState& s = impl_->state;
+  s.params.values.assign(impl_->w.begin(), impl_->w.end());
+  s.m.assign(impl_->m.begin(), impl_->m.end());
+  s.v.assign(impl_->v.begin(), impl_->v.end());
+  return s;
+}
 
 }  // namespace tastebud

@@ -1,0 +1,187 @@
+// The sequence model as a whole (engine/sequence_model.h, engine/src/sequence_pass.h,
+// engine/sequence_trainer.h): the pass's gradient against finite differences of its loss, the
+// trainer's determinism over thread counts, a model that learns a known order, and the encoder's
+// window. The ops themselves are checked in test_sequence_ops.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <vector>
+
+#include "cpu/sequence.h"
+#include "sequence_pass.h"
+#include "tastebud/engine/sequence_model.h"
+#include "tastebud/engine/sequence_trainer.h"
+#include "tastebud/error.h"
+
+namespace tastebud {
+namespace {
+
+SequenceConfig tiny_config() {
+  SequenceConfig c;
+  c.num_items = 12;
+  c.hidden = 8;
+  c.blocks = 2;
+  c.heads = 2;
+  c.max_sequence = 6;
+  c.dropout = 0.0f;
+  return c;
+}
+
+// Two sequences (one shorter than the window), each position scored against its next item and two
+// fixed negatives: the loss the pass's gradient must be the derivative of.
+struct TinyBatch {
+  PackedSequences seqs;
+  std::vector<uint32_t> slots;
+  std::vector<float> weight;
+  TinyBatch(uint32_t max_sequence) {
+    const std::vector<std::vector<uint32_t>> users{{1, 4, 2, 7, 3, 9, 5}, {6, 0, 11}};
+    for (const auto& s : users) {
+      const std::span<const uint32_t> input(s.data(), s.size() - 1);
+      seqs.add(input, max_sequence);
+      const size_t first = input.size() > max_sequence ? input.size() - max_sequence : 0;
+      for (size_t t = first; t < input.size(); ++t) {
+        slots.insert(slots.end(), {s[t + 1], static_cast<uint32_t>((s[t + 1] + 3) % 12), static_cast<uint32_t>((s[t + 1] + 7) % 12)});
+        weight.push_back(t % 2 ? 1.0f : 0.5f);
+      }
+    }
+  }
+};
+
+double batch_loss(SequencePass& pass, const SequenceParams& p, const TinyBatch& b, std::vector<float>* dh = nullptr,
+                  std::vector<float>* coef = nullptr) {
+  pass.forward(p.values.data(), b.seqs, nullptr);
+  const int64_t rows = b.seqs.rows(), d = p.config.hidden;
+  std::vector<float> c(static_cast<size_t>(rows) * 3), g(static_cast<size_t>(rows * d));
+  const double loss = cpu::sampled_loss_forward_backward(pass.hidden(), rows, d, p.values.data(), b.slots.data(), 3,
+                                                         b.weight.data(), 0.8f, 1.0f, c.data(), g.data());
+  if (dh) *dh = g;
+  if (coef) *coef = c;
+  return loss;
+}
+
+TEST(SequencePass, GradientsMatchFiniteDifferencesOfTheLoss) {
+  const SequenceConfig c = tiny_config();
+  SequenceParams p = SequenceParams::initialize(c, 5);
+  const SequenceLayout layout(c);
+  const TinyBatch b(c.max_sequence);
+  SequencePass pass(c);
+  std::vector<float> dh, coef;
+  batch_loss(pass, p, b, &dh, &coef);
+  std::vector<float> grad(layout.total, 0.0f), d_input(dh.size());
+  pass.backward(p.values.data(), b.seqs, nullptr, dh.data(), grad.data() + layout.dense_begin(), d_input.data());
+  // The item rows: as input rows (d_input) and as scored rows (coef x hidden).
+  cpu::scatter_item_grads(coef.data(), pass.hidden(), b.slots.data(), b.seqs.rows(), int64_t{3}, int64_t{c.hidden}, 1,
+                          grad.data());
+  std::vector<float> ones(static_cast<size_t>(b.seqs.rows()), 1.0f);
+  cpu::scatter_item_grads(ones.data(), d_input.data(), b.seqs.input.data(), b.seqs.rows(), int64_t{1},
+                          int64_t{c.hidden}, 1, grad.data());
+  // Central differences in float: every 5th parameter, every tensor reached. A step across a ReLU's
+  // kink (the one-sided differences disagree) says nothing about the gradient and is skipped.
+  const float h = 3e-3f;
+  const double at = batch_loss(pass, p, b);
+  int checked = 0, kinks = 0;
+  for (size_t i = 0; i < layout.total; i += 5) {
+    const float keep = p.values[i];
+    p.values[i] = keep + h;
+    const double up = batch_loss(pass, p, b);
+    p.values[i] = keep - h;
+    const double down = batch_loss(pass, p, b);
+    p.values[i] = keep;
+    const double forward = (up - at) / h, backward = (at - down) / h, numeric = (up - down) / (2 * h);
+    if (std::abs(forward - backward) > 0.05 * std::max(1.0, std::abs(numeric))) {
+      ++kinks;
+      continue;
+    }
+    EXPECT_NEAR(grad[i], numeric, 1e-2 * std::max(1.0, std::abs(numeric))) << "parameter " << i;
+    ++checked;
+  }
+  EXPECT_GT(checked, 180);
+  EXPECT_LT(kinks, 20);
+}
+
+TEST(SequencePass, TheNewestPositionDependsOnlyOnTheWindow) {
+  const SequenceConfig c = tiny_config();
+  const SequenceParams p = SequenceParams::initialize(c, 3);
+  const SequenceEncoder encoder(p);
+  std::vector<float> a(c.hidden), b(c.hidden);
+  encoder.encode(std::vector<uint32_t>{1, 2, 3, 4, 5, 6, 7, 8}, a);
+  encoder.encode(std::vector<uint32_t>{11, 0, 3, 4, 5, 6, 7, 8}, b);  // differs before the last 6 only
+  EXPECT_EQ(a, b);
+  encoder.encode(std::vector<uint32_t>{1, 2, 3, 4, 5, 6, 7, 9}, b);
+  EXPECT_NE(a, b);
+  EXPECT_THROW(encoder.encode(std::vector<uint32_t>{12}, b), Error);
+}
+
+// Users walk the catalog in order (i, i + 1, ...): what follows item i is i + 1.
+SequenceSet walking_users(uint32_t users, uint32_t items) {
+  SequenceSet set;
+  set.num_items = items;
+  set.offsets.push_back(0);
+  for (uint32_t u = 0; u < users; ++u) {
+    const uint32_t length = 4 + u % 9;
+    for (uint32_t t = 0; t < length; ++t) {
+      set.items.push_back((u * 7 + t) % items);
+      set.weights.push_back(1.0f);
+    }
+    set.offsets.push_back(set.items.size());
+  }
+  return set;
+}
+
+SequenceTrainOptions small_options(uint32_t threads) {
+  SequenceTrainOptions o;
+  o.batch_size = 32;
+  o.negatives = 8;
+  o.optimizer.lr = 0.01f;
+  o.threads = threads;
+  o.seed = 9;
+  return o;
+}
+
+TEST(SequenceTrainer, TheSameSeedGivesTheSameModelAtAnyThreadCount) {
+  SequenceConfig c = tiny_config();
+  c.num_items = 30;
+  c.dropout = 0.2f;
+  const SequenceSet data = walking_users(100, 30);
+  std::vector<std::vector<float>> finals;
+  for (uint32_t threads : {1u, 2u, 3u}) {
+    SequenceState state;
+    state.params = SequenceParams::initialize(c, 4);
+    SequenceTrainer trainer(data, small_options(threads), std::move(state));
+    for (uint32_t e = 0; e < 2; ++e) ASSERT_TRUE(trainer.train_epoch(e, {}).finite);
+    finals.push_back(trainer.state().params.values);
+  }
+  EXPECT_EQ(std::memcmp(finals[0].data(), finals[1].data(), finals[0].size() * sizeof(float)), 0);
+  EXPECT_EQ(std::memcmp(finals[0].data(), finals[2].data(), finals[0].size() * sizeof(float)), 0);
+}
+
+TEST(SequenceTrainer, LearnsWhatComesNext) {
+  SequenceConfig c = tiny_config();
+  c.num_items = 30;
+  c.hidden = 16;
+  const SequenceSet data = walking_users(200, 30);
+  SequenceState state;
+  state.params = SequenceParams::initialize(c, 4);
+  SequenceTrainer trainer(data, small_options(2), std::move(state));
+  const EpochStats first = trainer.train_epoch(0, {});
+  EpochStats last;
+  for (uint32_t e = 1; e < 20; ++e) last = trainer.train_epoch(e, {});
+  EXPECT_LT(last.mean_loss, first.mean_loss / 2);
+  const SequenceEncoder encoder(trainer.state().params);
+  int right = 0;
+  std::vector<float> s(c.num_items);
+  for (uint32_t i = 0; i < c.num_items; ++i) {
+    std::vector<uint32_t> walk;  // a full window ending at i
+    for (uint32_t k = 5; k > 0; --k) walk.push_back((i + 30 - k) % 30);
+    walk.push_back(i);
+    encoder.score_sequence(walk, {}, s);
+    for (uint32_t seen : walk) s[seen] = -INFINITY;  // never a training negative, so never pushed down
+    right += std::max_element(s.begin(), s.end()) - s.begin() == (i + 1) % 30;
+  }
+  EXPECT_GE(right, 27) << "of 30 items, the next one ranked first";
+}
+
+}  // namespace
+}  // namespace tastebud
