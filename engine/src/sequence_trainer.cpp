@@ -33,8 +33,10 @@ void SequenceTrainOptions::check() const {
 
 namespace {
 
-// Sequences per chunk: a batch's unit of parallel work, fixed so that sums do not depend on threads.
-constexpr uint32_t kChunkSequences = 8;
+// A batch's unit of parallel work: consecutive sequences until they hold this many positions (or
+// the batch ends). Cut from the batch alone, so that sums never depend on the thread count, and by
+// positions, so that long and short sequences even out across threads.
+constexpr uint64_t kChunkPositions = 1024;
 
 struct Chunk {
   explicit Chunk(const SequenceConfig& c) : pass(c) {}
@@ -42,6 +44,7 @@ struct Chunk {
   SequencePass pass;
   std::vector<uint32_t> slot_items;  // rows x slots: the target, then the negatives
   cpu::AlignedVector<float> weight, coef, dh, d_input, grad, ones;
+  std::vector<uint8_t> used;  // per item: a row this chunk scored or read
   double loss = 0;
 };
 
@@ -72,9 +75,7 @@ struct SequenceTrainer::Impl {
     }
     const float alpha = std::min(1.0f, static_cast<float>(options.negatives) / std::max(1u, c.num_items - 1));
     beta = gbce_beta(alpha, options.gbce_t);
-    for (uint32_t k = 0; k < (options.batch_size + kChunkSequences - 1) / kChunkSequences; ++k) chunks.emplace_back(c);
     item_grad.assign(layout.positions, 0.0f);
-    touched.assign(c.num_items, 0);
   }
 
   // Each user's items sorted and distinct: the negatives the sampler rejects.
@@ -114,8 +115,6 @@ struct SequenceTrainer::Impl {
   // sum in the same order run after run (cpu/aligned.h); state() copies them out.
   cpu::AlignedVector<float> w, m, v;
   cpu::AlignedVector<float> item_grad;  // [num_items x d]
-  std::vector<uint8_t> touched;
-  std::vector<uint32_t> touched_rows;
 };
 
 // Sequences order[first, end) of the epoch into one chunk: forward, sampled loss, backward.
@@ -159,6 +158,9 @@ void SequenceTrainer::Impl::run_chunk(Chunk& chunk, uint32_t epoch, std::span<co
   chunk.pass.backward(w.data(), chunk.seqs, dropout, chunk.dh.data(), chunk.grad.data(),
                       chunk.d_input.data());
   chunk.ones.assign(static_cast<size_t>(rows), 1.0f);
+  chunk.used.assign(c.num_items, 0);
+  for (uint32_t i : chunk.slot_items) chunk.used[i] = 1;
+  for (uint32_t i : chunk.seqs.input) chunk.used[i] = 1;
 }
 
 // Adam: the dense tensors from the chunks' gradients summed in chunk order, then the item rows
@@ -179,27 +181,24 @@ void SequenceTrainer::Impl::update(const std::vector<Chunk*>& used) {
   }
   const int64_t d = state.params.config.hidden;
   const uint32_t slots = options.negatives + 1;
-  touched_rows.clear();
   for (Chunk* c : used) {
     const int64_t rows = c->seqs.rows();
     cpu::scatter_item_grads(c->coef.data(), c->pass.hidden(), c->slot_items.data(), rows, int64_t{slots}, d, threads,
                             item_grad.data());
     cpu::scatter_item_grads(c->ones.data(), c->d_input.data(), c->seqs.input.data(), rows, int64_t{1}, d, threads,
                             item_grad.data());
-    for (uint32_t i : c->slot_items)
-      if (!touched[i]) touched[i] = 1, touched_rows.push_back(i);
-    for (uint32_t i : c->seqs.input)
-      if (!touched[i]) touched[i] = 1, touched_rows.push_back(i);
   }
-  const int64_t n = static_cast<int64_t>(touched_rows.size());
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t r = 0; r < n; ++r) {
-    const size_t at = static_cast<size_t>(touched_rows[r]) * d;
+  const int64_t items = state.params.config.num_items;
+#pragma omp parallel for num_threads(threads) schedule(static, 256)
+  for (int64_t i = 0; i < items; ++i) {
+    bool touched = false;
+    for (const Chunk* c : used) touched = touched || c->used[static_cast<size_t>(i)];
+    if (!touched) continue;
+    const size_t at = static_cast<size_t>(i) * d;
     for (int64_t j = 0; j < d; ++j) {
       apply_update(o.kind, step, o.beta1, o.beta2, eps, o.l2, w[at + j], m[at + j], v[at + j], item_grad[at + j]);
       item_grad[at + j] = 0.0f;
     }
-    touched[touched_rows[r]] = 0;
   }
 }
 
@@ -209,12 +208,15 @@ bool SequenceTrainer::Impl::train_batch(uint32_t epoch, std::span<const uint64_t
   uint64_t positions = 0;
   for (uint64_t g = first; g < end; ++g) positions += positions_of(users[order[g]]);
   const float scale = 1.0f / static_cast<float>(positions);
-  const int64_t used = static_cast<int64_t>((end - first + kChunkSequences - 1) / kChunkSequences);
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-  for (int64_t c = 0; c < used; ++c) {
-    const uint64_t from = first + static_cast<uint64_t>(c) * kChunkSequences;
-    run_chunk(chunks[static_cast<size_t>(c)], epoch, order, from, std::min<uint64_t>(from + kChunkSequences, end), scale);
+  std::vector<uint64_t> cuts{first};
+  for (uint64_t g = first, held = 0; g < end; ++g) {
+    held += positions_of(users[order[g]]);
+    if (held >= kChunkPositions || g + 1 == end) cuts.push_back(g + 1), held = 0;
   }
+  const int64_t used = static_cast<int64_t>(cuts.size() - 1);
+  while (chunks.size() < cuts.size() - 1) chunks.emplace_back(state.params.config);
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+  for (int64_t c = 0; c < used; ++c) run_chunk(chunks[static_cast<size_t>(c)], epoch, order, cuts[c], cuts[c + 1], scale);
   std::vector<Chunk*> parts;
   double sum = 0;
   for (int64_t c = 0; c < used; ++c) parts.push_back(&chunks[static_cast<size_t>(c)]), sum += chunks[c].loss;
