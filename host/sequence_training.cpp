@@ -188,7 +188,7 @@ TrainResult train_sequence(const TrainPlan& plan, std::ostream& log) {
     if (in.test) record.metrics = judge(plan, in, trainer.state().params);
     metrics_text += record_json(record).dump() + "\n";
     write_file_atomically(job.out / "metrics.jsonl", metrics_text);
-    log << epoch_line(record, stats) << "\n";
+    log << epoch_line(record, stats) << std::endl;  // a line as each epoch ends, also into a file
     result.history.push_back(record);
     if (job.on_epoch) job.on_epoch(record);
     const double value = in.test ? record.metrics.at(chosen_by) : epoch;

@@ -65,8 +65,7 @@ struct SequenceTrainer::Impl {
     m.assign(this->state.m.begin(), this->state.m.end());
     v.assign(this->state.v.begin(), this->state.v.end());
     threads = options.threads > 0 ? static_cast<int>(options.threads) : omp_get_max_threads();
-    for (uint32_t u = 0; u < data.num_users(); ++u)
-      if (data.offsets[u + 1] - data.offsets[u] >= 2) users.push_back(u);
+    build_windows();
     build_known_items();
     if (options.sampler == SamplerKind::kPopularity) {
       std::vector<uint64_t> counts(c.num_items, 0);
@@ -91,9 +90,19 @@ struct SequenceTrainer::Impl {
     }
   }
 
-  uint64_t positions_of(uint32_t u) const {
-    return std::min<uint64_t>(data.offsets[u + 1] - data.offsets[u] - 1, state.params.config.max_sequence);
+  // A user's history in windows of max_sequence positions from its newest item back, so that long
+  // histories train whole: window w's targets are items (last - m, last], m of them.
+  void build_windows() {
+    const uint64_t L = state.params.config.max_sequence;
+    for (uint32_t u = 0; u < data.num_users(); ++u) {
+      for (uint64_t last = data.offsets[u + 1]; last >= data.offsets[u] + 2; last = last > L ? last - L : 0) {
+        windows.push_back(Window{u, last - 1, std::min<uint64_t>(last - 1 - data.offsets[u], L)});
+        if (last - 1 - data.offsets[u] <= L) break;
+      }
+    }
   }
+
+  uint64_t positions_of(uint64_t w) const { return windows[w].positions; }
 
   EpochStats train_epoch(uint32_t epoch, const ProgressFn& progress);
   bool train_batch(uint32_t epoch, std::span<const uint64_t> order, uint64_t first, double& loss);
@@ -106,7 +115,12 @@ struct SequenceTrainer::Impl {
   SequenceLayout layout;
   int threads = 1;
   float beta = 1.0f;
-  std::vector<uint32_t> users;  // those with at least two items
+  struct Window {
+    uint32_t user;
+    uint64_t last;       // its last target's index in data.items
+    uint64_t positions;  // targets (and inputs): at most max_sequence
+  };
+  std::vector<Window> windows;
   std::vector<uint64_t> known_offsets;
   std::vector<uint32_t> known;
   cpu::AliasTable alias;
@@ -127,9 +141,9 @@ void SequenceTrainer::Impl::run_chunk(Chunk& chunk, uint32_t epoch, std::span<co
   chunk.slot_items.clear();
   chunk.weight.clear();
   for (uint64_t g = first; g < end; ++g) {
-    const uint32_t u = users[order[g]];
-    const uint64_t begin = data.offsets[u], n = data.offsets[u + 1] - begin, m = positions_of(u);
-    const uint64_t start = begin + n - 1 - m;  // inputs start .. start + m - 1, targets one later
+    const Window& win = windows[order[g]];
+    const uint32_t u = win.user;
+    const uint64_t m = win.positions, start = win.last - m;  // inputs start .. start + m - 1, targets one later
     chunk.seqs.add(std::span(data.items).subspan(start, m), L, g);
     const uint32_t* pos = known.data() + known_offsets[u];
     const uint64_t count = known_offsets[u + 1] - known_offsets[u];
@@ -206,11 +220,11 @@ void SequenceTrainer::Impl::update(const std::vector<Chunk*>& used) {
 bool SequenceTrainer::Impl::train_batch(uint32_t epoch, std::span<const uint64_t> order, uint64_t first, double& loss) {
   const uint64_t end = std::min<uint64_t>(first + options.batch_size, order.size());
   uint64_t positions = 0;
-  for (uint64_t g = first; g < end; ++g) positions += positions_of(users[order[g]]);
+  for (uint64_t g = first; g < end; ++g) positions += positions_of(order[g]);
   const float scale = 1.0f / static_cast<float>(positions);
   std::vector<uint64_t> cuts{first};
   for (uint64_t g = first, held = 0; g < end; ++g) {
-    held += positions_of(users[order[g]]);
+    held += positions_of(order[g]);
     if (held >= kChunkPositions || g + 1 == end) cuts.push_back(g + 1), held = 0;
   }
   const int64_t used = static_cast<int64_t>(cuts.size() - 1);
@@ -228,11 +242,11 @@ bool SequenceTrainer::Impl::train_batch(uint32_t epoch, std::span<const uint64_t
 
 EpochStats SequenceTrainer::Impl::train_epoch(uint32_t epoch, const ProgressFn& progress) {
   const auto start = std::chrono::steady_clock::now();
-  std::vector<uint64_t> order(users.size());
+  std::vector<uint64_t> order(windows.size());
   cpu::shuffle_order(options.seed, epoch, order.size(), order);
   EpochStats stats;
   uint64_t total = 0;
-  for (uint32_t u : users) total += positions_of(u);
+  for (const Window& w : windows) total += w.positions;
   double loss = 0;
   uint64_t batch = 0;
   for (uint64_t first = 0; first < order.size(); first += options.batch_size, ++batch) {
@@ -241,7 +255,7 @@ EpochStats SequenceTrainer::Impl::train_epoch(uint32_t epoch, const ProgressFn& 
       break;
     }
     const uint64_t end = std::min<uint64_t>(first + options.batch_size, order.size());
-    for (uint64_t g = first; g < end; ++g) stats.samples += positions_of(users[order[g]]);
+    for (uint64_t g = first; g < end; ++g) stats.samples += positions_of(order[g]);
     if (progress && (batch % 16 == 15 || end == order.size()))
       progress(stats.samples, total, stats.samples > 0 ? loss / static_cast<double>(stats.samples) : 0.0);
   }
@@ -260,7 +274,7 @@ EpochStats SequenceTrainer::train_epoch(uint32_t epoch, const ProgressFn& progre
 
 uint64_t SequenceTrainer::positions_per_epoch() const {
   uint64_t total = 0;
-  for (uint32_t u : impl_->users) total += impl_->positions_of(u);
+  for (const Impl::Window& w : impl_->windows) total += w.positions;
   return total;
 }
 

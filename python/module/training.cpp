@@ -89,6 +89,12 @@ const std::map<std::string, Setter>& setters() {
       {"transition_decay", set(&TrainJob::transition_decay)},
       {"recent_items", set(&TrainJob::recent_items)},
       {"recent_decay", set(&TrainJob::recent_decay)},
+      {"hidden", set(&TrainJob::hidden)},
+      {"blocks", set(&TrainJob::blocks)},
+      {"heads", set(&TrainJob::heads)},
+      {"max_sequence", set(&TrainJob::max_sequence)},
+      {"dropout", set(&TrainJob::dropout)},
+      {"gbce_t", set(&TrainJob::gbce_t)},
   };
   return table;
 }

@@ -54,8 +54,10 @@ class SequenceTrainer {
   SequenceTrainer(const SequenceSet& data, const SequenceTrainOptions& options, SequenceState state);
   ~SequenceTrainer();
 
-  // One pass over every user with at least two items, in a Philox order of the seed and epoch;
-  // EpochStats::samples counts the positions trained (a position: one next item predicted).
+  // One pass over every user's history in windows of max_sequence positions (the newest window
+  // first, each older one max_sequence items further back; a user with one item has none), in a
+  // Philox order of the seed and epoch; EpochStats::samples counts the positions trained (a
+  // position: one next item predicted).
   EpochStats train_epoch(uint32_t epoch, const ProgressFn& progress);
   uint64_t positions_per_epoch() const;
   const SequenceState& state() const;
