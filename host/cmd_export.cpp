@@ -28,7 +28,7 @@ void run_export(const ExportArgs& args) {
 
 void add_export_command(CLI::App& app) {
   auto args = std::make_shared<ExportArgs>();
-  auto* cmd = app.add_subcommand("export", "Export a neural model (neumf, gmf, mlp) for serving elsewhere");
+  auto* cmd = app.add_subcommand("export", "Export a neural model (neumf, gmf, mlp, mf, sasrec) for serving elsewhere");
   cmd->add_option("--model", args->model, "Model directory written by `tastebud train`")->required()->check(CLI::ExistingDirectory);
   cmd->add_option("--format", args->format,
                   "onnx: inputs user and item (int64 rows [N]), output score (probability [N]); ids in OUT.ids.json")

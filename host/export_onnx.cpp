@@ -1,6 +1,9 @@
 #include "host/export_onnx.h"
 #include "host/model_dir.h"
 
+#include <cmath>
+#include <cstdint>
+
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -20,13 +23,13 @@ enum ModelField : uint32_t { kIrVersion = 1, kProducerName = 2, kProducerVersion
                              kOpsetImport = 8, kMetadataProps = 14 };
 enum GraphField : uint32_t { kNode = 1, kGraphName = 2, kInitializer = 5, kInput = 11, kOutput = 12 };
 enum NodeField : uint32_t { kNodeInput = 1, kNodeOutput = 2, kNodeName = 3, kOpType = 4, kAttribute = 5 };
-enum AttributeField : uint32_t { kAttrName = 1, kAttrInt = 3, kAttrType = 20 };
+enum AttributeField : uint32_t { kAttrName = 1, kAttrFloat = 2, kAttrInt = 3, kAttrInts = 8, kAttrType = 20 };
 enum TensorField : uint32_t { kDims = 1, kDataType = 2, kTensorName = 8, kRawData = 9 };
 enum ValueInfoField : uint32_t { kValueName = 1, kValueType = 2 };
 constexpr uint32_t kTypeTensor = 1, kTensorElemType = 1, kTensorShape = 2, kShapeDim = 1, kDimParam = 2;
 constexpr uint32_t kOpsetVersion = 2, kEntryKey = 1, kEntryValue = 2;
 constexpr int64_t kFloat = 1, kInt64 = 7;   // TensorProto.DataType
-constexpr int64_t kAttributeInt = 2;        // AttributeProto.AttributeType
+constexpr int64_t kAttributeFloat = 1, kAttributeInt = 2, kAttributeInts = 7;  // AttributeProto.AttributeType
 }  // namespace onnx
 
 ProtoWriter tensor(const std::string& name, const std::vector<int64_t>& dims, int64_t type, const void* data,
@@ -57,7 +60,9 @@ class Graph {
   void initializer(ProtoWriter t) { graph_.message(onnx::kInitializer, t); }
   // Adds a node; returns its output's name.
   std::string node(const std::string& op, const std::vector<std::string>& inputs, const std::string& output,
-                   const std::vector<std::pair<std::string, int64_t>>& int_attributes = {}) {
+                   const std::vector<std::pair<std::string, int64_t>>& int_attributes = {},
+                   const std::vector<std::pair<std::string, float>>& float_attributes = {},
+                   const std::vector<std::pair<std::string, std::vector<int64_t>>>& ints_attributes = {}) {
     ProtoWriter n;
     for (const std::string& in : inputs) n.bytes(onnx::kNodeInput, in);
     n.bytes(onnx::kNodeOutput, output).bytes(onnx::kNodeName, output).bytes(onnx::kOpType, op);
@@ -66,8 +71,23 @@ class Graph {
       a.bytes(onnx::kAttrName, name).int64(onnx::kAttrInt, value).int64(onnx::kAttrType, onnx::kAttributeInt);
       n.message(onnx::kAttribute, a);
     }
+    for (const auto& [name, value] : float_attributes) {
+      ProtoWriter a;
+      a.bytes(onnx::kAttrName, name).fixed32_float(onnx::kAttrFloat, value).int64(onnx::kAttrType, onnx::kAttributeFloat);
+      n.message(onnx::kAttribute, a);
+    }
+    for (const auto& [name, values] : ints_attributes) {
+      ProtoWriter a;
+      a.bytes(onnx::kAttrName, name).packed_int64(onnx::kAttrInts, values).int64(onnx::kAttrType, onnx::kAttributeInts);
+      n.message(onnx::kAttribute, a);
+    }
     graph_.message(onnx::kNode, n);
     return output;
+  }
+  // A constant int64 vector.
+  std::string ints(const std::string& name, const std::vector<int64_t>& values) {
+    initializer(tensor(name, {static_cast<int64_t>(values.size())}, onnx::kInt64, values.data(), values.size() * sizeof(int64_t)));
+    return name;
   }
   ProtoWriter& proto() { return graph_; }
 
@@ -93,6 +113,39 @@ std::string ids_json(const std::vector<std::string>& users, const std::vector<st
 }
 
 std::vector<int64_t> dims_of(const Tensor& t) { return std::vector<int64_t>(t.shape.begin(), t.shape.end()); }
+
+// The ModelProto around a graph: IR version, opset, producer, metadata_props.
+std::string model_bytes(Graph& g, const std::vector<std::pair<std::string, std::string>>& metadata);
+
+std::string layer_norm(Graph& g, const std::string& x, const std::string& gamma, const std::string& beta,
+                       const std::string& out) {
+  return g.node("LayerNormalization", {x, gamma, beta}, out, {{"axis", -1}}, {{"epsilon", 1e-5f}});
+}
+
+// One pre-LN block of the sequence model (tastebud/engine/sequence_model.h) over rows x [n x d].
+template <typename Weight>
+std::string sequence_block(Graph& g, Weight& weight, const SequenceLayout::Block& w, size_t b, const std::string& x,
+                           const std::string& mask, int64_t d) {
+  const std::string k = fmt::format("block{}_", b);
+  auto dense = [&](const std::string& in, size_t wo, size_t bo, const std::string& name) {
+    return g.node("Add", {g.node("MatMul", {in, weight(k + name + "_weight", wo, {d, d})}, k + name + "_product"),
+                          weight(k + name + "_bias", bo, {d})}, k + name);
+  };
+  auto split_heads = [&](const std::string& t, std::vector<int64_t> perm) {
+    return g.node("Transpose", {g.node("Reshape", {t, "heads_shape"}, t + "_heads")}, t + "_t", {}, {}, {{"perm", perm}});
+  };
+  const std::string a1 = layer_norm(g, x, weight(k + "ln1_gamma", w.ln1_gamma, {d}), weight(k + "ln1_beta", w.ln1_beta, {d}), k + "a1");
+  const std::string q = split_heads(dense(a1, w.wq, w.bq, "q"), {1, 0, 2});
+  const std::string kt = split_heads(dense(a1, w.wk, w.bk, "k"), {1, 2, 0});
+  const std::string v = split_heads(dense(a1, w.wv, w.bv, "v"), {1, 0, 2});
+  const std::string scores = g.node("Add", {g.node("Mul", {g.node("MatMul", {q, kt}, k + "qk"), "inv_sqrt_dh"}, k + "qk_scaled"), mask}, k + "scores");
+  const std::string att = g.node("MatMul", {g.node("Softmax", {scores}, k + "probs", {{"axis", -1}}), v}, k + "att_heads");
+  const std::string merged = g.node("Reshape", {g.node("Transpose", {att}, k + "att_t", {}, {}, {{"perm", {1, 0, 2}}}), "rows_shape"}, k + "att");
+  const std::string x1 = g.node("Add", {x, dense(merged, w.wo, w.bo, "o")}, k + "x1");
+  const std::string a2 = layer_norm(g, x1, weight(k + "ln2_gamma", w.ln2_gamma, {d}), weight(k + "ln2_beta", w.ln2_beta, {d}), k + "a2");
+  const std::string f1 = g.node("Relu", {dense(a2, w.w1, w.b1, "ff1")}, k + "f1");
+  return g.node("Add", {x1, dense(f1, w.w2, w.b2, "ff2")}, k + "out");
+}
 
 }  // namespace
 
@@ -138,7 +191,59 @@ std::string onnx_model_bytes(const ModelParams& p, const std::vector<std::pair<s
   g.proto().message(onnx::kInput, vector_value("user", onnx::kInt64));
   g.proto().message(onnx::kInput, vector_value("item", onnx::kInt64));
   g.proto().message(onnx::kOutput, vector_value("score", onnx::kFloat));
+  return model_bytes(g, metadata);
+}
 
+std::string onnx_sequence_bytes(const SequenceParams& p,
+                                 const std::vector<std::pair<std::string, std::string>>& metadata) {
+  const SequenceConfig& c = p.config;
+  const SequenceLayout layout(c);
+  const int64_t d = c.hidden, L = c.max_sequence, heads = c.heads;
+  Graph g;
+  auto weight = [&](const std::string& name, size_t offset, std::vector<int64_t> dims) {
+    size_t n = 1;
+    for (int64_t x : dims) n *= static_cast<size_t>(x);
+    g.initializer(float_tensor(name, dims, std::vector<float>(p.values.begin() + static_cast<int64_t>(offset),
+                                                              p.values.begin() + static_cast<int64_t>(offset + n))));
+    return name;
+  };
+  auto scalar = [&](const std::string& name, float value) {
+    g.initializer(float_tensor(name, {}, {value}));
+    return name;
+  };
+  const std::string table = weight("item_table", layout.items, {c.num_items, d});
+  weight("positions", layout.positions, {L, d});
+  // The window's last n positions; the causal mask's top-left n x n corner.
+  const std::string n = g.node("Shape", {"items"}, "n");
+  g.ints("end", {INT64_MAX});
+  g.ints("axis0", {0});
+  std::vector<float> causal(static_cast<size_t>(L * L), 0.0f);
+  for (int64_t i = 0; i < L; ++i)
+    for (int64_t j = i + 1; j < L; ++j) causal[static_cast<size_t>(i * L + j)] = -1e9f;
+  g.initializer(float_tensor("causal_mask", {L, L}, causal));
+  const std::string mask = g.node("Slice", {"causal_mask", g.ints("zeros2", {0, 0}), g.node("Concat", {n, n}, "nn", {{"axis", 0}}),
+                                            g.ints("axes01", {0, 1})}, "mask");
+  const std::string rows = g.node("Mul", {g.node("Gather", {table, "items"}, "item_rows", {{"axis", 0}}),
+                                          scalar("sqrt_d", std::sqrt(static_cast<float>(d)))}, "scaled_rows");
+  std::string x = g.node("Add", {rows, g.node("Slice", {"positions", g.node("Neg", {n}, "minus_n"), "end", "axis0"}, "position_rows")}, "x0");
+  g.ints("heads_shape", {0, heads, d / heads});
+  g.ints("rows_shape", {0, d});
+  scalar("inv_sqrt_dh", 1.0f / std::sqrt(static_cast<float>(d / heads)));
+  for (size_t b = 0; b < layout.blocks.size(); ++b) x = sequence_block(g, weight, layout.blocks[b], b, x, mask, d);
+  const std::string h = layer_norm(g, x, weight("final_gamma", layout.final_gamma, {d}), weight("final_beta", layout.final_beta, {d}), "h");
+  const std::string last = g.node("Slice", {h, g.ints("minus_one", {-1}), "end", "axis0"}, "last");
+  const std::string logits = g.node("Gemm", {last, table}, "logits", {{"transB", 1}});
+  g.ints("score_shape", {-1});
+  g.node("Reshape", {g.node("Sigmoid", {logits}, "probability"), "score_shape"}, "score");
+  g.proto().bytes(onnx::kGraphName, "tastebud_sasrec");
+  g.proto().message(onnx::kInput, vector_value("items", onnx::kInt64));
+  g.proto().message(onnx::kOutput, vector_value("score", onnx::kFloat));
+  return model_bytes(g, metadata);
+}
+
+namespace {
+
+std::string model_bytes(Graph& g, const std::vector<std::pair<std::string, std::string>>& metadata) {
   ProtoWriter model, opset;
   opset.int64(onnx::kOpsetVersion, kOnnxOpset);
   model.int64(onnx::kIrVersion, kOnnxIrVersion)
@@ -154,13 +259,14 @@ std::string onnx_model_bytes(const ModelParams& p, const std::vector<std::pair<s
   return model.str();
 }
 
+}  // namespace
+
 OnnxExport export_onnx(const fs::path& model_dir, const fs::path& out) {
   check_output_apart(out, model_dir, {}, "--out");
   check_output_apart(out.string() + ".ids.json", model_dir, {}, "--out (its ids file)");
   // load_model_dir folds a metadata model into its id-only twin, as batch jobs serve it.
   const ModelData m = load_model_dir(model_dir);
-  TB_CHECK(!m.sequence, fmt::format("{}: ONNX export of the sequence model (sasrec) is not written yet", model_dir.string()));
-  if (!m.params) {
+  if (!m.params && !m.sequence) {
     throw Error(fmt::format("ONNX export is for the neural models (neumf, gmf, mlp, mf); {} is a {} recipe, "
                             "whose answers are tables, not a network",
                             model_dir.string(), to_string(m.kind)));
@@ -170,9 +276,11 @@ OnnxExport export_onnx(const fs::path& model_dir, const fs::path& out) {
   result.ids = out.string() + ".ids.json";
   result.users = static_cast<uint32_t>(m.user_ids.size());
   result.items = static_cast<uint32_t>(m.item_ids.size());
-  const std::string bytes = onnx_model_bytes(*m.params, {{"tastebud.model", std::string(to_string(m.kind))},
-                                                         {"tastebud.ids", result.ids.filename().string()},
-                                                         {"tastebud.score", "probability: sigmoid of the logit"}});
+  const std::vector<std::pair<std::string, std::string>> metadata{
+      {"tastebud.model", std::string(to_string(m.kind))},
+      {"tastebud.ids", result.ids.filename().string()},
+      {"tastebud.score", "probability: sigmoid of the logit"}};
+  const std::string bytes = m.sequence ? onnx_sequence_bytes(*m.sequence, metadata) : onnx_model_bytes(*m.params, metadata);
   if (out.has_parent_path()) fs::create_directories(out.parent_path());
   write_file_atomically(result.ids, ids_json(m.user_ids, m.item_ids));
   write_file_atomically(out, bytes);

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "tastebud/engine/model.h"
+#include "tastebud/engine/sequence_model.h"
 
 namespace tastebud::host {
 
@@ -26,6 +27,13 @@ inline constexpr int64_t kOnnxOpset = 17;
 // The serialized ModelProto of an id-only model; metadata goes to metadata_props.
 std::string onnx_model_bytes(const ModelParams& params,
                              const std::vector<std::pair<std::string, std::string>>& metadata);
+
+// The sequence model (sasrec): input `items` (int64 item rows, shape [n], a user's latest items
+// oldest first, n at most max_sequence), output `score` (float, [num_items]): the probability of
+// every item coming next, sigmoid(h . E), as batch-infer shows it. Standard ops only: Gather,
+// Slice, MatMul, Gemm, LayerNormalization, Softmax with the causal mask added, Relu, Sigmoid.
+std::string onnx_sequence_bytes(const SequenceParams& params,
+                                const std::vector<std::pair<std::string, std::string>>& metadata);
 
 struct OnnxExport {
   std::filesystem::path model, ids;  // out and out + ".ids.json"

@@ -79,3 +79,28 @@ def test_export_refuses_what_the_graph_cannot_hold(dataset, tmp_path):
     with pytest.raises(tastebud.Error, match="--context"):
         tastebud.Model.load(tmp_path / "ctx").export_onnx(tmp_path / "ctx.onnx")
     assert not (tmp_path / "ctx.onnx").exists()
+
+
+def test_the_sequence_model_exports_standard_ops_that_answer_like_tastebud(dataset, tmp_path):
+    """sasrec's graph reads a session's items and scores every item; the probabilities batch-infer
+    gives that session's top items are the graph's, to float rounding."""
+    model_dir, out = tmp_path / "sasrec", tmp_path / "sasrec.onnx"
+    run_cli("train", "--model", "sasrec", "--data", dataset, "--out", model_dir, "--no-progress", "--epochs", "1",
+            "--hidden", "16", "--heads", "2", "--max-sequence", "8", "--threads", "1")
+    run_cli("export", "--model", model_dir, "--format", "onnx", "--out", out)
+    proto = onnx.load(str(out))
+    onnx.checker.check_model(proto, full_check=True)
+    assert [i.name for i in proto.graph.input] == ["items"]
+    assert {"MatMul", "Softmax", "LayerNormalization"} <= {n.op_type for n in proto.graph.node}
+    ids = json.loads((tmp_path / "sasrec.onnx.ids.json").read_text())
+    items = list(ids["items"])
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    for recent in ([items[5], items[17], items[3]], items[:12]):  # within and beyond the window of 8
+        queries = tmp_path / "q.jsonl"
+        queries.write_text(json.dumps({"userId": "fresh-session", "recentItems": recent, "numResults": 10}) + "\n")
+        run_cli("batch-infer", "--model", model_dir, "--input", queries, "--output", tmp_path / "a.jsonl")
+        answer = json.loads((tmp_path / "a.jsonl").read_text())["output"]
+        (score,) = session.run(["score"], {"items": np.array([ids["items"][i] for i in recent[-8:]], dtype=np.int64)})
+        assert score.shape == (len(items),)
+        got = [score[ids["items"][i]] for i in answer["recommendedItems"]]
+        np.testing.assert_allclose(got, answer["scores"], rtol=0, atol=1e-5)
