@@ -87,7 +87,7 @@ void dropout_forward(float* d_x, uint8_t* d_mask, const int64_t* d_starts, const
                      const uint32_t* d_position, int64_t count, int64_t rows, int64_t d, const DropoutSite& site,
                      StreamHandle stream);
 
-// dx[i] = mask[i] ? dx[i] / (1 - rate) : 0, in place.
+// dx[i] = mask[i] ? dx[i] * (1 / (1 - rate)) : 0, in place (the CPU pass's dropout_backward).
 void dropout_backward(float* d_dx, const uint8_t* d_mask, int64_t count, float rate, StreamHandle stream);
 
 }  // namespace tastebud::cuda
