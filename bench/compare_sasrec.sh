@@ -6,7 +6,8 @@
 # bench/export_split writes the one `train --eval loo` makes (each user's training sequence for the
 # peer, the held-out item and its 99 candidates).
 #   bash bench/compare_sasrec.sh [EPOCHS]       (default 20)
-# env: BUILD_DIR (build), PYTHON (/tmp/torchvenv/bin/python), WORK_DIR (/tmp/tastebud-compare-sasrec),
+# env: BUILD_DIR (build), BIN (the CLI, $BUILD_DIR/host/tastebud), PYTHON (/tmp/torchvenv/bin/python),
+#      WORK_DIR (/tmp/tastebud-compare-sasrec),
 #      THREADS (2), SEED (1), DATASETS ("ml retail"), SASREC_FLAGS (the model's settings, both sides)
 # Prints a table: dataset, system, best epoch's HR@10 and NDCG@10, training positions/s.
 set -euo pipefail
@@ -19,7 +20,7 @@ threads=${THREADS:-2}
 seed=${SEED:-1}
 datasets=${DATASETS:-ml retail}
 flags=${SASREC_FLAGS:---hidden 64 --blocks 2 --heads 1 --max-sequence 200 --dropout 0.2 --negatives 64 --lr 0.001 --batch-size 128}
-bin=$build/host/tastebud
+bin=${BIN:-$build/host/tastebud}
 data=../shared/data
 [ -x "$bin" ] || { echo "no $bin: build the tastebud target"; exit 1; }
 [ -x "$build/bench/export_split" ] || { echo "no $build/bench/export_split: cmake --build $build --target export_split"; exit 1; }
