@@ -76,8 +76,8 @@ void add_train_command(CLI::App& app) {
       ->delimiter(',')->capture_default_str();
   cmd->add_option("--epochs", job->epochs, "Epochs (a resumed run continues up to this many)")->capture_default_str();
   cmd->add_option("--batch-size", job->batch_size, "Samples per step (positives + negatives; pairs for BPR; sasrec: sequences, 128 unless set)")->capture_default_str();
-  cmd->add_option("--negatives", job->negatives, "Sampled negatives per positive (sasrec: per position, 64 unless set)")->capture_default_str();
-  cmd->add_option("--lr", job->lr, "Learning rate")->capture_default_str();
+  cmd->add_option("--negatives", job->negatives, "Sampled negatives per positive (sasrec: per position, 1 unless set)")->capture_default_str();
+  cmd->add_option("--lr", job->lr, "Learning rate (sasrec: 0.005 unless set)")->capture_default_str();
   cmd->add_option("--optimizer", job->optimizer, "adam, adagrad or sgd (how each moves the embedding rows: --embedding-updates)")->capture_default_str();
   cmd->add_option("--embedding-updates", job->embedding_updates,
                   "lazy: a step moves the embedding rows it uses; dense: every row, as torch.optim.Adam (one process; on the real exports about +0.01 HR@10 per epoch for 2.7x the epoch's time); auto: dense when the users and items number at most 16 x --batch-size (one process, no --update), else lazy")
@@ -148,7 +148,7 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--max-sequence", job->max_sequence, "sasrec: the user's latest items the model reads")->capture_default_str();
   cmd->add_option("--dropout", job->dropout, "sasrec: dropout of the input and of each block's outputs")->capture_default_str();
   cmd->add_option("--gbce-t", job->gbce_t,
-                  "sasrec: gSASRec's calibration of the sampled loss (0: plain BCE, 1: fully calibrated)")->capture_default_str();
+                  "sasrec: gSASRec's calibration of the sampled loss (0: plain BCE, 1: fully calibrated; 0.75 with tens of --negatives)")->capture_default_str();
   cmd->callback([job, cmd] {
     if (!job->config_file.empty()) apply_job_file(*cmd, job->config_file);
     apply_model_defaults(*job, [cmd](std::string name) {

@@ -108,13 +108,13 @@ struct TrainJob {
   double recent_decay = 0.6;               // transitions: the k-th latest of them (k = 0 newest) weighs decay^k
 
   // The sequence model (--model sasrec; tastebud/engine/sequence_model.h). batch_size counts
-  // sequences and negatives are per position for it (128 and 64 unless set).
+  // sequences and negatives are per position for it (128, 1 and lr 0.005 unless set).
   uint32_t hidden = 64;           // item, position and layer width
   uint32_t blocks = 2;            // self-attention blocks
   uint32_t heads = 1;             // attention heads (divide hidden)
   uint32_t max_sequence = 200;    // a user's latest items the model reads
   float dropout = 0.2f;
-  float gbce_t = 0.75f;           // gSASRec's calibration of the sampled loss; 0: plain BCE
+  float gbce_t = 0.0f;            // gSASRec's calibration of the sampled loss; 0: plain BCE
 };
 
 struct EpochRecord {
@@ -171,7 +171,7 @@ SplitOptions split_options_of(const TrainJob& job);
 // The settings a model trains well with, for the options a user did not set: `mf` takes those of
 // Rendle et al.'s tuned MF baseline (64 factors, 8 negatives, lr 0.002, l2 0.005); `transitions`
 // keeps 1000 following items per item (chosen on real data, bench/RESULTS.md); other models the
-// TrainJob defaults; `sasrec` 128 sequences a batch and 64 negatives per position. `given(name)`
+// TrainJob defaults; `sasrec` 128 sequences a batch, 1 negative per position and lr 0.005. `given(name)`
 // tells whether the user set option `name` ("factors", "negatives", "lr", "l2", "neighbors",
 // "batch_size").
 void apply_model_defaults(TrainJob& job, const std::function<bool(const std::string&)>& given);

@@ -19,11 +19,11 @@ namespace tastebud {
 
 struct SequenceTrainOptions {
   uint32_t batch_size = 128;  // sequences per step
-  uint32_t negatives = 64;    // sampled items per position
-  float gbce_t = 0.75f;       // gSASRec's calibration; 0: plain BCE
+  uint32_t negatives = 1;     // sampled items per position
+  float gbce_t = 0.0f;        // gSASRec's calibration (0.75 in its paper, with many negatives); 0: plain BCE
   SamplerKind sampler = SamplerKind::kUniform;
   float sampler_alpha = 0.75f;
-  OptimizerParams optimizer;  // Adam, lr 0.001 unless set
+  OptimizerParams optimizer;  // Adam (host/train_plan.cpp sets lr 0.005 for sasrec)
   uint64_t seed = 1;
   uint32_t threads = 0;       // 0: all cores
 
