@@ -121,6 +121,7 @@ void plan_sequence(TrainPlan& plan) {
   o.sampler_alpha = job.sampler_alpha;
   o.optimizer.lr = job.lr;
   o.optimizer.l2 = job.l2;
+  o.embedding_updates = parse_embedding_updates(job.embedding_updates);  // auto: lazy
   o.seed = job.seed;
   o.threads = job.threads;
   TB_CHECK(job.epochs > 0, "`epochs` must be positive");

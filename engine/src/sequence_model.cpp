@@ -57,9 +57,13 @@ SequenceParams SequenceParams::initialize(const SequenceConfig& config, uint64_t
     ++tensor;
   };
   auto ones = [&](size_t offset) { std::fill_n(p.values.begin() + static_cast<int64_t>(offset), d, 1.0f); };
+  // Xavier-normal, as the reference SASRec code initialises every tensor: the item rows small next
+  // to a position's (sqrt(2 / (items + d)) against sqrt(2 / (L + d))), so that at the start what
+  // the sequence holds and where its items sit count alike and every logit is near 0.
   const float unit = 1.0f / std::sqrt(static_cast<float>(d));
-  normal(layout.items, size_t{config.num_items} * d, unit);
-  normal(layout.positions, size_t{config.max_sequence} * d, unit);
+  auto xavier = [&](size_t rows) { return std::sqrt(2.0f / static_cast<float>(rows + d)); };
+  normal(layout.items, size_t{config.num_items} * d, xavier(config.num_items));
+  normal(layout.positions, size_t{config.max_sequence} * d, xavier(config.max_sequence));
   for (const SequenceLayout::Block& b : layout.blocks) {
     for (size_t w : {b.wq, b.wk, b.wv, b.wo, b.w1, b.w2}) normal(w, d * d, unit);
     ones(b.ln1_gamma);

@@ -205,7 +205,7 @@ void SequenceTrainer::Impl::update(const std::vector<Chunk*>& used) {
   const int64_t items = state.params.config.num_items;
 #pragma omp parallel for num_threads(threads) schedule(static, 256)
   for (int64_t i = 0; i < items; ++i) {
-    bool touched = false;
+    bool touched = options.embedding_updates == EmbeddingUpdates::kDense;
     for (const Chunk* c : used) touched = touched || c->used[static_cast<size_t>(i)];
     if (!touched) continue;
     const size_t at = static_cast<size_t>(i) * d;

@@ -50,7 +50,8 @@ struct SequenceParams {
   SequenceConfig config;
   std::vector<float> values;  // SequenceLayout(config).total
 
-  // Items and positions N(0, 1/sqrt(d)), weights N(0, 1/sqrt(in)), biases 0, layer norms (1, 0);
+  // Xavier-normal items and positions (N(0, sqrt(2 / (rows + d)))), weights N(0, 1/sqrt(d)),
+  // biases 0, layer norms (1, 0);
   // draws keyed by (seed, tensor, index) as every model's are.
   static SequenceParams initialize(const SequenceConfig& config, uint64_t seed);
 };

@@ -24,6 +24,9 @@ struct SequenceTrainOptions {
   SamplerKind sampler = SamplerKind::kUniform;
   float sampler_alpha = 0.75f;
   OptimizerParams optimizer;  // Adam (host/train_plan.cpp sets lr 0.005 for sasrec)
+  // The item rows a step did not use: kLazy leaves them, kDense gives each a zero-gradient Adam
+  // step (its momentum carries it on), as torch.optim.Adam does for a dense nn.Embedding.
+  EmbeddingUpdates embedding_updates = EmbeddingUpdates::kLazy;
   uint64_t seed = 1;
   uint32_t threads = 0;       // 0: all cores
 
