@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# SASRec with gBCE, tastebud (`train --model sasrec`, when this build has it) against the PyTorch
+# SASRec, tastebud (`train --model sasrec`, when this build has it) against the PyTorch
 # peer (bench/peers/pytorch_sasrec.py) at the same settings, with tastebud's mf and transitions as
 # baselines, on ../shared/data's ml-latest-small (every rating) and online-retail (purchases only,
 # `--event purchase`, as in RESULTS.md). Both sides train and rank the same leave-one-out split:
@@ -19,7 +19,8 @@ work=${WORK_DIR:-/tmp/tastebud-compare-sasrec}
 threads=${THREADS:-2}
 seed=${SEED:-1}
 datasets=${DATASETS:-ml retail}
-flags=${SASREC_FLAGS:---hidden 64 --blocks 2 --heads 1 --max-sequence 200 --dropout 0.2 --negatives 64 --lr 0.001 --batch-size 128}
+# tastebud's sasrec defaults, spelled out for the peer.
+flags=${SASREC_FLAGS:---hidden 64 --blocks 2 --heads 1 --max-sequence 200 --dropout 0.2 --negatives 1 --gbce-t 0 --lr 0.005 --batch-size 128}
 bin=${BIN:-$build/host/tastebud}
 data=../shared/data
 [ -x "$bin" ] || { echo "no $bin: build the tastebud target"; exit 1; }
@@ -61,7 +62,7 @@ def rows(path, tastebud):
     for line in open(path):
         d = json.loads(line)
         m = d["metrics"] if tastebud else d
-        speed = d.get("positions_per_s", d.get("samples_per_second"))
+        speed = d.get("positions_per_s") or (d["samples"] / d["seconds"] if d.get("seconds") else None)
         out.append((d["epoch"], m["hr@10"], m["ndcg@10"], speed))
     return out
 print("| dataset | system | best epoch | HR@10 | NDCG@10 | positions/s |")

@@ -80,7 +80,7 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--lr", job->lr, "Learning rate (sasrec: 0.005 unless set)")->capture_default_str();
   cmd->add_option("--optimizer", job->optimizer, "adam, adagrad or sgd (how each moves the embedding rows: --embedding-updates)")->capture_default_str();
   cmd->add_option("--embedding-updates", job->embedding_updates,
-                  "lazy: a step moves the embedding rows it uses; dense: every row, as torch.optim.Adam (one process; on the real exports about +0.01 HR@10 per epoch for 2.7x the epoch's time); auto: dense when the users and items number at most 16 x --batch-size (one process, no --update), else lazy")
+                  "lazy: a step moves the embedding rows it uses; dense: every row, as torch.optim.Adam (one process; on the real exports about +0.01 HR@10 per epoch for 2.7x the epoch's time); auto: dense when the users and items number at most 16 x --batch-size (one process, no --update), else lazy; sasrec: the item rows, auto unless set: dense while items <= 16 x --batch-size x --max-sequence")
       ->capture_default_str();
   cmd->add_option("--l2", job->l2, "L2 on the embedding and metadata rows, per interaction that uses them (lambda/2 |row|^2 added to each scored pair's loss, as in matrix factorisation); dense layers are not penalized. 1e-4 to 1e-2 are sensible")->capture_default_str();
   cmd->add_option("--loss", job->loss, "bce or bpr")->capture_default_str();

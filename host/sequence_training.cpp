@@ -162,12 +162,20 @@ TrainResult train_sequence(const TrainPlan& plan, std::ostream& log) {
   fs::create_directories(job.out);
   write_answer_tables(plan, dataset, events, options);
 
+  SequenceTrainOptions train_options = plan.sequence_options;
+  // auto: every item row steps each batch (as torch's Adam on an embedding: +0.02 HR@10 on
+  // ml-latest-small, level on online-retail) while the catalog has at most 16 rows per position
+  // of a full batch; lazily beyond, where walking every row would cost more than the batch.
+  if (job.embedding_updates == "auto")
+    train_options.embedding_updates = config.num_items <= uint64_t{16} * job.batch_size * config.max_sequence
+                                     ? EmbeddingUpdates::kDense : EmbeddingUpdates::kLazy;
   SequenceState state;
   state.params = SequenceParams::initialize(config, job.seed);
-  SequenceTrainer trainer(in.train, plan.sequence_options, std::move(state));
-  log << fmt::format("sasrec: {} users' sequences, {} positions an epoch, {} blocks x {} heads, hidden {}, up to {} items each\n",
+  SequenceTrainer trainer(in.train, train_options, std::move(state));
+  log << fmt::format("sasrec: {} users' sequences, {} positions an epoch, {} blocks x {} heads, hidden {}, up to {} items each, "
+                     "{} item-row updates\n",
                      in.train.num_users(), trainer.positions_per_epoch(), config.blocks, config.heads, config.hidden,
-                     config.max_sequence);
+                     config.max_sequence, train_options.embedding_updates == EmbeddingUpdates::kDense ? "dense" : "lazy");
   TrainResult result;
   result.backend = "cpu";
   if (in.test) result.popularity = evaluate_popularity(*in.test);

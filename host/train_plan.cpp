@@ -169,6 +169,7 @@ void apply_model_defaults(TrainJob& job, const std::function<bool(const std::str
     if (!given("batch_size")) job.batch_size = 128;
     if (!given("negatives")) job.negatives = 1;
     if (!given("lr")) job.lr = 0.005f;
+    if (!given("embedding_updates")) job.embedding_updates = "auto";  // dense for catalogs that fit (train_sequence)
   }
   if (model != ModelType::kMF) return;
   if (!given("factors")) job.factors = 64;
