@@ -171,9 +171,10 @@ SplitOptions split_options_of(const TrainJob& job);
 // The settings a model trains well with, for the options a user did not set: `mf` takes those of
 // Rendle et al.'s tuned MF baseline (64 factors, 8 negatives, lr 0.002, l2 0.005); `transitions`
 // keeps 1000 following items per item (chosen on real data, bench/RESULTS.md); other models the
-// TrainJob defaults; `sasrec` 128 sequences a batch, 1 negative per position and lr 0.005. `given(name)`
+// TrainJob defaults; `sasrec` 128 sequences a batch, 1 negative per position, lr 0.005, dense
+// item rows where they fit, 80 epochs with patience 15. `given(name)`
 // tells whether the user set option `name` ("factors", "negatives", "lr", "l2", "neighbors",
-// "batch_size").
+// "batch_size", "epochs", "patience", "embedding_updates").
 void apply_model_defaults(TrainJob& job, const std::function<bool(const std::string&)>& given);
 
 }  // namespace tastebud::host
