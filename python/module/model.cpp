@@ -197,7 +197,8 @@ py::array view(const py::object& self, const Tensor& t, const char* what) {
 
 const ModelParams& params_of(const py::object& self) {
   const host::ModelData& data = self.cast<const Model&>().data();
-  if (!data.params) throw Error(fmt::format("{} has no NeuMF-family factors (recipes have none; sasrec reads a sequence)", host::to_string(data.kind)));
+  if (data.sequence) throw Error("sasrec has no per-user factors: it reads each user's latest items");
+  if (!data.params) throw Error(fmt::format("{} is a recipe: it has no learned factors", host::to_string(data.kind)));
   return *data.params;
 }
 

@@ -251,3 +251,25 @@ def test_recipes_answer_like_batch_infer(dataset, tmp_path):
     assert_answers_equal(ids, scores, cli[0]["output"])
     with pytest.raises(tastebud.Error, match="recipe: it has no learned factors"):
         model.user_factors
+
+
+def test_sasrec_trains_from_python_and_answers_like_batch_infer(dataset, tmp_path):
+    model = tastebud.train(dataset, tmp_path / "seq", model="sasrec", hidden=16, blocks=1, heads=2, max_sequence=10,
+                           dropout=0.1, epochs=2, eval="loo", validation_users=50, threads=1, progress=False,
+                           verbose=False)
+    config = json.loads((tmp_path / "seq" / "config.json").read_text())
+    assert config["model"] == "sasrec"
+    assert (config["sequence"]["hidden"], config["sequence"]["heads"], config["sequence"]["max_sequence"]) == (16, 2, 10)
+    assert (config["training"]["negatives"], config["training"]["lr"]) == (1, pytest.approx(0.005))  # its defaults
+    assert len(model.training["history"]) == 2 and "hr@10" in model.training["history"][0]["metrics"]
+    item = items_of(tmp_path / "seq")[0]
+    queries = [{"userId": "u1", "numResults": 5}, {"itemId": item, "numResults": 5},
+               {"userId": "a-new-session", "recentItems": [item], "numResults": 5}]
+    cli = batch_infer(tmp_path / "seq", queries, tmp_path / "q")
+    assert_answers_equal(*model.recommend("u1", n=5), cli[0]["output"])
+    assert_answers_equal(*model.similar_items(item, n=5), cli[1]["output"])
+    assert cli[2]["output"]["reason"] == "user unknown to the model: scored from the recent items"
+    with pytest.raises(tastebud.Error, match="sasrec has no per-user factors"):
+        model.user_factors
+    with pytest.raises(tastebud.Error, match="heads"):
+        tastebud.train(dataset, tmp_path / "bad", model="sasrec", hidden=16, heads=3, progress=False, verbose=False)
