@@ -225,6 +225,9 @@ TrainPlan candidate_settings(const RetrainJob& job, const fs::path& current) {
   TrainJob train = job.train;
   if (!current.empty()) {
     inherit_settings(train, json::parse(read_file(current / "config.json")), job.given);
+    TB_CHECK(parse_model_type(train.model) != ModelType::kSASRec,
+             "retrain: a sasrec model is not retrained yet (its evaluation of the current model is NeuMF's); "
+             "train the new model with --warm-start from the current one");
     train.warm_start = current;
     if (job.warm_epochs > 0) train.epochs = job.warm_epochs;
   } else {

@@ -6,6 +6,8 @@
 #include <limits>
 #include <optional>
 #include <ostream>
+#include <tuple>
+#include <unordered_map>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -149,6 +151,39 @@ void write_model(const TrainPlan& plan, const SequenceParams& params, uint32_t e
   write_file_atomically(out / "config.json", config_file_text(config));
 }
 
+// --warm-start: the parent sasrec's dense tensors, and its item rows for the items it knew (matched
+// by id); new items keep their fresh rows. The shapes must agree. Adam starts afresh.
+void warm_start_sequence(const fs::path& parent, const datasets::Dataset& dataset, SequenceParams& params,
+                         std::ostream& log) {
+  const json config = json::parse(read_file(parent / "config.json"));
+  check_file_checksums(config, parent);
+  const std::string kind = config.value("model", std::string());
+  TB_CHECK(kind == "sasrec", fmt::format("`warm_start` {}: a {} model cannot start a sasrec", parent.string(), kind));
+  const std::vector<std::string> items = read_ids(parent / "item_ids.json");
+  const SequenceParams from = read_sequence_params(parent / "sequence.bin", static_cast<uint32_t>(items.size()));
+  const SequenceConfig& a = from.config;
+  const SequenceConfig& b = params.config;
+  for (const auto& [name, x, y] : {std::tuple{"hidden", a.hidden, b.hidden}, std::tuple{"blocks", a.blocks, b.blocks},
+                                   std::tuple{"heads", a.heads, b.heads},
+                                   std::tuple{"max_sequence", a.max_sequence, b.max_sequence}})
+    TB_CHECK(x == y, fmt::format("`warm_start` {}: its `{}` is {}, this run's {}", parent.string(), name, x, y));
+  const SequenceLayout to_layout(b), from_layout(a);
+  std::copy(from.values.begin() + static_cast<int64_t>(from_layout.dense_begin()), from.values.end(),
+            params.values.begin() + static_cast<int64_t>(to_layout.dense_begin()));
+  const std::unordered_map<std::string, uint32_t> known = index_ids(items);
+  const size_t d = b.hidden;
+  uint32_t matched = 0;
+  for (uint32_t i = 0; i < dataset.num_items(); ++i) {
+    const auto it = known.find(std::string(dataset.item_ids[i]));
+    if (it == known.end()) continue;
+    std::copy_n(from.values.begin() + static_cast<int64_t>(from_layout.items + it->second * d), d,
+                params.values.begin() + static_cast<int64_t>(to_layout.items + i * d));
+    ++matched;
+  }
+  log << fmt::format("warm start from {}: {} of {} items and every dense tensor carried over, {} items fresh\n",
+                     parent.string(), matched, dataset.num_items(), dataset.num_items() - matched);
+}
+
 }  // namespace
 
 TrainResult train_sequence(const TrainPlan& plan, std::ostream& log) {
@@ -171,6 +206,7 @@ TrainResult train_sequence(const TrainPlan& plan, std::ostream& log) {
                                      ? EmbeddingUpdates::kDense : EmbeddingUpdates::kLazy;
   SequenceState state;
   state.params = SequenceParams::initialize(config, job.seed);
+  if (!job.warm_start.empty()) warm_start_sequence(job.warm_start, dataset, state.params, log);
   SequenceTrainer trainer(in.train, train_options, std::move(state));
   log << fmt::format("sasrec: {} users' sequences, {} positions an epoch, {} blocks x {} heads, hidden {}, up to {} items each, "
                      "{} item-row updates\n",

@@ -225,3 +225,68 @@ TEST(SequenceTrainer, FirstTwentyStepLossesMatchTheGoldenRun) {
 
 }  // namespace
 }  // namespace tastebud
+
+// --warm-start of a sasrec run: the parent's rows carry over (a run at a learning rate too small to
+// move them keeps them), and a parent of another shape is refused naming the setting.
+#include <unistd.h>
+
+#include <sstream>
+
+#include "host/model_dir.h"
+#include "host/sequence_training.h"
+#include "host/training.h"
+#include "small_shop.h"
+
+namespace tastebud::host {
+namespace {
+
+TEST(SequenceTraining, AWarmStartCarriesTheParentsRowsAndRefusesAnotherShape) {
+  namespace fs = std::filesystem;
+  const fs::path root = fs::temp_directory_path() / fmt::format("tastebud_test_sequence_warm_{}", ::getpid());
+  fs::remove_all(root);
+  testing_shop::import_small_shop(root, 60, 1500, 3);
+  TrainJob job;
+  job.data = root / "dataset";
+  job.out = root / "parent";
+  job.model = "sasrec";
+  job.hidden = 16;
+  job.blocks = 1;
+  job.max_sequence = 10;
+  job.epochs = 1;
+  job.eval = "none";
+  job.threads = 1;
+  job.progress = false;
+  std::ostringstream log;
+  run_training(job, log);
+  auto params_of = [&](const fs::path& dir) {
+    return read_sequence_params(dir / "sequence.bin", static_cast<uint32_t>(read_ids(dir / "item_ids.json").size()));
+  };
+  auto largest_difference = [](const SequenceParams& a, const SequenceParams& b) {
+    float worst = 0;
+    for (size_t k = 0; k < a.values.size(); ++k) worst = std::max(worst, std::abs(a.values[k] - b.values[k]));
+    return worst;
+  };
+  TrainJob child = job;
+  child.seed = 2;
+  child.lr = 1e-9f;
+  child.out = root / "cold";
+  run_training(child, log);
+  child.out = root / "warm";
+  child.warm_start = root / "parent";
+  run_training(child, log);
+  EXPECT_GT(largest_difference(params_of(root / "parent"), params_of(root / "cold")), 0.05f);
+  EXPECT_LT(largest_difference(params_of(root / "parent"), params_of(root / "warm")), 1e-5f);
+  EXPECT_NE(log.str().find("every dense tensor carried over"), std::string::npos) << log.str();
+  child.out = root / "other";
+  child.hidden = 32;
+  try {
+    run_training(child, log);
+    ADD_FAILURE() << "a parent of another width was taken";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("`hidden` is 16, this run's 32"), std::string::npos) << e.what();
+  }
+  fs::remove_all(root);
+}
+
+}  // namespace
+}  // namespace tastebud::host
