@@ -84,13 +84,16 @@ SequenceEncoder::SequenceEncoder(SequenceEncoder&&) noexcept = default;
 
 void SequenceEncoder::encode(std::span<const uint32_t> items, std::span<float> h) const {
   const SequenceConfig& c = params_->config;
+  // Each thread's workspace, kept while the shape stays (a pass holds no parameters, only sizes).
   thread_local std::unique_ptr<SequencePass> pass;
-  thread_local const SequenceParams* pass_of = nullptr;
-  thread_local size_t pass_size = 0;
-  if (!pass || pass_of != params_ || pass_size != params_->values.size()) {
+  thread_local SequenceConfig pass_shape;
+  auto same_shape = [&](const SequenceConfig& a) {
+    return a.num_items == c.num_items && a.hidden == c.hidden && a.blocks == c.blocks && a.heads == c.heads &&
+           a.max_sequence == c.max_sequence;
+  };
+  if (!pass || !same_shape(pass_shape)) {
     pass = std::make_unique<SequencePass>(c);
-    pass_of = params_;
-    pass_size = params_->values.size();
+    pass_shape = c;
   }
   if (items.empty()) {  // no history: every item scores 0, and answers fall back to popularity
     std::fill(h.begin(), h.begin() + c.hidden, 0.0f);
