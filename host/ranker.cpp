@@ -291,11 +291,12 @@ class TransitionsRanker final : public NeighborRanker {
 // query's recent items appended to them. Related items by the cosine of the item rows.
 class SequenceRanker final : public Ranker {
  public:
+  // The fallback as the neural models give it: ordered by the users who interacted with each item,
+  // shown as their share, a probability like its scores.
   explicit SequenceRanker(const ModelData& model) : Ranker(model), encoder_(*model.sequence) {
-    popularity_ = model.recipe.popularity;
-    // Shown like its scores, as a probability: the share of users who interacted with the item.
-    fallback_.assign(num_items(), 0.0f);
-    for (uint32_t i : model.seen.items) fallback_[i] += 1.0f;
+    popularity_.assign(num_items(), 0.0f);
+    for (uint32_t i : model.seen.items) popularity_[i] += 1.0f;
+    fallback_ = popularity_;
     if (!model.user_ids.empty())
       for (float& x : fallback_) x /= static_cast<float>(model.user_ids.size());
     build_item_vectors();

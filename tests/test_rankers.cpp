@@ -160,6 +160,7 @@ TEST_P(EveryRanker, AnUnknownUserGetsThePopularItemsWithAReason) {
     const size_t b = std::find(m.item_ids.begin(), m.item_ids.end(), items[k + 1]) - m.item_ids.begin();
     EXPECT_GE(ranker->popularity()[a], ranker->popularity()[b]);
     EXPECT_FLOAT_EQ(out.at("scores")[k].get<float>(), ranker->fallback_scores()[a]);
+    EXPECT_GE(out.at("scores")[k].get<float>(), out.at("scores")[k + 1].get<float>()) << "shown best first";
   }
 }
 
