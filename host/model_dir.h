@@ -5,6 +5,9 @@
 //   metrics.jsonl    one row per epoch
 //   user_ids.json, item_ids.json   dense index -> external id
 //   seen.bin         the training positives per user (CSR), removed from recommendations
+//   recipe.bin       recipes; sasrec: popularity and each user's latest items
+//   sequence.bin, sequence_checkpoint.bin   sasrec: the best epoch's parameters; the last finished
+//                    epoch's parameters, Adam's moments and progress (host/sequence_training.h)
 //   vocabularies.json  metadata models: each categorical field's values by table row,
 //                    {"user"|"item": {FIELD: [value, ...]}} (a warm start matches rows by value)
 // Binary files end in a CRC-32 (tastebud/checksum.h); config.json holds the id files' CRC-32s.

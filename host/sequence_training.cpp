@@ -184,6 +184,105 @@ void warm_start_sequence(const fs::path& parent, const datasets::Dataset& datase
                      parent.string(), matched, dataset.num_items(), dataset.num_items() - matched);
 }
 
+constexpr char kCheckpointMagic[8] = {'T', 'B', 'S', 'E', 'Q', 'C', 'K', '1'};
+
+// Where a run stands after its last finished epoch: what sequence_checkpoint.bin holds beside the
+// trainer's state, so that --resume continues to the same model an uninterrupted run reaches.
+struct RunProgress {
+  uint32_t epoch = 0;  // finished epochs
+  double best = -std::numeric_limits<double>::infinity();
+  uint32_t best_epoch = 0, since_best = 0;
+  std::string metrics;  // metrics.jsonl's text so far
+};
+
+template <typename T>
+void append_array(std::string& bytes, const T* values, uint64_t n) {
+  bytes.append(reinterpret_cast<const char*>(&n), sizeof(n));
+  bytes.append(reinterpret_cast<const char*>(values), n * sizeof(T));
+}
+
+// What a resumed run must share with the one that wrote its checkpoint: every setting but the
+// epoch count (a resumed run continues up to its own).
+json resume_settings(const TrainPlan& plan) {
+  json settings = settings_json(plan);
+  settings.erase("epochs");
+  return settings;
+}
+
+// sequence_checkpoint.bin: a JSON header (progress, settings, shape), the parameters and Adam's two
+// moments, the checksum trailer.
+void write_checkpoint(const fs::path& path, const RunProgress& run, const SequenceState& state, const json& settings) {
+  const json header{{"epoch", run.epoch},   {"best", run.best},         {"best_epoch", run.best_epoch},
+                    {"since_best", run.since_best}, {"step", state.step}, {"settings", settings},
+                    {"sequence", config_json(state.params.config)},    {"metrics", run.metrics}};
+  std::string bytes(kCheckpointMagic, sizeof(kCheckpointMagic));
+  const std::string text = header.dump();
+  append_array(bytes, text.data(), text.size());
+  for (const auto* v : {&state.params.values, &state.m, &state.v}) append_array(bytes, v->data(), v->size());
+  append_checksum(bytes);
+  write_file_atomically(path, bytes);
+}
+
+// Reads a checkpoint of this run's shape and settings (an Error names what differs).
+std::pair<RunProgress, SequenceState> read_checkpoint(const fs::path& path, const SequenceConfig& shape,
+                                                      const json& settings) {
+  const std::string file = read_file(path);
+  auto bad = [&](const std::string& what) { return Error(fmt::format("corrupt: {}: {}", path.string(), what)); };
+  if (file.size() < 8 || std::memcmp(file.data(), kCheckpointMagic, 8) != 0)
+    throw Error(fmt::format("{}: not a tastebud sequence checkpoint", path.string()));
+  const std::string_view bytes = checked_payload(file, path);
+  size_t at = 8;
+  auto take = [&](size_t width, auto* out) {
+    uint64_t n;
+    if (at + 8 > bytes.size()) throw bad("shorter than its counts");
+    std::memcpy(&n, bytes.data() + at, 8);
+    at += 8;
+    if (n > (bytes.size() - at) / width) throw bad("a count larger than the file");
+    out->resize(n);
+    std::memcpy(out->data(), bytes.data() + at, n * width);
+    at += n * width;
+  };
+  std::string text;
+  take(1, &text);
+  const json header = json::parse(text);
+  TB_CHECK(header.at("sequence") == config_json(shape) && header.at("settings") == settings,
+           fmt::format("--resume: {} was written by a run of other settings or another dataset ({} now, {} then); "
+                       "start without --resume in a new directory",
+                       path.string(), settings.dump(), header.at("settings").dump()));
+  RunProgress run{header.at("epoch"), header.at("best"), header.at("best_epoch"), header.at("since_best"),
+                  header.at("metrics")};
+  SequenceState state;
+  state.params.config = shape;
+  state.step = header.at("step");
+  take(sizeof(float), &state.params.values);
+  take(sizeof(float), &state.m);
+  take(sizeof(float), &state.v);
+  if (state.params.values.size() != SequenceLayout(shape).total || state.m.size() != state.params.values.size() ||
+      state.v.size() != state.params.values.size())
+    throw bad("its tensors do not fit the model's shape");
+  return {run, std::move(state)};
+}
+
+// The run's first state: a checkpoint to continue (--resume), a warm start, or a fresh init.
+std::pair<RunProgress, SequenceState> start_state(const TrainPlan& plan, const SequenceConfig& config,
+                                                  const datasets::Dataset& dataset, std::ostream& log) {
+  const TrainJob& job = plan.job;
+  const fs::path checkpoint = job.out / "sequence_checkpoint.bin";
+  if (job.resume) {
+    TB_CHECK(fs::exists(checkpoint), fmt::format("--resume: {} has no sequence_checkpoint.bin; start without --resume",
+                                                 job.out.string()));
+    auto resumed = read_checkpoint(checkpoint, config, resume_settings(plan));
+    log << fmt::format("resuming {} after epoch {}\n", job.out.string(), resumed.first.epoch);
+    return resumed;
+  }
+  TB_CHECK(!fs::exists(checkpoint), fmt::format("{} already holds a training run; pass --resume to continue it or "
+                                                "choose another --out", job.out.string()));
+  SequenceState state;
+  state.params = SequenceParams::initialize(config, job.seed);
+  if (!job.warm_start.empty()) warm_start_sequence(job.warm_start, dataset, state.params, log);
+  return {RunProgress{}, std::move(state)};
+}
+
 }  // namespace
 
 TrainResult train_sequence(const TrainPlan& plan, std::ostream& log) {
@@ -204,9 +303,7 @@ TrainResult train_sequence(const TrainPlan& plan, std::ostream& log) {
   if (job.embedding_updates == "auto")
     train_options.embedding_updates = config.num_items <= uint64_t{16} * job.batch_size * config.max_sequence
                                      ? EmbeddingUpdates::kDense : EmbeddingUpdates::kLazy;
-  SequenceState state;
-  state.params = SequenceParams::initialize(config, job.seed);
-  if (!job.warm_start.empty()) warm_start_sequence(job.warm_start, dataset, state.params, log);
+  auto [run, state] = start_state(plan, config, dataset, log);
   SequenceTrainer trainer(in.train, train_options, std::move(state));
   log << fmt::format("sasrec: {} users' sequences, {} positions an epoch, {} blocks x {} heads, hidden {}, up to {} items each, "
                      "{} item-row updates\n",
@@ -216,11 +313,9 @@ TrainResult train_sequence(const TrainPlan& plan, std::ostream& log) {
   result.backend = "cpu";
   if (in.test) result.popularity = evaluate_popularity(*in.test);
   const std::string chosen_by = in.validation ? "val." + plan.metric : plan.metric;
-  double best = -std::numeric_limits<double>::infinity();
-  uint32_t since_best = 0;
-  std::string metrics_text;
+  result.best_epoch = run.best_epoch;
   ProgressLine progress("positions", job.progress);
-  for (uint32_t epoch = 1; epoch <= job.epochs; ++epoch) {
+  for (uint32_t epoch = run.epoch + 1; epoch <= job.epochs && (job.patience == 0 || run.since_best < job.patience); ++epoch) {
     const EpochStats stats = trainer.train_epoch(epoch - 1, [&](uint64_t done, uint64_t total, double loss) {
       progress.update(fmt::format("epoch {}/{}", epoch, job.epochs), static_cast<double>(done) / std::max<uint64_t>(total, 1),
                       static_cast<double>(done), fmt::format("loss {:.4f}", loss));
@@ -230,19 +325,21 @@ TrainResult train_sequence(const TrainPlan& plan, std::ostream& log) {
     TB_CHECK(stats.finite, fmt::format("epoch {}: the loss became NaN or infinite; training stopped. Try a lower `lr`.", epoch));
     EpochRecord record{epoch, stats.mean_loss, stats.samples, stats.seconds, {}, 0};
     if (in.test) record.metrics = judge(plan, in, trainer.state().params);
-    metrics_text += record_json(record).dump() + "\n";
-    write_file_atomically(job.out / "metrics.jsonl", metrics_text);
+    const double value = in.test ? record.metrics.at(chosen_by) : epoch;
+    const bool better = value > run.best;
+    run.epoch = epoch;
+    run.metrics += record_json(record).dump() + "\n";
+    run.since_best = better ? 0 : run.since_best + 1;
+    if (better) run.best = value, run.best_epoch = epoch, result.best_epoch = epoch;
+    // Checkpoint, model, metrics, in that order: a kill at any moment leaves a run --resume completes.
+    write_checkpoint(job.out / "sequence_checkpoint.bin", run, trainer.state(), resume_settings(plan));
+    if (better) write_model(plan, trainer.state().params, epoch);
+    write_file_atomically(job.out / "metrics.jsonl", run.metrics);
     log << epoch_line(record, stats) << std::endl;  // a line as each epoch ends, also into a file
     result.history.push_back(record);
     if (job.on_epoch) job.on_epoch(record);
-    const double value = in.test ? record.metrics.at(chosen_by) : epoch;
-    if (value > best) {
-      best = value, since_best = 0, result.best_epoch = epoch;
-      write_model(plan, trainer.state().params, epoch);
-    } else if (job.patience > 0 && ++since_best >= job.patience) {
+    if (job.patience > 0 && run.since_best >= job.patience)
       log << fmt::format("no better {} for {} epochs: stopping\n", chosen_by, job.patience);
-      break;
-    }
   }
   log << fmt::format("best epoch {} ({}); model written to {}\n", result.best_epoch, chosen_by, job.out.string());
   return result;

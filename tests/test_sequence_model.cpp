@@ -232,8 +232,11 @@ TEST(SequenceTrainer, FirstTwentyStepLossesMatchTheGoldenRun) {
 
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "host/model_dir.h"
 #include "host/sequence_training.h"
+#include "tastebud/read_file.h"
 #include "host/training.h"
 #include "small_shop.h"
 
@@ -284,6 +287,64 @@ TEST(SequenceTraining, AWarmStartCarriesTheParentsRowsAndRefusesAnotherShape) {
     ADD_FAILURE() << "a parent of another width was taken";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("`hidden` is 16, this run's 32"), std::string::npos) << e.what();
+  }
+  fs::remove_all(root);
+}
+
+}  // namespace
+}  // namespace tastebud::host
+
+namespace tastebud::host {
+namespace {
+
+// --resume: a run stopped after two epochs and resumed to four reaches the model of a run that was
+// never stopped; a second run into the same directory without --resume is refused.
+TEST(SequenceTraining, AResumedRunReachesTheUninterruptedModel) {
+  namespace fs = std::filesystem;
+  const fs::path root = fs::temp_directory_path() / fmt::format("tastebud_test_sequence_resume_{}", ::getpid());
+  fs::remove_all(root);
+  testing_shop::import_small_shop(root, 60, 1500, 5);
+  TrainJob job;
+  job.data = root / "dataset";
+  job.model = "sasrec";
+  job.hidden = 16;
+  job.blocks = 1;
+  job.max_sequence = 10;
+  job.validation_users = 20;
+  job.threads = 2;
+  job.progress = false;
+  std::ostringstream log;
+  job.out = root / "whole";
+  job.epochs = 4;
+  run_training(job, log);
+  job.out = root / "resumed";
+  job.epochs = 2;
+  run_training(job, log);
+  EXPECT_THROW(run_training(job, log), Error);  // the directory holds a run
+  job.epochs = 4;
+  job.resume = true;
+  EXPECT_EQ(run_training(job, log).history.size(), 2u) << "epochs 3 and 4 only";
+  EXPECT_NE(log.str().find("after epoch 2"), std::string::npos) << log.str();
+  // Every epoch's loss and metrics (not its seconds), and the kept model's bytes.
+  auto epochs_of = [](const fs::path& dir) {
+    std::vector<std::string> rows;
+    std::istringstream lines(read_file(dir / "metrics.jsonl"));
+    for (std::string line; std::getline(lines, line);) {
+      nlohmann::json row = nlohmann::json::parse(line);
+      row.erase("seconds");
+      rows.push_back(row.dump());
+    }
+    return rows;
+  };
+  EXPECT_EQ(epochs_of(root / "whole").size(), 4u);
+  EXPECT_EQ(epochs_of(root / "whole"), epochs_of(root / "resumed"));
+  EXPECT_EQ(read_file(root / "whole" / "sequence.bin"), read_file(root / "resumed" / "sequence.bin"));
+  job.lr = 0.01f;  // another setting than the checkpoint's
+  try {
+    run_training(job, log);
+    ADD_FAILURE() << "resumed with another learning rate";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("other settings"), std::string::npos) << e.what();
   }
   fs::remove_all(root);
 }
