@@ -324,7 +324,8 @@ TrainResult train_sequence(const TrainPlan& plan, std::ostream& log) {
     progress.clear();
     TB_CHECK(stats.finite, fmt::format("epoch {}: the loss became NaN or infinite; training stopped. Try a lower `lr`.", epoch));
     EpochRecord record{epoch, stats.mean_loss, stats.samples, stats.seconds, {}, 0};
-    if (in.test) record.metrics = judge(plan, in, trainer.state().params);
+    const SequenceState& now = trainer.state();  // copied out of the trainer once an epoch
+    if (in.test) record.metrics = judge(plan, in, now.params);
     const double value = in.test ? record.metrics.at(chosen_by) : epoch;
     const bool better = value > run.best;
     run.epoch = epoch;
@@ -332,8 +333,8 @@ TrainResult train_sequence(const TrainPlan& plan, std::ostream& log) {
     run.since_best = better ? 0 : run.since_best + 1;
     if (better) run.best = value, run.best_epoch = epoch, result.best_epoch = epoch;
     // Checkpoint, model, metrics, in that order: a kill at any moment leaves a run --resume completes.
-    write_checkpoint(job.out / "sequence_checkpoint.bin", run, trainer.state(), resume_settings(plan));
-    if (better) write_model(plan, trainer.state().params, epoch);
+    write_checkpoint(job.out / "sequence_checkpoint.bin", run, now, resume_settings(plan));
+    if (better) write_model(plan, now.params, epoch);
     write_file_atomically(job.out / "metrics.jsonl", run.metrics);
     log << epoch_line(record, stats) << std::endl;  // a line as each epoch ends, also into a file
     result.history.push_back(record);
