@@ -7,6 +7,7 @@
 #include "host/commands.h"
 #include "host/recipes.h"
 #include "host/training.h"
+#include "host/use_cases.h"
 #include "tastebud/error.h"
 
 namespace tastebud::host {
@@ -61,6 +62,8 @@ void apply_job_file(CLI::App& cmd, const std::filesystem::path& path) {
 
 }  // namespace
 
+void add_recommenders_command(CLI::App& app);
+
 void add_train_command(CLI::App& app) {
   auto job = std::make_shared<TrainJob>();
   auto* cmd = app.add_subcommand("train", "Train a model on an imported dataset");
@@ -103,6 +106,21 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--event", job->events,
                   "Train on this event type only, as TYPE[:THRESHOLD[:WEIGHT]]; repeat for more types "
                   "(job file: [[events]] event_type, value_threshold, weight)");
+  cmd->add_option("--exclude-events", job->exclude_events,
+                  "Event types whose items a user's answers leave out, over all the dataset's rows (e.g. purchase), "
+                  "or `none`; default: every item the model trained on for the user")
+      ->delimiter(',');
+  cmd->add_option("--use-case", job->use_case,
+                  "A domain recommender of the service (it fixes the model, events and exclusions): "
+                  "recommended-for-you, customers-who-viewed-x-also-viewed, frequently-bought-together, best-sellers, "
+                  "most-viewed, top-picks-for-you, because-you-watched-x, more-like-x, trending-now, most-popular");
+  cmd->add_option("--event-map", job->event_map,
+                  "--use-case: the dataset's event types of a role, ROLE=TYPE[,TYPE] (roles view, purchase, watch, "
+                  "click; default: the types spelled as the role, any case); repeat for more roles");
+  cmd->add_option("--candidates", job->candidates,
+                  "--use-case recommended-for-you, top-picks-for-you: the models tried, the best on validation kept "
+                  "(default transitions,mf; --model names one)")
+      ->delimiter(',');
   cmd->add_option("--metadata", job->metadata,
                   "Metadata features in the model: auto (the Items fields the dataset has; none for mf), "
                   "none (ids only), items, users or both")->capture_default_str();
@@ -151,12 +169,36 @@ void add_train_command(CLI::App& app) {
                   "sasrec: gSASRec's calibration of the sampled loss (0: plain BCE, 1: fully calibrated; 0.75 with tens of --negatives)")->capture_default_str();
   cmd->callback([job, cmd] {
     if (!job->config_file.empty()) apply_job_file(*cmd, job->config_file);
-    apply_model_defaults(*job, [cmd](std::string name) {
+    const auto given = [cmd](std::string name) {
       std::replace(name.begin(), name.end(), '_', '-');
       return cmd->count("--" + name) > 0;
-    });
+    };
+    if (!job->use_case.empty()) {
+      train_use_case(*job, given, std::cout);
+      return;
+    }
+    apply_model_defaults(*job, given);
     run_training(*job, std::cout);
   });
+  add_recommenders_command(app);
+}
+
+void add_recommenders_command(CLI::App& app) {
+  auto job = std::make_shared<RecommendersJob>();
+  auto* cmd = app.add_subcommand("recommenders", "Train every use case of a domain (the service's domain recommenders)");
+  cmd->add_option("--data", job->data, "Dataset directory written by `tastebud import`")->required()->check(CLI::ExistingDirectory);
+  cmd->add_option("--domain", job->domain, "ecommerce or video-on-demand")->required();
+  cmd->add_option("--out", job->out, "Directory of the recommenders: one model directory per use case, and recommenders.json")->required();
+  cmd->add_option("--event-map", job->event_map,
+                  "The dataset's event types of a role, ROLE=TYPE[,TYPE] (roles view, purchase, watch, click; "
+                  "default: the types spelled as the role, any case); repeat for more roles");
+  cmd->add_option("--candidates", job->candidates,
+                  "The models recommended-for-you and top-picks-for-you try, the best on validation kept (default transitions,mf)")
+      ->delimiter(',');
+  cmd->add_option("--threads", job->threads, "CPU threads (0: all cores)")->capture_default_str();
+  cmd->add_option("--seed", job->seed, "Seed of every random draw")->capture_default_str();
+  cmd->add_flag_function("--no-progress", [job](int64_t count) { job->progress = count <= 0; }, "No progress line on stderr");
+  cmd->callback([job] { train_recommenders(*job, std::cout); });
 }
 
 }  // namespace tastebud::host

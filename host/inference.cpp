@@ -27,6 +27,7 @@
 #include "host/query_lines.h"
 #include "host/ranker.h"
 #include "host/slate.h"
+#include "host/use_cases.h"
 #include "tastebud/atomic_file.h"
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/engine/comm.h"
@@ -128,6 +129,7 @@ struct Recommender::Impl {
   std::optional<Filter> filter;
   std::unordered_map<std::string, uint32_t> user_index, item_index;
   std::unique_ptr<Ranker> ranker;       // what answers (host/ranker.h)
+  const UseCase* use_case = nullptr;    // the domain recommender the model is (host/use_cases.h), or null
   const Scorer* scorer = nullptr;       // the ranker's, for a neural model: two-stage, contexts
   std::vector<uint32_t> popular_order;  // by the ranker's popularity, then index
   std::unique_ptr<GpuScorer> gpu;  // --device cuda (or auto with a GPU): top-K of plain user queries
@@ -141,9 +143,11 @@ struct Recommender::Impl {
   const std::vector<float>& popularity() const { return ranker->popularity(); }
   const std::vector<float>& fallback_score() const { return ranker->fallback_scores(); }
   uint32_t num_users() const { return static_cast<uint32_t>(model.user_ids.size()); }
-  std::span<const uint32_t> seen_of(uint32_t user) const {
-    if (model.seen.offsets.empty()) return {};
-    return {model.seen.items.data() + model.seen.offsets[user], model.seen.items.data() + model.seen.offsets[user + 1]};
+  // What the user's answers leave out: excluded.bin's items, else seen.bin's (ModelData::exclusions).
+  std::span<const uint32_t> excluded_of(uint32_t user) const {
+    const SeenItems& lists = model.exclusions();
+    if (lists.offsets.empty()) return {};
+    return {lists.items.data() + lists.offsets[user], lists.items.data() + lists.offsets[user + 1]};
   }
 
   void prepare() {
@@ -275,7 +279,7 @@ struct Recommender::Impl {
   void for_each_excluded(int64_t user, std::span<const uint32_t> recent, F&& f) const {
     if (options.keep_seen) return;
     if (user >= 0)
-      for (uint32_t i : seen_of(static_cast<uint32_t>(user))) f(i);
+      for (uint32_t i : excluded_of(static_cast<uint32_t>(user))) f(i);
     for (uint32_t i : recent) f(i);
   }
 
@@ -477,6 +481,7 @@ struct Recommender::Impl {
   }
 
   json answer_query_unwarned(const Query& q, bool& fallback, const TopK* precomputed) const {
+    if (use_case) check_use_case_query(*use_case, q);
     if (options.job.shapes_answers() && !precomputed) {
       if (!q.item_list) return shaped_answer(q, fallback);
       json out = answer_query_plain(q, fallback, nullptr);
@@ -540,6 +545,18 @@ struct Recommender::Impl {
   std::string answer(std::string_view line, LineOutcome& result) const {
     return result_line(line, "{\"userId\": \"u1\"}", result,
                        [&](const json& input) { return answer_query(parse_query(input, options.num_results, model, item_index), result.fallback); });
+  }
+
+  // A domain recommender answers the queries the service's GetRecommendations takes for it.
+  static void check_use_case_query(const UseCase& u, const Query& q) {
+    const bool user = q.user_id.has_value(), item = q.item_id.has_value();
+    if (q.item_list) throw LineError(fmt::format("the {} recommender answers GetRecommendations lines, not an itemList", u.name));
+    if (u.query == QueryNeeds::kUser && (!user || item))
+      throw LineError(fmt::format("the {} recommender answers {{\"userId\"}} lines", u.name));
+    if (u.query == QueryNeeds::kItem && !item)
+      throw LineError(fmt::format("the {} recommender answers {{\"itemId\"}} lines (a userId beside it is optional)", u.name));
+    if (u.query == QueryNeeds::kUserAndItem && !(user && item))
+      throw LineError(fmt::format("the {} recommender answers lines with both a userId and an itemId", u.name));
   }
 
   // ---- The GPU path ----
@@ -613,7 +630,7 @@ struct Recommender::Impl {
           else contexts.insert(contexts.end(), context.begin(), context.end());
         }
         if (!options.keep_seen) {
-          const auto seen = seen_of(r.user);
+          const auto seen = excluded_of(r.user);
           exclude.insert(exclude.end(), seen.begin(), seen.end());
         }
         offsets.push_back(exclude.size());
@@ -681,7 +698,7 @@ struct Recommender::Impl {
       if (item_id && !options.keep_seen) {
         // Users who already interacted with the item are not a segment to reach.
         for (uint32_t u = 0; u < num_users(); ++u) {
-          const auto seen = seen_of(u);
+          const auto seen = excluded_of(u);
           if (std::binary_search(seen.begin(), seen.end(), items[0])) affinity[u] = NAN;
         }
       }
@@ -710,6 +727,11 @@ Recommender::Recommender(std::shared_ptr<const ModelData> model, InferenceContex
     throw Error("--candidates: two-stage retrieval ranks candidates by the GMF branch; this model has none");
   if (!std::isnan(impl_->options.now)) impl_->context.catalog.now = impl_->options.now;
   if (!impl_->options.filter.empty()) impl_->filter.emplace(impl_->options.filter, impl_->context.catalog);
+  impl_->use_case = use_case_named(impl_->model.use_case);
+  // A use case that explores new items (recommended-for-you) does so unless a job configuration or
+  // flag says otherwise, with the service's default age cut-off.
+  if (impl_->use_case && impl_->use_case->exploration_weight > 0 && !impl_->options.job.exploration_weight)
+    impl_->options.job.exploration_weight = impl_->use_case->exploration_weight;
   impl_->prepare();
   impl_->prepare_job();
   if (impl_->options.device == "cuda" && impl_->model.params) {
