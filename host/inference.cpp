@@ -135,7 +135,9 @@ struct Recommender::Impl {
   std::unique_ptr<GpuScorer> gpu;  // --device cuda (or auto with a GPU): top-K of plain user queries
   // The job configuration's parts (prepare_job).
   std::vector<Filter> promotion_filters;  // options.job.promotions' filters
-  std::vector<uint8_t> explorable;        // within the exploration age cut-off
+  std::vector<uint8_t> explorable;        // cold and within the age cut-off (host/slate.h)
+  std::vector<uint8_t> unscored;          // items whose score exploration ignores (empty: none)
+  std::vector<uint32_t> newest_rank;      // per item, its place by age, newest first
   std::vector<double> popularity_percentile, freshness_percentile;  // per item, for ranking influence
   std::vector<MetadataColumn> metadata_columns;
 
@@ -240,9 +242,11 @@ struct Recommender::Impl {
     mask_scores(s, allowed);
     mask_seen();
     cpu::top_k(s, q.k, top);
+    std::optional<CatalogShare> share;  // the masked scores: the allowed catalog less seen items
+    if (options.normalize_scores) share.emplace(s, ranker->scores_are_logits());
     for (uint32_t i : top) {
       items.push_back(i);
-      scores.push_back(ranker->shown(s[i]));
+      scores.push_back(share ? (*share)(s[i]) : ranker->shown(s[i]));
     }
     if (items.size() < q.k && ranker->neighbor_lists()) {
       // The service fills a short related list with popular items; they carry no similarity.
@@ -377,16 +381,7 @@ struct Recommender::Impl {
       if (promotion_filters.back().selects_users())
         throw Error(fmt::format("{}: a promotion selects items (ItemID), not users", at));
     }
-    if (job.exploration_weight_or_default() > 0) {
-      // "now" is the dataset's latest timestamp (or --now), so answers do not depend on the clock.
-      const double now = context.catalog.now, cutoff = job.exploration_age_cutoff_or_default() * 86400.0;
-      explorable.assign(num_items(), 0);
-      for (uint32_t i = 0; i < num_items(); ++i) {
-        const double t = context.item_time.empty() ? NAN : context.item_time[i];
-        // An item with no date and no interaction is as new as the model knows.
-        explorable[i] = std::isnan(t) ? popularity()[i] == 0 : !std::isnan(now) && now - t <= cutoff;
-      }
-    }
+    if (job.exploration_weight_or_default() > 0) prepare_exploration(job);
     if (job.popularity_influence > 0 || job.freshness_influence > 0) {
       popularity_percentile = percentiles(std::vector<double>(popularity().begin(), popularity().end()));
       std::vector<double> time = context.item_time;
@@ -394,6 +389,33 @@ struct Recommender::Impl {
       freshness_percentile = percentiles(time);
     }
     metadata_columns = find_metadata_columns(job.metadata_columns, context.catalog);
+  }
+
+  // Explorable items: cold (at most kExplorationMaxInteractions training users) and young (created
+  // within the cut-off; no date: new); their order by age; the cold items whose score is noise.
+  void prepare_exploration(const JobConfig& job) {
+    // "now" is the dataset's latest timestamp (or --now), so answers do not depend on the clock.
+    const double now = context.catalog.now, cutoff = job.exploration_age_cutoff_or_default() * 86400.0;
+    auto time_of = [&](uint32_t i) { return i < context.item_time.size() ? context.item_time[i] : NAN; };
+    explorable.assign(num_items(), 0);
+    for (uint32_t i = 0; i < num_items(); ++i) {
+      const double t = time_of(i);
+      const bool young = std::isnan(t) || (!std::isnan(now) && now - t <= cutoff);
+      explorable[i] = young && popularity()[i] <= kExplorationMaxInteractions;
+    }
+    std::vector<uint32_t> order(num_items());
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
+      const double ta = time_of(a), tb = time_of(b);
+      if (std::isnan(ta) || std::isnan(tb)) return std::isnan(ta) && !std::isnan(tb);  // undated: newest
+      return ta > tb;
+    });
+    newest_rank.resize(num_items());
+    for (uint32_t k = 0; k < num_items(); ++k) newest_rank[order[k]] = k;
+    if (!ranker->scores_cold_items()) {
+      unscored.assign(num_items(), 0);
+      for (uint32_t i = 0; i < num_items(); ++i) unscored[i] = popularity()[i] == 0;
+    }
   }
 
   json item_metadata(int64_t item) const { return host::item_metadata(context.catalog, metadata_columns, item); }
@@ -428,6 +450,8 @@ struct Recommender::Impl {
         if (user < 0) reason = kRecentOnly;
         r.exploration_slots = share_slots(job.exploration_weight_or_default(), q.k);
         r.explorable = explorable;
+        r.unscored = unscored;
+        r.newest_rank = newest_rank;
         r.influence = {job.popularity_influence, job.freshness_influence, popularity_percentile, freshness_percentile};
       }
     } else {
@@ -455,12 +479,15 @@ struct Recommender::Impl {
     r.allowed = allowed;
     r.excluded = excluded;
     const std::vector<SlateEntry> slate = build_slate(r);
+    std::optional<CatalogShare> share;
+    if (options.normalize_scores && q.user_id && !q.item_id)
+      share.emplace(s, !by_popularity && ranker->scores_are_logits(), allowed, excluded);
     json ids = json::array(), scores = json::array(), reasons = json::array(), names = json::array(),
          metadata = json::array();
     for (const SlateEntry& e : slate) {
       ids.push_back(model.item_ids[e.item]);
       const float x = s[e.item];
-      scores.push_back(std::isnan(x) ? 0.0f : by_popularity ? x : ranker->shown(x));
+      scores.push_back(share ? (*share)(x) : std::isnan(x) ? 0.0f : by_popularity ? x : ranker->shown(x));
       const SlotReason why = by_popularity && e.reason == SlotReason::kRelevance ? SlotReason::kPopularityFill : e.reason;
       reasons.push_back(reason_name(why) ? json(reason_name(why)) : json(nullptr));
       names.push_back(e.promotion >= 0 ? json(job.promotions[e.promotion].name) : json(nullptr));
@@ -516,6 +543,10 @@ struct Recommender::Impl {
         reason = kRecentOnly;
       } else if (it == user_index.end()) {
         popular(q.k, allowed, {}, items, scores);
+        if (options.normalize_scores) {
+          const CatalogShare share(fallback_score(), false, allowed);
+          for (float& x : scores) x = share(x);
+        }
         reason = "unknown user: the most popular items";
         fallback = true;
       } else {
@@ -579,6 +610,7 @@ struct Recommender::Impl {
       const Query& q = request.query;
       if (!q.user_id || q.item_id || q.item_list || !q.recent.empty()) return false;
       if (options.job.shapes_answers()) return false;  // exploration, promotions, influence, metadata: the CPU
+      if (options.normalize_scores) return false;      // the shares need every item's score
       const auto it = user_index.find(*q.user_id);
       if (it == user_index.end()) return false;
       request.user = it->second;
@@ -725,6 +757,9 @@ Recommender::Recommender(std::shared_ptr<const ModelData> model, InferenceContex
            "inference: the catalog and the model list different items");
   if (impl_->options.candidates > 0 && !(impl_->model.params && impl_->model.params->config.has_gmf()))
     throw Error("--candidates: two-stage retrieval ranks candidates by the GMF branch; this model has none");
+  if (impl_->options.candidates > 0 && impl_->options.normalize_scores)
+    throw Error("`normalize_scores`: a share of the catalog needs every item's score, and two-stage retrieval "
+                "(`candidates`) scores only its candidates");
   if (!std::isnan(impl_->options.now)) impl_->context.catalog.now = impl_->options.now;
   if (!impl_->options.filter.empty()) impl_->filter.emplace(impl_->options.filter, impl_->context.catalog);
   impl_->use_case = use_case_named(impl_->model.use_case);

@@ -100,6 +100,7 @@ void load_neural(const fs::path& dir, ModelData& m) {
                          c.has_metadata() ? "metadata" : "context", m.data.string()));
     const datasets::Dataset dataset = datasets::Dataset::open(m.data);
     if (c.has_context()) m.context = context_values(c.context, dataset);
+    m.item_metadata = c.item_features.enabled();
     if (c.has_metadata()) m.params = fold_dataset_features(*m.params, m, dataset);  // may add users
   }
 }

@@ -32,6 +32,9 @@ struct ModelData {
   // leave out instead of seen's.
   std::optional<SeenItems> excluded;
   std::optional<ModelParams> params;  // the neural models
+  // A neural model trained with item metadata (folded into params): an item without training
+  // interactions still scores through its metadata rows, so its score means something.
+  bool item_metadata = false;
   RecipeData recipe;                  // recipes; sasrec: popularity and each user's latest items
   std::optional<SequenceParams> sequence;  // sasrec
   std::filesystem::path data;         // the dataset it was trained on ("" when unknown)
