@@ -12,7 +12,7 @@ import re
 import subprocess
 import sys
 
-COMMANDS = ["import", "train", "retrain", "delete-users", "serve"]
+COMMANDS = ["import", "train", "recommenders", "retrain", "delete-users", "serve"]
 IGNORED = {"--help"}  # every command has it; the README does not repeat it
 FLAG = re.compile(r"--[a-z0-9][a-z0-9-]*")
 

@@ -13,6 +13,7 @@
 
 #include "bindings.h"
 #include "host/training.h"
+#include "host/use_cases.h"
 #include "python_lines.h"
 #include "tastebud/error.h"
 
@@ -76,6 +77,10 @@ const std::map<std::string, Setter>& setters() {
       {"warm_start", [](TrainJob& j, py::handle v) { j.warm_start = py::str(v).cast<std::string>(); }},
       {"update", set(&TrainJob::update)},
       {"events", [](TrainJob& j, py::handle v) { j.events = strings_of(v); }},
+      {"exclude_events", [](TrainJob& j, py::handle v) { j.exclude_events = strings_of(v); }},
+      {"use_case", set(&TrainJob::use_case)},
+      {"event_map", [](TrainJob& j, py::handle v) { j.event_map = strings_of(v); }},
+      {"candidates", [](TrainJob& j, py::handle v) { j.candidates = strings_of(v); }},
       {"metadata", set(&TrainJob::metadata)},
       {"text_buckets", set(&TrainJob::text_buckets)},
       {"context", [](TrainJob& j, py::handle v) { j.context = strings_of(v); }},
@@ -120,7 +125,8 @@ TrainJob job_of(const fs::path& data, const fs::path& out, const py::dict& optio
     }
   }
   TB_CHECK(fs::is_directory(data), "train: data " + data.string() + " is not a dataset directory");
-  apply_model_defaults(job, [&](const std::string& name) { return options.contains(name); });
+  // A use case sets the model first (train_use_case applies the defaults then).
+  if (job.use_case.empty()) apply_model_defaults(job, [&](const std::string& name) { return options.contains(name); });
   return job;
 }
 
@@ -156,7 +162,9 @@ py::dict train(const fs::path& data, const fs::path& out, const py::dict& option
   host::TrainResult result;
   {
     py::gil_scoped_release release;
-    result = host::run_training(job, log);
+    result = job.use_case.empty()
+                 ? host::run_training(job, log)
+                 : host::train_use_case(job, [&](const std::string& name) { return options.contains(name); }, log);
   }
   log.flush();
   py::list history;
@@ -169,9 +177,36 @@ py::dict train(const fs::path& data, const fs::path& out, const py::dict& option
   return summary;
 }
 
+// recommenders: every use case of a domain the data supports (host/use_cases.h); the listing of
+// recommenders.json as a JSON string.
+std::string recommenders(const fs::path& data, const fs::path& out, const std::string& domain,
+                         const std::vector<std::string>& event_map, const std::vector<std::string>& candidates,
+                         uint32_t threads, uint64_t seed, py::object log_sink) {
+  host::RecommendersJob job;
+  job.data = data;
+  job.out = out;
+  job.domain = domain;
+  job.event_map = event_map;
+  job.candidates = candidates;
+  job.threads = threads;
+  job.seed = seed;
+  job.progress = false;
+  PythonLog log(log_sink);
+  nlohmann::json listing;
+  {
+    py::gil_scoped_release release;
+    listing = host::train_recommenders(job, log);
+  }
+  log.flush();
+  return listing.dump();
+}
+
 }  // namespace
 
 void bind_training(py::module_& m) {
+  m.def("recommenders", &recommenders, py::arg("data"), py::arg("out"), py::arg("domain"), py::arg("event_map"),
+        py::arg("candidates"), py::arg("threads"), py::arg("seed"), py::arg("log"),
+        "Trains every use case of `domain` the dataset supports into `out`/<use-case>.");
   m.def("train", &train, py::arg("data"), py::arg("out"), py::arg("options"), py::arg("progress"),
         py::arg("on_epoch"), py::arg("log"),
         "Trains a model on the dataset directory `data` into the model directory `out`.");

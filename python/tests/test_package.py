@@ -273,3 +273,30 @@ def test_sasrec_trains_from_python_and_answers_like_batch_infer(dataset, tmp_pat
         model.user_factors
     with pytest.raises(tastebud.Error, match="heads"):
         tastebud.train(dataset, tmp_path / "bad", model="sasrec", hidden=16, heads=3, progress=False, verbose=False)
+
+
+ECOMMERCE = {"recommended-for-you", "customers-who-viewed-x-also-viewed", "frequently-bought-together", "best-sellers",
+             "most-viewed"}
+
+
+def test_recommenders_train_what_the_data_supports_and_answer_like_batch_infer(dataset, tmp_path):
+    listing = tastebud.recommenders(dataset, tmp_path / "recs", "ecommerce", candidates=["popularity"], threads=1,
+                                    verbose=False)
+    status = {u["use_case"]: u["status"] for u in listing}
+    assert set(status) == ECOMMERCE
+    assert status["most-viewed"] == "trained" and status["customers-who-viewed-x-also-viewed"] == "trained"
+    for u in listing:
+        assert u["status"] == "trained" or "events" in u["reason"]
+        assert (tmp_path / "recs" / u["use_case"]).is_dir() == (u["status"] == "trained")
+    model = tastebud.Model.load(tmp_path / "recs" / "most-viewed")
+    assert model.config["use_case"] == "most-viewed"
+    cli = batch_infer(tmp_path / "recs" / "most-viewed", [{"userId": "u1", "numResults": 5}, {"itemId": "i1"}],
+                      tmp_path / "q")
+    assert_answers_equal(*model.recommend("u1", n=5), cli[0]["output"])
+    assert "userId" in cli[1]["error"]
+    # One use case from train(), the events named by the service's roles through event_map.
+    one = tastebud.train(dataset, tmp_path / "viewed", use_case="most-viewed", event_map={"view": ["view", "cart"]},
+                         progress=False, verbose=False)
+    assert one.config["recipe"]["events"] == ["view", "cart"]
+    with pytest.raises(tastebud.Error, match="use_case"):
+        tastebud.train(dataset, tmp_path / "bad", use_case="most-watched", progress=False, verbose=False)

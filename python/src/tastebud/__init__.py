@@ -10,8 +10,8 @@ answers equal ``tastebud batch-infer``'s for the same queries.
     tastebud.Client("http://127.0.0.1:8080").recommend(user_id="u1")   # a running `tastebud serve`
 """
 
-from ._api import Error, FilterError, Model, import_dataset, train
+from ._api import Error, FilterError, Model, import_dataset, recommenders, train
 from .client import Client
 
-__all__ = ["Client", "Error", "FilterError", "Model", "import_dataset", "train"]
+__all__ = ["Client", "Error", "FilterError", "Model", "import_dataset", "recommenders", "train"]
 __version__ = "0.1.0"

@@ -113,11 +113,15 @@ def train(data, out, *, progress=True, verbose=True, on_epoch=None, **options):
     """Trains on the dataset directory `data` into the model directory `out` and returns the
     Model. Options are `tastebud train`'s long flags with `_` for `-` (epochs=10,
     batch_size=1024, model="gmf", layers=[64, 32, 16, 8], event=..., ...): see train --help.
+    use_case="best-sellers" (with event_map={"purchase": "buy"} where the export names its events
+    otherwise) trains one of the service's domain recommenders, as `train --use-case` does.
     progress: a tqdm bar (when tqdm is installed); verbose: the log lines (one per epoch);
     on_epoch(record): called after each epoch with its loss and metrics."""
     if "event" in options:
         events = options.pop("event")
         options["events"] = [events] if isinstance(events, str) else list(events)
+    if "event_map" in options:
+        options["event_map"] = _event_map_list(options["event_map"])
     bar = _ProgressBar(progress)
     log = bar.write if verbose else None
     try:
@@ -128,6 +132,26 @@ def train(data, out, *, progress=True, verbose=True, on_epoch=None, **options):
     model = Model.load(out, device="cpu", threads=options.get("threads", 0))
     model.training = summary
     return model
+
+
+def _event_map_list(event_map):
+    """{"purchase": ["transaction", "buy"]} as ["purchase=transaction,buy"]; a list as it is."""
+    if isinstance(event_map, dict):
+        return [f"{role}={','.join([types] if isinstance(types, str) else types)}" for role, types in event_map.items()]
+    return list(event_map or [])
+
+
+def recommenders(data, out, domain, *, event_map=None, candidates=None, threads=0, seed=1, verbose=True):
+    """Trains every use case of `domain` ("ecommerce" or "video-on-demand") that the dataset
+    supports into out/<use-case>/ (each a model directory Model.load reads), as `tastebud
+    recommenders` does. event_map: {"purchase": ["transaction", "buy"], ...} or ["purchase=buy"];
+    candidates: the models recommended-for-you and top-picks-for-you try. Returns the listing of
+    out/recommenders.json: each use case's status ("trained" or "skipped"), reason, model and metrics."""
+    log = print if verbose else None
+    event_map = _event_map_list(event_map)
+    listing = _core.recommenders(os.fspath(data), os.fspath(out), domain, list(event_map or []),
+                                 list(candidates or []), threads, seed, log)
+    return json.loads(listing)
 
 
 def _pack(ids, scores, single):

@@ -1,0 +1,269 @@
+// The service's domain recommenders (host/use_cases.h, issue 24), on a shop built by hand so that
+// each use case has one answer a person can check: who bought what in which order, who viewed what.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <unistd.h>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "host/catalog_view.h"
+#include "host/inference.h"
+#include "host/model_data.h"
+#include "host/use_cases.h"
+#include "tastebud/datasets/dataset.h"
+#include "tastebud/datasets/import.h"
+#include "tastebud/error.h"
+
+namespace tastebud::host {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+constexpr int64_t kT0 = 1700000000;
+constexpr int64_t kDay = 86400;
+constexpr int kUsers = 40;
+
+// The hand-made shop; the newest event is on day 100 (event types spelled as an export might:
+// "View" and "PURCHASE", matched to the service's roles ignoring case).
+//  - Filler: each user views 30 and buys 30 of items f0..f99 (one order each), days 40..99, so
+//    every role has well over the service's 1,000 events.
+//  - Orders: users 0..19 buy a and b in one order (day 95); users 20..29 buy a (day 95) and c
+//    (day 50) in two orders. By order, b goes with a; c never shares an order with it.
+//  - Best sellers: d is bought 200 times by user 0 alone; old is bought by all 40 users on day 10,
+//    outside the latest 30 days; a is bought by 30 users on day 95.
+//  - Views: users 0..24 view v1 (day 90) and v2 (day 91); user 0 buys v2 (day 92).
+std::string shop_csv() {
+  std::ostringstream csv;
+  csv << "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE,ORDER_ID\n";
+  auto row = [&](int u, const std::string& item, int64_t t, const char* type, const std::string& order) {
+    csv << fmt::format("u{},{},{},{},{}\n", u, item, t, type, order);
+  };
+  for (int u = 0; u < kUsers; ++u) {
+    for (int k = 0; k < 30; ++k) {
+      const int64_t t = kT0 + (40 + (u + 2 * k) % 59) * kDay + k;
+      row(u, fmt::format("f{}", (u * 7 + k) % 100), t, "View", "");
+      row(u, fmt::format("f{}", (u * 11 + 3 * k) % 100), t + 60, "PURCHASE", fmt::format("o{}_{}", u, k));
+    }
+    row(u, "old", kT0 + 10 * kDay, "PURCHASE", fmt::format("old{}", u));
+    if (u < 20) {
+      row(u, "a", kT0 + 95 * kDay, "PURCHASE", fmt::format("x{}", u));
+      row(u, "b", kT0 + 95 * kDay, "PURCHASE", fmt::format("x{}", u));
+    } else if (u < 30) {
+      row(u, "a", kT0 + 95 * kDay, "PURCHASE", fmt::format("y{}", u));
+      row(u, "c", kT0 + 50 * kDay, "PURCHASE", fmt::format("z{}", u));
+    }
+    if (u < 25) {
+      row(u, "v1", kT0 + 90 * kDay, "View", "");
+      row(u, "v2", kT0 + 91 * kDay, "View", "");
+    }
+  }
+  for (int k = 0; k < 200; ++k) row(0, "d", kT0 + 60 * kDay + k * 60, "PURCHASE", fmt::format("d{}", k));
+  row(0, "v2", kT0 + 92 * kDay, "PURCHASE", "p0");
+  row(1, "f0", kT0 + 100 * kDay, "View", "");
+  return csv.str();
+}
+
+class UseCases : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    root_ = fs::temp_directory_path() / fmt::format("tastebud_test_use_cases_{}", getpid());
+    fs::remove_all(root_);
+    fs::create_directories(root_);
+    std::ofstream(root_ / "interactions.csv") << shop_csv();
+    datasets::ImportOptions o;
+    o.interactions = root_ / "interactions.csv";
+    o.out = root_ / "dataset";
+    datasets::import_dataset(o);
+  }
+  static void TearDownTestSuite() { fs::remove_all(root_); }
+
+  static fs::path data() { return root_ / "dataset"; }
+
+  // Trains the use case into root/<name> (options the test names set as given by the user).
+  static fs::path train(const std::string& name, std::function<void(TrainJob&)> edit = {},
+                        const std::vector<std::string>& given_options = {}) {
+    TrainJob job;
+    job.data = data();
+    job.out = root_ / name;
+    job.use_case = name;
+    job.threads = 1;
+    job.progress = false;
+    job.epochs = 3;
+    if (edit) edit(job);
+    std::ostringstream log;
+    train_use_case(job, [&](const std::string& o) {
+      return std::find(given_options.begin(), given_options.end(), o) != given_options.end();
+    }, log);
+    return job.out;
+  }
+
+  static json ask(const fs::path& model_dir, const std::string& line) {
+    ModelData model = load_model_dir(model_dir);
+    InferenceContext context = load_context(model, data());
+    InferenceOptions options;
+    options.num_results = 5;
+    options.threads = 1;
+    Recommender r(std::move(model), std::move(context), options);
+    return json::parse(r.answer(line));
+  }
+
+  static std::vector<std::string> items_of(const json& answer) {
+    EXPECT_TRUE(answer["error"].is_null()) << answer.dump();
+    return answer["output"]["recommendedItems"].get<std::vector<std::string>>();
+  }
+
+  static bool holds(const std::vector<std::string>& items, const std::string& item) {
+    return std::find(items.begin(), items.end(), item) != items.end();
+  }
+
+  static inline fs::path root_;
+};
+
+TEST_F(UseCases, EventRolesMatchTheServiceNamesIgnoringCaseOrAsMapped) {
+  const datasets::Dataset dataset = datasets::Dataset::open(data());
+  const EventRoles plain(dataset, {});
+  const EventRole purchase[] = {EventRole::kPurchase}, view[] = {EventRole::kView}, watch[] = {EventRole::kWatch};
+  EXPECT_EQ(plain.types(purchase), std::vector<std::string>{"PURCHASE"});
+  EXPECT_EQ(plain.types(view), std::vector<std::string>{"View"});
+  EXPECT_TRUE(plain.types(watch).empty());
+  const EventRoles mapped(dataset, {"watch=view", "purchase=View,purchase"});
+  EXPECT_EQ(mapped.types(watch), std::vector<std::string>{"View"});
+  EXPECT_EQ(mapped.types(purchase), (std::vector<std::string>{"View", "PURCHASE"}));
+  EXPECT_THROW(EventRoles(dataset, {"rent=View"}), Error);
+  EXPECT_THROW(EventRoles(dataset, {"purchase=transaction"}), Error);
+  EXPECT_THROW(EventRoles(dataset, {"purchase"}), Error);
+}
+
+TEST_F(UseCases, TheServiceDataNeedsDecideWhatTrains) {
+  const datasets::Dataset dataset = datasets::Dataset::open(data());
+  const EventRoles roles(dataset, {});
+  EXPECT_FALSE(unsupported_because(find_use_case("best-sellers"), dataset, roles));
+  EXPECT_FALSE(unsupported_because(find_use_case("customers-who-viewed-x-also-viewed"), dataset, roles));
+  const std::optional<std::string> watch = unsupported_because(find_use_case("most-popular"), dataset, roles);
+  ASSERT_TRUE(watch);
+  EXPECT_NE(watch->find("Watch events"), std::string::npos) << *watch;
+  const EventRoles as_watch(dataset, {"watch=View"});
+  EXPECT_FALSE(unsupported_because(find_use_case("most-popular"), dataset, as_watch));
+  const std::optional<std::string> metadata = unsupported_because(find_use_case("more-like-x"), dataset, as_watch);
+  ASSERT_TRUE(metadata);
+  EXPECT_NE(metadata->find("item metadata"), std::string::npos) << *metadata;
+  EXPECT_THROW(find_use_case("best-seller"), Error);
+}
+
+TEST_F(UseCases, BestSellersCountDistinctUsersInTheLatest30DaysAndLeaveOutPurchases) {
+  const fs::path dir = train("best-sellers");
+  const json config = json::parse(std::ifstream(dir / "config.json"));
+  EXPECT_EQ(config["use_case"], "best-sellers");
+  EXPECT_EQ(config["model"], "popularity");
+  // user 35 bought none of a, d, old: a (30 users lately) first; d (1 user, 200 purchases) and
+  // old (40 users, 90 days ago) behind the filler items.
+  const std::vector<std::string> top = items_of(ask(dir, R"({"userId": "u35"})"));
+  ASSERT_FALSE(top.empty());
+  EXPECT_EQ(top[0], "a");
+  EXPECT_FALSE(holds(top, "d"));
+  EXPECT_FALSE(holds(top, "old"));
+  // user 3 bought a: left out; user 3 only viewed v1 and v2, which purchases do not rank here.
+  EXPECT_FALSE(holds(items_of(ask(dir, R"({"userId": "u3"})")), "a"));
+  // Best sellers answer userId queries (the service requires one).
+  EXPECT_FALSE(ask(dir, R"({"itemId": "a"})")["error"].is_null());
+}
+
+TEST_F(UseCases, FrequentlyBoughtTogetherGoesByOrder) {
+  const fs::path dir = train("frequently-bought-together");
+  const std::vector<std::string> with_a = items_of(ask(dir, R"({"itemId": "a"})"));
+  ASSERT_FALSE(with_a.empty());
+  EXPECT_EQ(with_a[0], "b");
+  // c was bought by the same users as a, never in the same order: no pair by order.
+  const json answer = ask(dir, R"({"itemId": "a"})");
+  const auto& scores = answer["output"]["scores"];
+  for (size_t k = 0; k < with_a.size(); ++k)
+    if (with_a[k] == "c") {
+      EXPECT_EQ(scores[k].get<double>(), 0.0) << "c is only a popular filler here";
+    }
+  EXPECT_FALSE(ask(dir, R"({"userId": "u1"})")["error"].is_null());
+}
+
+TEST_F(UseCases, CustomersWhoViewedLeaveOutOnlyTheUsersPurchases) {
+  const fs::path dir = train("customers-who-viewed-x-also-viewed");
+  // Viewers of v1 viewed v2. User 1 viewed both and bought neither: v2 is its first answer.
+  EXPECT_EQ(items_of(ask(dir, R"({"userId": "u1", "itemId": "v1"})")).at(0), "v2");
+  // User 0 bought v2: left out.
+  EXPECT_FALSE(holds(items_of(ask(dir, R"({"userId": "u0", "itemId": "v1"})")), "v2"));
+  // The service asks for both ids.
+  EXPECT_FALSE(ask(dir, R"({"itemId": "v1"})")["error"].is_null());
+  EXPECT_FALSE(ask(dir, R"({"userId": "u1"})")["error"].is_null());
+  // excluded.bin holds user 0's purchases, not its views.
+  const ModelData model = load_model_dir(dir);
+  ASSERT_TRUE(model.excluded);
+  const auto u0 = std::find(model.user_ids.begin(), model.user_ids.end(), "u0") - model.user_ids.begin();
+  const auto index = [&](const std::string& id) {
+    return static_cast<uint32_t>(std::find(model.item_ids.begin(), model.item_ids.end(), id) - model.item_ids.begin());
+  };
+  const SeenItems& out = *model.excluded;
+  const std::vector<uint32_t> left_out(out.items.begin() + static_cast<int64_t>(out.offsets[u0]),
+                                       out.items.begin() + static_cast<int64_t>(out.offsets[u0 + 1]));
+  EXPECT_TRUE(std::binary_search(left_out.begin(), left_out.end(), index("v2")));
+  EXPECT_TRUE(std::binary_search(left_out.begin(), left_out.end(), index("d")));
+  EXPECT_FALSE(std::binary_search(left_out.begin(), left_out.end(), index("v1")));
+}
+
+TEST_F(UseCases, RecommendedForYouKeepsTheBestCandidateAndExplores) {
+  const fs::path dir = train("recommended-for-you", [](TrainJob& job) { job.candidates = {"popularity", "transitions"}; });
+  const json config = json::parse(std::ifstream(dir / "config.json"));
+  ASSERT_EQ(config["candidates"].size(), 2u);
+  const double popularity = config["candidates"][0]["metric"], transitions = config["candidates"][1]["metric"];
+  EXPECT_EQ(config["model"], popularity >= transitions ? "popularity" : "transitions");
+  // Purchases are left out, views are not; answers carry reasons (the default exploration).
+  const json answer = ask(dir, R"({"userId": "u0"})");
+  EXPECT_TRUE(answer["output"].contains("reasons")) << answer.dump();
+  EXPECT_FALSE(holds(items_of(answer), "a"));
+  // --model names the one model to train.
+  const fs::path one = train("recommended-for-you", [](TrainJob& job) { job.model = "popularity"; }, {"model"});
+  EXPECT_EQ(json::parse(std::ifstream(one / "config.json"))["model"], "popularity");
+}
+
+TEST_F(UseCases, FixedSettingsAndBadNamesAreRefused) {
+  EXPECT_THROW(train("best-sellers", [](TrainJob& job) { job.model = "sims"; }, {"model"}), Error);
+  EXPECT_THROW(train("best-sellers", [](TrainJob& job) { job.events = {"View"}; }, {"event"}), Error);
+  EXPECT_THROW(train("most-viewed-items"), Error);
+  // No Watch events: the use case says so and writes nothing.
+  EXPECT_THROW(train("most-popular"), Error);
+  EXPECT_FALSE(fs::exists(root_ / "most-popular"));
+}
+
+TEST_F(UseCases, RecommendersTrainWhatTheDataSupportsAndSkipTheRest) {
+  RecommendersJob job;
+  job.data = data();
+  job.out = root_ / "vod";
+  job.domain = "video-on-demand";
+  job.event_map = {"watch=View"};
+  job.threads = 1;
+  job.progress = false;
+  job.candidates = {"popularity"};
+  std::ostringstream log;
+  train_recommenders(job, log);
+  const json listing = json::parse(std::ifstream(job.out / "recommenders.json"));
+  std::map<std::string, std::string> status;
+  for (const json& u : listing["use_cases"]) status[u["use_case"]] = u["status"];
+  EXPECT_EQ(status["top-picks-for-you"], "trained");
+  EXPECT_EQ(status["because-you-watched-x"], "trained");
+  EXPECT_EQ(status["most-popular"], "trained");
+  EXPECT_EQ(status["trending-now"], "trained");
+  EXPECT_EQ(status["more-like-x"], "skipped");  // no item metadata
+  EXPECT_NE(log.str().find("skipped more-like-x"), std::string::npos) << log.str();
+  EXPECT_TRUE(fs::exists(job.out / "most-popular" / "recipe.bin"));
+  EXPECT_FALSE(fs::exists(job.out / "more-like-x"));
+  EXPECT_THROW(parse_domain("retail"), Error);
+}
+
+}  // namespace
+}  // namespace tastebud::host
