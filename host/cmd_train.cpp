@@ -125,9 +125,25 @@ void add_train_command(CLI::App& app) {
                          "No progress line on stderr");
   // Recipes (host/recipes.h).
   cmd->add_option("--half-life-days", job->half_life_days, "popularity: recency decay half-life in days (0: none)")->capture_default_str();
+  cmd->add_option("--popularity-count", job->popularity_count,
+                  "popularity (every recipe's fallback): users (distinct users per item, the service's "
+                  "Popularity-Count) or events (summed event weights)")->capture_default_str();
+  cmd->add_option("--popularity-window-days", job->popularity_window_days,
+                  "popularity: only events of the latest this many days count (0: all time)")->capture_default_str();
   cmd->add_option("--min-co-count", job->min_co_count, "sims: fewest users that must share two items")->capture_default_str();
   cmd->add_option("--popularity-discount", job->popularity_discount, "sims: co-count / (count_i * count_j)^discount")->capture_default_str();
   cmd->add_option("--neighbors", job->neighbors, "sims, transitions: related (following) items kept per item (transitions: 1000 unless set)")->capture_default_str();
+  cmd->add_option("--co-occurrence", job->co_occurrence,
+                  "sims: items count together within a user (the user's history), order (events sharing "
+                  "--order-field: frequently bought together) or session (a user's events without a gap "
+                  "over --session-gap-hours)")->capture_default_str();
+  cmd->add_option("--order-field", job->order_field, "sims: the interactions' field naming the order")->capture_default_str();
+  cmd->add_option("--session-gap-hours", job->session_gap_hours,
+                  "sims: a longer gap between a user's events starts a new session")->capture_default_str();
+  cmd->add_option("--metadata-similarity", job->metadata_similarity,
+                  "sims: share in [0, 1] of the items' metadata similarity (TF-IDF cosine of categorical "
+                  "values and text) in a neighbour's score; items without interactions then get neighbours")
+      ->capture_default_str();
   cmd->add_option("--trend-window-days", job->trend_window_days, "trending: length of the latest window in days")->capture_default_str();
   cmd->add_option_function<std::string>(
       "--trend-window", [job](const std::string& w) { job->trend_window_days = parse_trend_window(w); },
