@@ -233,6 +233,7 @@ void keep_best(std::vector<std::pair<float, uint32_t>>& list, size_t n) {
   if (list.size() > n) {
     std::partial_sort(list.begin(), list.begin() + n, list.end(), better);
     list.resize(n);
+    list.shrink_to_fit();  // a list of every candidate would otherwise stay allocated per item
   } else {
     std::sort(list.begin(), list.end(), better);
   }
