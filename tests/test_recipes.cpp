@@ -454,6 +454,77 @@ TEST(Recipes, SimsModelAnswersRelatedItemsAndHistories) {
 }
 
 
+// Trained from an imported dataset: baskets by the interactions' ORDER_ID, metadata from the items'
+// GENRES (i4 never bought: its neighbours come from its genre), evaluation on the same baskets, the
+// options recorded in config.json; an order field the dataset lacks is refused, naming the fields.
+TEST(Recipes, SimsByOrderWithMetadataFromAnImportedDataset) {
+  namespace fs = std::filesystem;
+  const fs::path root = fs::temp_directory_path() / ("tastebud-sims-orders-" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  fs::create_directories(root);
+  {
+    // u0 bought i0 and i1 together, then i2 and i3; u1 the same pairs in two orders; u2 i0 and i1.
+    std::ofstream csv(root / "interactions.csv");
+    csv << "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE,ORDER_ID\n"
+        << "u0,i0,1600000000,purchase,A\nu0,i1,1600000000,purchase,A\n"
+        << "u0,i2,1600090000,purchase,B\nu0,i3,1600090000,purchase,B\n"
+        << "u1,i0,1600000100,purchase,C\nu1,i1,1600000100,purchase,C\n"
+        << "u1,i2,1600095000,purchase,D\nu1,i3,1600095000,purchase,D\n"
+        << "u2,i0,1600200000,purchase,E\nu2,i1,1600200000,purchase,E\n";
+    std::ofstream items(root / "items.csv");
+    items << "ITEM_ID,GENRES\ni0,candles\ni1,candles|frames\ni2,cards\ni3,cards|frames\ni4,candles\n";
+  }
+  datasets::ImportOptions import;
+  import.interactions = root / "interactions.csv";
+  import.items = root / "items.csv";
+  import.out = root / "dataset";
+  datasets::import_dataset(import);
+  TrainJob job;
+  job.data = root / "dataset";
+  job.out = root / "model";
+  job.model = "sims";
+  job.co_occurrence = "order";
+  job.min_co_count = 2;
+  job.metadata_similarity = 0.5;
+  job.eval = "loo";
+  job.validation_users = 0;
+  job.threads = 1;
+  job.progress = false;
+  std::ostringstream log;
+  const TrainResult result = run_training(job, log);
+  ASSERT_EQ(result.history.size(), 1u) << log.str();
+  const nlohmann::json config = nlohmann::json::parse(std::ifstream(root / "model" / "config.json"));
+  EXPECT_EQ(config.at("recipe").at("co_occurrence"), "order");
+  EXPECT_EQ(config.at("recipe").at("order_field"), "ORDER_ID");
+  EXPECT_EQ(config.at("recipe").at("metadata_similarity"), 0.5);
+  EXPECT_EQ(config.at("recipe").at("popularity_count"), "users");
+  const Recommender r = make(load_model_dir(root / "model"));
+  // By user, i0 would go with i2 and i3 too (two users hold all four); by order only with i1
+  // (3 orders), then by genre with i4 (candles: idf ln(5/3), frames ln(5/2)).
+  EXPECT_EQ(items_of(r, R"({"itemId": "i0", "numResults": 2})"), (std::vector<std::string>{"i1", "i4"}));
+  // i2 goes with i3 only (by user, with i0 and i1 too); the list is filled with popular items.
+  const nlohmann::json two = nlohmann::json::parse(r.answer(R"({"itemId": "i2", "numResults": 2})"));
+  EXPECT_EQ(two.at("output").at("recommendedItems")[0], "i3");
+  EXPECT_EQ(two.at("output").at("scores")[1].get<double>(), 0.0);
+  EXPECT_TRUE(two.at("output").contains("reason"));
+  // i4, never bought, gets neighbours from its genre: i0 (candles only) before i1 (candles, frames).
+  const nlohmann::json a = nlohmann::json::parse(r.answer(R"({"itemId": "i4", "numResults": 2})"));
+  EXPECT_EQ(a.at("output").at("recommendedItems"), nlohmann::json::parse(R"(["i0", "i1"])"));
+  EXPECT_NEAR(a.at("output").at("scores")[0].get<double>(), 0.5, 1e-6);  // cos 1, weighted 0.5
+  EXPECT_FALSE(a.at("output").contains("reason"));
+  job.order_field = "INVOICE";
+  job.out = root / "model2";
+  try {
+    run_training(job, log);
+    FAIL();
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("`order_field` INVOICE"), std::string::npos) << what;
+    EXPECT_NE(what.find("(their fields: ORDER_ID)"), std::string::npos) << what;
+  }
+  fs::remove_all(root);
+}
+
 // ---- transitions (issue 21) ----------------------------------------------------------------
 
 // Sequences, in time order (the log is not):
