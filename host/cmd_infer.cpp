@@ -72,6 +72,8 @@ void add_infer_commands(CLI::App& app) {
                   "Filter expression, e.g. 'EXCLUDE ItemID WHERE Items.PRICE > 100 | INCLUDE ItemID WHERE Items.GENRES IN ($GENRE)'");
   cmd->add_option("--device", infer->options.device, "auto, cpu or cuda")->capture_default_str();
   cmd->add_flag("--keep-seen", infer->options.keep_seen, "Keep the items a user already interacted with");
+  cmd->add_flag("--normalize-scores", infer->options.normalize_scores,
+                "{\"userId\"} scores as the service gives them: each item's share of the allowed catalog's scores (they sum to 1)");
   cmd->add_option("--candidates", infer->options.candidates,
                   "Two-stage retrieval: this many candidates by the GMF dot product, reranked by the full model (0: exact)")
       ->capture_default_str();

@@ -49,6 +49,8 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--max-sessions", args->options.max_sessions,
                   "Users and sessions whose latest events are kept for their next answers (least recent dropped first)")
       ->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_flag("--normalize-scores", args->options.normalize_scores,
+                "User answers' scores as the service gives them: each item's share of the allowed catalog's scores (they sum to 1)");
   cmd->add_option("--filters", args->options.filters,
                   "JSON object of named filter expressions, which requests name by filterArn")
       ->check(CLI::ExistingFile);

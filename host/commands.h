@@ -7,7 +7,7 @@ namespace tastebud::host {
 
 void add_data_commands(CLI::App& app);      // import, info    (cmd_data.cpp)
 void add_generate_command(CLI::App& app);   // generate        (cmd_generate.cpp)
-void add_train_command(CLI::App& app);   // train                       (cmd_train.cpp)
+void add_train_command(CLI::App& app);   // train, recommenders         (cmd_train.cpp)
 void add_infer_commands(CLI::App& app);  // batch-infer, batch-segment   (cmd_infer.cpp)
 void add_evaluate_command(CLI::App& app);  // evaluate                  (cmd_evaluate.cpp)
 void add_tune_command(CLI::App& app);      // tune                      (cmd_tune.cpp)

@@ -27,6 +27,7 @@
 #include "host/query_lines.h"
 #include "host/ranker.h"
 #include "host/slate.h"
+#include "host/use_cases.h"
 #include "tastebud/atomic_file.h"
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/engine/comm.h"
@@ -128,12 +129,15 @@ struct Recommender::Impl {
   std::optional<Filter> filter;
   std::unordered_map<std::string, uint32_t> user_index, item_index;
   std::unique_ptr<Ranker> ranker;       // what answers (host/ranker.h)
+  const UseCase* use_case = nullptr;    // the domain recommender the model is (host/use_cases.h), or null
   const Scorer* scorer = nullptr;       // the ranker's, for a neural model: two-stage, contexts
   std::vector<uint32_t> popular_order;  // by the ranker's popularity, then index
   std::unique_ptr<GpuScorer> gpu;  // --device cuda (or auto with a GPU): top-K of plain user queries
   // The job configuration's parts (prepare_job).
   std::vector<Filter> promotion_filters;  // options.job.promotions' filters
-  std::vector<uint8_t> explorable;        // within the exploration age cut-off
+  std::vector<uint8_t> explorable;        // cold and within the age cut-off (host/slate.h)
+  std::vector<uint8_t> unscored;          // items whose score exploration ignores (empty: none)
+  std::vector<uint32_t> newest_rank;      // per item, its place by age, newest first
   std::vector<double> popularity_percentile, freshness_percentile;  // per item, for ranking influence
   std::vector<MetadataColumn> metadata_columns;
 
@@ -141,9 +145,11 @@ struct Recommender::Impl {
   const std::vector<float>& popularity() const { return ranker->popularity(); }
   const std::vector<float>& fallback_score() const { return ranker->fallback_scores(); }
   uint32_t num_users() const { return static_cast<uint32_t>(model.user_ids.size()); }
-  std::span<const uint32_t> seen_of(uint32_t user) const {
-    if (model.seen.offsets.empty()) return {};
-    return {model.seen.items.data() + model.seen.offsets[user], model.seen.items.data() + model.seen.offsets[user + 1]};
+  // What the user's answers leave out: excluded.bin's items, else seen.bin's (ModelData::exclusions).
+  std::span<const uint32_t> excluded_of(uint32_t user) const {
+    const SeenItems& lists = model.exclusions();
+    if (lists.offsets.empty()) return {};
+    return {lists.items.data() + lists.offsets[user], lists.items.data() + lists.offsets[user + 1]};
   }
 
   void prepare() {
@@ -236,9 +242,11 @@ struct Recommender::Impl {
     mask_scores(s, allowed);
     mask_seen();
     cpu::top_k(s, q.k, top);
+    std::optional<CatalogShare> share;  // the masked scores: the allowed catalog less seen items
+    if (options.normalize_scores) share.emplace(s, ranker->scores_are_logits());
     for (uint32_t i : top) {
       items.push_back(i);
-      scores.push_back(ranker->shown(s[i]));
+      scores.push_back(share ? (*share)(s[i]) : ranker->shown(s[i]));
     }
     if (items.size() < q.k && ranker->neighbor_lists()) {
       // The service fills a short related list with popular items; they carry no similarity.
@@ -275,7 +283,7 @@ struct Recommender::Impl {
   void for_each_excluded(int64_t user, std::span<const uint32_t> recent, F&& f) const {
     if (options.keep_seen) return;
     if (user >= 0)
-      for (uint32_t i : seen_of(static_cast<uint32_t>(user))) f(i);
+      for (uint32_t i : excluded_of(static_cast<uint32_t>(user))) f(i);
     for (uint32_t i : recent) f(i);
   }
 
@@ -373,16 +381,7 @@ struct Recommender::Impl {
       if (promotion_filters.back().selects_users())
         throw Error(fmt::format("{}: a promotion selects items (ItemID), not users", at));
     }
-    if (job.exploration_weight_or_default() > 0) {
-      // "now" is the dataset's latest timestamp (or --now), so answers do not depend on the clock.
-      const double now = context.catalog.now, cutoff = job.exploration_age_cutoff_or_default() * 86400.0;
-      explorable.assign(num_items(), 0);
-      for (uint32_t i = 0; i < num_items(); ++i) {
-        const double t = context.item_time.empty() ? NAN : context.item_time[i];
-        // An item with no date and no interaction is as new as the model knows.
-        explorable[i] = std::isnan(t) ? popularity()[i] == 0 : !std::isnan(now) && now - t <= cutoff;
-      }
-    }
+    if (job.exploration_weight_or_default() > 0) prepare_exploration(job);
     if (job.popularity_influence > 0 || job.freshness_influence > 0) {
       popularity_percentile = percentiles(std::vector<double>(popularity().begin(), popularity().end()));
       std::vector<double> time = context.item_time;
@@ -390,6 +389,33 @@ struct Recommender::Impl {
       freshness_percentile = percentiles(time);
     }
     metadata_columns = find_metadata_columns(job.metadata_columns, context.catalog);
+  }
+
+  // Explorable items: cold (at most kExplorationMaxInteractions training users) and young (created
+  // within the cut-off; no date: new); their order by age; the cold items whose score is noise.
+  void prepare_exploration(const JobConfig& job) {
+    // "now" is the dataset's latest timestamp (or --now), so answers do not depend on the clock.
+    const double now = context.catalog.now, cutoff = job.exploration_age_cutoff_or_default() * 86400.0;
+    auto time_of = [&](uint32_t i) { return i < context.item_time.size() ? context.item_time[i] : NAN; };
+    explorable.assign(num_items(), 0);
+    for (uint32_t i = 0; i < num_items(); ++i) {
+      const double t = time_of(i);
+      const bool young = std::isnan(t) || (!std::isnan(now) && now - t <= cutoff);
+      explorable[i] = young && popularity()[i] <= kExplorationMaxInteractions;
+    }
+    std::vector<uint32_t> order(num_items());
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
+      const double ta = time_of(a), tb = time_of(b);
+      if (std::isnan(ta) || std::isnan(tb)) return std::isnan(ta) && !std::isnan(tb);  // undated: newest
+      return ta > tb;
+    });
+    newest_rank.resize(num_items());
+    for (uint32_t k = 0; k < num_items(); ++k) newest_rank[order[k]] = k;
+    if (!ranker->scores_cold_items()) {
+      unscored.assign(num_items(), 0);
+      for (uint32_t i = 0; i < num_items(); ++i) unscored[i] = popularity()[i] == 0;
+    }
   }
 
   json item_metadata(int64_t item) const { return host::item_metadata(context.catalog, metadata_columns, item); }
@@ -424,6 +450,8 @@ struct Recommender::Impl {
         if (user < 0) reason = kRecentOnly;
         r.exploration_slots = share_slots(job.exploration_weight_or_default(), q.k);
         r.explorable = explorable;
+        r.unscored = unscored;
+        r.newest_rank = newest_rank;
         r.influence = {job.popularity_influence, job.freshness_influence, popularity_percentile, freshness_percentile};
       }
     } else {
@@ -451,12 +479,15 @@ struct Recommender::Impl {
     r.allowed = allowed;
     r.excluded = excluded;
     const std::vector<SlateEntry> slate = build_slate(r);
+    std::optional<CatalogShare> share;
+    if (options.normalize_scores && q.user_id && !q.item_id)
+      share.emplace(s, !by_popularity && ranker->scores_are_logits(), allowed, excluded);
     json ids = json::array(), scores = json::array(), reasons = json::array(), names = json::array(),
          metadata = json::array();
     for (const SlateEntry& e : slate) {
       ids.push_back(model.item_ids[e.item]);
       const float x = s[e.item];
-      scores.push_back(std::isnan(x) ? 0.0f : by_popularity ? x : ranker->shown(x));
+      scores.push_back(share ? (*share)(x) : std::isnan(x) ? 0.0f : by_popularity ? x : ranker->shown(x));
       const SlotReason why = by_popularity && e.reason == SlotReason::kRelevance ? SlotReason::kPopularityFill : e.reason;
       reasons.push_back(reason_name(why) ? json(reason_name(why)) : json(nullptr));
       names.push_back(e.promotion >= 0 ? json(job.promotions[e.promotion].name) : json(nullptr));
@@ -477,6 +508,7 @@ struct Recommender::Impl {
   }
 
   json answer_query_unwarned(const Query& q, bool& fallback, const TopK* precomputed) const {
+    if (use_case) check_use_case_query(*use_case, q);
     if (options.job.shapes_answers() && !precomputed) {
       if (!q.item_list) return shaped_answer(q, fallback);
       json out = answer_query_plain(q, fallback, nullptr);
@@ -511,6 +543,10 @@ struct Recommender::Impl {
         reason = kRecentOnly;
       } else if (it == user_index.end()) {
         popular(q.k, allowed, {}, items, scores);
+        if (options.normalize_scores) {
+          const CatalogShare share(fallback_score(), false, allowed);
+          for (float& x : scores) x = share(x);
+        }
         reason = "unknown user: the most popular items";
         fallback = true;
       } else {
@@ -542,6 +578,18 @@ struct Recommender::Impl {
                        [&](const json& input) { return answer_query(parse_query(input, options.num_results, model, item_index), result.fallback); });
   }
 
+  // A domain recommender answers the queries the service's GetRecommendations takes for it.
+  static void check_use_case_query(const UseCase& u, const Query& q) {
+    const bool user = q.user_id.has_value(), item = q.item_id.has_value();
+    if (q.item_list) throw LineError(fmt::format("the {} recommender answers GetRecommendations lines, not an itemList", u.name));
+    if (u.query == QueryNeeds::kUser && (!user || item))
+      throw LineError(fmt::format("the {} recommender answers {{\"userId\"}} lines", u.name));
+    if (u.query == QueryNeeds::kItem && !item)
+      throw LineError(fmt::format("the {} recommender answers {{\"itemId\"}} lines (a userId beside it is optional)", u.name));
+    if (u.query == QueryNeeds::kUserAndItem && !(user && item))
+      throw LineError(fmt::format("the {} recommender answers lines with both a userId and an itemId", u.name));
+  }
+
   // ---- The GPU path ----
 
   // A line the GPU answers: a known user's top-K (no itemList), exact (no two-stage on the GPU).
@@ -562,6 +610,7 @@ struct Recommender::Impl {
       const Query& q = request.query;
       if (!q.user_id || q.item_id || q.item_list || !q.recent.empty()) return false;
       if (options.job.shapes_answers()) return false;  // exploration, promotions, influence, metadata: the CPU
+      if (options.normalize_scores) return false;      // the shares need every item's score
       const auto it = user_index.find(*q.user_id);
       if (it == user_index.end()) return false;
       request.user = it->second;
@@ -613,7 +662,7 @@ struct Recommender::Impl {
           else contexts.insert(contexts.end(), context.begin(), context.end());
         }
         if (!options.keep_seen) {
-          const auto seen = seen_of(r.user);
+          const auto seen = excluded_of(r.user);
           exclude.insert(exclude.end(), seen.begin(), seen.end());
         }
         offsets.push_back(exclude.size());
@@ -681,7 +730,7 @@ struct Recommender::Impl {
       if (item_id && !options.keep_seen) {
         // Users who already interacted with the item are not a segment to reach.
         for (uint32_t u = 0; u < num_users(); ++u) {
-          const auto seen = seen_of(u);
+          const auto seen = excluded_of(u);
           if (std::binary_search(seen.begin(), seen.end(), items[0])) affinity[u] = NAN;
         }
       }
@@ -708,8 +757,16 @@ Recommender::Recommender(std::shared_ptr<const ModelData> model, InferenceContex
            "inference: the catalog and the model list different items");
   if (impl_->options.candidates > 0 && !(impl_->model.params && impl_->model.params->config.has_gmf()))
     throw Error("--candidates: two-stage retrieval ranks candidates by the GMF branch; this model has none");
+  if (impl_->options.candidates > 0 && impl_->options.normalize_scores)
+    throw Error("`normalize_scores`: a share of the catalog needs every item's score, and two-stage retrieval "
+                "(`candidates`) scores only its candidates");
   if (!std::isnan(impl_->options.now)) impl_->context.catalog.now = impl_->options.now;
   if (!impl_->options.filter.empty()) impl_->filter.emplace(impl_->options.filter, impl_->context.catalog);
+  impl_->use_case = use_case_named(impl_->model.use_case);
+  // A use case that explores new items (recommended-for-you) does so unless a job configuration or
+  // flag says otherwise, with the service's default age cut-off.
+  if (impl_->use_case && impl_->use_case->exploration_weight > 0 && !impl_->options.job.exploration_weight)
+    impl_->options.job.exploration_weight = impl_->use_case->exploration_weight;
   impl_->prepare();
   impl_->prepare_job();
   if (impl_->options.device == "cuda" && impl_->model.params) {

@@ -59,6 +59,11 @@ struct InferenceOptions {
   bool keep_seen = false;     // keep the user's interacted items in recommendations
   uint32_t candidates = 0;    // > 0: two-stage retrieval, this many GMF candidates reranked
   uint32_t threads = 0;       // 0: all cores
+  // {"userId"} answers' scores as the service gives them: each item's share of the whole allowed
+  // catalog's scores (the softmax of a neural model's logits; a recipe's score / their sum), so
+  // the catalog's shares sum to 1 (host/slate.h CatalogShare). Related items and rankings keep
+  // the model's scale. Needs every item's score: not with `candidates`; answered on the CPU.
+  bool normalize_scores = false;
   // Exploration, ranking influence, promotions, metadata columns (host/job_config.h): lines such
   // a job shapes are answered on the CPU (host/slate.h), the others as before.
   JobConfig job;

@@ -26,6 +26,15 @@ namespace tastebud::host {
 // The service's default share of exploration slots when a job configuration is given.
 constexpr double kDefaultExplorationWeight = 0.3;
 constexpr double kDefaultExplorationAgeCutOffDays = 30;
+// Exploration explores items with little interaction data (host/slate.h): at most this many
+// training users interacted with the item (the ranker's popularity(): distinct users for the
+// neural models and sasrec, the recipe's own count for recipes), and it is within the age cut-off.
+// A count, not a share of the catalog: what a model knows of an item depends on that item's own
+// interactions, and below 5 users collaborative models learn little (the usual 5-core rule of the
+// literature drops such items as unlearnable). A percentile would call nothing but the items
+// without any interaction cold on a catalog where a tenth of the items have none, and call items
+// 20 users took "little data" on a dense one such as MovieLens.
+constexpr float kExplorationMaxInteractions = 4;
 
 struct Promotion {
   std::string name;
@@ -37,6 +46,9 @@ struct Promotion {
 struct JobConfig {
   // Unset: no exploration (no job configuration) or the service's default 0.3 (a configuration
   // without the key); see exploration_weight_or_default.
+  // The share of a user's slots given to explorable items: cold (at most
+  // kExplorationMaxInteractions training users) AND created within the age cut-off (an item
+  // without a date counts as new); host/slate.h says why AND.
   std::optional<double> exploration_weight;        // 0..1
   std::optional<double> exploration_age_cutoff;    // days, > 0
   double popularity_influence = 0;                 // rankingInfluence.POPULARITY, 0..1

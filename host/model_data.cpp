@@ -52,6 +52,8 @@ ModelParams fold_dataset_features(const ModelParams& params, ModelData& m, const
       widened.user_gmf.values.resize(widened.user_gmf.values.size() + static_cast<size_t>(added) * widened.user_gmf.cols(), 0.0f);
       widened.user_mlp.values.resize(widened.user_mlp.values.size() + static_cast<size_t>(added) * widened.user_mlp.cols(), 0.0f);
       if (!m.seen.offsets.empty()) m.seen.offsets.resize(c.num_users + 1, m.seen.offsets.back());
+      if (m.excluded && !m.excluded->offsets.empty())
+        m.excluded->offsets.resize(c.num_users + 1, m.excluded->offsets.back());
     }
   }
   FeatureInputs users, items;
@@ -98,8 +100,16 @@ void load_neural(const fs::path& dir, ModelData& m) {
                          c.has_metadata() ? "metadata" : "context", m.data.string()));
     const datasets::Dataset dataset = datasets::Dataset::open(m.data);
     if (c.has_context()) m.context = context_values(c.context, dataset);
+    m.item_metadata = c.item_features.enabled();
     if (c.has_metadata()) m.params = fold_dataset_features(*m.params, m, dataset);  // may add users
   }
+}
+
+// seen.bin and excluded.bin hold one list per user of user_ids.json (or none at all).
+void check_user_count(const SeenItems& lists, const ModelData& m, const fs::path& file) {
+  if (!lists.offsets.empty() && lists.offsets.size() != m.user_ids.size() + 1)
+    throw Error(fmt::format("{}: {} covers {} users but user_ids.json lists {}", file.parent_path().string(),
+                            file.filename().string(), lists.offsets.size() - 1, m.user_ids.size()));
 }
 
 // The recipes: recipe.bin, checked against the id files.
@@ -124,6 +134,7 @@ ModelData load_model_dir(const fs::path& dir) {
     config = nlohmann::json::parse(read_file(dir / "config.json"));
     kind = config.at("model").get<std::string>();
     m.data = config.value("data", std::string());
+    m.use_case = config.value("use_case", std::string());
     if (const auto recipe = config.find("recipe"); recipe != config.end() && recipe->is_object()) {
       m.recent_items = recipe->value("recent_items", m.recent_items);
       m.recent_decay = recipe->value("recent_decay", m.recent_decay);
@@ -140,6 +151,8 @@ ModelData load_model_dir(const fs::path& dir) {
   m.user_ids = read_ids(dir / "user_ids.json");
   m.item_ids = read_ids(dir / "item_ids.json");
   if (fs::exists(dir / "seen.bin")) m.seen = read_seen(dir / "seen.bin", static_cast<uint32_t>(m.item_ids.size()));
+  if (fs::exists(dir / "excluded.bin"))
+    m.excluded = read_seen(dir / "excluded.bin", static_cast<uint32_t>(m.item_ids.size()));
   if (is_recipe(m.kind)) {
     load_recipe(dir, m);
   } else if (m.kind == ModelType::kSASRec) {
@@ -148,9 +161,8 @@ ModelData load_model_dir(const fs::path& dir) {
   } else {
     load_neural(dir, m);
   }
-  if (!m.seen.offsets.empty() && m.seen.offsets.size() != m.user_ids.size() + 1)
-    throw Error(fmt::format("{}: seen.bin covers {} users but user_ids.json lists {}", dir.string(),
-                            m.seen.offsets.size() - 1, m.user_ids.size()));
+  check_user_count(m.seen, m, dir / "seen.bin");
+  if (m.excluded) check_user_count(*m.excluded, m, dir / "excluded.bin");
   return m;
 }
 

@@ -28,7 +28,13 @@ struct ModelData {
   ModelType kind = ModelType::kNeuMF;
   std::vector<std::string> user_ids, item_ids;
   SeenItems seen;                     // may be empty (no user has seen anything)
+  // excluded.bin's items when the model has one (--exclude-events, some use cases): what answers
+  // leave out instead of seen's.
+  std::optional<SeenItems> excluded;
   std::optional<ModelParams> params;  // the neural models
+  // A neural model trained with item metadata (folded into params): an item without training
+  // interactions still scores through its metadata rows, so its score means something.
+  bool item_metadata = false;
   RecipeData recipe;                  // recipes; sasrec: popularity and each user's latest items
   std::optional<SequenceParams> sequence;  // sasrec
   std::filesystem::path data;         // the dataset it was trained on ("" when unknown)
@@ -40,6 +46,11 @@ struct ModelData {
   // --recent-items and --recent-decay otherwise): the newest this many, weighted decay^age.
   uint32_t recent_items = 10;
   double recent_decay = 0.6;
+  // The domain recommender this model is (config.json's "use_case", host/use_cases.h); "" when none.
+  std::string use_case;
+
+  // The items a user's answers leave out: excluded.bin's when the model has one, else seen.bin's.
+  const SeenItems& exclusions() const { return excluded ? *excluded : seen; }
 };
 
 // Reads and checks config.json, the id files, seen.bin and model.bin or recipe.bin (sasrec: and

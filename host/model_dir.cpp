@@ -1,10 +1,12 @@
 #include "host/model_dir.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "host/split.h"
 #include "tastebud/checksum.h"
 #include "tastebud/engine/model_io.h"
 #include "tastebud/error.h"
@@ -85,6 +87,27 @@ namespace {
 constexpr const char* kCheckedFiles[] = {"user_ids.json", "item_ids.json", "vocabularies.json"};
 }
 
+void write_excluded(const datasets::Dataset& dataset, const std::vector<std::string>& event_types,
+                    const std::filesystem::path& path) {
+  std::vector<uint8_t> wanted(dataset.event_types.size(), 0);
+  for (const std::string& type : event_types)
+    if (type != "none") wanted[find_event_type(dataset, type)] = 1;
+  const datasets::Interactions& rows = dataset.interactions;
+  SeenItems out;
+  out.offsets.push_back(0);
+  std::vector<uint32_t> items;
+  for (uint32_t u = 0; u < dataset.num_users(); ++u) {
+    items.clear();
+    for (uint64_t r = rows.user_offsets[u]; r < rows.user_offsets[u + 1]; ++r)
+      if (wanted[rows.event_type[r]]) items.push_back(rows.item[r]);
+    std::sort(items.begin(), items.end());
+    items.erase(std::unique(items.begin(), items.end()), items.end());
+    out.items.insert(out.items.end(), items.begin(), items.end());
+    out.offsets.push_back(out.items.size());
+  }
+  write_seen(out, path);
+}
+
 nlohmann::json file_checksums(const std::filesystem::path& dir) {
   nlohmann::json sums = nlohmann::json::object();
   for (const char* name : kCheckedFiles) {
@@ -136,7 +159,7 @@ namespace {
 constexpr const char* kModelFiles[] = {"model.bin",         "checkpoint.bin", "config.json",
                                        "user_ids.json",     "item_ids.json",  "seen.bin",
                                        "vocabularies.json", "metrics.jsonl",  "baseline.json",
-                                       "recipe.bin"};
+                                       "recipe.bin",        "excluded.bin"};
 
 bool same_file(const std::filesystem::path& a, const std::filesystem::path& b) {
   std::error_code ec;

@@ -5,6 +5,9 @@
 //   metrics.jsonl    one row per epoch
 //   user_ids.json, item_ids.json   dense index -> external id
 //   seen.bin         the training positives per user (CSR), removed from recommendations
+//   excluded.bin     when the model names event types to leave out (--exclude-events, a use case
+//                    that leaves out only purchases): each user's items of those types, removed
+//                    from recommendations instead of seen.bin's
 //   recipe.bin       recipes; sasrec: popularity and each user's latest items
 //   sequence.bin, sequence_checkpoint.bin   sasrec: the best epoch's parameters; the last finished
 //                    epoch's parameters, Adam's moments and progress (host/sequence_training.h)
@@ -39,6 +42,10 @@ void write_seen(const SeenItems& seen, const std::filesystem::path& path);
 // below num_items, each user's items sorted): a damaged file is an Error "corrupt: FILE: ...".
 SeenItems read_seen(const std::filesystem::path& path, uint32_t num_items);
 void check_seen(const SeenItems& seen, uint32_t num_items, const std::filesystem::path& path);
+// excluded.bin: per user, the items of the user's events of `event_types` (names matched as
+// find_event_type does) over every row of `dataset`, sorted, in seen.bin's format.
+void write_excluded(const datasets::Dataset& dataset, const std::vector<std::string>& event_types,
+                    const std::filesystem::path& path);
 
 // The CRC-32 of the id files (and vocabularies.json when there is one), which config.json records ("checksums") after they are written;
 // check_file_checksums throws "corrupt: FILE" for a file whose bytes no longer match.

@@ -122,6 +122,8 @@ class NeuralRanker final : public Ranker {
   }
 
   float shown(float score) const override { return sigmoid(score); }
+  bool scores_are_logits() const override { return true; }
+  bool scores_cold_items() const override { return model_.item_metadata; }
   bool answers_segments() const override { return true; }
   const Scorer* scorer() const override { return &scorer_; }
 
@@ -336,6 +338,8 @@ class SequenceRanker final : public Ranker {
   }
 
   float shown(float score) const override { return sigmoid(score); }
+  bool scores_are_logits() const override { return true; }
+  bool scores_cold_items() const override { return false; }  // id-only item rows
   bool answers_segments() const override { return true; }
 
   void user_affinity(std::span<const uint32_t> items, std::vector<float>& affinity) const override {

@@ -39,6 +39,14 @@ class Ranker {
                     std::span<float> out) const;
   // A score as an answer shows it.
   virtual float shown(float score) const { return score; }
+  // Whether the scores are logits (the neural models, sasrec), whose share of the catalog is their
+  // softmax; otherwise they are counts or sums >= 0, whose share is score / sum.
+  virtual bool scores_are_logits() const { return false; }
+  // Whether the score of an item without training interactions (popularity() 0) says anything:
+  // the recipes' scores are what their tables hold (NaN or a count) and a metadata model scores
+  // such an item through its metadata rows, but an id-only model's row for it never saw a positive
+  // (its initialisation, or what negative sampling pushed down): noise, which exploration ignores.
+  virtual bool scores_cold_items() const { return true; }
 
   // Per item, what the popularity fallback orders by, and the score it shows on the model's own
   // scale (neural models: the share of training users who interacted with the item, a probability

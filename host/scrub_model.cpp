@@ -89,7 +89,7 @@ void write_scrubbed(const fs::path& dir, const fs::path& to, const json& config,
   const uint32_t items = static_cast<uint32_t>(read_ids(dir / "item_ids.json").size());
   for (const auto& entry : fs::directory_iterator(dir)) {
     const std::string name = entry.path().filename().string();
-    if (name == "user_ids.json" || name == "seen.bin" || name == "model.bin" ||
+    if (name == "user_ids.json" || name == "seen.bin" || name == "excluded.bin" || name == "model.bin" ||
         name == "checkpoint.bin" || name == "config.json" || name == "recipe.bin") {
       continue;
     }
@@ -100,8 +100,9 @@ void write_scrubbed(const fs::path& dir, const fs::path& to, const json& config,
     if (keep[u]) kept_ids.push_back(ids[u]);
   }
   write_file_atomically(to / "user_ids.json", kept_ids.dump());
-  if (fs::exists(dir / "seen.bin"))
-    write_seen(keep_seen(read_seen(dir / "seen.bin", items), keep), to / "seen.bin");
+  for (const char* lists : {"seen.bin", "excluded.bin"}) {
+    if (fs::exists(dir / lists)) write_seen(keep_seen(read_seen(dir / lists, items), keep), to / lists);
+  }
   if (fs::exists(dir / "recipe.bin")) {
     RecipeData recipe = read_recipe(dir / "recipe.bin", items);
     TB_CHECK(recipe.latest.offsets.empty() || recipe.latest.offsets.size() == keep.size() + 1,

@@ -51,6 +51,7 @@ struct Loaded {
   std::shared_ptr<const ModelData> model;  // once in memory, whatever the filters and shapes asked for
   InferenceContext context;
   std::shared_ptr<const Recommender> plain;
+  bool normalize_scores = false;  // ServeOptions::normalize_scores, for every recommender
   mutable std::mutex filters_mutex;
   mutable std::map<std::string, std::shared_ptr<const Recommender>> by_filter;
 
@@ -64,6 +65,7 @@ struct Loaded {
     InferenceOptions options;
     options.filter = filter;
     options.device = "cpu";
+    options.normalize_scores = normalize_scores;
     std::shared_ptr<const Recommender> r;
     try {
       if (!filter.empty() && filter_selects_users(filter))
@@ -95,6 +97,7 @@ std::shared_ptr<const Loaded> load(const ServeOptions& o) {
   loaded->context = load_context(*loaded->model, !data.empty() && fs::exists(data) ? data : fs::path());
   InferenceOptions options;
   options.device = "cpu";
+  options.normalize_scores = loaded->normalize_scores = o.normalize_scores;
   loaded->plain = std::make_shared<const Recommender>(loaded->model, loaded->context, options);
   return loaded;
 }

@@ -45,6 +45,7 @@ struct ServeOptions {
   size_t max_body = 1 << 20;     // request bodies above it get 413
   double reload_poll_seconds = 1.0;  // how often `current` is looked at (with `models`)
   size_t max_sessions = 100000;  // users and sessions whose latest events are kept for their next answer (LRU)
+  bool normalize_scores = false;  // user answers' scores as shares of the catalog (InferenceOptions)
 };
 
 class Server {

@@ -31,6 +31,32 @@ std::vector<uint32_t> best_items(const SlateRequest& r, const std::vector<uint8_
   return top;
 }
 
+// Exploration's order: scored items first, best first; then the unscored; ties newest first, then
+// by index.
+struct ExplorationOrder {
+  const SlateRequest& r;
+  bool scored(uint32_t i) const { return !std::isnan(r.scores[i]) && !marks(r.unscored, i); }
+  uint32_t newness(uint32_t i) const { return r.newest_rank.empty() ? i : r.newest_rank[i]; }
+  bool operator()(uint32_t a, uint32_t b) const {
+    const bool sa = scored(a), sb = scored(b);
+    if (sa != sb) return sa;
+    if (sa && r.scores[a] != r.scores[b]) return r.scores[a] > r.scores[b];
+    return newness(a) != newness(b) ? newness(a) < newness(b) : a < b;
+  }
+};
+
+// The `count` first explorable items in exploration's order that the request filter allows and
+// `blocked` does not hold.
+std::vector<uint32_t> exploration_items(const SlateRequest& r, const std::vector<uint8_t>& blocked, size_t count) {
+  std::vector<uint32_t> pool;
+  for (uint32_t i = 0; i < r.explorable.size(); ++i)
+    if (r.explorable[i] && !blocked[i] && !marks(r.excluded, i) && allows(r.allowed, i)) pool.push_back(i);
+  const size_t n = std::min(count, pool.size());
+  std::partial_sort(pool.begin(), pool.begin() + static_cast<std::ptrdiff_t>(n), pool.end(), ExplorationOrder{r});
+  pool.resize(n);
+  return pool;
+}
+
 size_t candidate_count(uint32_t k) { return std::max<size_t>(200, 4 * static_cast<size_t>(k)); }
 
 // The relevance slots' items: the allowed candidates in blended order (relevance alone when no
@@ -98,6 +124,28 @@ uint32_t share_slots(double fraction, uint32_t k) {
   return static_cast<uint32_t>(std::floor(fraction * k + 0.5 + 1e-9));
 }
 
+CatalogShare::CatalogShare(std::span<const float> scores, bool logits, std::span<const uint8_t> allowed,
+                           std::span<const uint8_t> excluded)
+    : logits_(logits) {
+  auto counted = [&](size_t i) { return !std::isnan(scores[i]) && allows(allowed, static_cast<uint32_t>(i)) && !marks(excluded, static_cast<uint32_t>(i)); };
+  if (logits_) {
+    for (size_t i = 0; i < scores.size(); ++i)
+      if (counted(i)) max_ = std::max(max_, static_cast<double>(scores[i]));
+    if (!std::isfinite(max_)) return;
+    for (size_t i = 0; i < scores.size(); ++i)
+      if (counted(i)) sum_ += std::exp(static_cast<double>(scores[i]) - max_);
+  } else {
+    for (size_t i = 0; i < scores.size(); ++i)
+      if (counted(i)) sum_ += std::max(0.0, static_cast<double>(scores[i]));
+  }
+}
+
+float CatalogShare::operator()(float score) const {
+  if (std::isnan(score) || !(sum_ > 0)) return 0.0f;
+  const double part = logits_ ? std::exp(static_cast<double>(score) - max_) : std::max(0.0, static_cast<double>(score));
+  return static_cast<float>(part / sum_);
+}
+
 std::vector<double> percentiles(std::span<const double> values) {
   const size_t n = values.size();
   std::vector<double> out(n, 1.0);
@@ -138,7 +186,7 @@ std::vector<SlateEntry> build_slate(const SlateRequest& r) {
   if (!r.explorable.empty() && explore > 0) {
     std::vector<uint8_t> blocked = taken;
     for (size_t k = 0; k < std::min<size_t>(ordered.size(), left - explore); ++k) blocked[ordered[k]] = 1;
-    for (uint32_t i : best_items(r, blocked, explore, [&](uint32_t i) { return allows(r.allowed, i) && r.explorable[i]; })) {
+    for (uint32_t i : exploration_items(r, blocked, explore)) {
       special.push_back({i, SlotReason::kExploration, -1});
       taken[i] = 1;
       --left;
@@ -157,11 +205,9 @@ std::vector<SlateEntry> build_slate(const SlateRequest& r) {
     regular.push_back({i, SlotReason::kPopularityFill, -1});
     taken[i] = 1;
   }
-  // Sorted among themselves: best relevance first (unscored last, by index).
-  auto score = [&](uint32_t i) { return std::isnan(r.scores[i]) ? -FLT_MAX : r.scores[i]; };
-  std::stable_sort(special.begin(), special.end(), [&](const SlateEntry& x, const SlateEntry& y) {
-    return score(x.item) > score(y.item) || (score(x.item) == score(y.item) && x.item < y.item);
-  });
+  // Sorted among themselves: best relevance first (unscored last, newest first, then by index).
+  std::stable_sort(special.begin(), special.end(),
+                   [order = ExplorationOrder{r}](const SlateEntry& x, const SlateEntry& y) { return order(x.item, y.item); });
   const uint32_t length = static_cast<uint32_t>(special.size() + regular.size());
   const std::vector<uint32_t> positions = special_positions(r, static_cast<uint32_t>(special.size()), length);
   std::vector<SlateEntry> out;

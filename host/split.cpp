@@ -1,6 +1,7 @@
 #include "host/split.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 
 #include <fmt/format.h>
@@ -73,6 +74,25 @@ EventRule parse_event_rule(const std::string& text) {
   return rule;
 }
 
+uint32_t find_event_type(const datasets::Dataset& dataset, std::string_view name) {
+  const size_t types = dataset.event_types.size();
+  for (size_t t = 0; t < types; ++t)
+    if (dataset.event_types[t] == name) return static_cast<uint32_t>(t);
+  auto lower = [](std::string_view text) {
+    std::string out(text);
+    for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return out;
+  };
+  std::vector<uint32_t> matches;
+  for (size_t t = 0; t < types; ++t)
+    if (lower(dataset.event_types[t]) == lower(name)) matches.push_back(static_cast<uint32_t>(t));
+  if (matches.size() == 1) return matches[0];
+  std::string known;
+  for (size_t k = 0; k < types; ++k) known += (k ? ", " : "") + fmt::format("'{}'", dataset.event_types[k]);
+  throw Error(fmt::format("event type '{}' is not in the dataset, which has {}{}", name, known,
+                          matches.empty() ? "" : " (several differ from it only in case: spell it exactly)"));
+}
+
 EventWeights::EventWeights(const datasets::Dataset& dataset, const std::vector<EventRule>& rules,
                            const std::vector<uint8_t>* excluded)
     : excluded_(excluded) {
@@ -89,14 +109,7 @@ EventWeights::EventWeights(const datasets::Dataset& dataset, const std::vector<E
   for (const EventRule& rule : rules) {
     TB_CHECK(rule.weight > 0.0f && std::isfinite(rule.weight),
              fmt::format("event type '{}': the weight must be a positive number", rule.event_type));
-    size_t t = 0;
-    while (t < types && dataset.event_types[t] != rule.event_type) ++t;
-    if (t == types) {
-      std::string known;
-      for (size_t k = 0; k < types; ++k) known += (k ? ", " : "") + fmt::format("'{}'", dataset.event_types[k]);
-      throw Error(fmt::format("event type '{}' in the event list is not in the dataset, which has {}",
-                              rule.event_type, known));
-    }
+    const uint32_t t = find_event_type(dataset, rule.event_type);
     weight_[t] = rule.weight;
     threshold_[t] = rule.value_threshold ? *rule.value_threshold : NAN;
   }

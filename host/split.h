@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "tastebud/datasets/dataset.h"
@@ -30,6 +31,11 @@ struct EventRule {
   float weight = 1.0f;
 };
 EventRule parse_event_rule(const std::string& text);  // TYPE[:THRESHOLD[:WEIGHT]]
+
+// The index of the dataset's event type `name`: the type spelled exactly so, else the one type
+// that matches it ignoring case (the service's View, Purchase, Watch, Click against an export's
+// view, purchase, ...). Throws an Error naming the dataset's types when none (or several) match.
+uint32_t find_event_type(const datasets::Dataset& dataset, std::string_view name);
 
 // Event rules resolved against a dataset's event types; without rules every event counts once.
 class EventWeights {

@@ -86,6 +86,18 @@ struct TrainJob {
   // Events that train the model, TYPE[:THRESHOLD[:WEIGHT]] each (see EventRule in split.h); from
   // --event flags or the job file's [[events]] tables. Empty: every event counts once.
   std::vector<std::string> events;
+  // Event types whose items a user's answers leave out (excluded.bin, host/model_dir.h), over every
+  // row of the dataset; empty: the items of seen.bin (every item the model trained on for the user).
+  std::vector<std::string> exclude_events;
+  // A domain recommender of the service (host/use_cases.h): it fixes the model, the events, the
+  // exclusions and the recipe's settings; empty: none.
+  std::string use_case;
+  // Which of the dataset's event types play the service's roles for a use case, ROLE=TYPE[,TYPE]
+  // (roles view, purchase, watch, click); a role not named takes the types spelled as it is.
+  std::vector<std::string> event_map;
+  // A use case that picks "the best model for the data" trains these and keeps the best on the
+  // validation split; empty: its defaults (host/use_cases.h).
+  std::vector<std::string> candidates;
   std::filesystem::path config_file;  // the TOML job file, for its [[events]] tables
   // Metadata in the model: auto (items when the dataset has Items fields; none for mf), none, items,
   // users or both (host/features.h); the textual field's token hashes are folded to text_buckets rows.

@@ -54,6 +54,7 @@ json job_to_json(const TrainPlan& plan) {
               {"impression_negatives", job.impression_negatives},
               {"events", plan.event_rules}};
   // Only when used, so that runs from before these options existed still resume.
+  if (!job.exclude_events.empty()) j["exclude_events"] = job.exclude_events;
   if (job.validation_users > 0 && plan.protocol != EvalProtocol::kNone) {
     j["validation_users"] = job.validation_users;
   }
@@ -247,7 +248,8 @@ struct RunState {
 class RunDirectory {
  public:
   RunDirectory(const TrainPlan& plan, Communicator& comm)
-      : out_(plan.job.out), checkpoint_(out_ / "checkpoint.bin"), job_json_(job_to_json(plan)), comm_(comm) {}
+      : out_(plan.job.out), checkpoint_(out_ / "checkpoint.bin"), job_json_(job_to_json(plan)),
+        exclude_events_(plan.job.exclude_events), comm_(comm) {}
 
   bool writer() const { return comm_.root(); }
   const fs::path& checkpoint() const { return checkpoint_; }
@@ -301,6 +303,7 @@ class RunDirectory {
     write_ids(dataset.user_ids, out_ / "user_ids.json");
     write_ids(dataset.item_ids, out_ / "item_ids.json");
     write_seen(seen_of(split.train), out_ / "seen.bin");  // every training row, the validation's too
+    if (!exclude_events_.empty()) write_excluded(dataset, exclude_events_, out_ / "excluded.bin");
     write_vocabularies(dataset, config, out_ / "vocabularies.json");
     json config_json = job_json_;
     config_json["model_config"] = json::parse(config_to_json(config));
@@ -342,6 +345,7 @@ class RunDirectory {
  private:
   fs::path out_, checkpoint_;
   json job_json_;
+  std::vector<std::string> exclude_events_;
   json resumed_;  // the checkpoint's record of the interrupted run
   Communicator& comm_;
 };

@@ -863,6 +863,229 @@ TEST(Slates, SegmentFiltersSelectUsers) {
   EXPECT_FALSE(ask(r, R"({"userId": "u0"})").at("error").is_null());
 }
 
+// ---- Exploration as the service describes it: cold and new items (issue 24) ------------------
+
+// 40 users (every one 1) and 30 items: w0-w19 warm (logit 10 - 0.1 k, each seen by 10 users, user
+// u seeing w(u) .. w(u + 4) mod 20), created 200 days ago but w19 yesterday; c0-c9 cold (no
+// interaction, logit 0.1 j: what an id-only model's untrained rows say is noise), c<j> created
+// j + 1 days ago, c5 without a date, c9 100 days ago. Now is day 1000.
+constexpr double kColdShopNow = 1000 * kDay;
+
+ModelData cold_shop_model() {
+  ModelData m;
+  m.kind = ModelType::kGMF;
+  for (int u = 0; u < 40; ++u) m.user_ids.push_back(fmt::format("u{}", u));
+  std::vector<float> items;
+  for (int k = 0; k < 20; ++k) {
+    m.item_ids.push_back(fmt::format("w{}", k));
+    items.push_back(10.0f - 0.1f * static_cast<float>(k));
+  }
+  for (int j = 0; j < 10; ++j) {
+    m.item_ids.push_back(fmt::format("c{}", j));
+    items.push_back(0.1f * static_cast<float>(j));
+  }
+  ModelParams p;
+  p.config.kind = ModelKind::kGMF;
+  p.config.num_users = 40;
+  p.config.num_items = 30;
+  p.config.factors = 1;
+  p.user_gmf = tensor({40, 1}, std::vector<float>(40, 1.0f));
+  p.item_gmf = tensor({30, 1}, items);
+  p.head_weight = tensor({1}, {1});
+  p.head_bias = tensor({1}, {0});
+  m.params = p;
+  m.seen.offsets = {0};
+  for (uint32_t u = 0; u < 40; ++u) {
+    std::vector<uint32_t> seen;
+    for (uint32_t j = 0; j < 5; ++j) seen.push_back((u + j) % 20);
+    std::sort(seen.begin(), seen.end());
+    m.seen.items.insert(m.seen.items.end(), seen.begin(), seen.end());
+    m.seen.offsets.push_back(m.seen.items.size());
+  }
+  return m;
+}
+
+InferenceContext cold_shop_context() {
+  InferenceContext c;
+  c.catalog.item_ids = cold_shop_model().item_ids;
+  for (int k = 0; k < 20; ++k) c.item_time.push_back(kColdShopNow - (k == 19 ? 1 : 200) * kDay);
+  for (int j = 0; j < 10; ++j) c.item_time.push_back(j == 5 ? NAN : kColdShopNow - (j == 9 ? 100 : j + 1) * kDay);
+  c.catalog.now = kColdShopNow;
+  return c;
+}
+
+Recommender cold_shop(ModelData m, const std::string& job) {
+  InferenceOptions options;
+  options.job = job_of(job);
+  return Recommender(std::move(m), cold_shop_context(), options);
+}
+
+const std::string kExplore30 = R"({"itemExplorationConfig": {"explorationWeight": "0.3", "explorationItemAgeCutOff": "30"}})";
+
+TEST(Exploration, ColdAndYoungItemsTakeTheWeightsShareEveryAnswer) {
+  const Recommender r = cold_shop(cold_shop_model(), kExplore30);
+  EXPECT_EQ(share_slots(0.3, 10), 3u);
+  for (int u = 0; u < 40; ++u) {
+    const json a = ask(r, fmt::format(R"({{"userId": "u{}", "numResults": 10}})", u));
+    // Id-only model: the cold items' scores are noise, so the newest go first: c5 (no date: new),
+    // then c0 (1 day), c1 (2 days). w19 is young but ten users took it: not explored.
+    EXPECT_EQ(sorted(items_where(a, "reasons", "exploration")), (std::vector<std::string>{"c0", "c1", "c5"})) << a.dump();
+    EXPECT_EQ(count_of(a, "reasons", nullptr), 7u) << a.dump();
+    for (const std::string& id : items_where(a, "reasons", nullptr)) EXPECT_EQ(id[0], 'w') << a.dump();
+  }
+  // Weight 0: none; the seven best unseen warm items and three more, all warm.
+  const Recommender off = cold_shop(cold_shop_model(), R"({"itemExplorationConfig": {"explorationWeight": 0, "explorationItemAgeCutOff": "30"}})");
+  const json a = ask(off, R"({"userId": "u0", "numResults": 10})");
+  EXPECT_EQ(count_of(a, "reasons", "exploration"), 0u);
+  EXPECT_EQ(items_of(a), (std::vector<std::string>{"w5", "w6", "w7", "w8", "w9", "w10", "w11", "w12", "w13", "w14"}));
+}
+
+TEST(Exploration, AMetadataModelsScoresRankTheColdItemsAndTheCutOffBinds) {
+  // Items scored through their metadata rows: the model's relevance orders the cold items, c8 >
+  // c7 > c6 (c9 scores best but is 100 days old: past the 30-day cut-off).
+  ModelData m = cold_shop_model();
+  m.item_metadata = true;
+  json a = ask(cold_shop(m, kExplore30), R"({"userId": "u3", "numResults": 10})");
+  EXPECT_EQ(items_where(a, "reasons", "exploration"), (std::vector<std::string>{"c8", "c7", "c6"})) << a.dump();
+  // A cut-off of 200 days lets c9 in (the warm items, 200 days old, have too many users).
+  a = ask(cold_shop(m, R"({"itemExplorationConfig": {"explorationWeight": "0.3", "explorationItemAgeCutOff": "200"}})"),
+          R"({"userId": "u3", "numResults": 10})");
+  EXPECT_EQ(items_where(a, "reasons", "exploration"), (std::vector<std::string>{"c9", "c8", "c7"})) << a.dump();
+  // A cut-off of 1.5 days: c0 (1 day) and c5 (no date) only; the third slot goes to relevance.
+  a = ask(cold_shop(m, R"({"itemExplorationConfig": {"explorationWeight": "0.3", "explorationItemAgeCutOff": "1.5"}})"),
+          R"({"userId": "u3", "numResults": 10})");
+  EXPECT_EQ(items_where(a, "reasons", "exploration"), (std::vector<std::string>{"c5", "c0"})) << a.dump();
+  EXPECT_EQ(count_of(a, "reasons", nullptr), 8u);
+}
+
+TEST(Exploration, ARecipesEqualScoresGoNewestFirst) {
+  // Popularity: the cold items all score 0, so the newest are explored.
+  ModelData m = cold_shop_model();
+  m.kind = ModelType::kPopularity;
+  m.params.reset();
+  m.recipe.kind = "popularity";
+  for (uint32_t i = 0; i < 30; ++i) m.recipe.popularity.push_back(i < 20 ? 100.0f - static_cast<float>(i) : 0.0f);
+  m.recipe.item_scores = m.recipe.popularity;
+  const json a = ask(cold_shop(m, kExplore30), R"({"userId": "u0", "numResults": 10})");
+  EXPECT_EQ(items_where(a, "reasons", "exploration"), (std::vector<std::string>{"c5", "c0", "c1"})) << a.dump();
+}
+
+// A random GMF over 200 users and 100 items, the last 20 cold and young, the warm ones old: the
+// cold items take at least the weight's share of all slots, and every exploration item is cold.
+TEST(Exploration, ColdItemsTakeTheWeightsShareOverManyUsers) {
+  constexpr uint32_t kUsers = 200, kItems = 100, kCold = 20, kFactors = 4;
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  ModelData m;
+  m.kind = ModelType::kGMF;
+  for (uint32_t u = 0; u < kUsers; ++u) m.user_ids.push_back(fmt::format("u{}", u));
+  for (uint32_t i = 0; i < kItems; ++i) m.item_ids.push_back(fmt::format("{}{}", i < kItems - kCold ? "w" : "c", i));
+  ModelParams p;
+  p.config.kind = ModelKind::kGMF;
+  p.config.num_users = kUsers;
+  p.config.num_items = kItems;
+  p.config.factors = kFactors;
+  std::vector<float> users(kUsers * kFactors), items(kItems * kFactors);
+  for (float& x : users) x = normal(rng);
+  for (float& x : items) x = normal(rng);
+  p.user_gmf = tensor({kUsers, kFactors}, users);
+  p.item_gmf = tensor({kItems, kFactors}, items);
+  p.head_weight = tensor({kFactors}, std::vector<float>(kFactors, 1.0f));
+  p.head_bias = tensor({1}, {0});
+  m.params = p;
+  m.seen.offsets = {0};
+  for (uint32_t u = 0; u < kUsers; ++u) {  // 8 warm items each: about 20 users per warm item
+    std::vector<uint32_t> seen;
+    for (uint32_t j = 0; j < 8; ++j) seen.push_back((u * 7 + j * 11) % (kItems - kCold));
+    std::sort(seen.begin(), seen.end());
+    seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
+    m.seen.items.insert(m.seen.items.end(), seen.begin(), seen.end());
+    m.seen.offsets.push_back(m.seen.items.size());
+  }
+  InferenceContext c;
+  c.catalog.item_ids = m.item_ids;
+  for (uint32_t i = 0; i < kItems; ++i) c.item_time.push_back(kColdShopNow - (i < kItems - kCold ? 400.0 : 1.0 + i % 7) * kDay);
+  c.catalog.now = kColdShopNow;
+  auto cold_slots = [&](const std::string& job, size_t& slots) {
+    InferenceOptions options;
+    options.job = job_of(job);
+    const Recommender r(m, c, options);
+    size_t cold = 0;
+    slots = 0;
+    for (uint32_t u = 0; u < kUsers; ++u) {
+      const json a = ask(r, fmt::format(R"({{"userId": "u{}", "numResults": 10}})", u));
+      for (const json& id : a.at("output").at("recommendedItems")) cold += id.get<std::string>()[0] == 'c';
+      for (const std::string& id : items_where(a, "reasons", "exploration")) EXPECT_EQ(id[0], 'c') << a.dump();
+      slots += a.at("output").at("recommendedItems").size();
+    }
+    return cold;
+  };
+  size_t slots = 0;
+  const size_t explored = cold_slots(kExplore30, slots);
+  EXPECT_EQ(slots, kUsers * 10u);
+  EXPECT_GE(explored, share_slots(0.3, 10) * kUsers);
+  const size_t plain = cold_slots(R"({"itemExplorationConfig": {"explorationWeight": 0}})", slots);
+  EXPECT_LT(plain, explored);
+}
+
+// ---- Scores as the service returns them: a share of the catalog ---------------------------------
+
+TEST(NormalizedScores, EachScoreIsItsShareOfTheAllowedCatalog) {
+  // Popularity 3, 2, 1, 0: shares 3/6, 2/6, 1/6, 0.
+  ModelData pop;
+  pop.kind = ModelType::kPopularity;
+  pop.user_ids = {"u0", "u1"};
+  pop.item_ids = {"a", "b", "c", "d"};
+  pop.recipe.kind = "popularity";
+  pop.recipe.popularity = pop.recipe.item_scores = {3, 2, 1, 0};
+  pop.seen.offsets = {0, 0, 1};
+  pop.seen.items = {0};  // u1 has seen a
+  InferenceOptions options;
+  options.normalize_scores = true;
+  const Recommender r = make(pop, options);
+  json a = ask(r, R"({"userId": "u0", "numResults": 3})");
+  EXPECT_EQ(items_of(a), (std::vector<std::string>{"a", "b", "c"}));
+  EXPECT_FLOAT_EQ(a.at("output").at("scores")[0].get<float>(), 0.5f);
+  EXPECT_FLOAT_EQ(a.at("output").at("scores")[1].get<float>(), 1.0f / 3);
+  EXPECT_FLOAT_EQ(a.at("output").at("scores")[2].get<float>(), 1.0f / 6);
+  // Seen items are not in the catalog the user is offered: b 2/3, c 1/3.
+  a = ask(r, R"({"userId": "u1", "numResults": 2})");
+  EXPECT_FLOAT_EQ(a.at("output").at("scores")[0].get<float>(), 2.0f / 3);
+  EXPECT_FLOAT_EQ(a.at("output").at("scores")[1].get<float>(), 1.0f / 3);
+  // An unknown user's popular items too; related items keep the recipe's scale.
+  a = ask(r, R"({"userId": "nobody", "numResults": 1})");
+  EXPECT_FLOAT_EQ(a.at("output").at("scores")[0].get<float>(), 0.5f);
+  EXPECT_FLOAT_EQ(ask(r, R"({"itemId": "d", "numResults": 1})").at("output").at("scores")[0].get<float>(), 3.0f);
+  // A filter narrows the catalog: without a, b 2/3.
+  options.filter = R"(EXCLUDE ItemID WHERE Items.CATEGORY_L1 IN ("x"))";
+  ItemCatalog catalog;
+  catalog.item_ids = pop.item_ids;
+  ItemCategoricalColumn category{"CATEGORY_L1", {"x", "y"}, {0, 1, 2, 3, 4}, {0, 1, 1, 1}};
+  catalog.categorical.push_back(category);
+  a = ask(make(pop, options, catalog), R"({"userId": "u0", "numResults": 1})");
+  EXPECT_EQ(items_of(a), (std::vector<std::string>{"b"}));
+  EXPECT_FLOAT_EQ(a.at("output").at("scores")[0].get<float>(), 2.0f / 3);
+}
+
+TEST(NormalizedScores, ANeuralModelsSharesAreTheSoftmaxOfItsLogits) {
+  // gmf_model's u0: logits i0 0.5, i1 -1, i3 0 (i2 and i4 seen): softmax over those three.
+  InferenceOptions options;
+  options.normalize_scores = true;
+  const json a = ask(make(gmf_model(), options), R"({"userId": "u0", "numResults": 3})");
+  EXPECT_EQ(items_of(a), (std::vector<std::string>{"i0", "i3", "i1"}));
+  const double z = std::exp(0.5) + std::exp(0.0) + std::exp(-1.0);
+  EXPECT_FLOAT_EQ(a.at("output").at("scores")[0].get<float>(), static_cast<float>(std::exp(0.5) / z));
+  EXPECT_FLOAT_EQ(a.at("output").at("scores")[1].get<float>(), static_cast<float>(1.0 / z));
+  EXPECT_FLOAT_EQ(a.at("output").at("scores")[2].get<float>(), static_cast<float>(std::exp(-1.0) / z));
+  // Shaped answers (a job configuration) give the same shares.
+  options.job = job_of(R"({"itemExplorationConfig": {"explorationWeight": 0}})");
+  const json b = ask(make(gmf_model(), options), R"({"userId": "u0", "numResults": 3})");
+  EXPECT_EQ(b.at("output").at("scores"), a.at("output").at("scores"));
+  // Two-stage retrieval scores only its candidates: refused.
+  options.candidates = 2;
+  EXPECT_THROW(make(gmf_model(), options), Error);
+}
+
 // --device cuda under a job configuration: the shaped lines are answered on the CPU path, so the
 // chunk reads exactly as the CPU's answers, reasons and promotion names included.
 TEST(Slates, ShapedLinesStayOnTheCpuWithAGpu) {
