@@ -60,6 +60,43 @@ void apply_job_file(CLI::App& cmd, const std::filesystem::path& path) {
   }
 }
 
+// The recipes' options (host/recipes.h).
+void add_recipe_options(CLI::App* cmd, const std::shared_ptr<TrainJob>& job) {
+  cmd->add_option("--half-life-days", job->half_life_days, "popularity: recency decay half-life in days (0: none)")->capture_default_str();
+  cmd->add_option("--popularity-count", job->popularity_count,
+                  "popularity (every recipe's fallback): users (distinct users per item, the service's "
+                  "Popularity-Count) or events (summed event weights)")->capture_default_str();
+  cmd->add_option("--popularity-window-days", job->popularity_window_days,
+                  "popularity: only events of the latest this many days count (0: all time)")->capture_default_str();
+  cmd->add_option("--min-co-count", job->min_co_count, "sims: fewest users that must share two items")->capture_default_str();
+  cmd->add_option("--popularity-discount", job->popularity_discount, "sims: co-count / (count_i * count_j)^discount")->capture_default_str();
+  cmd->add_option("--neighbors", job->neighbors, "sims, transitions: related (following) items kept per item (transitions: 1000 unless set)")->capture_default_str();
+  cmd->add_option("--co-occurrence", job->co_occurrence,
+                  "sims: items count together within a user (the user's history), order (events sharing "
+                  "--order-field: frequently bought together) or session (a user's events without a gap "
+                  "over --session-gap-hours)")->capture_default_str();
+  cmd->add_option("--order-field", job->order_field, "sims: the interactions' field naming the order")->capture_default_str();
+  cmd->add_option("--session-gap-hours", job->session_gap_hours,
+                  "sims: a longer gap between a user's events starts a new session")->capture_default_str();
+  cmd->add_option("--metadata-similarity", job->metadata_similarity,
+                  "sims: share in [0, 1] of the items' metadata similarity (TF-IDF cosine of categorical "
+                  "values and text) in a neighbour's score; items without interactions then get neighbours")
+      ->capture_default_str();
+  cmd->add_option("--trend-window-days", job->trend_window_days, "trending: length of the latest window in days")->capture_default_str();
+  cmd->add_option_function<std::string>(
+      "--trend-window", [job](const std::string& w) { job->trend_window_days = parse_trend_window(w); },
+      "trending: the service's windows, 30m, 1h, 3h or 1d (instead of --trend-window-days)");
+  cmd->add_option("--trend-smoothing", job->trend_smoothing, "trending: (latest - previous) / (previous + smoothing)")->capture_default_str();
+  cmd->add_option("--transition-window", job->transition_window,
+                  "transitions: how many of a user's following events count as following an event")->capture_default_str();
+  cmd->add_option("--transition-decay", job->transition_decay,
+                  "transitions: an event d events after another counts decay^(d-1) (1: no decay)")->capture_default_str();
+  cmd->add_option("--recent-items", job->recent_items,
+                  "transitions: how many of the user's latest distinct items score the answer")->capture_default_str();
+  cmd->add_option("--recent-decay", job->recent_decay,
+                  "transitions: the user's k-th latest item (k = 0 the newest) weighs decay^k")->capture_default_str();
+}
+
 }  // namespace
 
 void add_recommenders_command(CLI::App& app);
@@ -141,24 +178,7 @@ void add_train_command(CLI::App& app) {
   // A flag function, not "!--no-progress": CLI11 would print that as --no-progress{false}.
   cmd->add_flag_function("--no-progress", [job](int64_t count) { job->progress = count <= 0; },
                          "No progress line on stderr");
-  // Recipes (host/recipes.h).
-  cmd->add_option("--half-life-days", job->half_life_days, "popularity: recency decay half-life in days (0: none)")->capture_default_str();
-  cmd->add_option("--min-co-count", job->min_co_count, "sims: fewest users that must share two items")->capture_default_str();
-  cmd->add_option("--popularity-discount", job->popularity_discount, "sims: co-count / (count_i * count_j)^discount")->capture_default_str();
-  cmd->add_option("--neighbors", job->neighbors, "sims, transitions: related (following) items kept per item (transitions: 1000 unless set)")->capture_default_str();
-  cmd->add_option("--trend-window-days", job->trend_window_days, "trending: length of the latest window in days")->capture_default_str();
-  cmd->add_option_function<std::string>(
-      "--trend-window", [job](const std::string& w) { job->trend_window_days = parse_trend_window(w); },
-      "trending: the service's windows, 30m, 1h, 3h or 1d (instead of --trend-window-days)");
-  cmd->add_option("--trend-smoothing", job->trend_smoothing, "trending: (latest - previous) / (previous + smoothing)")->capture_default_str();
-  cmd->add_option("--transition-window", job->transition_window,
-                  "transitions: how many of a user's following events count as following an event")->capture_default_str();
-  cmd->add_option("--transition-decay", job->transition_decay,
-                  "transitions: an event d events after another counts decay^(d-1) (1: no decay)")->capture_default_str();
-  cmd->add_option("--recent-items", job->recent_items,
-                  "transitions: how many of the user's latest distinct items score the answer")->capture_default_str();
-  cmd->add_option("--recent-decay", job->recent_decay,
-                  "transitions: the user's k-th latest item (k = 0 the newest) weighs decay^k")->capture_default_str();
+  add_recipe_options(cmd, job);
   // The sequence model (tastebud/engine/sequence_model.h).
   cmd->add_option("--hidden", job->hidden, "sasrec: item, position and layer width")->capture_default_str();
   cmd->add_option("--blocks", job->blocks, "sasrec: self-attention blocks")->capture_default_str();

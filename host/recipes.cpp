@@ -61,28 +61,33 @@ int64_t newest(const EventLog& log) {
   return t;
 }
 
-// The newest first `max_history` distinct items of each user with a used event, sorted.
-std::vector<std::vector<uint32_t>> histories(const EventLog& log, const std::vector<double>& weight,
-                                             uint32_t max_history) {
-  std::vector<size_t> order(log.user.size());
-  std::iota(order.begin(), order.end(), 0);
-  // Newest first, so that the cap keeps the most recent items.
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return log.timestamp[a] > log.timestamp[b]; });
-  std::vector<std::vector<uint32_t>> out(log.num_users);
-  for (size_t e : order) {
-    if (weight[e] <= 0) continue;
-    auto& h = out[log.user[e]];
-    if (h.size() >= max_history * 2u) continue;  // enough candidates; duplicates removed below
-    h.push_back(log.item[e]);
-  }
-  for (auto& h : out) {
-    std::vector<uint32_t> distinct;
-    for (uint32_t i : h) {
+// The newest `max_history` distinct items of each basket with a used event, sorted: a basket is a
+// user's history, or the log's basket of each event (events of kNoBasket form none). Baskets with
+// no used event are left out.
+std::vector<std::vector<uint32_t>> baskets(const EventLog& log, const std::vector<double>& weight,
+                                           uint32_t max_history) {
+  TB_CHECK(log.basket.empty() || log.basket.size() == log.user.size(), "recipes: one basket per event expected");
+  auto key = [&](size_t e) { return log.basket.empty() ? uint64_t{log.user[e]} : log.basket[e]; };
+  std::vector<size_t> order;
+  for (size_t e = 0; e < weight.size(); ++e)
+    if (weight[e] > 0 && key(e) != kNoBasket) order.push_back(e);
+  // By basket, newest first within it, so that the cap keeps the most recent items.
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return key(a) != key(b) ? key(a) < key(b) : log.timestamp[a] > log.timestamp[b];
+  });
+  std::vector<std::vector<uint32_t>> out;
+  std::vector<uint32_t> candidates;
+  for (size_t k = 0; k < order.size();) {
+    const uint64_t basket = key(order[k]);
+    candidates.clear();
+    for (; k < order.size() && key(order[k]) == basket; ++k)
+      if (candidates.size() < max_history * 2u) candidates.push_back(log.item[order[k]]);  // duplicates removed below
+    std::vector<uint32_t>& distinct = out.emplace_back();
+    for (uint32_t i : candidates) {
       if (distinct.size() >= max_history) break;
       if (std::find(distinct.begin(), distinct.end(), i) == distinct.end()) distinct.push_back(i);
     }
     std::sort(distinct.begin(), distinct.end());
-    h = std::move(distinct);
   }
   return out;
 }
@@ -143,7 +148,7 @@ namespace {
 // scores from the user's latest training events, and the items those never led to follow, by
 // popularity.
 Metrics evaluate_recipe_on(const TrainPlan& plan, const Split& split, EventLog events, const std::vector<double>& base,
-                           const RecipeOptions& options) {
+                           const RecipeOptions& options, const ItemTokens& metadata) {
   const ModelType model = plan.model;
   const TrainingSet& train = split.train;
   events.weight = split_event_weights(split, events, base);
@@ -151,7 +156,7 @@ Metrics evaluate_recipe_on(const TrainPlan& plan, const Split& split, EventLog e
   ItemNeighbors neighbors, latest;
   if (model == ModelType::kPopularity) item_scores = popularity_scores(events, options);
   if (model == ModelType::kTrending) item_scores = trending_scores(events, options);
-  if (model == ModelType::kSims) neighbors = sims_neighbors(events, options);
+  if (model == ModelType::kSims) neighbors = sims_neighbors(events, options, metadata);
   if (model == ModelType::kTransitions) {
     neighbors = transition_neighbors(events, options);
     latest = latest_items(events, options);
@@ -188,20 +193,20 @@ Metrics evaluate_recipe_on(const TrainPlan& plan, const Split& split, EventLog e
 // validation split is carved from the test split's training rows, as for NeuMF: a choice of the
 // recipe's options made on it never sees the test rows).
 EpochRecord evaluate_recipe(const TrainPlan& plan, const datasets::Dataset& dataset, const EventLog& events,
-                            const RecipeOptions& options, Metrics* popularity_baseline) {
+                            const RecipeOptions& options, const ItemTokens& metadata, Metrics* popularity_baseline) {
   const auto start = std::chrono::steady_clock::now();
   const Split split = make_split(dataset, plan.split);
   const std::vector<double> base = event_weights(events, options);
   EpochRecord record;
   record.epoch = 1;
   record.samples = events.user.size();
-  record.metrics = evaluate_recipe_on(plan, split, events, base, options);
+  record.metrics = evaluate_recipe_on(plan, split, events, base, options, metadata);
   if (plan.validate) {
     const Split validation = make_validation_split(dataset, plan.split, split, plan.job.validation_users);
     std::vector<double> kept = base;
     for (uint64_t r = 0; r < kept.size(); ++r)
       if (split.held_out_rows[r]) kept[r] = 0;  // the test split's held-out rows do not exist here
-    for (const auto& [k, v] : evaluate_recipe_on(plan, validation, events, kept, options)) record.metrics["val." + k] = v;
+    for (const auto& [k, v] : evaluate_recipe_on(plan, validation, events, kept, options, metadata)) record.metrics["val." + k] = v;
   }
   record.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   *popularity_baseline = evaluate_popularity(split);
@@ -228,6 +233,7 @@ void keep_best(std::vector<std::pair<float, uint32_t>>& list, size_t n) {
   if (list.size() > n) {
     std::partial_sort(list.begin(), list.begin() + n, list.end(), better);
     list.resize(n);
+    list.shrink_to_fit();  // a list of every candidate would otherwise stay allocated per item
   } else {
     std::sort(list.begin(), list.end(), better);
   }
@@ -259,10 +265,33 @@ double parse_trend_window(std::string_view window) {
                           window));
 }
 
+PopularityCount parse_popularity_count(std::string_view name) {
+  if (name == "users") return PopularityCount::kUsers;
+  if (name == "events") return PopularityCount::kEvents;
+  throw Error(fmt::format("`popularity_count` '{}': choose users (distinct users per item) or events "
+                          "(summed event weights)", name));
+}
+
+CoOccurrence parse_co_occurrence(std::string_view name) {
+  if (name == "user") return CoOccurrence::kUser;
+  if (name == "order") return CoOccurrence::kOrder;
+  if (name == "session") return CoOccurrence::kSession;
+  throw Error(fmt::format("`co_occurrence` '{}': choose user, order or session", name));
+}
 
 RecipeOptions RecipeOptions::from_job(const TrainJob& job) {
   RecipeOptions o;
   TB_CHECK(job.half_life_days >= 0, "`half_life_days` must be >= 0");
+  TB_CHECK(job.popularity_window_days >= 0, "`popularity_window_days` must be >= 0 (0: all time)");
+  TB_CHECK(job.session_gap_hours > 0, "`session_gap_hours` must be positive");
+  TB_CHECK(job.metadata_similarity >= 0 && job.metadata_similarity <= 1, "`metadata_similarity` must be in [0, 1]");
+  TB_CHECK(!job.order_field.empty(), "`order_field` must name a field");
+  o.popularity_count = parse_popularity_count(job.popularity_count);
+  o.popularity_window_days = job.popularity_window_days;
+  o.co_occurrence = parse_co_occurrence(job.co_occurrence);
+  o.order_field = job.order_field;
+  o.session_gap_hours = job.session_gap_hours;
+  o.metadata_similarity = job.metadata_similarity;
   TB_CHECK(job.trend_window_days > 0, "`trend_window_days` must be positive");
   TB_CHECK(job.trend_smoothing >= 0, "`trend_smoothing` must be >= 0");
   TB_CHECK(job.popularity_discount >= 0, "`popularity_discount` must be >= 0");
@@ -306,20 +335,83 @@ std::vector<double> event_weights(const EventLog& log, const RecipeOptions& opti
   return weight;
 }
 
-std::vector<float> popularity_scores(const EventLog& log, const RecipeOptions& options) {
-  const std::vector<double> weight = event_weights(log, options);
-  const int64_t latest = newest(log);
+namespace {
+
+// 0.5^(age in days / half-life) of an event at t when the newest is at `latest`; 1 without a half-life.
+double recency(const RecipeOptions& options, int64_t latest, int64_t t) {
+  if (options.half_life_days <= 0) return 1;
+  // In double: a dataset imported before timestamps were range-checked may hold INT64_MIN.
+  const double age_days = (static_cast<double>(latest) - static_cast<double>(t)) / 86400.0;
+  return std::exp2(-age_days / options.half_life_days);
+}
+
+// Per item: the distinct users with a counted event (weight > 0), each weighing the recency of the
+// user's newest counted event on the item.
+std::vector<double> distinct_users(const EventLog& log, const std::vector<double>& weight, const RecipeOptions& options,
+                                   int64_t latest) {
+  const auto by_user = group_by_key<uint64_t>(log.num_users, [&](auto&& emit) {
+    for (uint64_t e = 0; e < weight.size(); ++e)
+      if (weight[e] > 0) emit(log.user[e], e);
+  });
   std::vector<double> score(log.num_items, 0.0);
-  for (size_t e = 0; e < weight.size(); ++e) {
-    double w = weight[e];
-    if (options.half_life_days > 0) {
-      // In double: a dataset imported before timestamps were range-checked may hold INT64_MIN.
-      const double age_days = (static_cast<double>(latest) - static_cast<double>(log.timestamp[e])) / 86400.0;
-      w *= std::exp2(-age_days / options.half_life_days);
+  std::vector<uint32_t> last_user(log.num_items, UINT32_MAX);
+  std::vector<int64_t> newest_of(log.num_items);
+  std::vector<uint32_t> touched;
+  for (uint32_t u = 0; u < log.num_users; ++u) {
+    touched.clear();
+    for (uint64_t k = by_user.first[u]; k < by_user.first[u + 1]; ++k) {
+      const uint64_t e = by_user.second[k];
+      const uint32_t i = log.item[e];
+      if (last_user[i] != u) {
+        last_user[i] = u;
+        newest_of[i] = log.timestamp[e];
+        touched.push_back(i);
+      } else {
+        newest_of[i] = std::max(newest_of[i], log.timestamp[e]);
+      }
     }
-    score[log.item[e]] += w;
+    for (uint32_t i : touched) score[i] += recency(options, latest, newest_of[i]);
+  }
+  return score;
+}
+
+}  // namespace
+
+std::vector<float> popularity_scores(const EventLog& log, const RecipeOptions& options) {
+  std::vector<double> weight = event_weights(log, options);
+  const int64_t latest = newest(log);
+  if (options.popularity_window_days > 0) {
+    // Whole seconds, as trending's windows: an event exactly D days before the newest is out.
+    const double window = std::round(options.popularity_window_days * 86400.0);
+    for (size_t e = 0; e < weight.size(); ++e)
+      if (static_cast<double>(latest) - static_cast<double>(log.timestamp[e]) >= window) weight[e] = 0;
+  }
+  std::vector<double> score(log.num_items, 0.0);
+  if (options.popularity_count == PopularityCount::kUsers) {
+    score = distinct_users(log, weight, options, latest);
+  } else {
+    for (size_t e = 0; e < weight.size(); ++e) score[log.item[e]] += weight[e] * recency(options, latest, log.timestamp[e]);
   }
   return std::vector<float>(score.begin(), score.end());
+}
+
+std::vector<uint64_t> session_baskets(const EventLog& log, double gap_hours) {
+  std::vector<size_t> order(log.user.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return log.user[a] != log.user[b] ? log.user[a] < log.user[b] : log.timestamp[a] < log.timestamp[b];
+  });
+  const double gap = gap_hours * 3600;
+  std::vector<uint64_t> basket(log.user.size());
+  uint64_t session = 0;
+  for (size_t k = 0; k < order.size(); ++k) {
+    const size_t e = order[k], before = k > 0 ? order[k - 1] : 0;
+    const bool starts = k > 0 && (log.user[e] != log.user[before] ||
+                                  static_cast<double>(log.timestamp[e]) - static_cast<double>(log.timestamp[before]) > gap);
+    if (starts) ++session;
+    basket[e] = session;
+  }
+  return basket;
 }
 
 std::vector<float> trending_scores(const EventLog& log, const RecipeOptions& options) {
@@ -342,43 +434,176 @@ std::vector<float> trending_scores(const EventLog& log, const RecipeOptions& opt
   return score;
 }
 
-ItemNeighbors sims_neighbors(const EventLog& log, const RecipeOptions& options) {
-  const std::vector<double> weight = event_weights(log, options);
-  const std::vector<std::vector<uint32_t>> history = histories(log, weight, options.max_history);
-  const uint32_t n = log.num_items;
-  // item -> users (CSR), to walk the co-occurrences of one item at a time.
-  // (References, not structured bindings: clang refuses those inside an OpenMP region.)
-  const auto by_item = group_by_key<uint32_t>(n, [&](auto&& emit) {
-    for (uint32_t u = 0; u < history.size(); ++u)
-      for (uint32_t i : history[u]) emit(i, u);
+ItemTokens item_tokens(const datasets::Metadata& items, uint32_t num_items) {
+  // Token ids: each categorical field's values after the fields before it, then the text's hashes.
+  std::vector<uint32_t> base;
+  uint64_t next = 0;
+  for (const auto& field : items.categorical) {
+    base.push_back(static_cast<uint32_t>(next));
+    next += field.vocabulary.size();
+  }
+  TB_CHECK(next + datasets::kTextHashBuckets < UINT32_MAX, "metadata similarity: too many categorical values");
+  const auto text_base = static_cast<uint32_t>(next);
+  ItemTokens out;
+  out.offsets.push_back(0);
+  for (uint32_t r = 0; r < num_items; ++r) {
+    if (r < items.has_row.size() && items.has_row[r]) {
+      for (size_t f = 0; f < items.categorical.size(); ++f) {
+        const auto& field = items.categorical[f];
+        if (uint64_t{r} + 1 >= field.offsets.size()) continue;
+        for (uint64_t k = field.offsets[r]; k < field.offsets[r + 1]; ++k) out.tokens.push_back(base[f] + field.values[k]);
+      }
+      for (const auto& text : items.textual) {
+        if (uint64_t{r} + 1 >= text.offsets.size()) continue;
+        for (uint64_t k = text.offsets[r]; k < text.offsets[r + 1]; ++k) out.tokens.push_back(text_base + text.tokens[k]);
+      }
+    }
+    out.offsets.push_back(out.tokens.size());
+  }
+  return out;
+}
+
+namespace {
+
+// Items as unit TF-IDF vectors over their tokens (per item: distinct tokens and weights), and the
+// inverted index token -> (item, weight) that finds the items sharing a token.
+struct MetadataVectors {
+  std::vector<uint64_t> item_offsets;
+  std::vector<uint32_t> item_tokens;
+  std::vector<float> item_weights;
+  std::pair<std::vector<uint64_t>, std::vector<std::pair<uint32_t, float>>> holders;  // CSR over tokens
+  bool empty() const { return item_offsets.empty(); }
+};
+
+// A token held by more than this share of the items (and more than kCommonTokenItems of them) is
+// left out: its idf is below ln 5, and accumulating it would cost items x holders.
+constexpr double kCommonTokenShare = 0.2;
+constexpr uint64_t kCommonTokenItems = 1000;
+
+MetadataVectors metadata_vectors(const ItemTokens& metadata, uint32_t num_items) {
+  MetadataVectors v;
+  if (metadata.offsets.empty()) return v;
+  TB_CHECK(metadata.offsets.size() == uint64_t{num_items} + 1, "metadata similarity: one token list per item expected");
+  const uint32_t tokens = metadata.tokens.empty() ? 0 : *std::max_element(metadata.tokens.begin(), metadata.tokens.end()) + 1;
+  // Per item: its distinct tokens with their counts.
+  std::vector<std::vector<std::pair<uint32_t, uint32_t>>> counted(num_items);
+  std::vector<uint64_t> holders(tokens, 0);
+  uint64_t described = 0;  // items with any token
+  for (uint32_t i = 0; i < num_items; ++i) {
+    std::vector<uint32_t> t(metadata.tokens.begin() + static_cast<int64_t>(metadata.offsets[i]),
+                            metadata.tokens.begin() + static_cast<int64_t>(metadata.offsets[i + 1]));
+    std::sort(t.begin(), t.end());
+    for (size_t k = 0; k < t.size(); ++k) {
+      if (k > 0 && t[k] == t[k - 1]) {
+        ++counted[i].back().second;
+      } else {
+        counted[i].emplace_back(t[k], 1);
+        ++holders[t[k]];
+      }
+    }
+    described += t.empty() ? 0 : 1;
+  }
+  v.item_offsets.push_back(0);
+  for (uint32_t i = 0; i < num_items; ++i) {
+    const size_t first = v.item_tokens.size();
+    double norm = 0;
+    for (const auto& [t, count] : counted[i]) {
+      if (holders[t] > kCommonTokenItems && static_cast<double>(holders[t]) > kCommonTokenShare * static_cast<double>(described)) continue;
+      const double w = count * std::log(static_cast<double>(described) / static_cast<double>(holders[t]));
+      if (w <= 0) continue;
+      v.item_tokens.push_back(t);
+      v.item_weights.push_back(static_cast<float>(w));
+      norm += w * w;
+    }
+    for (size_t k = first; k < v.item_weights.size(); ++k) v.item_weights[k] = static_cast<float>(v.item_weights[k] / std::sqrt(norm));
+    v.item_offsets.push_back(v.item_tokens.size());
+  }
+  v.holders = group_by_key<std::pair<uint32_t, float>>(tokens, [&](auto&& emit) {
+    for (uint32_t i = 0; i < num_items; ++i)
+      for (uint64_t k = v.item_offsets[i]; k < v.item_offsets[i + 1]; ++k) emit(v.item_tokens[k], std::pair{i, v.item_weights[k]});
   });
-  const std::vector<uint64_t>& item_offsets = by_item.first;
-  const std::vector<uint32_t>& item_users = by_item.second;
+  return v;
+}
+
+// One thread's scratch of sims: co-occurrence counts and metadata dot products per item, zero
+// between items, and the items each touched.
+struct SimsScratch {
+  std::vector<uint32_t> co;
+  std::vector<double> dot;
+  std::vector<uint32_t> co_touched, dot_touched;
+};
+
+// Item i's co-occurrence scores, co / (n_i n_j)^discount for the pairs of at least min_co_count.
+void co_occurrence_scores(uint32_t i, const std::vector<std::vector<uint32_t>>& history,
+                          const std::pair<std::vector<uint64_t>, std::vector<uint32_t>>& by_item,
+                          const RecipeOptions& options, SimsScratch& s, std::vector<std::pair<float, uint32_t>>& list) {
+  const auto& [offsets, holders] = by_item;
+  s.co_touched.clear();
+  for (uint64_t k = offsets[i]; k < offsets[i + 1]; ++k) {
+    for (uint32_t j : history[holders[k]]) {
+      if (j == i) continue;
+      if (s.co[j]++ == 0) s.co_touched.push_back(j);
+    }
+  }
+  const double n_i = static_cast<double>(offsets[i + 1] - offsets[i]);
+  for (uint32_t j : s.co_touched) {
+    if (s.co[j] >= options.min_co_count) {
+      const double n_j = static_cast<double>(offsets[j + 1] - offsets[j]);
+      list.emplace_back(static_cast<float>(s.co[j] / std::pow(n_i * n_j, options.popularity_discount)), j);
+    }
+    s.co[j] = 0;
+  }
+}
+
+// (1 - a) * the co-occurrence score over i's best + a * the metadata cosine, for every item that
+// shares a co-occurrence or a token with i (without metadata, the co-occurrence part alone).
+void blend_metadata(uint32_t i, const MetadataVectors& v, double a, SimsScratch& s,
+                    std::vector<std::pair<float, uint32_t>>& list) {
+  s.dot_touched.clear();
+  for (uint64_t k = v.empty() ? 0 : v.item_offsets[i]; !v.empty() && k < v.item_offsets[i + 1]; ++k) {
+    const uint32_t t = v.item_tokens[k];
+    for (uint64_t h = v.holders.first[t]; h < v.holders.first[t + 1]; ++h) {
+      const auto [j, w] = v.holders.second[h];
+      if (j == i) continue;
+      if (s.dot[j] == 0) s.dot_touched.push_back(j);
+      s.dot[j] += double{v.item_weights[k]} * w;
+    }
+  }
+  float best = 0;
+  for (const auto& [score, j] : list) best = std::max(best, score);
+  for (auto& [score, j] : list) {
+    score = static_cast<float>((best > 0 ? (1 - a) * score / best : 0.0) + a * s.dot[j]);
+    if (s.dot[j] > 0) s.dot[j] = -1;  // scored; reset with the touched below
+  }
+  for (uint32_t j : s.dot_touched) {
+    if (s.dot[j] > 0) list.emplace_back(static_cast<float>(a * s.dot[j]), j);
+    s.dot[j] = 0;
+  }
+}
+
+}  // namespace
+
+ItemNeighbors sims_neighbors(const EventLog& log, const RecipeOptions& options, const ItemTokens& metadata) {
+  const std::vector<double> weight = event_weights(log, options);
+  const std::vector<std::vector<uint32_t>> history = baskets(log, weight, options.max_history);
+  const uint32_t n = log.num_items;
+  // item -> baskets (CSR), to walk the co-occurrences of one item at a time.
+  const auto by_item = group_by_key<uint32_t>(n, [&](auto&& emit) {
+    for (uint32_t b = 0; b < history.size(); ++b)
+      for (uint32_t i : history[b]) emit(i, b);
+  });
+  const double a = options.metadata_similarity;
+  const MetadataVectors vectors = a > 0 ? metadata_vectors(metadata, n) : MetadataVectors{};
   std::vector<std::vector<std::pair<float, uint32_t>>> best(n);
   const int64_t items = n;
 #pragma omp parallel
   {
-    std::vector<uint32_t> co(n, 0);
-    std::vector<uint32_t> touched;
+    SimsScratch scratch{std::vector<uint32_t>(n, 0), std::vector<double>(a > 0 ? n : 0, 0.0), {}, {}};
 #pragma omp for schedule(dynamic, 64)
     for (int64_t i = 0; i < items; ++i) {
-      touched.clear();
-      for (uint64_t k = item_offsets[i]; k < item_offsets[i + 1]; ++k) {
-        for (uint32_t j : history[item_users[k]]) {
-          if (j == i) continue;
-          if (co[j]++ == 0) touched.push_back(j);
-        }
-      }
-      const double n_i = static_cast<double>(item_offsets[i + 1] - item_offsets[i]);
-      auto& list = best[i];
-      for (uint32_t j : touched) {
-        if (co[j] >= options.min_co_count) {
-          const double n_j = static_cast<double>(item_offsets[j + 1] - item_offsets[j]);
-          list.emplace_back(static_cast<float>(co[j] / std::pow(n_i * n_j, options.popularity_discount)), j);
-        }
-        co[j] = 0;
-      }
-      keep_best(list, options.neighbors);
+      co_occurrence_scores(static_cast<uint32_t>(i), history, by_item, options, scratch, best[i]);
+      if (a > 0) blend_metadata(static_cast<uint32_t>(i), vectors, a, scratch, best[i]);
+      keep_best(best[i], options.neighbors);
     }
   }
   return neighbor_lists(best);
@@ -561,6 +786,44 @@ RecipeData read_recipe(const fs::path& path, uint32_t num_items) {
 
 // The dataset's events, weighted by the same --event rules and [[events]] tables as NeuMF
 // training (type, value threshold, weight) when the job has any.
+namespace {
+
+// The order of each event as its basket: the interactions' categorical field named `order_field`
+// (a null order: kNoBasket, no pairs), or a numerical one when the import inferred numbers.
+std::vector<uint64_t> order_baskets(const datasets::Dataset& dataset, const std::string& field) {
+  const datasets::Interactions& in = dataset.interactions;
+  std::vector<uint64_t> basket(in.size(), kNoBasket);
+  for (const auto& c : in.context) {
+    if (c.name != field) continue;
+    for (size_t r = 0; r < basket.size(); ++r)
+      if (c.values[r] != datasets::kNullContext) basket[r] = c.values[r];
+    return basket;
+  }
+  for (const auto& c : in.numerical) {
+    if (c.name != field) continue;
+    for (size_t r = 0; r < basket.size(); ++r) {
+      const float v = c.values[r];
+      if (std::isnan(v)) continue;
+      // Stored as float: whole numbers up to 2^24 are exact, larger ones would merge orders.
+      TB_CHECK(std::fabs(v) <= 16777216.0f,
+               fmt::format("`order_field` {} holds numbers ({}) too large to tell orders apart as the import "
+                           "stored them (float); import it as a string field (a schema with \"type\": \"string\")",
+                           field, v));
+      uint32_t bits;
+      std::memcpy(&bits, &v, sizeof(bits));
+      basket[r] = bits;
+    }
+    return basket;
+  }
+  std::vector<std::string> names;
+  for (const auto& c : in.context) names.push_back(c.name);
+  for (const auto& c : in.numerical) names.push_back(c.name);
+  throw Error(fmt::format("`co_occurrence` order: {}: the interactions have no field `order_field` {} (their fields: {})",
+                          dataset.dir.string(), field, names.empty() ? std::string("none") : fmt::format("{}", fmt::join(names, ", "))));
+}
+
+}  // namespace
+
 EventLog weighted_events(const TrainPlan& plan, const datasets::Dataset& dataset) {
   EventLog events = event_log_of(dataset);
   if (!plan.event_rules.empty()) {
@@ -569,19 +832,25 @@ EventLog weighted_events(const TrainPlan& plan, const datasets::Dataset& dataset
     for (uint64_t r = 0; r < events.weight.size(); ++r) events.weight[r] = weights.weight(dataset.interactions, r);
   }
   TB_CHECK(events.user.size() > 0, fmt::format("{}: no interactions to train on", plan.job.data.string()));
+  if (plan.model == ModelType::kSims) {
+    const RecipeOptions options = RecipeOptions::from_job(plan.job);
+    if (options.co_occurrence == CoOccurrence::kOrder) events.basket = order_baskets(dataset, options.order_field);
+    if (options.co_occurrence == CoOccurrence::kSession) events.basket = session_baskets(events, options.session_gap_hours);
+  }
   return events;
 }
 
 namespace {
 
-RecipeData compute_recipe(ModelType model, const EventLog& events, const RecipeOptions& options) {
+RecipeData compute_recipe(ModelType model, const EventLog& events, const RecipeOptions& options,
+                          const ItemTokens& metadata) {
   RecipeData data;
   data.kind = std::string(to_string(model));
   data.popularity = popularity_scores(events, options);
   switch (model) {
     case ModelType::kPopularity: data.item_scores = data.popularity; break;
     case ModelType::kTrending: data.item_scores = trending_scores(events, options); break;
-    case ModelType::kSims: data.neighbors = sims_neighbors(events, options); break;
+    case ModelType::kSims: data.neighbors = sims_neighbors(events, options, metadata); break;
     case ModelType::kTransitions:
       data.neighbors = transition_neighbors(events, options);
       data.latest = latest_items(events, options);
@@ -593,13 +862,18 @@ RecipeData compute_recipe(ModelType model, const EventLog& events, const RecipeO
 
 // config.json's "recipe": the options the recipe was computed with.
 json recipe_json(const TrainPlan& plan, const RecipeOptions& options) {
-  json recipe{{"events", plan.event_rules}, {"half_life_days", options.half_life_days}};
+  json recipe{{"events", plan.event_rules}, {"half_life_days", options.half_life_days},
+              {"popularity_count", plan.job.popularity_count}, {"popularity_window_days", options.popularity_window_days}};
   if (!plan.job.exclude_events.empty()) recipe["exclude_events"] = plan.job.exclude_events;
   if (plan.model == ModelType::kSims) {
     recipe["min_co_count"] = options.min_co_count;
     recipe["popularity_discount"] = options.popularity_discount;
     recipe["neighbors"] = options.neighbors;
     recipe["max_history"] = options.max_history;
+    recipe["co_occurrence"] = plan.job.co_occurrence;
+    if (options.co_occurrence == CoOccurrence::kOrder) recipe["order_field"] = options.order_field;
+    if (options.co_occurrence == CoOccurrence::kSession) recipe["session_gap_hours"] = options.session_gap_hours;
+    recipe["metadata_similarity"] = options.metadata_similarity;
   }
   if (plan.model == ModelType::kTransitions) {
     recipe["transition_window"] = options.transition_window;
@@ -639,9 +913,9 @@ void log_recipe(const TrainPlan& plan, const RecipeData& data, const EventLog& e
 
 // --eval: the recipe judged (metrics.jsonl, one row) and logged beside the popularity baseline.
 void judge_recipe(const TrainPlan& plan, const datasets::Dataset& dataset, const EventLog& events,
-                  const RecipeOptions& options, TrainResult& result, std::ostream& log) {
+                  const RecipeOptions& options, const ItemTokens& metadata, TrainResult& result, std::ostream& log) {
   const TrainJob& job = plan.job;
-  result.history.push_back(evaluate_recipe(plan, dataset, events, options, &result.popularity));
+  result.history.push_back(evaluate_recipe(plan, dataset, events, options, metadata, &result.popularity));
   const EpochRecord& r = result.history.back();
   nlohmann::json metrics;
   std::string line = fmt::format("{} ({}, the recipe recomputed from the training rows):", job.model, job.eval);
@@ -678,7 +952,10 @@ TrainResult train_recipe(const TrainPlan& plan, std::ostream& log) {
   const RecipeOptions options = RecipeOptions::from_job(job);
   const datasets::Dataset dataset = datasets::Dataset::open(job.data);
   const EventLog events = weighted_events(plan, dataset);
-  const RecipeData data = compute_recipe(plan.model, events, options);
+  const ItemTokens metadata = plan.model == ModelType::kSims && options.metadata_similarity > 0
+                                  ? item_tokens(dataset.items, dataset.num_items())
+                                  : ItemTokens{};
+  const RecipeData data = compute_recipe(plan.model, events, options, metadata);
 
   fs::create_directories(job.out);
   write_ids(dataset.user_ids, job.out / "user_ids.json");
@@ -696,7 +973,7 @@ TrainResult train_recipe(const TrainPlan& plan, std::ostream& log) {
   log_recipe(plan, data, events, dataset, log);
   TrainResult result;
   result.backend = "cpu";
-  if (plan.protocol != EvalProtocol::kNone) judge_recipe(plan, dataset, events, options, result, log);
+  if (plan.protocol != EvalProtocol::kNone) judge_recipe(plan, dataset, events, options, metadata, result, log);
   return result;
 }
 

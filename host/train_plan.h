@@ -109,21 +109,21 @@ struct TrainJob {
 
   // Recipes (--model popularity, sims, trending or transitions; host/recipes.h); they weight events by `events`.
   double half_life_days = 0;               // popularity: an event loses half its weight per this many days; 0: no decay
+  std::string popularity_count = "users";  // popularity: users (distinct users per item) or events (summed weights)
+  double popularity_window_days = 0;       // popularity: only the latest this many days count; 0: all time
   uint32_t min_co_count = 2;               // sims: fewest users that must share two items
   float popularity_discount = 0.5f;        // sims: score = co-count / (count_i * count_j)^discount
   uint32_t neighbors = 100;                // sims, transitions (1000 unless set): related (following) items kept per item
+  std::string co_occurrence = "user";      // sims: baskets of co-occurrence: user (history), order or session
+  std::string order_field = "ORDER_ID";    // sims: the interactions' field naming an order (co_occurrence order)
+  double session_gap_hours = 1;            // sims: a longer gap between a user's events starts a session
+  double metadata_similarity = 0;          // sims: share in [0, 1] of the metadata cosine in a neighbour's score
   double trend_window_days = 7;            // trending: the latest window, compared with the one before
   double trend_smoothing = 10;             // trending: growth = (latest - previous) / (previous + smoothing)
   uint32_t transition_window = 20;         // transitions: following events that count as following an event
   double transition_decay = 0.85;          // transitions: an event d events later counts decay^(d - 1)
   uint32_t recent_items = 10;              // transitions: the user's latest distinct items that score
   double recent_decay = 0.6;               // transitions: the k-th latest of them (k = 0 newest) weighs decay^k
-  std::string popularity_count = "users";
-  double popularity_window_days = 0;
-  std::string co_occurrence = "user";
-  std::string order_field = "ORDER_ID";
-  double session_gap_hours = 1;
-  double metadata_similarity = 0;
 
   // The sequence model (--model sasrec; tastebud/engine/sequence_model.h). batch_size counts
   // sequences and negatives are per position for it (128, 1 and lr 0.005 unless set).

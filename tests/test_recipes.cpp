@@ -82,6 +82,7 @@ struct Events {
 TEST(Recipes, PopularityCountsWeightedByEventTypeAndRecency) {
   const Events e;
   RecipeOptions o;
+  o.popularity_count = PopularityCount::kEvents;
   EXPECT_EQ(popularity_scores(e.log(), o), (std::vector<float>{3, 3, 2, 0}));
   o.event_weights = {{"view", 1}, {"purchase", 4}};
   EXPECT_EQ(popularity_scores(e.log(), o), (std::vector<float>{3, 6, 5, 0}));
@@ -103,6 +104,62 @@ TEST(Recipes, PopularityCountsWeightedByEventTypeAndRecency) {
   weighted.weight = {1, 0, 0, 0, 0, 0, 0, 2};
   o.half_life_days = 0;
   EXPECT_EQ(popularity_scores(weighted, o), (std::vector<float>{1, 0, 2, 0}));
+}
+
+// The service's Popularity-Count: distinct users per item, whatever their events' weights or
+// repeats (u0's view and purchase of i1 count once).
+TEST(Recipes, PopularityCountsDistinctUsers) {
+  const Events e;
+  RecipeOptions o;
+  EXPECT_EQ(o.popularity_count, PopularityCount::kUsers);  // the default
+  EXPECT_EQ(popularity_scores(e.log(), o), (std::vector<float>{3, 2, 2, 0}));
+  o.event_weights = {{"view", 1}, {"purchase", 4}};  // weights do not scale a user
+  EXPECT_EQ(popularity_scores(e.log(), o), (std::vector<float>{3, 2, 2, 0}));
+  o.event_weights = {{"purchase", 1}};  // only users with a used event count: u0 bought i1, u2 i2
+  EXPECT_EQ(popularity_scores(e.log(), o), (std::vector<float>{0, 1, 1, 0}));
+  EventLog weighted = e.log();
+  weighted.weight = {1, 0, 0, 0, 0, 0, 0, 2};
+  o.event_weights.clear();
+  EXPECT_EQ(popularity_scores(weighted, o), (std::vector<float>{1, 0, 1, 0}));
+  EXPECT_EQ(parse_popularity_count("events"), PopularityCount::kEvents);
+  try {
+    parse_popularity_count("sales");
+    FAIL();
+  } catch (const Error& x) {
+    EXPECT_NE(std::string(x.what()).find("`popularity_count` 'sales': choose users"), std::string::npos) << x.what();
+  }
+}
+
+// With a half-life, a user counts 0.5^(age of the user's newest used event on the item / half-life):
+// u0's i1 counts from day 9 (its purchase), not day 1; events would add up both.
+TEST(Recipes, PopularityCountsUsersDecayedByTheirNewestEvent) {
+  const Events e;
+  RecipeOptions o;
+  o.half_life_days = 10;
+  auto w = [](double day) { return std::exp2(-(10 - day) / 10); };
+  const std::vector<float> users = popularity_scores(e.log(), o);
+  EXPECT_NEAR(users[0], w(0) + w(2) + w(3), 1e-6);
+  EXPECT_NEAR(users[1], w(9) + w(8), 1e-6);
+  EXPECT_NEAR(users[2], w(9) + w(10), 1e-6);
+  EXPECT_EQ(users[3], 0.0f);
+  o.popularity_count = PopularityCount::kEvents;
+  EXPECT_NEAR(popularity_scores(e.log(), o)[1], w(1) + w(9) + w(8), 1e-6);
+}
+
+// Only events in (newest - D, newest] count; an event exactly D days before the newest is out.
+TEST(Recipes, PopularityWindowKeepsTheLatestDays) {
+  const Events e;  // newest event: day 10
+  RecipeOptions o;
+  o.popularity_window_days = 1.5;  // days 9 and 10: u0's i1 purchase, u1's i2 view, u2's i2 purchase
+  EXPECT_EQ(popularity_scores(e.log(), o), (std::vector<float>{0, 1, 2, 0}));
+  o.popularity_window_days = 1;  // day 10 only: day 9 is exactly one day before
+  EXPECT_EQ(popularity_scores(e.log(), o), (std::vector<float>{0, 0, 1, 0}));
+  o.popularity_window_days = 1.5;
+  o.popularity_count = PopularityCount::kEvents;
+  o.event_weights = {{"view", 1}, {"purchase", 4}};
+  EXPECT_EQ(popularity_scores(e.log(), o), (std::vector<float>{0, 4, 5, 0}));
+  o.popularity_window_days = 0;  // all time
+  EXPECT_EQ(popularity_scores(e.log(), o), (std::vector<float>{3, 6, 5, 0}));
 }
 
 TEST(Recipes, TrendingIsGrowthOfTheLatestWindowOverThePrevious) {
@@ -217,6 +274,114 @@ TEST(Recipes, SimsCoOccurrenceWithDiscountAndMinimumCount) {
   EXPECT_TRUE(sims_neighbors(e.log(), o).items.empty());
 }
 
+// Two users, two orders each; times in hours (a session ends after a gap over one hour):
+//   user  item  hour   order
+//   u0    i0    0      A
+//   u0    i1    0.5    A
+//   u0    i2    5      B
+//   u0    i3    5.5    B
+//   u1    i0    0      C
+//   u1    i1    1      C     (exactly one hour after i0: the same session)
+//   u1    i2    3      D
+//   u1    i3    3.5    -     (no order: no pairs by order)
+struct Orders {
+  std::vector<uint32_t> user{0, 0, 0, 0, 1, 1, 1, 1};
+  std::vector<uint32_t> item{0, 1, 2, 3, 0, 1, 2, 3};
+  std::vector<int64_t> timestamp{0, 1800, 5 * 3600, 5 * 3600 + 1800, 0, 3600, 3 * 3600, 3 * 3600 + 1800};
+  std::vector<uint32_t> type = std::vector<uint32_t>(8, 1);
+  std::vector<uint64_t> order{0, 0, 1, 1, 2, 2, 3, kNoBasket};
+
+  EventLog log() const { return view_purchase_log(2, 4, user, item, timestamp, type); }
+};
+
+std::vector<std::pair<uint32_t, float>> neighbors_of(const ItemNeighbors& nb, uint32_t i) {
+  std::vector<std::pair<uint32_t, float>> out;
+  for (uint64_t k = nb.offsets[i]; k < nb.offsets[i + 1]; ++k) out.emplace_back(nb.items[k], nb.scores[k]);
+  return out;
+}
+
+TEST(Recipes, SimsCountsCoOccurrenceWithinOrders) {
+  const Orders e;
+  RecipeOptions o;
+  o.min_co_count = 1;
+  o.popularity_discount = 0;
+  using List = std::vector<std::pair<uint32_t, float>>;
+  // By user, every item of a user's history goes with every other: both users hold all four.
+  const ItemNeighbors by_user = sims_neighbors(e.log(), o);
+  EXPECT_EQ(neighbors_of(by_user, 0), (List{{1, 2}, {2, 2}, {3, 2}}));
+  // By order: A {i0, i1}, B {i2, i3}, C {i0, i1}, D {i2}; u1's i3 has no order and forms no pair.
+  EventLog log = e.log();
+  log.basket = e.order;
+  const ItemNeighbors by_order = sims_neighbors(log, o);
+  EXPECT_EQ(neighbors_of(by_order, 0), (List{{1, 2}}));
+  EXPECT_EQ(neighbors_of(by_order, 2), (List{{3, 1}}));
+  EXPECT_EQ(neighbors_of(by_order, 3), (List{{2, 1}}));
+  // n = orders holding the item: i2 is in B and D, i3 in B only: 1 / sqrt(2 * 1).
+  o.popularity_discount = 0.5;
+  EXPECT_NEAR(neighbors_of(sims_neighbors(log, o), 2).at(0).second, 1 / std::sqrt(2.0f), 1e-6);
+  // min_co_count counts orders: only i0 and i1 share two.
+  o.min_co_count = 2;
+  EXPECT_EQ(sims_neighbors(log, o).items, (std::vector<uint32_t>{1, 0}));
+}
+
+TEST(Recipes, SimsCountsCoOccurrenceWithinSessions) {
+  const Orders e;
+  // u0: {i0, i1} then 4.5 hours later {i2, i3}; u1: {i0, i1} (a gap of exactly one hour stays),
+  // then 2 hours later {i2, i3}.
+  EXPECT_EQ(session_baskets(e.log(), 1), (std::vector<uint64_t>{0, 0, 1, 1, 2, 2, 3, 3}));
+  // A gap limit of half an hour splits u1's first two events; one of 5 hours joins u0's.
+  EXPECT_EQ(session_baskets(e.log(), 0.5), (std::vector<uint64_t>{0, 0, 1, 1, 2, 3, 4, 4}));
+  EXPECT_EQ(session_baskets(e.log(), 5), (std::vector<uint64_t>{0, 0, 0, 0, 1, 1, 1, 1}));
+  RecipeOptions o;
+  o.min_co_count = 1;
+  o.popularity_discount = 0;
+  EventLog log = e.log();
+  log.basket = session_baskets(log, 1);
+  const ItemNeighbors nb = sims_neighbors(log, o);
+  using List = std::vector<std::pair<uint32_t, float>>;
+  EXPECT_EQ(neighbors_of(nb, 0), (List{{1, 2}}));
+  EXPECT_EQ(neighbors_of(nb, 3), (List{{2, 2}}));
+  EXPECT_EQ(parse_co_occurrence("session"), CoOccurrence::kSession);
+  EXPECT_THROW(parse_co_occurrence("basket"), Error);
+}
+
+// "More like X": i2 has no interactions; its neighbours come from its genres alone.
+//   i0 {Action, Comedy, Film}, i1 {Action, Film}, i2 {Comedy, Film}; u0 and u1 each took i0 and i1.
+// idf: Action, Comedy ln(3/2); Film, held by every item, 0. Unit vectors: i0 (1, 1)/sqrt 2, i1
+// (1, 0), i2 (0, 1): cos(i0, i1) = cos(i0, i2) = 1/sqrt 2, cos(i1, i2) = 0.
+TEST(Recipes, SimsMetadataSimilarityGivesItemsWithoutInteractionsNeighbours) {
+  const std::vector<uint32_t> user{0, 0, 1, 1}, item{0, 1, 0, 1}, type(4, 0);
+  const std::vector<int64_t> time{1, 2, 1, 2};
+  const EventLog log = view_purchase_log(2, 3, user, item, time, type);
+  enum : uint32_t { kAction, kComedy, kFilm };
+  ItemTokens genres;
+  genres.offsets = {0, 3, 5, 7};
+  genres.tokens = {kAction, kComedy, kFilm, kFilm, kAction, kComedy, kFilm};
+  RecipeOptions o;
+  o.min_co_count = 1;
+  // Without metadata similarity: co(i0, i1) = 2, 2 / sqrt(2 * 2) = 1; i2 has no neighbours.
+  ItemNeighbors nb = sims_neighbors(log, o, genres);
+  EXPECT_EQ(nb.offsets, (std::vector<uint64_t>{0, 1, 2, 2}));
+  EXPECT_EQ(nb.scores, (std::vector<float>{1, 1}));
+  o.metadata_similarity = 0.3;
+  nb = sims_neighbors(log, o, genres);
+  using List = std::vector<std::pair<uint32_t, float>>;
+  const float c = static_cast<float>(1 / std::sqrt(2.0));
+  ASSERT_EQ(nb.offsets, (std::vector<uint64_t>{0, 2, 3, 4}));
+  EXPECT_EQ(nb.items, (std::vector<uint32_t>{1, 2, 0, 0}));
+  EXPECT_NEAR(nb.scores[0], 0.7 * 1 + 0.3 * c, 1e-6);  // i0 -> i1: co-occurrence and genres
+  EXPECT_NEAR(nb.scores[1], 0.3 * c, 1e-6);            // i0 -> i2: Comedy
+  EXPECT_NEAR(nb.scores[2], 0.7 * 1 + 0.3 * c, 1e-6);  // i1 -> i0; i1 and i2 share nothing that tells
+  EXPECT_NEAR(nb.scores[3], 0.3 * c, 1e-6);            // i2 -> i0, from Comedy alone
+  // Metadata alone: the co-occurrence part drops out.
+  o.metadata_similarity = 1;
+  nb = sims_neighbors(log, o, genres);
+  EXPECT_EQ(neighbors_of(nb, 0), (List{{1, c}, {2, c}}));
+  // Without metadata, a > 0 scales each item's list by its best score.
+  o.metadata_similarity = 0.5;
+  EXPECT_EQ(sims_neighbors(log, o).scores, (std::vector<float>{0.5f, 0.5f}));
+}
+
 TEST(Recipes, RecipeFileRoundTrip) {
   RecipeData d;
   d.kind = "sims";
@@ -241,6 +406,7 @@ ModelData recipe_model(const std::string& kind) {
   const Events e;
   RecipeOptions o;
   o.min_co_count = 1;
+  o.popularity_count = PopularityCount::kEvents;
   ModelData m;
   m.kind = parse_model_type(kind);
   m.user_ids = {"u0", "u1", "u2"};
@@ -287,6 +453,77 @@ TEST(Recipes, SimsModelAnswersRelatedItemsAndHistories) {
   EXPECT_EQ(s.at("output").at("recommendedUsers"), nlohmann::json::parse(R"(["u2"])"));
 }
 
+
+// Trained from an imported dataset: baskets by the interactions' ORDER_ID, metadata from the items'
+// GENRES (i4 never bought: its neighbours come from its genre), evaluation on the same baskets, the
+// options recorded in config.json; an order field the dataset lacks is refused, naming the fields.
+TEST(Recipes, SimsByOrderWithMetadataFromAnImportedDataset) {
+  namespace fs = std::filesystem;
+  const fs::path root = fs::temp_directory_path() / ("tastebud-sims-orders-" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  fs::create_directories(root);
+  {
+    // u0 bought i0 and i1 together, then i2 and i3; u1 the same pairs in two orders; u2 i0 and i1.
+    std::ofstream csv(root / "interactions.csv");
+    csv << "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE,ORDER_ID\n"
+        << "u0,i0,1600000000,purchase,A\nu0,i1,1600000000,purchase,A\n"
+        << "u0,i2,1600090000,purchase,B\nu0,i3,1600090000,purchase,B\n"
+        << "u1,i0,1600000100,purchase,C\nu1,i1,1600000100,purchase,C\n"
+        << "u1,i2,1600095000,purchase,D\nu1,i3,1600095000,purchase,D\n"
+        << "u2,i0,1600200000,purchase,E\nu2,i1,1600200000,purchase,E\n";
+    std::ofstream items(root / "items.csv");
+    items << "ITEM_ID,GENRES\ni0,candles\ni1,candles|frames\ni2,cards\ni3,cards|frames\ni4,candles\n";
+  }
+  datasets::ImportOptions import;
+  import.interactions = root / "interactions.csv";
+  import.items = root / "items.csv";
+  import.out = root / "dataset";
+  datasets::import_dataset(import);
+  TrainJob job;
+  job.data = root / "dataset";
+  job.out = root / "model";
+  job.model = "sims";
+  job.co_occurrence = "order";
+  job.min_co_count = 2;
+  job.metadata_similarity = 0.5;
+  job.eval = "loo";
+  job.validation_users = 0;
+  job.threads = 1;
+  job.progress = false;
+  std::ostringstream log;
+  const TrainResult result = run_training(job, log);
+  ASSERT_EQ(result.history.size(), 1u) << log.str();
+  const nlohmann::json config = nlohmann::json::parse(std::ifstream(root / "model" / "config.json"));
+  EXPECT_EQ(config.at("recipe").at("co_occurrence"), "order");
+  EXPECT_EQ(config.at("recipe").at("order_field"), "ORDER_ID");
+  EXPECT_EQ(config.at("recipe").at("metadata_similarity"), 0.5);
+  EXPECT_EQ(config.at("recipe").at("popularity_count"), "users");
+  const Recommender r = make(load_model_dir(root / "model"));
+  // By user, i0 would go with i2 and i3 too (two users hold all four); by order only with i1
+  // (3 orders), then by genre with i4 (candles: idf ln(5/3), frames ln(5/2)).
+  EXPECT_EQ(items_of(r, R"({"itemId": "i0", "numResults": 2})"), (std::vector<std::string>{"i1", "i4"}));
+  // i2 goes with i3 only (by user, with i0 and i1 too); the list is filled with popular items.
+  const nlohmann::json two = nlohmann::json::parse(r.answer(R"({"itemId": "i2", "numResults": 2})"));
+  EXPECT_EQ(two.at("output").at("recommendedItems")[0], "i3");
+  EXPECT_EQ(two.at("output").at("scores")[1].get<double>(), 0.0);
+  EXPECT_TRUE(two.at("output").contains("reason"));
+  // i4, never bought, gets neighbours from its genre: i0 (candles only) before i1 (candles, frames).
+  const nlohmann::json a = nlohmann::json::parse(r.answer(R"({"itemId": "i4", "numResults": 2})"));
+  EXPECT_EQ(a.at("output").at("recommendedItems"), nlohmann::json::parse(R"(["i0", "i1"])"));
+  EXPECT_NEAR(a.at("output").at("scores")[0].get<double>(), 0.5, 1e-6);  // cos 1, weighted 0.5
+  EXPECT_FALSE(a.at("output").contains("reason"));
+  job.order_field = "INVOICE";
+  job.out = root / "model2";
+  try {
+    run_training(job, log);
+    FAIL();
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("`order_field` INVOICE"), std::string::npos) << what;
+    EXPECT_NE(what.find("(their fields: ORDER_ID)"), std::string::npos) << what;
+  }
+  fs::remove_all(root);
+}
 
 // ---- transitions (issue 21) ----------------------------------------------------------------
 
@@ -382,7 +619,8 @@ TEST(Recipes, TransitionsScoreFromTheUsersLatestItemsWeightedByRecency) {
 
 ModelData transitions_model() {
   const Sequences e;
-  const RecipeOptions o = transition_options();
+  RecipeOptions o = transition_options();
+  o.popularity_count = PopularityCount::kEvents;
   ModelData m;
   m.kind = ModelType::kTransitions;
   m.user_ids = {"u0", "u1", "u2", "u3"};

@@ -593,6 +593,7 @@ TEST_F(TrainingJob, RecipesAreEvaluatedOnTheTrainingRowsOnly) {
   std::ostringstream log;
   TrainJob j = job("recipe_popularity");
   j.model = "popularity";
+  j.popularity_count = "events";  // event counts here; distinct users below
   const TrainResult popularity = run_training(j, log);
   ASSERT_EQ(popularity.history.size(), 1u);
   const Metrics& got = popularity.history[0].metrics;
@@ -617,6 +618,16 @@ TEST_F(TrainingJob, RecipesAreEvaluatedOnTheTrainingRowsOnly) {
   EXPECT_NEAR(got.at("hr@10"), want.at("hr@10"), 1e-12);
   EXPECT_NEAR(got.at("ndcg@10"), want.at("ndcg@10"), 1e-12);
   EXPECT_NE(got.at("hr@10"), leaked.at("hr@10"));
+  // Distinct users (the default): the users with a training pair on the item.
+  j = job("recipe_popularity_users");
+  j.model = "popularity";
+  const TrainResult users = run_training(j, log);
+  ASSERT_EQ(users.history.size(), 1u);
+  std::vector<float> training_users(d.num_items(), 0.0f);
+  for (uint32_t i : s.train.item) training_users[i] += 1.0f;
+  const Metrics want_users = evaluate(s, by(training_users), 1);
+  EXPECT_NEAR(users.history[0].metrics.at("hr@10"), want_users.at("hr@10"), 1e-12);
+  EXPECT_NEAR(users.history[0].metrics.at("ndcg@10"), want_users.at("ndcg@10"), 1e-12);
 
   // Co-occurrence knows the shop's taste clusters; counts do not.
   j = job("recipe_sims");
