@@ -137,7 +137,6 @@ struct Recommender::Impl {
   std::vector<Filter> promotion_filters;  // options.job.promotions' filters
   std::vector<uint8_t> explorable;        // cold and within the age cut-off (host/slate.h)
   std::vector<uint8_t> unscored;          // items whose score exploration ignores (empty: none)
-  std::vector<uint32_t> newest_rank;      // per item, its place by age, newest first
   std::vector<double> popularity_percentile, freshness_percentile;  // per item, for ranking influence
   std::vector<MetadataColumn> metadata_columns;
 
@@ -392,7 +391,7 @@ struct Recommender::Impl {
   }
 
   // Explorable items: cold (at most kExplorationMaxInteractions training users) and young (created
-  // within the cut-off; no date: new); their order by age; the cold items whose score is noise.
+  // within the cut-off; no date: new); the cold items whose score is noise.
   void prepare_exploration(const JobConfig& job) {
     // "now" is the dataset's latest timestamp (or --now), so answers do not depend on the clock.
     const double now = context.catalog.now, cutoff = job.exploration_age_cutoff_or_default() * 86400.0;
@@ -403,15 +402,6 @@ struct Recommender::Impl {
       const bool young = std::isnan(t) || (!std::isnan(now) && now - t <= cutoff);
       explorable[i] = young && popularity()[i] <= kExplorationMaxInteractions;
     }
-    std::vector<uint32_t> order(num_items());
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
-      const double ta = time_of(a), tb = time_of(b);
-      if (std::isnan(ta) || std::isnan(tb)) return std::isnan(ta) && !std::isnan(tb);  // undated: newest
-      return ta > tb;
-    });
-    newest_rank.resize(num_items());
-    for (uint32_t k = 0; k < num_items(); ++k) newest_rank[order[k]] = k;
     if (!ranker->scores_cold_items()) {
       unscored.assign(num_items(), 0);
       for (uint32_t i = 0; i < num_items(); ++i) unscored[i] = popularity()[i] == 0;
@@ -451,7 +441,6 @@ struct Recommender::Impl {
         r.exploration_slots = share_slots(job.exploration_weight_or_default(), q.k);
         r.explorable = explorable;
         r.unscored = unscored;
-        r.newest_rank = newest_rank;
         r.influence = {job.popularity_influence, job.freshness_influence, popularity_percentile, freshness_percentile};
       }
     } else {

@@ -31,17 +31,19 @@ std::vector<uint32_t> best_items(const SlateRequest& r, const std::vector<uint8_
   return top;
 }
 
-// Exploration's order: scored items first, best first; then the unscored; ties newest first, then
-// by index.
+// Exploration's order: scored items first, best first; then the unscored; ties in an order drawn
+// for the query (Philox of the seed and the query's key), so that over many users every
+// explorable item gets its share of the slots, and one query always gets the same.
 struct ExplorationOrder {
   const SlateRequest& r;
   bool scored(uint32_t i) const { return !std::isnan(r.scores[i]) && !marks(r.unscored, i); }
-  uint32_t newness(uint32_t i) const { return r.newest_rank.empty() ? i : r.newest_rank[i]; }
+  uint32_t draw(uint32_t i) const { return random_words(r.seed, RandomStream::kExploration, i, r.position_key).v[0]; }
   bool operator()(uint32_t a, uint32_t b) const {
     const bool sa = scored(a), sb = scored(b);
     if (sa != sb) return sa;
     if (sa && r.scores[a] != r.scores[b]) return r.scores[a] > r.scores[b];
-    return newness(a) != newness(b) ? newness(a) < newness(b) : a < b;
+    const uint32_t da = draw(a), db = draw(b);
+    return da != db ? da < db : a < b;
   }
 };
 
@@ -205,7 +207,7 @@ std::vector<SlateEntry> build_slate(const SlateRequest& r) {
     regular.push_back({i, SlotReason::kPopularityFill, -1});
     taken[i] = 1;
   }
-  // Sorted among themselves: best relevance first (unscored last, newest first, then by index).
+  // Sorted among themselves: best relevance first (unscored last, in the query's drawn order).
   std::stable_sort(special.begin(), special.end(),
                    [order = ExplorationOrder{r}](const SlateEntry& x, const SlateEntry& y) { return order(x.item, y.item); });
   const uint32_t length = static_cast<uint32_t>(special.size() + regular.size());

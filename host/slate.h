@@ -9,7 +9,9 @@
 //      explorable items (below) that the request filter allows, no earlier slot took and relevance
 //      would not place anyway: first those the model scores, best first, then the unscored ones
 //      (NaN, or `unscored`: an id-only model's row for an item it never trained on is noise);
-//      equal scores and the unscored items go newest first (`newest_rank`), then by index;
+//      equal scores and the unscored items in an order drawn for the query (Philox stream
+//      kExploration, the seed and the query's key: every unscored item gets its share over many
+//      users; the same query the same items);
 //   3. relevance fills the other slots from the candidates in blended order (ranking influence);
 //      when the allowed items run out, popular items fill the rest ("popularity fill"); a slot a
 //      promotion or exploration could not fill goes to relevance.
@@ -79,7 +81,6 @@ struct SlateRequest {
   uint32_t exploration_slots = 0;
   std::span<const uint8_t> explorable;   // per item (empty: none)
   std::span<const uint8_t> unscored;     // per item: its score says nothing (empty: every score counts)
-  std::span<const uint32_t> newest_rank; // per item: its place by age, newest (or undated) first (empty: index)
   RankingSignals influence;
   std::span<const uint32_t> popular_order;  // fills a short list (empty: no fill)
   uint64_t seed = 0;

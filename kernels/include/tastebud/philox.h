@@ -52,6 +52,7 @@ enum class RandomStream : uint32_t {
   kSlate = 12,            // batch-infer: where promoted and exploration items sit in a result
   kFoldIn = 13,           // answering: the negatives that fold a session's events into its rows
   kDropout = 14,          // training: which activations a sequence model's dropout keeps
+  kExploration = 15,      // batch-infer: the order of the explorable items a model cannot score
 };
 
 // Four 32-bit words for draw `index` of `stream` in `epoch`.
