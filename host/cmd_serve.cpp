@@ -41,7 +41,12 @@ void add_serve_command(CLI::App& app) {
   auto* model = cmd->add_option("--model", args->options.model, "Model directory written by `tastebud train`");
   auto* models = cmd->add_option("--models", args->options.models,
                                  "Retrain directory: serves its `current` and swaps to a new one when retrain promotes it");
+  auto* recommenders = cmd->add_option("--recommenders", args->options.recommenders,
+                                       "Directory written by `tastebud recommenders`: every use case it trained, each request "
+                                       "naming its own by recommenderArn");
   model->excludes(models);
+  model->excludes(recommenders);
+  models->excludes(recommenders);
   cmd->add_option("--events", args->options.events,
                   "Directory of the event log (default: DATASET.events beside the model's dataset)");
   cmd->add_option("--listen", args->listen, "HOST:PORT to listen on (port 0: any free port)")->capture_default_str();
@@ -57,7 +62,8 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--api-key-file", args->api_key_file, "File holding the key requests must send (X-Api-Key or Authorization: Bearer)")
       ->check(CLI::ExistingFile);
   cmd->callback([args] {
-    if (args->options.model.empty() && args->options.models.empty()) throw Error("serve: give --model DIR or --models DIR");
+    if (args->options.model.empty() && args->options.models.empty() && args->options.recommenders.empty())
+      throw Error("serve: give --model DIR, --models DIR or --recommenders DIR");
     parse_listen(args->listen, args->options);
     if (!args->api_key_file.empty()) {
       std::string key = read_file(args->api_key_file);

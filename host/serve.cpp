@@ -25,6 +25,7 @@
 #include "host/filters.h"
 #include "host/inference.h"
 #include "host/job_config.h"
+#include "host/use_cases.h"
 #include "tastebud/error.h"
 #include "tastebud/json_input.h"
 #include "tastebud/read_file.h"
@@ -88,9 +89,9 @@ fs::path model_dir_of(const ServeOptions& o) {
   return fs::canonical(current);
 }
 
-std::shared_ptr<const Loaded> load(const ServeOptions& o) {
+std::shared_ptr<const Loaded> load_dir(const fs::path& dir, const ServeOptions& o) {
   auto loaded = std::make_shared<Loaded>();
-  loaded->dir = model_dir_of(o);
+  loaded->dir = dir;
   loaded->version = loaded->dir.filename().string();
   loaded->model = std::make_shared<const ModelData>(load_model_dir(loaded->dir));
   const fs::path data = loaded->model->data;
@@ -100,6 +101,26 @@ std::shared_ptr<const Loaded> load(const ServeOptions& o) {
   options.normalize_scores = loaded->normalize_scores = o.normalize_scores;
   loaded->plain = std::make_shared<const Recommender>(loaded->model, loaded->context, options);
   return loaded;
+}
+
+std::shared_ptr<const Loaded> load(const ServeOptions& o) { return load_dir(model_dir_of(o), o); }
+
+// --recommenders DIR: every use case recommenders.json lists as trained, by name.
+std::map<std::string, std::shared_ptr<const Loaded>> load_recommenders(const ServeOptions& o) {
+  const fs::path listing = o.recommenders / "recommenders.json";
+  std::map<std::string, std::shared_ptr<const Loaded>> out;
+  try {
+    const nlohmann::json written = parse_json(read_file(listing), listing.string());
+    for (const auto& u : written.at("use_cases")) {
+      if (u.at("status") != "trained") continue;
+      const std::string name = u.at("use_case");
+      out.emplace(name, load_dir(o.recommenders / name, o));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("--recommenders {}: {}", listing.string(), e.what()));
+  }
+  if (out.empty()) throw Error(fmt::format("--recommenders {}: lists no trained use case", listing.string()));
+  return out;
 }
 
 // The items each user and session took since the server started, newest last: a bounded LRU.
@@ -330,7 +351,8 @@ struct Server::Impl {
   httplib::Server http;
   int port = 0;
   mutable std::mutex loaded_mutex;
-  std::shared_ptr<const Loaded> loaded;
+  std::shared_ptr<const Loaded> loaded;  // with --recommenders: the first use case (its dataset takes the events)
+  std::map<std::string, std::shared_ptr<const Loaded>> recommenders;  // --recommenders: by use case
   std::unique_ptr<PutEventsLog> events, users_log, items_log;
   RecordSchema users_schema, items_schema;
   std::map<std::string, std::string> filters;  // --filters: name -> expression
@@ -361,6 +383,25 @@ struct Server::Impl {
     return loaded;
   }
 
+  // The model a request asks: the one model, or with --recommenders the use case its
+  // recommenderArn names (a name, or an ARN ending in /NAME, as the service's field).
+  std::shared_ptr<const Loaded> model_for(const json& request) const {
+    const std::optional<std::string> arn = string_of(request, "recommenderArn");
+    if (options.recommenders.empty()) {
+      if (arn) throw BadRequest("recommenderArn: this server answers one model (start it with --recommenders DIR for several)");
+      return model();
+    }
+    std::vector<std::string> names;
+    std::lock_guard lock(loaded_mutex);
+    for (const auto& [name, m] : recommenders) names.push_back(name);
+    if (!arn) throw BadRequest(fmt::format("recommenderArn: required (the server's recommenders: {})", fmt::join(names, ", ")));
+    const std::string name = arn->substr(arn->rfind('/') == std::string::npos ? 0 : arn->rfind('/') + 1);
+    const auto it = recommenders.find(name);
+    if (it == recommenders.end())
+      throw BadRequest(fmt::format("recommenderArn: no recommender '{}' (the server's: {})", name, fmt::join(names, ", ")));
+    return it->second;
+  }
+
   std::string recommendation_id() {
     return fmt::format("RID-{:x}-{:x}", started & 0xffffffffffull, answered.fetch_add(1) + 1);
   }
@@ -383,9 +424,10 @@ struct Server::Impl {
     return it->second;
   }
 
-  // The request's promotions and metadataColumns as a job configuration's text (no exploration:
-  // the service explores by its campaign's settings, not per request); "" when it has neither.
-  std::string shaping_of(const json& request) const {
+  // The request's promotions and metadataColumns as a job configuration's text (exploration as the
+  // model's use case sets it, else none: the service explores by its campaign's settings, not per
+  // request); "" when it has neither.
+  std::string shaping_of(const json& request, const Loaded& m) const {
     json config = json::object();
     if (const auto p = request.find("promotions"); p != request.end() && !p->is_null()) {
       if (!p->is_array()) throw BadRequest("promotions: must be an array");
@@ -404,15 +446,16 @@ struct Server::Impl {
     }
     if (const auto c = request.find("metadataColumns"); c != request.end() && !c->is_null()) config["metadataColumns"] = *c;
     if (config.empty()) return "";
-    config["itemExplorationConfig"] = {{"explorationWeight", 0}};
+    const UseCase* use_case = use_case_named(m.model->use_case);
+    config["itemExplorationConfig"] = {{"explorationWeight", use_case ? use_case->exploration_weight : 0.0}};
     return config.dump();
   }
 
   json recommendations(const json& request) {
     check_fields(request, {"userId", "itemId", "numResults", "filter", "filterArn", "filterValues", "context", "promotions",
-                           "metadataColumns"});
-    const std::shared_ptr<const Loaded> m = model();
-    const json output = answer_of(*m->for_request(filter_of(request), shaping_of(request)), line_with_recent(request));
+                           "metadataColumns", "recommenderArn"});
+    const std::shared_ptr<const Loaded> m = model_for(request);
+    const json output = answer_of(*m->for_request(filter_of(request), shaping_of(request, *m)), line_with_recent(request));
     json items = json::array();
     for (size_t k = 0; k < output.at("recommendedItems").size(); ++k) {
       json item{{"itemId", output["recommendedItems"][k]}, {"score", output["scores"][k]}};
@@ -431,7 +474,8 @@ struct Server::Impl {
   }
 
   json personalized_ranking(const json& request) {
-    check_fields(request, {"userId", "inputList", "filter", "filterArn", "filterValues", "context", "metadataColumns"});
+    check_fields(request, {"userId", "inputList", "filter", "filterArn", "filterValues", "context", "metadataColumns",
+                           "recommenderArn"});
     if (!string_of(request, "userId")) throw BadRequest("userId: required");
     const auto list = request.find("inputList");
     if (list == request.end() || !list->is_array()) throw BadRequest("inputList: required, an array of item ids");
@@ -439,8 +483,8 @@ struct Server::Impl {
       throw BadRequest(fmt::format("inputList: {} items, more than the {} the service ranks at once", list->size(), kMaxInputList));
     json line = line_with_recent(request);
     line["itemList"] = *list;
-    const std::shared_ptr<const Loaded> m = model();
-    const json output = answer_of(*m->for_request(filter_of(request), shaping_of(request)), line);
+    const std::shared_ptr<const Loaded> m = model_for(request);
+    const json output = answer_of(*m->for_request(filter_of(request), shaping_of(request, *m)), line);
     json ranking = json::array();
     for (size_t k = 0; k < output.at("recommendedItems").size(); ++k) {
       json item{{"itemId", output["recommendedItems"][k]}};
@@ -586,7 +630,12 @@ struct Server::Impl {
     });
     http.Get("/health", [this](const httplib::Request& q, httplib::Response& r) {
       const std::shared_ptr<const Loaded> m = model();
-      r.set_content(json{{"status", "ok"}, {"model", m->dir.string()}, {"version", m->version}}.dump(), "application/json");
+      json health{{"status", "ok"}, {"model", m->dir.string()}, {"version", m->version}};
+      if (!options.recommenders.empty()) {
+        std::lock_guard lock(loaded_mutex);
+        for (const auto& [name, loaded] : recommenders) health["recommenders"].push_back(name);
+      }
+      r.set_content(health.dump(), "application/json");
       metrics.observe(q.path, 200, 0);
     });
     http.Get("/metrics", [this](const httplib::Request& q, httplib::Response& r) {
@@ -610,8 +659,13 @@ struct Server::Impl {
 
   void reload_logged() {
     try {
-      std::shared_ptr<const Loaded> next = load(options);
-      {
+      if (!options.recommenders.empty()) {
+        auto next = load_recommenders(options);
+        std::lock_guard lock(loaded_mutex);
+        recommenders = std::move(next);
+        loaded = recommenders.begin()->second;
+      } else {
+        std::shared_ptr<const Loaded> next = load(options);
         std::lock_guard lock(loaded_mutex);
         loaded = std::move(next);
       }
@@ -625,8 +679,14 @@ struct Server::Impl {
 
 Server::Server(ServeOptions options, std::ostream& log) : impl_(std::make_unique<Impl>(std::move(options), log)) {
   Impl& s = *impl_;
-  TB_CHECK(s.options.model.empty() != s.options.models.empty(), "serve: give a model directory (--model) or a retrain directory (--models)");
-  s.loaded = load(s.options);
+  TB_CHECK(!s.options.model.empty() + !s.options.models.empty() + !s.options.recommenders.empty() == 1,
+           "serve: give a model directory (--model), a retrain directory (--models) or a recommenders directory (--recommenders)");
+  if (!s.options.recommenders.empty()) {
+    s.recommenders = load_recommenders(s.options);
+    s.loaded = s.recommenders.begin()->second;
+  } else {
+    s.loaded = load(s.options);
+  }
   if (!s.options.filters.empty()) s.filters = read_filters(s.options.filters, s.loaded->context.catalog);
   // cpp-httplib gives a kept-alive connection its thread until the client closes it: the pool is
   // sized for connections, not cores (answers themselves are short and single-threaded).

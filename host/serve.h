@@ -15,6 +15,8 @@
 //                                sentAt, itemId?, eventValue?, eventId?, properties?, impression?,
 //                                recommendationId?}; answered once the rows are on disk
 //   GET  /health, GET /metrics   liveness with the model's version; Prometheus text
+// With --recommenders DIR, every use case `tastebud recommenders` trained there answers, each
+// GetRecommendations and GetPersonalizedRanking request naming its own by "recommenderArn".
 //
 // The items of each user's and session's accepted events (the newest 50 per key, for the newest
 // max_sessions keys) go with that user's or session's next requests as the line's "recentItems":
@@ -36,6 +38,9 @@ namespace tastebud::host {
 struct ServeOptions {
   std::filesystem::path model;   // one model directory, or
   std::filesystem::path models;  // a retrain directory: its `current`, reloaded when retrain moves it
+  // or a directory `tastebud recommenders` wrote: every use case it trained, each request naming
+  // its own by "recommenderArn" (the service's field: the use case, or an ARN ending in /NAME)
+  std::filesystem::path recommenders;
   std::filesystem::path events;  // where PutEvents writes (empty: DATASET.events beside the model's dataset)
   std::string host = "127.0.0.1";
   int port = 8080;               // 0: any free port (port() says which)

@@ -32,6 +32,7 @@
 #include "host/retrain.h"
 #include "host/serve.h"
 #include "host/training.h"
+#include "host/use_cases.h"
 #include "run_cli.h"
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/datasets/import.h"
@@ -168,6 +169,52 @@ TEST_F(Serve, RecommendationsAreBatchInfersAnswersInTheServicesShape) {
   const json batch = batch_output_filtered(root_ / "gmf", R"({"userId": "u3", "numResults": 50})", "EXCLUDE ItemID WHERE Items.PRICE > 20");
   ASSERT_EQ(body.at("itemList").size(), batch.at("recommendedItems").size());
   for (size_t k = 0; k < batch.at("recommendedItems").size(); ++k) EXPECT_EQ(body["itemList"][k]["itemId"], batch["recommendedItems"][k]);
+}
+
+// --recommenders: every use case `recommenders` trained answers, each request naming its own by
+// recommenderArn, with the answer batch-infer gives from that use case's model directory.
+TEST_F(Serve, RecommendersAnswerTheUseCaseEachRequestNames) {
+  RecommendersJob job;
+  job.data = root_ / "dataset";
+  job.out = root_ / "recommenders";
+  job.domain = "ecommerce";
+  job.candidates = {"popularity"};
+  job.threads = 1;
+  job.progress = false;
+  std::ostringstream log;
+  const json listing = train_recommenders(job, log);
+  ServeOptions o = options({});
+  o.model.clear();
+  o.recommenders = job.out;
+  Running s(o);
+  size_t answered = 0;
+  for (const json& u : listing) {
+    if (u["status"] != "trained") continue;
+    const std::string name = u["use_case"];
+    const QueryNeeds needs = find_use_case(name).query;
+    const std::string line = needs == QueryNeeds::kUser   ? R"({"userId": "u3", "numResults": 5})"
+                             : needs == QueryNeeds::kItem ? R"({"itemId": "i2", "numResults": 5})"
+                                                          : R"({"userId": "u3", "itemId": "i2", "numResults": 5})";
+    json request = json::parse(line);
+    request["recommenderArn"] = "arn:aws:personalize:us-east-1:111:recommender/" + name;
+    const auto [status, body] = s.post("/recommendations", request.dump());
+    ASSERT_EQ(status, 200) << name << " " << body.dump();
+    const json batch = batch_output(job.out / name, line);
+    ASSERT_EQ(body.at("itemList").size(), batch.at("recommendedItems").size()) << name;
+    for (size_t k = 0; k < batch.at("recommendedItems").size(); ++k)
+      EXPECT_EQ(body["itemList"][k]["itemId"], batch["recommendedItems"][k]) << name;
+    ++answered;
+  }
+  EXPECT_GE(answered, 2u) << log.str();
+  auto [status, body] = s.post("/recommendations", R"({"userId": "u3"})");
+  EXPECT_EQ(status, 400);
+  EXPECT_NE(body.dump().find("recommenderArn"), std::string::npos) << body.dump();
+  std::tie(status, body) = s.post("/recommendations", R"({"userId": "u3", "recommenderArn": "top-picks-for-you"})");
+  EXPECT_EQ(status, 400);
+  // A query the use case does not take, as the service refuses it.
+  std::tie(status, body) = s.post("/recommendations", R"({"itemId": "i2", "recommenderArn": "most-viewed"})");
+  EXPECT_EQ(status, 400) << body.dump();
+  EXPECT_NE(body.dump().find("userId"), std::string::npos) << body.dump();
 }
 
 TEST_F(Serve, ASecondServerOnTheSamePortIsRefused) {
