@@ -54,8 +54,8 @@ std::string resolve_device(const std::string& device) {
 
 class Model {
  public:
-  Model(const fs::path& dir, const std::string& device, uint32_t threads)
-      : dir_(dir), device_(resolve_device(device)), threads_(threads) {
+  Model(const fs::path& dir, const std::string& device, uint32_t threads, bool normalize_scores)
+      : dir_(dir), device_(resolve_device(device)), threads_(threads), normalize_scores_(normalize_scores) {
     host::ModelData model = host::load_model_dir(dir);
     config_ = read_file(dir / "config.json");
     if (!host::neural_kind(model.kind)) device_ = "cpu";  // only the NeuMF family scores on the GPU
@@ -100,6 +100,7 @@ class Model {
     o.keep_seen = keep_seen;
     o.device = device_;
     o.threads = threads_;
+    o.normalize_scores = normalize_scores_;
     return o;
   }
 
@@ -127,6 +128,7 @@ class Model {
   fs::path dir_;
   std::string device_;
   uint32_t threads_;
+  bool normalize_scores_;  // user answers' scores as shares of the allowed catalog (the service's scale)
   std::string config_;
   std::shared_ptr<const host::Recommender> default_;
   std::mutex mutex_;
@@ -206,8 +208,8 @@ const ModelParams& params_of(const py::object& self) {
 
 void bind_model(py::module_& m) {
   py::class_<Model>(m, "Model")
-      .def(py::init<const fs::path&, const std::string&, uint32_t>(), py::arg("dir"), py::arg("device") = "cpu",
-           py::arg("threads") = 0)
+      .def(py::init<const fs::path&, const std::string&, uint32_t, bool>(), py::arg("dir"), py::arg("device") = "cpu",
+           py::arg("threads") = 0, py::arg("normalize_scores") = false)
       .def_property_readonly("kind", [](const Model& m) { return std::string(host::to_string(m.data().kind)); })
       .def_property_readonly("dir", [](const Model& m) { return m.dir(); })
       .def_property_readonly("config_json", [](const Model& m) { return m.config(); })

@@ -300,3 +300,12 @@ def test_recommenders_train_what_the_data_supports_and_answer_like_batch_infer(d
     assert one.config["recipe"]["events"] == ["view", "cart"]
     with pytest.raises(tastebud.Error, match="use_case"):
         tastebud.train(dataset, tmp_path / "bad", use_case="most-watched", progress=False, verbose=False)
+
+
+def test_normalized_scores_equal_batch_infers(dataset, tmp_path):
+    run_cli("train", "--model", "popularity", "--data", dataset, "--out", tmp_path / "pop", "--eval", "none")
+    model = tastebud.Model.load(tmp_path / "pop", normalize_scores=True)
+    cli = batch_infer(tmp_path / "pop", [{"userId": "u1", "numResults": 5}], tmp_path / "q", "--normalize-scores")
+    ids, scores = model.recommend("u1", n=5)
+    assert_answers_equal(ids, scores, cli[0]["output"])
+    assert 0 < scores.sum() < 1

@@ -171,10 +171,12 @@ class Model:
         self.training = None  # train()'s summary: backend, history, best_epoch, popularity
 
     @classmethod
-    def load(cls, path, device="cpu", threads=0):
+    def load(cls, path, device="cpu", threads=0, normalize_scores=False):
         """Opens a model directory written by `tastebud train` (or tastebud.train). device: cpu,
-        cuda or auto (the GPU answers plain recommendations when there is one)."""
-        return cls(_core.Model(os.fspath(path), device, threads))
+        cuda or auto (the GPU answers plain recommendations when there is one). normalize_scores:
+        recommend()'s scores as the service gives them, each item's share of the allowed catalog
+        (they sum to 1), as batch-infer's --normalize-scores."""
+        return cls(_core.Model(os.fspath(path), device, threads, normalize_scores))
 
     def __repr__(self):
         return f"tastebud.Model({self.kind!r}, {os.fspath(self.path)!r}, {len(self.user_ids)} users, " \
