@@ -191,7 +191,11 @@ void add_train_command(CLI::App& app) {
     if (!job->config_file.empty()) apply_job_file(*cmd, job->config_file);
     const auto given = [cmd](std::string name) {
       std::replace(name.begin(), name.end(), '_', '-');
-      return cmd->count("--" + name) > 0;
+      try {
+        return cmd->count("--" + name) > 0;
+      } catch (const CLI::OptionNotFound&) {  // a TrainJob field without a flag of its own
+        return false;
+      }
     };
     if (!job->use_case.empty()) {
       train_use_case(*job, given, std::cout);

@@ -445,6 +445,8 @@ ItemTokens item_tokens(const datasets::Metadata& items, uint32_t num_items) {
   TB_CHECK(next + datasets::kTextHashBuckets < UINT32_MAX, "metadata similarity: too many categorical values");
   const auto text_base = static_cast<uint32_t>(next);
   ItemTokens out;
+  out.field_starts = base;
+  if (!items.textual.empty()) out.field_starts.push_back(text_base);
   out.offsets.push_back(0);
   for (uint32_t r = 0; r < num_items; ++r) {
     if (r < items.has_row.size() && items.has_row[r]) {
@@ -503,19 +505,30 @@ MetadataVectors metadata_vectors(const ItemTokens& metadata, uint32_t num_items)
     }
     described += t.empty() ? 0 : 1;
   }
+  // Each field's part of an item's vector is a unit vector over sqrt(fields), so the dot product of
+  // two items is the mean of their per-field cosines.
+  const std::vector<uint32_t>& starts = metadata.field_starts;
+  const size_t fields = std::max<size_t>(1, starts.size());
+  auto field_of = [&](uint32_t t) {
+    return starts.empty() ? size_t{0} : static_cast<size_t>(std::upper_bound(starts.begin(), starts.end(), t) - starts.begin() - 1);
+  };
+  std::vector<double> norm(fields);
   v.item_offsets.push_back(0);
   for (uint32_t i = 0; i < num_items; ++i) {
     const size_t first = v.item_tokens.size();
-    double norm = 0;
+    std::fill(norm.begin(), norm.end(), 0.0);
     for (const auto& [t, count] : counted[i]) {
       if (holders[t] > kCommonTokenItems && static_cast<double>(holders[t]) > kCommonTokenShare * static_cast<double>(described)) continue;
       const double w = count * std::log(static_cast<double>(described) / static_cast<double>(holders[t]));
       if (w <= 0) continue;
       v.item_tokens.push_back(t);
       v.item_weights.push_back(static_cast<float>(w));
-      norm += w * w;
+      norm[field_of(t)] += w * w;
     }
-    for (size_t k = first; k < v.item_weights.size(); ++k) v.item_weights[k] = static_cast<float>(v.item_weights[k] / std::sqrt(norm));
+    for (size_t k = first; k < v.item_weights.size(); ++k) {
+      const double scale = std::sqrt(norm[field_of(v.item_tokens[k])] * static_cast<double>(fields));
+      v.item_weights[k] = static_cast<float>(v.item_weights[k] / scale);
+    }
     v.item_offsets.push_back(v.item_tokens.size());
   }
   v.holders = group_by_key<std::pair<uint32_t, float>>(tokens, [&](auto&& emit) {

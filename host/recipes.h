@@ -145,6 +145,10 @@ struct ItemNeighbors {
 struct ItemTokens {
   std::vector<uint64_t> offsets;  // items + 1
   std::vector<uint32_t> tokens;
+  // The first token id of each field (increasing; the tokens of field f are [field_starts[f],
+  // field_starts[f + 1])): the cosine is taken per field and averaged over the fields, so a
+  // title's rare words do not outweigh a shared genre. Empty: one field.
+  std::vector<uint32_t> field_starts;
 };
 // The items' categorical values (a token per (field, value)) and the textual field's hashed words.
 ItemTokens item_tokens(const datasets::Metadata& items, uint32_t num_items);
@@ -153,8 +157,9 @@ ItemTokens item_tokens(const datasets::Metadata& items, uint32_t num_items);
 // session. co(i, j) = number of baskets holding both i and j (each basket's newest max_history
 // distinct items); score = co / (n_i * n_j)^popularity_discount, n = baskets per item; pairs with
 // co below min_co_count are dropped. With metadata_similarity a > 0 and metadata given, the score
-// becomes (1 - a) * score / (i's best score) + a * cos(i, j), cos the cosine of the items' TF-IDF
-// token vectors (tf = occurrences, idf = ln(items / items holding the token); tokens held by more
+// becomes (1 - a) * score / (i's best score) + a * cos(i, j), cos the mean over the metadata's fields
+// of the cosine of the items' TF-IDF token vectors in that field (tf = occurrences, idf = ln(items /
+// items holding the token); tokens held by more
 // than 20% of the items and more than 1,000 of them are left out: they tell little apart and
 // would cost items x holders), so an item without interactions gets neighbours from metadata
 // alone. The `neighbors` best per item are kept (ties by item index).

@@ -3,13 +3,14 @@ same model and input."""
 
 import json
 import pathlib
+import subprocess
 import threading
 
 import numpy as np
 import pytest
 
 import tastebud
-from conftest import TRAIN_ARGS, batch_infer, cli_flags, run_cli
+from conftest import TRAIN_ARGS, batch_infer, cli_flags, cli_path, run_cli
 
 
 def columns(dataset_dir):
@@ -300,6 +301,15 @@ def test_recommenders_train_what_the_data_supports_and_answer_like_batch_infer(d
     assert one.config["recipe"]["events"] == ["view", "cart"]
     with pytest.raises(tastebud.Error, match="use_case"):
         tastebud.train(dataset, tmp_path / "bad", use_case="most-watched", progress=False, verbose=False)
+    # The command line's train --use-case gives the same model directory.
+    run_cli("train", "--use-case", "most-viewed", "--event-map", "view=view,cart", "--data", dataset, "--out",
+            tmp_path / "cli-viewed", "--no-progress")
+    cli_config = json.loads((tmp_path / "cli-viewed" / "config.json").read_text())
+    assert (cli_config["use_case"], cli_config["recipe"]["events"]) == ("most-viewed", ["view", "cart"])
+    assert (tmp_path / "cli-viewed" / "recipe.bin").read_bytes() == (tmp_path / "viewed" / "recipe.bin").read_bytes()
+    done = subprocess.run([cli_path(), "train", "--use-case", "most-viewed", "--model", "sims", "--data", str(dataset),
+                           "--out", str(tmp_path / "refused")], capture_output=True, text=True)
+    assert done.returncode != 0 and "fixes its model" in done.stderr
 
 
 def test_normalized_scores_equal_batch_infers(dataset, tmp_path):
