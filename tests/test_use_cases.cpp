@@ -41,6 +41,9 @@ constexpr int kUsers = 40;
 //  - Best sellers: d is bought 200 times by user 0 alone; old is bought by all 40 users on day 10,
 //    outside the latest 30 days; a is bought by 30 users on day 95.
 //  - Views: users 0..24 view v1 (day 90) and v2 (day 91); user 0 buys v2 (day 92).
+//  - Trending: users 30..39 view hot on day 99, in the latest week; nobody before.
+//  - Metadata (the second dataset's items.csv): m1, viewed by users 26..29 on day 80, and n1,
+//    which nobody touched, are both Noir|Heist; every other item is Filler.
 std::string shop_csv() {
   std::ostringstream csv;
   csv << "USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE,ORDER_ID\n";
@@ -66,10 +69,19 @@ std::string shop_csv() {
       row(u, "v2", kT0 + 91 * kDay, "View", "");
     }
   }
+  for (int u = 30; u < kUsers; ++u) row(u, "hot", kT0 + 99 * kDay, "View", "");
+  for (int u = 26; u < 30; ++u) row(u, "m1", kT0 + 80 * kDay, "View", "");
   for (int k = 0; k < 200; ++k) row(0, "d", kT0 + 60 * kDay + k * 60, "PURCHASE", fmt::format("d{}", k));
   row(0, "v2", kT0 + 92 * kDay, "PURCHASE", "p0");
   row(1, "f0", kT0 + 100 * kDay, "View", "");
   return csv.str();
+}
+
+std::string items_csv() {
+  std::string csv = "ITEM_ID,GENRES\nm1,Noir|Heist\nn1,Noir|Heist\n";
+  for (const char* item : {"a", "b", "c", "d", "old", "v1", "v2", "hot"}) csv += fmt::format("{},Filler\n", item);
+  for (int k = 0; k < 100; ++k) csv += fmt::format("f{},Filler|Extra{}\n", k, k % 7);
+  return csv;
 }
 
 class UseCases : public ::testing::Test {
@@ -82,6 +94,10 @@ class UseCases : public ::testing::Test {
     datasets::ImportOptions o;
     o.interactions = root_ / "interactions.csv";
     o.out = root_ / "dataset";
+    datasets::import_dataset(o);
+    std::ofstream(root_ / "items.csv") << items_csv();
+    o.items = root_ / "items.csv";
+    o.out = root_ / "dataset-items";
     datasets::import_dataset(o);
   }
   static void TearDownTestSuite() { fs::remove_all(root_); }
@@ -119,6 +135,13 @@ class UseCases : public ::testing::Test {
   static std::vector<std::string> items_of(const json& answer) {
     EXPECT_TRUE(answer["error"].is_null()) << answer.dump();
     return answer["output"]["recommendedItems"].get<std::vector<std::string>>();
+  }
+
+  // The first n items, sorted (items that tie on score).
+  static std::vector<std::string> sorted_head(const std::vector<std::string>& items, size_t n) {
+    std::vector<std::string> head(items.begin(), items.begin() + static_cast<int64_t>(std::min(n, items.size())));
+    std::sort(head.begin(), head.end());
+    return head;
   }
 
   static bool holds(const std::vector<std::string>& items, const std::string& item) {
@@ -231,13 +254,72 @@ TEST_F(UseCases, RecommendedForYouKeepsTheBestCandidateAndExplores) {
   EXPECT_EQ(json::parse(std::ifstream(one / "config.json"))["model"], "popularity");
 }
 
+// Video on demand on the same shop, its views mapped to the Watch role.
+TEST_F(UseCases, VideoOnDemandUseCasesAnswerFromTheWatchRole) {
+  const auto watch = [](TrainJob& job) { job.event_map = {"watch=View"}; };
+  // because-you-watched-x: those who watched v1 watched v2; a user's watched titles are left out.
+  const fs::path because = train("because-you-watched-x", watch);
+  EXPECT_EQ(items_of(ask(because, R"({"itemId": "v1"})")).at(0), "v2");
+  EXPECT_FALSE(holds(items_of(ask(because, R"({"userId": "u1", "itemId": "v1"})")), "v2"));
+  EXPECT_FALSE(ask(because, R"({"userId": "u1"})")["error"].is_null());
+  // most-popular: the most distinct watchers of all time, v1 and v2 (25 each), for a user who
+  // watched neither; left out for one who did.
+  const fs::path popular = train("most-popular", watch);
+  std::vector<std::string> top = items_of(ask(popular, R"({"userId": "u30"})"));
+  ASSERT_GE(top.size(), 2u);
+  EXPECT_EQ(sorted_head(top, 2), (std::vector<std::string>{"v1", "v2"}));
+  top = items_of(ask(popular, R"({"userId": "u3"})"));
+  EXPECT_FALSE(holds(top, "v1") || holds(top, "v2"));
+  // trending-now: hot, ten watchers in the latest week and none before, tops the list of a user
+  // who has not watched it.
+  const fs::path trending = train("trending-now", watch);
+  EXPECT_EQ(items_of(ask(trending, R"({"userId": "u1"})")).at(0), "hot");
+  EXPECT_FALSE(holds(items_of(ask(trending, R"({"userId": "u31"})")), "hot"));
+}
+
+TEST_F(UseCases, MoreLikeXGivesAnUnwatchedTitleNeighboursByMetadata) {
+  TrainJob job;
+  job.data = root_ / "dataset-items";
+  job.out = root_ / "more-like-x";
+  job.use_case = "more-like-x";
+  job.event_map = {"watch=View"};
+  job.threads = 1;
+  job.progress = false;
+  std::ostringstream log;
+  train_use_case(job, [](const std::string&) { return false; }, log);
+  // n1 has no watcher: its one neighbour is m1, the other Noir|Heist title.
+  ModelData model = load_model_dir(job.out);
+  InferenceContext context = load_context(model, job.data);
+  InferenceOptions options;
+  options.num_results = 3;
+  const Recommender r(std::move(model), std::move(context), options);
+  const json answer = json::parse(r.answer(R"({"itemId": "n1"})"));
+  const std::vector<std::string> like = items_of(answer);
+  ASSERT_FALSE(like.empty()) << answer.dump();
+  EXPECT_EQ(like[0], "m1");
+  EXPECT_GT(answer["output"]["scores"][0].get<double>(), 0.0);
+}
+
+TEST_F(UseCases, MostViewedCountsDistinctViewersLately) {
+  // hot: ten viewers on day 99; v1, v2: 25 on days 90-91, also within 30 days: they lead.
+  const fs::path dir = train("most-viewed");
+  const std::vector<std::string> top = items_of(ask(dir, R"({"userId": "u35"})"));
+  ASSERT_GE(top.size(), 3u);
+  EXPECT_EQ(sorted_head(top, 2), (std::vector<std::string>{"v1", "v2"}));  // 25 each, a tie
+  EXPECT_EQ(top[2], "hot");
+  // u0 bought v2: left out; its views are not.
+  const std::vector<std::string> u0 = items_of(ask(dir, R"({"userId": "u0"})"));
+  EXPECT_FALSE(holds(u0, "v2"));
+  EXPECT_TRUE(holds(u0, "v1"));
+}
+
 TEST_F(UseCases, FixedSettingsAndBadNamesAreRefused) {
   EXPECT_THROW(train("best-sellers", [](TrainJob& job) { job.model = "sims"; }, {"model"}), Error);
   EXPECT_THROW(train("best-sellers", [](TrainJob& job) { job.events = {"View"}; }, {"event"}), Error);
   EXPECT_THROW(train("most-viewed-items"), Error);
   // No Watch events: the use case says so and writes nothing.
-  EXPECT_THROW(train("most-popular"), Error);
-  EXPECT_FALSE(fs::exists(root_ / "most-popular"));
+  EXPECT_THROW(train("most-popular", [](TrainJob& job) { job.out = root_ / "no-watch-events"; }), Error);
+  EXPECT_FALSE(fs::exists(root_ / "no-watch-events"));
 }
 
 TEST_F(UseCases, RecommendersTrainWhatTheDataSupportsAndSkipTheRest) {
