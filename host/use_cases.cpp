@@ -331,8 +331,11 @@ TrainResult train_use_case(TrainJob job, const Given& given, std::ostream& log) 
     fix_settings(u, job, dataset, roles, given);
   }
   if (!job.out.parent_path().empty()) fs::create_directories(job.out.parent_path());
-  log << fmt::format("use case {} ({}): {}; learns from {}, leaves out the user's {}\n", u.name, to_string(u.domain),
-                     u.summary, fmt::join(job.events, ", "), fmt::join(job.exclude_events, ", "));
+  const std::string left_out = job.exclude_events == std::vector<std::string>{"none"}
+                                   ? "leaves out nothing (the data has none of the events it leaves out)"
+                                   : fmt::format("leaves out the user's items of {}", fmt::join(job.exclude_events, ", "));
+  log << fmt::format("use case {} ({}): {}; learns from {}, {}\n", u.name, to_string(u.domain), u.summary,
+                     fmt::join(job.events, ", "), left_out);
   if (u.picks_model) return pick_and_train(u, job, given, log);
   Built built = train_beside(job, given, log);
   record_use_case(built.dir->path(), u, json());
