@@ -17,6 +17,7 @@
 #include "host/catalog_view.h"
 #include "host/inference.h"
 #include "host/model_data.h"
+#include "host/scrub_model.h"
 #include "host/use_cases.h"
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/datasets/import.h"
@@ -237,6 +238,20 @@ TEST_F(UseCases, CustomersWhoViewedLeaveOutOnlyTheUsersPurchases) {
   EXPECT_TRUE(std::binary_search(left_out.begin(), left_out.end(), index("v2")));
   EXPECT_TRUE(std::binary_search(left_out.begin(), left_out.end(), index("d")));
   EXPECT_FALSE(std::binary_search(left_out.begin(), left_out.end(), index("v1")));
+  // delete-users scrubs excluded.bin with the rest: u0 leaves it, u1's list stays as it was.
+  const auto lists_of = [](const ModelData& m, const std::string& user) {
+    const auto u = std::find(m.user_ids.begin(), m.user_ids.end(), user) - m.user_ids.begin();
+    const SeenItems& e = *m.excluded;
+    return std::vector<uint32_t>(e.items.begin() + static_cast<int64_t>(e.offsets[u]),
+                                 e.items.begin() + static_cast<int64_t>(e.offsets[u + 1]));
+  };
+  const std::vector<uint32_t> u1_before = lists_of(model, "u1");
+  scrub_users_from_model(dir, {"u0"});
+  const ModelData scrubbed = load_model_dir(dir);
+  ASSERT_TRUE(scrubbed.excluded);
+  EXPECT_EQ(scrubbed.excluded->offsets.size(), scrubbed.user_ids.size() + 1);
+  EXPECT_EQ(std::count(scrubbed.user_ids.begin(), scrubbed.user_ids.end(), "u0"), 0);
+  EXPECT_EQ(lists_of(scrubbed, "u1"), u1_before);
 }
 
 TEST_F(UseCases, RecommendedForYouKeepsTheBestCandidateAndExplores) {
