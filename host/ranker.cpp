@@ -7,6 +7,7 @@
 
 #include <omp.h>
 
+#include "host/score_batcher.h"
 #include "tastebud/engine/fold_in.h"
 #include "tastebud/error.h"
 #include "tastebud/loss_math.h"
@@ -86,6 +87,7 @@ class NeuralRanker final : public Ranker {
   }
 
   void user_scores(uint32_t user, std::span<const float> context, std::vector<float>& s) const override {
+    if (context.empty()) return batcher_.score(user, s);
     s.resize(num_items());
     scorer_.score_all(user, s, context);
   }
@@ -171,6 +173,7 @@ class NeuralRanker final : public Ranker {
   }
 
   Scorer scorer_;
+  mutable ScoreBatcher batcher_{scorer_};  // users asking at once (serve's connections) share a pass
   std::vector<float> item_vectors_;
   uint32_t item_dim_ = 0;
 };

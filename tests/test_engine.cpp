@@ -537,7 +537,8 @@ TEST(Scorer, EveryShapeAndEntryPointMatchesTheForwardPass) {
   const std::vector<Shape> shapes{{ModelKind::kNeuMF, 8, {64, 32, 16, 8}},
                                   {ModelKind::kNeuMF, 3, {14, 7, 5}},
                                   {ModelKind::kMLP, 8, {128, 64, 32}},
-                                  {ModelKind::kGMF, 5, {64, 32}}};
+                                  {ModelKind::kGMF, 5, {64, 32}},
+                                  {ModelKind::kGMF, 66, {64, 32}}};  // MF's width: 64 in lanes, 2 after
   for (const Shape& s : shapes) {
     ModelConfig c;
     c.kind = s.kind;

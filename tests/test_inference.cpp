@@ -2,6 +2,7 @@
 // ranking with unknown ids last, related items, fallbacks, filters before top-K, every bad line,
 // segments, the job's file handling.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <filesystem>
 #include <iterator>
@@ -9,6 +10,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <sys/wait.h>
@@ -27,6 +29,7 @@
 #include "host/job_config.h"
 #include "host/slate.h"
 #include "host/recipes.h"
+#include "host/score_batcher.h"
 #include "tastebud/engine/model_io.h"
 #include "tastebud/engine/gpu_scorer.h"
 #include "tastebud/engine/scorer.h"
@@ -1238,4 +1241,43 @@ TEST(Inference, JobWritesEveryLineInOrderAndAtomically) {
 }
 
 }  // namespace
+// Users asking at once share a pass over the catalog: each gets exactly what it would alone,
+// whatever the pass held; a bad user fails alone.
+TEST(ScoreBatcher, ConcurrentUsersGetWhatEachGetsAlone) {
+  ModelConfig c;
+  c.kind = ModelKind::kGMF;
+  c.num_users = 40;
+  c.num_items = 301;
+  c.factors = 66;
+  ModelParams p = ModelParams::initialize(c, 5);
+  const Scorer scorer(p);
+  std::vector<std::vector<float>> alone(c.num_users, std::vector<float>(c.num_items));
+  for (uint32_t u = 0; u < c.num_users; ++u) scorer.score_all(u, alone[u]);
+  ScoreBatcher batcher(scorer, 8, 2);
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches{0}, refused{0};
+  for (int t = 0; t < 12; ++t) {
+    threads.emplace_back([&, t] {
+      std::vector<float> got;
+      for (int k = 0; k < 60; ++k) {
+        const uint32_t u = static_cast<uint32_t>((t * 7 + k * 13) % c.num_users);
+        batcher.score(u, got);
+        if (got != alone[u]) ++mismatches;
+        if (k % 20 == 0) {
+          try {
+            batcher.score(c.num_users + 3, got);
+          } catch (const Error&) {
+            ++refused;
+          }
+        }
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(mismatches.load(), 0);
+  EXPECT_EQ(refused.load(), 12 * 3);
+  EXPECT_GE(batcher.largest_pass(), 1u);
+  EXPECT_LE(batcher.largest_pass(), 8u);
+}
+
 }  // namespace tastebud::host
