@@ -26,7 +26,6 @@ using Given = std::function<bool(const std::string&)>;
 
 constexpr uint64_t kMinEvents = 1000;         // the service's minimum interactions of a use case's types
 constexpr uint32_t kMinActiveUsers = 25;      // ... and users with two or more of them
-constexpr double kExplorationAgeDays = 30;    // Recommended for you's item-age cut-off
 
 std::string lower(std::string_view text) {
   std::string out(text);
