@@ -61,3 +61,27 @@ def test_a_bad_request_raises_with_the_servers_message(server):
         client.rank("u1", [f"i{k}" for k in range(501)])
     with pytest.raises(tastebud.Error, match="sessionId: required"):
         client.put_events(event_list=[{"eventType": "view", "itemId": "i1", "sentAt": 1}])
+
+
+def test_a_recommenders_server_answers_the_use_case_each_call_names(dataset, tmp_path):
+    listing = tastebud.recommenders(dataset, tmp_path / "recs", "ecommerce", candidates=["popularity"], threads=1,
+                                    verbose=False)
+    assert {"most-viewed", "customers-who-viewed-x-also-viewed"} <= {u["use_case"] for u in listing
+                                                                     if u["status"] == "trained"}
+    process = subprocess.Popen([cli_path(), "serve", "--recommenders", str(tmp_path / "recs"), "--listen",
+                                "127.0.0.1:0", "--events", str(tmp_path / "events"), "--threads", "2"],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        port = re.search(r"http://127\.0\.0\.1:(\d+)", process.stdout.readline())
+        client = tastebud.Client(f"http://127.0.0.1:{port.group(1)}")
+        viewed = client.recommend(user_id="u5", num_results=5, recommender="most-viewed")
+        batch = batch_infer(tmp_path / "recs" / "most-viewed", [{"userId": "u5", "numResults": 5}], tmp_path)
+        assert [i["itemId"] for i in viewed] == batch[0]["output"]["recommendedItems"]
+        also = client.recommend(user_id="u5", item_id="i3", num_results=5,
+                                recommender="arn:aws:personalize:::recommender/customers-who-viewed-x-also-viewed")
+        assert len(also) == 5
+        with pytest.raises(tastebud.Error, match="recommenderArn"):
+            client.recommend(user_id="u5")
+    finally:
+        process.terminate()
+        assert process.wait(timeout=30) == 0

@@ -44,25 +44,30 @@ class Client:
         return {k: v for k, v in fields.items() if v is not None}
 
     def get_recommendations(self, userId=None, itemId=None, numResults=None, filter=None,
-                            filterValues=None, context=None):
-        """The service's GetRecommendations: the whole answer (itemList, recommendationId)."""
+                            filterValues=None, context=None, recommenderArn=None):
+        """The service's GetRecommendations: the whole answer (itemList, recommendationId).
+        recommenderArn: the use case, on a server started with --recommenders."""
         return self._call("POST", "/recommendations", self._request(
             userId=userId, itemId=itemId, numResults=numResults, filter=filter, filterValues=filterValues,
-            context=context))
+            context=context, recommenderArn=recommenderArn))
 
     def recommend(self, user_id=None, item_id=None, num_results=None, filter=None, filter_values=None,
-                  context=None):
-        """The itemList of get_recommendations."""
-        return self.get_recommendations(user_id, item_id, num_results, filter, filter_values, context)["itemList"]
+                  context=None, recommender=None):
+        """The itemList of get_recommendations (recommender: the use case's name or ARN)."""
+        return self.get_recommendations(user_id, item_id, num_results, filter, filter_values, context,
+                                        recommender)["itemList"]
 
-    def get_personalized_ranking(self, userId, inputList, filter=None, filterValues=None, context=None):
+    def get_personalized_ranking(self, userId, inputList, filter=None, filterValues=None, context=None,
+                                 recommenderArn=None):
         """The service's GetPersonalizedRanking: personalizedRanking, recommendationId."""
         return self._call("POST", "/personalized-ranking", self._request(
-            userId=userId, inputList=list(inputList), filter=filter, filterValues=filterValues, context=context))
+            userId=userId, inputList=list(inputList), filter=filter, filterValues=filterValues, context=context,
+            recommenderArn=recommenderArn))
 
-    def rank(self, user_id, items, filter=None, filter_values=None, context=None):
+    def rank(self, user_id, items, filter=None, filter_values=None, context=None, recommender=None):
         """The personalizedRanking of get_personalized_ranking."""
-        return self.get_personalized_ranking(user_id, items, filter, filter_values, context)["personalizedRanking"]
+        return self.get_personalized_ranking(user_id, items, filter, filter_values, context,
+                                             recommender)["personalizedRanking"]
 
     def put_events(self, session_id=None, event_list=(), user_id=None, sessionId=None, eventList=None,
                    userId=None, trackingId=None):
