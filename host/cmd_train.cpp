@@ -147,6 +147,10 @@ void add_train_command(CLI::App& app) {
                   "Event types whose items a user's answers leave out, over all the dataset's rows (e.g. purchase), "
                   "or `none`; default: every item the model trained on for the user")
       ->delimiter(',');
+  cmd->add_option("--exclude-latest", job->exclude_latest,
+                  "With --exclude-events: only each user's N newest events of each type are left out (0: all; "
+                  "a --use-case: 100, as the service)")
+      ->capture_default_str();
   cmd->add_option("--use-case", job->use_case,
                   "A domain recommender of the service (it fixes the model, events and exclusions): "
                   "recommended-for-you, customers-who-viewed-x-also-viewed, frequently-bought-together, best-sellers, "

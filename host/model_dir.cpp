@@ -87,7 +87,7 @@ namespace {
 constexpr const char* kCheckedFiles[] = {"user_ids.json", "item_ids.json", "vocabularies.json"};
 }
 
-void write_excluded(const datasets::Dataset& dataset, const std::vector<std::string>& event_types,
+void write_excluded(const datasets::Dataset& dataset, const std::vector<std::string>& event_types, uint32_t latest,
                     const std::filesystem::path& path) {
   std::vector<uint8_t> wanted(dataset.event_types.size(), 0);
   for (const std::string& type : event_types)
@@ -95,11 +95,15 @@ void write_excluded(const datasets::Dataset& dataset, const std::vector<std::str
   const datasets::Interactions& rows = dataset.interactions;
   SeenItems out;
   out.offsets.push_back(0);
-  std::vector<uint32_t> items;
+  std::vector<uint32_t> items, counted(dataset.event_types.size());
   for (uint32_t u = 0; u < dataset.num_users(); ++u) {
     items.clear();
-    for (uint64_t r = rows.user_offsets[u]; r < rows.user_offsets[u + 1]; ++r)
-      if (wanted[rows.event_type[r]]) items.push_back(rows.item[r]);
+    std::fill(counted.begin(), counted.end(), 0u);
+    // Newest first (a user's rows are in time order), at most `latest` of each type.
+    for (uint64_t r = rows.user_offsets[u + 1]; r > rows.user_offsets[u]; --r) {
+      const uint32_t type = rows.event_type[r - 1];
+      if (wanted[type] && (latest == 0 || counted[type]++ < latest)) items.push_back(rows.item[r - 1]);
+    }
     std::sort(items.begin(), items.end());
     items.erase(std::unique(items.begin(), items.end()), items.end());
     out.items.insert(out.items.end(), items.begin(), items.end());

@@ -43,8 +43,9 @@ void write_seen(const SeenItems& seen, const std::filesystem::path& path);
 SeenItems read_seen(const std::filesystem::path& path, uint32_t num_items);
 void check_seen(const SeenItems& seen, uint32_t num_items, const std::filesystem::path& path);
 // excluded.bin: per user, the items of the user's events of `event_types` (names matched as
-// find_event_type does) over every row of `dataset`, sorted, in seen.bin's format.
-void write_excluded(const datasets::Dataset& dataset, const std::vector<std::string>& event_types,
+// find_event_type does; "none": no type) over the rows of `dataset`, each type's `latest` newest
+// only (0: all), sorted, in seen.bin's format.
+void write_excluded(const datasets::Dataset& dataset, const std::vector<std::string>& event_types, uint32_t latest,
                     const std::filesystem::path& path);
 
 // The CRC-32 of the id files (and vocabularies.json when there is one), which config.json records ("checksums") after they are written;

@@ -877,7 +877,10 @@ RecipeData compute_recipe(ModelType model, const EventLog& events, const RecipeO
 json recipe_json(const TrainPlan& plan, const RecipeOptions& options) {
   json recipe{{"events", plan.event_rules}, {"half_life_days", options.half_life_days},
               {"popularity_count", plan.job.popularity_count}, {"popularity_window_days", options.popularity_window_days}};
-  if (!plan.job.exclude_events.empty()) recipe["exclude_events"] = plan.job.exclude_events;
+  if (!plan.job.exclude_events.empty()) {
+    recipe["exclude_events"] = plan.job.exclude_events;
+    recipe["exclude_latest"] = plan.job.exclude_latest;
+  }
   if (plan.model == ModelType::kSims) {
     recipe["min_co_count"] = options.min_co_count;
     recipe["popularity_discount"] = options.popularity_discount;
@@ -974,7 +977,7 @@ TrainResult train_recipe(const TrainPlan& plan, std::ostream& log) {
   write_ids(dataset.user_ids, job.out / "user_ids.json");
   write_ids(dataset.item_ids, job.out / "item_ids.json");
   write_seen(seen_of(events), job.out / "seen.bin");
-  if (!job.exclude_events.empty()) write_excluded(dataset, job.exclude_events, job.out / "excluded.bin");
+  if (!job.exclude_events.empty()) write_excluded(dataset, job.exclude_events, job.exclude_latest, job.out / "excluded.bin");
   write_recipe(data, job.out / "recipe.bin");
   const json config{{"model", job.model}, {"data", fs::absolute(job.data).string()},
                     {"recipe", recipe_json(plan, options)}, {"checksums", file_checksums(job.out)}};

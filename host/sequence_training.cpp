@@ -127,7 +127,8 @@ void write_answer_tables(const TrainPlan& plan, const datasets::Dataset& dataset
   write_ids(dataset.user_ids, out / "user_ids.json");
   write_ids(dataset.item_ids, out / "item_ids.json");
   write_seen(seen_items_of(events), out / "seen.bin");
-  if (!plan.job.exclude_events.empty()) write_excluded(dataset, plan.job.exclude_events, out / "excluded.bin");
+  if (!plan.job.exclude_events.empty())
+    write_excluded(dataset, plan.job.exclude_events, plan.job.exclude_latest, out / "excluded.bin");
   write_recipe(data, out / "recipe.bin");
 }
 

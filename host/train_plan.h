@@ -89,6 +89,9 @@ struct TrainJob {
   // Event types whose items a user's answers leave out (excluded.bin, host/model_dir.h), over every
   // row of the dataset; empty: the items of seen.bin (every item the model trained on for the user).
   std::vector<std::string> exclude_events;
+  // With exclude_events: only each user's this many newest events of each type are left out (the
+  // service's automatic exclusions look at the latest 100); 0: every one.
+  uint32_t exclude_latest = 0;
   // A domain recommender of the service (host/use_cases.h): it fixes the model, the events, the
   // exclusions and the recipe's settings; empty: none.
   std::string use_case;

@@ -55,6 +55,7 @@ json job_to_json(const TrainPlan& plan) {
               {"events", plan.event_rules}};
   // Only when used, so that runs from before these options existed still resume.
   if (!job.exclude_events.empty()) j["exclude_events"] = job.exclude_events;
+  if (!job.exclude_events.empty() && job.exclude_latest > 0) j["exclude_latest"] = job.exclude_latest;
   if (job.validation_users > 0 && plan.protocol != EvalProtocol::kNone) {
     j["validation_users"] = job.validation_users;
   }
@@ -249,7 +250,7 @@ class RunDirectory {
  public:
   RunDirectory(const TrainPlan& plan, Communicator& comm)
       : out_(plan.job.out), checkpoint_(out_ / "checkpoint.bin"), job_json_(job_to_json(plan)),
-        exclude_events_(plan.job.exclude_events), comm_(comm) {}
+        exclude_events_(plan.job.exclude_events), exclude_latest_(plan.job.exclude_latest), comm_(comm) {}
 
   bool writer() const { return comm_.root(); }
   const fs::path& checkpoint() const { return checkpoint_; }
@@ -303,7 +304,7 @@ class RunDirectory {
     write_ids(dataset.user_ids, out_ / "user_ids.json");
     write_ids(dataset.item_ids, out_ / "item_ids.json");
     write_seen(seen_of(split.train), out_ / "seen.bin");  // every training row, the validation's too
-    if (!exclude_events_.empty()) write_excluded(dataset, exclude_events_, out_ / "excluded.bin");
+    if (!exclude_events_.empty()) write_excluded(dataset, exclude_events_, exclude_latest_, out_ / "excluded.bin");
     write_vocabularies(dataset, config, out_ / "vocabularies.json");
     json config_json = job_json_;
     config_json["model_config"] = json::parse(config_to_json(config));
@@ -346,6 +347,7 @@ class RunDirectory {
   fs::path out_, checkpoint_;
   json job_json_;
   std::vector<std::string> exclude_events_;
+  uint32_t exclude_latest_ = 0;
   json resumed_;  // the checkpoint's record of the interrupted run
   Communicator& comm_;
 };

@@ -26,6 +26,7 @@ using Given = std::function<bool(const std::string&)>;
 
 constexpr uint64_t kMinEvents = 1000;         // the service's minimum interactions of a use case's types
 constexpr uint32_t kMinActiveUsers = 25;      // ... and users with two or more of them
+constexpr uint32_t kExcludeLatest = 100;      // exclusions read each user's latest 100 events of a type
 
 std::string lower(std::string_view text) {
   std::string out(text);
@@ -241,6 +242,7 @@ void fix_settings(const UseCase& u, TrainJob& job, const datasets::Dataset& data
   job.events = roles.types(u.learns_from);
   job.exclude_events = roles.types(u.excludes);
   if (job.exclude_events.empty()) job.exclude_events = {"none"};  // the data has none of those events
+  preset(job, &TrainJob::exclude_latest, kExcludeLatest, "exclude_latest", given);
   u.configure(job, dataset, given);
 }
 

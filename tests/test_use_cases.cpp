@@ -145,6 +145,17 @@ class UseCases : public ::testing::Test {
     return head;
   }
 
+  // Whether the model leaves `item` out of `user`'s answers (excluded.bin).
+  static bool left_out(const fs::path& dir, const std::string& user, const std::string& item) {
+    const ModelData m = load_model_dir(dir);
+    EXPECT_TRUE(m.excluded);
+    const auto u = std::find(m.user_ids.begin(), m.user_ids.end(), user) - m.user_ids.begin();
+    const auto i = static_cast<uint32_t>(std::find(m.item_ids.begin(), m.item_ids.end(), item) - m.item_ids.begin());
+    const SeenItems& e = *m.excluded;
+    return std::binary_search(e.items.begin() + static_cast<int64_t>(e.offsets[u]),
+                              e.items.begin() + static_cast<int64_t>(e.offsets[u + 1]), i);
+  }
+
   static bool holds(const std::vector<std::string>& items, const std::string& item) {
     return std::find(items.begin(), items.end(), item) != items.end();
   }
@@ -199,6 +210,23 @@ TEST_F(UseCases, BestSellersCountDistinctUsersInTheLatest30DaysAndLeaveOutPurcha
   EXPECT_FALSE(holds(items_of(ask(dir, R"({"userId": "u3"})")), "a"));
   // Best sellers answer userId queries (the service requires one).
   EXPECT_FALSE(ask(dir, R"({"itemId": "a"})")["error"].is_null());
+}
+
+// The service's automatic exclusions read each user's latest 100 events of a type. User 0's
+// purchases, newest first: about 22 after day 60 (fillers, a, b, v2), then d's 200 on day 60, so
+// the latest 100 end among d's and the purchase of old on day 10 is not among them; user 1 bought
+// 33 things, all of them counted.
+TEST_F(UseCases, ExclusionsReadEachTypesLatest100EventsAsTheService) {
+  const fs::path dir = train("best-sellers", [](TrainJob& job) { job.out = root_ / "latest-100"; });
+  EXPECT_TRUE(left_out(dir, "u0", "a"));
+  EXPECT_TRUE(left_out(dir, "u0", "d"));
+  EXPECT_FALSE(left_out(dir, "u0", "old"));
+  EXPECT_TRUE(left_out(dir, "u1", "old"));
+  const fs::path all = train("best-sellers", [](TrainJob& job) {
+    job.out = root_ / "latest-all";
+    job.exclude_latest = 0;
+  }, {"exclude_latest"});
+  EXPECT_TRUE(left_out(all, "u0", "old"));
 }
 
 TEST_F(UseCases, FrequentlyBoughtTogetherGoesByOrder) {

@@ -78,6 +78,7 @@ const std::map<std::string, Setter>& setters() {
       {"update", set(&TrainJob::update)},
       {"events", [](TrainJob& j, py::handle v) { j.events = strings_of(v); }},
       {"exclude_events", [](TrainJob& j, py::handle v) { j.exclude_events = strings_of(v); }},
+      {"exclude_latest", set(&TrainJob::exclude_latest)},
       {"use_case", set(&TrainJob::use_case)},
       {"event_map", [](TrainJob& j, py::handle v) { j.event_map = strings_of(v); }},
       {"candidates", [](TrainJob& j, py::handle v) { j.candidates = strings_of(v); }},
