@@ -16,6 +16,7 @@
 #include "host/model_dir.h"
 #include "host/evaluation.h"
 #include "host/split.h"
+#include "tastebud/binary_lists.h"
 #include "tastebud/checksum.h"
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/engine/model_io.h"
@@ -33,27 +34,6 @@ using nlohmann::json;
 constexpr char kRecipeMagic[8] = {'T', 'B', 'R', 'E', 'C', 'I', 'P', '3'};
 constexpr char kRecipeMagicV2[8] = {'T', 'B', 'R', 'E', 'C', 'I', 'P', '2'};
 constexpr char kRecipeMagicV1[8] = {'T', 'B', 'R', 'E', 'C', 'I', 'P', '1'};
-
-template <typename T>
-void append(std::string& bytes, const std::vector<T>& values) {
-  const uint64_t n = values.size();
-  bytes.append(reinterpret_cast<const char*>(&n), sizeof(n));
-  bytes.append(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(T));
-}
-
-template <typename T>
-std::vector<T> take(std::string_view bytes, size_t& at, const fs::path& path) {
-  auto bad = [&] { return Error(fmt::format("corrupt: {}: a count larger than the file at byte {}", path.string(), at)); };
-  uint64_t n;
-  if (at + 8 > bytes.size()) throw bad();
-  std::memcpy(&n, bytes.data() + at, 8);
-  at += 8;
-  if (n > (bytes.size() - at) / sizeof(T)) throw bad();
-  std::vector<T> values(n);
-  if (n > 0) std::memcpy(values.data(), bytes.data() + at, n * sizeof(T));
-  at += n * sizeof(T);
-  return values;
-}
 
 int64_t newest(const EventLog& log) {
   int64_t t = INT64_MIN;
@@ -732,15 +712,15 @@ void write_recipe(const RecipeData& data, const fs::path& path) {
   std::string bytes(kRecipeMagic, sizeof(kRecipeMagic));
   const json header{{"kind", data.kind}};
   const std::string text = header.dump();
-  append(bytes, std::vector<char>(text.begin(), text.end()));
-  append(bytes, data.popularity);
-  append(bytes, data.item_scores);
-  append(bytes, data.neighbors.offsets);
-  append(bytes, data.neighbors.items);
-  append(bytes, data.neighbors.scores);
-  append(bytes, data.latest.offsets);
-  append(bytes, data.latest.items);
-  append(bytes, data.latest.scores);
+  append_list(bytes, std::vector<char>(text.begin(), text.end()));
+  append_list(bytes, data.popularity);
+  append_list(bytes, data.item_scores);
+  append_list(bytes, data.neighbors.offsets);
+  append_list(bytes, data.neighbors.items);
+  append_list(bytes, data.neighbors.scores);
+  append_list(bytes, data.latest.offsets);
+  append_list(bytes, data.latest.items);
+  append_list(bytes, data.latest.scores);
   append_checksum(bytes);
   write_file_atomically(path, bytes);
 }
@@ -771,21 +751,21 @@ RecipeData read_recipe(const fs::path& path, uint32_t num_items) {
     throw Error(fmt::format("{}: not a tastebud recipe file", path.string()));
   size_t at = 8;
   RecipeData data;
-  const std::vector<char> header = take<char>(bytes, at, path);
+  const std::vector<char> header = take_list<char>(bytes, at, path);
   try {
     data.kind = json::parse(std::string(header.begin(), header.end())).at("kind").get<std::string>();
   } catch (const json::exception& e) {
     throw Error(fmt::format("corrupt: {}: the recipe header: {}", path.string(), e.what()));
   }
-  data.popularity = take<float>(bytes, at, path);
-  data.item_scores = take<float>(bytes, at, path);
-  data.neighbors.offsets = take<uint64_t>(bytes, at, path);
-  data.neighbors.items = take<uint32_t>(bytes, at, path);
-  data.neighbors.scores = take<float>(bytes, at, path);
+  data.popularity = take_list<float>(bytes, at, path);
+  data.item_scores = take_list<float>(bytes, at, path);
+  data.neighbors.offsets = take_list<uint64_t>(bytes, at, path);
+  data.neighbors.items = take_list<uint32_t>(bytes, at, path);
+  data.neighbors.scores = take_list<float>(bytes, at, path);
   if (with_latest) {
-    data.latest.offsets = take<uint64_t>(bytes, at, path);
-    data.latest.items = take<uint32_t>(bytes, at, path);
-    data.latest.scores = take<float>(bytes, at, path);
+    data.latest.offsets = take_list<uint64_t>(bytes, at, path);
+    data.latest.items = take_list<uint32_t>(bytes, at, path);
+    data.latest.scores = take_list<float>(bytes, at, path);
   }
   if (at != bytes.size()) throw Error(fmt::format("corrupt: {}: bytes after the last list", path.string()));
   if (data.popularity.size() != num_items)

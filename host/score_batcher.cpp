@@ -37,14 +37,19 @@ void ScoreBatcher::run_pass(std::unique_lock<std::mutex>& lock) {
   lock.unlock();
   std::exception_ptr error;
   try {
-    std::vector<uint32_t> users;
-    for (const Request* r : batch) users.push_back(r->user);
     const size_t n = scorer_.num_items();
-    thread_local std::vector<float> all;
-    all.resize(users.size() * n);
-    scorer_.score_users(users, all);
-    for (size_t k = 0; k < batch.size(); ++k) batch[k]->out->assign(all.begin() + static_cast<std::ptrdiff_t>(k * n),
-                                                                     all.begin() + static_cast<std::ptrdiff_t>((k + 1) * n));
+    if (batch.size() == 1) {  // alone (an idle server, one thread): straight into its output, no copy
+      batch[0]->out->resize(n);
+      scorer_.score_all(batch[0]->user, *batch[0]->out);
+    } else {
+      std::vector<uint32_t> users;
+      for (const Request* r : batch) users.push_back(r->user);
+      thread_local std::vector<float> all;
+      all.resize(users.size() * n);
+      scorer_.score_users(users, all);
+      for (size_t k = 0; k < batch.size(); ++k)
+        batch[k]->out->assign(all.begin() + static_cast<std::ptrdiff_t>(k * n), all.begin() + static_cast<std::ptrdiff_t>((k + 1) * n));
+    }
   } catch (...) {
     error = std::current_exception();
   }

@@ -18,6 +18,7 @@
 #include "host/recipes.h"
 #include "host/split.h"
 #include "tastebud/atomic_file.h"
+#include "tastebud/binary_lists.h"
 #include "tastebud/checksum.h"
 #include "tastebud/datasets/dataset.h"
 #include "tastebud/engine/sequence_trainer.h"
@@ -98,12 +99,6 @@ std::string epoch_line(const EpochRecord& r, const EpochStats& stats) {
   for (const auto& [k, v] : r.metrics)
     if (k != "eval_users" && k != "val.eval_users" && !is_interval_key(k)) line += fmt::format("  {} {:.4f}", k, v);
   return line;
-}
-
-json record_json(const EpochRecord& r) {
-  json metrics = json::object();
-  for (const auto& [k, v] : r.metrics) metrics[k] = v;
-  return json{{"epoch", r.epoch}, {"loss", r.loss}, {"samples", r.samples}, {"seconds", r.seconds}, {"metrics", metrics}};
 }
 
 // The answers' tables: every user's seen items, popularity and latest max_sequence items (from
@@ -197,12 +192,6 @@ struct RunProgress {
   std::string metrics;  // metrics.jsonl's text so far
 };
 
-template <typename T>
-void append_array(std::string& bytes, const T* values, uint64_t n) {
-  bytes.append(reinterpret_cast<const char*>(&n), sizeof(n));
-  bytes.append(reinterpret_cast<const char*>(values), n * sizeof(T));
-}
-
 // What a resumed run must share with the one that wrote its checkpoint: every setting but the
 // epoch count (a resumed run continues up to its own).
 json resume_settings(const TrainPlan& plan) {
@@ -219,8 +208,8 @@ void write_checkpoint(const fs::path& path, const RunProgress& run, const Sequen
                     {"sequence", config_json(state.params.config)},    {"metrics", run.metrics}};
   std::string bytes(kCheckpointMagic, sizeof(kCheckpointMagic));
   const std::string text = header.dump();
-  append_array(bytes, text.data(), text.size());
-  for (const auto* v : {&state.params.values, &state.m, &state.v}) append_array(bytes, v->data(), v->size());
+  append_list(bytes, std::span<const char>(text));
+  for (const auto* v : {&state.params.values, &state.m, &state.v}) append_list(bytes, *v);
   append_checksum(bytes);
   write_file_atomically(path, bytes);
 }
@@ -234,19 +223,8 @@ std::pair<RunProgress, SequenceState> read_checkpoint(const fs::path& path, cons
     throw Error(fmt::format("{}: not a tastebud sequence checkpoint", path.string()));
   const std::string_view bytes = checked_payload(file, path);
   size_t at = 8;
-  auto take = [&](size_t width, auto* out) {
-    uint64_t n;
-    if (at + 8 > bytes.size()) throw bad("shorter than its counts");
-    std::memcpy(&n, bytes.data() + at, 8);
-    at += 8;
-    if (n > (bytes.size() - at) / width) throw bad("a count larger than the file");
-    out->resize(n);
-    std::memcpy(out->data(), bytes.data() + at, n * width);
-    at += n * width;
-  };
-  std::string text;
-  take(1, &text);
-  const json header = json::parse(text);
+  const std::vector<char> text = take_list<char>(bytes, at, path);
+  const json header = json::parse(text.begin(), text.end());
   TB_CHECK(header.at("sequence") == config_json(shape) && header.at("settings") == settings,
            fmt::format("--resume: {} was written by a run of other settings or another dataset ({} now, {} then); "
                        "start without --resume in a new directory",
@@ -256,9 +234,9 @@ std::pair<RunProgress, SequenceState> read_checkpoint(const fs::path& path, cons
   SequenceState state;
   state.params.config = shape;
   state.step = header.at("step");
-  take(sizeof(float), &state.params.values);
-  take(sizeof(float), &state.m);
-  take(sizeof(float), &state.v);
+  state.params.values = take_list<float>(bytes, at, path);
+  state.m = take_list<float>(bytes, at, path);
+  state.v = take_list<float>(bytes, at, path);
   if (state.params.values.size() != SequenceLayout(shape).total || state.m.size() != state.params.values.size() ||
       state.v.size() != state.params.values.size())
     throw bad("its tensors do not fit the model's shape");
@@ -331,7 +309,7 @@ TrainResult train_sequence(const TrainPlan& plan, std::ostream& log) {
     const double value = in.test ? record.metrics.at(chosen_by) : epoch;
     const bool better = value > run.best;
     run.epoch = epoch;
-    run.metrics += record_json(record).dump() + "\n";
+    run.metrics += epoch_record_json(record).dump() + "\n";
     run.since_best = better ? 0 : run.since_best + 1;
     if (better) run.best = value, run.best_epoch = epoch, result.best_epoch = epoch;
     // Checkpoint, model, metrics, in that order: a kill at any moment leaves a run --resume completes.

@@ -74,18 +74,19 @@ EventRule parse_event_rule(const std::string& text) {
   return rule;
 }
 
+bool same_ignoring_case(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
 uint32_t find_event_type(const datasets::Dataset& dataset, std::string_view name) {
   const size_t types = dataset.event_types.size();
   for (size_t t = 0; t < types; ++t)
     if (dataset.event_types[t] == name) return static_cast<uint32_t>(t);
-  auto lower = [](std::string_view text) {
-    std::string out(text);
-    for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return out;
-  };
   std::vector<uint32_t> matches;
   for (size_t t = 0; t < types; ++t)
-    if (lower(dataset.event_types[t]) == lower(name)) matches.push_back(static_cast<uint32_t>(t));
+    if (same_ignoring_case(dataset.event_types[t], name)) matches.push_back(static_cast<uint32_t>(t));
   if (matches.size() == 1) return matches[0];
   std::string known;
   for (size_t k = 0; k < types; ++k) known += (k ? ", " : "") + fmt::format("'{}'", dataset.event_types[k]);

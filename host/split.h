@@ -36,6 +36,8 @@ EventRule parse_event_rule(const std::string& text);  // TYPE[:THRESHOLD[:WEIGHT
 // that matches it ignoring case (the service's View, Purchase, Watch, Click against an export's
 // view, purchase, ...). Throws an Error naming the dataset's types when none (or several) match.
 uint32_t find_event_type(const datasets::Dataset& dataset, std::string_view name);
+// a == b ignoring ASCII case.
+bool same_ignoring_case(std::string_view a, std::string_view b);
 
 // Event rules resolved against a dataset's event types; without rules every event counts once.
 class EventWeights {

@@ -182,4 +182,14 @@ void apply_model_defaults(TrainJob& job, const std::function<bool(const std::str
   if (!given("l2")) job.l2 = 0.005f;
 }
 
+nlohmann::json epoch_record_json(const EpochRecord& r) {
+  return nlohmann::json{{"epoch", r.epoch},
+                        {"loss", r.loss},
+                        {"samples", r.samples},
+                        {"seconds", r.seconds},
+                        {"samples_per_second", r.seconds > 0 ? r.samples / r.seconds : 0.0},
+                        {"metrics", nlohmann::json(r.metrics)},
+                        {"impression_negatives", r.impression_negatives}};
+}
+
 }  // namespace tastebud::host

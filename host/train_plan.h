@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "host/evaluation.h"
 #include "host/features.h"
 #include "host/model_type.h"
@@ -147,6 +149,10 @@ struct EpochRecord {
   uint64_t impression_negatives = 0;  // negatives drawn from ignored impressions this epoch
 };
 
+// An epoch's row of metrics.jsonl (and of a checkpoint's history): epoch, loss, samples, seconds,
+// samples_per_second, metrics, impression_negatives.
+nlohmann::json epoch_record_json(const EpochRecord& record);
+
 struct TrainResult {
   std::string backend;
   std::vector<EpochRecord> history;
@@ -154,6 +160,14 @@ struct TrainResult {
   Metrics popularity;
   // Update mode found nothing changed since the parent model: nothing trained, no model written.
   bool unchanged = false;
+
+  // The record of the epoch the model was kept from (a recipe's one record), or null.
+  const EpochRecord* kept() const {
+    const EpochRecord* out = history.empty() ? nullptr : &history.back();
+    for (const EpochRecord& r : history)
+      if (r.epoch == best_epoch) out = &r;
+    return out;
+  }
 };
 
 // A job parsed once (make_plan): what run_training, tune and retrain read instead of the job's

@@ -82,16 +82,6 @@ Metrics metrics_from_json(const json& j) {
   return m;
 }
 
-json record_json(const EpochRecord& r) {
-  return json{{"epoch", r.epoch},
-              {"loss", r.loss},
-              {"samples", r.samples},
-              {"seconds", r.seconds},
-              {"samples_per_second", r.seconds > 0 ? r.samples / r.seconds : 0.0},
-              {"metrics", metrics_json(r.metrics)},
-              {"impression_negatives", r.impression_negatives}};
-}
-
 EpochRecord record_from_json(const json& j) {
   EpochRecord r;
   r.epoch = j.at("epoch");
@@ -150,7 +140,7 @@ uint64_t whole_state_bytes(const ModelConfig& config) {
 // metrics.jsonl: one row per epoch.
 std::string metrics_lines(const std::vector<EpochRecord>& history) {
   std::string lines;
-  for (const EpochRecord& r : history) lines += record_json(r).dump() + "\n";
+  for (const EpochRecord& r : history) lines += epoch_record_json(r).dump() + "\n";
   return lines;
 }
 
@@ -334,7 +324,7 @@ class RunDirectory {
   // are collective on several ranks (rank 0 writes, the others send their rows).
   void write_epoch(const RunState& run, uint32_t epoch, const TrainState& current, bool improved) {
     json history = json::array();
-    for (const EpochRecord& r : run.result.history) history.push_back(record_json(r));
+    for (const EpochRecord& r : run.result.history) history.push_back(epoch_record_json(r));
     json extra{{"job", job_json_}, {"epochs_done", epoch}, {"best_epoch", run.result.best_epoch},
                {"best_value", run.best_value}, {"history", history}};
     if (comm_.size() > 1) extra["ranks"] = comm_.size();  // a resume must use as many
@@ -495,7 +485,7 @@ void run_epochs(const TrainPlan& plan, Backend& backend, TrainingInputs& in, Run
 void log_summary(const TrainPlan& plan, const TrainResult& result, std::ostream& log) {
   const TrainJob& job = plan.job;
   if (plan.protocol == EvalProtocol::kNone || result.best_epoch == 0 || !job.judge_on_test) return;
-  const EpochRecord& best = result.history.at(result.best_epoch - 1);
+  const EpochRecord& best = *result.kept();
   log << "\n" << metrics_table({fmt::format("{} (ep {})", job.model, best.epoch), "popularity"},
                                 {&best.metrics, &result.popularity});
   log << fmt::format("evaluated users: {}; model kept from epoch {} in {}\n",

@@ -1,7 +1,6 @@
 #include "host/use_cases.h"
 
 #include <algorithm>
-#include <cctype>
 #include <cmath>
 #include <ostream>
 
@@ -27,12 +26,6 @@ using Given = std::function<bool(const std::string&)>;
 constexpr uint64_t kMinEvents = 1000;         // the service's minimum interactions of a use case's types
 constexpr uint32_t kMinActiveUsers = 25;      // ... and users with two or more of them
 constexpr uint32_t kExcludeLatest = 100;      // exclusions read each user's latest 100 events of a type
-
-std::string lower(std::string_view text) {
-  std::string out(text);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
 
 // Sets a recipe's option unless the user chose it.
 template <typename T, typename V>
@@ -107,7 +100,7 @@ const std::vector<UseCase>& table() {
 
 std::optional<EventRole> parse_role(std::string_view name) {
   for (EventRole role : {R::kView, R::kPurchase, R::kWatch, R::kClick})
-    if (lower(to_string(role)) == lower(name)) return role;
+    if (same_ignoring_case(to_string(role), name)) return role;
   return std::nullopt;
 }
 
@@ -178,9 +171,9 @@ EventRoles::EventRoles(const datasets::Dataset& dataset, const std::vector<std::
   }
   for (size_t r = 0; r < 4; ++r) {
     if (mapped[r]) continue;
-    const std::string role = lower(to_string(static_cast<EventRole>(r)));
     for (size_t t = 0; t < dataset.event_types.size(); ++t)
-      if (lower(dataset.event_types[t]) == role) types_[r].emplace_back(dataset.event_types[t]);
+      if (same_ignoring_case(dataset.event_types[t], to_string(static_cast<EventRole>(r))))
+        types_[r].emplace_back(dataset.event_types[t]);
   }
 }
 
@@ -248,21 +241,14 @@ void fix_settings(const UseCase& u, TrainJob& job, const datasets::Dataset& data
 
 // A model trained into a directory built beside job.out (swapped in by commit()).
 struct Built {
+  std::string model;
   std::unique_ptr<DirectoryReplacement> dir;
   TrainResult result;
   double score = NAN;  // the validation metric of the kept epoch (the test's without validation)
 };
 
-// The epoch a run kept (its last for a recipe, which has one), or null.
-const EpochRecord* kept_record(const TrainResult& result) {
-  const EpochRecord* kept = result.history.empty() ? nullptr : &result.history.back();
-  for (const EpochRecord& r : result.history)
-    if (r.epoch == result.best_epoch) kept = &r;
-  return kept;
-}
-
 double kept_metric(const TrainResult& result, const std::string& metric) {
-  const EpochRecord* kept = kept_record(result);
+  const EpochRecord* kept = result.kept();
   if (!kept) return NAN;
   for (const std::string& key : {"val." + metric, metric})
     if (const auto it = kept->metrics.find(key); it != kept->metrics.end()) return it->second;
@@ -271,6 +257,7 @@ double kept_metric(const TrainResult& result, const std::string& metric) {
 
 Built train_beside(TrainJob job, const Given& given, std::ostream& log) {
   Built built;
+  built.model = job.model;
   built.dir = std::make_unique<DirectoryReplacement>(job.out);
   job.out = built.dir->path();
   apply_model_defaults(job, given);
@@ -311,10 +298,9 @@ TrainResult pick_and_train(const UseCase& u, const TrainJob& job, const Given& g
   }
   TB_CHECK(models.size() == 1 || !std::isnan(best->score),
            fmt::format("`use_case` {} picks its model by evaluation; with `eval` none name one `model`", u.name));
-  const std::string kept = json::parse(read_file(best->dir->path() / "config.json")).value("model", "");
   record_use_case(best->dir->path(), u, candidates);
   best->dir->commit();
-  log << fmt::format("{}: kept {}, the best of {}, in {}\n", u.name, kept, fmt::join(models, ", "), job.out.string());
+  log << fmt::format("{}: kept {}, the best of {}, in {}\n", u.name, best->model, fmt::join(models, ", "), job.out.string());
   return best->result;
 }
 
@@ -373,7 +359,7 @@ json train_recommenders(const RecommendersJob& r, std::ostream& log) {
     const json config = json::parse(read_file(job.out / "config.json"));
     entry["status"] = "trained";
     entry["model"] = config.value("model", "");
-    if (const EpochRecord* kept = kept_record(result)) entry["metrics"] = kept->metrics;
+    if (const EpochRecord* kept = result.kept()) entry["metrics"] = kept->metrics;
     if (!result.popularity.empty()) entry["popularity"] = result.popularity;
     listing.push_back(std::move(entry));
   }
