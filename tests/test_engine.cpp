@@ -18,6 +18,7 @@
 #include "cpu/features.h"
 #include "cpu/neumf.h"
 #include "cpu/radix_sort.h"
+#include "cpu/gemm.h"
 #include "cpu/sampler.h"
 #include "cpu/topk.h"
 #include "tastebud/engine/comm.h"
@@ -288,6 +289,65 @@ TEST(Sampler, SampleOrderIsAPermutationOfTheEpoch) {
   }
   EXPECT_NE(a, b);
   EXPECT_NE(a, c);
+}
+
+// cpu::gemm against a double-precision loop, over shapes that use every kernel (six-row blocks and
+// the rows left over, 16- and 8-wide columns and the scalar tail), with A read either way round,
+// accumulation onto a C that is not zero, and the bias and ReLU epilogue.
+TEST(Gemm, MatchesAPlainLoop) {
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  struct Shape { int64_t m, n, k; };
+  for (const Shape s : {Shape{1, 1, 1}, Shape{7, 29, 5}, Shape{13, 16, 64}, Shape{128, 32, 64}, Shape{6, 8, 0}}) {
+    for (bool transposed : {false, true}) {
+      for (int mode = 0; mode < 3; ++mode) {  // 0: bias and ReLU, 1: bias, 2: accumulate
+        std::vector<float> a(s.m * s.k), b(s.k * s.n), bias(s.n), c(s.m * s.n);
+        for (auto* v : {&a, &b, &bias, &c}) for (float& x : *v) x = u(rng);
+        const int64_t a_row = transposed ? 1 : s.k, a_col = transposed ? s.m : 1;
+        std::vector<double> want(c.size());
+        for (int64_t i = 0; i < s.m; ++i) {
+          for (int64_t j = 0; j < s.n; ++j) {
+            double sum = 0.0;
+            for (int64_t p = 0; p < s.k; ++p) sum += double{a[i * a_row + p * a_col]} * b[p * s.n + j];
+            want[i * s.n + j] = mode == 2 ? c[i * s.n + j] + sum : std::max(mode == 0 ? 0.0 : -1e30, sum + bias[j]);
+          }
+        }
+        cpu::gemm({s.m, s.n, s.k, a.data(), a_row, a_col, b.data(), s.n, c.data(), s.n}, mode == 2, bias.data(), mode == 0);
+        for (size_t x = 0; x < c.size(); ++x) {
+          ASSERT_NEAR(c[x], want[x], 1e-5 * (1.0 + s.k)) << s.m << "x" << s.n << "x" << s.k << " mode " << mode
+                                                         << (transposed ? " transposed" : "") << " at " << x;
+        }
+      }
+    }
+  }
+  // gemm_bt: B given as its transpose.
+  std::vector<float> a(5 * 3), bt(11 * 3), c(5 * 11);
+  for (auto* v : {&a, &bt}) for (float& x : *v) x = u(rng);
+  cpu::gemm_bt({5, 11, 3, a.data(), 3, 1, nullptr, 0, c.data(), 11}, bt.data(), 3);
+  for (int64_t i = 0; i < 5; ++i) {
+    for (int64_t j = 0; j < 11; ++j) {
+      double sum = 0.0;
+      for (int64_t p = 0; p < 3; ++p) sum += double{a[i * 3 + p]} * bt[j * 3 + p];
+      ASSERT_NEAR(c[i * 11 + j], sum, 1e-5) << i << "," << j;
+    }
+  }
+}
+
+// The CPU's eight-lane walk (AVX2) lands every position where the shared rule does, for counts
+// that walk often or seldom, runs that are not a multiple of eight, and domains past 2^32.
+TEST(Sampler, SamplePositionsMatchSampleAt) {
+  for (uint64_t count : std::initializer_list<uint64_t>{1, 2, 3, 65, 1000, 4097, 100003, (uint64_t{1} << 40) + 7, ~uint64_t{0} - 5}) {
+    for (uint64_t first : {uint64_t{0}, uint64_t{13}, count / 3}) {
+      for (size_t n : {size_t{0}, size_t{1}, size_t{7}, size_t{8}, size_t{129}}) {
+        if (first + n > count) continue;
+        std::vector<uint64_t> got(n);
+        cpu::sample_positions(11, 4, count, first, got);
+        for (size_t j = 0; j < n; ++j) {
+          ASSERT_EQ(got[j], sample_at(11, 4, count, first + j)) << "count " << count << " position " << first + j;
+        }
+      }
+    }
+  }
 }
 
 // A positive and its negatives no longer sit side by side: over an epoch of 1 + 4 samples per

@@ -70,9 +70,7 @@ EpochStats BackendBase::train_epoch(uint32_t epoch, const ProgressFn& progress) 
   for (uint64_t first = 0; first < total; first += options_.batch_size, ++index) {
     const uint32_t samples = static_cast<uint32_t>(std::min<uint64_t>(options_.batch_size, total - first));
     const BatchStep batch = batch_step(epoch, first, samples, index, step0 + index + 1);
-    fill_rows(batch);
-    gather(batch);
-    const std::optional<double> loss = forward_backward(batch);
+    const std::optional<double> loss = rows_and_gradients(batch);
     on_device = !loss.has_value();
     if (loss) {
       if (!std::isfinite(*loss)) {
@@ -84,8 +82,7 @@ EpochStats BackendBase::train_epoch(uint32_t epoch, const ProgressFn& progress) 
       ++totals.batches;
     }
     state_.step = batch.step;
-    update_dense(batch);
-    update_tables(batch);
+    update(batch);
     if (loss && progress && (index % 64 == 0 || totals.samples == total)) {
       progress(totals.samples, total, totals.loss / static_cast<double>(totals.samples));
     }
@@ -101,6 +98,17 @@ EpochStats BackendBase::train_epoch(uint32_t epoch, const ProgressFn& progress) 
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();
   if (on_device && progress) progress(stats.samples, total, stats.mean_loss);
   return stats;
+}
+
+std::optional<double> BackendBase::rows_and_gradients(const BatchStep& batch) {
+  fill_rows(batch);
+  gather(batch);
+  return forward_backward(batch);
+}
+
+void BackendBase::update(const BatchStep& batch) {
+  update_dense(batch);
+  update_tables(batch);
 }
 
 TrainState BackendBase::state() {

@@ -10,8 +10,10 @@
 //                    rows they use, fetched from their owners (RankStep::fetch)
 //   gather           the rows' embeddings, plus their metadata and context rows
 //   forward_backward the loss (summed over ranks) and every gradient; nothing is updated yet
+//                    (these three through rows_and_gradients, which may fuse them)
 //   update_dense     the dense update (several ranks: of the gradients summed over ranks)
 //   update_tables    the lazy updates of the touched table rows (several ranks: at their owners)
+//                    (these two through update, which may overlap them)
 // A loss that stays on the device (the CUDA backend in one process) is read once at the end of
 // the epoch (read_loss_totals); the step then turns the rest of the epoch's updates into no-ops
 // itself after a non-finite loss.
@@ -66,8 +68,14 @@ class BackendBase : public Backend {
   virtual void gather(const BatchStep& batch) = 0;
   // The batch's loss summed over ranks, or nullopt where it stays on the device.
   virtual std::optional<double> forward_backward(const BatchStep& batch) = 0;
+  // fill_rows, gather and forward_backward in turn; a backend may run the three as one pass over
+  // its chunks where nothing crosses ranks between them (the CPU backend in one process).
+  virtual std::optional<double> rows_and_gradients(const BatchStep& batch);
   virtual void update_dense(const BatchStep& batch) = 0;
   virtual void update_tables(const BatchStep& batch) = 0;
+  // update_dense, then update_tables; a backend may overlap the two (they touch different
+  // parameters), as the CPU backend does in one process.
+  virtual void update(const BatchStep& batch);
   // The epoch's impression negatives over all ranks (collective on several ranks).
   virtual uint64_t epoch_impressions() = 0;
   struct LossTotals {

@@ -82,110 +82,129 @@ class CpuBackend final : public BackendBase {
   // This rank's chunks of the batch (all of them in one process), filled in parallel; several
   // ranks: then the id-table rows they use, fetched from their owners.
   void fill_rows(const BatchStep& b) override {
-    const int64_t chunk_begin = b.chunk_begin, chunk_end = b.chunk_end, rows = b.rows;
-    const uint32_t epoch = b.epoch;
-    const uint64_t first = b.first;
 #pragma omp parallel for schedule(static)
-    for (int64_t c = chunk_begin; c < chunk_end; ++c) {
-      const int64_t r0 = c * chunk_rows_;
-      const int64_t n = std::min<int64_t>(chunk_rows_, rows - r0);
-      chunk_impressions_[c] = bpr() ? fill_samples(epoch, first, r0 / 2, (r0 + n) / 2)
-                                    : fill_samples(epoch, first, r0, r0 + n);
-    }
+    for (int64_t c = b.chunk_begin; c < b.chunk_end; ++c) fill_chunk(b, c);
     if (!rank_step_) return;
     const size_t n = static_cast<size_t>(b.row_end - b.row_begin);
     rank_step_->fetch({users_.data() + b.row_begin, n}, {items_.data() + b.row_begin, n});
   }
 
-  // Each row's id-table rows, plus (metadata) its entity's feature rows and projected numbers and
-  // (context) its positive's context rows.
   void gather(const BatchStep& b) override {
+#pragma omp parallel for schedule(static)
+    for (int64_t c = b.chunk_begin; c < b.chunk_end; ++c) gather_chunk(b, c);
+  }
+
+  std::optional<double> forward_backward(const BatchStep& b) override {
+#pragma omp parallel for schedule(static)
+    for (int64_t c = b.chunk_begin; c < b.chunk_end; ++c) pass_chunk(b, c);
+    return batch_loss(b);
+  }
+
+  // In one process nothing crosses ranks between the three phases: each chunk runs all three in
+  // one parallel loop (one fork and join a batch instead of three). Same chunks, same results.
+  std::optional<double> rows_and_gradients(const BatchStep& b) override {
+    if (rank_step_) return BackendBase::rows_and_gradients(b);
+#pragma omp parallel for schedule(static)
+    for (int64_t c = b.chunk_begin; c < b.chunk_end; ++c) {
+      fill_chunk(b, c);
+      gather_chunk(b, c);
+      pass_chunk(b, c);
+    }
+    return batch_loss(b);
+  }
+
+  // Chunk c's rows [r0, r0 + n) of the batch.
+  std::pair<int64_t, int64_t> chunk_span(const BatchStep& b, int64_t c) const {
+    const int64_t r0 = c * chunk_rows_;
+    return {r0, std::min<int64_t>(chunk_rows_, b.rows - r0)};
+  }
+
+  void fill_chunk(const BatchStep& b, int64_t c) {
+    const auto [r0, n] = chunk_span(b, c);
+    chunk_impressions_[c] = bpr() ? fill_samples(b.epoch, b.first, r0 / 2, (r0 + n) / 2)
+                                  : fill_samples(b.epoch, b.first, r0, r0 + n);
+  }
+
+  // Chunk c's id-table rows, plus (metadata) its entities' feature rows and projected numbers and
+  // (context) its positives' context rows. The rows come from the tables, or (several ranks) from
+  // the rows fetched for the slice, indexed by each row's slot.
+  void gather_chunk(const BatchStep& b, int64_t c) {
     const ModelParams& params = state_.params;
-    const int64_t chunk_begin = b.chunk_begin, chunk_end = b.chunk_end, rows = b.rows, row_begin = b.row_begin;
+    const auto [r0, n] = chunk_span(b, c);
     const int64_t f = shape_.factors;
     const int64_t e = params.config.mlp_embedding();
     const int64_t l0 = 2 * e;
-    // Where the rows come from: the tables, or (several ranks) the rows fetched for the slice,
-    // indexed by each row's slot.
     const float* user_gmf = rank_step_ ? rank_step_->gmf_rows(0).data() : params.user_gmf.values.data();
     const float* item_gmf = rank_step_ ? rank_step_->gmf_rows(1).data() : params.item_gmf.values.data();
     const float* user_mlp = rank_step_ ? rank_step_->mlp_rows(0).data() : params.user_mlp.values.data();
     const float* item_mlp = rank_step_ ? rank_step_->mlp_rows(1).data() : params.item_mlp.values.data();
-#pragma omp parallel for schedule(static)
-    for (int64_t c = chunk_begin; c < chunk_end; ++c) {
-      const int64_t r0 = c * chunk_rows_;
-      const int64_t n = std::min<int64_t>(chunk_rows_, rows - r0);
-      const std::span<const uint32_t> users = rank_step_ ? std::span<const uint32_t>(rank_step_->slots(0).data() + (r0 - row_begin), n)
-                                                      : std::span<const uint32_t>(users_.data() + r0, n);
-      const std::span<const uint32_t> items = rank_step_ ? std::span<const uint32_t>(rank_step_->slots(1).data() + (r0 - row_begin), n)
-                                                      : std::span<const uint32_t>(items_.data() + r0, n);
-      if (f > 0) {
-        cpu::gather_rows(user_gmf, f, users, user_gmf_.data() + r0 * f, f, 0);
-        cpu::gather_rows(item_gmf, f, items, item_gmf_.data() + r0 * f, f, 0);
+    const std::span<const uint32_t> users = rank_step_ ? std::span<const uint32_t>(rank_step_->slots(0).data() + (r0 - b.row_begin), n)
+                                                    : std::span<const uint32_t>(users_.data() + r0, n);
+    const std::span<const uint32_t> items = rank_step_ ? std::span<const uint32_t>(rank_step_->slots(1).data() + (r0 - b.row_begin), n)
+                                                    : std::span<const uint32_t>(items_.data() + r0, n);
+    if (f > 0) {
+      cpu::gather_rows(user_gmf, f, users, user_gmf_.data() + r0 * f, f, 0);
+      cpu::gather_rows(item_gmf, f, items, item_gmf_.data() + r0 * f, f, 0);
+    }
+    if (e > 0) {
+      cpu::gather_rows(user_mlp, e, users, acts_[0].data() + r0 * l0, l0, 0);
+      cpu::gather_rows(item_mlp, e, items, acts_[0].data() + r0 * l0, l0, e);
+    }
+    // Metadata: each side's representation is its id row plus its feature sum.
+    for (int64_t r = r0; r < r0 + n; ++r) {
+      if (!user_view_.empty()) {
+        cpu::add_features<float>(user_view_, users_[r], params.user_features.values.data(), user_numeric_,
+                                 f, e, user_gmf_.data() + r * f, acts_[0].data() + r * l0);
       }
-      if (e > 0) {
-        cpu::gather_rows(user_mlp, e, users, acts_[0].data() + r0 * l0, l0, 0);
-        cpu::gather_rows(item_mlp, e, items, acts_[0].data() + r0 * l0, l0, e);
+      if (!item_view_.empty()) {
+        cpu::add_features<float>(item_view_, items_[r], params.item_features.values.data(), item_numeric_,
+                                 f, e, item_gmf_.data() + r * f, acts_[0].data() + r * l0 + e);
       }
-      // Metadata: each side's representation is its id row plus its feature sum.
-      for (int64_t r = r0; r < r0 + n; ++r) {
-        if (!user_view_.empty()) {
-          cpu::add_features<float>(user_view_, users_[r], params.user_features.values.data(), user_numeric_,
-                                   f, e, user_gmf_.data() + r * f, acts_[0].data() + r * l0);
-        }
-        if (!item_view_.empty()) {
-          cpu::add_features<float>(item_view_, items_[r], params.item_features.values.data(), item_numeric_,
-                                   f, e, item_gmf_.data() + r * f, acts_[0].data() + r * l0 + e);
-        }
-        // Context: the interaction's situation joins the user's half of the MLP input.
-        if (!context_view_.empty()) {
-          cpu::add_features<float>(context_view_, positives_[r], params.context_features.values.data(),
-                                   nullptr, 0, e, nullptr, acts_[0].data() + r * l0);
-        }
+      // Context: the interaction's situation joins the user's half of the MLP input.
+      if (!context_view_.empty()) {
+        cpu::add_features<float>(context_view_, positives_[r], params.context_features.values.data(),
+                                 nullptr, 0, e, nullptr, acts_[0].data() + r * l0);
       }
     }
   }
 
-  // Each chunk's forward pass, loss and backward pass into its own dense gradients; the batch's
-  // loss is the chunks' summed in chunk order (several ranks: then over ranks).
-  std::optional<double> forward_backward(const BatchStep& b) override {
-    const int64_t chunk_begin = b.chunk_begin, chunk_end = b.chunk_end, rows = b.rows;
+  // Chunk c's forward pass, loss and backward pass into its own dense gradients.
+  void pass_chunk(const BatchStep& b, int64_t c) {
+    const auto [r0, n] = chunk_span(b, c);
     const int64_t f = shape_.factors;
     const int64_t e = state_.params.config.mlp_embedding();
     const int64_t l0 = 2 * e;
-    const float scale = b.scale;
-#pragma omp parallel for schedule(static)
-    for (int64_t c = chunk_begin; c < chunk_end; ++c) {
-      const int64_t r0 = c * chunk_rows_;
-      const int64_t n = std::min<int64_t>(chunk_rows_, rows - r0);
-      cpu::ChunkRows<float>& chunk = chunks_[c];
-      chunk.rows = n;
-      cpu::neumf_forward(shape_, dense_, chunk);
-      chunk_loss_[c] = bpr() ? cpu::bpr_loss_and_grad(chunk.logits, weights_.data() + r0, n, scale,
-                                                      dlogits_.data() + r0)
-                             : cpu::bce_loss_and_grad(chunk.logits, labels_.data() + r0,
-                                                      weights_.data() + r0, n, scale,
-                                                      dlogits_.data() + r0);
-      std::fill(chunk_grads_[c].begin(), chunk_grads_[c].end(), 0.0f);
-      cpu::neumf_backward(shape_, dense_, chunk, chunk_grad_views_[c]);
-      // The numeric projections are dense parameters: their gradient is summed per chunk, in row
-      // order, like the layers'.
-      float* d_user_numeric = numeric_projection(chunk_grads_[c], false);
-      float* d_item_numeric = numeric_projection(chunk_grads_[c], true);
-      for (int64_t r = r0; r < r0 + n; ++r) {
-        if (d_user_numeric) {
-          cpu::accumulate_numeric_gradient<float>(user_view_, users_[r], user_gmf_grad_.data() + r * f,
-                                                  act_grads_[0].data() + r * l0, f, e, d_user_numeric);
-        }
-        if (d_item_numeric) {
-          cpu::accumulate_numeric_gradient<float>(item_view_, items_[r], item_gmf_grad_.data() + r * f,
-                                                  act_grads_[0].data() + r * l0 + e, f, e, d_item_numeric);
-        }
+    cpu::ChunkRows<float>& chunk = chunks_[c];
+    chunk.rows = n;
+    cpu::neumf_forward(shape_, dense_, chunk);
+    chunk_loss_[c] = bpr() ? cpu::bpr_loss_and_grad(chunk.logits, weights_.data() + r0, n, b.scale,
+                                                    dlogits_.data() + r0)
+                           : cpu::bce_loss_and_grad(chunk.logits, labels_.data() + r0,
+                                                    weights_.data() + r0, n, b.scale,
+                                                    dlogits_.data() + r0);
+    std::fill(chunk_grads_[c].begin(), chunk_grads_[c].end(), 0.0f);
+    cpu::neumf_backward(shape_, dense_, chunk, chunk_grad_views_[c]);
+    // The numeric projections are dense parameters: their gradient is summed per chunk, in row
+    // order, like the layers'.
+    float* d_user_numeric = numeric_projection(chunk_grads_[c], false);
+    float* d_item_numeric = numeric_projection(chunk_grads_[c], true);
+    for (int64_t r = r0; r < r0 + n; ++r) {
+      if (d_user_numeric) {
+        cpu::accumulate_numeric_gradient<float>(user_view_, users_[r], user_gmf_grad_.data() + r * f,
+                                                act_grads_[0].data() + r * l0, f, e, d_user_numeric);
+      }
+      if (d_item_numeric) {
+        cpu::accumulate_numeric_gradient<float>(item_view_, items_[r], item_gmf_grad_.data() + r * f,
+                                                act_grads_[0].data() + r * l0 + e, f, e, d_item_numeric);
       }
     }
+  }
+
+  // The batch's loss: the chunks' summed in chunk order (several ranks: then over ranks).
+  double batch_loss(const BatchStep& b) {
     double loss = 0.0;
     uint64_t impressions = 0;
-    for (int64_t c = chunk_begin; c < chunk_end; ++c) {
+    for (int64_t c = b.chunk_begin; c < b.chunk_end; ++c) {
       loss += chunk_loss_[c];
       impressions += chunk_impressions_[c];
     }
@@ -215,7 +234,26 @@ class CpuBackend final : public BackendBase {
 
   void update_tables(const BatchStep& b) override {
     if (rank_step_) update_sharded(b);
-    else update_embeddings(b);
+    else update_embeddings(b, false);
+  }
+
+  // One process, and no gradient to drop (MF's frozen head): the dense update runs in two halves
+  // beside the tables' row groups, in the tables' parallel region.
+  void update(const BatchStep& b) override {
+    if (rank_step_ || state_.params.config.frozen_head()) return BackendBase::update(b);
+    update_embeddings(b, true);
+  }
+
+  // Half `half` (0 or 1) of the dense parameters: their gradients summed over the batch's chunks,
+  // then their update.
+  void update_dense_half(const BatchStep& b, int half) {
+    const int64_t count = static_cast<int64_t>(dense_grad_.size());
+    const int64_t middle = count / 2 / 16 * 16;  // each half starts on a 64-byte line
+    const int64_t begin = half == 0 ? 0 : middle, end = half == 0 ? middle : count;
+    sum_chunk_gradients(b.chunk_begin, b.chunk_end, begin, end);
+    if (options_.freeze_dense) return;
+    cpu::dense_update(dense_params(b.optimizer), b.step_size, dense_values_.data() + begin, dense_state0_.data() + begin,
+                      dense_state1_.data() + begin, dense_grad_.data() + begin, end - begin);
   }
 
   void check_masks(const TrainingSet& data) const {
@@ -254,6 +292,7 @@ class CpuBackend final : public BackendBase {
     users_.resize(rows);
     items_.resize(rows);
     positives_.resize(rows);
+    samples_.resize(rows);
     labels_.resize(rows);
     weights_.resize(rows);
     user_gmf_.resize(rows * f);
@@ -303,11 +342,16 @@ class CpuBackend final : public BackendBase {
   // Fills the rows of the batch's samples [begin, end) by the rule both backends share
   // (tastebud/batch_rows.h); sample s of the batch is epoch sample first + s. Returns how many of
   // the negatives came from impressions.
+  // The epoch samples of the positions come first, eight at a time (cpu::sample_positions).
   uint64_t fill_samples(uint32_t epoch, uint64_t first, int64_t begin, int64_t end) {
     const SampleSpec spec{options_.seed, epoch, options_.negatives, bpr()};
     const BatchRowsOut out{users_.data(), items_.data(), labels_.data(), weights_.data(), positives_.data()};
+    const std::span<uint64_t> samples(samples_.data() + begin, static_cast<size_t>(end - begin));
+    cpu::sample_positions(options_.seed, epoch, samples_per_epoch(), first + begin, samples);
     uint64_t impressions_used = 0;
-    for (int64_t s = begin; s < end; ++s) impressions_used += fill_sample(spec, positives_view_, order_.data(), first, s, out);
+    for (int64_t s = begin; s < end; ++s) {
+      impressions_used += fill_sample_of(spec, positives_view_, order_.data(), samples_[s], s, out);
+    }
     return impressions_used;
   }
 
@@ -389,15 +433,33 @@ class CpuBackend final : public BackendBase {
   // dense_grad_: this rank's chunks summed in chunk order, then (several ranks) summed over ranks.
   void sum_dense_gradients(int64_t chunk_begin, int64_t chunk_end) {
     const int64_t count = static_cast<int64_t>(dense_grad_.size());
-#pragma omp parallel for schedule(static) if (count * (chunk_end - chunk_begin) > (1 << 16))
-    for (int64_t i = 0; i < count; ++i) {
-      float sum = 0.0f;
-      for (int64_t c = chunk_begin; c < chunk_end; ++c) sum += chunk_grads_[c][i];
-      dense_grad_[i] = sum;
+    if (count * (chunk_end - chunk_begin) > (1 << 16)) {
+#pragma omp parallel for schedule(static)
+      for (int64_t block = 0; block < count; block += 1024) {
+        sum_chunk_gradients(chunk_begin, chunk_end, block, std::min<int64_t>(block + 1024, count));
+      }
+    } else {
+      sum_chunk_gradients(chunk_begin, chunk_end, 0, count);
     }
     if (ranks() == 1) return;
     options_.comm->allreduce_sum(std::span<float>(dense_grad_.data(), dense_grad_.size()));
     exchanged_bytes_ += dense_grad_.size() * sizeof(float);
+  }
+
+  // dense_grad_[begin, end): the chunks' gradients summed in chunk order (zero where this rank
+  // has no chunk of the batch).
+  void sum_chunk_gradients(int64_t chunk_begin, int64_t chunk_end, int64_t begin, int64_t end) {
+    float* out = dense_grad_.data();
+    if (chunk_begin == chunk_end) {
+      std::fill(out + begin, out + end, 0.0f);
+      return;
+    }
+    std::copy(chunk_grads_[chunk_begin].data() + begin, chunk_grads_[chunk_begin].data() + end, out + begin);
+    for (int64_t c = chunk_begin + 1; c < chunk_end; ++c) {
+      const float* in = chunk_grads_[c].data();
+#pragma omp simd
+      for (int64_t i = begin; i < end; ++i) out[i] += in[i];
+    }
   }
 
   // Several ranks with metadata or context: each rank's slice of the batch rows (ids, their
@@ -480,25 +542,33 @@ class CpuBackend final : public BackendBase {
     for (uint32_t r : rows) touched[r] = 0;
   }
 
-  void update_embeddings(const BatchStep& b) {
+  // The id tables' updates (with_dense: and the dense update's two halves, beside the row groups).
+  void update_embeddings(const BatchStep& b, bool with_dense) {
     const int64_t rows = b.rows;
     const int64_t f = shape_.factors;
     const int64_t e = state_.params.config.mlp_embedding();
     // The four id tables are independent: one thread each, so small batches scale too. Each
     // table's rows are still summed in batch-row order, so the result does not depend on threads.
-#pragma omp parallel for schedule(static, 1)
-    for (int side = 0; side < 2; ++side) {
-      if (side == 0) user_groups_.build({users_.data(), static_cast<size_t>(rows)});
-      else item_groups_.build({items_.data(), static_cast<size_t>(rows)});
-    }
+    // One parallel region: the two sides' row groups, then the four tables. Static rounds keep a
+    // side's groups and tables on the same thread batch after batch (with two threads, users on
+    // one and items on the other), so their rows stay in that core's cache.
     const float* d_x0 = act_grads_[0].data();
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int t = 0; t < 4; ++t) {
-      switch (t) {
-        case 0: update_table(0, user_groups_, user_gmf_grad_.data(), f, 0, f, b); break;
-        case 1: update_table(1, item_groups_, item_gmf_grad_.data(), f, 0, f, b); break;
-        case 2: update_table(2, user_groups_, d_x0, 2 * e, 0, e, b); break;
-        case 3: update_table(3, item_groups_, d_x0, 2 * e, e, e, b); break;
+#pragma omp parallel
+    {
+#pragma omp for schedule(static, 1)
+      for (int task = 0; task < 4; ++task) {
+        if (task == 0) user_groups_.build({users_.data(), static_cast<size_t>(rows)});
+        else if (task == 1) item_groups_.build({items_.data(), static_cast<size_t>(rows)});
+        else if (with_dense) update_dense_half(b, task - 2);
+      }
+#pragma omp for schedule(static, 1)
+      for (int t = 0; t < 4; ++t) {
+        switch (t) {
+          case 0: update_table(0, user_groups_, user_gmf_grad_.data(), f, 0, f, b); break;
+          case 1: update_table(1, item_groups_, item_gmf_grad_.data(), f, 0, f, b); break;
+          case 2: update_table(2, user_groups_, d_x0, 2 * e, 0, e, b); break;
+          case 3: update_table(3, item_groups_, d_x0, 2 * e, e, e, b); break;
+        }
       }
     }
     update_features(TensorRole::kUserFeatures, user_view_, users_, user_gmf_grad_.data(), f, 0, rows, b);
@@ -534,6 +604,7 @@ class CpuBackend final : public BackendBase {
   std::vector<uint64_t> order_;
   std::vector<uint32_t> users_, items_;
   std::vector<uint32_t> positives_;  // the positive each batch row was made from (its context)
+  std::vector<uint64_t> samples_;    // the epoch sample of each of the batch's samples
   cpu::AlignedVector<float> labels_, weights_;
   cpu::AlignedVector<float> user_gmf_, item_gmf_, gmf_, user_gmf_grad_, item_gmf_grad_, logits_, dlogits_;
   std::vector<cpu::AlignedVector<float>> acts_, act_grads_;

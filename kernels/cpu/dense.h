@@ -1,10 +1,14 @@
-// Dense layers on the CPU (Eigen): row-major activations [rows x width], weights [in x out].
-// Templates, so the gradient checks run the same code in double precision.
+// Dense layers on the CPU: row-major activations [rows x width], weights [in x out]. Templates,
+// so the gradient checks run the same steps in double precision (through Eigen's products; single
+// precision goes through cpu::gemm, tested against them).
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include <Eigen/Core>
+
+#include "cpu/gemm.h"
 
 namespace tastebud::cpu {
 
@@ -19,13 +23,17 @@ using ConstMatrixMap = Eigen::Map<const RowMatrix<T>>;
 template <class T>
 void dense_forward(const T* in, int64_t rows, int64_t in_width, const T* weight, const T* bias,
                    int64_t out_width, bool apply_relu, T* out) {
-  ConstMatrixMap<T> x(in, rows, in_width);
-  ConstMatrixMap<T> w(weight, in_width, out_width);
-  Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>> b(bias, out_width);
-  MatrixMap<T> y(out, rows, out_width);
-  y.noalias() = x * w;
-  y.rowwise() += b;
-  if (apply_relu) y = y.cwiseMax(T(0));
+  if constexpr (std::is_same_v<T, float>) {
+    gemm({rows, out_width, in_width, in, in_width, 1, weight, out_width, out, out_width}, false, bias, apply_relu);
+  } else {
+    ConstMatrixMap<T> x(in, rows, in_width);
+    ConstMatrixMap<T> w(weight, in_width, out_width);
+    Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>> b(bias, out_width);
+    MatrixMap<T> y(out, rows, out_width);
+    y.noalias() = x * w;
+    y.rowwise() += b;
+    if (apply_relu) y = y.cwiseMax(T(0));
+  }
 }
 
 // Backward through out = relu(in * weight + bias). d_out is masked in place by the ReLU;
@@ -38,14 +46,20 @@ void dense_backward(const T* in, const T* out, T* d_out, int64_t rows, int64_t i
   ConstMatrixMap<T> y(out, rows, out_width);
   MatrixMap<T> dy(d_out, rows, out_width);
   if (apply_relu) dy = (y.array() > T(0)).select(dy, T(0));
-  MatrixMap<T> dw(d_weight, in_width, out_width);
-  dw.noalias() += x.transpose() * dy;
   Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>> db(d_bias, out_width);
   db += dy.colwise().sum();
-  if (d_in != nullptr) {
-    ConstMatrixMap<T> w(weight, in_width, out_width);
-    MatrixMap<T> dx(d_in, rows, in_width);
-    dx.noalias() = dy * w.transpose();
+  if constexpr (std::is_same_v<T, float>) {
+    // d_weight += in^T d_out (A read transposed in place), d_in = d_out weight^T.
+    gemm({in_width, out_width, rows, in, 1, in_width, d_out, out_width, d_weight, out_width}, true, nullptr, false);
+    if (d_in != nullptr) gemm_bt({rows, in_width, out_width, d_out, out_width, 1, nullptr, 0, d_in, in_width}, weight, out_width);
+  } else {
+    MatrixMap<T> dw(d_weight, in_width, out_width);
+    dw.noalias() += x.transpose() * dy;
+    if (d_in != nullptr) {
+      ConstMatrixMap<T> w(weight, in_width, out_width);
+      MatrixMap<T> dx(d_in, rows, in_width);
+      dx.noalias() = dy * w.transpose();
+    }
   }
 }
 

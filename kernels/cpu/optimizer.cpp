@@ -26,6 +26,16 @@ inline void update_any(const OptimizerParams& p, float step_size, float* w, floa
   }
 }
 
+constexpr int64_t kPrefetchRows = 6;
+
+inline void prefetch_row(const float* table, const float* state0, const float* state1, int64_t base, int64_t width) {
+  for (int64_t j = 0; j < width; j += 16) {
+    __builtin_prefetch(table + base + j, 1);
+    __builtin_prefetch(state0 + base + j, 1);
+    __builtin_prefetch(state1 + base + j, 1);
+  }
+}
+
 }  // namespace
 
 void dense_update(const OptimizerParams& p, float step_size, float* weights, float* state0,
@@ -37,9 +47,13 @@ void sparse_update(const OptimizerParams& p, float step_size, float* table, floa
                    float* state1, int64_t width, std::span<const uint32_t> rows,
                    const float* row_grads, const RowL2& l2) {
   // Small batches are updated on one thread: forking costs more than the update.
+  const int64_t count = static_cast<int64_t>(rows.size());
 #pragma omp parallel for schedule(static) if (rows.size() * width > (1 << 15))
-  for (int64_t k = 0; k < static_cast<int64_t>(rows.size()); ++k) {
+  for (int64_t k = 0; k < count; ++k) {
     const int64_t base = static_cast<int64_t>(rows[k]) * width;
+    // The rows are scattered over the table, and another core may hold them (the chunk that
+    // gathered them): ask for a later row's lines now, to be written.
+    if (k + kPrefetchRows < count) prefetch_row(table, state0, state1, static_cast<int64_t>(rows[k + kPrefetchRows]) * width, width);
     OptimizerParams row = p;
     row.l2 = row_l2(p.l2, l2, k);
     update_any(row, step_size, table + base, state0 + base, state1 + base, row_grads + k * width, width);

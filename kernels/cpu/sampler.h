@@ -22,4 +22,9 @@ struct AliasTable {
 // The order in which an epoch visits positives [0, count): sorted by Philox shuffle key.
 void shuffle_order(uint64_t seed, uint32_t epoch, uint64_t count, std::span<uint64_t> order);
 
+// samples[j] = sample_at(seed, epoch, count, first + j) (sampler_math.h): the same permutation,
+// eight positions at a time where the CPU has AVX2. Each lane that cycle-walks out of [0, count)
+// walks on while finished lanes take the next positions, so no lane idles on a slow neighbour.
+void sample_positions(uint64_t seed, uint32_t epoch, uint64_t count, uint64_t first, std::span<uint64_t> samples);
+
 }  // namespace tastebud::cpu

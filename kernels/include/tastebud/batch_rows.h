@@ -82,13 +82,13 @@ TASTEBUD_HD uint32_t training_negative(const SampleSpec& spec, const PositivesVi
                                 pos.impression_share, from_impression);
 }
 
-// Fills the rows of batch sample s (epoch position first + s); returns 1 when its negative came
-// from the user's impressions, else 0. Order: the positives' visiting order (uint32_t or uint64_t).
+// Fills the rows of batch sample s, which is epoch sample `sample` (sample_at of its position);
+// returns 1 when its negative came from the user's impressions, else 0. Order: the positives'
+// visiting order (uint32_t or uint64_t).
 template <class Order>
-TASTEBUD_HD uint32_t fill_sample(const SampleSpec& spec, const PositivesView& pos, const Order* order,
-                                 uint64_t first, uint64_t s, const BatchRowsOut& out) {
+TASTEBUD_HD uint32_t fill_sample_of(const SampleSpec& spec, const PositivesView& pos, const Order* order,
+                                    uint64_t sample, uint64_t s, const BatchRowsOut& out) {
   const uint32_t per_positive = samples_per_positive(spec.negatives, spec.bpr);
-  const uint64_t sample = sample_at(spec.seed, spec.epoch, samples_per_epoch(pos.count, spec.negatives, spec.bpr), first + s);
   const uint64_t positive = order[sample / per_positive];
   const uint32_t k = static_cast<uint32_t>(sample % per_positive);
   const uint32_t user = pos.user[positive];
@@ -110,6 +110,14 @@ TASTEBUD_HD uint32_t fill_sample(const SampleSpec& spec, const PositivesView& po
     if (out.positives != nullptr) out.positives[s] = static_cast<uint32_t>(positive);
   }
   return from_impression ? 1u : 0u;
+}
+
+// fill_sample_of batch sample s at epoch position first + s.
+template <class Order>
+TASTEBUD_HD uint32_t fill_sample(const SampleSpec& spec, const PositivesView& pos, const Order* order,
+                                 uint64_t first, uint64_t s, const BatchRowsOut& out) {
+  const uint64_t sample = sample_at(spec.seed, spec.epoch, samples_per_epoch(pos.count, spec.negatives, spec.bpr), first + s);
+  return fill_sample_of(spec, pos, order, sample, s, out);
 }
 
 }  // namespace tastebud
