@@ -104,11 +104,17 @@ class CpuBackend final : public BackendBase {
   // one parallel loop (one fork and join a batch instead of three). Same chunks, same results.
   std::optional<double> rows_and_gradients(const BatchStep& b) override {
     if (rank_step_) return BackendBase::rows_and_gradients(b);
-#pragma omp parallel for schedule(static)
-    for (int64_t c = b.chunk_begin; c < b.chunk_end; ++c) {
-      fill_chunk(b, c);
-      gather_chunk(b, c);
-      pass_chunk(b, c);
+    const int64_t chunks = b.chunk_end - b.chunk_begin;
+#pragma omp parallel
+    {
+#pragma omp for schedule(static)
+      for (int64_t c = b.chunk_begin; c < b.chunk_end; ++c) fill_chunk(b, c);
+      // Each side's rows gathered by the thread that updates that side's tables (update_embeddings'
+      // static rounds): the tables' rows stay in one core's cache.
+#pragma omp for schedule(static)
+      for (int64_t task = 0; task < 2 * chunks; ++task) gather_side(b, b.chunk_begin + task % chunks, task >= chunks);
+#pragma omp for schedule(static)
+      for (int64_t c = b.chunk_begin; c < b.chunk_end; ++c) pass_chunk(b, c);
     }
     return batch_loss(b);
   }
@@ -125,46 +131,42 @@ class CpuBackend final : public BackendBase {
                                   : fill_samples(b.epoch, b.first, r0, r0 + n);
   }
 
-  // Chunk c's id-table rows, plus (metadata) its entities' feature rows and projected numbers and
-  // (context) its positives' context rows. The rows come from the tables, or (several ranks) from
-  // the rows fetched for the slice, indexed by each row's slot.
   void gather_chunk(const BatchStep& b, int64_t c) {
+    gather_side(b, c, false);
+    gather_side(b, c, true);
+  }
+
+  // One side (users or items) of chunk c: its id-table rows, plus (metadata) its entities' feature
+  // rows and projected numbers and (the users' side, context) its positives' context rows. The
+  // rows come from the tables, or (several ranks) from the rows fetched for the slice, indexed by
+  // each row's slot.
+  void gather_side(const BatchStep& b, int64_t c, bool items) {
     const ModelParams& params = state_.params;
     const auto [r0, n] = chunk_span(b, c);
+    const int side = items ? 1 : 0;
     const int64_t f = shape_.factors;
     const int64_t e = params.config.mlp_embedding();
     const int64_t l0 = 2 * e;
-    const float* user_gmf = rank_step_ ? rank_step_->gmf_rows(0).data() : params.user_gmf.values.data();
-    const float* item_gmf = rank_step_ ? rank_step_->gmf_rows(1).data() : params.item_gmf.values.data();
-    const float* user_mlp = rank_step_ ? rank_step_->mlp_rows(0).data() : params.user_mlp.values.data();
-    const float* item_mlp = rank_step_ ? rank_step_->mlp_rows(1).data() : params.item_mlp.values.data();
-    const std::span<const uint32_t> users = rank_step_ ? std::span<const uint32_t>(rank_step_->slots(0).data() + (r0 - b.row_begin), n)
-                                                    : std::span<const uint32_t>(users_.data() + r0, n);
-    const std::span<const uint32_t> items = rank_step_ ? std::span<const uint32_t>(rank_step_->slots(1).data() + (r0 - b.row_begin), n)
-                                                    : std::span<const uint32_t>(items_.data() + r0, n);
-    if (f > 0) {
-      cpu::gather_rows(user_gmf, f, users, user_gmf_.data() + r0 * f, f, 0);
-      cpu::gather_rows(item_gmf, f, items, item_gmf_.data() + r0 * f, f, 0);
+    const float* gmf = rank_step_ ? rank_step_->gmf_rows(side).data() : (items ? params.item_gmf : params.user_gmf).values.data();
+    const float* mlp = rank_step_ ? rank_step_->mlp_rows(side).data() : (items ? params.item_mlp : params.user_mlp).values.data();
+    const std::vector<uint32_t>& ids = items ? items_ : users_;
+    const std::span<const uint32_t> slots = rank_step_ ? std::span<const uint32_t>(rank_step_->slots(side).data() + (r0 - b.row_begin), n)
+                                                    : std::span<const uint32_t>(ids.data() + r0, n);
+    float* gmf_out = (items ? item_gmf_ : user_gmf_).data();
+    float* mlp_out = acts_[0].data() + (items ? e : 0);
+    if (f > 0) cpu::gather_rows(gmf, f, slots, gmf_out + r0 * f, f, 0);
+    if (e > 0) cpu::gather_rows(mlp, e, slots, mlp_out + r0 * l0, l0, 0);
+    // Metadata: the side's representation is its id row plus its feature sum.
+    const cpu::FeatureView& view = items ? item_view_ : user_view_;
+    const float* features = (items ? params.item_features : params.user_features).values.data();
+    const float* numeric = items ? item_numeric_ : user_numeric_;
+    for (int64_t r = r0; r < r0 + n && !view.empty(); ++r) {
+      cpu::add_features<float>(view, ids[r], features, numeric, f, e, gmf_out + r * f, mlp_out + r * l0);
     }
-    if (e > 0) {
-      cpu::gather_rows(user_mlp, e, users, acts_[0].data() + r0 * l0, l0, 0);
-      cpu::gather_rows(item_mlp, e, items, acts_[0].data() + r0 * l0, l0, e);
-    }
-    // Metadata: each side's representation is its id row plus its feature sum.
-    for (int64_t r = r0; r < r0 + n; ++r) {
-      if (!user_view_.empty()) {
-        cpu::add_features<float>(user_view_, users_[r], params.user_features.values.data(), user_numeric_,
-                                 f, e, user_gmf_.data() + r * f, acts_[0].data() + r * l0);
-      }
-      if (!item_view_.empty()) {
-        cpu::add_features<float>(item_view_, items_[r], params.item_features.values.data(), item_numeric_,
-                                 f, e, item_gmf_.data() + r * f, acts_[0].data() + r * l0 + e);
-      }
-      // Context: the interaction's situation joins the user's half of the MLP input.
-      if (!context_view_.empty()) {
-        cpu::add_features<float>(context_view_, positives_[r], params.context_features.values.data(),
-                                 nullptr, 0, e, nullptr, acts_[0].data() + r * l0);
-      }
+    // Context: the interaction's situation joins the user's half of the MLP input.
+    for (int64_t r = r0; r < r0 + n && !items && !context_view_.empty(); ++r) {
+      cpu::add_features<float>(context_view_, positives_[r], params.context_features.values.data(),
+                               nullptr, 0, e, nullptr, acts_[0].data() + r * l0);
     }
   }
 
