@@ -54,42 +54,18 @@ std::span<const uint32_t> sequence_of(const SequenceSet& set, uint32_t user) {
   return std::span(set.items).subspan(set.offsets[user], set.offsets[user + 1] - set.offsets[user]);
 }
 
-// What the run trains on and is judged by: the test split, the validation split carved from it
-// (which then trains), and the users' sequences of the split that trains.
-struct SequenceInputs {
-  std::optional<Split> test, validation;
-  SequenceSet train;
-};
-
-SequenceInputs sequence_inputs(const TrainPlan& plan, const datasets::Dataset& dataset, const EventLog& events,
-                               const RecipeOptions& options) {
-  SequenceInputs in;
-  std::vector<double> base = event_weights(events, options);
-  if (plan.protocol == EvalProtocol::kNone) {
-    in.train = sequences_of(events, std::vector<float>(base.begin(), base.end()), options);
-    return in;
-  }
-  in.test = make_split(dataset, plan.split);
-  if (plan.validate) {
-    in.validation = make_validation_split(dataset, plan.split, *in.test, plan.job.validation_users);
-    for (uint64_t r = 0; r < base.size(); ++r)
-      if (in.test->held_out_rows[r]) base[r] = 0;  // the test split's held-out rows do not exist here
-  }
-  const Split& trains = in.validation ? *in.validation : *in.test;
-  in.train = sequences_of(events, split_event_weights(trains, events, base), options);
-  return in;
-}
-
 // The epoch's metrics: the test split (unless the job is judged on validation alone) and "val.*".
 Metrics judge(const TrainPlan& plan, const SequenceInputs& in, const SequenceParams& params) {
   const SequenceEncoder encoder(params);
-  const ScoreFn score = [&](uint32_t u, std::span<const uint32_t> items, std::span<float> out) {
-    encoder.score_sequence(sequence_of(in.train, u), items, out);
+  const auto scorer = [&](const SequenceSet& input) -> ScoreFn {
+    return [&](uint32_t u, std::span<const uint32_t> items, std::span<float> out) {
+      encoder.score_sequence(sequence_of(input, u), items, out);
+    };
   };
   Metrics metrics;
-  if (plan.job.judge_on_test) metrics = evaluate(*in.test, score, plan.job.threads);
+  if (plan.job.judge_on_test) metrics = evaluate(*in.test, scorer(in.test_sequences()), plan.job.threads);
   if (in.validation)
-    for (const auto& [k, v] : evaluate(*in.validation, score, plan.job.threads)) metrics["val." + k] = v;
+    for (const auto& [k, v] : evaluate(*in.validation, scorer(in.train), plan.job.threads)) metrics["val." + k] = v;
   return metrics;
 }
 
@@ -264,6 +240,27 @@ std::pair<RunProgress, SequenceState> start_state(const TrainPlan& plan, const S
 }
 
 }  // namespace
+
+SequenceInputs sequence_inputs(const TrainPlan& plan, const datasets::Dataset& dataset, const EventLog& events,
+                               const RecipeOptions& options) {
+  SequenceInputs in;
+  std::vector<double> base = event_weights(events, options);
+  if (plan.protocol == EvalProtocol::kNone) {
+    in.train = sequences_of(events, std::vector<float>(base.begin(), base.end()), options);
+    return in;
+  }
+  in.test = make_split(dataset, plan.split);
+  if (plan.validate) {
+    in.validation = make_validation_split(dataset, plan.split, *in.test, plan.job.validation_users);
+    in.test_input = sequences_of(events, split_event_weights(*in.test, events, base), options);
+    for (uint64_t r = 0; r < base.size(); ++r)
+      if (in.test->held_out_rows[r]) base[r] = 0;  // the test split's held-out rows do not exist here
+  }
+  const Split& trains = in.validation ? *in.validation : *in.test;
+  in.train = sequences_of(events, split_event_weights(trains, events, base), options);
+  return in;
+}
+
 
 TrainResult train_sequence(const TrainPlan& plan, std::ostream& log) {
   const TrainJob& job = plan.job;

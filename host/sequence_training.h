@@ -10,12 +10,31 @@
 #include <filesystem>
 #include <iosfwd>
 
+#include <optional>
+
+#include "host/recipes.h"
+#include "host/split.h"
 #include "host/train_plan.h"
+#include "tastebud/datasets/dataset.h"
 #include "tastebud/engine/sequence_model.h"
+#include "tastebud/engine/sequence_trainer.h"
 
 namespace tastebud::host {
 
 TrainResult train_sequence(const TrainPlan& plan, std::ostream& log);
+
+// What the run trains on and is judged by: the test split, the validation split carved from it
+// (which then trains), the users' sequences of the split that trains, and (with a validation
+// split) the sequences the test split reads: every event before the test's held-out ones, the
+// validation's held-out items included, as a served model reads all of a user's events.
+struct SequenceInputs {
+  std::optional<Split> test, validation;
+  SequenceSet train;
+  std::optional<SequenceSet> test_input;
+  const SequenceSet& test_sequences() const { return test_input ? *test_input : train; }
+};
+SequenceInputs sequence_inputs(const TrainPlan& plan, const datasets::Dataset& dataset, const EventLog& events,
+                               const RecipeOptions& options);
 
 // sequence.bin: the model's shape as a JSON header, its parameters, the checksum trailer.
 void write_sequence_params(const SequenceParams& params, const std::filesystem::path& path);

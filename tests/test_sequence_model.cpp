@@ -352,3 +352,50 @@ TEST(SequenceTraining, AResumedRunReachesTheUninterruptedModel) {
 
 }  // namespace
 }  // namespace tastebud::host
+
+namespace tastebud::host {
+namespace {
+
+// With a validation split, the model trains on sequences without either split's held-out items,
+// and the test split reads every event before its held-out one: a validation user's validation
+// item is in that user's test input (the latest item a served model would read), never in the
+// training sequence; no test item is in either.
+TEST(SequenceTraining, TheTestSplitReadsTheValidationItems) {
+  namespace fs = std::filesystem;
+  const fs::path root = fs::temp_directory_path() / fmt::format("tastebud_test_sequence_inputs_{}", ::getpid());
+  fs::remove_all(root);
+  testing_shop::import_small_shop(root, 60, 1500, 5);
+  TrainJob job;
+  job.data = root / "dataset";
+  job.model = "sasrec";
+  job.validation_users = 20;
+  const TrainPlan plan = make_plan(job);
+  const datasets::Dataset dataset = datasets::Dataset::open(job.data);
+  const RecipeOptions options = RecipeOptions::from_job(job);
+  const SequenceInputs in = sequence_inputs(plan, dataset, weighted_events(plan, dataset), options);
+  ASSERT_TRUE(in.test && in.validation && in.test_input);
+  const auto holds = [](const SequenceSet& set, uint32_t user, uint32_t item) {
+    const auto first = set.items.begin() + static_cast<int64_t>(set.offsets[user]);
+    const auto last = set.items.begin() + static_cast<int64_t>(set.offsets[user + 1]);
+    return std::find(first, last, item) != last;
+  };
+  ASSERT_GT(in.validation->eval_users.size(), 10u);
+  for (size_t k = 0; k < in.validation->eval_users.size(); ++k) {
+    const uint32_t user = in.validation->eval_users[k], item = in.validation->held_out_item[k];
+    EXPECT_TRUE(holds(*in.test_input, user, item)) << "user " << user;
+    EXPECT_FALSE(holds(in.train, user, item)) << "user " << user;
+  }
+  for (size_t k = 0; k < in.test->eval_users.size(); ++k) {
+    const uint32_t user = in.test->eval_users[k], item = in.test->held_out_item[k];
+    EXPECT_FALSE(holds(*in.test_input, user, item)) << "user " << user;
+    EXPECT_FALSE(holds(in.train, user, item)) << "user " << user;
+  }
+  // Without a validation split the test split reads the training sequences themselves.
+  job.validation_users = 0;
+  const TrainPlan plain = make_plan(job);
+  EXPECT_FALSE(sequence_inputs(plain, dataset, weighted_events(plain, dataset), options).test_input);
+  fs::remove_all(root);
+}
+
+}  // namespace
+}  // namespace tastebud::host
