@@ -77,13 +77,7 @@ void add_retrain_command(CLI::App& app) {
   cmd->callback([job, cmd] {
     // Settings retrain has no flag for (text-buckets, context) are never given: the current
     // model's.
-    job->given = [cmd](const std::string& name) {
-      try {
-        return cmd->count("--" + name) > 0;
-      } catch (const CLI::OptionNotFound&) {
-        return false;
-      }
-    };
+    job->given = given_on(cmd);
     apply_model_defaults(job->train, job->given);
     const RetrainResult result = run_retrain(*job, std::cout);
     std::cout << fmt::format("{}: {}\n", result.decision, result.candidate.string());

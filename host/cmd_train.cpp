@@ -101,6 +101,17 @@ void add_recipe_options(CLI::App* cmd, const std::shared_ptr<TrainJob>& job) {
 
 void add_recommenders_command(CLI::App& app);
 
+std::function<bool(const std::string&)> given_on(const CLI::App* cmd) {
+  return [cmd](std::string name) {
+    std::replace(name.begin(), name.end(), '_', '-');
+    try {
+      return cmd->count("--" + name) > 0;
+    } catch (const CLI::OptionNotFound&) {  // a TrainJob field without a flag of its own
+      return false;
+    }
+  };
+}
+
 void add_train_command(CLI::App& app) {
   auto job = std::make_shared<TrainJob>();
   auto* cmd = app.add_subcommand("train", "Train a model on an imported dataset");
@@ -193,14 +204,7 @@ void add_train_command(CLI::App& app) {
                   "sasrec: gSASRec's calibration of the sampled loss (0: plain BCE, 1: fully calibrated; 0.75 with tens of --negatives)")->capture_default_str();
   cmd->callback([job, cmd] {
     if (!job->config_file.empty()) apply_job_file(*cmd, job->config_file);
-    const auto given = [cmd](std::string name) {
-      std::replace(name.begin(), name.end(), '_', '-');
-      try {
-        return cmd->count("--" + name) > 0;
-      } catch (const CLI::OptionNotFound&) {  // a TrainJob field without a flag of its own
-        return false;
-      }
-    };
+    const auto given = given_on(cmd);
     if (!job->use_case.empty()) {
       train_use_case(*job, given, std::cout);
       return;

@@ -1,9 +1,16 @@
 // Each file host/cmd_*.cpp adds its subcommands to the one CLI11 app.
 #pragma once
 
+#include <functional>
+#include <string>
+
 #include <CLI/CLI.hpp>
 
 namespace tastebud::host {
+
+// Whether the TrainJob field `name` (snake_case, as apply_model_defaults asks) was given on cmd's
+// command line; false for a field without a flag of its own.
+std::function<bool(const std::string&)> given_on(const CLI::App* cmd);
 
 void add_data_commands(CLI::App& app);      // import, info    (cmd_data.cpp)
 void add_generate_command(CLI::App& app);   // generate        (cmd_generate.cpp)

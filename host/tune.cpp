@@ -32,6 +32,10 @@ std::vector<uint32_t> rung_epochs(const TuneOptions& o) {
 }
 
 std::string describe(const Trial& t) {
+  if (t.sequence) {
+    return fmt::format("lr {:.5f}  hidden {:3d}  blocks {}  dropout {:.2f}  negatives {}", t.lr, t.hidden, t.blocks,
+                       t.dropout, t.negatives);
+  }
   return fmt::format("lr {:.5f}  factors {:2d}  negatives {}  l2 {:.1e}", t.lr, t.factors, t.negatives, t.l2);
 }
 
@@ -44,9 +48,16 @@ void train_trial(const TuneOptions& o, const std::string& metric, uint32_t epoch
   job.progress = false;
   job.judge_on_test = false;
   job.lr = t.lr;
-  job.l2 = t.l2;
-  job.factors = t.factors;
   job.negatives = t.negatives;
+  if (t.sequence) {
+    job.hidden = t.hidden;
+    job.blocks = t.blocks;
+    job.dropout = t.dropout;
+    job.patience = 0;  // each rung trains its epochs: the halving does the stopping
+  } else {
+    job.l2 = t.l2;
+    job.factors = t.factors;
+  }
   std::ostringstream quiet;
   const TrainResult r = run_training(job, quiet);
   t.epochs = epochs;
@@ -60,10 +71,13 @@ void train_trial(const TuneOptions& o, const std::string& metric, uint32_t epoch
 }
 
 std::string trials_table(const TuneResult& r) {
-  std::string out = fmt::format("trial\tlr\tfactors\tnegatives\tl2\tepochs\tbest_epoch\t{}\n", r.metric);
+  const bool sequence = !r.trials.empty() && r.trials.front().sequence;
+  std::string out = sequence ? fmt::format("trial\tlr\thidden\tblocks\tdropout\tnegatives\tepochs\tbest_epoch\t{}\n", r.metric)
+                             : fmt::format("trial\tlr\tfactors\tnegatives\tl2\tepochs\tbest_epoch\t{}\n", r.metric);
   for (const Trial& t : r.trials) {
-    out += fmt::format("{}\t{:.6g}\t{}\t{}\t{:.6g}\t{}\t{}\t{:.6f}\n", t.id, t.lr, t.factors, t.negatives, t.l2,
-                       t.epochs, t.best_epoch, t.value);
+    out += sequence ? fmt::format("{}\t{:.6g}\t{}\t{}\t{:.6g}\t{}\t", t.id, t.lr, t.hidden, t.blocks, t.dropout, t.negatives)
+                    : fmt::format("{}\t{:.6g}\t{}\t{}\t{:.6g}\t", t.id, t.lr, t.factors, t.negatives, t.l2);
+    out += fmt::format("{}\t{}\t{:.6f}\n", t.epochs, t.best_epoch, t.value);
   }
   return out;
 }
@@ -82,6 +96,20 @@ Trial draw_trial(uint64_t seed, uint32_t id) {
   return t;
 }
 
+Trial draw_sequence_trial(uint64_t seed, uint32_t id) {
+  const Philox4 w = random_words(seed, RandomStream::kTune, id, 0);
+  const Philox4 v = random_words(seed, RandomStream::kTune, id, 1);
+  Trial t;
+  t.id = id;
+  t.sequence = true;
+  t.lr = static_cast<float>(log_uniform(w.v[0], 1e-3, 1e-2));
+  t.hidden = 32u << uniform_below(w.v[1], 3);           // 32, 64, 128
+  t.blocks = 1 + uniform_below(w.v[2], 3);              // 1, 2, 3
+  t.dropout = 0.1f + 0.1f * static_cast<float>(uniform_below(w.v[3], 5));  // 0.1 .. 0.5
+  t.negatives = 1u << uniform_below(v.v[0], 3);         // 1, 2, 4
+  return t;
+}
+
 TuneResult run_tune(const TuneOptions& o, std::ostream& log) {
   TB_CHECK(o.trials > 0, "tune: trials must be positive");
   TB_CHECK(o.max_epochs > 0, "tune: max_epochs must be positive");
@@ -91,10 +119,12 @@ TuneResult run_tune(const TuneOptions& o, std::ostream& log) {
            "tune: trials are judged on the validation split: give an eval protocol and validation users");
   TB_CHECK(!is_recipe(plan.model),
            "tune: recipes have no hyperparameters to search; tune a neural model");
-  TB_CHECK(plan.model != ModelType::kSASRec, "tune: the sequence model (sasrec) is not tuned yet; tune a NeuMF-family model");
+  const bool sequence = plan.model == ModelType::kSASRec;
+  TB_CHECK(!sequence || 32 % o.base.heads == 0,
+           fmt::format("tune: heads {} must divide every width tried (32, 64, 128)", o.base.heads));
   TuneResult result;
   result.metric = "val." + plan.metric;
-  for (uint32_t id = 0; id < o.trials; ++id) result.trials.push_back(draw_trial(o.seed, id));
+  for (uint32_t id = 0; id < o.trials; ++id) result.trials.push_back(sequence ? draw_sequence_trial(o.seed, id) : draw_trial(o.seed, id));
   fs::create_directories(o.out / "trials");
 
   const auto start = std::chrono::steady_clock::now();
@@ -142,6 +172,15 @@ TuneResult run_tune(const TuneOptions& o, std::ostream& log) {
 
 std::string best_job_toml(const TuneOptions& o, const TuneResult& r) {
   const Trial& t = r.trials[r.best];
+  if (t.sequence) {
+    return fmt::format(
+        "# tastebud tune: the best of {} trials by {} {:.6f}, on the validation split carved from the\n"
+        "# training rows (the test rows were never evaluated). tastebud train --config this-file --data D --out M\n"
+        "model = \"sasrec\"\nhidden = {}\nblocks = {}\nheads = {}\nmax-sequence = {}\ndropout = {:.6g}\nnegatives = {}\n"
+        "lr = {:.6g}\nepochs = {}\nbatch-size = {}\neval = \"{}\"\n",
+        r.trials.size(), r.metric, t.value, t.hidden, t.blocks, o.base.heads, o.base.max_sequence, t.dropout,
+        t.negatives, t.lr, std::max<uint32_t>(t.best_epoch, 1), o.base.batch_size, o.base.eval);
+  }
   std::string layers;
   for (size_t k = 0; k < o.base.layers.size(); ++k) layers += (k ? ", " : "") + std::to_string(o.base.layers[k]);
   return fmt::format(

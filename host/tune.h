@@ -1,5 +1,6 @@
-// Hyperparameter search: learning rate, factors, negatives and L2, by successive halving over
-// epochs, judged on the validation split carved from the training rows only. The test rows are
+// Hyperparameter search by successive halving over epochs, judged on the validation split carved
+// from the training rows only: learning rate, factors, negatives and L2 for the NeuMF family;
+// learning rate, width, blocks, dropout and negatives for the sequence model (sasrec). The test rows are
 // held out of every trial and never evaluated, so the search cannot overfit them.
 #pragma once
 
@@ -27,6 +28,9 @@ struct Trial {
   uint32_t id = 0;
   float lr = 0, l2 = 0;
   uint32_t factors = 0, negatives = 0;
+  bool sequence = false;                   // a sasrec trial: the next three instead of factors and l2
+  uint32_t hidden = 0, blocks = 0;
+  float dropout = 0;
   uint32_t epochs = 0;           // trained so far
   uint32_t best_epoch = 0;
   double value = -1;             // the best validation metric so far
@@ -42,6 +46,9 @@ struct TuneResult {
 // The configuration trial `id` of a search seeded `seed` draws (log-uniform lr in [1e-4, 1e-2],
 // factors 8..64, negatives 1..8, l2 0 or log-uniform in [1e-5, 1e-2]).
 Trial draw_trial(uint64_t seed, uint32_t id);
+// The same for sasrec: log-uniform lr in [1e-3, 1e-2], hidden 32, 64 or 128, 1 to 3 blocks, dropout
+// 0.1 to 0.5, negatives 1, 2 or 4 (beside the default of 0.005, 64, 2, 0.2 and 1).
+Trial draw_sequence_trial(uint64_t seed, uint32_t id);
 
 TuneResult run_tune(const TuneOptions& options, std::ostream& log);
 

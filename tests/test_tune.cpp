@@ -127,6 +127,41 @@ TEST_F(Tune, HalvesTheTrialsAndWritesTheBestJob) {
   EXPECT_EQ(again.factors, best.factors);
 }
 
+// The sequence model's search: its own space (width, blocks, dropout, negatives, lr), halved the
+// same way, and a best job that `tastebud train --config` takes as it is.
+TEST_F(Tune, SearchesTheSequenceModel) {
+  const fs::path a = make_dataset(root_ / "a", false);
+  TuneOptions o = options(a, "tune");
+  o.base.model = "sasrec";
+  o.base.max_sequence = 8;
+  o.base.batch_size = 16;
+  std::ostringstream log;
+  const TuneResult r = run_tune(o, log);
+  ASSERT_EQ(r.trials.size(), 4u);
+  for (const Trial& t : r.trials) {
+    EXPECT_TRUE(t.sequence);
+    EXPECT_TRUE(t.hidden == 32 || t.hidden == 64 || t.hidden == 128) << t.hidden;
+    EXPECT_TRUE(t.blocks >= 1 && t.blocks <= 3) << t.blocks;
+    EXPECT_TRUE(t.dropout >= 0.09f && t.dropout <= 0.51f) << t.dropout;
+    EXPECT_LE(t.value, r.trials[r.best].value);
+  }
+  EXPECT_GT(r.trials[r.best].value, 0.0) << log.str();
+  const Trial& best = r.trials[r.best];
+  EXPECT_EQ(best.epochs, 2u);
+  const std::string toml = read(root_ / "tune" / "best.toml");
+  EXPECT_NE(toml.find("model = \"sasrec\""), std::string::npos) << toml;
+  EXPECT_NE(toml.find("hidden = " + std::to_string(best.hidden)), std::string::npos) << toml;
+  EXPECT_NE(toml.find("blocks = " + std::to_string(best.blocks)), std::string::npos) << toml;
+  EXPECT_NE(read(root_ / "tune" / "trials.tsv").find("\thidden\tblocks\tdropout\t"), std::string::npos);
+  std::string out;
+  EXPECT_EQ(testing_cli::run_cli("train --config " + (root_ / "tune" / "best.toml").string() + " --data " + a.string() +
+                                     " --out " + (root_ / "best").string() + " --epochs 1 --no-progress",
+                                 &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("hidden " + std::to_string(best.hidden)), std::string::npos) << out;
+}
+
 TEST_F(Tune, RefusesASearchWithoutAValidationSplit) {
   const fs::path a = make_dataset(root_ / "a", false);
   TuneOptions o = options(a, "none");
