@@ -14,7 +14,7 @@ namespace {
 // The training settings a retrain passes to its candidate; those not given come from the current
 // model (RetrainJob::given).
 void add_training_options(CLI::App* cmd, TrainJob& t) {
-  cmd->add_option("--model", t.model, "neumf, gmf, mlp or mf (default: the current model's)");
+  cmd->add_option("--model", t.model, "neumf, gmf, mlp, mf or sasrec (default: the current model's)");
   cmd->add_option("--factors", t.factors, "GMF factors (default: the current model's)");
   cmd->add_option("--layers", t.layers, "MLP widths (default: the current model's)")
       ->delimiter(',');

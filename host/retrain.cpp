@@ -22,6 +22,7 @@
 #include "host/event_log.h"
 #include "host/features.h"
 #include "host/scrub_model.h"
+#include "host/sequence_training.h"
 #include "host/split.h"
 #include "host/warm_start.h"
 #include "tastebud/atomic_file.h"
@@ -54,6 +55,26 @@ json metrics_json(const Metrics& m) {
   return j;
 }
 
+// A sasrec model's: its shape ("sequence") and its training settings ("training").
+void inherit_sequence_settings(TrainJob& job, const json& config, const std::function<bool(const std::string&)>& given) {
+  const auto take = [&](const json& from, const char* flag, const char* key, auto& field) {
+    if (given && !given(flag) && from.contains(key)) field = from[key].get<std::remove_reference_t<decltype(field)>>();
+  };
+  const json& shape = config.at("sequence");
+  take(shape, "hidden", "hidden", job.hidden);
+  take(shape, "blocks", "blocks", job.blocks);
+  take(shape, "heads", "heads", job.heads);
+  take(shape, "max-sequence", "max_sequence", job.max_sequence);
+  take(shape, "dropout", "dropout", job.dropout);
+  const json& training = config.at("training");
+  take(training, "batch-size", "batch_size", job.batch_size);
+  take(training, "negatives", "negatives", job.negatives);
+  take(training, "gbce-t", "gbce_t", job.gbce_t);
+  take(training, "lr", "lr", job.lr);
+  take(training, "eval", "eval", job.eval);
+  take(training, "event", "events", job.events);
+}
+
 // Settings of the current model (config.json, written by the training job) that the caller left
 // unset: a warm start must keep the model's shape, and a refresh its recipe.
 void inherit_settings(TrainJob& job, const json& config,
@@ -63,6 +84,10 @@ void inherit_settings(TrainJob& job, const json& config,
       field = config[key].get<std::remove_reference_t<decltype(field)>>();
   };
   take("model", "model", job.model);
+  if (parse_model_type(config.value("model", std::string("neumf"))) == ModelType::kSASRec) {
+    inherit_sequence_settings(job, config, given);
+    return;
+  }
   take("factors", "factors", job.factors);
   take("layers", "layers", job.layers);
   take("batch-size", "batch_size", job.batch_size);
@@ -225,9 +250,8 @@ TrainPlan candidate_settings(const RetrainJob& job, const fs::path& current) {
   TrainJob train = job.train;
   if (!current.empty()) {
     inherit_settings(train, json::parse(read_file(current / "config.json")), job.given);
-    TB_CHECK(parse_model_type(train.model) != ModelType::kSASRec,
-             "retrain: a sasrec model is not retrained yet (its evaluation of the current model is NeuMF's); "
-             "train the new model with --warm-start from the current one");
+    TB_CHECK(parse_model_type(train.model) != ModelType::kSASRec || !train.update,
+             "retrain: a sasrec model is refreshed by a warm start of every row; leave out --update");
     train.warm_start = current;
     if (job.warm_epochs > 0) train.epochs = job.warm_epochs;
   } else {
@@ -265,6 +289,16 @@ void drop_deleted_users(const fs::path& candidate, const fs::path& data, std::os
   if (scrubbed.users_removed > 0)
     log << fmt::format("removed {} users deleted from {} while the candidate trained\n",
                        scrubbed.users_removed, data.string());
+}
+
+// A model directory of either kind judged on the split: the sequence model reads each user's events
+// before the held-out ones (the plan's rules), the NeuMF family scores from its rows.
+Metrics evaluate_any_model_dir(const fs::path& dir, const TrainPlan& plan, const datasets::Dataset& dataset,
+                               const Split& split) {
+  const json config = json::parse(read_file(dir / "config.json"));
+  if (parse_model_type(config.value("model", std::string("neumf"))) == ModelType::kSASRec)
+    return evaluate_sequence_dir(dir, plan, dataset, split, plan.job.threads);
+  return evaluate_model_dir(dir, dataset, split, plan.job.threads);
 }
 
 }  // namespace
@@ -352,9 +386,8 @@ RetrainResult run_retrain(const RetrainJob& job, std::ostream& log) {
     SplitOptions split_options = plan.split;
     split_options.record_held_out_rows = false;
     const Split split = make_split(dataset, split_options);
-    result.candidate_metrics = evaluate_model_dir(candidate, dataset, split, train.threads);
-    if (has_current)
-      result.current_metrics = evaluate_model_dir(current, dataset, split, train.threads);
+    result.candidate_metrics = evaluate_any_model_dir(candidate, plan, dataset, split);
+    if (has_current) result.current_metrics = evaluate_any_model_dir(current, plan, dataset, split);
     const double mine = metric_of(result.candidate_metrics, result.metric, candidate);
     const double theirs =
         has_current ? metric_of(result.current_metrics, result.metric, current) : 0.0;

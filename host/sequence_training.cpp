@@ -6,6 +6,7 @@
 #include <limits>
 #include <optional>
 #include <ostream>
+#include <sstream>
 #include <tuple>
 #include <unordered_map>
 
@@ -261,6 +262,28 @@ SequenceInputs sequence_inputs(const TrainPlan& plan, const datasets::Dataset& d
   return in;
 }
 
+
+Metrics evaluate_sequence_dir(const fs::path& dir, const TrainPlan& plan, const datasets::Dataset& dataset,
+                              const Split& split, uint32_t threads) {
+  const std::vector<std::string> ids = read_ids(dir / "item_ids.json");
+  SequenceConfig config = read_sequence_params(dir / "sequence.bin", static_cast<uint32_t>(ids.size())).config;
+  config.num_items = dataset.num_items();
+  SequenceParams params = SequenceParams::initialize(config, 0);
+  const SequenceLayout layout(config);
+  std::fill_n(params.values.begin() + static_cast<int64_t>(layout.items), size_t{config.num_items} * config.hidden, 0.0f);
+  std::ostringstream quiet;
+  warm_start_sequence(dir, dataset, params, quiet);
+  const RecipeOptions options = RecipeOptions::from_job(plan.job);
+  const EventLog events = weighted_events(plan, dataset);
+  const SequenceSet input = sequences_of(events, split_event_weights(split, events, event_weights(events, options)), options);
+  const SequenceEncoder encoder(params);
+  return evaluate(
+      split,
+      [&](uint32_t u, std::span<const uint32_t> items, std::span<float> out) {
+        encoder.score_sequence(sequence_of(input, u), items, out);
+      },
+      threads);
+}
 
 TrainResult train_sequence(const TrainPlan& plan, std::ostream& log) {
   const TrainJob& job = plan.job;

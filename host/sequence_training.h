@@ -12,6 +12,7 @@
 
 #include <optional>
 
+#include "host/evaluation.h"
 #include "host/recipes.h"
 #include "host/split.h"
 #include "host/train_plan.h"
@@ -35,6 +36,12 @@ struct SequenceInputs {
 };
 SequenceInputs sequence_inputs(const TrainPlan& plan, const datasets::Dataset& dataset, const EventLog& events,
                                const RecipeOptions& options);
+
+// The sasrec model in `dir` judged on `split` of `dataset` (which may be newer than the model, as in
+// retrain): each evaluated user's input is every event of the plan's rules before the held-out
+// ones; items the model never saw have zero rows, so they score only through the dense layers.
+Metrics evaluate_sequence_dir(const std::filesystem::path& dir, const TrainPlan& plan, const datasets::Dataset& dataset,
+                              const Split& split, uint32_t threads);
 
 // sequence.bin: the model's shape as a JSON header, its parameters, the checksum trailer.
 void write_sequence_params(const SequenceParams& params, const std::filesystem::path& path);

@@ -571,6 +571,45 @@ TEST_F(RetrainJobs, PromotesByThresholdAndKeepsTheNewestVersions) {
             fs::canonical(first.models / "versions" / kept.front()).string());
 }
 
+// The sequence model retrains like the others: from scratch the first time, then warm-started from
+// current with current's shape and settings (nothing given), both judged on the updated dataset's
+// split by reading each user's events before the held-out one; --update is refused before any
+// import.
+TEST_F(RetrainJobs, RetrainsTheSequenceModel) {
+  std::ostringstream log;
+  host::RetrainJob first = retrain("sequence", {root_ / "old.csv"});
+  first.train.model = "sasrec";
+  first.train.hidden = 16;
+  first.train.blocks = 1;
+  first.train.max_sequence = 12;
+  first.train.batch_size = 32;
+  ASSERT_EQ(host::run_retrain(first, log).decision, "promoted") << log.str();
+  host::RetrainJob next = retrain("sequence", {root_ / "new.csv"});
+  next.given = [](const std::string&) { return false; };  // every setting the current model's
+  next.max_regression = 1.0;
+  const host::RetrainResult result = host::run_retrain(next, log);
+  EXPECT_EQ(result.decision, "promoted") << log.str();
+  EXPECT_GT(result.candidate_metrics.at("hr@10"), 0.2);  // 0.1: ten of 100 items at random
+  std::printf("[ retrain ] sasrec candidate hr@10 %.4f, current %.4f\n", result.candidate_metrics.at("hr@10"), result.current_metrics.at("hr@10"));
+  EXPECT_GT(result.current_metrics.at("hr@10"), 0.2);
+  EXPECT_NE(result.candidate_metrics.at("hr@10"), result.current_metrics.at("hr@10"));
+  EXPECT_NE(log.str().find("warm start from"), std::string::npos) << log.str();
+  const json line = log_lines(first.models).back();
+  EXPECT_EQ(line["mode"], "warm-start");
+  const json config = json::parse(read_file(first.models / "current" / "config.json"));
+  EXPECT_EQ(config["sequence"]["hidden"], 16);
+  EXPECT_EQ(config["sequence"]["max_sequence"], 12);
+  host::RetrainJob update = retrain("sequence", {});
+  update.given = next.given;
+  update.train.update = true;
+  try {
+    host::run_retrain(update, log);
+    ADD_FAILURE() << "a sasrec update was not refused";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("leave out --update"), std::string::npos) << e.what();
+  }
+}
+
 TEST_F(RetrainJobs, AnUpdateWithNothingNewLeavesCurrentAsItIs) {
   std::ostringstream log;
   host::RetrainJob first = retrain("unchanged", {root_ / "old.csv"});
