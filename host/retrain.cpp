@@ -73,6 +73,8 @@ void inherit_sequence_settings(TrainJob& job, const json& config, const std::fun
   take(training, "lr", "lr", job.lr);
   take(training, "eval", "eval", job.eval);
   take(training, "event", "events", job.events);
+  take(training, "metadata", "metadata", job.metadata);
+  take(training, "text-buckets", "text_buckets", job.text_buckets);
 }
 
 // Settings of the current model (config.json, written by the training job) that the caller left

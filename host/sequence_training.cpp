@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "host/evaluation.h"
+#include "host/features.h"
 #include "host/model_dir.h"
 #include "host/progress.h"
 #include "host/recipes.h"
@@ -35,8 +36,10 @@ using nlohmann::json;
 constexpr char kSequenceMagic[8] = {'T', 'B', 'S', 'E', 'Q', 'M', 'D', '1'};
 
 json config_json(const SequenceConfig& c) {
-  return json{{"num_items", c.num_items}, {"hidden", c.hidden},   {"blocks", c.blocks},
-              {"heads", c.heads},         {"max_sequence", c.max_sequence}, {"dropout", c.dropout}};
+  json j{{"num_items", c.num_items}, {"hidden", c.hidden},   {"blocks", c.blocks},
+         {"heads", c.heads},         {"max_sequence", c.max_sequence}, {"dropout", c.dropout}};
+  if (c.has_features()) j["feature_rows"] = c.feature_rows, j["numeric"] = c.numeric;
+  return j;
 }
 
 // The events a split trains on, as each user's sequence (CSR, oldest first, with weights).
@@ -57,7 +60,8 @@ std::span<const uint32_t> sequence_of(const SequenceSet& set, uint32_t user) {
 
 // The epoch's metrics: the test split (unless the job is judged on validation alone) and "val.*".
 Metrics judge(const TrainPlan& plan, const SequenceInputs& in, const SequenceParams& params) {
-  const SequenceEncoder encoder(params);
+  const SequenceParams folded = fold_item_features(params, in.train.item_features);
+  const SequenceEncoder encoder(folded);
   const auto scorer = [&](const SequenceSet& input) -> ScoreFn {
     return [&](uint32_t u, std::span<const uint32_t> items, std::span<float> out) {
       encoder.score_sequence(sequence_of(input, u), items, out);
@@ -109,7 +113,7 @@ json settings_json(const TrainPlan& plan) {
   return json{{"events", plan.event_rules}, {"batch_size", job.batch_size}, {"negatives", job.negatives},
               {"gbce_t", job.gbce_t},       {"lr", job.lr},                 {"sampler", job.sampler},
               {"sampler_alpha", job.sampler_alpha}, {"seed", job.seed},      {"epochs", job.epochs},
-              {"eval", job.eval}};
+              {"eval", job.eval},           {"metadata", job.metadata},     {"text_buckets", job.text_buckets}};
 }
 
 void write_model(const TrainPlan& plan, const SequenceParams& params, uint32_t epoch) {
@@ -156,6 +160,22 @@ void warm_start_sequence(const fs::path& parent, const datasets::Dataset& datase
   }
   log << fmt::format("warm start from {}: {} of {} items and every dense tensor carried over, {} items fresh\n",
                      parent.string(), matched, dataset.num_items(), dataset.num_items() - matched);
+}
+
+// Item metadata (--metadata auto: the Items fields when there are any): the items' encoded
+// fields, with the model's F and N rows sized to them in config; none: empty inputs.
+FeatureInputs sequence_item_features(const TrainJob& job, const datasets::Dataset& dataset, SequenceConfig& config,
+                                     std::ostream& log) {
+  std::string note;
+  const std::string metadata = resolve_metadata(job.metadata, dataset, job.model, &note);
+  if (!note.empty()) log << note << "\n";
+  const MetadataSides sides = parse_metadata_sides(metadata);
+  TB_CHECK(!sides.users, fmt::format("`metadata` {}: the sequence model reads item metadata only (items or none)", metadata));
+  if (!sides.items) return {};
+  const FeatureSpec spec = make_feature_spec(dataset.items, job.text_buckets, "item");
+  config.feature_rows = static_cast<uint32_t>(spec.table_rows());
+  config.numeric = static_cast<uint32_t>(spec.numerical.size());
+  return encode_features(dataset.items, spec, config.num_items);
 }
 
 constexpr char kCheckpointMagic[8] = {'T', 'B', 'S', 'E', 'Q', 'C', 'K', '1'};
@@ -290,9 +310,11 @@ TrainResult train_sequence(const TrainPlan& plan, std::ostream& log) {
   const datasets::Dataset dataset = datasets::Dataset::open(job.data);
   const RecipeOptions options = RecipeOptions::from_job(job);
   const EventLog events = weighted_events(plan, dataset);
-  const SequenceInputs in = sequence_inputs(plan, dataset, events, options);
+  SequenceInputs in = sequence_inputs(plan, dataset, events, options);
   SequenceConfig config = plan.sequence_config;
   config.num_items = dataset.num_items();
+  const FeatureInputs item_features = sequence_item_features(job, dataset, config, log);
+  in.train.item_features = item_features.view();
   fs::create_directories(job.out);
   write_answer_tables(plan, dataset, events, options);
 
@@ -334,7 +356,7 @@ TrainResult train_sequence(const TrainPlan& plan, std::ostream& log) {
     if (better) run.best = value, run.best_epoch = epoch, result.best_epoch = epoch;
     // Checkpoint, model, metrics, in that order: a kill at any moment leaves a run --resume completes.
     write_checkpoint(job.out / "sequence_checkpoint.bin", run, now, resume_settings(plan));
-    if (better) write_model(plan, now.params, epoch);
+    if (better) write_model(plan, fold_item_features(now.params, in.train.item_features), epoch);
     write_file_atomically(job.out / "metrics.jsonl", run.metrics);
     log << epoch_line(record, stats) << std::endl;  // a line as each epoch ends, also into a file
     result.history.push_back(record);

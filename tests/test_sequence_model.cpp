@@ -187,6 +187,90 @@ TEST(SequenceTrainer, LearnsWhatComesNext) {
   EXPECT_GE(right, 27) << "of 30 items, the next one ranked first";
 }
 
+// Item metadata folded into the item rows: each row is E plus its weighted F rows and its numbers
+// times N, the dense tensors unchanged, F and N gone; the encoder takes only a folded model.
+TEST(SequenceModel, FoldingAddsEachItemsFeatureSum) {
+  SequenceConfig c = tiny_config();
+  c.num_items = 5;
+  c.feature_rows = 3;
+  c.numeric = 1;
+  SequenceParams p = SequenceParams::initialize(c, 3);
+  const SequenceLayout layout(c);
+  for (size_t k = layout.features; k < layout.positions; ++k) p.values[k] = 0.1f * static_cast<float>(k % 7) - 0.3f;
+  const std::vector<uint64_t> offsets{0, 1, 3, 3, 4, 5};
+  const std::vector<uint32_t> rows{0, 1, 2, 2, 0};
+  const std::vector<float> weights{1.0f, 0.5f, 0.5f, 1.0f, 1.0f}, values{0.5f, -1.0f, 0.0f, 2.0f, 1.0f};
+  const FeatureView view{offsets.data(), rows.data(), weights.data(), 1, values.data()};
+  const SequenceParams folded = fold_item_features(p, view);
+  EXPECT_FALSE(folded.config.has_features());
+  const SequenceLayout to(folded.config);
+  ASSERT_EQ(folded.values.size(), to.total);
+  const size_t d = c.hidden;
+  for (uint32_t i = 0; i < c.num_items; ++i) {
+    for (size_t j = 0; j < d; ++j) {
+      double want = p.values[layout.items + i * d + j] + values[i] * p.values[layout.numeric + j];
+      for (uint64_t q = offsets[i]; q < offsets[i + 1]; ++q) want += weights[q] * p.values[layout.features + rows[q] * d + j];
+      EXPECT_NEAR(folded.values[to.items + i * d + j], want, 1e-6) << "item " << i << " column " << j;
+    }
+  }
+  EXPECT_TRUE(std::equal(folded.values.begin() + static_cast<int64_t>(to.dense_begin()), folded.values.end(),
+                         p.values.begin() + static_cast<int64_t>(layout.dense_begin()), p.values.end()));
+  EXPECT_THROW(SequenceEncoder{p}, Error);
+  std::vector<float> h(d);
+  SequenceEncoder(folded).encode(std::vector<uint32_t>{1, 4}, h);
+}
+
+// Items that no sequence holds learn nothing of their own (their E rows stay at zero) but answer
+// through their metadata. Items 0..63 have category i % 4, and what follows an item of category c
+// is any item of category c + 1 (so only the categories carry the order); of the four cold items
+// 64..67 (categories 0..3), the one of the next category ranks first.
+TEST(SequenceTrainer, AColdItemAnswersFromItsMetadata) {
+  SequenceConfig c = tiny_config();
+  c.num_items = 68;
+  c.hidden = 16;
+  c.feature_rows = 4;
+  SequenceSet data;
+  data.num_items = c.num_items;
+  data.offsets.push_back(0);
+  uint32_t draw = 12345;
+  const auto next_draw = [&draw] { return draw = draw * 1103515245u + 12345u, (draw >> 16) % 16; };
+  for (uint32_t u = 0; u < 200; ++u) {
+    uint32_t category = u % 4;
+    for (uint32_t t = 0; t < 4 + u % 9; ++t, category = (category + 1) % 4) {
+      data.items.push_back(4 * next_draw() + category);
+      data.weights.push_back(1.0f);
+    }
+    data.offsets.push_back(data.items.size());
+  }
+  std::vector<uint64_t> offsets{0};
+  std::vector<uint32_t> rows;
+  for (uint32_t i = 0; i < c.num_items; ++i) rows.push_back(i % 4), offsets.push_back(rows.size());
+  const std::vector<float> weights(rows.size(), 1.0f);
+  data.item_features = FeatureView{offsets.data(), rows.data(), weights.data(), 0, nullptr};
+  SequenceState state;
+  state.params = SequenceParams::initialize(c, 4);
+  SequenceTrainOptions o = small_options(2);
+  o.negatives = 1;
+  SequenceTrainer trainer(data, o, std::move(state));
+  for (uint32_t e = 0; e < 15; ++e) ASSERT_TRUE(trainer.train_epoch(e, {}).finite);
+  const SequenceParams& trained = trainer.state().params;
+  const SequenceLayout layout(c);
+  for (uint32_t i = 64; i < 68; ++i) {
+    for (uint32_t j = 0; j < c.hidden; ++j) ASSERT_EQ(trained.values[layout.items + i * c.hidden + j], 0.0f) << "cold item " << i;
+  }
+  const SequenceParams folded = fold_item_features(trained, data.item_features);
+  const SequenceEncoder encoder(folded);
+  const std::vector<uint32_t> cold{64, 65, 66, 67};
+  std::vector<float> s(cold.size());
+  int right = 0;
+  for (uint32_t i = 0; i < 64; ++i) {
+    const std::vector<uint32_t> walk{(i + 61) % 64, (i + 62) % 64, (i + 63) % 64, i};  // categories c - 3 .. c
+    encoder.score_sequence(walk, cold, s);
+    right += cold[std::max_element(s.begin(), s.end()) - s.begin()] % 4 == (i + 1) % 4;
+  }
+  EXPECT_GE(right, 60) << "of 64 walks, the cold item of the next category ranked first among the cold";
+}
+
 }  // namespace
 }  // namespace tastebud
 
@@ -355,6 +439,47 @@ TEST(SequenceTraining, AResumedRunReachesTheUninterruptedModel) {
 
 namespace tastebud::host {
 namespace {
+
+// With item metadata the model trains F rows beside E and writes them folded into E: sequence.bin
+// has no metadata of its own (every reader takes it as before), config.json records the choice,
+// and resuming without the metadata is refused.
+TEST(SequenceTraining, ItemMetadataIsFoldedIntoTheModel) {
+  namespace fs = std::filesystem;
+  const fs::path root = fs::temp_directory_path() / fmt::format("tastebud_test_sequence_metadata_{}", ::getpid());
+  fs::remove_all(root);
+  testing_shop::import_small_shop(root, 60, 1500, 5);
+  TrainJob job;
+  job.data = root / "dataset";
+  job.out = root / "model";
+  job.model = "sasrec";
+  job.metadata = "items";
+  job.hidden = 16;
+  job.blocks = 1;
+  job.max_sequence = 10;
+  job.epochs = 1;
+  job.progress = false;
+  std::ostringstream log;
+  run_training(job, log);
+  const nlohmann::json config = nlohmann::json::parse(read_file(job.out / "config.json"));
+  EXPECT_EQ(config["training"]["metadata"], "items");
+  EXPECT_FALSE(config["sequence"].contains("feature_rows"));
+  const SequenceParams params = read_sequence_params(job.out / "sequence.bin", config["sequence"]["num_items"]);
+  EXPECT_FALSE(params.config.has_features());
+  job.metadata = "none";
+  job.resume = true;
+  job.epochs = 2;
+  EXPECT_THROW(run_training(job, log), Error);
+  job.metadata = "users";
+  job.resume = false;
+  job.out = root / "users";
+  try {
+    run_training(job, log);
+    ADD_FAILURE() << "user metadata was taken";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("item metadata only"), std::string::npos) << e.what();
+  }
+  fs::remove_all(root);
+}
 
 // With a validation split, the model trains on sequences without either split's held-out items,
 // and the test split reads every event before its held-out one: a validation user's validation

@@ -8,6 +8,7 @@
 #include "sequence_pass.h"
 #include "tastebud/engine/model.h"
 #include "tastebud/error.h"
+#include "tastebud/feature_view.h"
 
 namespace tastebud {
 
@@ -22,6 +23,8 @@ void SequenceConfig::check() const {
   TB_CHECK(dropout >= 0.0f && dropout < 1.0f, fmt::format("`dropout` must be in [0, 1), not {}", dropout));
 }
 
+bool SequenceConfig::has_features() const { return feature_rows > 0 || numeric > 0; }
+
 SequenceLayout::SequenceLayout(const SequenceConfig& c) {
   const size_t d = c.hidden;
   size_t at = 0;
@@ -31,6 +34,8 @@ SequenceLayout::SequenceLayout(const SequenceConfig& c) {
     return offset;
   };
   items = take(size_t{c.num_items} * d);
+  features = take(size_t{c.feature_rows} * d);
+  numeric = take(size_t{c.numeric} * d);
   positions = take(size_t{c.max_sequence} * d);
   for (uint32_t b = 0; b < c.blocks; ++b) {
     Block k{};
@@ -73,8 +78,33 @@ SequenceParams SequenceParams::initialize(const SequenceConfig& config, uint64_t
   return p;
 }
 
+void item_representations(const SequenceParams& params, const float* values, const FeatureView& items, float* out) {
+  const SequenceConfig& c = params.config;
+  const SequenceLayout layout(c);
+  const int64_t d = c.hidden, n = c.num_items;
+  std::copy_n(values + layout.items, size_t{c.num_items} * c.hidden, out);
+  if (!c.has_features()) return;
+#pragma omp parallel for schedule(static, 256)
+  for (int64_t i = 0; i < n; ++i) {
+    add_feature_columns<float>(items, static_cast<uint32_t>(i), values + layout.features, values + layout.numeric, d,
+                               0, d, out + i * d, 0, nullptr);
+  }
+}
+
+SequenceParams fold_item_features(const SequenceParams& params, const FeatureView& items) {
+  SequenceConfig folded = params.config;
+  folded.feature_rows = folded.numeric = 0;
+  const SequenceLayout from(params.config), to(folded);
+  SequenceParams p{folded, std::vector<float>(to.total)};
+  item_representations(params, params.values.data(), items, p.values.data() + to.items);
+  std::copy(params.values.begin() + static_cast<int64_t>(from.dense_begin()), params.values.end(),
+            p.values.begin() + static_cast<int64_t>(to.dense_begin()));
+  return p;
+}
+
 SequenceEncoder::SequenceEncoder(const SequenceParams& params)
     : params_(&params), layout_(std::make_unique<SequenceLayout>(params.config)) {
+  TB_CHECK(!params.config.has_features(), "the sequence model's item metadata must be folded into its item rows first");
   TB_CHECK(params.values.size() == layout_->total,
            fmt::format("the sequence model holds {} values, its shape needs {}", params.values.size(), layout_->total));
 }

@@ -92,13 +92,15 @@ void dropout_backward(float* dx, const std::vector<uint8_t>& mask, int64_t n, fl
 }
 }  // namespace
 
-void SequencePass::forward(const float* p, const PackedSequences& seqs, const DropoutKeys* dropout) {
+void SequencePass::forward(const float* p, const PackedSequences& seqs, const DropoutKeys* dropout,
+                           const float* items) {
   resize(seqs);
   const int64_t rows = seqs.rows();
   const float scale = std::sqrt(static_cast<float>(d_));
+  const float* table = items != nullptr ? items : p + layout_.items;
   float* x0 = xs_[0].data();
   for (int64_t r = 0; r < rows; ++r) {
-    const float* e = p + layout_.items + static_cast<size_t>(seqs.input[r]) * d_;
+    const float* e = table + static_cast<size_t>(seqs.input[r]) * d_;
     const float* pos = p + layout_.positions + static_cast<size_t>(seqs.position[r]) * d_;
     for (int64_t c = 0; c < d_; ++c) x0[r * d_ + c] = e[c] * scale + pos[c];
   }

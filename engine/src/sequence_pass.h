@@ -40,8 +40,10 @@ class SequencePass {
  public:
   explicit SequencePass(const SequenceConfig& config);
 
-  // params: the whole flat vector; dropout null: none (answering).
-  void forward(const float* params, const PackedSequences& seqs, const DropoutKeys* dropout);
+  // params: the whole flat vector; dropout null: none (answering); items: the item rows the input
+  // reads ([num_items x d]; null: params' own table E; training with metadata: E plus features).
+  void forward(const float* params, const PackedSequences& seqs, const DropoutKeys* dropout,
+               const float* items = nullptr);
   const float* hidden() const { return h_.data(); }  // [rows x d]
 
   // dh: the loss's gradient w.r.t. hidden(). Adds the dense tensors' gradients to grad_dense

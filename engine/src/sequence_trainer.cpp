@@ -74,8 +74,31 @@ struct SequenceTrainer::Impl {
     }
     const float alpha = std::min(1.0f, static_cast<float>(options.negatives) / std::max(1u, c.num_items - 1));
     beta = gbce_beta(alpha, options.gbce_t);
-    item_grad.assign(layout.positions, 0.0f);
+    item_grad.assign(layout.features, 0.0f);
+    touched.assign(c.num_items, 0);
+    if (c.has_features()) start_features();
   }
+
+  // Item metadata: the batch's item rows (E plus features) are computed into `effective`; items
+  // that no sequence holds keep E at zero (their gradient as sampled negatives reaches their
+  // features only), so a cold item answers from its metadata alone, as the NeuMF family's do.
+  void start_features() {
+    const SequenceConfig& c = state.params.config;
+    const FeatureView& f = data.item_features;
+    TB_CHECK(f.numeric == c.numeric && (f.offsets != nullptr) == (c.feature_rows > 0),
+             fmt::format("the item metadata ({} numeric fields) does not fit the model ({} feature rows, {} numeric)",
+                         f.numeric, c.feature_rows, c.numeric));
+    effective.resize(size_t{c.num_items} * c.hidden);
+    feature_grad.assign(layout.positions - layout.features, 0.0f);
+    feature_touched.assign(size_t{c.feature_rows} + c.numeric, 0);
+    cold.assign(c.num_items, 1);
+    for (uint32_t i : data.items) cold[i] = 0;
+    for (uint32_t i = 0; i < c.num_items; ++i)
+      if (cold[i]) std::fill_n(w.begin() + static_cast<int64_t>(layout.items + size_t{i} * c.hidden), c.hidden, 0.0f);
+  }
+
+  // The rows the input and the loss read: E, or E plus each item's features.
+  const float* item_rows() const { return effective.empty() ? w.data() + layout.items : effective.data(); }
 
   // Each user's items sorted and distinct: the negatives the sampler rejects.
   void build_known_items() {
@@ -108,6 +131,7 @@ struct SequenceTrainer::Impl {
   bool train_batch(uint32_t epoch, std::span<const uint64_t> order, uint64_t first, double& loss);
   void run_chunk(Chunk& chunk, uint32_t epoch, std::span<const uint64_t> order, uint64_t first, uint64_t end, float scale);
   void update(const std::vector<Chunk*>& used);
+  void update_features(const OptimizerParams& o, float step, float eps);
 
   const SequenceSet& data;
   SequenceTrainOptions options;
@@ -129,6 +153,12 @@ struct SequenceTrainer::Impl {
   // sum in the same order run after run (cpu/aligned.h); state() copies them out.
   cpu::AlignedVector<float> w, m, v;
   cpu::AlignedVector<float> item_grad;  // [num_items x d]
+  std::vector<uint8_t> touched;         // per item: its row steps this batch
+  // Item metadata (start_features): the items' rows with their features, the gradient of the F and
+  // N rows (laid out as in w), which of those rows the batch reached, and the items no sequence holds.
+  cpu::AlignedVector<float> effective;
+  std::vector<float> feature_grad;
+  std::vector<uint8_t> feature_touched, cold;
 };
 
 // Sequences order[first, end) of the epoch into one chunk: forward, sampled loss, backward.
@@ -160,12 +190,12 @@ void SequenceTrainer::Impl::run_chunk(Chunk& chunk, uint32_t epoch, std::span<co
   }
   const DropoutKeys keys{options.seed, epoch, c.dropout};
   const DropoutKeys* dropout = c.dropout > 0 ? &keys : nullptr;
-  chunk.pass.forward(w.data(), chunk.seqs, dropout);
+  chunk.pass.forward(w.data(), chunk.seqs, dropout, item_rows());
   const int64_t rows = chunk.seqs.rows();
   chunk.coef.resize(static_cast<size_t>(rows) * slots);
   chunk.dh.resize(static_cast<size_t>(rows * d));
   chunk.d_input.resize(static_cast<size_t>(rows * d));
-  chunk.loss = cpu::sampled_loss_forward_backward(chunk.pass.hidden(), rows, d, w.data() + layout.items,
+  chunk.loss = cpu::sampled_loss_forward_backward(chunk.pass.hidden(), rows, d, item_rows(),
                                                   chunk.slot_items.data(), slots, chunk.weight.data(), beta, scale,
                                                   chunk.coef.data(), chunk.dh.data());
   chunk.grad.assign(layout.dense_size(), 0.0f);
@@ -205,14 +235,57 @@ void SequenceTrainer::Impl::update(const std::vector<Chunk*>& used) {
   const int64_t items = state.params.config.num_items;
 #pragma omp parallel for num_threads(threads) schedule(static, 256)
   for (int64_t i = 0; i < items; ++i) {
-    bool touched = options.embedding_updates == EmbeddingUpdates::kDense;
-    for (const Chunk* c : used) touched = touched || c->used[static_cast<size_t>(i)];
-    if (!touched) continue;
+    bool hit = options.embedding_updates == EmbeddingUpdates::kDense;
+    for (const Chunk* c : used) hit = hit || c->used[static_cast<size_t>(i)];
+    touched[static_cast<size_t>(i)] = hit;
+  }
+  if (!effective.empty()) update_features(o, step, eps);
+#pragma omp parallel for num_threads(threads) schedule(static, 256)
+  for (int64_t i = 0; i < items; ++i) {
+    if (!touched[static_cast<size_t>(i)]) continue;
     const size_t at = static_cast<size_t>(i) * d;
-    for (int64_t j = 0; j < d; ++j) {
-      apply_update(o.kind, step, o.beta1, o.beta2, eps, o.l2, w[at + j], m[at + j], v[at + j], item_grad[at + j]);
-      item_grad[at + j] = 0.0f;
+    if (cold.empty() || !cold[static_cast<size_t>(i)]) {
+      for (int64_t j = 0; j < d; ++j) apply_update(o.kind, step, o.beta1, o.beta2, eps, o.l2, w[at + j], m[at + j], v[at + j], item_grad[at + j]);
     }
+    std::fill_n(item_grad.begin() + static_cast<int64_t>(at), d, 0.0f);
+  }
+}
+
+// Item metadata: each touched item's row gradient reaches its F rows (times their weights) and its
+// N rows (times its numbers), summed in item order; then Adam on the rows reached (dense item
+// updates: every row), N's always.
+void SequenceTrainer::Impl::update_features(const OptimizerParams& o, float step, float eps) {
+  const SequenceConfig& c = state.params.config;
+  const FeatureView& f = data.item_features;
+  const int64_t d = c.hidden;
+  const size_t numeric_row = c.feature_rows;  // N's first row in feature_grad's rows
+  for (uint32_t i = 0; i < c.num_items; ++i) {
+    if (!touched[i]) continue;
+    const float* g = item_grad.data() + size_t{i} * d;
+    const uint64_t first = f.offsets != nullptr ? f.offsets[i] : 0, last = f.offsets != nullptr ? f.offsets[i + 1] : 0;
+    for (uint64_t p = first; p < last; ++p) {
+      float* out = feature_grad.data() + size_t{f.rows[p]} * d;
+      for (int64_t j = 0; j < d; ++j) out[j] += f.weights[p] * g[j];
+      feature_touched[f.rows[p]] = 1;
+    }
+    for (uint32_t n = 0; n < c.numeric; ++n) {
+      const float x = f.values[size_t{i} * c.numeric + n];
+      float* out = feature_grad.data() + (numeric_row + n) * d;
+      for (int64_t j = 0; j < d; ++j) out[j] += x * g[j];
+    }
+  }
+  const bool dense = options.embedding_updates == EmbeddingUpdates::kDense;
+  const int64_t rows = static_cast<int64_t>(feature_touched.size());
+#pragma omp parallel for num_threads(threads) schedule(static, 256)
+  for (int64_t r = 0; r < rows; ++r) {
+    if (!dense && !feature_touched[r] && r < static_cast<int64_t>(numeric_row)) continue;
+    const size_t at = layout.features + static_cast<size_t>(r) * d;
+    float* g = feature_grad.data() + static_cast<size_t>(r) * d;
+    for (int64_t j = 0; j < d; ++j) {
+      apply_update(o.kind, step, o.beta1, o.beta2, eps, o.l2, w[at + j], m[at + j], v[at + j], g[j]);
+      g[j] = 0.0f;
+    }
+    feature_touched[r] = 0;
   }
 }
 
@@ -229,6 +302,7 @@ bool SequenceTrainer::Impl::train_batch(uint32_t epoch, std::span<const uint64_t
   }
   const int64_t used = static_cast<int64_t>(cuts.size() - 1);
   while (chunks.size() < cuts.size() - 1) chunks.emplace_back(state.params.config);
+  if (!effective.empty()) item_representations(state.params, w.data(), data.item_features, effective.data());
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
   for (int64_t c = 0; c < used; ++c) run_chunk(chunks[static_cast<size_t>(c)], epoch, order, cuts[c], cuts[c + 1], scale);
   std::vector<Chunk*> parts;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "tastebud/engine/sequence_model.h"
+#include "tastebud/feature_view.h"
 #include "tastebud/engine/trainer.h"
 #include "tastebud/optim_math.h"
 
@@ -40,6 +41,9 @@ struct SequenceSet {
   std::vector<uint64_t> offsets;  // users + 1
   std::vector<uint32_t> items;
   std::vector<float> weights;
+  // The items' metadata (its arrays owned by the caller) when the model has F and N
+  // (SequenceConfig::feature_rows, numeric); empty otherwise.
+  FeatureView item_features;
 
   uint32_t num_users() const { return offsets.empty() ? 0 : static_cast<uint32_t>(offsets.size() - 1); }
 };
