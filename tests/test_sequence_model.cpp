@@ -327,22 +327,28 @@ TEST(SequenceTrainer, FirstTwentyStepLossesMatchTheGoldenRun) {
 namespace tastebud::host {
 namespace {
 
+// A small sasrec job on the small shop under root (imported there by testing_shop).
+TrainJob small_sasrec_job(const std::filesystem::path& root) {
+  TrainJob job;
+  job.data = root / "dataset";
+  job.model = "sasrec";
+  job.hidden = 16;
+  job.blocks = 1;
+  job.max_sequence = 10;
+  job.progress = false;
+  return job;
+}
+
 TEST(SequenceTraining, AWarmStartCarriesTheParentsRowsAndRefusesAnotherShape) {
   namespace fs = std::filesystem;
   const fs::path root = fs::temp_directory_path() / fmt::format("tastebud_test_sequence_warm_{}", ::getpid());
   fs::remove_all(root);
   testing_shop::import_small_shop(root, 60, 1500, 3);
-  TrainJob job;
-  job.data = root / "dataset";
+  TrainJob job = small_sasrec_job(root);
   job.out = root / "parent";
-  job.model = "sasrec";
-  job.hidden = 16;
-  job.blocks = 1;
-  job.max_sequence = 10;
   job.epochs = 1;
   job.eval = "none";
   job.threads = 1;
-  job.progress = false;
   std::ostringstream log;
   run_training(job, log);
   auto params_of = [&](const fs::path& dir) {
@@ -388,15 +394,9 @@ TEST(SequenceTraining, AResumedRunReachesTheUninterruptedModel) {
   const fs::path root = fs::temp_directory_path() / fmt::format("tastebud_test_sequence_resume_{}", ::getpid());
   fs::remove_all(root);
   testing_shop::import_small_shop(root, 60, 1500, 5);
-  TrainJob job;
-  job.data = root / "dataset";
-  job.model = "sasrec";
-  job.hidden = 16;
-  job.blocks = 1;
-  job.max_sequence = 10;
+  TrainJob job = small_sasrec_job(root);
   job.validation_users = 20;
   job.threads = 2;
-  job.progress = false;
   std::ostringstream log;
   job.out = root / "whole";
   job.epochs = 4;
@@ -448,16 +448,10 @@ TEST(SequenceTraining, ItemMetadataIsFoldedIntoTheModel) {
   const fs::path root = fs::temp_directory_path() / fmt::format("tastebud_test_sequence_metadata_{}", ::getpid());
   fs::remove_all(root);
   testing_shop::import_small_shop(root, 60, 1500, 5);
-  TrainJob job;
-  job.data = root / "dataset";
+  TrainJob job = small_sasrec_job(root);
   job.out = root / "model";
-  job.model = "sasrec";
   job.metadata = "items";
-  job.hidden = 16;
-  job.blocks = 1;
-  job.max_sequence = 10;
   job.epochs = 1;
-  job.progress = false;
   std::ostringstream log;
   run_training(job, log);
   const nlohmann::json config = nlohmann::json::parse(read_file(job.out / "config.json"));
