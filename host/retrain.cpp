@@ -55,36 +55,37 @@ json metrics_json(const Metrics& m) {
   return j;
 }
 
+using GivenFn = std::function<bool(const std::string&)>;
+
+// field = from[key] where the caller did not give `flag` and the current model recorded `key`.
+template <class Field>
+void take_setting(const json& from, const GivenFn& given, const char* flag, const char* key, Field& field) {
+  if (given && !given(flag) && from.contains(key)) field = from[key].get<Field>();
+}
+
 // A sasrec model's: its shape ("sequence") and its training settings ("training").
-void inherit_sequence_settings(TrainJob& job, const json& config, const std::function<bool(const std::string&)>& given) {
-  const auto take = [&](const json& from, const char* flag, const char* key, auto& field) {
-    if (given && !given(flag) && from.contains(key)) field = from[key].get<std::remove_reference_t<decltype(field)>>();
-  };
+void inherit_sequence_settings(TrainJob& job, const json& config, const GivenFn& given) {
   const json& shape = config.at("sequence");
-  take(shape, "hidden", "hidden", job.hidden);
-  take(shape, "blocks", "blocks", job.blocks);
-  take(shape, "heads", "heads", job.heads);
-  take(shape, "max-sequence", "max_sequence", job.max_sequence);
-  take(shape, "dropout", "dropout", job.dropout);
+  take_setting(shape, given, "hidden", "hidden", job.hidden);
+  take_setting(shape, given, "blocks", "blocks", job.blocks);
+  take_setting(shape, given, "heads", "heads", job.heads);
+  take_setting(shape, given, "max-sequence", "max_sequence", job.max_sequence);
+  take_setting(shape, given, "dropout", "dropout", job.dropout);
   const json& training = config.at("training");
-  take(training, "batch-size", "batch_size", job.batch_size);
-  take(training, "negatives", "negatives", job.negatives);
-  take(training, "gbce-t", "gbce_t", job.gbce_t);
-  take(training, "lr", "lr", job.lr);
-  take(training, "eval", "eval", job.eval);
-  take(training, "event", "events", job.events);
-  take(training, "metadata", "metadata", job.metadata);
-  take(training, "text-buckets", "text_buckets", job.text_buckets);
+  take_setting(training, given, "batch-size", "batch_size", job.batch_size);
+  take_setting(training, given, "negatives", "negatives", job.negatives);
+  take_setting(training, given, "gbce-t", "gbce_t", job.gbce_t);
+  take_setting(training, given, "lr", "lr", job.lr);
+  take_setting(training, given, "eval", "eval", job.eval);
+  take_setting(training, given, "event", "events", job.events);
+  take_setting(training, given, "metadata", "metadata", job.metadata);
+  take_setting(training, given, "text-buckets", "text_buckets", job.text_buckets);
 }
 
 // Settings of the current model (config.json, written by the training job) that the caller left
 // unset: a warm start must keep the model's shape, and a refresh its recipe.
-void inherit_settings(TrainJob& job, const json& config,
-                      const std::function<bool(const std::string&)>& given) {
-  const auto take = [&](const char* flag, const char* key, auto& field) {
-    if (given && !given(flag) && config.contains(key))
-      field = config[key].get<std::remove_reference_t<decltype(field)>>();
-  };
+void inherit_settings(TrainJob& job, const json& config, const GivenFn& given) {
+  const auto take = [&](const char* flag, const char* key, auto& field) { take_setting(config, given, flag, key, field); };
   take("model", "model", job.model);
   if (parse_model_type(config.value("model", std::string("neumf"))) == ModelType::kSASRec) {
     inherit_sequence_settings(job, config, given);

@@ -60,8 +60,10 @@ std::span<const uint32_t> sequence_of(const SequenceSet& set, uint32_t user) {
 
 // The epoch's metrics: the test split (unless the job is judged on validation alone) and "val.*".
 Metrics judge(const TrainPlan& plan, const SequenceInputs& in, const SequenceParams& params) {
-  const SequenceParams folded = fold_item_features(params, in.train.item_features);
-  const SequenceEncoder encoder(folded);
+  // A model without item metadata answers as it is; one with it, folded (a copy an epoch).
+  std::optional<SequenceParams> folded;
+  if (params.config.has_features()) folded = fold_item_features(params, in.train.item_features);
+  const SequenceEncoder encoder(folded ? *folded : params);
   const auto scorer = [&](const SequenceSet& input) -> ScoreFn {
     return [&](uint32_t u, std::span<const uint32_t> items, std::span<float> out) {
       encoder.score_sequence(sequence_of(input, u), items, out);
