@@ -250,7 +250,7 @@ json parse_body(const std::string& body) {
   try {
     j = json::parse(body);
   } catch (const json::exception& e) {
-    throw BadRequest(fmt::format("not valid JSON: {}", e.what()));
+    throw BadRequest(fmt::format("not valid JSON: {}", json_error_message(e)));
   }
   if (!j.is_object()) throw BadRequest("the request must be a JSON object");
   return j;

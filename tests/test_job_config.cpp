@@ -108,6 +108,12 @@ TEST(JobConfig, DeepOrHugeValuesAreRefusedBriefly) {
   const std::string message = error_of(fmt::format(R"({{"itemExplorationConfig": {}}})", wide));
   EXPECT_TRUE(says(message, "itemExplorationConfig"));
   EXPECT_LT(message.size(), 400u) << message.size();
+  // The parser's own echo ("last read: ...") keeps every blank since the token began: the fuzzer's
+  // 500 newlines before a bad byte made a 4 KB message. It is cut to its last characters.
+  const std::string blanks = error_of(std::string(500, '\n') + "\xf6\x84 tail");
+  EXPECT_TRUE(says(blanks, "job.json: not JSON")) << blanks;
+  EXPECT_TRUE(says(blanks, "last read: '...")) << blanks;
+  EXPECT_LT(blanks.size(), 400u) << blanks.size();
 }
 
 // A promotion whose INCLUDE uses a $NAME its filterValues lack is refused up front (it would fail
