@@ -1490,10 +1490,6 @@ TYPED_TEST(Backends, MetadataTrainingTracksTheCpu) {
     ModelParams params = ModelParams::initialize(config, 23);
     zero_untrained_rows(params, data);
     const TrainState start = TrainState::fresh(params, options.optimizer);
-    if (c.kind == ModelKind::kMF && !TypeParam::kBitExact) {  // the CUDA backend refuses it
-      EXPECT_THROW(TypeParam::backend(data, options, start), Error);
-      continue;
-    }
     auto got = TypeParam::backend(data, options, start);
     auto want = reference_backend(data, options, start);
     const std::string where = to_string(c.kind) + (c.loss == LossKind::kBpr ? " bpr" : " bce");
@@ -1723,7 +1719,6 @@ TYPED_TEST(Backends, MfKeepsItsHeadAndConstantColumns) {
 // side's features moved its own bias column; folded for serving (Scorer with the feature inputs)
 // the logit is the training forward pass by hand: id row plus features, p . q + b_u + b_i + b.
 TYPED_TEST(Backends, MfWithMetadataKeepsTheOnesAndLearnsTheBiases) {
-  if (!TypeParam::kBitExact) GTEST_SKIP() << "the CUDA backend refuses mf with metadata";
   TrainingSet data = banded_training_set(41, 50);
   ModelConfig config = odd_config(data, ModelKind::kMF);
   config.factors = 5 + ModelConfig::kMfBiasColumns;

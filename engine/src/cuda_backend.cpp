@@ -78,6 +78,7 @@ struct FeatureSide {
   size_t projection = kNone;     // the numeric projection's index in ModelParams::tensors()
   uint64_t table_rows = 0;
   uint32_t max_per_entity = 0;
+  int64_t constant = -1;         // MF: the column its rows hold at zero (ModelConfig::constant_column)
   std::unique_ptr<cuda::FeatureGroups> groups;
 };
 
@@ -201,6 +202,8 @@ class CudaBackend final : public BackendBase {
     };
     locate(user_side_, TensorRole::kUserFeatures, TensorRole::kUserNumeric, data_.user_features);
     locate(item_side_, TensorRole::kItemFeatures, TensorRole::kItemNumeric, data_.item_features);
+    user_side_.constant = state_.params.config.constant_column(false);
+    item_side_.constant = state_.params.config.constant_column(true);
     // The context table has no numbers (ModelConfig::validate).
     locate(context_side_, TensorRole::kContext, TensorRole::kContext, data_.context);
     context_side_.projection = kNone;
@@ -477,6 +480,9 @@ class CudaBackend final : public BackendBase {
     side.groups->build(side.view, ids.data(), rows, stream);
     cuda::sum_feature_gradients(*side.groups, d_gmf, f, mlp_rows(d_act_grads_), 2 * e, mlp_offset, f, e,
                                 d_feature_summed_.data(), stream);
+    // MF: the rows' constant column has no gradient and so stays at zero (its L2 pull is zero too).
+    // Rows past the batch's groups are workspace: zeroing their column too costs nothing.
+    cuda::zero_column(d_feature_summed_.data(), side.groups->max_groups(), f + e, side.constant, stream);
     const size_t t = side.table;
     cuda::sparse_update(b.optimizer, b.step_size, d_tables_[t].data(), d_table_state0_[t].data(),
                         d_table_state1_[t].data(), f + e, side.groups->rows(), side.groups->num_groups(),
@@ -601,6 +607,11 @@ class CudaBackend final : public BackendBase {
     // MF's head stays at ones: no gradient, and dense parameters take no L2, so it never moves.
     if (state_.params.config.frozen_head()) {
       cuda::fill_zero(grads_.head_weight, state_.params.head_weight.values.size() * sizeof(float), stream);
+      // The numeric projections' constant columns start at zero and so stay there.
+      for (const FeatureSide* side : {&user_side_, &item_side_}) {
+        if (side->projection != kNone)
+          cuda::zero_column(projection_grad(*side), side->view.numeric, feature_width(), side->constant, stream);
+      }
     }
     if (dense_comm_) {
       dense_comm_->allreduce_sum(d_dense_grad_.data(), d_dense_grad_.size(), stream);
@@ -764,8 +775,6 @@ bool cuda_probe(std::string* reason) {
 
 std::unique_ptr<Backend> make_cuda_backend(const TrainingSet& data, const TrainOptions& options,
                                            TrainState state, std::unique_ptr<DeviceCommunicator> dense_comm) {
-  TB_CHECK(state.params.config.kind != ModelKind::kMF || !state.params.config.has_metadata(),
-           "the CUDA backend trains `model=mf` without metadata only (use the CPU backend)");
   return std::make_unique<CudaBackend>(data, options, std::move(state), std::move(dense_comm));
 }
 

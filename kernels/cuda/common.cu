@@ -120,6 +120,12 @@ void fill_zero(void* dst, size_t bytes, StreamHandle stream) {
   TB_CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, stream));
 }
 
+void zero_column(float* d_matrix, int64_t rows, int64_t width, int64_t column, StreamHandle stream) {
+  if (column < 0 || rows <= 0) return;
+  const size_t pitch = static_cast<size_t>(width) * sizeof(float);
+  TB_CUDA_CHECK(cudaMemset2DAsync(d_matrix + column, pitch, 0, sizeof(float), static_cast<size_t>(rows), stream));
+}
+
 void synchronize(StreamHandle stream) { TB_CUDA_CHECK(cudaStreamSynchronize(stream)); }
 
 Stream::Stream() { TB_CUDA_CHECK(cudaStreamCreateWithFlags(&handle_, cudaStreamNonBlocking)); }
