@@ -138,7 +138,8 @@ fi
 t0=$(now)
 : >"$OUT/tests.log"
 tests_ok=1
-for t in "test_backends" "test_sequence_ops_cuda" "test_gpu_scorer" "test_inference --gtest_filter=*Gpu*:*Device*"; do
+for t in "test_backends" "test_sequence_ops_cuda" "test_sequence_model --gtest_filter=SequenceTrainerCuda.*" \
+         "test_gpu_scorer" "test_inference --gtest_filter=*Gpu*:*Device*"; do
   # shellcheck disable=SC2086
   TASTEBUD_CUDA_SYNC=1 run 110 tests.log "$BIN"/$t || tests_ok=0
 done

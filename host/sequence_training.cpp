@@ -329,12 +329,13 @@ TrainResult train_sequence(const TrainPlan& plan, std::ostream& log) {
                                      ? EmbeddingUpdates::kDense : EmbeddingUpdates::kLazy;
   auto [run, state] = start_state(plan, config, dataset, log);
   SequenceTrainer trainer(in.train, train_options, std::move(state));
-  log << fmt::format("sasrec on the cpu (its CUDA backend is not written yet): {} users' sequences, {} positions an "
-                     "epoch, {} blocks x {} heads, hidden {}, up to {} items each, {} item-row updates\n",
-                     in.train.num_users(), trainer.positions_per_epoch(), config.blocks, config.heads, config.hidden,
-                     config.max_sequence, train_options.embedding_updates == EmbeddingUpdates::kDense ? "dense" : "lazy");
+  log << fmt::format("sasrec on the {}: {} users' sequences, {} positions an epoch, {} blocks x {} heads, hidden {}, up "
+                     "to {} items each, {} item-row updates\n",
+                     train_options.cuda ? "GPU" : "CPU (`--device cuda` trains it on the GPU)", in.train.num_users(),
+                     trainer.positions_per_epoch(), config.blocks, config.heads, config.hidden, config.max_sequence,
+                     train_options.embedding_updates == EmbeddingUpdates::kDense ? "dense" : "lazy");
   TrainResult result;
-  result.backend = "cpu";
+  result.backend = train_options.cuda ? "cuda" : "cpu";
   if (in.test) result.popularity = evaluate_popularity(*in.test);
   const std::string chosen_by = in.validation ? "val." + plan.metric : plan.metric;
   result.best_epoch = run.best_epoch;

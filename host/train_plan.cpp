@@ -126,7 +126,8 @@ void plan_sequence(TrainPlan& plan) {
   o.threads = job.threads;
   TB_CHECK(job.epochs > 0, "`epochs` must be positive");
   TB_CHECK(job.optimizer == "adam", "`optimizer`: the sequence model trains with adam");
-  TB_CHECK(job.device != "cuda", "`device` cuda: the sequence model trains on the CPU so far; use `device` cpu or auto");
+  // auto stays on the CPU: the CUDA trainer has its parity test but has not run on a device yet.
+  o.cuda = job.device == "cuda";
   TB_CHECK(job.loss == "bce", "`loss`: the sequence model trains with its sampled gBCE loss (`gbce_t` 0: plain BCE)");
   o.check();
 }

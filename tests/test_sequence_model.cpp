@@ -13,6 +13,7 @@
 
 #include "cpu/sequence.h"
 #include "sequence_pass.h"
+#include "tastebud/engine/backends.h"
 #include "tastebud/engine/sequence_model.h"
 #include "tastebud/engine/sequence_trainer.h"
 #include "tastebud/error.h"
@@ -305,6 +306,89 @@ TEST(SequenceTrainer, FirstTwentyStepLossesMatchTheGoldenRun) {
   for (float x : losses) printed += fmt::format("{:.9g}f, ", x);
   for (size_t k = 0; k < 20; ++k) EXPECT_NEAR(losses[k], kGoldenSequence[k], 1e-5 * std::max(1.0f, losses[k])) << "step " << k + 1 << "\n" << printed;
   EXPECT_LT(losses.back(), losses.front());
+}
+
+// The CUDA trainer (engine/src/sequence_trainer_cuda.cpp). Without a usable GPU it is refused
+// with the reason; with one it trains the CPU's batches (the same sequences, negatives and
+// dropout) to the CPU's losses and parameters within rounding, lazy and dense item updates alike,
+// and repeats itself bit for bit.
+SequenceState tiny_state(const SequenceConfig& c) {
+  SequenceState state;
+  state.params = SequenceParams::initialize(c, 4);
+  return state;
+}
+
+TEST(SequenceTrainer, OnCudaWithoutAGpuItIsRefusedWithTheReason) {
+  std::string reason;
+  if (cuda_available(&reason)) GTEST_SKIP() << "a GPU is here: the device tests below run instead";
+  SequenceConfig c = tiny_config();
+  c.num_items = 30;
+  const SequenceSet data = walking_users(20, 30);
+  SequenceTrainOptions o = small_options(1);
+  o.cuda = true;
+  try {
+    SequenceTrainer trainer(data, o, tiny_state(c));
+    FAIL() << "the CUDA trainer started without a GPU";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("`device=cuda`: " + reason), std::string::npos) << e.what();
+  }
+}
+
+class SequenceTrainerCuda : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string reason;
+    if (!cuda_available(&reason)) GTEST_SKIP() << "CUDA backend unavailable (no usable GPU device): " << reason;
+  }
+};
+
+TEST_F(SequenceTrainerCuda, TracksTheCpuTrainer) {
+  SequenceConfig c = tiny_config();
+  c.num_items = 30;
+  c.dropout = 0.2f;
+  const SequenceSet data = walking_users(100, 30);
+  for (const EmbeddingUpdates updates : {EmbeddingUpdates::kLazy, EmbeddingUpdates::kDense}) {
+    SequenceTrainOptions o = small_options(2);
+    o.gbce_t = 0.75f;
+    o.embedding_updates = updates;
+    const char* where = updates == EmbeddingUpdates::kLazy ? "lazy" : "dense";
+    SequenceTrainer cpu(data, o, tiny_state(c));
+    o.cuda = true;
+    SequenceTrainer gpu(data, o, tiny_state(c)), again(data, o, tiny_state(c));
+    for (uint32_t e = 0; e < 2; ++e) {
+      const EpochStats want = cpu.train_epoch(e, {}), got = gpu.train_epoch(e, {}), twice = again.train_epoch(e, {});
+      EXPECT_EQ(got.samples, want.samples) << where;
+      EXPECT_NEAR(got.mean_loss, want.mean_loss, 1e-4 * want.mean_loss) << where << " epoch " << e;
+      EXPECT_EQ(twice.mean_loss, got.mean_loss) << where;
+    }
+    const std::vector<float>& a = gpu.state().params.values;
+    const std::vector<float>& b = cpu.state().params.values;
+    ASSERT_EQ(a.size(), b.size());
+    double worst = 0;
+    for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(static_cast<double>(a[i]) - b[i]));
+    EXPECT_LT(worst, 1e-3) << where << ": the largest parameter difference";
+    EXPECT_EQ(gpu.state().step, cpu.state().step);
+    EXPECT_EQ(std::memcmp(a.data(), again.state().params.values.data(), a.size() * sizeof(float)), 0) << where;
+  }
+}
+
+// Item metadata stays on the CPU trainer for now: refused by name.
+TEST_F(SequenceTrainerCuda, ItemMetadataIsRefused) {
+  SequenceConfig c = tiny_config();
+  c.num_items = 30;
+  c.numeric = 1;
+  SequenceSet data = walking_users(20, 30);
+  std::vector<float> numbers(30, 0.5f);
+  data.item_features.numeric = 1;
+  data.item_features.values = numbers.data();
+  SequenceTrainOptions o = small_options(1);
+  o.cuda = true;
+  try {
+    SequenceTrainer trainer(data, o, tiny_state(c));
+    FAIL() << "item metadata trained on the GPU";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("`metadata=none`"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

@@ -11,11 +11,6 @@ namespace tastebud {
 
 namespace {
 
-constexpr float kLayerNormEps = 1e-5f;
-
-// Dropout sites: the input, then per block its attention and feed-forward outputs.
-uint32_t dropout_sites(const SequenceConfig& c) { return 1 + 2 * c.blocks; }
-
 void add_into(float* y, const float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += x[i];
 }
@@ -107,7 +102,7 @@ void SequencePass::forward(const float* p, const PackedSequences& seqs, const Dr
   if (dropout != nullptr) apply_dropout(seqs, *dropout, 0, x0, mask_in_);
   for (size_t b = 0; b < acts_.size(); ++b) block_forward(p, b, seqs, dropout);
   cpu::layer_norm_forward(xs_.back().data(), p + layout_.final_gamma, p + layout_.final_beta, rows, d_,
-                          kLayerNormEps, h_.data(), mean_f_.data(), rstd_f_.data());
+                          kSequenceLayerNormEps, h_.data(), mean_f_.data(), rstd_f_.data());
 }
 
 void SequencePass::attention(size_t b, const PackedSequences& seqs, bool backward) {
@@ -131,7 +126,7 @@ void SequencePass::block_forward(const float* p, size_t b, const PackedSequences
   BlockActivations& a = acts_[b];
   const int64_t rows = seqs.rows(), n = rows * d_;
   const float* x = xs_[b].data();
-  cpu::layer_norm_forward(x, p + w.ln1_gamma, p + w.ln1_beta, rows, d_, kLayerNormEps, a.a1.data(), a.mean1.data(),
+  cpu::layer_norm_forward(x, p + w.ln1_gamma, p + w.ln1_beta, rows, d_, kSequenceLayerNormEps, a.a1.data(), a.mean1.data(),
                           a.rstd1.data());
   cpu::dense_forward(a.a1.data(), rows, d_, p + w.wq, p + w.bq, d_, false, a.q.data());
   cpu::dense_forward(a.a1.data(), rows, d_, p + w.wk, p + w.bk, d_, false, a.k.data());
@@ -141,7 +136,7 @@ void SequencePass::block_forward(const float* p, size_t b, const PackedSequences
   if (dropout != nullptr) apply_dropout(seqs, *dropout, 1 + 2 * static_cast<uint32_t>(b), tmp_.data(), a.mask_o);
   std::copy(x, x + n, a.x1.begin());
   add_into(a.x1.data(), tmp_.data(), n);
-  cpu::layer_norm_forward(a.x1.data(), p + w.ln2_gamma, p + w.ln2_beta, rows, d_, kLayerNormEps, a.a2.data(),
+  cpu::layer_norm_forward(a.x1.data(), p + w.ln2_gamma, p + w.ln2_beta, rows, d_, kSequenceLayerNormEps, a.a2.data(),
                           a.mean2.data(), a.rstd2.data());
   cpu::dense_forward(a.a2.data(), rows, d_, p + w.w1, p + w.b1, d_, true, a.f1.data());
   cpu::dense_forward(a.f1.data(), rows, d_, p + w.w2, p + w.b2, d_, false, tmp_.data());

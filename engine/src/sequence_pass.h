@@ -12,6 +12,12 @@
 
 namespace tastebud {
 
+// Both trainers' layer norms' epsilon.
+inline constexpr float kSequenceLayerNormEps = 1e-5f;
+
+// Dropout sites: the input, then per block its attention and feed-forward outputs.
+inline uint32_t dropout_sites(const SequenceConfig& c) { return 1 + 2 * c.blocks; }
+
 // Sequences packed without padding rows: sequence b owns rows starts[b] .. starts[b + 1].
 struct PackedSequences {
   std::vector<int64_t> starts{0};

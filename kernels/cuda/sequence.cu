@@ -381,6 +381,35 @@ __global__ void dropout_backward_kernel(float* __restrict__ dx, const uint8_t* _
   }
 }
 
+__global__ void add_into_kernel(float* __restrict__ y, const float* __restrict__ x, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    y[i] += x[i];
+  }
+}
+
+struct RowStep {
+  OptimizerKind kind;
+  float step_size, beta1, beta2, eps, l2;
+};
+
+// One thread per (row, column); rows null: row k is row k.
+__global__ void item_rows_update_kernel(RowStep a, float* __restrict__ table, float* __restrict__ m,
+                                        float* __restrict__ v, float* __restrict__ grad, int64_t width,
+                                        const uint32_t* __restrict__ rows, const int* __restrict__ num_rows,
+                                        int64_t max_rows, const uint8_t* __restrict__ frozen) {
+  const int64_t count = num_rows != nullptr ? static_cast<int64_t>(*num_rows) : max_rows;
+  const int64_t total = count * width;
+  for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < total;
+       t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t k = t / width, j = t - k * width;
+    const int64_t r = rows != nullptr ? static_cast<int64_t>(rows[k]) : k, i = r * width + j;
+    if (frozen == nullptr || !frozen[r])
+      apply_update(a.kind, a.step_size, a.beta1, a.beta2, a.eps, a.l2, table[i], m[i], v[i], grad[i]);
+    grad[i] = 0.0f;
+  }
+}
+
 }  // namespace
 
 void layer_norm_forward(const float* d_x, const float* d_gamma, const float* d_beta, int64_t n, int64_t d,
@@ -489,6 +518,22 @@ void dropout_backward(float* d_dx, const uint8_t* d_mask, int64_t count, float r
   const float keep_scale = 1.0f / (1.0f - rate);
   dropout_backward_kernel<<<grid_for(count, kBlock), kBlock, 0, stream>>>(d_dx, d_mask, count, keep_scale);
   TB_CUDA_LAUNCH_CHECK("dropout_backward_kernel", stream);
+}
+
+void add_into(float* d_y, const float* d_x, int64_t n, StreamHandle stream) {
+  if (n == 0) return;
+  add_into_kernel<<<grid_for(n, kBlock), kBlock, 0, stream>>>(d_y, d_x, n);
+  TB_CUDA_LAUNCH_CHECK("add_into_kernel", stream);
+}
+
+void item_rows_update(const OptimizerParams& p, float step_size, float* d_table, float* d_m, float* d_v,
+                      float* d_grad, int64_t width, const uint32_t* d_rows, const int* d_num_rows, int64_t max_rows,
+                      const uint8_t* d_frozen, StreamHandle stream) {
+  if (max_rows == 0 || width == 0) return;
+  const RowStep a{p.kind, step_size, p.beta1, p.beta2, p.eps, p.l2};
+  item_rows_update_kernel<<<grid_for(max_rows * width, kBlock), kBlock, 0, stream>>>(
+      a, d_table, d_m, d_v, d_grad, width, d_rows, d_num_rows, max_rows, d_frozen);
+  TB_CUDA_LAUNCH_CHECK("item_rows_update_kernel", stream);
 }
 
 }  // namespace tastebud::cuda

@@ -10,6 +10,7 @@
 
 #include "cuda/common.h"
 #include "cuda/embedding.h"
+#include "tastebud/optim_math.h"
 
 namespace tastebud::cuda {
 
@@ -89,5 +90,16 @@ void dropout_forward(float* d_x, uint8_t* d_mask, const int64_t* d_starts, const
 
 // dx[i] = mask[i] ? dx[i] * (1 / (1 - rate)) : 0, in place (the CPU pass's dropout_backward).
 void dropout_backward(float* d_dx, const uint8_t* d_mask, int64_t count, float rate, StreamHandle stream);
+
+// y[i] += x[i] for i < n: the residual adds of the pass.
+void add_into(float* d_y, const float* d_x, int64_t n, StreamHandle stream);
+
+// The item rows' step, as the CPU trainer's loop: for each row r = rows[k], k < *num_rows (rows
+// null: every row r < max_rows), unless frozen[r] (null: none), every column takes
+// apply_update(p, step_size, l2 = p.l2) with the gradient grad[r]; grad[r] is then zeroed, frozen
+// or not, ready for the next batch's scatter. p: step_params of the step (Adam's eps).
+void item_rows_update(const OptimizerParams& p, float step_size, float* d_table, float* d_m, float* d_v,
+                      float* d_grad, int64_t width, const uint32_t* d_rows, const int* d_num_rows, int64_t max_rows,
+                      const uint8_t* d_frozen, StreamHandle stream);
 
 }  // namespace tastebud::cuda

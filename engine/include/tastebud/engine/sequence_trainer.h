@@ -1,4 +1,4 @@
-// Training the sequence model (engine/sequence_model.h) on the CPU: every user's latest items
+// Training the sequence model (engine/sequence_model.h) on the CPU or the GPU: every user's latest items
 // predict the next item at each position, against `negatives` sampled items per position (the
 // Philox sampler the other models use, the user's own items rejected), with gSASRec's gBCE loss
 // (t = gbce_t; 0 is plain BCE), Adam on the dense tensors and lazily on the item rows a batch
@@ -18,6 +18,8 @@
 
 namespace tastebud {
 
+class SequenceTrainerBase;  // engine/src/sequence_trainer_base.h
+
 struct SequenceTrainOptions {
   uint32_t batch_size = 128;  // sequences per step
   uint32_t negatives = 1;     // sampled items per position
@@ -30,6 +32,10 @@ struct SequenceTrainOptions {
   EmbeddingUpdates embedding_updates = EmbeddingUpdates::kLazy;
   uint64_t seed = 1;
   uint32_t threads = 0;       // 0: all cores
+  // The CUDA trainer (engine/src/sequence_trainer_cuda.cpp): the same batches, negatives and
+  // dropout on the GPU, sums in the GPU's own fixed order (so near the CPU's, not its bits). It
+  // needs a CUDA build and a usable GPU (an Error says which is missing).
+  bool cuda = false;
 
   // Throws an Error naming the parameter that is out of range.
   void check() const;
@@ -70,8 +76,7 @@ class SequenceTrainer {
   const SequenceState& state() const;
 
  private:
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
+  std::unique_ptr<SequenceTrainerBase> impl_;
 };
 
 }  // namespace tastebud
