@@ -17,7 +17,7 @@ if [ "${1:-}" = --no-build ]; then BUILD_FIRST=0; shift; fi
 DIR="${1:?usage: bench/gpu_bundle.sh [--no-build] DIR}"
 BUILD="${BUILD_DIR:-$ROOT/build}"
 case "$BUILD" in /*) ;; *) BUILD="$ROOT/$BUILD" ;; esac
-BINARIES=(host/tastebud tests/test_backends tests/test_gpu_scorer tests/test_inference tests/test_sequence_ops_cuda tests/test_sequence_model bench/bench_kernels_cuda)
+BINARIES=(host/tastebud tests/test_backends tests/test_gpu_scorer tests/test_inference tests/test_sequence_ops_cuda tests/test_sequence_model bench/bench_kernels_cuda bench/export_split)
 OPTIONAL=(tests/test_mpi)  # builds with MPI: the ranks step
 LIMIT_MIB=48  # the device tool carries 64 MiB in all
 
@@ -25,7 +25,7 @@ if [ "$BUILD_FIRST" = 1 ]; then
   command -v nvcc >/dev/null || { echo "gpu_bundle: nvcc is not on PATH; the bundle needs the CUDA build" >&2; exit 1; }
   bash "$ROOT/scripts/setup.sh"
   cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DTASTEBUD_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null
-  cmake --build "$BUILD" -j"$(nproc)" --target tastebud test_backends test_gpu_scorer test_inference test_sequence_ops_cuda test_sequence_model bench_kernels_cuda
+  cmake --build "$BUILD" -j"$(nproc)" --target tastebud test_backends test_gpu_scorer test_inference test_sequence_ops_cuda test_sequence_model bench_kernels_cuda export_split
   # The target list read whole first: `| grep -q` under pipefail fails when grep closes the pipe
   # early (issue 22: test_mpi was never bundled).
   targets=$(cmake --build "$BUILD" --target help)
@@ -58,6 +58,8 @@ missing=$(for b in "$DIR"/bin/*; do ldd "$b"; done | grep "not found" | sort -u 
 [ -z "$missing" ] || { echo "gpu_bundle: unresolved libraries here already:" >&2; echo "$missing" >&2; exit 1; }
 
 cp "$ROOT/bench/gpu_check.sh" "$DIR/gpu_check.sh"
+mkdir -p "$DIR/peers"
+cp "$ROOT/bench/peers/pytorch_sasrec.py" "$DIR/peers/"
 chmod +x "$DIR/gpu_check.sh"
 {
   echo "commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+changes')"

@@ -7,6 +7,8 @@
 #   preflight   nvidia-smi, every binary's ldd with nothing "not found", the CPU flags of the build
 #   smoke       tiny generate, import, train and batch-infer with the bundled tastebud (no GPU needed)
 #   tests       the CUDA test suites with TASTEBUD_CUDA_SYNC=1 (their CPU instances run without a GPU)
+#   sasrec      the sequence model on the GPU beside the PyTorch peer of its architecture
+#               (peers/pytorch_sasrec.py --device cuda), same split and settings, 3 epochs each
 #   ranks       test_mpi on the GPU: NCCL over one rank, then (where the machine has mpirun; the
 #               bundle carries no MPI launcher) two ranks of the CUDA backend against one process
 #   sanitizer   compute-sanitizer memcheck and racecheck on a few CUDA tests
@@ -17,9 +19,9 @@
 # Steps that need a GPU are marked "no device" when there is none, and the check still exits 0;
 # it exits 1 when a step failed.
 #
-# Output, written into $OUT (default ./gpu-check-out) as each step ends, at most 8 files:
-#   summary.md (the table so far), preflight.log, tests.log, ranks.log, sanitizer.log, train.log,
-#   bench.log, infer.log. A run cut short still leaves everything it did.
+# Output, written into $OUT (default ./gpu-check-out) as each step ends, at most 9 files:
+#   summary.md (the table so far), preflight.log, tests.log, sasrec.log, ranks.log, sanitizer.log,
+#   train.log, bench.log, infer.log. A run cut short still leaves everything it did.
 # Usage: OUT=/some/dir bash gpu_check.sh    (WORK: scratch space, default /tmp/tastebud-gpu-check)
 set -uo pipefail
 
@@ -154,6 +156,46 @@ result="$passed passed, $failed failed, $no_device skipped for want of a device,
 if [ "$tests_ok" = 0 ] || [ "$failed" != 0 ]; then step tests FAILED $(( $(now) - t0 )) "$result"
 elif ! have_gpu || [ "$no_device" != 0 ]; then step tests "no device" $(( $(now) - t0 )) "$result"
 else step tests passed $(( $(now) - t0 )) "$result"; fi
+
+# --- sasrec: a generated shop's leave-one-out split; tastebud's sasrec (--device cuda, ids only)
+# and the PyTorch peer at the same settings, 3 epochs each; the last epoch's positions/s and HR@10.
+t0=$(now)
+: >"$OUT/sasrec.log"
+SEQ=(--hidden 64 --blocks 2 --heads 1 --max-sequence 200 --dropout 0.2 --negatives 1 --gbce-t 0 --lr 0.005
+     --batch-size 128 --seed 1 --epochs 3)
+if ! have_gpu; then step sasrec "no device" 0 "-"
+else
+  ok=1
+  seq="$WORK/seq"
+  rm -rf "$seq" && mkdir -p "$seq"
+  run 25 sasrec.log "$TB" generate --users 20000 --items 5000 --interactions 1000000 --seed 3 --out "$seq/csv" &&
+    run 25 sasrec.log "$TB" import --interactions "$seq/csv/interactions.csv" --out "$seq/data" --quiet &&
+    run 25 sasrec.log "$BIN/export_split" "$seq/data" "$seq/split" || ok=0
+  if [ "$ok" = 1 ]; then
+    run 110 sasrec.log "$TB" train --data "$seq/data" --out "$seq/model" --model sasrec --device cuda --metadata none \
+      --eval loo --validation-users 0 --no-progress "${SEQ[@]}" || ok=0
+    peer=skipped
+    if python3 -c "import torch" 2>/dev/null; then
+      run 110 sasrec.log python3 "$HERE/peers/pytorch_sasrec.py" "$seq/split" --device cuda "${SEQ[@]}" || ok=0
+      peer=ran
+    fi
+  fi
+  result=$(python3 - "$seq/model/metrics.jsonl" "$OUT/sasrec.log" "${peer:-skipped}" <<'PY' 2>/dev/null
+import json, sys
+def last(lines):
+    return lines[-1] if lines else None
+ours = last([json.loads(l) for l in open(sys.argv[1]) if l.strip()])
+peer = last([json.loads(l) for l in open(sys.argv[2]) if l.startswith('{"epoch"')]) if sys.argv[3] == "ran" else None
+rate = ours["samples"] / ours["seconds"]
+out = f"tastebud {rate / 1e6:.2f}M positions/s, HR@10 {ours['metrics']['hr@10']:.4f}"
+if peer:
+    out += f"; PyTorch {peer['positions_per_s'] / 1e6:.2f}M positions/s, HR@10 {peer['hr@10']:.4f}; ratio {rate / peer['positions_per_s']:.1f}x"
+print(out)
+PY
+)
+  step sasrec "$([ "$ok" = 1 ] && [ -n "$result" ] && echo passed || echo FAILED)" $(( $(now) - t0 )) "${result:-see sasrec.log}"
+  rm -rf "$seq"
+fi
 
 # --- ranks: test_mpi needs a launcher for two ranks; one rank alone checks NCCL on this GPU.
 t0=$(now)

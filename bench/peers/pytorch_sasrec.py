@@ -3,7 +3,7 @@
 the peer of tastebud's `--model sasrec`, on the split bench/export_split writes (each user's
 training sequence and the leave-one-out evaluation that `tastebud train --eval loo` uses).
 
-  python bench/peers/pytorch_sasrec.py SPLIT_DIR [--epochs 20] [--threads 2] ...
+  python bench/peers/pytorch_sasrec.py SPLIT_DIR [--epochs 20] [--threads 2] [--device cuda] ...
 
 Architecture (keep in step with tastebud's sasrec):
 - item table E of num_items + 1 rows (row 0 padding, items shifted by +1), width d, shared by the
@@ -118,7 +118,9 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--eval-batch", type=int, default=256)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the sequences, negatives and model on the GPU)")
     args = ap.parse_args()
+    dev = torch.device(args.device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -145,27 +147,32 @@ def main():
         a[L - len(inp):], b[L - len(tgt):] = inp, tgt
         train_in.append(a)
         train_tgt.append(b)
-    train_in = torch.from_numpy(np.stack(train_in))
-    train_tgt = torch.from_numpy(np.stack(train_tgt))
+    train_in = torch.from_numpy(np.stack(train_in)).to(dev)
+    train_tgt = torch.from_numpy(np.stack(train_tgt)).to(dev)
     eval_in = np.zeros((len(eval_user), L), np.int64)
     for r, u in enumerate(eval_user):
         s = items[offsets[u]:offsets[u + 1]][-L:]
         eval_in[r, L - len(s):] = s
-    eval_in = torch.from_numpy(eval_in)
-    eval_scored = torch.from_numpy(np.concatenate([eval_item[:, None], eval_cand], axis=1))
+    eval_in = torch.from_numpy(eval_in).to(dev)
+    eval_scored = torch.from_numpy(np.concatenate([eval_item[:, None], eval_cand], axis=1)).to(dev)
 
-    model = SASRec(num_items, args.hidden, L, args.blocks, args.heads, args.dropout)
+    model = SASRec(num_items, args.hidden, L, args.blocks, args.heads, args.dropout).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     k = args.negatives
     alpha = k / (num_items - 1)
     beta = alpha * (args.gbce_t * (1 - 1 / alpha) + 1 / alpha)
-    gen = torch.Generator().manual_seed(args.seed)
+    gen = torch.Generator(device=dev).manual_seed(args.seed)
+
+    def clock():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter()
 
     for epoch in range(1, args.epochs + 1):
         model.train()
-        order = torch.from_numpy(rng.permutation(len(train_in)))
-        start = time.perf_counter()
-        total_loss, positions = 0.0, 0
+        order = torch.from_numpy(rng.permutation(len(train_in))).to(dev)
+        start = clock()
+        total_loss, positions = torch.zeros((), dtype=torch.float64, device=dev), 0
         for b0 in range(0, len(order), args.batch_size):
             idx = order[b0:b0 + args.batch_size]
             seq, tgt = train_in[idx], train_tgt[idx]
@@ -173,7 +180,7 @@ def main():
             valid = tgt != 0
             hv, pos = h[valid], tgt[valid]  # [P, d], [P]
             n = pos.shape[0]
-            neg = torch.randint(1, num_items + 1, (n, k), generator=gen)
+            neg = torch.randint(1, num_items + 1, (n, k), generator=gen, device=dev)
             E = model.item.weight
             z_pos = (hv * E[pos]).sum(-1)
             z_neg = torch.bmm(E[neg], hv.unsqueeze(-1)).squeeze(-1)  # [P, k]
@@ -181,9 +188,10 @@ def main():
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total_loss += loss.item() * n
+            total_loss += loss.detach().double() * n
             positions += n
-        seconds = time.perf_counter() - start
+        seconds = clock() - start
+        total_loss = total_loss.item()
 
         model.eval()
         hits, ndcg = 0.0, 0.0
