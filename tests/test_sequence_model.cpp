@@ -342,52 +342,61 @@ class SequenceTrainerCuda : public ::testing::Test {
   }
 };
 
-TEST_F(SequenceTrainerCuda, TracksTheCpuTrainer) {
-  SequenceConfig c = tiny_config();
-  c.num_items = 30;
-  c.dropout = 0.2f;
-  const SequenceSet data = walking_users(100, 30);
-  for (const EmbeddingUpdates updates : {EmbeddingUpdates::kLazy, EmbeddingUpdates::kDense}) {
-    SequenceTrainOptions o = small_options(2);
-    o.gbce_t = 0.75f;
-    o.embedding_updates = updates;
-    const char* where = updates == EmbeddingUpdates::kLazy ? "lazy" : "dense";
-    SequenceTrainer cpu(data, o, tiny_state(c));
-    o.cuda = true;
-    SequenceTrainer gpu(data, o, tiny_state(c)), again(data, o, tiny_state(c));
-    for (uint32_t e = 0; e < 2; ++e) {
-      const EpochStats want = cpu.train_epoch(e, {}), got = gpu.train_epoch(e, {}), twice = again.train_epoch(e, {});
-      EXPECT_EQ(got.samples, want.samples) << where;
-      EXPECT_NEAR(got.mean_loss, want.mean_loss, 1e-4 * want.mean_loss) << where << " epoch " << e;
-      EXPECT_EQ(twice.mean_loss, got.mean_loss) << where;
+// Item metadata for 30 items: two feature rows each (of 7, weighted) and one number; items 28
+// and 29 are in no sequence (cold: their E rows stay zero on both backends).
+struct TinyItemMetadata {
+  std::vector<uint64_t> offsets{0};
+  std::vector<uint32_t> rows;
+  std::vector<float> weights, values;
+  TinyItemMetadata() {
+    for (uint32_t i = 0; i < 30; ++i) {
+      rows.push_back(i % 4), rows.push_back(4 + i % 3);
+      weights.push_back(1.0f), weights.push_back(0.5f);
+      offsets.push_back(rows.size());
+      values.push_back(static_cast<float>(i % 5) / 4.0f - 0.5f);
     }
-    const std::vector<float>& a = gpu.state().params.values;
-    const std::vector<float>& b = cpu.state().params.values;
-    ASSERT_EQ(a.size(), b.size());
-    double worst = 0;
-    for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(static_cast<double>(a[i]) - b[i]));
-    EXPECT_LT(worst, 1e-3) << where << ": the largest parameter difference";
-    EXPECT_EQ(gpu.state().step, cpu.state().step);
-    EXPECT_EQ(std::memcmp(a.data(), again.state().params.values.data(), a.size() * sizeof(float)), 0) << where;
   }
-}
+  FeatureView view() const { return FeatureView{offsets.data(), rows.data(), weights.data(), 1, values.data()}; }
+};
 
-// Item metadata stays on the CPU trainer for now: refused by name.
-TEST_F(SequenceTrainerCuda, ItemMetadataIsRefused) {
-  SequenceConfig c = tiny_config();
-  c.num_items = 30;
-  c.numeric = 1;
-  SequenceSet data = walking_users(20, 30);
-  std::vector<float> numbers(30, 0.5f);
-  data.item_features.numeric = 1;
-  data.item_features.values = numbers.data();
-  SequenceTrainOptions o = small_options(1);
-  o.cuda = true;
-  try {
-    SequenceTrainer trainer(data, o, tiny_state(c));
-    FAIL() << "item metadata trained on the GPU";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("`metadata=none`"), std::string::npos) << e.what();
+TEST_F(SequenceTrainerCuda, TracksTheCpuTrainer) {
+  const TinyItemMetadata metadata;
+  for (const bool with_metadata : {false, true}) {
+    SequenceConfig c = tiny_config();
+    c.num_items = 30;
+    c.dropout = 0.2f;
+    SequenceSet data = walking_users(100, 28);
+    data.num_items = 30;
+    if (with_metadata) c.feature_rows = 7, c.numeric = 1, data.item_features = metadata.view();
+    for (const EmbeddingUpdates updates : {EmbeddingUpdates::kLazy, EmbeddingUpdates::kDense}) {
+      SequenceTrainOptions o = small_options(2);
+      o.gbce_t = 0.75f;
+      o.embedding_updates = updates;
+      const std::string where = fmt::format("{}{}", updates == EmbeddingUpdates::kLazy ? "lazy" : "dense",
+                                            with_metadata ? " with metadata" : "");
+      SequenceTrainer cpu(data, o, tiny_state(c));
+      o.cuda = true;
+      SequenceTrainer gpu(data, o, tiny_state(c)), again(data, o, tiny_state(c));
+      for (uint32_t e = 0; e < 2; ++e) {
+        const EpochStats want = cpu.train_epoch(e, {}), got = gpu.train_epoch(e, {}), twice = again.train_epoch(e, {});
+        EXPECT_EQ(got.samples, want.samples) << where;
+        EXPECT_NEAR(got.mean_loss, want.mean_loss, 1e-4 * want.mean_loss) << where << " epoch " << e;
+        EXPECT_EQ(twice.mean_loss, got.mean_loss) << where;
+      }
+      const std::vector<float>& a = gpu.state().params.values;
+      const std::vector<float>& b = cpu.state().params.values;
+      ASSERT_EQ(a.size(), b.size());
+      double worst = 0;
+      for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(static_cast<double>(a[i]) - b[i]));
+      EXPECT_LT(worst, 1e-3) << where << ": the largest parameter difference";
+      EXPECT_EQ(gpu.state().step, cpu.state().step);
+      EXPECT_EQ(std::memcmp(a.data(), again.state().params.values.data(), a.size() * sizeof(float)), 0) << where;
+      if (with_metadata) {
+        const SequenceLayout layout(c);
+        for (size_t j = layout.items + 28 * c.hidden; j < layout.items + 30 * c.hidden; ++j)
+          ASSERT_EQ(a[j], 0.0f) << where << ": a cold item's E row moved";
+      }
+    }
   }
 }
 

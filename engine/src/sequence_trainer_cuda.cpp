@@ -2,8 +2,11 @@
 // train (SequenceTrainerBase::fill: the same sequences, negatives and dropout keys) packed into
 // one pass on the GPU over the ops of kernels/cuda/sequence.h and dense.h, the sampled loss summed
 // on the host in position order, Adam on the dense range and on the item rows the batch touched.
-// Every reduction has a fixed order, so a run repeats bit for bit on the same device; the sums
-// differ from the CPU's chunked ones by rounding only (SequenceTrainerCuda.TracksTheCpuTrainer).
+// Item metadata as on the CPU: each batch reads E plus each item's feature sum, and the F and N
+// rows learn from the items' gradients. Every reduction has a fixed order, so a run repeats bit
+// for bit on the same device; the sums differ from the CPU's chunked ones by rounding only
+// (SequenceTrainerCuda.TracksTheCpuTrainer).
+#include <algorithm>
 #include <cmath>
 #include <numeric>
 #include <string>
@@ -13,6 +16,7 @@
 #include "cuda/common.h"
 #include "cuda/dense.h"
 #include "cuda/embedding.h"
+#include "cuda/features.h"
 #include "cuda/optimizer.h"
 #include "cuda/sequence.h"
 #include "sequence_trainer_base.h"
@@ -45,9 +49,6 @@ class CudaSequenceTrainer final : public SequenceTrainerBase {
   CudaSequenceTrainer(const SequenceSet& data, const SequenceTrainOptions& options, SequenceState state)
       : SequenceTrainerBase(data, options, std::move(state)), blas_(stream_.get(), false), blocks_(config().blocks),
         xs_(config().blocks + 1) {
-    TB_CHECK(!config().has_features(),
-             "`device=cuda`: the sequence model with item metadata trains on the CPU so far (use `device=cpu` or "
-             "`metadata=none`)");
     cuda::StreamHandle stream = stream_.get();
     w_.upload(std::span<const float>(state_.params.values), stream);
     m_.upload(std::span<const float>(state_.m), stream);
@@ -55,6 +56,7 @@ class CudaSequenceTrainer final : public SequenceTrainerBase {
     grad_dense_.resize(layout_.dense_size());
     item_grad_.resize(size_t{config().num_items} * config().hidden);
     item_grad_.zero(stream);
+    if (config().has_features()) start_features();
   }
 
   const SequenceState& state() override {
@@ -100,6 +102,11 @@ class CudaSequenceTrainer final : public SequenceTrainerBase {
     if (dropout_site_.rate > 0.0f) cuda::dropout_backward(dx, mask.data(), rows_ * d(), dropout_site_.rate, stream_.get());
   }
   void resize();
+  void start_features();
+  void add_item_features();
+  void update_features(const OptimizerParams& p, float step);
+  // The rows the input and the loss read: E, or E plus each item's features.
+  const float* item_rows() const { return effective_.empty() ? P(layout_.items) : effective_.data(); }
 
   int64_t d() const { return config().hidden; }
   const float* P(size_t offset) const { return w_.data() + offset; }
@@ -134,7 +141,98 @@ class CudaSequenceTrainer final : public SequenceTrainerBase {
   // it touched (sized for the largest batch so far).
   std::unique_ptr<cuda::RowGroups> slot_groups_, input_groups_, position_groups_, touched_groups_;
   int64_t groups_rows_ = 0;
+  // Item metadata (start_features): the items' metadata on the device, every item's id once (the
+  // rows of add_features and of the feature groups, built once), the items' rows with their
+  // features, the F rows' gradient (grouped sums placed in a whole table), N's gradient, the F rows
+  // a lazy step leaves (unreached, reset from all_unreached each batch), the items no sequence
+  // holds (their E rows stay at zero).
+  cuda::DeviceBuffer<uint64_t> f_offsets_;
+  cuda::DeviceBuffer<uint32_t> f_rows_, all_items_;
+  cuda::DeviceBuffer<float> f_weights_, f_values_, effective_, feature_sum_, feature_grad_, numeric_grad_,
+      numeric_partial_;
+  cuda::DeviceBuffer<uint8_t> unreached_, all_unreached_, cold_flags_;
+  cuda::FeatureView view_;
+  std::unique_ptr<cuda::FeatureGroups> feature_groups_;
 };
+
+void CudaSequenceTrainer::start_features() {
+  cuda::StreamHandle stream = stream_.get();
+  const FeatureView& f = data_.item_features;
+  const uint32_t n = config().num_items, rows = config().feature_rows, numeric = config().numeric;
+  const size_t d = config().hidden;
+  view_.numeric = numeric;
+  if (f.offsets != nullptr) {
+    f_offsets_.upload(std::span<const uint64_t>(f.offsets, size_t{n} + 1), stream);
+    f_rows_.upload(std::span<const uint32_t>(f.rows, f.offsets[n]), stream);
+    f_weights_.upload(std::span<const float>(f.weights, f.offsets[n]), stream);
+    view_.offsets = f_offsets_.data();
+    view_.rows = f_rows_.data();
+    view_.weights = f_weights_.data();
+  }
+  if (numeric > 0) {
+    f_values_.upload(std::span<const float>(f.values, size_t{n} * numeric), stream);
+    view_.values = f_values_.data();
+    numeric_grad_.resize(numeric * d);
+    numeric_partial_.resize(static_cast<size_t>(cuda::numeric_gradient_partials(n, numeric, static_cast<int64_t>(d))));
+  }
+  std::vector<uint32_t> ids(n);
+  std::iota(ids.begin(), ids.end(), 0u);
+  all_items_.upload(std::span<const uint32_t>(ids), stream);
+  effective_.resize(size_t{n} * d);
+  cold_flags_.upload(std::span<const uint8_t>(cold_), stream);
+  if (rows == 0) return stream_.synchronize();
+  uint32_t most = 1;
+  for (uint32_t i = 0; i < n; ++i) most = std::max<uint32_t>(most, static_cast<uint32_t>(f.offsets[i + 1] - f.offsets[i]));
+  feature_groups_ = std::make_unique<cuda::FeatureGroups>(n, rows, most);
+  feature_groups_->build(view_, all_items_.data(), n, stream);
+  feature_sum_.resize(static_cast<size_t>(feature_groups_->max_groups()) * d);
+  feature_grad_.resize(size_t{rows} * d);
+  feature_grad_.zero(stream);
+  unreached_.resize(rows);
+  const std::vector<uint8_t> ones(rows, 1);
+  all_unreached_.upload(std::span<const uint8_t>(ones), stream);
+  stream_.synchronize();  // the host vectors above go out of scope
+}
+
+// The items' rows the batch reads: E plus each item's feature sum (item_representations' order).
+void CudaSequenceTrainer::add_item_features() {
+  cuda::StreamHandle stream = stream_.get();
+  const int64_t n = config().num_items;
+  cuda::copy_device(effective_.data(), P(layout_.items), effective_.bytes(), stream);
+  cuda::add_features(view_, all_items_.data(), n, config().feature_rows > 0 ? P(layout_.features) : nullptr,
+                     config().numeric > 0 ? P(layout_.numeric) : nullptr, d(), 0, effective_.data(), d(), nullptr, 0,
+                     0, stream);
+}
+
+// The F rows' gradient is the items' (item_grad, zero where untouched) summed per row in item
+// order, N's likewise; Adam on the F rows the touched items reached (dense item updates: every
+// row) and on every N row, as the CPU trainer's update_features.
+void CudaSequenceTrainer::update_features(const OptimizerParams& p, float step) {
+  cuda::StreamHandle stream = stream_.get();
+  const int64_t n = config().num_items;
+  if (config().feature_rows > 0) {
+    const size_t f = layout_.features;
+    cuda::sum_feature_gradients(*feature_groups_, item_grad_.data(), d(), nullptr, 0, 0, d(), 0, feature_sum_.data(),
+                                stream);
+    cuda::place_group_sums(feature_sum_.data(), feature_groups_->rows(), feature_groups_->num_groups(),
+                           feature_groups_->max_groups(), d(), feature_grad_.data(), stream);
+    const bool lazy = options_.embedding_updates != EmbeddingUpdates::kDense;
+    if (lazy) {
+      cuda::copy_device(unreached_.data(), all_unreached_.data(), unreached_.bytes(), stream);
+      cuda::mark_feature_rows(view_, touched_groups_->rows(), touched_groups_->num_groups(),
+                              touched_groups_->max_groups(), unreached_.data(), stream);
+    }
+    cuda::item_rows_update(p, step, w_.data() + f, m_.data() + f, v_.data() + f, feature_grad_.data(), d(), nullptr,
+                           nullptr, config().feature_rows, lazy ? unreached_.data() : nullptr, stream);
+  }
+  if (config().numeric > 0) {
+    const size_t at = layout_.numeric;
+    cuda::numeric_gradient(view_, all_items_.data(), n, item_grad_.data(), d(), nullptr, 0, 0, d(), 0,
+                           numeric_partial_.data(), numeric_grad_.data(), stream);
+    cuda::dense_update(p, step, w_.data() + at, m_.data() + at, v_.data() + at, numeric_grad_.data(),
+                       static_cast<int64_t>(numeric_grad_.size()), nullptr, stream);
+  }
+}
 
 void CudaSequenceTrainer::upload_batch(uint32_t epoch, std::span<const uint64_t> order, uint64_t first, uint64_t end) {
   seqs_.clear();
@@ -199,7 +297,8 @@ void CudaSequenceTrainer::resize() {
 
 void CudaSequenceTrainer::forward() {
   cuda::StreamHandle stream = stream_.get();
-  cuda::input_rows_forward(P(layout_.items), P(layout_.positions), input_.data(), position_.data(), rows_, d(),
+  if (!effective_.empty()) add_item_features();
+  cuda::input_rows_forward(item_rows(), P(layout_.positions), input_.data(), position_.data(), rows_, d(),
                            xs_[0].data(), stream);
   dropout(xs_[0].data(), mask_in_, 0);
   for (size_t b = 0; b < blocks_.size(); ++b) block_forward(b);
@@ -239,7 +338,7 @@ bool CudaSequenceTrainer::loss_of(uint64_t first, uint64_t end, std::span<const 
   for (uint64_t g = first; g < end; ++g) positions += positions_of(order[g]);
   const float scale = 1.0f / static_cast<float>(positions);
   const int64_t slots = options_.negatives + 1;
-  cuda::sampled_loss_forward_backward(h_.data(), rows_, d(), P(layout_.items), slot_ids_.data(), slots,
+  cuda::sampled_loss_forward_backward(h_.data(), rows_, d(), item_rows(), slot_ids_.data(), slots,
                                       d_weight_.data(), beta_, scale, coef_.data(), dh_.data(),
                                       position_loss_.data(), stream_.get());
   h_position_loss_.resize(static_cast<size_t>(rows_));
@@ -309,15 +408,18 @@ void CudaSequenceTrainer::update() {
   cuda::scatter_item_grads(coef_.data(), h_.data(), slot_ids_.data(), rows_, slots, d(), *slot_groups_, item_grad, stream);
   cuda::scatter_item_grads(ones_.data(), d_input_.data(), input_.data(), rows_, 1, d(), *input_groups_, item_grad, stream);
   const size_t items = layout_.items;
-  if (options_.embedding_updates == EmbeddingUpdates::kDense) {
+  const bool dense = options_.embedding_updates == EmbeddingUpdates::kDense;
+  if (!dense) touched_groups_->build(touched_ids_.data(), rows_ * (slots + 1), stream);
+  if (!effective_.empty()) update_features(p, step);
+  const uint8_t* frozen = cold_flags_.empty() ? nullptr : cold_flags_.data();
+  if (dense) {
     cuda::item_rows_update(p, step, w_.data() + items, m_.data() + items, v_.data() + items, item_grad, d(), nullptr,
-                           nullptr, config().num_items, nullptr, stream);
-    return;
+                           nullptr, config().num_items, frozen, stream);
+  } else {
+    cuda::item_rows_update(p, step, w_.data() + items, m_.data() + items, v_.data() + items, item_grad, d(),
+                           touched_groups_->rows(), touched_groups_->num_groups(), touched_groups_->max_groups(),
+                           frozen, stream);
   }
-  touched_groups_->build(touched_ids_.data(), rows_ * (slots + 1), stream);
-  cuda::item_rows_update(p, step, w_.data() + items, m_.data() + items, v_.data() + items, item_grad, d(),
-                         touched_groups_->rows(), touched_groups_->num_groups(), touched_groups_->max_groups(), nullptr,
-                         stream);
 }
 
 bool CudaSequenceTrainer::train_batch(uint32_t epoch, std::span<const uint64_t> order, uint64_t first, uint64_t end,

@@ -410,6 +410,28 @@ __global__ void item_rows_update_kernel(RowStep a, float* __restrict__ table, fl
   }
 }
 
+// One warp per listed item; its lanes walk the item's feature rows.
+__global__ void mark_feature_rows_kernel(const uint64_t* __restrict__ offsets, const uint32_t* __restrict__ feature_rows,
+                                         const uint32_t* __restrict__ rows, const int* __restrict__ num_rows,
+                                         uint8_t* __restrict__ unreached) {
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * blockDim.x / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  for (int64_t k = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / kWarp; k < *num_rows; k += warps) {
+    const uint32_t item = rows[k];
+    for (uint64_t p = offsets[item] + lane; p < offsets[item + 1]; p += kWarp) unreached[feature_rows[p]] = 0;
+  }
+}
+
+__global__ void place_group_sums_kernel(const float* __restrict__ sum, const uint32_t* __restrict__ rows,
+                                        const int* __restrict__ num_rows, int64_t width, float* __restrict__ table) {
+  const int64_t total = static_cast<int64_t>(*num_rows) * width;
+  for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < total;
+       t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t k = t / width, j = t - k * width;
+    table[static_cast<int64_t>(rows[k]) * width + j] = sum[t];
+  }
+}
+
 }  // namespace
 
 void layer_norm_forward(const float* d_x, const float* d_gamma, const float* d_beta, int64_t n, int64_t d,
@@ -534,6 +556,22 @@ void item_rows_update(const OptimizerParams& p, float step_size, float* d_table,
   item_rows_update_kernel<<<grid_for(max_rows * width, kBlock), kBlock, 0, stream>>>(
       a, d_table, d_m, d_v, d_grad, width, d_rows, d_num_rows, max_rows, d_frozen);
   TB_CUDA_LAUNCH_CHECK("item_rows_update_kernel", stream);
+}
+
+void mark_feature_rows(const FeatureView& v, const uint32_t* d_rows, const int* d_num_rows, int64_t max_rows,
+                       uint8_t* d_unreached, StreamHandle stream) {
+  if (max_rows == 0 || v.offsets == nullptr) return;
+  mark_feature_rows_kernel<<<grid_for(max_rows * kWarp, kBlock), kBlock, 0, stream>>>(v.offsets, v.rows, d_rows,
+                                                                                       d_num_rows, d_unreached);
+  TB_CUDA_LAUNCH_CHECK("mark_feature_rows_kernel", stream);
+}
+
+void place_group_sums(const float* d_sum, const uint32_t* d_rows, const int* d_num_rows, int64_t max_rows,
+                      int64_t width, float* d_table, StreamHandle stream) {
+  if (max_rows == 0 || width == 0) return;
+  place_group_sums_kernel<<<grid_for(max_rows * width, kBlock), kBlock, 0, stream>>>(d_sum, d_rows, d_num_rows, width,
+                                                                                     d_table);
+  TB_CUDA_LAUNCH_CHECK("place_group_sums_kernel", stream);
 }
 
 }  // namespace tastebud::cuda

@@ -10,6 +10,7 @@
 
 #include "cuda/common.h"
 #include "cuda/embedding.h"
+#include "tastebud/feature_view.h"
 #include "tastebud/optim_math.h"
 
 namespace tastebud::cuda {
@@ -101,5 +102,16 @@ void add_into(float* d_y, const float* d_x, int64_t n, StreamHandle stream);
 void item_rows_update(const OptimizerParams& p, float step_size, float* d_table, float* d_m, float* d_v,
                       float* d_grad, int64_t width, const uint32_t* d_rows, const int* d_num_rows, int64_t max_rows,
                       const uint8_t* d_frozen, StreamHandle stream);
+
+// Item metadata: unreached[r] = 0 for every feature-table row r that an item rows[k] (k <
+// *num_rows, at most max_rows) lists in v (device arrays); the caller sets unreached to 1 first.
+// The feature rows a lazy step updates are the ones the batch's items reached, as on the CPU.
+void mark_feature_rows(const FeatureView& v, const uint32_t* d_rows, const int* d_num_rows, int64_t max_rows,
+                       uint8_t* d_unreached, StreamHandle stream);
+
+// d_table[rows[k]] = sum[k] (width floats) for k < *num_rows (at most max_rows): the groups'
+// sums of sum_feature_gradients placed in a whole-table gradient.
+void place_group_sums(const float* d_sum, const uint32_t* d_rows, const int* d_num_rows, int64_t max_rows,
+                      int64_t width, float* d_table, StreamHandle stream);
 
 }  // namespace tastebud::cuda
