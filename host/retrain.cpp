@@ -253,8 +253,6 @@ TrainPlan candidate_settings(const RetrainJob& job, const fs::path& current) {
   TrainJob train = job.train;
   if (!current.empty()) {
     inherit_settings(train, json::parse(read_file(current / "config.json")), job.given);
-    TB_CHECK(parse_model_type(train.model) != ModelType::kSASRec || !train.update,
-             "retrain: a sasrec model is refreshed by a warm start of every row; leave out --update");
     train.warm_start = current;
     if (job.warm_epochs > 0) train.epochs = job.warm_epochs;
   } else {

@@ -19,6 +19,7 @@
 #include "host/progress.h"
 #include "host/recipes.h"
 #include "host/split.h"
+#include "host/warm_start.h"
 #include "tastebud/atomic_file.h"
 #include "tastebud/binary_lists.h"
 #include "tastebud/checksum.h"
@@ -118,16 +119,19 @@ json settings_json(const TrainPlan& plan) {
               {"eval", job.eval},           {"metadata", job.metadata},     {"text_buckets", job.text_buckets}};
 }
 
-void write_model(const TrainPlan& plan, const SequenceParams& params, uint32_t epoch) {
+// dataset: dataset_record's, whose last_timestamp an update of this model compares against.
+void write_model(const TrainPlan& plan, const SequenceParams& params, uint32_t epoch, const json& dataset) {
   const fs::path& out = plan.job.out;
   write_sequence_params(params, out / "sequence.bin");
   json checksums = file_checksums(out);
-  const json config{{"model", "sasrec"},
-                    {"data", fs::absolute(plan.job.data).string()},
-                    {"sequence", config_json(params.config)},
-                    {"training", settings_json(plan)},
-                    {"best_epoch", epoch},
-                    {"checksums", checksums}};
+  json config{{"model", "sasrec"},
+              {"data", fs::absolute(plan.job.data).string()},
+              {"dataset", dataset},
+              {"sequence", config_json(params.config)},
+              {"training", settings_json(plan)},
+              {"best_epoch", epoch},
+              {"checksums", checksums}};
+  if (plan.job.update) config["update"] = true;
   write_file_atomically(out / "config.json", config_file_text(config));
 }
 
@@ -162,6 +166,46 @@ void warm_start_sequence(const fs::path& parent, const datasets::Dataset& datase
   }
   log << fmt::format("warm start from {}: {} of {} items and every dense tensor carried over, {} items fresh\n",
                      parent.string(), matched, dataset.num_items(), dataset.num_items() - matched);
+}
+
+// --update: the changed users' whole sequences train the changed items' rows alone (new items and
+// items with interactions after the parent's dataset end: changed_rows' rule, as for the NeuMF
+// family), the positions, blocks and final norm frozen. It trains the parent's folded model, whose
+// item rows already hold their metadata, so the run has no metadata rows. False: nothing changed.
+bool start_sequence_update(const TrainJob& job, const datasets::Dataset& dataset, SequenceInputs& in,
+                           SequenceConfig& config, SequenceTrainOptions& options, std::ostream& log) {
+  TB_CHECK(!job.warm_start.empty(), "`update` needs `warm_start`: the model it refreshes");
+  ParentModel parent;
+  parent.dir = job.warm_start;
+  parent.config = json::parse(read_file(parent.dir / "config.json"));
+  parent.user_ids = read_ids(parent.dir / "user_ids.json");
+  parent.item_ids = read_ids(parent.dir / "item_ids.json");
+  const ChangedRows changed = changed_rows(parent, dataset);
+  if (changed.none()) return false;
+  SequenceSet& train = in.train;
+  SequenceSet kept;
+  kept.num_items = train.num_items;
+  kept.offsets.push_back(0);
+  for (uint32_t u = 0; u < train.num_users(); ++u) {
+    if (changed.users[u]) {
+      kept.items.insert(kept.items.end(), train.items.begin() + static_cast<int64_t>(train.offsets[u]),
+                        train.items.begin() + static_cast<int64_t>(train.offsets[u + 1]));
+      kept.weights.insert(kept.weights.end(), train.weights.begin() + static_cast<int64_t>(train.offsets[u]),
+                          train.weights.begin() + static_cast<int64_t>(train.offsets[u + 1]));
+    }
+    kept.offsets.push_back(kept.items.size());
+  }
+  train = std::move(kept);
+  config.feature_rows = config.numeric = 0;
+  options.trainable_items = changed.items;
+  options.freeze_dense = true;
+  options.embedding_updates = EmbeddingUpdates::kLazy;
+  const uint32_t new_items = static_cast<uint32_t>(std::count(changed.new_items.begin(), changed.new_items.end(), 1));
+  log << fmt::format("update: the sequences of {} changed users train the rows of {} changed items ({} new); the "
+                     "other rows, the positions and the blocks stay the parent's{}\n",
+                     changed.changed_users, changed.changed_items, new_items,
+                     changed.dataset_end_known ? "" : " (the parent records no dataset end: new ids only)");
+  return true;
 }
 
 // Item metadata (--metadata auto: the Items fields when there are any): the items' encoded
@@ -317,14 +361,20 @@ TrainResult train_sequence(const TrainPlan& plan, std::ostream& log) {
   config.num_items = dataset.num_items();
   const FeatureInputs item_features = sequence_item_features(job, dataset, config, log);
   in.train.item_features = item_features.view();
+  SequenceTrainOptions train_options = plan.sequence_options;
+  if (job.update && !start_sequence_update(job, dataset, in, config, train_options, log)) {
+    log << "update: nothing changed since the parent model; nothing to train\n";
+    TrainResult unchanged;
+    unchanged.unchanged = true;
+    return unchanged;
+  }
   fs::create_directories(job.out);
   write_answer_tables(plan, dataset, events, options);
 
-  SequenceTrainOptions train_options = plan.sequence_options;
   // auto: every item row steps each batch (as torch's Adam on an embedding: +0.02 HR@10 on
   // ml-latest-small, level on online-retail) while the catalog has at most 16 rows per position
   // of a full batch; lazily beyond, where walking every row would cost more than the batch.
-  if (job.embedding_updates == "auto")
+  if (job.embedding_updates == "auto" && !job.update)
     train_options.embedding_updates = config.num_items <= uint64_t{16} * job.batch_size * config.max_sequence
                                      ? EmbeddingUpdates::kDense : EmbeddingUpdates::kLazy;
   auto [run, state] = start_state(plan, config, dataset, log);
@@ -336,6 +386,7 @@ TrainResult train_sequence(const TrainPlan& plan, std::ostream& log) {
                      train_options.embedding_updates == EmbeddingUpdates::kDense ? "dense" : "lazy");
   TrainResult result;
   result.backend = train_options.cuda ? "cuda" : "cpu";
+  const json dataset_json = dataset_record(dataset);
   if (in.test) result.popularity = evaluate_popularity(*in.test);
   const std::string chosen_by = in.validation ? "val." + plan.metric : plan.metric;
   result.best_epoch = run.best_epoch;
@@ -359,7 +410,7 @@ TrainResult train_sequence(const TrainPlan& plan, std::ostream& log) {
     if (better) run.best = value, run.best_epoch = epoch, result.best_epoch = epoch;
     // Checkpoint, model, metrics, in that order: a kill at any moment leaves a run --resume completes.
     write_checkpoint(job.out / "sequence_checkpoint.bin", run, now, resume_settings(plan));
-    if (better) write_model(plan, fold_item_features(now.params, in.train.item_features), epoch);
+    if (better) write_model(plan, fold_item_features(now.params, in.train.item_features), epoch, dataset_json);
     write_file_atomically(job.out / "metrics.jsonl", run.metrics);
     log << epoch_line(record, stats) << std::endl;  // a line as each epoch ends, also into a file
     result.history.push_back(record);

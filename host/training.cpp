@@ -577,7 +577,6 @@ TrainResult run_training(TrainPlan plan, std::ostream& job_log) {
   }
   if (plan.model == ModelType::kSASRec) {
     TB_CHECK(comm.size() == 1, "`model` sasrec trains in one process for now; run it without mpirun");
-    TB_CHECK(!job.update, "`model` sasrec: `update` is not supported; warm-start it and train every row");
     return train_sequence(plan, log);
   }
   if (!dataset) {

@@ -45,6 +45,13 @@ SequenceTrainerBase::SequenceTrainerBase(const SequenceSet& data, const Sequence
   }
   const float alpha = std::min(1.0f, static_cast<float>(options.negatives) / std::max(1u, c.num_items - 1));
   beta_ = gbce_beta(alpha, options.gbce_t);
+  TB_CHECK(options.trainable_items.empty() || options.trainable_items.size() == c.num_items,
+           fmt::format("`trainable_items` flags {} items, the model has {}", options.trainable_items.size(), c.num_items));
+  TB_CHECK(!options.freeze_dense || !c.has_features(), "`update` trains the folded model, without item metadata rows");
+  if (!options.trainable_items.empty()) {
+    frozen_.resize(c.num_items);
+    for (uint32_t i = 0; i < c.num_items; ++i) frozen_[i] = !options.trainable_items[i];
+  }
   if (!c.has_features()) return;
   // Item metadata: items that no sequence holds keep E at zero (their gradient as sampled
   // negatives reaches their features only), so a cold item answers from its metadata alone, as
@@ -53,10 +60,13 @@ SequenceTrainerBase::SequenceTrainerBase(const SequenceSet& data, const Sequence
   TB_CHECK(f.numeric == c.numeric && (f.offsets != nullptr) == (c.feature_rows > 0),
            fmt::format("the item metadata ({} numeric fields) does not fit the model ({} feature rows, {} numeric)",
                        f.numeric, c.feature_rows, c.numeric));
-  cold_.assign(c.num_items, 1);
-  for (uint32_t i : data.items) cold_[i] = 0;
+  std::vector<uint8_t> cold(c.num_items, 1);
+  for (uint32_t i : data.items) cold[i] = 0;
+  frozen_.resize(c.num_items, 0);
   for (uint32_t i = 0; i < c.num_items; ++i) {
-    if (cold_[i]) std::fill_n(state_.params.values.begin() + static_cast<int64_t>(layout_.items + size_t{i} * c.hidden), c.hidden, 0.0f);
+    if (!cold[i]) continue;
+    frozen_[i] = 1;
+    std::fill_n(state_.params.values.begin() + static_cast<int64_t>(layout_.items + size_t{i} * c.hidden), c.hidden, 0.0f);
   }
 }
 

@@ -52,8 +52,9 @@ class SequenceTrainerBase {
   SequenceState state_;
   SequenceLayout layout_;
   float beta_ = 1.0f;  // gBCE's calibration of the positive
-  // Item metadata: the items no sequence holds (their E rows stay zero); empty without metadata.
-  std::vector<uint8_t> cold_;
+  // Per item: its E row does not step (item metadata: the items no sequence holds, whose E rows
+  // stay zero; update mode: the items it leaves); empty: every row steps.
+  std::vector<uint8_t> frozen_;
 
  private:
   void build_windows();

@@ -107,8 +107,9 @@ void CpuSequenceTrainer::run_chunk(Chunk& chunk, uint32_t epoch, std::span<const
   for (uint32_t i : chunk.seqs.input) chunk.used[i] = 1;
 }
 
-// Adam: the dense tensors from the chunks' gradients summed in chunk order, then the item rows
-// the batch touched, their gradients summed in (chunk, row, slot) order.
+// Adam: the dense tensors from the chunks' gradients summed in chunk order (unless frozen), then
+// the item rows the batch touched and frozen_ leaves, their gradients summed in (chunk, row, slot)
+// order.
 void CpuSequenceTrainer::update(const std::vector<Chunk*>& used) {
   const OptimizerParams& o = options_.optimizer;
   const uint64_t t = ++state_.step;
@@ -117,11 +118,13 @@ void CpuSequenceTrainer::update(const std::vector<Chunk*>& used) {
   float* m = this->m.data();
   float* v = this->v.data();
   const int64_t dense = static_cast<int64_t>(layout_.dense_size()), base = static_cast<int64_t>(layout_.dense_begin());
+  if (!options_.freeze_dense) {
 #pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t i = 0; i < dense; ++i) {
-    float g = 0.0f;
-    for (const Chunk* c : used) g += c->grad[static_cast<size_t>(i)];
-    apply_update(o.kind, step, o.beta1, o.beta2, eps, o.l2, w[base + i], m[base + i], v[base + i], g);
+    for (int64_t i = 0; i < dense; ++i) {
+      float g = 0.0f;
+      for (const Chunk* c : used) g += c->grad[static_cast<size_t>(i)];
+      apply_update(o.kind, step, o.beta1, o.beta2, eps, o.l2, w[base + i], m[base + i], v[base + i], g);
+    }
   }
   const int64_t d = config().hidden;
   const uint32_t slots = options_.negatives + 1;
@@ -144,7 +147,7 @@ void CpuSequenceTrainer::update(const std::vector<Chunk*>& used) {
   for (int64_t i = 0; i < items; ++i) {
     if (!touched[static_cast<size_t>(i)]) continue;
     const size_t at = static_cast<size_t>(i) * d;
-    if (cold_.empty() || !cold_[static_cast<size_t>(i)]) {
+    if (frozen_.empty() || !frozen_[static_cast<size_t>(i)]) {
       for (int64_t j = 0; j < d; ++j) apply_update(o.kind, step, o.beta1, o.beta2, eps, o.l2, w[at + j], m[at + j], v[at + j], item_grad[at + j]);
     }
     std::fill_n(item_grad.begin() + static_cast<int64_t>(at), d, 0.0f);

@@ -56,6 +56,7 @@ class CudaSequenceTrainer final : public SequenceTrainerBase {
     grad_dense_.resize(layout_.dense_size());
     item_grad_.resize(size_t{config().num_items} * config().hidden);
     item_grad_.zero(stream);
+    frozen_flags_.upload(std::span<const uint8_t>(frozen_), stream);
     if (config().has_features()) start_features();
   }
 
@@ -150,7 +151,7 @@ class CudaSequenceTrainer final : public SequenceTrainerBase {
   cuda::DeviceBuffer<uint32_t> f_rows_, all_items_;
   cuda::DeviceBuffer<float> f_weights_, f_values_, effective_, feature_sum_, feature_grad_, numeric_grad_,
       numeric_partial_;
-  cuda::DeviceBuffer<uint8_t> unreached_, all_unreached_, cold_flags_;
+  cuda::DeviceBuffer<uint8_t> unreached_, all_unreached_, frozen_flags_;
   cuda::FeatureView view_;
   std::unique_ptr<cuda::FeatureGroups> feature_groups_;
 };
@@ -179,7 +180,6 @@ void CudaSequenceTrainer::start_features() {
   std::iota(ids.begin(), ids.end(), 0u);
   all_items_.upload(std::span<const uint32_t>(ids), stream);
   effective_.resize(size_t{n} * d);
-  cold_flags_.upload(std::span<const uint8_t>(cold_), stream);
   if (rows == 0) return stream_.synchronize();
   uint32_t most = 1;
   for (uint32_t i = 0; i < n; ++i) most = std::max<uint32_t>(most, static_cast<uint32_t>(f.offsets[i + 1] - f.offsets[i]));
@@ -401,8 +401,10 @@ void CudaSequenceTrainer::update() {
   const float step = adam_step_size(o, t);
   const OptimizerParams p = step_params(o, t);
   const size_t base = layout_.dense_begin();
-  cuda::dense_update(p, step, w_.data() + base, m_.data() + base, v_.data() + base, grad_dense_.data(),
-                     static_cast<int64_t>(layout_.dense_size()), nullptr, stream);
+  if (!options_.freeze_dense) {
+    cuda::dense_update(p, step, w_.data() + base, m_.data() + base, v_.data() + base, grad_dense_.data(),
+                       static_cast<int64_t>(layout_.dense_size()), nullptr, stream);
+  }
   const int64_t slots = options_.negatives + 1;
   float* item_grad = item_grad_.data();
   cuda::scatter_item_grads(coef_.data(), h_.data(), slot_ids_.data(), rows_, slots, d(), *slot_groups_, item_grad, stream);
@@ -411,7 +413,7 @@ void CudaSequenceTrainer::update() {
   const bool dense = options_.embedding_updates == EmbeddingUpdates::kDense;
   if (!dense) touched_groups_->build(touched_ids_.data(), rows_ * (slots + 1), stream);
   if (!effective_.empty()) update_features(p, step);
-  const uint8_t* frozen = cold_flags_.empty() ? nullptr : cold_flags_.data();
+  const uint8_t* frozen = frozen_flags_.empty() ? nullptr : frozen_flags_.data();
   if (dense) {
     cuda::item_rows_update(p, step, w_.data() + items, m_.data() + items, v_.data() + items, item_grad, d(), nullptr,
                            nullptr, config().num_items, frozen, stream);

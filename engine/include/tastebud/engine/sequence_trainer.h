@@ -36,6 +36,11 @@ struct SequenceTrainOptions {
   // dropout on the GPU, sums in the GPU's own fixed order (so near the CPU's, not its bits). It
   // needs a CUDA build and a usable GPU (an Error says which is missing).
   bool cuda = false;
+  // Update mode: only the item rows flagged here train (one flag per item; empty: every row), and
+  // with freeze_dense the positions, blocks and final norm stay as they are (a model with item
+  // metadata rows is refused: update mode trains the folded model).
+  std::vector<uint8_t> trainable_items;
+  bool freeze_dense = false;
 
   // Throws an Error naming the parameter that is out of range.
   void check() const;
