@@ -171,9 +171,11 @@ void warm_start_sequence(const fs::path& parent, const datasets::Dataset& datase
 // --update: the changed users' whole sequences train the changed items' rows alone (new items and
 // items with interactions after the parent's dataset end: changed_rows' rule, as for the NeuMF
 // family), the positions, blocks and final norm frozen. It trains the parent's folded model, whose
-// item rows already hold their metadata, so the run has no metadata rows. False: nothing changed.
-bool start_sequence_update(const TrainJob& job, const datasets::Dataset& dataset, SequenceInputs& in,
-                           SequenceConfig& config, SequenceTrainOptions& options, std::ostream& log) {
+// item rows already hold their metadata, so the run has no metadata rows. `trained`: the changed
+// users' sequences of `train` (the epochs are still judged on every user's). False: nothing changed.
+bool start_sequence_update(const TrainJob& job, const datasets::Dataset& dataset, const SequenceSet& train,
+                           SequenceConfig& config, SequenceTrainOptions& options, SequenceSet& trained,
+                           std::ostream& log) {
   TB_CHECK(!job.warm_start.empty(), "`update` needs `warm_start`: the model it refreshes");
   ParentModel parent;
   parent.dir = job.warm_start;
@@ -182,8 +184,7 @@ bool start_sequence_update(const TrainJob& job, const datasets::Dataset& dataset
   parent.item_ids = read_ids(parent.dir / "item_ids.json");
   const ChangedRows changed = changed_rows(parent, dataset);
   if (changed.none()) return false;
-  SequenceSet& train = in.train;
-  SequenceSet kept;
+  SequenceSet& kept = trained;
   kept.num_items = train.num_items;
   kept.offsets.push_back(0);
   for (uint32_t u = 0; u < train.num_users(); ++u) {
@@ -195,7 +196,6 @@ bool start_sequence_update(const TrainJob& job, const datasets::Dataset& dataset
     }
     kept.offsets.push_back(kept.items.size());
   }
-  train = std::move(kept);
   config.feature_rows = config.numeric = 0;
   options.trainable_items = changed.items;
   options.freeze_dense = true;
@@ -362,7 +362,8 @@ TrainResult train_sequence(const TrainPlan& plan, std::ostream& log) {
   const FeatureInputs item_features = sequence_item_features(job, dataset, config, log);
   in.train.item_features = item_features.view();
   SequenceTrainOptions train_options = plan.sequence_options;
-  if (job.update && !start_sequence_update(job, dataset, in, config, train_options, log)) {
+  SequenceSet update_set;
+  if (job.update && !start_sequence_update(job, dataset, in.train, config, train_options, update_set, log)) {
     log << "update: nothing changed since the parent model; nothing to train\n";
     TrainResult unchanged;
     unchanged.unchanged = true;
@@ -378,7 +379,8 @@ TrainResult train_sequence(const TrainPlan& plan, std::ostream& log) {
     train_options.embedding_updates = config.num_items <= uint64_t{16} * job.batch_size * config.max_sequence
                                      ? EmbeddingUpdates::kDense : EmbeddingUpdates::kLazy;
   auto [run, state] = start_state(plan, config, dataset, log);
-  SequenceTrainer trainer(in.train, train_options, std::move(state));
+  if (job.update) in.train.item_features = {};  // the folded model: no metadata rows
+  SequenceTrainer trainer(job.update ? update_set : in.train, train_options, std::move(state));
   log << fmt::format("sasrec on the {}: {} users' sequences, {} positions an epoch, {} blocks x {} heads, hidden {}, up "
                      "to {} items each, {} item-row updates\n",
                      train_options.cuda ? "GPU" : "CPU (`--device cuda` trains it on the GPU)", in.train.num_users(),
