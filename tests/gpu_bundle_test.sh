@@ -14,9 +14,9 @@ BUILD_DIR="$build" bash "$src/bench/gpu_bundle.sh" --no-build "$work/bundle"
 OUT="$work/out" WORK="$work/scratch" bash "$work/bundle/gpu_check.sh"
 summary="$work/out/summary.md"
 for step in preflight smoke; do grep -q "^| $step | passed |" "$summary" || { echo "$step did not pass"; exit 1; }; done
-for step in tests sanitizer train bench infer; do
+for step in tests sasrec sanitizer train bench infer; do
   grep -q "^| $step | no device |" "$summary" || { echo "$step is not marked no device"; exit 1; }
 done
 grep -q "^| tests | no device | [0-9]* | [1-9][0-9]* passed, 0 failed" "$summary" || { echo "no CPU test ran"; exit 1; }
-[ "$(ls "$work/out" | wc -l)" -le 8 ] || { echo "more than 8 files in \$OUT"; exit 1; }
+[ "$(ls "$work/out" | wc -l)" -le 9 ] || { echo "more than 9 files in \$OUT"; exit 1; }
 echo "bundle ran through without a device"

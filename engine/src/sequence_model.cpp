@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include <Eigen/Core>
 #include <fmt/format.h>
 
 #include "sequence_pass.h"
@@ -138,15 +139,17 @@ void SequenceEncoder::encode(std::span<const uint32_t> items, std::span<float> h
 }
 
 void SequenceEncoder::score(std::span<const float> h, std::span<const uint32_t> items, std::span<float> out) const {
-  const size_t d = params_->config.hidden;
+  const int64_t d = params_->config.hidden;
   const float* table = params_->values.data() + layout_->items;
-  const size_t n = items.empty() ? params_->config.num_items : items.size();
-  for (size_t k = 0; k < n; ++k) {
-    const float* e = table + (items.empty() ? k : items[k]) * d;
-    float z = 0.0f;
-    for (size_t j = 0; j < d; ++j) z += h[j] * e[j];
-    out[k] = z;
+  const Eigen::Map<const Eigen::VectorXf> query(h.data(), d);
+  if (items.empty()) {  // the whole catalog: one matrix-vector product (vectorized, rows in blocks)
+    const int64_t n = params_->config.num_items;
+    const Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> rows(table, n, d);
+    Eigen::Map<Eigen::VectorXf>(out.data(), n).noalias() = rows * query;
+    return;
   }
+  for (size_t k = 0; k < items.size(); ++k)
+    out[k] = Eigen::Map<const Eigen::VectorXf>(table + items[k] * static_cast<size_t>(d), d).dot(query);
 }
 
 void SequenceEncoder::score_sequence(std::span<const uint32_t> sequence, std::span<const uint32_t> items,
