@@ -1718,6 +1718,55 @@ TYPED_TEST(Backends, MfKeepsItsHeadAndConstantColumns) {
 // columns are still exactly one and the feature rows' and projections' exactly zero, while each
 // side's features moved its own bias column; folded for serving (Scorer with the feature inputs)
 // the logit is the training forward pass by hand: id row plus features, p . q + b_u + b_i + b.
+// Update mode (train --update): users and items that are not flagged keep their rows and
+// optimizer state bit for bit though every batch uses them, and so do the dense layers, head and
+// feature tables; the flagged rows train as the CPU trains them.
+TYPED_TEST(Backends, UpdateModeLeavesFrozenRowsAsTheyWere) {
+  TrainingSet data = banded_training_set(41, 50);
+  ModelConfig config = odd_config(data, ModelKind::kNeuMF);
+  add_metadata(data, config);
+  TrainOptions options = step_options(LossKind::kBce, OptimizerKind::kAdam);
+  options.batch_size = 64;
+  options.trainable_users.assign(data.num_users, 0);
+  options.trainable_items.assign(data.num_items, 0);
+  for (uint32_t u = 0; u < data.num_users; u += 3) options.trainable_users[u] = 1;
+  for (uint32_t i = 0; i < data.num_items; i += 4) options.trainable_items[i] = 1;
+  options.freeze_dense = true;
+  ModelParams params = ModelParams::initialize(config, 31);
+  zero_untrained_rows(params, data);
+  const TrainState start = TrainState::fresh(params, options.optimizer);
+  auto got = TypeParam::backend(data, options, start);
+  auto want = reference_backend(data, options, start);
+  for (uint32_t epoch = 0; epoch < 2; ++epoch) {
+    ASSERT_TRUE(got->train_epoch(epoch, {}).finite);
+    ASSERT_TRUE(want->train_epoch(epoch, {}).finite);
+  }
+  const TrainState a = got->state(), b = want->state();
+  EXPECT_TRUE(states_near(a, b, within<TypeParam>(1e-5), within<TypeParam>(1e-3)));
+  const ModelParams& p = a.params;
+  const std::vector<const Tensor*> tensors = p.tensors(), before = start.params.tensors();
+  for (size_t t = ModelParams::kEmbeddingTables; t < tensors.size(); ++t)
+    EXPECT_EQ(tensors[t]->values, before[t]->values) << tensors[t]->name << " is frozen";
+  auto row = [](const Tensor& x, uint32_t r) {
+    return std::vector<float>(x.values.begin() + r * x.cols(), x.values.begin() + (r + 1) * x.cols());
+  };
+  uint32_t moved = 0;
+  for (uint32_t u = 0; u < data.num_users; ++u) {
+    if (options.trainable_users[u]) {
+      moved += row(p.user_gmf, u) != row(start.params.user_gmf, u);
+      continue;
+    }
+    ASSERT_EQ(row(p.user_mlp, u), row(start.params.user_mlp, u)) << "frozen user " << u;
+    ASSERT_EQ(row(a.state0[0], u), row(start.state0[0], u)) << "frozen user " << u;
+  }
+  for (uint32_t i = 0; i < data.num_items; ++i) {
+    if (!options.trainable_items[i]) {
+      ASSERT_EQ(row(p.item_gmf, i), row(start.params.item_gmf, i)) << "frozen item " << i;
+    }
+  }
+  EXPECT_GT(moved, data.num_users / 6);
+}
+
 TYPED_TEST(Backends, MfWithMetadataKeepsTheOnesAndLearnsTheBiases) {
   TrainingSet data = banded_training_set(41, 50);
   ModelConfig config = odd_config(data, ModelKind::kMF);

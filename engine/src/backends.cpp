@@ -65,13 +65,12 @@ std::unique_ptr<Backend> make_backend(const std::string& device, const TrainingS
   }
   std::string reason;
   const bool ranks = options.comm != nullptr && options.comm->size() > 1;
-  if (options.masked() && (ranks || device == "cuda")) {
-    throw Error(ranks ? "update mode (frozen rows and dense layers) trains in one process only; run it without mpirun"
-                      : "`device=cuda`: update mode (frozen rows and dense layers) runs on the CPU backend only; "
-                        "use `device=cpu`");
-  }
-  if (options.masked()) {
-    if (device == "auto" && notice) *notice = "update mode: training on the CPU backend (the CUDA backend has no update mask yet)";
+  if (options.masked() && ranks)
+    throw Error("update mode (frozen rows and dense layers) trains in one process only; run it without mpirun");
+  // The CUDA backend's update mask has its parity test (Backends.UpdateModeLeavesFrozenRowsAsTheyWere)
+  // but has not run on a device yet: `device=cuda` takes it, auto stays on the measured CPU path.
+  if (options.masked() && device == "auto") {
+    if (notice) *notice = "update mode: training on the CPU backend (`device=cuda` trains it on the GPU)";
     return make_cpu_backend(data, options, std::move(state));
   }
   if (ranks && device == "cuda") return make_cuda_ranks(data, options, std::move(state), notice);

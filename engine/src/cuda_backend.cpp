@@ -315,6 +315,9 @@ class CudaBackend final : public BackendBase {
       for (uint32_t i = 0; i < data_.num_items; ++i) trained[i] = data_.item_counts[i] > 0 ? 1 : 0;
       d_trained_items_.upload(trained, stream);
     }
+    // Update mode: which users' and items' rows train (empty: every row).
+    if (!options_.trainable_users.empty()) d_trainable_[0].upload(options_.trainable_users, stream);
+    if (!options_.trainable_items.empty()) d_trainable_[1].upload(options_.trainable_items, stream);
   }
 
   void upload_features(FeatureSide& side, const FeatureSpec& spec, const FeatureInputs& in) {
@@ -474,7 +477,7 @@ class CudaBackend final : public BackendBase {
   // f and mlp_offset as for add_features (d_gmf: [rows x f], null when f is 0).
   void update_features(FeatureSide& side, const cuda::DeviceBuffer<uint32_t>& ids, int64_t rows,
                        const float* d_gmf, int64_t f, int64_t mlp_offset, const BatchStep& b) {
-    if (side.table == kNone) return;
+    if (side.table == kNone || options_.freeze_dense) return;  // update mode: frozen
     cuda::StreamHandle stream = stream_.get();
     const int64_t e = state_.params.config.mlp_embedding();
     side.groups->build(side.view, ids.data(), rows, stream);
@@ -617,6 +620,7 @@ class CudaBackend final : public BackendBase {
       dense_comm_->allreduce_sum(d_dense_grad_.data(), d_dense_grad_.size(), stream);
       exchanged_bytes_ += d_dense_grad_.bytes();
     }
+    if (options_.freeze_dense) return;  // update mode: the dense layers, head and projections keep theirs
     cuda::dense_update(dense_params(b.optimizer), b.step_size, d_dense_.data(), d_dense_state0_.data(),
                        d_dense_state1_.data(), d_dense_grad_.data(), static_cast<int64_t>(d_dense_.size()),
                        loss_->halted(), stream);
@@ -659,9 +663,11 @@ class CudaBackend final : public BackendBase {
       cuda::drop_untrained_gradients(groups.rows(), groups.num_groups(), groups.max_groups(),
                                      d_trained_items_.data(), width, d_summed_.data(), stream);
     }
+    const cuda::DeviceBuffer<uint8_t>& trainable = d_trainable_[layout_[t].item_id_table() ? 1 : 0];
     cuda::sparse_update(b.optimizer, b.step_size, d_tables_[t].data(), d_table_state0_[t].data(),
                         d_table_state1_[t].data(), width, groups.rows(), groups.num_groups(),
-                        groups.max_groups(), d_summed_.data(), RowL2{groups.starts(), b.scale}, loss_->halted(), stream);
+                        groups.max_groups(), d_summed_.data(), RowL2{groups.starts(), b.scale}, loss_->halted(), stream,
+                        trainable.empty() ? nullptr : trainable.data());
     // MF: the constant column of the id table stays at one, as on the CPU.
     const TensorRole role = layout_[t].role;
     const int64_t constant = role == TensorRole::kUserGmf || role == TensorRole::kItemGmf
@@ -750,6 +756,7 @@ class CudaBackend final : public BackendBase {
   FeatureSide context_side_;                // entities: the positives; the ids: d_positives_
   cuda::DeviceBuffer<uint32_t> d_positives_;  // with context: the positive each batch row came from
   cuda::DeviceBuffer<unsigned char> d_trained_items_;  // item metadata: 1 where the item has positives
+  cuda::DeviceBuffer<uint8_t> d_trainable_[2];          // update mode: the users', the items' flags
   cuda::DeviceBuffer<float> d_feature_summed_, d_numeric_partial_;
 
   // Several ranks (sharded()): what sums the dense gradients, and the host staging of the rank

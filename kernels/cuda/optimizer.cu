@@ -27,12 +27,13 @@ __global__ void dense_update_kernel(UpdateArgs a, float* __restrict__ w, float* 
 __global__ void sparse_update_kernel(UpdateArgs a, float* __restrict__ table, float* __restrict__ s0,
                                      float* __restrict__ s1, int64_t width, const uint32_t* __restrict__ rows,
                                      const int* __restrict__ num_rows, const float* __restrict__ row_grads,
-                                     RowL2 l2, const int* __restrict__ halted) {
+                                     RowL2 l2, const int* __restrict__ halted, const uint8_t* __restrict__ trainable) {
   if (halted != nullptr && *halted) return;
   const int64_t total = static_cast<int64_t>(*num_rows) * width;
   for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < total;
        t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t k = t / width, j = t - k * width;
+    if (trainable != nullptr && !trainable[rows[k]]) continue;
     const int64_t i = static_cast<int64_t>(rows[k]) * width + j;
     apply_update(a.kind, a.step_size, a.beta1, a.beta2, a.eps, row_l2(a.l2, l2, k), table[i], s0[i], s1[i],
                  row_grads[t]);
@@ -92,11 +93,12 @@ void dense_update(const OptimizerParams& p, float step_size, float* d_weights, f
 void sparse_update(const OptimizerParams& p, float step_size, float* d_table, float* d_state0,
                    float* d_state1, int64_t width, const uint32_t* d_rows, const int* d_num_rows,
                    int64_t max_rows, const float* d_row_grads, const RowL2& l2, const int* d_halted,
-                   StreamHandle stream) {
+                   StreamHandle stream, const uint8_t* d_trainable) {
   if (width == 0 || max_rows == 0) return;
   constexpr int kBlock = 256;
   sparse_update_kernel<<<grid_for(max_rows * width, kBlock), kBlock, 0, stream>>>(
-      args_of(p, step_size), d_table, d_state0, d_state1, width, d_rows, d_num_rows, d_row_grads, l2, d_halted);
+      args_of(p, step_size), d_table, d_state0, d_state1, width, d_rows, d_num_rows, d_row_grads, l2, d_halted,
+      d_trainable);
   TB_CUDA_LAUNCH_CHECK("sparse_update_kernel", stream);
 }
 

@@ -17,11 +17,13 @@ void dense_update(const OptimizerParams& p, float step_size, float* d_weights, f
 
 // Lazy update of the touched table rows rows[0 .. *num_rows) (a count on the device, at most
 // max_rows) with their summed gradients row_grads [max_rows x width].
-// Each row's L2 is row_l2(p.l2, l2, k), l2.starts on the device.
+// Each row's L2 is row_l2(p.l2, l2, k), l2.starts on the device. Update mode: a row whose
+// d_trainable flag (per table row, on the device; null: every row trains) is 0 is left out, its
+// values and state untouched, as the CPU backend's trainable groups leave it.
 void sparse_update(const OptimizerParams& p, float step_size, float* d_table, float* d_state0,
                    float* d_state1, int64_t width, const uint32_t* d_rows, const int* d_num_rows,
                    int64_t max_rows, const float* d_row_grads, const RowL2& l2, const int* d_halted,
-                   StreamHandle stream);
+                   StreamHandle stream, const uint8_t* d_trainable = nullptr);
 
 // Dense embedding updates, the twin of cpu::untouched_update: every row of the table
 // [table_rows x width] not among rows[0 .. *num_rows) takes the step with a zero gradient and no

@@ -81,8 +81,8 @@ struct TrainOptions {
   // Update mode (train --update): only the id-table rows flagged here train (one flag per user
   // and per item; an empty vector: every row), and with freeze_dense the dense layers, the head,
   // the numeric projections and the feature and context tables keep their values and optimizer
-  // state. Frozen rows are left out of the lazy update, so they stay bit-identical. CPU backend,
-  // one process.
+  // state. Frozen rows are left out of the lazy update, so they stay bit-identical. One process
+  // (either backend).
   std::vector<uint8_t> trainable_users, trainable_items;
   bool freeze_dense = false;
   bool masked() const { return !trainable_users.empty() || !trainable_items.empty() || freeze_dense; }
