@@ -64,6 +64,29 @@ double batch_loss(SequencePass& pass, const SequenceParams& p, const TinyBatch& 
   return loss;
 }
 
+// Answering runs the last block for each sequence's newest row alone: the same h as the whole
+// forward pass's newest rows, for sequences of several lengths packed together (one longer than
+// the window), with one and with two heads.
+TEST(SequencePass, TheNewestRowsMatchTheWholeForward) {
+  for (const uint32_t heads : {1u, 2u}) {
+    SequenceConfig c = tiny_config();
+    c.heads = heads;
+    const SequenceParams p = SequenceParams::initialize(c, 8);
+    PackedSequences seqs;
+    for (const std::vector<uint32_t>& s : {std::vector<uint32_t>{3}, {1, 4, 2, 7, 3, 9, 5, 8}, {6, 0, 11}})
+      seqs.add(s, c.max_sequence);
+    SequencePass whole(c), newest(c);
+    whole.forward(p.values.data(), seqs, nullptr);
+    newest.forward_newest(p.values.data(), seqs);
+    for (size_t b = 0; b < seqs.count(); ++b) {
+      for (uint32_t j = 0; j < c.hidden; ++j) {
+        EXPECT_NEAR(newest.hidden()[b * c.hidden + j], whole.hidden()[(seqs.starts[b + 1] - 1) * c.hidden + j], 1e-5)
+            << "sequence " << b << ", column " << j << ", " << heads << " heads";
+      }
+    }
+  }
+}
+
 TEST(SequencePass, GradientsMatchFiniteDifferencesOfTheLoss) {
   const SequenceConfig c = tiny_config();
   SequenceParams p = SequenceParams::initialize(c, 5);

@@ -19,6 +19,7 @@ using tastebud::cpu::causal_attention_backward;
 using tastebud::cpu::causal_attention_forward;
 using tastebud::cpu::layer_norm_backward;
 using tastebud::cpu::layer_norm_forward;
+using tastebud::cpu::newest_query_attention;
 using tastebud::cpu::sampled_loss_forward_backward;
 using tastebud::cpu::scatter_item_grads;
 
@@ -150,6 +151,17 @@ TEST(CausalAttention, PaddingRowsAreZeroAndTheFutureIsInvisible) {
   bool last_changed = false;
   for (int64_t col = 0; col < d; ++col) last_changed |= before[(length - 1) * d + col] != after[(length - 1) * d + col];
   EXPECT_TRUE(last_changed);
+}
+
+// The newest position's attention alone is the last row of the whole causal attention.
+TEST(CausalAttention, TheNewestQueryAloneIsTheLastRow) {
+  const int64_t length = 9, heads = 2, dh = 3, d = heads * dh;
+  const std::vector<double> q = random_vector(length * d, 31), k = random_vector(length * d, 32),
+                            v = random_vector(length * d, 33);
+  std::vector<double> probs(heads * length * length), all(length * d), newest(d);
+  causal_attention_forward(q.data(), k.data(), v.data(), length, int64_t{0}, heads, dh, probs.data(), all.data());
+  newest_query_attention(q.data() + (length - 1) * d, k.data(), v.data(), length, heads, dh, newest.data());
+  for (int64_t col = 0; col < d; ++col) EXPECT_NEAR(newest[col], all[(length - 1) * d + col], 1e-14) << col;
 }
 
 TEST(SampledLoss, KnownAnswerAtZeroScores) {

@@ -133,9 +133,8 @@ void SequenceEncoder::encode(std::span<const uint32_t> items, std::span<float> h
   for (uint32_t i : items) TB_CHECK(i < c.num_items, fmt::format("item {} is outside the model's {} items", i, c.num_items));
   PackedSequences seqs;
   seqs.add(items, c.max_sequence);
-  pass->forward(params_->values.data(), seqs, nullptr);
-  const float* last = pass->hidden() + (seqs.rows() - 1) * int64_t{c.hidden};
-  std::copy(last, last + c.hidden, h.begin());
+  pass->forward_newest(params_->values.data(), seqs);
+  std::copy(pass->hidden(), pass->hidden() + c.hidden, h.begin());
 }
 
 void SequenceEncoder::score(std::span<const float> h, std::span<const uint32_t> items, std::span<float> out) const {

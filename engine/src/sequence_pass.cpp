@@ -105,6 +105,61 @@ void SequencePass::forward(const float* p, const PackedSequences& seqs, const Dr
                           kSequenceLayerNormEps, h_.data(), mean_f_.data(), rstd_f_.data());
 }
 
+void SequencePass::forward_newest(const float* p, const PackedSequences& seqs) {
+  resize(seqs);
+  const int64_t rows = seqs.rows();
+  const float scale = std::sqrt(static_cast<float>(d_));
+  float* x0 = xs_[0].data();
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* e = p + layout_.items + static_cast<size_t>(seqs.input[r]) * d_;
+    const float* pos = p + layout_.positions + static_cast<size_t>(seqs.position[r]) * d_;
+    for (int64_t c = 0; c < d_; ++c) x0[r * d_ + c] = e[c] * scale + pos[c];
+  }
+  for (size_t b = 0; b + 1 < acts_.size(); ++b) block_forward(p, b, seqs, nullptr);
+  newest_block_forward(p, seqs);
+}
+
+// The last block for each sequence's newest row: LN1, keys and values over every row, then the
+// query, attention, feed-forward and final norm of the newest rows alone (packed [count x d]).
+void SequencePass::newest_block_forward(const float* p, const PackedSequences& seqs) {
+  const size_t b = acts_.size() - 1;
+  const SequenceLayout::Block& w = layout_.blocks[b];
+  BlockActivations& a = acts_[b];
+  const int64_t rows = seqs.rows(), count = static_cast<int64_t>(seqs.count());
+  const int64_t heads = config_.heads, dh = d_ / heads;
+  const float* x = xs_[b].data();
+  cpu::layer_norm_forward(x, p + w.ln1_gamma, p + w.ln1_beta, rows, d_, kSequenceLayerNormEps, a.a1.data(),
+                          a.mean1.data(), a.rstd1.data());
+  cpu::dense_forward(a.a1.data(), rows, d_, p + w.wk, p + w.bk, d_, false, a.k.data());
+  cpu::dense_forward(a.a1.data(), rows, d_, p + w.wv, p + w.bv, d_, false, a.v.data());
+  float* newest_a1 = d_tmp_.data();  // [count x d] each, scratch the forward pass does not read
+  float* newest_x = d_tmp2_.data();
+  for (int64_t s = 0; s < count; ++s) {
+    const int64_t last = seqs.starts[s + 1] - 1;
+    std::copy_n(a.a1.data() + last * d_, d_, newest_a1 + s * d_);
+    std::copy_n(x + last * d_, d_, newest_x + s * d_);
+  }
+  cpu::dense_forward(newest_a1, count, d_, p + w.wq, p + w.bq, d_, false, a.q.data());
+  for (int64_t s = 0; s < count; ++s) {
+    const int64_t r0 = seqs.starts[s], n = seqs.starts[s + 1] - r0;
+    cpu::newest_query_attention(a.q.data() + s * d_, a.k.data() + r0 * d_, a.v.data() + r0 * d_, n, heads, dh,
+                                a.att.data() + s * d_);
+  }
+  const int64_t n = count * d_;
+  cpu::dense_forward(a.att.data(), count, d_, p + w.wo, p + w.bo, d_, false, tmp_.data());
+  std::copy(newest_x, newest_x + n, a.x1.begin());
+  add_into(a.x1.data(), tmp_.data(), n);
+  cpu::layer_norm_forward(a.x1.data(), p + w.ln2_gamma, p + w.ln2_beta, count, d_, kSequenceLayerNormEps, a.a2.data(),
+                          a.mean2.data(), a.rstd2.data());
+  cpu::dense_forward(a.a2.data(), count, d_, p + w.w1, p + w.b1, d_, true, a.f1.data());
+  cpu::dense_forward(a.f1.data(), count, d_, p + w.w2, p + w.b2, d_, false, tmp_.data());
+  float* out = xs_[b + 1].data();
+  std::copy(a.x1.begin(), a.x1.begin() + n, out);
+  add_into(out, tmp_.data(), n);
+  cpu::layer_norm_forward(out, p + layout_.final_gamma, p + layout_.final_beta, count, d_, kSequenceLayerNormEps,
+                          h_.data(), mean_f_.data(), rstd_f_.data());
+}
+
 void SequencePass::attention(size_t b, const PackedSequences& seqs, bool backward) {
   BlockActivations& a = acts_[b];
   const int64_t heads = config_.heads, dh = d_ / heads;

@@ -50,7 +50,12 @@ class SequencePass {
   // reads ([num_items x d]; null: params' own table E; training with metadata: E plus features).
   void forward(const float* params, const PackedSequences& seqs, const DropoutKeys* dropout,
                const float* items = nullptr);
-  const float* hidden() const { return h_.data(); }  // [rows x d]
+  const float* hidden() const { return h_.data(); }  // [rows x d]; after forward_newest [count x d]
+
+  // Answering: h of each sequence's newest position alone (hidden() row b for sequence b), the
+  // last block run for those rows only (its keys and values still read every row). The same
+  // values as forward's rows up to rounding, a third less work for two blocks.
+  void forward_newest(const float* params, const PackedSequences& seqs);
 
   // dh: the loss's gradient w.r.t. hidden(). Adds the dense tensors' gradients to grad_dense
   // (SequenceLayout::dense_size() floats, indexed from dense_begin) and writes d_input [rows x d],
@@ -68,6 +73,7 @@ class SequencePass {
   void block_backward(const float* params, size_t b, const PackedSequences& seqs, const DropoutKeys* dropout,
                       float* grad_dense, cpu::AlignedVector<float>& dx);
   void attention(size_t b, const PackedSequences& seqs, bool backward);
+  void newest_block_forward(const float* params, const PackedSequences& seqs);
   void apply_dropout(const PackedSequences& seqs, const DropoutKeys& keys, uint32_t site, float* x,
                      std::vector<uint8_t>& mask) const;
 

@@ -111,6 +111,29 @@ void causal_attention_forward(const T* q, const T* k, const T* v, int64_t L, int
   }
 }
 
+// Answering: the attention of a sequence's newest position alone, its query q [1 x d] over the n
+// keys and values k, v [n x d] (the newest last), out [1 x d] overwritten: the last row of
+// causal_attention_forward's output without the n x n weights.
+template <class T>
+void newest_query_attention(const T* q, const T* k, const T* v, int64_t n, int64_t heads, int64_t dh, T* out) {
+  const int64_t d = heads * dh;
+  const T scale = T(1) / std::sqrt(T(dh));
+  const Eigen::OuterStride<> row_stride(d);
+  Eigen::Matrix<T, 1, Eigen::Dynamic> p(n);
+  for (int64_t h = 0; h < heads; ++h) {
+    ConstStridedMap<T> kh(k + h * dh, n, dh, row_stride), vh(v + h * dh, n, dh, row_stride);
+    ConstRowVectorMap<T> qh(q + h * dh, dh);
+    RowVectorMap<T> oh(out + h * dh, dh);
+    p.noalias() = qh * kh.transpose();
+    auto row = p.array();
+    row *= scale;
+    const T top = row.maxCoeff();
+    row = (row - top).exp();
+    row /= row.sum();
+    oh.noalias() = p * vh;
+  }
+}
+
 // dq, dk, dv overwritten ([L x d]; padding rows 0).
 template <class T>
 void causal_attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* probs,
