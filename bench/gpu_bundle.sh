@@ -59,7 +59,7 @@ missing=$(for b in "$DIR"/bin/*; do ldd "$b"; done | grep "not found" | sort -u 
 
 cp "$ROOT/bench/gpu_check.sh" "$DIR/gpu_check.sh"
 mkdir -p "$DIR/peers"
-cp "$ROOT/bench/peers/pytorch_sasrec.py" "$DIR/peers/"
+cp "$ROOT/bench/peers/pytorch_sasrec.py" "$ROOT/bench/peers/pytorch_neumf.py" "$ROOT/bench/peers/pytorch_neumf_gpu.py" "$DIR/peers/"
 chmod +x "$DIR/gpu_check.sh"
 {
   echo "commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+changes')"

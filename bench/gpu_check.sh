@@ -3,7 +3,8 @@
 # script): nothing is built or installed here, so it runs on a bare machine with the NVIDIA driver
 # and the CUDA toolkit (or Python's nvidia-* wheels for cuBLAS).
 #
-# Steps, in order of value, each with a fixed time budget (under 9 minutes together on an H200):
+# Steps, in order of value, each with a fixed time budget (about 7 minutes together on an H200;
+# the device tool allows 10 a call):
 #   preflight   nvidia-smi, every binary's ldd with nothing "not found", the CPU flags of the build
 #   smoke       tiny generate, import, train and batch-infer with the bundled tastebud (no GPU needed)
 #   tests       the CUDA test suites with TASTEBUD_CUDA_SYNC=1 (their CPU instances run without a GPU)
@@ -13,8 +14,10 @@
 #               bundle carries no MPI launcher) two ranks of the CUDA backend against one process
 #   sanitizer   compute-sanitizer memcheck and racecheck on a few CUDA tests
 #   train       an ML-20M-sized shop: TF32 and FP32, a few epochs, HR@10 each epoch; the CPU's first
-#               epoch on a 10% subsample for the speed ratio
-#   bench       the kernel micro-benchmarks, short
+#               epoch on a 10% subsample for the speed ratio; the PyTorch GPU peer
+#               (peers/pytorch_neumf_gpu.py: fp32, tf32, bf16) on the same shop, and the ratios
+#   bench       the kernel micro-benchmarks at batch 65,536 and top-K, short; ncu's per-kernel time
+#               of ten training steps (batch 65,536, TF32), summed per step
 #   infer       batch-infer of 1M users x 25K items on the GPU against 20K users on the CPU path
 # Steps that need a GPU are marked "no device" when there is none, and the check still exits 0;
 # it exits 1 when a step failed.
@@ -34,6 +37,7 @@ mkdir -p "$OUT" "$WORK"
 START=$(date +%s)
 STEPS=()       # "| step | status | seconds | result |" rows of summary.md
 TRAIN_ROWS=()  # per-epoch rows of the training step
+PEER_ROWS=()   # per batch and precision: tastebud against the PyTorch GPU peer
 FAILED=0
 
 now() { echo $(( $(date +%s) - START )); }
@@ -55,6 +59,15 @@ summary() {
       echo "| run | epoch | M samples/s | epoch s | HR@10 | loss |"
       echo "|-----|-------|-------------|---------|-------|------|"
       printf '%s\n' "${TRAIN_ROWS[@]}"
+    fi
+    if [ ${#PEER_ROWS[@]} -gt 0 ]; then
+      echo
+      echo "The same shop against peers/pytorch_neumf_gpu.py (fused Adam, data and negatives on the GPU):"
+      echo "tastebud's best epoch, the peer's one timed epoch; M samples/s."
+      echo
+      echo "| batch | precision | tastebud | PyTorch | ratio |"
+      echo "|-------|-----------|----------|---------|-------|"
+      printf '%s\n' "${PEER_ROWS[@]}"
     fi
   } >"$OUT/summary.md.tmp" && mv "$OUT/summary.md.tmp" "$OUT/summary.md"
 }
@@ -226,16 +239,17 @@ t0=$(now)
 : >"$OUT/sanitizer.log"
 sanitizer=$(command -v compute-sanitizer || ls "${CUDA_HOME:-/usr/local/cuda}"/bin/compute-sanitizer /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
 subset='Backends/cuda.OneWholeTrainingStep:Backends/cuda.FillRows*:Backends/cuda.FeatureSums*:Backends/cuda.ContextTrainingTracksTheCpu'
+# racecheck is many times slower: ContextTrainingTracksTheCpu alone overran 30 s (2026-12-04).
+race_subset='Backends/cuda.OneWholeTrainingStep:Backends/cuda.FillRows*:Backends/cuda.FeatureSums*'
 if ! have_gpu; then step sanitizer "no device" 0 "-"
 elif [ -z "$sanitizer" ]; then step sanitizer "not found" 0 "compute-sanitizer is not in the toolkit here"
 else
   ok=1
-  for tool in memcheck racecheck; do
-    run 30 sanitizer.log "$sanitizer" --tool "$tool" --error-exitcode 99 "$BIN/test_backends" --gtest_filter="$subset" || ok=0
-  done
+  run 30 sanitizer.log "$sanitizer" --tool memcheck --error-exitcode 99 "$BIN/test_backends" --gtest_filter="$subset" || ok=0
+  run 40 sanitizer.log "$sanitizer" --tool racecheck --error-exitcode 99 "$BIN/test_backends" --gtest_filter="$race_subset" || ok=0
   run 25 sanitizer.log "$sanitizer" --tool memcheck --error-exitcode 99 "$BIN/test_gpu_scorer" --gtest_filter='*Exclusion*:*Filter*' || ok=0
   errors=$(grep -c "ERROR SUMMARY: [1-9]" "$OUT/sanitizer.log" || true)
-  step sanitizer "$([ "$ok" = 1 ] && echo passed || echo FAILED)" $(( $(now) - t0 )) "memcheck + racecheck on $subset; $errors runs with errors"
+  step sanitizer "$([ "$ok" = 1 ] && echo passed || echo FAILED)" $(( $(now) - t0 )) "memcheck on $subset, racecheck on $race_subset; $errors runs with errors"
 fi
 
 # --- train
@@ -264,6 +278,28 @@ train() {  # label device batch epochs data budget extra...
   done < <(tail -n +"$((mark + 1))" "$OUT/train.log" | grep -E "^epoch +[0-9]")
   return $rc
 }
+# The PyTorch GPU peer on the same shop's split (export_split), each precision at each batch, one
+# timed epoch; a row per (batch, precision) that tastebud trained too. No torch here: no rows.
+peer_beside() {
+  python3 -c "import torch" 2>/dev/null || { echo "no torch: the peer is skipped" >>"$OUT/train.log"; return 0; }
+  run 60 train.log "$BIN/export_split" "$WORK/ml20m" "$WORK/ml20m-split" || return 1
+  local mark
+  mark=$(wc -l <"$OUT/train.log")
+  run 150 train.log python3 "$HERE/peers/pytorch_neumf_gpu.py" "$WORK/ml20m-split" --variants fp32,tf32,bf16 \
+    --batches 65536,1048576 || return 1
+  local label batch precision ours theirs
+  for label in gpu-b65536-tf32 gpu-b65536-fp32 gpu-b1048576-tf32; do
+    batch=${label#gpu-b}; precision=${batch#*-}; batch=${batch%-*}
+    ours=$(printf '%s\n' "${TRAIN_ROWS[@]}" | awk -F'|' -v l="$label" '$2 ~ l { if ($4 + 0 > best) best = $4 + 0 } END { print best + 0 }')
+    theirs=$(tail -n +"$((mark + 1))" "$OUT/train.log" | grep '^{"variant"' |
+             python3 -c "import json,sys; print(max([json.loads(l)['samples_per_s'] / 1e6 for l in sys.stdin if json.loads(l)['variant'] == '$precision' and json.loads(l)['batch'] == $batch] or [0]))")
+    PEER_ROWS+=("$(awk -v b="$batch" -v p="$precision" -v o="$ours" -v t="$theirs" 'BEGIN { printf "| %s | %s | %.1f | %.1f | %s |", b, p, o, t, (t > 0 ? sprintf("%.2fx", o / t) : "n/a") }')")
+  done
+  local row
+  while read -r row; do PEER_ROWS+=("$row"); done < <(tail -n +"$((mark + 1))" "$OUT/train.log" | grep '^{"variant": "bf16"' |
+    python3 -c "import json,sys; [print(f\"| {d['batch']} | bf16 (peer only) | - | {d['samples_per_s'] / 1e6:.1f} | - |\") for d in map(json.loads, sys.stdin)]")
+  rm -rf "$WORK/ml20m-split"
+}
 if ! have_gpu; then step train "no device" 0 "-"
 else
   ok=1
@@ -273,6 +309,7 @@ else
     train gpu-b65536-fp32 cuda 65536 3 ml20m 40 || ok=0
     train gpu-b1048576-tf32 cuda 1048576 2 ml20m 25 --tf32 || ok=0
     train cpu-b65536-subsample cpu 65536 1 ml20m-cpu 35 || ok=0
+    peer_beside || ok=0
   fi
   gpu_rate=$(printf '%s\n' "${TRAIN_ROWS[@]}" | awk -F'|' '$2 ~ /gpu-b65536-tf32/ && $3 + 0 == 1 { print $4 + 0 }')
   cpu_rate=$(printf '%s\n' "${TRAIN_ROWS[@]}" | awk -F'|' '$2 ~ /cpu-b65536/ && $3 + 0 == 1 { print $4 + 0 }')
@@ -282,15 +319,54 @@ else
   rm -rf "$WORK/ml20m-cpu" "$WORK"/model-*
 fi
 
+# ncu's per-kernel time of about ten training steps (batch 65,536, TF32) on the ML-20M-sized shop,
+# summed per kernel over the steps (dense_update_kernel runs once a step), into bench.log.
+profile_step() {
+  local ncu csv="$WORK/ncu.csv"
+  ncu=$(command -v ncu || ls "${CUDA_HOME:-/usr/local/cuda}"/bin/ncu /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
+  if [ -z "$ncu" ] || [ ! -d "$WORK/ml20m" ]; then echo "profile: no ncu or no shop; skipped" >>"$OUT/bench.log"; return 0; fi
+  rm -rf "$WORK/model-profile" "$csv"
+  run 90 bench.log "$ncu" --clock-control none --metrics gpu__time_duration.sum --csv --log-file "$csv" \
+    --launch-skip 400 --launch-count 700 "$TB" train --data "$WORK/ml20m" --out "$WORK/model-profile" --device cuda \
+    --batch-size 65536 --epochs 1 --model neumf --factors 64 --layers 256,256,128,64 --negatives 4 --tf32 \
+    --eval none --no-progress --seed 1 || return 1
+  PROFILE=$(python3 - "$csv" <<'PY' 2>>"$OUT/bench.log"
+import collections, csv, sys
+rows = list(csv.reader(open(sys.argv[1])))
+at = next(i for i, r in enumerate(rows) if r and r[0] == "ID")
+head = rows[at]
+name, unit, value = head.index("Kernel Name"), head.index("Metric Unit"), head.index("Metric Value")
+scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "second": 1e6}
+total, count = collections.defaultdict(float), collections.Counter()
+for r in rows[at + 1:]:
+    if len(r) == len(head):
+        k = r[name][:72]
+        total[k] += float(r[value].replace(",", "")) * scale.get(r[unit], 1.0)
+        count[k] += 1
+steps = max(1, sum(n for k, n in count.items() if "dense_update_kernel" in k))
+whole = sum(total.values())
+print(f"ncu: {whole / steps:.0f} us/step over {steps} steps at batch 65536 (TF32)")
+for k, v in sorted(total.items(), key=lambda kv: -kv[1])[:15]:
+    print(f"{v / steps:9.1f} us/step {100 * v / whole:5.1f}%  x{count[k] / steps:4.1f}  {k}")
+PY
+)
+  echo "$PROFILE" >>"$OUT/bench.log"
+  rm -rf "$WORK/model-profile" "$csv"
+  [ -n "$PROFILE" ]
+}
+
 # --- bench
 t0=$(now)
 : >"$OUT/bench.log"
 if ! have_gpu; then step bench "no device" 0 "-"
 else
   ok=1
-  run 40 bench.log "$BIN/bench_kernels_cuda" --benchmark_min_time=0.05 || ok=0
+  # The batch-65,536 kernels and top-K: the whole list did not finish in 120 s (2026-12-04).
+  run 60 bench.log "$BIN/bench_kernels_cuda" --benchmark_min_time=0.05 --benchmark_filter='rows:65536|top_k' || ok=0
+  profile_step || ok=0
   topk=$(grep -E "^score_top_k" "$OUT/bench.log" | head -3 | awk '{ print $1, $2, $3 }' | paste -sd ';' -)
-  step bench "$([ "$ok" = 1 ] && echo passed || echo FAILED)" $(( $(now) - t0 )) "see bench.log; top-K: ${topk:-n/a}"
+  step bench "$([ "$ok" = 1 ] && echo passed || echo FAILED)" $(( $(now) - t0 )) \
+    "see bench.log; top-K: ${topk:-n/a}; $(head -1 <<<"${PROFILE:-ncu: no profile}")"
 fi
 
 # --- infer
