@@ -80,11 +80,12 @@ void register_all() {
 
     struct Gemm { int64_t in, out; };
     for (const Gemm g : {Gemm{256, 256}, Gemm{256, 128}, Gemm{128, 64}}) {
-      for (bool tf32 : {false, true}) {
-        const std::string shape = std::to_string(g.in) + "x" + std::to_string(g.out) + (tf32 ? "/tf32" : "/fp32");
-        benchmark::RegisterBenchmark(("dense_forward/" + shape + tag).c_str(), [rows, g, tf32](benchmark::State& state) {
+      for (const cu::GemmPrecision precision : {cu::GemmPrecision::kFp32, cu::GemmPrecision::kTf32, cu::GemmPrecision::kBf16}) {
+        const char* name = precision == cu::GemmPrecision::kFp32 ? "/fp32" : precision == cu::GemmPrecision::kTf32 ? "/tf32" : "/bf16";
+        const std::string shape = std::to_string(g.in) + "x" + std::to_string(g.out) + name;
+        benchmark::RegisterBenchmark(("dense_forward/" + shape + tag).c_str(), [rows, g, precision](benchmark::State& state) {
           cu::Stream stream;
-          cu::Blas blas(stream.get(), tf32);
+          cu::Blas blas(stream.get(), precision);
           auto in = cu::to_device(random_floats(rows * g.in, 3));
           auto w = cu::to_device(random_floats(g.in * g.out, 4, 0.05f));
           auto b = cu::to_device(random_floats(g.out, 5));
@@ -93,9 +94,9 @@ void register_all() {
             cu::dense_forward(blas, in.data(), rows, g.in, w.data(), b.data(), g.out, true, out.data());
           }, 4.0 * (rows * g.in + g.in * g.out + 2 * rows * g.out), 2.0 * rows * g.in * g.out);
         })->UseManualTime()->Unit(benchmark::kMicrosecond);
-        benchmark::RegisterBenchmark(("dense_backward/" + shape + tag).c_str(), [rows, g, tf32](benchmark::State& state) {
+        benchmark::RegisterBenchmark(("dense_backward/" + shape + tag).c_str(), [rows, g, precision](benchmark::State& state) {
           cu::Stream stream;
-          cu::Blas blas(stream.get(), tf32);
+          cu::Blas blas(stream.get(), precision);
           auto in = cu::to_device(random_floats(rows * g.in, 3));
           auto out = cu::to_device(random_floats(rows * g.out, 6));
           auto d_out = cu::to_device(random_floats(rows * g.out, 7));

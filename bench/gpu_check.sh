@@ -287,17 +287,27 @@ peer_beside() {
   mark=$(wc -l <"$OUT/train.log")
   run 150 train.log python3 "$HERE/peers/pytorch_neumf_gpu.py" "$WORK/ml20m-split" --variants fp32,tf32,bf16 \
     --batches 65536,1048576 || return 1
-  local label batch precision ours theirs
-  for label in gpu-b65536-tf32 gpu-b65536-fp32 gpu-b1048576-tf32; do
-    batch=${label#gpu-b}; precision=${batch#*-}; batch=${batch%-*}
-    ours=$(printf '%s\n' "${TRAIN_ROWS[@]}" | awk -F'|' -v l="$label" '$2 ~ l { if ($4 + 0 > best) best = $4 + 0 } END { print best + 0 }')
-    theirs=$(tail -n +"$((mark + 1))" "$OUT/train.log" | grep '^{"variant"' |
-             python3 -c "import json,sys; print(max([json.loads(l)['samples_per_s'] / 1e6 for l in sys.stdin if json.loads(l)['variant'] == '$precision' and json.loads(l)['batch'] == $batch] or [0]))")
-    PEER_ROWS+=("$(awk -v b="$batch" -v p="$precision" -v o="$ours" -v t="$theirs" 'BEGIN { printf "| %s | %s | %.1f | %.1f | %s |", b, p, o, t, (t > 0 ? sprintf("%.2fx", o / t) : "n/a") }')")
-  done
-  local row
-  while read -r row; do PEER_ROWS+=("$row"); done < <(tail -n +"$((mark + 1))" "$OUT/train.log" | grep '^{"variant": "bf16"' |
-    python3 -c "import json,sys; [print(f\"| {d['batch']} | bf16 (peer only) | - | {d['samples_per_s'] / 1e6:.1f} | - |\") for d in map(json.loads, sys.stdin)]")
+  # One row per (batch, precision) the peer ran: tastebud's best epoch at the same, where it trained one.
+  local row rows_file="$WORK/peer-rows.txt"
+  { printf '%s\n' "${TRAIN_ROWS[@]}"; tail -n +"$((mark + 1))" "$OUT/train.log" | grep '^{"variant"'; } >"$rows_file"
+  while read -r row; do PEER_ROWS+=("$row"); done < <(python3 - "$rows_file" <<'PY'
+import json, sys
+ours, peer = {}, []
+for line in open(sys.argv[1]):
+    if line.startswith("{"):
+        peer.append(json.loads(line))
+    elif line.startswith("| gpu-b"):
+        cells = [c.strip() for c in line.split("|")]
+        batch, precision = cells[1][len("gpu-b"):].split("-")
+        key = (int(batch), precision)
+        ours[key] = max(ours.get(key, 0.0), float(cells[3].rstrip("M")))
+for d in peer:
+    o, t = ours.get((d["batch"], d["variant"])), d["samples_per_s"] / 1e6
+    ratio = f"{o / t:.2f}x" if o else "-"
+    print(f"| {d['batch']} | {d['variant']} | {o if o else '-'} | {t:.1f} | {ratio} |")
+PY
+)
+  rm -f "$rows_file"
   rm -rf "$WORK/ml20m-split"
 }
 if ! have_gpu; then step train "no device" 0 "-"
@@ -305,9 +315,10 @@ else
   ok=1
   gen_import ml20m 138000 20000000 && gen_import ml20m-cpu 13800 2000000 || ok=0
   if [ "$ok" = 1 ]; then
-    train gpu-b65536-tf32 cuda 65536 3 ml20m 40 --tf32 || ok=0
+    train gpu-b65536-tf32 cuda 65536 3 ml20m 40 --precision tf32 || ok=0
     train gpu-b65536-fp32 cuda 65536 3 ml20m 40 || ok=0
-    train gpu-b1048576-tf32 cuda 1048576 2 ml20m 25 --tf32 || ok=0
+    train gpu-b1048576-tf32 cuda 1048576 2 ml20m 25 --precision tf32 || ok=0
+    train gpu-b1048576-bf16 cuda 1048576 2 ml20m 25 --precision bf16 || ok=0
     train cpu-b65536-subsample cpu 65536 1 ml20m-cpu 35 || ok=0
     peer_beside || ok=0
   fi

@@ -141,7 +141,10 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--impression-negatives", job->impression_negatives,
                   "Share of negatives drawn from items the user was shown (IMPRESSION) and did not act on")
       ->capture_default_str();
-  cmd->add_flag("--tf32", job->tf32, "CUDA: TF32 tensor cores for the dense layers (faster, 10-bit mantissa products)");
+  cmd->add_option("--precision", job->precision,
+                  "CUDA: how the dense layers multiply: fp32, or for the tensor cores tf32 (10-bit mantissa) or "
+                  "bf16 (7-bit); fp32 accumulation, weights and optimizer state either way (default fp32)");
+  cmd->add_flag("--tf32", job->tf32, "CUDA: the same as --precision tf32");
   cmd->add_option("--threads", job->threads, "CPU threads (0: all cores)")->capture_default_str();
   cmd->add_option("--seed", job->seed, "Seed of every random draw")->capture_default_str();
   cmd->add_option("--eval", job->eval, "loo (HR/NDCG@10 among 99 negatives), holdout (newest 10%), personalize (the service's: newest 10% of a random 10% of the users), cold-items (20% of items cold, ranked among 99 cold items) or none")->capture_default_str();

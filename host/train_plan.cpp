@@ -56,6 +56,15 @@ OptimizerKind parse_optimizer(const std::string& name) {
 }
 
 // `auto` is the dataset's to resolve (run_training); until then it reads lazy.
+// `precision` with the older `tf32` switch, which means precision tf32.
+Precision parse_precision(const std::string& name, bool tf32) {
+  const Precision p = name == "fp32" ? Precision::kFp32 : name == "tf32" ? Precision::kTf32
+                      : name == "bf16" ? Precision::kBf16
+                      : throw Error(fmt::format("unknown `precision` '{}': expected fp32, tf32 or bf16", name));
+  TB_CHECK(!tf32 || p != Precision::kBf16, "`tf32` and `precision` bf16 disagree: give one of them");
+  return tf32 ? Precision::kTf32 : p;
+}
+
 EmbeddingUpdates parse_embedding_updates(const std::string& name) {
   if (name == "lazy" || name == "auto") return EmbeddingUpdates::kLazy;
   if (name == "dense") return EmbeddingUpdates::kDense;
@@ -88,7 +97,7 @@ TrainOptions train_options_of(const TrainJob& job) {
   options.embedding_updates = parse_embedding_updates(job.embedding_updates);
   options.seed = job.seed;
   options.threads = job.threads;
-  options.tf32 = job.tf32;
+  options.precision = parse_precision(job.precision, job.tf32);
   TB_CHECK(job.impression_negatives >= 0.0f && job.impression_negatives <= 1.0f,
            "`impression_negatives` is a share of the negatives, from 0 to 1");
   options.impression_share = job.impression_negatives;

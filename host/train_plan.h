@@ -55,7 +55,8 @@ struct TrainJob {
   std::string sampler = "uniform";
   float sampler_alpha = 0.75f;
   std::string device = "auto";
-  bool tf32 = false;
+  std::string precision = "fp32";  // fp32, tf32 or bf16 (CUDA's dense layers)
+  bool tf32 = false;               // --tf32: precision tf32, as before --precision existed
   float impression_negatives = 0.0f;  // share of negatives from the user's ignored impressions
   uint32_t threads = 0;
   uint64_t seed = 1;

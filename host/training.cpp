@@ -67,6 +67,7 @@ json job_to_json(const TrainPlan& plan) {
   if (!job.warm_start.empty()) j["warm_start"] = fs::absolute(job.warm_start).lexically_normal().string();
   if (job.update) j["update"] = true;
   if (job.embedding_updates != "lazy") j["embedding_updates"] = job.embedding_updates;
+  if (plan.options.precision != Precision::kFp32) j["precision"] = plan.options.precision == Precision::kTf32 ? "tf32" : "bf16";
   return j;
 }
 

@@ -903,5 +903,28 @@ TEST(TrainPlan, ParsesEveryChoiceOfAJob) {
   EXPECT_THROW(make_plan(j), Error);
 }
 
+// --precision, and --tf32 as the same as --precision tf32; a bad value or a clash names `precision`.
+TEST(TrainPlan, PrecisionIsParsedAndTf32IsItsAlias) {
+  TrainJob j;
+  EXPECT_EQ(make_plan(j).options.precision, Precision::kFp32);
+  j.precision = "bf16";
+  EXPECT_EQ(make_plan(j).options.precision, Precision::kBf16);
+  j.precision = "tf32";
+  EXPECT_EQ(make_plan(j).options.precision, Precision::kTf32);
+  j.precision = "fp32";
+  j.tf32 = true;
+  EXPECT_EQ(make_plan(j).options.precision, Precision::kTf32);
+  for (const char* bad : {"bf16", "fp16"}) {
+    j.precision = bad;
+    j.tf32 = std::string(bad) == "bf16";
+    try {
+      make_plan(j);
+      ADD_FAILURE() << bad << " was taken";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("`precision`"), std::string::npos) << e.what();
+    }
+  }
+}
+
 }  // namespace
 }  // namespace tastebud::host

@@ -82,11 +82,17 @@ struct FeatureSide {
   std::unique_ptr<cuda::FeatureGroups> groups;
 };
 
+cuda::GemmPrecision gemm_precision(Precision p) {
+  return p == Precision::kTf32 ? cuda::GemmPrecision::kTf32
+         : p == Precision::kBf16 ? cuda::GemmPrecision::kBf16
+                                 : cuda::GemmPrecision::kFp32;
+}
+
 class CudaBackend final : public BackendBase {
  public:
   CudaBackend(const TrainingSet& data, const TrainOptions& options, TrainState state,
               std::unique_ptr<DeviceCommunicator> dense_comm)
-      : BackendBase(data, options, std::move(state)), blas_(stream_.get(), options.tf32),
+      : BackendBase(data, options, std::move(state)), blas_(stream_.get(), gemm_precision(options.precision)),
         dense_comm_(std::move(dense_comm)) {
     const ModelConfig& config = state_.params.config;
     TB_CHECK(!sharded() || (dense_comm_ && !config.has_metadata() && !config.has_context() && !options.masked()),

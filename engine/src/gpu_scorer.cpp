@@ -148,7 +148,7 @@ GpuScorer::Impl::Impl(const ModelParams& params) : config(params.config) {
         upload(weights[j], std::span<const float>(params.weights[j].values), s);
         upload(biases[j], std::span<const float>(params.biases[j].values), s);
       }
-      blas = std::make_unique<cuda::Blas>(s, false);
+      blas = std::make_unique<cuda::Blas>(s, cuda::GemmPrecision::kFp32);
     }
     stream.synchronize();  // item_mlp goes away here
   }

@@ -47,7 +47,7 @@ struct DeviceBlock {
 class CudaSequenceTrainer final : public SequenceTrainerBase {
  public:
   CudaSequenceTrainer(const SequenceSet& data, const SequenceTrainOptions& options, SequenceState state)
-      : SequenceTrainerBase(data, options, std::move(state)), blas_(stream_.get(), false), blocks_(config().blocks),
+      : SequenceTrainerBase(data, options, std::move(state)), blas_(stream_.get(), cuda::GemmPrecision::kFp32), blocks_(config().blocks),
         xs_(config().blocks + 1) {
     cuda::StreamHandle stream = stream_.get();
     w_.upload(std::span<const float>(state_.params.values), stream);

@@ -140,12 +140,13 @@ Stream::~Stream() {
   if (handle_) cudaStreamDestroy(handle_);
 }
 
-Blas::Blas(StreamHandle stream, bool tf32) : tf32_(tf32) {
+Blas::Blas(StreamHandle stream, GemmPrecision precision) : precision_(precision) {
   TB_CUBLAS_CHECK(cublasCreate(&handle_));
   try {
     TB_CUBLAS_CHECK(cublasSetStream(handle_, stream));
     TB_CUBLAS_CHECK(cublasSetPointerMode(handle_, CUBLAS_POINTER_MODE_HOST));
-    TB_CUBLAS_CHECK(cublasSetMathMode(handle_, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+    TB_CUBLAS_CHECK(cublasSetMathMode(
+        handle_, precision == GemmPrecision::kTf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
   } catch (...) {
     cublasDestroy(handle_);
     throw;
@@ -155,7 +156,7 @@ Blas& Blas::operator=(Blas&& other) noexcept {
   if (this != &other) {
     if (handle_) cublasDestroy(handle_);
     handle_ = std::exchange(other.handle_, nullptr);
-    tf32_ = other.tf32_;
+    precision_ = other.precision_;
   }
   return *this;
 }

@@ -125,22 +125,27 @@ class Stream {
   StreamHandle handle_ = nullptr;
 };
 
-// A cuBLAS handle bound to one stream; TF32 tensor-core math when asked for.
+// How the matrix products multiply: fp32 throughout, or fp32 operands rounded to TF32 (10-bit
+// mantissa) or to bfloat16 (7-bit) for the tensor cores, accumulating in fp32 either way
+// (cuBLAS's CUBLAS_COMPUTE_32F_FAST_TF32 / _FAST_16BF). Storage stays fp32.
+enum class GemmPrecision { kFp32, kTf32, kBf16 };
+
+// A cuBLAS handle bound to one stream, multiplying at `precision`.
 class Blas {
  public:
-  Blas(StreamHandle stream, bool tf32);
+  Blas(StreamHandle stream, GemmPrecision precision);
   Blas(const Blas&) = delete;
   Blas& operator=(const Blas&) = delete;
   Blas(Blas&& other) noexcept
-      : handle_(std::exchange(other.handle_, nullptr)), tf32_(other.tf32_) {}
+      : handle_(std::exchange(other.handle_, nullptr)), precision_(other.precision_) {}
   Blas& operator=(Blas&& other) noexcept;
   ~Blas();
   BlasHandle get() const { return handle_; }
-  bool tf32() const { return tf32_; }
+  GemmPrecision precision() const { return precision_; }
 
  private:
   BlasHandle handle_ = nullptr;
-  bool tf32_ = false;
+  GemmPrecision precision_ = GemmPrecision::kFp32;
 };
 
 // Timing with CUDA events, for the benchmarks: milliseconds between record_start and record_stop.

@@ -81,7 +81,9 @@ void gemm(const Blas& blas, bool trans_a, bool trans_b, int64_t m, int64_t n, in
   // each row-major matrix as its column-major transpose.
   const int lda = static_cast<int>(trans_a ? m : k);
   const int ldb = static_cast<int>(trans_b ? k : n);
-  const cublasComputeType_t compute = blas.tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  const cublasComputeType_t compute = blas.precision() == GemmPrecision::kTf32   ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                      : blas.precision() == GemmPrecision::kBf16 ? CUBLAS_COMPUTE_32F_FAST_16BF
+                                                                                 : CUBLAS_COMPUTE_32F;
   TB_CUBLAS_CHECK(cublasGemmEx(blas.get(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
                                trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<int>(n),
                                static_cast<int>(m), static_cast<int>(k), &alpha, d_b, CUDA_R_32F, ldb,

@@ -65,6 +65,7 @@ const std::map<std::string, Setter>& setters() {
       {"sampler_alpha", set(&TrainJob::sampler_alpha)},
       {"device", set(&TrainJob::device)},
       {"tf32", set(&TrainJob::tf32)},
+      {"precision", set(&TrainJob::precision)},
       {"impression_negatives", set(&TrainJob::impression_negatives)},
       {"threads", set(&TrainJob::threads)},
       {"seed", set(&TrainJob::seed)},

@@ -60,6 +60,8 @@ struct TrainingSet {
 // also keeps the id rows of items without positives at zero while they are sampled as negatives.
 void zero_untrained_rows(ModelParams& params, const TrainingSet& data);
 
+enum class Precision { kFp32, kTf32, kBf16 };
+
 struct TrainOptions {
   uint32_t batch_size = 256;   // samples per step: BCE rows (positives + negatives), or BPR pairs
   uint32_t negatives = 4;      // negatives per positive
@@ -70,7 +72,10 @@ struct TrainOptions {
   EmbeddingUpdates embedding_updates = EmbeddingUpdates::kLazy;  // one process only
   uint64_t seed = 1;
   uint32_t threads = 0;  // 0: all cores
-  bool tf32 = false;     // CUDA: TF32 tensor cores for the dense layers (10-bit mantissa products)
+  // CUDA: how the dense layers' products multiply: fp32, or operands rounded for the tensor cores
+  // to TF32 (10-bit mantissa) or bfloat16 (7-bit), accumulating in fp32; parameters, optimizer
+  // state and activations stay fp32. The CPU backend multiplies in fp32 whatever this says.
+  Precision precision = Precision::kFp32;
   float impression_share = 0.0f;  // share of negatives drawn from the user's ignored impressions
   // Several ranks (CPU backend): each computes a fixed slice of every batch; the dense layers are
   // replicated and their gradients summed over ranks; the id tables are sharded by row (row % N)
