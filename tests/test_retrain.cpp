@@ -480,6 +480,16 @@ class RetrainJobs : public Retrain {
     r.train = job({}, {});
     return r;
   }
+  // A small sasrec model's retrain job.
+  host::RetrainJob sasrec_retrain(const std::string& models, const std::vector<fs::path>& interactions) {
+    host::RetrainJob r = retrain(models, interactions);
+    r.train.model = "sasrec";
+    r.train.hidden = 16;
+    r.train.blocks = 1;
+    r.train.max_sequence = 12;
+    r.train.batch_size = 32;
+    return r;
+  }
   static fs::path current_target(const fs::path& models) {
     return fs::read_symlink(models / "current");
   }
@@ -582,12 +592,7 @@ TEST_F(RetrainJobs, PromotesByThresholdAndKeepsTheNewestVersions) {
 // current as it is.
 TEST_F(RetrainJobs, RetrainsTheSequenceModel) {
   std::ostringstream log;
-  host::RetrainJob first = retrain("sequence", {root_ / "old.csv"});
-  first.train.model = "sasrec";
-  first.train.hidden = 16;
-  first.train.blocks = 1;
-  first.train.max_sequence = 12;
-  first.train.batch_size = 32;
+  host::RetrainJob first = sasrec_retrain("sequence", {root_ / "old.csv"});
   ASSERT_EQ(host::run_retrain(first, log).decision, "promoted") << log.str();
   host::RetrainJob next = retrain("sequence", {root_ / "new.csv"});
   next.given = [](const std::string&) { return false; };  // every setting the current model's
@@ -615,12 +620,7 @@ TEST_F(RetrainJobs, RetrainsTheSequenceModel) {
 // bits, and the parent's metadata is already folded into the rows it carries.
 TEST_F(RetrainJobs, AnUpdateOfTheSequenceModelTrainsTheChangedItemsAlone) {
   std::ostringstream log;
-  host::RetrainJob first = retrain("sequence-update", {root_ / "old.csv"});
-  first.train.model = "sasrec";
-  first.train.hidden = 16;
-  first.train.blocks = 1;
-  first.train.max_sequence = 12;
-  first.train.batch_size = 32;
+  host::RetrainJob first = sasrec_retrain("sequence-update", {root_ / "old.csv"});
   ASSERT_EQ(host::run_retrain(first, log).decision, "promoted") << log.str();
   const fs::path parent = fs::canonical(first.models / "current");
   host::RetrainJob update = retrain("sequence-update", {root_ / "new.csv"});

@@ -149,10 +149,7 @@ void SequencePass::newest_block_forward(const float* p, const PackedSequences& s
   cpu::dense_forward(a.att.data(), count, d_, p + w.wo, p + w.bo, d_, false, tmp_.data());
   std::copy(newest_x, newest_x + n, a.x1.begin());
   add_into(a.x1.data(), tmp_.data(), n);
-  cpu::layer_norm_forward(a.x1.data(), p + w.ln2_gamma, p + w.ln2_beta, count, d_, kSequenceLayerNormEps, a.a2.data(),
-                          a.mean2.data(), a.rstd2.data());
-  cpu::dense_forward(a.a2.data(), count, d_, p + w.w1, p + w.b1, d_, true, a.f1.data());
-  cpu::dense_forward(a.f1.data(), count, d_, p + w.w2, p + w.b2, d_, false, tmp_.data());
+  feed_forward(p, w, a, count);
   float* out = xs_[b + 1].data();
   std::copy(a.x1.begin(), a.x1.begin() + n, out);
   add_into(out, tmp_.data(), n);
@@ -176,6 +173,15 @@ void SequencePass::attention(size_t b, const PackedSequences& seqs, bool backwar
   }
 }
 
+// The feed-forward branch of the first `rows` rows of a.x1: a2 = LN2(x1), f1 = relu(W1 a2 + b1),
+// tmp_ = W2 f1 + b2 (before dropout and the residual add).
+void SequencePass::feed_forward(const float* p, const SequenceLayout::Block& w, BlockActivations& a, int64_t rows) {
+  cpu::layer_norm_forward(a.x1.data(), p + w.ln2_gamma, p + w.ln2_beta, rows, d_, kSequenceLayerNormEps, a.a2.data(),
+                          a.mean2.data(), a.rstd2.data());
+  cpu::dense_forward(a.a2.data(), rows, d_, p + w.w1, p + w.b1, d_, true, a.f1.data());
+  cpu::dense_forward(a.f1.data(), rows, d_, p + w.w2, p + w.b2, d_, false, tmp_.data());
+}
+
 void SequencePass::block_forward(const float* p, size_t b, const PackedSequences& seqs, const DropoutKeys* dropout) {
   const SequenceLayout::Block& w = layout_.blocks[b];
   BlockActivations& a = acts_[b];
@@ -191,10 +197,7 @@ void SequencePass::block_forward(const float* p, size_t b, const PackedSequences
   if (dropout != nullptr) apply_dropout(seqs, *dropout, 1 + 2 * static_cast<uint32_t>(b), tmp_.data(), a.mask_o);
   std::copy(x, x + n, a.x1.begin());
   add_into(a.x1.data(), tmp_.data(), n);
-  cpu::layer_norm_forward(a.x1.data(), p + w.ln2_gamma, p + w.ln2_beta, rows, d_, kSequenceLayerNormEps, a.a2.data(),
-                          a.mean2.data(), a.rstd2.data());
-  cpu::dense_forward(a.a2.data(), rows, d_, p + w.w1, p + w.b1, d_, true, a.f1.data());
-  cpu::dense_forward(a.f1.data(), rows, d_, p + w.w2, p + w.b2, d_, false, tmp_.data());
+  feed_forward(p, w, a, rows);
   if (dropout != nullptr) apply_dropout(seqs, *dropout, 2 + 2 * static_cast<uint32_t>(b), tmp_.data(), a.mask_f);
   float* out = xs_[b + 1].data();
   std::copy(a.x1.begin(), a.x1.begin() + n, out);

@@ -74,6 +74,7 @@ class SequencePass {
                       float* grad_dense, cpu::AlignedVector<float>& dx);
   void attention(size_t b, const PackedSequences& seqs, bool backward);
   void newest_block_forward(const float* params, const PackedSequences& seqs);
+  void feed_forward(const float* params, const SequenceLayout::Block& w, BlockActivations& a, int64_t rows);
   void apply_dropout(const PackedSequences& seqs, const DropoutKeys& keys, uint32_t site, float* x,
                      std::vector<uint8_t>& mask) const;
 
