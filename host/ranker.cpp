@@ -7,8 +7,7 @@
 
 #include <omp.h>
 
-#include <Eigen/Core>
-
+#include "cpu/dense.h"
 #include "host/score_batcher.h"
 #include "tastebud/engine/fold_in.h"
 #include "tastebud/error.h"
@@ -333,11 +332,8 @@ class SequenceRanker final : public Ranker {
   void item_scores(uint32_t item, std::vector<float>& s) const override {
     const uint32_t d = encoder_.hidden();
     s.resize(num_items());
-    // The cosines as one matrix-vector product over the normalized rows (vectorized).
-    const Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> rows(
-        item_vectors_.data(), num_items(), d);
-    const Eigen::Map<const Eigen::VectorXf> v(item_vectors_.data() + static_cast<size_t>(item) * d, d);
-    Eigen::Map<Eigen::VectorXf>(s.data(), num_items()).noalias() = rows * v;
+    // The cosines: the normalized rows against the item's.
+    cpu::row_dots(item_vectors_.data(), num_items(), d, item_vectors_.data() + static_cast<size_t>(item) * d, s.data());
   }
 
   float shown(float score) const override { return sigmoid(score); }

@@ -46,6 +46,15 @@ std::unique_ptr<Backend> make_cuda_ranks(const TrainingSet& data, const TrainOpt
 #endif
 }
 
+// What the CUDA backend trains but no device has run yet: its parity tests (update mode:
+// Backends.UpdateModeLeavesFrozenRowsAsTheyWere; MF with metadata: MetadataTrainingTracksTheCpu)
+// wait for one. `auto` keeps it on the measured CPU path, `device=cuda` takes it. Null: nothing such.
+const char* unmeasured_on_the_gpu(const TrainOptions& options, const ModelConfig& config) {
+  if (options.masked()) return "update mode";
+  if (config.kind == ModelKind::kMF && config.has_metadata()) return "`model=mf` with metadata";
+  return nullptr;
+}
+
 }  // namespace
 
 bool cuda_available(std::string* reason) {
@@ -67,12 +76,6 @@ std::unique_ptr<Backend> make_backend(const std::string& device, const TrainingS
   const bool ranks = options.comm != nullptr && options.comm->size() > 1;
   if (options.masked() && ranks)
     throw Error("update mode (frozen rows and dense layers) trains in one process only; run it without mpirun");
-  // The CUDA backend's update mask has its parity test (Backends.UpdateModeLeavesFrozenRowsAsTheyWere)
-  // but has not run on a device yet: `device=cuda` takes it, auto stays on the measured CPU path.
-  if (options.masked() && device == "auto") {
-    if (notice) *notice = "update mode: training on the CPU backend (`device=cuda` trains it on the GPU)";
-    return make_cpu_backend(data, options, std::move(state));
-  }
   if (ranks && device == "cuda") return make_cuda_ranks(data, options, std::move(state), notice);
   if (ranks) {
     // auto stays on the CPU: the CUDA rank step is host-staged and has not run on GPUs yet.
@@ -81,11 +84,8 @@ std::unique_ptr<Backend> make_backend(const std::string& device, const TrainingS
     }
     return make_cpu_backend(data, options, std::move(state));
   }
-  // MF with metadata on the GPU has its parity test (Backends.MetadataTrainingTracksTheCpu) but has
-  // not run on a device yet: `device=cuda` takes it, auto stays on the measured CPU path.
-  const bool mf_metadata = state.params.config.kind == ModelKind::kMF && state.params.config.has_metadata();
-  if (mf_metadata && device == "auto") {
-    if (notice) *notice = "`model=mf` with metadata: training on the CPU backend (`device=cuda` trains it on the GPU)";
+  if (const char* what = unmeasured_on_the_gpu(options, state.params.config); what && device == "auto") {
+    if (notice) *notice = fmt::format("{}: training on the CPU backend (`device=cuda` trains it on the GPU)", what);
     return make_cpu_backend(data, options, std::move(state));
   }
   const bool gpu = device != "cpu" && cuda_available(&reason);

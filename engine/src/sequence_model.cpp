@@ -6,6 +6,7 @@
 #include <Eigen/Core>
 #include <fmt/format.h>
 
+#include "cpu/dense.h"
 #include "sequence_pass.h"
 #include "tastebud/engine/model.h"
 #include "tastebud/error.h"
@@ -140,13 +141,8 @@ void SequenceEncoder::encode(std::span<const uint32_t> items, std::span<float> h
 void SequenceEncoder::score(std::span<const float> h, std::span<const uint32_t> items, std::span<float> out) const {
   const int64_t d = params_->config.hidden;
   const float* table = params_->values.data() + layout_->items;
+  if (items.empty()) return cpu::row_dots(table, params_->config.num_items, d, h.data(), out.data());
   const Eigen::Map<const Eigen::VectorXf> query(h.data(), d);
-  if (items.empty()) {  // the whole catalog: one matrix-vector product (vectorized, rows in blocks)
-    const int64_t n = params_->config.num_items;
-    const Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> rows(table, n, d);
-    Eigen::Map<Eigen::VectorXf>(out.data(), n).noalias() = rows * query;
-    return;
-  }
   for (size_t k = 0; k < items.size(); ++k)
     out[k] = Eigen::Map<const Eigen::VectorXf>(table + items[k] * static_cast<size_t>(d), d).dot(query);
 }

@@ -38,13 +38,17 @@ void PackedSequences::add(std::span<const uint32_t> items, uint32_t max_sequence
 SequencePass::SequencePass(const SequenceConfig& config)
     : config_(config), layout_(config), d_(config.hidden), xs_(config.blocks + 1), acts_(config.blocks) {}
 
+void PackedSequences::attention_offsets(uint32_t heads, std::vector<int64_t>& offsets) const {
+  offsets.assign(1, 0);
+  for (size_t b = 0; b < count(); ++b) {
+    const int64_t len = starts[b + 1] - starts[b];
+    offsets.push_back(offsets.back() + int64_t{heads} * len * len);
+  }
+}
+
 void SequencePass::resize(const PackedSequences& seqs) {
   const size_t n = static_cast<size_t>(seqs.rows() * d_), rows = static_cast<size_t>(seqs.rows());
-  prob_offsets_.assign(1, 0);
-  for (size_t b = 0; b < seqs.count(); ++b) {
-    const int64_t len = seqs.starts[b + 1] - seqs.starts[b];
-    prob_offsets_.push_back(prob_offsets_.back() + int64_t{config_.heads} * len * len);
-  }
+  seqs.attention_offsets(config_.heads, prob_offsets_);
   for (auto& x : xs_) x.resize(n);
   for (BlockActivations& a : acts_) {
     for (auto* v : {&a.a1, &a.q, &a.k, &a.v, &a.att, &a.x1, &a.a2, &a.f1}) v->resize(n);
@@ -87,19 +91,23 @@ void dropout_backward(float* dx, const std::vector<uint8_t>& mask, int64_t n, fl
 }
 }  // namespace
 
+// The first block's input: each row's item row scaled by sqrt(d) plus its position's row.
+void SequencePass::input_rows(const float* p, const PackedSequences& seqs, const float* items) {
+  const float scale = std::sqrt(static_cast<float>(d_));
+  float* x0 = xs_[0].data();
+  for (int64_t r = 0; r < seqs.rows(); ++r) {
+    const float* e = items + static_cast<size_t>(seqs.input[r]) * d_;
+    const float* pos = p + layout_.positions + static_cast<size_t>(seqs.position[r]) * d_;
+    for (int64_t c = 0; c < d_; ++c) x0[r * d_ + c] = e[c] * scale + pos[c];
+  }
+}
+
 void SequencePass::forward(const float* p, const PackedSequences& seqs, const DropoutKeys* dropout,
                            const float* items) {
   resize(seqs);
   const int64_t rows = seqs.rows();
-  const float scale = std::sqrt(static_cast<float>(d_));
-  const float* table = items != nullptr ? items : p + layout_.items;
-  float* x0 = xs_[0].data();
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* e = table + static_cast<size_t>(seqs.input[r]) * d_;
-    const float* pos = p + layout_.positions + static_cast<size_t>(seqs.position[r]) * d_;
-    for (int64_t c = 0; c < d_; ++c) x0[r * d_ + c] = e[c] * scale + pos[c];
-  }
-  if (dropout != nullptr) apply_dropout(seqs, *dropout, 0, x0, mask_in_);
+  input_rows(p, seqs, items != nullptr ? items : p + layout_.items);
+  if (dropout != nullptr) apply_dropout(seqs, *dropout, 0, xs_[0].data(), mask_in_);
   for (size_t b = 0; b < acts_.size(); ++b) block_forward(p, b, seqs, dropout);
   cpu::layer_norm_forward(xs_.back().data(), p + layout_.final_gamma, p + layout_.final_beta, rows, d_,
                           kSequenceLayerNormEps, h_.data(), mean_f_.data(), rstd_f_.data());
@@ -107,14 +115,7 @@ void SequencePass::forward(const float* p, const PackedSequences& seqs, const Dr
 
 void SequencePass::forward_newest(const float* p, const PackedSequences& seqs) {
   resize(seqs);
-  const int64_t rows = seqs.rows();
-  const float scale = std::sqrt(static_cast<float>(d_));
-  float* x0 = xs_[0].data();
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* e = p + layout_.items + static_cast<size_t>(seqs.input[r]) * d_;
-    const float* pos = p + layout_.positions + static_cast<size_t>(seqs.position[r]) * d_;
-    for (int64_t c = 0; c < d_; ++c) x0[r * d_ + c] = e[c] * scale + pos[c];
-  }
+  input_rows(p, seqs, p + layout_.items);
   for (size_t b = 0; b + 1 < acts_.size(); ++b) block_forward(p, b, seqs, nullptr);
   newest_block_forward(p, seqs);
 }

@@ -30,6 +30,9 @@ struct PackedSequences {
   void clear();
   // Appends a sequence (oldest first, at most max_sequence items) right-aligned in the window.
   void add(std::span<const uint32_t> items, uint32_t max_sequence, uint64_t dropout_id = 0);
+  // Where each sequence's attention weights [heads x n x n] start in one buffer (count + 1
+  // offsets, the last the total): the layout both backends' passes keep them in.
+  void attention_offsets(uint32_t heads, std::vector<int64_t>& offsets) const;
 };
 
 // Training's dropout: element c of row r of site s (the input, then each block's attention and
@@ -69,6 +72,7 @@ class SequencePass {
     std::vector<uint8_t> mask_o, mask_f;
   };
   void resize(const PackedSequences& seqs);
+  void input_rows(const float* params, const PackedSequences& seqs, const float* items);
   void block_forward(const float* params, size_t b, const PackedSequences& seqs, const DropoutKeys* dropout);
   void block_backward(const float* params, size_t b, const PackedSequences& seqs, const DropoutKeys* dropout,
                       float* grad_dense, cpu::AlignedVector<float>& dx);

@@ -135,13 +135,19 @@ EpochStats SequenceTrainerBase::train_epoch(uint32_t epoch, const ProgressFn& pr
       stats.finite = false;
       break;
     }
-    for (uint64_t g = first; g < end; ++g) stats.samples += positions_of(order[g]);
+    stats.samples += positions_in(order, first, end);
     if (progress && (batch % 16 == 15 || end == order.size()))
       progress(stats.samples, total, stats.samples > 0 ? loss / static_cast<double>(stats.samples) : 0.0);
   }
   stats.mean_loss = stats.samples > 0 ? loss / static_cast<double>(stats.samples) : 0.0;
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return stats;
+}
+
+uint64_t SequenceTrainerBase::positions_in(std::span<const uint64_t> order, uint64_t first, uint64_t end) const {
+  uint64_t positions = 0;
+  for (uint64_t g = first; g < end; ++g) positions += positions_of(order[g]);
+  return positions;
 }
 
 uint64_t SequenceTrainerBase::positions_per_epoch() const {

@@ -45,6 +45,8 @@ class SequenceTrainerBase {
   void fill(uint32_t epoch, std::span<const uint64_t> order, uint64_t first, uint64_t end, PackedSequences& seqs,
             std::vector<uint32_t>& slot_items, std::vector<float>& weight) const;
   uint64_t positions_of(uint64_t window) const { return windows_[window].positions; }
+  // The positions of sequences order[first, end): a batch's loss is their mean.
+  uint64_t positions_in(std::span<const uint64_t> order, uint64_t first, uint64_t end) const;
   const SequenceConfig& config() const { return state_.params.config; }
 
   const SequenceSet& data_;

@@ -147,10 +147,9 @@ void CpuSequenceTrainer::update(const std::vector<Chunk*>& used) {
   for (int64_t i = 0; i < items; ++i) {
     if (!touched[static_cast<size_t>(i)]) continue;
     const size_t at = static_cast<size_t>(i) * d;
-    if (frozen_.empty() || !frozen_[static_cast<size_t>(i)]) {
-      for (int64_t j = 0; j < d; ++j) apply_update(o.kind, step, o.beta1, o.beta2, eps, o.l2, w[at + j], m[at + j], v[at + j], item_grad[at + j]);
-    }
-    std::fill_n(item_grad.begin() + static_cast<int64_t>(at), d, 0.0f);
+    const bool frozen = !frozen_.empty() && frozen_[static_cast<size_t>(i)];
+    for (int64_t j = 0; j < d; ++j)
+      step_and_clear(o.kind, step, o.beta1, o.beta2, eps, o.l2, frozen, w[at + j], m[at + j], v[at + j], item_grad[at + j]);
   }
 }
 
@@ -184,10 +183,7 @@ void CpuSequenceTrainer::update_features(const OptimizerParams& o, float step, f
     if (!dense && !feature_touched[r] && r < static_cast<int64_t>(numeric_row)) continue;
     const size_t at = layout_.features + static_cast<size_t>(r) * d;
     float* g = feature_grad.data() + static_cast<size_t>(r) * d;
-    for (int64_t j = 0; j < d; ++j) {
-      apply_update(o.kind, step, o.beta1, o.beta2, eps, o.l2, w[at + j], m[at + j], v[at + j], g[j]);
-      g[j] = 0.0f;
-    }
+    for (int64_t j = 0; j < d; ++j) step_and_clear(o.kind, step, o.beta1, o.beta2, eps, o.l2, false, w[at + j], m[at + j], v[at + j], g[j]);
     feature_touched[r] = 0;
   }
 }
@@ -195,9 +191,7 @@ void CpuSequenceTrainer::update_features(const OptimizerParams& o, float step, f
 // One batch: sequences order[first, end). False when its loss is not finite (no update).
 bool CpuSequenceTrainer::train_batch(uint32_t epoch, std::span<const uint64_t> order, uint64_t first, uint64_t end,
                                      double& loss) {
-  uint64_t positions = 0;
-  for (uint64_t g = first; g < end; ++g) positions += positions_of(order[g]);
-  const float scale = 1.0f / static_cast<float>(positions);
+  const float scale = 1.0f / static_cast<float>(positions_in(order, first, end));
   std::vector<uint64_t> cuts{first};
   for (uint64_t g = first, held = 0; g < end; ++g) {
     held += positions_of(order[g]);

@@ -145,13 +145,13 @@ class CudaSequenceTrainer final : public SequenceTrainerBase {
   // Item metadata (start_features): the items' metadata on the device, every item's id once (the
   // rows of add_features and of the feature groups, built once), the items' rows with their
   // features, the F rows' gradient (grouped sums placed in a whole table), N's gradient, the F rows
-  // a lazy step leaves (unreached, reset from all_unreached each batch), the items no sequence
+  // a lazy step leaves (unreached, set to 1 each batch), the items no sequence
   // holds (their E rows stay at zero).
   cuda::DeviceBuffer<uint64_t> f_offsets_;
   cuda::DeviceBuffer<uint32_t> f_rows_, all_items_;
   cuda::DeviceBuffer<float> f_weights_, f_values_, effective_, feature_sum_, feature_grad_, numeric_grad_,
       numeric_partial_;
-  cuda::DeviceBuffer<uint8_t> unreached_, all_unreached_, frozen_flags_;
+  cuda::DeviceBuffer<uint8_t> unreached_, frozen_flags_;
   cuda::FeatureView view_;
   std::unique_ptr<cuda::FeatureGroups> feature_groups_;
 };
@@ -189,8 +189,6 @@ void CudaSequenceTrainer::start_features() {
   feature_grad_.resize(size_t{rows} * d);
   feature_grad_.zero(stream);
   unreached_.resize(rows);
-  const std::vector<uint8_t> ones(rows, 1);
-  all_unreached_.upload(std::span<const uint8_t>(ones), stream);
   stream_.synchronize();  // the host vectors above go out of scope
 }
 
@@ -218,7 +216,7 @@ void CudaSequenceTrainer::update_features(const OptimizerParams& p, float step) 
                            feature_groups_->max_groups(), d(), feature_grad_.data(), stream);
     const bool lazy = options_.embedding_updates != EmbeddingUpdates::kDense;
     if (lazy) {
-      cuda::copy_device(unreached_.data(), all_unreached_.data(), unreached_.bytes(), stream);
+      cuda::fill_bytes(unreached_.data(), 1, unreached_.bytes(), stream);
       cuda::mark_feature_rows(view_, touched_groups_->rows(), touched_groups_->num_groups(),
                               touched_groups_->max_groups(), unreached_.data(), stream);
     }
@@ -240,11 +238,7 @@ void CudaSequenceTrainer::upload_batch(uint32_t epoch, std::span<const uint64_t>
   weight_.clear();
   fill(epoch, order, first, end, seqs_, slot_items_, weight_);
   rows_ = seqs_.rows();
-  prob_offsets_.assign(1, 0);
-  for (size_t b = 0; b < seqs_.count(); ++b) {
-    const int64_t n = seqs_.starts[b + 1] - seqs_.starts[b];
-    prob_offsets_.push_back(prob_offsets_.back() + int64_t{config().heads} * n * n);
-  }
+  seqs_.attention_offsets(config().heads, prob_offsets_);
   resize();
   cuda::StreamHandle stream = stream_.get();
   put(input_, seqs_.input, stream);
@@ -334,9 +328,7 @@ void CudaSequenceTrainer::block_forward(size_t b) {
 
 // The sampled loss and its gradient dh; sum: the batch's loss, each position's added in order.
 bool CudaSequenceTrainer::loss_of(uint64_t first, uint64_t end, std::span<const uint64_t> order, double& sum) {
-  uint64_t positions = 0;
-  for (uint64_t g = first; g < end; ++g) positions += positions_of(order[g]);
-  const float scale = 1.0f / static_cast<float>(positions);
+  const float scale = 1.0f / static_cast<float>(positions_in(order, first, end));
   const int64_t slots = options_.negatives + 1;
   cuda::sampled_loss_forward_backward(h_.data(), rows_, d(), item_rows(), slot_ids_.data(), slots,
                                       d_weight_.data(), beta_, scale, coef_.data(), dh_.data(),

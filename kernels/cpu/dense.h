@@ -23,6 +23,12 @@ using MatrixMap = Eigen::Map<RowMatrix<T>>;
 template <class T>
 using ConstMatrixMap = Eigen::Map<const RowMatrix<T>>;
 
+// out[i] = rows[i] . v for the n row-major rows of width d: one matrix-vector product (vectorized,
+// rows in blocks), how a catalog is scored against one query vector.
+inline void row_dots(const float* rows, int64_t n, int64_t d, const float* v, float* out) {
+  Eigen::Map<Eigen::VectorXf>(out, n).noalias() = ConstMatrixMap<float>(rows, n, d) * Eigen::Map<const Eigen::VectorXf>(v, d);
+}
+
 // out = max(0, in * weight + bias), or without the ReLU.
 template <class T>
 void dense_forward(const T* in, int64_t rows, int64_t in_width, const T* weight, const T* bias,

@@ -67,17 +67,22 @@ void layer_norm_backward(const T* dy, const T* x, const T* gamma, const T* mean,
 
 namespace detail {
 
+// One query's attention weights in place: its scores scaled, then the softmax (less the maximum).
+template <class Row, class T>
+void scaled_softmax(Row&& row, T scale) {
+  row *= scale;
+  const T top = row.maxCoeff();
+  row = (row - top).exp();
+  row /= row.sum();
+}
+
 // Softmax over columns 0..i of row i of the scores s (scaled first), zero to the right: the
 // causal attention weights of the valid block.
 template <class T>
 void causal_softmax_rows(StridedMap<T>& s, T scale) {
   const int64_t m = s.rows();
   for (int64_t i = 0; i < m; ++i) {
-    auto row = s.row(i).head(i + 1).array();
-    row *= scale;
-    const T top = row.maxCoeff();
-    row = (row - top).exp();
-    row /= row.sum();
+    scaled_softmax(s.row(i).head(i + 1).array(), scale);
     s.row(i).tail(m - 1 - i).setZero();
   }
 }
@@ -125,11 +130,7 @@ void newest_query_attention(const T* q, const T* k, const T* v, int64_t n, int64
     ConstRowVectorMap<T> qh(q + h * dh, dh);
     RowVectorMap<T> oh(out + h * dh, dh);
     p.noalias() = qh * kh.transpose();
-    auto row = p.array();
-    row *= scale;
-    const T top = row.maxCoeff();
-    row = (row - top).exp();
-    row /= row.sum();
+    detail::scaled_softmax(p.array(), scale);
     oh.noalias() = p * vh;
   }
 }

@@ -115,9 +115,11 @@ void copy_device(void* dst, const void* src, size_t bytes, StreamHandle stream) 
   TB_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream));
 }
 
-void fill_zero(void* dst, size_t bytes, StreamHandle stream) {
+void fill_zero(void* dst, size_t bytes, StreamHandle stream) { fill_bytes(dst, 0, bytes, stream); }
+
+void fill_bytes(void* dst, unsigned char value, size_t bytes, StreamHandle stream) {
   if (bytes == 0) return;
-  TB_CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, stream));
+  TB_CUDA_CHECK(cudaMemsetAsync(dst, value, bytes, stream));
 }
 
 void zero_column(float* d_matrix, int64_t rows, int64_t width, int64_t column, StreamHandle stream) {

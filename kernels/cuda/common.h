@@ -42,6 +42,8 @@ void copy_to_device(void* dst, const void* src, size_t bytes, StreamHandle strea
 void copy_to_host(void* dst, const void* src, size_t bytes, StreamHandle stream = nullptr);
 void copy_device(void* dst, const void* src, size_t bytes, StreamHandle stream = nullptr);
 void fill_zero(void* dst, size_t bytes, StreamHandle stream = nullptr);
+// Every byte of dst set to `value` (flags, masks).
+void fill_bytes(void* dst, unsigned char value, size_t bytes, StreamHandle stream = nullptr);
 // Column `column` of a row-major float matrix [rows x width] set to 0 (MF's constant columns of a
 // gradient); nothing when column < 0 or rows is 0.
 void zero_column(float* d_matrix, int64_t rows, int64_t width, int64_t column, StreamHandle stream = nullptr);

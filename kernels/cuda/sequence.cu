@@ -404,9 +404,8 @@ __global__ void item_rows_update_kernel(RowStep a, float* __restrict__ table, fl
        t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t k = t / width, j = t - k * width;
     const int64_t r = rows != nullptr ? static_cast<int64_t>(rows[k]) : k, i = r * width + j;
-    if (frozen == nullptr || !frozen[r])
-      apply_update(a.kind, a.step_size, a.beta1, a.beta2, a.eps, a.l2, table[i], m[i], v[i], grad[i]);
-    grad[i] = 0.0f;
+    step_and_clear(a.kind, a.step_size, a.beta1, a.beta2, a.eps, a.l2, frozen != nullptr && frozen[r], table[i], m[i],
+                   v[i], grad[i]);
   }
 }
 

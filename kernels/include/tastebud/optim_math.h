@@ -86,4 +86,13 @@ TASTEBUD_HD void apply_update(OptimizerKind kind, float step_size, float beta1, 
   }
 }
 
+// One element of a lazily stepped row whose gradient is summed in place: stepped unless its row is
+// frozen, then the gradient cleared for the next batch's sums (the sequence trainers' item and
+// metadata rows, on both backends).
+TASTEBUD_HD void step_and_clear(OptimizerKind kind, float step_size, float beta1, float beta2, float eps, float l2,
+                                bool frozen, float& w, float& state0, float& state1, float& grad) {
+  if (!frozen) apply_update(kind, step_size, beta1, beta2, eps, l2, w, state0, state1, grad);
+  grad = 0.0f;
+}
+
 }  // namespace tastebud
