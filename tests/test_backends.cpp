@@ -110,6 +110,7 @@ std::vector<To> convert(const std::vector<From>& v) {
   return std::vector<To>(v.begin(), v.end());
 }
 
+using testing_data::add_context;
 using testing_data::banded_training_set;
 
 ModelConfig odd_config(const TrainingSet& t, ModelKind kind = ModelKind::kNeuMF) {
@@ -1587,30 +1588,6 @@ TYPED_TEST(Backends, ImpressionNegativesMatchTheCpu) {
     }
     EXPECT_TRUE(states_near(got->state(), want->state(), within<TypeParam>(1e-5), within<TypeParam>(1e-3)))
         << (loss == LossKind::kBce ? "bce" : "bpr");
-  }
-}
-
-// Two contextual fields of every positive, as host/features.cpp encodes them: a "device" (3
-// values; every fifth positive has none) and a "day" (7 values, rows 3 to 9), weight 1 each; every
-// eleventh positive has no context at all.
-void add_context(TrainingSet& data, ModelConfig& config) {
-  config.context = {};
-  config.context.categorical = {"DEVICE", "DAY"};
-  config.context.categorical_rows = {3, 7};
-  FeatureInputs& in = data.context;
-  in = {};
-  in.entities = static_cast<uint32_t>(data.size());
-  in.offsets = {0};
-  for (uint64_t p = 0; p < data.size(); ++p) {
-    if (p % 11 != 0) {
-      if (p % 5 != 4) {
-        in.rows.push_back(static_cast<uint32_t>((data.user[p] + p) % 3));
-        in.weights.push_back(1.0f);
-      }
-      in.rows.push_back(3 + static_cast<uint32_t>((p * 3 + data.item[p]) % 7));
-      in.weights.push_back(1.0f);
-    }
-    in.offsets.push_back(in.rows.size());
   }
 }
 

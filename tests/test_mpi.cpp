@@ -30,6 +30,7 @@
 namespace tastebud {
 namespace {
 
+using testing_data::add_context;
 using testing_data::banded_training_set;
 
 ModelConfig config_of(const TrainingSet& t, ModelKind kind) {
@@ -238,41 +239,87 @@ void add_metadata(TrainingSet& data, ModelConfig& config) {
   side(data.num_items, 5, config.item_features, data.item_features);
 }
 
-// Metadata tables stay replicated and are updated from the shared slices; the sharded item rows
-// of items without positives stay at zero, as in one process.
-TEST_F(TwoRanks, MetadataModelsTrainTheOneProcessModel) {
+// The replicated tables' cases: metadata on both sides, context, both.
+struct Replicated {
+  const char* name;
+  bool metadata, context;
+};
+constexpr Replicated kReplicated[] = {{"metadata", true, false}, {"context", false, true}, {"metadata and context", true, true}};
+
+// A NeuMF with the case's metadata and context tables, trained two epochs (several batches) from
+// one start on `comm` and `device`: its losses and final state (several ranks: whole on rank 0).
+// `started`, when given, receives the replicated table's initial values (user metadata, else context).
+TrainRun train_replicated(Communicator& comm, const Replicated& c, OptimizerKind optimizer, const std::string& device,
+                          std::vector<float>* started = nullptr) {
   TrainingSet data = banded_training_set(41, 50);
-  ASSERT_EQ(data.item_counts[48] + data.item_counts[49], 0u);
   ModelConfig config = config_of(data, ModelKind::kNeuMF);
-  add_metadata(data, config);
-  TrainOptions options = options_of(LossKind::kBce, OptimizerKind::kSgd);
+  if (c.metadata) add_metadata(data, config);
+  if (c.context) add_context(data, config);
+  TrainOptions options = options_of(LossKind::kBce, optimizer);
   options.batch_size = 300;
+  options.comm = &comm;
   ModelParams params = ModelParams::initialize(config, 23);
   zero_untrained_rows(params, data);
-  const TrainState start = TrainState::fresh(params, options.optimizer);
+  if (started) *started = (c.metadata ? params.user_features : params.context_features).values;
+  auto backend = make_backend(device, data, options, TrainState::fresh(params, options.optimizer), nullptr);
+  TrainRun run;
+  for (uint32_t e = 0; e < 2; ++e) run.losses.push_back(backend->train_epoch(e, {}).mean_loss);
+  run.state = backend->state();
+  return run;
+}
+
+// Metadata and context tables stay replicated and are updated from the shared slices; the
+// sharded item rows of items without positives stay at zero, as in one process.
+TEST_F(TwoRanks, MetadataModelsTrainTheOneProcessModel) {
   const auto single = make_single_communicator();
-  TrainState states[2];
-  std::vector<double> losses[2];
-  Communicator* comms[2] = {single.get(), &world()};
-  for (int k = 0; k < 2; ++k) {
-    TrainOptions o = options;
-    o.comm = comms[k];
-    auto backend = make_cpu_backend(data, o, start);
-    for (uint32_t e = 0; e < 2; ++e) losses[k].push_back(backend->train_epoch(e, {}).mean_loss);
-    states[k] = backend->state();
+  for (const Replicated& c : kReplicated) {
+    std::vector<float> started;
+    const TrainRun one = train_replicated(*single, c, OptimizerKind::kSgd, "cpu", &started);
+    const TrainRun two = train_replicated(world(), c, OptimizerKind::kSgd, "cpu");
+    for (size_t e = 0; e < one.losses.size(); ++e) EXPECT_NEAR(two.losses[e], one.losses[e], 1e-5 * one.losses[e]) << c.name;
+    if (!world().root()) continue;
+    const double worst = largest_difference(flatten(one.state), flatten(two.state));
+    std::printf("[ ranks ] %s neumf sgd: largest parameter difference, %d ranks vs 1 process: %.3g\n", c.name,
+                world().size(), worst);
+    EXPECT_LE(worst, 1e-5) << c.name;
+    const Tensor& replicated = c.metadata ? two.state.params.user_features : two.state.params.context_features;
+    EXPECT_FALSE(started.empty()) << c.name;
+    EXPECT_NE(replicated.values, started) << c.name << ": the replicated table did not train";
+    if (!c.metadata) continue;
+    for (uint32_t item : {48u, 49u}) {
+      for (const Tensor* table : {&two.state.params.item_gmf, &two.state.params.item_mlp}) {
+        const auto row = table->values.begin() + item * table->cols();
+        EXPECT_TRUE(std::all_of(row, row + table->cols(), [](float x) { return x == 0.0f; }))
+            << "cold item " << item << " moved in " << table->name;
+      }
+    }
   }
-  for (size_t e = 0; e < losses[0].size(); ++e) EXPECT_NEAR(losses[1][e], losses[0][e], 1e-5 * losses[0][e]);
-  if (!world().root()) return;
-  const double worst = largest_difference(flatten(states[0]), flatten(states[1]));
-  std::printf("[ ranks ] metadata neumf sgd: largest parameter difference, %d ranks vs 1 process: %.3g\n",
-              world().size(), worst);
-  EXPECT_LE(worst, 1e-5);
-  EXPECT_NE(states[1].params.user_features.values, start.params.user_features.values);
-  for (uint32_t item : {48u, 49u}) {
-    for (const Tensor* table : {&states[1].params.item_gmf, &states[1].params.item_mlp}) {
-      const auto row = table->values.begin() + item * table->cols();
-      EXPECT_TRUE(std::all_of(row, row + table->cols(), [](float x) { return x == 0.0f; }))
-          << "cold item " << item << " moved in " << table->name;
+}
+
+// The same on two CUDA ranks: against one CUDA process and against two CPU ranks.
+TEST_F(TwoRanks, CudaRanksTrainMetadataAndContextModels) {
+  std::string reason;
+  double available = cuda_available(&reason) ? 1.0 : 0.0;
+  world().allreduce_sum(std::span<double>(&available, 1));
+  if (available < world().size()) GTEST_SKIP() << "no CUDA device: " << reason;
+  const auto single = make_single_communicator();
+  for (const Replicated& c : kReplicated) {
+    for (const OptimizerKind optimizer : {OptimizerKind::kSgd, OptimizerKind::kAdam}) {
+      const double tolerance = optimizer == OptimizerKind::kAdam ? 1e-4 : 1e-5;
+      const TrainRun one = train_replicated(*single, c, optimizer, "cuda");
+      const TrainRun two = train_replicated(world(), c, optimizer, "cuda");
+      const TrainRun cpu = train_replicated(world(), c, optimizer, "cpu");
+      for (size_t e = 0; e < one.losses.size(); ++e) {
+        EXPECT_NEAR(two.losses[e], one.losses[e], 1e-5 * one.losses[e]) << c.name << ", epoch " << e;
+        EXPECT_NEAR(two.losses[e], cpu.losses[e], 1e-4 * cpu.losses[e]) << c.name << ", epoch " << e;
+      }
+      if (!world().root()) continue;
+      const std::vector<float> got = flatten(two.state);
+      std::printf("[ ranks ] cuda %s: largest parameter difference vs 1 CUDA process %.3g, vs %d CPU ranks %.3g\n",
+                  c.name, largest_difference(got, flatten(one.state)), world().size(),
+                  largest_difference(got, flatten(cpu.state)));
+      EXPECT_TRUE(near_all(got, flatten(one.state), tolerance, 1e-3)) << c.name << ": against one CUDA process";
+      EXPECT_TRUE(near_all(got, flatten(cpu.state), tolerance, 1e-3)) << c.name << ": against two CPU ranks";
     }
   }
 }
@@ -569,31 +616,22 @@ TEST_F(TwoRanks, CudaRanksTrainTheOneProcessModel) {
   }
 }
 
-// What the CUDA backend does not train on several ranks stops with a message that says so, in any
-// build (the model is checked before the device).
-TEST_F(TwoRanks, CudaRanksRefuseMetadataAndUpdateMode) {
-  TrainingSet data = banded_training_set(41, 50);
-  ModelConfig config = config_of(data, ModelKind::kNeuMF);
-  add_metadata(data, config);
+// Update mode trains in one process only: on several ranks it stops with a message that says so, in
+// any build and on either device (the options are checked before the device).
+TEST_F(TwoRanks, UpdateModeOnSeveralRanksIsRefused) {
+  const TrainingSet plain = banded_training_set(41, 50);
   TrainOptions options = options_of(LossKind::kBce, OptimizerKind::kSgd);
   options.comm = &world();
-  const TrainState start = TrainState::fresh(ModelParams::initialize(config, 23), options.optimizer);
-  try {
-    make_backend("cuda", data, options, start, nullptr);
-    ADD_FAILURE() << "metadata on two CUDA ranks was accepted";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("id-only models; metadata trains on the CPU backend"), std::string::npos)
-        << e.what();
-  }
-  const TrainingSet plain = banded_training_set(41, 50);
   options.trainable_users.assign(plain.num_users, 1);
-  try {
-    make_backend("cuda", plain, options,
-                 TrainState::fresh(ModelParams::initialize(config_of(plain, ModelKind::kNeuMF), 23), options.optimizer),
-                 nullptr);
-    ADD_FAILURE() << "update mode on two CUDA ranks was accepted";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("update mode"), std::string::npos) << e.what();
+  for (const char* device : {"cpu", "cuda"}) {
+    try {
+      make_backend(device, plain, options,
+                   TrainState::fresh(ModelParams::initialize(config_of(plain, ModelKind::kNeuMF), 23), options.optimizer),
+                   nullptr);
+      ADD_FAILURE() << "update mode on two " << device << " ranks was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("update mode"), std::string::npos) << e.what();
+    }
   }
 }
 

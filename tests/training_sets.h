@@ -31,4 +31,28 @@ inline TrainingSet banded_training_set(uint32_t users, uint32_t items) {
   return t;
 }
 
+// Two contextual fields of every positive, as host/features.cpp encodes them: a "device" (3
+// values; every fifth positive has none) and a "day" (7 values, rows 3 to 9), weight 1 each; every
+// eleventh positive has no context at all.
+inline void add_context(TrainingSet& data, ModelConfig& config) {
+  config.context = {};
+  config.context.categorical = {"DEVICE", "DAY"};
+  config.context.categorical_rows = {3, 7};
+  FeatureInputs& in = data.context;
+  in = {};
+  in.entities = static_cast<uint32_t>(data.size());
+  in.offsets = {0};
+  for (uint64_t p = 0; p < data.size(); ++p) {
+    if (p % 11 != 0) {
+      if (p % 5 != 4) {
+        in.rows.push_back(static_cast<uint32_t>((data.user[p] + p) % 3));
+        in.weights.push_back(1.0f);
+      }
+      in.rows.push_back(3 + static_cast<uint32_t>((p * 3 + data.item[p]) % 7));
+      in.weights.push_back(1.0f);
+    }
+    in.offsets.push_back(in.rows.size());
+  }
+}
+
 }  // namespace tastebud::testing_data

@@ -17,17 +17,10 @@ std::unique_ptr<Backend> make_cuda_backend(const TrainingSet& data, const TrainO
 
 namespace {
 
-// Several ranks on the CUDA backend: id-only models; what sums the dense gradients is chosen once
+// Several ranks on the CUDA backend: what sums the dense gradients is chosen once
 // (make_device_communicator) and named in the notice.
 std::unique_ptr<Backend> make_cuda_ranks(const TrainingSet& data, const TrainOptions& options, TrainState state,
                                          std::string* notice) {
-  const ModelConfig& config = state.params.config;
-  if (config.has_metadata() || config.has_context()) {
-    throw Error(fmt::format("`device=cuda`: on several ranks the CUDA backend trains id-only models; {} trains on "
-                            "the CPU backend there (use `device=cpu`, {}, or one process)",
-                            config.has_context() ? "`context`" : "metadata",
-                            config.has_context() ? "no `context`" : "`metadata=none`"));
-  }
   std::string reason;
   if (!cuda_available(&reason)) throw Error("`device=cuda`: " + reason);
 #ifdef TASTEBUD_WITH_CUDA

@@ -426,7 +426,7 @@ class CpuBackend final : public BackendBase {
     rank_step_->update(user_gmf_grad_.data() + row_begin * f, item_gmf_grad_.data() + row_begin * f, d_x0, e,
                   b.optimizer, b.step_size, b.scale, item_metadata ? &data_.item_counts : nullptr);
     if (user_view_.empty() && item_view_.empty() && context_view_.empty()) return;
-    share_slices(rows, b.chunks);
+    share_slices(rows);
     update_features(TensorRole::kUserFeatures, user_view_, users_, user_gmf_grad_.data(), f, 0, rows, b);
     update_features(TensorRole::kItemFeatures, item_view_, items_, item_gmf_grad_.data(), f, e, rows, b);
     update_features(TensorRole::kContext, context_view_, positives_, user_gmf_grad_.data(), 0, 0, rows, b);
@@ -467,23 +467,11 @@ class CpuBackend final : public BackendBase {
   // Several ranks with metadata or context: each rank's slice of the batch rows (ids, their
   // positive, and the gradients of their GMF rows and MLP input) goes to every rank, so that every
   // rank applies the whole batch's update to its replica of the feature and context tables.
-  void share_slices(int64_t rows, int64_t chunks) {
-    const int n = ranks();
+  void share_slices(int64_t rows) {
     const int64_t f = shape_.factors;
     const int64_t l0 = 2 * static_cast<int64_t>(state_.params.config.mlp_embedding());
-    std::vector<int64_t> row_counts(n);
-    for (int r = 0; r < n; ++r) {
-      const auto [cb, ce] = rank_slice(static_cast<uint64_t>(chunks), r, n);
-      row_counts[r] = std::min<int64_t>(static_cast<int64_t>(ce) * chunk_rows_, rows) -
-                      std::min<int64_t>(static_cast<int64_t>(cb) * chunk_rows_, rows);
-    }
     const auto share = [&](void* data, int64_t width, size_t element) {
-      if (width == 0) return;
-      std::vector<size_t> counts(n);
-      for (int r = 0; r < n; ++r) counts[r] = static_cast<size_t>(row_counts[r] * width) * element;
-      options_.comm->allgather_in_place({static_cast<std::byte*>(data), static_cast<size_t>(rows * width) * element},
-                                        counts);
-      exchanged_bytes_ += static_cast<uint64_t>(rows * width) * element;
+      exchanged_bytes_ += rank_step_->share_rows(data, rows, width, element, chunk_rows_);
     };
     share(users_.data(), 1, sizeof(uint32_t));
     share(items_.data(), 1, sizeof(uint32_t));

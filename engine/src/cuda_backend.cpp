@@ -15,14 +15,18 @@
 // What differs is only the float summation order inside GEMMs and column sums, so results match
 // the CPU within rounding, not bit for bit.
 //
-// On several ranks (id-only models) each rank computes its rows of every global batch, the CPU's
+// On several ranks each rank computes its rows of every global batch, the CPU's
 // rank slice (rank_rows), and the exchange is host-staged through RankStep (rank_step.h), the
 // calls the CPU backend makes: the slice's user and item ids come to the host, their id-table rows
 // are fetched from the owners (ShardedIdTables, host memory) and uploaded, and gathered on the
 // device by slot; forward and backward run on the slice; the dense gradients are summed by a
 // DeviceCommunicator (NCCL, or host-staged where ranks share a GPU), so every rank applies the
 // same dense update; the slice rows' GMF and MLP-input gradients go back to the host and to the
-// owners, which apply the lazy update there. The batch loss is summed over ranks every step.
+// owners, which apply the lazy update there. With metadata or context, the feature and context
+// tables are replicated on the devices: each rank adds its rows' features, and then every rank's
+// ids and row gradients are shared (RankStep::share_rows) so that every rank applies the whole
+// batch's update to its replica, as the CPU backend does. The batch loss is summed over ranks
+// every step.
 //
 // No host round trip per batch: the loss is reduced and accumulated on the device, a non-finite
 // batch loss sets a device flag that turns the remaining updates of the epoch into no-ops (the
@@ -95,8 +99,8 @@ class CudaBackend final : public BackendBase {
       : BackendBase(data, options, std::move(state)), blas_(stream_.get(), gemm_precision(options.precision)),
         dense_comm_(std::move(dense_comm)) {
     const ModelConfig& config = state_.params.config;
-    TB_CHECK(!sharded() || (dense_comm_ && !config.has_metadata() && !config.has_context() && !options.masked()),
-             "the CUDA backend trains on several ranks id-only models without update mode, with a device communicator");
+    TB_CHECK(!sharded() || (dense_comm_ && !options.masked()),
+             "the CUDA backend trains on several ranks without update mode, with a device communicator");
     TB_CHECK(data.size() < (1ull << 31), "the CUDA backend trains on at most 2^31 - 1 positives");
     shape_ = config.neumf_shape();
     TB_CHECK(max_rows_ < (1ll << 31), "`batch_size` is too large for the CUDA backend");
@@ -541,33 +545,19 @@ class CudaBackend final : public BackendBase {
                     uses_impressions() ? d_impression_negatives_.data() : nullptr, loss_->halted(), stream_.get());
   }
 
-  // Each row's id-table rows (several ranks: the fetched rows, by slot), plus (one process) its
-  // metadata and context rows.
+  // Each row's id-table rows (several ranks: this rank's rows, from the fetched rows by slot), plus
+  // its metadata and context rows.
   void gather(const BatchStep& b) override {
-    cuda::StreamHandle stream = stream_.get();
+    const int64_t rows = rank_step_ ? b.row_end - b.row_begin : b.rows;
+    if (rows == 0) return;
     const int64_t f = shape_.factors;
     const int64_t e = state_.params.config.mlp_embedding();
     if (rank_step_) {
-      const int64_t n = b.row_end - b.row_begin;
-      if (n == 0) return;
-      if (f > 0) {
-        cuda::gather_rows(d_fetched_gmf_[0].data(), f, d_slots_[0].data(), n, d_user_gmf_.data(), f, 0, stream);
-        cuda::gather_rows(d_fetched_gmf_[1].data(), f, d_slots_[1].data(), n, d_item_gmf_.data(), f, 0, stream);
-      }
-      if (e > 0) {
-        cuda::gather_rows(d_fetched_mlp_[0].data(), e, d_slots_[0].data(), n, d_acts_[0].data(), 2 * e, 0, stream);
-        cuda::gather_rows(d_fetched_mlp_[1].data(), e, d_slots_[1].data(), n, d_acts_[0].data(), 2 * e, e, stream);
-      }
-      return;
-    }
-    const int64_t rows = b.rows;
-    if (f > 0) {
-      cuda::gather_rows(d_tables_[0].data(), f, d_users_.data(), rows, d_user_gmf_.data(), f, 0, stream);
-      cuda::gather_rows(d_tables_[1].data(), f, d_items_.data(), rows, d_item_gmf_.data(), f, 0, stream);
-    }
-    if (e > 0) {
-      cuda::gather_rows(d_tables_[2].data(), e, d_users_.data(), rows, d_acts_[0].data(), 2 * e, 0, stream);
-      cuda::gather_rows(d_tables_[3].data(), e, d_items_.data(), rows, d_acts_[0].data(), 2 * e, e, stream);
+      gather_ids(d_fetched_gmf_[0].data(), d_fetched_gmf_[1].data(), d_fetched_mlp_[0].data(), d_fetched_mlp_[1].data(),
+                 d_slots_[0], d_slots_[1], rows);
+    } else {
+      gather_ids(d_tables_[0].data(), d_tables_[1].data(), e > 0 ? d_tables_[2].data() : nullptr,
+                 e > 0 ? d_tables_[3].data() : nullptr, d_users_, d_items_, rows);
     }
     add_features(user_side_, d_users_, rows, d_user_gmf_.data(), f, 0);
     add_features(item_side_, d_items_, rows, d_item_gmf_.data(), f, e);
@@ -576,14 +566,36 @@ class CudaBackend final : public BackendBase {
     add_features(context_side_, d_positives_, rows, nullptr, 0, 0);
   }
 
+  // The rows' GMF factors and MLP halves from the users' and items' tables (or fetched rows), by
+  // the users' and items' row indices.
+  void gather_ids(const float* user_gmf, const float* item_gmf, const float* user_mlp, const float* item_mlp,
+                  const cuda::DeviceBuffer<uint32_t>& users, const cuda::DeviceBuffer<uint32_t>& items, int64_t rows) {
+    cuda::StreamHandle stream = stream_.get();
+    const int64_t f = shape_.factors;
+    const int64_t e = state_.params.config.mlp_embedding();
+    if (f > 0) {
+      cuda::gather_rows(user_gmf, f, users.data(), rows, d_user_gmf_.data(), f, 0, stream);
+      cuda::gather_rows(item_gmf, f, items.data(), rows, d_item_gmf_.data(), f, 0, stream);
+    }
+    if (e > 0) {
+      cuda::gather_rows(user_mlp, e, users.data(), rows, d_acts_[0].data(), 2 * e, 0, stream);
+      cuda::gather_rows(item_mlp, e, items.data(), rows, d_acts_[0].data(), 2 * e, e, stream);
+    }
+  }
+
   // One process: the loss stays on the device (nullopt). Several ranks: the slice's loss and its
   // rows' gradients come to the host, for the sum over ranks and the owners.
   std::optional<double> forward_backward(const BatchStep& b) override {
     if (rank_step_) return slice_forward_backward(b);
     forward_and_backward(b.rows, b.samples, b.index, nullptr, 0, b.scale);
-    numeric_gradient(user_side_, d_users_, b.rows, d_user_gmf_grad_, 0);
-    numeric_gradient(item_side_, d_items_, b.rows, d_item_gmf_grad_, state_.params.config.mlp_embedding());
+    numeric_gradients(b.rows);
     return std::nullopt;
+  }
+
+  // The numeric projections' gradients of the rows' metadata (into the flat dense gradient).
+  void numeric_gradients(int64_t rows) {
+    numeric_gradient(user_side_, d_users_, rows, d_user_gmf_grad_, 0);
+    numeric_gradient(item_side_, d_items_, rows, d_item_gmf_grad_, state_.params.config.mlp_embedding());
   }
 
   // Several ranks: this rank's rows' forward and backward pass; returns the batch's loss summed
@@ -596,6 +608,7 @@ class CudaBackend final : public BackendBase {
     double loss = 0.0;
     if (n > 0) {
       forward_and_backward(n, static_cast<uint32_t>(bpr() ? n / 2 : n), 0, d_step_loss_.data(), 1, b.scale);
+      numeric_gradients(n);
       cuda::copy_to_host(&loss, d_step_loss_.data(), sizeof(double), stream);
     } else {
       d_dense_grad_.zero(stream);  // no rows: this rank adds nothing to the sum
@@ -637,8 +650,10 @@ class CudaBackend final : public BackendBase {
     const int64_t f = shape_.factors;
     const int64_t e = state_.params.config.mlp_embedding();
     if (rank_step_) {
+      const bool item_metadata = state_.params.config.item_features.enabled();
       rank_step_->update(h_grads_[0].data(), h_grads_[1].data(), e > 0 ? h_grads_[2].data() : nullptr, e,
-                         b.optimizer, b.step_size, b.scale, nullptr);
+                         b.optimizer, b.step_size, b.scale, item_metadata ? &data_.item_counts : nullptr);
+      update_shared_features(b);
       return;
     }
     cuda::StreamHandle stream = stream_.get();
@@ -686,6 +701,43 @@ class CudaBackend final : public BackendBase {
     }
   }
 
+  // Several ranks with metadata or context: every rank's slice of the batch rows (ids, positives,
+  // the gradients of the GMF rows and the MLP input) is shared through the hosts
+  // (RankStep::share_rows) and uploaded, and every rank updates its replica of the feature and
+  // context tables from the whole batch, as the CPU backend does.
+  void update_shared_features(const BatchStep& b) {
+    if (user_side_.table == kNone && item_side_.table == kNone && context_side_.table == kNone) return;
+    const int64_t f = shape_.factors;
+    const int64_t e = state_.params.config.mlp_embedding();
+    const int64_t n = b.row_end - b.row_begin;
+    if (!context_side_.view.empty()) {
+      h_positives_.resize(n);
+      cuda::copy_to_host(h_positives_.data(), d_positives_.data(), n * sizeof(uint32_t), stream_.get());
+    }
+    share_rows(h_ids_[0].data(), 1, b, h_shared_ids_[0], d_users_.data());
+    share_rows(h_ids_[1].data(), 1, b, h_shared_ids_[1], d_items_.data());
+    if (!context_side_.view.empty()) share_rows(h_positives_.data(), 1, b, h_shared_ids_[2], d_positives_.data());
+    share_rows(h_grads_[0].data(), f, b, h_shared_grads_[0], d_user_gmf_grad_.data());
+    share_rows(h_grads_[1].data(), f, b, h_shared_grads_[1], d_item_gmf_grad_.data());
+    if (e > 0) share_rows(h_grads_[2].data(), 2 * e, b, h_shared_grads_[2], d_act_grads_[0].data());
+    const int64_t rows = b.rows;
+    update_features(user_side_, d_users_, rows, d_user_gmf_grad_.data(), f, 0, b);
+    update_features(item_side_, d_items_, rows, d_item_gmf_grad_.data(), f, e, b);
+    update_features(context_side_, d_positives_, rows, nullptr, 0, 0, b);
+  }
+
+  // This rank's rows of a batch ([n x width], on the host) placed among the whole batch's
+  // (`whole`), every other rank's filled in by the exchange, and the whole uploaded to `to`.
+  template <class T>
+  void share_rows(const T* slice, int64_t width, const BatchStep& b, std::vector<T>& whole, T* to) {
+    if (width == 0) return;
+    const int64_t n = b.row_end - b.row_begin;
+    whole.resize(static_cast<size_t>(b.rows * width));
+    std::copy(slice, slice + n * width, whole.begin() + b.row_begin * width);
+    exchanged_bytes_ += rank_step_->share_rows(whole.data(), b.rows, width, sizeof(T), chunk_rows_);
+    cuda::copy_to_device(to, whole.data(), whole.size() * sizeof(T), stream_.get());
+  }
+
   // Several ranks: this rank's rows [begin, begin + n) of the batch, filled on the device, their
   // ids copied to the host, their id-table rows fetched from the owners and uploaded.
   void fetch_slice(uint32_t epoch, uint64_t first, int64_t begin, int64_t n) {
@@ -694,7 +746,8 @@ class CudaBackend final : public BackendBase {
       const uint64_t s0 = bpr() ? begin / 2 : begin;
       const uint32_t samples = static_cast<uint32_t>(bpr() ? n / 2 : n);
       cuda::fill_rows(sample_spec(epoch), positives_, d_order_.data(), first + s0, samples, d_users_.data(),
-                      d_items_.data(), d_labels_.data(), d_weights_.data(), nullptr,
+                      d_items_.data(), d_labels_.data(), d_weights_.data(),
+                      d_positives_.empty() ? nullptr : d_positives_.data(),
                       uses_impressions() ? d_impression_negatives_.data() : nullptr, loss_->halted(), stream);
     }
     h_ids_[0].resize(n);
@@ -770,6 +823,9 @@ class CudaBackend final : public BackendBase {
   std::unique_ptr<DeviceCommunicator> dense_comm_;
   std::vector<uint32_t> h_ids_[2];                         // the slice's users, items
   std::vector<float> h_grads_[3];                          // their GMF rows' gradients, the MLP input's
+  std::vector<uint32_t> h_positives_;                      // context: the slice rows' positives
+  std::vector<uint32_t> h_shared_ids_[3];                  // metadata, context: the whole batch's users, items, positives
+  std::vector<float> h_shared_grads_[3];                   // and its rows' gradients (as h_grads_)
   cuda::DeviceBuffer<uint32_t> d_slots_[2];                // per slice row: its fetched row
   cuda::DeviceBuffer<float> d_fetched_gmf_[2], d_fetched_mlp_[2];
   cuda::DeviceBuffer<double> d_step_loss_;                 // the slice's loss of the current step

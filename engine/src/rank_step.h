@@ -45,6 +45,11 @@ class RankStep {
   void update(const float* user_gmf_grad, const float* item_gmf_grad, const float* mlp_input_grad, int64_t e,
               const OptimizerParams& optimizer, float step_size, float loss_scale,
               const std::vector<uint64_t>* item_counts);
+  // Collective: `data` holds a batch's rows ([rows x width] elements of `element` bytes), of which
+  // this rank filled its own (rank_rows(rows, chunk, ...)); afterwards it holds every rank's. The
+  // whole batch's ids and row gradients, from which every rank updates its replica of the metadata
+  // and context tables. Returns the bytes the batch's rows take.
+  uint64_t share_rows(void* data, int64_t rows, int64_t width, size_t element, uint32_t chunk);
   // Collective: rank 0's state receives the whole id tables; the others' stay empty.
   void gather(TrainState& state) { shards_->gather(state); }
   // state receives this rank's rows of the id tables (a sharded state).
