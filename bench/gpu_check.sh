@@ -13,7 +13,8 @@
 #   ranks       test_mpi on the GPU: NCCL over one rank, then (where the machine has mpirun; the
 #               bundle carries no MPI launcher) two ranks of the CUDA backend against one process
 #   sanitizer   compute-sanitizer memcheck and racecheck on a few CUDA tests
-#   train       an ML-20M-sized shop: TF32 and FP32, a few epochs, HR@10 each epoch; the CPU's first
+#   train       an ML-20M-sized shop: TF32 and FP32, a few epochs, HR@10 each epoch, and the fused
+#               step kernels (--cuda-kernels fused) at both batches; the CPU's first
 #               epoch on a 10% subsample for the speed ratio; the PyTorch GPU peer
 #               (peers/pytorch_neumf_gpu.py: fp32, tf32, bf16) on the same shop, and the ratios
 #   bench       the kernel micro-benchmarks at batch 65,536 and top-K, short; ncu's per-kernel time
@@ -238,9 +239,9 @@ fi
 t0=$(now)
 : >"$OUT/sanitizer.log"
 sanitizer=$(command -v compute-sanitizer || ls "${CUDA_HOME:-/usr/local/cuda}"/bin/compute-sanitizer /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
-subset='Backends/cuda.OneWholeTrainingStep:Backends/cuda.FillRows*:Backends/cuda.FeatureSums*:Backends/cuda.ContextTrainingTracksTheCpu'
+subset='Backends/cuda.OneWholeTrainingStep:Backends/cuda.FillRows*:Backends/cuda.FeatureSums*:Backends/cuda.ContextTrainingTracksTheCpu:Backends/cuda_fused.OneWholeTrainingStep:Backends/cuda_fused.MfKeeps*'
 # racecheck is many times slower: ContextTrainingTracksTheCpu alone overran 30 s (2026-12-04).
-race_subset='Backends/cuda.OneWholeTrainingStep:Backends/cuda.FillRows*:Backends/cuda.FeatureSums*'
+race_subset='Backends/cuda.OneWholeTrainingStep:Backends/cuda.FillRows*:Backends/cuda.FeatureSums*:Backends/cuda_fused.OneWholeTrainingStep'
 if ! have_gpu; then step sanitizer "no device" 0 "-"
 elif [ -z "$sanitizer" ]; then step sanitizer "not found" 0 "compute-sanitizer is not in the toolkit here"
 else
@@ -287,7 +288,8 @@ peer_beside() {
   mark=$(wc -l <"$OUT/train.log")
   run 150 train.log python3 "$HERE/peers/pytorch_neumf_gpu.py" "$WORK/ml20m-split" --variants fp32,tf32,bf16 \
     --batches 65536,1048576 || return 1
-  # One row per (batch, precision) the peer ran: tastebud's best epoch at the same, where it trained one.
+  # One row per (batch, precision) the peer ran: tastebud's best epoch at the same (separate or fused
+# kernels), where it trained one.
   local row rows_file="$WORK/peer-rows.txt"
   { printf '%s\n' "${TRAIN_ROWS[@]}"; tail -n +"$((mark + 1))" "$OUT/train.log" | grep '^{"variant"'; } >"$rows_file"
   while read -r row; do PEER_ROWS+=("$row"); done < <(python3 - "$rows_file" <<'PY'
@@ -298,7 +300,7 @@ for line in open(sys.argv[1]):
         peer.append(json.loads(line))
     elif line.startswith("| gpu-b"):
         cells = [c.strip() for c in line.split("|")]
-        batch, precision = cells[1][len("gpu-b"):].split("-")
+        batch, precision = cells[1][len("gpu-b"):].split("-")[:2]  # either kernels' run: the faster counts
         key = (int(batch), precision)
         ours[key] = max(ours.get(key, 0.0), float(cells[3].rstrip("M")))
 for d in peer:
@@ -319,6 +321,9 @@ else
     train gpu-b65536-fp32 cuda 65536 3 ml20m 40 || ok=0
     train gpu-b1048576-tf32 cuda 1048576 2 ml20m 25 --precision tf32 || ok=0
     train gpu-b1048576-bf16 cuda 1048576 2 ml20m 25 --precision bf16 || ok=0
+    # The fused step kernels (--cuda-kernels fused) beside the separate ones, same settings.
+    train gpu-b65536-tf32-fused cuda 65536 2 ml20m 30 --precision tf32 --cuda-kernels fused || ok=0
+    train gpu-b1048576-bf16-fused cuda 1048576 2 ml20m 25 --precision bf16 --cuda-kernels fused || ok=0
     train cpu-b65536-subsample cpu 65536 1 ml20m-cpu 35 || ok=0
     peer_beside || ok=0
   fi

@@ -131,7 +131,7 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--lr", job->lr, "Learning rate (sasrec: 0.005 unless set)")->capture_default_str();
   cmd->add_option("--optimizer", job->optimizer, "adam, adagrad or sgd (how each moves the embedding rows: --embedding-updates)")->capture_default_str();
   cmd->add_option("--embedding-updates", job->embedding_updates,
-                  "lazy: a step moves the embedding rows it uses; dense: every row, as torch.optim.Adam (one process; on the real exports about +0.01 HR@10 per epoch for 2.7x the epoch's time); auto: dense when the users and items number at most 16 x --batch-size (one process, no --update), else lazy; sasrec: the item rows, auto unless set: dense while items <= 16 x --batch-size x --max-sequence")
+                  "lazy: a step moves the embedding rows it uses; dense: every row, as torch.optim.Adam (one process; on the real exports about +0.01 HR@10 per epoch for 2.7x the epoch's time); auto: dense when walking every id-table float adds at most a quarter to a lazy step by the backend's measured costs (one process, no --update), else lazy; sasrec: the item rows, auto unless set: dense while items <= 16 x --batch-size x --max-sequence")
       ->capture_default_str();
   cmd->add_option("--l2", job->l2, "L2 on the embedding and metadata rows, per interaction that uses them (lambda/2 |row|^2 added to each scored pair's loss, as in matrix factorisation); dense layers are not penalized. 1e-4 to 1e-2 are sensible")->capture_default_str();
   cmd->add_option("--loss", job->loss, "bce or bpr")->capture_default_str();
@@ -145,6 +145,11 @@ void add_train_command(CLI::App& app) {
                   "CUDA: how the dense layers multiply: fp32, or for the tensor cores tf32 (10-bit mantissa) or "
                   "bf16 (7-bit); fp32 accumulation, weights and optimizer state either way (default fp32)");
   cmd->add_flag("--tf32", job->tf32, "CUDA: the same as --precision tf32");
+  cmd->add_option("--cuda-kernels", job->cuda_kernels,
+                  "CUDA: separate (one kernel per operation) or fused (bias and ReLU as GEMM epilogues, the ReLU "
+                  "backward inside the bias gradient, the GMF product inside the head, each touched embedding row "
+                  "summed and stepped in one pass); the same model within float rounding")
+      ->capture_default_str();
   cmd->add_option("--threads", job->threads, "CPU threads (0: all cores)")->capture_default_str();
   cmd->add_option("--seed", job->seed, "Seed of every random draw")->capture_default_str();
   cmd->add_option("--eval", job->eval, "loo (HR/NDCG@10 among 99 negatives), holdout (newest 10%), personalize (the service's: newest 10% of a random 10% of the users), cold-items (20% of items cold, ranked among 99 cold items) or none")->capture_default_str();

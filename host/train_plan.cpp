@@ -65,6 +65,12 @@ Precision parse_precision(const std::string& name, bool tf32) {
   return tf32 ? Precision::kTf32 : p;
 }
 
+CudaKernels parse_cuda_kernels(const std::string& name) {
+  if (name == "separate") return CudaKernels::kSeparate;
+  if (name == "fused") return CudaKernels::kFused;
+  throw Error(fmt::format("unknown `cuda_kernels` '{}': expected separate or fused", name));
+}
+
 EmbeddingUpdates parse_embedding_updates(const std::string& name) {
   if (name == "lazy" || name == "auto") return EmbeddingUpdates::kLazy;
   if (name == "dense") return EmbeddingUpdates::kDense;
@@ -98,6 +104,7 @@ TrainOptions train_options_of(const TrainJob& job) {
   options.seed = job.seed;
   options.threads = job.threads;
   options.precision = parse_precision(job.precision, job.tf32);
+  options.cuda_kernels = parse_cuda_kernels(job.cuda_kernels);
   TB_CHECK(job.impression_negatives >= 0.0f && job.impression_negatives <= 1.0f,
            "`impression_negatives` is a share of the negatives, from 0 to 1");
   options.impression_share = job.impression_negatives;

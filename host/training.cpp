@@ -68,6 +68,7 @@ json job_to_json(const TrainPlan& plan) {
   if (job.update) j["update"] = true;
   if (job.embedding_updates != "lazy") j["embedding_updates"] = job.embedding_updates;
   if (plan.options.precision != Precision::kFp32) j["precision"] = plan.options.precision == Precision::kTf32 ? "tf32" : "bf16";
+  if (plan.options.cuda_kernels == CudaKernels::kFused) j["cuda_kernels"] = "fused";
   return j;
 }
 
@@ -148,17 +149,25 @@ std::string metrics_lines(const std::vector<EpochRecord>& history) {
 // --embedding-updates auto, asked for by name (the default is lazy): dense (every id-table row
 // takes Adam's step each step, as torch.optim.Adam on nn.Embedding, which learned faster in the
 // first epochs on the synthetic MovieLens-100K layout, not on the real exports) where that costs
-// at most kDenseRowsPerBatchRow rows per batch row; the sparse (lazy) update otherwise, and always
-// on several ranks and in update mode, which train lazily only.
-constexpr uint64_t kDenseRowsPerBatchRow = 16;
+// at most kDenseShare of the lazy step's time, by the backend's measured costs
+// (measured_step_costs); the sparse (lazy) update otherwise, and always on several ranks and in
+// update mode, which train lazily only.
+constexpr double kDenseShare = 0.25;
 
-std::string resolve_embedding_updates(const TrainJob& job, const datasets::Dataset& dataset, int ranks,
+std::string resolve_embedding_updates(const TrainPlan& plan, const datasets::Dataset& dataset, int ranks,
                                       std::ostream& log) {
-  const uint64_t rows = uint64_t{dataset.num_users()} + dataset.num_items();
-  const bool dense = ranks == 1 && !job.update && rows <= kDenseRowsPerBatchRow * job.batch_size;
+  const TrainJob& job = plan.job;
+  const bool gpu = job.device == "cuda" || (job.device == "auto" && ranks == 1 && cuda_available(nullptr));
+  const StepCosts costs = measured_step_costs(gpu);
+  const double floats = (static_cast<double>(dataset.num_users()) + dataset.num_items()) * plan.model_config.feature_width();
+  const double batch_rows = static_cast<double>(job.batch_size) * (plan.options.loss == LossKind::kBpr ? 2 : 1);
+  const double walk_ms = floats * costs.table_float_ns * 1e-6, step_ms = batch_rows * costs.batch_row_ns * 1e-6;
+  const bool dense = ranks == 1 && !job.update && walk_ms <= kDenseShare * step_ms;
   const std::string chosen = dense ? "dense" : "lazy";
-  log << fmt::format("--embedding-updates auto: {} ({} id rows {} {} x the batch of {}{})\n", chosen, rows,
-                     dense ? "<=" : ">", kDenseRowsPerBatchRow, job.batch_size,
+  log << fmt::format("--embedding-updates auto: {} (walking {:.0f} id-table floats costs about {:.3g} ms a step on "
+                     "the {}, {:.2f} of the lazy step's {:.3g} ms; dense when at most {}{})\n",
+                     chosen, floats, walk_ms, gpu ? "GPU" : "CPU", step_ms > 0 ? walk_ms / step_ms : 0.0, step_ms,
+                     kDenseShare,
                      ranks > 1 ? "; several ranks train lazily" : job.update ? "; update mode trains lazily" : "");
   return chosen;
 }
@@ -175,7 +184,7 @@ void resolve_choices(TrainPlan& plan, const datasets::Dataset& dataset, int rank
     plan.metadata = parse_metadata_sides(job.metadata);
   }
   if (job.embedding_updates == "auto") {
-    job.embedding_updates = resolve_embedding_updates(job, dataset, ranks, log);
+    job.embedding_updates = resolve_embedding_updates(plan, dataset, ranks, log);
     const bool dense = job.embedding_updates == "dense";
     plan.options.embedding_updates = dense ? EmbeddingUpdates::kDense : EmbeddingUpdates::kLazy;
   }

@@ -440,10 +440,14 @@ struct CpuOps {
 };
 
 #ifdef TASTEBUD_WITH_CUDA
-// Every op runs on the legacy default stream; downloads synchronize it.
-struct CudaOps {
-  static constexpr const char* kName = "cuda";
+// Every op runs on the legacy default stream; downloads synchronize it. Kernels: the step's
+// separate kernels (CudaOps) or fused ones (CudaFusedOps, TrainOptions::cuda_kernels fused), which
+// the whole suite checks alike.
+template <cuda::StepKernels Kernels>
+struct CudaOpsOf {
+  static constexpr const char* kName = Kernels == cuda::StepKernels::kFused ? "cuda_fused" : "cuda";
   static bool available(std::string* reason) { return cuda_available(reason); }
+  static cuda::Blas blas() { return cuda::Blas(nullptr, cuda::GemmPrecision::kFp32, Kernels); }
 
   template <class T>
   static cuda::DeviceBuffer<T> up(const std::vector<T>& v) {
@@ -463,7 +467,7 @@ struct CudaOps {
   static std::vector<float> dense_forward(const std::vector<float>& in, int64_t rows, int64_t in_width,
                                           const std::vector<float>& w, const std::vector<float>& b,
                                           int64_t out_width, bool relu) {
-    cuda::Blas blas(nullptr, cuda::GemmPrecision::kFp32);
+    const cuda::Blas blas = CudaOpsOf::blas();
     auto d_in = up(in), d_w = up(w), d_b = up(b);
     cuda::DeviceBuffer<float> d_out(rows * out_width);
     cuda::dense_forward(blas, d_in.data(), rows, in_width, d_w.data(), d_b.data(), out_width, relu, d_out.data());
@@ -473,7 +477,7 @@ struct CudaOps {
   static std::vector<std::vector<float>> dense_backward(const std::vector<float>& in, const std::vector<float>& out,
                                                         std::vector<float> d_out, int64_t rows, int64_t in_width,
                                                         const std::vector<float>& w, int64_t out_width, bool relu) {
-    cuda::Blas blas(nullptr, cuda::GemmPrecision::kFp32);
+    const cuda::Blas blas = CudaOpsOf::blas();
     auto d_in = up(in), d_o = up(out), d_do = up(d_out), d_w = up(w);
     cuda::DeviceBuffer<float> dw(in_width * out_width), db(out_width), dx(rows * in_width),
         partial(cuda::column_sum_partials(rows, std::max(in_width, out_width)));
@@ -484,7 +488,7 @@ struct CudaOps {
 
   static NeuMFResult neumf(const NeuMFProblem& p) {
     const int64_t rows = p.rows, f = p.shape.factors, layers = p.shape.dense_layers();
-    cuda::Blas blas(nullptr, cuda::GemmPrecision::kFp32);
+    const cuda::Blas blas = CudaOpsOf::blas();
     cuda::NeuMFShape shape;
     shape.factors = f;
     shape.layers = p.shape.layers;
@@ -725,10 +729,13 @@ struct CudaOps {
   }
 
   static constexpr bool kBitExact = false;
-  static std::unique_ptr<Backend> backend(const TrainingSet& data, const TrainOptions& options, TrainState state) {
+  static std::unique_ptr<Backend> backend(const TrainingSet& data, TrainOptions options, TrainState state) {
+    options.cuda_kernels = Kernels == cuda::StepKernels::kFused ? CudaKernels::kFused : CudaKernels::kSeparate;
     return make_backend("cuda", data, options, std::move(state), nullptr);
   }
 };
+using CudaOps = CudaOpsOf<cuda::StepKernels::kSeparate>;
+using CudaFusedOps = CudaOpsOf<cuda::StepKernels::kFused>;
 
 // TrainOptions::precision on the GPU: TF32 and bfloat16 products (fp32 accumulation) stay within
 // their operands' rounding of the exact result, and differ from fp32's (the mode takes effect).
@@ -773,6 +780,9 @@ TEST(CudaPrecision, ReducedPrecisionProductsStayWithinTheirRounding) {
 struct CudaOps : CpuOps {
   static constexpr const char* kName = "cuda";
   static bool available(std::string* reason) { return cuda_available(reason); }
+};
+struct CudaFusedOps : CudaOps {
+  static constexpr const char* kName = "cuda_fused";
 };
 #endif
 
@@ -919,7 +929,7 @@ class Backends : public ::testing::Test {
   }
 };
 
-using BackendTypes = ::testing::Types<CpuOps, CudaOps>;
+using BackendTypes = ::testing::Types<CpuOps, CudaOps, CudaFusedOps>;
 class BackendNames {
  public:
   template <class T>

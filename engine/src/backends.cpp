@@ -50,6 +50,14 @@ const char* unmeasured_on_the_gpu(const TrainOptions& options, const ModelConfig
 
 }  // namespace
 
+// CPU: ml-latest-small, NeuMF 8 / 64,32,16,8, batch 256, 2 threads: lazy 2.11 s and dense 5.81 s
+// an epoch of 1,946 steps, 414,080 id-table floats. GPU: the H200's ncu profile (2026-12-04),
+// NeuMF 64 / 256,256,128,64, TF32, batch 65,536: 1.54 ms a step, of which 0.26 ms walked the
+// 31.7M id-table floats.
+StepCosts measured_step_costs(bool gpu) {
+  return gpu ? StepCosts{1.28e6 / 65536, 0.26e6 / 31.7e6} : StepCosts{2.11e9 / 1946 / 256, 3.70e9 / 1946 / 414080};
+}
+
 bool cuda_available(std::string* reason) {
 #ifdef TASTEBUD_WITH_CUDA
   return cuda_probe(reason);

@@ -15,6 +15,12 @@
 // What differs is only the float summation order inside GEMMs and column sums, so results match
 // the CPU within rounding, not bit for bit.
 //
+// Fused step kernels (TrainOptions::cuda_kernels, cuda::StepKernels): the same phases with fewer
+// passes over memory: the dense layers' bias and ReLU as cuBLASLt epilogues, the ReLU backward
+// inside the bias gradient's column sums, the GMF product formed inside the head's two kernels,
+// and each id table's touched rows summed and stepped by one grouped_update (dense embedding
+// updates: one dense_grouped_update over the whole table).
+//
 // On several ranks each rank computes its rows of every global batch, the CPU's
 // rank slice (rank_rows), and the exchange is host-staged through RankStep (rank_step.h), the
 // calls the CPU backend makes: the slice's user and item ids come to the host, their id-table rows
@@ -96,7 +102,9 @@ class CudaBackend final : public BackendBase {
  public:
   CudaBackend(const TrainingSet& data, const TrainOptions& options, TrainState state,
               std::unique_ptr<DeviceCommunicator> dense_comm)
-      : BackendBase(data, options, std::move(state)), blas_(stream_.get(), gemm_precision(options.precision)),
+      : BackendBase(data, options, std::move(state)),
+        blas_(stream_.get(), gemm_precision(options.precision),
+              options.cuda_kernels == CudaKernels::kFused ? cuda::StepKernels::kFused : cuda::StepKernels::kSeparate),
         dense_comm_(std::move(dense_comm)) {
     const ModelConfig& config = state_.params.config;
     TB_CHECK(!sharded() || (dense_comm_ && !options.masked()),
@@ -672,32 +680,51 @@ class CudaBackend final : public BackendBase {
     update_features(context_side_, d_positives_, rows, nullptr, 0, 0, b);
   }
 
+  // Id table t's touched rows. With item metadata, the id rows of items without positives stay
+  // where zero_untrained_rows put them (their gradient as sampled negatives is dropped): a cold
+  // item's score is its metadata's, as on the CPU. MF: the constant column stays at one. Fused
+  // kernels: all of it in one grouped_update (dense updates: one dense_grouped_update).
   void update_table(size_t t, const cuda::RowGroups& groups, const float* grads, int64_t stride,
                     int64_t offset, int64_t width, const BatchStep& b) {
     if (width == 0) return;
     cuda::StreamHandle stream = stream_.get();
-    cuda::sum_row_gradients(groups, grads, stride, offset, width, d_summed_.data(), stream);
-    // With item metadata, the id rows of items without positives stay where zero_untrained_rows
-    // put them (their gradient as sampled negatives is dropped): a cold item's score is its
-    // metadata's, as on the CPU.
-    if (layout_[t].item_id_table() && !d_trained_items_.empty()) {
-      cuda::drop_untrained_gradients(groups.rows(), groups.num_groups(), groups.max_groups(),
-                                     d_trained_items_.data(), width, d_summed_.data(), stream);
-    }
-    const cuda::DeviceBuffer<uint8_t>& trainable = d_trainable_[layout_[t].item_id_table() ? 1 : 0];
-    cuda::sparse_update(b.optimizer, b.step_size, d_tables_[t].data(), d_table_state0_[t].data(),
-                        d_table_state1_[t].data(), width, groups.rows(), groups.num_groups(),
-                        groups.max_groups(), d_summed_.data(), RowL2{groups.starts(), b.scale}, loss_->halted(), stream,
-                        trainable.empty() ? nullptr : trainable.data());
-    // MF: the constant column of the id table stays at one, as on the CPU.
+    const bool items = layout_[t].item_id_table();
     const TensorRole role = layout_[t].role;
-    const int64_t constant = role == TensorRole::kUserGmf || role == TensorRole::kItemGmf
-                                 ? state_.params.config.constant_column(role == TensorRole::kItemGmf)
-                                 : -1;
-    if (options_.embedding_updates == EmbeddingUpdates::kDense) update_untouched(t, groups, width, constant, b);
-    if (constant >= 0) {
-      cuda::set_column(d_tables_[t].data(), width, groups.rows(), groups.num_groups(), groups.max_groups(), constant,
-                       1.0f, stream);
+    const cuda::DeviceBuffer<uint8_t>& trainable = d_trainable_[items ? 1 : 0];
+    cuda::RowStepMasks masks;
+    masks.trainable = trainable.empty() ? nullptr : trainable.data();
+    masks.trained = items && !d_trained_items_.empty() ? d_trained_items_.data() : nullptr;
+    masks.constant_column = role == TensorRole::kUserGmf || role == TensorRole::kItemGmf
+                                ? state_.params.config.constant_column(role == TensorRole::kItemGmf)
+                                : -1;
+    const bool dense = options_.embedding_updates == EmbeddingUpdates::kDense;
+    if (blas_.fused() && dense) {  // the touched rows' step and every other row's in one pass
+      const int64_t table_rows = static_cast<int64_t>(state_.params.tensors()[t]->rows());
+      if (d_row_groups_[t].size() != static_cast<size_t>(table_rows)) d_row_groups_[t].resize(table_rows);
+      cuda::dense_grouped_update(b.optimizer, b.step_size, d_tables_[t].data(), d_table_state0_[t].data(),
+                                 d_table_state1_[t].data(), table_rows, groups, grads, stride, offset, width, b.scale,
+                                 masks, row_stamps(t), static_cast<uint32_t>(b.step), d_row_groups_[t].data(),
+                                 loss_->halted(), stream);
+      return;
+    }
+    if (blas_.fused()) {
+      cuda::grouped_update(b.optimizer, b.step_size, d_tables_[t].data(), d_table_state0_[t].data(),
+                           d_table_state1_[t].data(), groups, grads, stride, offset, width, b.scale, masks,
+                           loss_->halted(), stream);
+    } else {
+      cuda::sum_row_gradients(groups, grads, stride, offset, width, d_summed_.data(), stream);
+      if (masks.trained != nullptr) {
+        cuda::drop_untrained_gradients(groups.rows(), groups.num_groups(), groups.max_groups(), masks.trained, width,
+                                       d_summed_.data(), stream);
+      }
+      cuda::sparse_update(b.optimizer, b.step_size, d_tables_[t].data(), d_table_state0_[t].data(),
+                          d_table_state1_[t].data(), width, groups.rows(), groups.num_groups(), groups.max_groups(),
+                          d_summed_.data(), RowL2{groups.starts(), b.scale}, loss_->halted(), stream, masks.trainable);
+    }
+    if (dense) update_untouched(t, groups, width, masks.constant_column, b);
+    if (masks.constant_column >= 0 && !blas_.fused()) {
+      cuda::set_column(d_tables_[t].data(), width, groups.rows(), groups.num_groups(), groups.max_groups(),
+                       masks.constant_column, 1.0f, stream);
     }
   }
 
@@ -764,24 +791,31 @@ class CudaBackend final : public BackendBase {
     }
   }
 
-  // Dense embedding updates: the rows of id table t the step did not use take a zero-gradient step.
-  void update_untouched(size_t t, const cuda::RowGroups& groups, int64_t width, int64_t constant, const BatchStep& b) {
-    cuda::StreamHandle stream = stream_.get();
+  // Dense embedding updates: id table t's stamps (the step that last used each row), zeroed when
+  // first needed after a state is uploaded.
+  uint32_t* row_stamps(size_t t) {
     const int64_t table_rows = static_cast<int64_t>(state_.params.tensors()[t]->rows());
     if (d_row_stamps_[t].size() != static_cast<size_t>(table_rows)) {
       d_row_stamps_[t].resize(table_rows);
-      cuda::fill_zero(d_row_stamps_[t].data(), table_rows * sizeof(uint32_t), stream);
+      cuda::fill_zero(d_row_stamps_[t].data(), table_rows * sizeof(uint32_t), stream_.get());
     }
+    return d_row_stamps_[t].data();
+  }
+
+  // Dense embedding updates: the rows of id table t the step did not use take a zero-gradient step.
+  void update_untouched(size_t t, const cuda::RowGroups& groups, int64_t width, int64_t constant, const BatchStep& b) {
+    const int64_t table_rows = static_cast<int64_t>(state_.params.tensors()[t]->rows());
     cuda::untouched_update(b.optimizer, b.step_size, d_tables_[t].data(), d_table_state0_[t].data(),
                            d_table_state1_[t].data(), width, table_rows, groups.rows(), groups.num_groups(),
-                           groups.max_groups(), d_row_stamps_[t].data(), static_cast<uint32_t>(b.step), constant,
-                           loss_->halted(), stream);
+                           groups.max_groups(), row_stamps(t), static_cast<uint32_t>(b.step), constant,
+                           loss_->halted(), stream_.get());
   }
 
   cuda::Stream stream_;
   cuda::Blas blas_;
   cuda::NeuMFShape shape_;
   cuda::DeviceBuffer<uint32_t> d_row_stamps_[4];  // dense embedding updates: the step that last used each row
+  cuda::DeviceBuffer<uint32_t> d_row_groups_[4];  // and (fused kernels) each stamped row's group
 
   cuda::DeviceBuffer<uint32_t> d_user_, d_item_, d_order_;
   cuda::DeviceBuffer<float> d_weight_;

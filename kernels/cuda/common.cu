@@ -142,13 +142,15 @@ Stream::~Stream() {
   if (handle_) cudaStreamDestroy(handle_);
 }
 
-Blas::Blas(StreamHandle stream, GemmPrecision precision) : precision_(precision) {
+Blas::Blas(StreamHandle stream, GemmPrecision precision, StepKernels kernels)
+    : precision_(precision), kernels_(kernels) {
   TB_CUBLAS_CHECK(cublasCreate(&handle_));
   try {
     TB_CUBLAS_CHECK(cublasSetStream(handle_, stream));
     TB_CUBLAS_CHECK(cublasSetPointerMode(handle_, CUBLAS_POINTER_MODE_HOST));
     TB_CUBLAS_CHECK(cublasSetMathMode(
         handle_, precision == GemmPrecision::kTf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+    if (kernels == StepKernels::kFused) lt_ = make_lt_plans(stream);
   } catch (...) {
     cublasDestroy(handle_);
     throw;
@@ -159,6 +161,8 @@ Blas& Blas::operator=(Blas&& other) noexcept {
     if (handle_) cublasDestroy(handle_);
     handle_ = std::exchange(other.handle_, nullptr);
     precision_ = other.precision_;
+    kernels_ = other.kernels_;
+    lt_ = std::move(other.lt_);
   }
   return *this;
 }

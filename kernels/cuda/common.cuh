@@ -1,6 +1,8 @@
 // For .cu files only: the check macros and launch helpers over the CUDA headers.
 #pragma once
 
+#include <cstdint>
+
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -21,6 +23,11 @@ inline unsigned grid_for(int64_t threads, int block, int64_t cap = 65535LL * 32)
   const int64_t blocks = (threads + block - 1) / block;
   return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > cap ? cap : blocks));
 }
+
+// Whether a grid-stride kernel over `count` elements can index them in 32 bits: below 2^30, so
+// that an index plus grid_for's largest stride (65535 x 32 blocks of at most 256 threads, under
+// 2^30) stays below 2^31.
+inline bool index_fits_32(int64_t count) { return count < (int64_t{1} << 30); }
 
 }  // namespace tastebud::cuda
 

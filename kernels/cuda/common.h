@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <utility>
@@ -132,22 +133,42 @@ class Stream {
 // (cuBLAS's CUBLAS_COMPUTE_32F_FAST_TF32 / _FAST_16BF). Storage stays fp32.
 enum class GemmPrecision { kFp32, kTf32, kBf16 };
 
-// A cuBLAS handle bound to one stream, multiplying at `precision`.
+// Which kernels a training step runs around its matrix products: one per operation (the bias and
+// ReLU after the GEMM, the ReLU mask before the bias gradient's column sums, the GMF product apart
+// from the head, a table's row gradients summed before the step that applies them), or fused (the
+// bias and ReLU as a cuBLASLt epilogue of the GEMM, the mask inside the column sums, the GMF
+// product inside the head's passes, each touched row's gradient summed and applied in one pass).
+// Same formulas, same answers within float rounding.
+enum class StepKernels { kSeparate, kFused };
+
+// cuBLASLt's state for the fused dense layers (gemm_lt.cu): its handle, workspace and one plan per
+// shape. Created with a Blas whose kernels are fused.
+struct LtPlans;
+std::shared_ptr<LtPlans> make_lt_plans(StreamHandle stream);
+
+// A cuBLAS handle bound to one stream, multiplying at `precision`; with fused kernels, cuBLASLt's
+// plans for the epilogue GEMMs too.
 class Blas {
  public:
-  Blas(StreamHandle stream, GemmPrecision precision);
+  Blas(StreamHandle stream, GemmPrecision precision, StepKernels kernels = StepKernels::kSeparate);
   Blas(const Blas&) = delete;
   Blas& operator=(const Blas&) = delete;
   Blas(Blas&& other) noexcept
-      : handle_(std::exchange(other.handle_, nullptr)), precision_(other.precision_) {}
+      : handle_(std::exchange(other.handle_, nullptr)), precision_(other.precision_), kernels_(other.kernels_),
+        lt_(std::move(other.lt_)) {}
   Blas& operator=(Blas&& other) noexcept;
   ~Blas();
   BlasHandle get() const { return handle_; }
   GemmPrecision precision() const { return precision_; }
+  StepKernels kernels() const { return kernels_; }
+  bool fused() const { return kernels_ == StepKernels::kFused; }
+  LtPlans* lt() const { return lt_.get(); }  // null unless fused
 
  private:
   BlasHandle handle_ = nullptr;
   GemmPrecision precision_ = GemmPrecision::kFp32;
+  StepKernels kernels_ = StepKernels::kSeparate;
+  std::shared_ptr<LtPlans> lt_;
 };
 
 // Timing with CUDA events, for the benchmarks: milliseconds between record_start and record_stop.

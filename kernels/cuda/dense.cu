@@ -17,28 +17,33 @@ int64_t slices_for(int64_t rows) {
   return slices < 1 ? 1 : (slices > kMaxSlices ? kMaxSlices : slices);
 }
 
-__global__ void bias_relu_kernel(float* __restrict__ y, const float* __restrict__ bias, int64_t rows,
-                                 int64_t width, bool apply_relu) {
-  const int64_t total = rows * width;
-  for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < total;
-       t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+// Index: int32_t where the element count fits (index_fits_32), else int64_t; the division and
+// remainder of 64-bit indices cost several times the 32-bit ones.
+template <class Index>
+__global__ void bias_relu_kernel(float* __restrict__ y, const float* __restrict__ bias, Index rows,
+                                 Index width, bool apply_relu) {
+  const Index total = rows * width;
+  for (Index t = blockIdx.x * static_cast<Index>(blockDim.x) + threadIdx.x; t < total;
+       t += static_cast<Index>(gridDim.x) * blockDim.x) {
     const float v = y[t] + bias[t % width];
     y[t] = apply_relu ? fmaxf(v, 0.0f) : v;
   }
 }
 
-__global__ void relu_backward_kernel(float* __restrict__ dy, const float* __restrict__ y, int64_t count) {
-  for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < count;
-       t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+template <class Index>
+__global__ void relu_backward_kernel(float* __restrict__ dy, const float* __restrict__ y, Index count) {
+  for (Index t = blockIdx.x * static_cast<Index>(blockDim.x) + threadIdx.x; t < count;
+       t += static_cast<Index>(gridDim.x) * blockDim.x) {
     if (!(y[t] > 0.0f)) dy[t] = 0.0f;
   }
 }
 
 // Block (32, 8) sums columns [32 bx, 32 bx + 32) over the rows of slice by; lanes read 128
-// consecutive bytes of a row.
-__global__ void column_partials_kernel(const float* __restrict__ m, const float* __restrict__ scale,
-                                       int64_t rows, int64_t width, int64_t rows_per_slice,
-                                       float* __restrict__ partial) {
+// consecutive bytes of a row. With relu_out (the fused ReLU backward), each element is first
+// masked by relu_out > 0 and written back so.
+__global__ void column_partials_kernel(float* __restrict__ m, const float* __restrict__ scale,
+                                       const float* __restrict__ relu_out, int64_t rows, int64_t width,
+                                       int64_t rows_per_slice, float* __restrict__ partial) {
   __shared__ float tile[kRowLanes][kColumnTile + 1];
   const int64_t col = static_cast<int64_t>(blockIdx.x) * kColumnTile + threadIdx.x;
   const int64_t begin = static_cast<int64_t>(blockIdx.y) * rows_per_slice;
@@ -46,7 +51,11 @@ __global__ void column_partials_kernel(const float* __restrict__ m, const float*
   float total = 0.0f;
   if (col < width) {
     for (int64_t r = begin + threadIdx.y; r < end; r += kRowLanes) {
-      const float v = m[r * width + col];
+      float v = m[r * width + col];
+      if (relu_out != nullptr && !(relu_out[r * width + col] > 0.0f)) {
+        v = 0.0f;
+        m[r * width + col] = 0.0f;
+      }
       total += scale ? v * scale[r] : v;
     }
   }
@@ -95,21 +104,35 @@ void bias_relu(float* d_y, const float* d_bias, int64_t rows, int64_t width, boo
                StreamHandle stream) {
   if (rows * width == 0) return;
   constexpr int kBlock = 256;
-  bias_relu_kernel<<<grid_for(rows * width, kBlock), kBlock, 0, stream>>>(d_y, d_bias, rows, width, apply_relu);
+  const unsigned grid = grid_for(rows * width, kBlock);
+  if (index_fits_32(rows * width)) {
+    bias_relu_kernel<int32_t><<<grid, kBlock, 0, stream>>>(d_y, d_bias, static_cast<int32_t>(rows),
+                                                           static_cast<int32_t>(width), apply_relu);
+  } else {
+    bias_relu_kernel<int64_t><<<grid, kBlock, 0, stream>>>(d_y, d_bias, rows, width, apply_relu);
+  }
   TB_CUDA_LAUNCH_CHECK("bias_relu_kernel", stream);
 }
 
 void relu_backward(float* d_d_out, const float* d_out, int64_t count, StreamHandle stream) {
   if (count == 0) return;
   constexpr int kBlock = 256;
-  relu_backward_kernel<<<grid_for(count, kBlock), kBlock, 0, stream>>>(d_d_out, d_out, count);
+  if (index_fits_32(count)) {
+    relu_backward_kernel<int32_t><<<grid_for(count, kBlock), kBlock, 0, stream>>>(d_d_out, d_out,
+                                                                                  static_cast<int32_t>(count));
+  } else {
+    relu_backward_kernel<int64_t><<<grid_for(count, kBlock), kBlock, 0, stream>>>(d_d_out, d_out, count);
+  }
   TB_CUDA_LAUNCH_CHECK("relu_backward_kernel", stream);
 }
 
 int64_t column_sum_partials(int64_t rows, int64_t width) { return slices_for(rows) * width; }
 
-void column_sums(const float* d_m, const float* d_row_scale, int64_t rows, int64_t width,
-                 float* d_partial, float* d_out, StreamHandle stream) {
+namespace {
+
+// column_sums, and with relu_out the fused ReLU backward (m masked in place).
+void column_sums_of(float* d_m, const float* d_row_scale, const float* d_relu_out, int64_t rows, int64_t width,
+                    float* d_partial, float* d_out, StreamHandle stream) {
   if (width == 0) return;
   if (rows == 0) {
     fill_zero(d_out, sizeof(float) * width, stream);
@@ -118,17 +141,33 @@ void column_sums(const float* d_m, const float* d_row_scale, int64_t rows, int64
   const int64_t slices = slices_for(rows);
   const int64_t rows_per_slice = (rows + slices - 1) / slices;
   const dim3 grid(static_cast<unsigned>((width + kColumnTile - 1) / kColumnTile), static_cast<unsigned>(slices));
-  column_partials_kernel<<<grid, dim3(kColumnTile, kRowLanes), 0, stream>>>(d_m, d_row_scale, rows, width,
-                                                                            rows_per_slice, d_partial);
+  column_partials_kernel<<<grid, dim3(kColumnTile, kRowLanes), 0, stream>>>(d_m, d_row_scale, d_relu_out, rows,
+                                                                            width, rows_per_slice, d_partial);
   TB_CUDA_LAUNCH_CHECK("column_partials_kernel", stream);
   column_finish_kernel<<<grid_for(width, 128), 128, 0, stream>>>(d_partial, slices, width, d_out);
   TB_CUDA_LAUNCH_CHECK("column_finish_kernel", stream);
+}
+
+}  // namespace
+
+void column_sums(const float* d_m, const float* d_row_scale, int64_t rows, int64_t width,
+                 float* d_partial, float* d_out, StreamHandle stream) {
+  // Without relu_out the kernel only reads m.
+  column_sums_of(const_cast<float*>(d_m), d_row_scale, nullptr, rows, width, d_partial, d_out, stream);
+}
+
+void relu_bias_gradient(float* d_dy, const float* d_y, int64_t rows, int64_t width, float* d_partial,
+                        float* d_bias, StreamHandle stream) {
+  column_sums_of(d_dy, nullptr, d_y, rows, width, d_partial, d_bias, stream);
 }
 
 void dense_forward(const Blas& blas, const float* d_in, int64_t rows, int64_t in_width,
                    const float* d_weight, const float* d_bias, int64_t out_width, bool apply_relu,
                    float* d_out) {
   if (rows == 0) return;
+  if (blas.fused() && gemm_bias_epilogue(blas, rows, out_width, in_width, d_in, d_weight, d_bias, apply_relu, d_out)) {
+    return;
+  }
   gemm(blas, false, false, rows, out_width, in_width, 1.0f, d_in, d_weight, 0.0f, d_out);
   StreamHandle stream = nullptr;
   TB_CUBLAS_CHECK(cublasGetStream(blas.get(), &stream));
@@ -140,10 +179,14 @@ void dense_backward(const Blas& blas, const float* d_in, const float* d_out, flo
                     bool apply_relu, float* d_d_weight, float* d_d_bias, float* d_d_in,
                     float* d_partial, StreamHandle stream) {
   if (rows == 0) return;
-  if (apply_relu) relu_backward(d_d_out, d_out, rows * out_width, stream);
+  if (apply_relu && blas.fused()) {
+    relu_bias_gradient(d_d_out, d_out, rows, out_width, d_partial, d_d_bias, stream);
+  } else {
+    if (apply_relu) relu_backward(d_d_out, d_out, rows * out_width, stream);
+    column_sums(d_d_out, nullptr, rows, out_width, d_partial, d_d_bias, stream);
+  }
   // dW [in x out] = in^T [in x rows] * dY [rows x out]
   gemm(blas, true, false, in_width, out_width, rows, 1.0f, d_in, d_d_out, 0.0f, d_d_weight);
-  column_sums(d_d_out, nullptr, rows, out_width, d_partial, d_d_bias, stream);
   // dX [rows x in] = dY [rows x out] * W^T [out x in]
   if (d_d_in != nullptr) gemm(blas, false, true, rows, in_width, out_width, 1.0f, d_d_out, d_weight, 0.0f, d_d_in);
 }

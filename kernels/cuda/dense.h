@@ -14,6 +14,12 @@ namespace tastebud::cuda {
 void gemm(const Blas& blas, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
           float alpha, const float* d_a, const float* d_b, float beta, float* d_c);
 
+// Row-major C[m x n] = A[m x k] * B[k x n] + bias[n], then the ReLU when asked, in one cuBLASLt
+// matmul with the bias (and ReLU) as its epilogue (gemm_lt.cu). Returns false, having done
+// nothing, when blas has no cuBLASLt plans (separate kernels) or cuBLASLt no algorithm for it.
+bool gemm_bias_epilogue(const Blas& blas, int64_t m, int64_t n, int64_t k, const float* d_a, const float* d_b,
+                        const float* d_bias, bool apply_relu, float* d_c);
+
 // y[r, :] = relu(y[r, :] + bias) (or without the ReLU), in place.
 void bias_relu(float* d_y, const float* d_bias, int64_t rows, int64_t width, bool apply_relu,
                StreamHandle stream);
@@ -28,7 +34,12 @@ int64_t column_sum_partials(int64_t rows, int64_t width);
 void column_sums(const float* d_m, const float* d_row_scale, int64_t rows, int64_t width,
                  float* d_partial, float* d_out, StreamHandle stream);
 
-// out = relu(in * weight + bias), or without the ReLU.
+// The fused ReLU backward and bias gradient: dy[i] = y[i] > 0 ? dy[i] : 0 in place, and
+// d_bias[j] the column sums of the masked dy, in one pass over dy (column_sums' slices and order).
+void relu_bias_gradient(float* d_dy, const float* d_y, int64_t rows, int64_t width, float* d_partial,
+                        float* d_bias, StreamHandle stream);
+
+// out = relu(in * weight + bias), or without the ReLU (fused kernels: one epilogue GEMM).
 void dense_forward(const Blas& blas, const float* d_in, int64_t rows, int64_t in_width,
                    const float* d_weight, const float* d_bias, int64_t out_width, bool apply_relu,
                    float* d_out);
@@ -36,6 +47,7 @@ void dense_forward(const Blas& blas, const float* d_in, int64_t rows, int64_t in
 // Backward through out = relu(in * weight + bias). d_out is masked in place by the ReLU. Unlike
 // the CPU twin, which accumulates (+=) into per-chunk buffers, d_weight and d_bias are
 // overwritten: the GPU takes the whole batch in one pass. d_in, when not null, is overwritten.
+// Fused kernels: the mask and the bias gradient in one pass (relu_bias_gradient).
 void dense_backward(const Blas& blas, const float* d_in, const float* d_out, float* d_d_out,
                     int64_t rows, int64_t in_width, const float* d_weight, int64_t out_width,
                     bool apply_relu, float* d_d_weight, float* d_d_bias, float* d_d_in,

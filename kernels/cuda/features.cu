@@ -123,6 +123,10 @@ __global__ void pad_entries_kernel(const uint32_t* __restrict__ total, int64_t c
 }
 
 // One warp per group; lane j sums columns j, j + 32, ... over the group's entries in batch order.
+// A category's group holds a share of the whole batch (thousands of entries), and each entry is a
+// chain of three dependent loads (order, its batch row, the gradient): the lanes load 32 entries'
+// rows and weights at once and pass them round by shuffles, and the gradient loads of several
+// entries are in flight together. The adds stay one entry after another, in batch order.
 __global__ void sum_feature_gradients_kernel(const uint32_t* __restrict__ order,
                                              const uint32_t* __restrict__ starts,
                                              const int* __restrict__ num_groups,
@@ -139,15 +143,30 @@ __global__ void sum_feature_gradients_kernel(const uint32_t* __restrict__ order,
   for (int64_t k = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32; k < groups;
        k += warps) {
     const uint32_t begin = starts[k], end = starts[k + 1];
-    for (int64_t j = lane; j < w; j += 32) {
+    // Warp-uniform bounds: every lane takes part in every shuffle.
+    for (int64_t j0 = 0; j0 < w; j0 += 32) {
+      const int64_t j = j0 + lane;
+      const bool mine = j < w;
+      const float* column = !mine ? nullptr : j < f ? d_gmf + j : d_mlp + mlp_offset + (j - f);
+      const int64_t stride = j < f ? gmf_stride : mlp_stride;
       float total = 0.0f;
-      for (uint32_t p = begin; p < end; ++p) {
-        const uint32_t entry = order[p];
-        const int64_t r = entry_rows[entry];
-        const float d = j < f ? d_gmf[r * gmf_stride + j] : d_mlp[r * mlp_stride + mlp_offset + (j - f)];
-        total += entry_weights[entry] * d;
+      for (uint32_t p0 = begin; p0 < end; p0 += 32) {
+        const uint32_t n = end - p0 < 32u ? end - p0 : 32u;
+        uint32_t my_row = 0;
+        float my_weight = 0.0f;
+        if (static_cast<uint32_t>(lane) < n) {
+          const uint32_t entry = order[p0 + lane];
+          my_row = entry_rows[entry];
+          my_weight = entry_weights[entry];
+        }
+#pragma unroll 8
+        for (uint32_t i = 0; i < n; ++i) {
+          const uint32_t r = __shfl_sync(0xffffffffu, my_row, static_cast<int>(i));
+          const float weight = __shfl_sync(0xffffffffu, my_weight, static_cast<int>(i));
+          if (mine) total += weight * column[static_cast<int64_t>(r) * stride];
+        }
       }
-      sum[k * w + j] = total;
+      if (mine) sum[k * w + j] = total;
     }
   }
 }

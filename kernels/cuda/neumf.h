@@ -50,6 +50,11 @@ void head_forward(const float* d_gmf, int64_t f, const float* d_top, int64_t h,
                   const float* d_head_weight, const float* d_head_bias, int64_t rows,
                   float* d_logits, StreamHandle stream);
 
+// The same with the GMF product formed inside (fused kernels): no gmf rows are written or read.
+void head_forward_fused(const float* d_user_gmf, const float* d_item_gmf, int64_t f, const float* d_top, int64_t h,
+                        const float* d_head_weight, const float* d_head_bias, int64_t rows, float* d_logits,
+                        StreamHandle stream);
+
 // The head's backward: per-row gradients of the GMF factors and the MLP top, and the head's own
 // gradients (overwritten) summed deterministically over the rows.
 void head_backward(const float* d_dlogits, const float* d_user_gmf, const float* d_item_gmf,
@@ -58,6 +63,14 @@ void head_backward(const float* d_dlogits, const float* d_user_gmf, const float*
                    float* d_d_item_gmf, float* d_d_top, float* d_d_head_weight,
                    float* d_d_head_bias, float* d_partial, StreamHandle stream);
 
+// The same in one pass over the rows and one over the slices' sums (fused kernels), the GMF
+// product formed from the factors; `partial` as neumf_partials sizes it.
+void head_backward_fused(const float* d_dlogits, const float* d_user_gmf, const float* d_item_gmf, int64_t f,
+                         const float* d_top, int64_t h, const float* d_head_weight, int64_t rows,
+                         float* d_d_user_gmf, float* d_d_item_gmf, float* d_d_top, float* d_d_head_weight,
+                         float* d_d_head_bias, float* d_partial, StreamHandle stream);
+
+// Fused kernels (blas.fused()): the epilogue GEMMs, the fused head, and no gmf rows.
 void neumf_forward(const Blas& blas, const NeuMFShape& shape, const DenseParams& p,
                    BatchRows& batch, StreamHandle stream);
 

@@ -66,6 +66,7 @@ const std::map<std::string, Setter>& setters() {
       {"device", set(&TrainJob::device)},
       {"tf32", set(&TrainJob::tf32)},
       {"precision", set(&TrainJob::precision)},
+      {"cuda_kernels", set(&TrainJob::cuda_kernels)},
       {"impression_negatives", set(&TrainJob::impression_negatives)},
       {"threads", set(&TrainJob::threads)},
       {"seed", set(&TrainJob::seed)},

@@ -12,6 +12,15 @@ namespace tastebud {
 // device).
 bool cuda_available(std::string* reason);
 
+// What a step's parts cost on a backend, as measured (bench/RESULTS.md, "What auto weighs"): a
+// batch row through the lazy step, and an id-table float (value and optimizer state) that dense
+// embedding updates walk with a zero gradient. `--embedding-updates auto` weighs one by the other.
+struct StepCosts {
+  double batch_row_ns = 0;
+  double table_float_ns = 0;
+};
+StepCosts measured_step_costs(bool gpu);
+
 // device: "auto" (CUDA when available, else the CPU with a one-line notice in *notice), "cpu" or
 // "cuda" (an error saying why when no device can be used).
 std::unique_ptr<Backend> make_backend(const std::string& device, const TrainingSet& data,

@@ -61,6 +61,7 @@ struct TrainingSet {
 void zero_untrained_rows(ModelParams& params, const TrainingSet& data);
 
 enum class Precision { kFp32, kTf32, kBf16 };
+enum class CudaKernels { kSeparate, kFused };
 
 struct TrainOptions {
   uint32_t batch_size = 256;   // samples per step: BCE rows (positives + negatives), or BPR pairs
@@ -76,6 +77,11 @@ struct TrainOptions {
   // to TF32 (10-bit mantissa) or bfloat16 (7-bit), accumulating in fp32; parameters, optimizer
   // state and activations stay fp32. The CPU backend multiplies in fp32 whatever this says.
   Precision precision = Precision::kFp32;
+  // CUDA: one kernel per operation of the step, or fused kernels (cuda::StepKernels: the dense
+  // layers' bias and ReLU as GEMM epilogues, the ReLU backward inside the bias gradient, the GMF
+  // product inside the head, each touched row summed and stepped in one pass). Same formulas;
+  // separate until a device has measured fused.
+  CudaKernels cuda_kernels = CudaKernels::kSeparate;
   float impression_share = 0.0f;  // share of negatives drawn from the user's ignored impressions
   // Several ranks (CPU backend): each computes a fixed slice of every batch; the dense layers are
   // replicated and their gradients summed over ranks; the id tables are sharded by row (row % N)
