@@ -78,14 +78,25 @@ void register_all() {
       })->UseManualTime()->Unit(benchmark::kMicrosecond);
     }
 
+    // Each shape at each precision with the separate kernels, and at tf32 and bf16 with the fused
+    // ones (--cuda-kernels fused: the bias and ReLU as the GEMM's epilogue, the ReLU backward in
+    // the bias gradient's column sums).
     struct Gemm { int64_t in, out; };
+    struct Mode { cu::GemmPrecision precision; cu::StepKernels kernels; };
     for (const Gemm g : {Gemm{256, 256}, Gemm{256, 128}, Gemm{128, 64}}) {
-      for (const cu::GemmPrecision precision : {cu::GemmPrecision::kFp32, cu::GemmPrecision::kTf32, cu::GemmPrecision::kBf16}) {
+      for (const Mode m : {Mode{cu::GemmPrecision::kFp32, cu::StepKernels::kSeparate},
+                           Mode{cu::GemmPrecision::kTf32, cu::StepKernels::kSeparate},
+                           Mode{cu::GemmPrecision::kBf16, cu::StepKernels::kSeparate},
+                           Mode{cu::GemmPrecision::kTf32, cu::StepKernels::kFused},
+                           Mode{cu::GemmPrecision::kBf16, cu::StepKernels::kFused}}) {
+        const cu::GemmPrecision precision = m.precision;
+        const cu::StepKernels kernels = m.kernels;
         const char* name = precision == cu::GemmPrecision::kFp32 ? "/fp32" : precision == cu::GemmPrecision::kTf32 ? "/tf32" : "/bf16";
-        const std::string shape = std::to_string(g.in) + "x" + std::to_string(g.out) + name;
-        benchmark::RegisterBenchmark(("dense_forward/" + shape + tag).c_str(), [rows, g, precision](benchmark::State& state) {
+        const std::string shape = std::to_string(g.in) + "x" + std::to_string(g.out) + name +
+                                  (kernels == cu::StepKernels::kFused ? "/fused" : "");
+        benchmark::RegisterBenchmark(("dense_forward/" + shape + tag).c_str(), [rows, g, precision, kernels](benchmark::State& state) {
           cu::Stream stream;
-          cu::Blas blas(stream.get(), precision);
+          cu::Blas blas(stream.get(), precision, kernels);
           auto in = cu::to_device(random_floats(rows * g.in, 3));
           auto w = cu::to_device(random_floats(g.in * g.out, 4, 0.05f));
           auto b = cu::to_device(random_floats(g.out, 5));
@@ -94,9 +105,9 @@ void register_all() {
             cu::dense_forward(blas, in.data(), rows, g.in, w.data(), b.data(), g.out, true, out.data());
           }, 4.0 * (rows * g.in + g.in * g.out + 2 * rows * g.out), 2.0 * rows * g.in * g.out);
         })->UseManualTime()->Unit(benchmark::kMicrosecond);
-        benchmark::RegisterBenchmark(("dense_backward/" + shape + tag).c_str(), [rows, g, precision](benchmark::State& state) {
+        benchmark::RegisterBenchmark(("dense_backward/" + shape + tag).c_str(), [rows, g, precision, kernels](benchmark::State& state) {
           cu::Stream stream;
-          cu::Blas blas(stream.get(), precision);
+          cu::Blas blas(stream.get(), precision, kernels);
           auto in = cu::to_device(random_floats(rows * g.in, 3));
           auto out = cu::to_device(random_floats(rows * g.out, 6));
           auto d_out = cu::to_device(random_floats(rows * g.out, 7));
@@ -136,6 +147,25 @@ void register_all() {
       }, 4.0 * rows * (f * 8 + h * 3), rows * 8.0 * (f + h));
     })->UseManualTime()->Unit(benchmark::kMicrosecond);
 
+    benchmark::RegisterBenchmark(("head_forward_backward/64+64/fused" + tag).c_str(), [rows](benchmark::State& state) {
+      cu::Stream stream;
+      const int64_t f = 64, h = 64;
+      cu::NeuMFShape shape;
+      shape.factors = f;
+      shape.layers = {2 * h, h};
+      auto ug = cu::to_device(random_floats(rows * f, 9)), ig = cu::to_device(random_floats(rows * f, 10));
+      auto top = cu::to_device(random_floats(rows * h, 11)), w = cu::to_device(random_floats(f + h, 12));
+      auto b = cu::to_device(std::vector<float>{0.1f});
+      cu::DeviceBuffer<float> logits(rows), dug(rows * f), dig(rows * f), dtop(rows * h), dw(f + h), db(1),
+          partial(cu::neumf_partials(shape, rows));
+      timed(state, stream.get(), [&] {
+        cu::head_forward_fused(ug.data(), ig.data(), f, top.data(), h, w.data(), b.data(), rows, logits.data(),
+                               stream.get());
+        cu::head_backward_fused(logits.data(), ug.data(), ig.data(), f, top.data(), h, w.data(), rows, dug.data(),
+                                dig.data(), dtop.data(), dw.data(), db.data(), partial.data(), stream.get());
+      }, 4.0 * rows * (f * 6 + h * 3), rows * 8.0 * (f + h));
+    })->UseManualTime()->Unit(benchmark::kMicrosecond);
+
     benchmark::RegisterBenchmark(("bce_loss_and_grad" + tag).c_str(), [rows](benchmark::State& state) {
       cu::Stream stream;
       auto logits = cu::to_device(random_floats(rows, 13)), labels = cu::to_device(std::vector<float>(rows, 0.0f));
@@ -167,6 +197,25 @@ void register_all() {
         cu::sparse_update(p, 1e-3f, table.data(), s0.data(), s1.data(), width, groups.rows(), groups.num_groups(),
                           groups.max_groups(), sums.data(), tb::RowL2{groups.starts(), 1.0f / rows}, nullptr,
                           stream.get());
+      }, rows * (4.0 * width + 24), 0);
+    })->UseManualTime()->Unit(benchmark::kMicrosecond);
+
+    // The fused table step: the groups' sums and their step in one grouped_update.
+    benchmark::RegisterBenchmark(("row_groups_grouped_update/item:128" + tag).c_str(), [rows](benchmark::State& state) {
+      cu::Stream stream;
+      const int64_t width = 128;
+      auto ids = cu::to_device(random_ids(rows, kItems, 14));
+      auto grads = cu::to_device(random_floats(rows * 2 * width, 15, 0.01f));
+      auto table = cu::to_device(random_floats(static_cast<size_t>(kItems) * width, 16, 0.01f));
+      cu::DeviceBuffer<float> s0(table.size()), s1(table.size());
+      s0.zero(stream.get());
+      s1.zero(stream.get());
+      cu::RowGroups groups(rows, kItems);
+      tb::OptimizerParams p;
+      timed(state, stream.get(), [&] {
+        groups.build(ids.data(), rows, stream.get());
+        cu::grouped_update(p, 1e-3f, table.data(), s0.data(), s1.data(), groups, grads.data(), 2 * width, width, width,
+                           1.0f / rows, cu::RowStepMasks{}, nullptr, stream.get());
       }, rows * (4.0 * width + 24), 0);
     })->UseManualTime()->Unit(benchmark::kMicrosecond);
 
