@@ -107,6 +107,8 @@ def test_train_errors_carry_the_engines_message(dataset, tmp_path):
         tastebud.train(dataset, tmp_path / "d", epochs=0, progress=False, verbose=False)
     with pytest.raises(tastebud.Error, match=r"unknown precision= 'fp16': expected fp32, tf32 or bf16"):
         tastebud.train(dataset, tmp_path / "e", precision="fp16", progress=False, verbose=False)
+    with pytest.raises(tastebud.Error, match=r"unknown cuda_kernels= 'fast': expected separate or fused"):
+        tastebud.train(dataset, tmp_path / "f", cuda_kernels="fast", progress=False, verbose=False)
 
 
 def test_training_releases_the_gil(dataset, tmp_path):
