@@ -180,44 +180,35 @@ void register_all() {
       }, rows * (12.0 + 4 + 8 + 8), 0);
     })->UseManualTime()->Unit(benchmark::kMicrosecond);
 
-    benchmark::RegisterBenchmark(("row_groups_sum_update/item:128" + tag).c_str(), [rows](benchmark::State& state) {
-      cu::Stream stream;
-      const int64_t width = 128;
-      auto ids = cu::to_device(random_ids(rows, kItems, 14));
-      auto grads = cu::to_device(random_floats(rows * 2 * width, 15, 0.01f));
-      auto table = cu::to_device(random_floats(static_cast<size_t>(kItems) * width, 16, 0.01f));
-      cu::DeviceBuffer<float> s0(table.size()), s1(table.size()), sums(rows * width);
-      s0.zero(stream.get());
-      s1.zero(stream.get());
-      cu::RowGroups groups(rows, kItems);
-      tb::OptimizerParams p;
-      timed(state, stream.get(), [&] {
-        groups.build(ids.data(), rows, stream.get());
-        cu::sum_row_gradients(groups, grads.data(), 2 * width, width, width, sums.data(), stream.get());
-        cu::sparse_update(p, 1e-3f, table.data(), s0.data(), s1.data(), width, groups.rows(), groups.num_groups(),
-                          groups.max_groups(), sums.data(), tb::RowL2{groups.starts(), 1.0f / rows}, nullptr,
-                          stream.get());
-      }, rows * (4.0 * width + 24), 0);
-    })->UseManualTime()->Unit(benchmark::kMicrosecond);
-
-    // The fused table step: the groups' sums and their step in one grouped_update.
-    benchmark::RegisterBenchmark(("row_groups_grouped_update/item:128" + tag).c_str(), [rows](benchmark::State& state) {
-      cu::Stream stream;
-      const int64_t width = 128;
-      auto ids = cu::to_device(random_ids(rows, kItems, 14));
-      auto grads = cu::to_device(random_floats(rows * 2 * width, 15, 0.01f));
-      auto table = cu::to_device(random_floats(static_cast<size_t>(kItems) * width, 16, 0.01f));
-      cu::DeviceBuffer<float> s0(table.size()), s1(table.size());
-      s0.zero(stream.get());
-      s1.zero(stream.get());
-      cu::RowGroups groups(rows, kItems);
-      tb::OptimizerParams p;
-      timed(state, stream.get(), [&] {
-        groups.build(ids.data(), rows, stream.get());
-        cu::grouped_update(p, 1e-3f, table.data(), s0.data(), s1.data(), groups, grads.data(), 2 * width, width, width,
-                           1.0f / rows, cu::RowStepMasks{}, nullptr, stream.get());
-      }, rows * (4.0 * width + 24), 0);
-    })->UseManualTime()->Unit(benchmark::kMicrosecond);
+    // One id table's step on a batch's rows: summed per row, then stepped (the separate kernels),
+    // or both in one grouped_update (fused).
+    for (const bool fused : {false, true}) {
+      const std::string name = fused ? "row_groups_grouped_update/item:128" : "row_groups_sum_update/item:128";
+      benchmark::RegisterBenchmark((name + tag).c_str(), [rows, fused](benchmark::State& state) {
+        cu::Stream stream;
+        const int64_t width = 128;
+        auto ids = cu::to_device(random_ids(rows, kItems, 14));
+        auto grads = cu::to_device(random_floats(rows * 2 * width, 15, 0.01f));
+        auto table = cu::to_device(random_floats(static_cast<size_t>(kItems) * width, 16, 0.01f));
+        cu::DeviceBuffer<float> s0(table.size()), s1(table.size()), sums(fused ? 0 : rows * width);
+        s0.zero(stream.get());
+        s1.zero(stream.get());
+        cu::RowGroups groups(rows, kItems);
+        tb::OptimizerParams p;
+        timed(state, stream.get(), [&] {
+          groups.build(ids.data(), rows, stream.get());
+          if (fused) {
+            cu::grouped_update(p, 1e-3f, table.data(), s0.data(), s1.data(), groups, grads.data(), 2 * width, width,
+                               width, 1.0f / rows, cu::RowStepMasks{}, nullptr, stream.get());
+            return;
+          }
+          cu::sum_row_gradients(groups, grads.data(), 2 * width, width, width, sums.data(), stream.get());
+          cu::sparse_update(p, 1e-3f, table.data(), s0.data(), s1.data(), width, groups.rows(), groups.num_groups(),
+                            groups.max_groups(), sums.data(), tb::RowL2{groups.starts(), 1.0f / rows}, nullptr,
+                            stream.get());
+        }, rows * (4.0 * width + 24), 0);
+      })->UseManualTime()->Unit(benchmark::kMicrosecond);
+    }
 
     // Item metadata of a shop catalog: a category, 1 to 3 tags and up to 8 text buckets per item,
     // two numbers; feature rows as wide as the id rows (64 GMF + 128 MLP columns).

@@ -24,6 +24,14 @@ inline unsigned grid_for(int64_t threads, int block, int64_t cap = 65535LL * 32)
   return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > cap ? cap : blocks));
 }
 
+// How many slices of about rows_per_slice rows a deterministic column sum cuts `rows` into: at
+// least one, at most max_slices (the slices then grow). Each slice's partial sums are summed in
+// slice order afterwards.
+inline int64_t row_slices(int64_t rows, int64_t rows_per_slice, int64_t max_slices) {
+  const int64_t slices = (rows + rows_per_slice - 1) / rows_per_slice;
+  return slices < 1 ? 1 : (slices > max_slices ? max_slices : slices);
+}
+
 // Whether a grid-stride kernel over `count` elements can index them in 32 bits: below 2^30, so
 // that an index plus grid_for's largest stride (65535 x 32 blocks of at most 256 threads, under
 // 2^30) stays below 2^31.

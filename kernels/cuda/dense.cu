@@ -12,10 +12,7 @@ constexpr int kRowLanes = 8;         // rows read at once per block
 constexpr int64_t kRowsPerSlice = 1024;
 constexpr int64_t kMaxSlices = 2048;
 
-int64_t slices_for(int64_t rows) {
-  const int64_t slices = (rows + kRowsPerSlice - 1) / kRowsPerSlice;
-  return slices < 1 ? 1 : (slices > kMaxSlices ? kMaxSlices : slices);
-}
+int64_t slices_for(int64_t rows) { return row_slices(rows, kRowsPerSlice, kMaxSlices); }
 
 // Index: int32_t where the element count fits (index_fits_32), else int64_t; the division and
 // remainder of 64-bit indices cost several times the 32-bit ones.

@@ -16,10 +16,7 @@ constexpr int64_t kRowsPerSlice = 1024;
 constexpr int64_t kMaxSlices = 2048;
 constexpr int64_t kMaxGridZ = 65535;
 
-int64_t slices_for(int64_t rows) {
-  const int64_t slices = (rows + kRowsPerSlice - 1) / kRowsPerSlice;
-  return slices < 1 ? 1 : (slices > kMaxSlices ? kMaxSlices : slices);
-}
+int64_t slices_for(int64_t rows) { return row_slices(rows, kRowsPerSlice, kMaxSlices); }
 
 // One thread per (batch row, column of the feature width): consecutive threads read consecutive
 // columns of the same feature row. add_feature_columns (tastebud/feature_view.h) is the formula

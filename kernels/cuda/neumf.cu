@@ -10,10 +10,7 @@ namespace {
 constexpr int64_t kHeadRowsPerSlice = 256;
 constexpr int64_t kHeadMaxSlices = 8192;
 
-int64_t head_slices(int64_t rows) {
-  const int64_t slices = (rows + kHeadRowsPerSlice - 1) / kHeadRowsPerSlice;
-  return slices < 1 ? 1 : (slices > kHeadMaxSlices ? kHeadMaxSlices : slices);
-}
+int64_t head_slices(int64_t rows) { return row_slices(rows, kHeadRowsPerSlice, kHeadMaxSlices); }
 
 template <class Index>
 __global__ void gmf_product_kernel(const float* __restrict__ u, const float* __restrict__ v,
