@@ -7,7 +7,9 @@
 namespace tastebud::cuda {
 namespace {
 
-constexpr int64_t kHeadRowsPerSlice = 256;
+// Short slices: a block is one thread per head column (about four warps), so it takes many
+// blocks to keep the loads in flight; the finish then sums up to kHeadMaxSlices partials a column.
+constexpr int64_t kHeadRowsPerSlice = 64;
 constexpr int64_t kHeadMaxSlices = 8192;
 
 int64_t head_slices(int64_t rows) { return row_slices(rows, kHeadRowsPerSlice, kHeadMaxSlices); }
@@ -76,6 +78,7 @@ __global__ void head_backward_fused_kernel(const float* __restrict__ dz, const f
   for (int64_t c = threadIdx.x; c < columns; c += blockDim.x) {
     const float wc = c < f + h ? w[c] : 0.0f;
     float total = 0.0f;
+#pragma unroll 4
     for (int64_t r = begin; r < end; ++r) {
       const float d = dz[r];
       if (c < f) {
