@@ -20,15 +20,17 @@ int64_t slices_for(int64_t rows) { return row_slices(rows, kRowsPerSlice, kMaxSl
 
 // One thread per (batch row, column of the feature width): consecutive threads read consecutive
 // columns of the same feature row. add_feature_columns (tastebud/feature_view.h) is the formula
-// cpu::add_features runs too, so each output sees the same sequence of additions.
-__global__ void add_features_kernel(FeatureView v, const uint32_t* __restrict__ ids, int64_t rows,
+// cpu::add_features runs too, so each output sees the same sequence of additions. Index: the
+// thread index's type, int32_t where the count allows (index_fits_32).
+template <class Index>
+__global__ void add_features_kernel(FeatureView v, const uint32_t* __restrict__ ids, Index rows,
                                     const float* __restrict__ table, const float* __restrict__ projection,
                                     int64_t f, int64_t e, float* __restrict__ gmf, int64_t gmf_stride,
                                     float* __restrict__ mlp, int64_t mlp_stride, int64_t mlp_offset) {
-  const int64_t w = f + e, total = rows * w;
-  for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < total;
-       t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t r = t / w, j = t - r * w;
+  const Index w = static_cast<Index>(f + e), total = rows * w;
+  for (Index t = blockIdx.x * static_cast<Index>(blockDim.x) + threadIdx.x; t < total;
+       t += static_cast<Index>(gridDim.x) * blockDim.x) {
+    const Index r = t / w, j = t - r * w;
     const uint32_t x = ids[r];
     float* out = j < f ? gmf + r * gmf_stride + j : mlp + r * mlp_stride + mlp_offset + (j - f);
     float acc = *out;
@@ -188,8 +190,15 @@ void add_features(const FeatureView& v, const uint32_t* d_ids, int64_t rows, con
   TB_CHECK(v.numeric == 0 || (v.values != nullptr && d_projection != nullptr),
            "add_features: numbers without a projection");
   TB_CHECK((f == 0 || d_gmf != nullptr) && (e == 0 || d_mlp != nullptr), "add_features: null output");
-  add_features_kernel<<<grid_for(rows * (f + e), kBlock), kBlock, 0, stream>>>(
-      v, d_ids, rows, d_table, d_projection, f, e, d_gmf, gmf_stride, d_mlp, mlp_stride, mlp_offset);
+  const unsigned grid = grid_for(rows * (f + e), kBlock);
+  if (index_fits_32(rows * (f + e))) {
+    add_features_kernel<int32_t><<<grid, kBlock, 0, stream>>>(v, d_ids, static_cast<int32_t>(rows), d_table,
+                                                              d_projection, f, e, d_gmf, gmf_stride, d_mlp,
+                                                              mlp_stride, mlp_offset);
+  } else {
+    add_features_kernel<int64_t><<<grid, kBlock, 0, stream>>>(v, d_ids, rows, d_table, d_projection, f, e, d_gmf,
+                                                              gmf_stride, d_mlp, mlp_stride, mlp_offset);
+  }
   TB_CUDA_LAUNCH_CHECK("add_features_kernel", stream);
 }
 
