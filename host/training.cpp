@@ -162,12 +162,12 @@ std::string resolve_embedding_updates(const TrainPlan& plan, const datasets::Dat
   const double floats = (static_cast<double>(dataset.num_users()) + dataset.num_items()) * plan.model_config.feature_width();
   const double batch_rows = static_cast<double>(job.batch_size) * (plan.options.loss == LossKind::kBpr ? 2 : 1);
   const double walk_ms = floats * costs.table_float_ns * 1e-6, step_ms = batch_rows * costs.batch_row_ns * 1e-6;
-  const bool dense = ranks == 1 && !job.update && walk_ms <= kDenseShare * step_ms;
+  const double share = dense_walk_share(floats, batch_rows, costs);
+  const bool dense = ranks == 1 && !job.update && share <= kDenseShare;
   const std::string chosen = dense ? "dense" : "lazy";
   log << fmt::format("--embedding-updates auto: {} (walking {:.0f} id-table floats costs about {:.3g} ms a step on "
                      "the {}, {:.2f} of the lazy step's {:.3g} ms; dense when at most {}{})\n",
-                     chosen, floats, walk_ms, gpu ? "GPU" : "CPU", step_ms > 0 ? walk_ms / step_ms : 0.0, step_ms,
-                     kDenseShare,
+                     chosen, floats, walk_ms, gpu ? "GPU" : "CPU", share, step_ms, kDenseShare,
                      ranks > 1 ? "; several ranks train lazily" : job.update ? "; update mode trains lazily" : "");
   return chosen;
 }

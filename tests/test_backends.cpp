@@ -1873,6 +1873,23 @@ TYPED_TEST(Backends, LoadStateRefusesAnotherShape) {
 
 // The parameter plan: tensors() lists the layout's slots in order, with their names and shapes;
 // dense tensors sit 128-byte aligned and apart in the flat buffer; roles are found where they are.
+// What `--embedding-updates auto` weighs, with the measured costs: the ML-20M-sized shop on an
+// H200 (NeuMF 64 / 256,...: 192 floats a row) walks its 165K rows in about a fifth of a
+// batch-65,536 step, so dense; a 1M-user table at the same batch (the case issue 22 names) more
+// than a whole step, so lazy; MovieLens latest-small on the CPU (40 floats a row) is lazy at a
+// batch of 256 and dense from about 1,800.
+TEST(EmbeddingUpdatesAuto, WeighsTheWalkByTheBackendsMeasuredCosts) {
+  const StepCosts gpu = measured_step_costs(true), cpu = measured_step_costs(false);
+  const double ml20m = (138493.0 + 26744.0) * 192, million = (1e6 + 26744.0) * 192;
+  EXPECT_NEAR(dense_walk_share(ml20m, 65536, gpu), 0.2, 0.03);
+  EXPECT_GT(dense_walk_share(million, 65536, gpu), 1.0);
+  const double ml_small = (610.0 + 9742.0) * 40;
+  EXPECT_GT(dense_walk_share(ml_small, 256, cpu), 1.5);
+  EXPECT_LT(dense_walk_share(ml_small, 2048, cpu), 0.25);
+  EXPECT_GT(dense_walk_share(ml_small, 1536, cpu), 0.25);
+  EXPECT_EQ(dense_walk_share(ml_small, 0, cpu), 0.0);
+}
+
 TEST(ParamLayout, IsTheOrderShapesAndDenseOffsetsOfTheTensors) {
   TrainingSet data = banded_training_set(20, 32);
   ModelConfig config = odd_config(data);

@@ -58,6 +58,11 @@ StepCosts measured_step_costs(bool gpu) {
   return gpu ? StepCosts{1.28e6 / 65536, 0.26e6 / 31.7e6} : StepCosts{2.11e9 / 1946 / 256, 3.70e9 / 1946 / 414080};
 }
 
+double dense_walk_share(double table_floats, double batch_rows, const StepCosts& costs) {
+  const double step_ns = batch_rows * costs.batch_row_ns;
+  return step_ns > 0 ? table_floats * costs.table_float_ns / step_ns : 0.0;
+}
+
 bool cuda_available(std::string* reason) {
 #ifdef TASTEBUD_WITH_CUDA
   return cuda_probe(reason);

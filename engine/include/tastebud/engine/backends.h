@@ -20,6 +20,9 @@ struct StepCosts {
   double table_float_ns = 0;
 };
 StepCosts measured_step_costs(bool gpu);
+// The share of a lazy step's time that walking `table_floats` id-table floats would add, at
+// `batch_rows` rows a step: what `auto` compares with a quarter.
+double dense_walk_share(double table_floats, double batch_rows, const StepCosts& costs);
 
 // device: "auto" (CUDA when available, else the CPU with a one-line notice in *notice), "cpu" or
 // "cuda" (an error saying why when no device can be used).
