@@ -122,6 +122,43 @@ void register_all() {
       }
     }
 
+    // bf16 activations (--precision bf16 --cuda-kernels fused): the same shapes over bf16 rows.
+    for (const Gemm g : {Gemm{256, 256}, Gemm{256, 128}, Gemm{128, 64}}) {
+      const std::string shape = std::to_string(g.in) + "x" + std::to_string(g.out) + "/bf16-stored";
+      benchmark::RegisterBenchmark(("dense_forward/" + shape + tag).c_str(), [rows, g](benchmark::State& state) {
+        cu::Stream stream;
+        cu::Blas blas(stream.get(), cu::GemmPrecision::kBf16, cu::StepKernels::kFused);
+        auto in32 = cu::to_device(random_floats(rows * g.in, 3));
+        auto w32 = cu::to_device(random_floats(g.in * g.out, 4, 0.05f));
+        auto b = cu::to_device(random_floats(g.out, 5));
+        cu::DeviceBuffer<cu::Bf16> in(rows * g.in), w(g.in * g.out), out(rows * g.out);
+        cu::to_bf16(in32.data(), in.data(), rows * g.in, stream.get());
+        cu::to_bf16(w32.data(), w.data(), g.in * g.out, stream.get());
+        timed(state, stream.get(), [&] {
+          cu::dense_forward_bf16(blas, in.data(), rows, g.in, w.data(), b.data(), g.out, true, out.data());
+        }, 2.0 * (rows * g.in + g.in * g.out + rows * g.out), 2.0 * rows * g.in * g.out);
+      })->UseManualTime()->Unit(benchmark::kMicrosecond);
+      benchmark::RegisterBenchmark(("dense_backward/" + shape + tag).c_str(), [rows, g](benchmark::State& state) {
+        cu::Stream stream;
+        cu::Blas blas(stream.get(), cu::GemmPrecision::kBf16, cu::StepKernels::kFused);
+        auto in32 = cu::to_device(random_floats(rows * g.in, 3));
+        auto out32 = cu::to_device(random_floats(rows * g.out, 6));
+        auto d_out32 = cu::to_device(random_floats(rows * g.out, 7));
+        auto w32 = cu::to_device(random_floats(g.in * g.out, 4, 0.05f));
+        cu::DeviceBuffer<cu::Bf16> in(rows * g.in), out(rows * g.out), d_out(rows * g.out), w(g.in * g.out),
+            dx(rows * g.in);
+        cu::to_bf16(in32.data(), in.data(), rows * g.in, stream.get());
+        cu::to_bf16(out32.data(), out.data(), rows * g.out, stream.get());
+        cu::to_bf16(d_out32.data(), d_out.data(), rows * g.out, stream.get());
+        cu::to_bf16(w32.data(), w.data(), g.in * g.out, stream.get());
+        cu::DeviceBuffer<float> dw(g.in * g.out), db(g.out), partial(cu::column_sum_partials(rows, g.out));
+        timed(state, stream.get(), [&] {
+          cu::dense_backward_bf16(blas, in.data(), out.data(), d_out.data(), rows, g.in, w.data(), g.out, true,
+                                  dw.data(), db.data(), dx.data(), nullptr, partial.data(), stream.get());
+        }, 2.0 * (2 * rows * g.in + 3 * rows * g.out), 4.0 * rows * g.in * g.out);
+      })->UseManualTime()->Unit(benchmark::kMicrosecond);
+    }
+
     benchmark::RegisterBenchmark(("column_sums/256" + tag).c_str(), [rows](benchmark::State& state) {
       cu::Stream stream;
       auto m = cu::to_device(random_floats(rows * 256, 8));

@@ -143,7 +143,8 @@ void add_train_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--precision", job->precision,
                   "CUDA: how the dense layers multiply: fp32, or for the tensor cores tf32 (10-bit mantissa) or "
-                  "bf16 (7-bit); fp32 accumulation, weights and optimizer state either way (default fp32)");
+                  "bf16 (7-bit; with --cuda-kernels fused the MLP's activations are stored in bf16 too); fp32 "
+                  "accumulation, weights and optimizer state either way (default fp32)");
   cmd->add_flag("--tf32", job->tf32, "CUDA: the same as --precision tf32");
   cmd->add_option("--cuda-kernels", job->cuda_kernels,
                   "CUDA: separate (one kernel per operation) or fused (bias and ReLU as GEMM epilogues, the ReLU "

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <set>
 #include <memory>
@@ -1940,5 +1941,96 @@ TEST(CudaPrecision, Bf16TrainingTracksFp32) {
   EXPECT_NE(bf16->state().params.weights[0].values, fp32->state().params.weights[0].values);
 }
 
+
+#ifdef TASTEBUD_WITH_CUDA
+// bf16 activations (--precision bf16 with fused kernels): a layer over bf16 operands stays within
+// their rounding of the exact product (operands and output each rounded to 8 significant bits), and
+// its backward pass within the same of the exact gradients; the input's gradient comes out in fp32
+// or bf16 as asked.
+TEST(CudaPrecision, Bf16ActivationLayersStayWithinTheirRounding) {
+  std::string reason;
+  if (!CudaOps::available(&reason)) GTEST_SKIP() << "CUDA backend unavailable (no usable GPU device): " << reason;
+  const int64_t rows = 96, in = 64, out = 48;
+  const std::vector<float> x = random_floats(rows * in, 81), w = random_floats(in * out, 82, 0.1f),
+                           b = random_floats(out, 83, 0.1f), dy = random_floats(rows * out, 84);
+  const cuda::Blas blas(nullptr, cuda::GemmPrecision::kBf16, cuda::StepKernels::kFused);
+  ASSERT_TRUE(blas.bf16_activations());
+  auto d_x = CudaOps::up(x), d_w = CudaOps::up(w), d_b = CudaOps::up(b), d_dy = CudaOps::up(dy);
+  cuda::DeviceBuffer<cuda::Bf16> x16(rows * in), w16(in * out), y16(rows * out), dy16(rows * out), dx16(rows * in);
+  cuda::to_bf16(d_x.data(), x16.data(), rows * in, nullptr);
+  cuda::to_bf16(d_w.data(), w16.data(), in * out, nullptr);
+  cuda::to_bf16(d_dy.data(), dy16.data(), rows * out, nullptr);
+  cuda::dense_forward_bf16(blas, x16.data(), rows, in, w16.data(), d_b.data(), out, true, y16.data());
+  cuda::DeviceBuffer<float> dw(in * out), db(out), dx(rows * in), partial(cuda::column_sum_partials(rows, out));
+  cuda::dense_backward_bf16(blas, x16.data(), y16.data(), dy16.data(), rows, in, w16.data(), out, true, dw.data(),
+                            db.data(), nullptr, dx.data(), partial.data(), nullptr);
+  cuda::dense_backward_bf16(blas, x16.data(), y16.data(), dy16.data(), rows, in, w16.data(), out, true, dw.data(),
+                            db.data(), dx16.data(), nullptr, partial.data(), nullptr);
+  auto bf16_value = [](cuda::Bf16 bits) {
+    const uint32_t word = static_cast<uint32_t>(bits) << 16;
+    float v;
+    std::memcpy(&v, &word, sizeof(v));
+    return v;
+  };
+  const std::vector<cuda::Bf16> y = y16.download(), dx_half = dx16.download();
+  const std::vector<float> dx_full = dx.download(), got_db = db.download();
+  const double unit = 0x1p-8;
+  std::vector<double> mask(rows * out);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t o = 0; o < out; ++o) {
+      double exact = b[o], magnitude = std::abs(b[o]);
+      for (int64_t i = 0; i < in; ++i) {
+        exact += double(x[r * in + i]) * w[i * out + o];
+        magnitude += std::abs(double(x[r * in + i]) * w[i * out + o]);
+      }
+      const double want = std::max(exact, 0.0);
+      ASSERT_NEAR(bf16_value(y[r * out + o]), want, 3 * unit * magnitude) << "row " << r << " column " << o;
+      mask[r * out + o] = bf16_value(y[r * out + o]) > 0 ? 1.0 : 0.0;
+    }
+  }
+  for (int64_t o = 0; o < out; ++o) {
+    double exact = 0, magnitude = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      exact += mask[r * out + o] * dy[r * out + o];
+      magnitude += std::abs(dy[r * out + o]);
+    }
+    EXPECT_NEAR(got_db[o], exact, 2 * unit * magnitude) << "bias " << o;
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t i = 0; i < in; ++i) {
+      double exact = 0, magnitude = 0;
+      for (int64_t o = 0; o < out; ++o) {
+        exact += mask[r * out + o] * dy[r * out + o] * w[i * out + o];
+        magnitude += std::abs(dy[r * out + o] * w[i * out + o]);
+      }
+      ASSERT_NEAR(dx_full[r * in + i], exact, 3 * unit * magnitude) << "input gradient " << r << ", " << i;
+      ASSERT_NEAR(bf16_value(dx_half[r * in + i]), exact, 4 * unit * magnitude) << "bf16 input gradient " << r;
+    }
+  }
+}
+
+#endif
+
+// A NeuMF trained with bf16 activations tracks the fp32 run's loss, and differs from the
+// compute-only bf16 run (the bf16 buffers are in use).
+TEST(CudaPrecision, Bf16ActivationsTrainingTracksFp32) {
+  std::string reason;
+  if (!CudaOps::available(&reason)) GTEST_SKIP() << "CUDA backend unavailable (no usable GPU device): " << reason;
+  const TrainingSet data = banded_training_set(40, 48);
+  TrainOptions options = step_options(LossKind::kBce, OptimizerKind::kAdam);
+  options.batch_size = 97;
+  const TrainState start = TrainState::fresh(ModelParams::initialize(odd_config(data), 17), options.optimizer);
+  auto fp32 = CudaOps::backend(data, options, start);
+  options.precision = Precision::kBf16;
+  auto compute_only = CudaOps::backend(data, options, start);
+  auto stored = CudaFusedOps::backend(data, options, start);
+  for (uint32_t epoch = 0; epoch < 3; ++epoch) {
+    const EpochStats a = stored->train_epoch(epoch, {}), b = fp32->train_epoch(epoch, {});
+    compute_only->train_epoch(epoch, {});
+    ASSERT_TRUE(a.finite);
+    EXPECT_NEAR(a.mean_loss, b.mean_loss, 0.03 * b.mean_loss) << "epoch " << epoch;
+  }
+  EXPECT_NE(stored->state().params.weights[0].values, compute_only->state().params.weights[0].values);
+}
 }  // namespace
 }  // namespace tastebud

@@ -49,6 +49,7 @@
 
 #include "cpu/sampler.h"
 #include "cuda/common.h"
+#include "cuda/dense.h"
 #include "cuda/embedding.h"
 #include "cuda/features.h"
 #include "cuda/loss.h"
@@ -176,6 +177,7 @@ class CudaBackend final : public BackendBase {
     d_dense_state0_.upload(dense0, stream);
     d_dense_state1_.upload(dense1, stream);
     bind_dense();
+    refresh_bf16_weights();
   }
 
   // state_ gets the device's current values (the id tables only in one process).
@@ -375,9 +377,17 @@ class CudaBackend final : public BackendBase {
     const size_t widths = config.has_mlp() ? config.layers.size() : 0;
     d_acts_.clear();
     d_act_grads_.clear();
+    d_acts16_.clear();
+    d_act_grads16_.clear();
+    // bf16 activations: the hidden layers' outputs and gradients in bf16 only (their fp32 buffers
+    // stay empty), the MLP input in both.
     for (size_t j = 0; j < widths; ++j) {
-      d_acts_.emplace_back(rows * config.layers[j]);
-      d_act_grads_.emplace_back(rows * config.layers[j]);
+      const size_t fp32 = j > 0 && bf16_activations() ? 0 : rows * config.layers[j];
+      d_acts_.emplace_back(fp32);
+      d_act_grads_.emplace_back(fp32);
+      const size_t bf16 = bf16_activations() ? rows * config.layers[j] : 0;
+      d_acts16_.emplace_back(bf16);
+      d_act_grads16_.emplace_back(j > 0 ? bf16 : 0);
     }
     d_partial_.resize(static_cast<size_t>(cuda::neumf_partials(shape_, max_rows_)));
     d_summed_.resize(rows * static_cast<size_t>(widest_table()));
@@ -431,10 +441,24 @@ class CudaBackend final : public BackendBase {
     batch_.partial = d_partial_.data();
     batch_.acts.clear();
     batch_.act_grads.clear();
+    batch_.acts16.clear();
+    batch_.act_grads16.clear();
     for (size_t j = 0; j < widths; ++j) {
       batch_.acts.push_back(d_acts_[j].data());
       batch_.act_grads.push_back(d_act_grads_[j].data());
+      batch_.acts16.push_back(j > 0 ? d_acts16_[j].data() : nullptr);
+      batch_.act_grads16.push_back(j > 0 ? d_act_grads16_[j].data() : nullptr);
     }
+    batch_.x0_16 = bf16_activations() ? d_acts16_[0].data() : nullptr;
+    if (bf16_activations()) d_dense16_.resize(layout_.dense_floats());
+  }
+
+  // --precision bf16 with fused kernels, on a model with dense layers (cuda::Blas::bf16_activations).
+  bool bf16_activations() const { return blas_.bf16_activations() && shape_.dense_layers() > 0; }
+
+  // bf16 activations: the dense weights' bf16 copy, refreshed whenever the fp32 ones change.
+  void refresh_bf16_weights() {
+    if (bf16_activations()) cuda::to_bf16(d_dense_.data(), d_dense16_.data(), d_dense_.size(), stream_.get());
   }
 
   // Points dense_ and grads_ into the flat dense buffers; again whenever they are reallocated.
@@ -444,6 +468,7 @@ class CudaBackend final : public BackendBase {
     for (uint32_t j = 0; j < state_.params.weights.size(); ++j) {
       const uint64_t weight = layout_.dense_offset(TensorRole::kDenseWeight, j);
       const uint64_t bias = layout_.dense_offset(TensorRole::kDenseBias, j);
+      if (bf16_activations()) dense_.weights16.push_back(d_dense16_.data() + weight);
       dense_.weights.push_back(d_dense_.data() + weight);
       grads_.weights.push_back(d_dense_grad_.data() + weight);
       dense_.biases.push_back(d_dense_.data() + bias);
@@ -651,6 +676,7 @@ class CudaBackend final : public BackendBase {
     cuda::dense_update(dense_params(b.optimizer), b.step_size, d_dense_.data(), d_dense_state0_.data(),
                        d_dense_state1_.data(), d_dense_grad_.data(), static_cast<int64_t>(d_dense_.size()),
                        loss_->halted(), stream);
+    refresh_bf16_weights();
   }
 
   // The touched rows of every table (several ranks: the id tables' at their owners, on the hosts).
@@ -833,12 +859,14 @@ class CudaBackend final : public BackendBase {
   cuda::DeviceBuffer<double> d_row_loss_;
   cuda::DeviceBuffer<float> d_user_gmf_, d_item_gmf_, d_gmf_, d_user_gmf_grad_, d_item_gmf_grad_;
   std::vector<cuda::DeviceBuffer<float>> d_acts_, d_act_grads_;
+  std::vector<cuda::DeviceBuffer<cuda::Bf16>> d_acts16_, d_act_grads16_;  // bf16 activations (d_acts16_[0]: x0's copy)
   cuda::DeviceBuffer<float> d_partial_, d_summed_;
   cuda::BatchRows batch_;
 
   // The sparse tensors: the four id tables, the feature tables, then the context table.
   std::vector<cuda::DeviceBuffer<float>> d_tables_, d_table_state0_, d_table_state1_;
   cuda::DeviceBuffer<float> d_dense_, d_dense_state0_, d_dense_state1_, d_dense_grad_;
+  cuda::DeviceBuffer<cuda::Bf16> d_dense16_;  // bf16 activations: the dense parameters' bf16 copy
   cuda::DenseParams dense_;
   cuda::DenseGrads grads_;
 

@@ -19,6 +19,8 @@ namespace tastebud::cuda {
 
 using StreamHandle = CUstream_st*;
 using BlasHandle = cublasContext*;
+// A bfloat16 as stored on the device: its 16 bits (cuda_bf16.h's __nv_bfloat16 in the kernels).
+using Bf16 = uint16_t;
 
 // What the machine offers; never throws. False with the reason ("no GPU driver is installed",
 // "no GPU is present", ...) when nothing can run.
@@ -162,6 +164,10 @@ class Blas {
   GemmPrecision precision() const { return precision_; }
   StepKernels kernels() const { return kernels_; }
   bool fused() const { return kernels_ == StepKernels::kFused; }
+  // bf16 products with fused kernels: the MLP's activations, their gradients and a copy of the
+  // weights are stored as bfloat16 too (half the bytes of every pass over them); the master
+  // weights, their gradients and the optimizer state stay fp32.
+  bool bf16_activations() const { return precision_ == GemmPrecision::kBf16 && fused(); }
   LtPlans* lt() const { return lt_.get(); }  // null unless fused
 
  private:

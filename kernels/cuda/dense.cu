@@ -1,6 +1,8 @@
 #include <climits>
 #include <string>
 
+#include <cuda_bf16.h>
+
 #include "cuda/common.cuh"
 #include "cuda/dense.h"
 
@@ -65,6 +67,57 @@ __global__ void column_partials_kernel(float* __restrict__ m, const float* __res
   }
 }
 
+using bf16 = __nv_bfloat16;
+const bf16* as_bf16(const Bf16* p) { return reinterpret_cast<const bf16*>(p); }
+bf16* as_bf16(Bf16* p) { return reinterpret_cast<bf16*>(p); }
+
+__global__ void to_bf16_kernel(const float* __restrict__ in, bf16* __restrict__ out, int64_t count) {
+  for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < count;
+       t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    out[t] = __float2bfloat16_rn(in[t]);
+  }
+}
+
+// bias_relu_kernel over bf16 rows: the sum in fp32, rounded once.
+__global__ void bias_relu_bf16_kernel(bf16* __restrict__ y, const float* __restrict__ bias, int64_t rows,
+                                      int64_t width, bool apply_relu) {
+  const int64_t total = rows * width;
+  for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < total;
+       t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float v = __bfloat162float(y[t]) + bias[t % width];
+    y[t] = __float2bfloat16_rn(apply_relu ? fmaxf(v, 0.0f) : v);
+  }
+}
+
+// column_partials_kernel's fused ReLU backward over bf16 rows: dy masked by y > 0 in place (when
+// apply_relu) and summed per column in fp32, in the same slices and order.
+__global__ void relu_bias_partials_bf16_kernel(bf16* __restrict__ dy, const bf16* __restrict__ y, int64_t rows,
+                                               int64_t width, int64_t rows_per_slice, bool apply_relu,
+                                               float* __restrict__ partial) {
+  __shared__ float tile[kRowLanes][kColumnTile + 1];
+  const int64_t col = static_cast<int64_t>(blockIdx.x) * kColumnTile + threadIdx.x;
+  const int64_t begin = static_cast<int64_t>(blockIdx.y) * rows_per_slice;
+  const int64_t end = begin + rows_per_slice < rows ? begin + rows_per_slice : rows;
+  float total = 0.0f;
+  if (col < width) {
+    for (int64_t r = begin + threadIdx.y; r < end; r += kRowLanes) {
+      float v = __bfloat162float(dy[r * width + col]);
+      if (apply_relu && !(__bfloat162float(y[r * width + col]) > 0.0f)) {
+        v = 0.0f;
+        dy[r * width + col] = __float2bfloat16_rn(0.0f);
+      }
+      total += v;
+    }
+  }
+  tile[threadIdx.y][threadIdx.x] = total;
+  __syncthreads();
+  if (threadIdx.y == 0 && col < width) {
+    float sum = 0.0f;
+    for (int i = 0; i < kRowLanes; ++i) sum += tile[i][threadIdx.x];
+    partial[static_cast<int64_t>(blockIdx.y) * width + col] = sum;
+  }
+}
+
 __global__ void column_finish_kernel(const float* __restrict__ partial, int64_t slices, int64_t width,
                                      float* __restrict__ out) {
   for (int64_t col = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; col < width;
@@ -77,8 +130,13 @@ __global__ void column_finish_kernel(const float* __restrict__ partial, int64_t 
 
 }  // namespace
 
-void gemm(const Blas& blas, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
-          float alpha, const float* d_a, const float* d_b, float beta, float* d_c) {
+namespace {
+
+// gemm() over any operand and output types cuBLAS takes with fp32 accumulation: fp32 operands at
+// the Blas's precision, bf16 operands (already rounded) in plain fp32 compute.
+void gemm_typed(const Blas& blas, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                const void* d_a, cudaDataType a_type, const void* d_b, cudaDataType b_type, float beta, void* d_c,
+                cudaDataType c_type) {
   TB_CHECK(m > 0 && n > 0 && k > 0,
            "gemm: empty shape " + std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k));
   TB_CHECK(m <= INT_MAX && n <= INT_MAX && k <= INT_MAX, "gemm: a dimension exceeds cuBLAS's int range");
@@ -87,14 +145,22 @@ void gemm(const Blas& blas, bool trans_a, bool trans_b, int64_t m, int64_t n, in
   // each row-major matrix as its column-major transpose.
   const int lda = static_cast<int>(trans_a ? m : k);
   const int ldb = static_cast<int>(trans_b ? k : n);
-  const cublasComputeType_t compute = blas.precision() == GemmPrecision::kTf32   ? CUBLAS_COMPUTE_32F_FAST_TF32
+  const cublasComputeType_t compute = a_type == CUDA_R_16BF                       ? CUBLAS_COMPUTE_32F
+                                      : blas.precision() == GemmPrecision::kTf32 ? CUBLAS_COMPUTE_32F_FAST_TF32
                                       : blas.precision() == GemmPrecision::kBf16 ? CUBLAS_COMPUTE_32F_FAST_16BF
                                                                                  : CUBLAS_COMPUTE_32F;
   TB_CUBLAS_CHECK(cublasGemmEx(blas.get(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
                                trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<int>(n),
-                               static_cast<int>(m), static_cast<int>(k), &alpha, d_b, CUDA_R_32F, ldb,
-                               d_a, CUDA_R_32F, lda, &beta, d_c, CUDA_R_32F, static_cast<int>(n),
+                               static_cast<int>(m), static_cast<int>(k), &alpha, d_b, b_type, ldb,
+                               d_a, a_type, lda, &beta, d_c, c_type, static_cast<int>(n),
                                compute, CUBLAS_GEMM_DEFAULT));
+}
+
+}  // namespace
+
+void gemm(const Blas& blas, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+          float alpha, const float* d_a, const float* d_b, float beta, float* d_c) {
+  gemm_typed(blas, trans_a, trans_b, m, n, k, alpha, d_a, CUDA_R_32F, d_b, CUDA_R_32F, beta, d_c, CUDA_R_32F);
 }
 
 void bias_relu(float* d_y, const float* d_bias, int64_t rows, int64_t width, bool apply_relu,
@@ -186,6 +252,54 @@ void dense_backward(const Blas& blas, const float* d_in, const float* d_out, flo
   gemm(blas, true, false, in_width, out_width, rows, 1.0f, d_in, d_d_out, 0.0f, d_d_weight);
   // dX [rows x in] = dY [rows x out] * W^T [out x in]
   if (d_d_in != nullptr) gemm(blas, false, true, rows, in_width, out_width, 1.0f, d_d_out, d_weight, 0.0f, d_d_in);
+}
+
+void to_bf16(const float* d_in, Bf16* d_out, int64_t count, StreamHandle stream) {
+  if (count == 0) return;
+  constexpr int kBlock = 256;
+  to_bf16_kernel<<<grid_for(count, kBlock), kBlock, 0, stream>>>(d_in, as_bf16(d_out), count);
+  TB_CUDA_LAUNCH_CHECK("to_bf16_kernel", stream);
+}
+
+void dense_forward_bf16(const Blas& blas, const Bf16* d_in, int64_t rows, int64_t in_width, const Bf16* d_weight,
+                        const float* d_bias, int64_t out_width, bool apply_relu, Bf16* d_out) {
+  if (rows == 0) return;
+  if (gemm_bias_epilogue_bf16(blas, rows, out_width, in_width, d_in, d_weight, d_bias, apply_relu, d_out)) return;
+  gemm_typed(blas, false, false, rows, out_width, in_width, 1.0f, d_in, CUDA_R_16BF, d_weight, CUDA_R_16BF, 0.0f,
+             d_out, CUDA_R_16BF);
+  StreamHandle stream = nullptr;
+  TB_CUBLAS_CHECK(cublasGetStream(blas.get(), &stream));
+  constexpr int kBlock = 256;
+  bias_relu_bf16_kernel<<<grid_for(rows * out_width, kBlock), kBlock, 0, stream>>>(as_bf16(d_out), d_bias, rows,
+                                                                                    out_width, apply_relu);
+  TB_CUDA_LAUNCH_CHECK("bias_relu_bf16_kernel", stream);
+}
+
+void dense_backward_bf16(const Blas& blas, const Bf16* d_in, const Bf16* d_out, Bf16* d_d_out, int64_t rows,
+                         int64_t in_width, const Bf16* d_weight, int64_t out_width, bool apply_relu,
+                         float* d_d_weight, float* d_d_bias, Bf16* d_d_in16, float* d_d_in32, float* d_partial,
+                         StreamHandle stream) {
+  if (rows == 0) return;
+  TB_CHECK(d_d_in16 == nullptr || d_d_in32 == nullptr, "dense_backward_bf16: two input gradients");
+  const int64_t slices = slices_for(rows);
+  const int64_t rows_per_slice = (rows + slices - 1) / slices;
+  const dim3 grid(static_cast<unsigned>((out_width + kColumnTile - 1) / kColumnTile), static_cast<unsigned>(slices));
+  relu_bias_partials_bf16_kernel<<<grid, dim3(kColumnTile, kRowLanes), 0, stream>>>(
+      as_bf16(d_d_out), as_bf16(d_out), rows, out_width, rows_per_slice, apply_relu, d_partial);
+  TB_CUDA_LAUNCH_CHECK("relu_bias_partials_bf16_kernel", stream);
+  column_finish_kernel<<<grid_for(out_width, 128), 128, 0, stream>>>(d_partial, slices, out_width, d_d_bias);
+  TB_CUDA_LAUNCH_CHECK("column_finish_kernel", stream);
+  // dW [in x out] = in^T [in x rows] * dY [rows x out], into fp32
+  gemm_typed(blas, true, false, in_width, out_width, rows, 1.0f, d_in, CUDA_R_16BF, d_d_out, CUDA_R_16BF, 0.0f,
+             d_d_weight, CUDA_R_32F);
+  // dX [rows x in] = dY [rows x out] * W^T [out x in]
+  if (d_d_in16 != nullptr) {
+    gemm_typed(blas, false, true, rows, in_width, out_width, 1.0f, d_d_out, CUDA_R_16BF, d_weight, CUDA_R_16BF, 0.0f,
+               d_d_in16, CUDA_R_16BF);
+  } else if (d_d_in32 != nullptr) {
+    gemm_typed(blas, false, true, rows, in_width, out_width, 1.0f, d_d_out, CUDA_R_16BF, d_weight, CUDA_R_16BF, 0.0f,
+               d_d_in32, CUDA_R_32F);
+  }
 }
 
 }  // namespace tastebud::cuda

@@ -39,6 +39,24 @@ void column_sums(const float* d_m, const float* d_row_scale, int64_t rows, int64
 void relu_bias_gradient(float* d_dy, const float* d_y, int64_t rows, int64_t width, float* d_partial,
                         float* d_bias, StreamHandle stream);
 
+// bfloat16 activations (Blas::bf16_activations()): the same layers over bf16 operands, products
+// accumulated in fp32. out[i] = bf16(in[i]), rounded to nearest even.
+void to_bf16(const float* d_in, Bf16* d_out, int64_t count, StreamHandle stream);
+// out = relu(in * weight + bias) in bf16, the bias fp32: one cuBLASLt epilogue GEMM (or the GEMM
+// and then a bias+ReLU pass where cuBLASLt has no algorithm).
+void dense_forward_bf16(const Blas& blas, const Bf16* d_in, int64_t rows, int64_t in_width, const Bf16* d_weight,
+                        const float* d_bias, int64_t out_width, bool apply_relu, Bf16* d_out);
+// The backward pass: d_out masked in place by the ReLU, d_weight and d_bias (fp32) overwritten,
+// and the input's gradient into d_d_in16 (bf16, a hidden layer's) or d_d_in32 (fp32, the MLP
+// input's, which reaches the embedding rows); at most one of them non-null.
+void dense_backward_bf16(const Blas& blas, const Bf16* d_in, const Bf16* d_out, Bf16* d_d_out, int64_t rows,
+                         int64_t in_width, const Bf16* d_weight, int64_t out_width, bool apply_relu,
+                         float* d_d_weight, float* d_d_bias, Bf16* d_d_in16, float* d_d_in32, float* d_partial,
+                         StreamHandle stream);
+// gemm_bias_epilogue over bf16 operands and output, the bias fp32.
+bool gemm_bias_epilogue_bf16(const Blas& blas, int64_t m, int64_t n, int64_t k, const Bf16* d_a, const Bf16* d_b,
+                             const float* d_bias, bool apply_relu, Bf16* d_c);
+
 // out = relu(in * weight + bias), or without the ReLU (fused kernels: one epilogue GEMM).
 void dense_forward(const Blas& blas, const float* d_in, int64_t rows, int64_t in_width,
                    const float* d_weight, const float* d_bias, int64_t out_width, bool apply_relu,

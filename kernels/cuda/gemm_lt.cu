@@ -43,8 +43,9 @@ struct LtPlan {
   }
 };
 
-// m, n, k, relu, precision, every operand 16-byte aligned (the heuristic's choice depends on it).
-using PlanKey = std::tuple<int64_t, int64_t, int64_t, bool, int, bool>;
+// m, n, k, relu, precision, every operand 16-byte aligned (the heuristic's choice depends on it),
+// bf16 operands and output (the bias stays fp32).
+using PlanKey = std::tuple<int64_t, int64_t, int64_t, bool, int, bool, bool>;
 
 }  // namespace
 
@@ -66,17 +67,24 @@ struct LtPlans {
     if (found != plans.end()) return found->second;
     LtPlan& p = plans[key];
     const int64_t m = std::get<0>(key), n = std::get<1>(key), k = std::get<2>(key);
-    const bool relu = std::get<3>(key);
-    TB_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, compute_type(precision), CUDA_R_32F));
+    const bool relu = std::get<3>(key), bf16 = std::get<6>(key);
+    // bf16 operands are already rounded: plain fp32 accumulation.
+    TB_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, bf16 ? CUBLAS_COMPUTE_32F : compute_type(precision), CUDA_R_32F));
+    if (bf16) {
+      const cudaDataType bias_type = CUDA_R_32F;
+      TB_CUBLAS_CHECK(
+          cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)));
+    }
+    const cudaDataType type = bf16 ? CUDA_R_16BF : CUDA_R_32F;
     const cublasOperation_t none = CUBLAS_OP_N;
     TB_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &none, sizeof(none)));
     TB_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &none, sizeof(none)));
     const cublasLtEpilogue_t epilogue = relu ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS;
     TB_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
     TB_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &d_bias, sizeof(d_bias)));
-    TB_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_32F, static_cast<uint64_t>(n), static_cast<uint64_t>(k), n));
-    TB_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_32F, static_cast<uint64_t>(k), static_cast<uint64_t>(m), k));
-    TB_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, static_cast<uint64_t>(n), static_cast<uint64_t>(m), n));
+    TB_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, type, static_cast<uint64_t>(n), static_cast<uint64_t>(k), n));
+    TB_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, type, static_cast<uint64_t>(k), static_cast<uint64_t>(m), k));
+    TB_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, type, static_cast<uint64_t>(n), static_cast<uint64_t>(m), n));
     cublasLtMatmulPreference_t preference = nullptr;
     TB_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&preference));
     cublasLtMatmulHeuristicResult_t result{};
@@ -102,12 +110,16 @@ std::shared_ptr<LtPlans> make_lt_plans(StreamHandle stream) {
   return lt;
 }
 
-bool gemm_bias_epilogue(const Blas& blas, int64_t m, int64_t n, int64_t k, const float* d_a, const float* d_b,
-                        const float* d_bias, bool apply_relu, float* d_c) {
+namespace {
+
+// One epilogue matmul of the row-major product C = A B + bias (then ReLU), on fp32 or bf16
+// operands; false when there are no plans or no algorithm.
+bool epilogue_matmul(const Blas& blas, int64_t m, int64_t n, int64_t k, const void* d_a, const void* d_b,
+                     const float* d_bias, bool apply_relu, void* d_c, bool bf16) {
   LtPlans* lt = blas.lt();
   if (lt == nullptr || m <= 0 || n <= 0 || k <= 0) return false;
   const bool aligned = aligned16(d_a) && aligned16(d_b) && aligned16(d_c) && aligned16(d_bias);
-  const PlanKey key{m, n, k, apply_relu, static_cast<int>(blas.precision()), aligned};
+  const PlanKey key{m, n, k, apply_relu, static_cast<int>(blas.precision()), aligned, bf16};
   const LtPlan& p = lt->plan(key, blas.precision(), d_bias);
   if (!p.usable) return false;
   TB_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &d_bias, sizeof(d_bias)));
@@ -115,6 +127,18 @@ bool gemm_bias_epilogue(const Blas& blas, int64_t m, int64_t n, int64_t k, const
   TB_CUBLAS_CHECK(cublasLtMatmul(lt->handle, p.op, &alpha, d_b, p.a, d_a, p.b, &beta, d_c, p.c, d_c, p.c, &p.algo,
                                  lt->workspace.data(), kWorkspaceBytes, lt->stream));
   return true;
+}
+
+}  // namespace
+
+bool gemm_bias_epilogue(const Blas& blas, int64_t m, int64_t n, int64_t k, const float* d_a, const float* d_b,
+                        const float* d_bias, bool apply_relu, float* d_c) {
+  return epilogue_matmul(blas, m, n, k, d_a, d_b, d_bias, apply_relu, d_c, false);
+}
+
+bool gemm_bias_epilogue_bf16(const Blas& blas, int64_t m, int64_t n, int64_t k, const Bf16* d_a, const Bf16* d_b,
+                             const float* d_bias, bool apply_relu, Bf16* d_c) {
+  return epilogue_matmul(blas, m, n, k, d_a, d_b, d_bias, apply_relu, d_c, true);
 }
 
 }  // namespace tastebud::cuda

@@ -1,5 +1,7 @@
 #include <algorithm>
 
+#include <cuda_bf16.h>
+
 #include "cuda/common.cuh"
 #include "cuda/dense.h"
 #include "cuda/neumf.h"
@@ -14,6 +16,13 @@ constexpr int64_t kHeadMaxSlices = 8192;
 
 int64_t head_slices(int64_t rows) { return row_slices(rows, kHeadRowsPerSlice, kHeadMaxSlices); }
 
+// The MLP top's element type: fp32, or bf16 with bf16 activations.
+using bf16 = __nv_bfloat16;
+__device__ __forceinline__ float to_float(float x) { return x; }
+__device__ __forceinline__ float to_float(bf16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ void store(float* at, float x) { *at = x; }
+__device__ __forceinline__ void store(bf16* at, float x) { *at = __float2bfloat16_rn(x); }
+
 template <class Index>
 __global__ void gmf_product_kernel(const float* __restrict__ u, const float* __restrict__ v,
                                    float* __restrict__ out, Index count) {
@@ -25,8 +34,9 @@ __global__ void gmf_product_kernel(const float* __restrict__ u, const float* __r
 
 // One warp per row; the dot products are reduced across the warp. With item_gmf (fused), gmf is
 // the users' GMF rows and each factor's product is formed here: the same float as gmf_product's.
+template <class Top>
 __global__ void head_forward_kernel(const float* __restrict__ gmf, const float* __restrict__ item_gmf, int64_t f,
-                                    const float* __restrict__ top, int64_t h, const float* __restrict__ w,
+                                    const Top* __restrict__ top, int64_t h, const float* __restrict__ w,
                                     const float* __restrict__ b, int64_t rows, float* __restrict__ logits) {
   const int lane = threadIdx.x & 31;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
@@ -36,7 +46,7 @@ __global__ void head_forward_kernel(const float* __restrict__ gmf, const float* 
       const float g = item_gmf ? gmf[r * f + k] * item_gmf[r * f + k] : gmf[r * f + k];
       z += g * w[k];
     }
-    for (int64_t k = lane; k < h; k += 32) z += top[r * h + k] * w[f + k];
+    for (int64_t k = lane; k < h; k += 32) z += to_float(top[r * h + k]) * w[f + k];
 #pragma unroll
     for (int offset = 16; offset > 0; offset >>= 1) z += __shfl_xor_sync(0xffffffffu, z, offset);
     if (lane == 0) logits[r] = b[0] + z;
@@ -66,11 +76,12 @@ __global__ void head_backward_kernel(const float* __restrict__ dz, const float* 
 // of [GMF factors (f) | MLP top (h) | bias]; each writes its column's row gradients and sums the
 // head's gradient over its rows in row order into partial[x][column]. One read of the rows
 // instead of head_backward_kernel's and three column sums'.
+template <class Top>
 __global__ void head_backward_fused_kernel(const float* __restrict__ dz, const float* __restrict__ ug,
-                                           const float* __restrict__ ig, int64_t f, const float* __restrict__ top,
+                                           const float* __restrict__ ig, int64_t f, const Top* __restrict__ top,
                                            int64_t h, const float* __restrict__ w, int64_t rows,
                                            int64_t rows_per_slice, float* __restrict__ d_ug,
-                                           float* __restrict__ d_ig, float* __restrict__ d_top,
+                                           float* __restrict__ d_ig, Top* __restrict__ d_top,
                                            float* __restrict__ partial) {
   const int64_t columns = f + h + 1;
   const int64_t begin = static_cast<int64_t>(blockIdx.x) * rows_per_slice;
@@ -87,8 +98,8 @@ __global__ void head_backward_fused_kernel(const float* __restrict__ dz, const f
         d_ig[r * f + c] = g * u;
         total += (u * v) * d;
       } else if (c < f + h) {
-        d_top[r * h + (c - f)] = d * wc;
-        total += top[r * h + (c - f)] * d;
+        store(d_top + r * h + (c - f), d * wc);
+        total += to_float(top[r * h + (c - f)]) * d;
       } else {
         total += d;
       }
@@ -135,15 +146,37 @@ void gmf_product(const float* d_user_gmf, const float* d_item_gmf, float* d_gmf,
 
 namespace {
 
-void launch_head_forward(const float* d_gmf, const float* d_item_gmf, int64_t f, const float* d_top, int64_t h,
+template <class Top>
+void launch_head_forward(const float* d_gmf, const float* d_item_gmf, int64_t f, const Top* d_top, int64_t h,
                          const float* d_head_weight, const float* d_head_bias, int64_t rows, float* d_logits,
                          StreamHandle stream) {
   if (rows == 0) return;
   constexpr int kBlock = 256;
-  head_forward_kernel<<<grid_for(rows * 32, kBlock), kBlock, 0, stream>>>(d_gmf, d_item_gmf, f, d_top, h,
-                                                                         d_head_weight, d_head_bias, rows, d_logits);
+  head_forward_kernel<Top><<<grid_for(rows * 32, kBlock), kBlock, 0, stream>>>(
+      d_gmf, d_item_gmf, f, d_top, h, d_head_weight, d_head_bias, rows, d_logits);
   TB_CUDA_LAUNCH_CHECK("head_forward_kernel", stream);
 }
+
+template <class Top>
+void launch_head_backward_fused(const float* d_dlogits, const float* d_user_gmf, const float* d_item_gmf, int64_t f,
+                                const Top* d_top, int64_t h, const float* d_head_weight, int64_t rows,
+                                float* d_d_user_gmf, float* d_d_item_gmf, Top* d_d_top, float* d_d_head_weight,
+                                float* d_d_head_bias, float* d_partial, StreamHandle stream) {
+  if (rows == 0) return;
+  const int64_t columns = f + h + 1, slices = head_slices(rows);
+  const int64_t rows_per_slice = (rows + slices - 1) / slices;
+  const int block = static_cast<int>(std::min<int64_t>(256, (columns + 31) / 32 * 32));
+  head_backward_fused_kernel<Top><<<static_cast<unsigned>(slices), block, 0, stream>>>(
+      d_dlogits, d_user_gmf, d_item_gmf, f, d_top, h, d_head_weight, rows, rows_per_slice, d_d_user_gmf,
+      d_d_item_gmf, d_d_top, d_partial);
+  TB_CUDA_LAUNCH_CHECK("head_backward_fused_kernel", stream);
+  head_finish_kernel<<<grid_for(columns, 128), 128, 0, stream>>>(d_partial, slices, columns, d_d_head_weight,
+                                                                 d_d_head_bias);
+  TB_CUDA_LAUNCH_CHECK("head_finish_kernel", stream);
+}
+
+const bf16* as_bf16(const Bf16* p) { return reinterpret_cast<const bf16*>(p); }
+bf16* as_bf16(Bf16* p) { return reinterpret_cast<bf16*>(p); }
 
 }  // namespace
 
@@ -159,6 +192,13 @@ void head_forward_fused(const float* d_user_gmf, const float* d_item_gmf, int64_
   // Without GMF factors there is no product to form: the plain kernel reads no gmf.
   launch_head_forward(d_user_gmf, f > 0 ? d_item_gmf : nullptr, f, d_top, h, d_head_weight, d_head_bias, rows,
                       d_logits, stream);
+}
+
+void head_forward_fused(const float* d_user_gmf, const float* d_item_gmf, int64_t f, const Bf16* d_top, int64_t h,
+                        const float* d_head_weight, const float* d_head_bias, int64_t rows, float* d_logits,
+                        StreamHandle stream) {
+  launch_head_forward(d_user_gmf, f > 0 ? d_item_gmf : nullptr, f, as_bf16(d_top), h, d_head_weight, d_head_bias,
+                      rows, d_logits, stream);
 }
 
 void head_backward(const float* d_dlogits, const float* d_user_gmf, const float* d_item_gmf,
@@ -187,21 +227,63 @@ void head_backward_fused(const float* d_dlogits, const float* d_user_gmf, const 
                          const float* d_top, int64_t h, const float* d_head_weight, int64_t rows,
                          float* d_d_user_gmf, float* d_d_item_gmf, float* d_d_top, float* d_d_head_weight,
                          float* d_d_head_bias, float* d_partial, StreamHandle stream) {
-  if (rows == 0) return;
-  const int64_t columns = f + h + 1, slices = head_slices(rows);
-  const int64_t rows_per_slice = (rows + slices - 1) / slices;
-  const int block = static_cast<int>(std::min<int64_t>(256, (columns + 31) / 32 * 32));
-  head_backward_fused_kernel<<<static_cast<unsigned>(slices), block, 0, stream>>>(
-      d_dlogits, d_user_gmf, d_item_gmf, f, d_top, h, d_head_weight, rows, rows_per_slice, d_d_user_gmf,
-      d_d_item_gmf, d_d_top, d_partial);
-  TB_CUDA_LAUNCH_CHECK("head_backward_fused_kernel", stream);
-  head_finish_kernel<<<grid_for(columns, 128), 128, 0, stream>>>(d_partial, slices, columns, d_d_head_weight,
-                                                                 d_d_head_bias);
-  TB_CUDA_LAUNCH_CHECK("head_finish_kernel", stream);
+  launch_head_backward_fused(d_dlogits, d_user_gmf, d_item_gmf, f, d_top, h, d_head_weight, rows, d_d_user_gmf,
+                             d_d_item_gmf, d_d_top, d_d_head_weight, d_d_head_bias, d_partial, stream);
 }
+
+void head_backward_fused(const float* d_dlogits, const float* d_user_gmf, const float* d_item_gmf, int64_t f,
+                         const Bf16* d_top, int64_t h, const float* d_head_weight, int64_t rows,
+                         float* d_d_user_gmf, float* d_d_item_gmf, Bf16* d_d_top, float* d_d_head_weight,
+                         float* d_d_head_bias, float* d_partial, StreamHandle stream) {
+  launch_head_backward_fused(d_dlogits, d_user_gmf, d_item_gmf, f, as_bf16(d_top), h, d_head_weight, rows,
+                             d_d_user_gmf, d_d_item_gmf, as_bf16(d_d_top), d_d_head_weight, d_d_head_bias, d_partial,
+                             stream);
+}
+
+namespace {
+
+// bf16 activations apply to a model with dense layers; their buffers must all be there.
+bool bf16_mlp(const Blas& blas, const NeuMFShape& shape, const DenseParams& p, const BatchRows& c) {
+  const int64_t layers = shape.dense_layers();
+  if (!blas.bf16_activations() || layers == 0) return false;
+  TB_CHECK(c.x0_16 != nullptr && static_cast<int64_t>(c.acts16.size()) > layers &&
+               static_cast<int64_t>(c.act_grads16.size()) > layers &&
+               static_cast<int64_t>(p.weights16.size()) >= layers,
+           "neumf: bf16 activations without their buffers");
+  return true;
+}
+
+void neumf_forward_bf16(const Blas& blas, const NeuMFShape& shape, const DenseParams& p, BatchRows& c,
+                        StreamHandle stream) {
+  const int64_t f = shape.factors, h = shape.mlp_out(), layers = shape.dense_layers();
+  to_bf16(c.acts[0], c.x0_16, c.rows * shape.layers[0], stream);
+  for (int64_t j = 0; j < layers; ++j) {
+    dense_forward_bf16(blas, j == 0 ? c.x0_16 : c.acts16[j], c.rows, shape.layers[j], p.weights16[j], p.biases[j],
+                       shape.layers[j + 1], true, c.acts16[j + 1]);
+  }
+  head_forward_fused(c.user_gmf, c.item_gmf, f, static_cast<const Bf16*>(c.acts16[layers]), h, p.head_weight,
+                     p.head_bias, c.rows, c.logits, stream);
+}
+
+void neumf_backward_bf16(const Blas& blas, const NeuMFShape& shape, const DenseParams& p, BatchRows& c,
+                         DenseGrads& g, StreamHandle stream) {
+  const int64_t f = shape.factors, h = shape.mlp_out(), layers = shape.dense_layers();
+  head_backward_fused(c.dlogits, c.user_gmf, c.item_gmf, f, static_cast<const Bf16*>(c.acts16[layers]), h,
+                      p.head_weight, c.rows, c.user_gmf_grad, c.item_gmf_grad, c.act_grads16[layers], g.head_weight,
+                      g.head_bias, c.partial, stream);
+  for (int64_t j = layers - 1; j >= 0; --j) {
+    // The MLP input's gradient reaches the embedding rows in fp32.
+    dense_backward_bf16(blas, j == 0 ? c.x0_16 : c.acts16[j], c.acts16[j + 1], c.act_grads16[j + 1], c.rows,
+                        shape.layers[j], p.weights16[j], shape.layers[j + 1], true, g.weights[j], g.biases[j],
+                        j == 0 ? nullptr : c.act_grads16[j], j == 0 ? c.act_grads[0] : nullptr, c.partial, stream);
+  }
+}
+
+}  // namespace
 
 void neumf_forward(const Blas& blas, const NeuMFShape& shape, const DenseParams& p,
                    BatchRows& c, StreamHandle stream) {
+  if (bf16_mlp(blas, shape, p, c)) return neumf_forward_bf16(blas, shape, p, c, stream);
   const int64_t f = shape.factors, h = shape.mlp_out(), layers = shape.dense_layers();
   if (f > 0 && !blas.fused()) gmf_product(c.user_gmf, c.item_gmf, c.gmf, c.rows * f, stream);
   for (int64_t j = 0; j < layers; ++j) {
@@ -218,6 +300,7 @@ void neumf_forward(const Blas& blas, const NeuMFShape& shape, const DenseParams&
 
 void neumf_backward(const Blas& blas, const NeuMFShape& shape, const DenseParams& p,
                     BatchRows& c, DenseGrads& g, StreamHandle stream) {
+  if (bf16_mlp(blas, shape, p, c)) return neumf_backward_bf16(blas, shape, p, c, g, stream);
   const int64_t f = shape.factors, h = shape.mlp_out(), layers = shape.dense_layers();
   const float* top = h > 0 ? c.acts[layers] : nullptr;
   float* d_top = h > 0 ? c.act_grads[layers] : nullptr;

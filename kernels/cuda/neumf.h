@@ -14,6 +14,7 @@ using NeuMFShape = tastebud::NeuMFShape;
 
 struct DenseParams {
   std::vector<const float*> weights, biases;  // per dense layer, device pointers
+  std::vector<const Bf16*> weights16;          // bf16 activations: the weights' bf16 copies
   const float* head_weight = nullptr;
   const float* head_bias = nullptr;
 };
@@ -33,6 +34,11 @@ struct BatchRows {
   float* gmf = nullptr;
   std::vector<float*> acts;
   std::vector<float*> act_grads;
+  // bf16 activations (Blas::bf16_activations() and an MLP): the MLP input's bf16 copy (x0_16) and
+  // the hidden layers' outputs and gradients in bf16 (acts16[j], act_grads16[j] for j >= 1, whose
+  // fp32 twins are then unused); acts[0] and act_grads[0] stay fp32.
+  Bf16* x0_16 = nullptr;
+  std::vector<Bf16*> acts16, act_grads16;
   float* logits = nullptr;
   const float* dlogits = nullptr;
   float* user_gmf_grad = nullptr;
@@ -51,7 +57,11 @@ void head_forward(const float* d_gmf, int64_t f, const float* d_top, int64_t h,
                   float* d_logits, StreamHandle stream);
 
 // The same with the GMF product formed inside (fused kernels): no gmf rows are written or read.
+// The MLP top in fp32, or in bf16 (bf16 activations).
 void head_forward_fused(const float* d_user_gmf, const float* d_item_gmf, int64_t f, const float* d_top, int64_t h,
+                        const float* d_head_weight, const float* d_head_bias, int64_t rows, float* d_logits,
+                        StreamHandle stream);
+void head_forward_fused(const float* d_user_gmf, const float* d_item_gmf, int64_t f, const Bf16* d_top, int64_t h,
                         const float* d_head_weight, const float* d_head_bias, int64_t rows, float* d_logits,
                         StreamHandle stream);
 
@@ -69,8 +79,13 @@ void head_backward_fused(const float* d_dlogits, const float* d_user_gmf, const 
                          const float* d_top, int64_t h, const float* d_head_weight, int64_t rows,
                          float* d_d_user_gmf, float* d_d_item_gmf, float* d_d_top, float* d_d_head_weight,
                          float* d_d_head_bias, float* d_partial, StreamHandle stream);
+void head_backward_fused(const float* d_dlogits, const float* d_user_gmf, const float* d_item_gmf, int64_t f,
+                         const Bf16* d_top, int64_t h, const float* d_head_weight, int64_t rows,
+                         float* d_d_user_gmf, float* d_d_item_gmf, Bf16* d_d_top, float* d_d_head_weight,
+                         float* d_d_head_bias, float* d_partial, StreamHandle stream);
 
-// Fused kernels (blas.fused()): the epilogue GEMMs, the fused head, and no gmf rows.
+// Fused kernels (blas.fused()): the epilogue GEMMs, the fused head, and no gmf rows; with
+// blas.bf16_activations() the MLP runs on the batch's bf16 buffers and p.weights16.
 void neumf_forward(const Blas& blas, const NeuMFShape& shape, const DenseParams& p,
                    BatchRows& batch, StreamHandle stream);
 

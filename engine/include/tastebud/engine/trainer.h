@@ -74,8 +74,9 @@ struct TrainOptions {
   uint64_t seed = 1;
   uint32_t threads = 0;  // 0: all cores
   // CUDA: how the dense layers' products multiply: fp32, or operands rounded for the tensor cores
-  // to TF32 (10-bit mantissa) or bfloat16 (7-bit), accumulating in fp32; parameters, optimizer
-  // state and activations stay fp32. The CPU backend multiplies in fp32 whatever this says.
+  // to TF32 (10-bit mantissa) or bfloat16 (7-bit), accumulating in fp32; parameters and optimizer
+  // state stay fp32, and so do activations except bf16 with fused kernels, which stores the MLP's
+  // activations and their gradients in bf16. The CPU backend multiplies in fp32 whatever this says.
   Precision precision = Precision::kFp32;
   // CUDA: one kernel per operation of the step, or fused kernels (cuda::StepKernels: the dense
   // layers' bias and ReLU as GEMM epilogues, the ReLU backward inside the bias gradient, the GMF
