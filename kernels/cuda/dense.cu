@@ -37,11 +37,19 @@ __global__ void relu_backward_kernel(float* __restrict__ dy, const float* __rest
   }
 }
 
+using bf16 = __nv_bfloat16;
+const bf16* as_bf16(const Bf16* p) { return reinterpret_cast<const bf16*>(p); }
+bf16* as_bf16(Bf16* p) { return reinterpret_cast<bf16*>(p); }
+
+__device__ __forceinline__ float to_float(float x) { return x; }
+__device__ __forceinline__ float to_float(bf16 x) { return __bfloat162float(x); }
+
 // Block (32, 8) sums columns [32 bx, 32 bx + 32) over the rows of slice by; lanes read 128
-// consecutive bytes of a row. With relu_out (the fused ReLU backward), each element is first
-// masked by relu_out > 0 and written back so.
-__global__ void column_partials_kernel(float* __restrict__ m, const float* __restrict__ scale,
-                                       const float* __restrict__ relu_out, int64_t rows, int64_t width,
+// consecutive bytes of a row (64 of bf16 rows), summing in fp32. With relu_out (the fused ReLU
+// backward), each element is first masked by relu_out > 0 and written back so.
+template <class T>
+__global__ void column_partials_kernel(T* __restrict__ m, const float* __restrict__ scale,
+                                       const T* __restrict__ relu_out, int64_t rows, int64_t width,
                                        int64_t rows_per_slice, float* __restrict__ partial) {
   __shared__ float tile[kRowLanes][kColumnTile + 1];
   const int64_t col = static_cast<int64_t>(blockIdx.x) * kColumnTile + threadIdx.x;
@@ -50,10 +58,10 @@ __global__ void column_partials_kernel(float* __restrict__ m, const float* __res
   float total = 0.0f;
   if (col < width) {
     for (int64_t r = begin + threadIdx.y; r < end; r += kRowLanes) {
-      float v = m[r * width + col];
-      if (relu_out != nullptr && !(relu_out[r * width + col] > 0.0f)) {
+      float v = to_float(m[r * width + col]);
+      if (relu_out != nullptr && !(to_float(relu_out[r * width + col]) > 0.0f)) {
         v = 0.0f;
-        m[r * width + col] = 0.0f;
+        m[r * width + col] = T(0.0f);
       }
       total += scale ? v * scale[r] : v;
     }
@@ -66,10 +74,6 @@ __global__ void column_partials_kernel(float* __restrict__ m, const float* __res
     partial[static_cast<int64_t>(blockIdx.y) * width + col] = sum;
   }
 }
-
-using bf16 = __nv_bfloat16;
-const bf16* as_bf16(const Bf16* p) { return reinterpret_cast<const bf16*>(p); }
-bf16* as_bf16(Bf16* p) { return reinterpret_cast<bf16*>(p); }
 
 __global__ void to_bf16_kernel(const float* __restrict__ in, bf16* __restrict__ out, int64_t count) {
   for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < count;
@@ -86,35 +90,6 @@ __global__ void bias_relu_bf16_kernel(bf16* __restrict__ y, const float* __restr
        t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const float v = __bfloat162float(y[t]) + bias[t % width];
     y[t] = __float2bfloat16_rn(apply_relu ? fmaxf(v, 0.0f) : v);
-  }
-}
-
-// column_partials_kernel's fused ReLU backward over bf16 rows: dy masked by y > 0 in place (when
-// apply_relu) and summed per column in fp32, in the same slices and order.
-__global__ void relu_bias_partials_bf16_kernel(bf16* __restrict__ dy, const bf16* __restrict__ y, int64_t rows,
-                                               int64_t width, int64_t rows_per_slice, bool apply_relu,
-                                               float* __restrict__ partial) {
-  __shared__ float tile[kRowLanes][kColumnTile + 1];
-  const int64_t col = static_cast<int64_t>(blockIdx.x) * kColumnTile + threadIdx.x;
-  const int64_t begin = static_cast<int64_t>(blockIdx.y) * rows_per_slice;
-  const int64_t end = begin + rows_per_slice < rows ? begin + rows_per_slice : rows;
-  float total = 0.0f;
-  if (col < width) {
-    for (int64_t r = begin + threadIdx.y; r < end; r += kRowLanes) {
-      float v = __bfloat162float(dy[r * width + col]);
-      if (apply_relu && !(__bfloat162float(y[r * width + col]) > 0.0f)) {
-        v = 0.0f;
-        dy[r * width + col] = __float2bfloat16_rn(0.0f);
-      }
-      total += v;
-    }
-  }
-  tile[threadIdx.y][threadIdx.x] = total;
-  __syncthreads();
-  if (threadIdx.y == 0 && col < width) {
-    float sum = 0.0f;
-    for (int i = 0; i < kRowLanes; ++i) sum += tile[i][threadIdx.x];
-    partial[static_cast<int64_t>(blockIdx.y) * width + col] = sum;
   }
 }
 
@@ -204,8 +179,8 @@ void column_sums_of(float* d_m, const float* d_row_scale, const float* d_relu_ou
   const int64_t slices = slices_for(rows);
   const int64_t rows_per_slice = (rows + slices - 1) / slices;
   const dim3 grid(static_cast<unsigned>((width + kColumnTile - 1) / kColumnTile), static_cast<unsigned>(slices));
-  column_partials_kernel<<<grid, dim3(kColumnTile, kRowLanes), 0, stream>>>(d_m, d_row_scale, d_relu_out, rows,
-                                                                            width, rows_per_slice, d_partial);
+  column_partials_kernel<float><<<grid, dim3(kColumnTile, kRowLanes), 0, stream>>>(
+      d_m, d_row_scale, d_relu_out, rows, width, rows_per_slice, d_partial);
   TB_CUDA_LAUNCH_CHECK("column_partials_kernel", stream);
   column_finish_kernel<<<grid_for(width, 128), 128, 0, stream>>>(d_partial, slices, width, d_out);
   TB_CUDA_LAUNCH_CHECK("column_finish_kernel", stream);
@@ -284,9 +259,9 @@ void dense_backward_bf16(const Blas& blas, const Bf16* d_in, const Bf16* d_out, 
   const int64_t slices = slices_for(rows);
   const int64_t rows_per_slice = (rows + slices - 1) / slices;
   const dim3 grid(static_cast<unsigned>((out_width + kColumnTile - 1) / kColumnTile), static_cast<unsigned>(slices));
-  relu_bias_partials_bf16_kernel<<<grid, dim3(kColumnTile, kRowLanes), 0, stream>>>(
-      as_bf16(d_d_out), as_bf16(d_out), rows, out_width, rows_per_slice, apply_relu, d_partial);
-  TB_CUDA_LAUNCH_CHECK("relu_bias_partials_bf16_kernel", stream);
+  column_partials_kernel<bf16><<<grid, dim3(kColumnTile, kRowLanes), 0, stream>>>(
+      as_bf16(d_d_out), nullptr, apply_relu ? as_bf16(d_out) : nullptr, rows, out_width, rows_per_slice, d_partial);
+  TB_CUDA_LAUNCH_CHECK("column_partials_kernel", stream);
   column_finish_kernel<<<grid_for(out_width, 128), 128, 0, stream>>>(d_partial, slices, out_width, d_d_bias);
   TB_CUDA_LAUNCH_CHECK("column_finish_kernel", stream);
   // dW [in x out] = in^T [in x rows] * dY [rows x out], into fp32
