@@ -113,6 +113,7 @@ std::vector<To> convert(const std::vector<From>& v) {
 
 using testing_data::add_context;
 using testing_data::banded_training_set;
+using testing_data::freeze_all_but_some_rows;
 
 ModelConfig odd_config(const TrainingSet& t, ModelKind kind = ModelKind::kNeuMF) {
   ModelConfig c;
@@ -1764,11 +1765,7 @@ TYPED_TEST(Backends, UpdateModeLeavesFrozenRowsAsTheyWere) {
   add_metadata(data, config);
   TrainOptions options = step_options(LossKind::kBce, OptimizerKind::kAdam);
   options.batch_size = 64;
-  options.trainable_users.assign(data.num_users, 0);
-  options.trainable_items.assign(data.num_items, 0);
-  for (uint32_t u = 0; u < data.num_users; u += 3) options.trainable_users[u] = 1;
-  for (uint32_t i = 0; i < data.num_items; i += 4) options.trainable_items[i] = 1;
-  options.freeze_dense = true;
+  freeze_all_but_some_rows(options, data);
   ModelParams params = ModelParams::initialize(config, 31);
   zero_untrained_rows(params, data);
   const TrainState start = TrainState::fresh(params, options.optimizer);

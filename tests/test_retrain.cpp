@@ -430,11 +430,7 @@ TEST(UpdateMask, FrozenRowsAndDenseLayersStayBitIdentical) {
   TrainOptions options;
   options.batch_size = 64;
   options.threads = 2;
-  options.trainable_users.assign(data.num_users, 0);
-  options.trainable_items.assign(data.num_items, 0);
-  for (uint32_t u = 0; u < data.num_users; u += 3) options.trainable_users[u] = 1;
-  for (uint32_t i = 0; i < data.num_items; i += 4) options.trainable_items[i] = 1;
-  options.freeze_dense = true;
+  testing_data::freeze_all_but_some_rows(options, data);
   auto backend = make_cpu_backend(data, options, start);
   backend->train_epoch(0, {});
   backend->train_epoch(1, {});

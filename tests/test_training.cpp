@@ -906,6 +906,16 @@ TEST(TrainPlan, ParsesEveryChoiceOfAJob) {
   EXPECT_THROW(make_plan(j), Error);
 }
 
+// The error make_plan gives for j, or "" when it takes j.
+std::string plan_refusal(const TrainJob& j) {
+  try {
+    make_plan(j);
+    return "";
+  } catch (const Error& e) {
+    return e.what();
+  }
+}
+
 // --precision, and --tf32 as the same as --precision tf32; a bad value or a clash names `precision`.
 TEST(TrainPlan, PrecisionIsParsedAndTf32IsItsAlias) {
   TrainJob j;
@@ -920,12 +930,7 @@ TEST(TrainPlan, PrecisionIsParsedAndTf32IsItsAlias) {
   for (const char* bad : {"bf16", "fp16"}) {
     j.precision = bad;
     j.tf32 = std::string(bad) == "bf16";
-    try {
-      make_plan(j);
-      ADD_FAILURE() << bad << " was taken";
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("`precision`"), std::string::npos) << e.what();
-    }
+    EXPECT_NE(plan_refusal(j).find("`precision`"), std::string::npos) << bad << " was taken or its error is unclear";
   }
 }
 
@@ -936,12 +941,7 @@ TEST(TrainPlan, CudaKernelsAreSeparateUnlessFusedIsAsked) {
   j.cuda_kernels = "fused";
   EXPECT_EQ(make_plan(j).options.cuda_kernels, CudaKernels::kFused);
   j.cuda_kernels = "fast";
-  try {
-    make_plan(j);
-    ADD_FAILURE() << "cuda_kernels fast was taken";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("`cuda_kernels` 'fast'"), std::string::npos) << e.what();
-  }
+  EXPECT_NE(plan_refusal(j).find("`cuda_kernels` 'fast'"), std::string::npos) << plan_refusal(j);
 }
 
 }  // namespace

@@ -55,4 +55,14 @@ inline void add_context(TrainingSet& data, ModelConfig& config) {
   }
 }
 
+// Update mode over data: every third user's and every fourth item's rows train; the other rows
+// and the dense layers stay frozen.
+inline void freeze_all_but_some_rows(TrainOptions& options, const TrainingSet& data) {
+  options.trainable_users.assign(data.num_users, 0);
+  options.trainable_items.assign(data.num_items, 0);
+  for (uint32_t u = 0; u < data.num_users; u += 3) options.trainable_users[u] = 1;
+  for (uint32_t i = 0; i < data.num_items; i += 4) options.trainable_items[i] = 1;
+  options.freeze_dense = true;
+}
+
 }  // namespace tastebud::testing_data

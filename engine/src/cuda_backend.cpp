@@ -725,7 +725,7 @@ class CudaBackend final : public BackendBase {
                                 : -1;
     const bool dense = options_.embedding_updates == EmbeddingUpdates::kDense;
     if (blas_.fused() && dense) {  // the touched rows' step and every other row's in one pass
-      const int64_t table_rows = static_cast<int64_t>(state_.params.tensors()[t]->rows());
+      const int64_t table_rows = static_cast<int64_t>(layout_[t].shape[0]);
       if (d_row_groups_[t].size() != static_cast<size_t>(table_rows)) d_row_groups_[t].resize(table_rows);
       cuda::dense_grouped_update(b.optimizer, b.step_size, d_tables_[t].data(), d_table_state0_[t].data(),
                                  d_table_state1_[t].data(), table_rows, groups, grads, stride, offset, width, b.scale,
@@ -820,7 +820,7 @@ class CudaBackend final : public BackendBase {
   // Dense embedding updates: id table t's stamps (the step that last used each row), zeroed when
   // first needed after a state is uploaded.
   uint32_t* row_stamps(size_t t) {
-    const int64_t table_rows = static_cast<int64_t>(state_.params.tensors()[t]->rows());
+    const int64_t table_rows = static_cast<int64_t>(layout_[t].shape[0]);
     if (d_row_stamps_[t].size() != static_cast<size_t>(table_rows)) {
       d_row_stamps_[t].resize(table_rows);
       cuda::fill_zero(d_row_stamps_[t].data(), table_rows * sizeof(uint32_t), stream_.get());
@@ -830,7 +830,7 @@ class CudaBackend final : public BackendBase {
 
   // Dense embedding updates: the rows of id table t the step did not use take a zero-gradient step.
   void update_untouched(size_t t, const cuda::RowGroups& groups, int64_t width, int64_t constant, const BatchStep& b) {
-    const int64_t table_rows = static_cast<int64_t>(state_.params.tensors()[t]->rows());
+    const int64_t table_rows = static_cast<int64_t>(layout_[t].shape[0]);
     cuda::untouched_update(b.optimizer, b.step_size, d_tables_[t].data(), d_table_state0_[t].data(),
                            d_table_state1_[t].data(), width, table_rows, groups.rows(), groups.num_groups(),
                            groups.max_groups(), row_stamps(t), static_cast<uint32_t>(b.step), constant,

@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <string>
@@ -31,6 +32,16 @@ inline int64_t row_slices(int64_t rows, int64_t rows_per_slice, int64_t max_slic
   const int64_t slices = (rows + rows_per_slice - 1) / rows_per_slice;
   return slices < 1 ? 1 : (slices > max_slices ? max_slices : slices);
 }
+
+// bfloat16 rows (Bf16 in the plain headers): the device type, and the loads and stores kernels
+// templated on fp32 or bf16 rows share (arithmetic in fp32, a bf16 store rounded to nearest even).
+using bf16 = __nv_bfloat16;
+inline const bf16* as_bf16(const Bf16* p) { return reinterpret_cast<const bf16*>(p); }
+inline bf16* as_bf16(Bf16* p) { return reinterpret_cast<bf16*>(p); }
+__device__ __forceinline__ float to_float(float x) { return x; }
+__device__ __forceinline__ float to_float(bf16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ void store(float* at, float x) { *at = x; }
+__device__ __forceinline__ void store(bf16* at, float x) { *at = __float2bfloat16_rn(x); }
 
 // Whether a grid-stride kernel over `count` elements can index them in 32 bits: below 2^30, so
 // that an index plus grid_for's largest stride (65535 x 32 blocks of at most 256 threads, under

@@ -1,8 +1,6 @@
 #include <climits>
 #include <string>
 
-#include <cuda_bf16.h>
-
 #include "cuda/common.cuh"
 #include "cuda/dense.h"
 
@@ -17,15 +15,16 @@ constexpr int64_t kMaxSlices = 2048;
 int64_t slices_for(int64_t rows) { return row_slices(rows, kRowsPerSlice, kMaxSlices); }
 
 // Index: int32_t where the element count fits (index_fits_32), else int64_t; the division and
-// remainder of 64-bit indices cost several times the 32-bit ones.
-template <class Index>
-__global__ void bias_relu_kernel(float* __restrict__ y, const float* __restrict__ bias, Index rows,
+// remainder of 64-bit indices cost several times the 32-bit ones. T: fp32 rows, or bf16 rows
+// (the sum in fp32, rounded once).
+template <class Index, class T = float>
+__global__ void bias_relu_kernel(T* __restrict__ y, const float* __restrict__ bias, Index rows,
                                  Index width, bool apply_relu) {
   const Index total = rows * width;
   for (Index t = blockIdx.x * static_cast<Index>(blockDim.x) + threadIdx.x; t < total;
        t += static_cast<Index>(gridDim.x) * blockDim.x) {
-    const float v = y[t] + bias[t % width];
-    y[t] = apply_relu ? fmaxf(v, 0.0f) : v;
+    const float v = to_float(y[t]) + bias[t % width];
+    store(y + t, apply_relu ? fmaxf(v, 0.0f) : v);
   }
 }
 
@@ -36,13 +35,6 @@ __global__ void relu_backward_kernel(float* __restrict__ dy, const float* __rest
     if (!(y[t] > 0.0f)) dy[t] = 0.0f;
   }
 }
-
-using bf16 = __nv_bfloat16;
-const bf16* as_bf16(const Bf16* p) { return reinterpret_cast<const bf16*>(p); }
-bf16* as_bf16(Bf16* p) { return reinterpret_cast<bf16*>(p); }
-
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(bf16 x) { return __bfloat162float(x); }
 
 // Block (32, 8) sums columns [32 bx, 32 bx + 32) over the rows of slice by; lanes read 128
 // consecutive bytes of a row (64 of bf16 rows), summing in fp32. With relu_out (the fused ReLU
@@ -61,7 +53,7 @@ __global__ void column_partials_kernel(T* __restrict__ m, const float* __restric
       float v = to_float(m[r * width + col]);
       if (relu_out != nullptr && !(to_float(relu_out[r * width + col]) > 0.0f)) {
         v = 0.0f;
-        m[r * width + col] = T(0.0f);
+        store(m + r * width + col, 0.0f);
       }
       total += scale ? v * scale[r] : v;
     }
@@ -79,17 +71,6 @@ __global__ void to_bf16_kernel(const float* __restrict__ in, bf16* __restrict__ 
   for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < count;
        t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     out[t] = __float2bfloat16_rn(in[t]);
-  }
-}
-
-// bias_relu_kernel over bf16 rows: the sum in fp32, rounded once.
-__global__ void bias_relu_bf16_kernel(bf16* __restrict__ y, const float* __restrict__ bias, int64_t rows,
-                                      int64_t width, bool apply_relu) {
-  const int64_t total = rows * width;
-  for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < total;
-       t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const float v = __bfloat162float(y[t]) + bias[t % width];
-    y[t] = __float2bfloat16_rn(apply_relu ? fmaxf(v, 0.0f) : v);
   }
 }
 
@@ -245,9 +226,9 @@ void dense_forward_bf16(const Blas& blas, const Bf16* d_in, int64_t rows, int64_
   StreamHandle stream = nullptr;
   TB_CUBLAS_CHECK(cublasGetStream(blas.get(), &stream));
   constexpr int kBlock = 256;
-  bias_relu_bf16_kernel<<<grid_for(rows * out_width, kBlock), kBlock, 0, stream>>>(as_bf16(d_out), d_bias, rows,
-                                                                                    out_width, apply_relu);
-  TB_CUDA_LAUNCH_CHECK("bias_relu_bf16_kernel", stream);
+  bias_relu_kernel<int64_t, bf16><<<grid_for(rows * out_width, kBlock), kBlock, 0, stream>>>(
+      as_bf16(d_out), d_bias, rows, out_width, apply_relu);
+  TB_CUDA_LAUNCH_CHECK("bias_relu_kernel", stream);
 }
 
 void dense_backward_bf16(const Blas& blas, const Bf16* d_in, const Bf16* d_out, Bf16* d_d_out, int64_t rows,

@@ -1,7 +1,5 @@
 #include <algorithm>
 
-#include <cuda_bf16.h>
-
 #include "cuda/common.cuh"
 #include "cuda/dense.h"
 #include "cuda/neumf.h"
@@ -15,13 +13,6 @@ constexpr int64_t kHeadRowsPerSlice = 64;
 constexpr int64_t kHeadMaxSlices = 8192;
 
 int64_t head_slices(int64_t rows) { return row_slices(rows, kHeadRowsPerSlice, kHeadMaxSlices); }
-
-// The MLP top's element type: fp32, or bf16 with bf16 activations.
-using bf16 = __nv_bfloat16;
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(bf16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ void store(float* at, float x) { *at = x; }
-__device__ __forceinline__ void store(bf16* at, float x) { *at = __float2bfloat16_rn(x); }
 
 template <class Index>
 __global__ void gmf_product_kernel(const float* __restrict__ u, const float* __restrict__ v,
@@ -174,9 +165,6 @@ void launch_head_backward_fused(const float* d_dlogits, const float* d_user_gmf,
                                                                  d_d_head_bias);
   TB_CUDA_LAUNCH_CHECK("head_finish_kernel", stream);
 }
-
-const bf16* as_bf16(const Bf16* p) { return reinterpret_cast<const bf16*>(p); }
-bf16* as_bf16(Bf16* p) { return reinterpret_cast<bf16*>(p); }
 
 }  // namespace
 

@@ -12,9 +12,9 @@ namespace tastebud {
 // device).
 bool cuda_available(std::string* reason);
 
-// What a step's parts cost on a backend, as measured (bench/RESULTS.md, "What auto weighs"): a
-// batch row through the lazy step, and an id-table float (value and optimizer state) that dense
-// embedding updates walk with a zero gradient. `--embedding-updates auto` weighs one by the other.
+// What a step's parts cost on a backend, as measured (bench/RESULTS.md, "What `--embedding-updates
+// auto` weighs"): a batch row through the lazy step, and an id-table float (value and optimizer
+// state) that dense embedding updates walk with a zero gradient. `auto` weighs one by the other.
 struct StepCosts {
   double batch_row_ns = 0;
   double table_float_ns = 0;
