@@ -151,6 +151,11 @@ void add_train_command(CLI::App& app) {
                   "backward inside the bias gradient, the GMF product inside the head, each touched embedding row "
                   "summed and stepped in one pass); the same model within float rounding")
       ->capture_default_str();
+  cmd->add_option("--rank-exchange", job->rank_exchange,
+                  "CUDA on several ranks: where the id tables' shards live: host (rows and gradients staged through "
+                  "host memory) or device (on the GPUs, moved GPU to GPU by NCCL); the same model within float "
+                  "rounding")
+      ->capture_default_str();
   cmd->add_option("--threads", job->threads, "CPU threads (0: all cores)")->capture_default_str();
   cmd->add_option("--seed", job->seed, "Seed of every random draw")->capture_default_str();
   cmd->add_option("--eval", job->eval, "loo (HR/NDCG@10 among 99 negatives), holdout (newest 10%), personalize (the service's: newest 10% of a random 10% of the users), cold-items (20% of items cold, ranked among 99 cold items) or none")->capture_default_str();

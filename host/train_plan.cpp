@@ -71,6 +71,12 @@ CudaKernels parse_cuda_kernels(const std::string& name) {
   throw Error(fmt::format("unknown `cuda_kernels` '{}': expected separate or fused", name));
 }
 
+RankExchange parse_rank_exchange(const std::string& name) {
+  if (name == "host") return RankExchange::kHost;
+  if (name == "device") return RankExchange::kDevice;
+  throw Error(fmt::format("unknown `rank_exchange` '{}': expected host or device", name));
+}
+
 EmbeddingUpdates parse_embedding_updates(const std::string& name) {
   if (name == "lazy" || name == "auto") return EmbeddingUpdates::kLazy;
   if (name == "dense") return EmbeddingUpdates::kDense;
@@ -105,6 +111,7 @@ TrainOptions train_options_of(const TrainJob& job) {
   options.threads = job.threads;
   options.precision = parse_precision(job.precision, job.tf32);
   options.cuda_kernels = parse_cuda_kernels(job.cuda_kernels);
+  options.rank_exchange = parse_rank_exchange(job.rank_exchange);
   TB_CHECK(job.impression_negatives >= 0.0f && job.impression_negatives <= 1.0f,
            "`impression_negatives` is a share of the negatives, from 0 to 1");
   options.impression_share = job.impression_negatives;

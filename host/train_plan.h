@@ -58,6 +58,7 @@ struct TrainJob {
   std::string precision = "fp32";  // fp32, tf32 or bf16 (CUDA's dense layers)
   bool tf32 = false;               // --tf32: precision tf32, as before --precision existed
   std::string cuda_kernels = "separate";  // separate or fused (CUDA's step kernels)
+  std::string rank_exchange = "host";     // host or device (where CUDA ranks keep the id-table shards)
   float impression_negatives = 0.0f;  // share of negatives from the user's ignored impressions
   uint32_t threads = 0;
   uint64_t seed = 1;

@@ -69,6 +69,7 @@ json job_to_json(const TrainPlan& plan) {
   if (job.embedding_updates != "lazy") j["embedding_updates"] = job.embedding_updates;
   if (plan.options.precision != Precision::kFp32) j["precision"] = plan.options.precision == Precision::kTf32 ? "tf32" : "bf16";
   if (plan.options.cuda_kernels == CudaKernels::kFused) j["cuda_kernels"] = "fused";
+  if (plan.options.rank_exchange == RankExchange::kDevice) j["rank_exchange"] = "device";
   return j;
 }
 

@@ -25,6 +25,7 @@
 #include "tastebud/error.h"
 #ifdef TASTEBUD_WITH_CUDA
 #include "cuda/common.h"
+#include "device_shards.h"  // engine/src: the CUDA backend's id-table shards on the GPUs
 #endif
 
 namespace tastebud {
@@ -250,7 +251,7 @@ constexpr Replicated kReplicated[] = {{"metadata", true, false}, {"context", fal
 // one start on `comm` and `device`: its losses and final state (several ranks: whole on rank 0).
 // `started`, when given, receives the replicated table's initial values (user metadata, else context).
 TrainRun train_replicated(Communicator& comm, const Replicated& c, OptimizerKind optimizer, const std::string& device,
-                          std::vector<float>* started = nullptr) {
+                          std::vector<float>* started = nullptr, RankExchange exchange = RankExchange::kHost) {
   TrainingSet data = banded_training_set(41, 50);
   ModelConfig config = config_of(data, ModelKind::kNeuMF);
   if (c.metadata) add_metadata(data, config);
@@ -258,6 +259,7 @@ TrainRun train_replicated(Communicator& comm, const Replicated& c, OptimizerKind
   TrainOptions options = options_of(LossKind::kBce, optimizer);
   options.batch_size = 300;
   options.comm = &comm;
+  options.rank_exchange = exchange;
   ModelParams params = ModelParams::initialize(config, 23);
   zero_untrained_rows(params, data);
   if (started) *started = (c.metadata ? params.user_features : params.context_features).values;
@@ -296,7 +298,8 @@ TEST_F(TwoRanks, MetadataModelsTrainTheOneProcessModel) {
   }
 }
 
-// The same on two CUDA ranks: against one CUDA process and against two CPU ranks.
+// The same on two CUDA ranks, with the id-table shards on the hosts and on the GPUs: against one
+// CUDA process and against two CPU ranks.
 TEST_F(TwoRanks, CudaRanksTrainMetadataAndContextModels) {
   std::string reason;
   double available = cuda_available(&reason) ? 1.0 : 0.0;
@@ -307,19 +310,22 @@ TEST_F(TwoRanks, CudaRanksTrainMetadataAndContextModels) {
     for (const OptimizerKind optimizer : {OptimizerKind::kSgd, OptimizerKind::kAdam}) {
       const double tolerance = optimizer == OptimizerKind::kAdam ? 1e-4 : 1e-5;
       const TrainRun one = train_replicated(*single, c, optimizer, "cuda");
-      const TrainRun two = train_replicated(world(), c, optimizer, "cuda");
       const TrainRun cpu = train_replicated(world(), c, optimizer, "cpu");
-      for (size_t e = 0; e < one.losses.size(); ++e) {
-        EXPECT_NEAR(two.losses[e], one.losses[e], 1e-5 * one.losses[e]) << c.name << ", epoch " << e;
-        EXPECT_NEAR(two.losses[e], cpu.losses[e], 1e-4 * cpu.losses[e]) << c.name << ", epoch " << e;
+      for (const RankExchange exchange : {RankExchange::kHost, RankExchange::kDevice}) {
+        const char* where = exchange == RankExchange::kHost ? "host shards" : "device shards";
+        const TrainRun two = train_replicated(world(), c, optimizer, "cuda", nullptr, exchange);
+        for (size_t e = 0; e < one.losses.size(); ++e) {
+          EXPECT_NEAR(two.losses[e], one.losses[e], 1e-5 * one.losses[e]) << c.name << ", " << where << ", epoch " << e;
+          EXPECT_NEAR(two.losses[e], cpu.losses[e], 1e-4 * cpu.losses[e]) << c.name << ", " << where << ", epoch " << e;
+        }
+        if (!world().root()) continue;
+        const std::vector<float> got = flatten(two.state);
+        std::printf("[ ranks ] cuda %s, %s: largest parameter difference vs 1 CUDA process %.3g, vs %d CPU ranks %.3g\n",
+                    c.name, where, largest_difference(got, flatten(one.state)), world().size(),
+                    largest_difference(got, flatten(cpu.state)));
+        EXPECT_TRUE(near_all(got, flatten(one.state), tolerance, 1e-3)) << c.name << ", " << where << ": vs one CUDA process";
+        EXPECT_TRUE(near_all(got, flatten(cpu.state), tolerance, 1e-3)) << c.name << ", " << where << ": vs two CPU ranks";
       }
-      if (!world().root()) continue;
-      const std::vector<float> got = flatten(two.state);
-      std::printf("[ ranks ] cuda %s: largest parameter difference vs 1 CUDA process %.3g, vs %d CPU ranks %.3g\n",
-                  c.name, largest_difference(got, flatten(one.state)), world().size(),
-                  largest_difference(got, flatten(cpu.state)));
-      EXPECT_TRUE(near_all(got, flatten(one.state), tolerance, 1e-3)) << c.name << ": against one CUDA process";
-      EXPECT_TRUE(near_all(got, flatten(cpu.state), tolerance, 1e-3)) << c.name << ": against two CPU ranks";
     }
   }
 }
@@ -581,9 +587,10 @@ TEST_F(TwoRanks, ShardedEvaluationGivesTheOneProcessMetrics) {
   }
 }
 
-// The CUDA backend on two ranks (its rank step, host-staged id rows, dense gradients over NCCL or
-// the host): against one CUDA process and against two CPU ranks, the same global batches within
-// float rounding. Skips without a CUDA device (every rank asks, so all skip together).
+// The CUDA backend on two ranks (its rank step, the id rows staged through the hosts' shards or
+// moved between the GPUs' shards, dense gradients over NCCL or the host): against one CUDA process
+// and against two CPU ranks, the same global batches within float rounding. Skips without a CUDA
+// device (every rank asks, so all skip together).
 TEST_F(TwoRanks, CudaRanksTrainTheOneProcessModel) {
   std::string reason;
   double available = cuda_available(&reason) ? 1.0 : 0.0;
@@ -599,20 +606,28 @@ TEST_F(TwoRanks, CudaRanksTrainTheOneProcessModel) {
                         Case{LossKind::kBce, OptimizerKind::kAdam, ModelKind::kMF, 1e-4}}) {
     const TrainOptions options = options_of(c.loss, c.optimizer);
     const TrainRun one = train(*single, data, options, c.kind, 2, nullptr, "cuda");
-    const TrainRun two = train(world(), data, options, c.kind, 2, nullptr, "cuda");
     const TrainRun cpu = train(world(), data, options, c.kind, 2, nullptr, "cpu");
-    for (size_t e = 0; e < one.losses.size(); ++e) {
-      EXPECT_NEAR(two.losses[e], one.losses[e], 1e-5 * one.losses[e]) << "epoch " << e;
-      EXPECT_NEAR(two.losses[e], cpu.losses[e], 1e-4 * cpu.losses[e]) << "epoch " << e;
+    for (const RankExchange exchange : {RankExchange::kHost, RankExchange::kDevice}) {
+      const char* where = exchange == RankExchange::kHost ? "host shards" : "device shards";
+      TrainOptions ranked = options;
+      ranked.rank_exchange = exchange;
+      uint64_t held = 0;
+      const TrainRun two = train(world(), data, ranked, c.kind, 2, &held, "cuda");
+      EXPECT_GT(held, 0u) << where;
+      for (size_t e = 0; e < one.losses.size(); ++e) {
+        EXPECT_NEAR(two.losses[e], one.losses[e], 1e-5 * one.losses[e]) << where << ", epoch " << e;
+        EXPECT_NEAR(two.losses[e], cpu.losses[e], 1e-4 * cpu.losses[e]) << where << ", epoch " << e;
+      }
+      EXPECT_EQ(two.state.step, one.state.step);
+      if (!world().root()) continue;
+      const std::vector<float> got = flatten(two.state);
+      std::printf("[ ranks ] cuda %d ranks, %s: largest parameter difference vs 1 CUDA process %.3g, vs %d CPU ranks "
+                  "%.3g\n",
+                  world().size(), where, largest_difference(got, flatten(one.state)), world().size(),
+                  largest_difference(got, flatten(cpu.state)));
+      EXPECT_TRUE(near_all(got, flatten(one.state), c.tolerance, 1e-3)) << where << ": against one CUDA process";
+      EXPECT_TRUE(near_all(got, flatten(cpu.state), c.tolerance, 1e-3)) << where << ": against two CPU ranks";
     }
-    EXPECT_EQ(two.state.step, one.state.step);
-    if (!world().root()) continue;
-    const std::vector<float> got = flatten(two.state);
-    std::printf("[ ranks ] cuda %d ranks: largest parameter difference vs 1 CUDA process %.3g, vs %d CPU ranks %.3g\n",
-                world().size(), largest_difference(got, flatten(one.state)), world().size(),
-                largest_difference(got, flatten(cpu.state)));
-    EXPECT_TRUE(near_all(got, flatten(one.state), c.tolerance, 1e-3)) << "against one CUDA process";
-    EXPECT_TRUE(near_all(got, flatten(cpu.state), c.tolerance, 1e-3)) << "against two CPU ranks";
   }
 }
 
@@ -716,6 +731,40 @@ TEST(RankRows, ChunksOfTheBatchInRankOrder) {
   }
 }
 
+// The bookkeeping both shard stores share: a slice's ids by owner, each row's slot and each id's
+// uses; one process asks itself for every id, in ascending order.
+TEST(ShardRequest, IdsByOwnerWithEachRowsSlotAndEachIdsUses) {
+  const std::vector<uint32_t> slice{5, 2, 7, 2, 4, 5, 5};
+  const ShardRequest two = request_rows(slice, 2);
+  EXPECT_EQ(two.ids, (std::vector<uint32_t>{2, 4, 5, 7}));  // rank 0's 2, 4, then rank 1's 5, 7
+  EXPECT_EQ(two.per_owner, (std::vector<size_t>{2, 2}));
+  EXPECT_EQ(two.slots, (std::vector<uint32_t>{2, 0, 3, 0, 1, 2, 2}));
+  EXPECT_EQ(two.uses, (std::vector<uint32_t>{2, 1, 3, 1}));
+  const ShardRequest three = request_rows(slice, 3);
+  EXPECT_EQ(three.ids, (std::vector<uint32_t>{4, 7, 2, 5}));  // 4 % 3 = 7 % 3 = 1, 2 % 3 = 5 % 3 = 2
+  EXPECT_EQ(three.per_owner, (std::vector<size_t>{0, 2, 2}));
+  EXPECT_EQ(three.slots, (std::vector<uint32_t>{3, 2, 1, 2, 0, 3, 3}));
+  const ShardRequest one = request_rows(slice, 1);
+  EXPECT_EQ(one.ids, (std::vector<uint32_t>{2, 4, 5, 7}));
+  EXPECT_TRUE(request_rows({}, 2).ids.empty());
+}
+
+// An owner's (id, uses) pairs from every rank, in rank order, grouped by id with each group's
+// entries in rank order (the order the parts are summed in) and the uses summed for RowL2.
+TEST(OwnerGroups, EntriesByIdInRankOrderWithTheirUsesSummed) {
+  // rank 0 asked for 6 (used twice) and 2; rank 1 for 2 (three times), 4 and 6.
+  const std::vector<uint32_t> heads{6, 2, 2, 1, 2, 3, 4, 1, 6, 1};
+  const OwnerGroups g = group_owner_entries(heads, 2);
+  EXPECT_EQ(g.order, (std::vector<uint32_t>{1, 2, 3, 0, 4}));
+  EXPECT_EQ(g.starts, (std::vector<uint32_t>{0, 2, 3, 5}));
+  EXPECT_EQ(g.ids, (std::vector<uint32_t>{2, 4, 6}));
+  EXPECT_EQ(g.local, (std::vector<uint32_t>{1, 2, 3}));
+  EXPECT_EQ(g.use_starts, (std::vector<uint32_t>{0, 4, 5, 8}));
+  const OwnerGroups none = group_owner_entries({}, 2);
+  EXPECT_TRUE(none.ids.empty());
+  EXPECT_EQ(none.starts, (std::vector<uint32_t>{0}));
+}
+
 #ifdef TASTEBUD_WITH_CUDA
 // The device communicators of the CUDA rank step (CUDA builds, on a GPU): the chosen one (NCCL
 // with a GPU per rank, else host-staged) and the host-staged one sum a device buffer to the same
@@ -750,6 +799,100 @@ TEST_F(TwoRanks, DeviceCommunicatorsSumOnTheDevice) {
   for (int r = 0; r < n; ++r) {
     for (int j = 0; j < 3; ++j) EXPECT_EQ(gathered[3 * r + j], static_cast<uint32_t>(100 * r + j));
   }
+}
+
+// Both device communicators' alltoallv: rank m sends rank r (r + m + 1) values 1000 m + 100 r + j,
+// so blocks differ in size by sender and receiver, and each rank receives its blocks in rank order.
+TEST_F(TwoRanks, DeviceCommunicatorsExchangeBlocksOfEverySize) {
+  std::string reason;
+  double available = cuda_available(&reason) ? 1.0 : 0.0;
+  world().allreduce_sum(std::span<double>(&available, 1));
+  if (available < world().size()) GTEST_SKIP() << "no CUDA device: " << reason;
+  const int n = world().size(), me = world().rank();
+  std::string which;
+  std::unique_ptr<DeviceCommunicator> comms[2] = {make_device_communicator(world(), &which),
+                                                  make_host_staged_communicator(world())};
+  cuda::Stream stream;
+  std::vector<uint32_t> send;
+  std::vector<size_t> send_bytes(n), recv_bytes(n);
+  for (int r = 0; r < n; ++r) {
+    for (int j = 0; j < r + me + 1; ++j) send.push_back(1000 * me + 100 * r + j);
+    send_bytes[r] = (r + me + 1) * sizeof(uint32_t);
+    recv_bytes[r] = (me + r + 1) * sizeof(uint32_t);
+  }
+  size_t received = 0;
+  for (size_t b : recv_bytes) received += b / sizeof(uint32_t);
+  for (auto& comm : comms) {
+    cuda::DeviceBuffer<uint32_t> d_send = cuda::to_device(send, stream.get());
+    cuda::DeviceBuffer<uint32_t> d_recv(received);
+    comm->alltoallv(d_send.data(), send_bytes, d_recv.data(), recv_bytes, stream.get());
+    stream.synchronize();
+    const std::vector<uint32_t> got = d_recv.download(stream.get());
+    size_t at = 0;
+    for (int r = 0; r < n; ++r) {
+      for (int j = 0; j < me + r + 1; ++j, ++at) {
+        ASSERT_EQ(got[at], static_cast<uint32_t>(1000 * r + 100 * me + j)) << "from rank " << r << ", value " << j;
+      }
+    }
+  }
+}
+
+// The device-resident shards against the host ones, step by step: each rank fetches the rows of
+// its slice (ids shared by both ranks, repeated within a slice), both stores get the same
+// gradients and apply them, and the gathered tables agree. SGD with L2, so each row's uses count.
+TEST_F(TwoRanks, DeviceShardsFetchAndUpdateAsTheHostShards) {
+  std::string reason;
+  double available = cuda_available(&reason) ? 1.0 : 0.0;
+  world().allreduce_sum(std::span<double>(&available, 1));
+  if (available < world().size()) GTEST_SKIP() << "no CUDA device: " << reason;
+  const TrainingSet data = banded_training_set(151, 97);
+  const ModelConfig config = config_of(data, ModelKind::kNeuMF);
+  OptimizerParams sgd;
+  sgd.kind = OptimizerKind::kSgd;
+  sgd.lr = 0.5f;
+  sgd.l2 = 0.01f;
+  const TrainState whole = TrainState::fresh(ModelParams::initialize(config, 3), sgd);
+  const int64_t f = config.factors, e = config.mlp_embedding(), rows = 5;
+  const int me = world().rank();
+  const std::vector<uint32_t> users{static_cast<uint32_t>(me), 5, 5, 150u - me, 8};
+  const std::vector<uint32_t> items{static_cast<uint32_t>(me + 1), 3, 96, 3, 3};
+  std::vector<float> user_gmf(rows * f), item_gmf(rows * f), mlp_input(rows * 2 * e);
+  for (size_t k = 0; k < user_gmf.size(); ++k) user_gmf[k] = 0.01f * k + 0.1f * me, item_gmf[k] = 0.02f * k - me;
+  for (size_t k = 0; k < mlp_input.size(); ++k) mlp_input[k] = 0.005f * k + 0.3f * me;
+
+  TrainState host_state = whole;
+  RankStep host(world(), host_state);
+  host.fetch(users, items);
+  host.update(user_gmf.data(), item_gmf.data(), mlp_input.data(), e, sgd, sgd.lr, 0.25f, nullptr);
+  host.gather(host_state);
+
+  TrainState device_state = whole;
+  RankStep staged(world(), device_state);
+  auto comm = make_host_staged_communicator(world());
+  cuda::Stream stream;
+  DeviceIdShards shards(world(), *comm, config, 2 * rows, stream.get());
+  shards.upload(staged.shards(), nullptr);
+  shards.fetch(0, users);
+  shards.fetch(1, items);
+  std::vector<float> fetched(rows * shards.width());  // at most one row per slice row
+  cuda::copy_to_host(fetched.data(), shards.rows(0), fetched.size() * sizeof(float), stream.get());
+  std::vector<uint32_t> slots(rows);
+  cuda::copy_to_host(slots.data(), shards.slots(0), rows * sizeof(uint32_t), stream.get());
+  for (int64_t k = 0; k < rows; ++k) {
+    for (int64_t j = 0; j < f; ++j) {
+      ASSERT_EQ(fetched[slots[k] * shards.width() + j], whole.params.user_gmf.values[users[k] * f + j]) << k;
+    }
+  }
+  cuda::DeviceBuffer<float> d_user = cuda::to_device(user_gmf, stream.get());
+  cuda::DeviceBuffer<float> d_item = cuda::to_device(item_gmf, stream.get());
+  cuda::DeviceBuffer<float> d_mlp = cuda::to_device(mlp_input, stream.get());
+  shards.update(0, d_user.data(), d_mlp.data(), 2 * e, 0, sgd, sgd.lr, 0.25f);
+  shards.update(1, d_item.data(), d_mlp.data(), 2 * e, e, sgd, sgd.lr, 0.25f);
+  shards.download(staged.shards());
+  staged.gather(device_state);
+  if (!world().root()) return;
+  EXPECT_TRUE(near_all(flatten(device_state), flatten(host_state), 1e-6, 1e-6));
+  EXPECT_NE(flatten(device_state), flatten(whole));
 }
 #endif
 

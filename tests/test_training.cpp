@@ -944,5 +944,16 @@ TEST(TrainPlan, CudaKernelsAreSeparateUnlessFusedIsAsked) {
   EXPECT_NE(plan_refusal(j).find("`cuda_kernels` 'fast'"), std::string::npos) << plan_refusal(j);
 }
 
+// --rank-exchange: the hosts' shards by default, the GPUs' on request, anything else refused by its name.
+TEST(TrainPlan, RankExchangeIsHostUnlessDeviceIsAsked) {
+  TrainJob j;
+  EXPECT_EQ(make_plan(j).options.rank_exchange, RankExchange::kHost);
+  j.rank_exchange = "device";
+  EXPECT_EQ(make_plan(j).options.rank_exchange, RankExchange::kDevice);
+  j.rank_exchange = "nccl";
+  EXPECT_NE(plan_refusal(j).find("`rank_exchange` 'nccl': expected host or device"), std::string::npos)
+      << plan_refusal(j);
+}
+
 }  // namespace
 }  // namespace tastebud::host

@@ -28,8 +28,10 @@ std::unique_ptr<Backend> make_cuda_ranks(const TrainingSet& data, const TrainOpt
   auto dense_comm = make_device_communicator(*options.comm, &which);
   if (notice) {
     *notice = fmt::format("{} ranks: training on the CUDA backend; dense gradients summed by {}; id tables sharded "
-                          "on the hosts",
-                          options.comm->size(), which);
+                          "{}",
+                          options.comm->size(), which,
+                          options.rank_exchange == RankExchange::kDevice ? "on the GPUs (`rank_exchange` device)"
+                                                                         : "on the hosts");
   }
   return make_cuda_backend(data, options, std::move(state), std::move(dense_comm));
 #else

@@ -43,6 +43,19 @@ class HostStagedCommunicator final : public DeviceCommunicator {
     cuda::copy_to_device(base, all.data(), all.size(), static_cast<cuda::StreamHandle>(stream));
   }
 
+  void alltoallv(const void* send, std::span<const size_t> send_counts, void* recv,
+                 std::span<const size_t> recv_counts, void* stream) override {
+    const auto s = static_cast<cuda::StreamHandle>(stream);
+    size_t sent = 0, received = 0;
+    for (size_t c : send_counts) sent += c;
+    for (size_t c : recv_counts) received += c;
+    std::vector<std::byte> out(sent);
+    cuda::copy_to_host(out.data(), send, sent, s);
+    const std::vector<std::byte> in = host_.alltoallv_known(out, send_counts, recv_counts);
+    TB_CHECK(in.size() == received, "alltoallv: the ranks' counts disagree");
+    cuda::copy_to_device(recv, in.data(), received, s);
+  }
+
  private:
   Communicator& host_;
   std::vector<float> staged_;

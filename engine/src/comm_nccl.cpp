@@ -47,6 +47,28 @@ class NcclCommunicator final : public DeviceCommunicator {
                "ncclAllGather");
   }
 
+  // One NCCL group of a send and a receive per peer; this rank's own block is a device copy.
+  void alltoallv(const void* send, std::span<const size_t> send_counts, void* recv,
+                 std::span<const size_t> recv_counts, void* stream) override {
+    const auto s = static_cast<cudaStream_t>(stream);
+    const auto* from = static_cast<const char*>(send);
+    auto* to = static_cast<char*>(recv);
+    size_t sent = 0, received = 0;
+    nccl_check(ncclGroupStart(), "ncclGroupStart");
+    for (int r = 0; r < size_; ++r) {
+      if (r == rank_) {
+        cuda_check(cudaMemcpyAsync(to + received, from + sent, send_counts[r], cudaMemcpyDeviceToDevice, s),
+                   "cudaMemcpyAsync");
+      } else {
+        if (send_counts[r] > 0) nccl_check(ncclSend(from + sent, send_counts[r], ncclChar, r, comm_, s), "ncclSend");
+        if (recv_counts[r] > 0) nccl_check(ncclRecv(to + received, recv_counts[r], ncclChar, r, comm_, s), "ncclRecv");
+      }
+      sent += send_counts[r];
+      received += recv_counts[r];
+    }
+    nccl_check(ncclGroupEnd(), "ncclGroupEnd");
+  }
+
  private:
   int rank_ = 0, size_ = 1;
   ncclComm_t comm_ = nullptr;

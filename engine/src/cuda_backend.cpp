@@ -22,13 +22,15 @@
 // updates: one dense_grouped_update over the whole table).
 //
 // On several ranks each rank computes its rows of every global batch, the CPU's
-// rank slice (rank_rows), and the exchange is host-staged through RankStep (rank_step.h), the
-// calls the CPU backend makes: the slice's user and item ids come to the host, their id-table rows
-// are fetched from the owners (ShardedIdTables, host memory) and uploaded, and gathered on the
-// device by slot; forward and backward run on the slice; the dense gradients are summed by a
-// DeviceCommunicator (NCCL, or host-staged where ranks share a GPU), so every rank applies the
-// same dense update; the slice rows' GMF and MLP-input gradients go back to the host and to the
-// owners, which apply the lazy update there. With metadata or context, the feature and context
+// rank slice (rank_rows). With --rank-exchange host the exchange is host-staged through RankStep
+// (rank_step.h), the calls the CPU backend makes: the slice's user and item ids come to the host,
+// their id-table rows are fetched from the owners (ShardedIdTables, host memory) and uploaded, and
+// gathered on the device by slot; forward and backward run on the slice; the dense gradients are
+// summed by a DeviceCommunicator (NCCL, or host-staged where ranks share a GPU), so every rank
+// applies the same dense update; the slice rows' GMF and MLP-input gradients go back to the host
+// and to the owners, which apply the lazy update there. With --rank-exchange device the shards
+// live on the GPUs (DeviceIdShards, device_shards.h): only the slice's ids come to the host, and
+// rows and gradients move GPU to GPU through the same DeviceCommunicator. With metadata or context, the feature and context
 // tables are replicated on the devices: each rank adds its rows' features, and then every rank's
 // ids and row gradients are shared (RankStep::share_rows) so that every rank applies the whole
 // batch's update to its replica, as the CPU backend does. The batch loss is summed over ranks
@@ -43,6 +45,7 @@
 #include <cmath>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -57,6 +60,7 @@
 #include "cuda/optimizer.h"
 #include "cuda/sampler.h"
 #include "backend_base.h"
+#include "device_shards.h"
 #include "rank_step.h"
 #include "tastebud/engine/backends.h"
 #include "tastebud/engine/comm.h"
@@ -127,7 +131,8 @@ class CudaBackend final : public BackendBase {
     for (size_t t = 0; t < d_tables_.size(); ++t) {
       floats += d_tables_[t].size() + d_table_state0_[t].size() + d_table_state1_[t].size();
     }
-    return floats * sizeof(float) + (rank_step_ ? rank_step_->held_bytes() : 0);
+    return floats * sizeof(float) + (rank_step_ ? rank_step_->held_bytes() : 0) +
+           (device_shards_ ? device_shards_->held_bytes() : 0);
   }
 
  private:
@@ -178,10 +183,19 @@ class CudaBackend final : public BackendBase {
     d_dense_state1_.upload(dense1, stream);
     bind_dense();
     refresh_bf16_weights();
+    device_shards_.reset();
+    if (device_exchange()) {
+      device_shards_ = std::make_unique<DeviceIdShards>(*options_.comm, *dense_comm_, state_.params.config, max_rows_,
+                                                        stream);
+      const bool item_metadata = state_.params.config.item_features.enabled();
+      device_shards_->upload(rank_step_->shards(), item_metadata ? &data_.item_counts : nullptr);
+    }
   }
 
-  // state_ gets the device's current values (the id tables only in one process).
+  // state_ gets the device's current values (the id tables only in one process; device shards:
+  // rank_step_'s host rows).
   void download_state() override {
+    if (device_shards_) device_shards_->download(rank_step_->shards());
     auto tensors = state_.params.tensors();
     const size_t sparse = layout_.sparse_count();
     for (size_t t = 0; t < sparse; ++t) {
@@ -204,6 +218,11 @@ class CudaBackend final : public BackendBase {
   }
 
   bool sharded() const { return ranks() > 1; }
+  // Several ranks with the id-table shards on the GPUs (--rank-exchange device).
+  bool device_exchange() const { return sharded() && options_.rank_exchange == RankExchange::kDevice; }
+  bool shares_features() const {
+    return user_side_.table != kNone || item_side_.table != kNone || context_side_.table != kNone;
+  }
   bool uses_impressions() const {
     return options_.impression_share > 0.0f && !data_.impression_offsets.empty() && !data_.impression_items.empty();
   }
@@ -255,7 +274,12 @@ class CudaBackend final : public BackendBase {
     bytes += rows * (4 * 4 + 4 * 2 + 8 + 4 * width);                    // ids, labels, weights, logits, loss
     bytes += 2.0 * rows * 4 * 7 * 1.25;                                // two RowGroups with sort scratch
     bytes += rows * 4.0 * widest_table();                               // summed row gradients
-    if (sharded()) bytes += 2.0 * rows * 4 * (1 + shape_.factors + state_.params.config.mlp_embedding());  // fetched rows
+    const double id_width = shape_.factors + state_.params.config.mlp_embedding();
+    if (sharded()) bytes += 2.0 * rows * 4 * (1 + id_width);  // fetched rows
+    if (device_exchange()) {  // this rank's shards with their state, and the exchange's buffers
+      bytes += 3.0 * 4 * id_width * static_cast<double>(data_.num_users + data_.num_items) / ranks();
+      bytes += rows * 4 * (2 * 3 + 1 + 3 * id_width);
+    }
     bytes += 4.0 * cuda::neumf_partials(shape_, max_rows_);
     if (uses_impressions()) {
       bytes += 8.0 * (data_.num_users + 1.0) + 4.0 * static_cast<double>(data_.impression_items.size()) + 8;
@@ -398,7 +422,7 @@ class CudaBackend final : public BackendBase {
     if (sharded()) {
       const int64_t e = config.mlp_embedding();
       d_step_loss_.resize(1);
-      for (int side = 0; side < 2; ++side) {
+      for (int side = 0; side < 2 && !device_exchange(); ++side) {  // host shards: the fetched rows
         d_slots_[side].resize(rows);
         d_fetched_gmf_[side].resize(rows * f);
         d_fetched_mlp_[side].resize(rows * static_cast<size_t>(e));
@@ -585,7 +609,9 @@ class CudaBackend final : public BackendBase {
     if (rows == 0) return;
     const int64_t f = shape_.factors;
     const int64_t e = state_.params.config.mlp_embedding();
-    if (rank_step_) {
+    if (device_shards_) {
+      gather_fetched(rows);
+    } else if (rank_step_) {
       gather_ids(d_fetched_gmf_[0].data(), d_fetched_gmf_[1].data(), d_fetched_mlp_[0].data(), d_fetched_mlp_[1].data(),
                  d_slots_[0], d_slots_[1], rows);
     } else {
@@ -613,6 +639,22 @@ class CudaBackend final : public BackendBase {
     if (e > 0) {
       cuda::gather_rows(user_mlp, e, users.data(), rows, d_acts_[0].data(), 2 * e, 0, stream);
       cuda::gather_rows(item_mlp, e, items.data(), rows, d_acts_[0].data(), 2 * e, e, stream);
+    }
+  }
+
+  // Device shards: the rows' GMF factors and MLP halves from the rows fetched onto the device, [ids
+  // x (f + e)], by slot.
+  void gather_fetched(int64_t rows) {
+    cuda::StreamHandle stream = stream_.get();
+    const int64_t f = shape_.factors;
+    const int64_t e = state_.params.config.mlp_embedding();
+    const int64_t w = device_shards_->width();
+    float* gmf[2] = {d_user_gmf_.data(), d_item_gmf_.data()};
+    for (int side = 0; side < 2; ++side) {
+      const float* fetched = device_shards_->rows(side);
+      const uint32_t* slots = device_shards_->slots(side);
+      if (f > 0) cuda::gather_columns(fetched, w, 0, f, slots, rows, gmf[side], f, 0, stream);
+      if (e > 0) cuda::gather_columns(fetched, w, f, e, slots, rows, d_acts_[0].data(), 2 * e, side * e, stream);
     }
   }
 
@@ -646,7 +688,9 @@ class CudaBackend final : public BackendBase {
     } else {
       d_dense_grad_.zero(stream);  // no rows: this rank adds nothing to the sum
     }
-    // The slice rows' gradients to the host, for their owners: GMF rows, the MLP input.
+    // The slice rows' gradients to the host, for their owners (device shards: for the shared
+    // feature tables only): GMF rows, the MLP input.
+    if (device_shards_ && !shares_features()) return rank_step_->sum_loss(loss);
     h_grads_[0].resize(n * f);
     h_grads_[1].resize(n * f);
     h_grads_[2].resize(n * 2 * e);
@@ -683,6 +727,14 @@ class CudaBackend final : public BackendBase {
   void update_tables(const BatchStep& b) override {
     const int64_t f = shape_.factors;
     const int64_t e = state_.params.config.mlp_embedding();
+    if (device_shards_) {
+      const float* mlp = e > 0 ? d_act_grads_[0].data() : nullptr;
+      device_shards_->update(0, d_user_gmf_grad_.data(), mlp, 2 * e, 0, b.optimizer, b.step_size, b.scale);
+      device_shards_->update(1, d_item_gmf_grad_.data(), mlp, 2 * e, e, b.optimizer, b.step_size, b.scale);
+      exchanged_bytes_ += std::exchange(device_shards_->exchanged_bytes, 0);
+      update_shared_features(b);
+      return;
+    }
     if (rank_step_) {
       const bool item_metadata = state_.params.config.item_features.enabled();
       rank_step_->update(h_grads_[0].data(), h_grads_[1].data(), e > 0 ? h_grads_[2].data() : nullptr, e,
@@ -759,7 +811,7 @@ class CudaBackend final : public BackendBase {
   // (RankStep::share_rows) and uploaded, and every rank updates its replica of the feature and
   // context tables from the whole batch, as the CPU backend does.
   void update_shared_features(const BatchStep& b) {
-    if (user_side_.table == kNone && item_side_.table == kNone && context_side_.table == kNone) return;
+    if (!shares_features()) return;
     const int64_t f = shape_.factors;
     const int64_t e = state_.params.config.mlp_embedding();
     const int64_t n = b.row_end - b.row_begin;
@@ -807,6 +859,11 @@ class CudaBackend final : public BackendBase {
     h_ids_[1].resize(n);
     cuda::copy_to_host(h_ids_[0].data(), d_users_.data(), n * sizeof(uint32_t), stream);
     cuda::copy_to_host(h_ids_[1].data(), d_items_.data(), n * sizeof(uint32_t), stream);
+    if (device_shards_) {
+      device_shards_->fetch(0, h_ids_[0]);
+      device_shards_->fetch(1, h_ids_[1]);
+      return;
+    }
     rank_step_->fetch(h_ids_[0], h_ids_[1]);
     for (int side = 0; side < 2; ++side) {
       const std::vector<float>& gmf = rank_step_->gmf_rows(side);
@@ -891,6 +948,7 @@ class CudaBackend final : public BackendBase {
   cuda::DeviceBuffer<uint32_t> d_slots_[2];                // per slice row: its fetched row
   cuda::DeviceBuffer<float> d_fetched_gmf_[2], d_fetched_mlp_[2];
   cuda::DeviceBuffer<double> d_step_loss_;                 // the slice's loss of the current step
+  std::unique_ptr<DeviceIdShards> device_shards_;           // --rank-exchange device: the id rows on this GPU
 };
 
 }  // namespace

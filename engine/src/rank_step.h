@@ -55,6 +55,8 @@ class RankStep {
   // state receives this rank's rows of the id tables (a sharded state).
   void copy_held_rows(TrainState& state) const { shards_->copy_held_rows(state); }
   uint64_t held_bytes() const { return shards_->held_bytes(); }
+  // This rank's rows in host memory: what the CUDA backend's device shards take and give back.
+  ShardedIdTables& shards() { return *shards_; }
   // Bytes the id-table exchanges received since the last call.
   uint64_t take_exchanged_bytes() { return std::exchange(shards_->exchanged_bytes, 0); }
 

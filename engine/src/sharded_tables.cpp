@@ -31,6 +31,47 @@ SideTensors side_tensors(TrainState& state, int side) {
 
 }  // namespace
 
+ShardRequest request_rows(std::span<const uint32_t> slice_ids, int ranks) {
+  const auto n = static_cast<uint32_t>(ranks);
+  ShardRequest req;
+  req.ids.assign(slice_ids.begin(), slice_ids.end());
+  auto by_owner = [n](uint32_t a, uint32_t b) { return a % n != b % n ? a % n < b % n : a < b; };
+  std::sort(req.ids.begin(), req.ids.end(), by_owner);
+  req.ids.erase(std::unique(req.ids.begin(), req.ids.end()), req.ids.end());
+  req.slots.resize(slice_ids.size());
+  req.uses.assign(req.ids.size(), 0);
+  for (size_t k = 0; k < slice_ids.size(); ++k) {
+    const auto at = std::lower_bound(req.ids.begin(), req.ids.end(), slice_ids[k], by_owner) - req.ids.begin();
+    req.slots[k] = static_cast<uint32_t>(at);
+    ++req.uses[at];
+  }
+  req.per_owner.assign(n, 0);
+  for (uint32_t id : req.ids) ++req.per_owner[id % n];
+  return req;
+}
+
+OwnerGroups group_owner_entries(std::span<const uint32_t> heads, int ranks) {
+  const size_t count = heads.size() / 2;
+  OwnerGroups g;
+  g.order.resize(count);
+  std::iota(g.order.begin(), g.order.end(), 0u);
+  std::stable_sort(g.order.begin(), g.order.end(), [&](uint32_t a, uint32_t b) { return heads[2 * a] < heads[2 * b]; });
+  g.starts.push_back(0);
+  g.use_starts.push_back(0);
+  for (size_t k = 0; k < count; ++k) {
+    const uint32_t id = heads[2 * g.order[k]];
+    if (k == 0 || id != g.ids.back()) {
+      g.ids.push_back(id);
+      g.local.push_back(id / static_cast<uint32_t>(ranks));
+      g.starts.push_back(g.starts.back());
+      g.use_starts.push_back(g.use_starts.back());
+    }
+    ++g.starts.back();
+    g.use_starts.back() += heads[2 * g.order[k] + 1];
+  }
+  return g;
+}
+
 uint64_t ShardedIdTables::local_rows(int side) const {
   const uint64_t n = static_cast<uint64_t>(comm_.size()), r = static_cast<uint64_t>(comm_.rank());
   return ModelParams::shard_rows(rows_[side], r, n);
@@ -71,13 +112,10 @@ ShardedIdTables::ShardedIdTables(Communicator& comm, TrainState& state) : comm_(
 
 void ShardedIdTables::fetch(int side, std::span<const uint32_t> slice_ids, Fetched& out) {
   const int64_t w = width();
-  out.ids.assign(slice_ids.begin(), slice_ids.end());
-  std::sort(out.ids.begin(), out.ids.end());
-  out.ids.erase(std::unique(out.ids.begin(), out.ids.end()), out.ids.end());
-  out.slots.resize(slice_ids.size());
-  for (size_t k = 0; k < slice_ids.size(); ++k) {
-    out.slots[k] = static_cast<uint32_t>(std::lower_bound(out.ids.begin(), out.ids.end(), slice_ids[k]) - out.ids.begin());
-  }
+  ShardRequest req = request_rows(slice_ids, comm_.size());
+  out.ids = std::move(req.ids);
+  out.slots = std::move(req.slots);
+  out.uses = std::move(req.uses);
   std::vector<float> rows;
   exchanged_bytes += fetch_sharded_rows(comm_, values_[side].data(), static_cast<uint64_t>(w), out.ids, rows);
   out.gmf.resize(out.ids.size() * f_);
@@ -93,12 +131,10 @@ void ShardedIdTables::update(int side, const Fetched& fetched, const float* d_gm
                              float step_size, float loss_scale, const std::vector<uint64_t>* item_counts) {
   const int n = comm_.size();
   const int64_t w = width();
-  // This slice's part: each id's rows summed in batch-row order, and how many rows used it.
+  // This slice's part: each id's rows summed in batch-row order.
   std::vector<float> sums(fetched.ids.size() * w, 0.0f);
-  std::vector<uint32_t> uses(fetched.ids.size(), 0);
   for (size_t r = 0; r < fetched.slots.size(); ++r) {
     float* sum = sums.data() + static_cast<size_t>(fetched.slots[r]) * w;
-    ++uses[fetched.slots[r]];
     for (int64_t j = 0; j < f_; ++j) sum[j] += d_gmf[r * f_ + j];
     for (int64_t j = 0; j < e_; ++j) sum[f_ + j] += d_mlp[r * mlp_stride + mlp_offset + j];
   }
@@ -107,7 +143,7 @@ void ShardedIdTables::update(int side, const Fetched& fetched, const float* d_gm
   for (size_t k = 0; k < fetched.ids.size(); ++k) {
     const int owner = static_cast<int>(fetched.ids[k] % n);
     heads[owner].push_back(fetched.ids[k]);
-    heads[owner].push_back(uses[k]);
+    heads[owner].push_back(fetched.uses[k]);
     parts[owner].insert(parts[owner].end(), sums.begin() + k * w, sums.begin() + (k + 1) * w);
   }
   std::vector<size_t> heads_from;
@@ -116,28 +152,20 @@ void ShardedIdTables::update(int side, const Fetched& fetched, const float* d_gm
   for (int r = 0; r < n; ++r) parts_from[r] = heads_from[r] / 2 * w;
   const std::vector<float> got_parts = exchange(comm_, parts, parts_from, /*known=*/true);
   exchanged_bytes += got_heads.size() * sizeof(uint32_t) + got_parts.size() * sizeof(float);
-  // The owner: each row's parts summed in rank order (they arrive in rank order; a stable sort by
-  // id keeps it), uses added up for the row's L2.
-  const size_t count = got_heads.size() / 2;
-  std::vector<uint32_t> order(count);
-  std::iota(order.begin(), order.end(), 0u);
-  std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return got_heads[2 * a] < got_heads[2 * b]; });
-  std::vector<uint32_t> local, starts{0};
-  std::vector<float> summed;
-  for (size_t k = 0; k < count; ++k) {
-    const uint32_t id = got_heads[2 * order[k]];
-    if (k == 0 || id != got_heads[2 * order[k - 1]]) {
-      local.push_back(id / static_cast<uint32_t>(n));
-      starts.push_back(starts.back());
-      summed.resize(summed.size() + w, 0.0f);
+  // The owner: each row's parts summed in rank order, uses added up for the row's L2.
+  const OwnerGroups groups = group_owner_entries(got_heads, n);
+  std::vector<float> summed(groups.ids.size() * w, 0.0f);
+  for (size_t g = 0; g < groups.ids.size(); ++g) {
+    float* sum = summed.data() + g * w;
+    for (uint32_t k = groups.starts[g]; k < groups.starts[g + 1]; ++k) {
+      const float* part = got_parts.data() + static_cast<size_t>(groups.order[k]) * w;
+      for (int64_t j = 0; j < w; ++j) sum[j] += part[j];
     }
-    starts.back() += got_heads[2 * order[k] + 1];
-    float* sum = summed.data() + summed.size() - w;
-    const float* part = got_parts.data() + static_cast<size_t>(order[k]) * w;
-    for (int64_t j = 0; j < w; ++j) sum[j] += part[j];
     // With item metadata, the id rows of items without positives stay at zero.
-    if (item_counts != nullptr && (*item_counts)[id] == 0) std::fill_n(sum, w, 0.0f);
+    if (item_counts != nullptr && (*item_counts)[groups.ids[g]] == 0) std::fill_n(sum, w, 0.0f);
   }
+  const std::vector<uint32_t>& local = groups.local;
+  const std::vector<uint32_t>& starts = groups.use_starts;
   cpu::sparse_update(optimizer, step_size, values_[side].data(), state0_[side].data(), state1_[side].data(), w,
                      local, summed.data(), RowL2{starts.data(), loss_scale});
   // MF's bias partner column stays at one, as in one process (the GMF columns lead each row).

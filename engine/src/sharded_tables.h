@@ -15,12 +15,35 @@
 
 namespace tastebud {
 
+// The bookkeeping of one side's exchange that both shard stores share (this host one and the
+// CUDA backend's device-resident one, device_shards.h): which rows a rank's slice asks of which
+// owner, and how an owner groups what the ranks send it.
+struct ShardRequest {
+  std::vector<uint32_t> ids;        // the distinct ids the slice uses, by owner (id % ranks), ascending within each
+  std::vector<uint32_t> slots;      // per slice row: the index of its id in ids
+  std::vector<uint32_t> uses;       // per id: how many slice rows use it
+  std::vector<size_t> per_owner;    // how many of ids each rank owns (ids holds them in rank order)
+};
+ShardRequest request_rows(std::span<const uint32_t> slice_ids, int ranks);
+
+// An owner's view of the (id, uses) pairs every rank sent it, concatenated in rank order: the
+// entries grouped by id, each group's entries in rank order (the order their parts are summed in).
+struct OwnerGroups {
+  std::vector<uint32_t> order;       // entry indices, group by group
+  std::vector<uint32_t> starts;      // group k's entries: order[starts[k] .. starts[k + 1])
+  std::vector<uint32_t> ids;         // group k's id, ascending
+  std::vector<uint32_t> local;       // its row among the owner's (id / ranks)
+  std::vector<uint32_t> use_starts;  // the uses summed up to group k: RowL2's starts
+};
+OwnerGroups group_owner_entries(std::span<const uint32_t> heads, int ranks);
+
 class ShardedIdTables {
  public:
   // The rows of the slice of one side (0: users, 1: items), fetched from their owners.
   struct Fetched {
-    std::vector<uint32_t> ids;    // the distinct ids the slice uses, ascending
+    std::vector<uint32_t> ids;    // the distinct ids the slice uses, by owner (ShardRequest)
     std::vector<uint32_t> slots;  // per slice row: the index of its id in ids
+    std::vector<uint32_t> uses;   // per id: how many slice rows use it
     std::vector<float> gmf, mlp;  // [ids x f], [ids x e]
   };
 
@@ -47,6 +70,9 @@ class ShardedIdTables {
   void copy_held_rows(TrainState& state) const;
 
   uint64_t held_bytes() const;
+  // This rank's rows of side (0: users, 1: items), [rows x (f + e)]: the values (k = 0) or an
+  // optimizer state (k = 1, 2). What the CUDA backend's device-resident shards mirror.
+  std::vector<float>& held(int side, int k) { return k == 0 ? values_[side] : k == 1 ? state0_[side] : state1_[side]; }
   // Bytes received by this rank's exchanges since the last reset.
   uint64_t exchanged_bytes = 0;
 

@@ -11,25 +11,17 @@ namespace tastebud::cuda {
 namespace {
 
 // One thread per float4 of the output: consecutive threads read consecutive 16 bytes of a row.
-__global__ void gather_rows_vec4_kernel(const float4* __restrict__ table, int64_t width4,
-                                        const uint32_t* __restrict__ ids, int64_t rows,
-                                        float4* __restrict__ out, int64_t stride4, int64_t offset4) {
-  const int64_t total = rows * width4;
-  for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < total;
-       t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t r = t / width4, j = t - r * width4;
-    out[r * stride4 + offset4 + j] = __ldg(table + static_cast<int64_t>(ids[r]) * width4 + j);
-  }
-}
-
-__global__ void gather_rows_kernel(const float* __restrict__ table, int64_t width,
-                                   const uint32_t* __restrict__ ids, int64_t rows,
-                                   float* __restrict__ out, int64_t stride, int64_t offset) {
+// One thread per element (a float, or a float4: consecutive threads read consecutive 16 bytes of
+// a row). T: float or float4; strides and offsets in T.
+template <class T>
+__global__ void gather_columns_kernel(const T* __restrict__ table, int64_t table_stride, int64_t table_offset,
+                                      int64_t width, const uint32_t* __restrict__ ids, int64_t rows,
+                                      T* __restrict__ out, int64_t stride, int64_t offset) {
   const int64_t total = rows * width;
   for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < total;
        t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t r = t / width, j = t - r * width;
-    out[r * stride + offset + j] = __ldg(table + static_cast<int64_t>(ids[r]) * width + j);
+    out[r * stride + offset + j] = __ldg(table + static_cast<int64_t>(ids[r]) * table_stride + table_offset + j);
   }
 }
 
@@ -60,7 +52,8 @@ __global__ void sum_row_gradients_kernel(const uint32_t* __restrict__ order,
                                          const uint32_t* __restrict__ starts,
                                          const int* __restrict__ num_groups,
                                          const float* __restrict__ grads, int64_t stride,
-                                         int64_t offset, int64_t width, float* __restrict__ sum) {
+                                         int64_t offset, int64_t width, float* __restrict__ sum,
+                                         int64_t sum_stride, int64_t sum_offset) {
   const int groups = *num_groups;
   const int lane = threadIdx.x & 31;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
@@ -74,7 +67,7 @@ __global__ void sum_row_gradients_kernel(const uint32_t* __restrict__ order,
       for (uint32_t p = begin; p < end; ++p) {
         total += grads[static_cast<int64_t>(order[p]) * stride + offset + j];
       }
-      sum[k * width + j] = total;
+      sum[k * sum_stride + sum_offset + j] = total;
     }
   }
 }
@@ -99,18 +92,25 @@ void set_column(float* d_table, int64_t width, const uint32_t* d_rows, const int
 
 void gather_rows(const float* d_table, int64_t width, const uint32_t* d_ids, int64_t rows,
                  float* d_out, int64_t out_stride, int64_t offset, StreamHandle stream) {
+  gather_columns(d_table, width, 0, width, d_ids, rows, d_out, out_stride, offset, stream);
+}
+
+void gather_columns(const float* d_table, int64_t table_stride, int64_t table_offset, int64_t width,
+                    const uint32_t* d_ids, int64_t rows, float* d_out, int64_t out_stride, int64_t offset,
+                    StreamHandle stream) {
   if (rows == 0 || width == 0) return;
   constexpr int kBlock = 256;
-  if (width % 4 == 0 && out_stride % 4 == 0 && offset % 4 == 0 && aligned16(d_table) && aligned16(d_out)) {
-    gather_rows_vec4_kernel<<<grid_for(rows * width / 4, kBlock), kBlock, 0, stream>>>(
-        reinterpret_cast<const float4*>(d_table), width / 4, d_ids, rows,
+  const bool by4 = width % 4 == 0 && table_stride % 4 == 0 && table_offset % 4 == 0 && out_stride % 4 == 0 &&
+                   offset % 4 == 0 && aligned16(d_table) && aligned16(d_out);
+  if (by4) {
+    gather_columns_kernel<<<grid_for(rows * width / 4, kBlock), kBlock, 0, stream>>>(
+        reinterpret_cast<const float4*>(d_table), table_stride / 4, table_offset / 4, width / 4, d_ids, rows,
         reinterpret_cast<float4*>(d_out), out_stride / 4, offset / 4);
-    TB_CUDA_LAUNCH_CHECK("gather_rows_vec4_kernel", stream);
   } else {
-    gather_rows_kernel<<<grid_for(rows * width, kBlock), kBlock, 0, stream>>>(
-        d_table, width, d_ids, rows, d_out, out_stride, offset);
-    TB_CUDA_LAUNCH_CHECK("gather_rows_kernel", stream);
+    gather_columns_kernel<<<grid_for(rows * width, kBlock), kBlock, 0, stream>>>(
+        d_table, table_stride, table_offset, width, d_ids, rows, d_out, out_stride, offset);
   }
+  TB_CUDA_LAUNCH_CHECK("gather_columns_kernel", stream);
 }
 
 RowGroups::RowGroups(int64_t max_rows, uint32_t num_ids) : max_rows_(max_rows) {
@@ -166,12 +166,31 @@ void RowGroups::build(const uint32_t* d_ids, int64_t rows, StreamHandle stream, 
   }
 }
 
+void RowGroups::assign(std::span<const uint32_t> rows, std::span<const uint32_t> order,
+                       std::span<const uint32_t> starts, StreamHandle stream) {
+  TB_CHECK(starts.size() == rows.size() + 1 && order.size() <= static_cast<size_t>(max_rows_) &&
+               rows.size() <= order.size() && (rows.empty() || starts.back() == order.size()),
+           "RowGroups::assign: groups that do not cover their rows");
+  rows_ = static_cast<int64_t>(order.size());
+  const int groups = static_cast<int>(rows.size());
+  copy_to_device(unique_.data(), rows.data(), rows.size_bytes(), stream);
+  copy_to_device(sorted_rows_.data(), order.data(), order.size_bytes(), stream);
+  copy_to_device(starts_.data(), starts.data(), starts.size_bytes(), stream);
+  copy_to_device(num_groups_.data(), &groups, sizeof(groups), stream);
+}
+
 void sum_row_gradients(const RowGroups& groups, const float* d_grads, int64_t stride,
                        int64_t offset, int64_t width, float* d_sum, StreamHandle stream) {
-  if (width == 0) return;
+  sum_row_gradients(groups, d_grads, stride, offset, width, d_sum, width, 0, stream);
+}
+
+void sum_row_gradients(const RowGroups& groups, const float* d_grads, int64_t stride, int64_t offset,
+                       int64_t width, float* d_sum, int64_t sum_stride, int64_t sum_offset, StreamHandle stream) {
+  if (width == 0 || groups.max_groups() == 0) return;
   constexpr int kBlock = 256;
   sum_row_gradients_kernel<<<grid_for(groups.max_groups() * 32, kBlock), kBlock, 0, stream>>>(
-      groups.order(), groups.starts(), groups.num_groups(), d_grads, stride, offset, width, d_sum);
+      groups.order(), groups.starts(), groups.num_groups(), d_grads, stride, offset, width, d_sum, sum_stride,
+      sum_offset);
   TB_CUDA_LAUNCH_CHECK("sum_row_gradients_kernel", stream);
 }
 

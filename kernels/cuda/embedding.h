@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 #include "cuda/common.h"
 
@@ -12,6 +13,11 @@ namespace tastebud::cuda {
 // 16-byte loads and stores when width, stride, offset and pointers allow it.
 void gather_rows(const float* d_table, int64_t width, const uint32_t* d_ids, int64_t rows,
                  float* d_out, int64_t out_stride, int64_t offset, StreamHandle stream);
+// The same from rows of a wider table: out[r, offset + j] = table[ids[r] * table_stride +
+// table_offset + j] for j < width.
+void gather_columns(const float* d_table, int64_t table_stride, int64_t table_offset, int64_t width,
+                    const uint32_t* d_ids, int64_t rows, float* d_out, int64_t out_stride, int64_t offset,
+                    StreamHandle stream);
 
 // The batch rows that touched each table row, grouped, as cpu::RowGroups: after build(), group k
 // (k < *num_groups(), a count that stays on the device) is table row rows()[k], touched by batch
@@ -23,6 +29,10 @@ class RowGroups {
  public:
   explicit RowGroups(int64_t max_rows, uint32_t num_ids);
   void build(const uint32_t* d_ids, int64_t rows, StreamHandle stream, uint32_t padding_id = UINT32_MAX);
+  // Groups made on the host (group k: table row rows[k], entries order[starts[k] .. starts[k + 1])),
+  // uploaded: the owner's side of a sharded table's exchange (engine/src/device_shards.cpp).
+  void assign(std::span<const uint32_t> rows, std::span<const uint32_t> order, std::span<const uint32_t> starts,
+              StreamHandle stream);
 
   int64_t max_groups() const { return rows_; }  // an upper bound known on the host
   const uint32_t* rows() const { return unique_.data(); }
@@ -47,5 +57,8 @@ void set_column(float* d_table, int64_t width, const uint32_t* d_rows, const int
 
 void sum_row_gradients(const RowGroups& groups, const float* d_grads, int64_t stride,
                        int64_t offset, int64_t width, float* d_sum, StreamHandle stream);
+// The same into columns [sum_offset, sum_offset + width) of rows sum_stride apart.
+void sum_row_gradients(const RowGroups& groups, const float* d_grads, int64_t stride, int64_t offset,
+                       int64_t width, float* d_sum, int64_t sum_stride, int64_t sum_offset, StreamHandle stream);
 
 }  // namespace tastebud::cuda

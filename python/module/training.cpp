@@ -67,6 +67,7 @@ const std::map<std::string, Setter>& setters() {
       {"tf32", set(&TrainJob::tf32)},
       {"precision", set(&TrainJob::precision)},
       {"cuda_kernels", set(&TrainJob::cuda_kernels)},
+      {"rank_exchange", set(&TrainJob::rank_exchange)},
       {"impression_negatives", set(&TrainJob::impression_negatives)},
       {"threads", set(&TrainJob::threads)},
       {"seed", set(&TrainJob::seed)},

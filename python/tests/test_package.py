@@ -109,6 +109,8 @@ def test_train_errors_carry_the_engines_message(dataset, tmp_path):
         tastebud.train(dataset, tmp_path / "e", precision="fp16", progress=False, verbose=False)
     with pytest.raises(tastebud.Error, match=r"unknown cuda_kernels= 'fast': expected separate or fused"):
         tastebud.train(dataset, tmp_path / "f", cuda_kernels="fast", progress=False, verbose=False)
+    with pytest.raises(tastebud.Error, match=r"unknown rank_exchange= 'nccl': expected host or device"):
+        tastebud.train(dataset, tmp_path / "g", rank_exchange="nccl", progress=False, verbose=False)
 
 
 def test_training_releases_the_gil(dataset, tmp_path):

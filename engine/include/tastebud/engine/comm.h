@@ -134,6 +134,12 @@ class DeviceCommunicator {
   virtual void allreduce_sum(float* data, size_t count, void* stream) = 0;
   // Rank r's bytes_per_rank bytes at data + r * bytes_per_rank are filled; afterwards every rank's.
   virtual void allgather_in_place(void* data, size_t bytes_per_rank, void* stream) = 0;
+  // Blocks between every pair of ranks: send_counts[r] bytes of send (the blocks in rank order) go
+  // to rank r, and recv_counts[r] bytes from rank r land in recv (in rank order). Each rank's
+  // counts must match what its peers send it. Enqueued on stream (NCCL's grouped send/recv; the
+  // host-staged one waits for the stream and copies through the host).
+  virtual void alltoallv(const void* send, std::span<const size_t> send_counts, void* recv,
+                         std::span<const size_t> recv_counts, void* stream) = 0;
 };
 
 // Sums through host memory: each call waits for `stream`, copies the device buffer to the host,

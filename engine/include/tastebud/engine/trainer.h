@@ -62,6 +62,7 @@ void zero_untrained_rows(ModelParams& params, const TrainingSet& data);
 
 enum class Precision { kFp32, kTf32, kBf16 };
 enum class CudaKernels { kSeparate, kFused };
+enum class RankExchange { kHost, kDevice };
 
 struct TrainOptions {
   uint32_t batch_size = 256;   // samples per step: BCE rows (positives + negatives), or BPR pairs
@@ -83,6 +84,12 @@ struct TrainOptions {
   // product inside the head, each touched row summed and stepped in one pass). Same formulas;
   // separate until a device has measured fused.
   CudaKernels cuda_kernels = CudaKernels::kSeparate;
+  // CUDA on several ranks: where the id tables' shards live. host: in each rank's host memory,
+  // the rows and their gradients staged through it every step (ShardedIdTables); device: on each
+  // rank's GPU, rows and gradients moved GPU to GPU (DeviceIdShards: NCCL's send/recv with a GPU
+  // per rank, host-staged where ranks share one). The same sums in the same order. The CPU
+  // backend's shards are always in host memory. host until a device has measured device.
+  RankExchange rank_exchange = RankExchange::kHost;
   float impression_share = 0.0f;  // share of negatives drawn from the user's ignored impressions
   // Several ranks (CPU backend): each computes a fixed slice of every batch; the dense layers are
   // replicated and their gradients summed over ranks; the id tables are sharded by row (row % N)
