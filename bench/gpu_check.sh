@@ -14,7 +14,8 @@
 #               bundle carries no MPI launcher) two ranks of the CUDA backend against one process
 #   sanitizer   compute-sanitizer memcheck and racecheck on a few CUDA tests
 #   train       an ML-20M-sized shop: TF32 and FP32, a few epochs, HR@10 each epoch, and the fused
-#               step kernels (--cuda-kernels fused) at both batches; the CPU's first
+#               step kernels (--cuda-kernels fused) at both batches (at 65,536 with --cuda-graph
+#               too); the CPU's first
 #               epoch on a 10% subsample for the speed ratio; the PyTorch GPU peer
 #               (peers/pytorch_neumf_gpu.py: fp32, tf32, bf16) on the same shop, and the ratios
 #   bench       the kernel micro-benchmarks at batch 65,536 and top-K, short; ncu's per-kernel time
@@ -321,8 +322,9 @@ else
     train gpu-b65536-fp32 cuda 65536 3 ml20m 40 || ok=0
     train gpu-b1048576-tf32 cuda 1048576 2 ml20m 25 --precision tf32 || ok=0
     train gpu-b1048576-bf16 cuda 1048576 2 ml20m 25 --precision bf16 || ok=0
-    # The fused step kernels (--cuda-kernels fused) beside the separate ones, same settings.
-    train gpu-b65536-tf32-fused cuda 65536 2 ml20m 30 --precision tf32 --cuda-kernels fused || ok=0
+    # The fused step kernels (--cuda-kernels fused) beside the separate ones, same settings; at
+    # batch 65,536 each step replayed from a CUDA graph too (--cuda-graph), where launches weigh most.
+    train gpu-b65536-tf32-fused-graph cuda 65536 2 ml20m 30 --precision tf32 --cuda-kernels fused --cuda-graph || ok=0
     train gpu-b1048576-bf16-fused cuda 1048576 2 ml20m 25 --precision bf16 --cuda-kernels fused || ok=0
     train cpu-b65536-subsample cpu 65536 1 ml20m-cpu 35 || ok=0
     peer_beside || ok=0

@@ -151,6 +151,9 @@ void add_train_command(CLI::App& app) {
                   "backward inside the bias gradient, the GMF product inside the head, each touched embedding row "
                   "summed and stepped in one pass); the same model within float rounding")
       ->capture_default_str();
+  cmd->add_flag("--cuda-graph", job->cuda_graph,
+                "CUDA in one process: replay each full batch's step from a CUDA graph captured once (one launch a "
+                "step); the same model");
   cmd->add_option("--rank-exchange", job->rank_exchange,
                   "CUDA on several ranks: where the id tables' shards live: host (rows and gradients staged through "
                   "host memory) or device (on the GPUs, moved GPU to GPU by NCCL); the same model within float "

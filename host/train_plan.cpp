@@ -112,6 +112,7 @@ TrainOptions train_options_of(const TrainJob& job) {
   options.precision = parse_precision(job.precision, job.tf32);
   options.cuda_kernels = parse_cuda_kernels(job.cuda_kernels);
   options.rank_exchange = parse_rank_exchange(job.rank_exchange);
+  options.cuda_graph = job.cuda_graph;
   TB_CHECK(job.impression_negatives >= 0.0f && job.impression_negatives <= 1.0f,
            "`impression_negatives` is a share of the negatives, from 0 to 1");
   options.impression_share = job.impression_negatives;

@@ -59,6 +59,7 @@ struct TrainJob {
   bool tf32 = false;               // --tf32: precision tf32, as before --precision existed
   std::string cuda_kernels = "separate";  // separate or fused (CUDA's step kernels)
   std::string rank_exchange = "host";     // host or device (where CUDA ranks keep the id-table shards)
+  bool cuda_graph = false;                // CUDA: replay each full step from a captured graph
   float impression_negatives = 0.0f;  // share of negatives from the user's ignored impressions
   uint32_t threads = 0;
   uint64_t seed = 1;

@@ -70,6 +70,7 @@ json job_to_json(const TrainPlan& plan) {
   if (plan.options.precision != Precision::kFp32) j["precision"] = plan.options.precision == Precision::kTf32 ? "tf32" : "bf16";
   if (plan.options.cuda_kernels == CudaKernels::kFused) j["cuda_kernels"] = "fused";
   if (plan.options.rank_exchange == RankExchange::kDevice) j["rank_exchange"] = "device";
+  if (plan.options.cuda_graph) j["cuda_graph"] = true;
   return j;
 }
 
@@ -459,6 +460,7 @@ std::string epoch_line(const TrainPlan& plan, const EpochStats& stats, const Epo
     const uint64_t steps = (stats.samples + plan.job.batch_size - 1) / plan.job.batch_size;
     line += fmt::format("  {:.2f} MB exchanged per step", stats.exchanged_bytes / std::max<uint64_t>(steps, 1) / 1e6);
   }
+  if (stats.graph_steps > 0) line += fmt::format("  {} steps from a CUDA graph", stats.graph_steps);
   for (const auto& [k, v] : record.metrics) {
     if (k != "eval_users" && !is_interval_key(k) && !k.starts_with("val.")) line += fmt::format("  {} {:.4f}", k, v);
   }

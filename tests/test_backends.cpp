@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <set>
@@ -2017,6 +2018,78 @@ TEST(CudaPrecision, Bf16TrainingTracksFp32) {
   }
   EXPECT_NE(compute_only->state().params.weights[0].values, fp32->state().params.weights[0].values);
   EXPECT_NE(stored->state().params.weights[0].values, compute_only->state().params.weights[0].values);
+}
+
+// cuda_graph: every full batch after the first is one replay of the captured step, its scalars
+// (first sample, epoch, Adam's step size and epsilon, the stamp) read on the device, and the run
+// trains the model the launched kernels train. Adam, lazy and dense embedding updates, separate and
+// fused kernels, an id-only and a metadata model, three epochs with a short last batch each.
+TEST(CudaGraph, ReplayedStepsTrainTheLaunchedModel) {
+  std::string reason;
+  if (!CudaOps::available(&reason)) GTEST_SKIP() << "CUDA backend unavailable (no usable GPU device): " << reason;
+  for (const bool metadata : {false, true}) {
+    for (const bool fused : {false, true}) {
+      for (const EmbeddingUpdates updates : {EmbeddingUpdates::kLazy, EmbeddingUpdates::kDense}) {
+        TrainingSet data = banded_training_set(41, 50);
+        ModelConfig config = odd_config(data);
+        if (metadata) add_metadata(data, config);
+        TrainOptions options = step_options(LossKind::kBce, OptimizerKind::kAdam);
+        options.batch_size = 97;
+        options.embedding_updates = updates;
+        ModelParams params = ModelParams::initialize(config, 23);
+        if (metadata) zero_untrained_rows(params, data);
+        const TrainState start = TrainState::fresh(params, options.optimizer);
+        auto make = [&](const TrainOptions& o) {
+          return fused ? CudaFusedOps::backend(data, o, start) : CudaOps::backend(data, o, start);
+        };
+        auto launched = make(options);
+        options.cuda_graph = true;
+        auto replayed = make(options);
+        const std::string where = std::string(metadata ? "metadata, " : "") + (fused ? "fused, " : "separate, ") +
+                                  (updates == EmbeddingUpdates::kDense ? "dense" : "lazy");
+        const uint64_t full_batches = samples_of(data, options) / options.batch_size;
+        ASSERT_GT(full_batches, 2u);
+        ASSERT_NE(samples_of(data, options) % options.batch_size, 0u) << "no short last batch";
+        uint64_t replays = 0;
+        for (uint32_t epoch = 0; epoch < 3; ++epoch) {
+          const EpochStats a = launched->train_epoch(epoch, {}), b = replayed->train_epoch(epoch, {});
+          ASSERT_TRUE(a.finite && b.finite) << where;
+          EXPECT_EQ(a.graph_steps, 0u) << where;
+          EXPECT_NEAR(b.mean_loss, a.mean_loss, 1e-6 * a.mean_loss) << where << ", epoch " << epoch;
+          replays += b.graph_steps;
+        }
+        EXPECT_EQ(replays, 3 * full_batches - 1) << where << ": the first full batch runs, every later one replays";
+        const std::vector<float> want = testing_data::flatten(launched->state());
+        const std::vector<float> got = testing_data::flatten(replayed->state());
+        ASSERT_EQ(got.size(), want.size());
+        double worst = 0.0;
+        for (size_t k = 0; k < got.size(); ++k) worst = std::max(worst, std::abs(static_cast<double>(got[k]) - want[k]));
+        std::printf("[ graph ] %s: largest parameter difference, replayed vs launched: %.3g\n", where.c_str(), worst);
+        EXPECT_LE(worst, 1e-5) << where;
+      }
+    }
+  }
+}
+
+// A replayed step's state moves on like a launched one's: a graph run stopped after an epoch,
+// its state loaded into a new backend (which captures anew) and trained on, tracks the launched run.
+TEST(CudaGraph, ALoadedStateIsCapturedAnew) {
+  std::string reason;
+  if (!CudaOps::available(&reason)) GTEST_SKIP() << "CUDA backend unavailable (no usable GPU device): " << reason;
+  const TrainingSet data = banded_training_set(40, 48);
+  TrainOptions options = step_options(LossKind::kBce, OptimizerKind::kAdam);
+  options.batch_size = 97;
+  const TrainState start = TrainState::fresh(ModelParams::initialize(odd_config(data), 17), options.optimizer);
+  auto launched = CudaFusedOps::backend(data, options, start);
+  options.cuda_graph = true;
+  auto replayed = CudaFusedOps::backend(data, options, start);
+  for (uint32_t epoch = 0; epoch < 2; ++epoch) {
+    const double want = launched->train_epoch(epoch, {}).mean_loss;
+    if (epoch == 1) replayed->load_state(replayed->state());
+    const EpochStats got = replayed->train_epoch(epoch, {});
+    EXPECT_NEAR(got.mean_loss, want, 1e-6 * want) << "epoch " << epoch;
+    EXPECT_EQ(got.graph_steps, samples_of(data, options) / options.batch_size - 1) << "epoch " << epoch;
+  }
 }
 }  // namespace
 }  // namespace tastebud

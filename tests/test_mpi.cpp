@@ -33,6 +33,7 @@ namespace {
 
 using testing_data::add_context;
 using testing_data::banded_training_set;
+using testing_data::flatten;
 
 ModelConfig config_of(const TrainingSet& t, ModelKind kind) {
   ModelConfig c;
@@ -104,15 +105,6 @@ TrainRun train(Communicator& comm, const TrainingSet& data, TrainOptions options
   return run;
 }
 
-// Every float of the parameters and both optimizer states, in tensor order.
-std::vector<float> flatten(const TrainState& s) {
-  std::vector<float> all;
-  for (const Tensor* t : s.params.tensors()) all.insert(all.end(), t->values.begin(), t->values.end());
-  for (const auto* states : {&s.state0, &s.state1}) {
-    for (const Tensor& t : *states) all.insert(all.end(), t.values.begin(), t.values.end());
-  }
-  return all;
-}
 
 double largest_difference(const std::vector<float>& a, const std::vector<float>& b) {
   double worst = 0;
@@ -150,6 +142,12 @@ class TwoRanks : public ::testing::Test {
     ASSERT_GE(world().size(), 2) << "run under mpirun -np 2 (this process is one rank of one)";
   }
   static Communicator& world() { return world_communicator(); }
+  // Every rank asks, so that all of them skip together.
+  static bool every_rank_has_cuda(std::string* reason) {
+    double available = cuda_available(reason) ? 1.0 : 0.0;
+    world().allreduce_sum(std::span<double>(&available, 1));
+    return available == world().size();
+  }
 };
 
 TEST_F(TwoRanks, TrainTheOneProcessModelWithinRounding) {
@@ -302,9 +300,7 @@ TEST_F(TwoRanks, MetadataModelsTrainTheOneProcessModel) {
 // CUDA process and against two CPU ranks.
 TEST_F(TwoRanks, CudaRanksTrainMetadataAndContextModels) {
   std::string reason;
-  double available = cuda_available(&reason) ? 1.0 : 0.0;
-  world().allreduce_sum(std::span<double>(&available, 1));
-  if (available < world().size()) GTEST_SKIP() << "no CUDA device: " << reason;
+  if (!every_rank_has_cuda(&reason)) GTEST_SKIP() << "no CUDA device: " << reason;
   const auto single = make_single_communicator();
   for (const Replicated& c : kReplicated) {
     for (const OptimizerKind optimizer : {OptimizerKind::kSgd, OptimizerKind::kAdam}) {
@@ -593,9 +589,7 @@ TEST_F(TwoRanks, ShardedEvaluationGivesTheOneProcessMetrics) {
 // device (every rank asks, so all skip together).
 TEST_F(TwoRanks, CudaRanksTrainTheOneProcessModel) {
   std::string reason;
-  double available = cuda_available(&reason) ? 1.0 : 0.0;
-  world().allreduce_sum(std::span<double>(&available, 1));
-  if (available < world().size()) GTEST_SKIP() << "no CUDA device: " << reason;
+  if (!every_rank_has_cuda(&reason)) GTEST_SKIP() << "no CUDA device: " << reason;
   const TrainingSet data = banded_training_set(151, 97);
   const auto single = make_single_communicator();
   // Adam's step is about lr * sign(g): a flipped near-zero gradient moves by up to 2 lr.
@@ -771,9 +765,7 @@ TEST(OwnerGroups, EntriesByIdInRankOrderWithTheirUsesSummed) {
 // values on every rank; the host-staged all-gather fills every rank's block.
 TEST_F(TwoRanks, DeviceCommunicatorsSumOnTheDevice) {
   std::string reason;
-  double available = cuda_available(&reason) ? 1.0 : 0.0;
-  world().allreduce_sum(std::span<double>(&available, 1));
-  if (available < world().size()) GTEST_SKIP() << "no CUDA device: " << reason;
+  if (!every_rank_has_cuda(&reason)) GTEST_SKIP() << "no CUDA device: " << reason;
   const int n = world().size(), me = world().rank();
   std::string which;
   std::unique_ptr<DeviceCommunicator> comms[2] = {make_device_communicator(world(), &which),
@@ -805,9 +797,7 @@ TEST_F(TwoRanks, DeviceCommunicatorsSumOnTheDevice) {
 // so blocks differ in size by sender and receiver, and each rank receives its blocks in rank order.
 TEST_F(TwoRanks, DeviceCommunicatorsExchangeBlocksOfEverySize) {
   std::string reason;
-  double available = cuda_available(&reason) ? 1.0 : 0.0;
-  world().allreduce_sum(std::span<double>(&available, 1));
-  if (available < world().size()) GTEST_SKIP() << "no CUDA device: " << reason;
+  if (!every_rank_has_cuda(&reason)) GTEST_SKIP() << "no CUDA device: " << reason;
   const int n = world().size(), me = world().rank();
   std::string which;
   std::unique_ptr<DeviceCommunicator> comms[2] = {make_device_communicator(world(), &which),
@@ -842,9 +832,7 @@ TEST_F(TwoRanks, DeviceCommunicatorsExchangeBlocksOfEverySize) {
 // gradients and apply them, and the gathered tables agree. SGD with L2, so each row's uses count.
 TEST_F(TwoRanks, DeviceShardsFetchAndUpdateAsTheHostShards) {
   std::string reason;
-  double available = cuda_available(&reason) ? 1.0 : 0.0;
-  world().allreduce_sum(std::span<double>(&available, 1));
-  if (available < world().size()) GTEST_SKIP() << "no CUDA device: " << reason;
+  if (!every_rank_has_cuda(&reason)) GTEST_SKIP() << "no CUDA device: " << reason;
   const TrainingSet data = banded_training_set(151, 97);
   const ModelConfig config = config_of(data, ModelKind::kNeuMF);
   OptimizerParams sgd;

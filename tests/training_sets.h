@@ -65,4 +65,14 @@ inline void freeze_all_but_some_rows(TrainOptions& options, const TrainingSet& d
   options.freeze_dense = true;
 }
 
+// Every float of a state's parameters and both optimizer states, in tensor order.
+inline std::vector<float> flatten(const TrainState& s) {
+  std::vector<float> all;
+  for (const Tensor* t : s.params.tensors()) all.insert(all.end(), t->values.begin(), t->values.end());
+  for (const auto* states : {&s.state0, &s.state1}) {
+    for (const Tensor& t : *states) all.insert(all.end(), t.values.begin(), t.values.end());
+  }
+  return all;
+}
+
 }  // namespace tastebud::testing_data

@@ -95,6 +95,7 @@ EpochStats BackendBase::train_epoch(uint32_t epoch, const ProgressFn& progress) 
   stats.mean_loss = stats.samples > 0 ? totals.loss / static_cast<double>(stats.samples) : 0.0;
   stats.impression_negatives = epoch_impressions();
   stats.exchanged_bytes = exchanged_bytes_ + (rank_step_ ? rank_step_->take_exchanged_bytes() : 0);
+  stats.graph_steps = take_graph_steps();
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();
   if (on_device && progress) progress(stats.samples, total, stats.mean_loss);
   return stats;

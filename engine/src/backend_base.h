@@ -86,6 +86,8 @@ class BackendBase : public Backend {
   };
   // Where forward_backward returned no loss: the epoch's totals, read once.
   virtual LossTotals read_loss_totals() { return {}; }
+  // The steps replayed from a captured graph since the last call (the CUDA backend's cuda_graph).
+  virtual uint64_t take_graph_steps() { return 0; }
   // state_ gets the backend's current values (the id tables only in one process).
   virtual void download_state() = 0;
   // The backend takes state_'s values (its id tables empty when rank_step_ holds them).

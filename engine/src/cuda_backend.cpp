@@ -36,6 +36,11 @@
 // batch's update to its replica, as the CPU backend does. The batch loss is summed over ranks
 // every step.
 //
+// With cuda_graph (one process), the second full batch after a state is uploaded is captured into a
+// CUDA graph (cuda::StepGraph) instead of run, and it and every later full batch are one replay of
+// it: the phases below, captured with step_ pointing at the device's StepScalars, read the batch's
+// first sample, epoch, step size, epsilon and stamp there; the graph's first node writes them.
+//
 // No host round trip per batch: the loss is reduced and accumulated on the device, a non-finite
 // batch loss sets a device flag that turns the remaining updates of the epoch into no-ops (the
 // CPU stops there), and the host reads the totals (and the impression count) once at the end of
@@ -55,6 +60,7 @@
 #include "cuda/dense.h"
 #include "cuda/embedding.h"
 #include "cuda/features.h"
+#include "cuda/graph.h"
 #include "cuda/loss.h"
 #include "cuda/neumf.h"
 #include "cuda/optimizer.h"
@@ -143,6 +149,66 @@ class CudaBackend final : public BackendBase {
     shuffler_->run(options_.seed, epoch, d_order_.data(), stream);
   }
 
+  // cuda_graph: a full batch in one process is one replay of the captured step (captured at the
+  // second full batch after the state was uploaded: the first sizes what is allocated lazily).
+  std::optional<double> rows_and_gradients(const BatchStep& b) override {
+    graph_step_ = false;
+    if (graph_eligible(b)) {
+      if (!graph_.ready()) capture_step(b);
+      if (graph_.ready()) {
+        graph_.launch(step_scalars(b), stream_.get());
+        graph_step_ = true;
+        ++graph_steps_;
+        return std::nullopt;
+      }
+    }
+    warmed_ = warmed_ || full_one_process_batch(b);
+    return BackendBase::rows_and_gradients(b);
+  }
+
+  void update(const BatchStep& b) override {
+    if (!graph_step_) BackendBase::update(b);
+  }
+
+  uint64_t take_graph_steps() override { return std::exchange(graph_steps_, 0); }
+
+  bool full_one_process_batch(const BatchStep& b) const { return !rank_step_ && b.samples == options_.batch_size; }
+  bool graph_eligible(const BatchStep& b) const {
+    return options_.cuda_graph && warmed_ && full_one_process_batch(b) && !cuda::debug_sync();
+  }
+
+  cuda::StepScalars step_scalars(const BatchStep& b) const {
+    cuda::StepScalars s;
+    s.first = b.first;
+    s.epoch = b.epoch;
+    s.stamp = static_cast<uint32_t>(b.step);
+    s.step_size = b.step_size;
+    s.eps = b.optimizer.eps;
+    return s;
+  }
+
+  // Records the step's phases into graph_ (nothing runs yet). A step that cannot be captured stops
+  // the run with the reason: the stream stays usable, and the job runs without cuda_graph.
+  void capture_step(const BatchStep& b) {
+    cuda::StreamHandle stream = stream_.get();
+    if (d_step_.empty()) d_step_.resize(1);
+    std::string reason;
+    try {
+      graph_.begin(stream, d_step_.data(), step_scalars(b));
+      step_ = d_step_.data();
+      BackendBase::rows_and_gradients(b);
+      BackendBase::update(b);
+      step_ = nullptr;
+      if (graph_.end(stream, &reason)) return;
+    } catch (const std::exception& e) {
+      step_ = nullptr;
+      graph_.abandon(stream);
+      reason = e.what();
+    }
+    throw Error("`cuda_graph`: the training step could not be captured into a CUDA graph (" + reason +
+                "); train without `cuda_graph`");
+  }
+
   // One process: the epoch's totals, accumulated on the device, read once.
   LossTotals read_loss_totals() override {
     const cuda::EpochTotals totals = loss_->read(stream_.get());
@@ -183,6 +249,8 @@ class CudaBackend final : public BackendBase {
     d_dense_state1_.upload(dense1, stream);
     bind_dense();
     refresh_bf16_weights();
+    graph_.reset();  // the state may differ: the next full batch runs and sizes lazy buffers before a capture
+    warmed_ = false;
     device_shards_.reset();
     if (device_exchange()) {
       device_shards_ = std::make_unique<DeviceIdShards>(*options_.comm, *dense_comm_, state_.params.config, max_rows_,
@@ -557,7 +625,7 @@ class CudaBackend final : public BackendBase {
     cuda::sparse_update(b.optimizer, b.step_size, d_tables_[t].data(), d_table_state0_[t].data(),
                         d_table_state1_[t].data(), f + e, side.groups->rows(), side.groups->num_groups(),
                         side.groups->max_groups(), d_feature_summed_.data(), RowL2{side.groups->starts(), b.scale},
-                        loss_->halted(), stream);
+                        loss_->halted(), stream, nullptr, step_);
   }
 
   cuda::SampleSpec sample_spec(uint32_t epoch) const {
@@ -599,7 +667,8 @@ class CudaBackend final : public BackendBase {
     cuda::fill_rows(sample_spec(b.epoch), positives_, d_order_.data(), b.first, b.samples, d_users_.data(),
                     d_items_.data(), d_labels_.data(), d_weights_.data(),
                     d_positives_.empty() ? nullptr : d_positives_.data(),
-                    uses_impressions() ? d_impression_negatives_.data() : nullptr, loss_->halted(), stream_.get());
+                    uses_impressions() ? d_impression_negatives_.data() : nullptr, loss_->halted(), stream_.get(),
+                    step_);
   }
 
   // Each row's id-table rows (several ranks: this rank's rows, from the fetched rows by slot), plus
@@ -719,7 +788,7 @@ class CudaBackend final : public BackendBase {
     if (options_.freeze_dense) return;  // update mode: the dense layers, head and projections keep theirs
     cuda::dense_update(dense_params(b.optimizer), b.step_size, d_dense_.data(), d_dense_state0_.data(),
                        d_dense_state1_.data(), d_dense_grad_.data(), static_cast<int64_t>(d_dense_.size()),
-                       loss_->halted(), stream);
+                       loss_->halted(), stream, step_);
     refresh_bf16_weights();
   }
 
@@ -782,13 +851,13 @@ class CudaBackend final : public BackendBase {
       cuda::dense_grouped_update(b.optimizer, b.step_size, d_tables_[t].data(), d_table_state0_[t].data(),
                                  d_table_state1_[t].data(), table_rows, groups, grads, stride, offset, width, b.scale,
                                  masks, row_stamps(t), static_cast<uint32_t>(b.step), d_row_groups_[t].data(),
-                                 loss_->halted(), stream);
+                                 loss_->halted(), stream, step_);
       return;
     }
     if (blas_.fused()) {
       cuda::grouped_update(b.optimizer, b.step_size, d_tables_[t].data(), d_table_state0_[t].data(),
                            d_table_state1_[t].data(), groups, grads, stride, offset, width, b.scale, masks,
-                           loss_->halted(), stream);
+                           loss_->halted(), stream, step_);
     } else {
       cuda::sum_row_gradients(groups, grads, stride, offset, width, d_summed_.data(), stream);
       if (masks.trained != nullptr) {
@@ -797,7 +866,8 @@ class CudaBackend final : public BackendBase {
       }
       cuda::sparse_update(b.optimizer, b.step_size, d_tables_[t].data(), d_table_state0_[t].data(),
                           d_table_state1_[t].data(), width, groups.rows(), groups.num_groups(), groups.max_groups(),
-                          d_summed_.data(), RowL2{groups.starts(), b.scale}, loss_->halted(), stream, masks.trainable);
+                          d_summed_.data(), RowL2{groups.starts(), b.scale}, loss_->halted(), stream, masks.trainable,
+                          step_);
     }
     if (dense) update_untouched(t, groups, width, masks.constant_column, b);
     if (masks.constant_column >= 0 && !blas_.fused()) {
@@ -891,7 +961,7 @@ class CudaBackend final : public BackendBase {
     cuda::untouched_update(b.optimizer, b.step_size, d_tables_[t].data(), d_table_state0_[t].data(),
                            d_table_state1_[t].data(), width, table_rows, groups.rows(), groups.num_groups(),
                            groups.max_groups(), row_stamps(t), static_cast<uint32_t>(b.step), constant,
-                           loss_->halted(), stream_.get());
+                           loss_->halted(), stream_.get(), step_);
   }
 
   cuda::Stream stream_;
@@ -949,6 +1019,14 @@ class CudaBackend final : public BackendBase {
   cuda::DeviceBuffer<float> d_fetched_gmf_[2], d_fetched_mlp_[2];
   cuda::DeviceBuffer<double> d_step_loss_;                 // the slice's loss of the current step
   std::unique_ptr<DeviceIdShards> device_shards_;           // --rank-exchange device: the id rows on this GPU
+
+  // cuda_graph (one process): the captured step and the scalars its first node writes.
+  cuda::StepGraph graph_;
+  cuda::DeviceBuffer<cuda::StepScalars> d_step_;
+  const cuda::StepScalars* step_ = nullptr;  // while capturing: where the phases' kernels read their scalars
+  bool graph_step_ = false;                  // this batch was a replay: update() has nothing left to do
+  bool warmed_ = false;                      // a full batch ran since the state was uploaded
+  uint64_t graph_steps_ = 0;                 // replays since take_graph_steps
 };
 
 }  // namespace

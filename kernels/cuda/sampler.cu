@@ -1,6 +1,7 @@
 #include <cub/device/device_radix_sort.cuh>
 
 #include "cuda/common.cuh"
+#include "cuda/graph.h"
 #include "cuda/sampler.h"
 #include "tastebud/batch_rows.h"
 #include "tastebud/sampler_math.h"
@@ -27,7 +28,12 @@ __device__ __forceinline__ uint32_t negative_of(const SampleSpec& spec, const Po
 
 __global__ void fill_rows_kernel(SampleSpec spec, PositivesView pos, const uint32_t* order,
                                  uint64_t first, uint32_t samples, BatchRowsOut out,
-                                 unsigned long long* impression_negatives, const int* halted) {
+                                 unsigned long long* impression_negatives, const int* halted,
+                                 const StepScalars* step) {
+  if (step != nullptr) {
+    first = step->first;
+    spec.epoch = step->epoch;
+  }
   uint32_t impressions_used = 0;
   for (uint32_t s = blockIdx.x * blockDim.x + threadIdx.x; s < samples; s += gridDim.x * blockDim.x) {
     impressions_used += fill_sample(spec, pos, order, first, s, out);
@@ -85,12 +91,13 @@ void Shuffler::run(uint64_t seed, uint32_t epoch, uint32_t* d_order, StreamHandl
 void fill_rows(const SampleSpec& spec, const PositivesView& positives, const uint32_t* d_order,
                uint64_t first, uint32_t samples, uint32_t* d_users, uint32_t* d_items,
                float* d_labels, float* d_weights, uint32_t* d_positives,
-               unsigned long long* d_impression_negatives, const int* d_halted, StreamHandle stream) {
+               unsigned long long* d_impression_negatives, const int* d_halted, StreamHandle stream,
+               const StepScalars* d_step) {
   if (samples == 0) return;
   constexpr int kBlock = 256;  // whole warps: the impression count is summed per warp
   fill_rows_kernel<<<grid_for(samples, kBlock), kBlock, 0, stream>>>(
       spec, positives, d_order, first, samples, BatchRowsOut{d_users, d_items, d_labels, d_weights, d_positives},
-      d_impression_negatives, d_halted);
+      d_impression_negatives, d_halted, d_step);
   TB_CUDA_LAUNCH_CHECK("fill_rows_kernel", stream);
 }
 

@@ -10,6 +10,8 @@
 
 namespace tastebud::cuda {
 
+struct StepScalars;  // cuda/graph.h
+
 // The training positives on the device: tastebud::PositivesView (tastebud/batch_rows.h) over
 // device pointers; fill_rows draws impression_share of its negatives from the impressions.
 using tastebud::PositivesView;
@@ -36,11 +38,13 @@ class Shuffler {
 // gets each row's positive index, the entity of its context. d_impression_negatives (a device
 // counter, may be null) grows by the negatives that came from impressions, unless d_halted (may be
 // null) is set: an epoch stopped by a non-finite loss counts the batches up to the one that
-// stopped it, as the CPU does.
+// stopped it, as the CPU does. d_step (a step replayed from a CUDA graph, cuda/graph.h; null
+// otherwise): `first` and spec's epoch are read there on the device instead.
 void fill_rows(const SampleSpec& spec, const PositivesView& positives, const uint32_t* d_order,
                uint64_t first, uint32_t samples, uint32_t* d_users, uint32_t* d_items,
                float* d_labels, float* d_weights, uint32_t* d_positives,
-               unsigned long long* d_impression_negatives, const int* d_halted, StreamHandle stream);
+               unsigned long long* d_impression_negatives, const int* d_halted, StreamHandle stream,
+               const StepScalars* d_step = nullptr);
 
 // out[i] = draw_negative(seed, kNegatives, epoch, draw_index[i], positives of user[i], ...): the
 // sampler alone (impressions ignored), for tests and benchmarks.

@@ -68,6 +68,7 @@ const std::map<std::string, Setter>& setters() {
       {"precision", set(&TrainJob::precision)},
       {"cuda_kernels", set(&TrainJob::cuda_kernels)},
       {"rank_exchange", set(&TrainJob::rank_exchange)},
+      {"cuda_graph", set(&TrainJob::cuda_graph)},
       {"impression_negatives", set(&TrainJob::impression_negatives)},
       {"threads", set(&TrainJob::threads)},
       {"seed", set(&TrainJob::seed)},

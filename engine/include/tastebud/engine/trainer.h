@@ -90,6 +90,10 @@ struct TrainOptions {
   // per rank, host-staged where ranks share one). The same sums in the same order. The CPU
   // backend's shards are always in host memory. host until a device has measured device.
   RankExchange rank_exchange = RankExchange::kHost;
+  // CUDA in one process: each full batch's step (rows, passes, updates) replayed from a CUDA graph
+  // captured once (cuda::StepGraph), one launch a step instead of some fifty; the per-batch
+  // scalars are read on the device. The same kernels with the same values: the same model.
+  bool cuda_graph = false;
   float impression_share = 0.0f;  // share of negatives drawn from the user's ignored impressions
   // Several ranks (CPU backend): each computes a fixed slice of every batch; the dense layers are
   // replicated and their gradients summed over ranks; the id tables are sharded by row (row % N)
@@ -127,6 +131,7 @@ struct EpochStats {
   bool finite = true;  // false when a batch's loss was NaN or infinite; the epoch stopped there
   uint64_t impression_negatives = 0;  // negatives that came from impressions
   uint64_t exchanged_bytes = 0;       // several ranks: bytes of the buffers the collectives filled
+  uint64_t graph_steps = 0;           // CUDA with cuda_graph: the steps replayed from the captured graph
 };
 
 // progress(samples done, samples in the epoch, mean loss so far)
