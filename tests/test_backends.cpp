@@ -2020,6 +2020,17 @@ TEST(CudaPrecision, Bf16TrainingTracksFp32) {
   EXPECT_NE(stored->state().params.weights[0].values, compute_only->state().params.weights[0].values);
 }
 
+// A launch synchronised for debugging (TASTEBUD_CUDA_SYNC, as the GPU check runs the suites)
+// cannot be captured, so the backend launches every step then; the graph tests turn it off while
+// they run.
+struct WithoutDebugSync {
+#ifdef TASTEBUD_WITH_CUDA
+  const bool was = cuda::debug_sync();
+  WithoutDebugSync() { cuda::set_debug_sync(false); }
+  ~WithoutDebugSync() { cuda::set_debug_sync(was); }
+#endif
+};
+
 // cuda_graph: every full batch after the first is one replay of the captured step, its scalars
 // (first sample, epoch, Adam's step size and epsilon, the stamp) read on the device, and the run
 // trains the model the launched kernels train. Adam, lazy and dense embedding updates, separate and
@@ -2027,6 +2038,7 @@ TEST(CudaPrecision, Bf16TrainingTracksFp32) {
 TEST(CudaGraph, ReplayedStepsTrainTheLaunchedModel) {
   std::string reason;
   if (!CudaOps::available(&reason)) GTEST_SKIP() << "CUDA backend unavailable (no usable GPU device): " << reason;
+  [[maybe_unused]] WithoutDebugSync capturable;
   for (const bool metadata : {false, true}) {
     for (const bool fused : {false, true}) {
       for (const EmbeddingUpdates updates : {EmbeddingUpdates::kLazy, EmbeddingUpdates::kDense}) {
@@ -2076,6 +2088,7 @@ TEST(CudaGraph, ReplayedStepsTrainTheLaunchedModel) {
 TEST(CudaGraph, ALoadedStateIsCapturedAnew) {
   std::string reason;
   if (!CudaOps::available(&reason)) GTEST_SKIP() << "CUDA backend unavailable (no usable GPU device): " << reason;
+  [[maybe_unused]] WithoutDebugSync capturable;
   const TrainingSet data = banded_training_set(40, 48);
   TrainOptions options = step_options(LossKind::kBce, OptimizerKind::kAdam);
   options.batch_size = 97;
