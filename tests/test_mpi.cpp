@@ -860,8 +860,7 @@ TEST_F(TwoRanks, DeviceShardsFetchAndUpdateAsTheHostShards) {
   cuda::Stream stream;
   DeviceIdShards shards(world(), *comm, config, 2 * rows, stream.get());
   shards.upload(staged.shards(), nullptr);
-  shards.fetch(0, users);
-  shards.fetch(1, items);
+  shards.fetch(users, items);
   std::vector<float> fetched(rows * shards.width());  // at most one row per slice row
   cuda::copy_to_host(fetched.data(), shards.rows(0), fetched.size() * sizeof(float), stream.get());
   std::vector<uint32_t> slots(rows);

@@ -930,8 +930,7 @@ class CudaBackend final : public BackendBase {
     cuda::copy_to_host(h_ids_[0].data(), d_users_.data(), n * sizeof(uint32_t), stream);
     cuda::copy_to_host(h_ids_[1].data(), d_items_.data(), n * sizeof(uint32_t), stream);
     if (device_shards_) {
-      device_shards_->fetch(0, h_ids_[0]);
-      device_shards_->fetch(1, h_ids_[1]);
+      device_shards_->fetch(h_ids_[0], h_ids_[1]);
       return;
     }
     rank_step_->fetch(h_ids_[0], h_ids_[1]);

@@ -1,5 +1,6 @@
 #include "device_shards.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "cuda/features.h"
@@ -25,9 +26,10 @@ DeviceIdShards::DeviceIdShards(Communicator& host, DeviceCommunicator& device, c
   for (Side& side : sides_) {
     side.d_slots.resize(rows);
     side.d_rows_asked.resize(rows);
+    side.d_use_starts.resize(rows + 1);
     side.d_rows.resize(rows * width());
+    side.staged.reserve(6 * rows + 2);
   }
-  d_use_starts_.resize(rows + 1);
   d_outgoing_.resize(rows * width());
   d_parts_.resize(rows * width());
   d_summed_.resize(rows * width());
@@ -63,7 +65,23 @@ std::vector<size_t> DeviceIdShards::bytes_of(std::span<const size_t> counts) con
   return bytes;
 }
 
-void DeviceIdShards::fetch(int side, std::span<const uint32_t> slice_ids) {
+std::span<const uint32_t> DeviceIdShards::stage(Side& s, size_t& at, std::span<const uint32_t> values,
+                                                uint32_t* d_to) {
+  TB_CHECK(at + values.size() <= s.staged.size(), "device shards: the step's bookkeeping outgrew its staging");
+  uint32_t* to = s.staged.data() + at;
+  std::copy(values.begin(), values.end(), to);
+  at += values.size();
+  if (d_to != nullptr) cuda::copy_to_device_async(d_to, to, values.size() * sizeof(uint32_t), stream_);
+  return {to, values.size()};
+}
+
+void DeviceIdShards::fetch(std::span<const uint32_t> users, std::span<const uint32_t> items) {
+  cuda::synchronize(stream_);  // the last step's copies from the staging are done
+  fetch_side(0, users);
+  fetch_side(1, items);
+}
+
+void DeviceIdShards::fetch_side(int side, std::span<const uint32_t> slice_ids) {
   Side& s = sides_[side];
   const int n = host_.size();
   s.request = request_rows(slice_ids, n);
@@ -83,12 +101,17 @@ void DeviceIdShards::fetch(int side, std::span<const uint32_t> slice_ids) {
   const size_t asked = s.heads.size() / 2;
   std::vector<uint32_t> local(asked);
   for (size_t k = 0; k < asked; ++k) local[k] = s.heads[2 * k] / static_cast<uint32_t>(n);
-  cuda::copy_to_device(s.d_rows_asked.data(), local.data(), local.size() * sizeof(uint32_t), stream_);
+  size_t at = 0;
+  stage(s, at, local, s.d_rows_asked.data());
+  stage(s, at, s.request.slots, s.d_slots.data());
+  s.order = stage(s, at, s.groups.order, nullptr);
+  s.starts = stage(s, at, s.groups.starts, nullptr);
+  s.local = stage(s, at, s.groups.local, nullptr);
+  stage(s, at, s.groups.use_starts, s.d_use_starts.data());
   cuda::gather_rows(s.values.data(), width(), s.d_rows_asked.data(), static_cast<int64_t>(asked), d_outgoing_.data(),
                     width(), 0, stream_);
   const std::vector<size_t> sent = bytes_of(s.asked_from), received = bytes_of(s.request.per_owner);
   device_.alltoallv(d_outgoing_.data(), sent, s.d_rows.data(), received, stream_);
-  cuda::copy_to_device(s.d_slots.data(), s.request.slots.data(), s.request.slots.size() * sizeof(uint32_t), stream_);
   exchanged_bytes += s.heads.size() * sizeof(uint32_t) + s.request.ids.size() * width() * sizeof(float);
 }
 
@@ -105,17 +128,15 @@ void DeviceIdShards::update(int side, const float* d_gmf, const float* d_mlp, in
   device_.alltoallv(d_outgoing_.data(), sent, d_parts_.data(), received, stream_);
   exchanged_bytes += s.heads.size() / 2 * w * sizeof(float);
   // The owner: each row's parts summed in rank order, uses added up for the row's L2.
-  const OwnerGroups& g = s.groups;
-  owner_groups_.assign(g.local, g.order, g.starts, stream_);
+  owner_groups_.assign(s.local, s.order, s.starts, stream_);  // staged at fetch: nothing waits
   cuda::sum_row_gradients(owner_groups_, d_parts_.data(), w, 0, w, d_summed_.data(), stream_);
-  const int64_t groups = static_cast<int64_t>(g.local.size());
+  const int64_t groups = static_cast<int64_t>(s.local.size());
   if (side == 1 && !d_trained_.empty()) {
     cuda::drop_untrained_gradients(owner_groups_.rows(), owner_groups_.num_groups(), groups, d_trained_.data(), w,
                                    d_summed_.data(), stream_);
   }
-  cuda::copy_to_device(d_use_starts_.data(), g.use_starts.data(), g.use_starts.size() * sizeof(uint32_t), stream_);
   cuda::sparse_update(optimizer, step_size, s.values.data(), s.state0.data(), s.state1.data(), w, owner_groups_.rows(),
-                      owner_groups_.num_groups(), groups, d_summed_.data(), RowL2{d_use_starts_.data(), loss_scale},
+                      owner_groups_.num_groups(), groups, d_summed_.data(), RowL2{s.d_use_starts.data(), loss_scale},
                       nullptr, stream_);
   // MF's bias partner column stays at one (the GMF columns lead each row).
   if (constant_[side] >= 0) {

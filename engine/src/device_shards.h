@@ -38,9 +38,9 @@ class DeviceIdShards {
   // shards get the device's rows and optimizer state back (before a gather or a checkpoint).
   void download(ShardedIdTables& shards);
 
-  // Collective: the rows of side's ids (0: users, 1: items) that this rank's slice uses
-  // (slice_ids, on the host, in slice-row order).
-  void fetch(int side, std::span<const uint32_t> slice_ids);
+  // Collective: the user and item rows this rank's slice uses (its rows' ids, on the host, in
+  // slice-row order).
+  void fetch(std::span<const uint32_t> users, std::span<const uint32_t> items);
   // After fetch: per slice row, the index of its row in rows(side), [ids x width()].
   const uint32_t* slots(int side) const { return sides_[side].d_slots.data(); }
   const float* rows(int side) const { return sides_[side].d_rows.data(); }
@@ -61,11 +61,21 @@ class DeviceIdShards {
     std::vector<uint32_t> heads;                       // the (id, uses) pairs asked of this owner, rank order
     std::vector<size_t> asked_from;                    // how many pairs each rank asked
     OwnerGroups groups;                                // heads grouped by id
-    cuda::DeviceBuffer<uint32_t> d_slots, d_rows_asked;
+    // What the device needs of the bookkeeping, packed in page-locked memory and copied without
+    // waiting: the asked rows, the slots, then the owner's groups (order, starts, local rows, use
+    // starts). Written at fetch, which first waits for the stream: the previous step's copies
+    // from it are done by then.
+    cuda::PinnedBuffer<uint32_t> staged;
+    std::span<const uint32_t> order, starts, local;
+    cuda::DeviceBuffer<uint32_t> d_slots, d_rows_asked, d_use_starts;
     cuda::DeviceBuffer<float> d_rows;                  // the fetched rows, [ids x width]
     int64_t slice_rows = 0;
   };
 
+  // Copies `values` into side's staging at `at` and enqueues their upload to d_to (null: staged only).
+  std::span<const uint32_t> stage(Side& s, size_t& at, std::span<const uint32_t> values, uint32_t* d_to);
+
+  void fetch_side(int side, std::span<const uint32_t> slice_ids);
   std::vector<size_t> bytes_of(std::span<const size_t> counts) const;
 
   Communicator& host_;
@@ -75,7 +85,6 @@ class DeviceIdShards {
   int64_t constant_[2] = {-1, -1};
   Side sides_[2];
   cuda::DeviceBuffer<unsigned char> d_trained_;  // item metadata: per local item row, 1 where it has positives
-  cuda::DeviceBuffer<uint32_t> d_use_starts_;
   cuda::DeviceBuffer<float> d_outgoing_, d_parts_, d_summed_;  // [max rows x width] each
   cuda::RowGroups slice_groups_, owner_groups_;
 };

@@ -97,6 +97,25 @@ void device_free(void* ptr) noexcept {
   if (ptr != nullptr) cudaFree(ptr);
 }
 
+void* pinned_alloc(size_t bytes) {
+  void* ptr = nullptr;
+  const cudaError_t status = cudaMallocHost(&ptr, bytes);
+  if (status != cudaSuccess) {
+    cudaGetLastError();
+    throw Error("cudaMallocHost of " + std::to_string(bytes) + " bytes failed (" + cudaGetErrorString(status) + ")");
+  }
+  return ptr;
+}
+
+void pinned_free(void* ptr) noexcept {
+  if (ptr != nullptr) cudaFreeHost(ptr);
+}
+
+void copy_to_device_async(void* dst, const void* pinned_src, size_t bytes, StreamHandle stream) {
+  if (bytes == 0) return;
+  TB_CUDA_CHECK(cudaMemcpyAsync(dst, pinned_src, bytes, cudaMemcpyHostToDevice, stream));
+}
+
 void copy_to_device(void* dst, const void* src, size_t bytes, StreamHandle stream) {
   if (bytes == 0) return;
   TB_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream));

@@ -42,6 +42,11 @@ bool debug_sync();
 void* device_alloc(size_t bytes);
 void device_free(void* ptr) noexcept;
 void copy_to_device(void* dst, const void* src, size_t bytes, StreamHandle stream = nullptr);
+// Page-locked host memory, and a copy from it that is only enqueued: src must stay unchanged until
+// the stream has passed the copy (the caller's next synchronisation on the stream).
+void* pinned_alloc(size_t bytes);
+void pinned_free(void* ptr) noexcept;
+void copy_to_device_async(void* dst, const void* pinned_src, size_t bytes, StreamHandle stream);
 void copy_to_host(void* dst, const void* src, size_t bytes, StreamHandle stream = nullptr);
 void copy_device(void* dst, const void* src, size_t bytes, StreamHandle stream = nullptr);
 void fill_zero(void* dst, size_t bytes, StreamHandle stream = nullptr);
@@ -97,6 +102,33 @@ class DeviceBuffer {
   size_t size() const { return size_; }
   size_t bytes() const { return size_ * sizeof(T); }
   bool empty() const { return size_ == 0; }
+
+ private:
+  T* ptr_ = nullptr;
+  size_t size_ = 0;
+};
+
+// Move-only owner of page-locked host memory (pinned_alloc), for copies that need not wait.
+template <class T>
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  PinnedBuffer(PinnedBuffer&& other) noexcept
+      : ptr_(std::exchange(other.ptr_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+  ~PinnedBuffer() { pinned_free(ptr_); }
+  // At least `size` elements; the contents are kept only while the capacity suffices.
+  void reserve(size_t size) {
+    if (size <= size_) return;
+    pinned_free(ptr_);
+    ptr_ = nullptr;
+    size_ = 0;
+    ptr_ = static_cast<T*>(pinned_alloc(size * sizeof(T)));
+    size_ = size;
+  }
+  T* data() { return ptr_; }
+  size_t size() const { return size_; }
 
  private:
   T* ptr_ = nullptr;

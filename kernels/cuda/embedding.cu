@@ -40,6 +40,8 @@ __global__ void drop_padding_group_kernel(const uint32_t* __restrict__ unique, u
   if (n > 0 && unique[n - 1] == padding_id) *num_groups = n - 1;
 }
 
+__global__ void set_count_kernel(int* count, int value) { *count = value; }
+
 __global__ void iota_kernel(uint32_t* out, int64_t count) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -172,11 +174,11 @@ void RowGroups::assign(std::span<const uint32_t> rows, std::span<const uint32_t>
                rows.size() <= order.size() && (rows.empty() || starts.back() == order.size()),
            "RowGroups::assign: groups that do not cover their rows");
   rows_ = static_cast<int64_t>(order.size());
-  const int groups = static_cast<int>(rows.size());
-  copy_to_device(unique_.data(), rows.data(), rows.size_bytes(), stream);
-  copy_to_device(sorted_rows_.data(), order.data(), order.size_bytes(), stream);
-  copy_to_device(starts_.data(), starts.data(), starts.size_bytes(), stream);
-  copy_to_device(num_groups_.data(), &groups, sizeof(groups), stream);
+  copy_to_device_async(unique_.data(), rows.data(), rows.size_bytes(), stream);
+  copy_to_device_async(sorted_rows_.data(), order.data(), order.size_bytes(), stream);
+  copy_to_device_async(starts_.data(), starts.data(), starts.size_bytes(), stream);
+  set_count_kernel<<<1, 1, 0, stream>>>(num_groups_.data(), static_cast<int>(rows.size()));
+  TB_CUDA_LAUNCH_CHECK("set_count_kernel", stream);
 }
 
 void sum_row_gradients(const RowGroups& groups, const float* d_grads, int64_t stride,

@@ -30,7 +30,9 @@ class RowGroups {
   explicit RowGroups(int64_t max_rows, uint32_t num_ids);
   void build(const uint32_t* d_ids, int64_t rows, StreamHandle stream, uint32_t padding_id = UINT32_MAX);
   // Groups made on the host (group k: table row rows[k], entries order[starts[k] .. starts[k + 1])),
-  // uploaded: the owner's side of a sharded table's exchange (engine/src/device_shards.cpp).
+  // uploaded: the owner's side of a sharded table's exchange (engine/src/device_shards.cpp). The
+  // three spans must be page-locked (PinnedBuffer) and stay unchanged until the stream has passed
+  // the copies: nothing waits for them.
   void assign(std::span<const uint32_t> rows, std::span<const uint32_t> order, std::span<const uint32_t> starts,
               StreamHandle stream);
 
