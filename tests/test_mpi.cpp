@@ -644,6 +644,15 @@ TEST_F(TwoRanks, UpdateModeOnSeveralRanksIsRefused) {
   }
 }
 
+// SGD at learning rate 0.5: a touched row moves by -0.5 x (its summed gradient + l2 x its uses x w).
+OptimizerParams plain_sgd(float l2) {
+  OptimizerParams sgd;
+  sgd.kind = OptimizerKind::kSgd;
+  sgd.lr = 0.5f;
+  sgd.l2 = l2;
+  return sgd;
+}
+
 // The glue the CUDA backend's rank step calls (RankStep), checked on the host: each rank fetches the
 // rows of its slice (some ids shared by both ranks), returns per-row gradients of the GMF rows and
 // of the MLP input ([rows x 2e], the item half at column e), and the owners apply every rank's
@@ -651,10 +660,7 @@ TEST_F(TwoRanks, UpdateModeOnSeveralRanksIsRefused) {
 TEST_F(TwoRanks, RankStepFetchesRowsAndReturnsBothSidesGradients) {
   const TrainingSet data = banded_training_set(151, 97);
   const ModelConfig config = config_of(data, ModelKind::kNeuMF);
-  OptimizerParams sgd;
-  sgd.kind = OptimizerKind::kSgd;
-  sgd.lr = 0.5f;
-  sgd.l2 = 0.0f;
+  const OptimizerParams sgd = plain_sgd(0.0f);
   const TrainState whole = TrainState::fresh(ModelParams::initialize(config, 3), sgd);
   const int64_t f = config.factors, e = config.mlp_embedding(), rows = 4;
   auto users_of = [](int r) { return std::vector<uint32_t>{static_cast<uint32_t>(r), 5, 5, 150u - r}; };
@@ -835,10 +841,7 @@ TEST_F(TwoRanks, DeviceShardsFetchAndUpdateAsTheHostShards) {
   if (!every_rank_has_cuda(&reason)) GTEST_SKIP() << "no CUDA device: " << reason;
   const TrainingSet data = banded_training_set(151, 97);
   const ModelConfig config = config_of(data, ModelKind::kNeuMF);
-  OptimizerParams sgd;
-  sgd.kind = OptimizerKind::kSgd;
-  sgd.lr = 0.5f;
-  sgd.l2 = 0.01f;
+  const OptimizerParams sgd = plain_sgd(0.01f);
   const TrainState whole = TrainState::fresh(ModelParams::initialize(config, 3), sgd);
   const int64_t f = config.factors, e = config.mlp_embedding(), rows = 5;
   const int me = world().rank();
