@@ -644,7 +644,7 @@ TEST_F(TwoRanks, UpdateModeOnSeveralRanksIsRefused) {
   }
 }
 
-// SGD at learning rate 0.5: a touched row moves by -0.5 x (its summed gradient + l2 x its uses x w).
+// SGD at learning rate 0.5 with the given L2 coefficient.
 OptimizerParams plain_sgd(float l2) {
   OptimizerParams sgd;
   sgd.kind = OptimizerKind::kSgd;
