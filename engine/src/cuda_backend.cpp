@@ -30,11 +30,11 @@
 // applies the same dense update; the slice rows' GMF and MLP-input gradients go back to the host
 // and to the owners, which apply the lazy update there. With --rank-exchange device the shards
 // live on the GPUs (DeviceIdShards, device_shards.h): only the slice's ids come to the host, and
-// rows and gradients move GPU to GPU through the same DeviceCommunicator. With metadata or context, the feature and context
-// tables are replicated on the devices: each rank adds its rows' features, and then every rank's
-// ids and row gradients are shared (RankStep::share_rows) so that every rank applies the whole
-// batch's update to its replica, as the CPU backend does. The batch loss is summed over ranks
-// every step.
+// rows and gradients move GPU to GPU through the same DeviceCommunicator. With metadata or
+// context, the feature and context tables are replicated on the devices: each rank adds its rows'
+// features, and then every rank's ids and row gradients are shared (RankStep::share_rows) so that
+// every rank applies the whole batch's update to its replica, as the CPU backend does. The batch
+// loss is summed over ranks every step.
 //
 // With cuda_graph (one process), the second full batch after a state is uploaded is captured into a
 // CUDA graph (cuda::StepGraph) instead of run, and it and every later full batch are one replay of
