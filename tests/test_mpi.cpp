@@ -766,6 +766,18 @@ TEST(OwnerGroups, EntriesByIdInRankOrderWithTheirUsesSummed) {
 }
 
 #ifdef TASTEBUD_WITH_CUDA
+// The chosen device communicator (NCCL with a GPU per rank, else host-staged; rank 0 prints which)
+// and the host-staged one. Collective.
+std::vector<std::unique_ptr<DeviceCommunicator>> both_device_communicators() {
+  Communicator& world = world_communicator();
+  std::string which;
+  std::vector<std::unique_ptr<DeviceCommunicator>> comms;
+  comms.push_back(make_device_communicator(world, &which));
+  comms.push_back(make_host_staged_communicator(world));
+  if (world.root()) std::printf("[ ranks ] device communicator: %s\n", which.c_str());
+  return comms;
+}
+
 // The device communicators of the CUDA rank step (CUDA builds, on a GPU): the chosen one (NCCL
 // with a GPU per rank, else host-staged) and the host-staged one sum a device buffer to the same
 // values on every rank; the host-staged all-gather fills every rank's block.
@@ -773,10 +785,7 @@ TEST_F(TwoRanks, DeviceCommunicatorsSumOnTheDevice) {
   std::string reason;
   if (!every_rank_has_cuda(&reason)) GTEST_SKIP() << "no CUDA device: " << reason;
   const int n = world().size(), me = world().rank();
-  std::string which;
-  std::unique_ptr<DeviceCommunicator> comms[2] = {make_device_communicator(world(), &which),
-                                                  make_host_staged_communicator(world())};
-  if (world().root()) std::printf("[ ranks ] device communicator: %s\n", which.c_str());
+  std::vector<std::unique_ptr<DeviceCommunicator>> comms = both_device_communicators();
   cuda::Stream stream;
   for (auto& comm : comms) {
     std::vector<float> values(1000);
@@ -805,9 +814,7 @@ TEST_F(TwoRanks, DeviceCommunicatorsExchangeBlocksOfEverySize) {
   std::string reason;
   if (!every_rank_has_cuda(&reason)) GTEST_SKIP() << "no CUDA device: " << reason;
   const int n = world().size(), me = world().rank();
-  std::string which;
-  std::unique_ptr<DeviceCommunicator> comms[2] = {make_device_communicator(world(), &which),
-                                                  make_host_staged_communicator(world())};
+  std::vector<std::unique_ptr<DeviceCommunicator>> comms = both_device_communicators();
   cuda::Stream stream;
   std::vector<uint32_t> send;
   std::vector<size_t> send_bytes(n), recv_bytes(n);

@@ -137,8 +137,9 @@ class CudaBackend final : public BackendBase {
     for (size_t t = 0; t < d_tables_.size(); ++t) {
       floats += d_tables_[t].size() + d_table_state0_[t].size() + d_table_state1_[t].size();
     }
-    return floats * sizeof(float) + (rank_step_ ? rank_step_->held_bytes() : 0) +
-           (device_shards_ ? device_shards_->held_bytes() : 0);
+    // Device shards: the rows on the device (the host's copies are only the last download's).
+    const uint64_t shards = device_shards_ ? device_shards_->held_bytes() : rank_step_ ? rank_step_->held_bytes() : 0;
+    return floats * sizeof(float) + shards;
   }
 
  private:
