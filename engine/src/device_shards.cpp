@@ -123,7 +123,9 @@ void DeviceIdShards::update(int side, const float* d_gmf, const float* d_mlp, in
   // (every id has a row, so group k is id k).
   slice_groups_.build(s.d_slots.data(), s.slice_rows, stream_);
   cuda::sum_row_gradients(slice_groups_, d_gmf, f_, 0, f_, d_outgoing_.data(), w, 0, stream_);
-  if (d_mlp != nullptr) cuda::sum_row_gradients(slice_groups_, d_mlp, mlp_stride, mlp_offset, e_, d_outgoing_.data(), w, f_, stream_);
+  if (d_mlp != nullptr) {
+    cuda::sum_row_gradients(slice_groups_, d_mlp, mlp_stride, mlp_offset, e_, d_outgoing_.data(), w, f_, stream_);
+  }
   const std::vector<size_t> sent = bytes_of(s.request.per_owner), received = bytes_of(s.asked_from);
   device_.alltoallv(d_outgoing_.data(), sent, d_parts_.data(), received, stream_);
   exchanged_bytes += s.heads.size() / 2 * w * sizeof(float);
